@@ -1,0 +1,21 @@
+//! stead-lib: the part of stead that a CLI, a daemon or another program can embed.
+//!
+//! It never prints, never reads the terminal and never exits the process; every
+//! failure is a typed error that says what happened, where, and what to do next.
+//!
+//! - [`layout`]: where stead keeps its files (home, state dir, file names).
+//! - [`fsutil`]: atomic, durable file writes and private directories.
+//! - [`machine`]: this machine's identity (a kept UUID) and facts.
+//! - [`state`]: the versioned state record, its migration and its atomic store.
+//! - [`lock`]: the state lock, proven stale by the kernel's flock.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod fsutil;
+pub mod layout;
+pub mod lock;
+pub mod machine;
+pub mod state;
+
+/// The version of stead that wrote a record, stored as `stead_version`.
+pub const STEAD_VERSION: &str = env!("CARGO_PKG_VERSION");

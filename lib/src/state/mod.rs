@@ -1,0 +1,16 @@
+//! The state record: schema version 2, the legacy version 1, migration between
+//! them, and the atomic store that loads and writes `<state-dir>/state.json`.
+
+mod error;
+mod migrate;
+mod schema;
+mod store;
+mod v1;
+
+pub use error::StateError;
+pub use migrate::MigrationReport;
+pub use schema::{
+    CURRENT_VERSION, HistoryEntry, Lineage, ResourceRecord, State, SyncInfo, new_lineage_id,
+};
+pub use store::{DEFAULT_HISTORY_LIMIT, Loaded, StateStore};
+pub use v1::StateV1;

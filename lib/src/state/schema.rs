@@ -1,0 +1,142 @@
+//! Schema version 2 of the state record, field for field as DESIGN.md lays it out.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::machine::MachineInfo;
+
+/// The schema version this build reads and writes.
+pub const CURRENT_VERSION: u32 = 2;
+
+/// The state record (`state.json`, version 2).
+///
+/// Unknown fields are refused rather than dropped: a rewrite must never lose
+/// what another writer stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Always [`CURRENT_VERSION`] in memory.
+    pub version: u32,
+    /// The profile this machine applies.
+    pub active_profile: Option<String>,
+    /// The config repo (absolute path).
+    pub config_path: Option<String>,
+    /// The config repo's remote, if any.
+    pub repo_url: Option<String>,
+    /// When this machine last synced with the shared record.
+    pub last_sync: Option<DateTime<Utc>>,
+    /// When this machine last applied.
+    pub last_apply: Option<DateTime<Utc>>,
+    /// Who wrote this record.
+    pub machine: MachineInfo,
+    /// The stead version that wrote this record.
+    pub stead_version: String,
+    /// Lineage and serial: which history this record belongs to, and where in it.
+    pub lineage: Lineage,
+    /// Operations, oldest first, capped (the newest are kept).
+    pub history: Vec<HistoryEntry>,
+    /// `path -> "blake3:<hex>"` of what stead wrote.
+    pub checksums: BTreeMap<String, String>,
+    /// What stead owns, by resource id (`kind.name`).
+    pub resources: BTreeMap<String, ResourceRecord>,
+    /// The base of the last sync (for 3-way merges).
+    pub sync: SyncInfo,
+}
+
+/// Which history a record belongs to and its position in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lineage {
+    /// `lineage-<uuid>`, made once when a history starts.
+    pub id: String,
+    /// Bumped by every write.
+    pub serial: u64,
+    /// The serial this record was written over (`None` for the first write).
+    pub parent_serial: Option<u64>,
+    /// The config repo commit this record was last synced with.
+    pub git_commit: Option<String>,
+    /// Machine ids that share this lineage.
+    pub machines: Vec<String>,
+}
+
+/// One operation in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEntry {
+    /// A UUID, unique per entry (merges take the union by id).
+    pub id: String,
+    /// `init`, `apply`, `migrate`, ...
+    pub operation: String,
+    /// When it was recorded.
+    pub timestamp: DateTime<Utc>,
+    /// The machine that recorded it.
+    pub machine_id: String,
+    /// The user that ran it.
+    pub user: String,
+    /// The serial of the write that recorded it.
+    pub serial: u64,
+}
+
+/// What stead created for one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRecord {
+    /// The resource kind (`file`, `symlink`, ...).
+    pub kind: String,
+    /// The paths or names it owns.
+    pub keys: Vec<String>,
+    /// The serial of the write that last changed it.
+    pub serial: u64,
+}
+
+/// The common base of the last sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncInfo {
+    /// The shared record's serial at the last sync.
+    pub base_serial: Option<u64>,
+    /// The config repo commit at the last sync.
+    pub base_commit: Option<String>,
+}
+
+/// A fresh lineage id: `lineage-<uuid v4>`.
+pub fn new_lineage_id() -> String {
+    format!("lineage-{}", uuid::Uuid::new_v4())
+}
+
+impl State {
+    /// A record that has never been written (serial 0), for `machine`.
+    ///
+    /// The first [`crate::state::StateStore::commit`] makes it serial 1.
+    pub fn new(machine: MachineInfo) -> Self {
+        let machines = vec![machine.id.clone()];
+        State {
+            version: CURRENT_VERSION,
+            active_profile: None,
+            config_path: None,
+            repo_url: None,
+            last_sync: None,
+            last_apply: None,
+            machine,
+            stead_version: crate::STEAD_VERSION.to_string(),
+            lineage: Lineage {
+                id: new_lineage_id(),
+                serial: 0,
+                parent_serial: None,
+                git_commit: None,
+                machines,
+            },
+            history: Vec::new(),
+            checksums: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            sync: SyncInfo::default(),
+        }
+    }
+
+    /// History entries, newest first.
+    pub fn history_newest_first(&self) -> impl Iterator<Item = &HistoryEntry> {
+        self.history.iter().rev()
+    }
+}

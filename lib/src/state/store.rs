@@ -1,0 +1,291 @@
+//! The atomic store of `state.json`: load (refusing what it cannot read without
+//! touching it) and commit (serial, parent serial, history, atomic write).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::error::StateError;
+use super::schema::{CURRENT_VERSION, HistoryEntry, State};
+use super::v1::StateV1;
+use crate::fsutil::{self, FsError, WriteStage};
+use crate::layout::Layout;
+use crate::lock::LockGuard;
+
+/// How many history entries a record keeps unless configured otherwise.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loaded {
+    /// A version 2 record.
+    Current(State),
+    /// A version 1 record, which must be migrated before use.
+    Legacy {
+        /// The parsed record.
+        v1: StateV1,
+        /// The file's bytes, for the backup.
+        raw: Vec<u8>,
+    },
+}
+
+/// Loads and writes the state record of one state dir.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    layout: Layout,
+    history_limit: usize,
+}
+
+impl StateStore {
+    /// A store for `layout`'s state dir, keeping [`DEFAULT_HISTORY_LIMIT`] entries.
+    pub fn new(layout: Layout) -> Self {
+        StateStore {
+            layout,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+        }
+    }
+
+    /// Keeps at most `limit` history entries (at least 1).
+    pub fn with_history_limit(mut self, limit: usize) -> Self {
+        self.history_limit = limit.max(1);
+        self
+    }
+
+    /// The history cap in force.
+    pub fn history_limit(&self) -> usize {
+        self.history_limit
+    }
+
+    /// The layout this store writes into.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// `<state-dir>/state.json`.
+    pub fn path(&self) -> PathBuf {
+        self.layout.state_file()
+    }
+
+    /// Reads the record: `None` when there is none yet.
+    ///
+    /// Never writes: a corrupt, truncated or newer file is reported and left as is.
+    pub fn load(&self) -> Result<Option<Loaded>, StateError> {
+        let path = self.path();
+        let raw = match fs::read(&path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(FsError::new("cannot read", &path, e).into()),
+        };
+        parse(&raw, &path, &self.layout).map(Some)
+    }
+
+    /// Reads a version 2 record, or says why there is none to use (missing,
+    /// still version 1, corrupt, newer). Callers that migrate V1 use [`StateStore::load`].
+    pub fn load_current(&self) -> Result<State, StateError> {
+        match self.load()? {
+            Some(Loaded::Current(state)) => Ok(state),
+            Some(Loaded::Legacy { .. }) => Err(StateError::Migration {
+                path: self.path(),
+                problem: "it must be migrated to version 2 first (run 'stead state migrate')"
+                    .to_string(),
+            }),
+            None => Err(StateError::NotInitialized { path: self.path() }),
+        }
+    }
+
+    /// Writes `state` as the next serial: bumps `lineage.serial`, sets
+    /// `parent_serial`, appends one `operation` history entry, prunes history
+    /// to the cap, and replaces the file atomically.
+    ///
+    /// Refuses (writing nothing) when the file on disk is not at the serial
+    /// `state` was loaded at, or cannot be read. `state` is updated only when
+    /// the write succeeded.
+    pub fn commit(
+        &self,
+        guard: &LockGuard,
+        state: &mut State,
+        operation: &str,
+    ) -> Result<(), StateError> {
+        self.commit_observed(guard, state, operation, &mut |_| {})
+    }
+
+    /// [`StateStore::commit`], calling `observer` at each stage of the file write.
+    pub fn commit_observed(
+        &self,
+        _guard: &LockGuard,
+        state: &mut State,
+        operation: &str,
+        observer: &mut dyn FnMut(WriteStage),
+    ) -> Result<(), StateError> {
+        let on_disk = match self.load()? {
+            Some(Loaded::Current(s)) => s.lineage.serial,
+            Some(Loaded::Legacy { .. }) => {
+                return Err(StateError::SerialMoved {
+                    path: self.path(),
+                    expected: state.lineage.serial,
+                    found: 1,
+                });
+            }
+            None => 0,
+        };
+        if on_disk != state.lineage.serial {
+            return Err(StateError::SerialMoved {
+                path: self.path(),
+                expected: state.lineage.serial,
+                found: on_disk,
+            });
+        }
+        let mut next = state.clone();
+        let old = next.lineage.serial;
+        next.version = CURRENT_VERSION;
+        next.stead_version = crate::STEAD_VERSION.to_string();
+        next.lineage.serial = old + 1;
+        next.lineage.parent_serial = (old > 0).then_some(old);
+        next.history.push(HistoryEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation: operation.to_string(),
+            timestamp: Utc::now(),
+            machine_id: next.machine.id.clone(),
+            user: next.machine.user.clone(),
+            serial: next.lineage.serial,
+        });
+        prune_history(&mut next.history, self.history_limit);
+        self.write(&next, observer)?;
+        *state = next;
+        Ok(())
+    }
+
+    /// Writes `state` as is (no serial bump): for migrations that create serial 1.
+    pub(super) fn write(
+        &self,
+        state: &State,
+        observer: &mut dyn FnMut(WriteStage),
+    ) -> Result<(), StateError> {
+        fsutil::ensure_private_dir(self.layout.state_dir())?;
+        let mut bytes = serde_json::to_vec_pretty(state)?;
+        bytes.push(b'\n');
+        fsutil::atomic_write_observed(&self.path(), &bytes, 0o600, observer)?;
+        Ok(())
+    }
+}
+
+/// Keeps the newest `limit` entries of a history ordered oldest first.
+fn prune_history(history: &mut Vec<HistoryEntry>, limit: usize) {
+    if history.len() > limit {
+        let excess = history.len() - limit;
+        history.drain(..excess);
+    }
+}
+
+fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError> {
+    let corrupt = |problem: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        problem,
+        backups: layout.backups_dir(),
+    };
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(corrupt(
+            "the file is empty (a write was cut short, or it was truncated)".to_string(),
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| corrupt("expected a JSON object at the top level".to_string()))?;
+    let version = match object.get("version") {
+        None | Some(serde_json::Value::Null) => 1,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            corrupt(format!(
+                "\"version\" must be a positive whole number, found {v}"
+            ))
+        })?,
+    };
+    match version {
+        1 => {
+            let v1: StateV1 = serde_json::from_slice(raw)
+                .map_err(|e| corrupt(format!("invalid version 1 record: {e}")))?;
+            Ok(Loaded::Legacy {
+                v1,
+                raw: raw.to_vec(),
+            })
+        }
+        2 => {
+            let state: State = serde_json::from_slice(raw)
+                .map_err(|e| corrupt(format!("invalid version 2 record: {e}")))?;
+            Ok(Loaded::Current(state))
+        }
+        0 => Err(corrupt("\"version\" 0 is not a schema version".to_string())),
+        found => Err(StateError::NewerVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: CURRENT_VERSION,
+            stead: crate::STEAD_VERSION,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: u64) -> HistoryEntry {
+        HistoryEntry {
+            id: format!("id-{serial}"),
+            operation: "apply".into(),
+            timestamp: Utc::now(),
+            machine_id: "m".into(),
+            user: "u".into(),
+            serial,
+        }
+    }
+
+    #[test]
+    fn prune_keeps_newest() {
+        let mut h: Vec<_> = (1..=60).map(entry).collect();
+        prune_history(&mut h, 50);
+        assert_eq!(h.len(), 50);
+        assert_eq!(h.first().unwrap().serial, 11);
+        assert_eq!(h.last().unwrap().serial, 60);
+    }
+
+    #[test]
+    fn parse_reports_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        let err = parse(b"{\n  \"version\": 2,\n  oops\n}", Path::new("/s.json"), &layout)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 3 column 3"), "{msg}");
+        assert!(msg.contains("/s.json"), "{msg}");
+    }
+
+    #[test]
+    fn parse_detects_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        let p = Path::new("/s.json");
+        assert!(matches!(
+            parse(br#"{"active_profile":"x"}"#, p, &layout),
+            Ok(Loaded::Legacy { .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"version":1,"dotfiles_path":"/d"}"#, p, &layout),
+            Ok(Loaded::Legacy { .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"version":7}"#, p, &layout),
+            Err(StateError::NewerVersion { found: 7, .. })
+        ));
+        assert!(matches!(
+            parse(b"   ", p, &layout),
+            Err(StateError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"version":"two"}"#, p, &layout),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}
