@@ -1,0 +1,104 @@
+//! The command line: every command, flag and environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// stead keeps machines in the state their owner declared, and keeps the
+/// record of that state safe across machines, processes and crashes.
+#[derive(Debug, Parser)]
+#[command(name = "stead", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process, 130 interrupted.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where `~` points for managed paths (default: $HOME)
+    #[arg(long, global = true, env = "STEAD_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// The state dir (default: <home>/.stead)
+    #[arg(long, global = true, env = "STEAD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// History entries to keep in the state record
+    #[arg(
+        long,
+        global = true,
+        env = "STEAD_HISTORY_LIMIT",
+        value_name = "N",
+        default_value_t = stead_lib::state::DEFAULT_HISTORY_LIMIT,
+        value_parser = clap::value_parser!(usize),
+    )]
+    pub history_limit: usize,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Say more about what happens
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// Never color the output (also: NO_COLOR=1)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this machine's state: state dir, machine id, lineage (serial 1)
+    Init(InitArgs),
+
+    /// Read and manage the state record and its lock
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The profile this machine applies
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// The config repo (your dotfiles repo)
+    #[arg(long, value_name = "CONFIG_DIR")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Show the schema version, machine id and serial
+    Version,
+
+    /// Show the operation history, newest first
+    History {
+        /// Show at most N entries
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+
+    /// Show who holds the state lock, if anyone
+    LockInfo,
+
+    /// Remove the state lock (only with --force)
+    Unlock {
+        /// Remove it even though a process may still be working
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Migrate a version 1 state file to version 2
+    Migrate {
+        /// Do not copy the version 1 file to <state-dir>/backups/ first
+        #[arg(long)]
+        no_backup: bool,
+    },
+}

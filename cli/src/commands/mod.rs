@@ -1,0 +1,4 @@
+//! One module per command or command group.
+
+pub mod init;
+pub mod state;

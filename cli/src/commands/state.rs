@@ -1,0 +1,304 @@
+//! `stead state ...`: read the state record and manage its lock.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use chrono::Utc;
+use serde_json::json;
+use stead_lib::lock::{self, LockConfig, LockInfo, LockStatus, LockType, ago};
+use stead_lib::state::{Loaded, StateError};
+
+use crate::context::Context;
+use crate::output::print_json;
+
+/// `stead state version`.
+pub fn version(ctx: &Context) -> Result<ExitCode> {
+    let state = ctx.load_state()?;
+    if ctx.json {
+        print_json(&json!({
+            "version": state.version,
+            "machine_id": state.machine.id,
+            "serial": state.lineage.serial,
+            "lineage_id": state.lineage.id,
+            "state_path": ctx.store.path(),
+        }));
+    } else {
+        println!("State Version: {}", state.version);
+        println!("Machine ID: {}", state.machine.id);
+        println!("Serial: {}", state.lineage.serial);
+        if ctx.verbose {
+            println!("Lineage: {}", state.lineage.id);
+            println!("State file: {}", ctx.store.path().display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stead state history [--limit N]`: newest first.
+pub fn history(ctx: &Context, limit: Option<usize>) -> Result<ExitCode> {
+    let state = ctx.load_state()?;
+    let entries: Vec<_> = state
+        .history_newest_first()
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    let host_of = |machine_id: &str| -> String {
+        if machine_id == state.machine.id {
+            state.machine.hostname.clone()
+        } else {
+            format!("{}...", machine_id.chars().take(8).collect::<String>())
+        }
+    };
+    if ctx.json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "serial": e.serial,
+                    "operation": e.operation,
+                    "timestamp": e.timestamp,
+                    "machine_id": e.machine_id,
+                    "hostname": host_of(&e.machine_id),
+                    "user": e.user,
+                })
+            })
+            .collect();
+        print_json(&json!({ "history": list }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("No history yet.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = entries.iter().map(|e| e.operation.len()).max().unwrap_or(0);
+    for e in entries {
+        println!(
+            "{}. {:<width$}  {}  {}  {}",
+            e.serial,
+            e.operation,
+            e.timestamp.format("%Y-%m-%d %H:%M:%S"),
+            host_of(&e.machine_id),
+            e.user,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stead state lock-info`.
+pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
+    let config = ctx.lock_config()?;
+    let status = lock::inspect(&ctx.layout, &config)?;
+    if ctx.json {
+        let (name, info, overdue, reason, content) = match &status {
+            LockStatus::Unlocked => ("unlocked", None, false, None, None),
+            LockStatus::Held { info, overdue } => ("held", Some(info), *overdue, None, None),
+            LockStatus::HeldUnreadable { content } => {
+                ("held_unreadable", None, false, None, Some(content))
+            }
+            LockStatus::Stale { info, reason } => {
+                ("stale", info.as_ref(), false, Some(reason), None)
+            }
+        };
+        print_json(&json!({
+            "lock_type": config.lock_type,
+            "remote_lock": remote_lock_note(&config),
+            "locked": !matches!(status, LockStatus::Unlocked),
+            "status": name,
+            "overdue": overdue,
+            "stale_reason": reason,
+            "holder": info,
+            "raw_content": content,
+            "lock_file": ctx.layout.lock_file(),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Lock type: {}", config.lock_type.as_str());
+    if let Some(note) = remote_lock_note(&config) {
+        println!("Remote lock: {note}");
+    }
+    match status {
+        LockStatus::Unlocked => println!("State is not locked"),
+        LockStatus::Held { info, overdue } => {
+            println!("State is locked\n");
+            print_holder(&info);
+            if overdue {
+                println!(
+                    "\n{} the lock is older than its timeout ({} s), but its holder is alive, \
+                     so it is not broken.",
+                    ctx.out.yellow("Overdue:"),
+                    config.timeout
+                );
+            }
+        }
+        LockStatus::HeldUnreadable { content } => {
+            println!("State is locked by a live process, but the lock file cannot be read:");
+            println!("  {content:?}");
+        }
+        LockStatus::Stale { info, reason } => {
+            println!("State is locked ({})\n", ctx.out.yellow("STALE"));
+            if let Some(info) = &info {
+                print_holder(info);
+                println!();
+            }
+            println!("Stale: {reason}.");
+            if config.detect_stale {
+                println!(
+                    "The next command that takes the lock removes it, or run \
+                     'stead state unlock --force' now."
+                );
+            } else {
+                println!("Stale detection is off; run 'stead state unlock --force' to remove it.");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remote_lock_note(config: &LockConfig) -> Option<&'static str> {
+    (config.lock_type == LockType::Hybrid).then_some(
+        "not available yet (no git backend in this version); hybrid behaves as local",
+    )
+}
+
+fn print_holder(info: &LockInfo) {
+    let short: String = info.machine.id.chars().take(8).collect();
+    println!("Operation: {}", info.operation);
+    println!("Machine: {} ({short}...)", info.machine.hostname);
+    println!("User: {}", info.machine.user);
+    println!("PID: {}", info.machine.pid);
+    println!(
+        "Acquired: {} ({})",
+        ago(info.created_at, Utc::now()),
+        info.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    println!("Expected duration: {} s", info.expected_duration_seconds);
+    if let Some(reason) = &info.reason {
+        println!("Reason: {reason}");
+    }
+    println!("Lock ID: {}", info.id);
+}
+
+/// `stead state unlock [--force]`.
+pub fn unlock(ctx: &Context, force: bool) -> Result<ExitCode> {
+    if !force {
+        let config = ctx.lock_config().unwrap_or_default();
+        let status = lock::inspect(&ctx.layout, &config)?;
+        if status == LockStatus::Unlocked {
+            if ctx.json {
+                print_json(&json!({ "removed": false, "locked": false }));
+            } else {
+                println!("State is not locked");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        anyhow::bail!(
+            "refusing to remove the state lock without --force\n\
+             Removing a lock that a live stead process holds lets two runs write the state at once.\n\
+             Run 'stead state lock-info' to see who holds it; if that process is gone, run \
+             'stead state unlock --force'."
+        );
+    }
+    let Some(report) = lock::force_unlock(&ctx.layout)? else {
+        if ctx.json {
+            print_json(&json!({ "removed": false, "locked": false }));
+        } else {
+            println!("State is not locked");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if ctx.json {
+        print_json(&json!({
+            "removed": true,
+            "holder": report.info,
+            "holder_alive": report.holder_alive,
+            "raw_content": if report.info.is_none() { Some(&report.content) } else { None },
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &report.info {
+        Some(info) => println!(
+            "{} Removed the state lock held by PID {} ({} on {}, user {}, acquired {})",
+            ctx.out.green("✓"),
+            info.machine.pid,
+            info.operation,
+            info.machine.hostname,
+            info.machine.user,
+            ago(info.created_at, Utc::now()),
+        ),
+        None => println!(
+            "{} Removed an unreadable lock file (it held {:?})",
+            ctx.out.green("✓"),
+            report.content.chars().take(200).collect::<String>()
+        ),
+    }
+    if report.holder_alive {
+        ctx.warn(
+            "a live process still held this lock; its run is no longer protected from \
+             concurrent changes.",
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stead state migrate [--no-backup]`.
+pub fn migrate(ctx: &Context, backup: bool) -> Result<ExitCode> {
+    match ctx.store.load()? {
+        None => {
+            return Err(StateError::NotInitialized {
+                path: ctx.store.path(),
+            }
+            .into());
+        }
+        Some(Loaded::Current(state)) => {
+            if ctx.json {
+                print_json(&json!({ "migrated": false, "version": state.version }));
+            } else {
+                println!(
+                    "State is already at version {}; nothing to migrate.",
+                    state.version
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Loaded::Legacy { .. }) => {}
+    }
+    let guard = ctx.lock("migrate", None)?;
+    let (_, report) = ctx.migrate_locked(&guard, backup)?;
+    guard.release()?;
+    let Some(report) = report else {
+        println!("State is already at version 2; nothing to migrate.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    if ctx.json {
+        print_json(&json!({ "migrated": true, "report": report }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} Migrated state from version {} to version {}",
+        ctx.out.green("✓"),
+        report.from_version,
+        report.to_version
+    );
+    match &report.backup {
+        Some(path) => println!("  Backup: {}", path.display()),
+        None => println!("  Backup: none (--no-backup)"),
+    }
+    let m = &report.machine;
+    println!(
+        "  Machine metadata added: {} ({}), {}/{}, user {}",
+        m.hostname, m.id, m.os, m.arch, m.user
+    );
+    println!(
+        "  Lineage started: {} at serial {}",
+        report.lineage_id, report.serial
+    );
+    println!("  History: empty");
+    println!("  Checksums: initialized (empty)");
+    if !report.dropped_fields.is_empty() {
+        println!(
+            "  Not carried over (kept in the backup): {}",
+            report.dropped_fields.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

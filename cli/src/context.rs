@@ -1,0 +1,177 @@
+//! What every command needs: where things are, how to print, and the common
+//! steps (take the lock and tell the user about it, load the state migrating a
+//! version 1 file on the way).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use stead_lib::layout::Layout;
+use stead_lib::lock::{self, LockConfig, LockEvent, LockGuard, LockRequest, LockType};
+use stead_lib::machine::{self, MachineInfo};
+use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
+
+use crate::cli::GlobalArgs;
+use crate::output::Paint;
+
+pub struct Context {
+    pub layout: Layout,
+    pub store: StateStore,
+    pub json: bool,
+    pub verbose: bool,
+    pub out: Paint,
+    pub err: Paint,
+}
+
+impl Context {
+    pub fn new(global: &GlobalArgs) -> Result<Self> {
+        let home = match &global.home {
+            Some(h) => absolute(h)?,
+            None => match std::env::var_os("HOME") {
+                Some(h) if !h.is_empty() => PathBuf::from(h),
+                _ => anyhow::bail!(
+                    "cannot tell where your home directory is: HOME is not set\n\
+                     Set HOME or pass --home DIR (or STEAD_HOME)."
+                ),
+            },
+        };
+        let state_dir = global.state_dir.as_deref().map(absolute).transpose()?;
+        let layout = Layout::new(home, state_dir);
+        let store = StateStore::new(layout.clone()).with_history_limit(global.history_limit);
+        Ok(Context {
+            layout,
+            store,
+            json: global.json,
+            verbose: global.verbose,
+            out: Paint::for_stdout(global.no_color),
+            err: Paint::for_stderr(global.no_color),
+        })
+    }
+
+    pub fn warn(&self, message: &str) {
+        eprintln!("{} {message}", self.err.yellow("⚠️  Warning:"));
+    }
+
+    pub fn note(&self, message: &str) {
+        eprintln!("{message}");
+    }
+
+    pub fn lock_config(&self) -> Result<LockConfig> {
+        Ok(LockConfig::load(&self.layout)?)
+    }
+
+    /// Warns when locking is disabled; every run says so.
+    pub fn warn_if_lock_disabled(&self) {
+        if let Ok(config) = LockConfig::load(&self.layout)
+            && config.lock_type == LockType::Disabled
+        {
+            self.warn(&format!(
+                "locking is disabled in {}; concurrent stead runs can corrupt the state.",
+                self.layout.lock_config_file().display()
+            ));
+        }
+    }
+
+    /// This machine's id, made on first use (creates the state dir).
+    pub fn machine_id(&self) -> Result<String> {
+        stead_lib::fsutil::ensure_private_dir(self.layout.state_dir())?;
+        Ok(machine::load_or_create_id(&self.layout)?)
+    }
+
+    /// Takes the state lock for `operation`, telling the user about stale
+    /// locks removed and waits.
+    pub fn lock(&self, operation: &str, state_serial: Option<u64>) -> Result<LockGuard> {
+        let config = self.lock_config()?;
+        let mut request = LockRequest::new(operation, &self.machine_id()?);
+        request.state_serial = state_serial;
+        let guard = lock::acquire(&self.layout, &config, &request, &mut |event| match event {
+            LockEvent::StaleRemoved { info, reason } => {
+                let who = info
+                    .map(|i| format!(" ({} by PID {} on {})", i.operation, i.machine.pid, i.machine.hostname))
+                    .unwrap_or_default();
+                self.note(&format!("Removed a stale lock{who}: {reason}."));
+            }
+            LockEvent::Waiting {
+                info,
+                attempt,
+                of,
+                delay,
+            } => {
+                let who = info
+                    .map(|i| format!(" by {} (PID {})", i.operation, i.machine.pid))
+                    .unwrap_or_default();
+                self.note(&format!(
+                    "State is locked{who}; retry {attempt}/{of} in {:.1}s...",
+                    delay.as_secs_f64()
+                ));
+            }
+        })?;
+        Ok(guard)
+    }
+
+    /// Loads the state record, migrating a version 1 file (with a backup)
+    /// under the lock first.
+    pub fn load_state(&self) -> Result<State> {
+        match self.store.load()? {
+            Some(Loaded::Current(state)) => Ok(state),
+            Some(Loaded::Legacy { .. }) => {
+                let guard = self.lock("migrate", None)?;
+                let state = self.load_state_locked(&guard)?;
+                guard.release()?;
+                state.ok_or_else(|| self.not_initialized())
+            }
+            None => Err(self.not_initialized()),
+        }
+    }
+
+    /// Loads the state record while holding the lock, migrating a version 1
+    /// file (with a backup). `None` when there is no record yet.
+    pub fn load_state_locked(&self, guard: &LockGuard) -> Result<Option<State>> {
+        match self.store.load()? {
+            Some(Loaded::Current(state)) => Ok(Some(state)),
+            Some(Loaded::Legacy { .. }) => {
+                let (state, report) = self.migrate_locked(guard, true)?;
+                if let Some(report) = report {
+                    let backup = report
+                        .backup
+                        .as_ref()
+                        .map(|p| format!(" (backup: {})", p.display()))
+                        .unwrap_or_default();
+                    self.note(&format!(
+                        "Migrated the state record from version 1 to version 2{backup}."
+                    ));
+                }
+                Ok(Some(state))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Migrates a version 1 record (`None` report: it was version 2 already).
+    pub fn migrate_locked(
+        &self,
+        guard: &LockGuard,
+        backup: bool,
+    ) -> Result<(State, Option<MigrationReport>)> {
+        let machine = MachineInfo::current(&self.machine_id()?);
+        match self.store.migrate_if_legacy(guard, machine, backup)? {
+            Some((state, report)) => Ok((state, Some(report))),
+            None => Ok((self.store.load_current()?, None)),
+        }
+    }
+
+    fn not_initialized(&self) -> anyhow::Error {
+        StateError::NotInitialized {
+            path: self.store.path(),
+        }
+        .into()
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        Ok(cwd.join(path))
+    }
+}

@@ -1,0 +1,87 @@
+//! `stead`: the command-line edge of stead-lib. Parses flags, runs one
+//! command, prints text or JSON, and maps errors to exit codes.
+
+mod cli;
+mod commands;
+mod context;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, StateCommand};
+use crate::context::Context;
+use crate::output::Paint;
+
+/// Exit code when another process holds the state lock.
+const EXIT_LOCKED: u8 = 3;
+/// Exit code after Ctrl-C or SIGTERM.
+const EXIT_INTERRUPTED: i32 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_signal_handler();
+    let json = cli.global.json;
+    let err_paint = Paint::for_stderr(cli.global.no_color);
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            let code = exit_code_for(&error);
+            if json {
+                output::print_json(&serde_json::json!({
+                    "error": { "message": format!("{error:#}"), "exit_code": code }
+                }));
+            }
+            eprintln!("{} {}", err_paint.red("Error:"), render_error(&error));
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context::new(&cli.global)?;
+    ctx.warn_if_lock_disabled();
+    match cli.command {
+        Command::Init(args) => commands::init::run(&ctx, &args),
+        Command::State(cmd) => match cmd {
+            StateCommand::Version => commands::state::version(&ctx),
+            StateCommand::History { limit } => commands::state::history(&ctx, limit),
+            StateCommand::LockInfo => commands::state::lock_info(&ctx),
+            StateCommand::Unlock { force } => commands::state::unlock(&ctx, force),
+            StateCommand::Migrate { no_backup } => commands::state::migrate(&ctx, !no_backup),
+        },
+    }
+}
+
+/// The error and its causes, one per line, without repeating a cause that
+/// the message already includes.
+fn render_error(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
+    }
+    text
+}
+
+fn exit_code_for(error: &anyhow::Error) -> u8 {
+    use stead_lib::lock::LockError;
+    match error.downcast_ref::<LockError>() {
+        Some(LockError::Locked { .. } | LockError::LockedUnreadable { .. }) => EXIT_LOCKED,
+        _ => 1,
+    }
+}
+
+/// Ctrl-C and SIGTERM end the process; the lock file is removed first so the
+/// next run does not even need stale detection. (The kernel drops the flock
+/// anyway.)
+fn install_signal_handler() {
+    let _ = ctrlc::set_handler(|| {
+        stead_lib::lock::release_all_held();
+        eprintln!("Interrupted.");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+}

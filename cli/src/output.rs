@@ -1,0 +1,60 @@
+//! Terminal output: colors (off when not a tty, with --no-color or NO_COLOR),
+//! and JSON printing.
+
+use std::io::IsTerminal;
+
+/// Styles text for stdout or stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Paint {
+    enabled: bool,
+}
+
+impl Paint {
+    /// Colors for a stream when it is a terminal and nothing forbids them.
+    pub fn new(no_color_flag: bool, is_terminal: bool) -> Self {
+        let env_forbids = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Paint {
+            enabled: is_terminal && !no_color_flag && !env_forbids,
+        }
+    }
+
+    pub fn for_stdout(no_color_flag: bool) -> Self {
+        Self::new(no_color_flag, std::io::stdout().is_terminal())
+    }
+
+    pub fn for_stderr(no_color_flag: bool) -> Self {
+        Self::new(no_color_flag, std::io::stderr().is_terminal())
+    }
+
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.enabled {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    pub fn bold(&self, text: &str) -> String {
+        self.wrap("1", text)
+    }
+
+    pub fn red(&self, text: &str) -> String {
+        self.wrap("1;31", text)
+    }
+
+    pub fn green(&self, text: &str) -> String {
+        self.wrap("32", text)
+    }
+
+    pub fn yellow(&self, text: &str) -> String {
+        self.wrap("33", text)
+    }
+}
+
+/// Prints a JSON value on stdout, pretty, with a final newline.
+pub fn print_json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("cannot encode JSON output: {e}"),
+    }
+}
