@@ -1,0 +1,88 @@
+//! A sandbox for end-to-end tests: a temp HOME that the binary is pointed at
+//! with --home, so tests never touch the real home directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.home().join(".stead")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir().join("state.json")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir().join("state.lock")
+    }
+
+    pub fn layout(&self) -> stead_lib::layout::Layout {
+        stead_lib::layout::Layout::new(self.home(), None)
+    }
+
+    /// `stead --home <sandbox> ARGS`, with a clean environment.
+    pub fn stead(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::cargo_bin("stead").expect("stead binary");
+        cmd.env_remove("STEAD_HOME")
+            .env_remove("STEAD_STATE_DIR")
+            .env_remove("STEAD_HISTORY_LIMIT")
+            .env("HOME", self.home())
+            .env("NO_COLOR", "1")
+            .arg("--home")
+            .arg(self.home())
+            .args(args);
+        cmd
+    }
+
+    /// Runs stead and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.stead(args).output().expect("run stead");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs stead, expects success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}");
+        out
+    }
+
+    /// Runs stead with --json, expects success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+    }
+
+    pub fn write_lock_config(&self, json: &str) {
+        std::fs::create_dir_all(self.state_dir()).unwrap();
+        std::fs::write(self.state_dir().join("lock_config.json"), json).unwrap();
+    }
+
+    pub fn state_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state_file()).unwrap()).unwrap()
+    }
+}
