@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 /// record of that state safe across machines, processes and crashes.
 #[derive(Debug, Parser)]
 #[command(name = "stead", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process, 130 interrupted.")]
+#[command(
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process, 130 interrupted."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

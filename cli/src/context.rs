@@ -86,7 +86,12 @@ impl Context {
         let guard = lock::acquire(&self.layout, &config, &request, &mut |event| match event {
             LockEvent::StaleRemoved { info, reason } => {
                 let who = info
-                    .map(|i| format!(" ({} by PID {} on {})", i.operation, i.machine.pid, i.machine.hostname))
+                    .map(|i| {
+                        format!(
+                            " ({} by PID {} on {})",
+                            i.operation, i.machine.pid, i.machine.hostname
+                        )
+                    })
                     .unwrap_or_default();
                 self.note(&format!("Removed a stale lock{who}: {reason}."));
             }
@@ -112,7 +117,7 @@ impl Context {
     /// under the lock first.
     pub fn load_state(&self) -> Result<State> {
         match self.store.load()? {
-            Some(Loaded::Current(state)) => Ok(state),
+            Some(Loaded::Current(state)) => Ok(*state),
             Some(Loaded::Legacy { .. }) => {
                 let guard = self.lock("migrate", None)?;
                 let state = self.load_state_locked(&guard)?;
@@ -127,7 +132,7 @@ impl Context {
     /// file (with a backup). `None` when there is no record yet.
     pub fn load_state_locked(&self, guard: &LockGuard) -> Result<Option<State>> {
         match self.store.load()? {
-            Some(Loaded::Current(state)) => Ok(Some(state)),
+            Some(Loaded::Current(state)) => Ok(Some(*state)),
             Some(Loaded::Legacy { .. }) => {
                 let (state, report) = self.migrate_locked(guard, true)?;
                 if let Some(report) = report {

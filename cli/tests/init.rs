@@ -30,7 +30,10 @@ fn init_creates_state_machine_id_and_lineage() {
             .trim(),
         machine_id
     );
-    assert_eq!(state["lineage"]["machines"], serde_json::json!([machine_id]));
+    assert_eq!(
+        state["lineage"]["machines"],
+        serde_json::json!([machine_id])
+    );
     assert_eq!(state["history"].as_array().unwrap().len(), 1);
     assert_eq!(state["history"][0]["operation"], "init");
     assert_eq!(state["history"][0]["serial"], 1);
@@ -46,7 +49,10 @@ fn init_twice_is_harmless_and_says_so() {
     sb.ok(&["init"]);
     let before = std::fs::read(sb.state_file()).unwrap();
     let out = sb.ok(&["init"]);
-    assert!(out.contains("Already initialized; nothing changed"), "{out}");
+    assert!(
+        out.contains("Already initialized; nothing changed"),
+        "{out}"
+    );
     assert_eq!(std::fs::read(sb.state_file()).unwrap(), before);
 }
 

@@ -181,8 +181,14 @@ fn lock_info_unlocked_and_held() {
 
     let guard = hold(&sb, "apply");
     let out = sb.ok(&["state", "lock-info"]);
-    assert!(out.starts_with("Lock type: local\nState is locked\n\nOperation: apply\n"), "{out}");
-    assert!(out.contains(&format!("PID: {}\n", std::process::id())), "{out}");
+    assert!(
+        out.starts_with("Lock type: local\nState is locked\n\nOperation: apply\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("PID: {}\n", std::process::id())),
+        "{out}"
+    );
     assert!(out.contains("Acquired: just now"), "{out}");
     let v = sb.json(&["state", "lock-info"]);
     assert_eq!(v["locked"], true);
@@ -198,7 +204,10 @@ fn unlock_refuses_without_force() {
     let _guard = hold(&sb, "apply");
     let (code, _out, err) = sb.run(&["state", "unlock"]);
     assert_eq!(code, 1);
-    assert!(err.contains("refusing to remove the state lock without --force"), "{err}");
+    assert!(
+        err.contains("refusing to remove the state lock without --force"),
+        "{err}"
+    );
     assert!(sb.lock_file().exists());
 }
 
@@ -218,7 +227,10 @@ fn unlock_force_removes_and_reports_a_live_holder() {
     );
     assert!(err.contains("a live process still held this lock"), "{err}");
     assert!(!sb.lock_file().exists());
-    assert_eq!(sb.ok(&["state", "unlock", "--force"]), "State is not locked\n");
+    assert_eq!(
+        sb.ok(&["state", "unlock", "--force"]),
+        "State is not locked\n"
+    );
 }
 
 #[test]
@@ -240,10 +252,17 @@ fn unlock_force_works_on_a_corrupt_lock_file() {
 fn disabled_lock_warns_on_every_run() {
     let sb = Sandbox::new();
     sb.write_lock_config(r#"{"lock_type": "disabled"}"#);
-    for args in [vec!["init"], vec!["state", "version"], vec!["state", "lock-info"]] {
+    for args in [
+        vec!["init"],
+        vec!["state", "version"],
+        vec!["state", "lock-info"],
+    ] {
         let (code, _out, err) = sb.run(&args);
         assert_eq!(code, 0);
-        assert!(err.contains("Warning: locking is disabled"), "{args:?}: {err}");
+        assert!(
+            err.contains("Warning: locking is disabled"),
+            "{args:?}: {err}"
+        );
     }
     assert!(!sb.lock_file().exists());
 }
@@ -253,7 +272,10 @@ fn hybrid_says_it_behaves_as_local() {
     let sb = Sandbox::new();
     sb.write_lock_config(r#"{"lock_type": "hybrid"}"#);
     let out = sb.ok(&["state", "lock-info"]);
-    assert!(out.starts_with("Lock type: hybrid\nRemote lock: not available yet"), "{out}");
+    assert!(
+        out.starts_with("Lock type: hybrid\nRemote lock: not available yet"),
+        "{out}"
+    );
     assert!(out.contains("hybrid behaves as local"), "{out}");
     sb.ok(&["init"]);
 }

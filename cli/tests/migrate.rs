@@ -36,7 +36,10 @@ fn redact(sb: &Sandbox, text: &str) -> String {
     text.replace(sb.home().to_str().unwrap(), "[HOME]")
         .replace(m["id"].as_str().unwrap(), "[MACHINE-ID]")
         .replace(state["lineage"]["id"].as_str().unwrap(), "[LINEAGE]")
-        .replace(&format!("{} (", m["hostname"].as_str().unwrap()), "[HOST] (")
+        .replace(
+            &format!("{} (", m["hostname"].as_str().unwrap()),
+            "[HOST] (",
+        )
         .replace(
             &format!(
                 "{}/{}, user {}",
@@ -75,7 +78,10 @@ fn migrate_converts_v1_with_a_backup_and_a_summary() {
     assert_eq!(state["checksums"], serde_json::json!({}));
 
     let again = sb.ok(&["state", "migrate"]);
-    assert_eq!(again, "State is already at version 2; nothing to migrate.\n");
+    assert_eq!(
+        again,
+        "State is already at version 2; nothing to migrate.\n"
+    );
 }
 
 #[test]
@@ -110,7 +116,10 @@ fn failing_migration_leaves_v1_intact() {
     let sb = with_state(bad);
     let (code, _out, err) = sb.run(&["state", "migrate"]);
     assert_eq!(code, 1);
-    assert!(err.contains("cannot migrate the version 1 state file"), "{err}");
+    assert!(
+        err.contains("cannot migrate the version 1 state file"),
+        "{err}"
+    );
     assert!(err.contains("\"last_apply\""), "{err}");
     assert_eq!(std::fs::read_to_string(sb.state_file()).unwrap(), bad);
 
@@ -136,7 +145,10 @@ fn newer_version_is_refused_and_left_byte_for_byte() {
         let (code, _out, err) = sb.run(&args);
         assert_eq!(code, 1, "{args:?}");
         assert!(err.contains("schema version 3"), "{args:?}: {err}");
-        assert!(err.contains("understands up to version 2"), "{args:?}: {err}");
+        assert!(
+            err.contains("understands up to version 2"),
+            "{args:?}: {err}"
+        );
         assert!(err.contains("Upgrade stead"), "{args:?}: {err}");
         assert_eq!(std::fs::read_to_string(sb.state_file()).unwrap(), newer);
     }
@@ -150,7 +162,11 @@ fn corrupt_state_is_refused_and_left_byte_for_byte() {
     // Truncated mid-write: the first 100 bytes.
     let torn = &full[..100];
     std::fs::write(sb.state_file(), torn).unwrap();
-    for args in [vec!["state", "version"], vec!["init"], vec!["state", "history"]] {
+    for args in [
+        vec!["state", "version"],
+        vec!["init"],
+        vec!["state", "history"],
+    ] {
         let (code, _out, err) = sb.run(&args);
         assert_ne!(code, 0, "{args:?}");
         assert!(err.contains(sb.state_file().to_str().unwrap()), "{err}");

@@ -114,8 +114,7 @@ impl LockConfig {
                 if !config.retry.delay_seconds.is_finite() || config.retry.delay_seconds < 0.0 {
                     return Err(LockError::BadConfig {
                         path,
-                        problem: "retry.delay_seconds must be a number of seconds >= 0"
-                            .to_string(),
+                        problem: "retry.delay_seconds must be a number of seconds >= 0".to_string(),
                     });
                 }
                 Ok(config)
@@ -823,7 +822,12 @@ mod tests {
     }
 
     fn take(layout: &Layout, config: &LockConfig) -> Result<LockGuard, LockError> {
-        acquire(layout, config, &LockRequest::new("apply", "m-1"), &mut |_| {})
+        acquire(
+            layout,
+            config,
+            &LockRequest::new("apply", "m-1"),
+            &mut |_| {},
+        )
     }
 
     #[test]
@@ -905,7 +909,10 @@ mod tests {
             &mut |e| events.push(e),
         )
         .unwrap();
-        assert!(matches!(events.as_slice(), [LockEvent::StaleRemoved { .. }]));
+        assert!(matches!(
+            events.as_slice(),
+            [LockEvent::StaleRemoved { .. }]
+        ));
         assert_eq!(g.info().unwrap().machine.id, "m-2");
     }
 
@@ -969,7 +976,11 @@ mod tests {
         let (_d, layout, _c) = setup();
         assert_eq!(LockConfig::load(&layout).unwrap(), LockConfig::default());
         fs::create_dir_all(layout.state_dir()).unwrap();
-        fs::write(layout.lock_config_file(), br#"{"lock_type":"hybrid","timeout":5}"#).unwrap();
+        fs::write(
+            layout.lock_config_file(),
+            br#"{"lock_type":"hybrid","timeout":5}"#,
+        )
+        .unwrap();
         let c = LockConfig::load(&layout).unwrap();
         assert_eq!(c.lock_type, LockType::Hybrid);
         assert_eq!(c.timeout, 5);
@@ -984,7 +995,10 @@ mod tests {
     fn ago_words() {
         let now = Utc::now();
         assert_eq!(ago(now, now), "just now");
-        assert_eq!(ago(now - chrono::Duration::minutes(10), now), "10 minutes ago");
+        assert_eq!(
+            ago(now - chrono::Duration::minutes(10), now),
+            "10 minutes ago"
+        );
         assert_eq!(ago(now - chrono::Duration::hours(1), now), "1 hour ago");
     }
 

@@ -45,7 +45,10 @@ fn migrates_with_backup_and_maps_every_field() {
     let backup = report.backup.clone().expect("backup made");
     assert_eq!(fs::read_to_string(&backup).unwrap(), V1);
     let name = backup.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with("state_v1_") && name.ends_with(".json"), "{name}");
+    assert!(
+        name.starts_with("state_v1_") && name.ends_with(".json"),
+        "{name}"
+    );
     assert_eq!(name.len(), "state_v1_YYYYMMDD_HHMMSS.json".len(), "{name}");
     assert_eq!(backup.parent().unwrap(), store.layout().backups_dir());
 
@@ -88,7 +91,10 @@ fn no_backup_writes_no_backup() {
         .unwrap();
     assert_eq!(report.backup, None);
     assert!(!store.layout().backups_dir().exists());
-    assert_eq!(store.load_current().unwrap().active_profile.as_deref(), Some("p"));
+    assert_eq!(
+        store.load_current().unwrap().active_profile.as_deref(),
+        Some("p")
+    );
 }
 
 #[test]

@@ -38,15 +38,16 @@ fn history_entry() -> impl Strategy<Value = HistoryEntry> {
 }
 
 fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value = State> {
-    let machine = (text(), text(), text(), text(), text()).prop_map(|(id, hostname, os, arch, user)| {
-        MachineInfo {
-            id,
-            hostname,
-            os,
-            arch,
-            user,
-        }
-    });
+    let machine =
+        (text(), text(), text(), text(), text()).prop_map(|(id, hostname, os, arch, user)| {
+            MachineInfo {
+                id,
+                hostname,
+                os,
+                arch,
+                user,
+            }
+        });
     let lineage = (
         text(),
         serial,
@@ -54,20 +55,29 @@ fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value 
         proptest::option::of(text()),
         proptest::collection::vec(text(), 0..4),
     )
-        .prop_map(|(id, serial, parent_serial, git_commit, machines)| Lineage {
-            id,
-            serial,
-            parent_serial,
-            git_commit,
-            machines,
-        });
+        .prop_map(
+            |(id, serial, parent_serial, git_commit, machines)| Lineage {
+                id,
+                serial,
+                parent_serial,
+                git_commit,
+                machines,
+            },
+        );
     let resources = proptest::collection::btree_map(
         text(),
-        (text(), proptest::collection::vec(text(), 0..3), any::<u64>())
+        (
+            text(),
+            proptest::collection::vec(text(), 0..3),
+            any::<u64>(),
+        )
             .prop_map(|(kind, keys, serial)| ResourceRecord { kind, keys, serial }),
         0..4,
     );
-    let sync = (proptest::option::of(any::<u64>()), proptest::option::of(text()))
+    let sync = (
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(text()),
+    )
         .prop_map(|(base_serial, base_commit)| SyncInfo {
             base_serial,
             base_commit,
@@ -138,7 +148,7 @@ proptest! {
         let (store, _guard) = store(&dir, 50);
         std::fs::create_dir_all(store.layout().state_dir()).unwrap();
         std::fs::write(store.path(), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
-        prop_assert_eq!(store.load().unwrap(), Some(Loaded::Current(state)));
+        prop_assert_eq!(store.load().unwrap(), Some(Loaded::Current(Box::new(state))));
     }
 
     /// What a commit writes is exactly what the next load returns, write after write.
@@ -207,7 +217,10 @@ fn commit_refuses_when_the_serial_moved() {
     let err = store.commit(&guard, &mut stale, "apply").unwrap_err();
     assert!(err.to_string().contains("changed underneath"), "{err}");
     assert_eq!(std::fs::read(store.path()).unwrap(), before);
-    assert_eq!(stale.lineage.serial, 1, "a failed commit leaves the caller's state as it was");
+    assert_eq!(
+        stale.lineage.serial, 1,
+        "a failed commit leaves the caller's state as it was"
+    );
 }
 
 #[test]
@@ -218,7 +231,10 @@ fn commit_never_overwrites_a_corrupt_file() {
     store.commit(&guard, &mut s, "init").unwrap();
     std::fs::write(store.path(), b"{\"version\": 2, \"lin").unwrap();
     assert!(store.commit(&guard, &mut s, "apply").is_err());
-    assert_eq!(std::fs::read(store.path()).unwrap(), b"{\"version\": 2, \"lin");
+    assert_eq!(
+        std::fs::read(store.path()).unwrap(),
+        b"{\"version\": 2, \"lin"
+    );
 }
 
 #[test]

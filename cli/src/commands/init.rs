@@ -15,11 +15,7 @@ use crate::context::Context;
 use crate::output::print_json;
 
 pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
-    let config_path = args
-        .path
-        .as_deref()
-        .map(config_path_string)
-        .transpose()?;
+    let config_path = args.path.as_deref().map(config_path_string).transpose()?;
     let guard = ctx.lock("init", None)?;
     let machine_id = ctx.machine_id()?;
     let (status, state, changes) = match ctx.load_state_locked(&guard)? {
@@ -102,7 +98,10 @@ fn report(ctx: &Context, status: &str, state: &State, changes: &[String]) {
             );
         }
     }
-    println!("  Machine:  {} ({})", state.machine.hostname, state.machine.id);
+    println!(
+        "  Machine:  {} ({})",
+        state.machine.hostname, state.machine.id
+    );
     println!("  Lineage:  {}", state.lineage.id);
     println!("  Serial:   {}", state.lineage.serial);
     if let Some(profile) = &state.active_profile {

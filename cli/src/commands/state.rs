@@ -155,9 +155,8 @@ pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
 }
 
 fn remote_lock_note(config: &LockConfig) -> Option<&'static str> {
-    (config.lock_type == LockType::Hybrid).then_some(
-        "not available yet (no git backend in this version); hybrid behaves as local",
-    )
+    (config.lock_type == LockType::Hybrid)
+        .then_some("not available yet (no git backend in this version); hybrid behaves as local")
 }
 
 fn print_holder(info: &LockInfo) {

@@ -65,7 +65,10 @@ impl Sandbox {
     /// Runs stead, expects success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(
+            code, 0,
+            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
         out
     }
 

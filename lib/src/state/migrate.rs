@@ -133,7 +133,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(t.to_rfc3339(), "2026-01-15T10:30:00+00:00");
-        let n = parse_v1_timestamp(Some("2026-01-15 10:30:00")).unwrap().unwrap();
+        let n = parse_v1_timestamp(Some("2026-01-15 10:30:00"))
+            .unwrap()
+            .unwrap();
         assert_eq!(n, t);
         assert!(parse_v1_timestamp(Some("yesterday")).is_err());
     }

@@ -21,7 +21,7 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
     /// A version 2 record.
-    Current(State),
+    Current(Box<State>),
     /// A version 1 record, which must be migrated before use.
     Legacy {
         /// The parsed record.
@@ -85,7 +85,7 @@ impl StateStore {
     /// still version 1, corrupt, newer). Callers that migrate V1 use [`StateStore::load`].
     pub fn load_current(&self) -> Result<State, StateError> {
         match self.load()? {
-            Some(Loaded::Current(state)) => Ok(state),
+            Some(Loaded::Current(state)) => Ok(*state),
             Some(Loaded::Legacy { .. }) => Err(StateError::Migration {
                 path: self.path(),
                 problem: "it must be migrated to version 2 first (run 'stead state migrate')"
@@ -215,7 +215,7 @@ fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError>
         2 => {
             let state: State = serde_json::from_slice(raw)
                 .map_err(|e| corrupt(format!("invalid version 2 record: {e}")))?;
-            Ok(Loaded::Current(state))
+            Ok(Loaded::Current(Box::new(state)))
         }
         0 => Err(corrupt("\"version\" 0 is not a schema version".to_string())),
         found => Err(StateError::NewerVersion {
@@ -255,8 +255,12 @@ mod tests {
     fn parse_reports_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), None);
-        let err = parse(b"{\n  \"version\": 2,\n  oops\n}", Path::new("/s.json"), &layout)
-            .unwrap_err();
+        let err = parse(
+            b"{\n  \"version\": 2,\n  oops\n}",
+            Path::new("/s.json"),
+            &layout,
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("line 3 column 3"), "{msg}");
         assert!(msg.contains("/s.json"), "{msg}");
