@@ -118,6 +118,25 @@ fn create_temp(dir: &Path, file_name: &str, mode: u32) -> Result<(PathBuf, File)
     ))
 }
 
+/// Removes temp files that an interrupted [`atomic_write`] of `target` left
+/// behind. Call only while no other writer of `target` can be running (the
+/// state store calls it under the state lock). Returns how many it removed.
+pub fn remove_orphan_temps(target: &Path) -> usize {
+    let dir = parent_dir(target);
+    let Some(name) = target.file_name() else {
+        return 0;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// fsyncs a directory so that renames and unlinks in it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir)
@@ -188,6 +207,16 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("target")]);
+    }
+
+    #[test]
+    fn orphan_temps_of_one_target_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        fs::write(dir.path().join(".state.json.tmp-1-abc"), b"x").unwrap();
+        fs::write(dir.path().join(".other.tmp-1-abc"), b"x").unwrap();
+        assert_eq!(remove_orphan_temps(&p), 1);
+        assert!(dir.path().join(".other.tmp-1-abc").exists());
     }
 
     #[test]

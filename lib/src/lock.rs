@@ -295,14 +295,20 @@ pub enum LockError {
         content: String,
     },
 
-    /// The holder is gone but stale detection is off.
-    #[error(
-        "State is locked by a holder that is gone: {reason}\n\
-         Stale detection is off in lock_config.json; run 'stead state unlock --force' to remove the lock."
-    )]
+    /// The holder is gone, but stead may not remove its lock on its own:
+    /// stale detection is off, or another process still has the lock file
+    /// open (so removing it could break a lock someone is taking over).
+    #[error("State is locked by a holder that is gone: {reason}\n{}", if *.detection_off {
+        "Stale detection is off in lock_config.json; run 'stead state unlock --force' to remove the lock."
+    } else {
+        "Another process still has the lock file open, so stead will not remove it on its own; \
+         if no stead process is running, run 'stead state unlock --force'."
+    })]
     StaleNotRemoved {
         /// The proof.
         reason: String,
+        /// Whether `detect_stale` is off (else the file is still held open).
+        detection_off: bool,
     },
 }
 
@@ -578,7 +584,10 @@ pub fn acquire(
                             overdue,
                             timeout: config.timeout,
                         },
-                        LockStatus::Stale { reason, .. } => LockError::StaleNotRemoved { reason },
+                        LockStatus::Stale { reason, .. } => LockError::StaleNotRemoved {
+                            reason,
+                            detection_off: !config.detect_stale,
+                        },
                         LockStatus::HeldUnreadable { content } => LockError::LockedUnreadable {
                             path: layout.lock_file(),
                             content,
@@ -728,8 +737,11 @@ fn try_acquire_once(
     }
     let status = classify(parsed, content, flock_free, config);
     match status {
-        LockStatus::Stale { info, reason } if config.detect_stale => {
-            // Holding its flock (or with its holder proven gone), only we remove it.
+        // Only the process holding a stale lock's flock may remove it: a
+        // holder whose pid is gone but whose flock is held (a taker removing
+        // it right now, an inspector, an inheriting child) is left alone, or
+        // two takers could each remove the other's fresh lock.
+        LockStatus::Stale { info, reason } if config.detect_stale && flock_free => {
             match fs::remove_file(&path) {
                 Ok(()) => fsutil::fsync_dir(dir)?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Attempt::Again),

@@ -164,6 +164,9 @@ impl StateStore {
         observer: &mut dyn FnMut(WriteStage),
     ) -> Result<(), StateError> {
         fsutil::ensure_private_dir(self.layout.state_dir())?;
+        // Under the lock no other write is in flight: any temp file is from a
+        // writer that was killed mid-write.
+        fsutil::remove_orphan_temps(&self.path());
         let mut bytes = serde_json::to_vec_pretty(state)?;
         bytes.push(b'\n');
         fsutil::atomic_write_observed(&self.path(), &bytes, 0o600, observer)?;
