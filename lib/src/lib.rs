@@ -12,9 +12,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod fsutil;
+pub mod graph;
 pub mod layout;
 pub mod lock;
 pub mod machine;
+pub mod manifest;
 pub mod state;
 
 /// The version of stead that wrote a record, stored as `stead_version`.

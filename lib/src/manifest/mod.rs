@@ -1,0 +1,306 @@
+//! `stead.toml`: parse, select the profile, resolve references, and return
+//! the resources to converge, or every problem found with its place.
+//!
+//! The manifest is walked by hand over `toml`'s spanned tables (not derived
+//! with serde) so that all problems are collected in one pass and each keeps
+//! its line and column.
+
+mod diag;
+mod parse;
+mod refs;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diag::{ManifestError, Problem, ProblemReport};
+
+/// The manifest's file name at the root of a config repo.
+pub const MANIFEST_FILE: &str = "stead.toml";
+
+/// The kinds of resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A file from `source`, `content` or `template`.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A command.
+    Exec,
+    /// Does nothing (grouping, tests, benchmarks).
+    Noop,
+}
+
+impl Kind {
+    /// All kinds, as named in manifests.
+    pub const ALL: [Kind; 5] = [Kind::File, Kind::Dir, Kind::Symlink, Kind::Exec, Kind::Noop];
+
+    /// The name used in manifests and ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Exec => "exec",
+            Kind::Noop => "noop",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileContent {
+    /// A file in the config repo (absolute path after resolution).
+    Source(PathBuf),
+    /// Inline text (references already resolved).
+    Inline(String),
+    /// A minijinja template in the config repo.
+    Template(PathBuf),
+}
+
+/// A file resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// The target path (absolute).
+    pub path: PathBuf,
+    /// The content, unless `ensure = "absent"`.
+    pub content: Option<FileContent>,
+    /// Permission bits.
+    pub mode: Option<u32>,
+}
+
+/// A directory resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSpec {
+    /// The directory (absolute).
+    pub path: PathBuf,
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Remove entries that no resource manages.
+    pub purge: bool,
+}
+
+/// A symlink resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymlinkSpec {
+    /// The link (absolute).
+    pub path: PathBuf,
+    /// What it points to (absolute).
+    pub target: PathBuf,
+}
+
+/// How an exec runs its command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    /// Program and arguments, no shell.
+    Argv(Vec<String>),
+    /// A string run with `sh -c`.
+    Shell(String),
+}
+
+impl Command {
+    /// The command as a person would type it.
+    pub fn display(&self) -> String {
+        match self {
+            Command::Argv(argv) => argv.join(" "),
+            Command::Shell(s) => s.clone(),
+        }
+    }
+}
+
+/// An exec resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// What to run.
+    pub command: Command,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Killed after this long.
+    pub timeout: Option<Duration>,
+    /// Skip when this path exists.
+    pub creates: Option<PathBuf>,
+    /// Skip when this command succeeds.
+    pub unless: Option<Command>,
+    /// Run only when this command succeeds.
+    pub onlyif: Option<Command>,
+}
+
+/// What a resource declares, per kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spec {
+    /// `[file.NAME]`
+    File(FileSpec),
+    /// `[dir.NAME]`
+    Dir(DirSpec),
+    /// `[symlink.NAME]`
+    Symlink(SymlinkSpec),
+    /// `[exec.NAME]`
+    Exec(ExecSpec),
+    /// `[noop.NAME]`
+    Noop,
+}
+
+impl Spec {
+    /// The kind of this spec.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::File(_) => Kind::File,
+            Spec::Dir(_) => Kind::Dir,
+            Spec::Symlink(_) => Kind::Symlink,
+            Spec::Exec(_) => Kind::Exec,
+            Spec::Noop => Kind::Noop,
+        }
+    }
+
+    /// The path the resource manages, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Spec::File(f) => Some(&f.path),
+            Spec::Dir(d) => Some(&d.path),
+            Spec::Symlink(s) => Some(&s.path),
+            Spec::Exec(_) | Spec::Noop => None,
+        }
+    }
+}
+
+/// One declared resource in the active profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// `kind.name`.
+    pub id: String,
+    /// What it declares.
+    pub spec: Spec,
+    /// Ids it runs after (explicit `after`, and `before` of others).
+    pub after: Vec<String>,
+    /// Ids it must run before.
+    pub before: Vec<String>,
+    /// Ids refreshed when it changes.
+    pub notify: Vec<String>,
+    /// Ids it references with `${kind.name}`.
+    pub references: Vec<String>,
+    /// Where it is declared.
+    pub span: Range<usize>,
+}
+
+impl Resource {
+    /// The resource kind.
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+}
+
+/// What a manifest needs from outside itself.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where `~` points.
+    pub home: PathBuf,
+    /// The profile to use (else `settings.default_profile`).
+    pub profile: Option<String>,
+}
+
+/// A loaded manifest: the resources of the active profile, in declaration order.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The `stead.toml` file.
+    pub path: PathBuf,
+    /// The config repo (the manifest's directory).
+    pub config_dir: PathBuf,
+    /// Where `~` points.
+    pub home: PathBuf,
+    /// The active profile, if any.
+    pub profile: Option<String>,
+    /// Variables: `[vars]` overlaid with the active profile's vars.
+    pub vars: BTreeMap<String, String>,
+    /// Resources of the active profile, in declaration order.
+    pub resources: Vec<Resource>,
+    /// The manifest text (for spans of later errors).
+    pub text: std::sync::Arc<String>,
+}
+
+/// Why a manifest could not be read at all, or what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No `stead.toml` or unreadable.
+    #[error(
+        "cannot read the manifest {path}: {source}\nIs {dir} a stead config repo? It needs a stead.toml at its root."
+    )]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// The config dir.
+        dir: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Problems in the manifest.
+    #[error(transparent)]
+    Invalid(#[from] ManifestError),
+}
+
+impl Manifest {
+    /// Loads `<config_dir>/stead.toml`.
+    pub fn load(config_dir: &Path, options: &LoadOptions) -> Result<Manifest, LoadError> {
+        let path = config_dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            dir: config_dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Manifest::parse(&text, &path, config_dir, options)?)
+    }
+
+    /// Parses manifest text as if read from `path` in `config_dir`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        config_dir: &Path,
+        options: &LoadOptions,
+    ) -> Result<Manifest, ManifestError> {
+        parse::parse(text, path, config_dir, options)
+    }
+
+    /// The resource with this id.
+    pub fn get(&self, id: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.id == id)
+    }
+
+    /// A path in the form stored in state: `~/x` under home, else absolute.
+    pub fn display_path(&self, path: &Path) -> String {
+        display_path(&self.home, path)
+    }
+}
+
+/// `~/x` for a path under `home`, else the absolute path.
+pub fn display_path(home: &Path, path: &Path) -> String {
+    match path.strip_prefix(home) {
+        Ok(rest) if rest.as_os_str().is_empty() => "~".to_string(),
+        Ok(rest) => format!("~/{}", rest.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// The absolute path for a stored key (`~/x` or absolute).
+pub fn expand_key(home: &Path, key: &str) -> PathBuf {
+    if key == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = key.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        PathBuf::from(key)
+    }
+}
+
+#[cfg(test)]
+mod tests;

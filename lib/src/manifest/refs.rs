@@ -1,0 +1,71 @@
+//! `${...}` references inside manifest strings: `${vars.NAME}` and
+//! `${kind.name}` (a resource's output: its path).
+
+use std::ops::Range;
+
+/// One `${...}` found in a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reference {
+    /// What is inside the braces, e.g. `vars.email` or `file.bashrc`.
+    pub name: String,
+    /// Byte range of `${...}` inside the string.
+    pub range: Range<usize>,
+}
+
+/// Splits a string into literal text and references. An unclosed `${` is an
+/// error naming its offset.
+pub(crate) fn scan(s: &str) -> Result<Vec<Reference>, usize> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = s[from..].find("${") {
+        let start = from + i;
+        let Some(len) = s[start + 2..].find('}') else {
+            return Err(start);
+        };
+        let end = start + 2 + len + 1;
+        out.push(Reference {
+            name: s[start + 2..end - 1].trim().to_string(),
+            range: start..end,
+        });
+        from = end;
+    }
+    Ok(out)
+}
+
+/// Replaces every reference with what `lookup` gives for it.
+pub(crate) fn substitute(
+    s: &str,
+    refs: &[Reference],
+    mut lookup: impl FnMut(&Reference) -> Option<String>,
+) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for r in refs {
+        out.push_str(&s[last..r.range.start]);
+        match lookup(r) {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&s[r.range.clone()]),
+        }
+        last = r.range.end;
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_and_substitutes() {
+        let s = "a ${vars.x} b ${file.rc}";
+        let refs = scan(s).unwrap();
+        assert_eq!(refs.len(), 2);
+        assert_eq!(refs[0].name, "vars.x");
+        assert_eq!(&s[refs[1].range.clone()], "${file.rc}");
+        let out = substitute(s, &refs, |r| Some(r.name.to_uppercase()));
+        assert_eq!(out, "a VARS.X b FILE.RC");
+        assert_eq!(scan("x ${oops"), Err(2));
+        assert!(scan("no refs").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,275 @@
+//! Manifest loading: kinds, references, profiles, and every load error with its place.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn load(text: &str) -> Result<Manifest, ManifestError> {
+    load_with(text, None)
+}
+
+fn load_with(text: &str, profile: Option<&str>) -> Result<Manifest, ManifestError> {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("rc"), "x").unwrap();
+    std::fs::write(repo.path().join("t.j2"), "{{ email }}").unwrap();
+    let repo_path = repo.path().to_path_buf();
+    // The temp repo must outlive parsing only (existence checks happen now).
+    let result = Manifest::parse(
+        &text.replace("REPO", repo_path.to_str().unwrap()),
+        &repo_path.join(MANIFEST_FILE),
+        &repo_path,
+        &LoadOptions {
+            home: PathBuf::from("/home/me"),
+            profile: profile.map(str::to_string),
+        },
+    );
+    drop(repo);
+    result
+}
+
+fn messages(e: &ManifestError) -> Vec<String> {
+    e.problems.iter().map(|p| p.message.clone()).collect()
+}
+
+#[test]
+fn parses_every_kind_with_references_and_profiles() {
+    let m = load_with(
+        r#"
+[settings]
+default_profile = "personal"
+
+[vars]
+editor = "nvim"
+
+[profile.work.vars]
+email = "me@work.example"
+
+[profile.personal.vars]
+email = "me@home.example"
+
+[dir.config]
+path = "~/.config"
+mode = "0700"
+
+[file.rc]
+path = "~/.bashrc"
+source = "rc"
+mode = "0644"
+notify = ["exec.reload"]
+
+[file.git]
+path = "~/.gitconfig"
+template = "t.j2"
+
+[file.note]
+path = "~/.config/note"
+content = "editor=${vars.editor} rc=${file.rc}"
+
+[symlink.nvim]
+path = "~/.config/nvim"
+target = "rc"
+
+[exec.reload]
+command = ["echo", "${vars.editor}"]
+creates = "~/.done"
+timeout = "2s"
+env = { A = "b" }
+
+[noop.work_only]
+profiles = ["work"]
+"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(m.profile.as_deref(), Some("personal"));
+    assert_eq!(m.vars["email"], "me@home.example");
+    let ids: Vec<_> = m.resources.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "dir.config",
+            "file.rc",
+            "file.git",
+            "file.note",
+            "symlink.nvim",
+            "exec.reload"
+        ]
+    );
+    match &m.get("file.note").unwrap().spec {
+        Spec::File(f) => {
+            assert_eq!(
+                f.content,
+                Some(FileContent::Inline(
+                    "editor=nvim rc=/home/me/.bashrc".into()
+                ))
+            );
+            assert_eq!(f.path, Path::new("/home/me/.config/note"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.get("file.note").unwrap().references, ["file.rc"]);
+    match &m.get("exec.reload").unwrap().spec {
+        Spec::Exec(e) => {
+            assert_eq!(e.command, Command::Argv(vec!["echo".into(), "nvim".into()]));
+            assert_eq!(e.timeout, Some(std::time::Duration::from_secs(2)));
+            assert_eq!(e.creates.as_deref(), Some(Path::new("/home/me/.done")));
+            assert_eq!(e.env["A"], "b");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.get("file.rc").unwrap().notify, ["exec.reload"]);
+
+    let work = load_with(
+        "[profile.work.vars]\n[noop.w]\nprofiles = [\"work\"]\n",
+        Some("work"),
+    )
+    .unwrap();
+    assert_eq!(work.resources.len(), 1);
+}
+
+#[test]
+fn all_problems_are_reported_at_once_with_places() {
+    let text = r#"[file.a]
+path = "~/a"
+sorce = "rc"
+
+[widget.x]
+size = 1
+
+[file.b]
+path = "relative/b"
+content = "${vars.nope}"
+mode = "999"
+
+[exec.c]
+after = ["file.zzz"]
+"#;
+    let e = load(text).unwrap_err();
+    let msgs = messages(&e);
+    assert!(
+        msgs.iter().any(|m| m == "unknown key `sorce` in [file.a]"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m == "unknown kind `widget`"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("must be absolute or start with ~/")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m == "unknown variable `nope`"),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m == "bad mode \"999\""), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m == "exec.c is missing the required key `command`"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m == "`after` names `file.zzz`, which is not declared"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m == "file.a needs one of `source`, `content` or `template`")
+    );
+    // Places: `sorce` is on line 3, column 1.
+    let sorce = e
+        .problems
+        .iter()
+        .find(|p| p.message.contains("sorce"))
+        .unwrap();
+    assert_eq!(e.line_col(sorce.span.clone().unwrap().start), (3, 1));
+    let summary = e.to_string();
+    assert!(
+        summary.contains("stead.toml:3:1: unknown key `sorce` in [file.a]"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn cycles_are_reported_with_their_members() {
+    let e = load(
+        "[noop.a]\nafter = [\"noop.c\"]\n[noop.b]\nafter = [\"noop.a\"]\n[noop.c]\nafter = [\"noop.b\"]\n",
+    )
+    .unwrap_err();
+    let msgs = messages(&e);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("dependency cycle: noop.a → noop.b → noop.c → noop.a"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn two_resources_claiming_one_path() {
+    let e = load(
+        "[file.a]\npath = \"~/x\"\ncontent = \"1\"\n[file.b]\npath = \"~/x\"\ncontent = \"2\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        messages(&e),
+        ["file.b claims /home/me/x, which file.a already claims"]
+    );
+}
+
+#[test]
+fn unknown_profile_and_syntax_errors() {
+    let e = load_with("[noop.a]\n", Some("nope")).unwrap_err();
+    assert_eq!(messages(&e), ["unknown profile `nope`"]);
+    let e = load("[settings]\ndefault_profile = \"ghost\"\n").unwrap_err();
+    assert_eq!(messages(&e), ["unknown profile `ghost`"]);
+    let e = load("[file.a\npath = 1").unwrap_err();
+    assert!(
+        messages(&e)[0].starts_with("invalid TOML"),
+        "{:?}",
+        messages(&e)
+    );
+    assert!(e.problems[0].span.is_some());
+}
+
+#[test]
+fn missing_source_and_bad_types() {
+    let e = load(
+        "[file.a]\npath = \"~/a\"\nsource = \"missing\"\n[dir.d]\npath = 5\n[symlink.s]\npath = \"~/s\"\n",
+    )
+    .unwrap_err();
+    let msgs = messages(&e);
+    assert!(
+        msgs.iter()
+            .any(|m| m.ends_with("missing does not exist in the config repo")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m == "`path` must be a string, found an integer"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m == "symlink.s is missing the required key `target`"),
+        "{msgs:?}"
+    );
+    assert!(
+        !msgs
+            .iter()
+            .any(|m| m == "dir.d is missing the required key `path`"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn display_and_expand_keys() {
+    let home = Path::new("/home/me");
+    assert_eq!(
+        display_path(home, Path::new("/home/me/.bashrc")),
+        "~/.bashrc"
+    );
+    assert_eq!(display_path(home, Path::new("/etc/x")), "/etc/x");
+    assert_eq!(expand_key(home, "~/.bashrc"), Path::new("/home/me/.bashrc"));
+}
