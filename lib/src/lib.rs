@@ -17,6 +17,7 @@ pub mod layout;
 pub mod lock;
 pub mod machine;
 pub mod manifest;
+pub mod resource;
 pub mod state;
 
 /// The version of stead that wrote a record, stored as `stead_version`.

@@ -20,7 +20,9 @@ pub use diag::{ManifestError, Problem, ProblemReport};
 pub const MANIFEST_FILE: &str = "stead.toml";
 
 /// The kinds of resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A file from `source`, `content` or `template`.
@@ -98,7 +100,7 @@ pub struct SymlinkSpec {
 }
 
 /// How an exec runs its command.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Command {
     /// Program and arguments, no shell.

@@ -1,0 +1,352 @@
+//! Resources: read the actual state (no side effects), diff it against the
+//! declaration after normalizing, and apply one planned change idempotently.
+//! One file per kind; this module holds what they share.
+
+pub mod dir;
+pub mod exec;
+pub mod file;
+pub mod symlink;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::FsError;
+use crate::manifest::{Kind, Manifest, Resource, Spec};
+
+/// What a plan will do to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// `+`: it does not exist yet.
+    Create,
+    /// `~`: it exists and differs (or an exec will run).
+    Update,
+    /// `-`: stead created it, and it is no longer declared (or `ensure = "absent"`).
+    Remove,
+    /// `!`: something stead does not own is in the way.
+    Conflict,
+    /// Already right.
+    Unchanged,
+}
+
+impl Action {
+    /// The plan symbol.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Remove => "-",
+            Action::Conflict => "!",
+            Action::Unchanged => " ",
+        }
+    }
+}
+
+/// Machine facts available to templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct Facts {
+    /// Hostname.
+    pub hostname: String,
+    /// `linux`, ...
+    pub os: String,
+    /// `x86_64`, ...
+    pub arch: String,
+    /// The user.
+    pub user: String,
+    /// The target home.
+    pub home: String,
+}
+
+impl Facts {
+    /// Facts of this machine with `home` as the target home.
+    pub fn current(home: &Path) -> Facts {
+        Facts {
+            hostname: crate::machine::hostname(),
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            user: crate::machine::current_user(),
+            home: home.display().to_string(),
+        }
+    }
+}
+
+/// What planning a resource needs.
+pub struct PlanContext<'a> {
+    /// The manifest.
+    pub manifest: &'a Manifest,
+    /// Template facts.
+    pub facts: &'a Facts,
+    /// Resource ids stead owns (from the state record).
+    pub owned: &'a HashSet<String>,
+    /// Replace what stead does not own (after a backup).
+    pub force: bool,
+}
+
+/// One planned change, with everything apply needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// `kind.name`.
+    pub id: String,
+    /// The kind.
+    pub kind: Kind,
+    /// What will happen.
+    pub action: Action,
+    /// The paths it touches, as stored in state (`~/x`).
+    pub keys: Vec<String>,
+    /// Why, in a few words (shown in the plan).
+    pub reason: String,
+    /// A unified diff of file content, when it changes.
+    pub diff: Option<String>,
+    /// What apply does.
+    pub op: Op,
+}
+
+/// The concrete operation apply performs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Nothing to do.
+    None,
+    /// Write a file atomically.
+    WriteFile {
+        /// Target.
+        path: PathBuf,
+        /// Content.
+        content: Vec<u8>,
+        /// Mode to set.
+        mode: u32,
+        /// Back up what is there first (a forced overwrite).
+        backup: bool,
+    },
+    /// Set a file's or dir's mode only.
+    Chmod {
+        /// Target.
+        path: PathBuf,
+        /// Mode.
+        mode: u32,
+    },
+    /// Remove a file (backing it up when it was changed by hand).
+    RemoveFile {
+        /// Target.
+        path: PathBuf,
+        /// Back it up first.
+        backup: bool,
+    },
+    /// Create a directory.
+    CreateDir {
+        /// Target.
+        path: PathBuf,
+        /// Mode.
+        mode: Option<u32>,
+    },
+    /// Remove entries inside a managed dir (purge), set its mode.
+    PurgeDir {
+        /// The dir.
+        path: PathBuf,
+        /// Mode to set, if it differs.
+        mode: Option<u32>,
+        /// Entries to remove.
+        purge: Vec<PathBuf>,
+    },
+    /// Remove an empty directory stead created.
+    RemoveDir {
+        /// Target.
+        path: PathBuf,
+    },
+    /// Create or replace a symlink.
+    Symlink {
+        /// The link.
+        path: PathBuf,
+        /// Its target.
+        target: PathBuf,
+        /// Back up what is there first.
+        backup: bool,
+    },
+    /// Remove a symlink stead created.
+    RemoveSymlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// Run a command.
+    Run(exec::Run),
+}
+
+/// Why reading or applying a resource failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// A filesystem operation failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A template did not render.
+    #[error("template {path}: {message}")]
+    Template {
+        /// The template file.
+        path: PathBuf,
+        /// What minijinja said (with the line).
+        message: String,
+    },
+    /// A command failed.
+    #[error("{0}")]
+    Exec(String),
+}
+
+/// Plans one declared resource.
+pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceError> {
+    let owned = ctx.owned.contains(&resource.id);
+    let keys: Vec<String> = resource
+        .spec
+        .path()
+        .map(|p| ctx.manifest.display_path(p))
+        .into_iter()
+        .collect();
+    let (action, reason, diff, op) = match &resource.spec {
+        Spec::File(f) => file::plan(f, ctx, owned)?,
+        Spec::Dir(d) => dir::plan(d, ctx, owned)?,
+        Spec::Symlink(s) => symlink::plan(s, ctx, owned)?,
+        Spec::Exec(e) => exec::plan(e)?,
+        Spec::Noop => (Action::Unchanged, String::new(), None, Op::None),
+    };
+    Ok(Change {
+        id: resource.id.clone(),
+        kind: resource.kind(),
+        action,
+        keys,
+        reason,
+        diff,
+        op,
+    })
+}
+
+/// Plans the removal of what stead created for a resource no longer declared.
+pub fn plan_removal(
+    id: &str,
+    kind: &str,
+    keys: &[String],
+    home: &Path,
+    checksums: &BTreeMap<String, String>,
+) -> Result<Change, ResourceError> {
+    let kind = crate::manifest::Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .unwrap_or(Kind::Noop);
+    let path = keys.first().map(|k| crate::manifest::expand_key(home, k));
+    let (action, reason, op) = match (kind, path) {
+        (Kind::File, Some(path)) => {
+            file::plan_removal(&path, keys.first().and_then(|k| checksums.get(k)))?
+        }
+        (Kind::Dir, Some(path)) => dir::plan_removal(&path)?,
+        (Kind::Symlink, Some(path)) => symlink::plan_removal(&path)?,
+        _ => (Action::Remove, "no longer declared".to_string(), Op::None),
+    };
+    Ok(Change {
+        id: id.to_string(),
+        kind,
+        action,
+        keys: keys.to_vec(),
+        reason,
+        diff: None,
+        op,
+    })
+}
+
+/// What applying a change produced, for the state record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// `blake3:<hex>` of a written file.
+    pub checksum: Option<String>,
+    /// Where a backup was made.
+    pub backup: Option<PathBuf>,
+    /// Output of a command (for the summary).
+    pub output: Option<String>,
+}
+
+/// Applies one change. Idempotent: applying an already-applied change is harmless.
+pub fn apply(change: &Change, backups: &Path) -> Result<Applied, ResourceError> {
+    match &change.op {
+        Op::None => Ok(Applied::default()),
+        Op::WriteFile {
+            path,
+            content,
+            mode,
+            backup,
+        } => file::write(path, content, *mode, *backup, backups),
+        Op::Chmod { path, mode } => file::chmod(path, *mode).map(|()| Applied::default()),
+        Op::RemoveFile { path, backup } => file::remove(path, *backup, backups),
+        Op::CreateDir { path, mode } => dir::create(path, *mode),
+        Op::PurgeDir { path, mode, purge } => dir::purge(path, *mode, purge, backups),
+        Op::RemoveDir { path } => dir::remove(path),
+        Op::Symlink {
+            path,
+            target,
+            backup,
+        } => symlink::create(path, target, *backup, backups),
+        Op::RemoveSymlink { path } => symlink::remove(path),
+        Op::Run(run) => exec::run(run),
+    }
+}
+
+/// `blake3:<hex>` of bytes.
+pub fn checksum(bytes: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
+}
+
+/// Moves what is at `path` into the backups dir (keeping its path below a
+/// timestamped folder) and returns where it went.
+pub(crate) fn backup(path: &Path, backups: &Path) -> Result<PathBuf, FsError> {
+    let stamp = chrono::Utc::now().format("%Y%m%d_%H%M%S%.3f").to_string();
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let dest = backups.join(stamp).join(rel);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| FsError::new("cannot create", parent, e))?;
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    if meta.is_dir() {
+        copy_dir(path, &dest)?;
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).map_err(|e| FsError::new("cannot read", path, e))?;
+        std::os::unix::fs::symlink(&target, &dest)
+            .map_err(|e| FsError::new("cannot create", &dest, e))?;
+    } else {
+        std::fs::copy(path, &dest).map_err(|e| FsError::new("cannot back up", path, e))?;
+    }
+    Ok(dest)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), FsError> {
+    std::fs::create_dir_all(to).map_err(|e| FsError::new("cannot create", to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| FsError::new("cannot read", from, e))? {
+        let entry = entry.map_err(|e| FsError::new("cannot read", from, e))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let ft = entry
+            .file_type()
+            .map_err(|e| FsError::new("cannot read", &src, e))?;
+        if ft.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(&src).map_err(|e| FsError::new("cannot read", &src, e))?;
+            std::os::unix::fs::symlink(&t, &dst)
+                .map_err(|e| FsError::new("cannot create", &dst, e))?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| FsError::new("cannot back up", &src, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the parent directories of a target path.
+pub(crate) fn ensure_parent(path: &Path) -> Result<(), FsError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| FsError::new("cannot create directory", parent, e))?;
+    }
+    Ok(())
+}
+
+/// The mode bits of a path (no symlink following).
+pub(crate) fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
