@@ -11,12 +11,14 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod engine;
 pub mod fsutil;
 pub mod graph;
 pub mod layout;
 pub mod lock;
 pub mod machine;
 pub mod manifest;
+pub mod plan;
 pub mod resource;
 pub mod state;
 

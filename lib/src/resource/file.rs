@@ -72,7 +72,26 @@ fn render_template(path: &Path, ctx: &PlanContext) -> Result<Vec<u8>, ResourceEr
     tmpl.render(context).map(String::into_bytes).map_err(err)
 }
 
-pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+/// Plans a file; also returns the checksum of the declared content.
+pub(super) fn plan(
+    f: &FileSpec,
+    ctx: &PlanContext,
+    owned: bool,
+) -> Result<(Planned, Option<String>), ResourceError> {
+    let desired = match &f.content {
+        Some(c) => Some(desired_content(c, ctx)?),
+        None => None,
+    };
+    let sum = desired.as_deref().map(checksum);
+    Ok((plan_content(f, desired, ctx, owned)?, sum))
+}
+
+fn plan_content(
+    f: &FileSpec,
+    desired: Option<Vec<u8>>,
+    ctx: &PlanContext,
+    owned: bool,
+) -> Result<Planned, ResourceError> {
     let path = &f.path;
     let shown = ctx.manifest.display_path(path);
     let meta = match fs::symlink_metadata(path) {
@@ -80,7 +99,7 @@ pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Plann
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
-    let Some(content) = &f.content else {
+    let Some(desired) = desired else {
         // ensure = "absent"
         return Ok(match meta {
             None => (Action::Unchanged, "absent".into(), None, Op::None),
@@ -101,7 +120,6 @@ pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Plann
             ),
         });
     };
-    let desired = desired_content(content, ctx)?;
     let Some(meta) = meta else {
         return Ok((
             Action::Create,

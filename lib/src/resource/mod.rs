@@ -78,7 +78,7 @@ pub struct PlanContext<'a> {
     pub manifest: &'a Manifest,
     /// Template facts.
     pub facts: &'a Facts,
-    /// Resource ids stead owns (from the state record).
+    /// Paths stead owns, as stored in state (`~/x`).
     pub owned: &'a HashSet<String>,
     /// Replace what stead does not own (after a backup).
     pub force: bool,
@@ -99,6 +99,8 @@ pub struct Change {
     pub reason: String,
     /// A unified diff of file content, when it changes.
     pub diff: Option<String>,
+    /// `blake3:<hex>` of the declared file content (files only).
+    pub checksum: Option<String>,
     /// What apply does.
     pub op: Op,
 }
@@ -113,7 +115,8 @@ pub enum Op {
     WriteFile {
         /// Target.
         path: PathBuf,
-        /// Content.
+        /// Content (text in JSON when it is UTF-8, else `{"hex": ...}`).
+        #[serde(with = "bytes_text")]
         content: Vec<u8>,
         /// Mode to set.
         mode: u32,
@@ -194,15 +197,20 @@ pub enum ResourceError {
 
 /// Plans one declared resource.
 pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceError> {
-    let owned = ctx.owned.contains(&resource.id);
     let keys: Vec<String> = resource
         .spec
         .path()
         .map(|p| ctx.manifest.display_path(p))
         .into_iter()
         .collect();
+    let owned = keys.iter().any(|k| ctx.owned.contains(k));
+    let mut checksum = None;
     let (action, reason, diff, op) = match &resource.spec {
-        Spec::File(f) => file::plan(f, ctx, owned)?,
+        Spec::File(f) => {
+            let (planned, sum) = file::plan(f, ctx, owned)?;
+            checksum = sum;
+            planned
+        }
         Spec::Dir(d) => dir::plan(d, ctx, owned)?,
         Spec::Symlink(s) => symlink::plan(s, ctx, owned)?,
         Spec::Exec(e) => exec::plan(e)?,
@@ -215,6 +223,7 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         keys,
         reason,
         diff,
+        checksum,
         op,
     })
 }
@@ -247,6 +256,7 @@ pub fn plan_removal(
         keys: keys.to_vec(),
         reason,
         diff: None,
+        checksum: None,
         op,
     })
 }
@@ -349,4 +359,41 @@ pub(crate) fn ensure_parent(path: &Path) -> Result<(), FsError> {
 pub(crate) fn mode_of(meta: &std::fs::Metadata) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o7777
+}
+
+/// Bytes in JSON as a string when they are UTF-8, else as `{"hex": "..."}`,
+/// so saved plans stay readable.
+mod bytes_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Hex { hex: String },
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(t) => Repr::Text(t.to_string()).serialize(s),
+            Err(_) => Repr::Hex {
+                hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            }
+            .serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(t.into_bytes()),
+            Repr::Hex { hex } => (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| serde::de::Error::custom("invalid hex content"))
+                })
+                .collect(),
+        }
+    }
 }

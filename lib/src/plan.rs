@@ -1,0 +1,295 @@
+//! Read the actual state of every resource (in parallel), diff it against the
+//! manifest, and produce a [`Plan`]: pure data that can be shown, saved, and
+//! applied later (refused if the state serial moved underneath it). After
+//! apply, [`record`] writes the outcome into the state record.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Outcome, Status};
+use crate::graph::Graph;
+use crate::manifest::{Kind, Manifest};
+use crate::resource::{self, Action, Change, Facts, PlanContext, ResourceError};
+use crate::state::{ResourceRecord, State};
+
+/// The version of the saved-plan format.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// What `stead plan` computes and `stead apply` executes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Saved-plan format version.
+    pub format: u32,
+    /// The state serial the plan was made against.
+    pub state_serial: u64,
+    /// The lineage of that state.
+    pub lineage_id: String,
+    /// The profile used.
+    pub profile: Option<String>,
+    /// The config repo.
+    pub config_dir: PathBuf,
+    /// Where `~` pointed.
+    pub home: PathBuf,
+    /// Whether `--force` was in effect.
+    pub force: bool,
+    /// Every declared resource in dependency order, then removals.
+    pub changes: Vec<Change>,
+    /// For each change, the indices (into `changes`) it waits for.
+    pub depends_on: Vec<Vec<usize>>,
+    /// Index of the first removal of an undeclared resource (they run last).
+    pub removals_from: usize,
+}
+
+/// How many of each action a plan holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// `+`
+    pub create: usize,
+    /// `~`
+    pub update: usize,
+    /// `-`
+    pub remove: usize,
+    /// `!`
+    pub conflict: usize,
+    /// Already right.
+    pub unchanged: usize,
+}
+
+impl Plan {
+    /// Counts per action.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for ch in &self.changes {
+            match ch.action {
+                Action::Create => c.create += 1,
+                Action::Update => c.update += 1,
+                Action::Remove => c.remove += 1,
+                Action::Conflict => c.conflict += 1,
+                Action::Unchanged => c.unchanged += 1,
+            }
+        }
+        c
+    }
+
+    /// True when applying would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.iter().all(|c| c.action == Action::Unchanged)
+    }
+
+    /// The declared changes only (not removals), by id.
+    pub fn change(&self, id: &str) -> Option<&Change> {
+        self.changes.iter().find(|c| c.id == id)
+    }
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot plan {}:\n{}", if .0.len() == 1 { "1 resource".to_string() } else { format!("{} resources", .0.len()) }, .0.iter().map(|(id, e)| format!("  {id}: {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct PlanError(pub Vec<(String, ResourceError)>);
+
+/// Plans `manifest` against `state` and the machine, reading resources on
+/// up to `jobs` threads.
+pub fn make(
+    manifest: &Manifest,
+    graph: &Graph,
+    state: &State,
+    force: bool,
+    jobs: usize,
+) -> Result<Plan, PlanError> {
+    let facts = Facts::current(&manifest.home);
+    // Ownership is by path, so renaming a resource keeps what it manages.
+    let owned: HashSet<String> = state
+        .resources
+        .values()
+        .flat_map(|r| r.keys.iter().cloned())
+        .collect();
+    let ctx = PlanContext {
+        manifest,
+        facts: &facts,
+        owned: &owned,
+        force,
+    };
+    let ordered: Vec<&crate::manifest::Resource> = graph
+        .order
+        .iter()
+        .map(|&i| &manifest.resources[i])
+        .collect();
+    let jobs = jobs.max(1);
+    let chunk = ordered.len().div_ceil(jobs).max(1);
+    let results: Vec<Result<Change, (String, ResourceError)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ordered
+            .chunks(chunk)
+            .map(|slice| {
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    slice
+                        .iter()
+                        .map(|r| resource::plan(r, ctx).map_err(|e| (r.id.clone(), e)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut changes = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(c) => changes.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    let removals_from = changes.len();
+    // What stead created that is no longer declared: deepest paths first, so
+    // files go before the directories that hold them.
+    let declared: HashSet<&str> = manifest.resources.iter().map(|r| r.id.as_str()).collect();
+    let mut gone: Vec<(&String, &ResourceRecord)> = state
+        .resources
+        .iter()
+        .filter(|(id, _)| !declared.contains(id.as_str()))
+        .collect();
+    gone.sort_by_key(|(id, rec)| {
+        let depth = rec.keys.first().map_or(0, |k| k.matches('/').count());
+        (std::cmp::Reverse(depth), (*id).clone())
+    });
+    let claimed: HashSet<String> = changes
+        .iter()
+        .flat_map(|c| c.keys.iter().cloned())
+        .collect();
+    for (id, rec) in gone {
+        if !rec.keys.is_empty() && rec.keys.iter().all(|k| claimed.contains(k)) {
+            changes.push(Change {
+                id: id.clone(),
+                kind: Kind::ALL
+                    .into_iter()
+                    .find(|k| k.as_str() == rec.kind)
+                    .unwrap_or(Kind::Noop),
+                action: Action::Remove,
+                keys: rec.keys.clone(),
+                reason: "no longer declared; its path is now managed by another resource".into(),
+                diff: None,
+                checksum: None,
+                op: resource::Op::None,
+            });
+            continue;
+        }
+        match resource::plan_removal(id, &rec.kind, &rec.keys, &manifest.home, &state.checksums) {
+            Ok(c) => changes.push(c),
+            Err(e) => errors.push((id.clone(), e)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PlanError(errors));
+    }
+    let position: std::collections::HashMap<&str, usize> = changes
+        .iter()
+        .take(removals_from)
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    let depends_on = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i >= removals_from {
+                return Vec::new();
+            }
+            graph
+                .index_of(&c.id)
+                .map(|g| {
+                    graph.dependencies[g]
+                        .iter()
+                        .filter_map(|&d| position.get(graph.ids[d].as_str()).copied())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(Plan {
+        format: PLAN_FORMAT,
+        state_serial: state.lineage.serial,
+        lineage_id: state.lineage.id.clone(),
+        profile: manifest.profile.clone(),
+        config_dir: manifest.config_dir.clone(),
+        home: manifest.home.clone(),
+        force,
+        changes,
+        depends_on,
+        removals_from,
+    })
+}
+
+/// Writes the outcome of an apply into `state` (not to disk): ownership,
+/// checksums, removals. `serial` is the serial the next write will have.
+pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
+    for (change, status) in plan.changes.iter().zip(&outcome.statuses) {
+        let owns_path = matches!(change.kind, Kind::File | Kind::Dir | Kind::Symlink);
+        if !owns_path {
+            continue;
+        }
+        let done = matches!(status, Status::Done(_));
+        match change.action {
+            Action::Remove if done => {
+                state.resources.remove(&change.id);
+                for k in &change.keys {
+                    state.checksums.remove(k);
+                }
+            }
+            Action::Create | Action::Update if done => {
+                if matches!(change.op, resource::Op::RemoveFile { .. }) {
+                    continue;
+                }
+                state.resources.insert(
+                    change.id.clone(),
+                    ResourceRecord {
+                        kind: change.kind.as_str().to_string(),
+                        keys: change.keys.clone(),
+                        serial,
+                    },
+                );
+                if let Some(sum) = &change.checksum {
+                    for k in &change.keys {
+                        state.checksums.insert(k.clone(), sum.clone());
+                    }
+                }
+            }
+            Action::Unchanged => {
+                let owned = state.resources.contains_key(&change.id);
+                // A file or link that already is exactly as declared is adopted;
+                // a directory stead did not create stays the user's.
+                let adopt = !owned && change.kind != Kind::Dir && !change.keys.is_empty();
+                let absent = change.kind == Kind::File && change.checksum.is_none();
+                if absent {
+                    state.resources.remove(&change.id);
+                    for k in &change.keys {
+                        state.checksums.remove(k);
+                    }
+                    continue;
+                }
+                if adopt {
+                    state.resources.insert(
+                        change.id.clone(),
+                        ResourceRecord {
+                            kind: change.kind.as_str().to_string(),
+                            keys: change.keys.clone(),
+                            serial,
+                        },
+                    );
+                }
+                if (owned || adopt)
+                    && let Some(sum) = &change.checksum
+                {
+                    for k in &change.keys {
+                        state.checksums.insert(k.clone(), sum.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
