@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "stead", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process, 130 interrupted."
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process, 4 drift found (state check-drift), 130 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -22,6 +22,10 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// The config repo holding stead.toml (default: the one recorded by init)
+    #[arg(long, global = true, env = "STEAD_CONFIG", value_name = "DIR")]
+    pub config: Option<PathBuf>,
+
     /// Where `~` points for managed paths (default: $HOME)
     #[arg(long, global = true, env = "STEAD_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
@@ -59,9 +63,77 @@ pub enum Command {
     /// Create this machine's state: state dir, machine id, lineage (serial 1)
     Init(InitArgs),
 
+    /// Show what apply would change; changes nothing
+    Plan(PlanArgs),
+
+    /// Converge the machine to the manifest
+    Apply(ApplyArgs),
+
+    /// Print the resource graph: edges and autoedges
+    Graph {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+        /// Use this profile instead of the recorded one
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
+
     /// Read and manage the state record and its lock
     #[command(subcommand)]
     State(StateCommand),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Save the plan to FILE for a later 'stead apply FILE'
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Use this profile instead of the recorded one
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Plan to replace what stead does not own (backed up first)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Read resources on up to N threads
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by 'stead plan --out FILE'
+    #[arg(value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+
+    /// Show the plan and stop
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Replace what stead does not own, after copying it to <state-dir>/backups/
+    #[arg(long)]
+    pub force: bool,
+
+    /// Run up to N changes at once (default: 8)
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Use (and record) this profile
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +167,13 @@ pub enum StateCommand {
         /// Remove it even though a process may still be working
         #[arg(long)]
         force: bool,
+    },
+
+    /// Compare managed files with the recorded checksums
+    CheckDrift {
+        /// Also list files that did not drift
+        #[arg(long)]
+        all: bool,
     },
 
     /// Migrate a version 1 state file to version 2

@@ -5,15 +5,18 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use stead_lib::graph::Graph;
 use stead_lib::layout::Layout;
 use stead_lib::lock::{self, LockConfig, LockEvent, LockGuard, LockRequest, LockType};
 use stead_lib::machine::{self, MachineInfo};
+use stead_lib::manifest::{LoadOptions, Manifest};
 use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
 
 use crate::cli::GlobalArgs;
 use crate::output::Paint;
 
 pub struct Context {
+    pub config: Option<PathBuf>,
     pub layout: Layout,
     pub store: StateStore,
     pub json: bool,
@@ -37,7 +40,9 @@ impl Context {
         let state_dir = global.state_dir.as_deref().map(absolute).transpose()?;
         let layout = Layout::new(home, state_dir);
         let store = StateStore::new(layout.clone()).with_history_limit(global.history_limit);
+        let config = global.config.as_deref().map(absolute).transpose()?;
         Ok(Context {
+            config,
             layout,
             store,
             json: global.json,
@@ -169,6 +174,45 @@ impl Context {
             path: self.store.path(),
         }
         .into()
+    }
+}
+
+impl Context {
+    /// The config repo: --config, else the one recorded in state.
+    pub fn config_dir(&self, state: Option<&State>) -> Result<PathBuf> {
+        if let Some(c) = &self.config {
+            return Ok(c.clone());
+        }
+        match state.and_then(|s| s.config_path.as_ref()) {
+            Some(p) => Ok(PathBuf::from(p)),
+            None => anyhow::bail!(
+                "no config repo given\n\
+                 Pass --config DIR (the directory holding stead.toml), or record one with \
+                 'stead init --path DIR'."
+            ),
+        }
+    }
+
+    /// Loads the manifest and its graph for `profile` (else the recorded one).
+    pub fn load_manifest(
+        &self,
+        state: Option<&State>,
+        profile: Option<&str>,
+    ) -> Result<(Manifest, Graph)> {
+        let dir = self.config_dir(state)?;
+        let profile = profile
+            .map(str::to_string)
+            .or_else(|| state.and_then(|s| s.active_profile.clone()));
+        let manifest = Manifest::load(
+            &dir,
+            &LoadOptions {
+                home: self.layout.home().to_path_buf(),
+                profile,
+            },
+        )?;
+        let graph = Graph::build(&manifest)
+            .map_err(|c| anyhow::anyhow!("dependency cycle: {}", c.ids.join(" → ")))?;
+        Ok((manifest, graph))
     }
 }
 

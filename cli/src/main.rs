@@ -44,12 +44,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     ctx.warn_if_lock_disabled();
     match cli.command {
         Command::Init(args) => commands::init::run(&ctx, &args),
+        Command::Plan(args) => commands::plan::run(&ctx, &args),
+        Command::Apply(args) => commands::apply::run(&ctx, &args),
+        Command::Graph { format, profile } => {
+            commands::graph::run(&ctx, format, profile.as_deref())
+        }
         Command::State(cmd) => match cmd {
             StateCommand::Version => commands::state::version(&ctx),
             StateCommand::History { limit } => commands::state::history(&ctx, limit),
             StateCommand::LockInfo => commands::state::lock_info(&ctx),
             StateCommand::Unlock { force } => commands::state::unlock(&ctx, force),
             StateCommand::Migrate { no_backup } => commands::state::migrate(&ctx, !no_backup),
+            StateCommand::CheckDrift { all } => commands::drift::run(&ctx, all),
         },
     }
 }
@@ -57,6 +63,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The error and its causes, one per line, without repeating a cause that
 /// the message already includes.
 fn render_error(error: &anyhow::Error) -> String {
+    if let Some(manifest) = manifest_error(error) {
+        return render_manifest_error(manifest);
+    }
     let mut text = error.to_string();
     for cause in error.chain().skip(1) {
         let cause = cause.to_string();
@@ -65,6 +74,40 @@ fn render_error(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+fn manifest_error(error: &anyhow::Error) -> Option<&stead_lib::manifest::ManifestError> {
+    use stead_lib::manifest::{LoadError, ManifestError};
+    error
+        .downcast_ref::<ManifestError>()
+        .or_else(|| match error.downcast_ref::<LoadError>() {
+            Some(LoadError::Invalid(e)) => Some(e),
+            _ => None,
+        })
+}
+
+/// Every problem with its source line and a caret (miette), then the
+/// `file:line:col` summary.
+fn render_manifest_error(error: &stead_lib::manifest::ManifestError) -> String {
+    use std::io::IsTerminal;
+    let colors = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let theme = if colors {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    };
+    let handler = miette::GraphicalReportHandler::new_themed(theme);
+    let mut out = format!("{}\n", error.summary());
+    for report in error.reports() {
+        let mut text = String::new();
+        if handler.render_report(&mut text, &report).is_ok() {
+            out.push('\n');
+            out.push_str(&text);
+        }
+    }
+    out.push_str("\nNothing was changed. Fix the manifest and run the command again.");
+    out
 }
 
 fn exit_code_for(error: &anyhow::Error) -> u8 {

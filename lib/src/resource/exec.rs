@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,6 +32,9 @@ pub struct Run {
     pub timeout_ms: Option<u64>,
     /// Skip when this exists (checked again right before running).
     pub creates: Option<PathBuf>,
+    /// `HOME` for the command: the target home, so `~` in a shell command
+    /// means the same as in the manifest.
+    pub home: PathBuf,
 }
 
 /// The outcome of one command.
@@ -41,7 +44,7 @@ struct Outcome {
     output: String,
 }
 
-pub(super) fn plan(e: &ExecSpec) -> Result<Planned, ResourceError> {
+pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
     if let Some(c) = &e.creates
         && std::fs::symlink_metadata(c).is_ok()
     {
@@ -54,7 +57,7 @@ pub(super) fn plan(e: &ExecSpec) -> Result<Planned, ResourceError> {
     }
     let timeout = e.timeout;
     if let Some(u) = &e.unless
-        && run_command(u, e.cwd.as_ref(), &e.env, timeout)?.success
+        && run_command(u, e.cwd.as_ref(), &e.env, home, timeout)?.success
     {
         return Ok((
             Action::Unchanged,
@@ -64,7 +67,7 @@ pub(super) fn plan(e: &ExecSpec) -> Result<Planned, ResourceError> {
         ));
     }
     if let Some(o) = &e.onlyif
-        && !run_command(o, e.cwd.as_ref(), &e.env, timeout)?.success
+        && !run_command(o, e.cwd.as_ref(), &e.env, home, timeout)?.success
     {
         return Ok((Action::Unchanged, "`onlyif` failed".into(), None, Op::None));
     }
@@ -78,6 +81,7 @@ pub(super) fn plan(e: &ExecSpec) -> Result<Planned, ResourceError> {
             env: e.env.clone(),
             timeout_ms: e.timeout.map(|t| t.as_millis() as u64),
             creates: e.creates.clone(),
+            home: home.to_path_buf(),
         }),
     ))
 }
@@ -95,6 +99,7 @@ pub(super) fn run(r: &Run) -> Result<Applied, ResourceError> {
         &r.command,
         r.cwd.as_ref(),
         &r.env,
+        &r.home,
         r.timeout_ms.map(Duration::from_millis),
     )?;
     if outcome.success {
@@ -117,6 +122,7 @@ fn run_command(
     command: &Command,
     cwd: Option<&PathBuf>,
     env: &BTreeMap<String, String>,
+    home: &Path,
     timeout: Option<Duration>,
 ) -> Result<Outcome, ResourceError> {
     let mut cmd = match command {
@@ -131,10 +137,11 @@ fn run_command(
             c
         }
     };
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    cmd.envs(env)
+    // Without a cwd the command runs in the target home, never wherever
+    // stead happened to be started.
+    cmd.current_dir(cwd.map_or(home, |d| d.as_path()));
+    cmd.env("HOME", home)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -213,7 +213,7 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         }
         Spec::Dir(d) => dir::plan(d, ctx, owned)?,
         Spec::Symlink(s) => symlink::plan(s, ctx, owned)?,
-        Spec::Exec(e) => exec::plan(e)?,
+        Spec::Exec(e) => exec::plan(e, &ctx.manifest.home)?,
         Spec::Noop => (Action::Unchanged, String::new(), None, Op::None),
     };
     Ok(Change {

@@ -1,0 +1,283 @@
+//! `stead apply`: take the lock, plan (or load a saved plan, refused if the
+//! state moved), confirm on a tty, execute by readiness, record the outcome.
+//! On a machine where `init` never ran it initializes first.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use serde_json::json;
+use stead_lib::engine::{self, EngineOptions, Event, Status};
+use stead_lib::machine::MachineInfo;
+use stead_lib::plan::{self, Plan};
+use stead_lib::resource::Action;
+use stead_lib::state::State;
+
+use super::plan::{DEFAULT_JOBS, current_state, plan_json, print_plan};
+use crate::cli::ApplyArgs;
+use crate::context::Context;
+use crate::output::print_json;
+
+pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
+    let jobs = args.jobs.unwrap_or(DEFAULT_JOBS).max(1);
+    if args.dry_run {
+        // A dry run takes no lock and writes nothing.
+        let state = current_state(ctx)?;
+        let plan = match &args.plan {
+            Some(file) => load_saved(file, &state)?,
+            None => {
+                let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile.as_deref())?;
+                plan::make(&manifest, &graph, &state, args.force, jobs)?
+            }
+        };
+        if ctx.json {
+            print_json(&plan_json(&plan));
+        } else {
+            print_plan(&ctx.out, &plan);
+            println!("\nDry run: nothing was changed.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let guard = ctx.lock("apply", None)?;
+    let mut state = match ctx.load_state_locked(&guard)? {
+        Some(s) => s,
+        None => first_run_init(ctx, &guard, args)?,
+    };
+    let (plan, profile) = match &args.plan {
+        Some(file) => {
+            let plan = load_saved(file, &state)?;
+            let profile = plan.profile.clone();
+            (plan, profile)
+        }
+        None => {
+            let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile.as_deref())?;
+            let plan = plan::make(&manifest, &graph, &state, args.force, jobs)?;
+            (plan, manifest.profile.clone())
+        }
+    };
+    if !ctx.json {
+        print_plan(&ctx.out, &plan);
+    }
+    if plan.is_empty() {
+        if ctx.json {
+            print_json(
+                &json!({"event": "summary", "counts": plan.counts(), "applied": 0, "failed": 0, "skipped": 0, "serial": state.lineage.serial}),
+            );
+        }
+        guard.release()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes
+        && !ctx.json
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+        && !confirm()?
+    {
+        println!("Apply cancelled; nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !ctx.json {
+        println!();
+    }
+
+    let printer = Mutex::new(());
+    let on_event = |event: Event| {
+        let _line = printer.lock();
+        match event {
+            Event::Started { id } => {
+                if ctx.json {
+                    print_json_line(&json!({"event": "started", "id": id}));
+                } else if ctx.verbose {
+                    println!("  … {id}");
+                }
+            }
+            Event::Finished { id, status } => {
+                if ctx.json {
+                    print_json_line(&status_json(id, status));
+                } else {
+                    print_status(ctx, &plan, id, status);
+                }
+            }
+        }
+    };
+    let outcome = engine::execute(
+        &plan,
+        &EngineOptions {
+            jobs,
+            backups: ctx.layout.backups_dir(),
+        },
+        &on_event,
+    );
+
+    let next_serial = state.lineage.serial + 1;
+    plan::record(&mut state, &plan, &outcome, next_serial);
+    state.last_apply = Some(Utc::now());
+    if let Some(p) = profile {
+        state.active_profile = Some(p);
+    }
+    if state.config_path.is_none() {
+        state.config_path = Some(plan.config_dir.display().to_string());
+    }
+    ctx.store.commit(&guard, &mut state, "apply")?;
+    guard.release()?;
+    summarize(ctx, &plan, &outcome.statuses, state.lineage.serial)
+}
+
+fn first_run_init(
+    ctx: &Context,
+    guard: &stead_lib::lock::LockGuard,
+    args: &ApplyArgs,
+) -> Result<State> {
+    let id = ctx.machine_id()?;
+    let mut state = State::new(MachineInfo::current(&id));
+    let config = ctx.config_dir(None)?;
+    let config = config.canonicalize().unwrap_or(config);
+    state.config_path = Some(config.display().to_string());
+    state.active_profile = args.profile.clone();
+    ctx.store.commit(guard, &mut state, "init")?;
+    if !ctx.json {
+        println!(
+            "Initialized stead state at {} (first run on this machine).\n",
+            ctx.store.path().display()
+        );
+    }
+    Ok(state)
+}
+
+fn load_saved(file: &std::path::Path, state: &State) -> Result<Plan> {
+    let raw =
+        std::fs::read(file).with_context(|| format!("cannot read the plan {}", file.display()))?;
+    let plan: Plan = serde_json::from_slice(&raw)
+        .with_context(|| format!("{} is not a saved stead plan", file.display()))?;
+    if plan.format != plan::PLAN_FORMAT {
+        anyhow::bail!(
+            "{} has plan format {}, this stead reads format {}",
+            file.display(),
+            plan.format,
+            plan::PLAN_FORMAT
+        );
+    }
+    if plan.state_serial != state.lineage.serial || plan.lineage_id != state.lineage.id {
+        anyhow::bail!(
+            "the saved plan {} is stale: it was made at state serial {}, and the state is now at serial {}{}\n\
+             Nothing was changed. Run 'stead plan --out {}' again and review the new plan.",
+            file.display(),
+            plan.state_serial,
+            state.lineage.serial,
+            if plan.lineage_id != state.lineage.id {
+                " of another lineage"
+            } else {
+                ""
+            },
+            file.display()
+        );
+    }
+    Ok(plan)
+}
+
+fn confirm() -> Result<bool> {
+    print!("Apply these changes? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+fn print_json_line(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+fn status_json(id: &str, status: &Status) -> serde_json::Value {
+    match status {
+        Status::Done(a) => {
+            json!({"event": "done", "id": id, "backup": a.backup, "checksum": a.checksum})
+        }
+        Status::Unchanged => json!({"event": "unchanged", "id": id}),
+        Status::Failed(e) => json!({"event": "failed", "id": id, "error": e}),
+        Status::Skipped(why) => json!({"event": "skipped", "id": id, "reason": why}),
+    }
+}
+
+fn print_status(ctx: &Context, plan: &Plan, id: &str, status: &Status) {
+    let p = &ctx.out;
+    let action = plan.change(id).map(|c| c.action);
+    match status {
+        Status::Unchanged => {}
+        Status::Done(applied) => {
+            let verb = match action {
+                Some(Action::Create) => "created",
+                Some(Action::Remove) => "removed",
+                _ => "updated",
+            };
+            println!("  {} {id} {verb}", p.green("✓"));
+            if let Some(b) = &applied.backup {
+                println!("      backed up the original to {}", b.display());
+            }
+        }
+        Status::Failed(e) => {
+            let first = e.lines().next().unwrap_or_default();
+            println!("  {} {id} failed: {first}", p.red("✗"));
+        }
+        Status::Skipped(why) => println!("  {} {id} skipped: {why}", p.yellow("⊘")),
+    }
+}
+
+fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Result<ExitCode> {
+    let mut created = 0;
+    let mut updated = 0;
+    let mut removed = 0;
+    let mut failed = Vec::new();
+    let mut skipped = Vec::new();
+    for (c, s) in plan.changes.iter().zip(statuses) {
+        match s {
+            Status::Done(_) => match c.action {
+                Action::Create => created += 1,
+                Action::Remove => removed += 1,
+                _ => updated += 1,
+            },
+            Status::Failed(e) => failed.push((c.id.as_str(), e.as_str())),
+            Status::Skipped(why) => skipped.push((c.id.as_str(), why.as_str())),
+            Status::Unchanged => {}
+        }
+    }
+    if ctx.json {
+        print_json_line(&json!({
+            "event": "summary", "created": created, "updated": updated, "removed": removed,
+            "failed": failed.len(), "skipped": skipped.len(), "serial": serial,
+        }));
+    } else if failed.is_empty() && skipped.is_empty() {
+        println!(
+            "\n{} Apply complete: {created} created, {updated} updated, {removed} removed (state serial {serial}).",
+            ctx.out.green("✓")
+        );
+    } else {
+        println!(
+            "\n{} Apply finished with errors: {created} created, {updated} updated, {removed} removed, {} failed, {} skipped (state serial {serial}).",
+            ctx.out.red("✗"),
+            failed.len(),
+            skipped.len()
+        );
+        for (id, e) in &failed {
+            println!("\n{} {id}:", ctx.out.red("Failed"));
+            for line in e.lines() {
+                println!("  {line}");
+            }
+        }
+        if !skipped.is_empty() {
+            println!("\nSkipped because a dependency did not complete:");
+            for (id, why) in &skipped {
+                println!("  {id} ({why})");
+            }
+        }
+        println!("\nFix the causes and run 'stead apply' again; what succeeded is recorded.");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if failed.is_empty() && skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,170 @@
+//! `stead state check-drift`: compare managed files with the checksums
+//! recorded when stead wrote them (and symlink targets and modes, when the
+//! manifest can be read).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+use stead_lib::manifest::{Spec, expand_key};
+use stead_lib::resource::checksum;
+
+use crate::context::Context;
+use crate::output::print_json;
+
+/// Exit code when drift was found.
+pub const EXIT_DRIFT: u8 = 4;
+
+#[derive(Debug, serde::Serialize)]
+struct Finding {
+    path: String,
+    resource: String,
+    status: &'static str,
+    expected: Option<String>,
+    actual: Option<String>,
+}
+
+pub fn run(ctx: &Context, all: bool) -> Result<ExitCode> {
+    let state = ctx.load_state()?;
+    let manifest = ctx.load_manifest(Some(&state), None).ok().map(|(m, _)| m);
+    let home = ctx.layout.home();
+    let mut findings = Vec::new();
+    for (id, rec) in &state.resources {
+        for key in &rec.keys {
+            let path = expand_key(home, key);
+            let declared = manifest.as_ref().and_then(|m| m.get(id)).map(|r| &r.spec);
+            let meta = std::fs::symlink_metadata(&path).ok();
+            let finding = |status, expected: Option<String>, actual: Option<String>| Finding {
+                path: key.clone(),
+                resource: id.clone(),
+                status,
+                expected,
+                actual,
+            };
+            let f = match (rec.kind.as_str(), meta) {
+                (_, None) => finding("missing", state.checksums.get(key).cloned(), None),
+                ("file", Some(m)) if m.file_type().is_file() => {
+                    let actual = std::fs::read(&path).map(|b| checksum(&b)).ok();
+                    let expected = state.checksums.get(key).cloned();
+                    let mode_drift = match declared {
+                        Some(Spec::File(f)) => f.mode.filter(|want| {
+                            use std::os::unix::fs::PermissionsExt;
+                            m.permissions().mode() & 0o7777 != *want
+                        }),
+                        _ => None,
+                    };
+                    if expected.is_some() && actual != expected {
+                        finding("modified", expected, actual)
+                    } else if let Some(want) = mode_drift {
+                        use std::os::unix::fs::PermissionsExt;
+                        finding(
+                            "mode",
+                            Some(format!("{want:04o}")),
+                            Some(format!("{:04o}", m.permissions().mode() & 0o7777)),
+                        )
+                    } else {
+                        finding("unchanged", expected, actual)
+                    }
+                }
+                ("file", Some(_)) => finding(
+                    "replaced",
+                    state.checksums.get(key).cloned(),
+                    Some("not a regular file".into()),
+                ),
+                ("symlink", Some(m)) => {
+                    let actual = std::fs::read_link(&path)
+                        .ok()
+                        .map(|t| t.display().to_string());
+                    let expected = match declared {
+                        Some(Spec::Symlink(s)) => Some(s.target.display().to_string()),
+                        _ => None,
+                    };
+                    if !m.file_type().is_symlink() {
+                        finding("replaced", expected, Some("not a symlink".into()))
+                    } else if expected.is_some() && actual != expected {
+                        finding("retargeted", expected, actual)
+                    } else {
+                        finding("unchanged", expected, actual)
+                    }
+                }
+                ("dir", Some(m)) if !m.is_dir() => {
+                    finding("replaced", None, Some("not a directory".into()))
+                }
+                _ => finding("unchanged", None, None),
+            };
+            findings.push(f);
+        }
+    }
+    findings.sort_by(|a, b| a.path.cmp(&b.path));
+    let drifted = findings.iter().filter(|f| f.status != "unchanged").count();
+    if ctx.json {
+        let shown: Vec<_> = findings
+            .iter()
+            .filter(|f| all || f.status != "unchanged")
+            .collect();
+        print_json(&json!({"drift": drifted > 0, "drifted": drifted, "files": shown}));
+    } else {
+        print_report(ctx, &findings, all);
+    }
+    Ok(if drifted > 0 {
+        ExitCode::from(EXIT_DRIFT)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
+    let p = &ctx.out;
+    println!("Checking for file drift...");
+    let groups: [(&str, &[&str]); 5] = [
+        ("Modified Files", &["modified"]),
+        ("Missing Files", &["missing"]),
+        ("Replaced", &["replaced"]),
+        ("Mode Changes", &["mode"]),
+        ("Retargeted Symlinks", &["retargeted"]),
+    ];
+    let mut any = false;
+    for (title, statuses) in groups {
+        let list: Vec<_> = findings
+            .iter()
+            .filter(|f| statuses.contains(&f.status))
+            .collect();
+        if list.is_empty() {
+            continue;
+        }
+        any = true;
+        println!("\n{} ({}):", p.bold(title), list.len());
+        for f in list {
+            println!("  • {}", f.path);
+            if let Some(e) = &f.expected {
+                println!("    Expected: {e}");
+            }
+            if let Some(a) = &f.actual {
+                println!("    Actual:   {a}");
+            }
+        }
+    }
+    if all {
+        let list: Vec<_> = findings
+            .iter()
+            .filter(|f| f.status == "unchanged")
+            .collect();
+        if !list.is_empty() {
+            println!("\n{} ({}):", p.bold("Unchanged Files"), list.len());
+            for f in list {
+                println!("  • {}", f.path);
+            }
+        }
+    }
+    if any {
+        println!("\nTip: Run 'stead apply' to restore tracked files");
+        println!("     or 'stead commit' to accept the changes");
+    } else {
+        println!(
+            "\n{} No drift: {} managed path{} match the record.",
+            p.green("✓"),
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" }
+        );
+    }
+}

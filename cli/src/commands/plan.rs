@@ -1,0 +1,125 @@
+//! `stead plan`: read, diff, show. Takes no lock and changes nothing.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+use stead_lib::machine::MachineInfo;
+use stead_lib::plan::{self, Plan};
+use stead_lib::resource::Action;
+use stead_lib::state::{Loaded, State};
+
+use crate::cli::PlanArgs;
+use crate::context::Context;
+use crate::output::{Paint, print_json};
+
+/// Changes read in parallel by default.
+pub const DEFAULT_JOBS: usize = 8;
+
+pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
+    let state = current_state(ctx)?;
+    let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile.as_deref())?;
+    let plan = plan::make(
+        &manifest,
+        &graph,
+        &state,
+        args.force,
+        args.jobs.unwrap_or(DEFAULT_JOBS),
+    )?;
+    if let Some(out) = &args.out {
+        let mut bytes = serde_json::to_vec_pretty(&plan)?;
+        bytes.push(b'\n');
+        stead_lib::fsutil::atomic_write(out, &bytes, 0o600)
+            .with_context(|| format!("cannot save the plan to {}", out.display()))?;
+    }
+    if ctx.json {
+        print_json(&plan_json(&plan));
+    } else {
+        print_plan(&ctx.out, &plan);
+        if let Some(out) = &args.out {
+            println!(
+                "\nSaved the plan to {}; run 'stead apply {}' to apply it.",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The state record, or an unsaved fresh one when this machine has none yet
+/// (a plan never writes).
+pub fn current_state(ctx: &Context) -> Result<State> {
+    match ctx.store.load()? {
+        Some(Loaded::Current(s)) => Ok(*s),
+        Some(Loaded::Legacy { .. }) => ctx.load_state(),
+        None => {
+            let id = stead_lib::machine::read_id(&ctx.layout.machine_id_file())?
+                .unwrap_or_else(|| "new-machine".to_string());
+            Ok(State::new(MachineInfo::current(&id)))
+        }
+    }
+}
+
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    json!({
+        "counts": plan.counts(),
+        "empty": plan.is_empty(),
+        "plan": plan,
+    })
+}
+
+/// The reviewable plan: one line per change, diffs indented, then the counts.
+pub fn print_plan(p: &Paint, plan: &Plan) {
+    let mut shown = 0;
+    for c in &plan.changes {
+        if c.action == Action::Unchanged {
+            continue;
+        }
+        shown += 1;
+        let symbol = match c.action {
+            Action::Create => p.green("+"),
+            Action::Update => p.yellow("~"),
+            Action::Remove => p.red("-"),
+            Action::Conflict => p.red("!"),
+            Action::Unchanged => " ".into(),
+        };
+        let key = c.keys.first().map(|k| format!("  {k}")).unwrap_or_default();
+        let reason = if c.reason.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", c.reason)
+        };
+        println!("{symbol} {}{key}{reason}", c.id);
+        if let Some(diff) = &c.diff {
+            for line in diff.lines() {
+                let styled = if line.starts_with('+') && !line.starts_with("+++") {
+                    p.green(line)
+                } else if line.starts_with('-') && !line.starts_with("---") {
+                    p.red(line)
+                } else {
+                    line.to_string()
+                };
+                println!("    {styled}");
+            }
+        }
+    }
+    let n = plan.counts();
+    if shown == 0 {
+        println!("No changes. The machine matches the manifest.");
+    } else {
+        println!();
+    }
+    println!(
+        "Plan: {} to create, {} to update, {} to remove, {} unchanged.",
+        n.create, n.update, n.remove, n.unchanged
+    );
+    if n.conflict > 0 {
+        println!(
+            "{} {} conflict{} (!): stead will not overwrite what it does not own; 'stead apply --force' backs it up and replaces it.",
+            p.red("!"),
+            n.conflict,
+            if n.conflict == 1 { "" } else { "s" }
+        );
+    }
+}

@@ -1,0 +1,2 @@
+-- Neovim config, linked by stead
+vim.opt.number = true
