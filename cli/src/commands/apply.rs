@@ -83,22 +83,49 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         println!();
     }
 
+    // A progress bar on a terminal; plain lines otherwise; JSON events with --json.
+    let to_do = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Unchanged)
+        .count() as u64;
+    let bar = (!ctx.json && std::io::stdout().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(to_do);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("  [{bar:30}] {pos}/{len} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
     let printer = Mutex::new(());
+    let say = |line: String| match &bar {
+        Some(b) => b.println(line),
+        None => println!("{line}"),
+    };
     let on_event = |event: Event| {
         let _line = printer.lock();
         match event {
             Event::Started { id } => {
                 if ctx.json {
                     print_json_line(&json!({"event": "started", "id": id}));
+                } else if let Some(b) = &bar {
+                    b.set_message(id.to_string());
                 } else if ctx.verbose {
-                    println!("  … {id}");
+                    say(format!("  … {id}"));
                 }
             }
             Event::Finished { id, status } => {
                 if ctx.json {
                     print_json_line(&status_json(id, status));
-                } else {
-                    print_status(ctx, &plan, id, status);
+                    return;
+                }
+                if let Some(line) = status_line(ctx, &plan, id, status) {
+                    say(line);
+                }
+                if let Some(b) = &bar
+                    && *status != Status::Unchanged
+                {
+                    b.inc(1);
                 }
             }
         }
@@ -111,6 +138,9 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         },
         &on_event,
     );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
 
     let next_serial = state.lineage.serial + 1;
     plan::record(&mut state, &plan, &outcome, next_serial);
@@ -201,27 +231,32 @@ fn status_json(id: &str, status: &Status) -> serde_json::Value {
     }
 }
 
-fn print_status(ctx: &Context, plan: &Plan, id: &str, status: &Status) {
+/// One line per finished change (none for unchanged ones).
+fn status_line(ctx: &Context, plan: &Plan, id: &str, status: &Status) -> Option<String> {
     let p = &ctx.out;
     let action = plan.change(id).map(|c| c.action);
     match status {
-        Status::Unchanged => {}
+        Status::Unchanged => None,
         Status::Done(applied) => {
             let verb = match action {
                 Some(Action::Create) => "created",
                 Some(Action::Remove) => "removed",
                 _ => "updated",
             };
-            println!("  {} {id} {verb}", p.green("✓"));
+            let mut line = format!("  {} {id} {verb}", p.green("✓"));
             if let Some(b) = &applied.backup {
-                println!("      backed up the original to {}", b.display());
+                line.push_str(&format!(
+                    "\n      backed up the original to {}",
+                    b.display()
+                ));
             }
+            Some(line)
         }
         Status::Failed(e) => {
             let first = e.lines().next().unwrap_or_default();
-            println!("  {} {id} failed: {first}", p.red("✗"));
+            Some(format!("  {} {id} failed: {first}", p.red("✗")))
         }
-        Status::Skipped(why) => println!("  {} {id} skipped: {why}", p.yellow("⊘")),
+        Status::Skipped(why) => Some(format!("  {} {id} skipped: {why}", p.yellow("⊘"))),
     }
 }
 
