@@ -1,5 +1,34 @@
 //! Terminal output: colors (off when not a tty, with --no-color or NO_COLOR),
-//! and JSON printing.
+//! JSON printing, and stdout writes that survive a closed pipe.
+
+/// `println!` for stdout that does not panic when the reader went away
+/// (`stead graph | head`): the command still finishes its work and releases
+/// its lock; only the output is lost, which the reader asked for.
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` counterpart of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+pub(crate) use {out, outln};
+
+/// Writes to stdout; a closed pipe is ignored, other errors are reported once
+/// on stderr.
+pub fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = std::io::stdout().lock().write_fmt(args)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+        && !REPORTED.swap(true, Ordering::Relaxed)
+    {
+        eprintln!("cannot write to standard output: {e}");
+    }
+}
 
 use std::io::IsTerminal;
 
@@ -54,7 +83,7 @@ impl Paint {
 /// Prints a JSON value on stdout, pretty, with a final newline.
 pub fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => outln!("{text}"),
         Err(e) => eprintln!("cannot encode JSON output: {e}"),
     }
 }

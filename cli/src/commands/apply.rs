@@ -2,6 +2,7 @@
 //! state moved), confirm on a tty, execute by readiness, record the outcome.
 //! On a machine where `init` never ran it initializes first.
 
+use crate::output::{out, outln};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -36,7 +37,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             print_json(&plan_json(&plan));
         } else {
             print_plan(&ctx.out, &plan);
-            println!("\nDry run: nothing was changed.");
+            outln!("\nDry run: nothing was changed.");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -76,11 +77,11 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         && std::io::stdout().is_terminal()
         && !confirm()?
     {
-        println!("Apply cancelled; nothing was changed.");
+        outln!("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
     if !ctx.json {
-        println!();
+        outln!();
     }
 
     // A progress bar on a terminal; plain lines otherwise; JSON events with --json.
@@ -100,7 +101,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     let printer = Mutex::new(());
     let say = |line: String| match &bar {
         Some(b) => b.println(line),
-        None => println!("{line}"),
+        None => outln!("{line}"),
     };
     let on_event = |event: Event| {
         let _line = printer.lock();
@@ -169,7 +170,7 @@ fn first_run_init(
     state.active_profile = args.profile.clone();
     ctx.store.commit(guard, &mut state, "init")?;
     if !ctx.json {
-        println!(
+        outln!(
             "Initialized stead state at {} (first run on this machine).\n",
             ctx.store.path().display()
         );
@@ -209,7 +210,7 @@ fn load_saved(file: &std::path::Path, state: &State) -> Result<Plan> {
 }
 
 fn confirm() -> Result<bool> {
-    print!("Apply these changes? [y/N] ");
+    out!("Apply these changes? [y/N] ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
@@ -217,7 +218,7 @@ fn confirm() -> Result<bool> {
 }
 
 fn print_json_line(value: &serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 fn status_json(id: &str, status: &Status) -> serde_json::Value {
@@ -284,30 +285,30 @@ fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Re
             "failed": failed.len(), "skipped": skipped.len(), "serial": serial,
         }));
     } else if failed.is_empty() && skipped.is_empty() {
-        println!(
+        outln!(
             "\n{} Apply complete: {created} created, {updated} updated, {removed} removed (state serial {serial}).",
             ctx.out.green("✓")
         );
     } else {
-        println!(
+        outln!(
             "\n{} Apply finished with errors: {created} created, {updated} updated, {removed} removed, {} failed, {} skipped (state serial {serial}).",
             ctx.out.red("✗"),
             failed.len(),
             skipped.len()
         );
         for (id, e) in &failed {
-            println!("\n{} {id}:", ctx.out.red("Failed"));
+            outln!("\n{} {id}:", ctx.out.red("Failed"));
             for line in e.lines() {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
         if !skipped.is_empty() {
-            println!("\nSkipped because a dependency did not complete:");
+            outln!("\nSkipped because a dependency did not complete:");
             for (id, why) in &skipped {
-                println!("  {id} ({why})");
+                outln!("  {id} ({why})");
             }
         }
-        println!("\nFix the causes and run 'stead apply' again; what succeeded is recorded.");
+        outln!("\nFix the causes and run 'stead apply' again; what succeeded is recorded.");
         return Ok(ExitCode::FAILURE);
     }
     Ok(if failed.is_empty() && skipped.is_empty() {

@@ -2,6 +2,7 @@
 //! recorded when stead wrote them (and symlink targets and modes, when the
 //! manifest can be read).
 
+use crate::output::outln;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -115,7 +116,7 @@ pub fn run(ctx: &Context, all: bool) -> Result<ExitCode> {
 
 fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
     let p = &ctx.out;
-    println!("Checking for file drift...");
+    outln!("Checking for file drift...");
     let groups: [(&str, &[&str]); 5] = [
         ("Modified Files", &["modified"]),
         ("Missing Files", &["missing"]),
@@ -133,14 +134,14 @@ fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
             continue;
         }
         any = true;
-        println!("\n{} ({}):", p.bold(title), list.len());
+        outln!("\n{} ({}):", p.bold(title), list.len());
         for f in list {
-            println!("  • {}", f.path);
+            outln!("  • {}", f.path);
             if let Some(e) = &f.expected {
-                println!("    Expected: {e}");
+                outln!("    Expected: {e}");
             }
             if let Some(a) = &f.actual {
-                println!("    Actual:   {a}");
+                outln!("    Actual:   {a}");
             }
         }
     }
@@ -150,17 +151,17 @@ fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
             .filter(|f| f.status == "unchanged")
             .collect();
         if !list.is_empty() {
-            println!("\n{} ({}):", p.bold("Unchanged Files"), list.len());
+            outln!("\n{} ({}):", p.bold("Unchanged Files"), list.len());
             for f in list {
-                println!("  • {}", f.path);
+                outln!("  • {}", f.path);
             }
         }
     }
     if any {
-        println!("\nTip: Run 'stead apply' to restore tracked files");
-        println!("     or 'stead commit' to accept the changes");
+        outln!("\nTip: Run 'stead apply' to restore tracked files");
+        outln!("     or 'stead commit' to accept the changes");
     } else {
-        println!(
+        outln!(
             "\n{} No drift: {} managed path{} match the record.",
             p.green("✓"),
             findings.len(),

@@ -1,5 +1,6 @@
 //! `stead graph`: the resource graph with its edges; autoedges are marked.
 
+use crate::output::out;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -32,7 +33,7 @@ pub fn run(ctx: &Context, format: GraphFormat, profile: Option<&str>) -> Result<
                 .collect();
             print_json(&json!({"profile": manifest.profile, "nodes": nodes, "edges": edges}));
         }
-        (GraphFormat::Dot, false) => print!("{}", graph.to_dot()),
+        (GraphFormat::Dot, false) => out!("{}", graph.to_dot()),
     }
     Ok(ExitCode::SUCCESS)
 }

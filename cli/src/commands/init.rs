@@ -2,6 +2,7 @@
 //! serial 1, history entry `init`). Running it again changes nothing unless a
 //! different profile or config path is given.
 
+use crate::output::outln;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -82,33 +83,34 @@ fn report(ctx: &Context, status: &str, state: &State, changes: &[String]) {
     let p = &ctx.out;
     match status {
         "created" => {
-            println!("{} {}", p.green("✓"), p.bold("Initialized stead state"));
-            println!("  State:    {}", ctx.store.path().display());
+            outln!("{} {}", p.green("✓"), p.bold("Initialized stead state"));
+            outln!("  State:    {}", ctx.store.path().display());
         }
         "updated" => {
-            println!("{} Updated stead state", p.green("✓"));
+            outln!("{} Updated stead state", p.green("✓"));
             for change in changes {
-                println!("  {change}");
+                outln!("  {change}");
             }
         }
         _ => {
-            println!(
+            outln!(
                 "Already initialized; nothing changed ({}).",
                 ctx.store.path().display()
             );
         }
     }
-    println!(
+    outln!(
         "  Machine:  {} ({})",
-        state.machine.hostname, state.machine.id
+        state.machine.hostname,
+        state.machine.id
     );
-    println!("  Lineage:  {}", state.lineage.id);
-    println!("  Serial:   {}", state.lineage.serial);
+    outln!("  Lineage:  {}", state.lineage.id);
+    outln!("  Serial:   {}", state.lineage.serial);
     if let Some(profile) = &state.active_profile {
-        println!("  Profile:  {profile}");
+        outln!("  Profile:  {profile}");
     }
     if let Some(config) = &state.config_path {
-        println!("  Config:   {config}");
+        outln!("  Config:   {config}");
     }
 }
 

@@ -1,5 +1,6 @@
 //! `stead plan`: read, diff, show. Takes no lock and changes nothing.
 
+use crate::output::outln;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
@@ -37,7 +38,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     } else {
         print_plan(&ctx.out, &plan);
         if let Some(out) = &args.out {
-            println!(
+            outln!(
                 "\nSaved the plan to {}; run 'stead apply {}' to apply it.",
                 out.display(),
                 out.display()
@@ -90,7 +91,7 @@ pub fn print_plan(p: &Paint, plan: &Plan) {
         } else {
             format!("  ({})", c.reason)
         };
-        println!("{symbol} {}{key}{reason}", c.id);
+        outln!("{symbol} {}{key}{reason}", c.id);
         if let Some(diff) = &c.diff {
             for line in diff.lines() {
                 let styled = if line.starts_with('+') && !line.starts_with("+++") {
@@ -100,22 +101,25 @@ pub fn print_plan(p: &Paint, plan: &Plan) {
                 } else {
                     line.to_string()
                 };
-                println!("    {styled}");
+                outln!("    {styled}");
             }
         }
     }
     let n = plan.counts();
     if shown == 0 {
-        println!("No changes. The machine matches the manifest.");
+        outln!("No changes. The machine matches the manifest.");
     } else {
-        println!();
+        outln!();
     }
-    println!(
+    outln!(
         "Plan: {} to create, {} to update, {} to remove, {} unchanged.",
-        n.create, n.update, n.remove, n.unchanged
+        n.create,
+        n.update,
+        n.remove,
+        n.unchanged
     );
     if n.conflict > 0 {
-        println!(
+        outln!(
             "{} {} conflict{} (!): stead will not overwrite what it does not own; 'stead apply --force' backs it up and replaces it.",
             p.red("!"),
             n.conflict,

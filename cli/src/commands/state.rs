@@ -1,5 +1,6 @@
 //! `stead state ...`: read the state record and manage its lock.
 
+use crate::output::outln;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -23,12 +24,12 @@ pub fn version(ctx: &Context) -> Result<ExitCode> {
             "state_path": ctx.store.path(),
         }));
     } else {
-        println!("State Version: {}", state.version);
-        println!("Machine ID: {}", state.machine.id);
-        println!("Serial: {}", state.lineage.serial);
+        outln!("State Version: {}", state.version);
+        outln!("Machine ID: {}", state.machine.id);
+        outln!("Serial: {}", state.lineage.serial);
         if ctx.verbose {
-            println!("Lineage: {}", state.lineage.id);
-            println!("State file: {}", ctx.store.path().display());
+            outln!("Lineage: {}", state.lineage.id);
+            outln!("State file: {}", ctx.store.path().display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -67,12 +68,12 @@ pub fn history(ctx: &Context, limit: Option<usize>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
-        println!("No history yet.");
+        outln!("No history yet.");
         return Ok(ExitCode::SUCCESS);
     }
     let width = entries.iter().map(|e| e.operation.len()).max().unwrap_or(0);
     for e in entries {
-        println!(
+        outln!(
             "{}. {:<width$}  {}  {}  {}",
             e.serial,
             e.operation,
@@ -112,17 +113,17 @@ pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Lock type: {}", config.lock_type.as_str());
+    outln!("Lock type: {}", config.lock_type.as_str());
     if let Some(note) = remote_lock_note(&config) {
-        println!("Remote lock: {note}");
+        outln!("Remote lock: {note}");
     }
     match status {
-        LockStatus::Unlocked => println!("State is not locked"),
+        LockStatus::Unlocked => outln!("State is not locked"),
         LockStatus::Held { info, overdue } => {
-            println!("State is locked\n");
+            outln!("State is locked\n");
             print_holder(&info);
             if overdue {
-                println!(
+                outln!(
                     "\n{} the lock is older than its timeout ({} s), but its holder is alive, \
                      so it is not broken.",
                     ctx.out.yellow("Overdue:"),
@@ -131,23 +132,23 @@ pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
             }
         }
         LockStatus::HeldUnreadable { content } => {
-            println!("State is locked by a live process, but the lock file cannot be read:");
-            println!("  {content:?}");
+            outln!("State is locked by a live process, but the lock file cannot be read:");
+            outln!("  {content:?}");
         }
         LockStatus::Stale { info, reason } => {
-            println!("State is locked ({})\n", ctx.out.yellow("STALE"));
+            outln!("State is locked ({})\n", ctx.out.yellow("STALE"));
             if let Some(info) = &info {
                 print_holder(info);
-                println!();
+                outln!();
             }
-            println!("Stale: {reason}.");
+            outln!("Stale: {reason}.");
             if config.detect_stale {
-                println!(
+                outln!(
                     "The next command that takes the lock removes it, or run \
                      'stead state unlock --force' now."
                 );
             } else {
-                println!("Stale detection is off; run 'stead state unlock --force' to remove it.");
+                outln!("Stale detection is off; run 'stead state unlock --force' to remove it.");
             }
         }
     }
@@ -161,20 +162,20 @@ fn remote_lock_note(config: &LockConfig) -> Option<&'static str> {
 
 fn print_holder(info: &LockInfo) {
     let short: String = info.machine.id.chars().take(8).collect();
-    println!("Operation: {}", info.operation);
-    println!("Machine: {} ({short}...)", info.machine.hostname);
-    println!("User: {}", info.machine.user);
-    println!("PID: {}", info.machine.pid);
-    println!(
+    outln!("Operation: {}", info.operation);
+    outln!("Machine: {} ({short}...)", info.machine.hostname);
+    outln!("User: {}", info.machine.user);
+    outln!("PID: {}", info.machine.pid);
+    outln!(
         "Acquired: {} ({})",
         ago(info.created_at, Utc::now()),
         info.created_at.format("%Y-%m-%d %H:%M:%S UTC")
     );
-    println!("Expected duration: {} s", info.expected_duration_seconds);
+    outln!("Expected duration: {} s", info.expected_duration_seconds);
     if let Some(reason) = &info.reason {
-        println!("Reason: {reason}");
+        outln!("Reason: {reason}");
     }
-    println!("Lock ID: {}", info.id);
+    outln!("Lock ID: {}", info.id);
 }
 
 /// `stead state unlock [--force]`.
@@ -186,7 +187,7 @@ pub fn unlock(ctx: &Context, force: bool) -> Result<ExitCode> {
             if ctx.json {
                 print_json(&json!({ "removed": false, "locked": false }));
             } else {
-                println!("State is not locked");
+                outln!("State is not locked");
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -201,7 +202,7 @@ pub fn unlock(ctx: &Context, force: bool) -> Result<ExitCode> {
         if ctx.json {
             print_json(&json!({ "removed": false, "locked": false }));
         } else {
-            println!("State is not locked");
+            outln!("State is not locked");
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -215,7 +216,7 @@ pub fn unlock(ctx: &Context, force: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match &report.info {
-        Some(info) => println!(
+        Some(info) => outln!(
             "{} Removed the state lock held by PID {} ({} on {}, user {}, acquired {})",
             ctx.out.green("✓"),
             info.machine.pid,
@@ -224,7 +225,7 @@ pub fn unlock(ctx: &Context, force: bool) -> Result<ExitCode> {
             info.machine.user,
             ago(info.created_at, Utc::now()),
         ),
-        None => println!(
+        None => outln!(
             "{} Removed an unreadable lock file (it held {:?})",
             ctx.out.green("✓"),
             report.content.chars().take(200).collect::<String>()
@@ -252,7 +253,7 @@ pub fn migrate(ctx: &Context, backup: bool) -> Result<ExitCode> {
             if ctx.json {
                 print_json(&json!({ "migrated": false, "version": state.version }));
             } else {
-                println!(
+                outln!(
                     "State is already at version {}; nothing to migrate.",
                     state.version
                 );
@@ -265,36 +266,41 @@ pub fn migrate(ctx: &Context, backup: bool) -> Result<ExitCode> {
     let (_, report) = ctx.migrate_locked(&guard, backup)?;
     guard.release()?;
     let Some(report) = report else {
-        println!("State is already at version 2; nothing to migrate.");
+        outln!("State is already at version 2; nothing to migrate.");
         return Ok(ExitCode::SUCCESS);
     };
     if ctx.json {
         print_json(&json!({ "migrated": true, "report": report }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{} Migrated state from version {} to version {}",
         ctx.out.green("✓"),
         report.from_version,
         report.to_version
     );
     match &report.backup {
-        Some(path) => println!("  Backup: {}", path.display()),
-        None => println!("  Backup: none (--no-backup)"),
+        Some(path) => outln!("  Backup: {}", path.display()),
+        None => outln!("  Backup: none (--no-backup)"),
     }
     let m = &report.machine;
-    println!(
+    outln!(
         "  Machine metadata added: {} ({}), {}/{}, user {}",
-        m.hostname, m.id, m.os, m.arch, m.user
+        m.hostname,
+        m.id,
+        m.os,
+        m.arch,
+        m.user
     );
-    println!(
+    outln!(
         "  Lineage started: {} at serial {}",
-        report.lineage_id, report.serial
+        report.lineage_id,
+        report.serial
     );
-    println!("  History: empty");
-    println!("  Checksums: initialized (empty)");
+    outln!("  History: empty");
+    outln!("  Checksums: initialized (empty)");
     if !report.dropped_fields.is_empty() {
-        println!(
+        outln!(
             "  Not carried over (kept in the backup): {}",
             report.dropped_fields.join(", ")
         );
