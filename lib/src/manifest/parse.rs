@@ -495,9 +495,9 @@ pub(super) fn parse(
         resources,
         text: Arc::new(text.to_string()),
     };
-    if w.problems.is_empty()
-        && let Err(cycle) = crate::graph::Graph::build(&manifest)
-    {
+    // The graph skips edges to resources that failed to load, so a cycle among
+    // the rest is reported in the same run as the other problems.
+    if let Err(cycle) = crate::graph::Graph::build(&manifest) {
         for id in &cycle.ids {
             if let Some(r) = manifest.get(id) {
                 w.problems.push(
