@@ -42,6 +42,18 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Nobody can answer the question off a terminal (or under --json): a
+    // script must say --yes, so an unattended run never changes a machine by
+    // accident. Checked before anything is locked or initialized.
+    let can_ask = !ctx.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if !args.yes && !can_ask {
+        anyhow::bail!(
+            "apply needs confirmation, and there is no terminal to ask on{}.\n\
+             Run 'stead apply --yes' to apply without asking, or 'stead plan' to see the changes first. Nothing was changed.",
+            if ctx.json { " (--json)" } else { "" }
+        );
+    }
+
     let guard = ctx.lock("apply", None)?;
     let mut state = match ctx.load_state_locked(&guard)? {
         Some(s) => s,
@@ -71,12 +83,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         guard.release()?;
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.yes
-        && !ctx.json
-        && std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal()
-        && !confirm()?
-    {
+    if !args.yes && !confirm()? {
         outln!("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
@@ -239,10 +246,13 @@ fn status_line(ctx: &Context, plan: &Plan, id: &str, status: &Status) -> Option<
     match status {
         Status::Unchanged => None,
         Status::Done(applied) => {
-            let verb = match action {
-                Some(Action::Create) => "created",
-                Some(Action::Remove) => "removed",
-                _ => "updated",
+            let verb = match (action, &applied.output) {
+                (Some(Action::Create), _) => "created".to_string(),
+                // A removal that left the path in place (a dir holding files
+                // stead does not manage) must not claim it removed it.
+                (Some(Action::Remove), Some(note)) => format!("no longer managed ({note})"),
+                (Some(Action::Remove), None) => "removed".to_string(),
+                _ => "updated".to_string(),
             };
             let mut line = format!("  {} {id} {verb}", p.green("✓"));
             if let Some(b) = &applied.backup {

@@ -120,21 +120,22 @@ pub(super) fn plan_removal(path: &Path) -> Result<(Action, String, Op), Resource
                 .map_err(|e| FsError::new("cannot read", path, e))?
                 .next()
                 .is_none();
-            if empty {
-                Ok((
-                    Action::Remove,
-                    "no longer declared".into(),
-                    Op::RemoveDir {
-                        path: path.to_path_buf(),
-                    },
-                ))
+            // A non-empty dir may still become empty: removals run deepest
+            // first, so the managed files inside it go before it. Whether it
+            // is removed is decided at apply time by `remove_dir`, which never
+            // removes anything it did not create.
+            let reason = if empty {
+                "no longer declared"
             } else {
-                Ok((
-                    Action::Remove,
-                    "no longer declared; not empty, so left in place".into(),
-                    Op::None,
-                ))
-            }
+                "no longer declared; removed only if nothing unmanaged is left in it"
+            };
+            Ok((
+                Action::Remove,
+                reason.into(),
+                Op::RemoveDir {
+                    path: path.to_path_buf(),
+                },
+            ))
         }
         Ok(_) => Ok((
             Action::Remove,
