@@ -203,24 +203,30 @@ impl Context {
         let profile = profile
             .map(str::to_string)
             .or_else(|| state.and_then(|s| s.active_profile.clone()));
-        let manifest = Manifest::load(
+        let mut manifest = Manifest::load(
             &dir,
             &LoadOptions {
                 home: self.layout.home().to_path_buf(),
                 profile,
             },
         )?;
+        manifest
+            .protected
+            .push(self.layout.state_dir().to_path_buf());
         let graph = Graph::build(&manifest)
             .map_err(|c| anyhow::anyhow!("dependency cycle: {}", c.ids.join(" → ")))?;
         Ok((manifest, graph))
     }
 }
 
+/// `path` made absolute against the current directory, `.` components
+/// dropped (`--config .` names the directory itself in messages and state).
 fn absolute(path: &Path) -> Result<PathBuf> {
-    if path.is_absolute() {
-        Ok(path.to_path_buf())
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
     } else {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        Ok(cwd.join(path))
-    }
+        cwd.join(path)
+    };
+    Ok(joined.components().collect())
 }

@@ -54,7 +54,10 @@ impl Repo {
 
     fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(
+            code, 0,
+            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
         out
     }
 
@@ -101,19 +104,35 @@ fn example_dotfiles_apply_on_a_fresh_machine_without_init_then_plan_is_empty() {
     let gitconfig = read(&sb.home().join(".gitconfig"));
     assert!(gitconfig.contains("[user]"), "{gitconfig}");
     let nvim = sb.home().join(".config/nvim");
-    assert!(fs::symlink_metadata(&nvim).unwrap().file_type().is_symlink());
-    assert!(nvim.join("init.lua").is_file(), "the symlink resolves into the config repo");
+    assert!(
+        fs::symlink_metadata(&nvim)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        nvim.join("init.lua").is_file(),
+        "the symlink resolves into the config repo"
+    );
 
     // The record: resources, checksums, last_apply and an `apply` history entry.
     let state = sb.state_json();
     assert!(state["last_apply"].is_string());
-    assert_eq!(state["config_path"].as_str().map(|s| s.ends_with("dotfiles")), Some(true));
+    assert_eq!(
+        state["config_path"]
+            .as_str()
+            .map(|s| s.ends_with("dotfiles")),
+        Some(true)
+    );
     let resources = state["resources"].as_object().unwrap();
     assert!(resources.contains_key("file.bashrc"), "{resources:?}");
     let checksum = state["checksums"]["~/.bashrc"].as_str().unwrap();
     assert_eq!(
         checksum,
-        format!("blake3:{}", blake3::hash(&fs::read(&bashrc).unwrap()).to_hex())
+        format!(
+            "blake3:{}",
+            blake3::hash(&fs::read(&bashrc).unwrap()).to_hex()
+        )
     );
     let ops: Vec<&str> = state["history"]
         .as_array()
@@ -236,7 +255,11 @@ target = "~/greeting.txt"
     let json = r.json(&["plan"]);
     let counts = &json["counts"];
     assert_eq!(
-        (counts["create"].as_u64(), counts["update"].as_u64(), counts["remove"].as_u64()),
+        (
+            counts["create"].as_u64(),
+            counts["update"].as_u64(),
+            counts["remove"].as_u64()
+        ),
         (Some(1), Some(2), Some(1))
     );
     assert_eq!(counts["conflict"], 1);
@@ -260,7 +283,10 @@ content = "other\n"
 
     let plan = r.ok(&["plan"]);
     assert!(plan.contains("! file.bashrc  ~/.bashrc"), "{plan}");
-    assert!(plan.contains("--force"), "the plan says how to resolve it: {plan}");
+    assert!(
+        plan.contains("--force"),
+        "the plan says how to resolve it: {plan}"
+    );
 
     // Without --force the user's file is untouched; independent work goes on.
     let (code, out, _) = r.run(&["apply", "--yes"]);
@@ -277,8 +303,17 @@ content = "other\n"
         .lines()
         .find(|l| l.contains("backed up the original to "))
         .unwrap_or_else(|| panic!("no backup line in:\n{out}"));
-    let backup = PathBuf::from(backup_line.split("backed up the original to ").nth(1).unwrap().trim());
-    assert!(backup.starts_with(r.sb.state_dir().join("backups")), "{backup:?}");
+    let backup = PathBuf::from(
+        backup_line
+            .split("backed up the original to ")
+            .nth(1)
+            .unwrap()
+            .trim(),
+    );
+    assert!(
+        backup.starts_with(r.sb.state_dir().join("backups")),
+        "{backup:?}"
+    );
     assert_eq!(read(&backup), "# my own bashrc\n");
     // Now stead owns it: a later plan is empty and it is in the record.
     assert!(r.sb.state_json()["resources"].get("file.bashrc").is_some());
@@ -314,7 +349,10 @@ content = "keep\n"
     let plan = r.ok(&["plan"]);
     assert!(plan.contains("- file.inside  ~/d/managed.txt"), "{plan}");
     assert!(plan.contains("- dir.d  ~/d"), "{plan}");
-    assert!(plan.contains("0 to create, 0 to update, 2 to remove, 1 unchanged"), "{plan}");
+    assert!(
+        plan.contains("0 to create, 0 to update, 2 to remove, 1 unchanged"),
+        "{plan}"
+    );
 
     let out = r.ok(&["apply", "--yes"]);
     assert!(!r.path("d/managed.txt").exists());
@@ -386,7 +424,10 @@ content = "fine\n"
     assert!(out.contains("Failed exec.broken"), "{out}");
     assert!(out.contains("exited with status 3"), "{out}");
     assert!(out.contains("it broke"), "{out}");
-    assert!(out.contains("exec.dependent (exec.broken did not complete)"), "{out}");
+    assert!(
+        out.contains("exec.dependent (exec.broken did not complete)"),
+        "{out}"
+    );
     assert!(out.contains("file.grandchild"), "{out}");
     // What succeeded is recorded.
     let state = r.sb.state_json();
@@ -455,7 +496,10 @@ timeout = "1s"
     let started = std::time::Instant::now();
     let (code, out, _) = r.run(&["apply", "--yes"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("timed out") || out.contains("timeout"), "{out}");
+    assert!(
+        out.contains("timed out") || out.contains("timeout"),
+        "{out}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(25));
     assert!(!r.path("finished").exists());
 }
@@ -470,7 +514,11 @@ fn saved_plan_is_applied_and_refused_once_the_serial_moved() {
     // Applying the saved plan does what it says.
     r.write_manifest("[file.a]\npath = \"~/a.txt\"\ncontent = \"changed since\\n\"\n");
     r.ok(&["apply", "--yes", plan_file.to_str().unwrap()]);
-    assert_eq!(read(&r.path("a.txt")), "a\n", "the saved plan, not the new manifest");
+    assert_eq!(
+        read(&r.path("a.txt")),
+        "a\n",
+        "the saved plan, not the new manifest"
+    );
 
     // A plan saved before another apply is refused.
     let stale = r.sb.home().join("stale.json");
@@ -515,7 +563,10 @@ fn writes_do_not_follow_a_symlink_planted_at_the_target() {
     let _ = r.run(&["apply", "--yes", "--force"]);
     assert_eq!(read(&victim), "precious\n");
     let meta = fs::symlink_metadata(r.path("a.txt")).unwrap();
-    assert!(meta.file_type().is_file(), "the link was replaced, not followed");
+    assert!(
+        meta.file_type().is_file(),
+        "the link was replaced, not followed"
+    );
     assert_eq!(read(&r.path("a.txt")), "managed\n");
 }
 
@@ -554,13 +605,19 @@ profiles = ["work"]
     let text = read(&r.path(".gitconfig"));
     assert!(text.contains("email = me@home.example"), "{text}");
     assert!(text.contains("editor = nvim"), "{text}");
-    assert!(text.contains(&format!("# {}", r.home().display())), "{text}");
+    assert!(
+        text.contains(&format!("# {}", r.home().display())),
+        "{text}"
+    );
     assert_eq!(mode_of(&r.path(".gitconfig")), 0o600);
     assert!(!r.path("work.txt").exists());
 
     // Switching profile: the template re-renders, the work-only file appears.
     let out = r.ok(&["apply", "--yes", "--profile", "work"]);
-    assert!(read(&r.path(".gitconfig")).contains("me@work.example"), "{out}");
+    assert!(
+        read(&r.path(".gitconfig")).contains("me@work.example"),
+        "{out}"
+    );
     assert!(r.path("work.txt").exists());
     assert_eq!(r.sb.state_json()["active_profile"], "work");
     // The recorded profile is used next time.
@@ -624,7 +681,10 @@ notify = ["exec.reload"]
         dot.contains(r#""dir.conf" -> "file.conf" [label="parent_dir", style=dashed];"#),
         "autoedges are dashed:\n{dot}"
     );
-    assert!(dot.contains(r#""noop.first" -> "file.conf" [label="before"];"#), "{dot}");
+    assert!(
+        dot.contains(r#""noop.first" -> "file.conf" [label="before"];"#),
+        "{dot}"
+    );
 }
 
 #[test]
@@ -662,8 +722,14 @@ content = "c\n"
         "{out}"
     );
     assert!(out.contains("Missing Files (1):\n  • ~/b.txt\n"), "{out}");
-    assert!(out.contains("Tip: Run 'stead apply' to restore tracked files"), "{out}");
-    assert!(!out.contains("~/c.txt"), "unchanged files only with --all: {out}");
+    assert!(
+        out.contains("Tip: Run 'stead apply' to restore tracked files"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("~/c.txt"),
+        "unchanged files only with --all: {out}"
+    );
 
     let (code, all, _) = r.run(&["state", "check-drift", "--all"]);
     assert_eq!(code, 4);
@@ -770,7 +836,10 @@ after = ["noop.p"]
     assert!(err.contains(" 7 │ colour = \"blue\""), "{err}");
     assert!(err.contains("╰── unknown key"), "{err}");
     assert!(err.contains("Nothing was changed"), "{err}");
-    assert!(!r.sb.state_file().exists(), "a failed plan initializes nothing");
+    assert!(
+        !r.sb.state_file().exists(),
+        "a failed plan initializes nothing"
+    );
 }
 
 #[test]
@@ -779,4 +848,91 @@ fn a_missing_config_says_what_to_run() {
     let (code, _, err) = sb.run(&["plan"]);
     assert_eq!(code, 1);
     assert!(err.contains("--config"), "{err}");
+}
+
+#[test]
+fn purge_of_the_home_never_touches_the_state_dir_or_the_config_repo() {
+    let sb = Sandbox::new();
+    let config = sb.home().join("dotfiles");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(
+        config.join("stead.toml"),
+        "[dir.home]\npath = \"~\"\npurge = true\n\n[file.rc]\npath = \"~/.rc\"\ncontent = \"x\\n\"\n",
+    )
+    .unwrap();
+    fs::write(sb.home().join("stray"), "user data\n").unwrap();
+    let out = sb.ok(&["--config", config.to_str().unwrap(), "apply", "--yes"]);
+    assert!(out.contains("purge 1 unmanaged: ~/stray"), "{out}");
+    assert!(!sb.home().join("stray").exists());
+    assert!(config.join("stead.toml").exists());
+    assert!(sb.state_file().exists());
+    // The purged file was backed up, once, not into a copy of itself.
+    let line = out
+        .lines()
+        .find(|l| l.contains("backed up the original to "))
+        .unwrap();
+    let backup = PathBuf::from(
+        line.split("backed up the original to ")
+            .nth(1)
+            .unwrap()
+            .trim(),
+    );
+    assert_eq!(read(&backup), "user data\n");
+    assert!(sb.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn exec_guards_wait_for_a_cwd_created_in_the_same_run() {
+    let r = Repo::new(
+        r#"
+[dir.work]
+path = "~/work"
+
+[exec.setup]
+command = "echo ran >> log"
+cwd = "~/work"
+unless = "test -f done"
+after = ["dir.work"]
+
+[exec.mark]
+command = "touch done"
+cwd = "~/work"
+after = ["exec.setup"]
+"#,
+    );
+    let plan = r.ok(&["plan"]);
+    assert!(plan.contains("guards checked when it runs"), "{plan}");
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("work/log")), "ran\n");
+    // Now the guard can run at plan time and says there is nothing to do.
+    let plan = r.ok(&["plan"]);
+    assert!(!plan.contains("exec.setup"), "{plan}");
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("work/log")), "ran\n");
+}
+
+#[test]
+fn a_guard_is_checked_again_right_before_its_command_runs() {
+    // Planned to run (the marker is missing at plan time), but an earlier
+    // resource in the same run creates the marker: the command must not run.
+    let r = Repo::new(
+        r#"
+[file.marker]
+path = "~/marker"
+content = "x"
+
+[exec.once]
+command = "echo ran >> log"
+unless = "test -f marker"
+after = ["file.marker"]
+"#,
+    );
+    let plan = r.ok(&["plan"]);
+    assert!(plan.contains("~ exec.once"), "{plan}");
+    let out = r.ok(&["apply", "--yes"]);
+    assert!(!r.path("log").exists(), "{out}");
+    assert!(
+        out.contains("exec.once not run (`unless` succeeded)"),
+        "{out}"
+    );
 }

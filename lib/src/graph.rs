@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::manifest::{Manifest, Spec};
 
 /// Why an edge exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeKind {
     /// `after = [...]` on the dependent.
@@ -79,16 +79,24 @@ impl Graph {
             .map(|(i, id)| (id.as_str(), i))
             .collect();
         let mut edges: Vec<Edge> = Vec::new();
+        // The node indices of each edge in `edges`, kept so they are not looked up again.
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        // (from, to, kind) already in `edges`: deduplication in O(1), not a scan.
+        let mut seen: std::collections::HashSet<(usize, usize, EdgeKind)> =
+            std::collections::HashSet::new();
         let mut add = |from: &str, to: &str, kind: EdgeKind| {
-            if from != to && index.contains_key(from) && index.contains_key(to) {
-                let e = Edge {
+            if from == to {
+                return;
+            }
+            if let (Some(&f), Some(&t)) = (index.get(from), index.get(to))
+                && seen.insert((f, t, kind))
+            {
+                pairs.push((f, t));
+                edges.push(Edge {
                     from: from.to_string(),
                     to: to.to_string(),
                     kind,
-                };
-                if !edges.contains(&e) {
-                    edges.push(e);
-                }
+                });
             }
         };
         let by_path: HashMap<PathBuf, &str> = manifest
@@ -140,20 +148,13 @@ impl Graph {
         }
 
         let n = ids.len();
-        let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(n, edges.len());
-        let nodes: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
         let mut dependencies = vec![Vec::new(); n];
         let mut dependents = vec![Vec::new(); n];
-        for e in &edges {
-            let (f, t) = (index[e.from.as_str()], index[e.to.as_str()]);
+        for &(f, t) in &pairs {
             if !dependencies[t].contains(&f) {
                 dependencies[t].push(f);
                 dependents[f].push(t);
-                g.add_edge(nodes[f], nodes[t], ());
             }
-        }
-        if toposort(&g, None).is_err() {
-            return Err(find_cycle(&g, &ids));
         }
         // Kahn's algorithm taking the lowest manifest index first: a stable order.
         let mut indegree: Vec<usize> = dependencies.iter().map(Vec::len).collect();
@@ -168,6 +169,22 @@ impl Graph {
                     ready.insert(d);
                 }
             }
+        }
+        // Kahn leaves out exactly the nodes on or behind a cycle (no second
+        // topological sort needed to tell).
+        if order.len() != n {
+            // Only now is the petgraph form needed, to name the cycle; its edges
+            // are the deduplicated dependencies in the order they were found.
+            let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(n, pairs.len());
+            let nodes: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
+            let mut added = vec![Vec::new(); n];
+            for &(f, t) in &pairs {
+                if !added[t].contains(&f) {
+                    added[t].push(f);
+                    g.add_edge(nodes[f], nodes[t], ());
+                }
+            }
+            return Err(find_cycle(&g, &ids));
         }
         Ok(Graph {
             ids,
@@ -249,4 +266,276 @@ fn find_cycle(g: &DiGraph<usize, ()>, ids: &[String]) -> Cycle {
         };
     }
     Cycle { ids: Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::tests::Fixture;
+
+    fn edges_of(g: &Graph) -> Vec<(&str, &str, EdgeKind)> {
+        g.edges
+            .iter()
+            .map(|e| (e.from.as_str(), e.to.as_str(), e.kind))
+            .collect()
+    }
+
+    fn build(fx: &Fixture, text: &str) -> Graph {
+        Graph::build(&fx.manifest(text)).unwrap()
+    }
+
+    /// Every edge's dependency comes before its dependent in `order`.
+    fn assert_order_respects_edges(g: &Graph) {
+        let mut pos = vec![usize::MAX; g.ids.len()];
+        for (p, &i) in g.order.iter().enumerate() {
+            pos[i] = p;
+        }
+        assert!(pos.iter().all(|&p| p != usize::MAX), "order misses nodes");
+        assert_eq!(g.order.len(), g.ids.len());
+        for e in &g.edges {
+            let (f, t) = (g.index_of(&e.from).unwrap(), g.index_of(&e.to).unwrap());
+            assert!(pos[f] < pos[t], "{} must come before {}", e.from, e.to);
+        }
+    }
+
+    #[test]
+    fn a_path_under_a_managed_dir_depends_on_the_nearest_one() {
+        let fx = Fixture::new();
+        let g = build(
+            &fx,
+            "[file.f]\npath = \"~/d/sub/x/f\"\ncontent = \"\"\n\
+             [dir.sub]\npath = \"~/d/sub\"\n[dir.d]\npath = \"~/d\"\n\
+             [file.other]\npath = \"~/dd/f\"\ncontent = \"\"\n",
+        );
+        assert_eq!(
+            edges_of(&g),
+            [
+                ("dir.sub", "file.f", EdgeKind::ParentDir),
+                ("dir.d", "dir.sub", EdgeKind::ParentDir),
+            ]
+        );
+        assert!(g.edges.iter().all(|e| e.kind.is_auto()));
+        let (f, sub, d) = (
+            g.index_of("file.f").unwrap(),
+            g.index_of("dir.sub").unwrap(),
+            g.index_of("dir.d").unwrap(),
+        );
+        assert_eq!(g.dependencies[f], [sub]);
+        assert_eq!(g.dependents[d], [sub]);
+        // Declared first, but run after the dirs that hold it.
+        let ids: Vec<&str> = g.order.iter().map(|&i| g.ids[i].as_str()).collect();
+        assert_eq!(ids, ["dir.d", "dir.sub", "file.f", "file.other"]);
+    }
+
+    #[test]
+    fn a_symlink_depends_on_what_creates_its_target() {
+        let fx = Fixture::new();
+        let g = build(
+            &fx,
+            "[symlink.to_file]\npath = \"~/l1\"\ntarget = \"~/real\"\n\
+             [symlink.into_dir]\npath = \"~/l2\"\ntarget = \"~/d/inside/x\"\n\
+             [symlink.repo]\npath = \"~/l3\"\ntarget = \"nvim\"\n\
+             [file.real]\npath = \"~/real\"\ncontent = \"\"\n\
+             [dir.d]\npath = \"~/d\"\n",
+        );
+        assert_eq!(
+            edges_of(&g),
+            [
+                ("file.real", "symlink.to_file", EdgeKind::SymlinkTarget),
+                ("dir.d", "symlink.into_dir", EdgeKind::SymlinkTarget),
+            ]
+        );
+        assert!(EdgeKind::SymlinkTarget.is_auto());
+        assert_order_respects_edges(&g);
+    }
+
+    #[test]
+    fn references_make_edges_from_the_referenced_resource() {
+        let fx = Fixture::new();
+        let g = build(
+            &fx,
+            "[file.note]\npath = \"~/note\"\ncontent = \"see ${file.rc} and ${dir.d}\"\n\
+             [file.rc]\npath = \"~/rc\"\ncontent = \"\"\n[dir.d]\npath = \"@OUT@/d\"\n\
+             [exec.e]\ncommand = [\"cat\", \"${file.rc}\"]\n",
+        );
+        let mut edges = edges_of(&g);
+        edges.sort_by_key(|e| (e.0, e.1));
+        assert_eq!(
+            edges,
+            [
+                ("dir.d", "file.note", EdgeKind::Reference),
+                ("file.rc", "exec.e", EdgeKind::Reference),
+                ("file.rc", "file.note", EdgeKind::Reference),
+            ]
+        );
+        assert!(!EdgeKind::Reference.is_auto());
+        assert_order_respects_edges(&g);
+    }
+
+    #[test]
+    fn explicit_edges_point_from_dependency_to_dependent() {
+        let fx = Fixture::new();
+        let g = build(
+            &fx,
+            "[noop.a]\nbefore = [\"noop.c\"]\nnotify = [\"exec.reload\"]\n\
+             [noop.b]\nafter = [\"noop.a\"]\n[noop.c]\n\
+             [exec.reload]\ncommand = \"true\"\n",
+        );
+        assert_eq!(
+            edges_of(&g),
+            [
+                ("noop.a", "noop.c", EdgeKind::Before),
+                ("noop.a", "exec.reload", EdgeKind::Notify),
+                ("noop.a", "noop.b", EdgeKind::After),
+            ]
+        );
+        for k in [EdgeKind::After, EdgeKind::Before, EdgeKind::Notify] {
+            assert!(!k.is_auto());
+        }
+        let a = g.index_of("noop.a").unwrap();
+        for id in ["noop.b", "noop.c", "exec.reload"] {
+            assert_eq!(g.dependencies[g.index_of(id).unwrap()], [a], "{id}");
+        }
+        assert_eq!(g.dependents[a].len(), 3);
+    }
+
+    #[test]
+    fn the_same_edge_twice_is_kept_once_per_kind() {
+        let fx = Fixture::new();
+        let g = build(
+            &fx,
+            "[dir.d]\npath = \"~/d\"\n\
+             [file.f]\npath = \"~/d/f\"\ncontent = \"${dir.d}\"\nafter = [\"dir.d\"]\n",
+        );
+        assert_eq!(
+            edges_of(&g),
+            [
+                ("dir.d", "file.f", EdgeKind::After),
+                ("dir.d", "file.f", EdgeKind::Reference),
+                ("dir.d", "file.f", EdgeKind::ParentDir),
+            ]
+        );
+        assert_eq!(g.dependencies[1], [0], "one dependency, not three");
+        assert_eq!(g.dependents[0], [1]);
+    }
+
+    #[test]
+    fn order_is_stable_by_manifest_order() {
+        let fx = Fixture::new();
+        let text = "[noop.e]\nafter = [\"noop.d\"]\n[noop.b]\n[noop.d]\n[noop.a]\n\
+                    [noop.c]\nbefore = [\"noop.b\"]\n";
+        let g = build(&fx, text);
+        let ids: Vec<&str> = g.order.iter().map(|&i| g.ids[i].as_str()).collect();
+        // Lowest manifest index first among the ready ones.
+        assert_eq!(ids, ["noop.d", "noop.e", "noop.a", "noop.c", "noop.b"]);
+        assert_order_respects_edges(&g);
+        for _ in 0..5 {
+            assert_eq!(build(&fx, text).order, g.order);
+        }
+    }
+
+    #[test]
+    fn a_cycle_names_every_member_in_order() {
+        let fx = Fixture::new();
+        let mut m =
+            fx.manifest("[noop.x]\n[noop.a]\n[noop.b]\n[noop.c]\n[noop.y]\nafter = [\"noop.a\"]\n");
+        // a → b → c → a (the loader refuses such a manifest, so make one by hand).
+        let set = |m: &mut crate::manifest::Manifest, id: &str, after: &str| {
+            let r = m.resources.iter_mut().find(|r| r.id == id).unwrap();
+            r.after.push(after.to_string());
+        };
+        set(&mut m, "noop.b", "noop.a");
+        set(&mut m, "noop.c", "noop.b");
+        set(&mut m, "noop.a", "noop.c");
+        let cycle = Graph::build(&m).unwrap_err();
+        assert_eq!(cycle.ids, ["noop.a", "noop.b", "noop.c", "noop.a"]);
+    }
+
+    #[test]
+    fn a_cycle_through_an_autoedge_is_a_load_error_with_its_place() {
+        let fx = Fixture::new();
+        let text = fx.text("[dir.d]\npath = \"~/d\"\nafter = [\"file.f\"]\n[file.f]\npath = \"~/d/f\"\ncontent = \"\"\n");
+        let err = crate::manifest::Manifest::parse(
+            &text,
+            &fx.repo.join("stead.toml"),
+            &fx.repo,
+            &crate::manifest::LoadOptions {
+                home: fx.home.clone(),
+                profile: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let p = &err.problems[0];
+        assert_eq!(p.message, "dependency cycle: dir.d → file.f → dir.d");
+        let span = p.span.clone().unwrap();
+        assert_eq!(err.line_col(span.start).0, 1, "points at [dir.d]");
+        assert!(err.to_string().contains("dependency cycle"), "{err}");
+    }
+
+    #[test]
+    fn cycle_report_through_references_and_symlinks() {
+        let fx = Fixture::new();
+        let text = fx.text(
+            "[symlink.l]\npath = \"~/l\"\ntarget = \"~/f\"\n\
+             [file.f]\npath = \"~/f\"\ncontent = \"${symlink.l}\"\n[noop.z]\n",
+        );
+        let err = crate::manifest::Manifest::parse(
+            &text,
+            &fx.repo.join("stead.toml"),
+            &fx.repo,
+            &crate::manifest::LoadOptions {
+                home: fx.home.clone(),
+                profile: None,
+            },
+        )
+        .unwrap_err();
+        let msgs: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(msgs, ["dependency cycle: symlink.l → file.f → symlink.l"]);
+    }
+
+    #[test]
+    fn to_dot_marks_autoedges() {
+        let fx = Fixture::new();
+        let g = build(
+            &fx,
+            "[dir.d]\npath = \"~/d\"\n[file.f]\npath = \"~/d/f\"\ncontent = \"\"\nnotify = [\"exec.e\"]\n\
+             [symlink.l]\npath = \"~/l\"\ntarget = \"~/d/f\"\nafter = [\"noop.n\"]\n\
+             [exec.e]\ncommand = \"true\"\n[noop.n]\n",
+        );
+        let dot = g.to_dot();
+        assert!(dot.starts_with("digraph stead {\n"), "{dot}");
+        for id in ["dir.d", "file.f", "symlink.l", "exec.e", "noop.n"] {
+            assert!(dot.contains(&format!("  \"{id}\";\n")), "{dot}");
+        }
+        assert!(
+            dot.contains("\"dir.d\" -> \"file.f\" [label=\"parent_dir\", style=dashed];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"file.f\" -> \"symlink.l\" [label=\"symlink_target\", style=dashed];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"file.f\" -> \"exec.e\" [label=\"notify\", color=blue];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"noop.n\" -> \"symlink.l\" [label=\"after\"];"),
+            "{dot}"
+        );
+        assert_eq!(dot.matches("dashed").count(), 2, "{dot}");
+        assert!(dot.ends_with("}\n"));
+    }
+
+    #[test]
+    fn edges_to_resources_outside_the_profile_are_dropped() {
+        let fx = Fixture::new();
+        let g = build(
+            &fx,
+            "[profile.work.vars]\n[noop.a]\nafter = [\"noop.w\"]\n[noop.w]\nprofiles = [\"work\"]\n",
+        );
+        assert_eq!(g.ids, ["noop.a"]);
+        assert!(g.edges.is_empty());
+    }
 }

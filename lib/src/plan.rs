@@ -131,9 +131,20 @@ pub fn make(
                 })
             })
             .collect();
+        // A reader thread that panicked must not make its resources vanish
+        // from the plan: that would read as "nothing to do" for them.
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err((
+                        "(planner)".to_string(),
+                        ResourceError::Internal(
+                            "a planning thread panicked; nothing was changed".into(),
+                        ),
+                    ))]
+                })
+            })
             .collect()
     });
     let mut changes = Vec::with_capacity(results.len());
@@ -192,6 +203,13 @@ pub fn make(
         .enumerate()
         .map(|(i, c)| (c.id.as_str(), i))
         .collect();
+    // Graph node by id (a map: `Graph::index_of` scans, which is quadratic here).
+    let node: std::collections::HashMap<&str, usize> = graph
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     let depends_on = changes
         .iter()
         .enumerate()
@@ -199,9 +217,8 @@ pub fn make(
             if i >= removals_from {
                 return Vec::new();
             }
-            graph
-                .index_of(&c.id)
-                .map(|g| {
+            node.get(c.id.as_str())
+                .map(|&g| {
                     graph.dependencies[g]
                         .iter()
                         .filter_map(|&d| position.get(graph.ids[d].as_str()).copied())

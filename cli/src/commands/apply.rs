@@ -105,6 +105,11 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         }
         bar
     });
+    // Action by id for the status lines (first match, as `Plan::change`; a map, not a scan per event).
+    let mut actions: std::collections::HashMap<&str, Action> = std::collections::HashMap::new();
+    for c in &plan.changes {
+        actions.entry(c.id.as_str()).or_insert(c.action);
+    }
     let printer = Mutex::new(());
     let say = |line: String| match &bar {
         Some(b) => b.println(line),
@@ -127,7 +132,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
                     print_json_line(&status_json(id, status));
                     return;
                 }
-                if let Some(line) = status_line(ctx, &plan, id, status) {
+                if let Some(line) = status_line(ctx, actions.get(id).copied(), id, status) {
                     say(line);
                 }
                 if let Some(b) = &bar
@@ -240,9 +245,8 @@ fn status_json(id: &str, status: &Status) -> serde_json::Value {
 }
 
 /// One line per finished change (none for unchanged ones).
-fn status_line(ctx: &Context, plan: &Plan, id: &str, status: &Status) -> Option<String> {
+fn status_line(ctx: &Context, action: Option<Action>, id: &str, status: &Status) -> Option<String> {
     let p = &ctx.out;
-    let action = plan.change(id).map(|c| c.action);
     match status {
         Status::Unchanged => None,
         Status::Done(applied) => {
@@ -252,6 +256,11 @@ fn status_line(ctx: &Context, plan: &Plan, id: &str, status: &Status) -> Option<
                 // stead does not manage) must not claim it removed it.
                 (Some(Action::Remove), Some(note)) => format!("no longer managed ({note})"),
                 (Some(Action::Remove), None) => "removed".to_string(),
+                // An exec whose guard, checked again right before running,
+                // said there was nothing to do.
+                (_, Some(note)) if note.starts_with("skipped: ") => {
+                    format!("not run ({})", &note["skipped: ".len()..])
+                }
                 _ => "updated".to_string(),
             };
             let mut line = format!("  {} {id} {verb}", p.green("✓"));

@@ -28,12 +28,18 @@ struct Finding {
 pub fn run(ctx: &Context, all: bool) -> Result<ExitCode> {
     let state = ctx.load_state()?;
     let manifest = ctx.load_manifest(Some(&state), None).ok().map(|(m, _)| m);
+    // Declared resources by id (a map: `Manifest::get` scans, quadratic over the state).
+    let declared_by_id: std::collections::HashMap<&str, &Spec> = manifest
+        .iter()
+        .flat_map(|m| m.resources.iter().rev())
+        .map(|r| (r.id.as_str(), &r.spec))
+        .collect();
     let home = ctx.layout.home();
     let mut findings = Vec::new();
     for (id, rec) in &state.resources {
         for key in &rec.keys {
             let path = expand_key(home, key);
-            let declared = manifest.as_ref().and_then(|m| m.get(id)).map(|r| &r.spec);
+            let declared = declared_by_id.get(id.as_str()).copied();
             let meta = std::fs::symlink_metadata(&path).ok();
             let finding = |status, expected: Option<String>, actual: Option<String>| Finding {
                 path: key.clone(),

@@ -228,6 +228,10 @@ pub struct Manifest {
     pub resources: Vec<Resource>,
     /// The manifest text (for spans of later errors).
     pub text: std::sync::Arc<String>,
+    /// Paths that `purge` never removes, nor any directory holding them:
+    /// the config repo (set at load) and whatever the caller adds (the CLI
+    /// adds the state dir, which holds the record and the backups).
+    pub protected: Vec<PathBuf>,
 }
 
 /// Why a manifest could not be read at all, or what is wrong in it.

@@ -167,6 +167,14 @@ pub(super) fn parse(
                         decls.push(w.decl(kind, id, rname.span(), rt));
                     }
                 }
+                None if !matches!(value.get_ref(), DeValue::Table(_)) => w.problems.push(
+                    Problem::at(kspan, format!("unknown top-level key `{other}`"))
+                        .label("not a table")
+                        .help(format!(
+                            "the top level holds only tables: settings, vars, profile and the resource kinds {}",
+                            Kind::ALL.map(Kind::as_str).join(", ")
+                        )),
+                ),
                 None => w.problems.push(
                     Problem::at(kspan, format!("unknown kind `{other}`"))
                         .label("unknown kind")
@@ -225,7 +233,8 @@ pub(super) fn parse(
     }
 
     let declared: HashMap<String, Kind> = decls.iter().map(|d| (d.id.clone(), d.kind)).collect();
-    let active: BTreeSet<String> = decls
+    // Only ever asked `contains`: a hash set (a B-tree costs a string compare per level).
+    let active: std::collections::HashSet<String> = decls
         .iter()
         .filter(|d| match (&d.profiles, &profile) {
             (None, _) => true,
@@ -249,7 +258,16 @@ pub(super) fn parse(
         let Some(RawValue::Str(s)) = d.fields.get(key) else {
             continue;
         };
-        let Some((text, _)) = w.resolve(s, &vars, &|_| None) else {
+        let path_lookup = |r: &Reference| -> Option<Result<String, String>> {
+            let kind = r.name.split_once('.').map(|(k, _)| k)?;
+            Kind::ALL.iter().any(|k| k.as_str() == kind).then(|| {
+                Err(format!(
+                    "`${{{}}}` cannot be used in a path: paths may use only ${{vars.NAME}}",
+                    r.name
+                ))
+            })
+        };
+        let Some((text, _)) = w.resolve(s, &vars, &path_lookup) else {
             continue;
         };
         let Some(path) = w.target_path(&text, s.span.clone(), home) else {
@@ -263,7 +281,7 @@ pub(super) fn parse(
                         format!(
                             "{} claims {}, which {other} already claims",
                             d.id,
-                            path.display()
+                            super::display_path(home, &path)
                         ),
                     )
                     .label("claimed twice")
@@ -494,6 +512,7 @@ pub(super) fn parse(
         vars,
         resources,
         text: Arc::new(text.to_string()),
+        protected: vec![config_dir.to_path_buf()],
     };
     // The graph skips edges to resources that failed to load, so a cycle among
     // the rest is reported in the same run as the other problems.
@@ -503,7 +522,7 @@ pub(super) fn parse(
                 w.problems.push(
                     Problem::at(r.span.clone(), format!("dependency cycle: {}", cycle.ids.join(" → ")))
                         .label("part of the cycle")
-                        .help("remove one of the edges (after, before, notify, a reference, or an autoedge)"),
+                        .help("remove one of its edges: after, before, notify, a reference or an autoedge"),
                 );
                 break;
             }
@@ -608,7 +627,21 @@ impl<'a> Walker<'a> {
         let mut out = BTreeMap::new();
         for (k, v) in t.iter() {
             let text = match v.get_ref() {
-                DeValue::String(s) => s.to_string(),
+                // A variable's value is not expanded (no order among vars to
+                // expand them in); say so rather than keep `${...}` literally.
+                DeValue::String(s) => match refs::scan(s) {
+                    Ok(found) if found.iter().all(|r| r.escape) => {
+                        refs::substitute(s, &found, |_| None)
+                    }
+                    _ => {
+                        self.problems.push(
+                            Problem::at(v.span(), format!("{what} values cannot hold references"))
+                                .label("`${` in a variable")
+                                .help("variables are not expanded; write the value out, or $${ for a literal ${"),
+                        );
+                        continue;
+                    }
+                },
                 DeValue::Integer(i) => i.to_string(),
                 DeValue::Float(f) => f.to_string(),
                 DeValue::Boolean(b) => b.to_string(),
@@ -734,12 +767,9 @@ impl<'a> Walker<'a> {
             Kind::Noop => &[],
         };
         for key in required {
-            if !d.fields.contains_key(*key)
-                && !self.problems.iter().any(|p| {
-                    p.span.as_ref().is_some_and(|s| d.span.start <= s.start)
-                        && p.message.contains(&format!("`{key}`"))
-                })
-            {
+            // A key that is present but invalid has its own problem already.
+            let present = t.iter().any(|(k, _)| k.get_ref().as_ref() == *key);
+            if !d.fields.contains_key(*key) && !present {
                 self.problems.push(
                     Problem::at(
                         d.span.clone(),
@@ -781,13 +811,30 @@ impl<'a> Walker<'a> {
             1
         };
         let base = s.span.start + quote;
+        // Offsets in the decoded text match the file only when nothing was
+        // decoded (no escapes, no trimmed first newline); otherwise find the
+        // same `${...}` text in the raw string, else point at the whole string.
+        let raw_body =
+            &self.text[(base).min(s.span.end)..s.span.end.saturating_sub(quote).max(base)];
+        let verbatim = raw_body == s.text;
+        let at = |range: &Range<usize>| -> Range<usize> {
+            if verbatim {
+                return base + range.start..base + range.end;
+            }
+            let piece = &s.text[range.clone()];
+            let nth = s.text[..range.start].matches(piece).count();
+            raw_body
+                .match_indices(piece)
+                .nth(nth)
+                .map_or(s.span.clone(), |(i, _)| base + i..base + i + piece.len())
+        };
         let refs = match refs::scan(&s.text) {
             Ok(r) => r,
-            Err(at) => {
+            Err(unclosed) => {
                 self.problems.push(
                     Problem::at(
-                        base + at..base + at + 2,
-                        "unclosed `${` (a reference ends with `}`)",
+                        at(&(unclosed..unclosed + 2)),
+                        "unclosed `${` (a reference ends with `}`; write `$${` for a literal `${`)",
                     )
                     .label("unclosed"),
                 );
@@ -797,8 +844,8 @@ impl<'a> Walker<'a> {
         let mut ok = true;
         let mut values = Vec::new();
         let mut used = Vec::new();
-        for r in &refs {
-            let span = base + r.range.start..base + r.range.end;
+        for r in refs.iter().filter(|r| !r.escape) {
+            let span = at(&r.range);
             if let Some(var) = r.name.strip_prefix("vars.") {
                 match vars.get(var) {
                     Some(v) => values.push(v.clone()),
@@ -835,7 +882,7 @@ impl<'a> Walker<'a> {
                         )
                         .label("dangling reference")
                         .help(
-                            "use ${vars.NAME} or ${kind.name} of a declared file, dir or symlink",
+                            "use ${vars.NAME} or ${kind.name} of a declared resource; write $${ for a literal ${ (shell ${VAR})",
                         ),
                     );
                 }
@@ -888,13 +935,18 @@ impl<'a> Walker<'a> {
             normalize(&config_dir.join(text))
         };
         if must_exist && !p.is_file() {
-            self.problems.push(
-                Problem::at(
-                    span,
-                    format!("{} does not exist in the config repo", p.display()),
+            let (message, label) = if p.is_dir() {
+                (
+                    format!("{} is a directory, not a file", p.display()),
+                    "not a file",
                 )
-                .label("file not found"),
-            );
+            } else {
+                (
+                    format!("{} does not exist in the config repo", p.display()),
+                    "file not found",
+                )
+            };
+            self.problems.push(Problem::at(span, message).label(label));
             return None;
         }
         Some(p)

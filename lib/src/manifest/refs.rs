@@ -1,5 +1,6 @@
 //! `${...}` references inside manifest strings: `${vars.NAME}` and
-//! `${kind.name}` (a resource's output: its path).
+//! `${kind.name}` (a resource's output: its path). `$${` writes a literal
+//! `${` (for shell `${VAR}` in a command).
 
 use std::ops::Range;
 
@@ -8,8 +9,10 @@ use std::ops::Range;
 pub(crate) struct Reference {
     /// What is inside the braces, e.g. `vars.email` or `file.bashrc`.
     pub name: String,
-    /// Byte range of `${...}` inside the string.
+    /// Byte range of `${...}` inside the string (of `$${` for an escape).
     pub range: Range<usize>,
+    /// `$${`: stands for a literal `${`, refers to nothing.
+    pub escape: bool,
 }
 
 /// Splits a string into literal text and references. An unclosed `${` is an
@@ -19,6 +22,15 @@ pub(crate) fn scan(s: &str) -> Result<Vec<Reference>, usize> {
     let mut from = 0;
     while let Some(i) = s[from..].find("${") {
         let start = from + i;
+        if start > from && s.as_bytes()[start - 1] == b'$' {
+            out.push(Reference {
+                name: String::new(),
+                range: start - 1..start + 2,
+                escape: true,
+            });
+            from = start + 2;
+            continue;
+        }
         let Some(len) = s[start + 2..].find('}') else {
             return Err(start);
         };
@@ -26,13 +38,15 @@ pub(crate) fn scan(s: &str) -> Result<Vec<Reference>, usize> {
         out.push(Reference {
             name: s[start + 2..end - 1].trim().to_string(),
             range: start..end,
+            escape: false,
         });
         from = end;
     }
     Ok(out)
 }
 
-/// Replaces every reference with what `lookup` gives for it.
+/// Replaces every reference with what `lookup` gives for it, and every
+/// escape with `${`.
 pub(crate) fn substitute(
     s: &str,
     refs: &[Reference],
@@ -42,6 +56,11 @@ pub(crate) fn substitute(
     let mut last = 0;
     for r in refs {
         out.push_str(&s[last..r.range.start]);
+        if r.escape {
+            out.push_str("${");
+            last = r.range.end;
+            continue;
+        }
         match lookup(r) {
             Some(v) => out.push_str(&v),
             None => out.push_str(&s[r.range.clone()]),
@@ -67,5 +86,15 @@ mod tests {
         assert_eq!(out, "a VARS.X b FILE.RC");
         assert_eq!(scan("x ${oops"), Err(2));
         assert!(scan("no refs").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_doubled_dollar_is_a_literal() {
+        let s = "echo $${HOME} ${vars.x} $$${vars.y}";
+        let refs = scan(s).unwrap();
+        let names: Vec<(&str, bool)> = refs.iter().map(|r| (r.name.as_str(), r.escape)).collect();
+        assert_eq!(names, [("", true), ("vars.x", false), ("", true)]);
+        let out = substitute(s, &refs, |r| Some(r.name.to_uppercase()));
+        assert_eq!(out, "echo ${HOME} VARS.X $${vars.y}");
     }
 }

@@ -214,7 +214,7 @@ fn two_resources_claiming_one_path() {
     .unwrap_err();
     assert_eq!(
         messages(&e),
-        ["file.b claims /home/me/x, which file.a already claims"]
+        ["file.b claims ~/x, which file.a already claims"]
     );
 }
 
@@ -272,4 +272,99 @@ fn display_and_expand_keys() {
     );
     assert_eq!(display_path(home, Path::new("/etc/x")), "/etc/x");
     assert_eq!(expand_key(home, "~/.bashrc"), Path::new("/home/me/.bashrc"));
+}
+
+/// The text a problem's span covers.
+fn spanned<'a>(text: &'a str, e: &ManifestError, message_part: &str) -> &'a str {
+    let p = e
+        .problems
+        .iter()
+        .find(|p| p.message.contains(message_part))
+        .unwrap_or_else(|| panic!("no problem mentioning {message_part:?}: {:?}", messages(e)));
+    &text[p.span.clone().expect("a span")]
+}
+
+#[test]
+fn a_doubled_dollar_writes_a_literal_reference_opener() {
+    let m = load(
+        r#"
+[vars]
+price = "$${cost}"
+
+[exec.e]
+command = "echo $${HOME} ${vars.price}"
+"#,
+    )
+    .unwrap();
+    let Spec::Exec(e) = &m.get("exec.e").unwrap().spec else {
+        panic!("not an exec")
+    };
+    assert_eq!(e.command.display(), "echo ${HOME} ${cost}");
+}
+
+#[test]
+fn references_in_variables_and_resource_references_in_paths_are_refused() {
+    let e = load(
+        r#"
+[vars]
+base = "b"
+greeting = "hi ${vars.base}"
+
+[dir.config]
+path = "~/cfg"
+
+[file.a]
+path = "${dir.config}/a.conf"
+content = "a"
+"#,
+    )
+    .unwrap_err();
+    let msgs = messages(&e);
+    assert!(
+        msgs.iter()
+            .any(|m| m == "[vars] values cannot hold references"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("`${dir.config}` cannot be used in a path")),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn spans_stay_on_the_reference_after_escapes_and_in_multiline_strings() {
+    let text = "[file.a]\npath = \"~/a\"\ncontent = \"a\\tb\\tc ${vars.one}\"\n\n[file.b]\npath = \"~/b\"\ncontent = \"\"\"\nline\n${vars.two}\"\"\"\n";
+    let e = load(text).unwrap_err();
+    assert_eq!(spanned(text, &e, "`one`"), "${vars.one}");
+    assert_eq!(spanned(text, &e, "`two`"), "${vars.two}");
+}
+
+#[test]
+fn a_missing_required_key_is_reported_beside_another_resources_bad_key() {
+    let e = load("[file.b]\ncontent = \"b\"\n\n[dir.c]\npath = 5\n").unwrap_err();
+    let msgs = messages(&e);
+    assert!(
+        msgs.contains(&"file.b is missing the required key `path`".to_string()),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("`path` must be a string")),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn a_cycle_is_reported_with_the_other_problems() {
+    let e = load(
+        "[file.a]\npath = \"~/a\"\ncontent = \"a\"\ncolour = 1\n\n[noop.p]\nafter = [\"noop.q\"]\n\n[noop.q]\nafter = [\"noop.p\"]\n",
+    )
+    .unwrap_err();
+    let msgs = messages(&e);
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(
+        msgs[1].starts_with("dependency cycle: noop.p → noop.q → noop.p"),
+        "{msgs:?}"
+    );
 }

@@ -99,7 +99,10 @@ fn unmanaged_entries(dir: &Path, ctx: &PlanContext) -> Result<Vec<PathBuf>, Reso
     for entry in fs::read_dir(dir).map_err(|e| FsError::new("cannot read", dir, e))? {
         let entry = entry.map_err(|e| FsError::new("cannot read", dir, e))?;
         let p = entry.path();
-        if !keep.contains(&p) {
+        // `~/.stead` inside a purged `~` holds the record and the backups the
+        // purge itself writes; the config repo holds the manifest.
+        let protected = ctx.manifest.protected.iter().any(|k| k.starts_with(&p));
+        if !keep.contains(&p) && !protected {
             out.push(p);
         }
     }
@@ -211,5 +214,217 @@ pub(super) fn remove(path: &Path) -> Result<Applied, ResourceError> {
             ..Applied::default()
         }),
         Err(e) => Err(FsError::new("cannot remove", path, e).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+    use crate::engine::Status;
+    use crate::resource::tests::{Fixture, backup_of, change, mode, status};
+
+    const D: &str = "[dir.d]\npath = \"~/d\"\nmode = \"0700\"\n";
+
+    #[test]
+    fn creates_with_mode_then_is_unchanged() {
+        let mut fx = Fixture::new();
+        let (plan, _) = fx.converge(D);
+        let c = change(&plan, "dir.d");
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(
+            c.op,
+            Op::CreateDir {
+                path: fx.home.join("d"),
+                mode: Some(0o700)
+            }
+        );
+        assert!(fx.home.join("d").is_dir());
+        assert_eq!(mode(&fx.home.join("d")), 0o700);
+        assert!(fx.owns("dir.d"));
+        assert_eq!(fx.state.resources["dir.d"].keys, ["~/d"]);
+    }
+
+    #[test]
+    fn mode_change_is_an_update_naming_both_modes() {
+        let mut fx = Fixture::new();
+        fx.converge(D);
+        let m = D.replace("0700", "0750");
+        let plan = fx.plan(&m);
+        let c = change(&plan, "dir.d");
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "mode 0700 → 0750");
+        fx.converge(&m);
+        assert_eq!(mode(&fx.home.join("d")), 0o750);
+        // Drift by hand is repaired.
+        fs::set_permissions(fx.home.join("d"), fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(change(&fx.plan(&m), "dir.d").reason, "mode 0777 → 0750");
+        fx.converge(&m);
+        assert_eq!(mode(&fx.home.join("d")), 0o750);
+    }
+
+    #[test]
+    fn unowned_dir_is_kept_as_is_and_not_adopted() {
+        let mut fx = Fixture::new();
+        let d = fx.home.join("d");
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        // No mode declared: nothing to do, and stead does not claim it.
+        let (plan, _) = fx.converge("[dir.d]\npath = \"~/d\"\n");
+        assert_eq!(change(&plan, "dir.d").action, Action::Unchanged);
+        assert!(!fx.owns("dir.d"));
+        // A different mode on a dir stead does not own: conflict unless forced.
+        let (plan, _) = fx.apply_with(D, false);
+        let c = change(&plan, "dir.d");
+        assert_eq!(c.action, Action::Conflict);
+        assert!(c.reason.contains("mode 0755"), "{}", c.reason);
+        assert_eq!(mode(&d), 0o755);
+        let (plan, outcome) = fx.apply_with(D, true);
+        assert!(!outcome.has_failures());
+        assert_eq!(change(&plan, "dir.d").action, Action::Update);
+        assert_eq!(mode(&d), 0o700);
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_a_conflict() {
+        let mut fx = Fixture::new();
+        fs::write(fx.home.join("d"), "file").unwrap();
+        let (plan, outcome) = fx.apply_with(D, true);
+        assert_eq!(change(&plan, "dir.d").action, Action::Conflict);
+        assert!(outcome.has_failures());
+        assert_eq!(fs::read_to_string(fx.home.join("d")).unwrap(), "file");
+    }
+
+    #[test]
+    fn purge_removes_unmanaged_entries_with_backups_and_keeps_managed_ones() {
+        let mut fx = Fixture::new();
+        let m = "[dir.d]\npath = \"~/d\"\npurge = true\n\
+                 [file.keep]\npath = \"~/d/keep\"\ncontent = \"k\"\n\
+                 [file.deep]\npath = \"~/d/sub/deep\"\ncontent = \"deep\"\n";
+        fx.converge(m);
+        let d = fx.home.join("d");
+        fs::write(d.join("stray"), "stray content").unwrap();
+        fs::create_dir_all(d.join("junk/inner")).unwrap();
+        fs::write(d.join("junk/inner/f"), "nested").unwrap();
+        fs::write(d.join("sub/extra"), "in a kept subdir").unwrap();
+        let victim = fx.out.join("victim");
+        fs::write(&victim, "outside").unwrap();
+        symlink(&victim, d.join("link")).unwrap();
+
+        let plan = fx.plan(m);
+        let c = change(&plan, "dir.d");
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "purge 3 unmanaged: ~/d/junk, ~/d/link, ~/d/stray");
+        assert_eq!(
+            c.op,
+            Op::PurgeDir {
+                path: d.clone(),
+                mode: None,
+                purge: vec![d.join("junk"), d.join("link"), d.join("stray")],
+            }
+        );
+        let outcome = fx.execute(&plan);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert!(!d.join("stray").exists());
+        assert!(!d.join("junk").exists());
+        assert!(fs::symlink_metadata(d.join("link")).is_err());
+        // The link's target outside is untouched; managed entries stay.
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "outside");
+        assert_eq!(fs::read_to_string(d.join("keep")).unwrap(), "k");
+        assert_eq!(fs::read_to_string(d.join("sub/deep")).unwrap(), "deep");
+        assert_eq!(
+            fs::read_to_string(d.join("sub/extra")).unwrap(),
+            "in a kept subdir"
+        );
+        // Every purged entry has a copy under the backups dir (one
+        // timestamped folder per backup, keeping the full path).
+        assert!(backup_of(&plan, &outcome, "dir.d").starts_with(&fx.backups));
+        let rel = |p: &Path| {
+            let rest = p.strip_prefix("/").unwrap();
+            fs::read_dir(&fx.backups)
+                .unwrap()
+                .map(|e| e.unwrap().path().join(rest))
+                .find(|c| fs::symlink_metadata(c).is_ok())
+                .unwrap_or_else(|| panic!("no backup of {}", p.display()))
+        };
+        assert_eq!(
+            fs::read_to_string(rel(&d.join("stray"))).unwrap(),
+            "stray content"
+        );
+        assert_eq!(
+            fs::read_to_string(rel(&d.join("junk/inner/f"))).unwrap(),
+            "nested"
+        );
+        assert_eq!(fs::read_link(rel(&d.join("link"))).unwrap(), victim);
+        assert!(fx.plan(m).is_empty());
+    }
+
+    #[test]
+    fn without_purge_unmanaged_entries_stay() {
+        let mut fx = Fixture::new();
+        let m = "[dir.d]\npath = \"~/d\"\n";
+        fx.converge(m);
+        fs::write(fx.home.join("d/stray"), "s").unwrap();
+        assert!(fx.plan(m).is_empty());
+    }
+
+    #[test]
+    fn undeclared_owned_dir_is_removed_only_when_empty() {
+        let mut fx = Fixture::new();
+        fx.converge("[dir.empty]\npath = \"~/e\"\n[dir.full]\npath = \"~/f\"\n");
+        fs::create_dir(fx.home.join("f/user")).unwrap();
+        fs::write(fx.home.join("f/user/data"), "precious").unwrap();
+        let (plan, outcome) = fx.converge("[noop.x]\n");
+        let e = change(&plan, "dir.empty");
+        assert_eq!(e.action, Action::Remove);
+        assert_eq!(
+            e.op,
+            Op::RemoveDir {
+                path: fx.home.join("e")
+            }
+        );
+        let f = change(&plan, "dir.full");
+        assert_eq!(f.action, Action::Remove);
+        assert!(f.reason.contains("nothing unmanaged"), "{}", f.reason);
+        assert!(matches!(
+            status(&plan, &outcome, "dir.full"),
+            Status::Done(Applied { output: Some(o), .. }) if o == "not empty; left in place"
+        ));
+        assert!(!fx.home.join("e").exists());
+        assert_eq!(
+            fs::read_to_string(fx.home.join("f/user/data")).unwrap(),
+            "precious"
+        );
+        assert!(!fx.owns("dir.empty") && !fx.owns("dir.full"));
+    }
+
+    #[test]
+    fn removal_of_a_dir_that_filled_up_after_planning_leaves_it() {
+        // The plan saw it empty; by apply time a file appeared: never recursive.
+        let mut fx = Fixture::new();
+        fx.converge("[dir.e]\npath = \"~/e\"\n");
+        let plan = fx.plan("[noop.x]\n");
+        assert!(matches!(change(&plan, "dir.e").op, Op::RemoveDir { .. }));
+        fs::write(fx.home.join("e/late"), "late").unwrap();
+        let outcome = fx.execute(&plan);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert_eq!(fs::read_to_string(fx.home.join("e/late")).unwrap(), "late");
+    }
+
+    #[test]
+    fn files_and_dirs_removed_together_go_deepest_first() {
+        let mut fx = Fixture::new();
+        fx.converge(
+            "[dir.a]\npath = \"~/a\"\n[dir.b]\npath = \"~/a/b\"\n\
+             [file.f]\npath = \"~/a/b/f\"\ncontent = \"x\"\n",
+        );
+        let (plan, _) = fx.converge("[noop.x]\n");
+        let removed: Vec<&str> = plan.changes[plan.removals_from..]
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(removed, ["file.f", "dir.b", "dir.a"]);
+        assert!(!fx.home.join("a").exists());
     }
 }

@@ -32,6 +32,12 @@ pub struct Run {
     pub timeout_ms: Option<u64>,
     /// Skip when this exists (checked again right before running).
     pub creates: Option<PathBuf>,
+    /// Skip when this command succeeds (checked again right before running).
+    #[serde(default)]
+    pub unless: Option<Command>,
+    /// Run only when this command succeeds (checked again right before running).
+    #[serde(default)]
+    pub onlyif: Option<Command>,
     /// `HOME` for the command: the target home, so `~` in a shell command
     /// means the same as in the manifest.
     pub home: PathBuf,
@@ -56,6 +62,33 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
         ));
     }
     let timeout = e.timeout;
+    let run = Op::Run(Run {
+        command: e.command.clone(),
+        cwd: e.cwd.clone(),
+        env: e.env.clone(),
+        timeout_ms: e.timeout.map(|t| t.as_millis() as u64),
+        creates: e.creates.clone(),
+        unless: e.unless.clone(),
+        onlyif: e.onlyif.clone(),
+        home: home.to_path_buf(),
+    });
+    // A cwd that an earlier resource of this run creates cannot host the
+    // guards yet; they run right before the command instead.
+    if let Some(cwd) = &e.cwd
+        && (e.unless.is_some() || e.onlyif.is_some())
+        && !cwd.is_dir()
+    {
+        return Ok((
+            Action::Update,
+            format!(
+                "will run: {} (guards checked when it runs: {} does not exist yet)",
+                e.command.display(),
+                cwd.display()
+            ),
+            None,
+            run,
+        ));
+    }
     if let Some(u) = &e.unless
         && run_command(u, e.cwd.as_ref(), &e.env, home, timeout)?.success
     {
@@ -75,14 +108,7 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
         Action::Update,
         format!("will run: {}", e.command.display()),
         None,
-        Op::Run(Run {
-            command: e.command.clone(),
-            cwd: e.cwd.clone(),
-            env: e.env.clone(),
-            timeout_ms: e.timeout.map(|t| t.as_millis() as u64),
-            creates: e.creates.clone(),
-            home: home.to_path_buf(),
-        }),
+        run,
     ))
 }
 
@@ -92,6 +118,23 @@ pub(super) fn run(r: &Run) -> Result<Applied, ResourceError> {
     {
         return Ok(Applied {
             output: Some(format!("skipped: {} exists", c.display())),
+            ..Applied::default()
+        });
+    }
+    let timeout = r.timeout_ms.map(Duration::from_millis);
+    if let Some(u) = &r.unless
+        && run_command(u, r.cwd.as_ref(), &r.env, &r.home, timeout)?.success
+    {
+        return Ok(Applied {
+            output: Some("skipped: `unless` succeeded".into()),
+            ..Applied::default()
+        });
+    }
+    if let Some(o) = &r.onlyif
+        && !run_command(o, r.cwd.as_ref(), &r.env, &r.home, timeout)?.success
+    {
+        return Ok(Applied {
+            output: Some("skipped: `onlyif` failed".into()),
             ..Applied::default()
         });
     }
@@ -146,9 +189,16 @@ fn run_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ResourceError::Exec(format!("cannot start `{}`: {e}", command.display())))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        ResourceError::Exec(match cwd {
+            Some(d) if !d.is_dir() => format!(
+                "cannot start `{}`: its working directory {} does not exist",
+                command.display(),
+                d.display()
+            ),
+            _ => format!("cannot start `{}`: {e}", command.display()),
+        })
+    })?;
     let output = collect_output(&mut child);
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
@@ -218,4 +268,221 @@ fn collect_output(child: &mut Child) -> std::thread::JoinHandle<String> {
         s.push_str(&e);
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::engine::Status;
+    use crate::resource::tests::{Fixture, change, status};
+
+    fn output_of<'a>(
+        plan: &crate::plan::Plan,
+        outcome: &'a crate::engine::Outcome,
+        id: &str,
+    ) -> &'a str {
+        match status(plan, outcome, id) {
+            Status::Done(Applied {
+                output: Some(o), ..
+            }) => o,
+            other => panic!("{id} did not run: {other:?}"),
+        }
+    }
+
+    fn failure<'a>(
+        plan: &crate::plan::Plan,
+        outcome: &'a crate::engine::Outcome,
+        id: &str,
+    ) -> &'a str {
+        match status(plan, outcome, id) {
+            Status::Failed(m) => m,
+            other => panic!("{id} did not fail: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn argv_command_runs_without_a_shell_and_is_not_owned() {
+        let mut fx = Fixture::new();
+        // `$HOME` stays literal without a shell.
+        let m = "[exec.e]\ncommand = [\"sh\", \"-c\", \"printf '%s' \\\"$1\\\" > @OUT@/argv\", \"sh\", \"a b $HOME\"]\n";
+        let (plan, outcome) = fx.apply(m);
+        let c = change(&plan, "exec.e");
+        assert_eq!(c.action, Action::Update);
+        assert!(c.reason.starts_with("will run: sh -c"), "{}", c.reason);
+        assert!(c.keys.is_empty());
+        assert!(matches!(status(&plan, &outcome, "exec.e"), Status::Done(_)));
+        assert_eq!(
+            fs::read_to_string(fx.out.join("argv")).unwrap(),
+            "a b $HOME"
+        );
+        assert!(!fx.owns("exec.e"));
+        // Without a guard an exec runs on every apply.
+        assert_eq!(change(&fx.plan(m), "exec.e").action, Action::Update);
+    }
+
+    #[test]
+    fn shell_string_runs_in_the_target_home_with_home_set() {
+        let mut fx = Fixture::new();
+        let m = "[exec.e]\ncommand = \"echo \\\"$HOME\\\" > where; pwd -P >> where; echo done\"\n";
+        let (plan, outcome) = fx.apply(m);
+        assert_eq!(output_of(&plan, &outcome, "exec.e"), "done\n");
+        let text = fs::read_to_string(fx.home.join("where")).unwrap();
+        let canonical = fx.home.canonicalize().unwrap();
+        assert_eq!(
+            text,
+            format!("{}\n{}\n", fx.home.display(), canonical.display())
+        );
+        assert_ne!(
+            std::env::var_os("HOME").as_deref(),
+            Some(fx.home.as_os_str()),
+            "the test process's HOME is not the target home"
+        );
+    }
+
+    #[test]
+    fn cwd_and_env_are_applied() {
+        let mut fx = Fixture::new();
+        fs::create_dir(fx.out.join("work")).unwrap();
+        let m = "[exec.e]\ncommand = \"pwd -P > cwd.txt; printf '%s' \\\"$GREETING\\\" > env.txt\"\n\
+                 cwd = \"@OUT@/work\"\nenv = { GREETING = \"hello there\" }\n";
+        fx.apply(m);
+        let work = fx.out.join("work");
+        assert_eq!(
+            fs::read_to_string(work.join("cwd.txt")).unwrap(),
+            format!("{}\n", work.canonicalize().unwrap().display())
+        );
+        assert_eq!(
+            fs::read_to_string(work.join("env.txt")).unwrap(),
+            "hello there"
+        );
+        assert!(!fx.home.join("cwd.txt").exists());
+    }
+
+    #[test]
+    fn timeout_kills_the_command_and_reports_it() {
+        let mut fx = Fixture::new();
+        let m = "[exec.slow]\ncommand = \"echo started; sleep 30\"\ntimeout = \"300ms\"\n";
+        let started = std::time::Instant::now();
+        let (plan, outcome) = fx.apply_with(m, false);
+        let msg = failure(&plan, &outcome, "exec.slow");
+        assert!(
+            msg.contains("timed out after 300ms and was killed"),
+            "{msg}"
+        );
+        assert!(msg.contains("--- output ---\nstarted"), "{msg}");
+        // Killed as a group: the wait did not last for the whole `sleep 30`
+        // (whose inherited stdout would otherwise hold the output open).
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn failure_captures_stdout_and_stderr_and_skips_dependents() {
+        let mut fx = Fixture::new();
+        let m = "[exec.bad]\ncommand = \"echo to-stdout; echo to-stderr >&2; exit 3\"\n\
+                 [file.after]\npath = \"~/after\"\ncontent = \"x\"\nafter = [\"exec.bad\"]\n\
+                 [file.free]\npath = \"~/free\"\ncontent = \"y\"\n";
+        let (plan, outcome) = fx.apply_with(m, false);
+        let msg = failure(&plan, &outcome, "exec.bad");
+        assert!(msg.contains("exited with status 3"), "{msg}");
+        assert!(msg.contains("to-stdout"), "{msg}");
+        assert!(msg.contains("to-stderr"), "{msg}");
+        assert!(
+            matches!(status(&plan, &outcome, "file.after"), Status::Skipped(m) if m.contains("exec.bad")),
+            "{:?}",
+            outcome.statuses
+        );
+        assert!(!fx.home.join("after").exists());
+        assert!(!fx.owns("file.after"));
+        assert_eq!(fs::read_to_string(fx.home.join("free")).unwrap(), "y");
+    }
+
+    #[test]
+    fn a_program_that_does_not_exist_fails_with_its_name() {
+        let mut fx = Fixture::new();
+        let (plan, outcome) = fx.apply_with(
+            "[exec.e]\ncommand = [\"/nonexistent/stead-test-prog\"]\n",
+            false,
+        );
+        let msg = failure(&plan, &outcome, "exec.e");
+        assert!(
+            msg.contains("cannot start `/nonexistent/stead-test-prog`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn creates_guard_skips_when_the_path_exists() {
+        let mut fx = Fixture::new();
+        let m = "[exec.e]\ncommand = \"echo run >> @OUT@/log; touch @OUT@/made\"\ncreates = \"@OUT@/made\"\n";
+        fx.apply(m);
+        let plan = fx.plan(m);
+        let c = change(&plan, "exec.e");
+        assert_eq!(c.action, Action::Unchanged);
+        assert_eq!(
+            c.reason,
+            format!("{} exists", fx.out.join("made").display())
+        );
+        fx.apply(m);
+        assert_eq!(fs::read_to_string(fx.out.join("log")).unwrap(), "run\n");
+    }
+
+    #[test]
+    fn creates_is_checked_again_right_before_running() {
+        let mut fx = Fixture::new();
+        let m = "[exec.e]\ncommand = \"echo ran > @OUT@/log\"\ncreates = \"~/made\"\n";
+        let plan = fx.plan(m);
+        assert_eq!(change(&plan, "exec.e").action, Action::Update);
+        fs::write(fx.home.join("made"), "").unwrap();
+        let outcome = fx.execute(&plan);
+        assert!(output_of(&plan, &outcome, "exec.e").starts_with("skipped:"));
+        assert!(!fx.out.join("log").exists());
+    }
+
+    #[test]
+    fn unless_and_onlyif_guards() {
+        let fx = Fixture::new();
+        let plan_of = |guard: &str| {
+            let m = format!("[exec.e]\ncommand = \"touch @OUT@/ran\"\n{guard}\n");
+            let plan = fx.plan(&m);
+            let c = change(&plan, "exec.e");
+            (c.action, c.reason.clone())
+        };
+        assert_eq!(
+            plan_of("unless = \"true\""),
+            (Action::Unchanged, "`unless` succeeded".into())
+        );
+        assert_eq!(plan_of("unless = [\"false\"]").0, Action::Update);
+        assert_eq!(
+            plan_of("onlyif = [\"false\"]"),
+            (Action::Unchanged, "`onlyif` failed".into())
+        );
+        assert_eq!(plan_of("onlyif = \"true\"").0, Action::Update);
+        // Guards run with the same HOME, cwd and env as the command.
+        fs::write(fx.home.join("marker"), "").unwrap();
+        assert_eq!(
+            plan_of("unless = \"test -f \\\"$HOME/marker\\\" && test -f marker\"").0,
+            Action::Unchanged
+        );
+        assert_eq!(
+            plan_of("env = { FLAG = \"on\" }\nonlyif = \"test \\\"$FLAG\\\" = on\"").0,
+            Action::Update
+        );
+        assert_eq!(
+            plan_of("env = { FLAG = \"off\" }\nonlyif = \"test \\\"$FLAG\\\" = on\"").0,
+            Action::Unchanged
+        );
+        // Planning ran guards only, never the command.
+        assert!(!fx.out.join("ran").exists());
+    }
+
+    #[test]
+    fn references_to_managed_paths_reach_the_command() {
+        let mut fx = Fixture::new();
+        let m = "[file.cfg]\npath = \"~/cfg\"\ncontent = \"v=1\"\n\
+                 [exec.e]\ncommand = [\"cp\", \"${file.cfg}\", \"@OUT@/copy\"]\n";
+        fx.apply(m);
+        assert_eq!(fs::read_to_string(fx.out.join("copy")).unwrap(), "v=1");
+    }
 }

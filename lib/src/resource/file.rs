@@ -141,10 +141,14 @@ fn plan_content(
         } else {
             "a special file"
         };
-        if ctx.force && !meta.is_dir() {
+        if (ctx.force || owned) && !meta.is_dir() {
             return Ok((
                 Action::Update,
-                format!("replaces {what} stead does not own (backed up first)"),
+                if owned {
+                    format!("replaces {what} stead made here (backed up first)")
+                } else {
+                    format!("replaces {what} stead does not own (backed up first)")
+                },
                 None,
                 Op::WriteFile {
                     path: path.clone(),
@@ -316,16 +320,425 @@ pub(super) fn remove(
         None
     };
     match fs::remove_file(path) {
-        Ok(()) => {}
+        // Only a removal that happened needs its directory fsync'd; an
+        // already-gone file may have lost its directory too (a purge).
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                fsutil::fsync_dir(dir)?;
+            }
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(FsError::new("cannot remove", path, e).into()),
-    }
-    if let Some(dir) = path.parent() {
-        fsutil::fsync_dir(dir)?;
     }
     Ok(Applied {
         checksum: None,
         backup,
         output: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::engine::Status;
+    use crate::resource::tests::{Fixture, backup_of, change, mode, status};
+
+    const A: &str =
+        "[file.a]\npath = \"~/a\"\ncontent = \"one\\ntwo\\nthree\\n\"\nmode = \"0600\"\n";
+    const A2: &str =
+        "[file.a]\npath = \"~/a\"\ncontent = \"one\\nTWO\\nthree\\n\"\nmode = \"0600\"\n";
+
+    #[test]
+    fn inline_content_creates_then_is_unchanged() {
+        let mut fx = Fixture::new();
+        let plan = fx.plan(A);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(c.keys, ["~/a"]);
+        assert_eq!(
+            c.checksum.as_deref(),
+            Some(checksum(b"one\ntwo\nthree\n").as_str())
+        );
+        assert!(!fx.home.join("a").exists(), "planning must not write");
+        fx.execute(&plan);
+        let path = fx.home.join("a");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+        assert_eq!(mode(&path), 0o600);
+        assert!(fx.owns("file.a"));
+        assert_eq!(
+            fx.state.checksums.get("~/a"),
+            Some(&checksum(b"one\ntwo\nthree\n"))
+        );
+        let again = fx.plan(A);
+        assert_eq!(change(&again, "file.a").action, Action::Unchanged);
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn source_file_is_copied_from_the_config_repo() {
+        let mut fx = Fixture::new();
+        fx.write_repo("shell/bashrc", "export A=1\n");
+        let m = "[file.rc]\npath = \"~/.bashrc\"\nsource = \"shell/bashrc\"\n";
+        let (plan, _) = fx.converge(m);
+        assert_eq!(change(&plan, "file.rc").action, Action::Create);
+        let path = fx.home.join(".bashrc");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "export A=1\n");
+        assert_eq!(mode(&path), 0o644, "default mode");
+        // The source changes: the target is updated with a diff.
+        fx.write_repo("shell/bashrc", "export A=2\n");
+        let plan = fx.plan(m);
+        let c = change(&plan, "file.rc");
+        assert_eq!(c.action, Action::Update);
+        let diff = c.diff.as_deref().unwrap();
+        assert!(
+            diff.contains("-export A=1") && diff.contains("+export A=2"),
+            "{diff}"
+        );
+        fx.converge(m);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "export A=2\n");
+    }
+
+    #[test]
+    fn template_renders_vars_profile_and_facts_keeping_final_newline() {
+        let mut fx = Fixture::new();
+        fx.write_repo(
+            "git.j2",
+            "editor={{ editor }} again={{ vars.editor }} profile={{ profile }} home={{ home }}\n",
+        );
+        let m = "[settings]\ndefault_profile = \"work\"\n[vars]\neditor = \"nvim\"\n\
+                 [profile.work.vars]\n[file.git]\npath = \"~/.gitconfig\"\ntemplate = \"git.j2\"\n";
+        fx.converge(m);
+        assert_eq!(
+            fs::read_to_string(fx.home.join(".gitconfig")).unwrap(),
+            format!(
+                "editor=nvim again=nvim profile=work home={}\n",
+                fx.home.display()
+            )
+        );
+    }
+
+    #[test]
+    fn template_error_names_the_template_and_line() {
+        let fx = Fixture::new();
+        fx.write_repo("bad.j2", "ok\n{{ nope }}\n");
+        let m = fx.manifest("[file.t]\npath = \"~/t\"\ntemplate = \"bad.j2\"\n");
+        let g = crate::graph::Graph::build(&m).unwrap();
+        let err = crate::plan::make(&m, &g, &fx.state, false, 1).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].0, "file.t");
+        match &err.0[0].1 {
+            ResourceError::Template { path, message } => {
+                assert_eq!(path, &fx.repo.join("bad.j2"));
+                assert!(message.starts_with("line 2:"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn modified_target_is_an_update_with_a_unified_diff() {
+        let mut fx = Fixture::new();
+        fx.converge(A);
+        let plan = fx.plan(A2);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "content differs");
+        let diff = c.diff.as_deref().unwrap();
+        assert!(diff.starts_with("--- ~/a\n+++ ~/a (planned)\n"), "{diff}");
+        assert!(diff.contains("@@ -1,3 +1,3 @@"), "{diff}");
+        assert!(diff.contains("\n one\n-two\n+TWO\n three\n"), "{diff}");
+        fx.converge(A2);
+        assert_eq!(
+            fs::read_to_string(fx.home.join("a")).unwrap(),
+            "one\nTWO\nthree\n"
+        );
+        // Drift by hand is repaired too.
+        fs::write(fx.home.join("a"), "edited\n").unwrap();
+        let plan = fx.plan(A2);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Update);
+        assert!(c.diff.as_deref().unwrap().contains("-edited\n"));
+        fx.converge(A2);
+    }
+
+    #[test]
+    fn mode_change_is_shown_and_only_chmods() {
+        let mut fx = Fixture::new();
+        fx.converge(A);
+        let m = A.replace("0600", "0640");
+        let plan = fx.plan(&m);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "mode 0600 → 0640");
+        assert_eq!(c.diff, None);
+        assert_eq!(
+            c.op,
+            Op::Chmod {
+                path: fx.home.join("a"),
+                mode: 0o640
+            }
+        );
+        fx.converge(&m);
+        assert_eq!(mode(&fx.home.join("a")), 0o640);
+        // Without a declared mode, the actual mode is kept.
+        let m = "[file.a]\npath = \"~/a\"\ncontent = \"one\\ntwo\\nthree\\n\"\n";
+        assert!(fx.plan(m).is_empty());
+    }
+
+    #[test]
+    fn unowned_file_conflicts_and_is_kept_unless_forced_then_backed_up() {
+        let mut fx = Fixture::new();
+        let path = fx.home.join("a");
+        fs::write(&path, "mine\n").unwrap();
+        let (plan, outcome) = fx.apply_with(A, false);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Conflict);
+        assert!(c.reason.contains("does not own"), "{}", c.reason);
+        assert!(
+            matches!(status(&plan, &outcome, "file.a"), Status::Failed(m) if m.starts_with("conflict"))
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "mine\n");
+        assert!(!fx.owns("file.a"));
+
+        let (plan, outcome) = fx.apply_with(A, true);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Update);
+        assert!(c.reason.contains("backed up first"), "{}", c.reason);
+        assert!(c.diff.as_deref().unwrap().contains("-mine"));
+        let backup = backup_of(&plan, &outcome, "file.a");
+        assert!(backup.starts_with(&fx.backups), "{}", backup.display());
+        assert_eq!(fs::read_to_string(&backup).unwrap(), "mine\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+        assert!(fx.owns("file.a"));
+        assert!(fx.plan(A).is_empty());
+    }
+
+    #[test]
+    fn identical_unowned_file_is_adopted_without_writing() {
+        let mut fx = Fixture::new();
+        let path = fx.home.join("a");
+        fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let (plan, _) = fx.converge(A);
+        assert_eq!(change(&plan, "file.a").action, Action::Unchanged);
+        assert!(fx.owns("file.a"));
+    }
+
+    #[test]
+    fn planted_symlink_at_the_target_is_a_conflict_and_never_followed() {
+        let mut fx = Fixture::new();
+        let victim = fx.out.join("victim");
+        fs::write(&victim, "victim\n").unwrap();
+        let path = fx.home.join("a");
+        symlink(&victim, &path).unwrap();
+        let (plan, _) = fx.apply_with(A, false);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Conflict);
+        assert!(
+            c.reason.starts_with("a symlink is in the way"),
+            "{}",
+            c.reason
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim\n");
+        assert_eq!(fs::read_link(&path).unwrap(), victim);
+
+        // Forced: the link itself is replaced (and backed up as a link).
+        let (plan, outcome) = fx.apply_with(A, true);
+        assert_eq!(change(&plan, "file.a").action, Action::Update);
+        let backup = backup_of(&plan, &outcome, "file.a");
+        assert_eq!(fs::read_link(&backup).unwrap(), victim);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim\n");
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn symlink_planted_between_plan_and_apply_is_replaced_not_followed() {
+        let mut fx = Fixture::new();
+        let victim = fx.out.join("victim");
+        fs::write(&victim, "victim\n").unwrap();
+        fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let path = fx.home.join("a");
+        let plan = fx.plan(A);
+        assert_eq!(change(&plan, "file.a").action, Action::Create);
+        symlink(&victim, &path).unwrap();
+        let outcome = fx.execute(&plan);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim\n");
+        assert_eq!(mode(&victim), 0o644);
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+
+        // Same for an owned file swapped for a link before an update.
+        let plan = fx.plan(A2);
+        fs::remove_file(&path).unwrap();
+        symlink(&victim, &path).unwrap();
+        let outcome = fx.execute(&plan);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one\nTWO\nthree\n");
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_never_replaced_even_forced() {
+        let mut fx = Fixture::new();
+        fs::create_dir(fx.home.join("a")).unwrap();
+        fs::write(fx.home.join("a/keep"), "k").unwrap();
+        let (plan, _) = fx.apply_with(A, true);
+        let c = change(&plan, "file.a");
+        assert_eq!(c.action, Action::Conflict);
+        assert!(
+            c.reason.contains("never replaces a directory"),
+            "{}",
+            c.reason
+        );
+        assert_eq!(fs::read_to_string(fx.home.join("a/keep")).unwrap(), "k");
+    }
+
+    #[test]
+    fn ensure_absent_removes_with_a_backup_of_what_stead_did_not_write() {
+        let mut fx = Fixture::new();
+        let m = "[file.gone]\npath = \"~/gone\"\nensure = \"absent\"\n";
+        let path = fx.home.join("gone");
+        fs::write(&path, "old secret\n").unwrap();
+        let (plan, outcome) = fx.apply(m);
+        let c = change(&plan, "file.gone");
+        assert_eq!(c.action, Action::Remove);
+        assert_eq!(c.checksum, None);
+        assert!(!path.exists());
+        let backup = backup_of(&plan, &outcome, "file.gone");
+        assert_eq!(fs::read_to_string(backup).unwrap(), "old secret\n");
+        assert!(!fx.owns("file.gone"));
+        let again = fx.plan(m);
+        assert_eq!(change(&again, "file.gone").action, Action::Unchanged);
+        assert_eq!(change(&again, "file.gone").reason, "absent");
+        // A directory at an absent path is a conflict, left alone.
+        fs::create_dir(&path).unwrap();
+        let (plan, _) = fx.apply_with(m, true);
+        assert_eq!(change(&plan, "file.gone").action, Action::Conflict);
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn switching_an_owned_file_to_absent_forgets_it() {
+        let mut fx = Fixture::new();
+        fx.converge(A);
+        let m = "[file.a]\npath = \"~/a\"\nensure = \"absent\"\n";
+        let (plan, outcome) = fx.converge(m);
+        assert_eq!(change(&plan, "file.a").action, Action::Remove);
+        // Owned and unchanged since written: no backup needed.
+        assert!(matches!(
+            status(&plan, &outcome, "file.a"),
+            Status::Done(Applied { backup: None, .. })
+        ));
+        assert!(!fx.home.join("a").exists());
+        assert!(!fx.owns("file.a"));
+        assert!(!fx.state.checksums.contains_key("~/a"));
+    }
+
+    #[test]
+    fn undeclared_owned_file_is_removed_and_edited_ones_backed_up() {
+        let mut fx = Fixture::new();
+        let both = "[file.a]\npath = \"~/a\"\ncontent = \"a\"\n\
+                    [file.b]\npath = \"~/b\"\ncontent = \"b\"\n\
+                    [file.c]\npath = \"~/c\"\ncontent = \"c\"\n";
+        fx.converge(both);
+        fs::write(fx.home.join("c"), "edited by hand").unwrap();
+        let only_a = "[file.a]\npath = \"~/a\"\ncontent = \"a\"\n";
+        let plan = fx.plan(only_a);
+        assert_eq!(plan.removals_from, 1);
+        let b = change(&plan, "file.b");
+        assert_eq!(
+            (b.action, b.reason.as_str()),
+            (Action::Remove, "no longer declared")
+        );
+        assert_eq!(
+            b.op,
+            Op::RemoveFile {
+                path: fx.home.join("b"),
+                backup: false
+            }
+        );
+        assert!(matches!(
+            change(&plan, "file.c").op,
+            Op::RemoveFile { backup: true, .. }
+        ));
+        let outcome = fx.execute(&plan);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert!(!fx.home.join("b").exists());
+        assert!(!fx.home.join("c").exists());
+        let backup = backup_of(&plan, &outcome, "file.c");
+        assert_eq!(fs::read_to_string(backup).unwrap(), "edited by hand");
+        assert_eq!(fs::read_to_string(fx.home.join("a")).unwrap(), "a");
+        assert!(!fx.owns("file.b") && !fx.owns("file.c"));
+        assert!(!fx.state.checksums.contains_key("~/b"));
+        assert!(fx.plan(only_a).is_empty());
+    }
+
+    #[test]
+    fn removing_a_file_whose_directory_a_purge_took_is_harmless() {
+        // Regression (found by tests/idempotence.rs): the purge of ~/d takes
+        // the now-unmanaged ~/d/sub, then the removal of file.f found its
+        // file gone and failed to fsync the vanished ~/d/sub.
+        let mut fx = Fixture::new();
+        let dir = "[dir.d]\npath = \"~/d\"\npurge = true\n";
+        fx.converge(&format!(
+            "{dir}[file.f]\npath = \"~/d/sub/f\"\ncontent = \"x\"\n"
+        ));
+        let (plan, outcome) = fx.converge(dir);
+        assert_eq!(change(&plan, "file.f").action, Action::Remove);
+        assert!(!fx.home.join("d/sub").exists());
+        assert!(fx.home.join("d").is_dir());
+        assert!(!fx.owns("file.f"));
+        let backup = backup_of(&plan, &outcome, "dir.d");
+        assert_eq!(fs::read_to_string(backup.join("f")).unwrap(), "x");
+    }
+
+    #[test]
+    fn undeclared_file_replaced_by_something_else_is_left_alone() {
+        let mut fx = Fixture::new();
+        fx.converge("[file.b]\npath = \"~/b\"\ncontent = \"b\"\n");
+        let path = fx.home.join("b");
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("user"), "u").unwrap();
+        let (plan, _) = fx.apply("[noop.x]\n");
+        let c = change(&plan, "file.b");
+        assert_eq!(c.action, Action::Remove);
+        assert_eq!(c.op, Op::None);
+        assert_eq!(fs::read_to_string(path.join("user")).unwrap(), "u");
+        assert!(!fx.owns("file.b"));
+    }
+
+    #[test]
+    fn renaming_a_resource_keeps_ownership_of_its_path() {
+        let mut fx = Fixture::new();
+        fx.converge("[file.old]\npath = \"~/x\"\ncontent = \"1\"\n");
+        let m = "[file.new]\npath = \"~/x\"\ncontent = \"2\"\n";
+        let (plan, _) = fx.converge(m);
+        assert_eq!(change(&plan, "file.new").action, Action::Update);
+        let old = change(&plan, "file.old");
+        assert_eq!((old.action, &old.op), (Action::Remove, &Op::None));
+        assert_eq!(fs::read_to_string(fx.home.join("x")).unwrap(), "2");
+        assert!(fx.owns("file.new") && !fx.owns("file.old"));
+    }
+
+    #[test]
+    fn diffs_are_capped_and_binary_is_summarized() {
+        let old: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        let new: String = (0..500).map(|i| format!("LINE {i}\n")).collect();
+        let d = text_diff("~/f", old.as_bytes(), new.as_bytes());
+        assert_eq!(d.lines().count(), DIFF_LINES + 1);
+        assert!(
+            d.ends_with("more diff lines not shown)\n"),
+            "{}",
+            &d[d.len() - 80..]
+        );
+        assert_eq!(
+            text_diff("~/f", &[0xff, 0xfe], b"abc"),
+            "binary content differs (2 bytes → 3 bytes)\n"
+        );
+    }
 }

@@ -193,6 +193,9 @@ pub enum ResourceError {
     /// A command failed.
     #[error("{0}")]
     Exec(String),
+    /// A bug in stead, reported instead of silently dropped.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Plans one declared resource.
@@ -302,26 +305,64 @@ pub fn checksum(bytes: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
 
-/// Moves what is at `path` into the backups dir (keeping its path below a
-/// timestamped folder) and returns where it went.
+/// Copies what is at `path` into the backups dir (keeping its path below a
+/// timestamped folder) and returns where the copy is.
+///
+/// The copy is fsync'd (files and every directory created for it) before this
+/// returns, because the caller removes or overwrites the original next: a
+/// crash must never leave neither.
 pub(crate) fn backup(path: &Path, backups: &Path) -> Result<PathBuf, FsError> {
+    if backups.starts_with(path) {
+        return Err(FsError::new(
+            "cannot back up",
+            path,
+            std::io::Error::other(format!(
+                "it holds the backups dir {}; a copy of it would land inside itself",
+                backups.display()
+            )),
+        ));
+    }
     let stamp = chrono::Utc::now().format("%Y%m%d_%H%M%S%.3f").to_string();
     let rel = path.strip_prefix("/").unwrap_or(path);
     let dest = backups.join(stamp).join(rel);
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| FsError::new("cannot create", parent, e))?;
     }
-    let meta = std::fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
-    if meta.is_dir() {
-        copy_dir(path, &dest)?;
-    } else if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(path).map_err(|e| FsError::new("cannot read", path, e))?;
-        std::os::unix::fs::symlink(&target, &dest)
-            .map_err(|e| FsError::new("cannot create", &dest, e))?;
-    } else {
-        std::fs::copy(path, &dest).map_err(|e| FsError::new("cannot back up", path, e))?;
+    copy_entry(path, &dest)?;
+    // Make the new directory chain durable, from the copy up to the backups dir.
+    let mut dir = dest.parent();
+    while let Some(d) = dir {
+        crate::fsutil::fsync_dir(d)?;
+        if d == backups {
+            break;
+        }
+        dir = d.parent();
+    }
+    if let Some(parent) = backups.parent() {
+        crate::fsutil::fsync_dir(parent)?;
     }
     Ok(dest)
+}
+
+fn sync_file(path: &Path) -> Result<(), FsError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| FsError::new("cannot fsync", path, e))
+}
+
+fn copy_entry(path: &Path, dest: &Path) -> Result<(), FsError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    if meta.is_dir() {
+        copy_dir(path, dest)?;
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).map_err(|e| FsError::new("cannot read", path, e))?;
+        std::os::unix::fs::symlink(&target, dest)
+            .map_err(|e| FsError::new("cannot create", dest, e))?;
+    } else {
+        std::fs::copy(path, dest).map_err(|e| FsError::new("cannot back up", path, e))?;
+        sync_file(dest)?;
+    }
+    Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), FsError> {
@@ -341,9 +382,10 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), FsError> {
                 .map_err(|e| FsError::new("cannot create", &dst, e))?;
         } else {
             std::fs::copy(&src, &dst).map_err(|e| FsError::new("cannot back up", &src, e))?;
+            sync_file(&dst)?;
         }
     }
-    Ok(())
+    crate::fsutil::fsync_dir(to)
 }
 
 /// Creates the parent directories of a target path.
@@ -395,5 +437,229 @@ mod bytes_text {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Shared fixture for the resource tests: a temp home, config repo, an
+/// "outside" dir (never managed) and a backups dir, driven through the real
+/// manifest parser, planner, engine and state recording.
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::engine::{self, EngineOptions, Outcome, Status};
+    use crate::graph::Graph;
+    use crate::manifest::LoadOptions;
+    use crate::plan::{self, Plan};
+    use crate::state::State;
+
+    pub(crate) struct Fixture {
+        _root: tempfile::TempDir,
+        pub home: PathBuf,
+        pub repo: PathBuf,
+        pub out: PathBuf,
+        pub backups: PathBuf,
+        pub state: State,
+    }
+
+    impl Fixture {
+        pub fn new() -> Fixture {
+            let root = tempfile::tempdir().unwrap();
+            let dir = |n: &str| {
+                let p = root.path().join(n);
+                std::fs::create_dir_all(&p).unwrap();
+                p
+            };
+            let (home, repo, out) = (dir("home"), dir("repo"), dir("out"));
+            let backups = root.path().join("backups");
+            Fixture {
+                home,
+                repo,
+                out,
+                backups,
+                state: State::new(crate::machine::MachineInfo::current("test-machine")),
+                _root: root,
+            }
+        }
+
+        /// `@REPO@`, `@OUT@` and `@HOME@` in manifest text become the temp paths.
+        pub fn text(&self, text: &str) -> String {
+            text.replace("@REPO@", self.repo.to_str().unwrap())
+                .replace("@OUT@", self.out.to_str().unwrap())
+                .replace("@HOME@", self.home.to_str().unwrap())
+        }
+
+        pub fn manifest(&self, text: &str) -> Manifest {
+            Manifest::parse(
+                &self.text(text),
+                &self.repo.join(crate::manifest::MANIFEST_FILE),
+                &self.repo,
+                &LoadOptions {
+                    home: self.home.clone(),
+                    profile: None,
+                },
+            )
+            .unwrap_or_else(|e| panic!("manifest does not load: {e}"))
+        }
+
+        pub fn plan(&self, text: &str) -> Plan {
+            self.plan_with(text, false)
+        }
+
+        pub fn plan_with(&self, text: &str, force: bool) -> Plan {
+            let m = self.manifest(text);
+            let g = Graph::build(&m).unwrap();
+            plan::make(&m, &g, &self.state, force, 2).unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        /// Executes `plan` and records it into the fixture's state.
+        pub fn execute(&mut self, plan: &Plan) -> Outcome {
+            let outcome = engine::execute(
+                plan,
+                &EngineOptions {
+                    jobs: 2,
+                    backups: self.backups.clone(),
+                },
+                &|_| {},
+            );
+            let serial = self.state.lineage.serial + 1;
+            plan::record(&mut self.state, plan, &outcome, serial);
+            self.state.lineage.serial = serial;
+            outcome
+        }
+
+        /// Plans and executes; returns both.
+        pub fn apply_with(&mut self, text: &str, force: bool) -> (Plan, Outcome) {
+            let plan = self.plan_with(text, force);
+            let outcome = self.execute(&plan);
+            (plan, outcome)
+        }
+
+        /// Plans and executes, asserting nothing failed.
+        pub fn apply(&mut self, text: &str) -> (Plan, Outcome) {
+            let (plan, outcome) = self.apply_with(text, false);
+            assert!(
+                !outcome.has_failures(),
+                "apply failed: {:?}",
+                outcome.statuses
+            );
+            (plan, outcome)
+        }
+
+        /// Applies, then asserts a second plan changes nothing.
+        pub fn converge(&mut self, text: &str) -> (Plan, Outcome) {
+            let applied = self.apply(text);
+            let again = self.plan(text);
+            assert!(
+                again.is_empty(),
+                "second plan is not empty: {:?}",
+                again
+                    .changes
+                    .iter()
+                    .filter(|c| c.action != Action::Unchanged)
+                    .map(|c| (&c.id, c.action, &c.reason))
+                    .collect::<Vec<_>>()
+            );
+            applied
+        }
+
+        pub fn write_repo(&self, rel: &str, content: &str) {
+            let p = self.repo.join(rel);
+            ensure_parent(&p).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+
+        pub fn owns(&self, id: &str) -> bool {
+            self.state.resources.contains_key(id)
+        }
+    }
+
+    /// The change for `id` (panics if the plan has none).
+    pub(crate) fn change<'a>(plan: &'a Plan, id: &str) -> &'a Change {
+        plan.change(id)
+            .unwrap_or_else(|| panic!("no change for {id} in {:?}", plan.changes))
+    }
+
+    /// The status of `id` in an outcome.
+    pub(crate) fn status<'a>(plan: &Plan, outcome: &'a Outcome, id: &str) -> &'a Status {
+        let i = plan
+            .changes
+            .iter()
+            .position(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no change for {id}"));
+        &outcome.statuses[i]
+    }
+
+    /// The backup path an applied change reported.
+    pub(crate) fn backup_of(plan: &Plan, outcome: &Outcome, id: &str) -> PathBuf {
+        match status(plan, outcome, id) {
+            Status::Done(Applied {
+                backup: Some(b), ..
+            }) => b.clone(),
+            other => panic!("{id} made no backup: {other:?}"),
+        }
+    }
+
+    pub(crate) fn mode(path: &Path) -> u32 {
+        mode_of(&std::fs::symlink_metadata(path).unwrap())
+    }
+
+    #[test]
+    fn noop_plans_unchanged_and_owns_nothing() {
+        let mut fx = Fixture::new();
+        let (plan, outcome) = fx.converge("[noop.group]\n");
+        let c = change(&plan, "noop.group");
+        assert_eq!(c.action, Action::Unchanged);
+        assert!(c.keys.is_empty());
+        assert_eq!(c.op, Op::None);
+        assert_eq!(status(&plan, &outcome, "noop.group"), &Status::Unchanged);
+        assert!(!fx.owns("noop.group"));
+    }
+
+    #[test]
+    fn keys_are_stored_home_relative_or_absolute() {
+        let fx = Fixture::new();
+        let plan = fx.plan(
+            "[file.in]\npath = \"~/a/b\"\ncontent = \"x\"\n[file.out]\npath = \"@OUT@/c\"\ncontent = \"y\"\n",
+        );
+        assert_eq!(change(&plan, "file.in").keys, ["~/a/b"]);
+        assert_eq!(
+            change(&plan, "file.out").keys,
+            [fx.out.join("c").display().to_string()]
+        );
+    }
+
+    #[test]
+    fn binary_content_round_trips_through_a_saved_plan() {
+        let op = Op::WriteFile {
+            path: PathBuf::from("/x"),
+            content: vec![0xff, 0x00, 0x41],
+            mode: 0o600,
+            backup: false,
+        };
+        let json = serde_json::to_string(&op).unwrap();
+        assert!(json.contains("\"hex\":\"ff0041\""), "{json}");
+        assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), op);
+        let text = Op::WriteFile {
+            path: PathBuf::from("/x"),
+            content: b"hello\n".to_vec(),
+            mode: 0o644,
+            backup: true,
+        };
+        let json = serde_json::to_string(&text).unwrap();
+        assert!(json.contains("\"content\":\"hello\\n\""), "{json}");
+        assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), text);
+    }
+
+    #[test]
+    fn checksum_is_blake3_hex() {
+        let sum = checksum(b"abc");
+        assert_eq!(
+            sum,
+            format!("blake3:{}", blake3::hash(b"abc").to_hex()),
+            "{sum}"
+        );
+        assert_ne!(checksum(b"abc"), checksum(b"abd"));
     }
 }

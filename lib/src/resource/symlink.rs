@@ -73,13 +73,13 @@ pub(super) fn plan(
             Op::None,
         ));
     }
-    if ctx.force {
-        return Ok((
-            Action::Update,
-            "replaces a file stead does not own (backed up first)".into(),
-            None,
-            create(true),
-        ));
+    if ctx.force || owned {
+        let reason = if owned {
+            "replaces the file stead wrote here (backed up first)"
+        } else {
+            "replaces a file stead does not own (backed up first)"
+        };
+        return Ok((Action::Update, reason.into(), None, create(true)));
     }
     Ok((
         Action::Conflict,
@@ -161,4 +161,176 @@ pub(super) fn remove(path: &Path) -> Result<Applied, ResourceError> {
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     }
     Ok(Applied::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::tests::{Fixture, backup_of, change};
+
+    #[test]
+    fn relative_target_resolves_in_the_config_repo() {
+        let mut fx = Fixture::new();
+        fs::create_dir(fx.repo.join("nvim")).unwrap();
+        let m = "[symlink.nvim]\npath = \"~/.config/nvim\"\ntarget = \"nvim\"\n";
+        let (plan, _) = fx.converge(m);
+        let c = change(&plan, "symlink.nvim");
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(c.keys, ["~/.config/nvim"]);
+        let link = fx.home.join(".config/nvim");
+        assert_eq!(fs::read_link(&link).unwrap(), fx.repo.join("nvim"));
+        assert!(fx.owns("symlink.nvim"));
+        // `..` stays inside the lexical resolution.
+        let m = "[symlink.up]\npath = \"~/up\"\ntarget = \"sub/../nvim\"\n";
+        fx.converge(m);
+        assert_eq!(
+            fs::read_link(fx.home.join("up")).unwrap(),
+            fx.repo.join("nvim")
+        );
+    }
+
+    #[test]
+    fn absolute_and_home_targets_are_kept_absolute() {
+        let mut fx = Fixture::new();
+        let m = "[symlink.abs]\npath = \"~/abs\"\ntarget = \"@OUT@/thing\"\n\
+                 [symlink.home]\npath = \"~/h\"\ntarget = \"~/real\"\n";
+        fx.converge(m);
+        assert_eq!(
+            fs::read_link(fx.home.join("abs")).unwrap(),
+            fx.out.join("thing")
+        );
+        assert_eq!(
+            fs::read_link(fx.home.join("h")).unwrap(),
+            fx.home.join("real")
+        );
+        // A dangling target is fine: the link is what is managed.
+        assert!(!fx.out.join("thing").exists());
+    }
+
+    #[test]
+    fn owned_link_pointing_elsewhere_is_updated() {
+        let mut fx = Fixture::new();
+        fx.converge("[symlink.l]\npath = \"~/l\"\ntarget = \"@OUT@/one\"\n");
+        let m = "[symlink.l]\npath = \"~/l\"\ntarget = \"@OUT@/two\"\n";
+        let plan = fx.plan(m);
+        let c = change(&plan, "symlink.l");
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(
+            c.reason,
+            format!(
+                "points to {}, should point to {}",
+                fx.out.join("one").display(),
+                fx.out.join("two").display()
+            )
+        );
+        fx.converge(m);
+        assert_eq!(
+            fs::read_link(fx.home.join("l")).unwrap(),
+            fx.out.join("two")
+        );
+    }
+
+    #[test]
+    fn unowned_link_conflicts_unless_forced_and_is_backed_up() {
+        let mut fx = Fixture::new();
+        let link = fx.home.join("l");
+        std::os::unix::fs::symlink("/somewhere/else", &link).unwrap();
+        let m = "[symlink.l]\npath = \"~/l\"\ntarget = \"@OUT@/mine\"\n";
+        let (plan, outcome) = fx.apply_with(m, false);
+        assert_eq!(change(&plan, "symlink.l").action, Action::Conflict);
+        assert!(outcome.has_failures());
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("/somewhere/else"));
+        let (plan, outcome) = fx.apply_with(m, true);
+        assert_eq!(change(&plan, "symlink.l").action, Action::Update);
+        let backup = backup_of(&plan, &outcome, "symlink.l");
+        assert_eq!(fs::read_link(backup).unwrap(), Path::new("/somewhere/else"));
+        assert_eq!(fs::read_link(&link).unwrap(), fx.out.join("mine"));
+        assert!(fx.owns("symlink.l"));
+        assert!(fx.plan(m).is_empty());
+    }
+
+    #[test]
+    fn unowned_file_in_the_way_conflicts_unless_forced() {
+        let mut fx = Fixture::new();
+        let link = fx.home.join("l");
+        fs::write(&link, "user data").unwrap();
+        let m = "[symlink.l]\npath = \"~/l\"\ntarget = \"@OUT@/t\"\n";
+        let (plan, _) = fx.apply_with(m, false);
+        assert_eq!(change(&plan, "symlink.l").action, Action::Conflict);
+        assert_eq!(fs::read_to_string(&link).unwrap(), "user data");
+        let (plan, outcome) = fx.apply_with(m, true);
+        let backup = backup_of(&plan, &outcome, "symlink.l");
+        assert_eq!(fs::read_to_string(backup).unwrap(), "user data");
+        assert_eq!(fs::read_link(&link).unwrap(), fx.out.join("t"));
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_never_replaced_even_forced() {
+        let mut fx = Fixture::new();
+        fs::create_dir_all(fx.home.join("l/inner")).unwrap();
+        let m = "[symlink.l]\npath = \"~/l\"\ntarget = \"@OUT@/t\"\n";
+        let (plan, _) = fx.apply_with(m, true);
+        assert_eq!(change(&plan, "symlink.l").action, Action::Conflict);
+        assert!(fx.home.join("l/inner").is_dir());
+    }
+
+    #[test]
+    fn correct_unowned_link_is_adopted() {
+        let mut fx = Fixture::new();
+        std::os::unix::fs::symlink(fx.out.join("t"), fx.home.join("l")).unwrap();
+        let (plan, _) = fx.converge("[symlink.l]\npath = \"~/l\"\ntarget = \"@OUT@/t\"\n");
+        assert_eq!(change(&plan, "symlink.l").action, Action::Unchanged);
+        assert!(fx.owns("symlink.l"));
+    }
+
+    #[test]
+    fn an_owned_file_becomes_a_link_when_the_kind_changes() {
+        // Ownership is by path: the file stead wrote at ~/x is no obstacle
+        // when the manifest now declares a link there.
+        let mut fx = Fixture::new();
+        fx.write_repo("x", "from repo");
+        fx.converge("[file.x]\npath = \"~/x\"\ncontent = \"written\"\n");
+        let m = "[symlink.x]\npath = \"~/x\"\ntarget = \"x\"\n";
+        let (plan, _) = fx.converge(m);
+        assert_eq!(change(&plan, "symlink.x").action, Action::Update);
+        assert_eq!(fs::read_link(fx.home.join("x")).unwrap(), fx.repo.join("x"));
+        assert!(fx.owns("symlink.x") && !fx.owns("file.x"));
+        // And back again.
+        let (plan, _) = fx.converge("[file.x]\npath = \"~/x\"\ncontent = \"written\"\n");
+        assert_eq!(change(&plan, "file.x").action, Action::Update);
+        assert_eq!(fs::read_to_string(fx.home.join("x")).unwrap(), "written");
+        assert!(fs::symlink_metadata(fx.home.join("x")).unwrap().is_file());
+        assert_eq!(fs::read_to_string(fx.repo.join("x")).unwrap(), "from repo");
+    }
+
+    #[test]
+    fn undeclared_owned_link_is_removed_but_not_its_target() {
+        let mut fx = Fixture::new();
+        fx.write_repo("real", "real content");
+        fx.converge(
+            "[symlink.a]\npath = \"~/a\"\ntarget = \"real\"\n[symlink.b]\npath = \"~/b\"\ntarget = \"real\"\n",
+        );
+        // b is replaced by a file by the user: left alone.
+        fs::remove_file(fx.home.join("b")).unwrap();
+        fs::write(fx.home.join("b"), "user").unwrap();
+        let (plan, _) = fx.converge("[noop.x]\n");
+        let a = change(&plan, "symlink.a");
+        assert_eq!(
+            (a.action, &a.op),
+            (
+                Action::Remove,
+                &Op::RemoveSymlink {
+                    path: fx.home.join("a")
+                }
+            )
+        );
+        assert_eq!(change(&plan, "symlink.b").op, Op::None);
+        assert!(fs::symlink_metadata(fx.home.join("a")).is_err());
+        assert_eq!(fs::read_to_string(fx.home.join("b")).unwrap(), "user");
+        assert_eq!(
+            fs::read_to_string(fx.repo.join("real")).unwrap(),
+            "real content"
+        );
+        assert!(!fx.owns("symlink.a") && !fx.owns("symlink.b"));
+    }
 }
