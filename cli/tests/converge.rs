@@ -936,3 +936,32 @@ after = ["file.marker"]
         "{out}"
     );
 }
+
+#[test]
+fn a_path_handed_to_a_renamed_resource_stays_owned_when_the_new_one_fails() {
+    let r = Repo::new("[file.old]\npath = \"~/x\"\ncontent = \"one\\n\"\n");
+    r.ok(&["apply", "--yes"]);
+    r.write_manifest(
+        r#"
+[exec.broken]
+command = "exit 1"
+
+[file.new]
+path = "~/x"
+content = "two\n"
+after = ["exec.broken"]
+"#,
+    );
+    let (code, out, _) = r.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(read(&r.path("x")), "one\n");
+    // stead still owns ~/x: no conflict once the cause is fixed.
+    r.write_manifest("[file.new]\npath = \"~/x\"\ncontent = \"two\\n\"\n");
+    let plan = r.ok(&["plan"]);
+    assert!(!plan.contains('!'), "{plan}");
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("x")), "two\n");
+    let state = r.sb.state_json();
+    let ids: Vec<&String> = state["resources"].as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["file.new"]);
+}

@@ -244,6 +244,17 @@ pub fn make(
 /// Writes the outcome of an apply into `state` (not to disk): ownership,
 /// checksums, removals. `serial` is the serial the next write will have.
 pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
+    // Paths a declared resource takes over from an undeclared one but did not
+    // get to write: the old record keeps them owned until a later run succeeds,
+    // or the path would turn into a conflict with what stead itself wrote.
+    let not_taken_over: HashSet<&str> = plan
+        .changes
+        .iter()
+        .zip(&outcome.statuses)
+        .take(plan.removals_from)
+        .filter(|(_, s)| matches!(s, Status::Failed(_) | Status::Skipped(_)))
+        .flat_map(|(c, _)| c.keys.iter().map(String::as_str))
+        .collect();
     for (change, status) in plan.changes.iter().zip(&outcome.statuses) {
         let owns_path = matches!(change.kind, Kind::File | Kind::Dir | Kind::Symlink);
         if !owns_path {
@@ -251,6 +262,12 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
         }
         let done = matches!(status, Status::Done(_));
         match change.action {
+            Action::Remove
+                if done
+                    && change
+                        .keys
+                        .iter()
+                        .any(|k| not_taken_over.contains(k.as_str())) => {}
             Action::Remove if done => {
                 state.resources.remove(&change.id);
                 for k in &change.keys {
