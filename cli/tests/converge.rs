@@ -965,3 +965,38 @@ after = ["exec.broken"]
     let ids: Vec<&String> = state["resources"].as_object().unwrap().keys().collect();
     assert_eq!(ids, ["file.new"]);
 }
+
+#[test]
+fn an_apply_with_nothing_to_change_still_records_adoption_and_the_profile() {
+    let r = Repo::new(
+        r#"
+[profile.a.vars]
+[profile.b.vars]
+
+[file.x]
+path = "~/x"
+content = "same\n"
+"#,
+    );
+    fs::write(r.path("x"), "same\n").unwrap();
+    let out = r.ok(&["apply", "--yes", "--profile", "b"]);
+    assert!(out.contains("No changes"), "{out}");
+    let state = r.sb.state_json();
+    assert!(
+        state["resources"].get("file.x").is_some(),
+        "adopted: {state}"
+    );
+    assert_eq!(state["active_profile"], "b");
+    assert!(state["config_path"].is_string());
+    // Once adopted, dropping the declaration removes it like anything stead made.
+    r.write_manifest("[profile.a.vars]\n[profile.b.vars]\n");
+    let plan = r.ok(&["plan"]);
+    assert!(plan.contains("- file.x"), "{plan}");
+    // And an apply that has no news writes nothing.
+    r.write_manifest(
+        "[profile.a.vars]\n[profile.b.vars]\n[file.x]\npath = \"~/x\"\ncontent = \"same\\n\"\n",
+    );
+    let serial = r.sb.state_json()["lineage"]["serial"].clone();
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(r.sb.state_json()["lineage"]["serial"], serial);
+}

@@ -197,12 +197,6 @@ pub fn make(
     if !errors.is_empty() {
         return Err(PlanError(errors));
     }
-    let position: std::collections::HashMap<&str, usize> = changes
-        .iter()
-        .take(removals_from)
-        .enumerate()
-        .map(|(i, c)| (c.id.as_str(), i))
-        .collect();
     // Graph node by id (a map: `Graph::index_of` scans, which is quadratic here).
     let node: std::collections::HashMap<&str, usize> = graph
         .ids
@@ -210,6 +204,13 @@ pub fn make(
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
         .collect();
+    // Index into `changes` of each graph node's declared change, by node.
+    let mut position: Vec<Option<usize>> = vec![None; graph.ids.len()];
+    for (i, c) in changes.iter().take(removals_from).enumerate() {
+        if let Some(&g) = node.get(c.id.as_str()) {
+            position[g].get_or_insert(i);
+        }
+    }
     let depends_on = changes
         .iter()
         .enumerate()
@@ -221,7 +222,7 @@ pub fn make(
                 .map(|&g| {
                     graph.dependencies[g]
                         .iter()
-                        .filter_map(|&d| position.get(graph.ids[d].as_str()).copied())
+                        .filter_map(|&d| position[d])
                         .collect()
                 })
                 .unwrap_or_default()

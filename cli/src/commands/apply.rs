@@ -75,6 +75,29 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         print_plan(&ctx.out, &plan);
     }
     if plan.is_empty() {
+        // Nothing to change on disk, but the record may still have news: a
+        // profile switched with --profile, the config repo of a first run,
+        // files already exactly as declared that stead now adopts.
+        let mut updated = state.clone();
+        let unchanged = engine::Outcome {
+            statuses: vec![Status::Unchanged; plan.changes.len()],
+        };
+        plan::record(&mut updated, &plan, &unchanged, state.lineage.serial + 1);
+        if let Some(p) = &profile {
+            updated.active_profile = Some(p.clone());
+        }
+        if updated.config_path.is_none() {
+            updated.config_path = Some(plan.config_dir.display().to_string());
+        }
+        if updated.resources != state.resources
+            || updated.checksums != state.checksums
+            || updated.active_profile != state.active_profile
+            || updated.config_path != state.config_path
+        {
+            updated.last_apply = Some(Utc::now());
+            ctx.store.commit(&guard, &mut updated, "apply")?;
+            state = updated;
+        }
         if ctx.json {
             print_json(
                 &json!({"event": "summary", "counts": plan.counts(), "applied": 0, "failed": 0, "skipped": 0, "serial": state.lineage.serial}),

@@ -202,11 +202,13 @@ pub(super) fn parse(
         (Some(p), _) => {
             if !known_profiles.contains(p) {
                 w.problems.push(Problem {
-                    message: format!("unknown profile `{p}`"),
+                    message: format!(
+                        "unknown profile `{p}` (given with --profile, or recorded by an earlier apply on this machine)"
+                    ),
                     span: None,
                     label: String::new(),
                     help: Some(format!(
-                        "profiles in this manifest: {}",
+                        "profiles in this manifest: {}; choose one with --profile NAME",
                         list_or_none(&known_profiles)
                     )),
                 });

@@ -221,7 +221,12 @@ fn two_resources_claiming_one_path() {
 #[test]
 fn unknown_profile_and_syntax_errors() {
     let e = load_with("[noop.a]\n", Some("nope")).unwrap_err();
-    assert_eq!(messages(&e), ["unknown profile `nope`"]);
+    assert_eq!(
+        messages(&e),
+        [
+            "unknown profile `nope` (given with --profile, or recorded by an earlier apply on this machine)"
+        ]
+    );
     let e = load("[settings]\ndefault_profile = \"ghost\"\n").unwrap_err();
     assert_eq!(messages(&e), ["unknown profile `ghost`"]);
     let e = load("[file.a\npath = 1").unwrap_err();
