@@ -155,6 +155,36 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
+/// `p` with `.` dropped and `..` applied to the part before it, without
+/// asking the filesystem (the path may not exist yet).
+pub fn normalize_lexically(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// True if the link at `link` whose text is `current` points to `target`
+/// (absolute, normalized): a relative link counts from the link's directory.
+pub fn link_points_to(link: &Path, current: &Path, target: &Path) -> bool {
+    if current == target {
+        return true;
+    }
+    let resolved = match link.parent() {
+        Some(dir) if current.is_relative() => dir.join(current),
+        _ => current.to_path_buf(),
+    };
+    normalize_lexically(&resolved) == target
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,16 +79,20 @@ pub fn run(ctx: &Context, all: bool) -> Result<ExitCode> {
                     Some("not a regular file".into()),
                 ),
                 ("symlink", Some(m)) => {
-                    let actual = std::fs::read_link(&path)
-                        .ok()
-                        .map(|t| t.display().to_string());
-                    let expected = match declared {
-                        Some(Spec::Symlink(s)) => Some(s.target.display().to_string()),
+                    let current = std::fs::read_link(&path).ok();
+                    let actual = current.as_ref().map(|t| t.display().to_string());
+                    let declared_target = match declared {
+                        Some(Spec::Symlink(s)) => Some(&s.target),
                         _ => None,
+                    };
+                    let expected = declared_target.map(|t| t.display().to_string());
+                    let same = match (&current, declared_target) {
+                        (Some(c), Some(t)) => stead_lib::fsutil::link_points_to(&path, c, t),
+                        _ => true,
                     };
                     if !m.file_type().is_symlink() {
                         finding("replaced", expected, Some("not a symlink".into()))
-                    } else if expected.is_some() && actual != expected {
+                    } else if !same {
                         finding("retargeted", expected, actual)
                     } else {
                         finding("unchanged", expected, actual)

@@ -996,18 +996,7 @@ impl<'a> Walker<'a> {
 
 /// Removes `.` and resolves `..` lexically (no filesystem access).
 fn normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+    crate::fsutil::normalize_lexically(p)
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {

@@ -37,7 +37,9 @@ pub(super) fn plan(
     };
     if meta.file_type().is_symlink() {
         let current = fs::read_link(path).map_err(|e| FsError::new("cannot read", path, e))?;
-        if current == s.target {
+        // A relative link to the same place is the same link (DESIGN: symlink
+        // targets are normalized before diffing).
+        if fsutil::link_points_to(path, &current, &s.target) {
             return Ok((Action::Unchanged, String::new(), None, Op::None));
         }
         let reason = format!(
@@ -281,6 +283,25 @@ mod tests {
         let (plan, _) = fx.converge("[symlink.l]\npath = \"~/l\"\ntarget = \"@OUT@/t\"\n");
         assert_eq!(change(&plan, "symlink.l").action, Action::Unchanged);
         assert!(fx.owns("symlink.l"));
+    }
+
+    #[test]
+    fn a_relative_link_to_the_declared_target_is_the_same_link() {
+        let mut fx = Fixture::new();
+        fs::create_dir_all(fx.home.join("sub")).unwrap();
+        fs::write(fx.home.join("t"), "t").unwrap();
+        std::os::unix::fs::symlink("../t", fx.home.join("sub/l")).unwrap();
+        let (plan, _) = fx.converge("[symlink.l]\npath = \"~/sub/l\"\ntarget = \"~/t\"\n");
+        assert_eq!(change(&plan, "symlink.l").action, Action::Unchanged);
+        assert_eq!(
+            fs::read_link(fx.home.join("sub/l")).unwrap(),
+            Path::new("../t")
+        );
+        // A relative link elsewhere is still a difference.
+        fs::remove_file(fx.home.join("sub/l")).unwrap();
+        std::os::unix::fs::symlink("t", fx.home.join("sub/l")).unwrap();
+        let plan = fx.plan("[symlink.l]\npath = \"~/sub/l\"\ntarget = \"~/t\"\n");
+        assert_eq!(change(&plan, "symlink.l").action, Action::Update);
     }
 
     #[test]
