@@ -232,8 +232,171 @@ fn settle_inline(c: &resource::Change) -> Option<Status> {
 }
 
 fn run_one(c: &resource::Change, backups: &std::path::Path) -> Status {
-    match resource::apply(c, backups) {
-        Ok(applied) => Status::Done(applied),
-        Err(e) => Status::Failed(e.to_string()),
+    // A panic in a worker would leave the scheduler waiting for an answer
+    // that never comes; it becomes this change's failure instead.
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resource::apply(c, backups)));
+    match result {
+        Ok(Ok(applied)) => Status::Done(applied),
+        Ok(Err(e)) => Status::Failed(e.to_string()),
+        Err(_) => Status::Failed(format!("internal error: applying {} panicked", c.id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Scheduling, observed through exec commands that wait for each other's
+    //! marker files: a command waiting for a marker that only a concurrently
+    //! running change can make fails (after a bounded wait) when the engine
+    //! does not run them together, and passes at once when it does.
+
+    use super::*;
+    use crate::resource::tests::{Fixture, status};
+
+    /// Shell that waits up to `secs` for `file` in the home, else exits 1.
+    fn wait_for(file: &str, secs: u32) -> String {
+        format!(
+            "i=0; while [ ! -e {file} ]; do i=$((i+1)); [ $i -gt {} ] && exit 1; sleep 0.05; done",
+            secs * 20
+        )
+    }
+
+    fn exec(name: &str, command: &str, after: &[&str]) -> String {
+        let after: Vec<String> = after.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "[exec.{name}]\ncommand = \"{command}\"\nafter = [{}]\n\n",
+            after.join(", ")
+        )
+    }
+
+    fn run(fx: &Fixture, text: &str, jobs: usize) -> (Plan, Outcome) {
+        let plan = fx.plan(text);
+        let outcome = execute(
+            &plan,
+            &EngineOptions {
+                jobs,
+                backups: fx.backups.clone(),
+            },
+            &|_| {},
+        );
+        (plan, outcome)
+    }
+
+    fn done(plan: &Plan, outcome: &Outcome, id: &str) -> bool {
+        matches!(status(plan, outcome, id), Status::Done(_))
+    }
+
+    #[test]
+    fn a_change_starts_when_its_own_dependencies_finish_not_a_whole_wave() {
+        // `slow` waits for the marker of `after_fast`, which depends only on
+        // `fast`. An engine that runs level by level would hold `after_fast`
+        // until `slow` ends, and `slow` would give up.
+        let fx = Fixture::new();
+        let m = exec("slow", &wait_for("after_fast", 20), &[])
+            + &exec("fast", "true", &[])
+            + &exec("after_fast", "touch after_fast", &["exec.fast"]);
+        let (plan, outcome) = run(&fx, &m, 4);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert!(done(&plan, &outcome, "exec.slow"));
+    }
+
+    #[test]
+    fn jobs_bounds_how_many_changes_run_at_once() {
+        // a and b each wait for the other's marker: possible only side by side.
+        let text = exec("a", &format!("touch a; {}", wait_for("b", 20)), &[])
+            + &exec("b", &format!("touch b; {}", wait_for("a", 20)), &[]);
+        let fx = Fixture::new();
+        let (plan, outcome) = run(&fx, &text, 2);
+        assert!(done(&plan, &outcome, "exec.a") && done(&plan, &outcome, "exec.b"));
+
+        // One at a time: whichever runs first waits in vain (1 s) and fails.
+        let short = exec("a", &format!("touch a; {}", wait_for("b", 1)), &[])
+            + &exec("b", &format!("touch b; {}", wait_for("a", 1)), &[]);
+        let fx = Fixture::new();
+        let (plan, outcome) = run(&fx, &short, 1);
+        let failed = ["exec.a", "exec.b"]
+            .iter()
+            .filter(|id| matches!(status(&plan, &outcome, id), Status::Failed(_)))
+            .count();
+        assert_eq!(failed, 1, "{:?}", outcome.statuses);
+    }
+
+    #[test]
+    fn changes_that_share_a_key_never_overlap() {
+        // No manifest lets two resources claim one path, so the shared key is
+        // set on the plan directly. Each marks its start, then checks that the
+        // other is not midway (started, not ended), then stays midway for half
+        // a second: run side by side, at least one of them sees the other.
+        let fx = Fixture::new();
+        let step = |me: &str, other: &str| {
+            format!(
+                "touch {me}.start; if test -e {other}.start && test ! -e {other}.end; then exit 1; fi; sleep 0.5; touch {me}.end"
+            )
+        };
+        let text = exec("first", &step("first", "second"), &[])
+            + &exec("second", &step("second", "first"), &[]);
+        let mut plan = fx.plan(&text);
+        for c in &mut plan.changes {
+            c.keys = vec!["~/shared".into()];
+        }
+        let outcome = execute(
+            &plan,
+            &EngineOptions {
+                jobs: 4,
+                backups: fx.backups.clone(),
+            },
+            &|_| {},
+        );
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert!(fx.home.join("first.end").exists() && fx.home.join("second.end").exists());
+    }
+
+    #[test]
+    fn a_failure_skips_its_dependents_transitively_and_nothing_else() {
+        let fx = Fixture::new();
+        let text = exec("bad", "exit 2", &[])
+            + &exec("child", "touch child", &["exec.bad"])
+            + &exec("grandchild", "touch grandchild", &["exec.child"])
+            + &exec("other", "touch other", &[]);
+        let (plan, outcome) = run(&fx, &text, 2);
+        assert!(matches!(
+            status(&plan, &outcome, "exec.bad"),
+            Status::Failed(_)
+        ));
+        for id in ["exec.child", "exec.grandchild"] {
+            assert!(
+                matches!(status(&plan, &outcome, id), Status::Skipped(_)),
+                "{id}: {:?}",
+                status(&plan, &outcome, id)
+            );
+        }
+        assert!(done(&plan, &outcome, "exec.other"));
+        assert!(!fx.home.join("child").exists() && !fx.home.join("grandchild").exists());
+        assert!(fx.home.join("other").exists());
+    }
+
+    #[test]
+    fn every_change_gets_exactly_one_finished_event() {
+        let fx = Fixture::new();
+        let text = exec("bad", "exit 2", &[])
+            + &exec("child", "true", &["exec.bad"])
+            + &exec("ok", "true", &[]);
+        let plan = fx.plan(&text);
+        let finished = Mutex::new(Vec::new());
+        execute(
+            &plan,
+            &EngineOptions {
+                jobs: 3,
+                backups: fx.backups.clone(),
+            },
+            &|e| {
+                if let Event::Finished { id, .. } = e {
+                    finished.lock().unwrap().push(id.to_string());
+                }
+            },
+        );
+        let mut got = finished.into_inner().unwrap();
+        got.sort();
+        assert_eq!(got, ["exec.bad", "exec.child", "exec.ok"]);
     }
 }
