@@ -1,0 +1,813 @@
+//! Benchmarks of the `stead` binary, each beside a plain-Rust baseline
+//! measured in the same run, so the figures are ratios that survive a noisy
+//! machine.
+//!
+//! * `files-N`: N small files in N/100 directories: cold apply, warm no-op
+//!   apply, repair of 1% drift, and `stead state check-drift`.
+//! * `noop-N`: N `noop` resources in a random DAG (about 2 `after` edges
+//!   each, pointing only to earlier resources): load + plan + apply.
+//!
+//! stead always runs as a child process with its own temp home, state dir,
+//! config repo and `HOME`; nothing here touches the real home directory.
+//! The peak RSS of the child is read by a tiny wrapper (this crate's binary
+//! re-executed as `stead-bench rss -- CMD...`) that runs the command as its
+//! only child and reports `getrusage(RUSAGE_CHILDREN).ru_maxrss`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// stead's default `--jobs`; the baselines use as many threads.
+pub const STEAD_DEFAULT_JOBS: usize = 8;
+
+/// Mode of every benchmark file (stead's default for a new file).
+const FILE_MODE: u32 = 0o644;
+
+/// Everything a benchmark needs to run stead.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The `stead` binary.
+    pub stead: PathBuf,
+    /// The `stead-bench` binary, re-executed as the `rss` wrapper.
+    pub wrapper: PathBuf,
+    /// Threads of the baselines.
+    pub threads: usize,
+    /// Where temp dirs are made (the filesystem measured).
+    pub tmp_root: PathBuf,
+}
+
+/// One run of a child process.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Wall time of the child, measured by the wrapper.
+    pub wall: Duration,
+    /// Peak resident set of the child, KiB.
+    pub max_rss_kb: u64,
+    /// Exit code (-1 if killed by a signal).
+    pub exit: i32,
+    /// What the child wrote to stderr.
+    pub stderr: String,
+}
+
+/// An error of the benchmark itself.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// A result of the benchmark.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `stead-bench rss -- CMD ARGS...`: runs CMD (stdout discarded, stderr
+/// inherited) as the only child of this process and prints one line:
+/// `exit wall_ns max_rss_kb` (the wrapper itself succeeds whatever CMD's exit).
+pub fn rss_wrapper(cmd: &[String]) -> Result<()> {
+    let (prog, args) = cmd.split_first().ok_or("rss: no command given")?;
+    let start = Instant::now();
+    let status = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("rss: cannot run {prog}: {e}"))?;
+    let wall = start.elapsed();
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    // Linux reports ru_maxrss in KiB.
+    println!(
+        "{} {} {}",
+        status.code().unwrap_or(-1),
+        wall.as_nanos(),
+        usage.max_rss()
+    );
+    Ok(())
+}
+
+/// The temp dirs of one stead "machine".
+#[derive(Debug)]
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// Makes the dirs under `env.tmp_root`.
+    pub fn new(env: &Env, prefix: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&env.tmp_root)?;
+        for sub in ["home", "state", "config", "env-home"] {
+            fs::create_dir(dir.path().join(sub))?;
+        }
+        Ok(Workspace { dir })
+    }
+
+    /// The root of the temp dirs.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    /// What `~` means for stead (`--home`).
+    pub fn home(&self) -> PathBuf {
+        self.root().join("home")
+    }
+    /// `--state-dir`.
+    pub fn state(&self) -> PathBuf {
+        self.root().join("state")
+    }
+    /// `--config`: the generated config repo.
+    pub fn config(&self) -> PathBuf {
+        self.root().join("config")
+    }
+    /// `$HOME` of the child process (never the real one).
+    pub fn env_home(&self) -> PathBuf {
+        self.root().join("env-home")
+    }
+}
+
+impl Env {
+    /// Runs `stead --home .. --state-dir .. --config .. ARGS` under the wrapper.
+    pub fn stead(&self, ws: &Workspace, args: &[&str]) -> Result<Measured> {
+        let mut cmd = Command::new(&self.wrapper);
+        cmd.arg("rss")
+            .arg("--")
+            .arg(&self.stead)
+            .arg("--home")
+            .arg(ws.home())
+            .arg("--state-dir")
+            .arg(ws.state())
+            .arg("--config")
+            .arg(ws.config())
+            .arg("--no-color")
+            .args(args)
+            .env("HOME", ws.env_home())
+            .env("NO_COLOR", "1")
+            .env_remove("STEAD_CONFIG")
+            .env_remove("STEAD_HOME")
+            .env_remove("STEAD_STATE_DIR")
+            .env_remove("STEAD_HISTORY_LIMIT")
+            .stdin(Stdio::null());
+        let out = cmd.output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let fields: Vec<&str> = stdout.split_whitespace().collect();
+        let [exit, wall_ns, rss] = fields[..] else {
+            return Err(format!("the rss wrapper failed: {stdout}{stderr}").into());
+        };
+        Ok(Measured {
+            exit: exit.parse()?,
+            wall: Duration::from_nanos(wall_ns.parse()?),
+            max_rss_kb: rss.parse()?,
+            stderr,
+        })
+    }
+
+    /// Like [`Env::stead`], failing unless the exit code is `want`.
+    pub fn stead_expect(&self, ws: &Workspace, args: &[&str], want: i32) -> Result<Measured> {
+        let m = self.stead(ws, args)?;
+        if m.exit != want {
+            return Err(format!(
+                "stead {} exited {} (expected {want}):\n{}",
+                args.join(" "),
+                m.exit,
+                m.stderr
+            )
+            .into());
+        }
+        Ok(m)
+    }
+}
+
+/// A deterministic xorshift64* generator.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Seeded (a zero seed is replaced).
+    pub fn new(seed: u64) -> Self {
+        XorShift(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+// ---------------------------------------------------------------- files-N
+
+/// The `files-N` data set: N files in N/100 dirs (at least one).
+#[derive(Debug, Clone, Copy)]
+pub struct FileSet {
+    /// Number of files.
+    pub n: usize,
+}
+
+impl FileSet {
+    /// Number of directories.
+    pub fn dirs(&self) -> usize {
+        self.n.div_ceil(100).max(1)
+    }
+    /// Directory of file `i`, relative to home.
+    pub fn dir_of(&self, i: usize) -> String {
+        format!("d{}", i / 100)
+    }
+    /// Path of file `i`, relative to home.
+    pub fn rel(&self, i: usize) -> String {
+        format!("d{}/f{i}", i / 100)
+    }
+    /// The declared content of file `i` (about 100 bytes, ASCII, no quotes).
+    pub fn content(&self, i: usize) -> String {
+        let mut rng = XorShift::new(i as u64 + 1);
+        format!(
+            "# stead bench file {i}\nkey = {:016x}\nvalue = {:016x}{:016x}\nend\n",
+            rng.next_u64(),
+            rng.next_u64(),
+            rng.next_u64()
+        )
+    }
+    /// What the drift step writes over file `i`.
+    pub fn drifted(&self, i: usize) -> String {
+        format!("# edited by hand {i}\n")
+    }
+    /// The files the drift step changes: every 100th (1%, at least one).
+    pub fn drift_set(&self) -> Vec<usize> {
+        (0..self.n).step_by(100).collect()
+    }
+
+    /// Writes `stead.toml` into `config`.
+    pub fn write_manifest(&self, config: &Path) -> Result<()> {
+        let mut text = String::with_capacity(self.n * 160);
+        text.push_str("# Generated by stead-bench.\n\n");
+        for d in 0..self.dirs() {
+            text.push_str(&format!("[dir.d{d}]\npath = \"~/d{d}\"\n\n"));
+        }
+        for i in 0..self.n {
+            let content = self.content(i).replace('\n', "\\n");
+            text.push_str(&format!(
+                "[file.f{i}]\npath = \"~/{}\"\ncontent = \"{content}\"\n\n",
+                self.rel(i)
+            ));
+        }
+        fs::write(config.join("stead.toml"), text)?;
+        Ok(())
+    }
+
+    /// Checks that every file under `home` holds its declared content.
+    pub fn verify(&self, home: &Path) -> Result<()> {
+        for i in 0..self.n {
+            let p = home.join(self.rel(i));
+            let got = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if got != self.content(i).as_bytes() {
+                return Err(format!("{} does not hold its declared content", p.display()).into());
+            }
+            let mode = fs::metadata(&p)?.permissions().mode() & 0o7777;
+            if mode != FILE_MODE {
+                return Err(format!("{} has mode {mode:04o}", p.display()).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Overwrites the drift set under `home` (a plain write, as a user would).
+    pub fn drift(&self, home: &Path) -> Result<()> {
+        for i in self.drift_set() {
+            fs::write(home.join(self.rel(i)), self.drifted(i))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work(i)` for `i in 0..n` on `threads` threads.
+fn parallel<F>(threads: usize, n: usize, work: F) -> Result<()>
+where
+    F: Fn(usize) -> io::Result<()> + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let threads = threads.clamp(1, n.max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> io::Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        work(i)?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a baseline thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The same atomic write stead does (lib/src/fsutil.rs `atomic_write`):
+/// temp file in the target's dir created `O_EXCL|O_NOFOLLOW` with the final
+/// mode, write, fchmod, fsync the file, rename over the target, fsync the dir.
+pub fn baseline_atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Baseline of a cold apply: create each dir and fsync its parent (what
+/// stead's `dir` resource does), then write every file as stead does
+/// (`create_dir_all` of the parent, then [`baseline_atomic_write`]).
+pub fn baseline_write(set: &FileSet, home: &Path, threads: usize) -> Result<Duration> {
+    let start = Instant::now();
+    parallel(threads, set.dirs(), |d| {
+        fs::create_dir_all(home.join(format!("d{d}")))?;
+        File::open(home)?.sync_all()
+    })?;
+    parallel(threads, set.n, |i| {
+        let p = home.join(set.rel(i));
+        fs::create_dir_all(home.join(set.dir_of(i)))?;
+        baseline_atomic_write(&p, set.content(i).as_bytes(), FILE_MODE)
+    })?;
+    Ok(start.elapsed())
+}
+
+/// Baseline of a read-only pass: read every file and blake3 it; returns the
+/// time and which files differ from the declared content.
+pub fn baseline_read_hash(
+    set: &FileSet,
+    home: &Path,
+    threads: usize,
+) -> Result<(Duration, Vec<usize>)> {
+    let start = Instant::now();
+    let differing = std::sync::Mutex::new(Vec::new());
+    parallel(threads, set.n, |i| {
+        let bytes = fs::read(home.join(set.rel(i)))?;
+        let want = blake3::hash(set.content(i).as_bytes());
+        if blake3::hash(&bytes) != want {
+            differing
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .push(i);
+        }
+        Ok(())
+    })?;
+    let elapsed = start.elapsed();
+    let mut d = differing.into_inner().map_err(|_| "poisoned")?;
+    d.sort_unstable();
+    Ok((elapsed, d))
+}
+
+/// Baseline of a drift repair: read and hash every file, rewrite (atomically)
+/// those that differ.
+pub fn baseline_repair(set: &FileSet, home: &Path, threads: usize) -> Result<Duration> {
+    let start = Instant::now();
+    let (_, differing) = baseline_read_hash(set, home, threads)?;
+    parallel(threads, differing.len(), |k| {
+        let i = differing[k];
+        baseline_atomic_write(&home.join(set.rel(i)), set.content(i).as_bytes(), FILE_MODE)
+    })?;
+    Ok(start.elapsed())
+}
+
+/// One timed operation of a repeat.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// stead's run.
+    pub stead: Measured,
+    /// The baseline's time.
+    pub baseline: Duration,
+}
+
+/// The samples of one repeat of `files-N`.
+#[derive(Debug, Clone)]
+pub struct FilesRepeat {
+    /// Cold apply vs. the baseline writer.
+    pub cold: Sample,
+    /// Warm no-op apply vs. read-and-hash.
+    pub warm: Sample,
+    /// `check-drift` with 1% drift (exit 4) vs. read-and-hash.
+    pub check_drift: Sample,
+    /// Apply repairing 1% drift vs. read-and-hash + rewrite.
+    pub repair: Sample,
+}
+
+/// Runs one repeat of `files-N`, checking stead's results as it goes: the
+/// files are right after the cold apply, check-drift exits 0 when clean, 4
+/// after the drift, and 0 again after the repair.
+pub fn files_repeat(env: &Env, set: &FileSet) -> Result<FilesRepeat> {
+    let ws = Workspace::new(env, &format!("stead-bench-files-{}-", set.n))?;
+    set.write_manifest(&ws.config())?;
+    let base = tempfile::Builder::new()
+        .prefix("stead-bench-baseline-")
+        .tempdir_in(&env.tmp_root)?;
+    let bhome = base.path().join("home");
+    fs::create_dir(&bhome)?;
+
+    // Cold.
+    let b_cold = baseline_write(set, &bhome, env.threads)?;
+    set.verify(&bhome)?;
+    let s_cold = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    set.verify(&ws.home())?;
+    let cold = Sample {
+        stead: s_cold,
+        baseline: b_cold,
+    };
+
+    // Warm no-op.
+    let s_warm = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    let (b_warm, differing) = baseline_read_hash(set, &ws.home(), env.threads)?;
+    if !differing.is_empty() {
+        return Err("files changed during the warm no-op apply".into());
+    }
+    let warm = Sample {
+        stead: s_warm,
+        baseline: b_warm,
+    };
+    env.stead_expect(&ws, &["state", "check-drift"], 0)?;
+
+    // 1% drift: check-drift finds it, apply repairs it.
+    set.drift(&ws.home())?;
+    set.drift(&bhome)?;
+    let s_check = env.stead_expect(&ws, &["state", "check-drift"], 4)?;
+    let (b_check, differing) = baseline_read_hash(set, &ws.home(), env.threads)?;
+    if differing != set.drift_set() {
+        return Err("the baseline did not see the drift".into());
+    }
+    let check_drift = Sample {
+        stead: s_check,
+        baseline: b_check,
+    };
+    let b_repair = baseline_repair(set, &bhome, env.threads)?;
+    set.verify(&bhome)?;
+    let s_repair = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    set.verify(&ws.home())?;
+    env.stead_expect(&ws, &["state", "check-drift"], 0)?;
+    let repair = Sample {
+        stead: s_repair,
+        baseline: b_repair,
+    };
+    Ok(FilesRepeat {
+        cold,
+        warm,
+        check_drift,
+        repair,
+    })
+}
+
+// ----------------------------------------------------------------- noop-N
+
+/// The `noop-N` data set: N noops, each `after` up to 2 random earlier ones.
+#[derive(Debug, Clone, Copy)]
+pub struct NoopSet {
+    /// Number of resources.
+    pub n: usize,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+impl NoopSet {
+    /// The dependencies of resource `i` (indices below `i`, no duplicates),
+    /// for every `i`.
+    pub fn edges(&self) -> Vec<Vec<usize>> {
+        let mut rng = XorShift::new(self.seed);
+        (0..self.n)
+            .map(|i| {
+                let mut deps = Vec::new();
+                if i > 0 {
+                    for _ in 0..2 {
+                        let d = rng.below(i);
+                        if !deps.contains(&d) {
+                            deps.push(d);
+                        }
+                    }
+                }
+                deps
+            })
+            .collect()
+    }
+
+    /// Writes `stead.toml` into `config`.
+    pub fn write_manifest(&self, config: &Path) -> Result<()> {
+        let mut text = String::with_capacity(self.n * 48);
+        text.push_str("# Generated by stead-bench.\n\n");
+        for (i, deps) in self.edges().iter().enumerate() {
+            text.push_str(&format!("[noop.n{i}]\n"));
+            if !deps.is_empty() {
+                let list: Vec<String> = deps.iter().map(|d| format!("\"noop.n{d}\"")).collect();
+                text.push_str(&format!("after = [{}]\n", list.join(", ")));
+            }
+            text.push('\n');
+        }
+        fs::write(config.join("stead.toml"), text)?;
+        Ok(())
+    }
+}
+
+/// Baseline of load + plan: read and parse the same `stead.toml`, resolve
+/// every `after` name, and order the DAG (Kahn). Returns the time and the
+/// number of resources ordered.
+pub fn baseline_noop(config: &Path) -> Result<(Duration, usize)> {
+    let start = Instant::now();
+    let text = fs::read_to_string(config.join("stead.toml"))?;
+    let root: toml::Table = text.parse()?;
+    let noops = root
+        .get("noop")
+        .and_then(|v| v.as_table())
+        .ok_or("no [noop] tables")?;
+    let index: std::collections::HashMap<&str, usize> = noops
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
+    let n = noops.len();
+    let mut dependents = vec![Vec::new(); n];
+    let mut indegree = vec![0usize; n];
+    for (i, (_, t)) in noops.iter().enumerate() {
+        if let Some(after) = t.get("after").and_then(|a| a.as_array()) {
+            for a in after {
+                let name = a.as_str().ok_or("after: not a string")?;
+                let name = name.strip_prefix("noop.").ok_or("after: not a noop")?;
+                let &d = index.get(name).ok_or("after: unknown resource")?;
+                dependents[d].push(i);
+                indegree[i] += 1;
+            }
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut ordered = 0;
+    while let Some(i) = ready.pop() {
+        ordered += 1;
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    if ordered != n {
+        return Err("the noop graph has a cycle".into());
+    }
+    Ok((start.elapsed(), ordered))
+}
+
+/// Prepares a `noop-N` workspace and runs one untimed apply (it initializes
+/// the state, which later runs then only read).
+pub fn noop_prepare(env: &Env, set: &NoopSet) -> Result<Workspace> {
+    let ws = Workspace::new(env, &format!("stead-bench-noop-{}-", set.n))?;
+    set.write_manifest(&ws.config())?;
+    env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    Ok(ws)
+}
+
+/// One timed repeat of `noop-N`: `stead apply --yes` vs. [`baseline_noop`].
+pub fn noop_repeat(env: &Env, set: &NoopSet, ws: &Workspace) -> Result<Sample> {
+    let (baseline, ordered) = baseline_noop(&ws.config())?;
+    if ordered != set.n {
+        return Err(format!("the baseline ordered {ordered} of {} noops", set.n).into());
+    }
+    let stead = env.stead_expect(ws, &["apply", "--yes"], 0)?;
+    Ok(Sample { stead, baseline })
+}
+
+// ----------------------------------------------------------------- report
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// N of the files-N cases.
+    pub files: Vec<usize>,
+    /// N of the noop-N cases.
+    pub noops: Vec<usize>,
+    /// Repeats per case (the median is reported).
+    pub repeat: usize,
+}
+
+impl Options {
+    /// The full benchmark of the issue.
+    pub fn full() -> Self {
+        Options {
+            files: vec![1_000, 10_000, 100_000],
+            noops: vec![1_000, 10_000, 100_000],
+            repeat: 3,
+        }
+    }
+    /// Small N, one repeat: a smoke test in seconds.
+    pub fn quick() -> Self {
+        Options {
+            files: vec![300],
+            noops: vec![1_000],
+            repeat: 1,
+        }
+    }
+}
+
+/// A row of the result table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// `files-1000`, `noop-100000`, ...
+    pub case: String,
+    /// What was measured.
+    pub operation: &'static str,
+    /// Median stead wall time.
+    pub stead: Duration,
+    /// Median baseline time.
+    pub baseline: Duration,
+    /// What the baseline was.
+    pub baseline_name: &'static str,
+    /// Highest peak RSS of stead over the repeats, KiB.
+    pub max_rss_kb: u64,
+    /// Every stead time, in run order.
+    pub stead_all: Vec<Duration>,
+    /// Every baseline time, in run order.
+    pub baseline_all: Vec<Duration>,
+    /// The target this row is held to, if any, and whether it was met.
+    pub target: Option<(String, bool)>,
+}
+
+impl Row {
+    fn new(
+        case: String,
+        operation: &'static str,
+        baseline_name: &'static str,
+        s: &[&Sample],
+    ) -> Self {
+        let stead_all: Vec<Duration> = s.iter().map(|x| x.stead.wall).collect();
+        let baseline_all: Vec<Duration> = s.iter().map(|x| x.baseline).collect();
+        Row {
+            case,
+            operation,
+            stead: median(&stead_all),
+            baseline: median(&baseline_all),
+            baseline_name,
+            max_rss_kb: s.iter().map(|x| x.stead.max_rss_kb).max().unwrap_or(0),
+            stead_all,
+            baseline_all,
+            target: None,
+        }
+    }
+
+    /// stead / baseline.
+    pub fn ratio(&self) -> f64 {
+        self.stead.as_secs_f64() / self.baseline.as_secs_f64().max(1e-9)
+    }
+}
+
+fn median(xs: &[Duration]) -> Duration {
+    let mut v = xs.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Runs the cases in `opts`, printing progress to stderr; returns the rows.
+pub fn run(env: &Env, opts: &Options) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for &n in &opts.files {
+        let set = FileSet { n };
+        let mut reps = Vec::new();
+        for r in 0..opts.repeat.max(1) {
+            eprintln!("files-{n}: repeat {}/{}", r + 1, opts.repeat.max(1));
+            reps.push(files_repeat(env, &set)?);
+        }
+        let case = format!("files-{n}");
+        let mut cold = Row::new(
+            case.clone(),
+            "cold apply",
+            "atomic writer",
+            &reps.iter().map(|r| &r.cold).collect::<Vec<_>>(),
+        );
+        let mut warm = Row::new(
+            case.clone(),
+            "warm no-op apply",
+            "read+hash",
+            &reps.iter().map(|r| &r.warm).collect::<Vec<_>>(),
+        );
+        // Targets: a cold apply within 2x the writer (at every N), a warm
+        // no-op apply of 10 000 files within 2x read-and-hash.
+        let ok = cold.ratio() <= 2.0;
+        cold.target = Some(("<= 2x writer".into(), ok));
+        if n == 10_000 {
+            let ok = warm.ratio() <= 2.0;
+            warm.target = Some(("<= 2x read+hash".into(), ok));
+        }
+        rows.push(cold);
+        rows.push(warm);
+        rows.push(Row::new(
+            case.clone(),
+            "1% drift repaired",
+            "read+hash+rewrite",
+            &reps.iter().map(|r| &r.repair).collect::<Vec<_>>(),
+        ));
+        rows.push(Row::new(
+            case,
+            "check-drift (1% drifted)",
+            "read+hash",
+            &reps.iter().map(|r| &r.check_drift).collect::<Vec<_>>(),
+        ));
+    }
+    for &n in &opts.noops {
+        let set = NoopSet {
+            n,
+            seed: 0x5EED_0000 + n as u64,
+        };
+        eprintln!("noop-{n}: preparing");
+        let ws = noop_prepare(env, &set)?;
+        let mut reps = Vec::new();
+        for r in 0..opts.repeat.max(1) {
+            eprintln!("noop-{n}: repeat {}/{}", r + 1, opts.repeat.max(1));
+            reps.push(noop_repeat(env, &set, &ws)?);
+        }
+        let mut row = Row::new(
+            format!("noop-{n}"),
+            "load+plan+apply",
+            "toml parse+toposort",
+            &reps.iter().collect::<Vec<_>>(),
+        );
+        if n == 100_000 {
+            let ok = row.stead < Duration::from_secs(2);
+            row.target = Some(("< 2 s".into(), ok));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The result table, Markdown.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| case | operation | stead | baseline | ratio | stead peak RSS | baseline is | target |\n\
+         |---|---|---:|---:|---:|---:|---|---|\n",
+    );
+    for r in rows {
+        let target = match &r.target {
+            Some((t, true)) => format!("{t}: met"),
+            Some((t, false)) => format!("{t}: MISSED"),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.1} MiB | {} | {} |\n",
+            r.case,
+            r.operation,
+            fmt_dur(r.stead),
+            fmt_dur(r.baseline),
+            r.ratio(),
+            r.max_rss_kb as f64 / 1024.0,
+            r.baseline_name,
+            target
+        ));
+    }
+    out
+}
+
+/// Every sample, for the record (run order).
+pub fn raw(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let s: Vec<String> = r.stead_all.iter().map(|d| fmt_dur(*d)).collect();
+        let b: Vec<String> = r.baseline_all.iter().map(|d| fmt_dur(*d)).collect();
+        out.push_str(&format!(
+            "{} {}: stead [{}] baseline [{}]\n",
+            r.case,
+            r.operation,
+            s.join(", "),
+            b.join(", ")
+        ));
+    }
+    out
+}
+
+fn fmt_dur(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{:.1} ms", s * 1e3)
+    }
+}

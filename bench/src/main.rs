@@ -1,0 +1,138 @@
+//! `stead-bench`: measures the `stead` binary beside plain-Rust baselines.
+//!
+//! ```text
+//! cargo build --release -p stead
+//! cargo run --release -p stead-bench -- [--quick] [--repeat N] [--files N,N] [--noops N,N]
+//!                                       [--stead PATH] [--threads N] [--tmp DIR]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use stead_bench::{Env, Options, STEAD_DEFAULT_JOBS};
+
+const USAGE: &str = "\
+usage: stead-bench [OPTIONS]
+       stead-bench rss -- CMD [ARGS...]
+
+Measures the stead binary (files-N and noop-N) beside plain-Rust baselines
+run in the same process, and prints a Markdown table of medians and ratios.
+
+options:
+  --quick           small N, one repeat (a smoke test)
+  --repeat N        runs per measurement; the median is reported (default 3)
+  --files N,N,...   files-N cases (default 1000,10000,100000; 'none' for none)
+  --noops N,N,...   noop-N cases (default 1000,10000,100000; 'none' for none)
+  --stead PATH      the stead binary (default: 'stead' next to this binary)
+  --threads N       threads of the baselines (default 8, stead's --jobs default)
+  --tmp DIR         where the temp dirs go (default: the system temp dir)
+
+'rss' runs CMD as its only child and prints 'exit wall_ns max_rss_kb'.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match real_main(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stead-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn list(v: &str) -> stead_bench::Result<Vec<usize>> {
+    if v == "none" {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|s| {
+            s.trim()
+                .replace('_', "")
+                .parse::<usize>()
+                .map_err(Into::into)
+        })
+        .collect()
+}
+
+fn real_main(args: &[String]) -> stead_bench::Result<()> {
+    if args.first().map(String::as_str) == Some("rss") {
+        let cmd = match args.get(1).map(String::as_str) {
+            Some("--") => &args[2..],
+            _ => &args[1..],
+        };
+        return stead_bench::rss_wrapper(cmd);
+    }
+    let exe = std::env::current_exe()?;
+    let mut opts = Options::full();
+    let mut stead: Option<PathBuf> = None;
+    let mut threads = STEAD_DEFAULT_JOBS;
+    let mut tmp = std::env::temp_dir();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--quick" => {
+                let q = Options::quick();
+                opts.files = q.files;
+                opts.noops = q.noops;
+                opts.repeat = q.repeat;
+            }
+            "--repeat" => opts.repeat = value()?.parse()?,
+            "--files" => opts.files = list(&value()?)?,
+            "--noops" => opts.noops = list(&value()?)?,
+            "--stead" => stead = Some(PathBuf::from(value()?)),
+            "--threads" => threads = value()?.parse()?,
+            "--tmp" => tmp = PathBuf::from(value()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
+        }
+    }
+    let stead = match stead {
+        Some(p) => p,
+        None => exe
+            .parent()
+            .map(|d| d.join("stead"))
+            .ok_or("cannot tell where this binary is")?,
+    };
+    if !stead.is_file() {
+        return Err(format!(
+            "no stead binary at {}: build it first (cargo build --release -p stead) or pass --stead PATH",
+            stead.display()
+        )
+        .into());
+    }
+    let env = Env {
+        stead: stead.canonicalize()?,
+        wrapper: exe,
+        threads,
+        tmp_root: tmp,
+    };
+    eprintln!(
+        "stead-bench: stead {}, baselines on {} threads, temp dirs in {}, {} repeat(s)",
+        env.stead.display(),
+        env.threads,
+        env.tmp_root.display(),
+        opts.repeat
+    );
+    let rows = stead_bench::run(&env, &opts)?;
+    println!("{}", stead_bench::table(&rows));
+    println!("All samples (run order):\n{}", stead_bench::raw(&rows));
+    let missed: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match &r.target {
+            Some((t, false)) => Some(format!("{} {} ({t})", r.case, r.operation)),
+            _ => None,
+        })
+        .collect();
+    if !missed.is_empty() {
+        println!("Targets missed: {}", missed.join("; "));
+    }
+    Ok(())
+}

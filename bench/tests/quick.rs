@@ -1,0 +1,172 @@
+//! The quick benchmark end to end against the debug `stead` binary, with the
+//! steps checked: files are right after a cold apply, check-drift reports
+//! drift (exit 4) after the drift step and none (exit 0) after the repair.
+//! Everything happens in temp dirs; the children's HOME is a temp dir too.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use stead_bench::{Env, FileSet, NoopSet, Options, Workspace};
+
+/// `target/<profile>/stead`, built first if it is missing.
+fn stead_binary() -> PathBuf {
+    // The test runs as target/<profile>/deps/quick-<hash>.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
+    let stead = profile_dir.join("stead");
+    if !stead.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "stead"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build -p stead");
+        assert!(status.success(), "cargo build -p stead failed");
+    }
+    assert!(stead.is_file(), "no stead binary at {}", stead.display());
+    stead
+}
+
+fn env(tmp: &tempfile::TempDir) -> Env {
+    Env {
+        stead: stead_binary(),
+        wrapper: PathBuf::from(env!("CARGO_BIN_EXE_stead-bench")),
+        threads: 4,
+        tmp_root: tmp.path().to_path_buf(),
+    }
+}
+
+#[test]
+fn files_steps_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env(&tmp);
+    let set = FileSet { n: 250 };
+    let ws = Workspace::new(&env, "files-").unwrap();
+    set.write_manifest(&ws.config()).unwrap();
+
+    let cold = env.stead(&ws, &["apply", "--yes"]).unwrap();
+    assert_eq!(cold.exit, 0, "cold apply failed: {}", cold.stderr);
+    assert!(cold.max_rss_kb > 0, "the wrapper reports a peak RSS");
+    assert_eq!(set.dirs(), 3);
+    for i in 0..set.n {
+        let got = fs::read_to_string(ws.home().join(format!("d{}/f{i}", i / 100))).unwrap();
+        assert_eq!(got, set.content(i));
+    }
+    assert!(
+        fs::read_to_string(ws.home().join("d2/f249"))
+            .unwrap()
+            .starts_with("# stead bench file 249\n")
+    );
+    // The children's HOME is the workspace's, and stays empty of managed files.
+    assert!(!ws.env_home().join("d0").exists());
+
+    let warm = env.stead(&ws, &["apply", "--yes"]).unwrap();
+    assert_eq!(warm.exit, 0, "{}", warm.stderr);
+    assert_eq!(
+        env.stead(&ws, &["state", "check-drift"]).unwrap().exit,
+        0,
+        "no drift right after apply"
+    );
+
+    set.drift(&ws.home()).unwrap();
+    assert_eq!(set.drift_set(), vec![0, 100, 200]);
+    assert_eq!(
+        fs::read_to_string(ws.home().join("d1/f100")).unwrap(),
+        "# edited by hand 100\n"
+    );
+    assert_eq!(
+        env.stead(&ws, &["state", "check-drift"]).unwrap().exit,
+        4,
+        "check-drift finds the drift"
+    );
+    let repair = env.stead(&ws, &["apply", "--yes"]).unwrap();
+    assert_eq!(repair.exit, 0, "{}", repair.stderr);
+    assert_eq!(
+        fs::read_to_string(ws.home().join("d1/f100")).unwrap(),
+        set.content(100)
+    );
+    set.verify(&ws.home()).unwrap();
+    assert_eq!(
+        env.stead(&ws, &["state", "check-drift"]).unwrap().exit,
+        0,
+        "no drift after the repair"
+    );
+}
+
+#[test]
+fn baselines_do_the_same_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = FileSet { n: 120 };
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    stead_bench::baseline_write(&set, &home, 3).unwrap();
+    set.verify(&home).unwrap();
+    let (_, differing) = stead_bench::baseline_read_hash(&set, &home, 3).unwrap();
+    assert!(differing.is_empty());
+    set.drift(&home).unwrap();
+    let (_, differing) = stead_bench::baseline_read_hash(&set, &home, 3).unwrap();
+    assert_eq!(differing, vec![0, 100]);
+    stead_bench::baseline_repair(&set, &home, 3).unwrap();
+    set.verify(&home).unwrap();
+    // No temp file is left behind.
+    let names: Vec<String> = fs::read_dir(home.join("d1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 20);
+    assert!(names.iter().all(|n| !n.starts_with('.')));
+}
+
+#[test]
+fn noop_dag_is_acyclic_and_deterministic() {
+    let set = NoopSet { n: 500, seed: 7 };
+    let edges = set.edges();
+    assert_eq!(edges, set.edges(), "seeded");
+    assert!(edges[0].is_empty());
+    for (i, deps) in edges.iter().enumerate().skip(1) {
+        assert!(!deps.is_empty() && deps.len() <= 2);
+        assert!(deps.iter().all(|&d| d < i));
+    }
+    let total: usize = edges.iter().map(Vec::len).sum();
+    assert!(total > 900, "about 2 edges each, got {total}");
+    let tmp = tempfile::tempdir().unwrap();
+    set.write_manifest(tmp.path()).unwrap();
+    let (_, ordered) = stead_bench::baseline_noop(tmp.path()).unwrap();
+    assert_eq!(ordered, 500);
+}
+
+#[test]
+fn quick_mode_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env(&tmp);
+    let rows = stead_bench::run(&env, &Options::quick()).unwrap();
+    let ops: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.case.as_str(), r.operation))
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            ("files-300", "cold apply"),
+            ("files-300", "warm no-op apply"),
+            ("files-300", "1% drift repaired"),
+            ("files-300", "check-drift (1% drifted)"),
+            ("noop-1000", "load+plan+apply"),
+        ]
+    );
+    for r in &rows {
+        assert!(r.ratio().is_finite() && r.ratio() > 0.0, "{r:?}");
+        assert!(r.max_rss_kb > 0, "{r:?}");
+    }
+    let table = stead_bench::table(&rows);
+    assert!(table.contains("| files-300 | cold apply |"), "{table}");
+    // Every temp dir was removed.
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
