@@ -213,7 +213,8 @@ impl Context {
         manifest
             .protected
             .push(self.layout.state_dir().to_path_buf());
-        let graph = Graph::build(&manifest)
+        let graph = manifest
+            .take_graph()
             .map_err(|c| anyhow::anyhow!("dependency cycle: {}", c.ids.join(" → ")))?;
         Ok((manifest, graph))
     }

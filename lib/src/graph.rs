@@ -4,7 +4,7 @@
 //! reported with the resources that form them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::ffi::OsStr;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -99,16 +99,18 @@ impl Graph {
                 });
             }
         };
-        let by_path: HashMap<PathBuf, &str> = manifest
+        // Keyed by the path's bytes: paths here are normalized, and hashing a
+        // `Path` walks its components, which shows in large manifests.
+        let by_path: HashMap<&OsStr, &str> = manifest
             .resources
             .iter()
-            .filter_map(|r| r.spec.path().map(|p| (p.to_path_buf(), r.id.as_str())))
+            .filter_map(|r| r.spec.path().map(|p| (p.as_os_str(), r.id.as_str())))
             .collect();
-        let dirs: HashMap<PathBuf, &str> = manifest
+        let dirs: HashMap<&OsStr, &str> = manifest
             .resources
             .iter()
             .filter_map(|r| match &r.spec {
-                Spec::Dir(d) => Some((d.path.clone(), r.id.as_str())),
+                Spec::Dir(d) => Some((d.path.as_os_str(), r.id.as_str())),
                 _ => None,
             })
             .collect();
@@ -127,18 +129,18 @@ impl Graph {
             }
             if let Some(path) = r.spec.path() {
                 for ancestor in path.ancestors().skip(1) {
-                    if let Some(dir) = dirs.get(ancestor) {
+                    if let Some(dir) = dirs.get(ancestor.as_os_str()) {
                         add(dir, &r.id, EdgeKind::ParentDir);
                         break;
                     }
                 }
             }
             if let Spec::Symlink(s) = &r.spec {
-                if let Some(creator) = by_path.get(&s.target) {
+                if let Some(creator) = by_path.get(s.target.as_os_str()) {
                     add(creator, &r.id, EdgeKind::SymlinkTarget);
                 } else {
                     for ancestor in s.target.ancestors().skip(1) {
-                        if let Some(dir) = dirs.get(ancestor) {
+                        if let Some(dir) = dirs.get(ancestor.as_os_str()) {
                             add(dir, &r.id, EdgeKind::SymlinkTarget);
                             break;
                         }

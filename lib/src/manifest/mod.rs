@@ -232,6 +232,9 @@ pub struct Manifest {
     /// the config repo (set at load) and whatever the caller adds (the CLI
     /// adds the state dir, which holds the record and the backups).
     pub protected: Vec<PathBuf>,
+    /// The graph built while loading (to check for cycles), kept so callers
+    /// do not build it again; see [`Manifest::take_graph`].
+    graph: Option<crate::graph::Graph>,
 }
 
 /// Why a manifest could not be read at all, or what is wrong in it.
@@ -277,7 +280,15 @@ impl Manifest {
         parse::parse(text, path, config_dir, options)
     }
 
-    /// The resource with this id.
+    /// The resource graph: the one built while loading, else built now.
+    pub fn take_graph(&mut self) -> Result<crate::graph::Graph, crate::graph::Cycle> {
+        match self.graph.take() {
+            Some(g) => Ok(g),
+            None => crate::graph::Graph::build(self),
+        }
+    }
+
+    /// The resource with this id (a scan: build a map for lookups in a loop).
     pub fn get(&self, id: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.id == id)
     }

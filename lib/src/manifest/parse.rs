@@ -249,7 +249,7 @@ pub(super) fn parse(
     // Phase A: the paths (they may use ${vars...} only), which are the outputs
     // that other resources reference.
     let mut outputs: HashMap<String, PathBuf> = HashMap::new();
-    let mut claims: HashMap<PathBuf, String> = HashMap::new();
+    let mut claims: HashMap<std::ffi::OsString, String> = HashMap::new();
     let home = &options.home;
     for d in &decls {
         let key = if d.kind == Kind::Exec || d.kind == Kind::Noop {
@@ -276,7 +276,7 @@ pub(super) fn parse(
             continue;
         };
         if active.contains(&d.id) {
-            if let Some(other) = claims.get(&path) {
+            if let Some(other) = claims.get(path.as_os_str()) {
                 w.problems.push(
                     Problem::at(
                         s.span.clone(),
@@ -290,7 +290,7 @@ pub(super) fn parse(
                     .help("two resources may not manage the same path"),
                 );
             } else {
-                claims.insert(path.clone(), d.id.clone());
+                claims.insert(path.as_os_str().to_os_string(), d.id.clone());
             }
         }
         outputs.insert(d.id.clone(), path);
@@ -506,7 +506,7 @@ pub(super) fn parse(
         }
     }
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
         home: home.clone(),
@@ -515,18 +515,23 @@ pub(super) fn parse(
         resources,
         text: Arc::new(text.to_string()),
         protected: vec![config_dir.to_path_buf()],
+        graph: None,
     };
     // The graph skips edges to resources that failed to load, so a cycle among
-    // the rest is reported in the same run as the other problems.
-    if let Err(cycle) = crate::graph::Graph::build(&manifest) {
-        for id in &cycle.ids {
-            if let Some(r) = manifest.get(id) {
-                w.problems.push(
+    // the rest is reported in the same run as the other problems. The graph
+    // built here is kept for the caller (building it is a large part of a load).
+    match crate::graph::Graph::build(&manifest) {
+        Ok(graph) => manifest.graph = Some(graph),
+        Err(cycle) => {
+            for id in &cycle.ids {
+                if let Some(r) = manifest.get(id) {
+                    w.problems.push(
                     Problem::at(r.span.clone(), format!("dependency cycle: {}", cycle.ids.join(" → ")))
                         .label("part of the cycle")
                         .help("remove one of its edges: after, before, notify, a reference or an autoedge"),
                 );
-                break;
+                    break;
+                }
             }
         }
     }

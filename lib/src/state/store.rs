@@ -193,12 +193,20 @@ fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError>
             "the file is empty (a write was cut short, or it was truncated)".to_string(),
         ));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(raw).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| corrupt("expected a JSON object at the top level".to_string()))?;
-    let version = match object.get("version") {
+    // Only `version` is read here (other fields are skipped without being
+    // built), so the record is fully parsed once, by the typed read below.
+    #[derive(serde::Deserialize)]
+    struct VersionProbe {
+        #[serde(default)]
+        version: Option<serde_json::Value>,
+    }
+    let probe: VersionProbe = serde_json::from_slice(raw).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            corrupt("expected a JSON object at the top level".to_string())
+        }
+        _ => corrupt(format!("invalid JSON: {e}")),
+    })?;
+    let version = match probe.version.as_ref() {
         None | Some(serde_json::Value::Null) => 1,
         Some(v) => v.as_u64().ok_or_else(|| {
             corrupt(format!(
