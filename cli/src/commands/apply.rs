@@ -284,6 +284,7 @@ fn status_line(ctx: &Context, action: Option<Action>, id: &str, status: &Status)
                 (_, Some(note)) if note.starts_with("skipped: ") => {
                     format!("not run ({})", &note["skipped: ".len()..])
                 }
+                _ if id.starts_with("exec.") => "ran".to_string(),
                 _ => "updated".to_string(),
             };
             let mut line = format!("  {} {id} {verb}", p.green("✓"));
