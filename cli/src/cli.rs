@@ -134,6 +134,11 @@ pub struct ApplyArgs {
     /// Use (and record) this profile
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+
+    /// Run this one-shot exec again (once / idempotency_key), even if the
+    /// journal says it ran or an interrupted run left it unfinished
+    #[arg(long, value_name = "RESOURCE")]
+    pub rerun: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +180,9 @@ pub enum StateCommand {
         #[arg(long)]
         all: bool,
     },
+
+    /// Show the journal of the last apply: each operation and its outcome
+    Journal,
 
     /// Migrate a version 1 state file to version 2
     Migrate {

@@ -17,7 +17,7 @@ use crate::output::Paint;
 /// Exit code when another process holds the state lock.
 const EXIT_LOCKED: u8 = 3;
 /// Exit code after Ctrl-C or SIGTERM.
-const EXIT_INTERRUPTED: i32 = 130;
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             StateCommand::Unlock { force } => commands::state::unlock(&ctx, force),
             StateCommand::Migrate { no_backup } => commands::state::migrate(&ctx, !no_backup),
             StateCommand::CheckDrift { all } => commands::drift::run(&ctx, all),
+            StateCommand::Journal => commands::state::journal(&ctx),
         },
     }
 }
@@ -118,11 +119,33 @@ fn exit_code_for(error: &anyhow::Error) -> u8 {
     }
 }
 
-/// Ctrl-C and SIGTERM end the process; the lock file is removed first so the
-/// next run does not even need stale detection. (The kernel drops the flock
-/// anyway.)
+/// Set while `apply` executes its plan: Ctrl-C then stops gracefully.
+pub static APPLYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ctrl-C and SIGTERM. While an apply executes: the first stops it starting
+/// new work (running steps finish, the journal and state are written, exit
+/// 130); the second kills the running commands (their steps fail, the same
+/// orderly end follows); a third ends the process at once. Otherwise, and for
+/// that third one, the lock file is removed and the process exits 130 (the
+/// kernel drops the flock anyway).
 fn install_signal_handler() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SIGNALS: AtomicUsize = AtomicUsize::new(0);
     let _ = ctrlc::set_handler(|| {
+        let n = SIGNALS.fetch_add(1, Ordering::SeqCst);
+        if APPLYING.load(Ordering::SeqCst) && n < 2 {
+            if n == 0 {
+                stead_lib::engine::request_stop();
+                eprintln!(
+                    "\nStopping: running steps finish and nothing new starts; the journal and the state are written.\n\
+                     Press Ctrl-C again to kill the running commands."
+                );
+            } else {
+                stead_lib::resource::exec::kill_running_commands();
+                eprintln!("\nKilling the running commands.");
+            }
+            return;
+        }
         stead_lib::lock::release_all_held();
         eprintln!("Interrupted.");
         std::process::exit(EXIT_INTERRUPTED);

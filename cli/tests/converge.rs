@@ -8,72 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::Sandbox;
-
-/// A sandbox with a config repo beside the home: `<tmp>/home`, `<tmp>/config`.
-struct Repo {
-    sb: Sandbox,
-    config: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new(manifest: &str) -> Repo {
-        let repo = Repo {
-            sb: Sandbox::new(),
-            config: tempfile::tempdir().expect("config dir"),
-        };
-        repo.write_manifest(manifest);
-        repo
-    }
-
-    fn write_manifest(&self, manifest: &str) {
-        fs::write(self.config.path().join("stead.toml"), manifest).unwrap();
-    }
-
-    fn write_source(&self, rel: &str, content: &str) {
-        let p = self.config.path().join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-
-    fn home(&self) -> &Path {
-        self.sb.home()
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.home().join(rel)
-    }
-
-    /// `stead --config <config> ARGS` -> (code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let config = self.config.path().to_str().unwrap().to_string();
-        let mut all = vec!["--config", config.as_str()];
-        all.extend_from_slice(args);
-        self.sb.run(&all)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(
-            code, 0,
-            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-    }
-
-    /// Replaces the temp paths in output so snapshots are stable.
-    fn redact(&self, text: &str) -> String {
-        text.replace(self.config.path().to_str().unwrap(), "<config>")
-            .replace(self.home().to_str().unwrap(), "<home>")
-    }
-}
+use common::{Repo, Sandbox};
 
 fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))

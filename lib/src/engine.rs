@@ -2,11 +2,16 @@
 //! its dependencies finish, up to `jobs` at once; changes that share a path
 //! never run at the same time. A failure marks its dependents skipped while
 //! independent branches go on. Removals run last, deepest path first.
+//!
+//! With a [`RunJournal`], every change with a side effect is journaled: its
+//! `started` record is durable before the side effect begins, and its
+//! `succeeded`/`failed` record is durable before the change is reported.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 
+use crate::journal::{JournalWriter, OpState, Record};
 use crate::plan::Plan;
 use crate::resource::{self, Action, Applied, Op};
 
@@ -56,6 +61,24 @@ pub enum Event<'a> {
     },
 }
 
+/// Set by [`request_stop`] (Ctrl-C, SIGTERM): no change starts after it;
+/// running ones finish.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every running [`execute`] to start nothing new. Running changes
+/// finish; the rest end [`Status::Skipped`] as interrupted. Safe to call from
+/// a signal handler thread.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// True once [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+const INTERRUPTED: &str = "interrupted before it started";
+
 /// How to execute.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -65,8 +88,85 @@ pub struct EngineOptions {
     pub backups: PathBuf,
 }
 
+/// The journal of one run, as the engine writes it.
+pub struct RunJournal {
+    writer: JournalWriter,
+    run_id: String,
+    next_op: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for RunJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunJournal")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunJournal {
+    /// Journals run `run_id` through `writer`.
+    pub fn new(writer: JournalWriter, run_id: impl Into<String>) -> Self {
+        RunJournal {
+            writer,
+            run_id: run_id.into(),
+            next_op: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// This run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The writer (for run-level records and closing).
+    pub fn writer(&self) -> &JournalWriter {
+        &self.writer
+    }
+
+    /// Gives the writer back (to close it).
+    pub fn into_writer(self) -> JournalWriter {
+        self.writer
+    }
+
+    /// A record of this run, stamped now.
+    pub fn record(&self, op_id: &str, resource: &str, action: &str, state: OpState) -> Record {
+        Record {
+            op_id: op_id.to_string(),
+            run_id: self.run_id.clone(),
+            resource: resource.to_string(),
+            action: action.to_string(),
+            state,
+            idemp_key: None,
+            at: chrono::Utc::now(),
+            detail: None,
+        }
+    }
+
+    fn next_op_id(&self) -> String {
+        let n = self
+            .next_op
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{n}", self.run_id)
+    }
+}
+
+/// A new run id (a UUID).
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// Executes `plan`, reporting progress to `on_event` (from several threads).
 pub fn execute(plan: &Plan, options: &EngineOptions, on_event: &(dyn Fn(Event) + Sync)) -> Outcome {
+    execute_journaled(plan, options, None, on_event)
+}
+
+/// [`execute`], journaling every side effect in `journal`.
+pub fn execute_journaled(
+    plan: &Plan,
+    options: &EngineOptions,
+    journal: Option<&RunJournal>,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Outcome {
     let n = plan.changes.len();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut indegree = vec![0usize; n];
@@ -99,7 +199,7 @@ pub fn execute(plan: &Plan, options: &EngineOptions, on_event: &(dyn Fn(Event) +
                     };
                     let Ok(i) = next else { break };
                     on_event(Event::Started { id: &changes[i].id });
-                    let status = run_one(&changes[i], backups);
+                    let status = run_journaled(&changes[i], backups, journal);
                     if done_tx.send((i, status)).is_err() {
                         break;
                     }
@@ -156,6 +256,16 @@ pub fn execute(plan: &Plan, options: &EngineOptions, on_event: &(dyn Fn(Event) +
                 if statuses[i].is_some() {
                     continue;
                 }
+                if stop_requested() {
+                    // Its dependents stay unreached and end as interrupted too.
+                    let s = Status::Skipped(INTERRUPTED.into());
+                    on_event(Event::Finished {
+                        id: &plan.changes[i].id,
+                        status: &s,
+                    });
+                    statuses[i] = Some(s);
+                    continue;
+                }
                 let c = &plan.changes[i];
                 if let Some(status) = settle_inline(c) {
                     finish(i, status, &mut statuses, &mut indegree, &mut ready);
@@ -202,9 +312,18 @@ pub fn execute(plan: &Plan, options: &EngineOptions, on_event: &(dyn Fn(Event) +
     for i in 0..n {
         if is_removal[i] && statuses[i].is_none() {
             let c = &plan.changes[i];
+            if stop_requested() {
+                let s = Status::Skipped(INTERRUPTED.into());
+                on_event(Event::Finished {
+                    id: &c.id,
+                    status: &s,
+                });
+                statuses[i] = Some(s);
+                continue;
+            }
             let status = settle_inline(c).unwrap_or_else(|| {
                 on_event(Event::Started { id: &c.id });
-                run_one(c, &options.backups)
+                run_journaled(c, &options.backups, journal)
             });
             on_event(Event::Finished {
                 id: &c.id,
@@ -213,10 +332,15 @@ pub fn execute(plan: &Plan, options: &EngineOptions, on_event: &(dyn Fn(Event) +
             statuses[i] = Some(status);
         }
     }
+    let unreached = if stop_requested() {
+        INTERRUPTED
+    } else {
+        "not reached"
+    };
     Outcome {
         statuses: statuses
             .into_iter()
-            .map(|s| s.unwrap_or_else(|| Status::Skipped("not reached".into())))
+            .map(|s| s.unwrap_or_else(|| Status::Skipped(unreached.into())))
             .collect(),
     }
 }
@@ -228,6 +352,73 @@ fn settle_inline(c: &resource::Change) -> Option<Status> {
         (Action::Conflict, _) => Some(Status::Failed(format!("conflict: {}", c.reason))),
         (_, Op::None) => Some(Status::Done(Applied::default())),
         _ => None,
+    }
+}
+
+/// Runs one change between its durable `started` and outcome records.
+fn run_journaled(
+    c: &resource::Change,
+    backups: &std::path::Path,
+    journal: Option<&RunJournal>,
+) -> Status {
+    let Some(j) = journal else {
+        return run_one(c, backups);
+    };
+    let op_id = j.next_op_id();
+    let action = match c.action {
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::Remove => "remove",
+        Action::Conflict => "conflict",
+        Action::Unchanged => "unchanged",
+    };
+    // A one-shot step's key goes on its records; on the outcome only when the
+    // command really ran (a guard checked right before may have skipped it).
+    let key = match &c.op {
+        Op::Run(r) => r.idempotency_key.clone(),
+        _ => None,
+    };
+    let mut start = j.record(&op_id, &c.id, action, OpState::Started);
+    start.idemp_key = key.clone();
+    if let Err(e) = j.writer.append_durable(start) {
+        return Status::Failed(format!(
+            "not started: the journal could not record it ({e})"
+        ));
+    }
+    let status = run_one(c, backups);
+    let mut end = j.record(
+        &op_id,
+        &c.id,
+        action,
+        if matches!(status, Status::Done(_)) {
+            OpState::Succeeded
+        } else {
+            OpState::Failed
+        },
+    );
+    match &status {
+        Status::Failed(e) => {
+            end.detail = Some(e.lines().next().unwrap_or_default().to_string());
+            end.idemp_key = key;
+        }
+        Status::Done(applied) => {
+            let skipped = applied
+                .output
+                .as_deref()
+                .and_then(|o| o.strip_prefix("skipped: "));
+            match skipped {
+                Some(why) => end.detail = Some(format!("not run: {why}")),
+                None => end.idemp_key = key,
+            }
+        }
+        _ => {}
+    }
+    match j.writer.append_durable(end) {
+        Ok(()) => status,
+        Err(e) if matches!(status, Status::Done(_)) => Status::Failed(format!(
+            "applied, but the journal could not record it ({e}); the next run re-reads it"
+        )),
+        Err(_) => status,
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod engine;
 pub mod fsutil;
 pub mod graph;
+pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod machine;

@@ -242,6 +242,75 @@ pub fn make(
     })
 }
 
+/// What the journal says about one-shot steps (exec with `once` or an
+/// `idempotency_key`).
+#[derive(Debug, Default, Clone)]
+pub struct OneShots {
+    /// Keys whose step succeeded in some run: never run again.
+    pub succeeded: HashSet<String>,
+    /// Keys whose step started in an interrupted run and has no outcome.
+    pub unfinished: HashSet<String>,
+    /// Resources the user asked to run again (`apply --rerun ID`).
+    pub rerun: HashSet<String>,
+}
+
+/// Settles one-shot steps in `plan`: a step whose key already succeeded is
+/// unchanged; a step left unfinished by an interrupted run is re-run only if
+/// a guard (`creates`, `unless`, `onlyif`) decided it is still needed, else it
+/// becomes a conflict that names `--rerun`. `--rerun` overrides both.
+pub fn settle_one_shots(plan: &mut Plan, one_shots: &OneShots) {
+    for c in &mut plan.changes {
+        let resource::Op::Run(run) = &c.op else {
+            continue;
+        };
+        let Some(key) = run.idempotency_key.clone() else {
+            continue;
+        };
+        if one_shots.rerun.contains(&c.id) {
+            continue;
+        }
+        let guarded = run.creates.is_some() || run.unless.is_some() || run.onlyif.is_some();
+        if one_shots.succeeded.contains(&key) {
+            c.action = Action::Unchanged;
+            c.reason = format!("one-shot step already ran (key {key})");
+            c.op = resource::Op::None;
+        } else if one_shots.unfinished.contains(&key) && !guarded {
+            c.action = Action::Conflict;
+            c.reason = format!(
+                "a one-shot step that an interrupted run started, with no recorded outcome; \
+                 check whether it ran, then 'stead apply --rerun {}' to run it again",
+                c.id
+            );
+            c.op = resource::Op::None;
+        }
+    }
+}
+
+/// Records as owned the unchanged resources in `ids`: what an interrupted
+/// run made (its journal says it succeeded) before it could write the state.
+/// Files and links that are exactly as declared are adopted by [`record`]
+/// anyway; this also covers directories, which are otherwise never adopted.
+pub fn adopt_recovered(state: &mut State, plan: &Plan, ids: &HashSet<String>, serial: u64) {
+    for c in &plan.changes[..plan.removals_from] {
+        let owns_path = matches!(c.kind, Kind::File | Kind::Dir | Kind::Symlink);
+        if owns_path
+            && c.action == Action::Unchanged
+            && !c.keys.is_empty()
+            && ids.contains(&c.id)
+            && !state.resources.contains_key(&c.id)
+        {
+            state.resources.insert(
+                c.id.clone(),
+                ResourceRecord {
+                    kind: c.kind.as_str().to_string(),
+                    keys: c.keys.clone(),
+                    serial,
+                },
+            );
+        }
+    }
+}
+
 /// Writes the outcome of an apply into `state` (not to disk): ownership,
 /// checksums, removals. `serial` is the serial the next write will have.
 pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
@@ -326,5 +395,72 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::tests::{Fixture, change};
+
+    const M: &str = "[exec.once]\ncommand = \"true\"\nonce = true\n\n\
+                     [exec.guarded]\ncommand = \"true\"\nonce = true\nunless = \"false\"\n\n\
+                     [exec.plain]\ncommand = \"true\"\n";
+
+    fn keys(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|i| format!("once:{i}")).collect()
+    }
+
+    #[test]
+    fn a_one_shot_that_succeeded_is_unchanged_and_plain_execs_still_run() {
+        let fx = Fixture::new();
+        let mut plan = fx.plan(M);
+        settle_one_shots(
+            &mut plan,
+            &OneShots {
+                succeeded: keys(&["exec.once", "exec.guarded"]),
+                ..OneShots::default()
+            },
+        );
+        assert_eq!(change(&plan, "exec.once").action, Action::Unchanged);
+        assert_eq!(change(&plan, "exec.once").op, resource::Op::None);
+        assert_eq!(change(&plan, "exec.guarded").action, Action::Unchanged);
+        assert_eq!(change(&plan, "exec.plain").action, Action::Update);
+    }
+
+    #[test]
+    fn an_unfinished_one_shot_reruns_only_when_guarded_or_asked() {
+        let fx = Fixture::new();
+        let unfinished = keys(&["exec.once", "exec.guarded"]);
+        let mut plan = fx.plan(M);
+        settle_one_shots(
+            &mut plan,
+            &OneShots {
+                unfinished: unfinished.clone(),
+                ..OneShots::default()
+            },
+        );
+        let once = change(&plan, "exec.once");
+        assert_eq!(once.action, Action::Conflict);
+        assert!(
+            once.reason.contains("stead apply --rerun exec.once"),
+            "{}",
+            once.reason
+        );
+        // Its guard said it is still needed: it runs (and the guard is
+        // checked again right before).
+        assert_eq!(change(&plan, "exec.guarded").action, Action::Update);
+
+        let mut plan = fx.plan(M);
+        settle_one_shots(
+            &mut plan,
+            &OneShots {
+                unfinished,
+                succeeded: keys(&["exec.guarded"]),
+                rerun: ["exec.once".to_string(), "exec.guarded".to_string()].into(),
+            },
+        );
+        assert_eq!(change(&plan, "exec.once").action, Action::Update);
+        assert_eq!(change(&plan, "exec.guarded").action, Action::Update);
     }
 }

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use anyhow::{Context as _, Result};
 use chrono::Utc;
 use serde_json::json;
-use stead_lib::engine::{self, EngineOptions, Event, Status};
+use stead_lib::engine::{self, EngineOptions, Event, RunJournal, Status};
+use stead_lib::journal::{self, JournalWriter, OpState};
 use stead_lib::machine::MachineInfo;
 use stead_lib::plan::{self, Plan};
 use stead_lib::resource::Action;
@@ -26,13 +27,16 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
         let state = current_state(ctx)?;
-        let plan = match &args.plan {
+        let mut plan = match &args.plan {
             Some(file) => load_saved(file, &state)?,
             None => {
                 let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile.as_deref())?;
                 plan::make(&manifest, &graph, &state, args.force, jobs)?
             }
         };
+        let view = journal_view(ctx, &args.rerun)?;
+        check_rerun(&plan, &args.rerun)?;
+        plan::settle_one_shots(&mut plan, &view.one_shots);
         if ctx.json {
             print_json(&plan_json(&plan));
         } else {
@@ -59,7 +63,10 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
     };
-    let (plan, profile) = match &args.plan {
+    let journal_path = ctx.layout.state_dir().join(journal::JOURNAL_FILE);
+    let view = journal_view(ctx, &args.rerun)?;
+    report_interrupted_run(ctx, &view);
+    let (mut plan, profile) = match &args.plan {
         Some(file) => {
             let plan = load_saved(file, &state)?;
             let profile = plan.profile.clone();
@@ -71,6 +78,8 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             (plan, manifest.profile.clone())
         }
     };
+    check_rerun(&plan, &args.rerun)?;
+    plan::settle_one_shots(&mut plan, &view.one_shots);
     if !ctx.json {
         print_plan(&ctx.out, &plan);
     }
@@ -83,6 +92,12 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             statuses: vec![Status::Unchanged; plan.changes.len()],
         };
         plan::record(&mut updated, &plan, &unchanged, state.lineage.serial + 1);
+        plan::adopt_recovered(
+            &mut updated,
+            &plan,
+            &view.recovered,
+            state.lineage.serial + 1,
+        );
         if let Some(p) = &profile {
             updated.active_profile = Some(p.clone());
         }
@@ -97,6 +112,12 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             updated.last_apply = Some(Utc::now());
             ctx.store.commit(&guard, &mut updated, "apply")?;
             state = updated;
+        }
+        if view.interrupted.is_some() {
+            // The interrupted run's work was re-read and recorded; its
+            // records have served their purpose (succeeded one-shot keys are
+            // kept by compaction).
+            journal::compact(&journal_path, "")?;
         }
         if ctx.json {
             print_json(
@@ -166,20 +187,31 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             }
         }
     };
-    let outcome = engine::execute(
+    crate::APPLYING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let run = RunJournal::new(
+        JournalWriter::open(&journal_path, true)?,
+        engine::new_run_id(),
+    );
+    let run_op = format!("{}:0", run.run_id());
+    run.writer()
+        .append_durable(run.record(&run_op, "run", "run-start", OpState::Started))?;
+    let outcome = engine::execute_journaled(
         &plan,
         &EngineOptions {
             jobs,
             backups: ctx.layout.backups_dir(),
         },
+        Some(&run),
         &on_event,
     );
+    crate::APPLYING.store(false, std::sync::atomic::Ordering::SeqCst);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
 
     let next_serial = state.lineage.serial + 1;
     plan::record(&mut state, &plan, &outcome, next_serial);
+    plan::adopt_recovered(&mut state, &plan, &view.recovered, next_serial);
     state.last_apply = Some(Utc::now());
     if let Some(p) = profile {
         state.active_profile = Some(p);
@@ -188,8 +220,34 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         state.config_path = Some(plan.config_dir.display().to_string());
     }
     ctx.store.commit(&guard, &mut state, "apply")?;
+    // The run ends only once the state holds its outcome: a crash before
+    // this line leaves the run "interrupted" for the next one to report.
+    let end = if outcome.has_failures() {
+        OpState::Failed
+    } else {
+        OpState::Succeeded
+    };
+    run.writer()
+        .append_durable(run.record(&run_op, "run", "run-end", end))?;
+    let run_id = run.run_id().to_string();
+    run.into_writer().close()?;
+    journal::compact(&journal_path, &run_id)?;
     guard.release()?;
-    summarize(ctx, &plan, &outcome.statuses, state.lineage.serial)
+    let code = summarize(ctx, &plan, &outcome.statuses, state.lineage.serial)?;
+    if engine::stop_requested() {
+        let not_started = outcome
+            .statuses
+            .iter()
+            .filter(|s| matches!(s, Status::Skipped(w) if w.starts_with("interrupted")))
+            .count();
+        if !ctx.json {
+            outln!(
+                "\nInterrupted: {not_started} change(s) did not start; what ran is recorded. Run 'stead apply' to finish."
+            );
+        }
+        return Ok(ExitCode::from(crate::EXIT_INTERRUPTED as u8));
+    }
+    Ok(code)
 }
 
 fn first_run_init(
@@ -346,7 +404,7 @@ fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Re
             }
         }
         if !skipped.is_empty() {
-            outln!("\nSkipped because a dependency did not complete:");
+            outln!("\nNot run:");
             for (id, why) in &skipped {
                 outln!("  {id} ({why})");
             }
@@ -359,4 +417,99 @@ fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Re
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What the journal says before a run: an interrupted run, and one-shot steps.
+pub(crate) struct JournalView {
+    /// (run id, started, operations in flight) of a run that never ended.
+    interrupted: Option<(String, chrono::DateTime<Utc>, usize)>,
+    pub(crate) one_shots: plan::OneShots,
+    /// Resources the interrupted run finished (to record as owned).
+    recovered: std::collections::HashSet<String>,
+}
+
+/// Reads the journal (a torn last line is ignored; a corrupt middle is moved
+/// aside to the backups dir and reported as an error that says where).
+pub(crate) fn journal_view(ctx: &Context, rerun: &[String]) -> Result<JournalView> {
+    let path = ctx.layout.state_dir().join(journal::JOURNAL_FILE);
+    let loaded = journal::load(&path, &ctx.layout.backups_dir())?;
+    if let Some(tail) = &loaded.torn_tail
+        && ctx.verbose
+    {
+        eprintln!(
+            "journal: ignored a torn last line ({} bytes) left by a crash",
+            tail.len()
+        );
+    }
+    let interrupted = journal::interrupted_run(&loaded.records).map(|(run_id, started)| {
+        let n = journal::in_flight(&loaded.records, &run_id).len();
+        (run_id, started, n)
+    });
+    let unfinished = interrupted
+        .as_ref()
+        .map(|(run_id, _, _)| {
+            journal::in_flight(&loaded.records, run_id)
+                .into_iter()
+                .filter_map(|r| r.idemp_key.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let recovered = interrupted
+        .as_ref()
+        .map(|(run_id, _, _)| {
+            loaded
+                .records
+                .iter()
+                .filter(|r| &r.run_id == run_id && r.state == OpState::Succeeded)
+                .map(|r| r.resource.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(JournalView {
+        interrupted,
+        recovered,
+        one_shots: plan::OneShots {
+            succeeded: journal::succeeded_keys(&loaded.records),
+            unfinished,
+            rerun: rerun.iter().cloned().collect(),
+        },
+    })
+}
+
+/// `--rerun` names one-shot execs of the plan, or it is a mistake.
+fn check_rerun(plan: &Plan, rerun: &[String]) -> Result<()> {
+    for id in rerun {
+        let one_shot = plan.change(id).is_some_and(
+            |c| matches!(&c.op, stead_lib::resource::Op::Run(r) if r.idempotency_key.is_some()),
+        );
+        if !one_shot {
+            anyhow::bail!(
+                "--rerun {id}: the plan has no one-shot exec by that name (one with once = true or an idempotency_key that would run)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Says so when the journal holds a run that never ended. Its convergent
+/// work needs nothing special: this run re-reads every resource and plans
+/// again, and records what the interrupted run finished (files already as
+/// declared are adopted).
+fn report_interrupted_run(ctx: &Context, view: &JournalView) {
+    let Some((run_id, started, in_flight)) = &view.interrupted else {
+        return;
+    };
+    if ctx.json {
+        print_json_line(
+            &json!({"event": "recovering", "run_id": run_id, "started": started, "in_flight": in_flight}),
+        );
+    } else {
+        let line = format!(
+            "Recovering from interrupted run {run_id} (started {}, {in_flight} operations in flight)",
+            started
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+        );
+        outln!("{}", ctx.out.yellow(&line));
+    }
 }

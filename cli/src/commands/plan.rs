@@ -20,13 +20,14 @@ pub const DEFAULT_JOBS: usize = 8;
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     let state = current_state(ctx)?;
     let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile.as_deref())?;
-    let plan = plan::make(
+    let mut plan = plan::make(
         &manifest,
         &graph,
         &state,
         args.force,
         args.jobs.unwrap_or(DEFAULT_JOBS),
     )?;
+    plan::settle_one_shots(&mut plan, &super::apply::journal_view(ctx, &[])?.one_shots);
     if let Some(out) = &args.out {
         let mut bytes = serde_json::to_vec_pretty(&plan)?;
         bytes.push(b'\n');

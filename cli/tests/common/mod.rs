@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -87,5 +88,70 @@ impl Sandbox {
 
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.state_file()).unwrap()).unwrap()
+    }
+}
+
+/// A sandbox with a config repo beside the home: `<tmp>/home`, `<tmp>/config`.
+pub struct Repo {
+    pub sb: Sandbox,
+    pub config: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new(manifest: &str) -> Repo {
+        let repo = Repo {
+            sb: Sandbox::new(),
+            config: tempfile::tempdir().expect("config dir"),
+        };
+        repo.write_manifest(manifest);
+        repo
+    }
+
+    pub fn write_manifest(&self, manifest: &str) {
+        fs::write(self.config.path().join("stead.toml"), manifest).unwrap();
+    }
+
+    pub fn write_source(&self, rel: &str, content: &str) {
+        let p = self.config.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    pub fn home(&self) -> &Path {
+        self.sb.home()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.home().join(rel)
+    }
+
+    /// `stead --config <config> ARGS` -> (code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let config = self.config.path().to_str().unwrap().to_string();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        self.sb.run(&all)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(
+            code, 0,
+            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        out
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+    }
+
+    /// Replaces the temp paths in output so snapshots are stable.
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(self.config.path().to_str().unwrap(), "<config>")
+            .replace(self.home().to_str().unwrap(), "<home>")
     }
 }

@@ -136,6 +136,10 @@ pub struct ExecSpec {
     pub unless: Option<Command>,
     /// Run only when this command succeeds.
     pub onlyif: Option<Command>,
+    /// A one-shot step: once a run with this key succeeded (recorded in the
+    /// journal), it never runs again. `once = true` sets it to `once:<id>`;
+    /// `idempotency_key = "..."` sets it explicitly.
+    pub idempotency_key: Option<String>,
 }
 
 /// What a resource declares, per kind.

@@ -25,7 +25,15 @@ fn kind_keys(kind: Kind) -> &'static [&'static str] {
         Kind::Dir => &["path", "mode", "purge"],
         Kind::Symlink => &["path", "target"],
         Kind::Exec => &[
-            "command", "cwd", "env", "timeout", "creates", "unless", "onlyif",
+            "command",
+            "cwd",
+            "env",
+            "timeout",
+            "creates",
+            "unless",
+            "onlyif",
+            "once",
+            "idempotency_key",
         ],
         Kind::Noop => &[],
     }
@@ -449,6 +457,20 @@ pub(super) fn parse(
                     Some(RawValue::Duration(t)) => Some(*t),
                     _ => None,
                 };
+                let idempotency_key = match (field("idempotency_key"), d.fields.get("once")) {
+                    (Some(k), _) => match res(&mut w, &k) {
+                        Some(t) if t.trim().is_empty() => {
+                            w.problems.push(
+                                Problem::at(k.span.clone(), "`idempotency_key` must not be empty")
+                                    .label("empty key"),
+                            );
+                            None
+                        }
+                        other => other,
+                    },
+                    (None, Some(RawValue::Bool(true))) => Some(format!("once:{}", d.id)),
+                    _ => None,
+                };
                 command.map(|command| {
                     Spec::Exec(ExecSpec {
                         command,
@@ -458,6 +480,7 @@ pub(super) fn parse(
                         creates,
                         unless,
                         onlyif,
+                        idempotency_key,
                     })
                 })
             }
@@ -690,13 +713,13 @@ impl<'a> Walker<'a> {
                 "before" => d.before = self.string_list(v, key).unwrap_or_default(),
                 "notify" => d.notify = self.string_list(v, key).unwrap_or_default(),
                 "profiles" => d.profiles = self.string_list(v, key),
-                "purge" => match v.get_ref() {
+                "purge" | "once" => match v.get_ref() {
                     DeValue::Boolean(b) if allowed.contains(&key) => {
                         d.fields.insert(key.to_string(), RawValue::Bool(*b));
                     }
                     _ if !allowed.contains(&key) => self.unknown_key(k, &d),
                     other => self.problems.push(
-                        Problem::at(v.span(), format!("`purge` must be true or false, found {}", type_name(other))),
+                        Problem::at(v.span(), format!("`{key}` must be true or false, found {}", type_name(other))),
                     ),
                 },
                 "command" | "unless" | "onlyif" if allowed.contains(&key) => match v.get_ref() {

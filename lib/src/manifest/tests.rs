@@ -373,3 +373,29 @@ fn a_cycle_is_reported_with_the_other_problems() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn once_and_idempotency_key_make_a_one_shot_exec() {
+    let m = load(
+        "[exec.a]\ncommand = \"true\"\nonce = true\n\n[exec.b]\ncommand = \"true\"\nidempotency_key = \"db-init-v2\"\n\n[exec.c]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let key = |id: &str| match &m.get(id).unwrap().spec {
+        Spec::Exec(e) => e.idempotency_key.clone(),
+        _ => panic!("not an exec"),
+    };
+    assert_eq!(key("exec.a").as_deref(), Some("once:exec.a"));
+    assert_eq!(key("exec.b").as_deref(), Some("db-init-v2"));
+    assert_eq!(key("exec.c"), None);
+    let e =
+        load("[exec.a]\ncommand = \"true\"\nonce = \"yes\"\nidempotency_key = \"\"\n").unwrap_err();
+    let msgs = messages(&e);
+    assert!(
+        msgs.contains(&"`once` must be true or false, found a string".to_string()),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.contains(&"`idempotency_key` must not be empty".to_string()),
+        "{msgs:?}"
+    );
+}

@@ -38,9 +38,42 @@ pub struct Run {
     /// Run only when this command succeeds (checked again right before running).
     #[serde(default)]
     pub onlyif: Option<Command>,
+    /// A one-shot step's key, journaled with its records.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
     /// `HOME` for the command: the target home, so `~` in a shell command
     /// means the same as in the manifest.
     pub home: PathBuf,
+}
+
+/// Process groups of the commands running now (each child leads its own).
+static RUNNING: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills every running command's process group (SIGKILL). For a second
+/// Ctrl-C: the user wants out now, children included.
+pub fn kill_running_commands() {
+    let groups = match RUNNING.lock() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    for pgid in groups {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn track(pgid: i32, running: bool) {
+    let mut groups = match RUNNING.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if running {
+        groups.push(pgid);
+    } else {
+        groups.retain(|&g| g != pgid);
+    }
 }
 
 /// The outcome of one command.
@@ -70,6 +103,7 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
         creates: e.creates.clone(),
         unless: e.unless.clone(),
         onlyif: e.onlyif.clone(),
+        idempotency_key: e.idempotency_key.clone(),
         home: home.to_path_buf(),
     });
     // A cwd that an earlier resource of this run creates cannot host the
@@ -201,6 +235,10 @@ fn run_command(
     })?;
     let output = collect_output(&mut child);
     let pid = child.id();
+    let pgid = i32::try_from(pid).ok();
+    if let Some(g) = pgid {
+        track(g, true);
+    }
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let status = child.wait();
@@ -219,6 +257,9 @@ fn run_command(
             nix::unistd::Pid::from_raw(raw),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+    if let Some(g) = pgid {
+        track(g, false);
     }
     let status = waiter
         .join()

@@ -1,0 +1,586 @@
+//! The operation journal, `<state-dir>/journal.jsonl`: append-only JSON
+//! lines, written by one thread that group-commits (one fsync covers every
+//! record queued meanwhile), read back tolerating a torn last line, and
+//! compacted after a clean run.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, FsError};
+
+/// The journal's file name in the state dir.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpState {
+    /// About to start its side effect (durable before it begins).
+    Started,
+    /// Still going (a long step may say so).
+    Running,
+    /// Done.
+    Succeeded,
+    /// Ended without doing its job.
+    Failed,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Unique per operation: `<run_id>:<n>`.
+    pub op_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// `kind.name`, or `run` for the run's own records.
+    pub resource: String,
+    /// `create`, `update`, `remove`, `run-start`, `run-end`, ...
+    pub action: String,
+    /// Where it is.
+    pub state: OpState,
+    /// A one-shot step's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idemp_key: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// A short note (a failure's first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What can go wrong with the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A filesystem operation failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A line before the last one is not a record: the file was moved aside.
+    #[error(
+        "the journal {path} is corrupt at line {line}: {problem}\n\
+         It was moved aside to {moved_to} (nothing was truncated); the next run starts a new journal.\n\
+         Look at the moved file if a run was interrupted, then run the command again."
+    )]
+    CorruptMiddle {
+        /// The journal.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What the parser said.
+        problem: String,
+        /// Where the file went.
+        moved_to: PathBuf,
+    },
+    /// The writer thread is gone (it failed earlier, or was closed).
+    #[error("the journal writer stopped: {0}")]
+    Stopped(String),
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Lines waiting for the writer.
+    pending: Vec<(u64, Vec<u8>)>,
+    /// Every ticket up to this one is durable.
+    durable_through: u64,
+    /// The first write error; every later waiter gets it too.
+    failed: Option<String>,
+    closing: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer (work queued) and the waiters (durable moved).
+    changed: Condvar,
+    next_ticket: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Appends records from many threads; one background thread writes them and
+/// makes each batch durable with a single fsync.
+pub struct JournalWriter {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A queued record; [`Ticket::wait`] returns once it is durable.
+pub struct Ticket {
+    shared: Arc<Shared>,
+    n: u64,
+}
+
+impl JournalWriter {
+    /// Opens (creating, mode 0600) `path` for appending. With `sync = false`
+    /// records are written but never fsync'd (only to measure the journal's
+    /// cost).
+    pub fn open(path: &Path, sync: bool) -> Result<JournalWriter, JournalError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| FsError::new("cannot open", path, e))?;
+        if let Some(dir) = path.parent() {
+            fsutil::fsync_dir(dir)?;
+        }
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+            next_ticket: AtomicU64::new(1),
+            syncs: AtomicU64::new(0),
+        });
+        let for_thread = Arc::clone(&shared);
+        let path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("stead-journal".into())
+            .spawn(move || write_loop(&for_thread, file, &path, sync))
+            .map_err(|e| JournalError::Stopped(format!("cannot start the writer thread: {e}")))?;
+        Ok(JournalWriter {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `record`; never waits for I/O.
+    pub fn append(&self, record: Record) -> Ticket {
+        // A record always serializes (strings, an enum and a timestamp).
+        let mut line = serde_json::to_vec(&record).unwrap_or_default();
+        line.push(b'\n');
+        // Numbered under the lock, so every smaller ticket is already queued
+        // or written: a batch written through ticket N covers all up to N.
+        let n = match self.shared.queue.lock() {
+            Ok(mut q) => {
+                let n = self.shared.next_ticket.fetch_add(1, Ordering::SeqCst);
+                q.pending.push((n, line));
+                n
+            }
+            Err(_) => self.shared.next_ticket.fetch_add(1, Ordering::SeqCst),
+        };
+        self.shared.changed.notify_all();
+        Ticket {
+            shared: Arc::clone(&self.shared),
+            n,
+        }
+    }
+
+    /// Appends `record` and waits until it is durable.
+    pub fn append_durable(&self, record: Record) -> Result<(), JournalError> {
+        self.append(record).wait()
+    }
+
+    /// How many fsyncs the writer has done.
+    pub fn sync_count(&self) -> u64 {
+        self.shared.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Writes everything queued, stops the thread, and reports a write error.
+    pub fn close(mut self) -> Result<(), JournalError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), JournalError> {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.closing = true;
+        }
+        self.shared.changed.notify_all();
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| JournalError::Stopped("the writer thread panicked".into()))?;
+        }
+        match self.shared.queue.lock() {
+            Ok(q) => match &q.failed {
+                Some(e) => Err(JournalError::Stopped(e.clone())),
+                None => Ok(()),
+            },
+            Err(_) => Err(JournalError::Stopped(
+                "the journal queue is poisoned".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl Ticket {
+    /// Blocks until this record is durable (or the writer failed).
+    pub fn wait(self) -> Result<(), JournalError> {
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .map_err(|_| JournalError::Stopped("the journal queue is poisoned".into()))?;
+        loop {
+            if q.durable_through >= self.n {
+                return Ok(());
+            }
+            if let Some(e) = &q.failed {
+                return Err(JournalError::Stopped(e.clone()));
+            }
+            q = self
+                .shared
+                .changed
+                .wait(q)
+                .map_err(|_| JournalError::Stopped("the journal queue is poisoned".into()))?;
+        }
+    }
+}
+
+fn write_loop(shared: &Shared, mut file: File, path: &Path, sync: bool) {
+    loop {
+        let batch = {
+            let Ok(mut q) = shared.queue.lock() else {
+                return;
+            };
+            while q.pending.is_empty() && !q.closing {
+                q = match shared.changed.wait(q) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            }
+            if q.pending.is_empty() && q.closing {
+                return;
+            }
+            std::mem::take(&mut q.pending)
+        };
+        let last = batch.iter().map(|(n, _)| *n).max().unwrap_or(0);
+        let mut bytes = Vec::with_capacity(batch.iter().map(|(_, l)| l.len()).sum());
+        for (_, line) in &batch {
+            bytes.extend_from_slice(line);
+        }
+        let result = file.write_all(&bytes).and_then(|()| {
+            if sync {
+                shared.syncs.fetch_add(1, Ordering::SeqCst);
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        let Ok(mut q) = shared.queue.lock() else {
+            return;
+        };
+        match result {
+            Ok(()) => q.durable_through = q.durable_through.max(last),
+            Err(e) => {
+                q.failed = Some(format!("cannot write {}: {e}", path.display()));
+                shared.changed.notify_all();
+                return;
+            }
+        }
+        drop(q);
+        shared.changed.notify_all();
+    }
+}
+
+/// The journal as read back.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every complete record, in file order.
+    pub records: Vec<Record>,
+    /// A partial last line (a write cut short by a crash), ignored.
+    pub torn_tail: Option<String>,
+}
+
+/// Reads the journal (missing: empty). A torn last line is ignored and
+/// returned; an unreadable line before it moves the file aside to
+/// `backups_dir` and is an error that says where it went.
+pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
+        Err(e) => return Err(FsError::new("cannot read", path, e).into()),
+    };
+    let mut loaded = Loaded::default();
+    let complete = bytes.ends_with(b"\n");
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let count = lines.len();
+    for (i, line) in lines.into_iter().enumerate() {
+        let parsed = serde_json::from_slice::<Record>(line);
+        // The last line may be a write cut short: no newline, or not JSON.
+        if i + 1 == count && (!complete || parsed.is_err()) {
+            loaded.torn_tail = Some(String::from_utf8_lossy(line).into_owned());
+            break;
+        }
+        match parsed {
+            Ok(r) => loaded.records.push(r),
+            Err(e) => {
+                let moved_to = move_aside(path, backups_dir)?;
+                return Err(JournalError::CorruptMiddle {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    problem: e.to_string(),
+                    moved_to,
+                });
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn move_aside(path: &Path, backups_dir: &Path) -> Result<PathBuf, JournalError> {
+    fsutil::ensure_private_dir(backups_dir)?;
+    let stamp = Utc::now().format("%Y%m%d_%H%M%S");
+    let mut dest = backups_dir.join(format!("journal_corrupt_{stamp}.jsonl"));
+    let mut n = 1;
+    while dest.exists() {
+        n += 1;
+        dest = backups_dir.join(format!("journal_corrupt_{stamp}_{n}.jsonl"));
+    }
+    fs::rename(path, &dest).map_err(|e| FsError::new("cannot move aside", path, e))?;
+    fsutil::fsync_dir(backups_dir)?;
+    if let Some(dir) = path.parent() {
+        fsutil::fsync_dir(dir)?;
+    }
+    Ok(dest)
+}
+
+/// The operations of `run_id` that started and have no outcome.
+pub fn in_flight<'a>(records: &'a [Record], run_id: &str) -> Vec<&'a Record> {
+    let ended: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.run_id == run_id)
+        .filter(|r| matches!(r.state, OpState::Succeeded | OpState::Failed))
+        .map(|r| r.op_id.as_str())
+        .collect();
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .filter(|r| r.run_id == run_id && r.resource != "run")
+        .filter(|r| matches!(r.state, OpState::Started | OpState::Running))
+        .filter(|r| !ended.contains(r.op_id.as_str()) && seen.insert(r.op_id.as_str()))
+        .collect()
+}
+
+/// The last run that started and never ended: its id and start time.
+pub fn interrupted_run(records: &[Record]) -> Option<(String, DateTime<Utc>)> {
+    let start = records
+        .iter()
+        .rev()
+        .find(|r| r.resource == "run" && r.action == "run-start")?;
+    let ended = records
+        .iter()
+        .any(|r| r.run_id == start.run_id && r.resource == "run" && r.action == "run-end");
+    (!ended).then(|| (start.run_id.clone(), start.at))
+}
+
+/// Keys of one-shot steps that succeeded in any run.
+pub fn succeeded_keys(records: &[Record]) -> HashSet<String> {
+    records
+        .iter()
+        .filter(|r| r.state == OpState::Succeeded)
+        .filter_map(|r| r.idemp_key.clone())
+        .collect()
+}
+
+/// Rewrites the journal atomically with only the records of `keep_run_id`
+/// and the succeeded records of one-shot steps (those must never be lost).
+pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FsError::new("cannot read", path, e).into()),
+    };
+    let mut out = Vec::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(r) = serde_json::from_slice::<Record>(line) else {
+            continue;
+        };
+        let keep =
+            r.run_id == keep_run_id || (r.state == OpState::Succeeded && r.idemp_key.is_some());
+        if keep {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+    }
+    fsutil::atomic_write(path, &out, 0o600)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(run: &str, n: u32, resource: &str, action: &str, state: OpState) -> Record {
+        Record {
+            op_id: format!("{run}:{n}"),
+            run_id: run.to_string(),
+            resource: resource.to_string(),
+            action: action.to_string(),
+            state,
+            idemp_key: None,
+            at: Utc::now(),
+            detail: None,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(JOURNAL_FILE);
+        let backups = d.path().join("backups");
+        (d, path, backups)
+    }
+
+    #[test]
+    fn records_round_trip_and_a_waited_record_is_in_the_file() {
+        let (_d, path, backups) = setup();
+        let w = JournalWriter::open(&path, true).unwrap();
+        let r = rec("r", 1, "file.a", "create", OpState::Started);
+        w.append_durable(r.clone()).unwrap();
+        // Read with a separate handle right after the wait.
+        let loaded = load(&path, &backups).unwrap();
+        assert_eq!(loaded.records, [r]);
+        assert!(w.sync_count() >= 1);
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn group_commit_covers_many_records_with_fewer_fsyncs() {
+        let (_d, path, backups) = setup();
+        let w = JournalWriter::open(&path, true).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let w = &w;
+                s.spawn(move || {
+                    for i in 0..200 {
+                        w.append_durable(rec(
+                            &format!("t{t}"),
+                            i,
+                            "noop.x",
+                            "update",
+                            OpState::Succeeded,
+                        ))
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let syncs = w.sync_count();
+        w.close().unwrap();
+        let loaded = load(&path, &backups).unwrap();
+        assert_eq!(loaded.records.len(), 1600);
+        let ids: HashSet<&str> = loaded.records.iter().map(|r| r.op_id.as_str()).collect();
+        assert_eq!(ids.len(), 1600, "no record lost or doubled");
+        assert!(
+            (1..1600).contains(&syncs),
+            "{syncs} fsyncs for 1600 records"
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_reported() {
+        let (_d, path, backups) = setup();
+        let r = rec("r", 1, "file.a", "create", OpState::Started);
+        let mut text = serde_json::to_string(&r).unwrap();
+        text.push('\n');
+        text.push_str("{\"op_id\":\"r:2\",\"run_");
+        fs::write(&path, &text).unwrap();
+        let loaded = load(&path, &backups).unwrap();
+        assert_eq!(loaded.records, std::slice::from_ref(&r));
+        assert_eq!(
+            loaded.torn_tail.as_deref(),
+            Some("{\"op_id\":\"r:2\",\"run_")
+        );
+        // A complete last line without its newline is torn too (the newline
+        // is the commit mark).
+        let mut text = serde_json::to_string(&r).unwrap();
+        text.push('\n');
+        text.push_str(&serde_json::to_string(&r).unwrap());
+        fs::write(&path, &text).unwrap();
+        let loaded = load(&path, &backups).unwrap();
+        assert_eq!(loaded.records.len(), 1);
+        assert!(loaded.torn_tail.is_some());
+    }
+
+    #[test]
+    fn a_corrupt_middle_is_moved_aside_never_truncated() {
+        let (_d, path, backups) = setup();
+        let r = rec("r", 1, "file.a", "create", OpState::Started);
+        let line = serde_json::to_string(&r).unwrap();
+        let text = format!("{line}\ngarbage\n{line}\n");
+        fs::write(&path, &text).unwrap();
+        let err = load(&path, &backups).unwrap_err();
+        let JournalError::CorruptMiddle { line, moved_to, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(*line, 2);
+        assert!(!path.exists());
+        assert_eq!(fs::read_to_string(moved_to).unwrap(), text);
+        assert!(err.to_string().contains("moved aside"), "{err}");
+        // The next load starts empty.
+        assert!(load(&path, &backups).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn in_flight_interrupted_and_succeeded_keys() {
+        let mut once = rec("a", 2, "exec.m", "update", OpState::Succeeded);
+        once.idemp_key = Some("once:exec.m".into());
+        let records = vec![
+            rec("a", 0, "run", "run-start", OpState::Started),
+            rec("a", 1, "file.x", "create", OpState::Started),
+            rec("a", 1, "file.x", "create", OpState::Succeeded),
+            once,
+            rec("a", 0, "run", "run-end", OpState::Succeeded),
+            rec("b", 0, "run", "run-start", OpState::Started),
+            rec("b", 1, "file.y", "create", OpState::Started),
+            rec("b", 2, "file.z", "create", OpState::Started),
+            rec("b", 2, "file.z", "create", OpState::Failed),
+        ];
+        let (run, _) = interrupted_run(&records).unwrap();
+        assert_eq!(run, "b");
+        let ids: Vec<&str> = in_flight(&records, "b")
+            .iter()
+            .map(|r| r.resource.as_str())
+            .collect();
+        assert_eq!(ids, ["file.y"]);
+        assert!(in_flight(&records, "a").is_empty());
+        assert_eq!(
+            succeeded_keys(&records),
+            HashSet::from(["once:exec.m".to_string()])
+        );
+        assert!(interrupted_run(&records[..5]).is_none());
+    }
+
+    #[test]
+    fn compaction_keeps_the_run_and_succeeded_one_shots() {
+        let (_d, path, backups) = setup();
+        let w = JournalWriter::open(&path, false).unwrap();
+        let mut once = rec("old", 1, "exec.m", "update", OpState::Succeeded);
+        once.idemp_key = Some("k".into());
+        for r in [
+            rec("old", 0, "run", "run-start", OpState::Started),
+            once.clone(),
+            rec("old", 2, "file.a", "create", OpState::Succeeded),
+            rec("new", 0, "run", "run-start", OpState::Started),
+            rec("new", 0, "run", "run-end", OpState::Succeeded),
+        ] {
+            w.append_durable(r).unwrap();
+        }
+        assert_eq!(w.sync_count(), 0, "sync = false never fsyncs");
+        w.close().unwrap();
+        compact(&path, "new").unwrap();
+        let loaded = load(&path, &backups).unwrap();
+        let kept: Vec<(&str, &str)> = loaded
+            .records
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.resource.as_str()))
+            .collect();
+        assert_eq!(kept, [("old", "exec.m"), ("new", "run"), ("new", "run")]);
+        assert_eq!(
+            succeeded_keys(&loaded.records),
+            HashSet::from(["k".to_string()])
+        );
+    }
+}
