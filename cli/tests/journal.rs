@@ -345,3 +345,43 @@ fn a_second_ctrl_c_kills_the_running_command() {
     assert!(!group_exists(), "process group {pgid} still exists");
     assert!(!r.sb.lock_file().exists());
 }
+
+#[test]
+fn retry_runs_a_failing_step_again_and_journals_every_attempt() {
+    // Fails twice, then succeeds: a counter file says which attempt this is.
+    let r = Repo::new(
+        r#"
+[exec.flaky]
+command = "echo x >> tries; test $(wc -l < tries) -ge 3"
+retry = 3
+delay = "10ms"
+backoff = "exponential"
+
+[exec.hopeless]
+command = "echo x >> hopeless; exit 1"
+retry = 1
+delay = "1ms"
+"#,
+    );
+    let (code, out, _) = r.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(read(&r.path("tries")).lines().count(), 3);
+    assert_eq!(read(&r.path("hopeless")).lines().count(), 2);
+    assert!(
+        out.contains("exec.flaky succeeded on attempt 3 of 4"),
+        "{out}"
+    );
+    assert!(out.contains("gave up after 2 attempts"), "{out}");
+    let lines = journal_lines(&r);
+    let details: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["resource"] == "exec.flaky" && l["state"] != "started")
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(details, ["failed", "failed", "succeeded"]);
+    // retry = -1 (forever) is refused outside watch mode.
+    r.write_manifest("[exec.x]\ncommand = \"true\"\nretry = -1\n");
+    let (code, _, err) = r.run(&["plan"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only allowed in watch mode"), "{err}");
+}

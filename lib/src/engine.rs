@@ -33,6 +33,9 @@ pub enum Status {
 pub struct Outcome {
     /// Parallel to `plan.changes`.
     pub statuses: Vec<Status>,
+    /// Parallel to `plan.changes`: attempts made (0: never run; more than 1
+    /// with `retry`).
+    pub attempts: Vec<u32>,
 }
 
 impl Outcome {
@@ -180,12 +183,13 @@ pub fn execute_journaled(
         }
     }
     let mut statuses: Vec<Option<Status>> = vec![None; n];
+    let mut attempts: Vec<u32> = vec![0; n];
     let jobs = options.jobs.max(1);
 
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = mpsc::channel::<usize>();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done_rx) = mpsc::channel::<(usize, Status)>();
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Status, u32)>();
         for _ in 0..jobs {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
@@ -199,8 +203,8 @@ pub fn execute_journaled(
                     };
                     let Ok(i) = next else { break };
                     on_event(Event::Started { id: &changes[i].id });
-                    let status = run_journaled(&changes[i], backups, journal);
-                    if done_tx.send((i, status)).is_err() {
+                    let (status, tries) = run_with_retries(&changes[i], backups, journal);
+                    if done_tx.send((i, status, tries)).is_err() {
                         break;
                     }
                 }
@@ -295,7 +299,7 @@ pub fn execute_journaled(
                 ready.extend(blocked.drain(..));
                 continue;
             }
-            let Ok((i, status)) = done_rx.recv() else {
+            let Ok((i, status, tries)) = done_rx.recv() else {
                 break;
             };
             running -= 1;
@@ -303,6 +307,7 @@ pub fn execute_journaled(
                 busy_keys.remove(k.as_str());
             }
             ready.extend(blocked.drain(..));
+            attempts[i] = tries;
             finish(i, status, &mut statuses, &mut indegree, &mut ready);
         }
         drop(job_tx);
@@ -323,7 +328,9 @@ pub fn execute_journaled(
             }
             let status = settle_inline(c).unwrap_or_else(|| {
                 on_event(Event::Started { id: &c.id });
-                run_journaled(c, &options.backups, journal)
+                let (status, tries) = run_with_retries(c, &options.backups, journal);
+                attempts[i] = tries;
+                status
             });
             on_event(Event::Finished {
                 id: &c.id,
@@ -342,6 +349,7 @@ pub fn execute_journaled(
             .into_iter()
             .map(|s| s.unwrap_or_else(|| Status::Skipped(unreached.into())))
             .collect(),
+        attempts,
     }
 }
 
@@ -355,11 +363,49 @@ fn settle_inline(c: &resource::Change) -> Option<Status> {
     }
 }
 
-/// Runs one change between its durable `started` and outcome records.
+/// Runs one change, and again after a failure as its `retry` allows (each
+/// attempt journaled); returns the last status and the attempts made.
+fn run_with_retries(
+    c: &resource::Change,
+    backups: &std::path::Path,
+    journal: Option<&RunJournal>,
+) -> (Status, u32) {
+    let total = c.retry.retries.saturating_add(1);
+    let mut attempt = 1;
+    loop {
+        let status = run_journaled(c, backups, journal, (attempt, total));
+        if matches!(status, Status::Done(_)) || attempt >= total {
+            let status = match status {
+                Status::Failed(e) if total > 1 => {
+                    Status::Failed(format!("{e}\n(gave up after {attempt} attempts)"))
+                }
+                other => other,
+            };
+            return (status, attempt);
+        }
+        // Wait out the delay in small steps, so Ctrl-C is not held up.
+        let until = std::time::Instant::now() + c.retry.delay_before(attempt);
+        while std::time::Instant::now() < until && !stop_requested() {
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(std::time::Duration::from_millis(50)),
+            );
+        }
+        if stop_requested() {
+            return (status, attempt);
+        }
+        attempt += 1;
+    }
+}
+
+/// Runs one attempt of a change between its durable `started` and outcome
+/// records.
 fn run_journaled(
     c: &resource::Change,
     backups: &std::path::Path,
     journal: Option<&RunJournal>,
+    (attempt, total): (u32, u32),
 ) -> Status {
     let Some(j) = journal else {
         return run_one(c, backups);
@@ -380,6 +426,9 @@ fn run_journaled(
     };
     let mut start = j.record(&op_id, &c.id, action, OpState::Started);
     start.idemp_key = key.clone();
+    if total > 1 {
+        start.detail = Some(format!("attempt {attempt} of {total}"));
+    }
     if let Err(e) = j.writer.append_durable(start) {
         return Status::Failed(format!(
             "not started: the journal could not record it ({e})"
@@ -398,7 +447,12 @@ fn run_journaled(
     );
     match &status {
         Status::Failed(e) => {
-            end.detail = Some(e.lines().next().unwrap_or_default().to_string());
+            let first = e.lines().next().unwrap_or_default();
+            end.detail = Some(if total > 1 {
+                format!("attempt {attempt} of {total}: {first}")
+            } else {
+                first.to_string()
+            });
             end.idemp_key = key;
         }
         Status::Done(applied) => {

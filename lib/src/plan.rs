@@ -186,6 +186,7 @@ pub fn make(
                 diff: None,
                 checksum: None,
                 op: resource::Op::None,
+                retry: Default::default(),
             });
             continue;
         }

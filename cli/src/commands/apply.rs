@@ -90,6 +90,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         let mut updated = state.clone();
         let unchanged = engine::Outcome {
             statuses: vec![Status::Unchanged; plan.changes.len()],
+            attempts: vec![0; plan.changes.len()],
         };
         plan::record(&mut updated, &plan, &unchanged, state.lineage.serial + 1);
         plan::adopt_recovered(
@@ -233,6 +234,24 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     run.into_writer().close()?;
     journal::compact(&journal_path, &run_id)?;
     guard.release()?;
+    if !ctx.json {
+        // Retries that ended well; the ones that gave up say so in the summary.
+        for ((c, s), n) in plan
+            .changes
+            .iter()
+            .zip(&outcome.statuses)
+            .zip(&outcome.attempts)
+        {
+            if *n > 1 && matches!(s, Status::Done(_)) {
+                outln!(
+                    "  {} {} succeeded on attempt {n} of {}",
+                    ctx.out.yellow("↻"),
+                    c.id,
+                    c.retry.retries + 1
+                );
+            }
+        }
+    }
     let code = summarize(ctx, &plan, &outcome.statuses, state.lineage.serial)?;
     if engine::stop_requested() {
         let not_started = outcome

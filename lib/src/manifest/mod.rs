@@ -195,8 +195,34 @@ pub struct Resource {
     pub notify: Vec<String>,
     /// Ids it references with `${kind.name}`.
     pub references: Vec<String>,
+    /// How often to try again after a failure.
+    pub retry: Retry,
     /// Where it is declared.
     pub span: Range<usize>,
+}
+
+/// `retry`, `delay` and `backoff` of a resource: tries after the first
+/// failure, the pause before each, and whether the pause doubles each time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retry {
+    /// Extra attempts after the first (0: none).
+    pub retries: u32,
+    /// Pause before the first retry, in milliseconds.
+    pub delay_ms: u64,
+    /// Double the pause after each retry.
+    pub exponential: bool,
+}
+
+impl Retry {
+    /// The pause before retry number `n` (1-based).
+    pub fn delay_before(&self, n: u32) -> std::time::Duration {
+        let factor = if self.exponential {
+            1u64.checked_shl(n.saturating_sub(1)).unwrap_or(u64::MAX)
+        } else {
+            1
+        };
+        std::time::Duration::from_millis(self.delay_ms.saturating_mul(factor))
+    }
 }
 
 impl Resource {

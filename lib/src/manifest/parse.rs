@@ -13,11 +13,13 @@ use toml::de::{DeTable, DeValue};
 use super::diag::{ManifestError, Problem};
 use super::refs::{self, Reference};
 use super::{
-    Command, DirSpec, ExecSpec, FileContent, FileSpec, Kind, LoadOptions, Manifest, Resource, Spec,
-    SymlinkSpec,
+    Command, DirSpec, ExecSpec, FileContent, FileSpec, Kind, LoadOptions, Manifest, Resource,
+    Retry, Spec, SymlinkSpec,
 };
 
-const COMMON_KEYS: [&str; 4] = ["after", "before", "notify", "profiles"];
+const COMMON_KEYS: [&str; 7] = [
+    "after", "before", "notify", "profiles", "retry", "delay", "backoff",
+];
 
 fn kind_keys(kind: Kind) -> &'static [&'static str] {
     match kind {
@@ -65,6 +67,7 @@ enum RawValue {
     Bool(bool),
     Map(Vec<(Str, Str)>),
     Duration(Duration),
+    Count(u32),
 }
 
 struct Walker<'a> {
@@ -517,6 +520,17 @@ pub(super) fn parse(
         if let Some(spec) = spec
             && active.contains(&d.id)
         {
+            let retry = Retry {
+                retries: match d.fields.get("retry") {
+                    Some(RawValue::Count(n)) => *n,
+                    _ => 0,
+                },
+                delay_ms: match d.fields.get("delay") {
+                    Some(RawValue::Duration(t)) => u64::try_from(t.as_millis()).unwrap_or(u64::MAX),
+                    _ => 0,
+                },
+                exponential: matches!(d.fields.get("backoff"), Some(RawValue::Bool(true))),
+            };
             resources.push(Resource {
                 id: d.id.clone(),
                 spec,
@@ -524,6 +538,7 @@ pub(super) fn parse(
                 before,
                 notify,
                 references,
+                retry,
                 span: d.span.clone(),
             });
         }
@@ -761,7 +776,36 @@ impl<'a> Walker<'a> {
                         d.fields.insert(key.to_string(), RawValue::Map(pairs));
                     }
                 }
-                "timeout" if allowed.contains(&key) => {
+                "retry" => match v.get_ref() {
+                    DeValue::Integer(i) => match i.as_str().parse::<i64>() {
+                        Ok(n) if (0..=1000).contains(&n) && i.radix() == 10 => {
+                            d.fields.insert(key.to_string(), RawValue::Count(n as u32));
+                        }
+                        Ok(-1) => self.problems.push(
+                            Problem::at(v.span(), "`retry = -1` (forever) is only allowed in watch mode")
+                                .label("forever")
+                                .help("give a number of retries, e.g. retry = 3"),
+                        ),
+                        _ => self.problems.push(
+                            Problem::at(v.span(), "`retry` must be a whole number from 0 to 1000")
+                                .label("bad retry count"),
+                        ),
+                    },
+                    other => self.problems.push(
+                        Problem::at(v.span(), format!("`retry` must be a whole number, found {}", type_name(other)))
+                            .label("not a number"),
+                    ),
+                },
+                "backoff" => match v.get_ref() {
+                    DeValue::String(s) if s.as_ref() == "exponential" || s.as_ref() == "fixed" => {
+                        d.fields.insert(key.to_string(), RawValue::Bool(s.as_ref() == "exponential"));
+                    }
+                    _ => self.problems.push(
+                        Problem::at(v.span(), "`backoff` must be \"fixed\" or \"exponential\"")
+                            .label("bad backoff"),
+                    ),
+                },
+                "timeout" | "delay" if key == "delay" || allowed.contains(&key) => {
                     let parsed = match v.get_ref() {
                         DeValue::Integer(i) => i
                             .as_str()
@@ -777,7 +821,7 @@ impl<'a> Walker<'a> {
                             d.fields.insert(key.to_string(), RawValue::Duration(t));
                         }
                         None => self.problems.push(
-                            Problem::at(v.span(), "`timeout` must be a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds")
+                            Problem::at(v.span(), format!("`{key}` must be a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds"))
                                 .label("bad duration"),
                         ),
                     }

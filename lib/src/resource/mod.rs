@@ -103,6 +103,9 @@ pub struct Change {
     pub checksum: Option<String>,
     /// What apply does.
     pub op: Op,
+    /// Retries after a failure (`retry`, `delay`, `backoff`).
+    #[serde(default)]
+    pub retry: crate::manifest::Retry,
 }
 
 /// The concrete operation apply performs.
@@ -228,6 +231,7 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         diff,
         checksum,
         op,
+        retry: resource.retry,
     })
 }
 
@@ -261,6 +265,7 @@ pub fn plan_removal(
         diff: None,
         checksum: None,
         op,
+        retry: Default::default(),
     })
 }
 
