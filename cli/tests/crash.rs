@@ -30,12 +30,22 @@ fn manifest(version: usize) -> String {
         m.push_str(&format!("[dir.d{d}]\npath = \"~/d{d}\"\n\n"));
     }
     for i in 0..FILES {
+        // f1 changes every version and notifies the reload.
+        let notify = if i == 1 {
+            "notify = [\"exec.reload\"]\n"
+        } else {
+            ""
+        };
         m.push_str(&format!(
-            "[file.f{i}]\npath = \"~/d{}/f{i}\"\ncontent = \"{}\"\n\n",
+            "[file.f{i}]\npath = \"~/d{}/f{i}\"\ncontent = \"{}\"\n{notify}\n",
             i % DIRS,
             content(i, version).replace('\n', "\\n")
         ));
     }
+    // Logs which version of f1 it saw, each time it runs.
+    m.push_str(
+        "[exec.reload]\ncommand = \"head -c 20 d1/f1 >> reload.log; echo >> reload.log\"\nrefresh_only = true\n\n",
+    );
     for l in 0..10 {
         // Links flip between two targets with the version.
         m.push_str(&format!(
@@ -183,6 +193,23 @@ fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
         fs::read_to_string(home.join("once.count")).unwrap(),
         "ran\n"
     );
+    // Every change of f1 was followed by a reload that saw it. A reload is
+    // at-least-once: a kill after the command ended but before its record was
+    // durable (a few ms) runs it once more, never more than that.
+    let log = fs::read_to_string(home.join("reload.log")).unwrap();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in log.lines() {
+        *seen.entry(line).or_default() += 1;
+    }
+    for v in 0..=iterations {
+        let want = &content(1, v)[..20];
+        let n = seen.get(want).copied().unwrap_or(0);
+        assert!(
+            (1..=2).contains(&n),
+            "version {v} reloaded {n} times:\n{log}"
+        );
+    }
+    let twice = seen.values().filter(|&&n| n == 2).count();
     // The state owns exactly what is declared.
     let state = r.sb.state_json();
     let owned: BTreeMap<String, serde_json::Value> = state["resources"]
@@ -192,5 +219,7 @@ fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     assert_eq!(owned.len(), DIRS + FILES + 10, "dirs, files and links");
-    eprintln!("{iterations} iterations, {killed_mid_run} killed mid-run (seed {seed})");
+    eprintln!(
+        "{iterations} iterations, {killed_mid_run} killed mid-run, {twice} reload(s) repeated after a kill (seed {seed})"
+    );
 }

@@ -385,3 +385,71 @@ delay = "1ms"
     assert_eq!(code, 1);
     assert!(err.contains("only allowed in watch mode"), "{err}");
 }
+
+const REFRESH: &str = r#"
+[file.conf]
+path = "~/app.conf"
+content = "VERSION\n"
+notify = ["exec.reload"]
+
+[exec.reload]
+command = "echo $$ > pgid; touch started; i=0; while [ ! -e release ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done; echo reload >> reload.count; rm -f started"
+refresh_only = true
+"#;
+
+#[test]
+fn a_refresh_only_exec_runs_once_per_change_of_what_notifies_it() {
+    let r = Repo::new(&REFRESH.replace("VERSION", "v1"));
+    fs::write(r.path("release"), "").unwrap();
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("reload.count")), "reload\n");
+    // Nothing changed: not refreshed, not run, and the plan is empty.
+    let plan = r.ok(&["plan"]);
+    assert!(plan.contains("No changes"), "{plan}");
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("reload.count")), "reload\n");
+    // The file changes: the plan says why it will run, and it runs once.
+    r.write_manifest(&REFRESH.replace("VERSION", "v2"));
+    let plan = r.ok(&["plan"]);
+    assert!(
+        plan.contains("~ exec.reload  (runs if file.conf changes"),
+        "{plan}"
+    );
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("reload.count")), "reload\nreload\n");
+}
+
+#[test]
+fn a_refresh_set_before_a_crash_runs_exactly_once_in_the_next_run() {
+    let r = Repo::new(&REFRESH.replace("VERSION", "v1"));
+    let mut run = Running::start(&r, &["apply", "--yes"]);
+    // The file was written and the refresh set; the reload is running.
+    wait_for_file(&r.path("started"), &mut run.child);
+    run.child.kill().unwrap(); // SIGKILL
+    run.child.wait().unwrap();
+    let pgid = read(&r.path("pgid")).trim().to_string();
+    assert!(
+        StdCommand::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(read(&r.path("app.conf")), "v1\n");
+    assert!(!r.path("reload.count").exists());
+
+    // The file is already right, but the refresh is still pending.
+    let plan = r.ok(&["plan"]);
+    assert!(
+        plan.contains("refresh pending from an interrupted run"),
+        "{plan}"
+    );
+    fs::write(r.path("release"), "").unwrap();
+    let out = r.ok(&["apply", "--yes"]);
+    assert!(out.contains("Recovering from interrupted run"), "{out}");
+    assert_eq!(read(&r.path("reload.count")), "reload\n");
+    // Consumed: never again without a new change.
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("reload.count")), "reload\n");
+    assert!(r.ok(&["plan"]).contains("No changes"));
+}

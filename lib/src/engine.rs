@@ -11,7 +11,7 @@ use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::journal::{JournalWriter, OpState, Record};
+use crate::journal::{self, JournalWriter, OpState, Record};
 use crate::plan::Plan;
 use crate::resource::{self, Action, Applied, Op};
 
@@ -96,6 +96,8 @@ pub struct RunJournal {
     writer: JournalWriter,
     run_id: String,
     next_op: std::sync::atomic::AtomicU64,
+    /// Refreshes an earlier run set and nobody consumed yet.
+    pending_refreshes: HashSet<String>,
 }
 
 impl std::fmt::Debug for RunJournal {
@@ -113,7 +115,15 @@ impl RunJournal {
             writer,
             run_id: run_id.into(),
             next_op: std::sync::atomic::AtomicU64::new(1),
+            pending_refreshes: HashSet::new(),
         }
+    }
+
+    /// Refreshes left pending by earlier runs (from the journal): their
+    /// targets run in this one.
+    pub fn with_pending_refreshes(mut self, pending: HashSet<String>) -> Self {
+        self.pending_refreshes = pending;
+        self
     }
 
     /// This run's id.
@@ -184,6 +194,15 @@ pub fn execute_journaled(
     }
     let mut statuses: Vec<Option<Status>> = vec![None; n];
     let mut attempts: Vec<u32> = vec![0; n];
+    // Targets refreshed so far: by a change of this run, or pending from one
+    // before. A `refresh_only` exec runs only if it is in here when its turn
+    // comes (every notifier is one of its dependencies, so it has finished).
+    let refreshed: Mutex<HashSet<String>> = Mutex::new(
+        journal
+            .map(|j| j.pending_refreshes.clone())
+            .unwrap_or_default(),
+    );
+    let refreshed = &refreshed;
     let jobs = options.jobs.max(1);
 
     std::thread::scope(|scope| {
@@ -203,7 +222,8 @@ pub fn execute_journaled(
                     };
                     let Ok(i) = next else { break };
                     on_event(Event::Started { id: &changes[i].id });
-                    let (status, tries) = run_with_retries(&changes[i], backups, journal);
+                    let (status, tries) =
+                        run_with_retries(&changes[i], backups, journal, refreshed);
                     if done_tx.send((i, status, tries)).is_err() {
                         break;
                     }
@@ -271,6 +291,18 @@ pub fn execute_journaled(
                     continue;
                 }
                 let c = &plan.changes[i];
+                let not_refreshed = matches!(&c.op, Op::Run(r) if r.refresh_only)
+                    && !refreshed.lock().is_ok_and(|set| set.contains(&c.id));
+                if not_refreshed {
+                    finish(
+                        i,
+                        Status::Unchanged,
+                        &mut statuses,
+                        &mut indegree,
+                        &mut ready,
+                    );
+                    continue;
+                }
                 if let Some(status) = settle_inline(c) {
                     finish(i, status, &mut statuses, &mut indegree, &mut ready);
                     continue;
@@ -328,7 +360,7 @@ pub fn execute_journaled(
             }
             let status = settle_inline(c).unwrap_or_else(|| {
                 on_event(Event::Started { id: &c.id });
-                let (status, tries) = run_with_retries(c, &options.backups, journal);
+                let (status, tries) = run_with_retries(c, &options.backups, journal, refreshed);
                 attempts[i] = tries;
                 status
             });
@@ -369,11 +401,25 @@ fn run_with_retries(
     c: &resource::Change,
     backups: &std::path::Path,
     journal: Option<&RunJournal>,
+    refreshed: &Mutex<HashSet<String>>,
 ) -> (Status, u32) {
     let total = c.retry.retries.saturating_add(1);
     let mut attempt = 1;
     loop {
         let status = run_journaled(c, backups, journal, (attempt, total));
+        let did_something = match &status {
+            Status::Done(a) => !a
+                .output
+                .as_deref()
+                .is_some_and(|o| o.starts_with("skipped: ")),
+            _ => false,
+        };
+        if did_something
+            && !c.notify.is_empty()
+            && let Ok(mut set) = refreshed.lock()
+        {
+            set.extend(c.notify.iter().cloned());
+        }
         if matches!(status, Status::Done(_)) || attempt >= total {
             let status = match status {
                 Status::Failed(e) if total > 1 => {
@@ -411,6 +457,20 @@ fn run_journaled(
         return run_one(c, backups);
     };
     let op_id = j.next_op_id();
+    // Refreshes are set before the side effect (made durable with the
+    // `started` record below), so a crash after the change but before its
+    // targets ran still leaves them pending for the next run.
+    let refresh_op = |target: &str| format!("{op_id}>refresh:{target}");
+    for target in &c.notify {
+        let mut set = j.record(
+            &refresh_op(target),
+            target,
+            journal::REFRESH,
+            OpState::Started,
+        );
+        set.detail = Some(format!("from {}", c.id));
+        j.writer.append(set);
+    }
     let action = match c.action {
         Action::Create => "create",
         Action::Update => "update",
@@ -445,6 +505,28 @@ fn run_journaled(
             OpState::Failed
         },
     );
+    let did_something = match &status {
+        Status::Done(a) => !a
+            .output
+            .as_deref()
+            .is_some_and(|o| o.starts_with("skipped: ")),
+        _ => false,
+    };
+    if !did_something {
+        for target in &c.notify {
+            j.writer.append(j.record(
+                &refresh_op(target),
+                target,
+                journal::REFRESH,
+                OpState::Failed,
+            ));
+        }
+    }
+    if did_something && matches!(&c.op, Op::Run(r) if r.refresh_only) {
+        // Consumes every refresh set on this resource, in any run.
+        j.writer
+            .append(j.record(&op_id, &c.id, journal::REFRESH, OpState::Succeeded));
+    }
     match &status {
         Status::Failed(e) => {
             let first = e.lines().next().unwrap_or_default();

@@ -385,21 +385,59 @@ pub fn succeeded_keys(records: &[Record]) -> HashSet<String> {
         .collect()
 }
 
-/// Rewrites the journal atomically with only the records of `keep_run_id`
-/// and the succeeded records of one-shot steps (those must never be lost).
+/// The action of refresh records. A change that notifies sets a refresh on
+/// each target before its side effect (`started`, op `<op>>refresh:<target>`),
+/// withdraws it if it did nothing (`failed`, same op), and the target consumes
+/// every refresh set on it when it runs (`succeeded`).
+pub const REFRESH: &str = "refresh";
+
+/// Open refresh records (set, not withdrawn, not consumed), in file order.
+fn open_refreshes(records: &[Record]) -> Vec<&Record> {
+    let mut open: Vec<&Record> = Vec::new();
+    for r in records.iter().filter(|r| r.action == REFRESH) {
+        match r.state {
+            OpState::Started | OpState::Running => open.push(r),
+            OpState::Failed => open.retain(|o| o.op_id != r.op_id),
+            OpState::Succeeded => open.retain(|o| o.resource != r.resource),
+        }
+    }
+    open
+}
+
+/// Resources with a refresh set and not yet consumed (across runs: a crash
+/// between a change and its refresh leaves it here for the next run).
+pub fn pending_refreshes(records: &[Record]) -> HashSet<String> {
+    open_refreshes(records)
+        .into_iter()
+        .map(|r| r.resource.clone())
+        .collect()
+}
+
+/// Rewrites the journal atomically with only the records of `keep_run_id`,
+/// the succeeded records of one-shot steps, and the refreshes still pending
+/// (those must never be lost).
 pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
+    let records: Vec<Record> = bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Record>(l).ok())
+        .collect();
+    let pending: HashSet<String> = open_refreshes(&records)
+        .into_iter()
+        .map(|r| r.op_id.clone())
+        .collect();
     let mut out = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(r) = serde_json::from_slice::<Record>(line) else {
             continue;
         };
-        let keep =
-            r.run_id == keep_run_id || (r.state == OpState::Succeeded && r.idemp_key.is_some());
+        let keep = r.run_id == keep_run_id
+            || (r.state == OpState::Succeeded && r.idemp_key.is_some())
+            || (r.action == REFRESH && r.state == OpState::Started && pending.contains(&r.op_id));
         if keep {
             out.extend_from_slice(line);
             out.push(b'\n');
@@ -551,6 +589,41 @@ mod tests {
             HashSet::from(["once:exec.m".to_string()])
         );
         assert!(interrupted_run(&records[..5]).is_none());
+    }
+
+    #[test]
+    fn refreshes_stay_pending_until_consumed_or_withdrawn_and_survive_compaction() {
+        let (_d, path, backups) = setup();
+        let set = |run: &str, op: &str, target: &str| Record {
+            op_id: op.into(),
+            ..rec(run, 0, target, REFRESH, OpState::Started)
+        };
+        let mut withdrawn = set("a", "a:1>refresh:exec.x", "exec.x");
+        withdrawn.state = OpState::Failed;
+        let consumed = rec("b", 5, "exec.y", REFRESH, OpState::Succeeded);
+        let records = vec![
+            set("a", "a:1>refresh:exec.x", "exec.x"),
+            withdrawn,
+            set("a", "a:2>refresh:exec.y", "exec.y"),
+            set("a", "a:3>refresh:exec.z", "exec.z"),
+            consumed,
+        ];
+        assert_eq!(
+            pending_refreshes(&records),
+            HashSet::from(["exec.z".to_string()])
+        );
+        let w = JournalWriter::open(&path, false).unwrap();
+        for r in records {
+            w.append_durable(r).unwrap();
+        }
+        w.close().unwrap();
+        compact(&path, "c").unwrap();
+        let loaded = load(&path, &backups).unwrap();
+        assert_eq!(loaded.records.len(), 1);
+        assert_eq!(
+            pending_refreshes(&loaded.records),
+            HashSet::from(["exec.z".to_string()])
+        );
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub fn make(
                 checksum: None,
                 op: resource::Op::None,
                 retry: Default::default(),
+                notify: Vec::new(),
             });
             continue;
         }
@@ -283,6 +284,58 @@ pub fn settle_one_shots(plan: &mut Plan, one_shots: &OneShots) {
                 c.id
             );
             c.op = resource::Op::None;
+        }
+    }
+}
+
+/// Settles `refresh_only` execs: one that no changing resource notifies and
+/// that has no refresh pending from an earlier run is unchanged; the others
+/// say who refreshes them. (The engine decides again when its turn comes: a
+/// notifier may turn out to do nothing.)
+pub fn settle_refreshes(plan: &mut Plan, pending: &HashSet<String>) {
+    let mut notified_by: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for c in &plan.changes {
+        if matches!(c.action, Action::Create | Action::Update | Action::Remove) {
+            for t in &c.notify {
+                notified_by
+                    .entry(t.as_str())
+                    .or_default()
+                    .push(c.id.as_str());
+            }
+        }
+    }
+    let mut settled: Vec<(usize, Option<String>)> = Vec::new();
+    for (i, c) in plan.changes.iter().enumerate() {
+        let resource::Op::Run(run) = &c.op else {
+            continue;
+        };
+        if !run.refresh_only {
+            continue;
+        }
+        let by = notified_by.get(c.id.as_str());
+        let reason = match (by, pending.contains(&c.id)) {
+            (Some(ids), _) => Some(format!(
+                "runs if {} changes: {}",
+                ids.join(", "),
+                run.command.display()
+            )),
+            (None, true) => Some(format!(
+                "refresh pending from an interrupted run: {}",
+                run.command.display()
+            )),
+            (None, false) => None,
+        };
+        settled.push((i, reason));
+    }
+    for (i, reason) in settled {
+        let c = &mut plan.changes[i];
+        match reason {
+            Some(r) => c.reason = r,
+            None => {
+                c.action = Action::Unchanged;
+                c.reason = "not refreshed".into();
+                c.op = resource::Op::None;
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         let view = journal_view(ctx, &args.rerun)?;
         check_rerun(&plan, &args.rerun)?;
         plan::settle_one_shots(&mut plan, &view.one_shots);
+        plan::settle_refreshes(&mut plan, &view.pending_refreshes);
         if ctx.json {
             print_json(&plan_json(&plan));
         } else {
@@ -80,6 +81,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     };
     check_rerun(&plan, &args.rerun)?;
     plan::settle_one_shots(&mut plan, &view.one_shots);
+    plan::settle_refreshes(&mut plan, &view.pending_refreshes);
     if !ctx.json {
         print_plan(&ctx.out, &plan);
     }
@@ -192,7 +194,8 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     let run = RunJournal::new(
         JournalWriter::open(&journal_path, true)?,
         engine::new_run_id(),
-    );
+    )
+    .with_pending_refreshes(view.pending_refreshes.clone());
     let run_op = format!("{}:0", run.run_id());
     run.writer()
         .append_durable(run.record(&run_op, "run", "run-start", OpState::Started))?;
@@ -445,6 +448,8 @@ pub(crate) struct JournalView {
     pub(crate) one_shots: plan::OneShots,
     /// Resources the interrupted run finished (to record as owned).
     recovered: std::collections::HashSet<String>,
+    /// `refresh_only` execs with a refresh that no run consumed yet.
+    pub(crate) pending_refreshes: std::collections::HashSet<String>,
 }
 
 /// Reads the journal (a torn last line is ignored; a corrupt middle is moved
@@ -485,6 +490,7 @@ pub(crate) fn journal_view(ctx: &Context, rerun: &[String]) -> Result<JournalVie
         })
         .unwrap_or_default();
     Ok(JournalView {
+        pending_refreshes: journal::pending_refreshes(&loaded.records),
         interrupted,
         recovered,
         one_shots: plan::OneShots {

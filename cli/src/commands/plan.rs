@@ -27,7 +27,9 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
         args.force,
         args.jobs.unwrap_or(DEFAULT_JOBS),
     )?;
-    plan::settle_one_shots(&mut plan, &super::apply::journal_view(ctx, &[])?.one_shots);
+    let view = super::apply::journal_view(ctx, &[])?;
+    plan::settle_one_shots(&mut plan, &view.one_shots);
+    plan::settle_refreshes(&mut plan, &view.pending_refreshes);
     if let Some(out) = &args.out {
         let mut bytes = serde_json::to_vec_pretty(&plan)?;
         bytes.push(b'\n');

@@ -140,6 +140,9 @@ pub struct ExecSpec {
     /// journal), it never runs again. `once = true` sets it to `once:<id>`;
     /// `idempotency_key = "..."` sets it explicitly.
     pub idempotency_key: Option<String>,
+    /// Runs only when refreshed: a resource that `notify`s it changed (in
+    /// this run, or in an interrupted one whose refresh is still pending).
+    pub refresh_only: bool,
 }
 
 /// What a resource declares, per kind.

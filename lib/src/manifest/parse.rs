@@ -36,6 +36,7 @@ fn kind_keys(kind: Kind) -> &'static [&'static str] {
             "onlyif",
             "once",
             "idempotency_key",
+            "refresh_only",
         ],
         Kind::Noop => &[],
     }
@@ -484,6 +485,10 @@ pub(super) fn parse(
                         unless,
                         onlyif,
                         idempotency_key,
+                        refresh_only: matches!(
+                            d.fields.get("refresh_only"),
+                            Some(RawValue::Bool(true))
+                        ),
                     })
                 })
             }
@@ -728,7 +733,7 @@ impl<'a> Walker<'a> {
                 "before" => d.before = self.string_list(v, key).unwrap_or_default(),
                 "notify" => d.notify = self.string_list(v, key).unwrap_or_default(),
                 "profiles" => d.profiles = self.string_list(v, key),
-                "purge" | "once" => match v.get_ref() {
+                "purge" | "once" | "refresh_only" => match v.get_ref() {
                     DeValue::Boolean(b) if allowed.contains(&key) => {
                         d.fields.insert(key.to_string(), RawValue::Bool(*b));
                     }

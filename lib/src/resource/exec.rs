@@ -41,6 +41,9 @@ pub struct Run {
     /// A one-shot step's key, journaled with its records.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Runs only if refreshed (decided by the engine when its turn comes).
+    #[serde(default)]
+    pub refresh_only: bool,
     /// `HOME` for the command: the target home, so `~` in a shell command
     /// means the same as in the manifest.
     pub home: PathBuf,
@@ -104,6 +107,7 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
         unless: e.unless.clone(),
         onlyif: e.onlyif.clone(),
         idempotency_key: e.idempotency_key.clone(),
+        refresh_only: e.refresh_only,
         home: home.to_path_buf(),
     });
     // A cwd that an earlier resource of this run creates cannot host the
@@ -138,12 +142,12 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
     {
         return Ok((Action::Unchanged, "`onlyif` failed".into(), None, Op::None));
     }
-    Ok((
-        Action::Update,
-        format!("will run: {}", e.command.display()),
-        None,
-        run,
-    ))
+    let reason = if e.refresh_only {
+        format!("runs only if refreshed: {}", e.command.display())
+    } else {
+        format!("will run: {}", e.command.display())
+    };
+    Ok((Action::Update, reason, None, run))
 }
 
 pub(super) fn run(r: &Run) -> Result<Applied, ResourceError> {

@@ -106,6 +106,9 @@ pub struct Change {
     /// Retries after a failure (`retry`, `delay`, `backoff`).
     #[serde(default)]
     pub retry: crate::manifest::Retry,
+    /// Ids refreshed when this change does something.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 /// The concrete operation apply performs.
@@ -232,6 +235,7 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         checksum,
         op,
         retry: resource.retry,
+        notify: resource.notify.clone(),
     })
 }
 
@@ -266,6 +270,7 @@ pub fn plan_removal(
         checksum: None,
         op,
         retry: Default::default(),
+        notify: Vec::new(),
     })
 }
 
