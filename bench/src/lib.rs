@@ -602,6 +602,9 @@ pub fn noop_repeat(env: &Env, set: &NoopSet, ws: &Workspace) -> Result<Sample> {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// A stead built with `--features stead-lib/journal-nosync`, and the N of
+    /// the journal-cost case (cold apply, journal fsyncs on vs off).
+    pub journal_cost: Option<(PathBuf, usize)>,
     /// N of the files-N cases.
     pub files: Vec<usize>,
     /// N of the noop-N cases.
@@ -614,6 +617,7 @@ impl Options {
     /// The full benchmark of the issue.
     pub fn full() -> Self {
         Options {
+            journal_cost: None,
             files: vec![1_000, 10_000, 100_000],
             noops: vec![1_000, 10_000, 100_000],
             repeat: 3,
@@ -622,6 +626,7 @@ impl Options {
     /// Small N, one repeat: a smoke test in seconds.
     pub fn quick() -> Self {
         Options {
+            journal_cost: None,
             files: vec![300],
             noops: vec![1_000],
             repeat: 1,
@@ -686,9 +691,59 @@ fn median(xs: &[Duration]) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// One repeat of the journal's cost: a cold apply of `n` files by `env`'s
+/// stead (journal fsyncs on) and by `nosync` (the same build with the
+/// journal's fsyncs off), on fresh temp dirs each; which goes first
+/// alternates with `on_first`.
+pub fn journal_cost_repeat(env: &Env, nosync: &Path, n: usize, on_first: bool) -> Result<Sample> {
+    let set = FileSet { n };
+    let off_env = Env {
+        stead: nosync.to_path_buf(),
+        ..env.clone()
+    };
+    let cold = |e: &Env, name: &str| -> Result<Measured> {
+        let ws = Workspace::new(e, &format!("stead-bench-journal-{name}-{n}-"))?;
+        set.write_manifest(&ws.config())?;
+        let m = e.stead_expect(&ws, &["apply", "--yes"], 0)?;
+        set.verify(&ws.home())?;
+        Ok(m)
+    };
+    let (on, off) = if on_first {
+        let on = cold(env, "on")?;
+        (on, cold(&off_env, "off")?)
+    } else {
+        let off = cold(&off_env, "off")?;
+        (cold(env, "on")?, off)
+    };
+    Ok(Sample {
+        stead: on,
+        baseline: off.wall,
+    })
+}
+
 /// Runs the cases in `opts`, printing progress to stderr; returns the rows.
 pub fn run(env: &Env, opts: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
+    if let Some((nosync, n)) = &opts.journal_cost {
+        let mut reps = Vec::new();
+        for r in 0..opts.repeat.max(1) {
+            eprintln!(
+                "journal-cost files-{n}: repeat {}/{}",
+                r + 1,
+                opts.repeat.max(1)
+            );
+            reps.push(journal_cost_repeat(env, nosync, *n, r % 2 == 0)?);
+        }
+        let mut row = Row::new(
+            format!("files-{n}"),
+            "cold apply, journal fsyncs on",
+            "same, journal fsyncs off",
+            &reps.iter().collect::<Vec<_>>(),
+        );
+        let ok = row.ratio() <= 1.25;
+        row.target = Some(("<= 1.25x".into(), ok));
+        rows.push(row);
+    }
     for &n in &opts.files {
         let set = FileSet { n };
         let mut reps = Vec::new();

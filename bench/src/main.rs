@@ -24,6 +24,9 @@ options:
   --files N,N,...   files-N cases (default 1000,10000,100000; 'none' for none)
   --noops N,N,...   noop-N cases (default 1000,10000,100000; 'none' for none)
   --stead PATH      the stead binary (default: 'stead' next to this binary)
+  --journal-cost P  also measure a cold apply against P, a stead built with
+                    --features stead-lib/journal-nosync (journal fsyncs off)
+  --journal-cost-files N  files in that case (default 10000; after --journal-cost)
   --threads N       threads of the baselines (default 8, stead's --jobs default)
   --tmp DIR         where the temp dirs go (default: the system temp dir)
 
@@ -85,6 +88,23 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
             "--files" => opts.files = list(&value()?)?,
             "--noops" => opts.noops = list(&value()?)?,
             "--stead" => stead = Some(PathBuf::from(value()?)),
+            "--journal-cost" => {
+                let nosync = PathBuf::from(value()?);
+                if !nosync.is_file() {
+                    return Err(format!(
+                        "no stead binary at {}: build it with cargo build --release -p stead --features stead-lib/journal-nosync --target-dir target/nosync",
+                        nosync.display()
+                    )
+                    .into());
+                }
+                opts.journal_cost = Some((nosync.canonicalize()?, 10_000));
+            }
+            "--journal-cost-files" => {
+                let n = value()?.parse()?;
+                if let Some((_, files)) = opts.journal_cost.as_mut() {
+                    *files = n;
+                }
+            }
             "--threads" => threads = value()?.parse()?,
             "--tmp" => tmp = PathBuf::from(value()?),
             "-h" | "--help" => {

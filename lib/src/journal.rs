@@ -20,6 +20,10 @@ use crate::fsutil::{self, FsError};
 /// The journal's file name in the state dir.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 
+/// Whether the journal fsyncs: always, except in a build with the
+/// `journal-nosync` feature, made only to measure the journal's cost.
+pub const JOURNAL_SYNC: bool = !cfg!(feature = "journal-nosync");
+
 /// Where an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

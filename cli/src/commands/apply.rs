@@ -192,7 +192,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     };
     crate::APPLYING.store(true, std::sync::atomic::Ordering::SeqCst);
     let run = RunJournal::new(
-        JournalWriter::open(&journal_path, true)?,
+        JournalWriter::open(&journal_path, journal::JOURNAL_SYNC)?,
         engine::new_run_id(),
     )
     .with_pending_refreshes(view.pending_refreshes.clone());
