@@ -82,6 +82,10 @@ pub enum Command {
     /// Read and manage the state record and its lock
     #[command(subcommand)]
     State(StateCommand),
+
+    /// (internal) Kills the commands an apply left running when it dies
+    #[command(name = "__reaper", hide = true)]
+    Reaper,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -40,6 +40,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Reaper = cli.command {
+        // Started by `apply`, fed process groups on stdin until apply ends.
+        stead_lib::resource::exec::reap(std::io::stdin().lock());
+        return Ok(ExitCode::SUCCESS);
+    }
     let ctx = Context::new(&cli.global)?;
     ctx.warn_if_lock_disabled();
     match cli.command {
@@ -49,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Graph { format, profile } => {
             commands::graph::run(&ctx, format, profile.as_deref())
         }
+        Command::Reaper => Ok(ExitCode::SUCCESS),
         Command::State(cmd) => match cmd {
             StateCommand::Version => commands::state::version(&ctx),
             StateCommand::History { limit } => commands::state::history(&ctx, limit),

@@ -38,6 +38,25 @@ fn wait_for_file(p: &Path, child: &mut Child) {
     }
 }
 
+/// Waits (bounded) until no process of group `pgid` exists: killed
+/// processes take a moment to be reaped; a live one would stay and fail this.
+fn assert_group_gone(pgid: &str) {
+    let pgid = pgid.trim();
+    let group_exists = || {
+        StdCommand::new("kill")
+            .args(["-0", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!group_exists(), "process group {pgid} still exists");
+}
+
 #[test]
 fn a_clean_apply_leaves_its_run_in_the_journal() {
     let r =
@@ -114,14 +133,9 @@ after = ["file.before", "dir.made"]
     wait_for_file(&r.path("started"), &mut child);
     child.kill().unwrap(); // SIGKILL: no handler runs
     child.wait().unwrap();
-    // The exec runs in its own process group (its shell's pid), which outlives
-    // a SIGKILLed stead; stop the whole group so no process is left behind.
-    let pgid = read(&r.path("pgid")).trim().to_string();
-    let killed = StdCommand::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    // The exec runs in its own process group (its shell's pid); stead's
+    // reaper kills it once stead is gone, so nothing is left behind.
+    assert_group_gone(&read(&r.path("pgid")));
 
     // The killed run wrote the file and the dir but never the state.
     assert_eq!(read(&r.path("before.txt")), "written before the kill\n");
@@ -327,22 +341,8 @@ fn a_second_ctrl_c_kills_the_running_command() {
     assert_eq!(code, 130, "{out}");
     assert!(!r.path("finished").exists());
     assert!(out.contains("exec.slow"), "{out}");
-    // No process of the killed command's group is left (killed processes may
-    // take a moment to be reaped by init; a live one would stay).
-    let pgid = read(&r.path("pgid")).trim().to_string();
-    let group_exists = || {
-        StdCommand::new("kill")
-            .args(["-0", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while group_exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!group_exists(), "process group {pgid} still exists");
+    // No process of the killed command's group is left.
+    assert_group_gone(&read(&r.path("pgid")));
     assert!(!r.sb.lock_file().exists());
 }
 
@@ -427,14 +427,7 @@ fn a_refresh_set_before_a_crash_runs_exactly_once_in_the_next_run() {
     wait_for_file(&r.path("started"), &mut run.child);
     run.child.kill().unwrap(); // SIGKILL
     run.child.wait().unwrap();
-    let pgid = read(&r.path("pgid")).trim().to_string();
-    assert!(
-        StdCommand::new("kill")
-            .args(["-KILL", "--", &format!("-{pgid}")])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert_group_gone(&read(&r.path("pgid")));
     assert_eq!(read(&r.path("app.conf")), "v1\n");
     assert!(!r.path("reload.count").exists());
 

@@ -190,6 +190,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             }
         }
     };
+    let reaper = start_reaper(ctx);
     crate::APPLYING.store(true, std::sync::atomic::Ordering::SeqCst);
     let run = RunJournal::new(
         JournalWriter::open(&journal_path, journal::JOURNAL_SYNC)?,
@@ -209,6 +210,10 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         &on_event,
     );
     crate::APPLYING.store(false, std::sync::atomic::Ordering::SeqCst);
+    stead_lib::resource::exec::clear_reaper();
+    if let Some(mut r) = reaper {
+        let _ = r.wait();
+    }
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -536,5 +541,35 @@ fn report_interrupted_run(ctx: &Context, view: &JournalView) {
                 .format("%Y-%m-%d %H:%M:%S")
         );
         outln!("{}", ctx.out.yellow(&line));
+    }
+}
+
+/// Starts `stead __reaper` in its own process group and announces every
+/// command's process group to it: if this process dies (even by SIGKILL),
+/// the reaper sees its input end and kills the commands left running, so an
+/// apply never leaves orphans. Without it (it could not start), apply goes
+/// on and says so with -v.
+fn start_reaper(ctx: &Context) -> Option<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ok()?;
+    let spawned = std::process::Command::new(exe)
+        .arg("__reaper")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            let stdin = child.stdin.take()?;
+            stead_lib::resource::exec::set_reaper(Box::new(stdin));
+            Some(child)
+        }
+        Err(e) => {
+            if ctx.verbose {
+                eprintln!("cannot start the reaper ({e}); commands may outlive a killed apply");
+            }
+            None
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! which is killed when the timeout passes.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -67,6 +67,48 @@ pub fn kill_running_commands() {
     }
 }
 
+/// Where process groups are announced to a reaper process (see [`reap`]).
+static REAPER: std::sync::Mutex<Option<Box<dyn std::io::Write + Send>>> =
+    std::sync::Mutex::new(None);
+
+/// Announces every command's process group on `to` (`+PGID` when it starts,
+/// `-PGID` when it ends), for a reaper process that kills the ones still
+/// running when this process dies, however it dies (see [`reap`]).
+pub fn set_reaper(to: Box<dyn std::io::Write + Send>) {
+    if let Ok(mut r) = REAPER.lock() {
+        *r = Some(to);
+    }
+}
+
+/// Stops announcing; closing the channel lets the reaper end.
+pub fn clear_reaper() {
+    if let Ok(mut r) = REAPER.lock() {
+        *r = None;
+    }
+}
+
+/// The reaper's loop: reads `+PGID` / `-PGID` lines until end of input (the
+/// announcing process ended or died: the kernel closes its end), then kills
+/// every group still running. Returns the groups it killed.
+pub fn reap(input: impl std::io::BufRead) -> Vec<i32> {
+    let mut live: Vec<i32> = Vec::new();
+    for line in input.lines().map_while(Result::ok) {
+        let (sign, num) = line.split_at(line.len().min(1));
+        match (sign, num.trim().parse::<i32>()) {
+            ("+", Ok(g)) if g > 1 => live.push(g),
+            ("-", Ok(g)) => live.retain(|&x| x != g),
+            _ => {}
+        }
+    }
+    for &g in &live {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(g),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    live
+}
+
 fn track(pgid: i32, running: bool) {
     let mut groups = match RUNNING.lock() {
         Ok(g) => g,
@@ -76,6 +118,14 @@ fn track(pgid: i32, running: bool) {
         groups.push(pgid);
     } else {
         groups.retain(|&g| g != pgid);
+    }
+    drop(groups);
+    if let Ok(mut reaper) = REAPER.lock()
+        && let Some(w) = reaper.as_mut()
+    {
+        let sign = if running { '+' } else { '-' };
+        // A reaper that went away only costs the protection it gave.
+        let _ = writeln!(w, "{sign}{pgid}").and_then(|()| w.flush());
     }
 }
 
@@ -529,5 +579,32 @@ mod tests {
                  [exec.e]\ncommand = [\"cp\", \"${file.cfg}\", \"@OUT@/copy\"]\n";
         fx.apply(m);
         assert_eq!(fs::read_to_string(fx.out.join("copy")).unwrap(), "v=1");
+    }
+}
+
+#[cfg(test)]
+mod reaper_tests {
+    use super::*;
+
+    #[test]
+    fn the_reaper_kills_the_groups_still_announced_at_end_of_input() {
+        // A real process group: `sleep` leading its own group.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let g = i32::try_from(child.id()).unwrap();
+        let input = format!("+{g}\n+999999\n-999999\n+not-a-number\n");
+        let killed = reap(std::io::Cursor::new(input));
+        assert_eq!(killed, [g]);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
+    }
+
+    #[test]
+    fn a_group_that_ended_is_left_alone() {
+        assert!(reap(std::io::Cursor::new("+12345\n-12345\n")).is_empty());
     }
 }
