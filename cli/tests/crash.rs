@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Repo;
@@ -127,7 +127,6 @@ fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
         .unwrap_or(0x5EED_1234);
     let mut rng = Rng(seed | 1);
     let r = Repo::new(&manifest(0));
-    let config = r.config.path().to_str().unwrap().to_string();
     let home = r.home().to_path_buf();
 
     // A first full run, timed to spread the kills over a whole apply.
@@ -142,23 +141,7 @@ fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
         let (old, new) = (it - 1, it);
         r.write_manifest(&manifest(new));
         let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64 * 12 / 10));
-        let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("stead"))
-            .env("HOME", &home)
-            .env("NO_COLOR", "1")
-            .env_remove("STEAD_HOME")
-            .env_remove("STEAD_STATE_DIR")
-            .args([
-                "--home",
-                home.to_str().unwrap(),
-                "--config",
-                &config,
-                "apply",
-                "--yes",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = r.spawn(&["apply", "--yes"], Stdio::null(), Stdio::null());
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             killed_mid_run += 1;

@@ -112,24 +112,7 @@ once = true
 after = ["file.before", "dir.made"]
 "#,
     );
-    let config = r.config.path().to_str().unwrap().to_string();
-    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("stead"))
-        .env("HOME", r.home())
-        .env("NO_COLOR", "1")
-        .env_remove("STEAD_HOME")
-        .env_remove("STEAD_STATE_DIR")
-        .args([
-            "--home",
-            r.home().to_str().unwrap(),
-            "--config",
-            &config,
-            "apply",
-            "--yes",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = r.spawn(&["apply", "--yes"], Stdio::null(), Stdio::null());
     wait_for_file(&r.path("started"), &mut child);
     child.kill().unwrap(); // SIGKILL: no handler runs
     child.wait().unwrap();
@@ -234,18 +217,7 @@ struct Running {
 impl Running {
     fn start(r: &Repo, args: &[&str]) -> Running {
         use std::io::BufRead;
-        let config = r.config.path().to_str().unwrap().to_string();
-        let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("stead"))
-            .env("HOME", r.home())
-            .env("NO_COLOR", "1")
-            .env_remove("STEAD_HOME")
-            .env_remove("STEAD_STATE_DIR")
-            .args(["--home", r.home().to_str().unwrap(), "--config", &config])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = r.spawn(args, Stdio::piped(), Stdio::piped());
         let err = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

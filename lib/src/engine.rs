@@ -28,6 +28,20 @@ pub enum Status {
     Skipped(String),
 }
 
+impl Status {
+    /// True if the change was applied and really did something: not an exec
+    /// whose guard, checked again right before running, said to skip it.
+    pub fn did_something(&self) -> bool {
+        match self {
+            Status::Done(a) => !a
+                .output
+                .as_deref()
+                .is_some_and(|o| o.starts_with("skipped: ")),
+            _ => false,
+        }
+    }
+}
+
 /// The result of executing a plan: one status per plan change, same order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -407,13 +421,7 @@ fn run_with_retries(
     let mut attempt = 1;
     loop {
         let status = run_journaled(c, backups, journal, (attempt, total));
-        let did_something = match &status {
-            Status::Done(a) => !a
-                .output
-                .as_deref()
-                .is_some_and(|o| o.starts_with("skipped: ")),
-            _ => false,
-        };
+        let did_something = status.did_something();
         if did_something
             && !c.notify.is_empty()
             && let Ok(mut set) = refreshed.lock()
@@ -505,13 +513,7 @@ fn run_journaled(
             OpState::Failed
         },
     );
-    let did_something = match &status {
-        Status::Done(a) => !a
-            .output
-            .as_deref()
-            .is_some_and(|o| o.starts_with("skipped: ")),
-        _ => false,
-    };
+    let did_something = status.did_something();
     if !did_something {
         for target in &c.notify {
             j.writer.append(j.record(

@@ -154,4 +154,28 @@ impl Repo {
         text.replace(self.config.path().to_str().unwrap(), "<config>")
             .replace(self.home().to_str().unwrap(), "<home>")
     }
+
+    /// Starts `stead --home <home> --config <config> ARGS` in the background
+    /// (stdout and stderr as given), for tests that signal or kill it.
+    pub fn spawn(
+        &self,
+        args: &[&str],
+        stdout: std::process::Stdio,
+        stderr: std::process::Stdio,
+    ) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+            .env("HOME", self.home())
+            .env("NO_COLOR", "1")
+            .env_remove("STEAD_HOME")
+            .env_remove("STEAD_STATE_DIR")
+            .arg("--home")
+            .arg(self.home())
+            .arg("--config")
+            .arg(self.config.path())
+            .args(args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start stead")
+    }
 }
