@@ -133,6 +133,12 @@ after = ["file.before", "dir.made"]
     assert!(!r.path("count").exists());
     let state = r.sb.state_json();
     assert!(state["resources"].get("file.before").is_some(), "{state}");
+    // Refused again on the next apply: the unknown outcome is not forgotten.
+    let (code, out, _) = r.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("Recovering"), "{out}");
+    assert!(out.contains("stead apply --rerun exec.migrate"), "{out}");
+    assert!(!r.path("count").exists());
 
     // --rerun runs it; after that it never runs again.
     fs::write(r.path("go"), "").unwrap();

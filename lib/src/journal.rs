@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -124,13 +124,19 @@ impl JournalWriter {
     /// Opens (creating, mode 0600) `path` for appending. With `sync = false`
     /// records are written but never fsync'd (only to measure the journal's
     /// cost).
+    ///
+    /// A torn last line left by a crash (what [`load`] ignores and reports as
+    /// `torn_tail`; no ticket ever covered it) is cut off first: appended to,
+    /// it would become an unreadable line in the middle of the journal.
     pub fn open(path: &Path, sync: bool) -> Result<JournalWriter, JournalError> {
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| FsError::new("cannot open", path, e))?;
+        cut_torn_tail(&file, path, sync)?;
         if let Some(dir) = path.parent() {
             fsutil::fsync_dir(dir)?;
         }
@@ -240,6 +246,49 @@ impl Ticket {
     }
 }
 
+/// Cuts the journal open as `file` back to the end of its last readable
+/// line when the last line is torn (no newline) or unreadable. Reads only the
+/// last line, backwards.
+fn cut_torn_tail(file: &File, path: &Path, sync: bool) -> Result<(), JournalError> {
+    const CHUNK: u64 = 64 * 1024;
+    let read_err = |e| FsError::new("cannot read", path, e);
+    let len = file.metadata().map_err(read_err)?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1).map_err(read_err)?;
+    let complete = last[0] == b'\n';
+    let content_end = if complete { len - 1 } else { len };
+    // The last line is `start..content_end`.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut start = content_end;
+    while start > 0 {
+        let from = start.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; usize::try_from(start - from).unwrap_or(0)];
+        file.read_exact_at(&mut buf, from).map_err(read_err)?;
+        let newline = buf.iter().rposition(|b| *b == b'\n');
+        let keep = newline.map_or(0, |i| i + 1);
+        buf.drain(..keep);
+        buf.extend_from_slice(&tail);
+        tail = buf;
+        start = from + keep as u64;
+        if newline.is_some() {
+            break;
+        }
+    }
+    if complete && (tail.is_empty() || serde_json::from_slice::<Record>(&tail).is_ok()) {
+        return Ok(());
+    }
+    file.set_len(start)
+        .map_err(|e| FsError::new("cannot cut the torn last line of", path, e))?;
+    if sync {
+        file.sync_data()
+            .map_err(|e| FsError::new("cannot fsync", path, e))?;
+    }
+    Ok(())
+}
+
 fn write_loop(shared: &Shared, mut file: File, path: &Path, sync: bool) {
     loop {
         let batch = {
@@ -306,12 +355,15 @@ pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
     };
     let mut loaded = Loaded::default();
     let complete = bytes.ends_with(b"\n");
-    let lines: Vec<&[u8]> = bytes
+    // (1-based line number in the file, line); empty lines are skipped.
+    let lines: Vec<(usize, &[u8])> = bytes
         .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| (i + 1, l))
         .collect();
     let count = lines.len();
-    for (i, line) in lines.into_iter().enumerate() {
+    for (i, (number, line)) in lines.into_iter().enumerate() {
         let parsed = serde_json::from_slice::<Record>(line);
         // The last line may be a write cut short: no newline, or not JSON.
         if i + 1 == count && (!complete || parsed.is_err()) {
@@ -324,7 +376,7 @@ pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
                 let moved_to = move_aside(path, backups_dir)?;
                 return Err(JournalError::CorruptMiddle {
                     path: path.to_path_buf(),
-                    line: i + 1,
+                    line: number,
                     problem: e.to_string(),
                     moved_to,
                 });
@@ -389,6 +441,37 @@ pub fn succeeded_keys(records: &[Record]) -> HashSet<String> {
         .collect()
 }
 
+/// One-shot steps whose latest run started and has no outcome (a crash cut
+/// it off): key -> the `started` record's op id. They stay unfinished, across
+/// runs and compactions, until the step runs again (`--rerun`, or a guard).
+fn unfinished_one_shots(records: &[Record]) -> std::collections::HashMap<&str, &str> {
+    let ended: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.action != REFRESH && matches!(r.state, OpState::Succeeded | OpState::Failed))
+        .map(|r| r.op_id.as_str())
+        .collect();
+    let mut latest: std::collections::HashMap<&str, &str> = Default::default();
+    for r in records {
+        if r.action != REFRESH
+            && r.state == OpState::Started
+            && let Some(k) = &r.idemp_key
+        {
+            latest.insert(k.as_str(), r.op_id.as_str());
+        }
+    }
+    latest.retain(|_, op| !ended.contains(op));
+    latest
+}
+
+/// Keys of one-shot steps left unfinished by a crash (see
+/// [`unfinished_one_shots`]); not forgotten by compaction.
+pub fn unfinished_keys(records: &[Record]) -> HashSet<String> {
+    unfinished_one_shots(records)
+        .into_keys()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The action of refresh records. A change that notifies sets a refresh on
 /// each target before its side effect (`started`, op `<op>>refresh:<target>`),
 /// withdraws it if it did nothing (`failed`, same op), and the target consumes
@@ -418,8 +501,9 @@ pub fn pending_refreshes(records: &[Record]) -> HashSet<String> {
 }
 
 /// Rewrites the journal atomically with only the records of `keep_run_id`,
-/// the succeeded records of one-shot steps, and the refreshes still pending
-/// (those must never be lost).
+/// the succeeded records of one-shot steps, the `started` records of one-shot
+/// steps left unfinished, and the refreshes still pending (those must never
+/// be lost).
 pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -434,6 +518,10 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
         .into_iter()
         .map(|r| r.op_id.clone())
         .collect();
+    let unfinished: HashSet<String> = unfinished_one_shots(&records)
+        .into_values()
+        .map(str::to_string)
+        .collect();
     let mut out = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(r) = serde_json::from_slice::<Record>(line) else {
@@ -441,7 +529,11 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
         };
         let keep = r.run_id == keep_run_id
             || (r.state == OpState::Succeeded && r.idemp_key.is_some())
-            || (r.action == REFRESH && r.state == OpState::Started && pending.contains(&r.op_id));
+            || (r.action == REFRESH && r.state == OpState::Started && pending.contains(&r.op_id))
+            || (r.action != REFRESH
+                && r.state == OpState::Started
+                && r.idemp_key.is_some()
+                && unfinished.contains(&r.op_id));
         if keep {
             out.extend_from_slice(line);
             out.push(b'\n');
@@ -547,17 +639,53 @@ mod tests {
     }
 
     #[test]
+    fn appending_after_a_torn_tail_cuts_the_tail_first() {
+        let (_d, path, backups) = setup();
+        let r = rec("a", 1, "file.a", "create", OpState::Started);
+        let line = serde_json::to_string(&r).unwrap();
+        // A crash cut the last write short (no newline), or left a complete
+        // but unreadable last line: either must not end up glued to, or
+        // stuck before, the next run's records.
+        let long = format!("{{\"detail\":\"{}", "x".repeat(150_000));
+        for tail in ["{\"op_id\":\"a:2\",\"run_", "\0\0\0\0\n", &long] {
+            fs::write(&path, format!("{line}\n{tail}")).unwrap();
+            assert!(load(&path, &backups).unwrap().torn_tail.is_some());
+            let w = JournalWriter::open(&path, true).unwrap();
+            let next = rec("b", 0, "run", "run-start", OpState::Started);
+            w.append_durable(next.clone()).unwrap();
+            w.append_durable(rec("b", 1, "file.b", "create", OpState::Started))
+                .unwrap();
+            w.close().unwrap();
+            let loaded = load(&path, &backups).unwrap();
+            assert_eq!(loaded.records.len(), 3, "{tail:?}");
+            assert_eq!(loaded.records[1], next);
+            assert!(loaded.torn_tail.is_none());
+        }
+        // Only a torn line: the journal starts over.
+        fs::write(&path, &long).unwrap();
+        let w = JournalWriter::open(&path, true).unwrap();
+        w.append_durable(r.clone()).unwrap();
+        w.close().unwrap();
+        assert_eq!(load(&path, &backups).unwrap().records, [r]);
+        // A whole journal is left as it is.
+        let before = fs::read(&path).unwrap();
+        JournalWriter::open(&path, true).unwrap().close().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
     fn a_corrupt_middle_is_moved_aside_never_truncated() {
         let (_d, path, backups) = setup();
         let r = rec("r", 1, "file.a", "create", OpState::Started);
         let line = serde_json::to_string(&r).unwrap();
-        let text = format!("{line}\ngarbage\n{line}\n");
+        // The line number counts every line, also an empty one.
+        let text = format!("{line}\n\ngarbage\n{line}\n");
         fs::write(&path, &text).unwrap();
         let err = load(&path, &backups).unwrap_err();
         let JournalError::CorruptMiddle { line, moved_to, .. } = &err else {
             panic!("{err}");
         };
-        assert_eq!(*line, 2);
+        assert_eq!(*line, 3);
         assert!(!path.exists());
         assert_eq!(fs::read_to_string(moved_to).unwrap(), text);
         assert!(err.to_string().contains("moved aside"), "{err}");
@@ -628,6 +756,35 @@ mod tests {
             pending_refreshes(&loaded.records),
             HashSet::from(["exec.z".to_string()])
         );
+    }
+
+    #[test]
+    fn an_unfinished_one_shot_survives_compaction_until_it_runs_again() {
+        let (_d, path, backups) = setup();
+        let keyed = |run: &str, n: u32, state: OpState| Record {
+            idemp_key: Some("once:exec.m".into()),
+            ..rec(run, n, "exec.m", "update", state)
+        };
+        let w = JournalWriter::open(&path, false).unwrap();
+        w.append_durable(keyed("a", 1, OpState::Started)).unwrap();
+        w.close().unwrap();
+        assert_eq!(
+            unfinished_keys(&load(&path, &backups).unwrap().records).len(),
+            1
+        );
+        // A later run that did not run it is compacted away; the key stays.
+        compact(&path, "b").unwrap();
+        let records = load(&path, &backups).unwrap().records;
+        assert_eq!(
+            unfinished_keys(&records),
+            HashSet::from(["once:exec.m".to_string()])
+        );
+        // Run again (--rerun) to an outcome: no longer unfinished.
+        let w = JournalWriter::open(&path, false).unwrap();
+        w.append_durable(keyed("c", 1, OpState::Started)).unwrap();
+        w.append_durable(keyed("c", 1, OpState::Failed)).unwrap();
+        w.close().unwrap();
+        assert!(unfinished_keys(&load(&path, &backups).unwrap().records).is_empty());
     }
 
     #[test]

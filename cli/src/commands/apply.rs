@@ -474,15 +474,8 @@ pub(crate) fn journal_view(ctx: &Context, rerun: &[String]) -> Result<JournalVie
         let n = journal::in_flight(&loaded.records, &run_id).len();
         (run_id, started, n)
     });
-    let unfinished = interrupted
-        .as_ref()
-        .map(|(run_id, _, _)| {
-            journal::in_flight(&loaded.records, run_id)
-                .into_iter()
-                .filter_map(|r| r.idemp_key.clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    // Across runs: a step refused for `--rerun` stays refused until it runs.
+    let unfinished = journal::unfinished_keys(&loaded.records);
     let recovered = interrupted
         .as_ref()
         .map(|(run_id, _, _)| {
