@@ -10,28 +10,10 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{PATIENCE, Proc, Sandbox};
+use common::{PATIENCE, Proc, Rng, Sandbox, env_number};
 use stead_lib::journal::{self, OpState, Record};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_journal-writer");
-
-/// xorshift64*: enough randomness for kill points, reproducible from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
-}
 
 /// The detail `journal-writer` gives op `k` (see its `detail_for`).
 fn detail_for(k: u64, bytes: usize) -> String {

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::Sandbox;
+use common::{Rng, Sandbox, env_number};
 use stead_lib::lock::{self, LockConfig, LockEvent, LockRequest, LockStatus};
 use stead_lib::state::{State, StateStore};
 
@@ -147,24 +147,6 @@ fn crash_after_rename_keeps_the_new_record() {
     assert_eq!(state.lineage.serial, 4);
     assert_eq!(state.active_profile.as_deref(), Some("profile-1"));
     assert_eq!(take_over_and_commit(&sandbox, pid), 5);
-}
-
-/// xorshift64*: enough randomness for kill points, reproducible from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
 }
 
 #[test]

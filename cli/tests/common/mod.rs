@@ -134,19 +134,17 @@ impl Repo {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(
-            code, 0,
-            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
-        );
-        out
+        let config = self.config.path().to_str().unwrap().to_string();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        self.sb.ok(&all)
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
+        let config = self.config.path().to_str().unwrap().to_string();
+        let mut all = vec!["--config", config.as_str()];
         all.extend_from_slice(args);
-        let out = self.ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+        self.sb.json(&all)
     }
 
     /// Replaces the temp paths in output so snapshots are stable.

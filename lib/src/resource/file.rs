@@ -8,7 +8,8 @@ use crate::fsutil::{self, FsError};
 use crate::manifest::{FileContent, FileSpec};
 
 use super::{
-    Action, Applied, Op, PlanContext, ResourceError, backup, checksum, ensure_parent, mode_of,
+    Action, Applied, Op, PlanContext, ResourceError, backup_existing, checksum, ensure_parent,
+    mode_of,
 };
 
 /// Lines of diff shown per file before it is cut.
@@ -289,11 +290,7 @@ pub(super) fn write(
     backup_first: bool,
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
-    let backup = if backup_first && fs::symlink_metadata(path).is_ok() {
-        Some(backup(path, backups)?)
-    } else {
-        None
-    };
+    let backup = backup_existing(path, backup_first, backups)?;
     ensure_parent(path)?;
     fsutil::atomic_write(path, content, mode)?;
     Ok(Applied {
@@ -314,11 +311,7 @@ pub(super) fn remove(
     backup_first: bool,
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
-    let backup = if backup_first && fs::symlink_metadata(path).is_ok() {
-        Some(backup(path, backups)?)
-    } else {
-        None
-    };
+    let backup = backup_existing(path, backup_first, backups)?;
     match fs::remove_file(path) {
         // Only a removal that happened needs its directory fsync'd; an
         // already-gone file may have lost its directory too (a purge).

@@ -354,6 +354,19 @@ pub(crate) fn backup(path: &Path, backups: &Path) -> Result<PathBuf, FsError> {
     Ok(dest)
 }
 
+/// [`backup`] of what is at `path`, when asked and when something is there.
+pub(crate) fn backup_existing(
+    path: &Path,
+    wanted: bool,
+    backups: &Path,
+) -> Result<Option<PathBuf>, FsError> {
+    if wanted && std::fs::symlink_metadata(path).is_ok() {
+        backup(path, backups).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 fn sync_file(path: &Path) -> Result<(), FsError> {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::fsutil::{self, FsError};
 use crate::manifest::SymlinkSpec;
 
-use super::{Action, Applied, Op, PlanContext, ResourceError, backup, ensure_parent};
+use super::{Action, Applied, Op, PlanContext, ResourceError, backup_existing, ensure_parent};
 
 type Planned = (Action, String, Option<String>, Op);
 
@@ -120,11 +120,7 @@ pub(super) fn create(
     backup_first: bool,
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
-    let backup = if backup_first && fs::symlink_metadata(path).is_ok() {
-        Some(backup(path, backups)?)
-    } else {
-        None
-    };
+    let backup = backup_existing(path, backup_first, backups)?;
     ensure_parent(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
