@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod plan;
 pub mod resource;
 pub mod state;
+pub mod sync;
 
 /// The version of stead that wrote a record, stored as `stead_version`.
 pub const STEAD_VERSION: &str = env!("CARGO_PKG_VERSION");

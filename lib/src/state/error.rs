@@ -71,6 +71,19 @@ pub enum StateError {
         found: u64,
     },
 
+    /// A write was asked to take a serial that does not go forward.
+    #[error(
+        "refusing to write {path} at serial {requested}: it is already at serial {current}, and a serial never goes back"
+    )]
+    SerialBackwards {
+        /// The state file.
+        path: PathBuf,
+        /// The serial now.
+        current: u64,
+        /// The serial asked for.
+        requested: u64,
+    },
+
     /// A version 1 record could not be migrated. It was not touched.
     #[error(
         "cannot migrate the version 1 state file {path}: {problem}\n\

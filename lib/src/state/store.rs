@@ -114,9 +114,46 @@ impl StateStore {
     /// [`StateStore::commit`], calling `observer` at each stage of the file write.
     pub fn commit_observed(
         &self,
-        _guard: &LockGuard,
+        guard: &LockGuard,
         state: &mut State,
         operation: &str,
+        observer: &mut dyn FnMut(WriteStage),
+    ) -> Result<(), StateError> {
+        let next = state.lineage.serial + 1;
+        self.write_next(guard, state, Some(operation), next, observer)
+    }
+
+    /// Writes `state` as serial `serial`, which must be above the serial on
+    /// disk: the write that takes a synced or merged shared record's serial,
+    /// so that this machine and the repo agree on it. With `operation`, one
+    /// history entry at `serial` is appended; without, the history is kept as
+    /// given (taking the remote's record is not an operation of its own).
+    ///
+    /// Refuses like [`StateStore::commit`] when the file moved since `state`
+    /// was loaded, and when `serial` would not go forward.
+    pub fn commit_at(
+        &self,
+        guard: &LockGuard,
+        state: &mut State,
+        operation: Option<&str>,
+        serial: u64,
+    ) -> Result<(), StateError> {
+        if serial <= state.lineage.serial {
+            return Err(StateError::SerialBackwards {
+                path: self.path(),
+                current: state.lineage.serial,
+                requested: serial,
+            });
+        }
+        self.write_next(guard, state, operation, serial, &mut |_| {})
+    }
+
+    fn write_next(
+        &self,
+        _guard: &LockGuard,
+        state: &mut State,
+        operation: Option<&str>,
+        serial: u64,
         observer: &mut dyn FnMut(WriteStage),
     ) -> Result<(), StateError> {
         let on_disk = match self.load()? {
@@ -141,16 +178,18 @@ impl StateStore {
         let old = next.lineage.serial;
         next.version = CURRENT_VERSION;
         next.stead_version = crate::STEAD_VERSION.to_string();
-        next.lineage.serial = old + 1;
+        next.lineage.serial = serial;
         next.lineage.parent_serial = (old > 0).then_some(old);
-        next.history.push(HistoryEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            operation: operation.to_string(),
-            timestamp: Utc::now(),
-            machine_id: next.machine.id.clone(),
-            user: next.machine.user.clone(),
-            serial: next.lineage.serial,
-        });
+        if let Some(operation) = operation {
+            next.history.push(HistoryEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                operation: operation.to_string(),
+                timestamp: Utc::now(),
+                machine_id: next.machine.id.clone(),
+                user: next.machine.user.clone(),
+                serial,
+            });
+        }
         prune_history(&mut next.history, self.history_limit);
         self.write(&next, observer)?;
         *state = next;

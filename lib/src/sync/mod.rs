@@ -1,0 +1,6 @@
+//! Many machines: the shared record in the config repo, how two copies of it
+//! are compared and merged, and the git backend that moves it.
+//!
+//! - [`shared`]: the record's schema, fold (local state into it), 3-way
+//!   merge, conflict detection and field diff. Pure: no I/O.
+pub mod shared;

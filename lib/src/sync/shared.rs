@@ -1,0 +1,1017 @@
+//! The shared record: `.stead/state.json` in the config repo, the lineage
+//! every machine of it shares, and the rules that merge two copies of it.
+//!
+//! Each machine owns one entry of `machines` (its profile, config path,
+//! times and checksums), so machines never write the same field. What they
+//! do share is append-only (history, the list of machines) or monotonic (the
+//! serial), which is what makes a semantic 3-way merge decidable almost
+//! always. The few real clashes (the same machine's fields changed on both
+//! sides) are reported by [`compare`] so that nobody merges them blindly.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{HistoryEntry, State};
+
+/// Where the shared record lives, relative to the config repo's root.
+pub const SHARED_RECORD_PATH: &str = ".stead/state.json";
+
+/// The shared record's schema version this build reads and writes.
+pub const SHARED_VERSION: u32 = 1;
+
+/// The shared record of a config repo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedRecord {
+    /// Always [`SHARED_VERSION`] in memory.
+    pub version: u32,
+    /// The stead version that wrote it.
+    pub stead_version: String,
+    /// Which history this is and where in it.
+    pub lineage: SharedLineage,
+    /// Every machine's operations, oldest first; never pruned by a merge.
+    pub history: Vec<HistoryEntry>,
+    /// One record per machine id, each written only by that machine.
+    pub machines: BTreeMap<String, MachineRecord>,
+    /// Machine ids removed from the lineage (kept so a merge with an older
+    /// copy cannot bring them back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+}
+
+/// The lineage as the repo records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedLineage {
+    /// `lineage-<uuid>`.
+    pub id: String,
+    /// The serial of the last write.
+    pub serial: u64,
+    /// The serial that write was based on.
+    pub parent_serial: Option<u64>,
+    /// Member machine ids, sorted.
+    pub machines: Vec<String>,
+}
+
+/// What one machine shares about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineRecord {
+    /// Its hostname.
+    pub hostname: String,
+    /// `linux`, `macos`, ...
+    pub os: String,
+    /// `x86_64`, ...
+    pub arch: String,
+    /// The user stead runs as there.
+    pub user: String,
+    /// The profile it applies.
+    pub active_profile: Option<String>,
+    /// Where its clone of the config repo is.
+    pub config_path: Option<String>,
+    /// When it last applied.
+    pub last_apply: Option<DateTime<Utc>>,
+    /// When it last pushed its record.
+    pub last_sync: Option<DateTime<Utc>>,
+    /// `path -> blake3:<hex>` of what stead wrote there.
+    pub checksums: BTreeMap<String, String>,
+}
+
+/// Why a shared record cannot be used. Nothing is written when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    /// Not a valid shared record.
+    #[error(
+        "the shared record {what} is corrupt: {problem}\n\
+         Fix it by hand, or take a good copy from git history (git log -- .stead/state.json)."
+    )]
+    Corrupt {
+        /// Which copy (e.g. `origin/main:.stead/state.json`).
+        what: String,
+        /// serde's message, with line and column.
+        problem: String,
+    },
+    /// Written by a newer stead.
+    #[error(
+        "the shared record {what} has version {found}, but this stead understands up to version {supported}; upgrade stead"
+    )]
+    Newer {
+        /// Which copy.
+        what: String,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+}
+
+/// Reads a shared record; `what` names the copy in errors.
+pub fn parse(bytes: &[u8], what: &str) -> Result<SharedRecord, SharedError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        version: Option<u32>,
+    }
+    let corrupt = |e: serde_json::Error| SharedError::Corrupt {
+        what: what.to_string(),
+        problem: e.to_string(),
+    };
+    let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if let Some(found) = probe.version
+        && found > SHARED_VERSION
+    {
+        return Err(SharedError::Newer {
+            what: what.to_string(),
+            found,
+            supported: SHARED_VERSION,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+/// The bytes stored in the repo: pretty JSON and a final newline, so that
+/// `git diff` of the record stays readable.
+pub fn to_bytes(record: &SharedRecord) -> Vec<u8> {
+    // Serializing plain maps, strings and numbers cannot fail.
+    let mut bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+impl SharedRecord {
+    /// An empty record of lineage `id` (serial 0).
+    pub fn new(lineage_id: &str) -> Self {
+        SharedRecord {
+            version: SHARED_VERSION,
+            stead_version: crate::STEAD_VERSION.to_string(),
+            lineage: SharedLineage {
+                id: lineage_id.to_string(),
+                serial: 0,
+                parent_serial: None,
+                machines: Vec::new(),
+            },
+            history: Vec::new(),
+            machines: BTreeMap::new(),
+            retired: Vec::new(),
+        }
+    }
+
+    /// How many machines the lineage has.
+    pub fn machine_count(&self) -> usize {
+        self.lineage.machines.len()
+    }
+
+    /// Removes `id` from the lineage for good (its history stays).
+    pub fn retire(&mut self, id: &str) {
+        if !self.retired.iter().any(|r| r == id) {
+            self.retired.push(id.to_string());
+            self.retired.sort();
+        }
+        self.machines.remove(id);
+        self.lineage.machines.retain(|m| m != id);
+    }
+}
+
+/// This machine's entry of the shared record, from its local state.
+pub fn machine_record(state: &State) -> MachineRecord {
+    MachineRecord {
+        hostname: state.machine.hostname.clone(),
+        os: state.machine.os.clone(),
+        arch: state.machine.arch.clone(),
+        user: state.machine.user.clone(),
+        active_profile: state.active_profile.clone(),
+        config_path: state.config_path.clone(),
+        last_apply: state.last_apply,
+        last_sync: state.last_sync,
+        checksums: state.checksums.clone(),
+    }
+}
+
+/// The shared record with this machine's local state written into it: its
+/// own entry replaced, its history entries and lineage members added, the
+/// serial raised to the local one. The lineage id stays the shared one
+/// (`shared` `None`: a new record in the local lineage).
+///
+/// Retired ids stay retired, except this machine's own: a machine that is
+/// still used rejoins by writing itself in again.
+pub fn fold(shared: Option<&SharedRecord>, local: &State) -> SharedRecord {
+    let mut out = shared
+        .cloned()
+        .unwrap_or_else(|| SharedRecord::new(&local.lineage.id));
+    let me = &local.machine.id;
+    out.retired.retain(|r| r != me);
+    let mut entry = machine_record(local);
+    // When a machine last pushed is news only together with something else:
+    // otherwise two machines that sync in turn would push each other's times
+    // forever.
+    if let Some(prev) = out.machines.get(me) {
+        let mut same = entry.clone();
+        same.last_sync = prev.last_sync;
+        if same == *prev {
+            entry.last_sync = prev.last_sync;
+        }
+    }
+    out.machines.insert(me.clone(), entry);
+    let members: BTreeSet<String> = out
+        .lineage
+        .machines
+        .iter()
+        .chain(&local.lineage.machines)
+        .chain(std::iter::once(me))
+        .filter(|m| *m == me || !out.retired.contains(m))
+        .cloned()
+        .collect();
+    out.lineage.machines = members.into_iter().collect();
+    out.history = union_history(&out.history, &local.history);
+    if local.lineage.serial > out.lineage.serial {
+        out.lineage.parent_serial = Some(out.lineage.serial).filter(|s| *s > 0);
+        out.lineage.serial = local.lineage.serial;
+    }
+    out.version = SHARED_VERSION;
+    out
+}
+
+/// Equal in everything but when machines last pushed.
+pub fn same_content(a: &SharedRecord, b: &SharedRecord) -> bool {
+    let strip = |r: &SharedRecord| {
+        let mut r = r.clone();
+        for m in r.machines.values_mut() {
+            m.last_sync = None;
+        }
+        r.stead_version = String::new();
+        r
+    };
+    strip(a) == strip(b)
+}
+
+/// The union of two histories by entry id, ordered by time (then serial,
+/// then id, so that every merge orders the same entries the same way).
+pub fn union_history(a: &[HistoryEntry], b: &[HistoryEntry]) -> Vec<HistoryEntry> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<HistoryEntry> = a
+        .iter()
+        .chain(b)
+        .filter(|e| seen.insert(e.id.clone()))
+        .cloned()
+        .collect();
+    out.sort_by(|x, y| (x.timestamp, x.serial, &x.id).cmp(&(y.timestamp, y.serial, &y.id)));
+    out
+}
+
+/// How a clash between the local and the remote copy is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// This machine's copy wins every clash, and its own entry is the local one.
+    UseLocal,
+    /// The remote copy wins every clash, and this machine's entry is the remote one.
+    UseRemote,
+    /// Field by field: one-sided changes are kept, times take the newest,
+    /// anything else (checksums included) the remote's.
+    Merge,
+}
+
+/// Merges two copies of the shared record descended from `base`.
+///
+/// Always: the union of machines and of history (by entry id, nothing lost,
+/// nothing doubled), retired ids stay retired, and a serial one above both
+/// sides (the merge is a write of its own). Entries of other machines are
+/// merged field by field against `base` (a change made on one side only is
+/// kept); a field changed on both sides goes by `strategy`. `me` (this
+/// machine, if any) is special for `UseLocal` and `UseRemote`: its whole
+/// entry is taken from that side.
+pub fn merge(
+    base: Option<&SharedRecord>,
+    local: &SharedRecord,
+    remote: &SharedRecord,
+    me: Option<&str>,
+    strategy: Strategy,
+) -> SharedRecord {
+    let retired: BTreeSet<String> = local
+        .retired
+        .iter()
+        .chain(&remote.retired)
+        .filter(|id| Some(id.as_str()) != me)
+        .cloned()
+        .collect();
+    let mut machines = BTreeMap::new();
+    let ids: BTreeSet<&String> = local
+        .machines
+        .keys()
+        .chain(remote.machines.keys())
+        .collect();
+    for id in ids {
+        if retired.contains(id) {
+            continue;
+        }
+        let record = match (local.machines.get(id), remote.machines.get(id)) {
+            (Some(l), Some(r)) => {
+                let b = base.and_then(|b| b.machines.get(id));
+                match (strategy, Some(id.as_str()) == me) {
+                    (Strategy::UseLocal, true) => l.clone(),
+                    (Strategy::UseRemote, true) => r.clone(),
+                    _ => merge_machine(b, l, r, strategy),
+                }
+            }
+            (Some(only), None) | (None, Some(only)) => only.clone(),
+            (None, None) => continue,
+        };
+        machines.insert(id.clone(), record);
+    }
+    let members: BTreeSet<String> = local
+        .lineage
+        .machines
+        .iter()
+        .chain(&remote.lineage.machines)
+        .filter(|m| !retired.contains(*m))
+        .cloned()
+        .collect();
+    let top = local.lineage.serial.max(remote.lineage.serial);
+    SharedRecord {
+        version: SHARED_VERSION,
+        stead_version: crate::STEAD_VERSION.to_string(),
+        lineage: SharedLineage {
+            id: match strategy {
+                Strategy::UseLocal => local.lineage.id.clone(),
+                _ => remote.lineage.id.clone(),
+            },
+            serial: top + 1,
+            parent_serial: Some(top),
+            machines: members.into_iter().collect(),
+        },
+        history: union_history(&local.history, &remote.history),
+        machines,
+        retired: retired.into_iter().collect(),
+    }
+}
+
+/// One field, 3-way: a change on one side wins; a clash goes to `clash`.
+fn pick<T: Clone + PartialEq>(base: Option<&T>, l: &T, r: &T, clash: impl FnOnce() -> T) -> T {
+    if l == r {
+        l.clone()
+    } else if base == Some(l) {
+        r.clone()
+    } else if base == Some(r) {
+        l.clone()
+    } else {
+        clash()
+    }
+}
+
+fn merge_machine(
+    base: Option<&MachineRecord>,
+    l: &MachineRecord,
+    r: &MachineRecord,
+    strategy: Strategy,
+) -> MachineRecord {
+    fn side<T: Clone>(strategy: Strategy, l: &T, r: &T) -> T {
+        match strategy {
+            Strategy::UseLocal => l.clone(),
+            _ => r.clone(),
+        }
+    }
+    let newest = |b: Option<&Option<DateTime<Utc>>>,
+                  l: &Option<DateTime<Utc>>,
+                  r: &Option<DateTime<Utc>>| {
+        pick(b, l, r, || match strategy {
+            Strategy::Merge => (*l).max(*r),
+            _ => side(strategy, l, r),
+        })
+    };
+    let mut checksums = BTreeMap::new();
+    let keys: BTreeSet<&String> = l.checksums.keys().chain(r.checksums.keys()).collect();
+    for key in keys {
+        let b = base.map(|b| b.checksums.get(key));
+        let (lv, rv) = (l.checksums.get(key), r.checksums.get(key));
+        let v = pick(b.as_ref(), &lv, &rv, || match strategy {
+            Strategy::UseLocal => lv.or(rv),
+            _ => rv.or(lv),
+        });
+        if let Some(v) = v {
+            checksums.insert(key.clone(), v.clone());
+        }
+    }
+    MachineRecord {
+        hostname: pick(base.map(|b| &b.hostname), &l.hostname, &r.hostname, || {
+            side(strategy, &l.hostname, &r.hostname)
+        }),
+        os: pick(base.map(|b| &b.os), &l.os, &r.os, || {
+            side(strategy, &l.os, &r.os)
+        }),
+        arch: pick(base.map(|b| &b.arch), &l.arch, &r.arch, || {
+            side(strategy, &l.arch, &r.arch)
+        }),
+        user: pick(base.map(|b| &b.user), &l.user, &r.user, || {
+            side(strategy, &l.user, &r.user)
+        }),
+        active_profile: pick(
+            base.map(|b| &b.active_profile),
+            &l.active_profile,
+            &r.active_profile,
+            || side(strategy, &l.active_profile, &r.active_profile),
+        ),
+        config_path: pick(
+            base.map(|b| &b.config_path),
+            &l.config_path,
+            &r.config_path,
+            || side(strategy, &l.config_path, &r.config_path),
+        ),
+        last_apply: newest(base.map(|b| &b.last_apply), &l.last_apply, &r.last_apply),
+        last_sync: newest(base.map(|b| &b.last_sync), &l.last_sync, &r.last_sync),
+        checksums,
+    }
+}
+
+/// The local state after taking `shared` (a merged or remote record): its
+/// lineage id and members, the union of both histories, and this machine's
+/// own fields as `shared` has them. The serial is left for the store.
+pub fn adopt(local: &State, shared: &SharedRecord) -> State {
+    let mut out = local.clone();
+    out.lineage.id = shared.lineage.id.clone();
+    out.lineage.machines = shared.lineage.machines.clone();
+    if !out.lineage.machines.contains(&local.machine.id) {
+        out.lineage.machines.push(local.machine.id.clone());
+        out.lineage.machines.sort();
+    }
+    out.history = union_history(&local.history, &shared.history);
+    if let Some(mine) = shared.machines.get(&local.machine.id) {
+        out.active_profile = mine.active_profile.clone();
+        out.config_path = mine.config_path.clone();
+        out.checksums = mine.checksums.clone();
+        out.last_apply = mine.last_apply.max(local.last_apply);
+    }
+    out
+}
+
+/// How bad a conflict is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Serial divergence, path or lineage mismatch.
+    High,
+    /// Profile mismatch.
+    Medium,
+    /// File drift.
+    Low,
+}
+
+/// What differs between this machine and the remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConflictKind {
+    /// The two copies belong to different lineages.
+    LineageMismatch {
+        /// Ours.
+        local: String,
+        /// Theirs.
+        remote: String,
+    },
+    /// Both sides wrote since their common base.
+    SerialDivergence {
+        /// The local serial.
+        local: u64,
+        /// The remote serial.
+        remote: u64,
+        /// The serial at the common base, if there is one.
+        base: Option<u64>,
+    },
+    /// The remote gives this machine another config path.
+    PathMismatch {
+        /// This machine's.
+        local: Option<String>,
+        /// The remote's entry for this machine.
+        remote: Option<String>,
+    },
+    /// The remote gives this machine another profile.
+    ProfileMismatch {
+        /// This machine's.
+        local: Option<String>,
+        /// The remote's entry for this machine.
+        remote: Option<String>,
+    },
+    /// A managed file changed since stead wrote it.
+    FileDrift {
+        /// The managed path, as recorded (`~/.bashrc`).
+        path: String,
+        /// `modified`, `missing`, ...
+        status: String,
+    },
+}
+
+/// One conflict and whether the automatic merge settles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// What it is.
+    #[serde(flatten)]
+    pub kind: ConflictKind,
+    /// How bad.
+    pub severity: Severity,
+    /// The automatic merge can decide it (else a `stead state resolve`
+    /// strategy must).
+    pub automatic: bool,
+}
+
+impl Conflict {
+    fn new(kind: ConflictKind, automatic: bool) -> Self {
+        let severity = match &kind {
+            ConflictKind::LineageMismatch { .. }
+            | ConflictKind::SerialDivergence { .. }
+            | ConflictKind::PathMismatch { .. } => Severity::High,
+            ConflictKind::ProfileMismatch { .. } => Severity::Medium,
+            ConflictKind::FileDrift { .. } => Severity::Low,
+        };
+        Conflict {
+            kind,
+            severity,
+            automatic,
+        }
+    }
+
+    /// One line for people.
+    pub fn message(&self) -> String {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_string());
+        match &self.kind {
+            ConflictKind::LineageMismatch { local, remote } => {
+                format!("Lineage mismatch: local {local} vs remote {remote}")
+            }
+            ConflictKind::SerialDivergence {
+                local,
+                remote,
+                base,
+            } => format!(
+                "State diverged: local serial {local} vs remote serial {remote} (common parent: {})",
+                base.map(|b| b.to_string())
+                    .unwrap_or_else(|| "none".to_string())
+            ),
+            ConflictKind::PathMismatch { local, remote } => format!(
+                "Config path mismatch: local '{}' vs remote '{}'",
+                opt(local),
+                opt(remote)
+            ),
+            ConflictKind::ProfileMismatch { local, remote } => format!(
+                "Profile mismatch: local '{}' vs remote '{}'",
+                opt(local),
+                opt(remote)
+            ),
+            ConflictKind::FileDrift { path, status } => {
+                let shown = path.strip_prefix("~/").unwrap_or(path);
+                match status.as_str() {
+                    "modified" => format!("File '{shown}' has been modified"),
+                    other => format!("File '{shown}' drifted ({other})"),
+                }
+            }
+        }
+    }
+}
+
+/// Which side moved since the common base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Nothing to exchange.
+    UpToDate,
+    /// Only this machine has news: push.
+    LocalAhead,
+    /// Only the remote has news: take it.
+    RemoteAhead,
+    /// Both have news: merge.
+    Diverged,
+}
+
+/// The local, remote and base copies side by side, and what differs.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// This machine's view: the shared record at HEAD with the local state folded in.
+    pub local: SharedRecord,
+    /// The remote's copy (`None`: the remote has none yet).
+    pub remote: Option<SharedRecord>,
+    /// The common base's copy (`None`: no common base, or it had none).
+    pub base: Option<SharedRecord>,
+    /// Which side moved.
+    pub direction: Direction,
+    /// Everything that differs, most severe first.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Comparison {
+    /// Conflicts the automatic merge cannot decide.
+    pub fn undecided(&self) -> impl Iterator<Item = &Conflict> {
+        self.conflicts.iter().filter(|c| !c.automatic)
+    }
+}
+
+/// Compares this machine (its local state over the record at HEAD) with
+/// the remote's record against their common base. `drift` lists managed
+/// paths that changed on disk (`(path, status)`).
+pub fn compare(
+    state: &State,
+    head: Option<&SharedRecord>,
+    remote: Option<&SharedRecord>,
+    base: Option<&SharedRecord>,
+    drift: &[(String, String)],
+) -> Comparison {
+    let local = fold(head, state);
+    let local_moved = base.is_none_or(|b| !same_content(&local, b));
+    let remote_moved = match (remote, base) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(r), Some(b)) => !same_content(r, b),
+    };
+    let direction = match (local_moved, remote_moved) {
+        (_, false) if remote.is_none() => Direction::LocalAhead,
+        (false, false) => Direction::UpToDate,
+        (true, false) => Direction::LocalAhead,
+        (false, true) => Direction::RemoteAhead,
+        (true, true) => Direction::Diverged,
+    };
+    let direction = match (direction, remote) {
+        (_, Some(r)) if same_content(&local, r) => Direction::UpToDate,
+        (d, _) => d,
+    };
+    let mut conflicts = Vec::new();
+    if let Some(r) = remote {
+        if r.lineage.id != local.lineage.id {
+            conflicts.push(Conflict::new(
+                ConflictKind::LineageMismatch {
+                    local: local.lineage.id.clone(),
+                    remote: r.lineage.id.clone(),
+                },
+                false,
+            ));
+        }
+        if direction == Direction::Diverged {
+            conflicts.push(Conflict::new(
+                ConflictKind::SerialDivergence {
+                    local: local.lineage.serial,
+                    remote: r.lineage.serial,
+                    base: base.map(|b| b.lineage.serial),
+                },
+                true,
+            ));
+        }
+        let me = &state.machine.id;
+        if let Some(theirs) = r.machines.get(me) {
+            let was = base.and_then(|b| b.machines.get(me));
+            // A field of this machine that the remote changed (someone
+            // edited this machine's entry elsewhere) and that differs from
+            // the local value. Decidable only if this machine left it alone.
+            let was_path = was.and_then(|w| w.config_path.clone());
+            if theirs.config_path != state.config_path && theirs.config_path != was_path {
+                conflicts.push(Conflict::new(
+                    ConflictKind::PathMismatch {
+                        local: state.config_path.clone(),
+                        remote: theirs.config_path.clone(),
+                    },
+                    // A path is where this machine's clone is: only this
+                    // machine knows it, so a remote one is never taken blindly.
+                    false,
+                ));
+            }
+            let was_profile = was.and_then(|w| w.active_profile.clone());
+            if theirs.active_profile != state.active_profile && theirs.active_profile != was_profile
+            {
+                conflicts.push(Conflict::new(
+                    ConflictKind::ProfileMismatch {
+                        local: state.active_profile.clone(),
+                        remote: theirs.active_profile.clone(),
+                    },
+                    state.active_profile == was_profile,
+                ));
+            }
+        }
+    }
+    for (path, status) in drift {
+        conflicts.push(Conflict::new(
+            ConflictKind::FileDrift {
+                path: path.clone(),
+                status: status.clone(),
+            },
+            true,
+        ));
+    }
+    conflicts.sort_by_key(|c| c.severity);
+    Comparison {
+        local,
+        remote: remote.cloned(),
+        base: base.cloned(),
+        direction,
+        conflicts,
+    }
+}
+
+/// One field that differs between two copies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldDiff {
+    /// A JSON path (`lineage.serial`, `machines.<id>.active_profile`, `history[<id>]`).
+    pub field: String,
+    /// The local value (`null`: absent).
+    pub local: serde_json::Value,
+    /// The remote value (`null`: absent).
+    pub remote: serde_json::Value,
+}
+
+/// Field by field, what differs between two copies. History is compared
+/// by entry id (an entry on one side only is one difference).
+pub fn diff(local: &SharedRecord, remote: &SharedRecord) -> Vec<FieldDiff> {
+    let mut out = Vec::new();
+    let to_value = |r: &SharedRecord| {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("history");
+        }
+        v
+    };
+    diff_values("", &to_value(local), &to_value(remote), &mut out);
+    let by_id = |h: &[HistoryEntry]| -> BTreeMap<String, serde_json::Value> {
+        h.iter()
+            .map(|e| (e.id.clone(), serde_json::to_value(e).unwrap_or_default()))
+            .collect()
+    };
+    let (l, r) = (by_id(&local.history), by_id(&remote.history));
+    for id in l.keys().chain(r.keys()).collect::<BTreeSet<_>>() {
+        let (lv, rv) = (l.get(id), r.get(id));
+        if lv != rv {
+            out.push(FieldDiff {
+                field: format!("history[{id}]"),
+                local: lv.cloned().unwrap_or_default(),
+                remote: rv.cloned().unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+fn diff_values(path: &str, l: &serde_json::Value, r: &serde_json::Value, out: &mut Vec<FieldDiff>) {
+    use serde_json::Value;
+    if l == r {
+        return;
+    }
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (l, r) {
+        (Value::Object(lo), Value::Object(ro)) => {
+            let keys: BTreeSet<&String> = lo.keys().chain(ro.keys()).collect();
+            for k in keys {
+                diff_values(
+                    &join(k),
+                    lo.get(k).unwrap_or(&Value::Null),
+                    ro.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ => out.push(FieldDiff {
+            field: path.to_string(),
+            local: l.clone(),
+            remote: r.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::MachineInfo;
+
+    fn entry(id: &str, machine: &str, serial: u64, secs: i64) -> HistoryEntry {
+        HistoryEntry {
+            id: id.to_string(),
+            operation: "apply".to_string(),
+            timestamp: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap(),
+            machine_id: machine.to_string(),
+            user: "me".to_string(),
+            serial,
+        }
+    }
+
+    fn state(id: &str, lineage: &str, serial: u64) -> State {
+        let mut s = State::new(MachineInfo::current(id));
+        s.lineage.id = lineage.to_string();
+        s.lineage.serial = serial;
+        s.active_profile = Some("personal".to_string());
+        s.config_path = Some(format!("/home/{id}/dots"));
+        s
+    }
+
+    #[test]
+    fn fold_writes_own_entry_members_history_and_serial() {
+        let mut a = state("a", "lineage-x", 3);
+        a.history = vec![entry("h1", "a", 1, 1), entry("h3", "a", 3, 3)];
+        let mut shared = SharedRecord::new("lineage-x");
+        shared.lineage.serial = 2;
+        shared.lineage.machines = vec!["b".into()];
+        shared.history = vec![entry("h1", "a", 1, 1), entry("h2", "b", 2, 2)];
+        let out = fold(Some(&shared), &a);
+        assert_eq!(out.lineage.serial, 3);
+        assert_eq!(out.lineage.parent_serial, Some(2));
+        assert_eq!(out.lineage.machines, vec!["a", "b"]);
+        let ids: Vec<_> = out.history.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["h1", "h2", "h3"]);
+        assert_eq!(
+            out.machines["a"].active_profile.as_deref(),
+            Some("personal")
+        );
+        // Folding again changes nothing.
+        assert_eq!(fold(Some(&out), &a), out);
+    }
+
+    #[test]
+    fn a_sync_time_alone_is_not_news() {
+        let mut a = state("a", "lineage-x", 3);
+        let first = fold(None, &a);
+        a.last_sync = Some(Utc::now());
+        let again = fold(Some(&first), &a);
+        assert_eq!(again, first);
+        a.active_profile = Some("work".into());
+        let changed = fold(Some(&first), &a);
+        assert_eq!(changed.machines["a"].last_sync, a.last_sync);
+    }
+
+    #[test]
+    fn compare_finds_each_direction() {
+        let a = state("a", "lineage-x", 5);
+        let base = fold(None, &a);
+        let up = compare(&a, Some(&base), Some(&base), Some(&base), &[]);
+        assert_eq!(up.direction, Direction::UpToDate);
+        assert!(up.conflicts.is_empty());
+
+        let mut a2 = a.clone();
+        a2.lineage.serial = 6;
+        a2.history.push(entry("h6", "a", 6, 6));
+        let ahead = compare(&a2, Some(&base), Some(&base), Some(&base), &[]);
+        assert_eq!(ahead.direction, Direction::LocalAhead);
+
+        let b = state("b", "lineage-x", 6);
+        let remote = fold(Some(&base), &b);
+        let behind = compare(&a, Some(&base), Some(&remote), Some(&base), &[]);
+        assert_eq!(behind.direction, Direction::RemoteAhead);
+
+        let both = compare(&a2, Some(&base), Some(&remote), Some(&base), &[]);
+        assert_eq!(both.direction, Direction::Diverged);
+        assert_eq!(
+            both.conflicts[0].message(),
+            "State diverged: local serial 6 vs remote serial 6 (common parent: 5)"
+        );
+        assert!(both.conflicts[0].automatic);
+    }
+
+    #[test]
+    fn a_remote_edit_of_this_machine_is_a_mismatch() {
+        let a = state("a", "lineage-x", 5);
+        let base = fold(None, &a);
+        let mut remote = base.clone();
+        remote.lineage.serial = 6;
+        let theirs = remote.machines.get_mut("a").unwrap();
+        theirs.active_profile = Some("work".into());
+        theirs.config_path = Some("/elsewhere".into());
+        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[]);
+        let kinds: Vec<_> = c
+            .conflicts
+            .iter()
+            .map(|c| (c.severity, c.automatic, c.message()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (
+                    Severity::High,
+                    false,
+                    "Config path mismatch: local '/home/a/dots' vs remote '/elsewhere'".to_string()
+                ),
+                (
+                    Severity::Medium,
+                    true,
+                    "Profile mismatch: local 'personal' vs remote 'work'".to_string()
+                ),
+            ]
+        );
+        // Changed here too: no longer decidable.
+        let mut a2 = a.clone();
+        a2.active_profile = Some("laptop".into());
+        let c = compare(&a2, Some(&base), Some(&remote), Some(&base), &[]);
+        let mismatches: Vec<_> = c
+            .conflicts
+            .iter()
+            .filter(|c| !matches!(c.kind, ConflictKind::SerialDivergence { .. }))
+            .collect();
+        assert_eq!(mismatches.len(), 2);
+        assert!(mismatches.iter().all(|c| !c.automatic));
+    }
+
+    #[test]
+    fn drift_is_low() {
+        let a = state("a", "lineage-x", 5);
+        let c = compare(
+            &a,
+            None,
+            None,
+            None,
+            &[("~/.bashrc".into(), "modified".into())],
+        );
+        assert_eq!(c.conflicts[0].severity, Severity::Low);
+        assert_eq!(c.conflicts[0].message(), "File '.bashrc' has been modified");
+    }
+
+    #[test]
+    fn merge_unions_and_goes_past_both_serials() {
+        let a = state("a", "lineage-x", 5);
+        let b = state("b", "lineage-x", 5);
+        let base = fold(Some(&fold(None, &a)), &b);
+        let mut a2 = a.clone();
+        a2.lineage.serial = 7;
+        a2.history.push(entry("ha", "a", 7, 10));
+        let mut b2 = b.clone();
+        b2.lineage.serial = 6;
+        b2.history.push(entry("hb", "b", 6, 9));
+        let (l, r) = (fold(Some(&base), &a2), fold(Some(&base), &b2));
+        let m = merge(Some(&base), &l, &r, Some("a"), Strategy::Merge);
+        assert_eq!(m.lineage.serial, 8);
+        assert_eq!(m.lineage.parent_serial, Some(7));
+        let ids: Vec<_> = m.history.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["hb", "ha"]);
+        assert_eq!(m.lineage.machines, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn clashes_go_by_strategy() {
+        let a = state("a", "lineage-x", 5);
+        let base = fold(None, &a);
+        let mut l = base.clone();
+        let mut r = base.clone();
+        let t1 = DateTime::from_timestamp(1_800_000_000, 0);
+        let t2 = DateTime::from_timestamp(1_800_000_100, 0);
+        {
+            let lm = l.machines.get_mut("a").unwrap();
+            lm.active_profile = Some("mine".into());
+            lm.last_apply = t2;
+            lm.checksums.insert("~/x".into(), "blake3:l".into());
+        }
+        {
+            let rm = r.machines.get_mut("a").unwrap();
+            rm.active_profile = Some("theirs".into());
+            rm.last_apply = t1;
+            rm.checksums.insert("~/x".into(), "blake3:r".into());
+            rm.checksums.insert("~/y".into(), "blake3:y".into());
+        }
+        let m = merge(Some(&base), &l, &r, None, Strategy::Merge);
+        let ma = &m.machines["a"];
+        assert_eq!(ma.active_profile.as_deref(), Some("theirs"));
+        assert_eq!(ma.last_apply, t2, "newest time");
+        assert_eq!(
+            ma.checksums["~/x"], "blake3:r",
+            "remote checksum on a clash"
+        );
+        assert_eq!(ma.checksums["~/y"], "blake3:y");
+        let m = merge(Some(&base), &l, &r, Some("a"), Strategy::UseLocal);
+        assert_eq!(m.machines["a"], l.machines["a"]);
+        let m = merge(Some(&base), &l, &r, Some("a"), Strategy::UseRemote);
+        assert_eq!(m.machines["a"], r.machines["a"]);
+    }
+
+    #[test]
+    fn retired_machines_stay_retired() {
+        let a = state("a", "lineage-x", 5);
+        let b = state("b", "lineage-x", 5);
+        let base = fold(Some(&fold(None, &a)), &b);
+        let mut l = base.clone();
+        l.retire("b");
+        let m = merge(Some(&base), &l, &base, Some("a"), Strategy::Merge);
+        assert!(!m.machines.contains_key("b"));
+        assert_eq!(m.lineage.machines, vec!["a"]);
+        assert_eq!(m.retired, vec!["b"]);
+    }
+
+    #[test]
+    fn parse_refuses_newer_and_corrupt() {
+        let mut r = SharedRecord::new("lineage-x");
+        r.version = 9;
+        let bytes = serde_json::to_vec(&r).unwrap();
+        assert!(matches!(
+            parse(&bytes, "x"),
+            Err(SharedError::Newer { found: 9, .. })
+        ));
+        let err = parse(b"{\"version\": 1,", "HEAD:.stead/state.json").unwrap_err();
+        assert!(err.to_string().contains("line 1 column"), "{err}");
+        let ok = SharedRecord::new("lineage-x");
+        assert_eq!(parse(&to_bytes(&ok), "x").unwrap(), ok);
+    }
+
+    #[test]
+    fn diff_names_fields() {
+        let a = state("a", "lineage-x", 5);
+        let l = fold(None, &a);
+        let mut r = l.clone();
+        r.lineage.serial = 9;
+        r.history.push(entry("hr", "b", 9, 1));
+        let d = diff(&l, &r);
+        let fields: Vec<_> = d.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["lineage.serial", "history[hr]"]);
+        assert_eq!(d[0].local, serde_json::json!(5));
+    }
+}
