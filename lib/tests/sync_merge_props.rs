@@ -29,11 +29,14 @@ fn machine_record(profile: u8, secs: i64, files: &[(u8, u8)]) -> MachineRecord {
     }
 }
 
+/// One write by a machine: (machine index, profile, seconds, checksums).
+type Write = (usize, u8, i64, Vec<(u8, u8)>);
+
 /// What one side did after the base: which machines wrote, how many
 /// operations each, and how far the serial moved.
 #[derive(Debug, Clone)]
 struct Descent {
-    writes: Vec<(usize, u8, i64, Vec<(u8, u8)>)>,
+    writes: Vec<Write>,
     serial_steps: u64,
     tag: &'static str,
 }

@@ -3,4 +3,7 @@
 //!
 //! - [`shared`]: the record's schema, fold (local state into it), 3-way
 //!   merge, conflict detection and field diff. Pure: no I/O.
+//! - [`git`]: the `git` program driven for clone, fetch, merge, push and the
+//!   remote lock ref.
+pub mod git;
 pub mod shared;
