@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "stead", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process, 4 drift found (state check-drift), 130 interrupted."
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process (or machine), 4 drift or conflicts found (state check-drift, state check-conflicts), 130 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -79,9 +79,28 @@ pub enum Command {
         profile: Option<String>,
     },
 
+    /// Write this machine's record (and accepted drifted files) into the config repo and commit
+    Commit(CommitArgs),
+
+    /// Fetch and merge the remote, merge the shared record, apply, commit and push
+    Sync(SyncArgs),
+
     /// Read and manage the state record and its lock
     #[command(subcommand)]
     State(StateCommand),
+
+    /// (internal) git's merge driver for .stead/state.json: BASE OURS THEIRS PATH
+    #[command(name = "__merge-driver", hide = true)]
+    MergeDriver {
+        /// The common ancestor's copy (%O)
+        base: PathBuf,
+        /// Our copy, replaced by the result (%A)
+        ours: PathBuf,
+        /// Their copy (%B)
+        theirs: PathBuf,
+        /// The path in the repo (%P)
+        path: Option<String>,
+    },
 
     /// (internal) Kills the commands an apply left running when it dies
     #[command(name = "__reaper", hide = true)]
@@ -151,9 +170,61 @@ pub struct InitArgs {
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
 
-    /// The config repo (your dotfiles repo)
+    /// The config repo (your dotfiles repo); with --repo, where to clone it
+    /// (default: <home>/.dotfiles) or an existing clone to adopt
     #[arg(long, value_name = "CONFIG_DIR")]
     pub path: Option<PathBuf>,
+
+    /// Clone this config repo (or adopt the clone at --path) and join the
+    /// lineage its .stead/state.json records, or start one
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The commit message
+    #[arg(short, long, value_name = "MSG")]
+    pub message: String,
+
+    /// Push to the remote after committing
+    #[arg(long)]
+    pub push: bool,
+
+    /// Drifted managed files to accept: each is copied back to its source in the repo
+    #[arg(value_name = "FILES")]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Merge and push the record, but do not apply the merged config
+    #[arg(long)]
+    pub no_apply: bool,
+
+    /// Run up to N changes at once when applying (default: 8)
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ResolveArgs {
+    /// This machine's copy wins every clash, and its own entry is the local one
+    #[arg(long)]
+    pub use_local: bool,
+
+    /// The remote's copy wins every clash, and this machine takes its entry from the remote
+    #[arg(long)]
+    pub use_remote: bool,
+
+    /// Field by field: higher serial, union of machines and history, newest times, remote checksums on a clash
+    #[arg(long)]
+    pub merge: bool,
+
+    /// Edit the merged record in $EDITOR; it is installed only if it is valid
+    #[arg(long)]
+    pub manual: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,10 +239,10 @@ pub enum StateCommand {
         limit: Option<usize>,
     },
 
-    /// Show who holds the state lock, if anyone
+    /// Show who holds the state lock (and with lock_type hybrid, the remote lock), if anyone
     LockInfo,
 
-    /// Remove the state lock (only with --force)
+    /// Remove the state lock (only with --force); with lock_type hybrid, the remote lock too
     Unlock {
         /// Remove it even though a process may still be working
         #[arg(long)]
@@ -187,6 +258,15 @@ pub enum StateCommand {
 
     /// Show the journal of the last apply: each operation and its outcome
     Journal,
+
+    /// List the conflicts between this machine's record and the remote's, with severities
+    CheckConflicts,
+
+    /// Settle the conflicts with one strategy and commit the result
+    Resolve(ResolveArgs),
+
+    /// Field by field, how this machine's record differs from the remote's
+    Diff,
 
     /// Migrate a version 1 state file to version 2
     Migrate {

@@ -11,6 +11,10 @@ use stead_lib::lock::{self, LockConfig, LockEvent, LockGuard, LockRequest, LockT
 use stead_lib::machine::{self, MachineInfo};
 use stead_lib::manifest::{LoadOptions, Manifest};
 use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
+use stead_lib::sync::SyncError;
+use stead_lib::sync::git::{Git, GitError, Upstream};
+use stead_lib::sync::remote_lock::{self, RemoteLock};
+use stead_lib::sync::{repo, shared};
 
 use crate::cli::GlobalArgs;
 use crate::output::Paint;
@@ -83,8 +87,117 @@ impl Context {
     }
 
     /// Takes the state lock for `operation`, telling the user about stale
-    /// locks removed and waits.
-    pub fn lock(&self, operation: &str, state_serial: Option<u64>) -> Result<LockGuard> {
+    /// locks removed and waits. With `lock_type = hybrid` the remote lock is
+    /// taken too, and the remote record must not have moved since this
+    /// machine last synced.
+    pub fn lock(&self, operation: &str, state_serial: Option<u64>) -> Result<Held> {
+        self.lock_scoped(operation, state_serial, true)
+    }
+
+    /// [`Context::lock`] for the commands that bring the remote's news in
+    /// (sync, resolve): no check that the remote record stood still.
+    pub fn lock_for_sync(&self, operation: &str) -> Result<Held> {
+        self.lock_scoped(operation, None, false)
+    }
+
+    /// Only the local lock, whatever the configured type (init, which may
+    /// have no repo yet).
+    pub fn lock_local(&self, operation: &str) -> Result<Held> {
+        Ok(Held {
+            local: self.lock_local_guard(operation, None)?,
+            remote: None,
+        })
+    }
+
+    fn lock_scoped(
+        &self,
+        operation: &str,
+        state_serial: Option<u64>,
+        check_advance: bool,
+    ) -> Result<Held> {
+        let local = self.lock_local_guard(operation, state_serial)?;
+        let config = self.lock_config()?;
+        if config.lock_type != LockType::Hybrid {
+            return Ok(Held {
+                local,
+                remote: None,
+            });
+        }
+        let Some(info) = local.info().cloned() else {
+            return Ok(Held {
+                local,
+                remote: None,
+            });
+        };
+        let Some((git, up)) = self.repo_for_lock() else {
+            self.warn(
+                "lock_type is hybrid, but the config repo has no git remote; proceeding with the local lock only.",
+            );
+            return Ok(Held {
+                local,
+                remote: None,
+            });
+        };
+        let taken = match remote_lock::acquire(&git, &up.remote, &info, config.timeout) {
+            Err(GitError::Unreachable { reason, .. }) => {
+                eprintln!(
+                    "{} Cannot reach remote repository: {reason}
+                     Proceeding with local-only lock.
+                     Remember to sync when connection is restored.",
+                    self.err.yellow("⚠️  Warning:")
+                );
+                return Ok(Held {
+                    local,
+                    remote: None,
+                });
+            }
+            Err(e) => {
+                local.release()?;
+                return Err(e.into());
+            }
+            Ok(remote_lock::Acquired::Held(holder)) => {
+                local.release()?;
+                return Err(SyncError::RemoteLocked {
+                    remote: up.remote,
+                    holder: Box::new(holder),
+                    timeout: config.timeout,
+                }
+                .into());
+            }
+            Ok(remote_lock::Acquired::Broke { lock, previous }) => {
+                let who = previous
+                    .info
+                    .as_ref()
+                    .map(|i| {
+                        format!(
+                            " ({} by PID {} on {}, acquired {})",
+                            i.operation,
+                            i.machine.pid,
+                            i.machine.hostname,
+                            lock::ago(i.created_at, chrono::Utc::now())
+                        )
+                    })
+                    .unwrap_or_default();
+                self.note(&format!(
+                    "Broke the remote lock on '{}'{who}: it is older than the timeout ({} s),                      and a holder on another machine cannot be proven alive.",
+                    up.remote, config.timeout
+                ));
+                lock
+            }
+            Ok(remote_lock::Acquired::Taken(lock)) => lock,
+        };
+        let held = Held {
+            local,
+            remote: Some(RemoteHeld::new(git.clone(), taken)),
+        };
+        if check_advance && let Err(e) = remote_stood_still(&git, &up) {
+            held.release()?;
+            return Err(e);
+        }
+        Ok(held)
+    }
+
+    fn lock_local_guard(&self, operation: &str, state_serial: Option<u64>) -> Result<LockGuard> {
         let config = self.lock_config()?;
         let mut request = LockRequest::new(operation, &self.machine_id()?);
         request.state_serial = state_serial;
@@ -116,6 +229,21 @@ impl Context {
             }
         })?;
         Ok(guard)
+    }
+
+    /// The config repo and its upstream, for the remote lock: `None` when
+    /// there is no repo with a remote to lock.
+    pub fn repo_for_lock(&self) -> Option<(Git, Upstream)> {
+        let dir = match &self.config {
+            Some(c) => c.clone(),
+            None => match self.store.load() {
+                Ok(Some(Loaded::Current(state))) => PathBuf::from(state.config_path?),
+                _ => return None,
+            },
+        };
+        let git = Git::open(&dir).ok()?;
+        let up = git.upstream().ok()??;
+        Some((git, up))
     }
 
     /// Loads the state record, migrating a version 1 file (with a backup)
@@ -230,4 +358,98 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         cwd.join(path)
     };
     Ok(joined.components().collect())
+}
+
+/// The lock a command holds: the local one, and with `hybrid` the remote one.
+/// Derefs to the local guard, which is what the store asks for.
+pub struct Held {
+    local: LockGuard,
+    remote: Option<RemoteHeld>,
+}
+
+impl std::ops::Deref for Held {
+    type Target = LockGuard;
+    fn deref(&self) -> &LockGuard {
+        &self.local
+    }
+}
+
+impl Held {
+    /// Releases the remote lock (a failure is a warning: it expires after
+    /// the timeout), then the local one.
+    pub fn release(self) -> Result<()> {
+        if let Some(remote) = self.remote {
+            remote.release();
+        }
+        self.local.release()?;
+        Ok(())
+    }
+}
+
+/// The remote half, released on drop and on Ctrl-C (see [`release_remote_lock`]).
+struct RemoteHeld {
+    released: bool,
+}
+
+/// The remote lock this process holds, for the signal handler.
+static REMOTE_HELD: std::sync::Mutex<Option<(Git, RemoteLock)>> = std::sync::Mutex::new(None);
+
+impl RemoteHeld {
+    fn new(git: Git, lock: RemoteLock) -> Self {
+        if let Ok(mut slot) = REMOTE_HELD.lock() {
+            *slot = Some((git, lock));
+        }
+        RemoteHeld { released: false }
+    }
+
+    fn release(mut self) {
+        self.released = true;
+        release_remote_lock();
+    }
+}
+
+impl Drop for RemoteHeld {
+    fn drop(&mut self) {
+        if !self.released {
+            release_remote_lock();
+        }
+    }
+}
+
+/// Deletes the remote lock this process holds, if any (leased on our own
+/// commit, so a lock someone broke and took is left alone).
+pub fn release_remote_lock() {
+    let taken = REMOTE_HELD.lock().ok().and_then(|mut slot| slot.take());
+    if let Some((git, lock)) = taken
+        && let Err(e) = remote_lock::release(&git, &lock)
+    {
+        eprintln!(
+            "⚠️  Warning: could not release the remote lock on '{}': {e}
+             It expires after the lock timeout; 'stead state unlock --force' removes it now.",
+            lock.remote
+        );
+    }
+}
+
+/// Fails when the remote's record moved since the common base (another
+/// machine pushed since this one last synced).
+fn remote_stood_still(git: &Git, up: &Upstream) -> Result<()> {
+    git.fetch(&up.remote)?;
+    let records = repo::read_records(git, up)?;
+    let Some(remote) = &records.remote else {
+        return Ok(());
+    };
+    let moved = match &records.base {
+        None => true,
+        Some(base) => !shared::same_content(remote, base),
+    };
+    if moved {
+        return Err(SyncError::RemoteAdvanced {
+            remote: up.remote.clone(),
+            remote_serial: remote.lineage.serial,
+            base_serial: records.base.map(|b| b.lineage.serial).unwrap_or(0),
+        }
+        .into());
+    }
+    Ok(())
 }

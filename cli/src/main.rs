@@ -45,6 +45,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         stead_lib::resource::exec::reap(std::io::stdin().lock());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::MergeDriver {
+        base,
+        ours,
+        theirs,
+        path,
+    } = &cli.command
+    {
+        // Run by git inside a merge: no state, no lock, no output but errors.
+        return commands::merge_driver::run(base, ours, theirs, path.as_deref());
+    }
     let ctx = Context::new(&cli.global)?;
     ctx.warn_if_lock_disabled();
     match cli.command {
@@ -54,7 +64,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Graph { format, profile } => {
             commands::graph::run(&ctx, format, profile.as_deref())
         }
-        Command::Reaper => Ok(ExitCode::SUCCESS),
+        Command::Reaper | Command::MergeDriver { .. } => Ok(ExitCode::SUCCESS),
+        Command::Commit(args) => commands::commit::run(&ctx, &args),
+        Command::Sync(args) => commands::sync::run(&ctx, &args),
         Command::State(cmd) => match cmd {
             StateCommand::Version => commands::state::version(&ctx),
             StateCommand::History { limit } => commands::state::history(&ctx, limit),
@@ -63,6 +75,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             StateCommand::Migrate { no_backup } => commands::state::migrate(&ctx, !no_backup),
             StateCommand::CheckDrift { all } => commands::drift::run(&ctx, all),
             StateCommand::Journal => commands::state::journal(&ctx),
+            StateCommand::CheckConflicts => commands::conflicts::check(&ctx),
+            StateCommand::Resolve(args) => commands::conflicts::resolve(&ctx, &args),
+            StateCommand::Diff => commands::conflicts::diff(&ctx),
         },
     }
 }
@@ -119,9 +134,13 @@ fn render_manifest_error(error: &stead_lib::manifest::ManifestError) -> String {
 
 fn exit_code_for(error: &anyhow::Error) -> u8 {
     use stead_lib::lock::LockError;
+    use stead_lib::sync::SyncError;
     match error.downcast_ref::<LockError>() {
         Some(LockError::Locked { .. } | LockError::LockedUnreadable { .. }) => EXIT_LOCKED,
-        _ => 1,
+        _ => match error.downcast_ref::<SyncError>() {
+            Some(SyncError::RemoteLocked { .. }) => EXIT_LOCKED,
+            _ => 1,
+        },
     }
 }
 
@@ -153,6 +172,7 @@ fn install_signal_handler() {
             return;
         }
         stead_lib::lock::release_all_held();
+        context::release_remote_lock();
         eprintln!("Interrupted.");
         std::process::exit(EXIT_INTERRUPTED);
     });

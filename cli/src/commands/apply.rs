@@ -60,26 +60,68 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     }
 
     let guard = ctx.lock("apply", None)?;
-    let mut state = match ctx.load_state_locked(&guard)? {
+    let state = match ctx.load_state_locked(&guard)? {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
     };
+    let (code, _) = converge(
+        ctx,
+        &guard,
+        state,
+        &Converge {
+            plan_file: args.plan.as_deref(),
+            profile: args.profile.as_deref(),
+            force: args.force,
+            jobs,
+            rerun: &args.rerun,
+            yes: args.yes,
+        },
+    )?;
+    guard.release()?;
+    Ok(code)
+}
+
+/// What one converge run is asked to do.
+pub(crate) struct Converge<'a> {
+    /// A saved plan to execute instead of planning now.
+    pub plan_file: Option<&'a std::path::Path>,
+    /// Use (and record) this profile.
+    pub profile: Option<&'a str>,
+    /// Replace what stead does not own.
+    pub force: bool,
+    /// Changes at once.
+    pub jobs: usize,
+    /// One-shot execs to run again.
+    pub rerun: &'a [String],
+    /// Do not ask.
+    pub yes: bool,
+}
+
+/// Plans and executes under a lock the caller holds (apply, sync), records
+/// the outcome, and returns the exit code and the state as written.
+pub(crate) fn converge(
+    ctx: &Context,
+    guard: &stead_lib::lock::LockGuard,
+    mut state: State,
+    args: &Converge,
+) -> Result<(ExitCode, State)> {
+    let jobs = args.jobs;
     let journal_path = ctx.layout.state_dir().join(journal::JOURNAL_FILE);
-    let view = journal_view(ctx, &args.rerun)?;
+    let view = journal_view(ctx, args.rerun)?;
     report_interrupted_run(ctx, &view);
-    let (mut plan, profile) = match &args.plan {
+    let (mut plan, profile) = match args.plan_file {
         Some(file) => {
             let plan = load_saved(file, &state)?;
             let profile = plan.profile.clone();
             (plan, profile)
         }
         None => {
-            let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile.as_deref())?;
+            let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile)?;
             let plan = plan::make(&manifest, &graph, &state, args.force, jobs)?;
             (plan, manifest.profile.clone())
         }
     };
-    check_rerun(&plan, &args.rerun)?;
+    check_rerun(&plan, args.rerun)?;
     plan::settle_one_shots(&mut plan, &view.one_shots);
     plan::settle_refreshes(&mut plan, &view.pending_refreshes);
     if !ctx.json {
@@ -127,12 +169,11 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
                 &json!({"event": "summary", "counts": plan.counts(), "applied": 0, "failed": 0, "skipped": 0, "serial": state.lineage.serial}),
             );
         }
-        guard.release()?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok((ExitCode::SUCCESS, state));
     }
     if !args.yes && !confirm()? {
         outln!("Apply cancelled; nothing was changed.");
-        return Ok(ExitCode::SUCCESS);
+        return Ok((ExitCode::SUCCESS, state));
     }
     if !ctx.json {
         outln!();
@@ -241,7 +282,6 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     let run_id = run.run_id().to_string();
     run.into_writer().close()?;
     journal::compact(&journal_path, &run_id)?;
-    guard.release()?;
     if !ctx.json {
         // Retries that ended well; the ones that gave up say so in the summary.
         for ((c, s), n) in plan
@@ -272,9 +312,9 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
                 "\nInterrupted: {not_started} change(s) did not start; what ran is recorded. Run 'stead apply' to finish."
             );
         }
-        return Ok(ExitCode::from(crate::EXIT_INTERRUPTED as u8));
+        return Ok((ExitCode::from(crate::EXIT_INTERRUPTED as u8), state));
     }
-    Ok(code)
+    Ok((code, state))
 }
 
 fn first_run_init(

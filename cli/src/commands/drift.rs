@@ -27,7 +27,36 @@ struct Finding {
 
 pub fn run(ctx: &Context, all: bool) -> Result<ExitCode> {
     let state = ctx.load_state()?;
-    let manifest = ctx.load_manifest(Some(&state), None).ok().map(|(m, _)| m);
+    let findings = findings(ctx, &state);
+    let drifted = findings.iter().filter(|f| f.status != "unchanged").count();
+    if ctx.json {
+        let shown: Vec<_> = findings
+            .iter()
+            .filter(|f| all || f.status != "unchanged")
+            .collect();
+        print_json(&json!({"drift": drifted > 0, "drifted": drifted, "files": shown}));
+    } else {
+        print_report(ctx, &findings, all);
+    }
+    Ok(if drifted > 0 {
+        ExitCode::from(EXIT_DRIFT)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Managed paths that changed since stead wrote them: `(path, status)`.
+pub(crate) fn drifted(ctx: &Context, state: &stead_lib::state::State) -> Vec<(String, String)> {
+    findings(ctx, state)
+        .into_iter()
+        .filter(|f| f.status != "unchanged")
+        .map(|f| (f.path, f.status.to_string()))
+        .collect()
+}
+
+/// Every managed path compared with the record, sorted by path.
+fn findings(ctx: &Context, state: &stead_lib::state::State) -> Vec<Finding> {
+    let manifest = ctx.load_manifest(Some(state), None).ok().map(|(m, _)| m);
     // Declared resources by id (a map: `Manifest::get` scans, quadratic over the state).
     let declared_by_id: std::collections::HashMap<&str, &Spec> = manifest
         .iter()
@@ -107,21 +136,7 @@ pub fn run(ctx: &Context, all: bool) -> Result<ExitCode> {
         }
     }
     findings.sort_by(|a, b| a.path.cmp(&b.path));
-    let drifted = findings.iter().filter(|f| f.status != "unchanged").count();
-    if ctx.json {
-        let shown: Vec<_> = findings
-            .iter()
-            .filter(|f| all || f.status != "unchanged")
-            .collect();
-        print_json(&json!({"drift": drifted > 0, "drifted": drifted, "files": shown}));
-    } else {
-        print_report(ctx, &findings, all);
-    }
-    Ok(if drifted > 0 {
-        ExitCode::from(EXIT_DRIFT)
-    } else {
-        ExitCode::SUCCESS
-    })
+    findings
 }
 
 fn print_report(ctx: &Context, findings: &[Finding], all: bool) {

@@ -10,14 +10,21 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::machine::MachineInfo;
 use stead_lib::state::State;
+use stead_lib::sync::git::{Git, GitError};
+use stead_lib::sync::shared;
+
+use super::repo::{self, Repo};
 
 use crate::cli::InitArgs;
 use crate::context::Context;
 use crate::output::print_json;
 
 pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
+    if let Some(url) = &args.repo {
+        return run_repo(ctx, args, url);
+    }
     let config_path = args.path.as_deref().map(config_path_string).transpose()?;
-    let guard = ctx.lock("init", None)?;
+    let guard = ctx.lock_local("init")?;
     let machine_id = ctx.machine_id()?;
     let (status, state, changes) = match ctx.load_state_locked(&guard)? {
         None => {
@@ -127,4 +134,189 @@ fn config_path_string(path: &Path) -> Result<String> {
         .to_str()
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("the config path {} is not valid UTF-8", resolved.display()))
+}
+
+/// `init --repo URL`: clone (or adopt the clone at --path), join the
+/// lineage of the repo's shared record or start one, install the merge
+/// driver, and commit this machine's entry (pushed by the next sync).
+fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
+    let dest = match &args.path {
+        Some(p) => std::path::absolute(p).context("cannot read the current directory")?,
+        None => ctx.layout.home().join(".dotfiles"),
+    };
+    let (git, cloned) = open_or_clone(&dest, url)?;
+    let up = git.upstream()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the clone {} has no branch tracking a remote (is HEAD detached?); check out a branch and run init again",
+            git.root().display()
+        )
+    })?;
+    let repo = Repo { git, up };
+    let root = config_path_string(repo.git.root())?;
+
+    let guard = ctx.lock_local("init")?;
+    let machine_id = ctx.machine_id()?;
+    let existing = ctx.load_state_locked(&guard)?;
+    let shared_rec = stead_lib::sync::repo::read_working(&repo.git)?;
+    let mut state = existing
+        .clone()
+        .unwrap_or_else(|| State::new(MachineInfo::current(&machine_id)));
+    let profile = args.profile.clone().or_else(|| state.active_profile.clone());
+    let before = state.clone();
+    let status = match &shared_rec {
+        Some(rec) => {
+            let member = rec.lineage.id == state.lineage.id
+                && rec.lineage.machines.contains(&machine_id);
+            // This machine's own values win on joining: the profile asked
+            // for, and the clone it is in.
+            let checksums = state.checksums.clone();
+            state = shared::adopt(&state, rec);
+            state.checksums = checksums;
+            state.active_profile = profile;
+            state.config_path = Some(root.clone());
+            state.repo_url = Some(url.to_string());
+            let unchanged = member
+                && existing.is_some()
+                && state.active_profile == before.active_profile
+                && state.config_path == before.config_path
+                && state.repo_url == before.repo_url
+                && state.history.len() == before.history.len();
+            if unchanged {
+                state = before;
+                "unchanged"
+            } else {
+                let serial = rec.lineage.serial.max(state.lineage.serial) + 1;
+                let op = if member { "init" } else { "join" };
+                ctx.store.commit_at(&guard, &mut state, Some(op), serial)?;
+                if member { "updated" } else { "joined" }
+            }
+        }
+        None => {
+            state.active_profile = profile;
+            state.config_path = Some(root.clone());
+            state.repo_url = Some(url.to_string());
+            if existing.is_some() && state == before {
+                "unchanged"
+            } else {
+                ctx.store.commit(&guard, &mut state, "init")?;
+                "started"
+            }
+        }
+    };
+    let record = shared::fold(shared_rec.as_ref(), &state);
+    repo::write_if_changed(&repo, &record)?;
+    repo::ensure_merge_driver(&repo)?;
+    let message = match status {
+        "started" => format!(
+            "stead: start lineage {} on {}",
+            state.lineage.id, state.machine.hostname
+        ),
+        "joined" => format!("stead: {} joins the lineage", state.machine.hostname),
+        _ => format!("stead: {} updates its record", state.machine.hostname),
+    };
+    let commit = repo::commit_record(&repo, &[], &message)?;
+    guard.release()?;
+
+    if ctx.json {
+        print_json(&json!({
+            "status": status,
+            "cloned": cloned,
+            "config_path": root,
+            "repo_url": url,
+            "machine_id": state.machine.id,
+            "lineage_id": state.lineage.id,
+            "serial": state.lineage.serial,
+            "machines": record.lineage.machines,
+            "commit": commit,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = &ctx.out;
+    if cloned {
+        outln!("{} Cloned {url} into {root}", p.green("✓"));
+    } else {
+        outln!("{} Using the existing clone {root}", p.green("✓"));
+    }
+    match status {
+        "joined" => outln!(
+            "{} Joined lineage {} ({} machine(s))",
+            p.green("✓"),
+            state.lineage.id,
+            record.machine_count()
+        ),
+        "started" => outln!(
+            "{} Started lineage {} (the repo had no shared record)",
+            p.green("✓"),
+            state.lineage.id
+        ),
+        "updated" => outln!("{} Updated this machine's record", p.green("✓")),
+        _ => outln!("Already a member of lineage {}; nothing changed.", state.lineage.id),
+    }
+    outln!(
+        "  Machine:  {} ({})",
+        state.machine.hostname,
+        state.machine.id
+    );
+    outln!("  Serial:   {}", state.lineage.serial);
+    if let Some(profile) = &state.active_profile {
+        outln!("  Profile:  {profile}");
+    }
+    outln!("  State:    {}", ctx.store.path().display());
+    if commit.is_some() {
+        outln!("\nCommitted this machine's record. Run 'stead sync' to share it and apply the config.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The clone at `dest` if it is one of `url` (an error if it is a clone of
+/// something else), else a fresh clone there. Returns whether it cloned.
+fn open_or_clone(dest: &Path, url: &str) -> Result<(Git, bool)> {
+    if dest.exists() {
+        if let Ok(git) = Git::open(dest) {
+            let remote = git
+                .upstream()?
+                .map(|u| u.remote)
+                .unwrap_or_else(|| "origin".to_string());
+            return match git.remote_url(&remote)? {
+                Some(u) if same_url(&u, url) => Ok((git, false)),
+                Some(u) => anyhow::bail!(
+                    "{} is a clone of {u}, not of {url}\nNothing was changed. Pass another --path, or fix the remote with 'git -C {} remote set-url {remote} {url}'.",
+                    dest.display(),
+                    dest.display()
+                ),
+                None => anyhow::bail!(
+                    "{} is a git repository without the remote '{remote}'\nNothing was changed. Add it with 'git -C {} remote add {remote} {url}'.",
+                    dest.display(),
+                    dest.display()
+                ),
+            };
+        }
+        let empty = std::fs::read_dir(dest)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            anyhow::bail!(
+                "{} exists and is not a git clone\nNothing was changed. Pass another --path for the clone.",
+                dest.display()
+            );
+        }
+    }
+    match Git::clone_repo(url, dest) {
+        Ok(git) => Ok((git, true)),
+        Err(GitError::Unreachable { reason, .. }) => anyhow::bail!(
+            "Cannot reach remote repository: {reason}\nNothing was created. Check the URL and your connection, then run init again."
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// URLs equal, or local paths naming the same directory.
+fn same_url(a: &str, b: &str) -> bool {
+    if a == b || a.trim_end_matches('/') == b.trim_end_matches('/') {
+        return true;
+    }
+    match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }

@@ -89,6 +89,7 @@ pub fn history(ctx: &Context, limit: Option<usize>) -> Result<ExitCode> {
 pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
     let config = ctx.lock_config()?;
     let status = lock::inspect(&ctx.layout, &config)?;
+    let remote = remote_lock_view(ctx, &config);
     if ctx.json {
         let (name, info, overdue, reason, content) = match &status {
             LockStatus::Unlocked => ("unlocked", None, false, None, None),
@@ -102,7 +103,7 @@ pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
         };
         print_json(&json!({
             "lock_type": config.lock_type,
-            "remote_lock": remote_lock_note(&config),
+            "remote_lock": remote.as_ref().map(RemoteView::to_json),
             "locked": !matches!(status, LockStatus::Unlocked),
             "status": name,
             "overdue": overdue,
@@ -114,9 +115,6 @@ pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     outln!("Lock type: {}", config.lock_type.as_str());
-    if let Some(note) = remote_lock_note(&config) {
-        outln!("Remote lock: {note}");
-    }
     match status {
         LockStatus::Unlocked => outln!("State is not locked"),
         LockStatus::Held { info, overdue } => {
@@ -152,12 +150,97 @@ pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
             }
         }
     }
+    if let Some(remote) = &remote {
+        outln!();
+        remote.print(ctx, config.timeout);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn remote_lock_note(config: &LockConfig) -> Option<&'static str> {
-    (config.lock_type == LockType::Hybrid)
-        .then_some("not available yet (no git backend in this version); hybrid behaves as local")
+/// The remote half of a hybrid lock, as read now.
+enum RemoteView {
+    /// No config repo with a remote to lock.
+    NoRemote,
+    /// The remote could not be read.
+    Unreachable { remote: String, reason: String },
+    /// Nobody holds it.
+    Free { remote: String },
+    /// Someone holds it.
+    Held {
+        remote: String,
+        holder: stead_lib::sync::remote_lock::RemoteHolder,
+    },
+}
+
+fn remote_lock_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
+    use stead_lib::sync::remote_lock;
+    if config.lock_type != LockType::Hybrid {
+        return None;
+    }
+    let Some((git, up)) = ctx.repo_for_lock() else {
+        return Some(RemoteView::NoRemote);
+    };
+    Some(match remote_lock::read(&git, &up.remote) {
+        Ok(None) => RemoteView::Free { remote: up.remote },
+        Ok(Some(holder)) => RemoteView::Held {
+            remote: up.remote,
+            holder,
+        },
+        Err(e) => RemoteView::Unreachable {
+            remote: up.remote,
+            reason: e.to_string(),
+        },
+    })
+}
+
+impl RemoteView {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            RemoteView::NoRemote => json!({"status": "no_remote"}),
+            RemoteView::Unreachable { remote, reason } => {
+                json!({"status": "unreachable", "remote": remote, "reason": reason})
+            }
+            RemoteView::Free { remote } => json!({"status": "unlocked", "remote": remote}),
+            RemoteView::Held { remote, holder } => json!({
+                "status": "held", "remote": remote, "ref": stead_lib::sync::remote_lock::LOCK_REF,
+                "commit": holder.commit, "holder": holder.info,
+                "raw_content": if holder.info.is_none() { Some(&holder.raw) } else { None },
+            }),
+        }
+    }
+
+    fn print(&self, ctx: &Context, timeout: u64) {
+        let lock_ref = stead_lib::sync::remote_lock::LOCK_REF;
+        match self {
+            RemoteView::NoRemote => outln!(
+                "Remote lock: none (the config repo has no git remote; hybrid works as local)"
+            ),
+            RemoteView::Unreachable { remote, reason } => {
+                outln!("Remote lock ({remote} {lock_ref}): unknown, {reason}")
+            }
+            RemoteView::Free { remote } => {
+                outln!("Remote lock ({remote} {lock_ref}): not locked")
+            }
+            RemoteView::Held { remote, holder } => {
+                outln!("Remote lock ({remote} {lock_ref}): locked\n");
+                match &holder.info {
+                    Some(info) => {
+                        print_holder(info);
+                        if holder
+                            .age(Utc::now())
+                            .is_some_and(|a| a.num_seconds() >= timeout as i64)
+                        {
+                            outln!(
+                                "\n{} it is older than the timeout ({timeout} s): the next machine that needs the lock breaks it.",
+                                ctx.out.yellow("Expired:")
+                            );
+                        }
+                    }
+                    None => outln!("  unreadable content: {:?}", holder.raw),
+                }
+            }
+        }
+    }
 }
 
 fn print_holder(info: &LockInfo) {
@@ -180,6 +263,9 @@ fn print_holder(info: &LockInfo) {
 
 /// `stead state unlock [--force]`.
 pub fn unlock(ctx: &Context, force: bool) -> Result<ExitCode> {
+    if force {
+        unlock_remote(ctx)?;
+    }
     if !force {
         let config = ctx.lock_config().unwrap_or_default();
         let status = lock::inspect(&ctx.layout, &config)?;
@@ -238,6 +324,43 @@ pub fn unlock(ctx: &Context, force: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `lock_type = hybrid`, `unlock --force` removes the remote lock too.
+fn unlock_remote(ctx: &Context) -> Result<()> {
+    let config = ctx.lock_config().unwrap_or_default();
+    if config.lock_type != LockType::Hybrid {
+        return Ok(());
+    }
+    let Some((git, up)) = ctx.repo_for_lock() else {
+        return Ok(());
+    };
+    match stead_lib::sync::remote_lock::force_remove(&git, &up.remote) {
+        Ok(Some(holder)) => {
+            let who = holder
+                .info
+                .map(|i| {
+                    format!(
+                        " held by PID {} ({} on {}, acquired {})",
+                        i.machine.pid,
+                        i.operation,
+                        i.machine.hostname,
+                        ago(i.created_at, Utc::now())
+                    )
+                })
+                .unwrap_or_default();
+            if !ctx.json {
+                outln!(
+                    "{} Removed the remote lock on '{}'{who}",
+                    ctx.out.green("✓"),
+                    up.remote
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => ctx.warn(&format!("could not remove the remote lock: {e}")),
+    }
+    Ok(())
 }
 
 /// `stead state migrate [--no-backup]`.

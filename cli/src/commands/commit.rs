@@ -1,0 +1,207 @@
+//! `stead commit -m MSG [--push] [FILES...]`: accept drifted managed files
+//! into the config repo (copied back to their `source`), write this
+//! machine's record into `.stead/state.json`, commit, and optionally push.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+use stead_lib::manifest::{FileContent, Spec};
+use stead_lib::resource::checksum;
+use stead_lib::sync::shared;
+
+use super::repo;
+use crate::cli::CommitArgs;
+use crate::context::Context;
+use crate::output::{outln, print_json};
+
+pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
+    // Only a push has to be sure the remote stood still.
+    let guard = if args.push {
+        ctx.lock("commit", None)?
+    } else {
+        ctx.lock_for_sync("commit")?
+    };
+    let mut state = ctx
+        .load_state_locked(&guard)?
+        .ok_or_else(|| anyhow::anyhow!("no state found at {}\nRun 'stead init --repo URL' first.", ctx.store.path().display()))?;
+    let repo = repo::open(ctx, &state)?;
+    repo::ensure_merge_driver(&repo)?;
+
+    // Accept drifted files: the repo takes what is on disk.
+    let accepted = accept_files(ctx, &state, &repo, &args.files)?;
+    if !accepted.is_empty() {
+        for a in &accepted {
+            state.checksums.insert(a.key.clone(), a.checksum.clone());
+        }
+        ctx.store.commit(&guard, &mut state, "commit")?;
+    }
+
+    let working = stead_lib::sync::repo::read_working(&repo.git)?;
+    let record = shared::fold(working.as_ref(), &state);
+    if working
+        .as_ref()
+        .is_some_and(|w| w.lineage.id != state.lineage.id)
+    {
+        anyhow::bail!(
+            "this machine belongs to lineage {}, but the repo's record is lineage {}\n\
+             Nothing was committed. Run 'stead init --repo URL --path {}' to join the repo's lineage.",
+            state.lineage.id,
+            working.map(|w| w.lineage.id).unwrap_or_default(),
+            repo.git.root().display()
+        );
+    }
+    repo::write_if_changed(&repo, &record)?;
+    let sources: Vec<String> = accepted
+        .iter()
+        .map(|a| a.repo_path.display().to_string())
+        .collect();
+    let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let commit = repo::commit_record(&repo, &source_refs, &args.message)?;
+    let pushed = match (&commit, args.push) {
+        (_, true) => super::sync::push_if_ahead(ctx, &repo)?,
+        _ => false,
+    };
+    guard.release()?;
+
+    if ctx.json {
+        print_json(&json!({
+            "commit": commit, "pushed": pushed, "serial": record.lineage.serial,
+            "accepted": accepted.iter().map(|a| json!({"path": a.key, "source": a.repo_path})).collect::<Vec<_>>(),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for a in &accepted {
+        outln!(
+            "{} Accepted {} into the repo ({})",
+            ctx.out.green("✓"),
+            a.key,
+            a.repo_path.display()
+        );
+    }
+    match &commit {
+        Some(sha) => outln!(
+            "{} Committed {} (record serial {})",
+            ctx.out.green("✓"),
+            &sha[..sha.len().min(12)],
+            record.lineage.serial
+        ),
+        None => outln!("Nothing to commit: the repo already holds this machine's record."),
+    }
+    if pushed {
+        outln!("{} Pushed to {}", ctx.out.green("✓"), repo.remote_branch());
+    } else if args.push {
+        outln!("Nothing to push: {} has everything.", repo.remote_branch());
+    } else if commit.is_some() {
+        outln!("Run 'stead sync' (or 'stead commit --push') to share it.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Accepted {
+    /// The managed path as recorded (`~/.bashrc`).
+    key: String,
+    /// The source file in the repo (relative to its root).
+    repo_path: PathBuf,
+    /// The new checksum.
+    checksum: String,
+}
+
+/// Copies each named drifted file back to its `source`. Every name is
+/// checked before anything is copied, so one bad name copies nothing.
+fn accept_files(
+    ctx: &Context,
+    state: &stead_lib::state::State,
+    repo: &repo::Repo,
+    files: &[String],
+) -> Result<Vec<Accepted>> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (manifest, _) = ctx.load_manifest(Some(state), None)?;
+    let home = ctx.layout.home();
+    let mut plan = Vec::new();
+    for name in files {
+        let target = target_path(home, name)?;
+        let key = manifest.display_path(&target);
+        let resource = manifest.resources.iter().find(|r| match &r.spec {
+            Spec::File(f) => f.path == target,
+            _ => false,
+        });
+        let Some(resource) = resource else {
+            anyhow::bail!(
+                "{name} is not a file stead manages (no file resource has path {key})\n\
+                 Nothing was committed."
+            );
+        };
+        let Spec::File(spec) = &resource.spec else {
+            continue;
+        };
+        let source = match &spec.content {
+            Some(FileContent::Source(src)) => src.clone(),
+            Some(FileContent::Template(t)) => anyhow::bail!(
+                "{key} cannot be copied back: {} renders it from the template {}, and a rendered file is not the template\n\
+                 Edit the template instead, then run 'stead apply'. Nothing was committed.",
+                resource.id,
+                t.display()
+            ),
+            Some(FileContent::Inline(_)) => anyhow::bail!(
+                "{key} cannot be copied back: {} declares its content inline in stead.toml\n\
+                 Edit stead.toml instead. Nothing was committed.",
+                resource.id
+            ),
+            None => anyhow::bail!(
+                "{key} is declared absent by {}; there is nothing to copy back. Nothing was committed.",
+                resource.id
+            ),
+        };
+        let bytes =
+            std::fs::read(&target).with_context(|| format!("cannot read {}", target.display()))?;
+        let sum = checksum(&bytes);
+        if state.checksums.get(&key) == Some(&sum) {
+            anyhow::bail!(
+                "{key} has not drifted: it is what stead wrote. Nothing was committed."
+            );
+        }
+        let repo_path = source
+            .strip_prefix(repo.git.root())
+            .map(Path::to_path_buf)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the source of {key} ({}) is outside the config repo {}; nothing was committed",
+                    source.display(),
+                    repo.git.root().display()
+                )
+            })?;
+        plan.push((key, source, bytes, sum, repo_path));
+    }
+    let mut accepted = Vec::new();
+    for (key, source, bytes, sum, repo_path) in plan {
+        let mode = std::fs::metadata(&source)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .unwrap_or(0o644);
+        stead_lib::fsutil::atomic_write(&source, &bytes, mode)?;
+        accepted.push(Accepted {
+            key,
+            repo_path,
+            checksum: sum,
+        });
+    }
+    Ok(accepted)
+}
+
+/// A file named on the command line: `~/x`, absolute, or relative to the
+/// current directory.
+fn target_path(home: &Path, name: &str) -> Result<PathBuf> {
+    let path = if name == "~" || name.starts_with("~/") {
+        stead_lib::manifest::expand_key(home, name)
+    } else if Path::new(name).is_absolute() {
+        PathBuf::from(name)
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(name)
+    };
+    Ok(stead_lib::fsutil::normalize_lexically(&path))
+}

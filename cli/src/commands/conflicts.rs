@@ -1,0 +1,305 @@
+//! `stead state check-conflicts`, `stead state resolve` and `stead state
+//! diff`: the conflicts between this machine's record and the remote's,
+//! the four ways to settle them, and the field-by-field difference.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+use stead_lib::sync::git::MergeOutcome;
+use stead_lib::sync::shared::{self, SharedRecord, Strategy};
+
+use super::repo;
+use crate::cli::ResolveArgs;
+use crate::context::Context;
+use crate::output::{outln, print_json};
+
+pub fn check(ctx: &Context) -> Result<ExitCode> {
+    let state = ctx.load_state()?;
+    let repo = repo::open(ctx, &state)?;
+    let fetched = repo::fetch(ctx, &repo, false)?;
+    let (_, comparison) = repo::compare(ctx, &repo, &state)?;
+    let found = !comparison.conflicts.is_empty();
+    if ctx.json {
+        print_json(&json!({
+            "conflicts": comparison.conflicts,
+            "direction": comparison.direction,
+            "local_serial": comparison.local.lineage.serial,
+            "remote_serial": comparison.remote.as_ref().map(|r| r.lineage.serial),
+            "base_serial": comparison.base.as_ref().map(|b| b.lineage.serial),
+            "fetched": fetched,
+            "resolutions": repo::RESOLUTIONS.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        }));
+    } else if found {
+        repo::print_conflicts(ctx, &comparison);
+        let automatic = comparison.undecided().next().is_none();
+        outln!(
+            "\n{}",
+            if automatic {
+                "'stead sync' merges these automatically."
+            } else {
+                "The automatic merge cannot decide all of these."
+            }
+        );
+        repo::print_resolutions();
+    } else {
+        outln!(
+            "{} No conflicts: local serial {}, remote serial {} ({}).",
+            ctx.out.green("✓"),
+            comparison.local.lineage.serial,
+            comparison
+                .remote
+                .as_ref()
+                .map(|r| r.lineage.serial.to_string())
+                .unwrap_or_else(|| "none yet".to_string()),
+            repo.remote_branch()
+        );
+    }
+    Ok(if found {
+        ExitCode::from(repo::EXIT_CONFLICTS)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn diff(ctx: &Context) -> Result<ExitCode> {
+    let state = ctx.load_state()?;
+    let repo = repo::open(ctx, &state)?;
+    repo::fetch(ctx, &repo, false)?;
+    let (_, comparison) = repo::compare(ctx, &repo, &state)?;
+    let empty = SharedRecord::new(&comparison.local.lineage.id);
+    let remote = comparison.remote.as_ref().unwrap_or(&empty);
+    let diffs = shared::diff(&comparison.local, remote);
+    if ctx.json {
+        print_json(&json!({
+            "local_serial": comparison.local.lineage.serial,
+            "remote_serial": comparison.remote.as_ref().map(|r| r.lineage.serial),
+            "differences": diffs,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "Local record (serial {}) vs {} ({}):",
+        comparison.local.lineage.serial,
+        repo.remote_branch(),
+        comparison
+            .remote
+            .as_ref()
+            .map(|r| format!("serial {}", r.lineage.serial))
+            .unwrap_or_else(|| "no record yet".to_string())
+    );
+    if diffs.is_empty() {
+        outln!("  no differences");
+    }
+    let show = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "(absent)".to_string(),
+        other => other.to_string(),
+    };
+    for d in &diffs {
+        if d.field.starts_with("history[") {
+            let (side, entry) = if d.remote.is_null() {
+                ("only local ", &d.local)
+            } else if d.local.is_null() {
+                ("only remote", &d.remote)
+            } else {
+                ("differs    ", &d.remote)
+            };
+            outln!(
+                "  {side} {} {} on {} at {} (serial {})",
+                d.field,
+                entry["operation"].as_str().unwrap_or("?"),
+                entry["machine_id"]
+                    .as_str()
+                    .map(|m| m.chars().take(8).collect::<String>())
+                    .unwrap_or_default(),
+                entry["timestamp"].as_str().unwrap_or("?"),
+                entry["serial"]
+            );
+        } else {
+            outln!(
+                "  {}: local {}, remote {}",
+                d.field,
+                show(&d.local),
+                show(&d.remote)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
+    let (flag, strategy) = if args.use_local {
+        ("--use-local", Strategy::UseLocal)
+    } else if args.use_remote {
+        ("--use-remote", Strategy::UseRemote)
+    } else if args.merge {
+        ("--merge", Strategy::Merge)
+    } else {
+        ("--manual", Strategy::Merge)
+    };
+    let guard = ctx.lock_for_sync("resolve")?;
+    let state = ctx
+        .load_state_locked(&guard)?
+        .ok_or_else(|| anyhow::anyhow!("no state found at {}", ctx.store.path().display()))?;
+    let repo = repo::open(ctx, &state)?;
+    repo::ensure_merge_driver(&repo)?;
+    if !repo.git.is_clean(&[shared::SHARED_RECORD_PATH])? {
+        anyhow::bail!(
+            "{} has changes that are not committed; commit or discard them first. Nothing was changed.",
+            repo.git.root().join(shared::SHARED_RECORD_PATH).display()
+        );
+    }
+    repo::fetch(ctx, &repo, true)?;
+    let (records, comparison) = repo::compare(ctx, &repo, &state)?;
+    let Some(remote) = comparison.remote.clone() else {
+        outln!(
+            "Nothing to resolve: {} has no shared record yet. Run 'stead sync' to push this machine's.",
+            repo.remote_branch()
+        );
+        guard.release()?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let me = state.machine.id.clone();
+    let mut resolved = shared::merge(
+        comparison.base.as_ref(),
+        &comparison.local,
+        &remote,
+        Some(&me),
+        strategy,
+    );
+    if args.manual {
+        resolved = edit(ctx, &resolved, &comparison.local, &remote, &me)?;
+    }
+
+    // Git's histories join first; the record is installed on top.
+    if records.remote_has_news(&repo.git)? {
+        let message = format!("stead state resolve {flag}: merge {}", repo.remote_branch());
+        if let MergeOutcome::Conflicts(files) = repo.git.merge(&repo.up.tracking_ref, &message)? {
+            guard.release()?;
+            return repo::report_git_conflicts(ctx, &files);
+        }
+    }
+    let (state, record) = repo::settle(
+        ctx,
+        &guard,
+        &repo,
+        state,
+        &resolved,
+        Some("resolve"),
+        records.remote_commit.as_deref(),
+    )?;
+    let commit = repo::commit_record(
+        &repo,
+        &[],
+        &format!(
+            "stead state resolve {flag}: {} at serial {}",
+            state.machine.hostname, record.lineage.serial
+        ),
+    )?;
+    guard.release()?;
+    if ctx.json {
+        print_json(&json!({
+            "strategy": flag.trim_start_matches("--"), "serial": record.lineage.serial,
+            "machines": record.lineage.machines, "history": record.history.len(), "commit": commit,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{} Resolved with {flag}: serial {}, {} machine(s), {} history entries",
+        ctx.out.green("✓"),
+        record.lineage.serial,
+        record.machine_count(),
+        record.history.len()
+    );
+    if let Some(mine) = record.machines.get(&me) {
+        outln!(
+            "  This machine: profile {}, config {}",
+            mine.active_profile.as_deref().unwrap_or("(none)"),
+            mine.config_path.as_deref().unwrap_or("(none)")
+        );
+    }
+    outln!("Committed in {}.", repo.git.root().display());
+    if strategy == Strategy::UseRemote {
+        outln!("Next: 'stead apply' to make this machine match, then 'stead sync' to share it.");
+    } else {
+        outln!("Next: 'stead sync' to push it (and apply).");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens `$VISUAL`/`$EDITOR` (else `vi`) on a copy of `proposed` in the
+/// state dir; returns the edit only if it is a valid record that keeps
+/// every history entry and machine of both sides and moves the serial past
+/// both. An invalid edit changes nothing.
+fn edit(
+    ctx: &Context,
+    proposed: &SharedRecord,
+    local: &SharedRecord,
+    remote: &SharedRecord,
+    me: &str,
+) -> Result<SharedRecord> {
+    let editor = std::env::var("VISUAL")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.trim().is_empty()))
+        .unwrap_or_else(|| "vi".to_string());
+    let copy = ctx
+        .layout
+        .state_dir()
+        .join(format!("resolve-{}.json", std::process::id()));
+    stead_lib::fsutil::atomic_write(&copy, &shared::to_bytes(proposed), 0o600)?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&copy)
+        .status()
+        .with_context(|| format!("cannot start the editor '{editor}'"));
+    let read = std::fs::read(&copy);
+    let _ = std::fs::remove_file(&copy);
+    let status = status?;
+    if !status.success() {
+        anyhow::bail!("the editor '{editor}' exited with {status}; nothing was changed");
+    }
+    let bytes = read.with_context(|| format!("cannot read the edited copy {}", copy.display()))?;
+    let edited = shared::parse(&bytes, "the edited record")
+        .map_err(|e| anyhow::anyhow!("{e}\nThe edit is invalid, so nothing was changed."))?;
+    let invalid = |why: String| {
+        anyhow::anyhow!("the edited record is invalid: {why}\nNothing was changed. Run 'stead state resolve --manual' again.")
+    };
+    let floor = local.lineage.serial.max(remote.lineage.serial) + 1;
+    if edited.lineage.serial < floor {
+        return Err(invalid(format!(
+            "its serial {} must be at least {floor} (above both sides)",
+            edited.lineage.serial
+        )));
+    }
+    if edited.lineage.id != local.lineage.id && edited.lineage.id != remote.lineage.id {
+        return Err(invalid(format!(
+            "its lineage {} is neither side's ({} or {})",
+            edited.lineage.id, local.lineage.id, remote.lineage.id
+        )));
+    }
+    let kept: std::collections::HashSet<&str> =
+        edited.history.iter().map(|e| e.id.as_str()).collect();
+    let lost = local
+        .history
+        .iter()
+        .chain(&remote.history)
+        .filter(|e| !kept.contains(e.id.as_str()))
+        .count();
+    if lost > 0 {
+        return Err(invalid(format!("it drops {lost} history entries")));
+    }
+    if !edited.machines.contains_key(me) {
+        return Err(invalid(format!("it has no entry for this machine ({me})")));
+    }
+    for id in edited.machines.keys() {
+        if !edited.lineage.machines.contains(id) {
+            return Err(invalid(format!(
+                "machine {id} has an entry but is not in lineage.machines"
+            )));
+        }
+    }
+    Ok(edited)
+}

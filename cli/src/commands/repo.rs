@@ -1,0 +1,234 @@
+//! What the many-machine commands share: opening the config repo, fetching,
+//! comparing this machine with the remote, printing conflicts, and the step
+//! that makes the local state and the repo's record agree.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use stead_lib::lock::LockGuard;
+use stead_lib::state::State;
+use stead_lib::sync::git::{Git, GitError, Upstream};
+use stead_lib::sync::repo::{self, Records};
+use stead_lib::sync::shared::{self, Comparison, SHARED_RECORD_PATH, Severity, SharedRecord};
+
+use crate::context::Context;
+use crate::output::outln;
+
+/// Exit code of `state check-conflicts` when there are conflicts (as drift's).
+pub const EXIT_CONFLICTS: u8 = super::drift::EXIT_DRIFT;
+
+/// The config repo of this machine and where it syncs with.
+pub struct Repo {
+    pub git: Git,
+    pub up: Upstream,
+}
+
+impl Repo {
+    /// `<remote>/<branch>`, for messages.
+    pub fn remote_branch(&self) -> String {
+        format!("{}/{}", self.up.remote, self.up.branch)
+    }
+}
+
+/// Opens the config repo recorded for this machine (or --config) and its
+/// upstream; says what to run when there is none.
+pub fn open(ctx: &Context, state: &State) -> Result<Repo> {
+    let dir = ctx.config_dir(Some(state))?;
+    let git = Git::open(&dir).map_err(|e| match e {
+        GitError::NotARepo { .. } => anyhow::anyhow!(
+            "the config repo {} is not a git repository, so there is nothing to sync with\n\
+             Run 'stead init --repo URL' to clone your config repo and join its lineage.",
+            dir.display()
+        ),
+        e => e.into(),
+    })?;
+    let up = git.upstream()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the config repo {} has no remote to sync with (or HEAD is detached)\n\
+             Add one with 'git -C {} remote add origin URL', or check out a branch.",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    Ok(Repo { git, up })
+}
+
+/// Fetches; with `strict`, an unreachable remote is an error, else a
+/// warning and the last fetched copy is used. Returns whether it fetched.
+pub fn fetch(ctx: &Context, repo: &Repo, strict: bool) -> Result<bool> {
+    match repo.git.fetch(&repo.up.remote) {
+        Ok(()) => Ok(true),
+        Err(GitError::Unreachable { reason, .. }) if !strict => {
+            ctx.warn(&format!(
+                "Cannot reach remote repository: {reason}\n\
+                 Comparing with what was last fetched from '{}'.",
+                repo.up.remote
+            ));
+            Ok(false)
+        }
+        Err(GitError::Unreachable { reason, .. }) => anyhow::bail!(
+            "Cannot reach remote repository: {reason}\n\
+             Nothing was changed; this machine's record is safe here. Run the command again when the connection is restored."
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The copies of the record and how this machine compares with the remote.
+pub fn compare(ctx: &Context, repo: &Repo, state: &State) -> Result<(Records, Comparison)> {
+    let records = repo::read_records(&repo.git, &repo.up)?;
+    let drift = super::drift::drifted(ctx, state);
+    let comparison = shared::compare(
+        state,
+        records.head.as_ref(),
+        records.remote.as_ref(),
+        records.base.as_ref(),
+        &drift,
+    );
+    Ok((records, comparison))
+}
+
+/// The severity's mark.
+pub fn mark(severity: Severity) -> &'static str {
+    match severity {
+        Severity::High => "🔴",
+        Severity::Medium => "🟡",
+        Severity::Low => "🟢",
+    }
+}
+
+/// The numbered conflict list under its heading.
+pub fn print_conflicts(ctx: &Context, comparison: &Comparison) {
+    outln!("{}", ctx.out.yellow("⚠️  State Conflicts Detected"));
+    outln!();
+    for (i, c) in comparison.conflicts.iter().enumerate() {
+        outln!("{}. {} {}", i + 1, mark(c.severity), c.message());
+    }
+}
+
+/// The four ways out, as commands.
+pub const RESOLUTIONS: [(&str, &str); 4] = [
+    (
+        "stead state resolve --use-local",
+        "keep this machine's values on every clash",
+    ),
+    (
+        "stead state resolve --use-remote",
+        "take the remote's values on every clash, then 'stead apply'",
+    ),
+    (
+        "stead state resolve --merge",
+        "merge field by field (newest times, remote checksums on a clash)",
+    ),
+    (
+        "stead state resolve --manual",
+        "edit the merged record in $EDITOR before it is installed",
+    ),
+];
+
+pub fn print_resolutions() {
+    outln!("\nResolve with one of:");
+    for (cmd, what) in RESOLUTIONS {
+        outln!("  {cmd:<34} {what}");
+    }
+}
+
+/// Makes the local state and the working copy of the record agree on
+/// `target` (a record that already holds everything this machine knows):
+/// the local state takes its lineage, members, history and this machine's
+/// entry, at its serial; then the working copy is `target` with the local
+/// state folded in. `operation` names the local write when it is one of its
+/// own (a merge or resolve); taking a record as is (`None`) is not.
+///
+/// Returns the local state as written and the record as written.
+pub fn settle(
+    ctx: &Context,
+    guard: &LockGuard,
+    repo: &Repo,
+    state: State,
+    target: &SharedRecord,
+    operation: Option<&str>,
+    remote_commit: Option<&str>,
+) -> Result<(State, SharedRecord)> {
+    let mut next = shared::adopt(&state, target);
+    let changed = next.lineage.id != state.lineage.id
+        || next.lineage.machines != state.lineage.machines
+        || history_ids(&next) != history_ids(&state)
+        || next.active_profile != state.active_profile
+        || next.config_path != state.config_path
+        || next.checksums != state.checksums;
+    let takes_serial = operation.is_none() && target.lineage.serial > state.lineage.serial;
+    let state = if takes_serial || changed || operation.is_some() {
+        // Taking a newer record as is keeps its serial, so both sides agree
+        // on it; anything of this machine's own is a write of its own.
+        let (serial, entry) = if takes_serial {
+            (target.lineage.serial, None)
+        } else {
+            (
+                target.lineage.serial.max(state.lineage.serial + 1),
+                Some(operation.unwrap_or("sync")),
+            )
+        };
+        next.last_sync = Some(Utc::now());
+        next.sync.base_serial = Some(serial);
+        next.sync.base_commit = remote_commit.map(str::to_string);
+        next.lineage.git_commit = remote_commit.map(|c| c.chars().take(12).collect());
+        ctx.store.commit_at(guard, &mut next, entry, serial)?;
+        next
+    } else {
+        state
+    };
+    let record = shared::fold(Some(target), &state);
+    write_if_changed(repo, &record)?;
+    Ok((state, record))
+}
+
+fn history_ids(state: &State) -> Vec<&str> {
+    state.history.iter().map(|e| e.id.as_str()).collect()
+}
+
+/// Replaces the working copy when it differs.
+pub fn write_if_changed(repo: &Repo, record: &SharedRecord) -> Result<bool> {
+    if repo::read_working(&repo.git)?.as_ref() == Some(record) {
+        return Ok(false);
+    }
+    repo::write_working(&repo.git, record)?;
+    Ok(true)
+}
+
+/// Stages the record and commits it (`None`: nothing to commit).
+pub fn commit_record(repo: &Repo, extra: &[&str], message: &str) -> Result<Option<String>> {
+    let mut paths = vec![SHARED_RECORD_PATH];
+    if repo.git.root().join(".gitattributes").exists() {
+        paths.push(".gitattributes");
+    }
+    paths.extend_from_slice(extra);
+    repo.git.add(&paths)?;
+    Ok(repo.git.commit(message)?)
+}
+
+/// Routes the record to stead's merge driver in this clone.
+pub fn ensure_merge_driver(repo: &Repo) -> Result<bool> {
+    let exe = std::env::current_exe().context("cannot tell where the stead program is")?;
+    Ok(repo::install_merge_driver(&repo.git, &exe)?)
+}
+
+/// A text conflict in other repo files: what to run to finish.
+pub fn report_git_conflicts(ctx: &Context, files: &[String]) -> Result<ExitCode> {
+    outln!(
+        "{} Git merge stopped on conflicts in other files of the config repo:",
+        ctx.out.red("✗")
+    );
+    for f in files {
+        outln!("  {f}");
+    }
+    outln!(
+        "\nNothing was applied: stead never applies a conflicted tree.\n\
+         Finish the merge, then sync again:\n  \
+         edit the files, then: git add <files> && git commit\n  \
+         stead sync\n\
+         Or go back to where you were: git merge --abort"
+    );
+    Ok(ExitCode::FAILURE)
+}

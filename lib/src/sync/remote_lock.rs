@@ -1,0 +1,143 @@
+//! The remote half of a `hybrid` lock: a ref on the config repo's remote
+//! (`refs/stead/lock`) whose commit holds the holder's lock JSON.
+//!
+//! Taking it is a compare-and-set on the server: a push with
+//! `--force-with-lease=<ref>:` (empty: the ref must not exist). Releasing is
+//! a delete leased on our own commit, so it never removes someone else's
+//! lock. Liveness cannot be proven across machines, so a remote lock older
+//! than the configured timeout may be broken: replaced with a lease on the
+//! old holder's commit, which also makes two breakers unable to both win.
+
+use chrono::{DateTime, Utc};
+
+use super::git::{Git, GitError, LeaseOutcome};
+use crate::lock::LockInfo;
+
+/// The ref on the remote that holds the lock.
+pub const LOCK_REF: &str = "refs/stead/lock";
+
+/// A remote lock this process holds.
+#[derive(Debug, Clone)]
+pub struct RemoteLock {
+    /// The remote's name.
+    pub remote: String,
+    /// Our lock commit, the lease for the release.
+    pub commit: String,
+}
+
+/// Someone's remote lock, as read.
+#[derive(Debug, Clone)]
+pub struct RemoteHolder {
+    /// Its commit.
+    pub commit: String,
+    /// The holder, when the JSON is readable.
+    pub info: Option<LockInfo>,
+    /// The raw content, for the unreadable case.
+    pub raw: String,
+}
+
+impl RemoteHolder {
+    /// How old the lock is (`None`: unreadable).
+    pub fn age(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        self.info.as_ref().map(|i| now - i.created_at)
+    }
+}
+
+/// What taking the remote lock did.
+#[derive(Debug)]
+pub enum Acquired {
+    /// Taken; nobody held it.
+    Taken(RemoteLock),
+    /// Taken by breaking a lock older than the timeout.
+    Broke {
+        /// Ours now.
+        lock: RemoteLock,
+        /// The one that was broken.
+        previous: RemoteHolder,
+    },
+    /// Someone else holds it and it is not older than the timeout (or
+    /// unreadable, which is never broken on a guess).
+    Held(RemoteHolder),
+}
+
+/// Reads the remote lock (`None`: nobody holds it).
+pub fn read(git: &Git, remote: &str) -> Result<Option<RemoteHolder>, GitError> {
+    Ok(git.remote_ref_read(remote, LOCK_REF)?.map(|(commit, bytes)| {
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        RemoteHolder {
+            commit,
+            info: serde_json::from_slice(&bytes).ok(),
+            raw,
+        }
+    }))
+}
+
+/// Takes the remote lock for `info`, breaking one older than `timeout_secs`.
+pub fn acquire(
+    git: &Git,
+    remote: &str,
+    info: &LockInfo,
+    timeout_secs: u64,
+) -> Result<Acquired, GitError> {
+    let content = serde_json::to_vec_pretty(info).unwrap_or_default();
+    // A lock released between our failed create and our read is simply
+    // taken on the next round; a few rounds cover any honest race.
+    for _ in 0..5 {
+        let (outcome, commit) = git.remote_ref_create(remote, LOCK_REF, &content, None)?;
+        if outcome == LeaseOutcome::Done {
+            return Ok(Acquired::Taken(RemoteLock {
+                remote: remote.to_string(),
+                commit,
+            }));
+        }
+        let Some(holder) = read(git, remote)? else {
+            continue;
+        };
+        let expired = holder
+            .age(Utc::now())
+            .is_some_and(|age| age.num_seconds() >= 0 && age.num_seconds() as u64 >= timeout_secs);
+        if !expired {
+            return Ok(Acquired::Held(holder));
+        }
+        let (outcome, commit) =
+            git.remote_ref_create(remote, LOCK_REF, &content, Some(&holder.commit))?;
+        if outcome == LeaseOutcome::Done {
+            return Ok(Acquired::Broke {
+                lock: RemoteLock {
+                    remote: remote.to_string(),
+                    commit,
+                },
+                previous: holder,
+            });
+        }
+    }
+    match read(git, remote)? {
+        Some(holder) => Ok(Acquired::Held(holder)),
+        None => Err(GitError::Failed {
+            args: format!("push {remote} {LOCK_REF}"),
+            dir: git.root().to_path_buf(),
+            code: 0,
+            stderr: "the remote lock kept changing while it was taken".to_string(),
+        }),
+    }
+}
+
+/// Releases our remote lock (`Lost`: it was broken by someone else meanwhile).
+pub fn release(git: &Git, lock: &RemoteLock) -> Result<LeaseOutcome, GitError> {
+    git.remote_ref_delete(&lock.remote, LOCK_REF, &lock.commit)
+}
+
+/// Removes whatever remote lock there is (for `stead state unlock --force`).
+pub fn force_remove(git: &Git, remote: &str) -> Result<Option<RemoteHolder>, GitError> {
+    for _ in 0..5 {
+        match read(git, remote)? {
+            None => return Ok(None),
+            Some(holder) => {
+                if git.remote_ref_delete(remote, LOCK_REF, &holder.commit)? == LeaseOutcome::Done {
+                    return Ok(Some(holder));
+                }
+            }
+        }
+    }
+    Ok(read(git, remote)?)
+}

@@ -1,0 +1,174 @@
+//! The shared record inside a config repo: reading its copies at HEAD, at
+//! the remote and at their merge base, writing the working copy, and
+//! installing the merge driver that keeps git from text-merging it.
+
+use std::path::Path;
+
+use super::SyncError;
+use super::git::{Git, Upstream};
+use super::shared::{self, SHARED_RECORD_PATH, SharedRecord};
+use crate::fsutil;
+
+/// The merge driver's name in `.gitattributes` and git config.
+pub const MERGE_DRIVER: &str = "stead";
+
+/// The `.gitattributes` line that routes the record to the driver.
+pub const ATTRIBUTES_LINE: &str = ".stead/state.json merge=stead";
+
+/// The three copies a sync compares, and where they come from.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// The copy at HEAD (`None`: unborn branch or no record).
+    pub head: Option<SharedRecord>,
+    /// The copy at the remote branch (`None`: no such branch yet, or no record).
+    pub remote: Option<SharedRecord>,
+    /// The copy at the merge base of the two.
+    pub base: Option<SharedRecord>,
+    /// HEAD's commit.
+    pub head_commit: Option<String>,
+    /// The remote branch's commit (after the last fetch).
+    pub remote_commit: Option<String>,
+    /// The merge base's commit.
+    pub base_commit: Option<String>,
+}
+
+impl Records {
+    /// Whether the remote branch has commits HEAD does not.
+    pub fn remote_has_news(&self, git: &Git) -> Result<bool, SyncError> {
+        Ok(match (&self.remote_commit, &self.head_commit) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(r), Some(h)) => !git.is_ancestor(r, h)?,
+        })
+    }
+}
+
+/// Reads the record at `rev`, naming it `rev:.stead/state.json` in errors.
+pub fn read_at(git: &Git, rev: &str) -> Result<Option<SharedRecord>, SyncError> {
+    match git.show_file(rev, SHARED_RECORD_PATH)? {
+        None => Ok(None),
+        Some(bytes) => Ok(Some(shared::parse(
+            &bytes,
+            &format!("{rev}:{SHARED_RECORD_PATH}"),
+        )?)),
+    }
+}
+
+/// Reads HEAD's, the remote branch's and their merge base's copies (as of
+/// the last fetch).
+pub fn read_records(git: &Git, up: &Upstream) -> Result<Records, SyncError> {
+    let head_commit = git.head()?;
+    let remote_commit = if git.rev_exists(&up.tracking_ref)? {
+        Some(git.run(&["rev-parse", &up.tracking_ref])?)
+    } else {
+        None
+    };
+    let base_commit = match (&head_commit, &remote_commit) {
+        (Some(h), Some(r)) => git.merge_base(h, r)?,
+        _ => None,
+    };
+    let read = |c: &Option<String>| match c {
+        Some(c) => read_at(git, c),
+        None => Ok(None),
+    };
+    Ok(Records {
+        head: read(&head_commit)?,
+        remote: read(&remote_commit)?,
+        base: read(&base_commit)?,
+        head_commit,
+        remote_commit,
+        base_commit,
+    })
+}
+
+/// The working tree's copy (`None`: there is none).
+pub fn read_working(git: &Git) -> Result<Option<SharedRecord>, SyncError> {
+    let path = git.root().join(SHARED_RECORD_PATH);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(shared::parse(&bytes, &path.display().to_string())?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(fsutil::FsError::new("cannot read", &path, e).into()),
+    }
+}
+
+/// Replaces the working tree's copy atomically.
+pub fn write_working(git: &Git, record: &SharedRecord) -> Result<(), SyncError> {
+    let path = git.root().join(SHARED_RECORD_PATH);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fsutil::FsError::new("cannot create", dir, e))?;
+    }
+    fsutil::atomic_write(&path, &shared::to_bytes(record), 0o644)?;
+    Ok(())
+}
+
+/// Routes `.stead/state.json` to `stead __merge-driver` in this clone: the
+/// `.gitattributes` line (returns whether the file changed, so the caller
+/// can commit it) and the clone's git config naming `stead_exe`.
+pub fn install_merge_driver(git: &Git, stead_exe: &Path) -> Result<bool, SyncError> {
+    let quoted = shell_quote(&stead_exe.display().to_string());
+    let driver = format!("{quoted} __merge-driver %O %A %B %P");
+    if git.config_get(&format!("merge.{MERGE_DRIVER}.driver"))?.as_deref() != Some(&driver) {
+        git.config_set(
+            &format!("merge.{MERGE_DRIVER}.name"),
+            "stead: 3-way merge of the shared state record",
+        )?;
+        git.config_set(&format!("merge.{MERGE_DRIVER}.driver"), &driver)?;
+    }
+    let path = git.root().join(".gitattributes");
+    let current = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(fsutil::FsError::new("cannot read", &path, e).into()),
+    };
+    if current.lines().any(|l| l.trim() == ATTRIBUTES_LINE) {
+        return Ok(false);
+    }
+    let mut next = current;
+    if !next.is_empty() && !next.ends_with('\n') {
+        next.push('\n');
+    }
+    next.push_str(ATTRIBUTES_LINE);
+    next.push('\n');
+    fsutil::atomic_write(&path, next.as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+/// `s` in single quotes for the shell git runs drivers with.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_spaces_and_quotes() {
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+
+    #[test]
+    fn driver_install_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::init_repo_with_env(
+            dir.path(),
+            vec![
+                ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
+                ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+            ],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".gitattributes"), "*.png binary").unwrap();
+        assert!(install_merge_driver(&git, Path::new("/opt/my stead/stead")).unwrap());
+        assert!(!install_merge_driver(&git, Path::new("/opt/my stead/stead")).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".gitattributes")).unwrap(),
+            "*.png binary\n.stead/state.json merge=stead\n"
+        );
+        assert_eq!(
+            git.config_get("merge.stead.driver").unwrap().as_deref(),
+            Some("'/opt/my stead/stead' __merge-driver %O %A %B %P")
+        );
+    }
+}
