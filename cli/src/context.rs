@@ -141,8 +141,8 @@ impl Context {
         let taken = match remote_lock::acquire(&git, &up.remote, &info, config.timeout) {
             Err(GitError::Unreachable { reason, .. }) => {
                 eprintln!(
-                    "{} Cannot reach remote repository: {reason}
-                     Proceeding with local-only lock.
+                    "{} Cannot reach remote repository: {reason}\n\
+                     Proceeding with local-only lock.\n\
                      Remember to sync when connection is restored.",
                     self.err.yellow("⚠️  Warning:")
                 );
@@ -179,7 +179,8 @@ impl Context {
                     })
                     .unwrap_or_default();
                 self.note(&format!(
-                    "Broke the remote lock on '{}'{who}: it is older than the timeout ({} s),                      and a holder on another machine cannot be proven alive.",
+                    "Broke the remote lock on '{}'{who}: it is older than the timeout ({} s), \
+                     and a holder on another machine cannot be proven alive.",
                     up.remote, config.timeout
                 ));
                 lock
@@ -424,7 +425,7 @@ pub fn release_remote_lock() {
         && let Err(e) = remote_lock::release(&git, &lock)
     {
         eprintln!(
-            "⚠️  Warning: could not release the remote lock on '{}': {e}
+            "⚠️  Warning: could not release the remote lock on '{}': {e}\n\
              It expires after the lock timeout; 'stead state unlock --force' removes it now.",
             lock.remote
         );

@@ -268,15 +268,20 @@ fn disabled_lock_warns_on_every_run() {
 }
 
 #[test]
-fn hybrid_says_it_behaves_as_local() {
+fn hybrid_without_a_repo_says_it_works_as_local() {
     let sb = Sandbox::new();
     sb.write_lock_config(r#"{"lock_type": "hybrid"}"#);
     let out = sb.ok(&["state", "lock-info"]);
     assert!(
-        out.starts_with("Lock type: hybrid\nRemote lock: not available yet"),
+        out.starts_with("Lock type: hybrid\nState is not locked\n"),
         "{out}"
     );
-    assert!(out.contains("hybrid behaves as local"), "{out}");
+    assert!(
+        out.contains(
+            "Remote lock: none (the config repo has no git remote; hybrid works as local)"
+        ),
+        "{out}"
+    );
     sb.ok(&["init"]);
 }
 

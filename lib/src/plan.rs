@@ -109,6 +109,7 @@ pub fn make(
         manifest,
         facts: &facts,
         owned: &owned,
+        recorded: &state.checksums,
         force,
     };
     let ordered: Vec<&crate::manifest::Resource> = graph

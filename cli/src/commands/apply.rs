@@ -155,7 +155,7 @@ pub(crate) fn converge(
             || updated.config_path != state.config_path
         {
             updated.last_apply = Some(Utc::now());
-            ctx.store.commit(&guard, &mut updated, "apply")?;
+            ctx.store.commit(guard, &mut updated, "apply")?;
             state = updated;
         }
         if view.interrupted.is_some() {
@@ -269,7 +269,7 @@ pub(crate) fn converge(
     if state.config_path.is_none() {
         state.config_path = Some(plan.config_dir.display().to_string());
     }
-    ctx.store.commit(&guard, &mut state, "apply")?;
+    ctx.store.commit(guard, &mut state, "apply")?;
     // The run ends only once the state holds its outcome: a crash before
     // this line leaves the run "interrupted" for the next one to report.
     let end = if outcome.has_failures() {

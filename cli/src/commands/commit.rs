@@ -23,9 +23,12 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     } else {
         ctx.lock_for_sync("commit")?
     };
-    let mut state = ctx
-        .load_state_locked(&guard)?
-        .ok_or_else(|| anyhow::anyhow!("no state found at {}\nRun 'stead init --repo URL' first.", ctx.store.path().display()))?;
+    let mut state = ctx.load_state_locked(&guard)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no state found at {}\nRun 'stead init --repo URL' first.",
+            ctx.store.path().display()
+        )
+    })?;
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
 
@@ -160,9 +163,7 @@ fn accept_files(
             std::fs::read(&target).with_context(|| format!("cannot read {}", target.display()))?;
         let sum = checksum(&bytes);
         if state.checksums.get(&key) == Some(&sum) {
-            anyhow::bail!(
-                "{key} has not drifted: it is what stead wrote. Nothing was committed."
-            );
+            anyhow::bail!("{key} has not drifted: it is what stead wrote. Nothing was committed.");
         }
         let repo_path = source
             .strip_prefix(repo.git.root())

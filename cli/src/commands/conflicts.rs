@@ -241,7 +241,11 @@ fn edit(
     let editor = std::env::var("VISUAL")
         .ok()
         .filter(|e| !e.trim().is_empty())
-        .or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.trim().is_empty()))
+        .or_else(|| {
+            std::env::var("EDITOR")
+                .ok()
+                .filter(|e| !e.trim().is_empty())
+        })
         .unwrap_or_else(|| "vi".to_string());
     let copy = ctx
         .layout
@@ -265,7 +269,9 @@ fn edit(
     let edited = shared::parse(&bytes, "the edited record")
         .map_err(|e| anyhow::anyhow!("{e}\nThe edit is invalid, so nothing was changed."))?;
     let invalid = |why: String| {
-        anyhow::anyhow!("the edited record is invalid: {why}\nNothing was changed. Run 'stead state resolve --manual' again.")
+        anyhow::anyhow!(
+            "the edited record is invalid: {why}\nNothing was changed. Run 'stead state resolve --manual' again."
+        )
     };
     let floor = local.lineage.serial.max(remote.lineage.serial) + 1;
     if edited.lineage.serial < floor {
@@ -286,8 +292,10 @@ fn edit(
         .history
         .iter()
         .chain(&remote.history)
-        .filter(|e| !kept.contains(e.id.as_str()))
-        .count();
+        .map(|e| e.id.as_str())
+        .filter(|id| !kept.contains(id))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     if lost > 0 {
         return Err(invalid(format!("it drops {lost} history entries")));
     }

@@ -161,12 +161,15 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
     let mut state = existing
         .clone()
         .unwrap_or_else(|| State::new(MachineInfo::current(&machine_id)));
-    let profile = args.profile.clone().or_else(|| state.active_profile.clone());
+    let profile = args
+        .profile
+        .clone()
+        .or_else(|| state.active_profile.clone());
     let before = state.clone();
     let status = match &shared_rec {
         Some(rec) => {
-            let member = rec.lineage.id == state.lineage.id
-                && rec.lineage.machines.contains(&machine_id);
+            let member =
+                rec.lineage.id == state.lineage.id && rec.lineage.machines.contains(&machine_id);
             // This machine's own values win on joining: the profile asked
             // for, and the clone it is in.
             let checksums = state.checksums.clone();
@@ -250,7 +253,10 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
             state.lineage.id
         ),
         "updated" => outln!("{} Updated this machine's record", p.green("✓")),
-        _ => outln!("Already a member of lineage {}; nothing changed.", state.lineage.id),
+        _ => outln!(
+            "Already a member of lineage {}; nothing changed.",
+            state.lineage.id
+        ),
     }
     outln!(
         "  Machine:  {} ({})",
@@ -263,7 +269,9 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
     }
     outln!("  State:    {}", ctx.store.path().display());
     if commit.is_some() {
-        outln!("\nCommitted this machine's record. Run 'stead sync' to share it and apply the config.");
+        outln!(
+            "\nCommitted this machine's record. Run 'stead sync' to share it and apply the config."
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

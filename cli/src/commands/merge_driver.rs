@@ -4,7 +4,7 @@
 //! Git calls it with the three copies of the file; the result replaces
 //! OURS. It merges by the `--merge` rules (union of machines and history,
 //! serial above both, field-by-field entries). A copy it cannot read, or
-//! two different lineages, leaves OURS untouched and exits 1, which git
+//! two different lineages over a common record, leaves OURS untouched and exits 1, which git
 //! reports as a conflict on that file: never conflict markers in JSON.
 
 use std::path::Path;
@@ -16,7 +16,8 @@ use stead_lib::sync::shared::{self, Strategy};
 pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&str>) -> Result<ExitCode> {
     let name = path.unwrap_or(shared::SHARED_RECORD_PATH);
     let read = |p: &Path, side: &str| -> Result<Vec<u8>> {
-        std::fs::read(p).with_context(|| format!("cannot read {side}'s copy of {name} ({})", p.display()))
+        std::fs::read(p)
+            .with_context(|| format!("cannot read {side}'s copy of {name} ({})", p.display()))
     };
     let base_bytes = read(base, "the merge base")?;
     // No common ancestor (or it had no record): git passes an empty file.
@@ -27,7 +28,9 @@ pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&str>) -> Resul
     };
     let ours_rec = shared::parse(&read(ours, "our")?, &format!("{name} (ours)"))?;
     let theirs_rec = shared::parse(&read(theirs, "their")?, &format!("{name} (theirs)"))?;
-    if ours_rec.lineage.id != theirs_rec.lineage.id {
+    // Two lineages both started where the base had none: the merge joins
+    // theirs (what reached the remote first), as `stead sync` does.
+    if base.is_some() && ours_rec.lineage.id != theirs_rec.lineage.id {
         eprintln!(
             "stead: {name}: the two sides belong to different lineages ({} and {}); \
              left as ours. Run 'stead state check-conflicts' and 'stead state resolve'.",

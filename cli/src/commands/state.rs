@@ -168,7 +168,7 @@ enum RemoteView {
     /// Someone holds it.
     Held {
         remote: String,
-        holder: stead_lib::sync::remote_lock::RemoteHolder,
+        holder: Box<stead_lib::sync::remote_lock::RemoteHolder>,
     },
 }
 
@@ -184,7 +184,7 @@ fn remote_lock_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
         Ok(None) => RemoteView::Free { remote: up.remote },
         Ok(Some(holder)) => RemoteView::Held {
             remote: up.remote,
-            holder,
+            holder: Box::new(holder),
         },
         Err(e) => RemoteView::Unreachable {
             remote: up.remote,

@@ -19,9 +19,12 @@ use crate::output::{outln, print_json};
 
 pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("sync")?;
-    let state = ctx
-        .load_state_locked(&guard)?
-        .ok_or_else(|| anyhow::anyhow!("no state found at {}\nRun 'stead init --repo URL' to join your config repo.", ctx.store.path().display()))?;
+    let state = ctx.load_state_locked(&guard)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no state found at {}\nRun 'stead init --repo URL' to join your config repo.",
+            ctx.store.path().display()
+        )
+    })?;
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
     if !repo.git.is_clean(&[shared::SHARED_RECORD_PATH])? {

@@ -190,11 +190,20 @@ fn plan_content(
             Op::None,
         ));
     }
+    // Edited by hand since stead wrote it: the edit is kept in a backup.
+    let edited = owned
+        && !content_same
+        && ctx
+            .recorded
+            .get(&shown)
+            .is_some_and(|sum| *sum != checksum(&actual));
     let mut reasons = Vec::new();
     if !owned {
         reasons.push("replaces a file stead does not own (backed up first)".to_string());
     }
-    if !content_same {
+    if edited {
+        reasons.push("changed by hand since stead wrote it; backed up first".to_string());
+    } else if !content_same {
         reasons.push("content differs".into());
     }
     if !mode_same {
@@ -211,7 +220,7 @@ fn plan_content(
             path: path.clone(),
             content: desired,
             mode,
-            backup: !owned,
+            backup: !owned || edited,
         }
     };
     Ok((Action::Update, reasons.join("; "), diff, op))

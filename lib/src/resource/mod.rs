@@ -80,6 +80,10 @@ pub struct PlanContext<'a> {
     pub facts: &'a Facts,
     /// Paths stead owns, as stored in state (`~/x`).
     pub owned: &'a HashSet<String>,
+    /// Checksums of what stead wrote, by path as stored in state: an owned
+    /// file that no longer matches was changed by hand, and is backed up
+    /// before it is overwritten.
+    pub recorded: &'a std::collections::BTreeMap<String, String>,
     /// Replace what stead does not own (after a backup).
     pub force: bool,
 }

@@ -56,11 +56,7 @@ pub enum SyncError {
     },
 }
 
-fn remote_locked_message(
-    remote: &str,
-    holder: &remote_lock::RemoteHolder,
-    timeout: u64,
-) -> String {
+fn remote_locked_message(remote: &str, holder: &remote_lock::RemoteHolder, timeout: u64) -> String {
     let Some(info) = &holder.info else {
         return format!(
             "State is currently locked on remote '{remote}' ({}), and its content cannot be read: {:?}\n\n\

@@ -95,8 +95,7 @@ pub fn read_working(git: &Git) -> Result<Option<SharedRecord>, SyncError> {
 pub fn write_working(git: &Git, record: &SharedRecord) -> Result<(), SyncError> {
     let path = git.root().join(SHARED_RECORD_PATH);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| fsutil::FsError::new("cannot create", dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| fsutil::FsError::new("cannot create", dir, e))?;
     }
     fsutil::atomic_write(&path, &shared::to_bytes(record), 0o644)?;
     Ok(())
@@ -108,7 +107,11 @@ pub fn write_working(git: &Git, record: &SharedRecord) -> Result<(), SyncError> 
 pub fn install_merge_driver(git: &Git, stead_exe: &Path) -> Result<bool, SyncError> {
     let quoted = shell_quote(&stead_exe.display().to_string());
     let driver = format!("{quoted} __merge-driver %O %A %B %P");
-    if git.config_get(&format!("merge.{MERGE_DRIVER}.driver"))?.as_deref() != Some(&driver) {
+    if git
+        .config_get(&format!("merge.{MERGE_DRIVER}.driver"))?
+        .as_deref()
+        != Some(&driver)
+    {
         git.config_set(
             &format!("merge.{MERGE_DRIVER}.name"),
             "stead: 3-way merge of the shared state record",

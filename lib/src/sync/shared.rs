@@ -637,7 +637,11 @@ pub fn compare(
                     local: local.lineage.id.clone(),
                     remote: r.lineage.id.clone(),
                 },
-                false,
+                // Two machines that each started a lineage in a repo that had
+                // none (both ran `init --repo` before either pushed): joining
+                // the one that reached the remote first loses nothing. A
+                // lineage replaced after a common one existed is not guessed.
+                base.is_none(),
             ));
         }
         if direction == Direction::Diverged {
@@ -902,6 +906,25 @@ mod tests {
             .collect();
         assert_eq!(mismatches.len(), 2);
         assert!(mismatches.iter().all(|c| !c.automatic));
+    }
+
+    #[test]
+    fn two_new_lineages_merge_into_the_remote_one_but_a_replaced_one_does_not() {
+        let a = state("a", "lineage-a", 1);
+        let b = state("b", "lineage-b", 1);
+        let remote = fold(None, &b);
+        let c = compare(&a, Some(&fold(None, &a)), Some(&remote), None, &[]);
+        assert_eq!(c.direction, Direction::Diverged);
+        let lineage = &c.conflicts[0];
+        assert!(matches!(lineage.kind, ConflictKind::LineageMismatch { .. }));
+        assert!(lineage.automatic);
+        let m = merge(None, &c.local, &remote, Some("a"), Strategy::Merge);
+        assert_eq!(m.lineage.id, "lineage-b");
+        assert_eq!(m.lineage.machines, vec!["a", "b"]);
+
+        let base = fold(None, &a);
+        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[]);
+        assert!(!c.conflicts[0].automatic);
     }
 
     #[test]

@@ -1,0 +1,879 @@
+//! Many machines over git, end to end: a real bare remote and two or three
+//! temp HOMEs as machines, each with its own clone and state dir.
+//!
+//! Git runs isolated from the user's config (HOME is the sandbox, system
+//! config off, identity from the environment), and the remote is a local
+//! path, so nothing leaves the machine.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::Sandbox;
+use serde_json::Value;
+
+const MANIFEST: &str = r#"
+[settings]
+default_profile = "personal"
+
+[profile.personal.vars]
+who = "home"
+
+[profile.work.vars]
+who = "office"
+
+[profile.laptop.vars]
+who = "lap"
+
+[file.bashrc]
+path = "~/.bashrc"
+source = "bashrc"
+
+[file.greeting]
+path = "~/.greeting"
+template = "greeting.j2"
+"#;
+
+/// Environment that makes git deterministic and independent of the user.
+fn git_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+        ("GIT_AUTHOR_NAME", "stead test"),
+        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
+        ("GIT_COMMITTER_NAME", "stead test"),
+        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
+    ]
+}
+
+/// A bare remote whose default branch is `branch`, seeded with the config.
+struct World {
+    dir: tempfile::TempDir,
+    remote: PathBuf,
+}
+
+impl World {
+    fn new(branch: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = dir.path().join("remote.git");
+        let w = World { dir, remote };
+        w.git(
+            w.dir.path(),
+            &["init", "-q", "--bare", "-b", branch, "remote.git"],
+        );
+        let seed = w.dir.path().join("seed");
+        w.git(w.dir.path(), &["clone", "-q", w.url(), "seed"]);
+        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
+        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
+        std::fs::write(seed.join("greeting.j2"), "hello from {{ vars.who }}\n").unwrap();
+        w.git(&seed, &["add", "-A"]);
+        w.git(&seed, &["commit", "-q", "-m", "seed"]);
+        w.git(&seed, &["push", "-q", "origin", "HEAD"]);
+        w
+    }
+
+    fn url(&self) -> &str {
+        self.remote.to_str().unwrap()
+    }
+
+    /// Runs git in `dir` (isolated), expects success, returns stdout.
+    fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .env("HOME", self.dir.path())
+            .envs(git_env())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The shared record on the remote branch.
+    fn remote_record(&self, branch: &str) -> Value {
+        let text = self.git(
+            &self.remote,
+            &["show", &format!("{branch}:.stead/state.json")],
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// A new machine: its own HOME, clone at `<home>/dots`, joined.
+    fn machine(&self, profile: &str) -> Machine {
+        let m = Machine { sb: Sandbox::new() };
+        let clone = m.clone_dir();
+        m.ok(&[
+            "init",
+            "--repo",
+            self.url(),
+            "--path",
+            clone.to_str().unwrap(),
+            "--profile",
+            profile,
+        ]);
+        m
+    }
+
+    /// Edits the shared record in a separate plain clone and pushes it, as
+    /// someone editing the repo by hand would.
+    fn edit_remote_record(&self, edit: impl FnOnce(&mut Value)) {
+        let dir = self.dir.path().join(format!("editor-{}", uuid_like()));
+        self.git(
+            self.dir.path(),
+            &["clone", "-q", self.url(), dir.to_str().unwrap()],
+        );
+        let path = dir.join(".stead/state.json");
+        let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut record);
+        std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+        self.git(&dir, &["commit", "-q", "-am", "edit the record by hand"]);
+        self.git(&dir, &["push", "-q"]);
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst).to_string()
+}
+
+struct Machine {
+    sb: Sandbox,
+}
+
+impl Machine {
+    fn clone_dir(&self) -> PathBuf {
+        self.sb.home().join("dots")
+    }
+
+    fn id(&self) -> String {
+        std::fs::read_to_string(self.sb.state_dir().join("machine_id"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = self.sb.stead(args);
+        cmd.envs(git_env());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(
+            code, 0,
+            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    fn state(&self) -> Value {
+        self.sb.state_json()
+    }
+
+    fn record(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.clone_dir().join(".stead/state.json")).unwrap())
+            .unwrap()
+    }
+
+    fn history_ids(&self) -> Vec<String> {
+        ids(&self.state()["history"])
+    }
+
+    /// Something that writes the local state: a drifted file restored.
+    fn local_write(&self) {
+        std::fs::write(self.sb.home().join(".bashrc"), "edited by hand\n").unwrap();
+        self.ok(&["apply", "--yes"]);
+    }
+}
+
+fn ids(history: &Value) -> Vec<String> {
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn first_machine_starts_the_lineage_and_sync_pushes_it_on_main_master_and_trunk() {
+    for branch in ["main", "master", "trunk"] {
+        let w = World::new(branch);
+        let a = w.machine("personal");
+        let state = a.state();
+        assert_eq!(state["repo_url"], w.url());
+        assert_eq!(state["active_profile"], "personal");
+        // The merge driver is installed: attributes committed, driver configured.
+        let attrs = std::fs::read_to_string(a.clone_dir().join(".gitattributes")).unwrap();
+        assert!(attrs.contains(".stead/state.json merge=stead"), "{attrs}");
+        let driver = w.git(&a.clone_dir(), &["config", "merge.stead.driver"]);
+        assert!(driver.ends_with("__merge-driver %O %A %B %P"), "{driver}");
+
+        let out = a.ok(&["sync"]);
+        assert!(
+            out.starts_with("✓ Git pull completed successfully!\n"),
+            "{out}"
+        );
+        assert!(out.contains(&format!("to origin/{branch}")), "{out}");
+        assert_eq!(
+            std::fs::read_to_string(a.sb.home().join(".greeting")).unwrap(),
+            "hello from home\n"
+        );
+        let remote = w.remote_record(branch);
+        assert_eq!(remote["lineage"]["id"], a.state()["lineage"]["id"]);
+        assert_eq!(remote["lineage"]["serial"], a.state()["lineage"]["serial"]);
+        assert_eq!(remote["lineage"]["machines"], serde_json::json!([a.id()]));
+        // A second sync has nothing to do.
+        let again = a.ok(&["sync"]);
+        assert!(again.contains("Nothing to push"), "{again}");
+    }
+}
+
+#[test]
+fn a_second_machine_joins_and_both_see_it_after_a_sync() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let b = w.machine("work");
+    let joined = b.state();
+    assert_eq!(joined["lineage"]["id"], a.state()["lineage"]["id"]);
+    let members = joined["lineage"]["machines"].as_array().unwrap().clone();
+    assert!(members.contains(&Value::from(a.id())), "{members:?}");
+    assert!(members.contains(&Value::from(b.id())), "{members:?}");
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+
+    for m in [&a, &b] {
+        let state = m.state();
+        let members: Vec<_> = state["lineage"]["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(sorted(members), sorted(vec![a.id(), b.id()]));
+        let history = m.json(&["state", "history"]);
+        let by: Vec<_> = history["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["machine_id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(by.contains(&a.id()) && by.contains(&b.id()), "{by:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(b.sb.home().join(".greeting")).unwrap(),
+        "hello from office\n"
+    );
+    assert_eq!(
+        a.state()["lineage"]["serial"],
+        b.state()["lineage"]["serial"]
+    );
+    assert_eq!(a.record(), b.record());
+    assert_eq!(a.history_ids(), b.history_ids());
+}
+
+/// Two machines that wrote offline and committed: (a, b, serial of the
+/// common base, a's and b's history before syncing).
+fn diverged(w: &World) -> (Machine, Machine, u64) {
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let b = w.machine("work");
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    let base = a.state()["lineage"]["serial"].as_u64().unwrap();
+    for m in [&a, &b] {
+        m.local_write();
+        m.ok(&["commit", "-m", "offline work"]);
+    }
+    (a, b, base)
+}
+
+#[test]
+fn offline_work_on_both_machines_diverges_and_sync_merges_every_entry_once() {
+    let w = World::new("master");
+    let (a, b, base) = diverged(&w);
+    let (a_serial, b_serial) = (
+        a.state()["lineage"]["serial"].as_u64().unwrap(),
+        b.state()["lineage"]["serial"].as_u64().unwrap(),
+    );
+    let a_hist = a.history_ids();
+    let b_hist = b.history_ids();
+    a.ok(&["sync"]);
+    let pushed = w.remote_record("master")["lineage"]["serial"]
+        .as_u64()
+        .unwrap();
+
+    // b sees the divergence with the right serials and common parent.
+    let check = b.run(&["state", "check-conflicts"]);
+    assert_eq!(check.0, 4, "{check:?}");
+    let line = format!(
+        "1. 🔴 State diverged: local serial {b_serial} vs remote serial {pushed} (common parent: {base})"
+    );
+    assert!(check.1.contains(&line), "{}", check.1);
+    assert!(
+        check.1.contains("stead state resolve --use-local"),
+        "{}",
+        check.1
+    );
+    assert!(
+        check.1.contains("stead state resolve --manual"),
+        "{}",
+        check.1
+    );
+    let json = b.json_code(&["state", "check-conflicts"], 4);
+    assert_eq!(json["conflicts"][0]["kind"], "serial_divergence");
+    assert_eq!(json["conflicts"][0]["severity"], "high");
+    assert_eq!(json["conflicts"][0]["base"], base);
+    assert!(a_serial > base);
+
+    let out = b.ok(&["sync"]);
+    assert!(out.contains(&line), "{out}");
+    assert!(out.contains("Attempting automatic merge...\n✓ States merged successfully\n  - Combined 2 machine(s)\n  - Resolved 1 conflict(s)"), "{out}");
+    let merged = b.record();
+    let merged_ids = ids(&merged["history"]);
+    for id in a_hist.iter().chain(&b_hist) {
+        assert_eq!(
+            merged_ids.iter().filter(|m| *m == id).count(),
+            1,
+            "entry {id} must be in the merge exactly once"
+        );
+    }
+    let merged_serial = merged["lineage"]["serial"].as_u64().unwrap();
+    assert!(merged_serial > pushed && merged_serial > b_serial);
+    // The git merge of the record went through the driver: valid JSON, no markers.
+    let text = std::fs::read_to_string(b.clone_dir().join(".stead/state.json")).unwrap();
+    assert!(!text.contains("<<<<<<<"), "{text}");
+
+    a.ok(&["sync"]);
+    assert_eq!(a.record(), b.record());
+    assert_eq!(a.history_ids(), b.history_ids());
+    assert_eq!(
+        a.state()["lineage"]["serial"],
+        b.state()["lineage"]["serial"]
+    );
+}
+
+impl Machine {
+    fn json_code(&self, args: &[&str], code: i32) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (got, out, err) = self.run(&all);
+        assert_eq!(got, code, "{out}\n{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+#[test]
+fn git_merges_the_record_through_the_driver_without_conflict_markers() {
+    let w = World::new("main");
+    let (a, b, _) = diverged(&w);
+    a.ok(&["sync"]);
+    // Plain git, no stead: both sides edited .stead/state.json.
+    w.git(&b.clone_dir(), &["fetch", "-q"]);
+    w.git(&b.clone_dir(), &["merge", "-q", "--no-edit", "origin/main"]);
+    let text = std::fs::read_to_string(b.clone_dir().join(".stead/state.json")).unwrap();
+    assert!(
+        !text.contains("<<<<<<<") && !text.contains(">>>>>>>"),
+        "{text}"
+    );
+    let merged: Value = serde_json::from_str(&text).unwrap();
+    let theirs = w.remote_record("main");
+    let ours_before: Value =
+        serde_json::from_str(&w.git(&b.clone_dir(), &["show", "HEAD^1:.stead/state.json"]))
+            .unwrap();
+    for side in [&theirs, &ours_before] {
+        for id in ids(&side["history"]) {
+            assert!(ids(&merged["history"]).contains(&id), "lost {id}");
+        }
+    }
+    let top = theirs["lineage"]["serial"]
+        .as_u64()
+        .unwrap()
+        .max(ours_before["lineage"]["serial"].as_u64().unwrap());
+    assert_eq!(merged["lineage"]["serial"].as_u64().unwrap(), top + 1);
+    // And stead takes it from there.
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    assert_eq!(a.record(), b.record());
+}
+
+#[test]
+fn use_local_then_push_and_use_remote_then_apply_each_end_in_agreement() {
+    // --use-local on b, then push; a takes it.
+    let w = World::new("trunk");
+    let (a, b, _) = diverged(&w);
+    a.ok(&["sync"]);
+    let out = b.ok(&["state", "resolve", "--use-local"]);
+    assert!(
+        out.starts_with("✓ Resolved with --use-local: serial "),
+        "{out}"
+    );
+    let out = b.ok(&["sync"]);
+    assert!(out.contains("Pushed the shared record"), "{out}");
+    a.ok(&["sync"]);
+    assert_eq!(a.record(), b.record());
+    assert_eq!(a.history_ids(), b.history_ids());
+    assert_eq!(b.state()["active_profile"], "work");
+
+    // --use-remote on a whose entry was changed remotely, then apply.
+    let w = World::new("trunk");
+    let (a, b, _) = diverged(&w);
+    b.ok(&["sync"]);
+    let a_id = a.id();
+    w.edit_remote_record(|r| {
+        r["machines"][&a_id]["active_profile"] = "work".into();
+    });
+    b.ok(&["sync"]);
+    a.ok(&["init", "--profile", "personal"]); // unchanged locally, to be explicit
+    let out = a.ok(&["state", "resolve", "--use-remote"]);
+    assert!(out.contains("This machine: profile work"), "{out}");
+    assert_eq!(a.state()["active_profile"], "work");
+    a.ok(&["apply", "--yes"]);
+    assert_eq!(
+        std::fs::read_to_string(a.sb.home().join(".greeting")).unwrap(),
+        "hello from office\n"
+    );
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    assert_eq!(a.record(), b.record());
+    assert_eq!(a.history_ids(), b.history_ids());
+}
+
+#[test]
+fn profile_and_path_mismatch_are_labelled_and_stop_sync_before_anything_changes() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let a_id = a.id();
+    w.edit_remote_record(|r| {
+        r["machines"][&a_id]["active_profile"] = "work".into();
+        r["machines"][&a_id]["config_path"] = "/elsewhere".into();
+    });
+    // This machine changed its profile too: the merge cannot decide.
+    let out = a.ok(&["init", "--profile", "laptop"]);
+    assert!(out.contains("profile: personal → laptop"), "{out}");
+    std::fs::write(a.sb.home().join(".bashrc"), "drifted\n").unwrap();
+    let (code, out, _) = a.run(&["state", "check-conflicts"]);
+    assert_eq!(code, 4, "{out}");
+    let clone = a.clone_dir();
+    assert!(
+        out.contains(&format!(
+            "🔴 Config path mismatch: local '{}' vs remote '/elsewhere'",
+            clone.canonicalize().unwrap().display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("🟡 Profile mismatch: local 'laptop' vs remote 'work'"),
+        "{out}"
+    );
+    assert!(out.contains("🟢 File '.bashrc' has been modified"), "{out}");
+
+    let head = w.git(&clone, &["rev-parse", "HEAD"]);
+    let state_before = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, out, _) = a.run(&["sync"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("The automatic merge cannot decide 2 of them"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Nothing was merged, applied or pushed."),
+        "{out}"
+    );
+    assert!(out.contains("stead state resolve --merge"), "{out}");
+    assert_eq!(w.git(&clone, &["rev-parse", "HEAD"]), head);
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), state_before);
+    assert_eq!(
+        std::fs::read_to_string(a.sb.home().join(".bashrc")).unwrap(),
+        "drifted\n",
+        "nothing applied"
+    );
+}
+
+#[test]
+fn drift_alone_is_low_and_sync_restores_the_file_with_a_backup() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    std::fs::write(a.sb.home().join(".bashrc"), "my edit\n").unwrap();
+    let json = a.json_code(&["state", "check-conflicts"], 4);
+    assert_eq!(json["conflicts"][0]["kind"], "file_drift");
+    assert_eq!(json["conflicts"][0]["severity"], "low");
+    assert_eq!(json["conflicts"][0]["automatic"], true);
+    let out = a.ok(&["sync"]);
+    assert!(out.contains("🟢 File '.bashrc' has been modified"), "{out}");
+    assert!(out.contains("backed up the original to"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(a.sb.home().join(".bashrc")).unwrap(),
+        "# shared bashrc\n"
+    );
+}
+
+#[test]
+fn commit_accepts_a_drifted_file_into_its_source_but_not_a_template() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    std::fs::write(a.sb.home().join(".bashrc"), "# better bashrc\n").unwrap();
+    std::fs::write(a.sb.home().join(".greeting"), "hi\n").unwrap();
+    let (code, _, err) = a.run(&["commit", "-m", "take both", "~/.bashrc", "~/.greeting"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("~/.greeting cannot be copied back"), "{err}");
+    assert!(err.contains("template"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(a.clone_dir().join("bashrc")).unwrap(),
+        "# shared bashrc\n",
+        "one bad name copies nothing"
+    );
+    let out = a.ok(&["commit", "-m", "better bashrc", "--push", "~/.bashrc"]);
+    assert!(
+        out.contains("Accepted ~/.bashrc into the repo (bashrc)"),
+        "{out}"
+    );
+    assert!(out.contains("Pushed to origin/main"), "{out}");
+    let shown = w.git(&w.remote, &["show", "main:bashrc"]);
+    assert_eq!(shown, "# better bashrc");
+    assert_eq!(
+        w.git(&w.remote, &["log", "-1", "--format=%s", "main"]),
+        "better bashrc"
+    );
+    let (code, out, _) = a.run(&["state", "check-drift"]);
+    assert_eq!(code, 4, "the template still drifted: {out}");
+    assert!(
+        !out.contains(".bashrc"),
+        "accepted, so no longer drifted: {out}"
+    );
+}
+
+#[test]
+fn state_diff_names_the_fields_that_differ() {
+    let w = World::new("main");
+    let (a, b, _) = diverged(&w);
+    a.ok(&["sync"]);
+    let json = b.json(&["state", "diff"]);
+    let fields: Vec<_> = json["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f == &format!("machines.{}.last_apply", a.id())),
+        "{fields:?}"
+    );
+    let only_remote = json["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["field"].as_str().unwrap().starts_with("history[") && d["local"].is_null())
+        .count();
+    assert!(only_remote >= 1, "{json}");
+    let out = b.ok(&["state", "diff"]);
+    assert!(out.starts_with("Local record (serial "), "{out}");
+    assert!(out.contains("only remote history["), "{out}");
+}
+
+#[test]
+fn merge_strategy_and_an_invalid_manual_edit() {
+    let w = World::new("main");
+    let (a, b, _) = diverged(&w);
+    a.ok(&["sync"]);
+    let before_head = w.git(&b.clone_dir(), &["rev-parse", "HEAD"]);
+    let before_state = std::fs::read(b.sb.state_file()).unwrap();
+    // An editor that breaks the JSON: nothing changes.
+    let editor = b.sb.home().join("break.sh");
+    std::fs::write(&editor, "#!/bin/sh\necho '{ not json' > \"$1\"\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&editor).unwrap().permissions(),
+        0o755,
+    );
+    let (code, _, err) = b
+        .cmd(&["state", "resolve", "--manual"])
+        .env("EDITOR", format!("sh {}", editor.display()))
+        .env_remove("VISUAL")
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("The edit is invalid, so nothing was changed."),
+        "{err}"
+    );
+    assert!(err.contains("line 1 column"), "{err}");
+    assert_eq!(w.git(&b.clone_dir(), &["rev-parse", "HEAD"]), before_head);
+    assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), before_state);
+
+    // An editor that drops a history entry: refused too.
+    let drop = b.sb.home().join("drop.sh");
+    std::fs::write(
+        &drop,
+        "#!/bin/sh\npython3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['history']=d['history'][1:]; json.dump(d,open(p,'w'))\" \"$1\"\n",
+    )
+    .unwrap();
+    let out = b
+        .cmd(&["state", "resolve", "--manual"])
+        .env("EDITOR", format!("sh {}", drop.display()))
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("it drops 1 history entries"), "{err}");
+    assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), before_state);
+
+    // An editor that keeps the proposal: installed.
+    let out = b
+        .cmd(&["state", "resolve", "--manual"])
+        .env("EDITOR", "true")
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    assert_eq!(a.record(), b.record());
+
+    // --merge on a fresh divergence keeps every entry of both sides.
+    a.local_write();
+    a.ok(&["commit", "-m", "a again", "--push"]);
+    b.local_write();
+    let both: Vec<String> = a.history_ids().into_iter().chain(b.history_ids()).collect();
+    b.ok(&["state", "resolve", "--merge"]);
+    let merged = b.history_ids();
+    for id in both {
+        assert!(merged.contains(&id), "lost {id}");
+    }
+}
+
+#[test]
+fn unreachable_remote_sync_fails_clearly_and_keeps_the_record() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    w.git(
+        &a.clone_dir(),
+        &["remote", "set-url", "origin", "/nonexistent/remote.git"],
+    );
+    let before = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, _, err) = a.run(&["sync"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Cannot reach remote repository: "), "{err}");
+    assert!(err.contains("this machine's record is safe here"), "{err}");
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), before);
+    // check-conflicts still answers from what was last fetched.
+    let (code, _, err) = a.run(&["state", "check-conflicts"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Cannot reach remote repository"), "{err}");
+}
+
+// ---- hybrid lock ----
+
+/// A manifest whose exec waits (at most a minute, so a failing test cannot
+/// hang) until `<dir>/release` exists, after touching `<dir>/started`.
+fn waiting_manifest(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[profile.personal.vars]
+who = "home"
+
+[file.bashrc]
+path = "~/.bashrc"
+source = "bashrc"
+
+[exec.wait]
+command = "touch '{d}/started'; i=0; while [ ! -e '{d}/release' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+creates = "~/.never"
+"#
+    )
+}
+
+fn hybrid(m: &Machine, timeout: u64) {
+    m.sb.write_lock_config(&format!(
+        r#"{{"lock_type": "hybrid", "timeout": {timeout}, "retry": {{"attempts": 0}}}}"#
+    ));
+}
+
+/// Starts `apply` on `m` and waits until its exec runs (it then holds both
+/// locks until `<dir>/release` exists).
+fn hold_with_apply(m: &Machine, dir: &Path) -> std::process::Child {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+        .env("HOME", m.sb.home())
+        .env("NO_COLOR", "1")
+        .envs(git_env())
+        .args(["--home", m.sb.home().to_str().unwrap(), "apply", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = dir.join("started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply never started its exec"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "apply ended early: {status}\n{}",
+                std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+fn remote_lock_ref(w: &World) -> Option<String> {
+    let out = w.git(&w.remote, &["for-each-ref", "refs/stead/"]);
+    (!out.is_empty()).then_some(out)
+}
+
+#[test]
+fn hybrid_lock_refuses_with_the_holders_details_then_is_broken_after_the_timeout() {
+    let w = World::new("main");
+    let signals = tempfile::tempdir().unwrap();
+    let seed = w.dir.path().join("seed");
+    std::fs::write(seed.join("stead.toml"), waiting_manifest(signals.path())).unwrap();
+    w.git(&seed, &["commit", "-q", "-am", "a step that waits"]);
+    w.git(&seed, &["push", "-q", "origin", "HEAD"]);
+    let a = w.machine("personal");
+    let b = w.machine("personal");
+    a.ok(&["sync", "--no-apply"]);
+    b.ok(&["sync", "--no-apply"]);
+    a.ok(&["sync", "--no-apply"]);
+    hybrid(&a, 300);
+    hybrid(&b, 300);
+
+    let mut holder = hold_with_apply(&a, signals.path());
+    let lock_ref = remote_lock_ref(&w);
+    assert!(lock_ref.is_some(), "a holds refs/stead/lock on the remote");
+
+    // b is refused with a's details, exit 3.
+    let (code, _, err) = b.run(&["apply", "--yes"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("State is currently locked on remote 'origin' (refs/stead/lock)"),
+        "{err}"
+    );
+    assert!(err.contains("Operation: apply"), "{err}");
+    assert!(err.contains(&format!("PID: {}", holder.id())), "{err}");
+    assert!(err.contains(&format!("({}...)", &a.id()[..8])), "{err}");
+    let info = b.json(&["state", "lock-info"]);
+    assert_eq!(info["remote_lock"]["status"], "held");
+    assert_eq!(info["remote_lock"]["holder"]["machine"]["pid"], holder.id());
+
+    // a dies without releasing: the remote lock stays.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(remote_lock_ref(&w), lock_ref);
+    let (code, _, _) = b.run(&["apply", "--yes"]);
+    assert_eq!(code, 3, "not older than the timeout yet");
+
+    // Once it is older than b's timeout, b breaks it with a notice.
+    hybrid(&b, 1);
+    let created = info["remote_lock"]["holder"]["created_at"]
+        .as_str()
+        .unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(created).unwrap();
+    while chrono::Utc::now() - created.with_timezone(&chrono::Utc)
+        < chrono::Duration::milliseconds(1100)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(signals.path().join("release"), "").unwrap();
+    let (code, _, err) = b.run(&["apply", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Broke the remote lock on 'origin' (apply by PID"),
+        "{err}"
+    );
+    assert!(err.contains("older than the timeout (1 s)"), "{err}");
+    assert_eq!(remote_lock_ref(&w), None, "b released its own lock");
+}
+
+#[test]
+fn hybrid_lock_with_an_unreachable_remote_warns_and_goes_on_locally() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    hybrid(&a, 300);
+    w.git(
+        &a.clone_dir(),
+        &["remote", "set-url", "origin", "/nonexistent/remote.git"],
+    );
+    let (code, _, err) = a.run(&["apply", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("⚠️  Warning: Cannot reach remote repository: ")
+            && err.contains("\nProceeding with local-only lock.\nRemember to sync when connection is restored.\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hybrid_lock_refuses_when_the_remote_record_moved_since_the_last_sync() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let b = w.machine("work");
+    b.ok(&["sync"]);
+    hybrid(&a, 300);
+    let before = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, _, err) = a.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("has changed since this machine last synced"),
+        "{err}"
+    );
+    assert!(err.contains("Run 'stead sync' first"), "{err}");
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), before);
+    assert_eq!(remote_lock_ref(&w), None, "both locks released");
+    a.ok(&["sync"]);
+    a.ok(&["apply", "--yes"]);
+    let info = a.ok(&["state", "lock-info"]);
+    assert!(
+        info.contains("Remote lock (origin refs/stead/lock): not locked"),
+        "{info}"
+    );
+}
