@@ -268,6 +268,13 @@ pub enum StateCommand {
     /// Field by field, how this machine's record differs from the remote's
     Diff,
 
+    /// Take a machine that is gone out of the lineage (its history stays)
+    RemoveMachine {
+        /// The machine's id, id prefix (8+ characters) or hostname
+        #[arg(value_name = "MACHINE")]
+        machine: String,
+    },
+
     /// Migrate a version 1 state file to version 2
     Migrate {
         /// Do not copy the version 1 file to <state-dir>/backups/ first

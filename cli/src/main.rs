@@ -78,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             StateCommand::CheckConflicts => commands::conflicts::check(&ctx),
             StateCommand::Resolve(args) => commands::conflicts::resolve(&ctx, &args),
             StateCommand::Diff => commands::conflicts::diff(&ctx),
+            StateCommand::RemoveMachine { machine } => commands::machines::remove(&ctx, &machine),
         },
     }
 }

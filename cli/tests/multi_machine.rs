@@ -877,3 +877,73 @@ fn hybrid_lock_refuses_when_the_remote_record_moved_since_the_last_sync() {
         "{info}"
     );
 }
+
+#[test]
+fn a_removed_machine_leaves_the_lineage_for_good_and_rejoins_under_a_new_id() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let b = w.machine("work");
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    let old_b = b.id();
+    let b_history: Vec<String> = b.history_ids();
+
+    let (code, _, err) = a.run(&["state", "remove-machine", &a.id()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is this machine"), "{err}");
+    let out = a.ok(&["state", "remove-machine", &old_b[..8]]);
+    assert!(
+        out.contains(&format!(
+            "Removed {}",
+            b.state()["machine"]["hostname"].as_str().unwrap()
+        )),
+        "{out}"
+    );
+    a.ok(&["sync"]);
+    let remote = w.remote_record("main");
+    assert_eq!(remote["lineage"]["machines"], serde_json::json!([a.id()]));
+    assert!(remote["machines"].get(&old_b).is_none());
+    assert_eq!(remote["retired"], serde_json::json!([old_b.clone()]));
+    for id in &b_history {
+        assert!(
+            ids(&remote["history"]).contains(id),
+            "history of the removed machine is kept"
+        );
+    }
+
+    // The removed machine is told, and changes nothing.
+    let before = std::fs::read(b.sb.state_file()).unwrap();
+    let (code, _, err) = b.run(&["sync"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("was removed from the lineage by another machine"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), before);
+
+    // Rejoining gives it a new identity; the old one stays retired.
+    let clone = b.clone_dir();
+    let out = b.ok(&["init", "--repo", w.url(), "--path", clone.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!("old id {old_b} was removed")),
+        "{out}"
+    );
+    assert_ne!(b.id(), old_b);
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    let remote = w.remote_record("main");
+    assert_eq!(
+        sorted(
+            remote["lineage"]["machines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        ),
+        sorted(vec![a.id(), b.id()])
+    );
+    assert_eq!(remote["retired"], serde_json::json!([old_b]));
+    assert_eq!(a.record(), b.record());
+}

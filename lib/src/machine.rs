@@ -95,6 +95,19 @@ pub fn load_or_create_id(layout: &Layout) -> Result<String, MachineError> {
     }
 }
 
+/// Gives this state dir a new machine id (atomically replacing the id
+/// file) and returns it: for a machine whose old id was removed from its
+/// lineage and which joins again.
+pub fn replace_id(layout: &Layout) -> Result<String, MachineError> {
+    let id = Uuid::new_v4().to_string();
+    fsutil::atomic_write(
+        &layout.machine_id_file(),
+        format!("{id}\n").as_bytes(),
+        0o600,
+    )?;
+    Ok(id)
+}
+
 /// Reads the machine id if the id file exists.
 pub fn read_id(path: &std::path::Path) -> Result<Option<String>, MachineError> {
     match fs::read_to_string(path) {

@@ -32,6 +32,9 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
 
+    let working = stead_lib::sync::repo::read_working(&repo.git)?;
+    repo::refuse_if_retired(&repo, &state, &[working.as_ref()])?;
+
     // Accept drifted files: the repo takes what is on disk.
     let accepted = accept_files(ctx, &state, &repo, &args.files)?;
     if !accepted.is_empty() {
@@ -41,7 +44,6 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ctx.store.commit(&guard, &mut state, "commit")?;
     }
 
-    let working = stead_lib::sync::repo::read_working(&repo.git)?;
     let record = shared::fold(working.as_ref(), &state);
     if working
         .as_ref()

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::machine::MachineInfo;
 use stead_lib::state::State;
-use stead_lib::sync::git::{Git, GitError};
+use stead_lib::sync::git::{Git, GitError, MergeOutcome};
 use stead_lib::sync::shared;
 
 use super::repo::{self, Repo};
@@ -152,15 +152,49 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         )
     })?;
     let repo = Repo { git, up };
+    if !cloned {
+        // An existing clone joins what the remote has now, not what it last saw.
+        if repo::fetch(ctx, &repo, false)? {
+            let records = stead_lib::sync::repo::read_records(&repo.git, &repo.up)?;
+            if records.remote_has_news(&repo.git)? {
+                let message = format!("stead init: merge {}", repo.remote_branch());
+                if let MergeOutcome::Conflicts(files) =
+                    repo.git.merge(&repo.up.tracking_ref, &message)?
+                {
+                    return repo::report_git_conflicts(ctx, &files);
+                }
+            }
+        }
+    }
     let root = config_path_string(repo.git.root())?;
 
     let guard = ctx.lock_local("init")?;
     let machine_id = ctx.machine_id()?;
     let existing = ctx.load_state_locked(&guard)?;
     let shared_rec = stead_lib::sync::repo::read_working(&repo.git)?;
+    let mut machine_id = machine_id;
+    let mut retired_id = None;
+    let remote_rec = if repo.git.rev_exists(&repo.up.tracking_ref)? {
+        stead_lib::sync::repo::read_at(&repo.git, &repo.up.tracking_ref)?
+    } else {
+        None
+    };
+    if [&shared_rec, &remote_rec]
+        .into_iter()
+        .flatten()
+        .any(|rec| rec.is_retired(&machine_id))
+    {
+        // This id was removed from the lineage for good; the machine is in
+        // use again, so it joins under a new identity.
+        let fresh = stead_lib::machine::replace_id(&ctx.layout)?;
+        retired_id = Some(std::mem::replace(&mut machine_id, fresh));
+    }
     let mut state = existing
         .clone()
         .unwrap_or_else(|| State::new(MachineInfo::current(&machine_id)));
+    if retired_id.is_some() {
+        state.machine = MachineInfo::current(&machine_id);
+    }
     let profile = args
         .profile
         .clone()
@@ -235,6 +269,12 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let p = &ctx.out;
+    if let Some(old) = &retired_id {
+        outln!(
+            "{} This machine's old id {old} was removed from the lineage; it joins under the new id {machine_id}.",
+            p.yellow("Note:")
+        );
+    }
     if cloned {
         outln!("{} Cloned {url} into {root}", p.green("✓"));
     } else {

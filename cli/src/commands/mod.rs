@@ -6,6 +6,7 @@ pub mod conflicts;
 pub mod drift;
 pub mod graph;
 pub mod init;
+pub mod machines;
 pub mod merge_driver;
 pub mod plan;
 pub mod repo;

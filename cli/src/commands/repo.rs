@@ -89,6 +89,25 @@ pub fn compare(ctx: &Context, repo: &Repo, state: &State) -> Result<(Records, Co
     Ok((records, comparison))
 }
 
+/// Refuses to go on for a machine another machine removed from the lineage.
+pub fn refuse_if_retired(
+    repo: &Repo,
+    state: &State,
+    copies: &[Option<&SharedRecord>],
+) -> Result<()> {
+    let me = &state.machine.id;
+    if copies.iter().flatten().any(|r| r.is_retired(me)) {
+        anyhow::bail!(
+            "this machine ({}, {me}) was removed from the lineage by another machine ('stead state remove-machine')\n\
+             Nothing was changed. To use it again, run 'stead init --repo {} --path {}': it rejoins under a new machine id.",
+            state.machine.hostname,
+            state.repo_url.as_deref().unwrap_or("URL"),
+            repo.git.root().display()
+        );
+    }
+    Ok(())
+}
+
 /// The severity's mark.
 pub fn mark(severity: Severity) -> &'static str {
     match severity {

@@ -39,6 +39,11 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     }
     repo::fetch(ctx, &repo, true)?;
     let (records, comparison) = repo::compare(ctx, &repo, &state)?;
+    repo::refuse_if_retired(
+        &repo,
+        &state,
+        &[records.head.as_ref(), records.remote.as_ref()],
+    )?;
 
     let undecided: Vec<_> = comparison.undecided().collect();
     if !undecided.is_empty() {

@@ -162,6 +162,11 @@ impl SharedRecord {
         self.lineage.machines.len()
     }
 
+    /// Whether `id` was removed from the lineage.
+    pub fn is_retired(&self, id: &str) -> bool {
+        self.retired.iter().any(|r| r == id)
+    }
+
     /// Removes `id` from the lineage for good (its history stays).
     pub fn retire(&mut self, id: &str) {
         if !self.retired.iter().any(|r| r == id) {
@@ -193,14 +198,13 @@ pub fn machine_record(state: &State) -> MachineRecord {
 /// serial raised to the local one. The lineage id stays the shared one
 /// (`shared` `None`: a new record in the local lineage).
 ///
-/// Retired ids stay retired, except this machine's own: a machine that is
-/// still used rejoins by writing itself in again.
+/// Retired ids stay retired for good (callers refuse to fold a retired
+/// machine; it rejoins under a new id).
 pub fn fold(shared: Option<&SharedRecord>, local: &State) -> SharedRecord {
     let mut out = shared
         .cloned()
         .unwrap_or_else(|| SharedRecord::new(&local.lineage.id));
     let me = &local.machine.id;
-    out.retired.retain(|r| r != me);
     let mut entry = machine_record(local);
     // When a machine last pushed is news only together with something else:
     // otherwise two machines that sync in turn would push each other's times
@@ -219,7 +223,7 @@ pub fn fold(shared: Option<&SharedRecord>, local: &State) -> SharedRecord {
         .iter()
         .chain(&local.lineage.machines)
         .chain(std::iter::once(me))
-        .filter(|m| *m == me || !out.retired.contains(m))
+        .filter(|m| !out.retired.contains(m))
         .cloned()
         .collect();
     out.lineage.machines = members.into_iter().collect();
@@ -292,7 +296,6 @@ pub fn merge(
         .retired
         .iter()
         .chain(&remote.retired)
-        .filter(|id| Some(id.as_str()) != me)
         .cloned()
         .collect();
     let mut machines = BTreeMap::new();

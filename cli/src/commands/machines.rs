@@ -1,0 +1,91 @@
+//! `stead state remove-machine MACHINE`: take a machine that is gone (sold,
+//! reinstalled, retired) out of the lineage. Its entry and membership leave
+//! the shared record; its history stays; it is kept on a `retired` list so
+//! that merging an older copy cannot bring it back.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::repo;
+use crate::context::Context;
+use crate::output::{outln, print_json};
+
+pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
+    let guard = ctx.lock("remove-machine", None)?;
+    let state = ctx
+        .load_state_locked(&guard)?
+        .ok_or_else(|| anyhow::anyhow!("no state found at {}", ctx.store.path().display()))?;
+    let repo = repo::open(ctx, &state)?;
+    let Some(mut record) = stead_lib::sync::repo::read_working(&repo.git)? else {
+        anyhow::bail!(
+            "{} has no shared record (.stead/state.json); there is no lineage to remove a machine from",
+            repo.git.root().display()
+        );
+    };
+    repo::refuse_if_retired(&repo, &state, &[Some(&record)])?;
+    let matches: Vec<(String, String)> = record
+        .machines
+        .iter()
+        .filter(|(id, m)| {
+            *id == who || m.hostname == who || (who.len() >= 8 && id.starts_with(who))
+        })
+        .map(|(id, m)| (id.clone(), m.hostname.clone()))
+        .collect();
+    let (id, hostname) = match matches.as_slice() {
+        [one] => one.clone(),
+        [] => anyhow::bail!(
+            "no machine '{who}' in the lineage\nMachines: {}",
+            record
+                .machines
+                .iter()
+                .map(|(id, m)| format!("{} ({id})", m.hostname))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        many => anyhow::bail!(
+            "'{who}' names {} machines; give the machine id instead: {}",
+            many.len(),
+            many.iter()
+                .map(|(id, h)| format!("{h} ({id})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    if id == state.machine.id {
+        anyhow::bail!(
+            "'{who}' is this machine; remove a machine from another one (this one would add itself back on its next sync)"
+        );
+    }
+    record.retire(&id);
+    let (state, record) = repo::settle(
+        ctx,
+        &guard,
+        &repo,
+        state,
+        &record,
+        Some("remove-machine"),
+        None,
+    )?;
+    let commit = repo::commit_record(
+        &repo,
+        &[],
+        &format!("stead: remove machine {hostname} ({id}) from the lineage"),
+    )?;
+    guard.release()?;
+    if ctx.json {
+        print_json(&json!({
+            "removed": id, "hostname": hostname, "serial": state.lineage.serial,
+            "machines": record.lineage.machines, "commit": commit,
+        }));
+    } else {
+        outln!(
+            "{} Removed {hostname} ({id}) from the lineage; {} machine(s) remain. Its history is kept.",
+            ctx.out.green("✓"),
+            record.machine_count()
+        );
+        outln!("Run 'stead sync' to share it.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
