@@ -613,10 +613,6 @@ fn merge_strategy_and_an_invalid_manual_edit() {
     // An editor that breaks the JSON: nothing changes.
     let editor = b.sb.home().join("break.sh");
     std::fs::write(&editor, "#!/bin/sh\necho '{ not json' > \"$1\"\n").unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&editor).unwrap().permissions(),
-        0o755,
-    );
     let (code, _, err) = b
         .cmd(&["state", "resolve", "--manual"])
         .env("EDITOR", format!("sh {}", editor.display()))
@@ -639,16 +635,28 @@ fn merge_strategy_and_an_invalid_manual_edit() {
     assert_eq!(w.git(&b.clone_dir(), &["rev-parse", "HEAD"]), before_head);
     assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), before_state);
 
-    // An editor that drops a history entry: refused too.
-    let drop = b.sb.home().join("drop.sh");
-    std::fs::write(
-        &drop,
-        "#!/bin/sh\npython3 -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['history']=d['history'][1:]; json.dump(d,open(p,'w'))\" \"$1\"\n",
-    )
-    .unwrap();
+    // An editor that drops a history entry: refused too. The proposal is
+    // saved by a first editor that then fails (changing nothing), edited
+    // here, and put back by a second editor.
+    let saved = b.sb.home().join("proposal.json");
     let out = b
         .cmd(&["state", "resolve", "--manual"])
-        .env("EDITOR", format!("sh {}", drop.display()))
+        .env(
+            "EDITOR",
+            format!("sh -c 'cp \"$1\" {}; exit 1' sh", saved.display()),
+        )
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was changed"));
+    let mut proposal: Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    proposal["history"].as_array_mut().unwrap().remove(0);
+    let edited = b.sb.home().join("edited.json");
+    std::fs::write(&edited, serde_json::to_vec_pretty(&proposal).unwrap()).unwrap();
+    let out = b
+        .cmd(&["state", "resolve", "--manual"])
+        .env("EDITOR", format!("cp {}", edited.display()))
         .env_remove("VISUAL")
         .output()
         .unwrap();
@@ -656,6 +664,7 @@ fn merge_strategy_and_an_invalid_manual_edit() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("it drops 1 history entries"), "{err}");
     assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), before_state);
+    assert_eq!(w.git(&b.clone_dir(), &["rev-parse", "HEAD"]), before_head);
 
     // An editor that keeps the proposal: installed.
     let out = b
