@@ -17,11 +17,13 @@ use crate::context::Context;
 use crate::output::{outln, print_json};
 
 pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
-    // Only a push has to be sure the remote stood still.
+    // A commit that is not pushed touches only this clone: the local lock
+    // is enough. A push takes the remote lock too, and the remote must have
+    // stood still since the last sync.
     let guard = if args.push {
         ctx.lock("commit", None)?
     } else {
-        ctx.lock_for_sync("commit")?
+        ctx.lock_local("commit")?
     };
     let mut state = ctx.load_state_locked(&guard)?.ok_or_else(|| {
         anyhow::anyhow!(

@@ -184,7 +184,7 @@ fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
     }
     if any {
         outln!("\nTip: Run 'stead apply' to restore tracked files");
-        outln!("     or 'stead commit' to accept the changes");
+        outln!("     or 'stead commit -m MSG FILE...' to accept them into the config repo");
     } else {
         outln!(
             "\n{} No drift: {} managed path{} match the record.",
