@@ -12,8 +12,9 @@
 //! close, which drops the flock. A taker that finds a stale lock removes it
 //! while holding its flock, so two takers cannot both remove it.
 //!
-//! Type `hybrid` behaves as `local` until the git backend exists; `disabled`
-//! takes nothing (callers warn loudly).
+//! This module is the local lock. Type `hybrid` adds the remote half on top
+//! of it ([`crate::sync::remote_lock`], taken by the caller after this one);
+//! `disabled` takes nothing (callers warn loudly).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
@@ -36,7 +37,7 @@ pub enum LockType {
     /// A flock'd lock file in the state dir.
     #[default]
     Local,
-    /// Local, then the remote's lock (local only until the git backend exists).
+    /// Local, then the config repo remote's lock ref ([`crate::sync::remote_lock`]).
     Hybrid,
     /// No lock at all: concurrent runs can corrupt the state.
     Disabled,
