@@ -25,12 +25,7 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     } else {
         ctx.lock_local("commit")?
     };
-    let mut state = ctx.load_state_locked(&guard)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "no state found at {}\nRun 'stead init --repo URL' first.",
-            ctx.store.path().display()
-        )
-    })?;
+    let mut state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
 

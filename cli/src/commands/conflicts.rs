@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
-use stead_lib::sync::git::MergeOutcome;
 use stead_lib::sync::shared::{self, SharedRecord, Strategy};
 
 use super::repo;
@@ -138,17 +137,10 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
         ("--manual", Strategy::Merge)
     };
     let guard = ctx.lock_for_sync("resolve")?;
-    let state = ctx
-        .load_state_locked(&guard)?
-        .ok_or_else(|| anyhow::anyhow!("no state found at {}", ctx.store.path().display()))?;
+    let state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
-    if !repo.git.is_clean(&[shared::SHARED_RECORD_PATH])? {
-        anyhow::bail!(
-            "{} has changes that are not committed; commit or discard them first. Nothing was changed.",
-            repo.git.root().join(shared::SHARED_RECORD_PATH).display()
-        );
-    }
+    repo::require_clean_record(&repo)?;
     repo::fetch(ctx, &repo, true)?;
     let (records, comparison) = repo::compare(ctx, &repo, &state)?;
     let Some(remote) = comparison.remote.clone() else {
@@ -172,12 +164,11 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     }
 
     // Git's histories join first; the record is installed on top.
-    if records.remote_has_news(&repo.git)? {
-        let message = format!("stead state resolve {flag}: merge {}", repo.remote_branch());
-        if let MergeOutcome::Conflicts(files) = repo.git.merge(&repo.up.tracking_ref, &message)? {
-            guard.release()?;
-            return repo::report_git_conflicts(ctx, &files);
-        }
+    if let Some(files) =
+        repo::merge_remote(&repo, &records, &format!("stead state resolve {flag}"))?
+    {
+        guard.release()?;
+        return repo::report_git_conflicts(ctx, &files);
     }
     let (state, record) = repo::settle(
         ctx,

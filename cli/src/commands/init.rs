@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::machine::MachineInfo;
 use stead_lib::state::State;
-use stead_lib::sync::git::{Git, GitError, MergeOutcome};
+use stead_lib::sync::git::{Git, GitError};
 use stead_lib::sync::shared;
 
 use super::repo::{self, Repo};
@@ -156,13 +156,8 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         // An existing clone joins what the remote has now, not what it last saw.
         if repo::fetch(ctx, &repo, false)? {
             let records = stead_lib::sync::repo::read_records(&repo.git, &repo.up)?;
-            if records.remote_has_news(&repo.git)? {
-                let message = format!("stead init: merge {}", repo.remote_branch());
-                if let MergeOutcome::Conflicts(files) =
-                    repo.git.merge(&repo.up.tracking_ref, &message)?
-                {
-                    return repo::report_git_conflicts(ctx, &files);
-                }
+            if let Some(files) = repo::merge_remote(&repo, &records, "stead init")? {
+                return repo::report_git_conflicts(ctx, &files);
             }
         }
     }

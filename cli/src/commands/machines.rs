@@ -14,9 +14,7 @@ use crate::output::{outln, print_json};
 
 pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
     let guard = ctx.lock("remove-machine", None)?;
-    let state = ctx
-        .load_state_locked(&guard)?
-        .ok_or_else(|| anyhow::anyhow!("no state found at {}", ctx.store.path().display()))?;
+    let state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
     let Some(mut record) = stead_lib::sync::repo::read_working(&repo.git)? else {
         anyhow::bail!(

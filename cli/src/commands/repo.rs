@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use chrono::Utc;
 use stead_lib::lock::LockGuard;
 use stead_lib::state::State;
-use stead_lib::sync::git::{Git, GitError, Upstream};
+use stead_lib::sync::git::{Git, GitError, MergeOutcome, Upstream};
 use stead_lib::sync::repo::{self, Records};
 use stead_lib::sync::shared::{self, Comparison, SHARED_RECORD_PATH, Severity, SharedRecord};
 
@@ -28,6 +28,46 @@ impl Repo {
     /// `<remote>/<branch>`, for messages.
     pub fn remote_branch(&self) -> String {
         format!("{}/{}", self.up.remote, self.up.branch)
+    }
+}
+
+/// This machine's state, loaded under the lock; says to run `init --repo`
+/// when there is none.
+pub fn load_state(ctx: &Context, guard: &LockGuard) -> Result<State> {
+    ctx.load_state_locked(guard)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no state found at {}\nRun 'stead init --repo URL' to join your config repo.",
+            ctx.store.path().display()
+        )
+    })
+}
+
+/// Refuses to merge over uncommitted changes to the record's working copy.
+pub fn require_clean_record(repo: &Repo) -> Result<()> {
+    if !repo.git.is_clean(&[SHARED_RECORD_PATH])? {
+        anyhow::bail!(
+            "{} has changes that are not committed\n\
+             Nothing was changed. Commit them ('stead commit -m MSG') or discard them \
+             ('git -C {} checkout -- {}'), then run the command again.",
+            repo.git.root().join(SHARED_RECORD_PATH).display(),
+            repo.git.root().display(),
+            SHARED_RECORD_PATH
+        );
+    }
+    Ok(())
+}
+
+/// Merges the remote branch into HEAD when it has commits HEAD lacks (the
+/// record through the merge driver). `Some(files)`: git stopped on
+/// conflicts in those files and the merge is left for the user to finish.
+pub fn merge_remote(repo: &Repo, records: &Records, what: &str) -> Result<Option<Vec<String>>> {
+    if !records.remote_has_news(&repo.git)? {
+        return Ok(None);
+    }
+    let message = format!("{what}: merge {}", repo.remote_branch());
+    match repo.git.merge(&repo.up.tracking_ref, &message)? {
+        MergeOutcome::Conflicts(files) => Ok(Some(files)),
+        _ => Ok(None),
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::json;
-use stead_lib::sync::git::{MergeOutcome, PushOutcome};
+use stead_lib::sync::git::PushOutcome;
 use stead_lib::sync::shared::{self, Direction, Strategy};
 
 use super::apply::{Converge, converge};
@@ -19,24 +19,10 @@ use crate::output::{outln, print_json};
 
 pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("sync")?;
-    let state = ctx.load_state_locked(&guard)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "no state found at {}\nRun 'stead init --repo URL' to join your config repo.",
-            ctx.store.path().display()
-        )
-    })?;
+    let state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
-    if !repo.git.is_clean(&[shared::SHARED_RECORD_PATH])? {
-        anyhow::bail!(
-            "{} has changes that are not committed\n\
-             Nothing was synced. Commit them ('stead commit -m MSG') or discard them \
-             ('git -C {} checkout -- {}'), then run 'stead sync' again.",
-            repo.git.root().join(shared::SHARED_RECORD_PATH).display(),
-            repo.git.root().display(),
-            shared::SHARED_RECORD_PATH
-        );
-    }
+    repo::require_clean_record(&repo)?;
     repo::fetch(ctx, &repo, true)?;
     let (records, comparison) = repo::compare(ctx, &repo, &state)?;
     repo::refuse_if_retired(
@@ -73,12 +59,9 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     }
 
     // Git first: nothing of the record is touched until the tree merged cleanly.
-    if records.remote_has_news(&repo.git)? {
-        let message = format!("stead sync: merge {}", repo.remote_branch());
-        if let MergeOutcome::Conflicts(files) = repo.git.merge(&repo.up.tracking_ref, &message)? {
-            guard.release()?;
-            return repo::report_git_conflicts(ctx, &files);
-        }
+    if let Some(files) = repo::merge_remote(&repo, &records, "stead sync")? {
+        guard.release()?;
+        return repo::report_git_conflicts(ctx, &files);
     }
     if !ctx.json {
         outln!("{} Git pull completed successfully!", ctx.out.green("✓"));
