@@ -956,3 +956,95 @@ fn a_removed_machine_leaves_the_lineage_for_good_and_rejoins_under_a_new_id() {
     assert_eq!(remote["retired"], serde_json::json!([old_b]));
     assert_eq!(a.record(), b.record());
 }
+
+/// A world whose config has the waiting exec, with a and b synced and on
+/// `hybrid` locks; returns (world, a, b, the signals dir).
+fn hybrid_world() -> (World, Machine, Machine, tempfile::TempDir) {
+    let w = World::new("main");
+    let signals = tempfile::tempdir().unwrap();
+    let seed = w.dir.path().join("seed");
+    std::fs::write(seed.join("stead.toml"), waiting_manifest(signals.path())).unwrap();
+    w.git(&seed, &["commit", "-q", "-am", "a step that waits"]);
+    w.git(&seed, &["push", "-q", "origin", "HEAD"]);
+    let a = w.machine("personal");
+    let b = w.machine("personal");
+    a.ok(&["sync", "--no-apply"]);
+    b.ok(&["sync", "--no-apply"]);
+    a.ok(&["sync", "--no-apply"]);
+    hybrid(&a, 300);
+    hybrid(&b, 300);
+    (w, a, b, signals)
+}
+
+#[test]
+fn unlock_force_removes_another_machines_remote_lock() {
+    let (w, a, b, signals) = hybrid_world();
+    let mut holder = hold_with_apply(&a, signals.path());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(remote_lock_ref(&w).is_some());
+    let out = b.ok(&["state", "unlock", "--force"]);
+    assert!(
+        out.contains(&format!(
+            "Removed the remote lock on 'origin' held by PID {}",
+            holder.id()
+        )),
+        "{out}"
+    );
+    assert_eq!(remote_lock_ref(&w), None);
+    std::fs::write(signals.path().join("release"), "").unwrap();
+    b.ok(&["apply", "--yes"]);
+}
+
+#[test]
+fn ctrl_c_releases_the_remote_lock() {
+    let (w, a, _b, signals) = hybrid_world();
+    let holder = hold_with_apply(&a, signals.path());
+    assert!(remote_lock_ref(&w).is_some());
+    let signal = |pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    // First: stop starting work (wait until stead says so); second: kill
+    // the running command. The apply then ends in order, releasing both locks.
+    signal(holder.id());
+    let said = signals.path().join("stderr");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&said)
+        .unwrap_or_default()
+        .contains("Press Ctrl-C again")
+    {
+        assert!(std::time::Instant::now() < deadline, "no stop notice");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal(holder.id());
+    let out = holder.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(remote_lock_ref(&w), None, "the remote lock is released");
+    assert!(!a.sb.lock_file().exists(), "the local lock is released");
+}
+
+#[test]
+fn sync_refuses_uncommitted_changes_to_the_record() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let path = a.clone_dir().join(".stead/state.json");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push('\n');
+    std::fs::write(&path, &text).unwrap();
+    let (code, _, err) = a.run(&["sync"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(".stead/state.json has changes that are not committed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "left as it was"
+    );
+}
