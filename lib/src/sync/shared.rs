@@ -233,6 +233,7 @@ pub fn fold(shared: Option<&SharedRecord>, local: &State) -> SharedRecord {
         out.lineage.serial = local.lineage.serial;
     }
     out.version = SHARED_VERSION;
+    out.stead_version = crate::STEAD_VERSION.to_string();
     out
 }
 
