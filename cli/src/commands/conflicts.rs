@@ -140,7 +140,7 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     let state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
-    repo::require_clean_record(&repo)?;
+    repo::prepare_for_merge(ctx, &repo)?;
     repo::fetch(ctx, &repo, true)?;
     let (records, comparison) = repo::compare(ctx, &repo, &state)?;
     let Some(remote) = comparison.remote.clone() else {

@@ -212,7 +212,7 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
                 && state.active_profile == before.active_profile
                 && state.config_path == before.config_path
                 && state.repo_url == before.repo_url
-                && state.history.len() == before.history.len();
+                && repo::kept_history(ctx, &state) == repo::kept_history(ctx, &before);
             if unchanged {
                 state = before;
                 "unchanged"

@@ -42,18 +42,64 @@ pub fn load_state(ctx: &Context, guard: &LockGuard) -> Result<State> {
     })
 }
 
-/// Refuses to merge over uncommitted changes to the record's working copy.
-pub fn require_clean_record(repo: &Repo) -> Result<()> {
-    if !repo.git.is_clean(&[SHARED_RECORD_PATH])? {
+/// Makes sure a merge can start: no git merge in progress, and no
+/// uncommitted change to the record's working copy. A working copy that a
+/// stead run wrote and did not get to commit (it was killed) is committed
+/// here: it is a valid record of the same lineage that keeps everything
+/// HEAD's has. Anything else is refused, and nothing changes.
+pub fn prepare_for_merge(ctx: &Context, repo: &Repo) -> Result<()> {
+    if repo.git.rev_exists("MERGE_HEAD")? {
         anyhow::bail!(
+            "a git merge is in progress in {}\n\
+             Nothing was changed. Finish it (edit the conflicted files, git add, git commit) \
+             or abort it (git merge --abort), then run the command again.",
+            repo.git.root().display()
+        );
+    }
+    if repo.git.is_clean(&[SHARED_RECORD_PATH])? {
+        return Ok(());
+    }
+    let refuse = || {
+        anyhow::anyhow!(
             "{} has changes that are not committed\n\
              Nothing was changed. Commit them ('stead commit -m MSG') or discard them \
              ('git -C {} checkout -- {}'), then run the command again.",
             repo.git.root().join(SHARED_RECORD_PATH).display(),
             repo.git.root().display(),
             SHARED_RECORD_PATH
-        );
+        )
+    };
+    let working = repo::read_working(&repo.git).map_err(|_| refuse())?;
+    let head = match repo.git.head()? {
+        Some(h) => repo::read_at(&repo.git, &h)?,
+        None => None,
+    };
+    let forward = match (&working, &head) {
+        (Some(w), Some(h)) => {
+            let kept: std::collections::HashSet<&str> =
+                w.history.iter().map(|e| e.id.as_str()).collect();
+            w.lineage.id == h.lineage.id
+                && w.lineage.serial >= h.lineage.serial
+                && h.history.iter().all(|e| kept.contains(e.id.as_str()))
+                && h.machines
+                    .keys()
+                    .all(|m| w.machines.contains_key(m) || w.is_retired(m))
+        }
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if !forward {
+        return Err(refuse());
     }
+    ctx.note(&format!(
+        "Committing the record an interrupted stead run left uncommitted in {}.",
+        repo.git.root().display()
+    ));
+    commit_record(
+        repo,
+        &[],
+        "stead: the record an interrupted run left uncommitted",
+    )?;
     Ok(())
 }
 
@@ -213,7 +259,7 @@ pub fn settle(
     let mut next = shared::adopt(&state, target);
     let changed = next.lineage.id != state.lineage.id
         || next.lineage.machines != state.lineage.machines
-        || history_ids(&next) != history_ids(&state)
+        || kept_history(ctx, &next) != kept_history(ctx, &state)
         || next.active_profile != state.active_profile
         || next.config_path != state.config_path
         || next.checksums != state.checksums;
@@ -243,8 +289,14 @@ pub fn settle(
     Ok((state, record))
 }
 
-fn history_ids(state: &State) -> Vec<&str> {
-    state.history.iter().map(|e| e.id.as_str()).collect()
+/// The ids of the history entries a write would keep (the newest, up to
+/// the cap). The shared record keeps every entry, so comparing whole
+/// histories would find news in every sync once it outgrows the cap.
+pub fn kept_history<'a>(ctx: &Context, state: &'a State) -> Vec<&'a str> {
+    let mut ids: Vec<&str> = state.history.iter().map(|e| e.id.as_str()).collect();
+    let excess = ids.len().saturating_sub(ctx.store.history_limit());
+    ids.drain(..excess);
+    ids
 }
 
 /// Replaces the working copy when it differs.

@@ -22,7 +22,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
     repo::ensure_merge_driver(&repo)?;
-    repo::require_clean_record(&repo)?;
+    repo::prepare_for_merge(ctx, &repo)?;
     repo::fetch(ctx, &repo, true)?;
     let (records, comparison) = repo::compare(ctx, &repo, &state)?;
     repo::refuse_if_retired(
