@@ -1188,3 +1188,50 @@ fn sync_killed_at_random_moments_loses_nothing_and_the_next_sync_finishes() {
     }
     eprintln!("{iterations} iterations, {killed} killed mid-sync (seed {seed})");
 }
+
+#[test]
+fn a_corrupt_or_newer_shared_record_is_refused_with_where_and_changes_nothing() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let dir = w.dir.path().join("breaker");
+    w.git(
+        w.dir.path(),
+        &["clone", "-q", w.url(), dir.to_str().unwrap()],
+    );
+    std::fs::write(
+        dir.join(".stead/state.json"),
+        "{\n  \"version\": 1,\n  \"lineage\": \n",
+    )
+    .unwrap();
+    w.git(&dir, &["commit", "-q", "-am", "break the record"]);
+    w.git(&dir, &["push", "-q"]);
+    let before = std::fs::read(a.sb.state_file()).unwrap();
+    let head = w.git(&a.clone_dir(), &["rev-parse", "HEAD"]);
+    let (code, _, err) = a.run(&["sync"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(".stead/state.json is corrupt"), "{err}");
+    assert!(err.contains("line 4 column 0"), "{err}");
+    assert!(err.contains("git log -- .stead/state.json"), "{err}");
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), before);
+    assert_eq!(w.git(&a.clone_dir(), &["rev-parse", "HEAD"]), head);
+
+    // A record from a newer stead is refused the same way.
+    let mut record: Value =
+        serde_json::from_slice(&std::fs::read(a.clone_dir().join(".stead/state.json")).unwrap())
+            .unwrap();
+    record["version"] = 9.into();
+    std::fs::write(
+        dir.join(".stead/state.json"),
+        serde_json::to_vec_pretty(&record).unwrap(),
+    )
+    .unwrap();
+    w.git(&dir, &["commit", "-q", "-am", "from the future"]);
+    w.git(&dir, &["push", "-q"]);
+    let (code, _, err) = a.run(&["state", "check-conflicts"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("has version 9, but this stead understands up to version 1"),
+        "{err}"
+    );
+}
