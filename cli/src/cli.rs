@@ -60,7 +60,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create this machine's state: state dir, machine id, lineage (serial 1)
+    /// Create this machine's state (state dir, machine id, lineage), or with
+    /// --repo clone the config repo and join its lineage
     Init(InitArgs),
 
     /// Show what apply would change; changes nothing
