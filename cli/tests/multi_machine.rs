@@ -495,6 +495,11 @@ fn profile_and_path_mismatch_are_labelled_and_stop_sync_before_anything_changes(
         "{out}"
     );
     assert!(out.contains("🟢 File '.bashrc' has been modified"), "{out}");
+    let shown = out.replace(
+        &clone.canonicalize().unwrap().display().to_string(),
+        "<clone>",
+    );
+    insta::assert_snapshot!("check_conflicts_mismatch", shown);
 
     let head = w.git(&clone, &["rev-parse", "HEAD"]);
     let state_before = std::fs::read(a.sb.state_file()).unwrap();

@@ -62,7 +62,7 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
     let commit = repo::commit_record(&repo, &source_refs, &args.message)?;
     let pushed = match (&commit, args.push) {
-        (_, true) => super::sync::push_if_ahead(ctx, &repo)?,
+        (_, true) => super::sync::push_if_ahead(&repo)?,
         _ => false,
     };
     guard.release()?;

@@ -170,7 +170,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     )?;
     // The merged record is shared even when applying failed: it is true
     // either way, and the other machines need it.
-    let pushed = push_if_ahead(ctx, &repo);
+    let pushed = push_if_ahead(&repo);
     if let Some(e) = apply_error {
         guard.release()?;
         let shared_note = match &pushed {
@@ -211,7 +211,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
 
 /// Pushes when HEAD has commits the remote branch lacks. A refusal (the
 /// remote moved meanwhile) is an error that says to sync again.
-pub fn push_if_ahead(ctx: &Context, repo: &Repo) -> Result<bool> {
+pub fn push_if_ahead(repo: &Repo) -> Result<bool> {
     let Some(head) = repo.git.head()? else {
         return Ok(false);
     };
@@ -224,7 +224,6 @@ pub fn push_if_ahead(ctx: &Context, repo: &Repo) -> Result<bool> {
     match repo.git.push(&repo.up)? {
         PushOutcome::Pushed => Ok(true),
         PushOutcome::Rejected(reason) => {
-            let _ = ctx;
             anyhow::bail!(
                 "the remote refused the push ({reason}): another machine pushed meanwhile\n\
                  Nothing is lost: the record is committed in {}. Run 'stead sync' again.",
