@@ -1240,3 +1240,21 @@ fn a_corrupt_or_newer_shared_record_is_refused_with_where_and_changes_nothing() 
         "{err}"
     );
 }
+
+#[test]
+fn commit_works_in_a_repo_without_a_remote_and_push_says_what_is_missing() {
+    let w = World::new("main");
+    let m = Machine { sb: Sandbox::new() };
+    let repo = m.sb.home().join("dots");
+    w.git(m.sb.home(), &["clone", "-q", w.url(), "dots"]);
+    w.git(&repo, &["remote", "remove", "origin"]);
+    m.ok(&["init", "--path", repo.to_str().unwrap()]);
+    let out = m.ok(&["commit", "-m", "my record"]);
+    assert!(out.contains("✓ Committed "), "{out}");
+    assert_eq!(w.git(&repo, &["log", "-1", "--format=%s"]), "my record");
+    assert!(repo.join(".stead/state.json").exists());
+    let (code, _, err) = m.run(&["commit", "-m", "again", "--push"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no remote to sync with"), "{err}");
+    assert!(err.contains("remote add origin URL"), "{err}");
+}

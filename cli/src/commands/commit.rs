@@ -26,14 +26,30 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ctx.lock_local("commit")?
     };
     let mut state = repo::load_state(ctx, &guard)?;
-    let repo = repo::open(ctx, &state)?;
-    repo::ensure_merge_driver(&repo)?;
-
-    let working = stead_lib::sync::repo::read_working(&repo.git)?;
-    repo::refuse_if_retired(&repo, &state, &[working.as_ref()])?;
+    let git = repo::open_git(ctx, &state)?;
+    // Only a push needs the remote; checked before anything changes.
+    let remote = if args.push {
+        Some(repo::with_upstream(git.clone())?)
+    } else {
+        None
+    };
+    repo::ensure_merge_driver(&git)?;
+    let working = stead_lib::sync::repo::read_working(&git)?;
+    repo::refuse_if_retired(&git, &state, &[working.as_ref()])?;
+    if let Some(w) = &working
+        && w.lineage.id != state.lineage.id
+    {
+        anyhow::bail!(
+            "this machine belongs to lineage {}, but the repo's record is lineage {}\n\
+             Nothing was committed. Run 'stead init --repo URL --path {}' to join the repo's lineage.",
+            state.lineage.id,
+            w.lineage.id,
+            git.root().display()
+        );
+    }
 
     // Accept drifted files: the repo takes what is on disk.
-    let accepted = accept_files(ctx, &state, &repo, &args.files)?;
+    let accepted = accept_files(ctx, &state, &git, &args.files)?;
     if !accepted.is_empty() {
         for a in &accepted {
             state.checksums.insert(a.key.clone(), a.checksum.clone());
@@ -42,28 +58,16 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     }
 
     let record = shared::fold(working.as_ref(), &state);
-    if working
-        .as_ref()
-        .is_some_and(|w| w.lineage.id != state.lineage.id)
-    {
-        anyhow::bail!(
-            "this machine belongs to lineage {}, but the repo's record is lineage {}\n\
-             Nothing was committed. Run 'stead init --repo URL --path {}' to join the repo's lineage.",
-            state.lineage.id,
-            working.map(|w| w.lineage.id).unwrap_or_default(),
-            repo.git.root().display()
-        );
-    }
-    repo::write_if_changed(&repo, &record)?;
+    repo::write_if_changed(&git, &record)?;
     let sources: Vec<String> = accepted
         .iter()
         .map(|a| a.repo_path.display().to_string())
         .collect();
     let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
-    let commit = repo::commit_record(&repo, &source_refs, &args.message)?;
-    let pushed = match (&commit, args.push) {
-        (_, true) => super::sync::push_if_ahead(&repo)?,
-        _ => false,
+    let commit = repo::commit_record(&git, &source_refs, &args.message)?;
+    let pushed = match &remote {
+        Some(repo) => super::sync::push_if_ahead(repo)?,
+        None => false,
     };
     guard.release()?;
 
@@ -91,10 +95,12 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ),
         None => outln!("Nothing to commit: the repo already holds this machine's record."),
     }
-    if pushed {
-        outln!("{} Pushed to {}", ctx.out.green("✓"), repo.remote_branch());
-    } else if args.push {
-        outln!("Nothing to push: {} has everything.", repo.remote_branch());
+    if let Some(repo) = &remote {
+        if pushed {
+            outln!("{} Pushed to {}", ctx.out.green("✓"), repo.remote_branch());
+        } else {
+            outln!("Nothing to push: {} has everything.", repo.remote_branch());
+        }
     } else if commit.is_some() {
         outln!("Run 'stead sync' (or 'stead commit --push') to share it.");
     }
@@ -115,7 +121,7 @@ struct Accepted {
 fn accept_files(
     ctx: &Context,
     state: &stead_lib::state::State,
-    repo: &repo::Repo,
+    git: &stead_lib::sync::git::Git,
     files: &[String],
 ) -> Result<Vec<Accepted>> {
     if files.is_empty() {
@@ -165,13 +171,13 @@ fn accept_files(
             anyhow::bail!("{key} has not drifted: it is what stead wrote. Nothing was committed.");
         }
         let repo_path = source
-            .strip_prefix(repo.git.root())
+            .strip_prefix(git.root())
             .map(Path::to_path_buf)
             .map_err(|_| {
                 anyhow::anyhow!(
                     "the source of {key} ({}) is outside the config repo {}; nothing was committed",
                     source.display(),
-                    repo.git.root().display()
+                    git.root().display()
                 )
             })?;
         plan.push((key, source, bytes, sum, repo_path));

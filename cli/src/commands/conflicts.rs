@@ -139,7 +139,7 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("resolve")?;
     let state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
-    repo::ensure_merge_driver(&repo)?;
+    repo::ensure_merge_driver(&repo.git)?;
     repo::prepare_for_merge(ctx, &repo)?;
     repo::fetch(ctx, &repo, true)?;
     let (records, comparison) = repo::compare(ctx, &repo, &state)?;
@@ -180,7 +180,7 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
         records.remote_commit.as_deref(),
     )?;
     let commit = repo::commit_record(
-        &repo,
+        &repo.git,
         &[],
         &format!(
             "stead state resolve {flag}: {} at serial {}",

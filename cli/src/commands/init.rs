@@ -236,8 +236,8 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         }
     };
     let record = shared::fold(shared_rec.as_ref(), &state);
-    repo::write_if_changed(&repo, &record)?;
-    repo::ensure_merge_driver(&repo)?;
+    repo::write_if_changed(&repo.git, &record)?;
+    repo::ensure_merge_driver(&repo.git)?;
     let message = match status {
         "started" => format!(
             "stead: start lineage {} on {}",
@@ -246,7 +246,7 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         "joined" => format!("stead: {} joins the lineage", state.machine.hostname),
         _ => format!("stead: {} updates its record", state.machine.hostname),
     };
-    let commit = repo::commit_record(&repo, &[], &message)?;
+    let commit = repo::commit_record(&repo.git, &[], &message)?;
     guard.release()?;
 
     if ctx.json {

@@ -22,7 +22,7 @@ pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
             repo.git.root().display()
         );
     };
-    repo::refuse_if_retired(&repo, &state, &[Some(&record)])?;
+    repo::refuse_if_retired(&repo.git, &state, &[Some(&record)])?;
     let matches: Vec<(String, String)> = record
         .machines
         .iter()
@@ -67,7 +67,7 @@ pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
         None,
     )?;
     let commit = repo::commit_record(
-        &repo,
+        &repo.git,
         &[],
         &format!("stead: remove machine {hostname} ({id}) from the lineage"),
     )?;

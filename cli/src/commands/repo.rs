@@ -96,7 +96,7 @@ pub fn prepare_for_merge(ctx: &Context, repo: &Repo) -> Result<()> {
         repo.git.root().display()
     ));
     commit_record(
-        repo,
+        &repo.git,
         &[],
         "stead: the record an interrupted run left uncommitted",
     )?;
@@ -117,24 +117,34 @@ pub fn merge_remote(repo: &Repo, records: &Records, what: &str) -> Result<Option
     }
 }
 
-/// Opens the config repo recorded for this machine (or --config) and its
-/// upstream; says what to run when there is none.
-pub fn open(ctx: &Context, state: &State) -> Result<Repo> {
+/// Opens the config repo recorded for this machine (or --config) as a git
+/// work tree; says what to run when it is not one.
+pub fn open_git(ctx: &Context, state: &State) -> Result<Git> {
     let dir = ctx.config_dir(Some(state))?;
-    let git = Git::open(&dir).map_err(|e| match e {
+    Git::open(&dir).map_err(|e| match e {
         GitError::NotARepo { .. } => anyhow::anyhow!(
             "the config repo {} is not a git repository, so there is nothing to sync with\n\
              Run 'stead init --repo URL' to clone your config repo and join its lineage.",
             dir.display()
         ),
         e => e.into(),
-    })?;
+    })
+}
+
+/// Opens the config repo recorded for this machine (or --config) and its
+/// upstream; says what to run when there is none.
+pub fn open(ctx: &Context, state: &State) -> Result<Repo> {
+    with_upstream(open_git(ctx, state)?)
+}
+
+/// The repo with the upstream of its current branch, which must have one.
+pub fn with_upstream(git: Git) -> Result<Repo> {
     let up = git.upstream()?.ok_or_else(|| {
         anyhow::anyhow!(
             "the config repo {} has no remote to sync with (or HEAD is detached)\n\
              Add one with 'git -C {} remote add origin URL', or check out a branch.",
-            dir.display(),
-            dir.display()
+            git.root().display(),
+            git.root().display()
         )
     })?;
     Ok(Repo { git, up })
@@ -176,11 +186,7 @@ pub fn compare(ctx: &Context, repo: &Repo, state: &State) -> Result<(Records, Co
 }
 
 /// Refuses to go on for a machine another machine removed from the lineage.
-pub fn refuse_if_retired(
-    repo: &Repo,
-    state: &State,
-    copies: &[Option<&SharedRecord>],
-) -> Result<()> {
+pub fn refuse_if_retired(git: &Git, state: &State, copies: &[Option<&SharedRecord>]) -> Result<()> {
     let me = &state.machine.id;
     if copies.iter().flatten().any(|r| r.is_retired(me)) {
         anyhow::bail!(
@@ -188,7 +194,7 @@ pub fn refuse_if_retired(
              Nothing was changed. To use it again, run 'stead init --repo {} --path {}': it rejoins under a new machine id.",
             state.machine.hostname,
             state.repo_url.as_deref().unwrap_or("URL"),
-            repo.git.root().display()
+            git.root().display()
         );
     }
     Ok(())
@@ -285,7 +291,7 @@ pub fn settle(
         state
     };
     let record = shared::fold(Some(target), &state);
-    write_if_changed(repo, &record)?;
+    write_if_changed(&repo.git, &record)?;
     Ok((state, record))
 }
 
@@ -300,29 +306,29 @@ pub fn kept_history<'a>(ctx: &Context, state: &'a State) -> Vec<&'a str> {
 }
 
 /// Replaces the working copy when it differs.
-pub fn write_if_changed(repo: &Repo, record: &SharedRecord) -> Result<bool> {
-    if repo::read_working(&repo.git)?.as_ref() == Some(record) {
+pub fn write_if_changed(git: &Git, record: &SharedRecord) -> Result<bool> {
+    if repo::read_working(git)?.as_ref() == Some(record) {
         return Ok(false);
     }
-    repo::write_working(&repo.git, record)?;
+    repo::write_working(git, record)?;
     Ok(true)
 }
 
 /// Stages the record and commits it (`None`: nothing to commit).
-pub fn commit_record(repo: &Repo, extra: &[&str], message: &str) -> Result<Option<String>> {
+pub fn commit_record(git: &Git, extra: &[&str], message: &str) -> Result<Option<String>> {
     let mut paths = vec![SHARED_RECORD_PATH];
-    if repo.git.root().join(".gitattributes").exists() {
+    if git.root().join(".gitattributes").exists() {
         paths.push(".gitattributes");
     }
     paths.extend_from_slice(extra);
-    repo.git.add(&paths)?;
-    Ok(repo.git.commit(message)?)
+    git.add(&paths)?;
+    Ok(git.commit(message)?)
 }
 
 /// Routes the record to stead's merge driver in this clone.
-pub fn ensure_merge_driver(repo: &Repo) -> Result<bool> {
+pub fn ensure_merge_driver(git: &Git) -> Result<bool> {
     let exe = std::env::current_exe().context("cannot tell where the stead program is")?;
-    Ok(repo::install_merge_driver(&repo.git, &exe)?)
+    Ok(repo::install_merge_driver(git, &exe)?)
 }
 
 /// A text conflict in other repo files: what to run to finish.

@@ -21,12 +21,12 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("sync")?;
     let state = repo::load_state(ctx, &guard)?;
     let repo = repo::open(ctx, &state)?;
-    repo::ensure_merge_driver(&repo)?;
+    repo::ensure_merge_driver(&repo.git)?;
     repo::prepare_for_merge(ctx, &repo)?;
     repo::fetch(ctx, &repo, true)?;
     let (records, comparison) = repo::compare(ctx, &repo, &state)?;
     repo::refuse_if_retired(
-        &repo,
+        &repo.git,
         &state,
         &[records.head.as_ref(), records.remote.as_ref()],
     )?;
@@ -159,9 +159,9 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
         stead_lib::sync::repo::read_working(&repo.git)?.as_ref(),
         &state,
     );
-    repo::write_if_changed(&repo, &record)?;
+    repo::write_if_changed(&repo.git, &record)?;
     let committed = repo::commit_record(
-        &repo,
+        &repo.git,
         &[],
         &format!(
             "stead sync: {} at serial {}",
