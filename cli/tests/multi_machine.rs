@@ -785,19 +785,7 @@ fn remote_lock_ref(w: &World) -> Option<String> {
 
 #[test]
 fn hybrid_lock_refuses_with_the_holders_details_then_is_broken_after_the_timeout() {
-    let w = World::new("main");
-    let signals = tempfile::tempdir().unwrap();
-    let seed = w.dir.path().join("seed");
-    std::fs::write(seed.join("stead.toml"), waiting_manifest(signals.path())).unwrap();
-    w.git(&seed, &["commit", "-q", "-am", "a step that waits"]);
-    w.git(&seed, &["push", "-q", "origin", "HEAD"]);
-    let a = w.machine("personal");
-    let b = w.machine("personal");
-    a.ok(&["sync", "--no-apply"]);
-    b.ok(&["sync", "--no-apply"]);
-    a.ok(&["sync", "--no-apply"]);
-    hybrid(&a, 300);
-    hybrid(&b, 300);
+    let (w, a, b, signals) = hybrid_world();
 
     let mut holder = hold_with_apply(&a, signals.path());
     let lock_ref = remote_lock_ref(&w);

@@ -138,11 +138,7 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     };
     let guard = ctx.lock_for_sync("resolve")?;
     let state = repo::load_state(ctx, &guard)?;
-    let repo = repo::open(ctx, &state)?;
-    repo::ensure_merge_driver(&repo.git)?;
-    repo::prepare_for_merge(ctx, &repo)?;
-    repo::fetch(ctx, &repo, true)?;
-    let (records, comparison) = repo::compare(ctx, &repo, &state)?;
+    let (repo, records, comparison) = repo::begin_merge(ctx, &state)?;
     let Some(remote) = comparison.remote.clone() else {
         outln!(
             "Nothing to resolve: {} has no shared record yet. Run 'stead sync' to push this machine's.",

@@ -171,6 +171,24 @@ pub fn fetch(ctx: &Context, repo: &Repo, strict: bool) -> Result<bool> {
     }
 }
 
+/// What `sync` and `state resolve` start with: the repo (merge driver in
+/// place, nothing in the way of a merge), freshly fetched, and how this
+/// machine compares with the remote. A machine removed from the lineage is
+/// refused here.
+pub fn begin_merge(ctx: &Context, state: &State) -> Result<(Repo, Records, Comparison)> {
+    let repo = open(ctx, state)?;
+    ensure_merge_driver(&repo.git)?;
+    prepare_for_merge(ctx, &repo)?;
+    fetch(ctx, &repo, true)?;
+    let (records, comparison) = compare(ctx, &repo, state)?;
+    refuse_if_retired(
+        &repo.git,
+        state,
+        &[records.head.as_ref(), records.remote.as_ref()],
+    )?;
+    Ok((repo, records, comparison))
+}
+
 /// The copies of the record and how this machine compares with the remote.
 pub fn compare(ctx: &Context, repo: &Repo, state: &State) -> Result<(Records, Comparison)> {
     let records = repo::read_records(&repo.git, &repo.up)?;

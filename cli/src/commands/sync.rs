@@ -20,16 +20,7 @@ use crate::output::{outln, print_json};
 pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("sync")?;
     let state = repo::load_state(ctx, &guard)?;
-    let repo = repo::open(ctx, &state)?;
-    repo::ensure_merge_driver(&repo.git)?;
-    repo::prepare_for_merge(ctx, &repo)?;
-    repo::fetch(ctx, &repo, true)?;
-    let (records, comparison) = repo::compare(ctx, &repo, &state)?;
-    repo::refuse_if_retired(
-        &repo.git,
-        &state,
-        &[records.head.as_ref(), records.remote.as_ref()],
-    )?;
+    let (repo, records, comparison) = repo::begin_merge(ctx, &state)?;
 
     let undecided: Vec<_> = comparison.undecided().collect();
     if !undecided.is_empty() {
