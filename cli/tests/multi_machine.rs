@@ -1246,3 +1246,63 @@ fn commit_works_in_a_repo_without_a_remote_and_push_says_what_is_missing() {
     assert!(err.contains("has no remote to sync with"), "{err}");
     assert!(err.contains("remote add origin URL"), "{err}");
 }
+
+#[test]
+fn a_text_conflict_in_another_file_stops_sync_before_applying_and_says_how_to_finish() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let b = w.machine("work");
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    for (m, line) in [(&a, "# from a\n"), (&b, "# from b\n")] {
+        std::fs::write(m.clone_dir().join("bashrc"), line).unwrap();
+        w.git(&m.clone_dir(), &["commit", "-q", "-am", "edit bashrc"]);
+    }
+    a.ok(&["sync"]);
+    let applied = std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap();
+    let state_before = std::fs::read(b.sb.state_file()).unwrap();
+    let (code, out, _) = b.run(&["sync"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "✗ Git merge stopped on conflicts in other files of the config repo:\n  bashrc\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("Nothing was applied"), "{out}");
+    assert!(out.contains("git add <files> && git commit"), "{out}");
+    assert!(out.contains("git merge --abort"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap(),
+        applied,
+        "nothing applied on a conflicted tree"
+    );
+    assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), state_before);
+    // The record itself merged through the driver, without markers.
+    let record = std::fs::read_to_string(b.clone_dir().join(".stead/state.json")).unwrap();
+    assert!(!record.contains("<<<<<<<"), "{record}");
+    // A second sync names the merge in progress.
+    let (code, _, err) = b.run(&["sync"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("a git merge is in progress"), "{err}");
+
+    // Finish as told; the next sync applies the merged file and pushes.
+    std::fs::write(b.clone_dir().join("bashrc"), "# from a and b\n").unwrap();
+    w.git(&b.clone_dir(), &["add", "bashrc"]);
+    w.git(&b.clone_dir(), &["commit", "-q", "--no-edit"]);
+    b.ok(&["sync"]);
+    assert_eq!(
+        std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap(),
+        "# from a and b\n"
+    );
+    // a applies the merged file too (its own record changes: one more
+    // round until both agree).
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    assert_eq!(a.record(), b.record());
+    assert_eq!(
+        std::fs::read_to_string(a.sb.home().join(".bashrc")).unwrap(),
+        "# from a and b\n"
+    );
+}
