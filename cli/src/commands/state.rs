@@ -42,9 +42,18 @@ pub fn history(ctx: &Context, limit: Option<usize>) -> Result<ExitCode> {
         .history_newest_first()
         .take(limit.unwrap_or(usize::MAX))
         .collect();
+    // Other machines' hostnames are in the config repo's shared record,
+    // when there is one; else they show as a short machine id.
+    let shared = ctx
+        .config_dir(Some(&state))
+        .ok()
+        .and_then(|dir| stead_lib::sync::git::Git::open(&dir).ok())
+        .and_then(|git| stead_lib::sync::repo::read_working(&git).ok().flatten());
     let host_of = |machine_id: &str| -> String {
         if machine_id == state.machine.id {
             state.machine.hostname.clone()
+        } else if let Some(m) = shared.as_ref().and_then(|r| r.machines.get(machine_id)) {
+            m.hostname.clone()
         } else {
             format!("{}...", machine_id.chars().take(8).collect::<String>())
         }
