@@ -103,10 +103,10 @@ impl Context {
     /// Only the local lock, whatever the configured type (init, which may
     /// have no repo yet).
     pub fn lock_local(&self, operation: &str) -> Result<Held> {
-        Ok(Held {
-            local: self.lock_local_guard(operation, None)?,
-            remote: None,
-        })
+        let config = self.lock_config()?;
+        Ok(Held::local_only(
+            self.lock_local_guard(&config, operation, None)?,
+        ))
     }
 
     fn lock_scoped(
@@ -115,41 +115,28 @@ impl Context {
         state_serial: Option<u64>,
         check_advance: bool,
     ) -> Result<Held> {
-        let local = self.lock_local_guard(operation, state_serial)?;
         let config = self.lock_config()?;
+        let local = self.lock_local_guard(&config, operation, state_serial)?;
         if config.lock_type != LockType::Hybrid {
-            return Ok(Held {
-                local,
-                remote: None,
-            });
+            return Ok(Held::local_only(local));
         }
         let Some(info) = local.info().cloned() else {
-            return Ok(Held {
-                local,
-                remote: None,
-            });
+            return Ok(Held::local_only(local));
         };
         let Some((git, up)) = self.repo_for_lock() else {
             self.warn(
                 "lock_type is hybrid, but the config repo has no git remote; proceeding with the local lock only.",
             );
-            return Ok(Held {
-                local,
-                remote: None,
-            });
+            return Ok(Held::local_only(local));
         };
         let taken = match remote_lock::acquire(&git, &up.remote, &info, config.timeout) {
             Err(GitError::Unreachable { reason, .. }) => {
-                eprintln!(
-                    "{} Cannot reach remote repository: {reason}\n\
+                self.warn(&format!(
+                    "Cannot reach remote repository: {reason}\n\
                      Proceeding with local-only lock.\n\
-                     Remember to sync when connection is restored.",
-                    self.err.yellow("⚠️  Warning:")
-                );
-                return Ok(Held {
-                    local,
-                    remote: None,
-                });
+                     Remember to sync when connection is restored."
+                ));
+                return Ok(Held::local_only(local));
             }
             Err(e) => {
                 local.release()?;
@@ -198,11 +185,15 @@ impl Context {
         Ok(held)
     }
 
-    fn lock_local_guard(&self, operation: &str, state_serial: Option<u64>) -> Result<LockGuard> {
-        let config = self.lock_config()?;
+    fn lock_local_guard(
+        &self,
+        config: &LockConfig,
+        operation: &str,
+        state_serial: Option<u64>,
+    ) -> Result<LockGuard> {
         let mut request = LockRequest::new(operation, &self.machine_id()?);
         request.state_serial = state_serial;
-        let guard = lock::acquire(&self.layout, &config, &request, &mut |event| match event {
+        let guard = lock::acquire(&self.layout, config, &request, &mut |event| match event {
             LockEvent::StaleRemoved { info, reason } => {
                 let who = info
                     .map(|i| {
@@ -376,6 +367,13 @@ impl std::ops::Deref for Held {
 }
 
 impl Held {
+    fn local_only(local: LockGuard) -> Self {
+        Held {
+            local,
+            remote: None,
+        }
+    }
+
     /// Releases the remote lock (a failure is a warning: it expires after
     /// the timeout), then the local one.
     pub fn release(self) -> Result<()> {
@@ -440,11 +438,7 @@ fn remote_stood_still(git: &Git, up: &Upstream) -> Result<()> {
     let Some(remote) = &records.remote else {
         return Ok(());
     };
-    let moved = match &records.base {
-        None => true,
-        Some(base) => !shared::same_content(remote, base),
-    };
-    if moved {
+    if shared::moved_since(Some(remote), records.base.as_ref()) {
         return Err(SyncError::RemoteAdvanced {
             remote: up.remote.clone(),
             remote_serial: remote.lineage.serial,

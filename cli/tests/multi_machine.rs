@@ -299,14 +299,21 @@ fn a_second_machine_joins_and_both_see_it_after_a_sync() {
     assert_eq!(a.history_ids(), b.history_ids());
 }
 
-/// Two machines that wrote offline and committed: (a, b, serial of the
-/// common base, a's and b's history before syncing).
-fn diverged(w: &World) -> (Machine, Machine, u64) {
+/// A laptop (`personal`) and a desktop (`work`) that joined and synced,
+/// both up to date with the remote.
+fn two_synced(w: &World) -> (Machine, Machine) {
     let a = w.machine("personal");
     a.ok(&["sync"]);
     let b = w.machine("work");
     b.ok(&["sync"]);
     a.ok(&["sync"]);
+    (a, b)
+}
+
+/// Two machines that wrote offline and committed, neither synced since:
+/// (a, b, the serial of their common base).
+fn diverged(w: &World) -> (Machine, Machine, u64) {
+    let (a, b) = two_synced(w);
     let base = a.state()["lineage"]["serial"].as_u64().unwrap();
     for m in [&a, &b] {
         m.local_write();
@@ -451,7 +458,6 @@ fn use_local_then_push_and_use_remote_then_apply_each_end_in_agreement() {
         r["machines"][&a_id]["active_profile"] = "work".into();
     });
     b.ok(&["sync"]);
-    a.ok(&["init", "--profile", "personal"]); // unchanged locally, to be explicit
     let out = a.ok(&["state", "resolve", "--use-remote"]);
     assert!(out.contains("This machine: profile work"), "{out}");
     assert_eq!(a.state()["active_profile"], "work");
@@ -883,11 +889,7 @@ fn hybrid_lock_refuses_when_the_remote_record_moved_since_the_last_sync() {
 #[test]
 fn a_removed_machine_leaves_the_lineage_for_good_and_rejoins_under_a_new_id() {
     let w = World::new("main");
-    let a = w.machine("personal");
-    a.ok(&["sync"]);
-    let b = w.machine("work");
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
+    let (a, b) = two_synced(&w);
     let old_b = b.id();
     let b_history: Vec<String> = b.history_ids();
 
@@ -1117,11 +1119,7 @@ fn sync_killed_at_random_moments_loses_nothing_and_the_next_sync_finishes() {
         .unwrap_or(0x5EED_5717);
     let mut rng = Rng(seed | 1);
     let w = World::new("main");
-    let a = w.machine("personal");
-    a.ok(&["sync"]);
-    let b = w.machine("work");
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
+    let (a, b) = two_synced(&w);
     // One full diverged sync, timed, to spread the kills over a whole run.
     a.local_write();
     a.ok(&["sync"]);
@@ -1250,11 +1248,7 @@ fn commit_works_in_a_repo_without_a_remote_and_push_says_what_is_missing() {
 #[test]
 fn a_text_conflict_in_another_file_stops_sync_before_applying_and_says_how_to_finish() {
     let w = World::new("main");
-    let a = w.machine("personal");
-    a.ok(&["sync"]);
-    let b = w.machine("work");
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
+    let (a, b) = two_synced(&w);
     for (m, line) in [(&a, "# from a\n"), (&b, "# from b\n")] {
         std::fs::write(m.clone_dir().join("bashrc"), line).unwrap();
         w.git(&m.clone_dir(), &["commit", "-q", "-am", "edit bashrc"]);
@@ -1271,7 +1265,10 @@ fn a_text_conflict_in_another_file_stops_sync_before_applying_and_says_how_to_fi
         "{out}"
     );
     assert!(out.contains("Nothing was applied"), "{out}");
-    assert!(out.contains("git add <files> && git commit"), "{out}");
+    assert!(
+        out.contains("git add <files> && git commit\n  stead sync\n"),
+        "{out}"
+    );
     assert!(out.contains("git merge --abort"), "{out}");
     assert_eq!(
         std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap(),

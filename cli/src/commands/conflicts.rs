@@ -17,7 +17,7 @@ pub fn check(ctx: &Context) -> Result<ExitCode> {
     let state = ctx.load_state()?;
     let repo = repo::open(ctx, &state)?;
     let fetched = repo::fetch(ctx, &repo, false)?;
-    let (_, comparison) = repo::compare(ctx, &repo, &state)?;
+    let (_, comparison) = repo::compare(ctx, &repo, &state, true)?;
     let found = !comparison.conflicts.is_empty();
     if ctx.json {
         print_json(&json!({
@@ -65,7 +65,7 @@ pub fn diff(ctx: &Context) -> Result<ExitCode> {
     let state = ctx.load_state()?;
     let repo = repo::open(ctx, &state)?;
     repo::fetch(ctx, &repo, false)?;
-    let (_, comparison) = repo::compare(ctx, &repo, &state)?;
+    let (_, comparison) = repo::compare(ctx, &repo, &state, false)?;
     let empty = SharedRecord::new(&comparison.local.lineage.id);
     let remote = comparison.remote.as_ref().unwrap_or(&empty);
     let diffs = shared::diff(&comparison.local, remote);
@@ -138,7 +138,7 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     };
     let guard = ctx.lock_for_sync("resolve")?;
     let state = repo::load_state(ctx, &guard)?;
-    let (repo, records, comparison) = repo::begin_merge(ctx, &state)?;
+    let (repo, records, comparison) = repo::begin_merge(ctx, &state, false)?;
     let Some(remote) = comparison.remote.clone() else {
         outln!(
             "Nothing to resolve: {} has no shared record yet. Run 'stead sync' to push this machine's.",
@@ -164,7 +164,7 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
         repo::merge_remote(&repo, &records, &format!("stead state resolve {flag}"))?
     {
         guard.release()?;
-        return repo::report_git_conflicts(ctx, &files);
+        return repo::report_git_conflicts(ctx, &files, &format!("stead state resolve {flag}"));
     }
     let (state, record) = repo::settle(
         ctx,
@@ -273,16 +273,7 @@ fn edit(
             edited.lineage.id, local.lineage.id, remote.lineage.id
         )));
     }
-    let kept: std::collections::HashSet<&str> =
-        edited.history.iter().map(|e| e.id.as_str()).collect();
-    let lost = local
-        .history
-        .iter()
-        .chain(&remote.history)
-        .map(|e| e.id.as_str())
-        .filter(|id| !kept.contains(id))
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+    let lost = edited.missing_history(&[local, remote]).len();
     if lost > 0 {
         return Err(invalid(format!("it drops {lost} history entries")));
     }

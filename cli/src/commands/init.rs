@@ -13,7 +13,7 @@ use stead_lib::state::State;
 use stead_lib::sync::git::{Git, GitError};
 use stead_lib::sync::shared;
 
-use super::repo::{self, Repo};
+use super::repo;
 
 use crate::cli::InitArgs;
 use crate::context::Context;
@@ -145,29 +145,27 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         None => ctx.layout.home().join(".dotfiles"),
     };
     let (git, cloned) = open_or_clone(&dest, url)?;
-    let up = git.upstream()?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "the clone {} has no branch tracking a remote (is HEAD detached?); check out a branch and run init again",
-            git.root().display()
-        )
-    })?;
-    let repo = Repo { git, up };
+    let repo = repo::with_upstream(git)?;
     if !cloned {
         // An existing clone joins what the remote has now, not what it last saw.
+        repo::prepare_for_merge(ctx, &repo)?;
         if repo::fetch(ctx, &repo, false)? {
             let records = stead_lib::sync::repo::read_records(&repo.git, &repo.up)?;
             if let Some(files) = repo::merge_remote(&repo, &records, "stead init")? {
-                return repo::report_git_conflicts(ctx, &files);
+                let rerun = format!(
+                    "stead init --repo {url} --path {}",
+                    repo.git.root().display()
+                );
+                return repo::report_git_conflicts(ctx, &files, &rerun);
             }
         }
     }
     let root = config_path_string(repo.git.root())?;
 
     let guard = ctx.lock_local("init")?;
-    let machine_id = ctx.machine_id()?;
+    let mut machine_id = ctx.machine_id()?;
     let existing = ctx.load_state_locked(&guard)?;
     let shared_rec = stead_lib::sync::repo::read_working(&repo.git)?;
-    let mut machine_id = machine_id;
     let mut retired_id = None;
     let remote_rec = if repo.git.rev_exists(&repo.up.tracking_ref)? {
         stead_lib::sync::repo::read_at(&repo.git, &repo.up.tracking_ref)?

@@ -53,7 +53,7 @@ pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
     };
     if id == state.machine.id {
         anyhow::bail!(
-            "'{who}' is this machine; remove a machine from another one (this one would add itself back on its next sync)"
+            "'{who}' is this machine; run 'stead state remove-machine' on another machine of the lineage\nNothing was changed."
         );
     }
     record.retire(&id);

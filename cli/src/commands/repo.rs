@@ -75,16 +75,7 @@ pub fn prepare_for_merge(ctx: &Context, repo: &Repo) -> Result<()> {
         None => None,
     };
     let forward = match (&working, &head) {
-        (Some(w), Some(h)) => {
-            let kept: std::collections::HashSet<&str> =
-                w.history.iter().map(|e| e.id.as_str()).collect();
-            w.lineage.id == h.lineage.id
-                && w.lineage.serial >= h.lineage.serial
-                && h.history.iter().all(|e| kept.contains(e.id.as_str()))
-                && h.machines
-                    .keys()
-                    .all(|m| w.machines.contains_key(m) || w.is_retired(m))
-        }
+        (Some(w), Some(h)) => w.keeps_all_of(h),
         (Some(_), None) => true,
         _ => false,
     };
@@ -173,14 +164,18 @@ pub fn fetch(ctx: &Context, repo: &Repo, strict: bool) -> Result<bool> {
 
 /// What `sync` and `state resolve` start with: the repo (merge driver in
 /// place, nothing in the way of a merge), freshly fetched, and how this
-/// machine compares with the remote. A machine removed from the lineage is
-/// refused here.
-pub fn begin_merge(ctx: &Context, state: &State) -> Result<(Repo, Records, Comparison)> {
+/// machine compares with the remote (`drift`: see [`compare`]). A machine
+/// removed from the lineage is refused here.
+pub fn begin_merge(
+    ctx: &Context,
+    state: &State,
+    drift: bool,
+) -> Result<(Repo, Records, Comparison)> {
     let repo = open(ctx, state)?;
     ensure_merge_driver(&repo.git)?;
     prepare_for_merge(ctx, &repo)?;
     fetch(ctx, &repo, true)?;
-    let (records, comparison) = compare(ctx, &repo, state)?;
+    let (records, comparison) = compare(ctx, &repo, state, drift)?;
     refuse_if_retired(
         &repo.git,
         state,
@@ -189,10 +184,20 @@ pub fn begin_merge(ctx: &Context, state: &State) -> Result<(Repo, Records, Compa
     Ok((repo, records, comparison))
 }
 
-/// The copies of the record and how this machine compares with the remote.
-pub fn compare(ctx: &Context, repo: &Repo, state: &State) -> Result<(Records, Comparison)> {
+/// The copies of the record and how this machine compares with the remote;
+/// with `drift`, managed files are read too and drift is listed (LOW).
+pub fn compare(
+    ctx: &Context,
+    repo: &Repo,
+    state: &State,
+    drift: bool,
+) -> Result<(Records, Comparison)> {
     let records = repo::read_records(&repo.git, &repo.up)?;
-    let drift = super::drift::drifted(ctx, state);
+    let drift = if drift {
+        super::drift::drifted(ctx, state)
+    } else {
+        Vec::new()
+    };
     let comparison = shared::compare(
         state,
         records.head.as_ref(),
@@ -349,8 +354,9 @@ pub fn ensure_merge_driver(git: &Git) -> Result<bool> {
     Ok(repo::install_merge_driver(git, &exe)?)
 }
 
-/// A text conflict in other repo files: what to run to finish.
-pub fn report_git_conflicts(ctx: &Context, files: &[String]) -> Result<ExitCode> {
+/// A text conflict in other repo files: what to run to finish, then
+/// `rerun` (the command that stopped, so its own choice still applies).
+pub fn report_git_conflicts(ctx: &Context, files: &[String], rerun: &str) -> Result<ExitCode> {
     outln!(
         "{} Git merge stopped on conflicts in other files of the config repo:",
         ctx.out.red("✗")
@@ -360,9 +366,9 @@ pub fn report_git_conflicts(ctx: &Context, files: &[String]) -> Result<ExitCode>
     }
     outln!(
         "\nNothing was applied: stead never applies a conflicted tree.\n\
-         Finish the merge, then sync again:\n  \
+         Finish the merge, then run the command again:\n  \
          edit the files, then: git add <files> && git commit\n  \
-         stead sync\n\
+         {rerun}\n\
          Or go back to where you were: git merge --abort"
     );
     Ok(ExitCode::FAILURE)

@@ -20,7 +20,7 @@ use crate::output::{outln, print_json};
 pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("sync")?;
     let state = repo::load_state(ctx, &guard)?;
-    let (repo, records, comparison) = repo::begin_merge(ctx, &state)?;
+    let (repo, records, comparison) = repo::begin_merge(ctx, &state, true)?;
 
     let undecided: Vec<_> = comparison.undecided().collect();
     if !undecided.is_empty() {
@@ -52,7 +52,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     // Git first: nothing of the record is touched until the tree merged cleanly.
     if let Some(files) = repo::merge_remote(&repo, &records, "stead sync")? {
         guard.release()?;
-        return repo::report_git_conflicts(ctx, &files);
+        return repo::report_git_conflicts(ctx, &files, "stead sync");
     }
     if !ctx.json {
         outln!("{} Git pull completed successfully!", ctx.out.green("✓"));

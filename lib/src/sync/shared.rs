@@ -167,6 +167,29 @@ impl SharedRecord {
         self.retired.iter().any(|r| r == id)
     }
 
+    /// The ids of history entries in `others` that this copy lacks.
+    pub fn missing_history<'a>(&self, others: &[&'a SharedRecord]) -> BTreeSet<&'a str> {
+        let kept: HashSet<&str> = self.history.iter().map(|e| e.id.as_str()).collect();
+        others
+            .iter()
+            .flat_map(|o| o.history.iter().map(|e| e.id.as_str()))
+            .filter(|id| !kept.contains(id))
+            .collect()
+    }
+
+    /// Whether this copy is `older` carried forward: the same lineage, a
+    /// serial not behind, every history entry and every machine entry
+    /// (unless retired) still there.
+    pub fn keeps_all_of(&self, older: &SharedRecord) -> bool {
+        self.lineage.id == older.lineage.id
+            && self.lineage.serial >= older.lineage.serial
+            && self.missing_history(&[older]).is_empty()
+            && older
+                .machines
+                .keys()
+                .all(|m| self.machines.contains_key(m) || self.is_retired(m))
+    }
+
     /// Removes `id` from the lineage for good (its history stays).
     pub fn retire(&mut self, id: &str) {
         if !self.retired.iter().any(|r| r == id) {
@@ -235,6 +258,16 @@ pub fn fold(shared: Option<&SharedRecord>, local: &State) -> SharedRecord {
     out.version = SHARED_VERSION;
     out.stead_version = crate::STEAD_VERSION.to_string();
     out
+}
+
+/// Whether `copy` has news since `base` (a copy that does not exist has
+/// none; one where the base had none has).
+pub fn moved_since(copy: Option<&SharedRecord>, base: Option<&SharedRecord>) -> bool {
+    match (copy, base) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(c), Some(b)) => !same_content(c, b),
+    }
 }
 
 /// Equal in everything but when machines last pushed.
@@ -369,20 +402,22 @@ fn merge_machine(
     r: &MachineRecord,
     strategy: Strategy,
 ) -> MachineRecord {
-    fn side<T: Clone>(strategy: Strategy, l: &T, r: &T) -> T {
-        match strategy {
-            Strategy::UseLocal => l.clone(),
-            _ => r.clone(),
-        }
-    }
-    let newest = |b: Option<&Option<DateTime<Utc>>>,
-                  l: &Option<DateTime<Utc>>,
-                  r: &Option<DateTime<Utc>>| {
-        pick(b, l, r, || match strategy {
-            Strategy::Merge => (*l).max(*r),
-            _ => side(strategy, l, r),
+    // One field, 3-way; a clash goes to the strategy's side (times: the
+    // newest under `Merge`).
+    fn field<T: Clone + PartialEq + Ord>(
+        base: Option<&MachineRecord>,
+        l: &MachineRecord,
+        r: &MachineRecord,
+        strategy: Strategy,
+        newest: bool,
+        get: impl Fn(&MachineRecord) -> &T,
+    ) -> T {
+        pick(base.map(&get), get(l), get(r), || match strategy {
+            Strategy::UseLocal => get(l).clone(),
+            Strategy::Merge if newest => get(l).max(get(r)).clone(),
+            _ => get(r).clone(),
         })
-    };
+    }
     let mut checksums = BTreeMap::new();
     let keys: BTreeSet<&String> = l.checksums.keys().chain(r.checksums.keys()).collect();
     for key in keys {
@@ -397,32 +432,14 @@ fn merge_machine(
         }
     }
     MachineRecord {
-        hostname: pick(base.map(|b| &b.hostname), &l.hostname, &r.hostname, || {
-            side(strategy, &l.hostname, &r.hostname)
-        }),
-        os: pick(base.map(|b| &b.os), &l.os, &r.os, || {
-            side(strategy, &l.os, &r.os)
-        }),
-        arch: pick(base.map(|b| &b.arch), &l.arch, &r.arch, || {
-            side(strategy, &l.arch, &r.arch)
-        }),
-        user: pick(base.map(|b| &b.user), &l.user, &r.user, || {
-            side(strategy, &l.user, &r.user)
-        }),
-        active_profile: pick(
-            base.map(|b| &b.active_profile),
-            &l.active_profile,
-            &r.active_profile,
-            || side(strategy, &l.active_profile, &r.active_profile),
-        ),
-        config_path: pick(
-            base.map(|b| &b.config_path),
-            &l.config_path,
-            &r.config_path,
-            || side(strategy, &l.config_path, &r.config_path),
-        ),
-        last_apply: newest(base.map(|b| &b.last_apply), &l.last_apply, &r.last_apply),
-        last_sync: newest(base.map(|b| &b.last_sync), &l.last_sync, &r.last_sync),
+        hostname: field(base, l, r, strategy, false, |m| &m.hostname),
+        os: field(base, l, r, strategy, false, |m| &m.os),
+        arch: field(base, l, r, strategy, false, |m| &m.arch),
+        user: field(base, l, r, strategy, false, |m| &m.user),
+        active_profile: field(base, l, r, strategy, false, |m| &m.active_profile),
+        config_path: field(base, l, r, strategy, false, |m| &m.config_path),
+        last_apply: field(base, l, r, strategy, true, |m| &m.last_apply),
+        last_sync: field(base, l, r, strategy, true, |m| &m.last_sync),
         checksums,
     }
 }
@@ -616,22 +633,18 @@ pub fn compare(
     drift: &[(String, String)],
 ) -> Comparison {
     let local = fold(head, state);
-    let local_moved = base.is_none_or(|b| !same_content(&local, b));
-    let remote_moved = match (remote, base) {
-        (None, _) => false,
-        (Some(_), None) => true,
-        (Some(r), Some(b)) => !same_content(r, b),
-    };
-    let direction = match (local_moved, remote_moved) {
-        (_, false) if remote.is_none() => Direction::LocalAhead,
-        (false, false) => Direction::UpToDate,
-        (true, false) => Direction::LocalAhead,
-        (false, true) => Direction::RemoteAhead,
-        (true, true) => Direction::Diverged,
-    };
-    let direction = match (direction, remote) {
-        (_, Some(r)) if same_content(&local, r) => Direction::UpToDate,
-        (d, _) => d,
+    let local_moved = moved_since(Some(&local), base);
+    let remote_moved = moved_since(remote, base);
+    // Equal copies need nothing; a remote without a record takes ours.
+    let direction = match remote {
+        Some(r) if same_content(&local, r) => Direction::UpToDate,
+        None => Direction::LocalAhead,
+        Some(_) => match (local_moved, remote_moved) {
+            (false, false) => Direction::UpToDate,
+            (true, false) => Direction::LocalAhead,
+            (false, true) => Direction::RemoteAhead,
+            (true, true) => Direction::Diverged,
+        },
     };
     let mut conflicts = Vec::new();
     if let Some(r) = remote {
@@ -929,6 +942,28 @@ mod tests {
         let base = fold(None, &a);
         let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[]);
         assert!(!c.conflicts[0].automatic);
+    }
+
+    #[test]
+    fn keeps_all_of_needs_lineage_serial_history_and_machines() {
+        let mut a = state("a", "lineage-x", 3);
+        a.history = vec![entry("h1", "a", 1, 1), entry("h2", "a", 2, 2)];
+        let old = fold(Some(&fold(None, &state("b", "lineage-x", 3))), &a);
+        let mut new = old.clone();
+        new.lineage.serial += 1;
+        assert!(new.keeps_all_of(&old));
+        let mut lost = new.clone();
+        lost.history.remove(0);
+        assert!(!lost.keeps_all_of(&old));
+        assert_eq!(lost.missing_history(&[&old, &new]), BTreeSet::from(["h1"]));
+        let mut dropped = new.clone();
+        dropped.machines.remove("b");
+        assert!(!dropped.keeps_all_of(&old));
+        dropped.retire("b");
+        assert!(dropped.keeps_all_of(&old));
+        let mut behind = new.clone();
+        behind.lineage.serial = 1;
+        assert!(!behind.keeps_all_of(&old));
     }
 
     #[test]
