@@ -70,7 +70,10 @@ fn a_killed_apply_of_the_previous_version_recovers_without_rerunning_its_once_st
     // The finished once step did not run again; the step in flight did.
     assert_eq!(lines(&sb.home().join("once.count")), ["ran"]);
     assert_eq!(lines(&sb.home().join("slow.count")), ["done"]);
-    assert_eq!(std::fs::read_to_string(sb.home().join("a.txt")).unwrap(), "a\n");
+    assert_eq!(
+        std::fs::read_to_string(sb.home().join("a.txt")).unwrap(),
+        "a\n"
+    );
     assert_eq!(
         std::fs::read_to_string(sb.home().join("d/b.txt")).unwrap(),
         "b\n"
@@ -80,12 +83,20 @@ fn a_killed_apply_of_the_previous_version_recovers_without_rerunning_its_once_st
     assert_eq!(state["version"], 2);
     assert!(state["lineage"]["serial"].as_u64().unwrap() > 2, "{state}");
     for id in ["file.a", "dir.d", "file.b", "symlink.l"] {
-        assert!(state["resources"].get(id).is_some(), "{id} not owned: {state}");
+        assert!(
+            state["resources"].get(id).is_some(),
+            "{id} not owned: {state}"
+        );
     }
 
-    // Converged: nothing left, and the once step stays done.
+    // Converged: only the plain exec (which always runs) is left, and the
+    // once step stays done.
     let again = sb.ok(&["--config", config, "plan"]);
-    assert!(again.contains("No changes"), "{again}");
+    assert!(
+        again.contains("~ exec.slow") && again.contains("0 to create, 1 to update, 0 to remove"),
+        "{again}"
+    );
+    assert!(!again.contains("exec.once"), "{again}");
     sb.ok(&["--config", config, "apply", "--yes"]);
     assert_eq!(lines(&sb.home().join("once.count")), ["ran"]);
 }
@@ -95,5 +106,9 @@ fn the_previous_versions_shared_record_loads() {
     let bytes = std::fs::read(Path::new(FIXTURES).join("shared-record.json")).unwrap();
     let record = stead_lib::sync::shared::parse(&bytes, "the 0.1.0 fixture").unwrap();
     assert_eq!(record.machine_count(), 1);
-    assert!(record.lineage.id.starts_with("lineage-"), "{:?}", record.lineage);
+    assert!(
+        record.lineage.id.starts_with("lineage-"),
+        "{:?}",
+        record.lineage
+    );
 }
