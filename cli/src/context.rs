@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use stead_lib::converge;
 use stead_lib::graph::Graph;
 use stead_lib::layout::Layout;
 use stead_lib::lock::{self, LockConfig, LockEvent, LockGuard, LockRequest, LockType};
 use stead_lib::machine::{self, MachineInfo};
-use stead_lib::manifest::{LoadOptions, Manifest};
+use stead_lib::manifest::Manifest;
 use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
 use stead_lib::sync::SyncError;
 use stead_lib::sync::git::{Git, GitError, Upstream};
@@ -300,17 +301,7 @@ impl Context {
 impl Context {
     /// The config repo: --config, else the one recorded in state.
     pub fn config_dir(&self, state: Option<&State>) -> Result<PathBuf> {
-        if let Some(c) = &self.config {
-            return Ok(c.clone());
-        }
-        match state.and_then(|s| s.config_path.as_ref()) {
-            Some(p) => Ok(PathBuf::from(p)),
-            None => anyhow::bail!(
-                "no config repo given\n\
-                 Pass --config DIR (the directory holding stead.toml), or record one with \
-                 'stead init --path DIR'."
-            ),
-        }
+        Ok(converge::config_dir(self.config.as_deref(), state)?)
     }
 
     /// Loads the manifest and its graph for `profile` (else the recorded one).
@@ -319,24 +310,26 @@ impl Context {
         state: Option<&State>,
         profile: Option<&str>,
     ) -> Result<(Manifest, Graph)> {
-        let dir = self.config_dir(state)?;
-        let profile = profile
-            .map(str::to_string)
-            .or_else(|| state.and_then(|s| s.active_profile.clone()));
-        let mut manifest = Manifest::load(
-            &dir,
-            &LoadOptions {
-                home: self.layout.home().to_path_buf(),
-                profile,
-            },
-        )?;
-        manifest
-            .protected
-            .push(self.layout.state_dir().to_path_buf());
-        let graph = manifest
-            .take_graph()
-            .map_err(|c| anyhow::anyhow!("dependency cycle: {}", c.ids.join(" → ")))?;
-        Ok((manifest, graph))
+        Ok(converge::load_manifest(
+            &self.layout,
+            self.config.as_deref(),
+            state,
+            profile,
+        )?)
+    }
+
+    /// The state record, or an unsaved fresh one when this machine has none
+    /// yet (for the commands that never write: plan, graph, a dry run).
+    pub fn current_state(&self) -> Result<State> {
+        match self.store.load()? {
+            Some(Loaded::Current(s)) => Ok(*s),
+            Some(Loaded::Legacy { .. }) => self.load_state(),
+            None => {
+                let id = machine::read_id(&self.layout.machine_id_file())?
+                    .unwrap_or_else(|| "new-machine".to_string());
+                Ok(State::new(MachineInfo::current(&id)))
+            }
+        }
     }
 }
 

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Reaper = cli.command {
         // Started by `apply`, fed process groups on stdin until apply ends.
-        stead_lib::resource::exec::reap(std::io::stdin().lock());
+        stead_lib::run::reap(std::io::stdin().lock());
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::MergeDriver {
@@ -100,13 +100,19 @@ fn render_error(error: &anyhow::Error) -> String {
 }
 
 fn manifest_error(error: &anyhow::Error) -> Option<&stead_lib::manifest::ManifestError> {
+    use stead_lib::converge::ConvergeError;
     use stead_lib::manifest::{LoadError, ManifestError};
-    error
-        .downcast_ref::<ManifestError>()
-        .or_else(|| match error.downcast_ref::<LoadError>() {
-            Some(LoadError::Invalid(e)) => Some(e),
-            _ => None,
-        })
+    let load =
+        error
+            .downcast_ref::<LoadError>()
+            .or_else(|| match error.downcast_ref::<ConvergeError>() {
+                Some(ConvergeError::Manifest(e)) => Some(e),
+                _ => None,
+            });
+    error.downcast_ref::<ManifestError>().or(match load {
+        Some(LoadError::Invalid(e)) => Some(e),
+        _ => None,
+    })
 }
 
 /// Every problem with its source line and a caret (miette), then the
@@ -145,8 +151,31 @@ fn exit_code_for(error: &anyhow::Error) -> u8 {
     }
 }
 
-/// Set while `apply` executes its plan: Ctrl-C then stops gracefully.
-pub static APPLYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The run that is executing now, if any: all the signal handler needs to
+/// reach it. Set for the time a [`CurrentRun`] guard lives.
+static CURRENT_RUN: std::sync::Mutex<Option<stead_lib::run::CancelHandle>> =
+    std::sync::Mutex::new(None);
+
+/// While it lives, Ctrl-C cancels this run gracefully instead of exiting.
+pub struct CurrentRun(());
+
+impl CurrentRun {
+    /// Makes `handle` the run the signal handler cancels.
+    pub fn set(handle: stead_lib::run::CancelHandle) -> CurrentRun {
+        if let Ok(mut slot) = CURRENT_RUN.lock() {
+            *slot = Some(handle);
+        }
+        CurrentRun(())
+    }
+}
+
+impl Drop for CurrentRun {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = CURRENT_RUN.lock() {
+            *slot = None;
+        }
+    }
+}
 
 /// Ctrl-C and SIGTERM. While an apply executes: the first stops it starting
 /// new work (running steps finish, the journal and state are written, exit
@@ -159,15 +188,16 @@ fn install_signal_handler() {
     static SIGNALS: AtomicUsize = AtomicUsize::new(0);
     let _ = ctrlc::set_handler(|| {
         let n = SIGNALS.fetch_add(1, Ordering::SeqCst);
-        if APPLYING.load(Ordering::SeqCst) && n < 2 {
+        let current = CURRENT_RUN.lock().ok().and_then(|slot| slot.clone());
+        if let Some(run) = current.filter(|_| n < 2) {
             if n == 0 {
-                stead_lib::engine::request_stop();
+                run.stop();
                 eprintln!(
                     "\nStopping: running steps finish and nothing new starts; the journal and the state are written.\n\
                      Press Ctrl-C again to kill the running commands."
                 );
             } else {
-                stead_lib::resource::exec::kill_running_commands();
+                run.kill();
                 eprintln!("\nKilling the running commands.");
             }
             return;

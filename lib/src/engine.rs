@@ -11,55 +11,12 @@ use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::journal::{self, JournalWriter, OpState, Record};
+use crate::journal::{JournalAction, JournalWriter, OpState, Record};
 use crate::plan::Plan;
 use crate::resource::{self, Action, Applied, Op};
+use crate::run::RunControl;
 
-/// What happened to one change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// Applied.
-    Done(Applied),
-    /// Nothing to do.
-    Unchanged,
-    /// Failed, with the cause.
-    Failed(String),
-    /// Not run because a dependency failed or was skipped.
-    Skipped(String),
-}
-
-impl Status {
-    /// True if the change was applied and really did something: not an exec
-    /// whose guard, checked again right before running, said to skip it.
-    pub fn did_something(&self) -> bool {
-        match self {
-            Status::Done(a) => !a
-                .output
-                .as_deref()
-                .is_some_and(|o| o.starts_with("skipped: ")),
-            _ => false,
-        }
-    }
-}
-
-/// The result of executing a plan: one status per plan change, same order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// Parallel to `plan.changes`.
-    pub statuses: Vec<Status>,
-    /// Parallel to `plan.changes`: attempts made (0: never run; more than 1
-    /// with `retry`).
-    pub attempts: Vec<u32>,
-}
-
-impl Outcome {
-    /// True if anything failed or was skipped.
-    pub fn has_failures(&self) -> bool {
-        self.statuses
-            .iter()
-            .any(|s| matches!(s, Status::Failed(_) | Status::Skipped(_)))
-    }
-}
+pub use crate::outcome::{Outcome, Skip, Status};
 
 /// Progress, as it happens.
 #[derive(Debug)]
@@ -68,6 +25,17 @@ pub enum Event<'a> {
     Started {
         /// Its id.
         id: &'a str,
+    },
+    /// An attempt failed and the change will be tried again (`retry`).
+    Retrying {
+        /// Its id.
+        id: &'a str,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// Attempts allowed in all.
+        of: u32,
+        /// Why it failed.
+        error: &'a str,
     },
     /// A change ended (also skipped and unchanged ones).
     Finished {
@@ -78,24 +46,6 @@ pub enum Event<'a> {
     },
 }
 
-/// Set by [`request_stop`] (Ctrl-C, SIGTERM): no change starts after it;
-/// running ones finish.
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Asks every running [`execute`] to start nothing new. Running changes
-/// finish; the rest end [`Status::Skipped`] as interrupted. Safe to call from
-/// a signal handler thread.
-pub fn request_stop() {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// True once [`request_stop`] was called.
-pub fn stop_requested() -> bool {
-    STOP.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-const INTERRUPTED: &str = "interrupted before it started";
-
 /// How to execute.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -103,6 +53,19 @@ pub struct EngineOptions {
     pub jobs: usize,
     /// Where forced overwrites and purges back up what they replace.
     pub backups: PathBuf,
+    /// This run's cancel flags and commands (see [`crate::run`]).
+    pub control: RunControl,
+}
+
+impl EngineOptions {
+    /// `jobs` at once, backups into `backups`, a fresh [`RunControl`].
+    pub fn new(jobs: usize, backups: impl Into<PathBuf>) -> Self {
+        EngineOptions {
+            jobs,
+            backups: backups.into(),
+            control: RunControl::new(),
+        }
+    }
 }
 
 /// The journal of one run, as the engine writes it.
@@ -156,12 +119,18 @@ impl RunJournal {
     }
 
     /// A record of this run, stamped now.
-    pub fn record(&self, op_id: &str, resource: &str, action: &str, state: OpState) -> Record {
+    pub fn record(
+        &self,
+        op_id: &str,
+        resource: &str,
+        action: JournalAction,
+        state: OpState,
+    ) -> Record {
         Record {
             op_id: op_id.to_string(),
             run_id: self.run_id.clone(),
             resource: resource.to_string(),
-            action: action.to_string(),
+            action,
             state,
             idemp_key: None,
             at: chrono::Utc::now(),
@@ -194,20 +163,6 @@ pub fn execute_journaled(
     journal: Option<&RunJournal>,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Outcome {
-    let n = plan.changes.len();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut indegree = vec![0usize; n];
-    let is_removal: Vec<bool> = (0..n).map(|i| i >= plan.removals_from).collect();
-    for (i, deps) in plan.depends_on.iter().enumerate() {
-        for &d in deps {
-            if d < n {
-                dependents[d].push(i);
-                indegree[i] += 1;
-            }
-        }
-    }
-    let mut statuses: Vec<Option<Status>> = vec![None; n];
-    let mut attempts: Vec<u32> = vec![0; n];
     // Targets refreshed so far: by a change of this run, or pending from one
     // before. A `refresh_only` exec runs only if it is in here when its turn
     // comes (every notifier is one of its dependencies, so it has finished).
@@ -216,28 +171,139 @@ pub fn execute_journaled(
             .map(|j| j.pending_refreshes.clone())
             .unwrap_or_default(),
     );
-    let refreshed = &refreshed;
-    let jobs = options.jobs.max(1);
+    let worker = Worker {
+        options,
+        journal,
+        refreshed: &refreshed,
+        on_event,
+    };
+    let mut schedule = Schedule::new(plan, on_event);
+    std::thread::scope(|scope| schedule.run_declared(scope, &worker, options.jobs.max(1)));
+    schedule.run_removals(&worker);
+    schedule.into_outcome(options.control.stop_requested())
+}
 
-    std::thread::scope(|scope| {
+/// What a worker thread needs to run one change.
+struct Worker<'a> {
+    options: &'a EngineOptions,
+    journal: Option<&'a RunJournal>,
+    refreshed: &'a Mutex<HashSet<String>>,
+    on_event: &'a (dyn Fn(Event) + Sync),
+}
+
+/// The scheduler's view of a plan: what waits for what, what is done.
+struct Schedule<'p> {
+    plan: &'p Plan,
+    on_event: &'p (dyn Fn(Event) + Sync),
+    dependents: Vec<Vec<usize>>,
+    indegree: Vec<usize>,
+    statuses: Vec<Option<Status>>,
+    attempts: Vec<u32>,
+    ready: VecDeque<usize>,
+}
+
+impl<'p> Schedule<'p> {
+    fn new(plan: &'p Plan, on_event: &'p (dyn Fn(Event) + Sync)) -> Self {
+        let n = plan.changes.len();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut indegree = vec![0usize; n];
+        for (i, deps) in plan.depends_on.iter().enumerate() {
+            for &d in deps {
+                if d < n {
+                    dependents[d].push(i);
+                    indegree[i] += 1;
+                }
+            }
+        }
+        let ready = (0..n)
+            .filter(|&i| !Self::is_removal(plan, i) && indegree[i] == 0)
+            .collect();
+        Schedule {
+            plan,
+            on_event,
+            dependents,
+            indegree,
+            statuses: vec![None; n],
+            attempts: vec![0; n],
+            ready,
+        }
+    }
+
+    fn is_removal(plan: &Plan, i: usize) -> bool {
+        i >= plan.removals_from
+    }
+
+    /// Records how change `i` ended: a failure skips its dependents
+    /// transitively; a success makes the ones waiting only on it ready.
+    fn finish(&mut self, i: usize, status: Status) {
+        let failed = status.is_failure();
+        self.report(i, status);
+        if failed {
+            let mut stack = vec![i];
+            while let Some(f) = stack.pop() {
+                for d in self.dependents[f].clone() {
+                    if self.statuses[d].is_none() {
+                        let why = Skip::DependencyFailed(self.plan.changes[f].id.clone());
+                        self.report(d, Status::Skipped(why));
+                        stack.push(d);
+                    }
+                }
+            }
+        } else {
+            for d in self.dependents[i].clone() {
+                self.indegree[d] -= 1;
+                if self.indegree[d] == 0 && self.statuses[d].is_none() {
+                    self.ready.push_back(d);
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, i: usize, status: Status) {
+        (self.on_event)(Event::Finished {
+            id: &self.plan.changes[i].id,
+            status: &status,
+        });
+        self.statuses[i] = Some(status);
+    }
+
+    /// What change `i` comes to without a worker, if anything: interrupted,
+    /// not refreshed, unchanged, a conflict, a no-op.
+    fn settle_without_worker(&self, i: usize, worker: &Worker) -> Option<Status> {
+        let c = &self.plan.changes[i];
+        if worker.options.control.stop_requested() {
+            // Its dependents stay unreached and end as interrupted too.
+            return Some(Status::Skipped(Skip::Interrupted));
+        }
+        let not_refreshed = matches!(&c.op, Op::Run(r) if r.refresh_only)
+            && !worker.refreshed.lock().is_ok_and(|set| set.contains(&c.id));
+        if not_refreshed {
+            return Some(Status::Unchanged);
+        }
+        settle_inline(c)
+    }
+
+    /// Runs the declared changes by readiness on `jobs` worker threads;
+    /// changes that share a key never run at the same time.
+    fn run_declared<'s>(
+        &mut self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        worker: &'s Worker<'s>,
+        jobs: usize,
+    ) where
+        'p: 's,
+    {
         let (job_tx, job_rx) = mpsc::channel::<usize>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel::<(usize, Status, u32)>();
         for _ in 0..jobs {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
-            let changes = &plan.changes;
-            let backups = &options.backups;
+            let changes = &self.plan.changes;
             scope.spawn(move || {
-                loop {
-                    let next = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => break,
-                    };
-                    let Ok(i) = next else { break };
-                    on_event(Event::Started { id: &changes[i].id });
-                    let (status, tries) =
-                        run_with_retries(&changes[i], backups, journal, refreshed);
+                while let Some(i) = job_rx.lock().ok().and_then(|rx| rx.recv().ok()) {
+                    (worker.on_event)(Event::Started { id: &changes[i].id });
+                    let (status, tries) = run_with_retries(&changes[i], worker);
                     if done_tx.send((i, status, tries)).is_err() {
                         break;
                     }
@@ -245,95 +311,29 @@ pub fn execute_journaled(
             });
         }
         drop(done_tx);
-
-        let mut ready: VecDeque<usize> = (0..n)
-            .filter(|&i| !is_removal[i] && indegree[i] == 0)
-            .collect();
         let mut blocked: Vec<usize> = Vec::new();
         let mut busy_keys: HashSet<&str> = HashSet::new();
         let mut running = 0usize;
-        let finish = |i: usize,
-                      status: Status,
-                      statuses: &mut Vec<Option<Status>>,
-                      indegree: &mut Vec<usize>,
-                      ready: &mut VecDeque<usize>| {
-            let failed = matches!(status, Status::Failed(_) | Status::Skipped(_));
-            on_event(Event::Finished {
-                id: &plan.changes[i].id,
-                status: &status,
-            });
-            statuses[i] = Some(status);
-            if failed {
-                let mut stack = vec![i];
-                while let Some(f) = stack.pop() {
-                    for &d in &dependents[f] {
-                        if statuses[d].is_none() {
-                            let s =
-                                Status::Skipped(format!("{} did not complete", plan.changes[f].id));
-                            on_event(Event::Finished {
-                                id: &plan.changes[d].id,
-                                status: &s,
-                            });
-                            statuses[d] = Some(s);
-                            stack.push(d);
-                        }
-                    }
-                }
-            } else {
-                for &d in &dependents[i] {
-                    indegree[d] -= 1;
-                    if indegree[d] == 0 && statuses[d].is_none() {
-                        ready.push_back(d);
-                    }
-                }
-            }
-        };
         loop {
             while running < jobs {
-                let Some(i) = ready.pop_front() else { break };
-                if statuses[i].is_some() {
+                let Some(i) = self.ready.pop_front() else {
+                    break;
+                };
+                if self.statuses[i].is_some() {
                     continue;
                 }
-                if stop_requested() {
-                    // Its dependents stay unreached and end as interrupted too.
-                    let s = Status::Skipped(INTERRUPTED.into());
-                    on_event(Event::Finished {
-                        id: &plan.changes[i].id,
-                        status: &s,
-                    });
-                    statuses[i] = Some(s);
+                if let Some(status) = self.settle_without_worker(i, worker) {
+                    self.finish(i, status);
                     continue;
                 }
-                let c = &plan.changes[i];
-                let not_refreshed = matches!(&c.op, Op::Run(r) if r.refresh_only)
-                    && !refreshed.lock().is_ok_and(|set| set.contains(&c.id));
-                if not_refreshed {
-                    finish(
-                        i,
-                        Status::Unchanged,
-                        &mut statuses,
-                        &mut indegree,
-                        &mut ready,
-                    );
-                    continue;
-                }
-                if let Some(status) = settle_inline(c) {
-                    finish(i, status, &mut statuses, &mut indegree, &mut ready);
-                    continue;
-                }
+                let c = &self.plan.changes[i];
                 if c.keys.iter().any(|k| busy_keys.contains(k.as_str())) {
                     blocked.push(i);
                     continue;
                 }
                 busy_keys.extend(c.keys.iter().map(String::as_str));
                 if job_tx.send(i).is_err() {
-                    finish(
-                        i,
-                        Status::Failed("the worker pool stopped".into()),
-                        &mut statuses,
-                        &mut indegree,
-                        &mut ready,
-                    );
+                    self.finish(i, Status::Failed("the worker pool stopped".into()));
                     continue;
                 }
                 running += 1;
@@ -342,60 +342,53 @@ pub fn execute_journaled(
                 if blocked.is_empty() {
                     break;
                 }
-                ready.extend(blocked.drain(..));
+                self.ready.extend(blocked.drain(..));
                 continue;
             }
             let Ok((i, status, tries)) = done_rx.recv() else {
                 break;
             };
             running -= 1;
-            for k in &plan.changes[i].keys {
+            for k in &self.plan.changes[i].keys {
                 busy_keys.remove(k.as_str());
             }
-            ready.extend(blocked.drain(..));
-            attempts[i] = tries;
-            finish(i, status, &mut statuses, &mut indegree, &mut ready);
-        }
-        drop(job_tx);
-    });
-
-    // Removals last, one at a time, deepest first (the plan's order).
-    for i in 0..n {
-        if is_removal[i] && statuses[i].is_none() {
-            let c = &plan.changes[i];
-            if stop_requested() {
-                let s = Status::Skipped(INTERRUPTED.into());
-                on_event(Event::Finished {
-                    id: &c.id,
-                    status: &s,
-                });
-                statuses[i] = Some(s);
-                continue;
-            }
-            let status = settle_inline(c).unwrap_or_else(|| {
-                on_event(Event::Started { id: &c.id });
-                let (status, tries) = run_with_retries(c, &options.backups, journal, refreshed);
-                attempts[i] = tries;
-                status
-            });
-            on_event(Event::Finished {
-                id: &c.id,
-                status: &status,
-            });
-            statuses[i] = Some(status);
+            self.ready.extend(blocked.drain(..));
+            self.attempts[i] = tries;
+            self.finish(i, status);
         }
     }
-    let unreached = if stop_requested() {
-        INTERRUPTED
-    } else {
-        "not reached"
-    };
-    Outcome {
-        statuses: statuses
-            .into_iter()
-            .map(|s| s.unwrap_or_else(|| Status::Skipped(unreached.into())))
-            .collect(),
-        attempts,
+
+    /// Removals last, one at a time, deepest first (the plan's order).
+    fn run_removals(&mut self, worker: &Worker) {
+        for i in self.plan.removals_from..self.plan.changes.len() {
+            if self.statuses[i].is_some() {
+                continue;
+            }
+            let status = self.settle_without_worker(i, worker).unwrap_or_else(|| {
+                let c = &self.plan.changes[i];
+                (worker.on_event)(Event::Started { id: &c.id });
+                let (status, tries) = run_with_retries(c, worker);
+                self.attempts[i] = tries;
+                status
+            });
+            self.report(i, status);
+        }
+    }
+
+    fn into_outcome(self, stopped: bool) -> Outcome {
+        let unreached = if stopped {
+            Skip::Interrupted
+        } else {
+            Skip::NotReached
+        };
+        Outcome {
+            statuses: self
+                .statuses
+                .into_iter()
+                .map(|s| s.unwrap_or_else(|| Status::Skipped(unreached.clone())))
+                .collect(),
+            attempts: self.attempts,
+        }
     }
 }
 
@@ -411,20 +404,15 @@ fn settle_inline(c: &resource::Change) -> Option<Status> {
 
 /// Runs one change, and again after a failure as its `retry` allows (each
 /// attempt journaled); returns the last status and the attempts made.
-fn run_with_retries(
-    c: &resource::Change,
-    backups: &std::path::Path,
-    journal: Option<&RunJournal>,
-    refreshed: &Mutex<HashSet<String>>,
-) -> (Status, u32) {
+fn run_with_retries(c: &resource::Change, worker: &Worker) -> (Status, u32) {
+    let control = &worker.options.control;
     let total = c.retry.retries.saturating_add(1);
     let mut attempt = 1;
     loop {
-        let status = run_journaled(c, backups, journal, (attempt, total));
-        let did_something = status.did_something();
-        if did_something
+        let status = run_journaled(c, worker, (attempt, total));
+        if status.did_something()
             && !c.notify.is_empty()
-            && let Ok(mut set) = refreshed.lock()
+            && let Ok(mut set) = worker.refreshed.lock()
         {
             set.extend(c.notify.iter().cloned());
         }
@@ -437,16 +425,24 @@ fn run_with_retries(
             };
             return (status, attempt);
         }
+        if let Status::Failed(e) = &status {
+            (worker.on_event)(Event::Retrying {
+                id: &c.id,
+                attempt,
+                of: total,
+                error: e,
+            });
+        }
         // Wait out the delay in small steps, so Ctrl-C is not held up.
         let until = std::time::Instant::now() + c.retry.delay_before(attempt);
-        while std::time::Instant::now() < until && !stop_requested() {
+        while std::time::Instant::now() < until && !control.stop_requested() {
             std::thread::sleep(
                 until
                     .saturating_duration_since(std::time::Instant::now())
                     .min(std::time::Duration::from_millis(50)),
             );
         }
-        if stop_requested() {
+        if control.stop_requested() {
             return (status, attempt);
         }
         attempt += 1;
@@ -455,44 +451,20 @@ fn run_with_retries(
 
 /// Runs one attempt of a change between its durable `started` and outcome
 /// records.
-fn run_journaled(
-    c: &resource::Change,
-    backups: &std::path::Path,
-    journal: Option<&RunJournal>,
-    (attempt, total): (u32, u32),
-) -> Status {
-    let Some(j) = journal else {
-        return run_one(c, backups);
+fn run_journaled(c: &resource::Change, worker: &Worker, (attempt, total): (u32, u32)) -> Status {
+    let Some(j) = worker.journal else {
+        return run_one(c, worker.options);
     };
     let op_id = j.next_op_id();
-    // Refreshes are set before the side effect (made durable with the
-    // `started` record below), so a crash after the change but before its
-    // targets ran still leaves them pending for the next run.
-    let refresh_op = |target: &str| format!("{op_id}>refresh:{target}");
-    for target in &c.notify {
-        let mut set = j.record(
-            &refresh_op(target),
-            target,
-            journal::REFRESH,
-            OpState::Started,
-        );
-        set.detail = Some(format!("from {}", c.id));
-        j.writer.append(set);
-    }
-    let action = match c.action {
-        Action::Create => "create",
-        Action::Update => "update",
-        Action::Remove => "remove",
-        Action::Conflict => "conflict",
-        Action::Unchanged => "unchanged",
-    };
+    set_refreshes(j, c, &op_id);
+    let action = JournalAction::of(c.action);
     // A one-shot step's key goes on its records; on the outcome only when the
     // command really ran (a guard checked right before may have skipped it).
     let key = match &c.op {
         Op::Run(r) => r.idempotency_key.clone(),
         _ => None,
     };
-    let mut start = j.record(&op_id, &c.id, action, OpState::Started);
+    let mut start = j.record(&op_id, &c.id, action.clone(), OpState::Started);
     start.idemp_key = key.clone();
     if total > 1 {
         start.detail = Some(format!("attempt {attempt} of {total}"));
@@ -502,55 +474,9 @@ fn run_journaled(
             "not started: the journal could not record it ({e})"
         ));
     }
-    let status = run_one(c, backups);
-    let mut end = j.record(
-        &op_id,
-        &c.id,
-        action,
-        if matches!(status, Status::Done(_)) {
-            OpState::Succeeded
-        } else {
-            OpState::Failed
-        },
-    );
-    let did_something = status.did_something();
-    if !did_something {
-        for target in &c.notify {
-            j.writer.append(j.record(
-                &refresh_op(target),
-                target,
-                journal::REFRESH,
-                OpState::Failed,
-            ));
-        }
-    }
-    if did_something && matches!(&c.op, Op::Run(r) if r.refresh_only) {
-        // Consumes every refresh set on this resource, in any run.
-        j.writer
-            .append(j.record(&op_id, &c.id, journal::REFRESH, OpState::Succeeded));
-    }
-    match &status {
-        Status::Failed(e) => {
-            let first = e.lines().next().unwrap_or_default();
-            end.detail = Some(if total > 1 {
-                format!("attempt {attempt} of {total}: {first}")
-            } else {
-                first.to_string()
-            });
-            end.idemp_key = key;
-        }
-        Status::Done(applied) => {
-            let skipped = applied
-                .output
-                .as_deref()
-                .and_then(|o| o.strip_prefix("skipped: "));
-            match skipped {
-                Some(why) => end.detail = Some(format!("not run: {why}")),
-                None => end.idemp_key = key,
-            }
-        }
-        _ => {}
-    }
+    let status = run_one(c, worker.options);
+    settle_refreshes(j, c, &op_id, &status);
+    let end = outcome_record(j, c, &op_id, action, key, &status, (attempt, total));
     match j.writer.append_durable(end) {
         Ok(()) => status,
         Err(e) if matches!(status, Status::Done(_)) => Status::Failed(format!(
@@ -560,11 +486,87 @@ fn run_journaled(
     }
 }
 
-fn run_one(c: &resource::Change, backups: &std::path::Path) -> Status {
+fn refresh_op(op_id: &str, target: &str) -> String {
+    format!("{op_id}>refresh:{target}")
+}
+
+/// Refreshes are set before the side effect (made durable with the
+/// `started` record that follows), so a crash after the change but before
+/// its targets ran still leaves them pending for the next run.
+fn set_refreshes(j: &RunJournal, c: &resource::Change, op_id: &str) {
+    for target in &c.notify {
+        let mut set = j.record(
+            &refresh_op(op_id, target),
+            target,
+            JournalAction::Refresh,
+            OpState::Started,
+        );
+        set.detail = Some(format!("from {}", c.id));
+        j.writer.append(set);
+    }
+}
+
+/// A change that did nothing withdraws the refreshes it set; a
+/// `refresh_only` exec that ran consumes every refresh set on it.
+fn settle_refreshes(j: &RunJournal, c: &resource::Change, op_id: &str, status: &Status) {
+    let did_something = status.did_something();
+    if !did_something {
+        for target in &c.notify {
+            j.writer.append(j.record(
+                &refresh_op(op_id, target),
+                target,
+                JournalAction::Refresh,
+                OpState::Failed,
+            ));
+        }
+    }
+    if did_something && matches!(&c.op, Op::Run(r) if r.refresh_only) {
+        j.writer
+            .append(j.record(op_id, &c.id, JournalAction::Refresh, OpState::Succeeded));
+    }
+}
+
+/// The `succeeded`/`failed` record of one attempt.
+fn outcome_record(
+    j: &RunJournal,
+    c: &resource::Change,
+    op_id: &str,
+    action: JournalAction,
+    key: Option<String>,
+    status: &Status,
+    (attempt, total): (u32, u32),
+) -> Record {
+    let state = if matches!(status, Status::Done(_)) {
+        OpState::Succeeded
+    } else {
+        OpState::Failed
+    };
+    let mut end = j.record(op_id, &c.id, action, state);
+    match status {
+        Status::Failed(e) => {
+            let first = e.lines().next().unwrap_or_default();
+            end.detail = Some(if total > 1 {
+                format!("attempt {attempt} of {total}: {first}")
+            } else {
+                first.to_string()
+            });
+            end.idemp_key = key;
+        }
+        Status::Done(applied) => match &applied.not_run {
+            Some(why) => end.detail = Some(format!("not run: {why}")),
+            None => end.idemp_key = key,
+        },
+        _ => {}
+    }
+    end
+}
+
+fn run_one(c: &resource::Change, options: &EngineOptions) -> Status {
     // A panic in a worker would leave the scheduler waiting for an answer
     // that never comes; it becomes this change's failure instead.
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resource::apply(c, backups)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        resource::apply(c, &options.backups, &options.control)
+    }));
     match result {
         Ok(Ok(applied)) => Status::Done(applied),
         Ok(Err(e)) => Status::Failed(e.to_string()),
@@ -602,10 +604,7 @@ mod tests {
         let plan = fx.plan(text);
         let outcome = execute(
             &plan,
-            &EngineOptions {
-                jobs,
-                backups: fx.backups.clone(),
-            },
+            &EngineOptions::new(jobs, fx.backups.clone()),
             &|_| {},
         );
         (plan, outcome)
@@ -668,14 +667,7 @@ mod tests {
         for c in &mut plan.changes {
             c.keys = vec!["~/shared".into()];
         }
-        let outcome = execute(
-            &plan,
-            &EngineOptions {
-                jobs: 4,
-                backups: fx.backups.clone(),
-            },
-            &|_| {},
-        );
+        let outcome = execute(&plan, &EngineOptions::new(4, fx.backups.clone()), &|_| {});
         assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
         assert!(fx.home.join("first.end").exists() && fx.home.join("second.end").exists());
     }
@@ -712,18 +704,11 @@ mod tests {
             + &exec("ok", "true", &[]);
         let plan = fx.plan(&text);
         let finished = Mutex::new(Vec::new());
-        execute(
-            &plan,
-            &EngineOptions {
-                jobs: 3,
-                backups: fx.backups.clone(),
-            },
-            &|e| {
-                if let Event::Finished { id, .. } = e {
-                    finished.lock().unwrap().push(id.to_string());
-                }
-            },
-        );
+        execute(&plan, &EngineOptions::new(3, fx.backups.clone()), &|e| {
+            if let Event::Finished { id, .. } = e {
+                finished.lock().unwrap().push(id.to_string());
+            }
+        });
         let mut got = finished.into_inner().unwrap();
         got.sort();
         assert_eq!(got, ["exec.bad", "exec.child", "exec.ok"]);

@@ -38,6 +38,90 @@ pub enum OpState {
     Failed,
 }
 
+/// What a journal record is about. Written as the same strings as before
+/// (`create`, `run-start`, ...); a value this version does not know (written
+/// by a newer one) loads as [`JournalAction::Other`] and is kept as is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum JournalAction {
+    /// A declared resource is created.
+    Create,
+    /// A declared resource is updated (or an exec runs).
+    Update,
+    /// A resource is removed.
+    Remove,
+    /// A conflict (never executed; here for completeness).
+    Conflict,
+    /// Nothing to do (never executed; here for completeness).
+    Unchanged,
+    /// A run began (resource `run`).
+    RunStart,
+    /// A run ended, after its state was committed (resource `run`).
+    RunEnd,
+    /// A refresh set on, or consumed by, a `refresh_only` exec.
+    Refresh,
+    /// An action this version does not know.
+    Other(String),
+}
+
+impl JournalAction {
+    /// The name written in the journal.
+    pub fn as_str(&self) -> &str {
+        match self {
+            JournalAction::Create => "create",
+            JournalAction::Update => "update",
+            JournalAction::Remove => "remove",
+            JournalAction::Conflict => "conflict",
+            JournalAction::Unchanged => "unchanged",
+            JournalAction::RunStart => "run-start",
+            JournalAction::RunEnd => "run-end",
+            JournalAction::Refresh => REFRESH,
+            JournalAction::Other(s) => s,
+        }
+    }
+
+    /// The journal action of executing a planned change.
+    pub fn of(action: crate::resource::Action) -> JournalAction {
+        use crate::resource::Action;
+        match action {
+            Action::Create => JournalAction::Create,
+            Action::Update => JournalAction::Update,
+            Action::Remove => JournalAction::Remove,
+            Action::Conflict => JournalAction::Conflict,
+            Action::Unchanged => JournalAction::Unchanged,
+        }
+    }
+}
+
+impl From<String> for JournalAction {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "create" => JournalAction::Create,
+            "update" => JournalAction::Update,
+            "remove" => JournalAction::Remove,
+            "conflict" => JournalAction::Conflict,
+            "unchanged" => JournalAction::Unchanged,
+            "run-start" => JournalAction::RunStart,
+            "run-end" => JournalAction::RunEnd,
+            REFRESH => JournalAction::Refresh,
+            _ => JournalAction::Other(s),
+        }
+    }
+}
+
+impl From<JournalAction> for String {
+    fn from(a: JournalAction) -> String {
+        a.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for JournalAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so widths and alignment (`{:<10}`) apply as to a string.
+        f.pad(self.as_str())
+    }
+}
+
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -48,7 +132,7 @@ pub struct Record {
     /// `kind.name`, or `run` for the run's own records.
     pub resource: String,
     /// `create`, `update`, `remove`, `run-start`, `run-end`, ...
-    pub action: String,
+    pub action: JournalAction,
     /// Where it is.
     pub state: OpState,
     /// A one-shot step's key.
@@ -425,10 +509,10 @@ pub fn interrupted_run(records: &[Record]) -> Option<(String, DateTime<Utc>)> {
     let start = records
         .iter()
         .rev()
-        .find(|r| r.resource == "run" && r.action == "run-start")?;
-    let ended = records
-        .iter()
-        .any(|r| r.run_id == start.run_id && r.resource == "run" && r.action == "run-end");
+        .find(|r| r.resource == "run" && r.action == JournalAction::RunStart)?;
+    let ended = records.iter().any(|r| {
+        r.run_id == start.run_id && r.resource == "run" && r.action == JournalAction::RunEnd
+    });
     (!ended).then(|| (start.run_id.clone(), start.at))
 }
 
@@ -447,12 +531,15 @@ pub fn succeeded_keys(records: &[Record]) -> HashSet<String> {
 fn unfinished_one_shots(records: &[Record]) -> std::collections::HashMap<&str, &str> {
     let ended: HashSet<&str> = records
         .iter()
-        .filter(|r| r.action != REFRESH && matches!(r.state, OpState::Succeeded | OpState::Failed))
+        .filter(|r| {
+            r.action != JournalAction::Refresh
+                && matches!(r.state, OpState::Succeeded | OpState::Failed)
+        })
         .map(|r| r.op_id.as_str())
         .collect();
     let mut latest: std::collections::HashMap<&str, &str> = Default::default();
     for r in records {
-        if r.action != REFRESH
+        if r.action != JournalAction::Refresh
             && r.state == OpState::Started
             && let Some(k) = &r.idemp_key
         {
@@ -481,7 +568,10 @@ pub const REFRESH: &str = "refresh";
 /// Open refresh records (set, not withdrawn, not consumed), in file order.
 fn open_refreshes(records: &[Record]) -> Vec<&Record> {
     let mut open: Vec<&Record> = Vec::new();
-    for r in records.iter().filter(|r| r.action == REFRESH) {
+    for r in records
+        .iter()
+        .filter(|r| r.action == JournalAction::Refresh)
+    {
         match r.state {
             OpState::Started | OpState::Running => open.push(r),
             OpState::Failed => open.retain(|o| o.op_id != r.op_id),
@@ -529,8 +619,10 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
         };
         let keep = r.run_id == keep_run_id
             || (r.state == OpState::Succeeded && r.idemp_key.is_some())
-            || (r.action == REFRESH && r.state == OpState::Started && pending.contains(&r.op_id))
-            || (r.action != REFRESH
+            || (r.action == JournalAction::Refresh
+                && r.state == OpState::Started
+                && pending.contains(&r.op_id))
+            || (r.action != JournalAction::Refresh
                 && r.state == OpState::Started
                 && r.idemp_key.is_some()
                 && unfinished.contains(&r.op_id));
@@ -547,12 +639,42 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn actions_keep_their_names_on_disk_and_unknown_ones_survive() {
+        for name in [
+            "create",
+            "update",
+            "remove",
+            "conflict",
+            "unchanged",
+            "run-start",
+            "run-end",
+            "refresh",
+            "from-a-newer-stead",
+        ] {
+            let action = JournalAction::from(name.to_string());
+            assert_eq!(
+                serde_json::to_string(&action).unwrap(),
+                format!("\"{name}\"")
+            );
+            assert_eq!(
+                serde_json::from_str::<JournalAction>(&format!("\"{name}\"")).unwrap(),
+                action
+            );
+        }
+        assert_eq!(
+            JournalAction::from("from-a-newer-stead".to_string()),
+            JournalAction::Other("from-a-newer-stead".into())
+        );
+        assert_eq!(format!("{:<8}|", JournalAction::RunEnd), "run-end |");
+    }
+
     fn rec(run: &str, n: u32, resource: &str, action: &str, state: OpState) -> Record {
         Record {
             op_id: format!("{run}:{n}"),
             run_id: run.to_string(),
             resource: resource.to_string(),
-            action: action.to_string(),
+            action: JournalAction::from(action.to_string()),
             state,
             idemp_key: None,
             at: Utc::now(),

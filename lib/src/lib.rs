@@ -13,6 +13,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod converge;
 pub mod engine;
 pub mod fsutil;
 pub mod graph;
@@ -21,8 +22,10 @@ pub mod layout;
 pub mod lock;
 pub mod machine;
 pub mod manifest;
+pub mod outcome;
 pub mod plan;
 pub mod resource;
+pub mod run;
 pub mod state;
 pub mod sync;
 

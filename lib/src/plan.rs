@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Outcome, Status};
 use crate::graph::Graph;
 use crate::manifest::{Kind, Manifest};
+use crate::outcome::{Outcome, Status};
 use crate::resource::{self, Action, Change, Facts, PlanContext, ResourceError};
 use crate::state::{ResourceRecord, State};
 
@@ -377,7 +377,7 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
         .iter()
         .zip(&outcome.statuses)
         .take(plan.removals_from)
-        .filter(|(_, s)| matches!(s, Status::Failed(_) | Status::Skipped(_)))
+        .filter(|(_, s)| s.is_failure())
         .flat_map(|(c, _)| c.keys.iter().map(String::as_str))
         .collect();
     for (change, status) in plan.changes.iter().zip(&outcome.statuses) {

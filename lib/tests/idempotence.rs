@@ -206,14 +206,7 @@ impl Env {
     }
 
     fn execute(&mut self, plan: &Plan) -> Outcome {
-        let outcome = engine::execute(
-            plan,
-            &EngineOptions {
-                jobs: 2,
-                backups: self.backups.clone(),
-            },
-            &|_| {},
-        );
+        let outcome = engine::execute(plan, &EngineOptions::new(2, self.backups.clone()), &|_| {});
         let serial = self.state.lineage.serial + 1;
         plan::record(&mut self.state, plan, &outcome, serial);
         self.state.lineage.serial = serial;

@@ -34,7 +34,7 @@ fn check_op(r: &Record, detail_bytes: usize) -> u64 {
         ["file.t0", "file.t1", "file.t2", "file.t3"].contains(&r.resource.as_str()),
         "garbled resource: {r:?}"
     );
-    assert_eq!(r.action, "create", "{r:?}");
+    assert_eq!(r.action, journal::JournalAction::Create, "{r:?}");
     assert_eq!(r.state, OpState::Started, "{r:?}");
     assert_eq!(r.idemp_key, None, "{r:?}");
     let expected = (detail_bytes > 0).then(|| detail_for(k, detail_bytes));
@@ -112,7 +112,11 @@ fn sigkill_mid_write_loses_no_acknowledged_record() {
             .iter()
             .filter(|r| r.resource == "run")
             .inspect(|r| {
-                assert_eq!(r.action, "run-start", "a killed run never ends: {r:?}");
+                assert_eq!(
+                    r.action,
+                    journal::JournalAction::RunStart,
+                    "a killed run never ends: {r:?}"
+                );
                 assert_eq!(r.op_id, format!("{}:0", r.run_id), "{r:?}");
                 assert_eq!(r.state, OpState::Started, "{r:?}");
             })

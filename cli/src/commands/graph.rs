@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::output::print_json;
 
 pub fn run(ctx: &Context, format: GraphFormat, profile: Option<&str>) -> Result<ExitCode> {
-    let state = super::plan::current_state(ctx)?;
+    let state = ctx.current_state()?;
     let (manifest, graph) = ctx.load_manifest(Some(&state), profile)?;
     match (format, ctx.json) {
         (GraphFormat::Json, _) | (_, true) => {

@@ -5,31 +5,34 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
-use stead_lib::machine::MachineInfo;
-use stead_lib::plan::{self, Plan};
+use stead_lib::converge::{self, PrepareOptions};
+use stead_lib::plan::Plan;
 use stead_lib::resource::Action;
-use stead_lib::state::{Loaded, State};
 
 use crate::cli::PlanArgs;
 use crate::context::Context;
 use crate::output::{Paint, print_json};
 
-/// Changes read in parallel by default.
-pub const DEFAULT_JOBS: usize = 8;
+/// Changes read in parallel by default (the library's default).
+pub use stead_lib::converge::DEFAULT_JOBS;
 
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
-    let state = current_state(ctx)?;
-    let (manifest, graph) = ctx.load_manifest(Some(&state), args.profile.as_deref())?;
-    let mut plan = plan::make(
-        &manifest,
-        &graph,
+    let state = ctx.current_state()?;
+    let prepared = converge::prepare(
+        &ctx.layout,
         &state,
-        args.force,
-        args.jobs.unwrap_or(DEFAULT_JOBS),
+        &PrepareOptions {
+            source: converge::PlanSource::Manifest {
+                config: ctx.config.as_deref(),
+                profile: args.profile.as_deref(),
+                force: args.force,
+            },
+            jobs: args.jobs.unwrap_or(DEFAULT_JOBS),
+            rerun: &[],
+        },
+        &converge::Silent,
     )?;
-    let view = super::apply::journal_view(ctx, &[])?;
-    plan::settle_one_shots(&mut plan, &view.one_shots);
-    plan::settle_refreshes(&mut plan, &view.pending_refreshes);
+    let plan = prepared.plan;
     if let Some(out) = &args.out {
         let mut bytes = serde_json::to_vec_pretty(&plan)?;
         bytes.push(b'\n');
@@ -49,20 +52,6 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The state record, or an unsaved fresh one when this machine has none yet
-/// (a plan never writes).
-pub fn current_state(ctx: &Context) -> Result<State> {
-    match ctx.store.load()? {
-        Some(Loaded::Current(s)) => Ok(*s),
-        Some(Loaded::Legacy { .. }) => ctx.load_state(),
-        None => {
-            let id = stead_lib::machine::read_id(&ctx.layout.machine_id_file())?
-                .unwrap_or_else(|| "new-machine".to_string());
-            Ok(State::new(MachineInfo::current(&id)))
-        }
-    }
 }
 
 pub fn plan_json(plan: &Plan) -> serde_json::Value {

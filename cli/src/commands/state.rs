@@ -451,7 +451,7 @@ pub fn journal(ctx: &Context) -> Result<ExitCode> {
         .records
         .iter()
         .rev()
-        .find(|r| r.resource == "run" && r.action == "run-start")
+        .find(|r| r.resource == "run" && r.action == journal::JournalAction::RunStart)
         .map(|r| r.run_id.clone());
     let records: Vec<&journal::Record> = match &last_run {
         Some(run) => loaded.records.iter().filter(|r| &r.run_id == run).collect(),
@@ -459,7 +459,7 @@ pub fn journal(ctx: &Context) -> Result<ExitCode> {
     };
     let ended = records
         .iter()
-        .any(|r| r.resource == "run" && r.action == "run-end");
+        .any(|r| r.resource == "run" && r.action == journal::JournalAction::RunEnd);
     if ctx.json {
         print_json(&json!({
             "run_id": last_run,

@@ -4,7 +4,7 @@
 //! which is killed when the timeout passes.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Command, ExecSpec};
+use crate::run::RunControl;
 
 use super::{Action, Applied, Op, ResourceError};
 
@@ -47,86 +48,6 @@ pub struct Run {
     /// `HOME` for the command: the target home, so `~` in a shell command
     /// means the same as in the manifest.
     pub home: PathBuf,
-}
-
-/// Process groups of the commands running now (each child leads its own).
-static RUNNING: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-
-/// Kills every running command's process group (SIGKILL). For a second
-/// Ctrl-C: the user wants out now, children included.
-pub fn kill_running_commands() {
-    let groups = match RUNNING.lock() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    for pgid in groups {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
-/// Where process groups are announced to a reaper process (see [`reap`]).
-static REAPER: std::sync::Mutex<Option<Box<dyn std::io::Write + Send>>> =
-    std::sync::Mutex::new(None);
-
-/// Announces every command's process group on `to` (`+PGID` when it starts,
-/// `-PGID` when it ends), for a reaper process that kills the ones still
-/// running when this process dies, however it dies (see [`reap`]).
-pub fn set_reaper(to: Box<dyn std::io::Write + Send>) {
-    if let Ok(mut r) = REAPER.lock() {
-        *r = Some(to);
-    }
-}
-
-/// Stops announcing; closing the channel lets the reaper end.
-pub fn clear_reaper() {
-    if let Ok(mut r) = REAPER.lock() {
-        *r = None;
-    }
-}
-
-/// The reaper's loop: reads `+PGID` / `-PGID` lines until end of input (the
-/// announcing process ended or died: the kernel closes its end), then kills
-/// every group still running. Returns the groups it killed.
-pub fn reap(input: impl std::io::BufRead) -> Vec<i32> {
-    let mut live: Vec<i32> = Vec::new();
-    for line in input.lines().map_while(Result::ok) {
-        let (sign, num) = line.split_at(line.len().min(1));
-        match (sign, num.trim().parse::<i32>()) {
-            ("+", Ok(g)) if g > 1 => live.push(g),
-            ("-", Ok(g)) => live.retain(|&x| x != g),
-            _ => {}
-        }
-    }
-    for &g in &live {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(g),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    live
-}
-
-fn track(pgid: i32, running: bool) {
-    let mut groups = match RUNNING.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if running {
-        groups.push(pgid);
-    } else {
-        groups.retain(|&g| g != pgid);
-    }
-    drop(groups);
-    if let Ok(mut reaper) = REAPER.lock()
-        && let Some(w) = reaper.as_mut()
-    {
-        let sign = if running { '+' } else { '-' };
-        // A reaper that went away only costs the protection it gave.
-        let _ = writeln!(w, "{sign}{pgid}").and_then(|()| w.flush());
-    }
 }
 
 /// The outcome of one command.
@@ -178,7 +99,7 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
         ));
     }
     if let Some(u) = &e.unless
-        && run_command(u, e.cwd.as_ref(), &e.env, home, timeout)?.success
+        && run_command(u, e.cwd.as_ref(), &e.env, home, timeout, None)?.success
     {
         return Ok((
             Action::Unchanged,
@@ -188,7 +109,7 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
         ));
     }
     if let Some(o) = &e.onlyif
-        && !run_command(o, e.cwd.as_ref(), &e.env, home, timeout)?.success
+        && !run_command(o, e.cwd.as_ref(), &e.env, home, timeout, None)?.success
     {
         return Ok((Action::Unchanged, "`onlyif` failed".into(), None, Op::None));
     }
@@ -200,29 +121,31 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
     Ok((Action::Update, reason, None, run))
 }
 
-pub(super) fn run(r: &Run) -> Result<Applied, ResourceError> {
+/// Runs the command (its guards checked again first), as a child of `control`:
+/// announced to its reaper and killed by its hard cancel.
+pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceError> {
     if let Some(c) = &r.creates
         && std::fs::symlink_metadata(c).is_ok()
     {
         return Ok(Applied {
-            output: Some(format!("skipped: {} exists", c.display())),
+            not_run: Some(format!("{} exists", c.display())),
             ..Applied::default()
         });
     }
     let timeout = r.timeout_ms.map(Duration::from_millis);
     if let Some(u) = &r.unless
-        && run_command(u, r.cwd.as_ref(), &r.env, &r.home, timeout)?.success
+        && run_command(u, r.cwd.as_ref(), &r.env, &r.home, timeout, Some(control))?.success
     {
         return Ok(Applied {
-            output: Some("skipped: `unless` succeeded".into()),
+            not_run: Some("`unless` succeeded".into()),
             ..Applied::default()
         });
     }
     if let Some(o) = &r.onlyif
-        && !run_command(o, r.cwd.as_ref(), &r.env, &r.home, timeout)?.success
+        && !run_command(o, r.cwd.as_ref(), &r.env, &r.home, timeout, Some(control))?.success
     {
         return Ok(Applied {
-            output: Some("skipped: `onlyif` failed".into()),
+            not_run: Some("`onlyif` failed".into()),
             ..Applied::default()
         });
     }
@@ -232,6 +155,7 @@ pub(super) fn run(r: &Run) -> Result<Applied, ResourceError> {
         &r.env,
         &r.home,
         r.timeout_ms.map(Duration::from_millis),
+        Some(control),
     )?;
     if outcome.success {
         Ok(Applied {
@@ -255,6 +179,7 @@ fn run_command(
     env: &BTreeMap<String, String>,
     home: &Path,
     timeout: Option<Duration>,
+    control: Option<&RunControl>,
 ) -> Result<Outcome, ResourceError> {
     let mut cmd = match command {
         Command::Argv(argv) => {
@@ -290,8 +215,8 @@ fn run_command(
     let output = collect_output(&mut child);
     let pid = child.id();
     let pgid = i32::try_from(pid).ok();
-    if let Some(g) = pgid {
-        track(g, true);
+    if let (Some(g), Some(c)) = (pgid, control) {
+        c.track(g, true);
     }
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -312,8 +237,8 @@ fn run_command(
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    if let Some(g) = pgid {
-        track(g, false);
+    if let (Some(g), Some(c)) = (pgid, control) {
+        c.track(g, false);
     }
     let status = waiter
         .join()
@@ -484,7 +409,7 @@ mod tests {
         assert!(msg.contains("to-stdout"), "{msg}");
         assert!(msg.contains("to-stderr"), "{msg}");
         assert!(
-            matches!(status(&plan, &outcome, "file.after"), Status::Skipped(m) if m.contains("exec.bad")),
+            matches!(status(&plan, &outcome, "file.after"), Status::Skipped(m) if m.to_string().contains("exec.bad")),
             "{:?}",
             outcome.statuses
         );
@@ -531,7 +456,12 @@ mod tests {
         assert_eq!(change(&plan, "exec.e").action, Action::Update);
         fs::write(fx.home.join("made"), "").unwrap();
         let outcome = fx.execute(&plan);
-        assert!(output_of(&plan, &outcome, "exec.e").starts_with("skipped:"));
+        match status(&plan, &outcome, "exec.e") {
+            Status::Done(Applied {
+                not_run: Some(why), ..
+            }) => assert_eq!(why, &format!("{} exists", fx.home.join("made").display())),
+            other => panic!("exec.e was not skipped by its guard: {other:?}"),
+        }
         assert!(!fx.out.join("log").exists());
     }
 
@@ -579,32 +509,5 @@ mod tests {
                  [exec.e]\ncommand = [\"cp\", \"${file.cfg}\", \"@OUT@/copy\"]\n";
         fx.apply(m);
         assert_eq!(fs::read_to_string(fx.out.join("copy")).unwrap(), "v=1");
-    }
-}
-
-#[cfg(test)]
-mod reaper_tests {
-    use super::*;
-
-    #[test]
-    fn the_reaper_kills_the_groups_still_announced_at_end_of_input() {
-        // A real process group: `sleep` leading its own group.
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let g = i32::try_from(child.id()).unwrap();
-        let input = format!("+{g}\n+999999\n-999999\n+not-a-number\n");
-        let killed = reap(std::io::Cursor::new(input));
-        assert_eq!(killed, [g]);
-        let status = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
-    }
-
-    #[test]
-    fn a_group_that_ended_is_left_alone() {
-        assert!(reap(std::io::Cursor::new("+12345\n-12345\n")).is_empty());
     }
 }

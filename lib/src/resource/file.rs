@@ -305,7 +305,7 @@ pub(super) fn write(
     Ok(Applied {
         checksum: Some(checksum(content)),
         backup,
-        output: None,
+        ..Applied::default()
     })
 }
 
@@ -335,7 +335,7 @@ pub(super) fn remove(
     Ok(Applied {
         checksum: None,
         backup,
-        output: None,
+        ..Applied::default()
     })
 }
 

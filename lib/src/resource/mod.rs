@@ -287,10 +287,18 @@ pub struct Applied {
     pub backup: Option<PathBuf>,
     /// Output of a command (for the summary).
     pub output: Option<String>,
+    /// An exec whose guard, checked again right before running, said not
+    /// to run it: why (it did nothing).
+    pub not_run: Option<String>,
 }
 
-/// Applies one change. Idempotent: applying an already-applied change is harmless.
-pub fn apply(change: &Change, backups: &Path) -> Result<Applied, ResourceError> {
+/// Applies one change. Idempotent: applying an already-applied change is
+/// harmless. Commands run as children of `control` (its reaper, its cancel).
+pub fn apply(
+    change: &Change,
+    backups: &Path,
+    control: &crate::run::RunControl,
+) -> Result<Applied, ResourceError> {
     match &change.op {
         Op::None => Ok(Applied::default()),
         Op::WriteFile {
@@ -310,7 +318,7 @@ pub fn apply(change: &Change, backups: &Path) -> Result<Applied, ResourceError> 
             backup,
         } => symlink::create(path, target, *backup, backups),
         Op::RemoveSymlink { path } => symlink::remove(path),
-        Op::Run(run) => exec::run(run),
+        Op::Run(run) => exec::run(run, control),
     }
 }
 
@@ -542,14 +550,8 @@ pub(crate) mod tests {
 
         /// Executes `plan` and records it into the fixture's state.
         pub fn execute(&mut self, plan: &Plan) -> Outcome {
-            let outcome = engine::execute(
-                plan,
-                &EngineOptions {
-                    jobs: 2,
-                    backups: self.backups.clone(),
-                },
-                &|_| {},
-            );
+            let outcome =
+                engine::execute(plan, &EngineOptions::new(2, self.backups.clone()), &|_| {});
             let serial = self.state.lineage.serial + 1;
             plan::record(&mut self.state, plan, &outcome, serial);
             self.state.lineage.serial = serial;

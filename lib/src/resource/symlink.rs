@@ -142,7 +142,7 @@ pub(super) fn create(
     Ok(Applied {
         checksum: None,
         backup,
-        output: None,
+        ..Applied::default()
     })
 }
 

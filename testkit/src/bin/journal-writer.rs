@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use stead_lib::engine::{self, RunJournal};
-use stead_lib::journal::{JournalWriter, OpState};
+use stead_lib::journal::{JournalAction, JournalWriter, OpState};
 use stead_testkit::{Failure, finish};
 
 const THREADS: usize = 4;
@@ -50,7 +50,7 @@ fn run() -> Result<(), Failure> {
     let run = RunJournal::new(writer, engine::new_run_id());
     let run_op = format!("{}:0", run.run_id());
     run.writer()
-        .append_durable(run.record(&run_op, "run", "run-start", OpState::Started))
+        .append_durable(run.record(&run_op, "run", JournalAction::RunStart, OpState::Started))
         .map_err(Failure::usage)?;
 
     let next = AtomicU64::new(1);
@@ -65,8 +65,12 @@ fn run() -> Result<(), Failure> {
                             return Ok(());
                         }
                         let op_id = format!("{}:{k}", run.run_id());
-                        let mut record =
-                            run.record(&op_id, &format!("file.t{t}"), "create", OpState::Started);
+                        let mut record = run.record(
+                            &op_id,
+                            &format!("file.t{t}"),
+                            JournalAction::Create,
+                            OpState::Started,
+                        );
                         if detail_bytes > 0 {
                             record.detail = Some(detail_for(k, detail_bytes));
                         }
@@ -93,7 +97,7 @@ fn run() -> Result<(), Failure> {
     outcome?;
 
     run.writer()
-        .append_durable(run.record(&run_op, "run", "run-end", OpState::Succeeded))
+        .append_durable(run.record(&run_op, "run", JournalAction::RunEnd, OpState::Succeeded))
         .map_err(Failure::usage)?;
     run.into_writer().close().map_err(Failure::usage)
 }

@@ -1,0 +1,476 @@
+//! The converge transaction: everything between "the lock is held" and "the
+//! outcome is recorded", in one place for every front end (`stead plan`,
+//! `stead apply`, `stead sync`, a daemon).
+//!
+//! [`prepare`] reads the journal (an interrupted run, one-shot steps,
+//! pending refreshes), then plans from the manifest or loads a saved plan
+//! (refused when the state moved underneath it), and settles one-shots and
+//! refreshes. It changes nothing, so `stead plan` uses it too.
+//!
+//! [`execute`] runs a prepared plan under the lock, in this order, which is
+//! what makes it crash-safe (docs/architecture.md, "Crash invariants"):
+//!
+//! 1. `run-start` is durable in the journal;
+//! 2. the engine runs the changes: each change's `started` record is durable
+//!    before its side effect, its outcome durable before it is reported;
+//! 3. the outcome is recorded into the state, and the state is committed
+//!    (atomic rename, fsync'd);
+//! 4. only then is `run-end` durable: a crash before it leaves the run
+//!    "interrupted" for the next one to recover;
+//! 5. the journal is compacted last.
+//!
+//! The front end receives progress through a [`Reporter`] and cancels the
+//! run through the [`RunControl`]'s [`crate::run::CancelHandle`].
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::engine::{self, EngineOptions, Event, RunJournal};
+use crate::graph::Graph;
+use crate::journal::{self, JournalAction, JournalError, JournalWriter, OpState};
+use crate::layout::Layout;
+use crate::lock::LockGuard;
+use crate::manifest::{LoadError, LoadOptions, Manifest};
+use crate::outcome::Outcome;
+use crate::plan::{self, Plan, PlanError};
+use crate::run::RunControl;
+use crate::state::{State, StateError, StateStore};
+
+/// Changes read and applied in parallel by default.
+pub const DEFAULT_JOBS: usize = 8;
+
+/// Why a converge step could not go on. Nothing was changed unless the
+/// variant says so.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    /// Neither `--config` nor the state names a config repo.
+    #[error(
+        "no config repo given\n\
+         Pass --config DIR (the directory holding stead.toml), or record one with \
+         'stead init --path DIR'."
+    )]
+    NoConfig,
+    /// The manifest did not load.
+    #[error(transparent)]
+    Manifest(#[from] LoadError),
+    /// The resources' dependencies form a cycle.
+    #[error("dependency cycle: {}", .0.join(" → "))]
+    Cycle(Vec<String>),
+    /// A saved plan cannot be read.
+    #[error("cannot read the plan {}", path.display())]
+    ReadPlan {
+        /// The plan file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A saved plan is not JSON of a plan.
+    #[error("{} is not a saved stead plan", path.display())]
+    NotAPlan {
+        /// The plan file.
+        path: PathBuf,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A saved plan of another format version.
+    #[error("{} has plan format {found}, this stead reads format {}", path.display(), plan::PLAN_FORMAT)]
+    PlanFormat {
+        /// The plan file.
+        path: PathBuf,
+        /// Its format.
+        found: u32,
+    },
+    /// The state moved since the saved plan was made.
+    #[error(
+        "the saved plan {path} is stale: it was made at state serial {plan_serial}, and the state is now at serial {state_serial}{lineage}\n\
+         Nothing was changed. Run 'stead plan --out {path}' again and review the new plan.",
+        path = .path.display(),
+        lineage = if *.other_lineage { " of another lineage" } else { "" }
+    )]
+    StalePlan {
+        /// The plan file.
+        path: PathBuf,
+        /// The serial it was made at.
+        plan_serial: u64,
+        /// The serial now.
+        state_serial: u64,
+        /// It was made for another lineage altogether.
+        other_lineage: bool,
+    },
+    /// `--rerun` names nothing that can be rerun.
+    #[error(
+        "--rerun {0}: the plan has no one-shot exec by that name (one with once = true or an idempotency_key that would run)"
+    )]
+    UnknownRerun(String),
+    /// Reading a resource failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The state could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A run that started and never ended (the process died or was killed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterruptedRun {
+    /// Its id.
+    pub run_id: String,
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// Operations it started and never finished.
+    pub in_flight: usize,
+}
+
+/// What the journal says before a run.
+#[derive(Debug, Clone, Default)]
+pub struct JournalView {
+    /// A run that never ended.
+    pub interrupted: Option<InterruptedRun>,
+    /// One-shot steps: done, unfinished, asked to rerun.
+    pub one_shots: plan::OneShots,
+    /// Resources the interrupted run finished (to record as owned).
+    pub recovered: HashSet<String>,
+    /// `refresh_only` execs with a refresh that no run consumed yet.
+    pub pending_refreshes: HashSet<String>,
+    /// Bytes of a torn last line a crash left (ignored).
+    pub torn_tail: Option<usize>,
+}
+
+/// Reads the journal (a torn last line is ignored; a corrupt middle is moved
+/// aside to the backups dir and reported as an error that says where).
+pub fn journal_view(layout: &Layout, rerun: &[String]) -> Result<JournalView, JournalError> {
+    let path = layout.state_dir().join(journal::JOURNAL_FILE);
+    let loaded = journal::load(&path, &layout.backups_dir())?;
+    let interrupted =
+        journal::interrupted_run(&loaded.records).map(|(run_id, started)| InterruptedRun {
+            in_flight: journal::in_flight(&loaded.records, &run_id).len(),
+            run_id,
+            started,
+        });
+    let recovered = interrupted
+        .as_ref()
+        .map(|run| {
+            loaded
+                .records
+                .iter()
+                .filter(|r| r.run_id == run.run_id && r.state == OpState::Succeeded)
+                .map(|r| r.resource.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(JournalView {
+        pending_refreshes: journal::pending_refreshes(&loaded.records),
+        interrupted,
+        recovered,
+        one_shots: plan::OneShots {
+            succeeded: journal::succeeded_keys(&loaded.records),
+            // Across runs: a step refused for `--rerun` stays refused until it runs.
+            unfinished: journal::unfinished_keys(&loaded.records),
+            rerun: rerun.iter().cloned().collect(),
+        },
+        torn_tail: loaded.torn_tail.map(|t| t.len()),
+    })
+}
+
+/// Receives what a converge does, as it happens (from several threads).
+pub trait Reporter: Sync {
+    /// The journal holds a run that never ended; this run recovers it.
+    fn recovering(&self, _run: &InterruptedRun) {}
+    /// A change started, was retried, or finished.
+    fn event(&self, _event: Event) {}
+}
+
+/// A reporter that shows nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Reporter for Silent {}
+
+/// Where the plan comes from.
+#[derive(Debug, Clone)]
+pub enum PlanSource<'a> {
+    /// A plan saved by `stead plan --out`; refused if the state moved.
+    Saved(&'a Path),
+    /// The manifest of a config repo.
+    Manifest {
+        /// `--config`, else the config repo recorded in the state.
+        config: Option<&'a Path>,
+        /// `--profile`, else the one recorded in the state.
+        profile: Option<&'a str>,
+        /// Replace what stead does not own (after a backup).
+        force: bool,
+    },
+}
+
+/// What to prepare.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions<'a> {
+    /// The plan's source.
+    pub source: PlanSource<'a>,
+    /// Resources read at once.
+    pub jobs: usize,
+    /// One-shot execs to run again (`--rerun`).
+    pub rerun: &'a [String],
+}
+
+/// A plan ready to show and execute, and what the journal said.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The plan, one-shots and refreshes settled.
+    pub plan: Plan,
+    /// The journal before the run.
+    pub view: JournalView,
+    /// The profile the plan was made for (recorded when it is applied).
+    pub profile: Option<String>,
+}
+
+/// Reads the journal (telling `reporter` about an interrupted run), then
+/// plans or loads the saved plan, and settles one-shot steps and refreshes.
+/// Changes nothing; needs no lock (but a plan made without one may be stale
+/// by the time it is applied: [`execute`] must run under the lock, on a
+/// plan prepared under it).
+pub fn prepare(
+    layout: &Layout,
+    state: &State,
+    options: &PrepareOptions,
+    reporter: &dyn Reporter,
+) -> Result<Prepared, ConvergeError> {
+    let view = journal_view(layout, options.rerun)?;
+    if let Some(run) = &view.interrupted {
+        reporter.recovering(run);
+    }
+    let (mut plan, profile) = match &options.source {
+        PlanSource::Saved(file) => {
+            let plan = load_saved(file, state)?;
+            let profile = plan.profile.clone();
+            (plan, profile)
+        }
+        PlanSource::Manifest {
+            config,
+            profile,
+            force,
+        } => {
+            let (manifest, graph) = load_manifest(layout, *config, Some(state), *profile)?;
+            let plan = plan::make(&manifest, &graph, state, *force, options.jobs.max(1))?;
+            (plan, manifest.profile.clone())
+        }
+    };
+    check_rerun(&plan, options.rerun)?;
+    plan::settle_one_shots(&mut plan, &view.one_shots);
+    plan::settle_refreshes(&mut plan, &view.pending_refreshes);
+    Ok(Prepared {
+        plan,
+        view,
+        profile,
+    })
+}
+
+/// The config repo: `config` (`--config`), else the one recorded in `state`.
+pub fn config_dir(config: Option<&Path>, state: Option<&State>) -> Result<PathBuf, ConvergeError> {
+    if let Some(c) = config {
+        return Ok(c.to_path_buf());
+    }
+    state
+        .and_then(|s| s.config_path.as_ref())
+        .map(PathBuf::from)
+        .ok_or(ConvergeError::NoConfig)
+}
+
+/// Loads the manifest of the config repo for `profile` (else the recorded
+/// one) and builds its graph. The state dir is protected: no resource may
+/// write into it.
+pub fn load_manifest(
+    layout: &Layout,
+    config: Option<&Path>,
+    state: Option<&State>,
+    profile: Option<&str>,
+) -> Result<(Manifest, Graph), ConvergeError> {
+    let dir = config_dir(config, state)?;
+    let profile = profile
+        .map(str::to_string)
+        .or_else(|| state.and_then(|s| s.active_profile.clone()));
+    let mut manifest = Manifest::load(
+        &dir,
+        &LoadOptions {
+            home: layout.home().to_path_buf(),
+            profile,
+        },
+    )?;
+    manifest.protected.push(layout.state_dir().to_path_buf());
+    let graph = manifest
+        .take_graph()
+        .map_err(|c| ConvergeError::Cycle(c.ids))?;
+    Ok((manifest, graph))
+}
+
+fn load_saved(file: &Path, state: &State) -> Result<Plan, ConvergeError> {
+    let raw = std::fs::read(file).map_err(|source| ConvergeError::ReadPlan {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let plan: Plan = serde_json::from_slice(&raw).map_err(|source| ConvergeError::NotAPlan {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    if plan.format != plan::PLAN_FORMAT {
+        return Err(ConvergeError::PlanFormat {
+            path: file.to_path_buf(),
+            found: plan.format,
+        });
+    }
+    if plan.state_serial != state.lineage.serial || plan.lineage_id != state.lineage.id {
+        return Err(ConvergeError::StalePlan {
+            path: file.to_path_buf(),
+            plan_serial: plan.state_serial,
+            state_serial: state.lineage.serial,
+            other_lineage: plan.lineage_id != state.lineage.id,
+        });
+    }
+    Ok(plan)
+}
+
+/// `--rerun` names one-shot execs of the plan, or it is a mistake.
+fn check_rerun(plan: &Plan, rerun: &[String]) -> Result<(), ConvergeError> {
+    for id in rerun {
+        let one_shot = plan.change(id).is_some_and(
+            |c| matches!(&c.op, crate::resource::Op::Run(r) if r.idempotency_key.is_some()),
+        );
+        if !one_shot {
+            return Err(ConvergeError::UnknownRerun(id.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Where a transaction writes: the state store, under a held lock.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// Where the state dir is.
+    pub layout: &'a Layout,
+    /// The state record's store.
+    pub store: &'a StateStore,
+    /// The lock, held by the caller for the whole transaction.
+    pub guard: &'a LockGuard,
+}
+
+/// What a run did: the outcome of every change, and the state as written.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// One status per plan change.
+    pub outcome: Outcome,
+    /// The state record after the run.
+    pub state: State,
+}
+
+/// Records a plan that has nothing to change on disk. The record may still
+/// have news: a profile switched with `--profile`, the config repo of a
+/// first run, files already exactly as declared that stead now adopts, what
+/// an interrupted run finished. Commits only when something changed; a
+/// recovered interrupted run's journal is compacted.
+pub fn record_unchanged(
+    target: Target,
+    state: State,
+    prepared: &Prepared,
+) -> Result<State, ConvergeError> {
+    let plan = &prepared.plan;
+    let mut updated = state.clone();
+    let serial = state.lineage.serial + 1;
+    plan::record(
+        &mut updated,
+        plan,
+        &Outcome::unchanged(plan.changes.len()),
+        serial,
+    );
+    plan::adopt_recovered(&mut updated, plan, &prepared.view.recovered, serial);
+    note_profile_and_config(&mut updated, prepared);
+    let mut result = state.clone();
+    if updated.resources != state.resources
+        || updated.checksums != state.checksums
+        || updated.active_profile != state.active_profile
+        || updated.config_path != state.config_path
+    {
+        updated.last_apply = Some(Utc::now());
+        target.store.commit(target.guard, &mut updated, "apply")?;
+        result = updated;
+    }
+    if prepared.view.interrupted.is_some() {
+        // The interrupted run's work was re-read and recorded; its records
+        // have served their purpose (succeeded one-shot keys are kept by
+        // compaction).
+        journal::compact(&journal_path(target.layout), "")?;
+    }
+    Ok(result)
+}
+
+/// Executes a prepared plan under the lock and records its outcome, in the
+/// crash-safe order of this module's doc. The caller made `prepared` under
+/// the same lock. `control` is this run's: its cancel handle stops it, its
+/// reaper (if the caller set one) outlives a killed process.
+pub fn execute(
+    target: Target,
+    mut state: State,
+    prepared: &Prepared,
+    jobs: usize,
+    control: &RunControl,
+    reporter: &dyn Reporter,
+) -> Result<Executed, ConvergeError> {
+    let plan = &prepared.plan;
+    let path = journal_path(target.layout);
+    let run = RunJournal::new(
+        JournalWriter::open(&path, journal::JOURNAL_SYNC)?,
+        engine::new_run_id(),
+    )
+    .with_pending_refreshes(prepared.view.pending_refreshes.clone());
+    let run_op = format!("{}:0", run.run_id());
+    run.writer().append_durable(run.record(
+        &run_op,
+        "run",
+        JournalAction::RunStart,
+        OpState::Started,
+    ))?;
+    let options = EngineOptions {
+        jobs: jobs.max(1),
+        backups: target.layout.backups_dir(),
+        control: control.clone(),
+    };
+    let outcome = engine::execute_journaled(plan, &options, Some(&run), &|e| reporter.event(e));
+
+    let serial = state.lineage.serial + 1;
+    plan::record(&mut state, plan, &outcome, serial);
+    plan::adopt_recovered(&mut state, plan, &prepared.view.recovered, serial);
+    state.last_apply = Some(Utc::now());
+    note_profile_and_config(&mut state, prepared);
+    target.store.commit(target.guard, &mut state, "apply")?;
+    // The run ends only once the state holds its outcome.
+    let end = if outcome.has_failures() {
+        OpState::Failed
+    } else {
+        OpState::Succeeded
+    };
+    run.writer()
+        .append_durable(run.record(&run_op, "run", JournalAction::RunEnd, end))?;
+    let run_id = run.run_id().to_string();
+    run.into_writer().close()?;
+    journal::compact(&path, &run_id)?;
+    Ok(Executed { outcome, state })
+}
+
+fn note_profile_and_config(state: &mut State, prepared: &Prepared) {
+    if let Some(p) = &prepared.profile {
+        state.active_profile = Some(p.clone());
+    }
+    if state.config_path.is_none() {
+        state.config_path = Some(prepared.plan.config_dir.display().to_string());
+    }
+}
+
+fn journal_path(layout: &Layout) -> PathBuf {
+    layout.state_dir().join(journal::JOURNAL_FILE)
+}
