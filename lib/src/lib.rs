@@ -3,13 +3,25 @@
 //! It never prints, never reads the terminal and never exits the process; every
 //! failure is a typed error that says what happened, where, and what to do next.
 //!
+//! The modules, from the bottom up (docs/architecture.md has the map and
+//! the rules; a module uses only the ones listed before it):
+//!
 //! - [`layout`]: where stead keeps its files (home, state dir, file names).
 //! - [`fsutil`]: atomic, durable file writes and private directories.
 //! - [`machine`]: this machine's identity (a kept UUID) and facts.
 //! - [`state`]: the versioned state record, its migration and its atomic store.
 //! - [`lock`]: the state lock, proven stale by the kernel's flock.
-//! - [`sync`]: many machines: the shared record in the config repo, its
-//!   3-way merge and conflicts, the git backend and the remote lock.
+//! - [`manifest`]: `stead.toml` parsed into resources, every problem with its place.
+//! - [`graph`]: the resource graph (edges, references, autoedges, cycles).
+//! - [`resource`]: the resource-kind contract, its registry, one file per kind.
+//! - [`outcome`]: what executing a change produced (status, skip reasons).
+//! - [`plan`]: read, diff and plan; record an outcome into the state.
+//! - [`journal`]: the durable operation log and its recovery view.
+//! - [`run`]: run control: cancel flags, child processes, the reaper feed.
+//! - [`engine`]: execute a plan by readiness, journaling every side effect.
+//! - [`converge`]: the converge transaction (prepare, execute, record, commit).
+//! - [`sync`]: many machines: the shared record, its 3-way merge and
+//!   conflicts, the backend traits and the git backend.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
