@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod context;
+mod exit;
 mod output;
 
 use std::process::ExitCode;
@@ -12,12 +13,8 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, StateCommand};
 use crate::context::Context;
+use crate::exit::Exit;
 use crate::output::Paint;
-
-/// Exit code when another process holds the state lock.
-const EXIT_LOCKED: u8 = 3;
-/// Exit code after Ctrl-C or SIGTERM.
-pub const EXIT_INTERRUPTED: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,7 +24,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            let code = exit_code_for(&error);
+            let code = Exit::for_error(&error).code();
             if json {
                 output::print_json(&serde_json::json!({
                     "error": { "message": format!("{error:#}"), "exit_code": code }
@@ -139,18 +136,6 @@ fn render_manifest_error(error: &stead_lib::manifest::ManifestError) -> String {
     out
 }
 
-fn exit_code_for(error: &anyhow::Error) -> u8 {
-    use stead_lib::lock::LockError;
-    use stead_lib::sync::SyncError;
-    match error.downcast_ref::<LockError>() {
-        Some(LockError::Locked { .. } | LockError::LockedUnreadable { .. }) => EXIT_LOCKED,
-        _ => match error.downcast_ref::<SyncError>() {
-            Some(SyncError::RemoteLocked { .. }) => EXIT_LOCKED,
-            _ => 1,
-        },
-    }
-}
-
 /// The run that is executing now, if any: all the signal handler needs to
 /// reach it. Set for the time a [`CurrentRun`] guard lives.
 static CURRENT_RUN: std::sync::Mutex<Option<stead_lib::run::CancelHandle>> =
@@ -205,6 +190,6 @@ fn install_signal_handler() {
         stead_lib::lock::release_all_held();
         context::release_remote_lock();
         eprintln!("Interrupted.");
-        std::process::exit(EXIT_INTERRUPTED);
+        std::process::exit(i32::from(Exit::Interrupted.code()));
     });
 }

@@ -223,7 +223,7 @@ fn execute(
                 outcome.interrupted()
             );
         }
-        return Ok((ExitCode::from(crate::EXIT_INTERRUPTED as u8), state));
+        return Ok((crate::exit::Exit::Interrupted.into(), state));
     }
     Ok((code, state))
 }
