@@ -21,27 +21,27 @@ use stead_lib::resource::{Action, Change};
 use stead_lib::run::RunControl;
 use stead_lib::state::State;
 
-use super::plan::{plan_json, print_plan};
+use super::plan::{note_torn_tail, plan_json, print_plan};
 use crate::cli::ApplyArgs;
 use crate::context::Context;
 use crate::output::print_json;
 
 pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
-    let jobs = args.jobs.unwrap_or(DEFAULT_JOBS).max(1);
+    let request = Converge {
+        plan_file: args.plan.as_deref(),
+        profile: args.profile.as_deref(),
+        force: args.force,
+        jobs: args.jobs.unwrap_or(DEFAULT_JOBS).max(1),
+        rerun: &args.rerun,
+        yes: args.yes,
+    };
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
         let state = ctx.current_state()?;
         let prepared = converge::prepare(
             &ctx.layout,
             &state,
-            &prepare_options(
-                ctx,
-                args.plan.as_deref(),
-                args.profile.as_deref(),
-                args.force,
-                jobs,
-                &args.rerun,
-            ),
+            &prepare_options(ctx, &request),
             &converge::Silent,
         )?;
         note_torn_tail(ctx, &prepared);
@@ -71,19 +71,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
     };
-    let (code, _) = converge(
-        ctx,
-        &guard,
-        state,
-        &Converge {
-            plan_file: args.plan.as_deref(),
-            profile: args.profile.as_deref(),
-            force: args.force,
-            jobs,
-            rerun: &args.rerun,
-            yes: args.yes,
-        },
-    )?;
+    let (code, _) = converge(ctx, &guard, state, &request)?;
     guard.release()?;
     Ok(code)
 }
@@ -105,25 +93,18 @@ pub(crate) struct Converge<'a> {
 }
 
 /// The library's prepare options for a saved plan or the config repo.
-pub(crate) fn prepare_options<'a>(
-    ctx: &'a Context,
-    plan_file: Option<&'a std::path::Path>,
-    profile: Option<&'a str>,
-    force: bool,
-    jobs: usize,
-    rerun: &'a [String],
-) -> PrepareOptions<'a> {
+fn prepare_options<'a>(ctx: &'a Context, request: &Converge<'a>) -> PrepareOptions<'a> {
     PrepareOptions {
-        source: match plan_file {
+        source: match request.plan_file {
             Some(file) => PlanSource::Saved(file),
             None => PlanSource::Manifest {
                 config: ctx.config.as_deref(),
-                profile,
-                force,
+                profile: request.profile,
+                force: request.force,
             },
         },
-        jobs,
-        rerun,
+        jobs: request.jobs,
+        rerun: request.rerun,
     }
 }
 
@@ -135,15 +116,12 @@ pub(crate) fn converge(
     state: State,
     args: &Converge,
 ) -> Result<(ExitCode, State)> {
-    let options = prepare_options(
-        ctx,
-        args.plan_file,
-        args.profile,
-        args.force,
-        args.jobs,
-        args.rerun,
-    );
-    let prepared = converge::prepare(&ctx.layout, &state, &options, &RecoveryReporter { ctx })?;
+    let prepared = converge::prepare(
+        &ctx.layout,
+        &state,
+        &prepare_options(ctx, args),
+        &RecoveryReporter { ctx },
+    )?;
     note_torn_tail(ctx, &prepared);
     let plan = &prepared.plan;
     if !ctx.json {
@@ -322,15 +300,6 @@ impl Reporter for Progress<'_> {
                 }
             }
         }
-    }
-}
-
-/// With -v, a torn journal line a crash left is mentioned (it is ignored).
-fn note_torn_tail(ctx: &Context, prepared: &Prepared) {
-    if let Some(bytes) = prepared.view.torn_tail
-        && ctx.verbose
-    {
-        eprintln!("journal: ignored a torn last line ({bytes} bytes) left by a crash");
     }
 }
 

@@ -32,6 +32,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
         },
         &converge::Silent,
     )?;
+    note_torn_tail(ctx, &prepared);
     let plan = prepared.plan;
     if let Some(out) = &args.out {
         let mut bytes = serde_json::to_vec_pretty(&plan)?;
@@ -52,6 +53,15 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With -v, a torn journal line a crash left is mentioned (it is ignored).
+pub fn note_torn_tail(ctx: &Context, prepared: &converge::Prepared) {
+    if let Some(bytes) = prepared.view.torn_tail
+        && ctx.verbose
+    {
+        eprintln!("journal: ignored a torn last line ({bytes} bytes) left by a crash");
+    }
 }
 
 pub fn plan_json(plan: &Plan) -> serde_json::Value {
