@@ -139,7 +139,10 @@ fn exit_code_for(error: &anyhow::Error) -> u8 {
     match error.downcast_ref::<LockError>() {
         Some(LockError::Locked { .. } | LockError::LockedUnreadable { .. }) => EXIT_LOCKED,
         _ => match error.downcast_ref::<SyncError>() {
-            Some(SyncError::RemoteLocked { .. }) => EXIT_LOCKED,
+            Some(
+                SyncError::RemoteLocked { .. }
+                | SyncError::Lock(LockError::Locked { .. } | LockError::LockedUnreadable { .. }),
+            ) => EXIT_LOCKED,
             _ => 1,
         },
     }
@@ -172,8 +175,8 @@ fn install_signal_handler() {
             }
             return;
         }
+        // Local lock files, then the remote lock (a registered cleanup).
         stead_lib::lock::release_all_held();
-        context::release_remote_lock();
         eprintln!("Interrupted.");
         std::process::exit(EXIT_INTERRUPTED);
     });

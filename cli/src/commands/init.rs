@@ -10,7 +10,6 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::machine::MachineInfo;
 use stead_lib::state::State;
-use stead_lib::sync::git::{Git, GitError};
 use stead_lib::sync::shared;
 
 use super::repo;
@@ -144,34 +143,31 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         Some(p) => std::path::absolute(p).context("cannot read the current directory")?,
         None => ctx.layout.home().join(".dotfiles"),
     };
-    let (git, cloned) = open_or_clone(&dest, url)?;
-    let repo = repo::with_upstream(git)?;
+    let (backend, cloned) = stead_lib::sync::open_or_clone(&dest, url)?;
+    backend.require_remote()?;
+    let session = repo::session(ctx, backend.as_ref());
     if !cloned {
         // An existing clone joins what the remote has now, not what it last saw.
-        repo::prepare_for_merge(ctx, &repo)?;
-        if repo::fetch(ctx, &repo, false)? {
-            let records = stead_lib::sync::repo::read_records(&repo.git, &repo.up)?;
-            if let Some(files) = repo::merge_remote(&repo, &records, "stead init")? {
+        session.prepare(&mut repo::note(ctx))?;
+        if session.refresh(false, &mut repo::note(ctx))? {
+            let records = backend.records()?;
+            if let Some(files) = session.update_tree(&records, "stead init")? {
                 let rerun = format!(
                     "stead init --repo {url} --path {}",
-                    repo.git.root().display()
+                    backend.root().display()
                 );
-                return repo::report_git_conflicts(ctx, &files, &rerun);
+                return repo::report_tree_conflicts(ctx, backend.as_ref(), &files, &rerun);
             }
         }
     }
-    let root = config_path_string(repo.git.root())?;
+    let root = config_path_string(backend.root())?;
 
     let guard = ctx.lock_local("init")?;
     let mut machine_id = ctx.machine_id()?;
     let existing = ctx.load_state_locked(&guard)?;
-    let shared_rec = stead_lib::sync::repo::read_working(&repo.git)?;
+    let shared_rec = backend.read_working()?;
     let mut retired_id = None;
-    let remote_rec = if repo.git.rev_exists(&repo.up.tracking_ref)? {
-        stead_lib::sync::repo::read_at(&repo.git, &repo.up.tracking_ref)?
-    } else {
-        None
-    };
+    let remote_rec = backend.records()?.remote;
     if [&shared_rec, &remote_rec]
         .into_iter()
         .flatten()
@@ -210,7 +206,7 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
                 && state.active_profile == before.active_profile
                 && state.config_path == before.config_path
                 && state.repo_url == before.repo_url
-                && repo::kept_history(ctx, &state) == repo::kept_history(ctx, &before);
+                && session.kept_history(&state) == session.kept_history(&before);
             if unchanged {
                 state = before;
                 "unchanged"
@@ -234,8 +230,8 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         }
     };
     let record = shared::fold(shared_rec.as_ref(), &state);
-    repo::write_if_changed(&repo.git, &record)?;
-    repo::ensure_merge_driver(&repo.git)?;
+    session.write_if_changed(&record)?;
+    backend.install_merge_driver(&repo::stead_exe()?)?;
     let message = match status {
         "started" => format!(
             "stead: start lineage {} on {}",
@@ -244,7 +240,7 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         "joined" => format!("stead: {} joins the lineage", state.machine.hostname),
         _ => format!("stead: {} updates its record", state.machine.hostname),
     };
-    let commit = repo::commit_record(&repo.git, &[], &message)?;
+    let commit = session.commit_record(&[], &message)?;
     guard.release()?;
 
     if ctx.json {
@@ -307,57 +303,4 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The clone at `dest` if it is one of `url` (an error if it is a clone of
-/// something else), else a fresh clone there. Returns whether it cloned.
-fn open_or_clone(dest: &Path, url: &str) -> Result<(Git, bool)> {
-    if dest.exists() {
-        if let Ok(git) = Git::open(dest) {
-            let remote = git
-                .upstream()?
-                .map(|u| u.remote)
-                .unwrap_or_else(|| "origin".to_string());
-            return match git.remote_url(&remote)? {
-                Some(u) if same_url(&u, url) => Ok((git, false)),
-                Some(u) => anyhow::bail!(
-                    "{} is a clone of {u}, not of {url}\nNothing was changed. Pass another --path, or fix the remote with 'git -C {} remote set-url {remote} {url}'.",
-                    dest.display(),
-                    dest.display()
-                ),
-                None => anyhow::bail!(
-                    "{} is a git repository without the remote '{remote}'\nNothing was changed. Add it with 'git -C {} remote add {remote} {url}'.",
-                    dest.display(),
-                    dest.display()
-                ),
-            };
-        }
-        let empty = std::fs::read_dir(dest)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        if !empty {
-            anyhow::bail!(
-                "{} exists and is not a git clone\nNothing was changed. Pass another --path for the clone.",
-                dest.display()
-            );
-        }
-    }
-    match Git::clone_repo(url, dest) {
-        Ok(git) => Ok((git, true)),
-        Err(GitError::Unreachable { reason, .. }) => anyhow::bail!(
-            "Cannot reach remote repository: {reason}\nNothing was created. Check the URL and your connection, then run init again."
-        ),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// URLs equal, or local paths naming the same directory.
-fn same_url(a: &str, b: &str) -> bool {
-    if a == b || a.trim_end_matches('/') == b.trim_end_matches('/') {
-        return true;
-    }
-    match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }
