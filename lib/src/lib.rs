@@ -9,7 +9,8 @@
 //! - [`state`]: the versioned state record, its migration and its atomic store.
 //! - [`lock`]: the state lock, proven stale by the kernel's flock.
 //! - [`sync`]: many machines: the shared record in the config repo, its
-//!   3-way merge and conflicts, the git backend and the remote lock.
+//!   3-way merge and conflicts, the backend traits (git, memory), the sync
+//!   session and the hybrid lock.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
