@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::machine::MachineInfo;
 use stead_lib::state::State;
-use stead_lib::sync::shared;
+use stead_lib::sync::session::{JoinRequest, JoinStatus, Joined};
 
 use super::repo;
 
@@ -163,89 +163,37 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
     let root = config_path_string(backend.root())?;
 
     let guard = ctx.lock_local("init")?;
-    let mut machine_id = ctx.machine_id()?;
+    let machine_id = ctx.machine_id()?;
     let existing = ctx.load_state_locked(&guard)?;
-    let shared_rec = backend.read_working()?;
-    let mut retired_id = None;
-    let remote_rec = backend.records()?.remote;
-    if [&shared_rec, &remote_rec]
-        .into_iter()
-        .flatten()
-        .any(|rec| rec.is_retired(&machine_id))
-    {
-        // This id was removed from the lineage for good; the machine is in
-        // use again, so it joins under a new identity.
-        let fresh = stead_lib::machine::replace_id(&ctx.layout)?;
-        retired_id = Some(std::mem::replace(&mut machine_id, fresh));
-    }
-    let mut state = existing
-        .clone()
-        .unwrap_or_else(|| State::new(MachineInfo::current(&machine_id)));
-    if retired_id.is_some() {
-        state.machine = MachineInfo::current(&machine_id);
-    }
-    let profile = args
-        .profile
-        .clone()
-        .or_else(|| state.active_profile.clone());
-    let before = state.clone();
-    let status = match &shared_rec {
-        Some(rec) => {
-            let member =
-                rec.lineage.id == state.lineage.id && rec.lineage.machines.contains(&machine_id);
-            // This machine's own values win on joining: the profile asked
-            // for, and the clone it is in.
-            let checksums = state.checksums.clone();
-            state = shared::adopt(&state, rec);
-            state.checksums = checksums;
-            state.active_profile = profile;
-            state.config_path = Some(root.clone());
-            state.repo_url = Some(url.to_string());
-            let unchanged = member
-                && existing.is_some()
-                && state.active_profile == before.active_profile
-                && state.config_path == before.config_path
-                && state.repo_url == before.repo_url
-                && session.kept_history(&state) == session.kept_history(&before);
-            if unchanged {
-                state = before;
-                "unchanged"
-            } else {
-                let serial = rec.lineage.serial.max(state.lineage.serial) + 1;
-                let op = if member { "init" } else { "join" };
-                ctx.store.commit_at(&guard, &mut state, Some(op), serial)?;
-                if member { "updated" } else { "joined" }
-            }
-        }
-        None => {
-            state.active_profile = profile;
-            state.config_path = Some(root.clone());
-            state.repo_url = Some(url.to_string());
-            if existing.is_some() && state == before {
-                "unchanged"
-            } else {
-                ctx.store.commit(&guard, &mut state, "init")?;
-                "started"
-            }
-        }
-    };
-    let record = shared::fold(shared_rec.as_ref(), &state);
-    session.write_if_changed(&record)?;
-    backend.install_merge_driver(&repo::stead_exe()?)?;
-    let message = match status {
-        "started" => format!(
-            "stead: start lineage {} on {}",
-            state.lineage.id, state.machine.hostname
-        ),
-        "joined" => format!("stead: {} joins the lineage", state.machine.hostname),
-        _ => format!("stead: {} updates its record", state.machine.hostname),
-    };
-    let commit = session.commit_record(&[], &message)?;
+    let joined = session.join(
+        &guard,
+        &ctx.layout,
+        JoinRequest {
+            machine_id,
+            existing,
+            profile: args.profile.clone(),
+            root: root.clone(),
+            url: url.to_string(),
+        },
+        &repo::stead_exe()?,
+    )?;
     guard.release()?;
+    report_repo(ctx, &joined, cloned, &root, url);
+    Ok(ExitCode::SUCCESS)
+}
 
+/// What `init --repo` did.
+fn report_repo(ctx: &Context, joined: &Joined, cloned: bool, root: &str, url: &str) {
+    let Joined {
+        status,
+        state,
+        record,
+        commit,
+        retired_id,
+    } = joined;
     if ctx.json {
         print_json(&json!({
-            "status": status,
+            "status": status.as_str(),
             "cloned": cloned,
             "config_path": root,
             "repo_url": url,
@@ -255,13 +203,14 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
             "machines": record.lineage.machines,
             "commit": commit,
         }));
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
     let p = &ctx.out;
-    if let Some(old) = &retired_id {
+    if let Some(old) = retired_id {
         outln!(
-            "{} This machine's old id {old} was removed from the lineage; it joins under the new id {machine_id}.",
-            p.yellow("Note:")
+            "{} This machine's old id {old} was removed from the lineage; it joins under the new id {}.",
+            p.yellow("Note:"),
+            state.machine.id
         );
     }
     if cloned {
@@ -270,18 +219,18 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         outln!("{} Using the existing clone {root}", p.green("✓"));
     }
     match status {
-        "joined" => outln!(
+        JoinStatus::Joined => outln!(
             "{} Joined lineage {} ({} machine(s))",
             p.green("✓"),
             state.lineage.id,
             record.machine_count()
         ),
-        "started" => outln!(
+        JoinStatus::Started => outln!(
             "{} Started lineage {} (the repo had no shared record)",
             p.green("✓"),
             state.lineage.id
         ),
-        "updated" => outln!("{} Updated this machine's record", p.green("✓")),
+        JoinStatus::Updated => outln!("{} Updated this machine's record", p.green("✓")),
         _ => outln!(
             "Already a member of lineage {}; nothing changed.",
             state.lineage.id
@@ -302,5 +251,4 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
             "\nCommitted this machine's record. Run 'stead sync' to share it and apply the config."
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

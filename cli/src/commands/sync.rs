@@ -57,29 +57,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
         report_settled(ctx, &comparison, &state, &target);
     }
 
-    let mut code = ExitCode::SUCCESS;
-    let mut apply_error = None;
-    if !args.no_apply {
-        if !ctx.json {
-            outln!("\nApplying the merged config...");
-        }
-        match converge(
-            ctx,
-            &guard,
-            state,
-            &Converge {
-                plan_file: None,
-                profile: None,
-                force: false,
-                jobs: args.jobs.unwrap_or(DEFAULT_JOBS).max(1),
-                rerun: &[],
-                yes: true,
-            },
-        ) {
-            Ok((c, _)) => code = c,
-            Err(e) => apply_error = Some(e),
-        }
-    }
+    let (code, apply_error) = apply_merged(ctx, &guard, state, args);
 
     // Whatever apply recorded (even when it failed) goes into the record too.
     let finished = session.finish()?;
@@ -123,6 +101,38 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
         );
     }
     Ok(code)
+}
+
+/// Applies the merged config unless `--no-apply`: the exit code, or the
+/// error (the record is still committed and pushed after it).
+fn apply_merged(
+    ctx: &Context,
+    guard: &stead_lib::lock::LockGuard,
+    state: stead_lib::state::State,
+    args: &SyncArgs,
+) -> (ExitCode, Option<anyhow::Error>) {
+    if args.no_apply {
+        return (ExitCode::SUCCESS, None);
+    }
+    if !ctx.json {
+        outln!("\nApplying the merged config...");
+    }
+    match converge(
+        ctx,
+        guard,
+        state,
+        &Converge {
+            plan_file: None,
+            profile: None,
+            force: false,
+            jobs: args.jobs.unwrap_or(DEFAULT_JOBS).max(1),
+            rerun: &[],
+            yes: true,
+        },
+    ) {
+        Ok((code, _)) => (code, None),
+        Err(e) => (ExitCode::SUCCESS, Some(e)),
+    }
 }
 
 /// Conflicts the automatic merge cannot decide: nothing was changed.

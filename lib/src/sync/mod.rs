@@ -203,6 +203,9 @@ pub enum SyncError {
     /// The local lock could not be released.
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    /// This machine's id could not be replaced.
+    #[error(transparent)]
+    Machine(#[from] crate::machine::MachineError),
     /// Another machine holds the remote lock.
     #[error("{}", remote_locked_message(.remote, .place, .holder, *.timeout))]
     RemoteLocked {

@@ -15,7 +15,9 @@ use chrono::Utc;
 use super::SyncError;
 use super::backend::{Backend, Published, Records, Revision, Update};
 use super::shared::{self, Comparison, Direction, SharedRecord, Strategy};
+use crate::layout::Layout;
 use crate::lock::LockGuard;
+use crate::machine::{self, MachineInfo};
 use crate::state::{State, StateStore};
 
 /// Something the session did on its own that the user should hear about.
@@ -70,6 +72,62 @@ pub struct Finished {
     pub committed: Option<Revision>,
     /// Whether it was published (an error says why not; the commit stays).
     pub pushed: Result<bool, SyncError>,
+}
+
+/// What `init --repo` asks of [`Session::join`].
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// This machine's id now.
+    pub machine_id: String,
+    /// This machine's state, if it has one.
+    pub existing: Option<State>,
+    /// The profile asked for (`None`: keep the recorded one).
+    pub profile: Option<String>,
+    /// The config tree's path, as recorded in state.
+    pub root: String,
+    /// The repo's URL.
+    pub url: String,
+}
+
+/// How this machine stands in the lineage after [`Session::join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinStatus {
+    /// The repo had no record: this machine started the lineage.
+    Started,
+    /// This machine joined the repo's lineage.
+    Joined,
+    /// A member already; its record changed.
+    Updated,
+    /// A member already; nothing changed.
+    Unchanged,
+}
+
+impl JoinStatus {
+    /// The word in JSON and in the commit message's choice.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinStatus::Started => "started",
+            JoinStatus::Joined => "joined",
+            JoinStatus::Updated => "updated",
+            JoinStatus::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// What [`Session::join`] did.
+#[derive(Debug)]
+pub struct Joined {
+    /// How this machine stands.
+    pub status: JoinStatus,
+    /// The local state as written.
+    pub state: State,
+    /// The record as committed.
+    pub record: SharedRecord,
+    /// The commit (`None`: nothing new).
+    pub commit: Option<Revision>,
+    /// The old machine id, when it had been removed from the lineage and
+    /// the machine joined under a new one.
+    pub retired_id: Option<String>,
 }
 
 /// One sync over `backend`, writing the local state through `store`.
@@ -370,6 +428,118 @@ impl<'a> Session<'a> {
             Published::Pushed(_) => true,
             Published::NothingNew => false,
         })
+    }
+}
+
+impl Session<'_> {
+    /// `init --repo`: join the lineage of the tree's record (or start one),
+    /// this machine's own values winning (the profile asked for, the clone
+    /// it is in); a machine id removed from the lineage is replaced first
+    /// (in `layout`), since the machine is in use again. The local state is
+    /// written and the record committed (the next sync publishes it).
+    pub fn join(
+        &self,
+        guard: &LockGuard,
+        layout: &Layout,
+        request: JoinRequest,
+        stead_exe: &Path,
+    ) -> Result<Joined, SyncError> {
+        let shared_rec = self.backend.read_working()?;
+        let remote_rec = self.backend.records()?.remote;
+        let mut machine_id = request.machine_id.clone();
+        let mut retired_id = None;
+        if [&shared_rec, &remote_rec]
+            .into_iter()
+            .flatten()
+            .any(|rec| rec.is_retired(&machine_id))
+        {
+            let fresh = machine::replace_id(layout)?;
+            retired_id = Some(std::mem::replace(&mut machine_id, fresh));
+        }
+        let mut state = request
+            .existing
+            .clone()
+            .unwrap_or_else(|| State::new(MachineInfo::current(&machine_id)));
+        if retired_id.is_some() {
+            state.machine = MachineInfo::current(&machine_id);
+        }
+        let (status, state) =
+            self.join_state(guard, state, &machine_id, shared_rec.as_ref(), &request)?;
+        let record = shared::fold(shared_rec.as_ref(), &state);
+        self.write_if_changed(&record)?;
+        self.backend.install_merge_driver(stead_exe)?;
+        let message = match status {
+            JoinStatus::Started => format!(
+                "stead: start lineage {} on {}",
+                state.lineage.id, state.machine.hostname
+            ),
+            JoinStatus::Joined => format!("stead: {} joins the lineage", state.machine.hostname),
+            _ => format!("stead: {} updates its record", state.machine.hostname),
+        };
+        let commit = self.backend.commit(&[], &message)?;
+        Ok(Joined {
+            status,
+            state,
+            record,
+            commit,
+            retired_id,
+        })
+    }
+
+    /// The local state after joining `shared_rec` (or starting a lineage),
+    /// written unless nothing changed.
+    fn join_state(
+        &self,
+        guard: &LockGuard,
+        mut state: State,
+        machine_id: &str,
+        shared_rec: Option<&SharedRecord>,
+        request: &JoinRequest,
+    ) -> Result<(JoinStatus, State), SyncError> {
+        let profile = request
+            .profile
+            .clone()
+            .or_else(|| state.active_profile.clone());
+        let before = state.clone();
+        let existing = request.existing.is_some();
+        let Some(rec) = shared_rec else {
+            state.active_profile = profile;
+            state.config_path = Some(request.root.clone());
+            state.repo_url = Some(request.url.clone());
+            if existing && state == before {
+                return Ok((JoinStatus::Unchanged, state));
+            }
+            self.store.commit(guard, &mut state, "init")?;
+            return Ok((JoinStatus::Started, state));
+        };
+        let member = rec.lineage.id == state.lineage.id
+            && rec.lineage.machines.iter().any(|m| m == machine_id);
+        // This machine's own values win on joining: the profile asked for,
+        // and the clone it is in.
+        let checksums = state.checksums.clone();
+        state = shared::adopt(&state, rec);
+        state.checksums = checksums;
+        state.active_profile = profile;
+        state.config_path = Some(request.root.clone());
+        state.repo_url = Some(request.url.clone());
+        let unchanged = member
+            && existing
+            && state.active_profile == before.active_profile
+            && state.config_path == before.config_path
+            && state.repo_url == before.repo_url
+            && self.kept_history(&state) == self.kept_history(&before);
+        if unchanged {
+            return Ok((JoinStatus::Unchanged, before));
+        }
+        let serial = rec.lineage.serial.max(state.lineage.serial) + 1;
+        let op = if member { "init" } else { "join" };
+        self.store.commit_at(guard, &mut state, Some(op), serial)?;
+        let status = if member {
+            JoinStatus::Updated
+        } else {
+            JoinStatus::Joined
+        };
+        Ok((status, state))
     }
 }
 
