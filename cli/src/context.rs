@@ -12,10 +12,11 @@ use stead_lib::lock::{self, LockConfig, LockEvent, LockGuard, LockRequest, LockT
 use stead_lib::machine::{self, MachineInfo};
 use stead_lib::manifest::Manifest;
 use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
-use stead_lib::sync::SyncError;
-use stead_lib::sync::git::{Git, GitError, Upstream};
-use stead_lib::sync::remote_lock::{self, RemoteLock};
-use stead_lib::sync::{repo, shared};
+use stead_lib::sync::hybrid::{self, HybridEvent, RemoteRequest};
+use stead_lib::sync::{Backend, RemoteLocker};
+
+/// The lock a command holds: the local one, and with `hybrid` the remote one.
+pub use stead_lib::sync::hybrid::Held;
 
 use crate::cli::GlobalArgs;
 use crate::output::Paint;
@@ -118,41 +119,36 @@ impl Context {
     ) -> Result<Held> {
         let config = self.lock_config()?;
         let local = self.lock_local_guard(&config, operation, state_serial)?;
-        if config.lock_type != LockType::Hybrid {
-            return Ok(Held::local_only(local));
-        }
-        let Some(info) = local.info().cloned() else {
-            return Ok(Held::local_only(local));
+        let backend = if config.lock_type == LockType::Hybrid && local.info().is_some() {
+            self.repo_for_lock()
+        } else {
+            None
         };
-        let Some((git, up)) = self.repo_for_lock() else {
-            self.warn(
+        let request = RemoteRequest {
+            check_advance,
+            warn: warn_unreleased,
+        };
+        let held =
+            hybrid::acquire_remote(local, &config, backend.as_deref(), request, &mut |event| {
+                self.tell_hybrid(event, config.timeout)
+            })?;
+        Ok(held)
+    }
+
+    /// What taking the remote half of a hybrid lock reported.
+    fn tell_hybrid(&self, event: HybridEvent, timeout: u64) {
+        match event {
+            HybridEvent::NoRemote => self.warn(
                 "lock_type is hybrid, but the config repo has no git remote; proceeding with the local lock only.",
-            );
-            return Ok(Held::local_only(local));
-        };
-        let taken = match remote_lock::acquire(&git, &up.remote, &info, config.timeout) {
-            Err(GitError::Unreachable { reason, .. }) => {
-                self.warn(&format!(
-                    "Cannot reach remote repository: {reason}\n\
-                     Proceeding with local-only lock.\n\
-                     Remember to sync when connection is restored."
-                ));
-                return Ok(Held::local_only(local));
-            }
-            Err(e) => {
-                local.release()?;
-                return Err(e.into());
-            }
-            Ok(remote_lock::Acquired::Held(holder)) => {
-                local.release()?;
-                return Err(SyncError::RemoteLocked {
-                    remote: up.remote,
-                    holder: Box::new(holder),
-                    timeout: config.timeout,
-                }
-                .into());
-            }
-            Ok(remote_lock::Acquired::Broke { lock, previous }) => {
+            ),
+            HybridEvent::Unreachable { reason } => self.warn(&format!(
+                "Cannot reach remote repository: {reason}\n\
+                 Proceeding with local-only lock.\n\
+                 Remember to sync when connection is restored."
+            )),
+            HybridEvent::Broke {
+                remote, previous, ..
+            } => {
                 let who = previous
                     .info
                     .as_ref()
@@ -167,23 +163,11 @@ impl Context {
                     })
                     .unwrap_or_default();
                 self.note(&format!(
-                    "Broke the remote lock on '{}'{who}: it is older than the timeout ({} s), \
-                     and a holder on another machine cannot be proven alive.",
-                    up.remote, config.timeout
+                    "Broke the remote lock on '{remote}'{who}: it is older than the timeout ({timeout} s), \
+                     and a holder on another machine cannot be proven alive."
                 ));
-                lock
             }
-            Ok(remote_lock::Acquired::Taken(lock)) => lock,
-        };
-        let held = Held {
-            local,
-            remote: Some(RemoteHeld::new(git.clone(), taken)),
-        };
-        if check_advance && let Err(e) = remote_stood_still(&git, &up) {
-            held.release()?;
-            return Err(e);
         }
-        Ok(held)
     }
 
     fn lock_local_guard(
@@ -224,9 +208,9 @@ impl Context {
         Ok(guard)
     }
 
-    /// The config repo and its upstream, for the remote lock: `None` when
-    /// there is no repo with a remote to lock.
-    pub fn repo_for_lock(&self) -> Option<(Git, Upstream)> {
+    /// The config repo's backend, for the remote lock: `None` when there
+    /// is no repo with a remote to lock.
+    pub fn repo_for_lock(&self) -> Option<Box<dyn Backend>> {
         let dir = match &self.config {
             Some(c) => c.clone(),
             None => match self.store.load() {
@@ -234,9 +218,14 @@ impl Context {
                 _ => return None,
             },
         };
-        let git = Git::open(&dir).ok()?;
-        let up = git.upstream().ok()??;
-        Some((git, up))
+        let backend = stead_lib::sync::open(&dir).ok()?;
+        backend.require_remote().ok()?;
+        Some(backend)
+    }
+
+    /// The remote lock of the config repo (`None`: no repo with a remote).
+    pub fn locker(&self) -> Option<Box<dyn RemoteLocker>> {
+        self.repo_for_lock()?.locker()
     }
 
     /// Loads the state record, migrating a version 1 file (with a backup)
@@ -345,99 +334,8 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(joined.components().collect())
 }
 
-/// The lock a command holds: the local one, and with `hybrid` the remote one.
-/// Derefs to the local guard, which is what the store asks for.
-pub struct Held {
-    local: LockGuard,
-    remote: Option<RemoteHeld>,
-}
-
-impl std::ops::Deref for Held {
-    type Target = LockGuard;
-    fn deref(&self) -> &LockGuard {
-        &self.local
-    }
-}
-
-impl Held {
-    fn local_only(local: LockGuard) -> Self {
-        Held {
-            local,
-            remote: None,
-        }
-    }
-
-    /// Releases the remote lock (a failure is a warning: it expires after
-    /// the timeout), then the local one.
-    pub fn release(self) -> Result<()> {
-        if let Some(remote) = self.remote {
-            remote.release();
-        }
-        self.local.release()?;
-        Ok(())
-    }
-}
-
-/// The remote half, released on drop and on Ctrl-C (see [`release_remote_lock`]).
-struct RemoteHeld {
-    released: bool,
-}
-
-/// The remote lock this process holds, for the signal handler.
-static REMOTE_HELD: std::sync::Mutex<Option<(Git, RemoteLock)>> = std::sync::Mutex::new(None);
-
-impl RemoteHeld {
-    fn new(git: Git, lock: RemoteLock) -> Self {
-        if let Ok(mut slot) = REMOTE_HELD.lock() {
-            *slot = Some((git, lock));
-        }
-        RemoteHeld { released: false }
-    }
-
-    fn release(mut self) {
-        self.released = true;
-        release_remote_lock();
-    }
-}
-
-impl Drop for RemoteHeld {
-    fn drop(&mut self) {
-        if !self.released {
-            release_remote_lock();
-        }
-    }
-}
-
-/// Deletes the remote lock this process holds, if any (leased on our own
-/// commit, so a lock someone broke and took is left alone).
-pub fn release_remote_lock() {
-    let taken = REMOTE_HELD.lock().ok().and_then(|mut slot| slot.take());
-    if let Some((git, lock)) = taken
-        && let Err(e) = remote_lock::release(&git, &lock)
-    {
-        eprintln!(
-            "⚠️  Warning: could not release the remote lock on '{}': {e}\n\
-             It expires after the lock timeout; 'stead state unlock --force' removes it now.",
-            lock.remote
-        );
-    }
-}
-
-/// Fails when the remote's record moved since the common base (another
-/// machine pushed since this one last synced).
-fn remote_stood_still(git: &Git, up: &Upstream) -> Result<()> {
-    git.fetch(&up.remote)?;
-    let records = repo::read_records(git, up)?;
-    let Some(remote) = &records.remote else {
-        return Ok(());
-    };
-    if shared::moved_since(Some(remote), records.base.as_ref()) {
-        return Err(SyncError::RemoteAdvanced {
-            remote: up.remote.clone(),
-            remote_serial: remote.lineage.serial,
-            base_serial: records.base.map(|b| b.lineage.serial).unwrap_or(0),
-        }
-        .into());
-    }
-    Ok(())
+/// A remote lock that could not be released (from a release, a drop or the
+/// signal handler): a warning, since it expires after the timeout.
+fn warn_unreleased(message: &str) {
+    eprintln!("⚠️  Warning: {message}");
 }

@@ -40,7 +40,12 @@ impl Exit {
             Some(LockError::Locked { .. } | LockError::LockedUnreadable { .. })
         ) || matches!(
             error.downcast_ref::<SyncError>(),
-            Some(SyncError::RemoteLocked { .. })
+            Some(
+                SyncError::RemoteLocked { .. }
+                    | SyncError::Lock(
+                        LockError::Locked { .. } | LockError::LockedUnreadable { .. }
+                    )
+            )
         );
         if locked { Exit::Locked } else { Exit::Failure }
     }

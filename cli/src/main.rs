@@ -187,8 +187,8 @@ fn install_signal_handler() {
             }
             return;
         }
+        // Local lock files, then the remote lock (a registered cleanup).
         stead_lib::lock::release_all_held();
-        context::release_remote_lock();
         eprintln!("Interrupted.");
         std::process::exit(i32::from(Exit::Interrupted.code()));
     });

@@ -20,8 +20,9 @@
 //! - [`run`]: run control: cancel flags, child processes, the reaper feed.
 //! - [`engine`]: execute a plan by readiness, journaling every side effect.
 //! - [`converge`]: the converge transaction (prepare, execute, record, commit).
-//! - [`sync`]: many machines: the shared record, its 3-way merge and
-//!   conflicts, the backend traits and the git backend.
+//! - [`sync`]: many machines: the shared record in the config repo, its
+//!   3-way merge and conflicts, the backend traits (git, memory), the sync
+//!   session and the hybrid lock.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

@@ -364,8 +364,55 @@ pub fn ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Lock files held by this process, so a signal handler can release them.
-static HELD: Mutex<Vec<(PathBuf, u64, u64)>> = Mutex::new(Vec::new());
+/// What this process holds and must give back if it is interrupted: lock
+/// files, and cleanup actions registered with [`register_cleanup`] (the
+/// remote half of a hybrid lock). This is the library's one process-wide
+/// mutable static: the last-resort cleanup a signal handler runs.
+static HELD: Mutex<HeldSet> = Mutex::new(HeldSet {
+    files: Vec::new(),
+    actions: Vec::new(),
+    next: 0,
+});
+
+/// A cleanup action, run once: on its owner's release or on a signal.
+pub type Cleanup = Box<dyn FnOnce() + Send>;
+
+struct HeldSet {
+    files: Vec<(PathBuf, u64, u64)>,
+    actions: Vec<(u64, Cleanup)>,
+    next: u64,
+}
+
+fn held() -> std::sync::MutexGuard<'static, HeldSet> {
+    // A panic while it was held leaves the list itself intact.
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The handle of a registered cleanup action.
+#[derive(Debug)]
+pub struct CleanupId(u64);
+
+/// Registers `action` to run when [`release_all_held`] runs (a signal), or
+/// when its owner calls [`run_cleanup`], whichever comes first.
+pub fn register_cleanup(action: Cleanup) -> CleanupId {
+    let mut held = held();
+    held.next += 1;
+    let id = held.next;
+    held.actions.push((id, action));
+    CleanupId(id)
+}
+
+/// Runs a registered action now, unless a signal handler already ran it.
+pub fn run_cleanup(id: CleanupId) {
+    let action = {
+        let mut held = held();
+        let at = held.actions.iter().position(|(i, _)| *i == id.0);
+        at.map(|at| held.actions.remove(at).1)
+    };
+    if let Some(action) = action {
+        action();
+    }
+}
 
 /// The held lock; released on drop (also during a panic's unwinding).
 #[derive(Debug)]
@@ -417,20 +464,27 @@ impl Drop for LockGuard {
 }
 
 fn unregister(path: &Path, dev: u64, ino: u64) {
-    if let Ok(mut held) = HELD.lock() {
-        held.retain(|(p, d, i)| !(p == path && *d == dev && *i == ino));
-    }
+    held()
+        .files
+        .retain(|(p, d, i)| !(p == path && *d == dev && *i == ino));
 }
 
-/// Removes the lock files this process holds. For signal handlers (Ctrl-C,
-/// SIGTERM) that are about to end the process, where guards will not drop.
+/// Removes the lock files this process holds, then runs the registered
+/// cleanup actions. For signal handlers (Ctrl-C, SIGTERM) that are about to
+/// end the process, where guards will not drop.
 pub fn release_all_held() {
-    let held = match HELD.lock() {
-        Ok(mut held) => std::mem::take(&mut *held),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    let (files, actions) = {
+        let mut held = held();
+        (
+            std::mem::take(&mut held.files),
+            std::mem::take(&mut held.actions),
+        )
     };
-    for (path, dev, ino) in held {
+    for (path, dev, ino) in files {
         let _ = unlink_if_same(&path, dev, ino);
+    }
+    for (_, action) in actions {
+        action();
     }
 }
 
@@ -692,9 +746,7 @@ fn try_acquire_once(
             let meta = file
                 .metadata()
                 .map_err(|e| FsError::new("cannot read", &path, e))?;
-            if let Ok(mut held) = HELD.lock() {
-                held.push((path.clone(), meta.dev(), meta.ino()));
-            }
+            held().files.push((path.clone(), meta.dev(), meta.ino()));
             sweep_orphan_temps(dir);
             return Ok(Attempt::Taken(LockGuard {
                 inner: Some(HeldLock {

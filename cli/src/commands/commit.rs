@@ -26,16 +26,15 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ctx.lock_local("commit")?
     };
     let mut state = repo::load_state(ctx, &guard)?;
-    let git = repo::open_git(ctx, &state)?;
+    let backend = repo::open_local(ctx, &state)?;
     // Only a push needs the remote; checked before anything changes.
-    let remote = if args.push {
-        Some(repo::with_upstream(git.clone())?)
-    } else {
-        None
-    };
-    repo::ensure_merge_driver(&git)?;
-    let working = stead_lib::sync::repo::read_working(&git)?;
-    repo::refuse_if_retired(&git, &state, &[working.as_ref()])?;
+    if args.push {
+        backend.require_remote()?;
+    }
+    let session = repo::session(ctx, backend.as_ref());
+    backend.install_merge_driver(&repo::stead_exe()?)?;
+    let working = backend.read_working()?;
+    session.refuse_if_retired(&state, &[working.as_ref()])?;
     if let Some(w) = &working
         && w.lineage.id != state.lineage.id
     {
@@ -44,12 +43,12 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
              Nothing was committed. Run 'stead init --repo URL --path {}' to join the repo's lineage.",
             state.lineage.id,
             w.lineage.id,
-            git.root().display()
+            backend.root().display()
         );
     }
 
     // Accept drifted files: the repo takes what is on disk.
-    let accepted = accept_files(ctx, &state, &git, &args.files)?;
+    let accepted = accept_files(ctx, &state, backend.root(), &args.files)?;
     if !accepted.is_empty() {
         for a in &accepted {
             state.checksums.insert(a.key.clone(), a.checksum.clone());
@@ -58,17 +57,14 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     }
 
     let record = shared::fold(working.as_ref(), &state);
-    repo::write_if_changed(&git, &record)?;
+    session.write_if_changed(&record)?;
     let sources: Vec<String> = accepted
         .iter()
         .map(|a| a.repo_path.display().to_string())
         .collect();
     let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
-    let commit = repo::commit_record(&git, &source_refs, &args.message)?;
-    let pushed = match &remote {
-        Some(repo) => super::sync::push_if_ahead(repo)?,
-        None => false,
-    };
+    let commit = session.commit_record(&source_refs, &args.message)?;
+    let pushed = args.push && session.publish_if_ahead()?;
     guard.release()?;
 
     if ctx.json {
@@ -87,19 +83,26 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         );
     }
     match &commit {
-        Some(sha) => outln!(
+        Some(rev) => outln!(
             "{} Committed {} (record serial {})",
             ctx.out.green("✓"),
-            &sha[..sha.len().min(12)],
+            rev.as_str().chars().take(12).collect::<String>(),
             record.lineage.serial
         ),
         None => outln!("Nothing to commit: the repo already holds this machine's record."),
     }
-    if let Some(repo) = &remote {
+    if args.push {
         if pushed {
-            outln!("{} Pushed to {}", ctx.out.green("✓"), repo.remote_branch());
+            outln!(
+                "{} Pushed to {}",
+                ctx.out.green("✓"),
+                backend.remote_branch()
+            );
         } else {
-            outln!("Nothing to push: {} has everything.", repo.remote_branch());
+            outln!(
+                "Nothing to push: {} has everything.",
+                backend.remote_branch()
+            );
         }
     } else if commit.is_some() {
         outln!("Run 'stead sync' (or 'stead commit --push') to share it.");
@@ -121,7 +124,7 @@ struct Accepted {
 fn accept_files(
     ctx: &Context,
     state: &stead_lib::state::State,
-    git: &stead_lib::sync::git::Git,
+    repo_root: &Path,
     files: &[String],
 ) -> Result<Vec<Accepted>> {
     if files.is_empty() {
@@ -171,13 +174,13 @@ fn accept_files(
             anyhow::bail!("{key} has not drifted: it is what stead wrote. Nothing was committed.");
         }
         let repo_path = source
-            .strip_prefix(git.root())
+            .strip_prefix(repo_root)
             .map(Path::to_path_buf)
             .map_err(|_| {
                 anyhow::anyhow!(
                     "the source of {key} ({}) is outside the config repo {}; nothing was committed",
                     source.display(),
-                    git.root().display()
+                    repo_root.display()
                 )
             })?;
         plan.push((key, source, bytes, sum, repo_path));

@@ -15,9 +15,11 @@ use crate::output::{outln, print_json};
 
 pub fn check(ctx: &Context) -> Result<ExitCode> {
     let state = ctx.load_state()?;
-    let repo = repo::open(ctx, &state)?;
-    let fetched = repo::fetch(ctx, &repo, false)?;
-    let (_, comparison) = repo::compare(ctx, &repo, &state, true)?;
+    let backend = repo::open(ctx, &state)?;
+    let session = repo::session(ctx, backend.as_ref());
+    let fetched = session.refresh(false, &mut repo::note(ctx))?;
+    let drift = super::drift::drifted(ctx, &state);
+    let (_, comparison) = session.compare(&state, &drift)?;
     let found = !comparison.conflicts.is_empty();
     if ctx.json {
         print_json(&json!({
@@ -51,7 +53,7 @@ pub fn check(ctx: &Context) -> Result<ExitCode> {
                 .as_ref()
                 .map(|r| r.lineage.serial.to_string())
                 .unwrap_or_else(|| "none yet".to_string()),
-            repo.remote_branch()
+            backend.remote_branch()
         );
     }
     Ok(if found {
@@ -63,9 +65,10 @@ pub fn check(ctx: &Context) -> Result<ExitCode> {
 
 pub fn diff(ctx: &Context) -> Result<ExitCode> {
     let state = ctx.load_state()?;
-    let repo = repo::open(ctx, &state)?;
-    repo::fetch(ctx, &repo, false)?;
-    let (_, comparison) = repo::compare(ctx, &repo, &state, false)?;
+    let backend = repo::open(ctx, &state)?;
+    let session = repo::session(ctx, backend.as_ref());
+    session.refresh(false, &mut repo::note(ctx))?;
+    let (_, comparison) = session.compare(&state, &[])?;
     let empty = SharedRecord::new(&comparison.local.lineage.id);
     let remote = comparison.remote.as_ref().unwrap_or(&empty);
     let diffs = shared::diff(&comparison.local, remote);
@@ -80,7 +83,7 @@ pub fn diff(ctx: &Context) -> Result<ExitCode> {
     outln!(
         "Local record (serial {}) vs {} ({}):",
         comparison.local.lineage.serial,
-        repo.remote_branch(),
+        backend.remote_branch(),
         comparison
             .remote
             .as_ref()
@@ -138,11 +141,14 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     };
     let guard = ctx.lock_for_sync("resolve")?;
     let state = repo::load_state(ctx, &guard)?;
-    let (repo, records, comparison) = repo::begin_merge(ctx, &state, false)?;
+    let backend = repo::open(ctx, &state)?;
+    let session = repo::session(ctx, backend.as_ref());
+    session.begin(&repo::stead_exe()?, &mut repo::note(ctx))?;
+    let (records, comparison) = session.compare_for_merge(&state, &[])?;
     let Some(remote) = comparison.remote.clone() else {
         outln!(
             "Nothing to resolve: {} has no shared record yet. Run 'stead sync' to push this machine's.",
-            repo.remote_branch()
+            backend.remote_branch()
         );
         guard.release()?;
         return Ok(ExitCode::SUCCESS);
@@ -159,24 +165,20 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
         resolved = edit(ctx, &resolved, &comparison.local, &remote, &me)?;
     }
 
-    // Git's histories join first; the record is installed on top.
-    if let Some(files) =
-        repo::merge_remote(&repo, &records, &format!("stead state resolve {flag}"))?
-    {
+    // The trees' histories join first; the record is installed on top.
+    let rerun = format!("stead state resolve {flag}");
+    if let Some(files) = session.update_tree(&records, &rerun)? {
         guard.release()?;
-        return repo::report_git_conflicts(ctx, &files, &format!("stead state resolve {flag}"));
+        return repo::report_tree_conflicts(ctx, backend.as_ref(), &files, &rerun);
     }
-    let (state, record) = repo::settle(
-        ctx,
+    let (state, record) = session.settle(
         &guard,
-        &repo,
         state,
         &resolved,
         Some("resolve"),
-        records.remote_commit.as_deref(),
+        records.remote_rev.as_ref(),
     )?;
-    let commit = repo::commit_record(
-        &repo.git,
+    let commit = session.commit_record(
         &[],
         &format!(
             "stead state resolve {flag}: {} at serial {}",
@@ -205,7 +207,7 @@ pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
             mine.config_path.as_deref().unwrap_or("(none)")
         );
     }
-    outln!("Committed in {}.", repo.git.root().display());
+    outln!("Committed in {}.", backend.root().display());
     if strategy == Strategy::UseRemote {
         outln!("Next: 'stead apply' to make this machine match, then 'stead sync' to share it.");
     } else {

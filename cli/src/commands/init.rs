@@ -10,8 +10,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::machine::MachineInfo;
 use stead_lib::state::State;
-use stead_lib::sync::git::{Git, GitError};
-use stead_lib::sync::shared;
+use stead_lib::sync::session::{JoinRequest, JoinStatus, Joined};
 
 use super::repo;
 
@@ -144,112 +143,57 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         Some(p) => std::path::absolute(p).context("cannot read the current directory")?,
         None => ctx.layout.home().join(".dotfiles"),
     };
-    let (git, cloned) = open_or_clone(&dest, url)?;
-    let repo = repo::with_upstream(git)?;
+    let (backend, cloned) = stead_lib::sync::open_or_clone(&dest, url)?;
+    backend.require_remote()?;
+    let session = repo::session(ctx, backend.as_ref());
     if !cloned {
         // An existing clone joins what the remote has now, not what it last saw.
-        repo::prepare_for_merge(ctx, &repo)?;
-        if repo::fetch(ctx, &repo, false)? {
-            let records = stead_lib::sync::repo::read_records(&repo.git, &repo.up)?;
-            if let Some(files) = repo::merge_remote(&repo, &records, "stead init")? {
+        session.prepare(&mut repo::note(ctx))?;
+        if session.refresh(false, &mut repo::note(ctx))? {
+            let records = backend.records()?;
+            if let Some(files) = session.update_tree(&records, "stead init")? {
                 let rerun = format!(
                     "stead init --repo {url} --path {}",
-                    repo.git.root().display()
+                    backend.root().display()
                 );
-                return repo::report_git_conflicts(ctx, &files, &rerun);
+                return repo::report_tree_conflicts(ctx, backend.as_ref(), &files, &rerun);
             }
         }
     }
-    let root = config_path_string(repo.git.root())?;
+    let root = config_path_string(backend.root())?;
 
     let guard = ctx.lock_local("init")?;
-    let mut machine_id = ctx.machine_id()?;
+    let machine_id = ctx.machine_id()?;
     let existing = ctx.load_state_locked(&guard)?;
-    let shared_rec = stead_lib::sync::repo::read_working(&repo.git)?;
-    let mut retired_id = None;
-    let remote_rec = if repo.git.rev_exists(&repo.up.tracking_ref)? {
-        stead_lib::sync::repo::read_at(&repo.git, &repo.up.tracking_ref)?
-    } else {
-        None
-    };
-    if [&shared_rec, &remote_rec]
-        .into_iter()
-        .flatten()
-        .any(|rec| rec.is_retired(&machine_id))
-    {
-        // This id was removed from the lineage for good; the machine is in
-        // use again, so it joins under a new identity.
-        let fresh = stead_lib::machine::replace_id(&ctx.layout)?;
-        retired_id = Some(std::mem::replace(&mut machine_id, fresh));
-    }
-    let mut state = existing
-        .clone()
-        .unwrap_or_else(|| State::new(MachineInfo::current(&machine_id)));
-    if retired_id.is_some() {
-        state.machine = MachineInfo::current(&machine_id);
-    }
-    let profile = args
-        .profile
-        .clone()
-        .or_else(|| state.active_profile.clone());
-    let before = state.clone();
-    let status = match &shared_rec {
-        Some(rec) => {
-            let member =
-                rec.lineage.id == state.lineage.id && rec.lineage.machines.contains(&machine_id);
-            // This machine's own values win on joining: the profile asked
-            // for, and the clone it is in.
-            let checksums = state.checksums.clone();
-            state = shared::adopt(&state, rec);
-            state.checksums = checksums;
-            state.active_profile = profile;
-            state.config_path = Some(root.clone());
-            state.repo_url = Some(url.to_string());
-            let unchanged = member
-                && existing.is_some()
-                && state.active_profile == before.active_profile
-                && state.config_path == before.config_path
-                && state.repo_url == before.repo_url
-                && repo::kept_history(ctx, &state) == repo::kept_history(ctx, &before);
-            if unchanged {
-                state = before;
-                "unchanged"
-            } else {
-                let serial = rec.lineage.serial.max(state.lineage.serial) + 1;
-                let op = if member { "init" } else { "join" };
-                ctx.store.commit_at(&guard, &mut state, Some(op), serial)?;
-                if member { "updated" } else { "joined" }
-            }
-        }
-        None => {
-            state.active_profile = profile;
-            state.config_path = Some(root.clone());
-            state.repo_url = Some(url.to_string());
-            if existing.is_some() && state == before {
-                "unchanged"
-            } else {
-                ctx.store.commit(&guard, &mut state, "init")?;
-                "started"
-            }
-        }
-    };
-    let record = shared::fold(shared_rec.as_ref(), &state);
-    repo::write_if_changed(&repo.git, &record)?;
-    repo::ensure_merge_driver(&repo.git)?;
-    let message = match status {
-        "started" => format!(
-            "stead: start lineage {} on {}",
-            state.lineage.id, state.machine.hostname
-        ),
-        "joined" => format!("stead: {} joins the lineage", state.machine.hostname),
-        _ => format!("stead: {} updates its record", state.machine.hostname),
-    };
-    let commit = repo::commit_record(&repo.git, &[], &message)?;
+    let joined = session.join(
+        &guard,
+        &ctx.layout,
+        JoinRequest {
+            machine_id,
+            existing,
+            profile: args.profile.clone(),
+            root: root.clone(),
+            url: url.to_string(),
+        },
+        &repo::stead_exe()?,
+    )?;
     guard.release()?;
+    report_repo(ctx, &joined, cloned, &root, url);
+    Ok(ExitCode::SUCCESS)
+}
 
+/// What `init --repo` did.
+fn report_repo(ctx: &Context, joined: &Joined, cloned: bool, root: &str, url: &str) {
+    let Joined {
+        status,
+        state,
+        record,
+        commit,
+        retired_id,
+    } = joined;
     if ctx.json {
         print_json(&json!({
-            "status": status,
+            "status": status.as_str(),
             "cloned": cloned,
             "config_path": root,
             "repo_url": url,
@@ -259,13 +203,14 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
             "machines": record.lineage.machines,
             "commit": commit,
         }));
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
     let p = &ctx.out;
-    if let Some(old) = &retired_id {
+    if let Some(old) = retired_id {
         outln!(
-            "{} This machine's old id {old} was removed from the lineage; it joins under the new id {machine_id}.",
-            p.yellow("Note:")
+            "{} This machine's old id {old} was removed from the lineage; it joins under the new id {}.",
+            p.yellow("Note:"),
+            state.machine.id
         );
     }
     if cloned {
@@ -274,18 +219,18 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         outln!("{} Using the existing clone {root}", p.green("✓"));
     }
     match status {
-        "joined" => outln!(
+        JoinStatus::Joined => outln!(
             "{} Joined lineage {} ({} machine(s))",
             p.green("✓"),
             state.lineage.id,
             record.machine_count()
         ),
-        "started" => outln!(
+        JoinStatus::Started => outln!(
             "{} Started lineage {} (the repo had no shared record)",
             p.green("✓"),
             state.lineage.id
         ),
-        "updated" => outln!("{} Updated this machine's record", p.green("✓")),
+        JoinStatus::Updated => outln!("{} Updated this machine's record", p.green("✓")),
         _ => outln!(
             "Already a member of lineage {}; nothing changed.",
             state.lineage.id
@@ -305,59 +250,5 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         outln!(
             "\nCommitted this machine's record. Run 'stead sync' to share it and apply the config."
         );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The clone at `dest` if it is one of `url` (an error if it is a clone of
-/// something else), else a fresh clone there. Returns whether it cloned.
-fn open_or_clone(dest: &Path, url: &str) -> Result<(Git, bool)> {
-    if dest.exists() {
-        if let Ok(git) = Git::open(dest) {
-            let remote = git
-                .upstream()?
-                .map(|u| u.remote)
-                .unwrap_or_else(|| "origin".to_string());
-            return match git.remote_url(&remote)? {
-                Some(u) if same_url(&u, url) => Ok((git, false)),
-                Some(u) => anyhow::bail!(
-                    "{} is a clone of {u}, not of {url}\nNothing was changed. Pass another --path, or fix the remote with 'git -C {} remote set-url {remote} {url}'.",
-                    dest.display(),
-                    dest.display()
-                ),
-                None => anyhow::bail!(
-                    "{} is a git repository without the remote '{remote}'\nNothing was changed. Add it with 'git -C {} remote add {remote} {url}'.",
-                    dest.display(),
-                    dest.display()
-                ),
-            };
-        }
-        let empty = std::fs::read_dir(dest)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        if !empty {
-            anyhow::bail!(
-                "{} exists and is not a git clone\nNothing was changed. Pass another --path for the clone.",
-                dest.display()
-            );
-        }
-    }
-    match Git::clone_repo(url, dest) {
-        Ok(git) => Ok((git, true)),
-        Err(GitError::Unreachable { reason, .. }) => anyhow::bail!(
-            "Cannot reach remote repository: {reason}\nNothing was created. Check the URL and your connection, then run init again."
-        ),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// URLs equal, or local paths naming the same directory.
-fn same_url(a: &str, b: &str) -> bool {
-    if a == b || a.trim_end_matches('/') == b.trim_end_matches('/') {
-        return true;
-    }
-    match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
     }
 }

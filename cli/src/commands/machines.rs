@@ -15,14 +15,15 @@ use crate::output::{outln, print_json};
 pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
     let guard = ctx.lock("remove-machine", None)?;
     let state = repo::load_state(ctx, &guard)?;
-    let repo = repo::open(ctx, &state)?;
-    let Some(mut record) = stead_lib::sync::repo::read_working(&repo.git)? else {
+    let backend = repo::open(ctx, &state)?;
+    let session = repo::session(ctx, backend.as_ref());
+    let Some(mut record) = backend.read_working()? else {
         anyhow::bail!(
             "{} has no shared record (.stead/state.json); there is no lineage to remove a machine from",
-            repo.git.root().display()
+            backend.root().display()
         );
     };
-    repo::refuse_if_retired(&repo.git, &state, &[Some(&record)])?;
+    session.refuse_if_retired(&state, &[Some(&record)])?;
     let matches: Vec<(String, String)> = record
         .machines
         .iter()
@@ -57,17 +58,8 @@ pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
         );
     }
     record.retire(&id);
-    let (state, record) = repo::settle(
-        ctx,
-        &guard,
-        &repo,
-        state,
-        &record,
-        Some("remove-machine"),
-        None,
-    )?;
-    let commit = repo::commit_record(
-        &repo.git,
+    let (state, record) = session.settle(&guard, state, &record, Some("remove-machine"), None)?;
+    let commit = session.commit_record(
         &[],
         &format!("stead: remove machine {hostname} ({id}) from the lineage"),
     )?;

@@ -8,6 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 use stead_lib::lock::{self, LockConfig, LockInfo, LockStatus, LockType, ago};
 use stead_lib::state::{Loaded, StateError};
+use stead_lib::sync::backend::RemoteHolder;
 
 use crate::context::Context;
 use crate::output::print_json;
@@ -47,8 +48,8 @@ pub fn history(ctx: &Context, limit: Option<usize>) -> Result<ExitCode> {
     let shared = ctx
         .config_dir(Some(&state))
         .ok()
-        .and_then(|dir| stead_lib::sync::git::Git::open(&dir).ok())
-        .and_then(|git| stead_lib::sync::repo::read_working(&git).ok().flatten());
+        .and_then(|dir| stead_lib::sync::open(&dir).ok())
+        .and_then(|backend| backend.read_working().ok().flatten());
     let host_of = |machine_id: &str| -> String {
         if machine_id == state.machine.id {
             state.machine.hostname.clone()
@@ -98,7 +99,7 @@ pub fn history(ctx: &Context, limit: Option<usize>) -> Result<ExitCode> {
 pub fn lock_info(ctx: &Context) -> Result<ExitCode> {
     let config = ctx.lock_config()?;
     let status = lock::inspect(&ctx.layout, &config)?;
-    let remote = remote_lock_view(ctx, &config);
+    let remote = remote_view(ctx, &config);
     if ctx.json {
         let (name, info, overdue, reason, content) = match &status {
             LockStatus::Unlocked => ("unlocked", None, false, None, None),
@@ -171,32 +172,40 @@ enum RemoteView {
     /// No config repo with a remote to lock.
     NoRemote,
     /// The remote could not be read.
-    Unreachable { remote: String, reason: String },
+    Unreachable {
+        remote: String,
+        place: String,
+        reason: String,
+    },
     /// Nobody holds it.
-    Free { remote: String },
+    Free { remote: String, place: String },
     /// Someone holds it.
     Held {
         remote: String,
-        holder: Box<stead_lib::sync::remote_lock::RemoteHolder>,
+        place: String,
+        holder: Box<RemoteHolder>,
     },
 }
 
-fn remote_lock_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
-    use stead_lib::sync::remote_lock;
+fn remote_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
     if config.lock_type != LockType::Hybrid {
         return None;
     }
-    let Some((git, up)) = ctx.repo_for_lock() else {
+    let Some(locker) = ctx.locker() else {
         return Some(RemoteView::NoRemote);
     };
-    Some(match remote_lock::read(&git, &up.remote) {
-        Ok(None) => RemoteView::Free { remote: up.remote },
+    let remote = locker.remote().to_string();
+    let place = locker.place().to_string();
+    Some(match locker.inspect() {
+        Ok(None) => RemoteView::Free { remote, place },
         Ok(Some(holder)) => RemoteView::Held {
-            remote: up.remote,
+            remote,
+            place,
             holder: Box::new(holder),
         },
         Err(e) => RemoteView::Unreachable {
-            remote: up.remote,
+            remote,
+            place,
             reason: e.to_string(),
         },
     })
@@ -206,32 +215,43 @@ impl RemoteView {
     fn to_json(&self) -> serde_json::Value {
         match self {
             RemoteView::NoRemote => json!({"status": "no_remote"}),
-            RemoteView::Unreachable { remote, reason } => {
+            RemoteView::Unreachable { remote, reason, .. } => {
                 json!({"status": "unreachable", "remote": remote, "reason": reason})
             }
-            RemoteView::Free { remote } => json!({"status": "unlocked", "remote": remote}),
-            RemoteView::Held { remote, holder } => json!({
-                "status": "held", "remote": remote, "ref": stead_lib::sync::remote_lock::LOCK_REF,
-                "commit": holder.commit, "holder": holder.info,
+            RemoteView::Free { remote, .. } => json!({"status": "unlocked", "remote": remote}),
+            RemoteView::Held {
+                remote,
+                place,
+                holder,
+            } => json!({
+                "status": "held", "remote": remote, "ref": place,
+                "commit": holder.revision, "holder": holder.info,
                 "raw_content": if holder.info.is_none() { Some(&holder.raw) } else { None },
             }),
         }
     }
 
     fn print(&self, ctx: &Context, timeout: u64) {
-        let lock_ref = stead_lib::sync::remote_lock::LOCK_REF;
         match self {
             RemoteView::NoRemote => outln!(
                 "Remote lock: none (the config repo has no git remote; hybrid works as local)"
             ),
-            RemoteView::Unreachable { remote, reason } => {
-                outln!("Remote lock ({remote} {lock_ref}): unknown, {reason}")
+            RemoteView::Unreachable {
+                remote,
+                place,
+                reason,
+            } => {
+                outln!("Remote lock ({remote} {place}): unknown, {reason}")
             }
-            RemoteView::Free { remote } => {
-                outln!("Remote lock ({remote} {lock_ref}): not locked")
+            RemoteView::Free { remote, place } => {
+                outln!("Remote lock ({remote} {place}): not locked")
             }
-            RemoteView::Held { remote, holder } => {
-                outln!("Remote lock ({remote} {lock_ref}): locked\n");
+            RemoteView::Held {
+                remote,
+                place,
+                holder,
+            } => {
+                outln!("Remote lock ({remote} {place}): locked\n");
                 match &holder.info {
                     Some(info) => {
                         print_holder(info);
@@ -341,10 +361,10 @@ fn unlock_remote(ctx: &Context) -> Result<()> {
     if config.lock_type != LockType::Hybrid {
         return Ok(());
     }
-    let Some((git, up)) = ctx.repo_for_lock() else {
+    let Some(locker) = ctx.locker() else {
         return Ok(());
     };
-    match stead_lib::sync::remote_lock::force_remove(&git, &up.remote) {
+    match locker.force_unlock() {
         Ok(Some(holder)) => {
             let who = holder
                 .info
@@ -362,7 +382,7 @@ fn unlock_remote(ctx: &Context) -> Result<()> {
                 outln!(
                     "{} Removed the remote lock on '{}'{who}",
                     ctx.out.green("✓"),
-                    up.remote
+                    locker.remote()
                 );
             }
         }

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::json;
-use stead_lib::sync::git::PushOutcome;
-use stead_lib::sync::shared::{self, Direction, Strategy};
+use stead_lib::sync::session::{Merged, Step};
+use stead_lib::sync::shared::{self, Comparison, Direction};
 
 use super::apply::{Converge, converge};
 use super::plan::DEFAULT_JOBS;
-use super::repo::{self, Repo};
+use super::repo;
 use crate::cli::SyncArgs;
 use crate::context::Context;
 use crate::output::{outln, print_json};
@@ -20,153 +20,56 @@ use crate::output::{outln, print_json};
 pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("sync")?;
     let state = repo::load_state(ctx, &guard)?;
-    let (repo, records, comparison) = repo::begin_merge(ctx, &state, true)?;
+    let backend = repo::open(ctx, &state)?;
+    let session = repo::session(ctx, backend.as_ref());
+    session.begin(&repo::stead_exe()?, &mut repo::note(ctx))?;
+    let drift = super::drift::drifted(ctx, &state);
+    let (records, comparison) = session.compare_for_merge(&state, &drift)?;
 
-    let undecided: Vec<_> = comparison.undecided().collect();
-    if !undecided.is_empty() {
-        if ctx.json {
-            print_json(&json!({
-                "status": "conflicts", "direction": comparison.direction,
-                "conflicts": comparison.conflicts, "applied": false, "pushed": false,
-            }));
-        } else {
-            repo::print_conflicts(ctx, &comparison);
+    let mut on_step = |step| match step {
+        Step::TreeUpdated if !ctx.json => {
             outln!(
-                "\n{} The automatic merge cannot decide {} of them (marked above as {}).\n\
-                 Nothing was merged, applied or pushed.",
-                ctx.out.red("✗"),
-                undecided.len(),
-                undecided
-                    .iter()
-                    .map(|c| format!("{} {}", repo::mark(c.severity), kind_name(&c.kind)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{} {}",
+                ctx.out.green("✓"),
+                session.backend().updated_message()
             );
-            repo::print_resolutions();
-            outln!("Then run 'stead sync' again.");
-        }
-        guard.release()?;
-        return Ok(ExitCode::FAILURE);
-    }
-
-    // Git first: nothing of the record is touched until the tree merged cleanly.
-    if let Some(files) = repo::merge_remote(&repo, &records, "stead sync")? {
-        guard.release()?;
-        return repo::report_git_conflicts(ctx, &files, "stead sync");
-    }
-    if !ctx.json {
-        outln!("{} Git pull completed successfully!", ctx.out.green("✓"));
-        if !comparison.conflicts.is_empty() {
-            repo::print_conflicts(ctx, &comparison);
-            outln!();
-        }
-    }
-
-    let me = state.machine.id.clone();
-    let remote_commit = records.remote_commit.clone();
-    let (target, operation) = match (comparison.direction, &comparison.remote) {
-        (Direction::Diverged, Some(remote)) => {
-            if !ctx.json {
-                outln!("Attempting automatic merge...");
+            if !comparison.conflicts.is_empty() {
+                repo::print_conflicts(ctx, &comparison);
+                outln!();
             }
-            let merged = shared::merge(
-                comparison.base.as_ref(),
-                &comparison.local,
-                remote,
-                Some(&me),
-                Strategy::Merge,
-            );
-            (merged, Some("sync"))
         }
-        (Direction::RemoteAhead, Some(remote)) => (remote.clone(), None),
-        _ => (comparison.local.clone(), None),
+        Step::Merging if !ctx.json => outln!("Attempting automatic merge..."),
+        _ => {}
     };
-    let (state, _) = repo::settle(
-        ctx,
-        &guard,
-        &repo,
-        state,
-        &target,
-        operation,
-        remote_commit.as_deref(),
-    )?;
+    let (state, target) = match session.merge(&guard, state, &records, &comparison, &mut on_step)? {
+        Merged::Undecided => {
+            report_undecided(ctx, &comparison);
+            guard.release()?;
+            return Ok(ExitCode::FAILURE);
+        }
+        Merged::TreeConflicts(files) => {
+            guard.release()?;
+            return repo::report_tree_conflicts(ctx, backend.as_ref(), &files, "stead sync");
+        }
+        Merged::Settled { state, target } => (*state, *target),
+    };
     if !ctx.json {
-        let resolved = comparison.conflicts.len();
-        match comparison.direction {
-            Direction::Diverged => {
-                outln!("{} States merged successfully", ctx.out.green("✓"));
-                outln!("  - Combined {} machine(s)", target.machine_count());
-                outln!("  - Resolved {resolved} conflict(s)");
-            }
-            Direction::RemoteAhead => outln!(
-                "{} Took the remote record (serial {}, {} machine(s))",
-                ctx.out.green("✓"),
-                target.lineage.serial,
-                target.machine_count()
-            ),
-            Direction::LocalAhead => outln!(
-                "{} This machine's record is newer (serial {}); the remote takes it",
-                ctx.out.green("✓"),
-                state.lineage.serial
-            ),
-            Direction::UpToDate => outln!(
-                "{} The shared record is up to date (serial {})",
-                ctx.out.green("✓"),
-                state.lineage.serial
-            ),
-        }
-        if resolved > 0 && comparison.direction != Direction::Diverged {
-            outln!("  - Resolved {resolved} conflict(s)");
-        }
+        report_settled(ctx, &comparison, &state, &target);
     }
 
-    let mut code = ExitCode::SUCCESS;
-    let mut apply_error = None;
-    if !args.no_apply {
-        if !ctx.json {
-            outln!("\nApplying the merged config...");
-        }
-        match converge(
-            ctx,
-            &guard,
-            state,
-            &Converge {
-                plan_file: None,
-                profile: None,
-                force: false,
-                jobs: args.jobs.unwrap_or(DEFAULT_JOBS).max(1),
-                rerun: &[],
-                yes: true,
-            },
-        ) {
-            Ok((c, _)) => code = c,
-            Err(e) => apply_error = Some(e),
-        }
-    }
+    let (code, apply_error) = apply_merged(ctx, &guard, state, args);
 
     // Whatever apply recorded (even when it failed) goes into the record too.
-    let state = ctx.store.load_current()?;
-    let record = shared::fold(
-        stead_lib::sync::repo::read_working(&repo.git)?.as_ref(),
-        &state,
-    );
-    repo::write_if_changed(&repo.git, &record)?;
-    let committed = repo::commit_record(
-        &repo.git,
-        &[],
-        &format!(
-            "stead sync: {} at serial {}",
-            state.machine.hostname, record.lineage.serial
-        ),
-    )?;
-    // The merged record is shared even when applying failed: it is true
-    // either way, and the other machines need it.
-    let pushed = push_if_ahead(&repo);
+    let finished = session.finish()?;
+    let record = finished.record;
     if let Some(e) = apply_error {
         guard.release()?;
-        let shared_note = match &pushed {
-            Ok(true) => format!("merged, committed and pushed to {}", repo.remote_branch()),
-            _ => format!("merged and committed in {}", repo.git.root().display()),
+        let shared_note = match &finished.pushed {
+            Ok(true) => format!(
+                "merged, committed and pushed to {}",
+                backend.remote_branch()
+            ),
+            _ => format!("merged and committed in {}", backend.root().display()),
         };
         ctx.warn(&format!(
             "the record was {shared_note}, but applying the merged config failed (below); \
@@ -174,13 +77,13 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
         ));
         return Err(e);
     }
-    let pushed = pushed?;
+    let pushed = finished.pushed?;
     guard.release()?;
     if ctx.json {
         print_json(&json!({
             "status": "synced", "direction": comparison.direction,
             "conflicts": comparison.conflicts, "serial": record.lineage.serial,
-            "machines": record.lineage.machines, "committed": committed, "pushed": pushed,
+            "machines": record.lineage.machines, "committed": finished.committed, "pushed": pushed,
             "applied": !args.no_apply,
         }));
     } else if pushed {
@@ -188,39 +91,109 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
             "{} Pushed the shared record (serial {}) to {}",
             ctx.out.green("✓"),
             record.lineage.serial,
-            repo.remote_branch()
+            backend.remote_branch()
         );
     } else {
         outln!(
             "{} Nothing to push: {} has everything",
             ctx.out.green("✓"),
-            repo.remote_branch()
+            backend.remote_branch()
         );
     }
     Ok(code)
 }
 
-/// Pushes when HEAD has commits the remote branch lacks. A refusal (the
-/// remote moved meanwhile) is an error that says to sync again.
-pub fn push_if_ahead(repo: &Repo) -> Result<bool> {
-    let Some(head) = repo.git.head()? else {
-        return Ok(false);
-    };
-    if repo.git.rev_exists(&repo.up.tracking_ref)? {
-        let remote = repo.git.run(&["rev-parse", &repo.up.tracking_ref])?;
-        if repo.git.is_ancestor(&head, &remote)? {
-            return Ok(false);
-        }
+/// Applies the merged config unless `--no-apply`: the exit code, or the
+/// error (the record is still committed and pushed after it).
+fn apply_merged(
+    ctx: &Context,
+    guard: &stead_lib::lock::LockGuard,
+    state: stead_lib::state::State,
+    args: &SyncArgs,
+) -> (ExitCode, Option<anyhow::Error>) {
+    if args.no_apply {
+        return (ExitCode::SUCCESS, None);
     }
-    match repo.git.push(&repo.up)? {
-        PushOutcome::Pushed => Ok(true),
-        PushOutcome::Rejected(reason) => {
-            anyhow::bail!(
-                "the remote refused the push ({reason}): another machine pushed meanwhile\n\
-                 Nothing is lost: the record is committed in {}. Run 'stead sync' again.",
-                repo.git.root().display()
-            )
+    if !ctx.json {
+        outln!("\nApplying the merged config...");
+    }
+    match converge(
+        ctx,
+        guard,
+        state,
+        &Converge {
+            plan_file: None,
+            profile: None,
+            force: false,
+            jobs: args.jobs.unwrap_or(DEFAULT_JOBS).max(1),
+            rerun: &[],
+            yes: true,
+        },
+    ) {
+        Ok((code, _)) => (code, None),
+        Err(e) => (ExitCode::SUCCESS, Some(e)),
+    }
+}
+
+/// Conflicts the automatic merge cannot decide: nothing was changed.
+fn report_undecided(ctx: &Context, comparison: &Comparison) {
+    let undecided: Vec<_> = comparison.undecided().collect();
+    if ctx.json {
+        print_json(&json!({
+            "status": "conflicts", "direction": comparison.direction,
+            "conflicts": comparison.conflicts, "applied": false, "pushed": false,
+        }));
+        return;
+    }
+    repo::print_conflicts(ctx, comparison);
+    outln!(
+        "\n{} The automatic merge cannot decide {} of them (marked above as {}).\n\
+         Nothing was merged, applied or pushed.",
+        ctx.out.red("✗"),
+        undecided.len(),
+        undecided
+            .iter()
+            .map(|c| format!("{} {}", repo::mark(c.severity), kind_name(&c.kind)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    repo::print_resolutions();
+    outln!("Then run 'stead sync' again.");
+}
+
+/// Which way the record went.
+fn report_settled(
+    ctx: &Context,
+    comparison: &Comparison,
+    state: &stead_lib::state::State,
+    target: &shared::SharedRecord,
+) {
+    let resolved = comparison.conflicts.len();
+    match comparison.direction {
+        Direction::Diverged => {
+            outln!("{} States merged successfully", ctx.out.green("✓"));
+            outln!("  - Combined {} machine(s)", target.machine_count());
+            outln!("  - Resolved {resolved} conflict(s)");
         }
+        Direction::RemoteAhead => outln!(
+            "{} Took the remote record (serial {}, {} machine(s))",
+            ctx.out.green("✓"),
+            target.lineage.serial,
+            target.machine_count()
+        ),
+        Direction::LocalAhead => outln!(
+            "{} This machine's record is newer (serial {}); the remote takes it",
+            ctx.out.green("✓"),
+            state.lineage.serial
+        ),
+        Direction::UpToDate => outln!(
+            "{} The shared record is up to date (serial {})",
+            ctx.out.green("✓"),
+            state.lineage.serial
+        ),
+    }
+    if resolved > 0 && comparison.direction != Direction::Diverged {
+        outln!("  - Resolved {resolved} conflict(s)");
     }
 }
 

@@ -1,42 +1,220 @@
 //! Many machines: the shared record in the config repo, how two copies of it
-//! are compared and merged, and the git backend that moves it.
+//! are compared and merged, the backends that move it, and the session that
+//! runs a sync from start to end.
 //!
 //! - [`shared`]: the record's schema, fold (local state into it), 3-way
 //!   merge, conflict detection and field diff. Pure: no I/O.
-//! - [`git`]: the `git` program driven for clone, fetch, merge, push and the
-//!   remote lock ref.
-//! - [`repo`]: the record's copies in a clone (HEAD, remote, merge base,
-//!   working tree) and the merge driver's installation.
-//! - [`remote_lock`]: the remote half of a `hybrid` lock.
+//! - [`backend`]: the traits a backend implements (record store, remote
+//!   lock, config source); see `docs/sync-backends.md`.
+//! - [`session`]: compare, merge, settle and publish over any backend.
+//! - [`hybrid`]: the local lock plus a backend's remote lock.
+//! - [`merge_driver`]: what git's merge driver for the record runs.
+//! - [`git_backend`]: the git implementation, over [`git`] (the `git`
+//!   program), [`repo`] (the record's copies in a clone) and
+//!   [`remote_lock`] (the lock ref).
+//! - [`memory`]: an in-memory implementation, for tests.
 
+pub mod backend;
 pub mod git;
+pub mod git_backend;
+pub mod hybrid;
+pub mod memory;
+pub mod merge_driver;
 pub mod remote_lock;
 pub mod repo;
+pub mod session;
 pub mod shared;
+
+use std::path::{Path, PathBuf};
 
 use crate::fsutil::FsError;
 use crate::lock::{LockInfo, ago};
+
+pub use backend::{Backend, ConfigSource, RecordStore, RemoteLocker, Revision};
+
+/// Opens the config repo at `dir` with the backend that serves it (git).
+/// A repo without a remote opens too; [`Backend::require_remote`] says
+/// whether it can sync.
+pub fn open(dir: &Path) -> Result<Box<dyn Backend>, SyncError> {
+    Ok(Box::new(git_backend::GitBackend::open(dir)?))
+}
+
+/// The clone of `url` at `dest` if there is one (an error if it is a clone of
+/// something else), else a fresh clone there. Returns whether it cloned.
+pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Box<dyn Backend>, bool), SyncError> {
+    let (backend, cloned) = git_backend::GitBackend::open_or_clone(dest, url)?;
+    Ok((Box::new(backend), cloned))
+}
 
 /// Why a sync step failed. Nothing half-done is left: the working copy of
 /// the record is replaced atomically, and git's own state is reported as is.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// A git command failed or the remote is unreachable.
+    /// A git command failed.
     #[error(transparent)]
-    Git(#[from] git::GitError),
+    Git(git::GitError),
+    /// The remote cannot be reached (network, missing path, auth).
+    #[error("cannot reach remote '{remote}': {reason}")]
+    Unreachable {
+        /// The remote's name or URL.
+        remote: String,
+        /// The backend's own reason.
+        reason: String,
+    },
+    /// A command that must see the remote could not reach it.
+    #[error(
+        "Cannot reach remote repository: {reason}\n\
+         Nothing was changed; this machine's record is safe here. Run the command again when the connection is restored."
+    )]
+    MustReach {
+        /// Why.
+        reason: String,
+    },
+    /// `init --repo` could not clone.
+    #[error(
+        "Cannot reach remote repository: {reason}\nNothing was created. Check the URL and your connection, then run init again."
+    )]
+    CloneUnreachable {
+        /// Why.
+        reason: String,
+    },
+    /// The config repo is not one a backend can sync.
+    #[error(
+        "the config repo {} is not a git repository, so there is nothing to sync with\n\
+         Run 'stead init --repo URL' to clone your config repo and join its lineage.",
+        .dir.display()
+    )]
+    NotARepo {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The config repo has nowhere to sync with.
+    #[error(
+        "the config repo {} has no remote to sync with (or HEAD is detached)\n\
+         Add one with 'git -C {} remote add origin URL', or check out a branch.",
+        .root.display(),
+        .root.display()
+    )]
+    NoRemote {
+        /// The repo's root.
+        root: PathBuf,
+    },
+    /// A stopped update waits for the user.
+    #[error(
+        "a git merge is in progress in {}\n\
+         Nothing was changed. Finish it (edit the conflicted files, git add, git commit) \
+         or abort it (git merge --abort), then run the command again.",
+        .root.display()
+    )]
+    UpdateInProgress {
+        /// The repo's root.
+        root: PathBuf,
+    },
+    /// The record's working copy has changes stead cannot commit for the user.
+    #[error(
+        "{} has changes that are not committed\n\
+         Nothing was changed. Commit them ('stead commit -m MSG') or discard them \
+         ('git -C {} checkout -- {}'), then run the command again.",
+        .root.join(shared::SHARED_RECORD_PATH).display(),
+        .root.display(),
+        shared::SHARED_RECORD_PATH
+    )]
+    UncommittedRecord {
+        /// The repo's root.
+        root: PathBuf,
+    },
+    /// This machine was removed from the lineage.
+    #[error(
+        "this machine ({hostname}, {id}) was removed from the lineage by another machine ('stead state remove-machine')\n\
+         Nothing was changed. To use it again, run 'stead init --repo {} --path {}': it rejoins under a new machine id.",
+        .repo_url.as_deref().unwrap_or("URL"),
+        .root.display()
+    )]
+    Retired {
+        /// This machine's hostname.
+        hostname: String,
+        /// This machine's id.
+        id: String,
+        /// The repo URL recorded in state.
+        repo_url: Option<String>,
+        /// The repo's root.
+        root: PathBuf,
+    },
+    /// The remote refused a publish: it is not at the expected revision.
+    #[error(
+        "the remote refused the push ({reason}): another machine pushed meanwhile\n\
+         Nothing is lost: the record is committed in {}. Run 'stead sync' again.",
+        .root.display()
+    )]
+    PublishRejected {
+        /// The backend's reason.
+        reason: String,
+        /// The repo's root.
+        root: PathBuf,
+    },
+    /// `--path` is a clone of another URL.
+    #[error(
+        "{} is a clone of {found}, not of {url}\nNothing was changed. Pass another --path, or fix the remote with 'git -C {} remote set-url {remote} {url}'.",
+        .dest.display(),
+        .dest.display()
+    )]
+    OtherClone {
+        /// The directory.
+        dest: PathBuf,
+        /// Its remote's URL.
+        found: String,
+        /// The URL asked for.
+        url: String,
+        /// The remote's name.
+        remote: String,
+    },
+    /// `--path` is a repo without the remote.
+    #[error(
+        "{} is a git repository without the remote '{remote}'\nNothing was changed. Add it with 'git -C {} remote add {remote} {url}'.",
+        .dest.display(),
+        .dest.display()
+    )]
+    NoSuchRemote {
+        /// The directory.
+        dest: PathBuf,
+        /// The remote's name.
+        remote: String,
+        /// The URL asked for.
+        url: String,
+    },
+    /// `--path` is a non-empty directory that is no clone.
+    #[error(
+        "{} exists and is not a git clone\nNothing was changed. Pass another --path for the clone.",
+        .dest.display()
+    )]
+    NotAClone {
+        /// The directory.
+        dest: PathBuf,
+    },
     /// A copy of the shared record cannot be used.
     #[error(transparent)]
     Shared(#[from] shared::SharedError),
     /// A file could not be read or written.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// The local state could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The local lock could not be released.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// This machine's id could not be replaced.
+    #[error(transparent)]
+    Machine(#[from] crate::machine::MachineError),
     /// Another machine holds the remote lock.
-    #[error("{}", remote_locked_message(.remote, .holder, *.timeout))]
+    #[error("{}", remote_locked_message(.remote, .place, .holder, *.timeout))]
     RemoteLocked {
         /// The remote's name.
         remote: String,
+        /// Where on the remote the lock lives.
+        place: String,
         /// Who holds it.
-        holder: Box<remote_lock::RemoteHolder>,
+        holder: Box<backend::RemoteHolder>,
         /// The configured timeout, seconds.
         timeout: u64,
     },
@@ -56,12 +234,28 @@ pub enum SyncError {
     },
 }
 
-fn remote_locked_message(remote: &str, holder: &remote_lock::RemoteHolder, timeout: u64) -> String {
+impl From<git::GitError> for SyncError {
+    /// An unreachable remote is the backend-neutral [`SyncError::Unreachable`].
+    fn from(e: git::GitError) -> Self {
+        match e {
+            git::GitError::Unreachable { remote, reason } => {
+                SyncError::Unreachable { remote, reason }
+            }
+            e => SyncError::Git(e),
+        }
+    }
+}
+
+fn remote_locked_message(
+    remote: &str,
+    place: &str,
+    holder: &backend::RemoteHolder,
+    timeout: u64,
+) -> String {
     let Some(info) = &holder.info else {
         return format!(
-            "State is currently locked on remote '{remote}' ({}), and its content cannot be read: {:?}\n\n\
+            "State is currently locked on remote '{remote}' ({place}), and its content cannot be read: {:?}\n\n\
              If no machine is running stead, remove it with 'stead state unlock --force'.",
-            remote_lock::LOCK_REF,
             holder.raw.chars().take(200).collect::<String>()
         );
     };
@@ -73,7 +267,7 @@ fn remote_locked_message(remote: &str, holder: &remote_lock::RemoteHolder, timeo
     } = info;
     let short_id: String = machine.id.chars().take(8).collect();
     format!(
-        "State is currently locked on remote '{remote}' ({})\n\n\
+        "State is currently locked on remote '{remote}' ({place})\n\n\
          Operation: {operation}\n\
          Machine: {} ({short_id}...)\n\
          User: {}\n\
@@ -83,7 +277,6 @@ fn remote_locked_message(remote: &str, holder: &remote_lock::RemoteHolder, timeo
          timeout ({timeout} s) another machine may break it. Wait for that operation to \
          finish and try again, or run 'stead state unlock --force' if that machine is \
          not running stead.",
-        remote_lock::LOCK_REF,
         machine.hostname,
         machine.user,
         machine.pid,

@@ -8,70 +8,20 @@
 //! than the configured timeout may be broken: replaced with a lease on the
 //! old holder's commit, which also makes two breakers unable to both win.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
+use super::backend::{Acquired, HeldRemote, RemoteHolder, Revision};
 use super::git::{Git, GitError, LeaseOutcome};
 use crate::lock::LockInfo;
 
 /// The ref on the remote that holds the lock.
 pub const LOCK_REF: &str = "refs/stead/lock";
 
-/// A remote lock this process holds.
-#[derive(Debug, Clone)]
-pub struct RemoteLock {
-    /// The remote's name.
-    pub remote: String,
-    /// Our lock commit, the lease for the release.
-    pub commit: String,
-}
-
-/// Someone's remote lock, as read.
-#[derive(Debug, Clone)]
-pub struct RemoteHolder {
-    /// Its commit.
-    pub commit: String,
-    /// The holder, when the JSON is readable.
-    pub info: Option<LockInfo>,
-    /// The raw content, for the unreadable case.
-    pub raw: String,
-}
-
-impl RemoteHolder {
-    /// How old the lock is (`None`: unreadable).
-    pub fn age(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
-        self.info.as_ref().map(|i| now - i.created_at)
-    }
-}
-
-/// What taking the remote lock did.
-#[derive(Debug)]
-pub enum Acquired {
-    /// Taken; nobody held it.
-    Taken(RemoteLock),
-    /// Taken by breaking a lock older than the timeout.
-    Broke {
-        /// Ours now.
-        lock: RemoteLock,
-        /// The one that was broken.
-        previous: RemoteHolder,
-    },
-    /// Someone else holds it and it is not older than the timeout (or
-    /// unreadable, which is never broken on a guess).
-    Held(RemoteHolder),
-}
-
 /// Reads the remote lock (`None`: nobody holds it).
 pub fn read(git: &Git, remote: &str) -> Result<Option<RemoteHolder>, GitError> {
     Ok(git
         .remote_ref_read(remote, LOCK_REF)?
-        .map(|(commit, bytes)| {
-            let raw = String::from_utf8_lossy(&bytes).into_owned();
-            RemoteHolder {
-                commit,
-                info: serde_json::from_slice(&bytes).ok(),
-                raw,
-            }
-        }))
+        .map(|(commit, bytes)| RemoteHolder::from_bytes(Revision::new(commit), &bytes)))
 }
 
 /// Takes the remote lock for `info`, breaking one older than `timeout_secs`.
@@ -87,27 +37,24 @@ pub fn acquire(
     for _ in 0..5 {
         let (outcome, commit) = git.remote_ref_create(remote, LOCK_REF, &content, None)?;
         if outcome == LeaseOutcome::Done {
-            return Ok(Acquired::Taken(RemoteLock {
+            return Ok(Acquired::Taken(HeldRemote {
                 remote: remote.to_string(),
-                commit,
+                revision: Revision::new(commit),
             }));
         }
         let Some(holder) = read(git, remote)? else {
             continue;
         };
-        let expired = holder
-            .age(Utc::now())
-            .is_some_and(|age| age.num_seconds() >= 0 && age.num_seconds() as u64 >= timeout_secs);
-        if !expired {
+        if !holder.expired(Utc::now(), timeout_secs) {
             return Ok(Acquired::Held(holder));
         }
         let (outcome, commit) =
-            git.remote_ref_create(remote, LOCK_REF, &content, Some(&holder.commit))?;
+            git.remote_ref_create(remote, LOCK_REF, &content, Some(holder.revision.as_str()))?;
         if outcome == LeaseOutcome::Done {
             return Ok(Acquired::Broke {
-                lock: RemoteLock {
+                lock: HeldRemote {
                     remote: remote.to_string(),
-                    commit,
+                    revision: Revision::new(commit),
                 },
                 previous: holder,
             });
@@ -125,8 +72,8 @@ pub fn acquire(
 }
 
 /// Releases our remote lock (`Lost`: it was broken by someone else meanwhile).
-pub fn release(git: &Git, lock: &RemoteLock) -> Result<LeaseOutcome, GitError> {
-    git.remote_ref_delete(&lock.remote, LOCK_REF, &lock.commit)
+pub fn release(git: &Git, lock: &HeldRemote) -> Result<LeaseOutcome, GitError> {
+    git.remote_ref_delete(&lock.remote, LOCK_REF, lock.revision.as_str())
 }
 
 /// Removes whatever remote lock there is (for `stead state unlock --force`).
@@ -135,7 +82,9 @@ pub fn force_remove(git: &Git, remote: &str) -> Result<Option<RemoteHolder>, Git
         match read(git, remote)? {
             None => return Ok(None),
             Some(holder) => {
-                if git.remote_ref_delete(remote, LOCK_REF, &holder.commit)? == LeaseOutcome::Done {
+                if git.remote_ref_delete(remote, LOCK_REF, holder.revision.as_str())?
+                    == LeaseOutcome::Done
+                {
                     return Ok(Some(holder));
                 }
             }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::SyncError;
+use super::backend::Revision;
 use super::git::{Git, Upstream};
 use super::shared::{self, SHARED_RECORD_PATH, SharedRecord};
 use crate::fsutil;
@@ -15,32 +16,15 @@ pub const MERGE_DRIVER: &str = "stead";
 /// The `.gitattributes` line that routes the record to the driver.
 pub const ATTRIBUTES_LINE: &str = ".stead/state.json merge=stead";
 
-/// The three copies a sync compares, and where they come from.
-#[derive(Debug, Clone, Default)]
-pub struct Records {
-    /// The copy at HEAD (`None`: unborn branch or no record).
-    pub head: Option<SharedRecord>,
-    /// The copy at the remote branch (`None`: no such branch yet, or no record).
-    pub remote: Option<SharedRecord>,
-    /// The copy at the merge base of the two.
-    pub base: Option<SharedRecord>,
-    /// HEAD's commit.
-    pub head_commit: Option<String>,
-    /// The remote branch's commit (after the last fetch).
-    pub remote_commit: Option<String>,
-    /// The merge base's commit.
-    pub base_commit: Option<String>,
-}
+pub use super::backend::Records;
 
-impl Records {
-    /// Whether the remote branch has commits HEAD does not.
-    pub fn remote_has_news(&self, git: &Git) -> Result<bool, SyncError> {
-        Ok(match (&self.remote_commit, &self.head_commit) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(r), Some(h)) => !git.is_ancestor(r, h)?,
-        })
-    }
+/// Whether the remote branch has commits HEAD does not.
+pub fn remote_has_news(git: &Git, records: &Records) -> Result<bool, SyncError> {
+    Ok(match (&records.remote_rev, &records.local_rev) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(r), Some(h)) => !git.is_ancestor(r.as_str(), h.as_str())?,
+    })
 }
 
 /// Reads the record at `rev`, naming it `rev:.stead/state.json` in errors.
@@ -71,13 +55,14 @@ pub fn read_records(git: &Git, up: &Upstream) -> Result<Records, SyncError> {
         Some(c) => read_at(git, c),
         None => Ok(None),
     };
+    let rev = |c: Option<String>| c.map(Revision::new);
     Ok(Records {
-        head: read(&head_commit)?,
+        local: read(&head_commit)?,
         remote: read(&remote_commit)?,
         base: read(&base_commit)?,
-        head_commit,
-        remote_commit,
-        base_commit,
+        local_rev: rev(head_commit),
+        remote_rev: rev(remote_commit),
+        base_rev: rev(base_commit),
     })
 }
 

@@ -1,0 +1,251 @@
+//! The seam between the sync logic and where the shared record lives: three
+//! small traits a backend implements (git today, memory in tests), and the
+//! plain data they pass around. Nothing here knows how a backend works.
+//!
+//! - [`RecordStore`]: the copies of the shared record (local, remote, base,
+//!   working) and publishing the local copy with compare-and-set.
+//! - [`RemoteLocker`]: the remote half of a `hybrid` lock.
+//! - [`ConfigSource`]: the config tree itself: refresh it from the remote,
+//!   update it to the remote's, commit files.
+//!
+//! [`Backend`] is all of them; every backend runs the conformance suite in
+//! `lib/tests/sync_conformance.rs`.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::SyncError;
+use super::shared::SharedRecord;
+use crate::lock::LockInfo;
+
+/// An opaque version of what a backend stores (a git commit id, a counter).
+/// Only equality means anything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Revision(String);
+
+impl Revision {
+    /// Wraps a backend's token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Revision(token.into())
+    }
+
+    /// The token as the backend wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The three copies a sync compares, and their revisions.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// This machine's committed copy (`None`: nothing committed, or no record).
+    pub local: Option<SharedRecord>,
+    /// The remote's copy as of the last refresh (`None`: none yet).
+    pub remote: Option<SharedRecord>,
+    /// The copy at the common base of the two.
+    pub base: Option<SharedRecord>,
+    /// The local copy's revision.
+    pub local_rev: Option<Revision>,
+    /// The remote's revision (after the last refresh).
+    pub remote_rev: Option<Revision>,
+    /// The common base's revision.
+    pub base_rev: Option<Revision>,
+}
+
+/// What [`RecordStore::publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The remote now holds our local copy, at this revision.
+    Pushed(Revision),
+    /// The remote already had everything the local copy has.
+    NothingNew,
+}
+
+/// The shared record's copies, and publishing this machine's.
+pub trait RecordStore {
+    /// The local, remote and base copies (the remote as of the last
+    /// [`ConfigSource::refresh`]).
+    fn records(&self) -> Result<Records, SyncError>;
+
+    /// The working copy, what the next commit takes (`None`: there is none).
+    fn read_working(&self) -> Result<Option<SharedRecord>, SyncError>;
+
+    /// Replaces the working copy atomically.
+    fn write_working(&self, record: &SharedRecord) -> Result<(), SyncError>;
+
+    /// The remote's revision as of the last refresh (`None`: it has none).
+    fn remote_revision(&self) -> Result<Option<Revision>, SyncError>;
+
+    /// Whether the remote has revisions the local copy lacks.
+    fn remote_has_news(&self, records: &Records) -> Result<bool, SyncError>;
+
+    /// Publishes the local copy if the remote lacks it, only if the remote is
+    /// still at `expected` (`None`: it must have nothing). A stale `expected`
+    /// is [`SyncError::PublishRejected`] and the remote is left as it was.
+    fn publish(&self, expected: Option<&Revision>) -> Result<Published, SyncError>;
+}
+
+/// Someone's remote lock, as read.
+#[derive(Debug, Clone)]
+pub struct RemoteHolder {
+    /// The lock's revision on the remote.
+    pub revision: Revision,
+    /// The holder, when the content is readable.
+    pub info: Option<LockInfo>,
+    /// The raw content, for the unreadable case.
+    pub raw: String,
+}
+
+impl RemoteHolder {
+    /// Reads a holder from the lock's content.
+    pub fn from_bytes(revision: Revision, bytes: &[u8]) -> Self {
+        RemoteHolder {
+            revision,
+            info: serde_json::from_slice(bytes).ok(),
+            raw: String::from_utf8_lossy(bytes).into_owned(),
+        }
+    }
+
+    /// How old the lock is (`None`: unreadable).
+    pub fn age(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        self.info.as_ref().map(|i| now - i.created_at)
+    }
+
+    /// Whether it is at least `ttl_secs` old (an unreadable one never is:
+    /// it is never broken on a guess).
+    pub fn expired(&self, now: DateTime<Utc>, ttl_secs: u64) -> bool {
+        self.age(now)
+            .is_some_and(|age| age.num_seconds() >= 0 && age.num_seconds() as u64 >= ttl_secs)
+    }
+}
+
+/// A remote lock this process holds: the token its release is leased on.
+#[derive(Debug, Clone)]
+pub struct HeldRemote {
+    /// Where it is held (the remote's name).
+    pub remote: String,
+    /// Our lock's revision.
+    pub revision: Revision,
+}
+
+/// What taking the remote lock did.
+#[derive(Debug)]
+pub enum Acquired {
+    /// Taken; nobody held it.
+    Taken(HeldRemote),
+    /// Taken by breaking a lock older than the TTL.
+    Broke {
+        /// Ours now.
+        lock: HeldRemote,
+        /// The one that was broken.
+        previous: RemoteHolder,
+    },
+    /// Someone else holds it and it is younger than the TTL (or unreadable).
+    Held(RemoteHolder),
+}
+
+/// What releasing our remote lock did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// It was ours and is gone.
+    Done,
+    /// It was no longer ours (someone broke it): left alone.
+    Lost,
+}
+
+/// The remote half of a `hybrid` lock. Liveness cannot be proven across
+/// machines, so a lock older than the TTL may be broken.
+pub trait RemoteLocker: Send {
+    /// The remote's name, for messages.
+    fn remote(&self) -> &str;
+
+    /// Where on the remote the lock lives (e.g. a ref), for messages.
+    fn place(&self) -> &str;
+
+    /// Takes the lock for `info`, breaking one at least `ttl_secs` old.
+    fn acquire(&self, info: &LockInfo, ttl_secs: u64) -> Result<Acquired, SyncError>;
+
+    /// Who holds the lock (`None`: nobody).
+    fn inspect(&self) -> Result<Option<RemoteHolder>, SyncError>;
+
+    /// Releases our lock, never someone else's.
+    fn release(&self, lock: &HeldRemote) -> Result<Released, SyncError>;
+
+    /// Removes whatever lock there is (`stead state unlock --force`).
+    fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError>;
+}
+
+/// What [`ConfigSource::update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The tree holds the remote's news (or had them already).
+    Clean,
+    /// The update stopped on conflicts in these files and waits for the user.
+    Conflicts(Vec<String>),
+}
+
+/// How a stopped update is explained: what the backend calls it, and what
+/// the user runs to finish or undo it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoppedUpdate {
+    /// The line above the conflicted files.
+    pub heading: String,
+    /// How to finish (before the rerun command).
+    pub finish: String,
+    /// How to go back instead.
+    pub undo: String,
+}
+
+/// The config tree: where the manifest and the record's working copy live.
+pub trait ConfigSource {
+    /// The tree's directory, for messages.
+    fn root(&self) -> &Path;
+
+    /// Where it syncs with (e.g. `origin/main`), for messages.
+    fn remote_branch(&self) -> String;
+
+    /// Fetches the remote's news without touching the tree.
+    fn refresh(&self) -> Result<(), SyncError>;
+
+    /// Brings the remote's news into the tree (`message` names a merge).
+    fn update(&self, message: &str) -> Result<Update, SyncError>;
+
+    /// Whether an update stopped on conflicts is still unfinished.
+    fn update_in_progress(&self) -> Result<bool, SyncError>;
+
+    /// Whether the record's working copy has no uncommitted change.
+    fn record_is_clean(&self) -> Result<bool, SyncError>;
+
+    /// Commits the working copy of the record and `extra` files (`None`:
+    /// nothing changed).
+    fn commit(&self, extra: &[&str], message: &str) -> Result<Option<Revision>, SyncError>;
+
+    /// Sets up what keeps the record from being text-merged (returns
+    /// whether a file of the tree changed).
+    fn install_merge_driver(&self, stead_exe: &Path) -> Result<bool, SyncError>;
+
+    /// What to tell the user about an update stopped on conflicts.
+    fn stopped_update(&self) -> StoppedUpdate;
+
+    /// The words for an update that went through.
+    fn updated_message(&self) -> String;
+}
+
+/// A whole backend: its record store, its config source and, when it has a
+/// remote, its remote lock.
+pub trait Backend: RecordStore + ConfigSource {
+    /// The remote lock (`None`: no remote to lock).
+    fn locker(&self) -> Option<Box<dyn RemoteLocker>>;
+
+    /// Fails unless there is a remote to sync with.
+    fn require_remote(&self) -> Result<(), SyncError>;
+}
