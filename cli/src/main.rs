@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, StateCommand};
+use crate::cli::{Cli, Command};
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::output::Paint;
@@ -42,15 +42,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         stead_lib::run::reap(std::io::stdin().lock());
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::MergeDriver {
-        base,
-        ours,
-        theirs,
-        path,
-    } = &cli.command
-    {
+    if let Command::MergeDriver(args) = &cli.command {
         // Run by git inside a merge: no state, no lock, no output but errors.
-        return commands::merge_driver::run(base, ours, theirs, path.as_deref());
+        return commands::merge_driver::run(args);
     }
     let ctx = Context::new(&cli.global)?;
     ctx.warn_if_lock_disabled();
@@ -58,25 +52,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => commands::init::run(&ctx, &args),
         Command::Plan(args) => commands::plan::run(&ctx, &args),
         Command::Apply(args) => commands::apply::run(&ctx, &args),
-        Command::Graph { format, profile } => {
-            commands::graph::run(&ctx, format, profile.as_deref())
-        }
-        Command::Reaper | Command::MergeDriver { .. } => Ok(ExitCode::SUCCESS),
+        Command::Graph(args) => commands::graph::run(&ctx, &args),
+        Command::Reaper | Command::MergeDriver(_) => Ok(ExitCode::SUCCESS),
         Command::Commit(args) => commands::commit::run(&ctx, &args),
         Command::Sync(args) => commands::sync::run(&ctx, &args),
-        Command::State(cmd) => match cmd {
-            StateCommand::Version => commands::state::version(&ctx),
-            StateCommand::History { limit } => commands::state::history(&ctx, limit),
-            StateCommand::LockInfo => commands::state::lock_info(&ctx),
-            StateCommand::Unlock { force } => commands::state::unlock(&ctx, force),
-            StateCommand::Migrate { no_backup } => commands::state::migrate(&ctx, !no_backup),
-            StateCommand::CheckDrift { all } => commands::drift::run(&ctx, all),
-            StateCommand::Journal => commands::state::journal(&ctx),
-            StateCommand::CheckConflicts => commands::conflicts::check(&ctx),
-            StateCommand::Resolve(args) => commands::conflicts::resolve(&ctx, &args),
-            StateCommand::Diff => commands::conflicts::diff(&ctx),
-            StateCommand::RemoveMachine { machine } => commands::machines::remove(&ctx, &machine),
-        },
+        Command::State(cmd) => commands::state::run(&ctx, &cmd),
     }
 }
 

@@ -22,9 +22,40 @@ use stead_lib::run::RunControl;
 use stead_lib::state::State;
 
 use super::plan::{note_torn_tail, plan_json, print_plan};
-use crate::cli::ApplyArgs;
 use crate::context::Context;
 use crate::output::print_json;
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A plan saved by 'stead plan --out FILE'
+    #[arg(value_name = "FILE")]
+    pub plan: Option<std::path::PathBuf>,
+
+    /// Show the plan and stop
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Replace what stead does not own, after copying it to <state-dir>/backups/
+    #[arg(long)]
+    pub force: bool,
+
+    /// Run up to N changes at once (default: 8)
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Use (and record) this profile
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Run this one-shot exec again (once / idempotency_key), even if the
+    /// journal says it ran or an interrupted run left it unfinished
+    #[arg(long, value_name = "RESOURCE")]
+    pub rerun: Vec<String>,
+}
 
 pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     let request = Converge {

@@ -12,9 +12,23 @@ use stead_lib::resource::checksum;
 use stead_lib::sync::shared;
 
 use super::repo;
-use crate::cli::CommitArgs;
 use crate::context::Context;
 use crate::output::{outln, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct CommitArgs {
+    /// The commit message
+    #[arg(short, long, value_name = "MSG")]
+    pub message: String,
+
+    /// Push to the remote after committing
+    #[arg(long)]
+    pub push: bool,
+
+    /// Drifted managed files to accept: each is copied back to its source in the repo
+    #[arg(value_name = "FILES")]
+    pub files: Vec<String>,
+}
 
 pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     // A commit that is not pushed touches only this clone: the local lock

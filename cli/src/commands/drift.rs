@@ -25,7 +25,15 @@ struct Finding {
     actual: Option<String>,
 }
 
-pub fn run(ctx: &Context, all: bool) -> Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct CheckDriftArgs {
+    /// Also list files that did not drift
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub fn run(ctx: &Context, args: &CheckDriftArgs) -> Result<ExitCode> {
+    let all = args.all;
     let state = ctx.load_state()?;
     let findings = findings(ctx, &state);
     let drifted = findings.iter().filter(|f| f.status != "unchanged").count();

@@ -6,11 +6,27 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::GraphFormat;
 use crate::context::Context;
 use crate::output::print_json;
 
-pub fn run(ctx: &Context, format: GraphFormat, profile: Option<&str>) -> Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+    /// Use this profile instead of the recorded one
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+pub fn run(ctx: &Context, args: &GraphArgs) -> Result<ExitCode> {
+    let (format, profile) = (args.format, args.profile.as_deref());
     let state = ctx.current_state()?;
     let (manifest, graph) = ctx.load_manifest(Some(&state), profile)?;
     match (format, ctx.json) {

@@ -14,9 +14,25 @@ use stead_lib::sync::session::{JoinRequest, JoinStatus, Joined};
 
 use super::repo;
 
-use crate::cli::InitArgs;
 use crate::context::Context;
 use crate::output::print_json;
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The profile this machine applies
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// The config repo (your dotfiles repo); with --repo, where to clone it
+    /// (default: <home>/.dotfiles) or an existing clone to adopt
+    #[arg(long, value_name = "CONFIG_DIR")]
+    pub path: Option<std::path::PathBuf>,
+
+    /// Clone this config repo (or adopt the clone at --path) and join the
+    /// lineage its .stead/state.json records, or start one
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+}
 
 pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
     if let Some(url) = &args.repo {

@@ -3,16 +3,28 @@
 //! merge is the library's ([`stead_lib::sync::merge_driver`]); this says
 //! why OURS was left as is, and exits 1 then (a conflict on that file).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use stead_lib::sync::merge_driver::{self, DriverOutcome};
 use stead_lib::sync::shared;
 
-pub fn run(base: &Path, ours: &Path, theirs: &Path, path: Option<&str>) -> Result<ExitCode> {
-    let name = path.unwrap_or(shared::SHARED_RECORD_PATH);
-    match merge_driver::run(base, ours, theirs, name)? {
+#[derive(Debug, clap::Args)]
+pub struct MergeDriverArgs {
+    /// The common ancestor's copy (%O)
+    pub base: PathBuf,
+    /// Our copy, replaced by the result (%A)
+    pub ours: PathBuf,
+    /// Their copy (%B)
+    pub theirs: PathBuf,
+    /// The path in the repo (%P)
+    pub path: Option<String>,
+}
+
+pub fn run(args: &MergeDriverArgs) -> Result<ExitCode> {
+    let name = args.path.as_deref().unwrap_or(shared::SHARED_RECORD_PATH);
+    match merge_driver::run(&args.base, &args.ours, &args.theirs, name)? {
         DriverOutcome::Merged => Ok(ExitCode::SUCCESS),
         DriverOutcome::DifferentLineages { ours, theirs } => {
             eprintln!(

@@ -2,11 +2,9 @@
 
 pub mod apply;
 pub mod commit;
-pub mod conflicts;
 pub mod drift;
 pub mod graph;
 pub mod init;
-pub mod machines;
 pub mod merge_driver;
 pub mod plan;
 pub mod repo;

@@ -9,9 +9,27 @@ use stead_lib::converge::{self, PrepareOptions};
 use stead_lib::plan::Plan;
 use stead_lib::resource::Action;
 
-use crate::cli::PlanArgs;
 use crate::context::Context;
 use crate::output::{Paint, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Save the plan to FILE for a later 'stead apply FILE'
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+
+    /// Use this profile instead of the recorded one
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Plan to replace what stead does not own (backed up first)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Read resources on up to N threads
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
 
 /// Changes read in parallel by default (the library's default).
 pub use stead_lib::converge::DEFAULT_JOBS;

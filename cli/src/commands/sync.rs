@@ -13,9 +13,19 @@ use stead_lib::sync::shared::{self, Comparison, Direction};
 use super::apply::{Converge, converge};
 use super::plan::DEFAULT_JOBS;
 use super::repo;
-use crate::cli::SyncArgs;
 use crate::context::Context;
 use crate::output::{outln, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Merge and push the record, but do not apply the merged config
+    #[arg(long)]
+    pub no_apply: bool,
+
+    /// Run up to N changes at once when applying (default: 8)
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
 
 pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let guard = ctx.lock_for_sync("sync")?;

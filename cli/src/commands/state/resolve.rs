@@ -1,135 +1,35 @@
-//! `stead state check-conflicts`, `stead state resolve` and `stead state
-//! diff`: the conflicts between this machine's record and the remote's,
-//! the four ways to settle them, and the field-by-field difference.
+//! `stead state resolve`: settle the conflicts with one strategy
+//! (`--use-local`, `--use-remote`, `--merge`, `--manual`) and commit.
 
-use std::process::ExitCode;
-
-use anyhow::{Context as _, Result};
-use serde_json::json;
-use stead_lib::sync::shared::{self, SharedRecord, Strategy};
-
-use super::repo;
-use crate::cli::ResolveArgs;
+use crate::commands::repo;
 use crate::context::Context;
 use crate::output::{outln, print_json};
+use anyhow::{Context as _, Result};
+use serde_json::json;
+use std::process::ExitCode;
+use stead_lib::sync::shared::{self, SharedRecord, Strategy};
 
-pub fn check(ctx: &Context) -> Result<ExitCode> {
-    let state = ctx.load_state()?;
-    let backend = repo::open(ctx, &state)?;
-    let session = repo::session(ctx, backend.as_ref());
-    let fetched = session.refresh(false, &mut repo::note(ctx))?;
-    let drift = super::drift::drifted(ctx, &state);
-    let (_, comparison) = session.compare(&state, &drift)?;
-    let found = !comparison.conflicts.is_empty();
-    if ctx.json {
-        print_json(&json!({
-            "conflicts": comparison.conflicts,
-            "direction": comparison.direction,
-            "local_serial": comparison.local.lineage.serial,
-            "remote_serial": comparison.remote.as_ref().map(|r| r.lineage.serial),
-            "base_serial": comparison.base.as_ref().map(|b| b.lineage.serial),
-            "fetched": fetched,
-            "resolutions": repo::RESOLUTIONS.iter().map(|(c, _)| c).collect::<Vec<_>>(),
-        }));
-    } else if found {
-        repo::print_conflicts(ctx, &comparison);
-        let automatic = comparison.undecided().next().is_none();
-        outln!(
-            "\n{}",
-            if automatic {
-                "'stead sync' merges these automatically."
-            } else {
-                "The automatic merge cannot decide all of these."
-            }
-        );
-        repo::print_resolutions();
-    } else {
-        outln!(
-            "{} No conflicts: local serial {}, remote serial {} ({}).",
-            ctx.out.green("✓"),
-            comparison.local.lineage.serial,
-            comparison
-                .remote
-                .as_ref()
-                .map(|r| r.lineage.serial.to_string())
-                .unwrap_or_else(|| "none yet".to_string()),
-            backend.remote_branch()
-        );
-    }
-    Ok(if found {
-        ExitCode::from(repo::EXIT_CONFLICTS)
-    } else {
-        ExitCode::SUCCESS
-    })
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ResolveArgs {
+    /// This machine's copy wins every clash, and its own entry is the local one
+    #[arg(long)]
+    pub use_local: bool,
+
+    /// The remote's copy wins every clash, and this machine takes its entry from the remote
+    #[arg(long)]
+    pub use_remote: bool,
+
+    /// Field by field: higher serial, union of machines and history, newest times, remote checksums on a clash
+    #[arg(long)]
+    pub merge: bool,
+
+    /// Edit the merged record in $EDITOR; it is installed only if it is valid
+    #[arg(long)]
+    pub manual: bool,
 }
 
-pub fn diff(ctx: &Context) -> Result<ExitCode> {
-    let state = ctx.load_state()?;
-    let backend = repo::open(ctx, &state)?;
-    let session = repo::session(ctx, backend.as_ref());
-    session.refresh(false, &mut repo::note(ctx))?;
-    let (_, comparison) = session.compare(&state, &[])?;
-    let empty = SharedRecord::new(&comparison.local.lineage.id);
-    let remote = comparison.remote.as_ref().unwrap_or(&empty);
-    let diffs = shared::diff(&comparison.local, remote);
-    if ctx.json {
-        print_json(&json!({
-            "local_serial": comparison.local.lineage.serial,
-            "remote_serial": comparison.remote.as_ref().map(|r| r.lineage.serial),
-            "differences": diffs,
-        }));
-        return Ok(ExitCode::SUCCESS);
-    }
-    outln!(
-        "Local record (serial {}) vs {} ({}):",
-        comparison.local.lineage.serial,
-        backend.remote_branch(),
-        comparison
-            .remote
-            .as_ref()
-            .map(|r| format!("serial {}", r.lineage.serial))
-            .unwrap_or_else(|| "no record yet".to_string())
-    );
-    if diffs.is_empty() {
-        outln!("  no differences");
-    }
-    let show = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "(absent)".to_string(),
-        other => other.to_string(),
-    };
-    for d in &diffs {
-        if d.field.starts_with("history[") {
-            let (side, entry) = if d.remote.is_null() {
-                ("only local ", &d.local)
-            } else if d.local.is_null() {
-                ("only remote", &d.remote)
-            } else {
-                ("differs    ", &d.remote)
-            };
-            outln!(
-                "  {side} {} {} on {} at {} (serial {})",
-                d.field,
-                entry["operation"].as_str().unwrap_or("?"),
-                entry["machine_id"]
-                    .as_str()
-                    .map(|m| m.chars().take(8).collect::<String>())
-                    .unwrap_or_default(),
-                entry["timestamp"].as_str().unwrap_or("?"),
-                entry["serial"]
-            );
-        } else {
-            outln!(
-                "  {}: local {}, remote {}",
-                d.field,
-                show(&d.local),
-                show(&d.remote)
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn resolve(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
+pub fn run(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     let (flag, strategy) = if args.use_local {
         ("--use-local", Strategy::UseLocal)
     } else if args.use_remote {

@@ -8,11 +8,19 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 
-use super::repo;
+use crate::commands::repo;
 use crate::context::Context;
 use crate::output::{outln, print_json};
 
-pub fn remove(ctx: &Context, who: &str) -> Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct RemoveMachineArgs {
+    /// The machine's id, id prefix (8+ characters) or hostname
+    #[arg(value_name = "MACHINE")]
+    pub machine: String,
+}
+
+pub fn run(ctx: &Context, args: &RemoveMachineArgs) -> Result<ExitCode> {
+    let who = args.machine.as_str();
     let guard = ctx.lock("remove-machine", None)?;
     let state = repo::load_state(ctx, &guard)?;
     let backend = repo::open(ctx, &state)?;

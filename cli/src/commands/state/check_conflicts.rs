@@ -1,0 +1,59 @@
+//! `stead state check-conflicts`: the conflicts between this machine's
+//! record and the remote's, with severities and the four resolutions.
+
+use crate::commands::repo;
+use crate::context::Context;
+use crate::output::{outln, print_json};
+use anyhow::Result;
+use serde_json::json;
+use std::process::ExitCode;
+
+pub fn run(ctx: &Context) -> Result<ExitCode> {
+    let state = ctx.load_state()?;
+    let backend = repo::open(ctx, &state)?;
+    let session = repo::session(ctx, backend.as_ref());
+    let fetched = session.refresh(false, &mut repo::note(ctx))?;
+    let drift = crate::commands::drift::drifted(ctx, &state);
+    let (_, comparison) = session.compare(&state, &drift)?;
+    let found = !comparison.conflicts.is_empty();
+    if ctx.json {
+        print_json(&json!({
+            "conflicts": comparison.conflicts,
+            "direction": comparison.direction,
+            "local_serial": comparison.local.lineage.serial,
+            "remote_serial": comparison.remote.as_ref().map(|r| r.lineage.serial),
+            "base_serial": comparison.base.as_ref().map(|b| b.lineage.serial),
+            "fetched": fetched,
+            "resolutions": repo::RESOLUTIONS.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        }));
+    } else if found {
+        repo::print_conflicts(ctx, &comparison);
+        let automatic = comparison.undecided().next().is_none();
+        outln!(
+            "\n{}",
+            if automatic {
+                "'stead sync' merges these automatically."
+            } else {
+                "The automatic merge cannot decide all of these."
+            }
+        );
+        repo::print_resolutions();
+    } else {
+        outln!(
+            "{} No conflicts: local serial {}, remote serial {} ({}).",
+            ctx.out.green("✓"),
+            comparison.local.lineage.serial,
+            comparison
+                .remote
+                .as_ref()
+                .map(|r| r.lineage.serial.to_string())
+                .unwrap_or_else(|| "none yet".to_string()),
+            backend.remote_branch()
+        );
+    }
+    Ok(if found {
+        ExitCode::from(repo::EXIT_CONFLICTS)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,207 @@
+//! `stead state lock-info`: who holds the state lock (and with `hybrid`,
+//! the remote lock), with the proof when it is stale.
+
+use crate::context::Context;
+use crate::output::outln;
+use crate::output::print_json;
+use anyhow::Result;
+use chrono::Utc;
+use serde_json::json;
+use std::process::ExitCode;
+use stead_lib::lock::{self, LockConfig, LockInfo, LockStatus, LockType, ago};
+use stead_lib::sync::backend::RemoteHolder;
+
+/// `stead state lock-info`.
+pub fn run(ctx: &Context) -> Result<ExitCode> {
+    let config = ctx.lock_config()?;
+    let status = lock::inspect(&ctx.layout, &config)?;
+    let remote = remote_view(ctx, &config);
+    if ctx.json {
+        let (name, info, overdue, reason, content) = match &status {
+            LockStatus::Unlocked => ("unlocked", None, false, None, None),
+            LockStatus::Held { info, overdue } => ("held", Some(info), *overdue, None, None),
+            LockStatus::HeldUnreadable { content } => {
+                ("held_unreadable", None, false, None, Some(content))
+            }
+            LockStatus::Stale { info, reason } => {
+                ("stale", info.as_ref(), false, Some(reason), None)
+            }
+        };
+        print_json(&json!({
+            "lock_type": config.lock_type,
+            "remote_lock": remote.as_ref().map(RemoteView::to_json),
+            "locked": !matches!(status, LockStatus::Unlocked),
+            "status": name,
+            "overdue": overdue,
+            "stale_reason": reason,
+            "holder": info,
+            "raw_content": content,
+            "lock_file": ctx.layout.lock_file(),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("Lock type: {}", config.lock_type.as_str());
+    match status {
+        LockStatus::Unlocked => outln!("State is not locked"),
+        LockStatus::Held { info, overdue } => {
+            outln!("State is locked\n");
+            print_holder(&info);
+            if overdue {
+                outln!(
+                    "\n{} the lock is older than its timeout ({} s), but its holder is alive, \
+                     so it is not broken.",
+                    ctx.out.yellow("Overdue:"),
+                    config.timeout
+                );
+            }
+        }
+        LockStatus::HeldUnreadable { content } => {
+            outln!("State is locked by a live process, but the lock file cannot be read:");
+            outln!("  {content:?}");
+        }
+        LockStatus::Stale { info, reason } => {
+            outln!("State is locked ({})\n", ctx.out.yellow("STALE"));
+            if let Some(info) = &info {
+                print_holder(info);
+                outln!();
+            }
+            outln!("Stale: {reason}.");
+            if config.detect_stale {
+                outln!(
+                    "The next command that takes the lock removes it, or run \
+                     'stead state unlock --force' now."
+                );
+            } else {
+                outln!("Stale detection is off; run 'stead state unlock --force' to remove it.");
+            }
+        }
+    }
+    if let Some(remote) = &remote {
+        outln!();
+        remote.print(ctx, config.timeout);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The remote half of a hybrid lock, as read now.
+enum RemoteView {
+    /// No config repo with a remote to lock.
+    NoRemote,
+    /// The remote could not be read.
+    Unreachable {
+        remote: String,
+        place: String,
+        reason: String,
+    },
+    /// Nobody holds it.
+    Free { remote: String, place: String },
+    /// Someone holds it.
+    Held {
+        remote: String,
+        place: String,
+        holder: Box<RemoteHolder>,
+    },
+}
+
+fn remote_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
+    if config.lock_type != LockType::Hybrid {
+        return None;
+    }
+    let Some(locker) = ctx.locker() else {
+        return Some(RemoteView::NoRemote);
+    };
+    let remote = locker.remote().to_string();
+    let place = locker.place().to_string();
+    Some(match locker.inspect() {
+        Ok(None) => RemoteView::Free { remote, place },
+        Ok(Some(holder)) => RemoteView::Held {
+            remote,
+            place,
+            holder: Box::new(holder),
+        },
+        Err(e) => RemoteView::Unreachable {
+            remote,
+            place,
+            reason: e.to_string(),
+        },
+    })
+}
+
+impl RemoteView {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            RemoteView::NoRemote => json!({"status": "no_remote"}),
+            RemoteView::Unreachable { remote, reason, .. } => {
+                json!({"status": "unreachable", "remote": remote, "reason": reason})
+            }
+            RemoteView::Free { remote, .. } => json!({"status": "unlocked", "remote": remote}),
+            RemoteView::Held {
+                remote,
+                place,
+                holder,
+            } => json!({
+                "status": "held", "remote": remote, "ref": place,
+                "commit": holder.revision, "holder": holder.info,
+                "raw_content": if holder.info.is_none() { Some(&holder.raw) } else { None },
+            }),
+        }
+    }
+
+    fn print(&self, ctx: &Context, timeout: u64) {
+        match self {
+            RemoteView::NoRemote => outln!(
+                "Remote lock: none (the config repo has no git remote; hybrid works as local)"
+            ),
+            RemoteView::Unreachable {
+                remote,
+                place,
+                reason,
+            } => {
+                outln!("Remote lock ({remote} {place}): unknown, {reason}")
+            }
+            RemoteView::Free { remote, place } => {
+                outln!("Remote lock ({remote} {place}): not locked")
+            }
+            RemoteView::Held {
+                remote,
+                place,
+                holder,
+            } => {
+                outln!("Remote lock ({remote} {place}): locked\n");
+                match &holder.info {
+                    Some(info) => {
+                        print_holder(info);
+                        if holder
+                            .age(Utc::now())
+                            .is_some_and(|a| a.num_seconds() >= timeout as i64)
+                        {
+                            outln!(
+                                "\n{} it is older than the timeout ({timeout} s): the next machine that needs the lock breaks it.",
+                                ctx.out.yellow("Expired:")
+                            );
+                        }
+                    }
+                    None => outln!("  unreadable content: {:?}", holder.raw),
+                }
+            }
+        }
+    }
+}
+
+fn print_holder(info: &LockInfo) {
+    let short: String = info.machine.id.chars().take(8).collect();
+    outln!("Operation: {}", info.operation);
+    outln!("Machine: {} ({short}...)", info.machine.hostname);
+    outln!("User: {}", info.machine.user);
+    outln!("PID: {}", info.machine.pid);
+    outln!(
+        "Acquired: {} ({})",
+        ago(info.created_at, Utc::now()),
+        info.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    outln!("Expected duration: {} s", info.expected_duration_seconds);
+    if let Some(reason) = &info.reason {
+        outln!("Reason: {reason}");
+    }
+    outln!("Lock ID: {}", info.id);
+}

@@ -1,0 +1,86 @@
+//! `stead state migrate`: convert a version 1 state file to version 2,
+//! backing it up first.
+
+use crate::context::Context;
+use crate::output::outln;
+use crate::output::print_json;
+use anyhow::Result;
+use serde_json::json;
+use std::process::ExitCode;
+use stead_lib::state::{Loaded, StateError};
+
+/// `stead state migrate [--no-backup]`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Do not copy the version 1 file to <state-dir>/backups/ first
+    #[arg(long)]
+    pub no_backup: bool,
+}
+
+pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
+    let backup = !args.no_backup;
+    match ctx.store.load()? {
+        None => {
+            return Err(StateError::NotInitialized {
+                path: ctx.store.path(),
+            }
+            .into());
+        }
+        Some(Loaded::Current(state)) => {
+            if ctx.json {
+                print_json(&json!({ "migrated": false, "version": state.version }));
+            } else {
+                outln!(
+                    "State is already at version {}; nothing to migrate.",
+                    state.version
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Loaded::Legacy { .. }) => {}
+    }
+    let guard = ctx.lock("migrate", None)?;
+    let (_, report) = ctx.migrate_locked(&guard, backup)?;
+    guard.release()?;
+    let Some(report) = report else {
+        outln!("State is already at version 2; nothing to migrate.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    if ctx.json {
+        print_json(&json!({ "migrated": true, "report": report }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{} Migrated state from version {} to version {}",
+        ctx.out.green("✓"),
+        report.from_version,
+        report.to_version
+    );
+    match &report.backup {
+        Some(path) => outln!("  Backup: {}", path.display()),
+        None => outln!("  Backup: none (--no-backup)"),
+    }
+    let m = &report.machine;
+    outln!(
+        "  Machine metadata added: {} ({}), {}/{}, user {}",
+        m.hostname,
+        m.id,
+        m.os,
+        m.arch,
+        m.user
+    );
+    outln!(
+        "  Lineage started: {} at serial {}",
+        report.lineage_id,
+        report.serial
+    );
+    outln!("  History: empty");
+    outln!("  Checksums: initialized (empty)");
+    if !report.dropped_fields.is_empty() {
+        outln!(
+            "  Not carried over (kept in the backup): {}",
+            report.dropped_fields.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,121 @@
+//! `stead state unlock --force`: remove the state lock (and with `hybrid`,
+//! the remote lock) and say what was removed.
+
+use crate::context::Context;
+use crate::output::outln;
+use crate::output::print_json;
+use anyhow::Result;
+use chrono::Utc;
+use serde_json::json;
+use std::process::ExitCode;
+use stead_lib::lock::{self, LockStatus, LockType, ago};
+
+/// `stead state unlock [--force]`.
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// Remove it even though a process may still be working
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(ctx: &Context, args: &UnlockArgs) -> Result<ExitCode> {
+    let force = args.force;
+    if force {
+        unlock_remote(ctx)?;
+    }
+    if !force {
+        let config = ctx.lock_config().unwrap_or_default();
+        let status = lock::inspect(&ctx.layout, &config)?;
+        if status == LockStatus::Unlocked {
+            if ctx.json {
+                print_json(&json!({ "removed": false, "locked": false }));
+            } else {
+                outln!("State is not locked");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        anyhow::bail!(
+            "refusing to remove the state lock without --force\n\
+             Removing a lock that a live stead process holds lets two runs write the state at once.\n\
+             Run 'stead state lock-info' to see who holds it; if that process is gone, run \
+             'stead state unlock --force'."
+        );
+    }
+    let Some(report) = lock::force_unlock(&ctx.layout)? else {
+        if ctx.json {
+            print_json(&json!({ "removed": false, "locked": false }));
+        } else {
+            outln!("State is not locked");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if ctx.json {
+        print_json(&json!({
+            "removed": true,
+            "holder": report.info,
+            "holder_alive": report.holder_alive,
+            "raw_content": if report.info.is_none() { Some(&report.content) } else { None },
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &report.info {
+        Some(info) => outln!(
+            "{} Removed the state lock held by PID {} ({} on {}, user {}, acquired {})",
+            ctx.out.green("✓"),
+            info.machine.pid,
+            info.operation,
+            info.machine.hostname,
+            info.machine.user,
+            ago(info.created_at, Utc::now()),
+        ),
+        None => outln!(
+            "{} Removed an unreadable lock file (it held {:?})",
+            ctx.out.green("✓"),
+            report.content.chars().take(200).collect::<String>()
+        ),
+    }
+    if report.holder_alive {
+        ctx.warn(
+            "a live process still held this lock; its run is no longer protected from \
+             concurrent changes.",
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// With `lock_type = hybrid`, `unlock --force` removes the remote lock too.
+fn unlock_remote(ctx: &Context) -> Result<()> {
+    let config = ctx.lock_config().unwrap_or_default();
+    if config.lock_type != LockType::Hybrid {
+        return Ok(());
+    }
+    let Some(locker) = ctx.locker() else {
+        return Ok(());
+    };
+    match locker.force_unlock() {
+        Ok(Some(holder)) => {
+            let who = holder
+                .info
+                .map(|i| {
+                    format!(
+                        " held by PID {} ({} on {}, acquired {})",
+                        i.machine.pid,
+                        i.operation,
+                        i.machine.hostname,
+                        ago(i.created_at, Utc::now())
+                    )
+                })
+                .unwrap_or_default();
+            if !ctx.json {
+                outln!(
+                    "{} Removed the remote lock on '{}'{who}",
+                    ctx.out.green("✓"),
+                    locker.remote()
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => ctx.warn(&format!("could not remove the remote lock: {e}")),
+    }
+    Ok(())
+}
