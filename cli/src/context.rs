@@ -323,7 +323,7 @@ impl Context {
         let profile = profile
             .map(str::to_string)
             .or_else(|| state.and_then(|s| s.active_profile.clone()));
-        let mut manifest = Manifest::load(
+        let (mut manifest, graph) = stead_lib::graph::load(
             &dir,
             &LoadOptions {
                 home: self.layout.home().to_path_buf(),
@@ -333,9 +333,6 @@ impl Context {
         manifest
             .protected
             .push(self.layout.state_dir().to_path_buf());
-        let graph = manifest
-            .take_graph()
-            .map_err(|c| anyhow::anyhow!("dependency cycle: {}", c.ids.join(" → ")))?;
         Ok((manifest, graph))
     }
 }

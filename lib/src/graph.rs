@@ -2,14 +2,20 @@
 //! references, and autoedges (a path under a managed dir depends on the dir;
 //! a symlink depends on the resource that creates its target). Cycles are
 //! reported with the resources that form them.
+//!
+//! The manifest does not build its graph: [`load`] and [`parse`] read a
+//! manifest and then check its graph, reporting a cycle with the manifest's
+//! other problems.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::path::Path;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::manifest::{Manifest, Spec};
+use crate::manifest::{LoadError, LoadOptions, Manifest, ManifestError, Parsed, Problem};
+use crate::resource::registry;
 
 /// Why an edge exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -67,6 +73,63 @@ pub struct Graph {
     pub dependents: Vec<Vec<usize>>,
     /// A topological order (dependencies first), stable by manifest order.
     pub order: Vec<usize>,
+    /// Node index by id (for [`Graph::index_of`]).
+    index: HashMap<String, usize>,
+}
+
+/// Loads `<config_dir>/stead.toml` and builds its graph: every problem,
+/// a dependency cycle included, is reported together.
+pub fn load(config_dir: &Path, options: &LoadOptions) -> Result<(Manifest, Graph), LoadError> {
+    Ok(check(Manifest::read(config_dir, options)?)?)
+}
+
+/// Parses manifest text (as if read from `path` in `config_dir`) and builds
+/// its graph, like [`load`].
+pub fn parse(
+    text: &str,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Result<(Manifest, Graph), ManifestError> {
+    check(Manifest::parse_parts(text, path, config_dir, options)?)
+}
+
+/// Builds the graph of a parsed manifest; a cycle becomes one more problem.
+/// The graph skips edges to resources that failed to load, so a cycle among
+/// the rest is reported in the same run as the other problems.
+pub fn check(mut parsed: Parsed) -> Result<(Manifest, Graph), ManifestError> {
+    let graph = match Graph::build(&parsed.manifest) {
+        Ok(graph) => Some(graph),
+        Err(cycle) => {
+            let first = cycle
+                .ids
+                .iter()
+                .find_map(|id| parsed.manifest.resources.iter().find(|r| &r.id == id));
+            if let Some(r) = first {
+                parsed.problems.push(
+                    Problem::at(r.span.clone(), format!("dependency cycle: {}", cycle.ids.join(" → ")))
+                        .label("part of the cycle")
+                        .help("remove one of its edges: after, before, notify, a reference or an autoedge"),
+                );
+            }
+            None
+        }
+    };
+    let manifest = parsed.finish()?;
+    match graph {
+        Some(graph) => Ok((manifest, graph)),
+        // A cycle always names a loaded resource, so `finish` failed above.
+        None => Err(ManifestError {
+            path: manifest.path,
+            text: manifest.text,
+            problems: vec![Problem {
+                message: "dependency cycle".into(),
+                span: None,
+                label: String::new(),
+                help: None,
+            }],
+        }),
+    }
 }
 
 impl Graph {
@@ -106,14 +169,18 @@ impl Graph {
             .iter()
             .filter_map(|r| r.spec.path().map(|p| (p.as_os_str(), r.id.as_str())))
             .collect();
+        // Resources whose kind holds paths (dirs): what lies under them depends on them.
         let dirs: HashMap<&OsStr, &str> = manifest
             .resources
             .iter()
-            .filter_map(|r| match &r.spec {
-                Spec::Dir(d) => Some((d.path.as_os_str(), r.id.as_str())),
-                _ => None,
-            })
+            .filter(|r| registry::get(r.kind()).holds_paths())
+            .filter_map(|r| r.spec.path().map(|p| (p.as_os_str(), r.id.as_str())))
             .collect();
+        let holder = |path: &Path| {
+            path.ancestors()
+                .skip(1)
+                .find_map(|a| dirs.get(a.as_os_str()).copied())
+        };
         for r in &manifest.resources {
             for dep in &r.after {
                 add(dep, &r.id, EdgeKind::After);
@@ -127,24 +194,15 @@ impl Graph {
             for referenced in &r.references {
                 add(referenced, &r.id, EdgeKind::Reference);
             }
-            if let Some(path) = r.spec.path() {
-                for ancestor in path.ancestors().skip(1) {
-                    if let Some(dir) = dirs.get(ancestor.as_os_str()) {
-                        add(dir, &r.id, EdgeKind::ParentDir);
-                        break;
-                    }
-                }
+            if let Some(dir) = r.spec.path().and_then(holder) {
+                add(dir, &r.id, EdgeKind::ParentDir);
             }
-            if let Spec::Symlink(s) = &r.spec {
-                if let Some(creator) = by_path.get(s.target.as_os_str()) {
-                    add(creator, &r.id, EdgeKind::SymlinkTarget);
-                } else {
-                    for ancestor in s.target.ancestors().skip(1) {
-                        if let Some(dir) = dirs.get(ancestor.as_os_str()) {
-                            add(dir, &r.id, EdgeKind::SymlinkTarget);
-                            break;
-                        }
-                    }
+            // Paths the kind needs (a symlink's target): what creates one,
+            // else the managed dir that holds it.
+            for needed in registry::get(r.kind()).needs_paths(&r.spec) {
+                let creator = by_path.get(needed.as_os_str()).copied();
+                if let Some(from) = creator.or_else(|| holder(needed)) {
+                    add(from, &r.id, EdgeKind::SymlinkTarget);
                 }
             }
         }
@@ -188,18 +246,24 @@ impl Graph {
             }
             return Err(find_cycle(&g, &ids));
         }
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
         Ok(Graph {
             ids,
             edges,
             dependencies,
             dependents,
             order,
+            index,
         })
     }
 
     /// The node index of an id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.ids.iter().position(|x| x == id)
+        self.index.get(id).copied()
     }
 
     /// Graphviz text; autoedges dashed and labelled.
@@ -457,7 +521,7 @@ mod tests {
     fn a_cycle_through_an_autoedge_is_a_load_error_with_its_place() {
         let fx = Fixture::new();
         let text = fx.text("[dir.d]\npath = \"~/d\"\nafter = [\"file.f\"]\n[file.f]\npath = \"~/d/f\"\ncontent = \"\"\n");
-        let err = crate::manifest::Manifest::parse(
+        let err = parse(
             &text,
             &fx.repo.join("stead.toml"),
             &fx.repo,
@@ -466,6 +530,7 @@ mod tests {
                 profile: None,
             },
         )
+        .map(|(m, _)| m)
         .unwrap_err();
         assert_eq!(err.problems.len(), 1, "{err}");
         let p = &err.problems[0];
@@ -482,7 +547,7 @@ mod tests {
             "[symlink.l]\npath = \"~/l\"\ntarget = \"~/f\"\n\
              [file.f]\npath = \"~/f\"\ncontent = \"${symlink.l}\"\n[noop.z]\n",
         );
-        let err = crate::manifest::Manifest::parse(
+        let err = parse(
             &text,
             &fx.repo.join("stead.toml"),
             &fx.repo,
@@ -491,6 +556,7 @@ mod tests {
                 profile: None,
             },
         )
+        .map(|(m, _)| m)
         .unwrap_err();
         let msgs: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(msgs, ["dependency cycle: symlink.l → file.f → symlink.l"]);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Outcome, Status};
 use crate::graph::Graph;
 use crate::manifest::{Kind, Manifest};
-use crate::resource::{self, Action, Change, Facts, PlanContext, ResourceError};
+use crate::resource::{self, Action, Change, Facts, PlanContext, ResourceError, registry};
 use crate::state::{ResourceRecord, State};
 
 /// The version of the saved-plan format.
@@ -169,18 +169,18 @@ pub fn make(
         let depth = rec.keys.first().map_or(0, |k| k.matches('/').count());
         (std::cmp::Reverse(depth), (*id).clone())
     });
+    // Paths a declared resource owns (a kind that only edits a file, like
+    // `line`, does not take it over).
     let claimed: HashSet<String> = changes
         .iter()
+        .filter(|c| registry::get(c.kind).ownership().owns_path)
         .flat_map(|c| c.keys.iter().cloned())
         .collect();
     for (id, rec) in gone {
         if !rec.keys.is_empty() && rec.keys.iter().all(|k| claimed.contains(k)) {
             changes.push(Change {
                 id: id.clone(),
-                kind: Kind::ALL
-                    .into_iter()
-                    .find(|k| k.as_str() == rec.kind)
-                    .unwrap_or(Kind::Noop),
+                kind: Kind::parse(&rec.kind).unwrap_or(Kind::Noop),
                 action: Action::Remove,
                 keys: rec.keys.clone(),
                 reason: "no longer declared; its path is now managed by another resource".into(),
@@ -347,7 +347,7 @@ pub fn settle_refreshes(plan: &mut Plan, pending: &HashSet<String>) {
 /// anyway; this also covers directories, which are otherwise never adopted.
 pub fn adopt_recovered(state: &mut State, plan: &Plan, ids: &HashSet<String>, serial: u64) {
     for c in &plan.changes[..plan.removals_from] {
-        let owns_path = matches!(c.kind, Kind::File | Kind::Dir | Kind::Symlink);
+        let owns_path = registry::get(c.kind).ownership().owns_path;
         if owns_path
             && c.action == Action::Unchanged
             && !c.keys.is_empty()
@@ -381,8 +381,8 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
         .flat_map(|(c, _)| c.keys.iter().map(String::as_str))
         .collect();
     for (change, status) in plan.changes.iter().zip(&outcome.statuses) {
-        let owns_path = matches!(change.kind, Kind::File | Kind::Dir | Kind::Symlink);
-        if !owns_path {
+        let kind = registry::get(change.kind);
+        if !kind.ownership().owns_path {
             continue;
         }
         let done = matches!(status, Status::Done(_));
@@ -421,8 +421,8 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                 let owned = state.resources.contains_key(&change.id);
                 // A file or link that already is exactly as declared is adopted;
                 // a directory stead did not create stays the user's.
-                let adopt = !owned && change.kind != Kind::Dir && !change.keys.is_empty();
-                let absent = change.kind == Kind::File && change.checksum.is_none();
+                let adopt = !owned && kind.ownership().adopt_when_right && !change.keys.is_empty();
+                let absent = kind.releases(change.checksum.as_ref());
                 if absent {
                     state.resources.remove(&change.id);
                     for k in &change.keys {

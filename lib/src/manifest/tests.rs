@@ -14,7 +14,8 @@ fn load_with(text: &str, profile: Option<&str>) -> Result<Manifest, ManifestErro
     std::fs::write(repo.path().join("t.j2"), "{{ email }}").unwrap();
     let repo_path = repo.path().to_path_buf();
     // The temp repo must outlive parsing only (existence checks happen now).
-    let result = Manifest::parse(
+    // Loaded as the CLI does: the graph (cycles) checked with the rest.
+    let result = crate::graph::parse(
         &text.replace("REPO", repo_path.to_str().unwrap()),
         &repo_path.join(MANIFEST_FILE),
         &repo_path,
@@ -22,7 +23,8 @@ fn load_with(text: &str, profile: Option<&str>) -> Result<Manifest, ManifestErro
             home: PathBuf::from("/home/me"),
             profile: profile.map(str::to_string),
         },
-    );
+    )
+    .map(|(m, _)| m);
     drop(repo);
     result
 }
