@@ -7,6 +7,7 @@ pub mod dir;
 pub mod exec;
 pub mod file;
 pub mod kind;
+pub mod line;
 pub mod noop;
 pub mod registry;
 pub mod symlink;

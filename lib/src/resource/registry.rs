@@ -5,7 +5,7 @@
 use crate::manifest::Kind;
 
 use super::kind::ResourceKind;
-use super::{dir, exec, file, noop, symlink};
+use super::{dir, exec, file, line, noop, symlink};
 
 /// Every kind, in the order error messages list them.
 static KINDS: &[&dyn ResourceKind] = &[
@@ -14,6 +14,7 @@ static KINDS: &[&dyn ResourceKind] = &[
     &symlink::Symlink,
     &exec::Exec,
     &noop::Noop,
+    &line::Line,
 ];
 
 /// Every registered kind.
