@@ -136,77 +136,7 @@ impl Graph {
     /// Builds the graph of `manifest`, or the cycle that prevents it.
     pub fn build(manifest: &Manifest) -> Result<Graph, Cycle> {
         let ids: Vec<String> = manifest.resources.iter().map(|r| r.id.clone()).collect();
-        let index: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        let mut edges: Vec<Edge> = Vec::new();
-        // The node indices of each edge in `edges`, kept so they are not looked up again.
-        let mut pairs: Vec<(usize, usize)> = Vec::new();
-        // (from, to, kind) already in `edges`: deduplication in O(1), not a scan.
-        let mut seen: std::collections::HashSet<(usize, usize, EdgeKind)> =
-            std::collections::HashSet::new();
-        let mut add = |from: &str, to: &str, kind: EdgeKind| {
-            if from == to {
-                return;
-            }
-            if let (Some(&f), Some(&t)) = (index.get(from), index.get(to))
-                && seen.insert((f, t, kind))
-            {
-                pairs.push((f, t));
-                edges.push(Edge {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    kind,
-                });
-            }
-        };
-        // Keyed by the path's bytes: paths here are normalized, and hashing a
-        // `Path` walks its components, which shows in large manifests.
-        let by_path: HashMap<&OsStr, &str> = manifest
-            .resources
-            .iter()
-            .filter_map(|r| r.spec.path().map(|p| (p.as_os_str(), r.id.as_str())))
-            .collect();
-        // Resources whose kind holds paths (dirs): what lies under them depends on them.
-        let dirs: HashMap<&OsStr, &str> = manifest
-            .resources
-            .iter()
-            .filter(|r| registry::get(r.kind()).holds_paths())
-            .filter_map(|r| r.spec.path().map(|p| (p.as_os_str(), r.id.as_str())))
-            .collect();
-        let holder = |path: &Path| {
-            path.ancestors()
-                .skip(1)
-                .find_map(|a| dirs.get(a.as_os_str()).copied())
-        };
-        for r in &manifest.resources {
-            for dep in &r.after {
-                add(dep, &r.id, EdgeKind::After);
-            }
-            for dependent in &r.before {
-                add(&r.id, dependent, EdgeKind::Before);
-            }
-            for target in &r.notify {
-                add(&r.id, target, EdgeKind::Notify);
-            }
-            for referenced in &r.references {
-                add(referenced, &r.id, EdgeKind::Reference);
-            }
-            if let Some(dir) = r.spec.path().and_then(holder) {
-                add(dir, &r.id, EdgeKind::ParentDir);
-            }
-            // Paths the kind needs (a symlink's target): what creates one,
-            // else the managed dir that holds it.
-            for needed in registry::get(r.kind()).needs_paths(&r.spec) {
-                let creator = by_path.get(needed.as_os_str()).copied();
-                if let Some(from) = creator.or_else(|| holder(needed)) {
-                    add(from, &r.id, EdgeKind::SymlinkTarget);
-                }
-            }
-        }
-
+        let (edges, pairs) = collect_edges(manifest, &ids);
         let n = ids.len();
         let mut dependencies = vec![Vec::new(); n];
         let mut dependents = vec![Vec::new(); n];
@@ -216,35 +146,11 @@ impl Graph {
                 dependents[f].push(t);
             }
         }
-        // Kahn's algorithm taking the lowest manifest index first: a stable order.
-        let mut indegree: Vec<usize> = dependencies.iter().map(Vec::len).collect();
-        let mut ready: std::collections::BTreeSet<usize> =
-            (0..n).filter(|&i| indegree[i] == 0).collect();
-        let mut order = Vec::with_capacity(n);
-        while let Some(i) = ready.pop_first() {
-            order.push(i);
-            for &d in &dependents[i] {
-                indegree[d] -= 1;
-                if indegree[d] == 0 {
-                    ready.insert(d);
-                }
-            }
-        }
+        let order = topological_order(&dependencies, &dependents);
         // Kahn leaves out exactly the nodes on or behind a cycle (no second
         // topological sort needed to tell).
         if order.len() != n {
-            // Only now is the petgraph form needed, to name the cycle; its edges
-            // are the deduplicated dependencies in the order they were found.
-            let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(n, pairs.len());
-            let nodes: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
-            let mut added = vec![Vec::new(); n];
-            for &(f, t) in &pairs {
-                if !added[t].contains(&f) {
-                    added[t].push(f);
-                    g.add_edge(nodes[f], nodes[t], ());
-                }
-            }
-            return Err(find_cycle(&g, &ids));
+            return Err(name_cycle(&pairs, &ids));
         }
         let index = ids
             .iter()
@@ -291,6 +197,137 @@ impl Graph {
         out.push_str("}\n");
         out
     }
+}
+
+/// Every edge, deduplicated per (from, to, kind), with the node indices of
+/// each (kept so they are not looked up again).
+fn collect_edges(manifest: &Manifest, ids: &[String]) -> (Vec<Edge>, Vec<(usize, usize)>) {
+    let index: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut edges: Vec<Edge> = Vec::new();
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    // (from, to, kind) already in `edges`: deduplication in O(1), not a scan.
+    let mut seen: std::collections::HashSet<(usize, usize, EdgeKind)> =
+        std::collections::HashSet::new();
+    let mut add = |from: &str, to: &str, kind: EdgeKind| {
+        if from == to {
+            return;
+        }
+        if let (Some(&f), Some(&t)) = (index.get(from), index.get(to))
+            && seen.insert((f, t, kind))
+        {
+            pairs.push((f, t));
+            edges.push(Edge {
+                from: from.to_string(),
+                to: to.to_string(),
+                kind,
+            });
+        }
+    };
+    let auto = Autoedges::new(manifest);
+    for r in &manifest.resources {
+        for dep in &r.after {
+            add(dep, &r.id, EdgeKind::After);
+        }
+        for dependent in &r.before {
+            add(&r.id, dependent, EdgeKind::Before);
+        }
+        for target in &r.notify {
+            add(&r.id, target, EdgeKind::Notify);
+        }
+        for referenced in &r.references {
+            add(referenced, &r.id, EdgeKind::Reference);
+        }
+        auto.of(r, &mut add);
+    }
+    (edges, pairs)
+}
+
+/// Edges stead adds by itself, asked of each kind through the registry.
+struct Autoedges<'m> {
+    /// Who manages each path. Keyed by the path's bytes: paths here are
+    /// normalized, and hashing a `Path` walks its components, which shows in
+    /// large manifests.
+    by_path: HashMap<&'m OsStr, &'m str>,
+    /// Resources whose kind holds paths (dirs): what lies under them depends on them.
+    dirs: HashMap<&'m OsStr, &'m str>,
+}
+
+impl<'m> Autoedges<'m> {
+    fn new(manifest: &'m Manifest) -> Autoedges<'m> {
+        let with_path = |r: &'m crate::manifest::Resource| {
+            r.spec.path().map(|p| (p.as_os_str(), r.id.as_str()))
+        };
+        Autoedges {
+            by_path: manifest.resources.iter().filter_map(with_path).collect(),
+            dirs: manifest
+                .resources
+                .iter()
+                .filter(|r| registry::get(r.kind()).holds_paths())
+                .filter_map(with_path)
+                .collect(),
+        }
+    }
+
+    /// The nearest managed dir above `path`.
+    fn holder(&self, path: &Path) -> Option<&'m str> {
+        path.ancestors()
+            .skip(1)
+            .find_map(|a| self.dirs.get(a.as_os_str()).copied())
+    }
+
+    /// A path under a managed dir depends on it; a path the kind needs (a
+    /// symlink's target) depends on what creates it, else on the managed dir
+    /// that holds it.
+    fn of(&self, r: &crate::manifest::Resource, add: &mut impl FnMut(&str, &str, EdgeKind)) {
+        if let Some(dir) = r.spec.path().and_then(|p| self.holder(p)) {
+            add(dir, &r.id, EdgeKind::ParentDir);
+        }
+        for needed in registry::get(r.kind()).needs_paths(&r.spec) {
+            let creator = self.by_path.get(needed.as_os_str()).copied();
+            if let Some(from) = creator.or_else(|| self.holder(needed)) {
+                add(from, &r.id, EdgeKind::SymlinkTarget);
+            }
+        }
+    }
+}
+
+/// Kahn's algorithm taking the lowest manifest index first: a stable order.
+fn topological_order(dependencies: &[Vec<usize>], dependents: &[Vec<usize>]) -> Vec<usize> {
+    let n = dependencies.len();
+    let mut indegree: Vec<usize> = dependencies.iter().map(Vec::len).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    order
+}
+
+/// Only when there is a cycle is the petgraph form needed, to name it; its
+/// edges are the deduplicated dependencies in the order they were found.
+fn name_cycle(pairs: &[(usize, usize)], ids: &[String]) -> Cycle {
+    let n = ids.len();
+    let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(n, pairs.len());
+    let nodes: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
+    let mut added = vec![Vec::new(); n];
+    for &(f, t) in pairs {
+        if !added[t].contains(&f) {
+            added[t].push(f);
+            g.add_edge(nodes[f], nodes[t], ());
+        }
+    }
+    find_cycle(&g, ids)
 }
 
 fn find_cycle(g: &DiGraph<usize, ()>, ids: &[String]) -> Cycle {

@@ -117,48 +117,42 @@ pub fn make(
         .iter()
         .map(|&i| &manifest.resources[i])
         .collect();
-    let jobs = jobs.max(1);
-    let chunk = ordered.len().div_ceil(jobs).max(1);
-    let results: Vec<Result<Change, (String, ResourceError)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ordered
-            .chunks(chunk)
-            .map(|slice| {
-                let ctx = &ctx;
-                scope.spawn(move || {
-                    slice
-                        .iter()
-                        .map(|r| resource::plan(r, ctx).map_err(|e| (r.id.clone(), e)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        // A reader thread that panicked must not make its resources vanish
-        // from the plan: that would read as "nothing to do" for them.
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![Err((
-                        "(planner)".to_string(),
-                        ResourceError::Internal(
-                            "a planning thread panicked; nothing was changed".into(),
-                        ),
-                    ))]
-                })
-            })
-            .collect()
-    });
-    let mut changes = Vec::with_capacity(results.len());
+    let mut changes = Vec::with_capacity(ordered.len());
     let mut errors = Vec::new();
-    for r in results {
+    for r in plan_declared(&ordered, &ctx, jobs) {
         match r {
             Ok(c) => changes.push(c),
             Err(e) => errors.push(e),
         }
     }
     let removals_from = changes.len();
-    // What stead created that is no longer declared: deepest paths first, so
-    // files go before the directories that hold them.
+    plan_removals(manifest, state, &mut changes, &mut errors);
+    if !errors.is_empty() {
+        return Err(PlanError(errors));
+    }
+    let depends_on = dependencies(graph, &changes, removals_from);
+    Ok(Plan {
+        format: PLAN_FORMAT,
+        state_serial: state.lineage.serial,
+        lineage_id: state.lineage.id.clone(),
+        profile: manifest.profile.clone(),
+        config_dir: manifest.config_dir.clone(),
+        home: manifest.home.clone(),
+        force,
+        changes,
+        depends_on,
+        removals_from,
+    })
+}
+
+/// What stead created that is no longer declared, planned for removal:
+/// deepest paths first, so files go before the directories that hold them.
+fn plan_removals(
+    manifest: &Manifest,
+    state: &State,
+    changes: &mut Vec<Change>,
+    errors: &mut Vec<(String, ResourceError)>,
+) {
     let declared: HashSet<&str> = manifest.resources.iter().map(|r| r.id.as_str()).collect();
     let mut gone: Vec<(&String, &ResourceRecord)> = state
         .resources
@@ -197,32 +191,28 @@ pub fn make(
             Err(e) => errors.push((id.clone(), e)),
         }
     }
-    if !errors.is_empty() {
-        return Err(PlanError(errors));
-    }
-    // Graph node by id (a map: `Graph::index_of` scans, which is quadratic here).
-    let node: std::collections::HashMap<&str, usize> = graph
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+}
+
+/// For each change, the indices of the changes it waits for (removals wait
+/// for none: they run last).
+fn dependencies(graph: &Graph, changes: &[Change], removals_from: usize) -> Vec<Vec<usize>> {
     // Index into `changes` of each graph node's declared change, by node.
     let mut position: Vec<Option<usize>> = vec![None; graph.ids.len()];
     for (i, c) in changes.iter().take(removals_from).enumerate() {
-        if let Some(&g) = node.get(c.id.as_str()) {
+        if let Some(g) = graph.index_of(&c.id) {
             position[g].get_or_insert(i);
         }
     }
-    let depends_on = changes
+    changes
         .iter()
         .enumerate()
         .map(|(i, c)| {
             if i >= removals_from {
                 return Vec::new();
             }
-            node.get(c.id.as_str())
-                .map(|&g| {
+            graph
+                .index_of(&c.id)
+                .map(|g| {
                     graph.dependencies[g]
                         .iter()
                         .filter_map(|&d| position[d])
@@ -230,18 +220,45 @@ pub fn make(
                 })
                 .unwrap_or_default()
         })
-        .collect();
-    Ok(Plan {
-        format: PLAN_FORMAT,
-        state_serial: state.lineage.serial,
-        lineage_id: state.lineage.id.clone(),
-        profile: manifest.profile.clone(),
-        config_dir: manifest.config_dir.clone(),
-        home: manifest.home.clone(),
-        force,
-        changes,
-        depends_on,
-        removals_from,
+        .collect()
+}
+
+/// Reads and diffs the declared resources on up to `jobs` threads, keeping
+/// their order.
+fn plan_declared(
+    ordered: &[&crate::manifest::Resource],
+    ctx: &PlanContext,
+    jobs: usize,
+) -> Vec<Result<Change, (String, ResourceError)>> {
+    let jobs = jobs.max(1);
+    let chunk = ordered.len().div_ceil(jobs).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ordered
+            .chunks(chunk)
+            .map(|slice| {
+                scope.spawn(move || {
+                    slice
+                        .iter()
+                        .map(|r| resource::plan(r, ctx).map_err(|e| (r.id.clone(), e)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A reader thread that panicked must not make its resources vanish
+        // from the plan: that would read as "nothing to do" for them.
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err((
+                        "(planner)".to_string(),
+                        ResourceError::Internal(
+                            "a planning thread panicked; nothing was changed".into(),
+                        ),
+                    ))]
+                })
+            })
+            .collect()
     })
 }
 

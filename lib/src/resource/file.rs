@@ -285,21 +285,7 @@ fn plan_content(
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
     let Some(desired) = desired else {
-        // ensure = "absent"
-        return Ok(match meta {
-            None => Planned::unchanged("absent"),
-            Some(m) if m.is_dir() => {
-                Planned::conflict("is a directory; stead removes only files here")
-            }
-            Some(_) => Planned::new(
-                Action::Remove,
-                "ensure = \"absent\"",
-                Op::RemoveFile {
-                    path: path.clone(),
-                    backup: !owned,
-                },
-            ),
-        });
+        return Ok(plan_absent(path, meta.as_ref(), owned));
     };
     let Some(meta) = meta else {
         return Ok(Planned::new(
@@ -314,37 +300,7 @@ fn plan_content(
         ));
     };
     if !meta.file_type().is_file() {
-        let what = if meta.is_dir() {
-            "a directory"
-        } else if meta.file_type().is_symlink() {
-            "a symlink"
-        } else {
-            "a special file"
-        };
-        if (ctx.force || owned) && !meta.is_dir() {
-            return Ok(Planned::new(
-                Action::Update,
-                if owned {
-                    format!("replaces {what} stead made here (backed up first)")
-                } else {
-                    format!("replaces {what} stead does not own (backed up first)")
-                },
-                Op::WriteFile {
-                    path: path.clone(),
-                    content: desired,
-                    mode: f.mode.unwrap_or(0o644),
-                    backup: true,
-                },
-            ));
-        }
-        return Ok(Planned::conflict(format!(
-            "{what} is in the way{}",
-            if meta.is_dir() {
-                "; stead never replaces a directory it does not own"
-            } else {
-                "; 'stead apply --force' backs it up and replaces it"
-            }
-        )));
+        return Ok(plan_over_other(f, desired, &meta, ctx, owned));
     }
     let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
     let actual_mode = mode_of(&meta);
@@ -393,6 +349,66 @@ fn plan_content(
         }
     };
     Ok(Planned::new(Action::Update, reasons.join("; "), op).with_diff(diff))
+}
+
+/// `ensure = "absent"`: remove a file that is there (backed up unless stead
+/// owns it), never a directory.
+fn plan_absent(path: &Path, meta: Option<&fs::Metadata>, owned: bool) -> Planned {
+    match meta {
+        None => Planned::unchanged("absent"),
+        Some(m) if m.is_dir() => Planned::conflict("is a directory; stead removes only files here"),
+        Some(_) => Planned::new(
+            Action::Remove,
+            "ensure = \"absent\"",
+            Op::RemoveFile {
+                path: path.to_path_buf(),
+                backup: !owned,
+            },
+        ),
+    }
+}
+
+/// Something that is not a regular file is where the file goes: replaced
+/// (backed up first) when stead owns the path or is forced, unless it is a
+/// directory; else a conflict.
+fn plan_over_other(
+    f: &FileSpec,
+    desired: Vec<u8>,
+    meta: &fs::Metadata,
+    ctx: &PlanContext,
+    owned: bool,
+) -> Planned {
+    let what = if meta.is_dir() {
+        "a directory"
+    } else if meta.file_type().is_symlink() {
+        "a symlink"
+    } else {
+        "a special file"
+    };
+    if (ctx.force || owned) && !meta.is_dir() {
+        return Planned::new(
+            Action::Update,
+            if owned {
+                format!("replaces {what} stead made here (backed up first)")
+            } else {
+                format!("replaces {what} stead does not own (backed up first)")
+            },
+            Op::WriteFile {
+                path: f.path.clone(),
+                content: desired,
+                mode: f.mode.unwrap_or(0o644),
+                backup: true,
+            },
+        );
+    }
+    Planned::conflict(format!(
+        "{what} is in the way{}",
+        if meta.is_dir() {
+            "; stead never replaces a directory it does not own"
+        } else {
+            "; 'stead apply --force' backs it up and replaces it"
+        }
+    ))
 }
 
 /// A unified diff of old → new, capped; binary content is summarized.

@@ -112,19 +112,15 @@ fn drift(path: &Path, meta: &fs::Metadata, declared: Option<&Spec>) -> Drift {
         (Some(c), Some(t)) => fsutil::link_points_to(path, c, t),
         _ => true,
     };
-    let status = if !meta.file_type().is_symlink() {
+    if !meta.file_type().is_symlink() {
         return Drift {
             status: "replaced",
             expected,
             actual: Some("not a symlink".into()),
         };
-    } else if !same {
-        "retargeted"
-    } else {
-        "unchanged"
-    };
+    }
     Drift {
-        status,
+        status: if same { "unchanged" } else { "retargeted" },
         expected,
         actual,
     }
