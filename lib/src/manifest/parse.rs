@@ -261,7 +261,7 @@ fn select_profile(w: &mut Walker, options: &LoadOptions, top: &Top) -> Scope {
 
 /// Phase A: the paths (they may use ${vars...} only), which are the outputs
 /// that other resources reference. A path owned by a kind is claimed by at
-/// most one active resource.
+/// most one active resource, and not edited by another.
 fn resolve_paths(
     w: &mut Walker,
     decls: &[RawDecl],
@@ -270,7 +270,8 @@ fn resolve_paths(
     home: &Path,
 ) -> HashMap<String, PathBuf> {
     let mut outputs: HashMap<String, PathBuf> = HashMap::new();
-    let mut claims: HashMap<std::ffi::OsString, String> = HashMap::new();
+    let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::new();
+    let mut edits: Vec<(&RawDecl, Range<usize>, PathBuf)> = Vec::new();
     let path_lookup = |r: &Reference| -> Option<Result<String, String>> {
         let kind = r.name.split_once('.').map(|(k, _)| k)?;
         registry::find(kind).is_some().then(|| {
@@ -294,27 +295,62 @@ fn resolve_paths(
         let Some(path) = w.target_path(&text, s.span.clone(), home) else {
             continue;
         };
-        if kind.ownership().owns_path && scope.active.contains(&d.id) {
-            if let Some(other) = claims.get(path.as_os_str()) {
-                w.problems.push(
-                    Problem::at(
-                        s.span.clone(),
-                        format!(
-                            "{} claims {}, which {other} already claims",
-                            d.id,
-                            super::display_path(home, &path)
-                        ),
-                    )
-                    .label("claimed twice")
-                    .help("two resources may not manage the same path"),
-                );
+        if scope.active.contains(&d.id) {
+            if kind.ownership().owns_path {
+                claim(w, &mut claims, d, &s.span, &path, home);
             } else {
-                claims.insert(path.as_os_str().to_os_string(), d.id.clone());
+                edits.push((d, s.span.clone(), path.clone()));
             }
         }
         outputs.insert(d.id.clone(), path);
     }
+    // A kind that edits a path without owning it (`line`) would fight the
+    // resource that writes the whole path on every run.
+    for (d, span, path) in edits {
+        if let Some(other) = claims.get(path.as_os_str()) {
+            w.problems.push(
+                Problem::at(
+                    span,
+                    format!(
+                        "{} edits {}, which {other} manages",
+                        d.id,
+                        super::display_path(home, &path)
+                    ),
+                )
+                .label("managed by another resource")
+                .help("stead writes a managed path whole; put the change in that resource instead"),
+            );
+        }
+    }
     outputs
+}
+
+/// Claims `path` for `d`, or records that another resource already did.
+fn claim<'d>(
+    w: &mut Walker,
+    claims: &mut HashMap<std::ffi::OsString, &'d str>,
+    d: &'d RawDecl,
+    span: &Range<usize>,
+    path: &Path,
+    home: &Path,
+) {
+    match claims.get(path.as_os_str()) {
+        Some(other) => w.problems.push(
+            Problem::at(
+                span.clone(),
+                format!(
+                    "{} claims {}, which {other} already claims",
+                    d.id,
+                    super::display_path(home, path)
+                ),
+            )
+            .label("claimed twice")
+            .help("two resources may not manage the same path"),
+        ),
+        None => {
+            claims.insert(path.as_os_str().to_os_string(), &d.id);
+        }
+    }
 }
 
 /// Phase B: what building each resource needs.

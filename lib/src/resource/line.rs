@@ -323,6 +323,40 @@ mod tests {
     }
 
     #[test]
+    fn a_path_another_resource_manages_is_a_load_error_but_lines_may_share_a_file() {
+        let fx = Fixture::new();
+        let text = fx.text(
+            "[line.l]\npath = \"~/rc\"\nline = \"x\"\n[line.m]\npath = \"~/rc\"\nline = \"y\"\n\
+             [file.rc]\npath = \"~/rc\"\ncontent = \"\"\n",
+        );
+        let err = crate::manifest::Manifest::parse(
+            &text,
+            &fx.repo.join("stead.toml"),
+            &fx.repo,
+            &crate::manifest::LoadOptions {
+                home: fx.home.clone(),
+                profile: None,
+            },
+        )
+        .unwrap_err();
+        let msgs: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "line.l edits ~/rc, which file.rc manages",
+                "line.m edits ~/rc, which file.rc manages"
+            ]
+        );
+        assert_eq!(
+            err.line_col(err.problems[0].span.clone().unwrap().start),
+            (2, 8)
+        );
+        fx.manifest(
+            "[line.l]\npath = \"~/rc\"\nline = \"x\"\n[line.m]\npath = \"~/rc\"\nline = \"y\"\n",
+        );
+    }
+
+    #[test]
     fn a_symlink_is_never_followed() {
         let fx = Fixture::new();
         let real = fx.out.join("real");
