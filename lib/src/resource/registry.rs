@@ -5,16 +5,16 @@
 use crate::manifest::Kind;
 
 use super::kind::ResourceKind;
-use super::{dir, exec, file, line, noop, symlink};
+use super::noop;
 
-/// Every kind, in the order error messages list them.
+/// Every kind, in the order error messages list them (one line per kind).
 static KINDS: &[&dyn ResourceKind] = &[
-    &file::File,
-    &dir::Dir,
-    &symlink::Symlink,
-    &exec::Exec,
-    &noop::Noop,
-    &line::Line,
+    &super::file::File,
+    &super::dir::Dir,
+    &super::symlink::Symlink,
+    &super::exec::Exec,
+    &super::noop::Noop,
+    &super::line::Line,
 ];
 
 /// Every registered kind.
