@@ -554,6 +554,53 @@ mod tests {
         assert_eq!(cycle.ids, ["noop.a", "noop.b", "noop.c", "noop.a"]);
     }
 
+    /// Loads as the CLI does: the manifest's problems and its graph's together.
+    fn load(text: &str) -> Result<Manifest, ManifestError> {
+        let fx = Fixture::new();
+        parse(
+            &fx.text(text),
+            &fx.repo.join("stead.toml"),
+            &fx.repo,
+            &LoadOptions {
+                home: fx.home.clone(),
+                profile: None,
+            },
+        )
+        .map(|(m, _)| m)
+    }
+
+    fn messages(e: &ManifestError) -> Vec<String> {
+        e.problems.iter().map(|p| p.message.clone()).collect()
+    }
+
+    #[test]
+    fn cycles_are_reported_with_their_members() {
+        let e = load(
+            "[noop.a]\nafter = [\"noop.c\"]\n[noop.b]\nafter = [\"noop.a\"]\n[noop.c]\nafter = [\"noop.b\"]\n",
+        )
+        .unwrap_err();
+        let msgs = messages(&e);
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("dependency cycle: noop.a → noop.b → noop.c → noop.a"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_reported_with_the_other_problems() {
+        let e = load(
+            "[file.a]\npath = \"~/a\"\ncontent = \"a\"\ncolour = 1\n\n[noop.p]\nafter = [\"noop.q\"]\n\n[noop.q]\nafter = [\"noop.p\"]\n",
+        )
+        .unwrap_err();
+        let msgs = messages(&e);
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[1].starts_with("dependency cycle: noop.p → noop.q → noop.p"),
+            "{msgs:?}"
+        );
+    }
+
     #[test]
     fn a_cycle_through_an_autoedge_is_a_load_error_with_its_place() {
         let fx = Fixture::new();
