@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::fsutil::{self, FsError};
-use crate::manifest::{Kind, OtherSpec, Spec, SpecInput};
+use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
 
 use super::file::text_diff;
 use super::kind::{Key, KeyType, Planned, ResourceKind, unexpected_op, unexpected_spec};
@@ -62,8 +62,14 @@ impl ResourceKind for Line {
 
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {
         let absent = input.ensure_absent();
-        let line = input.text("line");
-        let matches = input.text("match");
+        // A newline inside `line` would never compare equal to one line of
+        // the file, so it would be appended on every run.
+        let line = one_line(input, "line", "must be a single line (no newline)");
+        let matches = if input.has("match") {
+            Some(one_line(input, "match", "must be a non-empty single line")?)
+        } else {
+            None
+        };
         let create = input.flag("create");
         let spec = LineSpec {
             path: input.path()?,
@@ -104,6 +110,17 @@ impl ResourceKind for Line {
     fn watch_paths(&self, spec: &Spec) -> Vec<PathBuf> {
         spec.path().map(Path::to_path_buf).into_iter().collect()
     }
+}
+
+/// A resolved string key that holds no newline (and, for `match`, is not
+/// empty: it would hold every line).
+fn one_line(input: &mut SpecInput, key: &str, rule: &str) -> Option<String> {
+    let (text, span) = input.text_at(key)?;
+    if text.contains('\n') || (key == "match" && text.is_empty()) {
+        input.problem(Problem::at(span, format!("`{key}` {rule}")).label("bad value"));
+        return None;
+    }
+    Some(text)
 }
 
 /// The file as it is, or `None` when it does not exist; a conflict when it is
@@ -353,6 +370,29 @@ mod tests {
         );
         fx.manifest(
             "[line.l]\npath = \"~/rc\"\nline = \"x\"\n[line.m]\npath = \"~/rc\"\nline = \"y\"\n",
+        );
+    }
+
+    #[test]
+    fn a_line_with_a_newline_or_an_empty_match_is_a_load_error() {
+        let fx = Fixture::new();
+        let err = crate::manifest::Manifest::parse(
+            "[line.l]\npath = \"/x\"\nline = \"a\\nb\"\nmatch = \"\"\n",
+            &fx.repo.join("stead.toml"),
+            &fx.repo,
+            &crate::manifest::LoadOptions {
+                home: fx.home.clone(),
+                profile: None,
+            },
+        )
+        .unwrap_err();
+        let msgs: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "`line` must be a single line (no newline)",
+                "`match` must be a non-empty single line"
+            ]
         );
     }
 
