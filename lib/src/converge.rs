@@ -55,9 +55,6 @@ pub enum ConvergeError {
     /// The manifest did not load.
     #[error(transparent)]
     Manifest(#[from] LoadError),
-    /// The resources' dependencies form a cycle.
-    #[error("dependency cycle: {}", .0.join(" → "))]
-    Cycle(Vec<String>),
     /// A saved plan cannot be read.
     #[error("cannot read the plan {}", path.display())]
     ReadPlan {
@@ -284,8 +281,8 @@ pub fn config_dir(config: Option<&Path>, state: Option<&State>) -> Result<PathBu
 }
 
 /// Loads the manifest of the config repo for `profile` (else the recorded
-/// one) and builds its graph. The state dir is protected: no resource may
-/// write into it.
+/// one) and builds its graph (a dependency cycle is one of the manifest's
+/// problems). The state dir is protected: no resource may write into it.
 pub fn load_manifest(
     layout: &Layout,
     config: Option<&Path>,
@@ -296,7 +293,7 @@ pub fn load_manifest(
     let profile = profile
         .map(str::to_string)
         .or_else(|| state.and_then(|s| s.active_profile.clone()));
-    let mut manifest = Manifest::load(
+    let (mut manifest, graph) = crate::graph::load(
         &dir,
         &LoadOptions {
             home: layout.home().to_path_buf(),
@@ -304,9 +301,6 @@ pub fn load_manifest(
         },
     )?;
     manifest.protected.push(layout.state_dir().to_path_buf());
-    let graph = manifest
-        .take_graph()
-        .map_err(|c| ConvergeError::Cycle(c.ids))?;
     Ok((manifest, graph))
 }
 

@@ -2,14 +2,20 @@
 //! references, and autoedges (a path under a managed dir depends on the dir;
 //! a symlink depends on the resource that creates its target). Cycles are
 //! reported with the resources that form them.
+//!
+//! The manifest does not build its graph: [`load`] and [`parse`] read a
+//! manifest and then check its graph, reporting a cycle with the manifest's
+//! other problems.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::path::Path;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::manifest::{Manifest, Spec};
+use crate::manifest::{LoadError, LoadOptions, Manifest, ManifestError, Parsed, Problem};
+use crate::resource::registry;
 
 /// Why an edge exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -67,88 +73,70 @@ pub struct Graph {
     pub dependents: Vec<Vec<usize>>,
     /// A topological order (dependencies first), stable by manifest order.
     pub order: Vec<usize>,
+    /// Node index by id (for [`Graph::index_of`]).
+    index: HashMap<String, usize>,
+}
+
+/// Loads `<config_dir>/stead.toml` and builds its graph: every problem,
+/// a dependency cycle included, is reported together.
+pub fn load(config_dir: &Path, options: &LoadOptions) -> Result<(Manifest, Graph), LoadError> {
+    Ok(check(Manifest::read(config_dir, options)?)?)
+}
+
+/// Parses manifest text (as if read from `path` in `config_dir`) and builds
+/// its graph, like [`load`].
+pub fn parse(
+    text: &str,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Result<(Manifest, Graph), ManifestError> {
+    check(Manifest::parse_parts(text, path, config_dir, options)?)
+}
+
+/// Builds the graph of a parsed manifest; a cycle becomes one more problem.
+/// The graph skips edges to resources that failed to load, so a cycle among
+/// the rest is reported in the same run as the other problems.
+pub fn check(mut parsed: Parsed) -> Result<(Manifest, Graph), ManifestError> {
+    let graph = match Graph::build(&parsed.manifest) {
+        Ok(graph) => Some(graph),
+        Err(cycle) => {
+            let first = cycle
+                .ids
+                .iter()
+                .find_map(|id| parsed.manifest.resources.iter().find(|r| &r.id == id));
+            if let Some(r) = first {
+                parsed.problems.push(
+                    Problem::at(r.span.clone(), format!("dependency cycle: {}", cycle.ids.join(" → ")))
+                        .label("part of the cycle")
+                        .help("remove one of its edges: after, before, notify, a reference or an autoedge"),
+                );
+            }
+            None
+        }
+    };
+    let manifest = parsed.finish()?;
+    match graph {
+        Some(graph) => Ok((manifest, graph)),
+        // A cycle always names a loaded resource, so `finish` failed above.
+        None => Err(ManifestError {
+            path: manifest.path,
+            text: manifest.text,
+            problems: vec![Problem {
+                message: "dependency cycle".into(),
+                span: None,
+                label: String::new(),
+                help: None,
+            }],
+        }),
+    }
 }
 
 impl Graph {
     /// Builds the graph of `manifest`, or the cycle that prevents it.
     pub fn build(manifest: &Manifest) -> Result<Graph, Cycle> {
         let ids: Vec<String> = manifest.resources.iter().map(|r| r.id.clone()).collect();
-        let index: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        let mut edges: Vec<Edge> = Vec::new();
-        // The node indices of each edge in `edges`, kept so they are not looked up again.
-        let mut pairs: Vec<(usize, usize)> = Vec::new();
-        // (from, to, kind) already in `edges`: deduplication in O(1), not a scan.
-        let mut seen: std::collections::HashSet<(usize, usize, EdgeKind)> =
-            std::collections::HashSet::new();
-        let mut add = |from: &str, to: &str, kind: EdgeKind| {
-            if from == to {
-                return;
-            }
-            if let (Some(&f), Some(&t)) = (index.get(from), index.get(to))
-                && seen.insert((f, t, kind))
-            {
-                pairs.push((f, t));
-                edges.push(Edge {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    kind,
-                });
-            }
-        };
-        // Keyed by the path's bytes: paths here are normalized, and hashing a
-        // `Path` walks its components, which shows in large manifests.
-        let by_path: HashMap<&OsStr, &str> = manifest
-            .resources
-            .iter()
-            .filter_map(|r| r.spec.path().map(|p| (p.as_os_str(), r.id.as_str())))
-            .collect();
-        let dirs: HashMap<&OsStr, &str> = manifest
-            .resources
-            .iter()
-            .filter_map(|r| match &r.spec {
-                Spec::Dir(d) => Some((d.path.as_os_str(), r.id.as_str())),
-                _ => None,
-            })
-            .collect();
-        for r in &manifest.resources {
-            for dep in &r.after {
-                add(dep, &r.id, EdgeKind::After);
-            }
-            for dependent in &r.before {
-                add(&r.id, dependent, EdgeKind::Before);
-            }
-            for target in &r.notify {
-                add(&r.id, target, EdgeKind::Notify);
-            }
-            for referenced in &r.references {
-                add(referenced, &r.id, EdgeKind::Reference);
-            }
-            if let Some(path) = r.spec.path() {
-                for ancestor in path.ancestors().skip(1) {
-                    if let Some(dir) = dirs.get(ancestor.as_os_str()) {
-                        add(dir, &r.id, EdgeKind::ParentDir);
-                        break;
-                    }
-                }
-            }
-            if let Spec::Symlink(s) = &r.spec {
-                if let Some(creator) = by_path.get(s.target.as_os_str()) {
-                    add(creator, &r.id, EdgeKind::SymlinkTarget);
-                } else {
-                    for ancestor in s.target.ancestors().skip(1) {
-                        if let Some(dir) = dirs.get(ancestor.as_os_str()) {
-                            add(dir, &r.id, EdgeKind::SymlinkTarget);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-
+        let (edges, pairs) = collect_edges(manifest, &ids);
         let n = ids.len();
         let mut dependencies = vec![Vec::new(); n];
         let mut dependents = vec![Vec::new(); n];
@@ -158,48 +146,30 @@ impl Graph {
                 dependents[f].push(t);
             }
         }
-        // Kahn's algorithm taking the lowest manifest index first: a stable order.
-        let mut indegree: Vec<usize> = dependencies.iter().map(Vec::len).collect();
-        let mut ready: std::collections::BTreeSet<usize> =
-            (0..n).filter(|&i| indegree[i] == 0).collect();
-        let mut order = Vec::with_capacity(n);
-        while let Some(i) = ready.pop_first() {
-            order.push(i);
-            for &d in &dependents[i] {
-                indegree[d] -= 1;
-                if indegree[d] == 0 {
-                    ready.insert(d);
-                }
-            }
-        }
+        let order = topological_order(&dependencies, &dependents);
         // Kahn leaves out exactly the nodes on or behind a cycle (no second
         // topological sort needed to tell).
         if order.len() != n {
-            // Only now is the petgraph form needed, to name the cycle; its edges
-            // are the deduplicated dependencies in the order they were found.
-            let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(n, pairs.len());
-            let nodes: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
-            let mut added = vec![Vec::new(); n];
-            for &(f, t) in &pairs {
-                if !added[t].contains(&f) {
-                    added[t].push(f);
-                    g.add_edge(nodes[f], nodes[t], ());
-                }
-            }
-            return Err(find_cycle(&g, &ids));
+            return Err(name_cycle(&pairs, &ids));
         }
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
         Ok(Graph {
             ids,
             edges,
             dependencies,
             dependents,
             order,
+            index,
         })
     }
 
     /// The node index of an id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.ids.iter().position(|x| x == id)
+        self.index.get(id).copied()
     }
 
     /// Graphviz text; autoedges dashed and labelled.
@@ -227,6 +197,137 @@ impl Graph {
         out.push_str("}\n");
         out
     }
+}
+
+/// Every edge, deduplicated per (from, to, kind), with the node indices of
+/// each (kept so they are not looked up again).
+fn collect_edges(manifest: &Manifest, ids: &[String]) -> (Vec<Edge>, Vec<(usize, usize)>) {
+    let index: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut edges: Vec<Edge> = Vec::new();
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    // (from, to, kind) already in `edges`: deduplication in O(1), not a scan.
+    let mut seen: std::collections::HashSet<(usize, usize, EdgeKind)> =
+        std::collections::HashSet::new();
+    let mut add = |from: &str, to: &str, kind: EdgeKind| {
+        if from == to {
+            return;
+        }
+        if let (Some(&f), Some(&t)) = (index.get(from), index.get(to))
+            && seen.insert((f, t, kind))
+        {
+            pairs.push((f, t));
+            edges.push(Edge {
+                from: from.to_string(),
+                to: to.to_string(),
+                kind,
+            });
+        }
+    };
+    let auto = Autoedges::new(manifest);
+    for r in &manifest.resources {
+        for dep in &r.after {
+            add(dep, &r.id, EdgeKind::After);
+        }
+        for dependent in &r.before {
+            add(&r.id, dependent, EdgeKind::Before);
+        }
+        for target in &r.notify {
+            add(&r.id, target, EdgeKind::Notify);
+        }
+        for referenced in &r.references {
+            add(referenced, &r.id, EdgeKind::Reference);
+        }
+        auto.of(r, &mut add);
+    }
+    (edges, pairs)
+}
+
+/// Edges stead adds by itself, asked of each kind through the registry.
+struct Autoedges<'m> {
+    /// Who manages each path. Keyed by the path's bytes: paths here are
+    /// normalized, and hashing a `Path` walks its components, which shows in
+    /// large manifests.
+    by_path: HashMap<&'m OsStr, &'m str>,
+    /// Resources whose kind holds paths (dirs): what lies under them depends on them.
+    dirs: HashMap<&'m OsStr, &'m str>,
+}
+
+impl<'m> Autoedges<'m> {
+    fn new(manifest: &'m Manifest) -> Autoedges<'m> {
+        let with_path = |r: &'m crate::manifest::Resource| {
+            r.spec.path().map(|p| (p.as_os_str(), r.id.as_str()))
+        };
+        Autoedges {
+            by_path: manifest.resources.iter().filter_map(with_path).collect(),
+            dirs: manifest
+                .resources
+                .iter()
+                .filter(|r| registry::get(r.kind()).holds_paths())
+                .filter_map(with_path)
+                .collect(),
+        }
+    }
+
+    /// The nearest managed dir above `path`.
+    fn holder(&self, path: &Path) -> Option<&'m str> {
+        path.ancestors()
+            .skip(1)
+            .find_map(|a| self.dirs.get(a.as_os_str()).copied())
+    }
+
+    /// A path under a managed dir depends on it; a path the kind needs (a
+    /// symlink's target) depends on what creates it, else on the managed dir
+    /// that holds it.
+    fn of(&self, r: &crate::manifest::Resource, add: &mut impl FnMut(&str, &str, EdgeKind)) {
+        if let Some(dir) = r.spec.path().and_then(|p| self.holder(p)) {
+            add(dir, &r.id, EdgeKind::ParentDir);
+        }
+        for needed in registry::get(r.kind()).needs_paths(&r.spec) {
+            let creator = self.by_path.get(needed.as_os_str()).copied();
+            if let Some(from) = creator.or_else(|| self.holder(needed)) {
+                add(from, &r.id, EdgeKind::SymlinkTarget);
+            }
+        }
+    }
+}
+
+/// Kahn's algorithm taking the lowest manifest index first: a stable order.
+fn topological_order(dependencies: &[Vec<usize>], dependents: &[Vec<usize>]) -> Vec<usize> {
+    let n = dependencies.len();
+    let mut indegree: Vec<usize> = dependencies.iter().map(Vec::len).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    order
+}
+
+/// Only when there is a cycle is the petgraph form needed, to name it; its
+/// edges are the deduplicated dependencies in the order they were found.
+fn name_cycle(pairs: &[(usize, usize)], ids: &[String]) -> Cycle {
+    let n = ids.len();
+    let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(n, pairs.len());
+    let nodes: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
+    let mut added = vec![Vec::new(); n];
+    for &(f, t) in pairs {
+        if !added[t].contains(&f) {
+            added[t].push(f);
+            g.add_edge(nodes[f], nodes[t], ());
+        }
+    }
+    find_cycle(&g, ids)
 }
 
 fn find_cycle(g: &DiGraph<usize, ()>, ids: &[String]) -> Cycle {
@@ -453,11 +554,58 @@ mod tests {
         assert_eq!(cycle.ids, ["noop.a", "noop.b", "noop.c", "noop.a"]);
     }
 
+    /// Loads as the CLI does: the manifest's problems and its graph's together.
+    fn load(text: &str) -> Result<Manifest, ManifestError> {
+        let fx = Fixture::new();
+        parse(
+            &fx.text(text),
+            &fx.repo.join("stead.toml"),
+            &fx.repo,
+            &LoadOptions {
+                home: fx.home.clone(),
+                profile: None,
+            },
+        )
+        .map(|(m, _)| m)
+    }
+
+    fn messages(e: &ManifestError) -> Vec<String> {
+        e.problems.iter().map(|p| p.message.clone()).collect()
+    }
+
+    #[test]
+    fn cycles_are_reported_with_their_members() {
+        let e = load(
+            "[noop.a]\nafter = [\"noop.c\"]\n[noop.b]\nafter = [\"noop.a\"]\n[noop.c]\nafter = [\"noop.b\"]\n",
+        )
+        .unwrap_err();
+        let msgs = messages(&e);
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("dependency cycle: noop.a → noop.b → noop.c → noop.a"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_reported_with_the_other_problems() {
+        let e = load(
+            "[file.a]\npath = \"~/a\"\ncontent = \"a\"\ncolour = 1\n\n[noop.p]\nafter = [\"noop.q\"]\n\n[noop.q]\nafter = [\"noop.p\"]\n",
+        )
+        .unwrap_err();
+        let msgs = messages(&e);
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[1].starts_with("dependency cycle: noop.p → noop.q → noop.p"),
+            "{msgs:?}"
+        );
+    }
+
     #[test]
     fn a_cycle_through_an_autoedge_is_a_load_error_with_its_place() {
         let fx = Fixture::new();
         let text = fx.text("[dir.d]\npath = \"~/d\"\nafter = [\"file.f\"]\n[file.f]\npath = \"~/d/f\"\ncontent = \"\"\n");
-        let err = crate::manifest::Manifest::parse(
+        let err = parse(
             &text,
             &fx.repo.join("stead.toml"),
             &fx.repo,
@@ -466,6 +614,7 @@ mod tests {
                 profile: None,
             },
         )
+        .map(|(m, _)| m)
         .unwrap_err();
         assert_eq!(err.problems.len(), 1, "{err}");
         let p = &err.problems[0];
@@ -482,7 +631,7 @@ mod tests {
             "[symlink.l]\npath = \"~/l\"\ntarget = \"~/f\"\n\
              [file.f]\npath = \"~/f\"\ncontent = \"${symlink.l}\"\n[noop.z]\n",
         );
-        let err = crate::manifest::Manifest::parse(
+        let err = parse(
             &text,
             &fx.repo.join("stead.toml"),
             &fx.repo,
@@ -491,6 +640,7 @@ mod tests {
                 profile: None,
             },
         )
+        .map(|(m, _)| m)
         .unwrap_err();
         let msgs: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(msgs, ["dependency cycle: symlink.l → file.f → symlink.l"]);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::Graph;
 use crate::manifest::{Kind, Manifest};
 use crate::outcome::{Outcome, Status};
-use crate::resource::{self, Action, Change, Facts, PlanContext, ResourceError};
+use crate::resource::{self, Action, Change, Facts, PlanContext, ResourceError, registry};
 use crate::state::{ResourceRecord, State};
 
 /// The version of the saved-plan format.
@@ -117,13 +117,125 @@ pub fn make(
         .iter()
         .map(|&i| &manifest.resources[i])
         .collect();
+    let mut changes = Vec::with_capacity(ordered.len());
+    let mut errors = Vec::new();
+    for r in plan_declared(&ordered, &ctx, jobs) {
+        match r {
+            Ok(c) => changes.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    let removals_from = changes.len();
+    plan_removals(manifest, state, &mut changes, &mut errors);
+    if !errors.is_empty() {
+        return Err(PlanError(errors));
+    }
+    let depends_on = dependencies(graph, &changes, removals_from);
+    Ok(Plan {
+        format: PLAN_FORMAT,
+        state_serial: state.lineage.serial,
+        lineage_id: state.lineage.id.clone(),
+        profile: manifest.profile.clone(),
+        config_dir: manifest.config_dir.clone(),
+        home: manifest.home.clone(),
+        force,
+        changes,
+        depends_on,
+        removals_from,
+    })
+}
+
+/// What stead created that is no longer declared, planned for removal:
+/// deepest paths first, so files go before the directories that hold them.
+fn plan_removals(
+    manifest: &Manifest,
+    state: &State,
+    changes: &mut Vec<Change>,
+    errors: &mut Vec<(String, ResourceError)>,
+) {
+    let declared: HashSet<&str> = manifest.resources.iter().map(|r| r.id.as_str()).collect();
+    let mut gone: Vec<(&String, &ResourceRecord)> = state
+        .resources
+        .iter()
+        .filter(|(id, _)| !declared.contains(id.as_str()))
+        .collect();
+    gone.sort_by_key(|(id, rec)| {
+        let depth = rec.keys.first().map_or(0, |k| k.matches('/').count());
+        (std::cmp::Reverse(depth), (*id).clone())
+    });
+    // Paths a declared resource owns (a kind that only edits a file, like
+    // `line`, does not take it over).
+    let claimed: HashSet<String> = changes
+        .iter()
+        .filter(|c| registry::get(c.kind).ownership().owns_path)
+        .flat_map(|c| c.keys.iter().cloned())
+        .collect();
+    for (id, rec) in gone {
+        if !rec.keys.is_empty() && rec.keys.iter().all(|k| claimed.contains(k)) {
+            changes.push(Change {
+                id: id.clone(),
+                kind: Kind::parse(&rec.kind).unwrap_or(Kind::Noop),
+                action: Action::Remove,
+                keys: rec.keys.clone(),
+                reason: "no longer declared; its path is now managed by another resource".into(),
+                diff: None,
+                checksum: None,
+                op: resource::Op::None,
+                retry: Default::default(),
+                notify: Vec::new(),
+            });
+            continue;
+        }
+        match resource::plan_removal(id, &rec.kind, &rec.keys, &manifest.home, &state.checksums) {
+            Ok(c) => changes.push(c),
+            Err(e) => errors.push((id.clone(), e)),
+        }
+    }
+}
+
+/// For each change, the indices of the changes it waits for (removals wait
+/// for none: they run last).
+fn dependencies(graph: &Graph, changes: &[Change], removals_from: usize) -> Vec<Vec<usize>> {
+    // Index into `changes` of each graph node's declared change, by node.
+    let mut position: Vec<Option<usize>> = vec![None; graph.ids.len()];
+    for (i, c) in changes.iter().take(removals_from).enumerate() {
+        if let Some(g) = graph.index_of(&c.id) {
+            position[g].get_or_insert(i);
+        }
+    }
+    changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i >= removals_from {
+                return Vec::new();
+            }
+            graph
+                .index_of(&c.id)
+                .map(|g| {
+                    graph.dependencies[g]
+                        .iter()
+                        .filter_map(|&d| position[d])
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Reads and diffs the declared resources on up to `jobs` threads, keeping
+/// their order.
+fn plan_declared(
+    ordered: &[&crate::manifest::Resource],
+    ctx: &PlanContext,
+    jobs: usize,
+) -> Vec<Result<Change, (String, ResourceError)>> {
     let jobs = jobs.max(1);
     let chunk = ordered.len().div_ceil(jobs).max(1);
-    let results: Vec<Result<Change, (String, ResourceError)>> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = ordered
             .chunks(chunk)
             .map(|slice| {
-                let ctx = &ctx;
                 scope.spawn(move || {
                     slice
                         .iter()
@@ -147,101 +259,6 @@ pub fn make(
                 })
             })
             .collect()
-    });
-    let mut changes = Vec::with_capacity(results.len());
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(c) => changes.push(c),
-            Err(e) => errors.push(e),
-        }
-    }
-    let removals_from = changes.len();
-    // What stead created that is no longer declared: deepest paths first, so
-    // files go before the directories that hold them.
-    let declared: HashSet<&str> = manifest.resources.iter().map(|r| r.id.as_str()).collect();
-    let mut gone: Vec<(&String, &ResourceRecord)> = state
-        .resources
-        .iter()
-        .filter(|(id, _)| !declared.contains(id.as_str()))
-        .collect();
-    gone.sort_by_key(|(id, rec)| {
-        let depth = rec.keys.first().map_or(0, |k| k.matches('/').count());
-        (std::cmp::Reverse(depth), (*id).clone())
-    });
-    let claimed: HashSet<String> = changes
-        .iter()
-        .flat_map(|c| c.keys.iter().cloned())
-        .collect();
-    for (id, rec) in gone {
-        if !rec.keys.is_empty() && rec.keys.iter().all(|k| claimed.contains(k)) {
-            changes.push(Change {
-                id: id.clone(),
-                kind: Kind::ALL
-                    .into_iter()
-                    .find(|k| k.as_str() == rec.kind)
-                    .unwrap_or(Kind::Noop),
-                action: Action::Remove,
-                keys: rec.keys.clone(),
-                reason: "no longer declared; its path is now managed by another resource".into(),
-                diff: None,
-                checksum: None,
-                op: resource::Op::None,
-                retry: Default::default(),
-                notify: Vec::new(),
-            });
-            continue;
-        }
-        match resource::plan_removal(id, &rec.kind, &rec.keys, &manifest.home, &state.checksums) {
-            Ok(c) => changes.push(c),
-            Err(e) => errors.push((id.clone(), e)),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(PlanError(errors));
-    }
-    // Graph node by id (a map: `Graph::index_of` scans, which is quadratic here).
-    let node: std::collections::HashMap<&str, usize> = graph
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    // Index into `changes` of each graph node's declared change, by node.
-    let mut position: Vec<Option<usize>> = vec![None; graph.ids.len()];
-    for (i, c) in changes.iter().take(removals_from).enumerate() {
-        if let Some(&g) = node.get(c.id.as_str()) {
-            position[g].get_or_insert(i);
-        }
-    }
-    let depends_on = changes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            if i >= removals_from {
-                return Vec::new();
-            }
-            node.get(c.id.as_str())
-                .map(|&g| {
-                    graph.dependencies[g]
-                        .iter()
-                        .filter_map(|&d| position[d])
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .collect();
-    Ok(Plan {
-        format: PLAN_FORMAT,
-        state_serial: state.lineage.serial,
-        lineage_id: state.lineage.id.clone(),
-        profile: manifest.profile.clone(),
-        config_dir: manifest.config_dir.clone(),
-        home: manifest.home.clone(),
-        force,
-        changes,
-        depends_on,
-        removals_from,
     })
 }
 
@@ -347,7 +364,7 @@ pub fn settle_refreshes(plan: &mut Plan, pending: &HashSet<String>) {
 /// anyway; this also covers directories, which are otherwise never adopted.
 pub fn adopt_recovered(state: &mut State, plan: &Plan, ids: &HashSet<String>, serial: u64) {
     for c in &plan.changes[..plan.removals_from] {
-        let owns_path = matches!(c.kind, Kind::File | Kind::Dir | Kind::Symlink);
+        let owns_path = registry::get(c.kind).ownership().owns_path;
         if owns_path
             && c.action == Action::Unchanged
             && !c.keys.is_empty()
@@ -381,8 +398,8 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
         .flat_map(|(c, _)| c.keys.iter().map(String::as_str))
         .collect();
     for (change, status) in plan.changes.iter().zip(&outcome.statuses) {
-        let owns_path = matches!(change.kind, Kind::File | Kind::Dir | Kind::Symlink);
-        if !owns_path {
+        let kind = registry::get(change.kind);
+        if !kind.ownership().owns_path {
             continue;
         }
         let done = matches!(status, Status::Done(_));
@@ -421,8 +438,8 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                 let owned = state.resources.contains_key(&change.id);
                 // A file or link that already is exactly as declared is adopted;
                 // a directory stead did not create stays the user's.
-                let adopt = !owned && change.kind != Kind::Dir && !change.keys.is_empty();
-                let absent = change.kind == Kind::File && change.checksum.is_none();
+                let adopt = !owned && kind.ownership().adopt_when_right && !change.keys.is_empty();
+                let absent = kind.releases(change.checksum.as_ref());
                 if absent {
                     state.resources.remove(&change.id);
                     for k in &change.keys {

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 use stead_lib::manifest::{Spec, expand_key};
-use stead_lib::resource::checksum;
 
 use crate::context::Context;
 use crate::output::print_json;
@@ -77,70 +76,16 @@ fn findings(ctx: &Context, state: &stead_lib::state::State) -> Vec<Finding> {
         for key in &rec.keys {
             let path = expand_key(home, key);
             let declared = declared_by_id.get(id.as_str()).copied();
-            let meta = std::fs::symlink_metadata(&path).ok();
-            let finding = |status, expected: Option<String>, actual: Option<String>| Finding {
+            // What drift means is each kind's (the library's); this only reports it.
+            let d =
+                stead_lib::resource::drift(&rec.kind, &path, state.checksums.get(key), declared);
+            findings.push(Finding {
                 path: key.clone(),
                 resource: id.clone(),
-                status,
-                expected,
-                actual,
-            };
-            let f = match (rec.kind.as_str(), meta) {
-                (_, None) => finding("missing", state.checksums.get(key).cloned(), None),
-                ("file", Some(m)) if m.file_type().is_file() => {
-                    let actual = std::fs::read(&path).map(|b| checksum(&b)).ok();
-                    let expected = state.checksums.get(key).cloned();
-                    let mode_drift = match declared {
-                        Some(Spec::File(f)) => f.mode.filter(|want| {
-                            use std::os::unix::fs::PermissionsExt;
-                            m.permissions().mode() & 0o7777 != *want
-                        }),
-                        _ => None,
-                    };
-                    if expected.is_some() && actual != expected {
-                        finding("modified", expected, actual)
-                    } else if let Some(want) = mode_drift {
-                        use std::os::unix::fs::PermissionsExt;
-                        finding(
-                            "mode",
-                            Some(format!("{want:04o}")),
-                            Some(format!("{:04o}", m.permissions().mode() & 0o7777)),
-                        )
-                    } else {
-                        finding("unchanged", expected, actual)
-                    }
-                }
-                ("file", Some(_)) => finding(
-                    "replaced",
-                    state.checksums.get(key).cloned(),
-                    Some("not a regular file".into()),
-                ),
-                ("symlink", Some(m)) => {
-                    let current = std::fs::read_link(&path).ok();
-                    let actual = current.as_ref().map(|t| t.display().to_string());
-                    let declared_target = match declared {
-                        Some(Spec::Symlink(s)) => Some(&s.target),
-                        _ => None,
-                    };
-                    let expected = declared_target.map(|t| t.display().to_string());
-                    let same = match (&current, declared_target) {
-                        (Some(c), Some(t)) => stead_lib::fsutil::link_points_to(&path, c, t),
-                        _ => true,
-                    };
-                    if !m.file_type().is_symlink() {
-                        finding("replaced", expected, Some("not a symlink".into()))
-                    } else if !same {
-                        finding("retargeted", expected, actual)
-                    } else {
-                        finding("unchanged", expected, actual)
-                    }
-                }
-                ("dir", Some(m)) if !m.is_dir() => {
-                    finding("replaced", None, Some("not a directory".into()))
-                }
-                _ => finding("unchanged", None, None),
-            };
-            findings.push(f);
+                status: d.status,
+                expected: d.expected,
+                actual: d.actual,
+            });
         }
     }
     findings.sort_by(|a, b| a.path.cmp(&b.path));

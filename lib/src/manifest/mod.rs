@@ -6,8 +6,10 @@
 //! its line and column.
 
 mod diag;
+mod input;
 mod parse;
 mod refs;
+mod walker;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -15,45 +17,70 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diag::{ManifestError, Problem, ProblemReport};
+pub use input::SpecInput;
 
 /// The manifest's file name at the root of a config repo.
 pub const MANIFEST_FILE: &str = "stead.toml";
 
-/// The kinds of resources.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
+/// A kind of resource, by the name used in manifests, ids, state and saved
+/// plans. Open (a name, not a closed enum) so that a new kind is one file in
+/// `resource/` and one line in [`crate::resource::registry`]; the registry is
+/// the one place that maps a name to its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind(&'static str);
+
+// The built-in kinds keep their enum-like names so `Kind::File` reads (and
+// matches) as before.
+#[allow(non_upper_case_globals)]
+impl Kind {
     /// A file from `source`, `content` or `template`.
-    File,
+    pub const File: Kind = Kind("file");
     /// A directory.
-    Dir,
+    pub const Dir: Kind = Kind("dir");
     /// A symbolic link.
-    Symlink,
+    pub const Symlink: Kind = Kind("symlink");
     /// A command.
-    Exec,
+    pub const Exec: Kind = Kind("exec");
     /// Does nothing (grouping, tests, benchmarks).
-    Noop,
+    pub const Noop: Kind = Kind("noop");
 }
 
 impl Kind {
-    /// All kinds, as named in manifests.
-    pub const ALL: [Kind; 5] = [Kind::File, Kind::Dir, Kind::Symlink, Kind::Exec, Kind::Noop];
+    /// A kind named `name` (for a kind's own file; the registry lists it).
+    pub const fn named(name: &'static str) -> Kind {
+        Kind(name)
+    }
 
     /// The name used in manifests and ids.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::File => "file",
-            Kind::Dir => "dir",
-            Kind::Symlink => "symlink",
-            Kind::Exec => "exec",
-            Kind::Noop => "noop",
-        }
+        self.0
     }
 
+    /// The registered kind with this name.
     pub(crate) fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+        crate::resource::registry::find(s).map(|k| k.kind())
+    }
+}
+
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        let name = String::deserialize(d)?;
+        Kind::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown variant `{name}`, expected one of {}",
+                crate::resource::registry::names()
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
     }
 }
 
@@ -158,6 +185,55 @@ pub enum Spec {
     Exec(ExecSpec),
     /// `[noop.NAME]`
     Noop,
+    /// A kind that keeps its own spec type in its own file (see
+    /// [`crate::resource::kind`]), so adding it changes no enum here.
+    Other(OtherSpec),
+}
+
+/// The spec of a kind that is not one of the enum's variants: its kind, the
+/// path it manages (if any) and its own typed data.
+#[derive(Debug, Clone)]
+pub struct OtherSpec {
+    /// The kind.
+    pub kind: Kind,
+    /// The path the resource manages, if any.
+    pub path: Option<PathBuf>,
+    /// The kind's own spec (downcast with [`OtherSpec::data`]).
+    pub data: std::sync::Arc<dyn SpecData>,
+}
+
+impl OtherSpec {
+    /// The kind's own spec, if it is a `T`.
+    pub fn data<T: 'static>(&self) -> Option<&T> {
+        self.data.as_any().downcast_ref::<T>()
+    }
+}
+
+impl PartialEq for OtherSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.path == other.path && self.data.eq_data(&*other.data)
+    }
+}
+
+impl Eq for OtherSpec {}
+
+/// Data a kind keeps in an [`OtherSpec`]: any plain value that can be
+/// compared and printed (implemented for every such type).
+pub trait SpecData: std::fmt::Debug + Send + Sync + 'static {
+    /// For the downcast in [`OtherSpec::data`].
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// Equality with another kind's data (false when the types differ).
+    fn eq_data(&self, other: &dyn SpecData) -> bool;
+}
+
+impl<T: std::fmt::Debug + PartialEq + Send + Sync + 'static> SpecData for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn eq_data(&self, other: &dyn SpecData) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
 }
 
 impl Spec {
@@ -169,6 +245,7 @@ impl Spec {
             Spec::Symlink(_) => Kind::Symlink,
             Spec::Exec(_) => Kind::Exec,
             Spec::Noop => Kind::Noop,
+            Spec::Other(o) => o.kind,
         }
     }
 
@@ -179,6 +256,7 @@ impl Spec {
             Spec::Dir(d) => Some(&d.path),
             Spec::Symlink(s) => Some(&s.path),
             Spec::Exec(_) | Spec::Noop => None,
+            Spec::Other(o) => o.path.as_deref(),
         }
     }
 }
@@ -265,9 +343,36 @@ pub struct Manifest {
     /// the config repo (set at load) and whatever the caller adds (the CLI
     /// adds the state dir, which holds the record and the backups).
     pub protected: Vec<PathBuf>,
-    /// The graph built while loading (to check for cycles), kept so callers
-    /// do not build it again; see [`Manifest::take_graph`].
-    graph: Option<crate::graph::Graph>,
+}
+
+/// A manifest as parsed, with every problem found so far: what is left to
+/// check is its graph (cycles), which [`crate::graph::parse`] adds to the
+/// same report.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The resources that loaded (edges to the others are dropped).
+    pub manifest: Manifest,
+    /// Problems found, in no particular order.
+    pub problems: Vec<Problem>,
+}
+
+impl Parsed {
+    /// The manifest, or every problem in file order.
+    pub fn finish(self) -> Result<Manifest, ManifestError> {
+        let Parsed {
+            manifest,
+            mut problems,
+        } = self;
+        if problems.is_empty() {
+            return Ok(manifest);
+        }
+        problems.sort_by_key(|p| p.span.as_ref().map_or(0, |s| s.start));
+        Err(ManifestError {
+            path: manifest.path,
+            text: manifest.text,
+            problems,
+        })
+    }
 }
 
 /// Why a manifest could not be read at all, or what is wrong in it.
@@ -292,33 +397,38 @@ pub enum LoadError {
 }
 
 impl Manifest {
-    /// Loads `<config_dir>/stead.toml`.
-    pub fn load(config_dir: &Path, options: &LoadOptions) -> Result<Manifest, LoadError> {
+    /// Reads `<config_dir>/stead.toml` and parses it (see [`Manifest::parse_parts`]).
+    pub fn read(config_dir: &Path, options: &LoadOptions) -> Result<Parsed, LoadError> {
         let path = config_dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
             path: path.clone(),
             dir: config_dir.to_path_buf(),
             source,
         })?;
-        Ok(Manifest::parse(&text, &path, config_dir, options)?)
+        Ok(Manifest::parse_parts(&text, &path, config_dir, options)?)
     }
 
-    /// Parses manifest text as if read from `path` in `config_dir`.
+    /// Parses manifest text as if read from `path` in `config_dir`: the
+    /// manifest and its problems, except the graph's (an invalid TOML text
+    /// is an error at once). [`crate::graph::parse`] checks the graph too.
+    pub fn parse_parts(
+        text: &str,
+        path: &Path,
+        config_dir: &Path,
+        options: &LoadOptions,
+    ) -> Result<Parsed, ManifestError> {
+        parse::parse(text, path, config_dir, options)
+    }
+
+    /// Parses manifest text, without checking its graph for cycles (see
+    /// [`crate::graph::parse`], which does).
     pub fn parse(
         text: &str,
         path: &Path,
         config_dir: &Path,
         options: &LoadOptions,
     ) -> Result<Manifest, ManifestError> {
-        parse::parse(text, path, config_dir, options)
-    }
-
-    /// The resource graph: the one built while loading, else built now.
-    pub fn take_graph(&mut self) -> Result<crate::graph::Graph, crate::graph::Cycle> {
-        match self.graph.take() {
-            Some(g) => Ok(g),
-            None => crate::graph::Graph::build(self),
-        }
+        Manifest::parse_parts(text, path, config_dir, options)?.finish()
     }
 
     /// The resource with this id (a scan: build a map for lookups in a loop).

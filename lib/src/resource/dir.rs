@@ -7,21 +7,106 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::{self, FsError};
-use crate::manifest::DirSpec;
+use crate::manifest::{DirSpec, Kind, Spec, SpecInput};
 
+use super::kind::{
+    ApplyEnv, Drift, Key, KeyType, Ownership, Planned, ResourceKind, unexpected_op, unexpected_spec,
+};
 use super::{Action, Applied, Op, PlanContext, ResourceError, backup, mode_of};
 
-type Planned = (Action, String, Option<String>, Op);
+/// The `dir` kind.
+pub struct Dir;
 
-pub(super) fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+impl ResourceKind for Dir {
+    fn kind(&self) -> Kind {
+        Kind::Dir
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        const KEYS: &[Key] = &[
+            Key::required("path", KeyType::Str),
+            Key::optional("mode", KeyType::Str),
+            Key::optional("purge", KeyType::Bool),
+        ];
+        KEYS
+    }
+
+    fn path_key(&self) -> Option<&'static str> {
+        Some("path")
+    }
+
+    fn build(&self, input: &mut SpecInput) -> Option<Spec> {
+        let mode = input.mode("mode");
+        let purge = input.flag("purge");
+        input
+            .path()
+            .map(|path| Spec::Dir(DirSpec { path, mode, purge }))
+    }
+
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+        match spec {
+            Spec::Dir(d) => plan(d, ctx, owned),
+            other => Err(unexpected_spec(self.kind(), other)),
+        }
+    }
+
+    fn plan_removal(
+        &self,
+        path: &Path,
+        _recorded: Option<&String>,
+    ) -> Result<Planned, ResourceError> {
+        plan_removal(path)
+    }
+
+    fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
+        let backups = env.backups;
+        match op {
+            Op::CreateDir { path, mode } => create(path, *mode),
+            Op::PurgeDir { path, mode, purge } => self::purge(path, *mode, purge, backups),
+            Op::RemoveDir { path } => remove(path),
+            other => Err(unexpected_op(self.kind(), other)),
+        }
+    }
+
+    fn drift(
+        &self,
+        _path: &Path,
+        meta: &fs::Metadata,
+        _recorded: Option<&String>,
+        _declared: Option<&Spec>,
+    ) -> Drift {
+        if meta.is_dir() {
+            Drift::UNCHANGED
+        } else {
+            Drift {
+                status: "replaced",
+                expected: None,
+                actual: Some("not a directory".into()),
+            }
+        }
+    }
+
+    /// A directory stead did not create stays the user's: never adopted.
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owns_path: true,
+            adopt_when_right: false,
+        }
+    }
+
+    fn holds_paths(&self) -> bool {
+        true
+    }
+}
+
+fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
     let path = &d.path;
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok((
+            return Ok(Planned::new(
                 Action::Create,
-                String::new(),
-                None,
+                "",
                 Op::CreateDir {
                     path: path.clone(),
                     mode: d.mode,
@@ -31,24 +116,16 @@ pub(super) fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planne
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
     if !meta.is_dir() {
-        return Ok((
-            Action::Conflict,
-            "something that is not a directory is in the way; move it and apply again".into(),
-            None,
-            Op::None,
+        return Ok(Planned::conflict(
+            "something that is not a directory is in the way; move it and apply again",
         ));
     }
     let actual_mode = mode_of(&meta);
     let mode_change = d.mode.filter(|m| *m != actual_mode);
     if mode_change.is_some() && !owned && !ctx.force {
-        return Ok((
-            Action::Conflict,
-            format!(
-                "exists with mode {actual_mode:04o} and stead does not own it; 'stead apply --force' changes the mode"
-            ),
-            None,
-            Op::None,
-        ));
+        return Ok(Planned::conflict(format!(
+            "exists with mode {actual_mode:04o} and stead does not own it; 'stead apply --force' changes the mode"
+        )));
     }
     let purge = if d.purge {
         unmanaged_entries(path, ctx)?
@@ -56,7 +133,7 @@ pub(super) fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planne
         Vec::new()
     };
     if mode_change.is_none() && purge.is_empty() {
-        return Ok((Action::Unchanged, String::new(), None, Op::None));
+        return Ok(Planned::unchanged(""));
     }
     let mut reasons = Vec::new();
     if let Some(m) = mode_change {
@@ -70,10 +147,9 @@ pub(super) fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planne
             names.join(", ")
         ));
     }
-    Ok((
+    Ok(Planned::new(
         Action::Update,
         reasons.join("; "),
-        None,
         Op::PurgeDir {
             path: path.clone(),
             mode: mode_change,
@@ -110,11 +186,11 @@ fn unmanaged_entries(dir: &Path, ctx: &PlanContext) -> Result<Vec<PathBuf>, Reso
     Ok(out)
 }
 
-pub(super) fn plan_removal(path: &Path) -> Result<(Action, String, Op), ResourceError> {
+fn plan_removal(path: &Path) -> Result<Planned, ResourceError> {
     match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Planned::new(
             Action::Remove,
-            "no longer declared (already gone)".into(),
+            "no longer declared (already gone)",
             Op::None,
         )),
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
@@ -132,17 +208,17 @@ pub(super) fn plan_removal(path: &Path) -> Result<(Action, String, Op), Resource
             } else {
                 "no longer declared; removed only if nothing unmanaged is left in it"
             };
-            Ok((
+            Ok(Planned::new(
                 Action::Remove,
-                reason.into(),
+                reason,
                 Op::RemoveDir {
                     path: path.to_path_buf(),
                 },
             ))
         }
-        Ok(_) => Ok((
+        Ok(_) => Ok(Planned::new(
             Action::Remove,
-            "no longer declared; something else is there now, left alone".into(),
+            "no longer declared; something else is there now, left alone",
             Op::None,
         )),
     }

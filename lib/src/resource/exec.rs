@@ -13,12 +13,90 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Command, ExecSpec};
+use crate::manifest::{Command, ExecSpec, Kind, Problem, Spec, SpecInput};
 use crate::run::RunControl;
 
-use super::{Action, Applied, Op, ResourceError};
+use super::kind::{ApplyEnv, Key, KeyType, Planned, ResourceKind, unexpected_op, unexpected_spec};
+use super::{Action, Applied, Op, PlanContext, ResourceError};
 
-type Planned = (Action, String, Option<String>, Op);
+/// The `exec` kind.
+pub struct Exec;
+
+impl ResourceKind for Exec {
+    fn kind(&self) -> Kind {
+        Kind::Exec
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        const KEYS: &[Key] = &[
+            Key::required("command", KeyType::Command),
+            Key::optional("cwd", KeyType::Str),
+            Key::optional("env", KeyType::StrMap),
+            Key::optional("timeout", KeyType::Duration),
+            Key::optional("creates", KeyType::Str),
+            Key::optional("unless", KeyType::Command),
+            Key::optional("onlyif", KeyType::Command),
+            Key::optional("once", KeyType::Bool),
+            Key::optional("idempotency_key", KeyType::Str),
+            Key::optional("refresh_only", KeyType::Bool),
+        ];
+        KEYS
+    }
+
+    fn build(&self, input: &mut SpecInput) -> Option<Spec> {
+        let command = input.command("command");
+        let cwd = input.target_path("cwd");
+        let creates = input.target_path("creates");
+        let unless = input.command("unless");
+        let onlyif = input.command("onlyif");
+        let env = input.map("env");
+        let timeout = input.duration("timeout");
+        let idempotency_key = idempotency_key(input);
+        let refresh_only = input.flag("refresh_only");
+        command.map(|command| {
+            Spec::Exec(ExecSpec {
+                command,
+                cwd,
+                env,
+                timeout,
+                creates,
+                unless,
+                onlyif,
+                idempotency_key,
+                refresh_only,
+            })
+        })
+    }
+
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, _owned: bool) -> Result<Planned, ResourceError> {
+        match spec {
+            Spec::Exec(e) => plan(e, &ctx.manifest.home),
+            other => Err(unexpected_spec(self.kind(), other)),
+        }
+    }
+
+    fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
+        match op {
+            Op::Run(r) => run(r, env.control),
+            other => Err(unexpected_op(self.kind(), other)),
+        }
+    }
+}
+
+/// `idempotency_key = "..."` (not empty), else `once:<id>` for `once = true`.
+fn idempotency_key(input: &mut SpecInput) -> Option<String> {
+    if input.has("idempotency_key") {
+        let (text, span) = input.text_at("idempotency_key")?;
+        if text.trim().is_empty() {
+            input.problem(
+                Problem::at(span, "`idempotency_key` must not be empty").label("empty key"),
+            );
+            return None;
+        }
+        return Some(text);
+    }
+    input.flag("once").then(|| format!("once:{}", input.id()))
+}
 
 /// What apply runs for an exec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,16 +135,11 @@ struct Outcome {
     output: String,
 }
 
-pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
+fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
     if let Some(c) = &e.creates
         && std::fs::symlink_metadata(c).is_ok()
     {
-        return Ok((
-            Action::Unchanged,
-            format!("{} exists", c.display()),
-            None,
-            Op::None,
-        ));
+        return Ok(Planned::unchanged(format!("{} exists", c.display())));
     }
     let timeout = e.timeout;
     let run = Op::Run(Run {
@@ -87,38 +160,32 @@ pub(super) fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> 
         && (e.unless.is_some() || e.onlyif.is_some())
         && !cwd.is_dir()
     {
-        return Ok((
+        return Ok(Planned::new(
             Action::Update,
             format!(
                 "will run: {} (guards checked when it runs: {} does not exist yet)",
                 e.command.display(),
                 cwd.display()
             ),
-            None,
             run,
         ));
     }
     if let Some(u) = &e.unless
         && run_command(u, e.cwd.as_ref(), &e.env, home, timeout, None)?.success
     {
-        return Ok((
-            Action::Unchanged,
-            "`unless` succeeded".into(),
-            None,
-            Op::None,
-        ));
+        return Ok(Planned::unchanged("`unless` succeeded"));
     }
     if let Some(o) = &e.onlyif
         && !run_command(o, e.cwd.as_ref(), &e.env, home, timeout, None)?.success
     {
-        return Ok((Action::Unchanged, "`onlyif` failed".into(), None, Op::None));
+        return Ok(Planned::unchanged("`onlyif` failed"));
     }
     let reason = if e.refresh_only {
         format!("runs only if refreshed: {}", e.command.display())
     } else {
         format!("will run: {}", e.command.display())
     };
-    Ok((Action::Update, reason, None, run))
+    Ok(Planned::new(Action::Update, reason, run))
 }
 
 /// Runs the command (its guards checked again first), as a child of `control`:

@@ -5,8 +5,11 @@ use std::io;
 use std::path::Path;
 
 use crate::fsutil::{self, FsError};
-use crate::manifest::{FileContent, FileSpec};
+use crate::manifest::{FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
 
+use super::kind::{
+    ApplyEnv, Drift, Key, KeyType, Ownership, Planned, ResourceKind, unexpected_op, unexpected_spec,
+};
 use super::{
     Action, Applied, Op, PlanContext, ResourceError, backup_existing, checksum, ensure_parent,
     mode_of,
@@ -15,7 +18,190 @@ use super::{
 /// Lines of diff shown per file before it is cut.
 const DIFF_LINES: usize = 200;
 
-type Planned = (Action, String, Option<String>, Op);
+/// The `file` kind.
+pub struct File;
+
+impl ResourceKind for File {
+    fn kind(&self) -> Kind {
+        Kind::File
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        const KEYS: &[Key] = &[
+            Key::required("path", KeyType::Str),
+            Key::optional("source", KeyType::Str),
+            Key::optional("content", KeyType::Str),
+            Key::optional("template", KeyType::Str),
+            Key::optional("mode", KeyType::Str),
+            Key::optional("ensure", KeyType::Str),
+        ];
+        KEYS
+    }
+
+    fn path_key(&self) -> Option<&'static str> {
+        Some("path")
+    }
+
+    fn build(&self, input: &mut SpecInput) -> Option<Spec> {
+        let path = input.path();
+        let absent = input.ensure_absent();
+        let content = content(input, absent);
+        let mode = input.mode("mode");
+        path.map(|path| {
+            Spec::File(FileSpec {
+                path,
+                content,
+                mode,
+            })
+        })
+    }
+
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+        match spec {
+            Spec::File(f) => plan(f, ctx, owned),
+            other => Err(unexpected_spec(self.kind(), other)),
+        }
+    }
+
+    fn plan_removal(
+        &self,
+        path: &Path,
+        recorded: Option<&String>,
+    ) -> Result<Planned, ResourceError> {
+        plan_removal(path, recorded)
+    }
+
+    fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
+        let backups = env.backups;
+        match op {
+            Op::WriteFile {
+                path,
+                content,
+                mode,
+                backup,
+            } => write(path, content, *mode, *backup, backups),
+            Op::Chmod { path, mode } => chmod(path, *mode).map(|()| Applied::default()),
+            Op::RemoveFile { path, backup } => remove(path, *backup, backups),
+            other => Err(unexpected_op(self.kind(), other)),
+        }
+    }
+
+    fn drift(
+        &self,
+        path: &Path,
+        meta: &fs::Metadata,
+        recorded: Option<&String>,
+        declared: Option<&Spec>,
+    ) -> Drift {
+        drift(path, meta, recorded, declared)
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owns_path: true,
+            adopt_when_right: true,
+        }
+    }
+
+    /// A file with `ensure = "absent"` plans no checksum: once it is gone,
+    /// stead no longer owns the path.
+    fn releases(&self, planned_checksum: Option<&String>) -> bool {
+        planned_checksum.is_none()
+    }
+
+    fn watch_paths(&self, spec: &Spec) -> Vec<std::path::PathBuf> {
+        spec.path().map(Path::to_path_buf).into_iter().collect()
+    }
+}
+
+/// Where the content comes from: exactly one of `source`, `content`,
+/// `template`, unless the file is absent.
+fn content(input: &mut SpecInput, absent: bool) -> Option<FileContent> {
+    let sources: Vec<&str> = ["source", "content", "template"]
+        .into_iter()
+        .filter(|k| input.has(k))
+        .collect();
+    let id = input.id().to_string();
+    match (absent, sources.as_slice()) {
+        (true, []) => None,
+        (true, [k, ..]) => {
+            input.problem(
+                Problem::at(
+                    input.span(),
+                    format!("{id} has ensure = \"absent\" and `{k}`"),
+                )
+                .help("an absent file has no content; remove one of them"),
+            );
+            None
+        }
+        (false, []) => {
+            input.problem(
+                Problem::at(
+                    input.span(),
+                    format!("{id} needs one of `source`, `content` or `template`"),
+                )
+                .label("no content"),
+            );
+            None
+        }
+        (false, ["content"]) => input.text("content").map(FileContent::Inline),
+        (false, ["source"]) => input.repo_path("source", true).map(FileContent::Source),
+        (false, [_template]) => input.repo_path("template", true).map(FileContent::Template),
+        (false, _) => {
+            input.problem(
+                Problem::at(
+                    input.span(),
+                    format!("{id} has more than one of `source`, `content`, `template`"),
+                )
+                .help("a file's content comes from exactly one of them"),
+            );
+            None
+        }
+    }
+}
+
+/// A recorded file: changed since stead wrote it, replaced, or a mode that
+/// differs from the declared one.
+fn drift(
+    path: &Path,
+    meta: &fs::Metadata,
+    recorded: Option<&String>,
+    declared: Option<&Spec>,
+) -> Drift {
+    let expected = recorded.cloned();
+    if !meta.file_type().is_file() {
+        return Drift {
+            status: "replaced",
+            expected,
+            actual: Some("not a regular file".into()),
+        };
+    }
+    let actual = fs::read(path).map(|b| checksum(&b)).ok();
+    let actual_mode = mode_of(meta);
+    let mode_drift = match declared {
+        Some(Spec::File(f)) => f.mode.filter(|want| actual_mode != *want),
+        _ => None,
+    };
+    if expected.is_some() && actual != expected {
+        Drift {
+            status: "modified",
+            expected,
+            actual,
+        }
+    } else if let Some(want) = mode_drift {
+        Drift {
+            status: "mode",
+            expected: Some(format!("{want:04o}")),
+            actual: Some(format!("{actual_mode:04o}")),
+        }
+    } else {
+        Drift {
+            status: "unchanged",
+            expected,
+            actual,
+        }
+    }
+}
 
 /// The bytes a file should hold.
 pub fn desired_content(content: &FileContent, ctx: &PlanContext) -> Result<Vec<u8>, ResourceError> {
@@ -73,18 +259,17 @@ fn render_template(path: &Path, ctx: &PlanContext) -> Result<Vec<u8>, ResourceEr
     tmpl.render(context).map(String::into_bytes).map_err(err)
 }
 
-/// Plans a file; also returns the checksum of the declared content.
-pub(super) fn plan(
-    f: &FileSpec,
-    ctx: &PlanContext,
-    owned: bool,
-) -> Result<(Planned, Option<String>), ResourceError> {
+/// Plans a file, with the checksum of the declared content.
+pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
     let desired = match &f.content {
         Some(c) => Some(desired_content(c, ctx)?),
         None => None,
     };
-    let sum = desired.as_deref().map(checksum);
-    Ok((plan_content(f, desired, ctx, owned)?, sum))
+    let checksum = desired.as_deref().map(checksum);
+    Ok(Planned {
+        checksum,
+        ..plan_content(f, desired, ctx, owned)?
+    })
 }
 
 fn plan_content(
@@ -101,31 +286,12 @@ fn plan_content(
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
     let Some(desired) = desired else {
-        // ensure = "absent"
-        return Ok(match meta {
-            None => (Action::Unchanged, "absent".into(), None, Op::None),
-            Some(m) if m.is_dir() => (
-                Action::Conflict,
-                "is a directory; stead removes only files here".into(),
-                None,
-                Op::None,
-            ),
-            Some(_) => (
-                Action::Remove,
-                "ensure = \"absent\"".into(),
-                None,
-                Op::RemoveFile {
-                    path: path.clone(),
-                    backup: !owned,
-                },
-            ),
-        });
+        return Ok(plan_absent(path, meta.as_ref(), owned));
     };
     let Some(meta) = meta else {
-        return Ok((
+        return Ok(Planned::new(
             Action::Create,
-            String::new(),
-            None,
+            "",
             Op::WriteFile {
                 path: path.clone(),
                 content: desired,
@@ -135,43 +301,7 @@ fn plan_content(
         ));
     };
     if !meta.file_type().is_file() {
-        let what = if meta.is_dir() {
-            "a directory"
-        } else if meta.file_type().is_symlink() {
-            "a symlink"
-        } else {
-            "a special file"
-        };
-        if (ctx.force || owned) && !meta.is_dir() {
-            return Ok((
-                Action::Update,
-                if owned {
-                    format!("replaces {what} stead made here (backed up first)")
-                } else {
-                    format!("replaces {what} stead does not own (backed up first)")
-                },
-                None,
-                Op::WriteFile {
-                    path: path.clone(),
-                    content: desired,
-                    mode: f.mode.unwrap_or(0o644),
-                    backup: true,
-                },
-            ));
-        }
-        return Ok((
-            Action::Conflict,
-            format!(
-                "{what} is in the way{}",
-                if meta.is_dir() {
-                    "; stead never replaces a directory it does not own"
-                } else {
-                    "; 'stead apply --force' backs it up and replaces it"
-                }
-            ),
-            None,
-            Op::None,
-        ));
+        return Ok(plan_over_other(f, desired, &meta, ctx, owned));
     }
     let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
     let actual_mode = mode_of(&meta);
@@ -179,15 +309,11 @@ fn plan_content(
     let content_same = actual == desired;
     let mode_same = mode == actual_mode;
     if content_same && mode_same {
-        return Ok((Action::Unchanged, String::new(), None, Op::None));
+        return Ok(Planned::unchanged(""));
     }
     if !owned && !ctx.force {
-        return Ok((
-            Action::Conflict,
-            "exists and stead does not own it; 'stead apply --force' backs it up and replaces it"
-                .into(),
-            None,
-            Op::None,
+        return Ok(Planned::conflict(
+            "exists and stead does not own it; 'stead apply --force' backs it up and replaces it",
         ));
     }
     // Edited by hand since stead wrote it: the edit is kept in a backup.
@@ -223,7 +349,67 @@ fn plan_content(
             backup: !owned || edited,
         }
     };
-    Ok((Action::Update, reasons.join("; "), diff, op))
+    Ok(Planned::new(Action::Update, reasons.join("; "), op).with_diff(diff))
+}
+
+/// `ensure = "absent"`: remove a file that is there (backed up unless stead
+/// owns it), never a directory.
+fn plan_absent(path: &Path, meta: Option<&fs::Metadata>, owned: bool) -> Planned {
+    match meta {
+        None => Planned::unchanged("absent"),
+        Some(m) if m.is_dir() => Planned::conflict("is a directory; stead removes only files here"),
+        Some(_) => Planned::new(
+            Action::Remove,
+            "ensure = \"absent\"",
+            Op::RemoveFile {
+                path: path.to_path_buf(),
+                backup: !owned,
+            },
+        ),
+    }
+}
+
+/// Something that is not a regular file is where the file goes: replaced
+/// (backed up first) when stead owns the path or is forced, unless it is a
+/// directory; else a conflict.
+fn plan_over_other(
+    f: &FileSpec,
+    desired: Vec<u8>,
+    meta: &fs::Metadata,
+    ctx: &PlanContext,
+    owned: bool,
+) -> Planned {
+    let what = if meta.is_dir() {
+        "a directory"
+    } else if meta.file_type().is_symlink() {
+        "a symlink"
+    } else {
+        "a special file"
+    };
+    if (ctx.force || owned) && !meta.is_dir() {
+        return Planned::new(
+            Action::Update,
+            if owned {
+                format!("replaces {what} stead made here (backed up first)")
+            } else {
+                format!("replaces {what} stead does not own (backed up first)")
+            },
+            Op::WriteFile {
+                path: f.path.clone(),
+                content: desired,
+                mode: f.mode.unwrap_or(0o644),
+                backup: true,
+            },
+        );
+    }
+    Planned::conflict(format!(
+        "{what} is in the way{}",
+        if meta.is_dir() {
+            "; stead never replaces a directory it does not own"
+        } else {
+            "; 'stead apply --force' backs it up and replaces it"
+        }
+    ))
 }
 
 /// A unified diff of old → new, capped; binary content is summarized.
@@ -256,27 +442,23 @@ pub fn text_diff(name: &str, old: &[u8], new: &[u8]) -> String {
     }
 }
 
-pub(super) fn plan_removal(
-    path: &Path,
-    recorded: Option<&String>,
-) -> Result<(Action, String, Op), ResourceError> {
+fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, ResourceError> {
     match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Planned::new(
             Action::Remove,
-            "no longer declared (already gone)".into(),
+            "no longer declared (already gone)",
             Op::None,
         )),
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
         Ok(m) if m.file_type().is_file() => {
             let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
             let changed = recorded.is_some_and(|c| *c != checksum(&actual));
-            Ok((
+            Ok(Planned::new(
                 Action::Remove,
                 if changed {
                     "no longer declared; changed since stead wrote it, so it is backed up first"
-                        .into()
                 } else {
-                    "no longer declared".into()
+                    "no longer declared"
                 },
                 Op::RemoveFile {
                     path: path.to_path_buf(),
@@ -284,9 +466,9 @@ pub(super) fn plan_removal(
                 },
             ))
         }
-        Ok(_) => Ok((
+        Ok(_) => Ok(Planned::new(
             Action::Remove,
-            "no longer declared; something else is there now, left alone".into(),
+            "no longer declared; something else is there now, left alone",
             Op::None,
         )),
     }

@@ -1,10 +1,15 @@
 //! Resources: read the actual state (no side effects), diff it against the
 //! declaration after normalizing, and apply one planned change idempotently.
-//! One file per kind; this module holds what they share.
+//! One file per kind behind the [`kind::ResourceKind`] contract, found in
+//! [`registry`]; this module holds what they share and dispatches to them.
 
 pub mod dir;
 pub mod exec;
 pub mod file;
+pub mod kind;
+pub mod line;
+pub mod noop;
+pub mod registry;
 pub mod symlink;
 
 use std::collections::{BTreeMap, HashSet};
@@ -14,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::FsError;
 use crate::manifest::{Kind, Manifest, Resource, Spec};
+
+pub use kind::{ApplyEnv, Drift, Planned};
 
 /// What a plan will do to a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,27 +224,16 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         .into_iter()
         .collect();
     let owned = keys.iter().any(|k| ctx.owned.contains(k));
-    let mut checksum = None;
-    let (action, reason, diff, op) = match &resource.spec {
-        Spec::File(f) => {
-            let (planned, sum) = file::plan(f, ctx, owned)?;
-            checksum = sum;
-            planned
-        }
-        Spec::Dir(d) => dir::plan(d, ctx, owned)?,
-        Spec::Symlink(s) => symlink::plan(s, ctx, owned)?,
-        Spec::Exec(e) => exec::plan(e, &ctx.manifest.home)?,
-        Spec::Noop => (Action::Unchanged, String::new(), None, Op::None),
-    };
+    let planned = registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?;
     Ok(Change {
         id: resource.id.clone(),
         kind: resource.kind(),
-        action,
+        action: planned.action,
         keys,
-        reason,
-        diff,
-        checksum,
-        op,
+        reason: planned.reason,
+        diff: planned.diff,
+        checksum: planned.checksum,
+        op: planned.op,
         retry: resource.retry,
         notify: resource.notify.clone(),
     })
@@ -251,31 +247,41 @@ pub fn plan_removal(
     home: &Path,
     checksums: &BTreeMap<String, String>,
 ) -> Result<Change, ResourceError> {
-    let kind = crate::manifest::Kind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == kind)
-        .unwrap_or(Kind::Noop);
-    let path = keys.first().map(|k| crate::manifest::expand_key(home, k));
-    let (action, reason, op) = match (kind, path) {
-        (Kind::File, Some(path)) => {
-            file::plan_removal(&path, keys.first().and_then(|k| checksums.get(k)))?
+    let imp = registry::find(kind).unwrap_or(&noop::Noop);
+    let planned = match keys.first() {
+        Some(key) => {
+            imp.plan_removal(&crate::manifest::expand_key(home, key), checksums.get(key))?
         }
-        (Kind::Dir, Some(path)) => dir::plan_removal(&path)?,
-        (Kind::Symlink, Some(path)) => symlink::plan_removal(&path)?,
-        _ => (Action::Remove, "no longer declared".to_string(), Op::None),
+        None => Planned::new(Action::Remove, "no longer declared", Op::None),
     };
     Ok(Change {
         id: id.to_string(),
-        kind,
-        action,
+        kind: imp.kind(),
+        action: planned.action,
         keys: keys.to_vec(),
-        reason,
+        reason: planned.reason,
         diff: None,
         checksum: None,
-        op,
+        op: planned.op,
         retry: Default::default(),
         notify: Vec::new(),
     })
+}
+
+/// Drift of one path a resource of kind `kind` recorded: `missing` when
+/// nothing is there, else what the kind finds (see [`kind::ResourceKind::drift`]).
+pub fn drift(kind: &str, path: &Path, recorded: Option<&String>, declared: Option<&Spec>) -> Drift {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Drift {
+            status: "missing",
+            expected: recorded.cloned(),
+            actual: None,
+        },
+        Ok(meta) => match registry::find(kind) {
+            Some(k) => k.drift(path, &meta, recorded, declared),
+            None => Drift::UNCHANGED,
+        },
+    }
 }
 
 /// What applying a change produced, for the state record.
@@ -301,24 +307,7 @@ pub fn apply(
 ) -> Result<Applied, ResourceError> {
     match &change.op {
         Op::None => Ok(Applied::default()),
-        Op::WriteFile {
-            path,
-            content,
-            mode,
-            backup,
-        } => file::write(path, content, *mode, *backup, backups),
-        Op::Chmod { path, mode } => file::chmod(path, *mode).map(|()| Applied::default()),
-        Op::RemoveFile { path, backup } => file::remove(path, *backup, backups),
-        Op::CreateDir { path, mode } => dir::create(path, *mode),
-        Op::PurgeDir { path, mode, purge } => dir::purge(path, *mode, purge, backups),
-        Op::RemoveDir { path } => dir::remove(path),
-        Op::Symlink {
-            path,
-            target,
-            backup,
-        } => symlink::create(path, target, *backup, backups),
-        Op::RemoveSymlink { path } => symlink::remove(path),
-        Op::Run(run) => exec::run(run, control),
+        op => registry::get(change.kind).apply(op, &ApplyEnv { backups, control }),
     }
 }
 

@@ -6,17 +6,128 @@ use std::io;
 use std::path::Path;
 
 use crate::fsutil::{self, FsError};
-use crate::manifest::SymlinkSpec;
+use crate::manifest::{Kind, Spec, SpecInput, SymlinkSpec};
 
+use super::kind::{
+    ApplyEnv, Drift, Key, KeyType, Ownership, Planned, ResourceKind, unexpected_op, unexpected_spec,
+};
 use super::{Action, Applied, Op, PlanContext, ResourceError, backup_existing, ensure_parent};
 
-type Planned = (Action, String, Option<String>, Op);
+/// The `symlink` kind.
+pub struct Symlink;
 
-pub(super) fn plan(
-    s: &SymlinkSpec,
-    ctx: &PlanContext,
-    owned: bool,
-) -> Result<Planned, ResourceError> {
+impl ResourceKind for Symlink {
+    fn kind(&self) -> Kind {
+        Kind::Symlink
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        const KEYS: &[Key] = &[
+            Key::required("path", KeyType::Str),
+            Key::required("target", KeyType::Str),
+        ];
+        KEYS
+    }
+
+    fn path_key(&self) -> Option<&'static str> {
+        Some("path")
+    }
+
+    fn build(&self, input: &mut SpecInput) -> Option<Spec> {
+        let target = input.repo_path("target", false);
+        match (input.path(), target) {
+            (Some(path), Some(target)) => Some(Spec::Symlink(SymlinkSpec { path, target })),
+            _ => None,
+        }
+    }
+
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+        match spec {
+            Spec::Symlink(s) => plan(s, ctx, owned),
+            other => Err(unexpected_spec(self.kind(), other)),
+        }
+    }
+
+    fn plan_removal(
+        &self,
+        path: &Path,
+        _recorded: Option<&String>,
+    ) -> Result<Planned, ResourceError> {
+        plan_removal(path)
+    }
+
+    fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
+        let backups = env.backups;
+        match op {
+            Op::Symlink {
+                path,
+                target,
+                backup,
+            } => create(path, target, *backup, backups),
+            Op::RemoveSymlink { path } => remove(path),
+            other => Err(unexpected_op(self.kind(), other)),
+        }
+    }
+
+    fn drift(
+        &self,
+        path: &Path,
+        meta: &fs::Metadata,
+        _recorded: Option<&String>,
+        declared: Option<&Spec>,
+    ) -> Drift {
+        drift(path, meta, declared)
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owns_path: true,
+            adopt_when_right: true,
+        }
+    }
+
+    /// A link runs after whatever creates its target.
+    fn needs_paths<'s>(&self, spec: &'s Spec) -> Vec<&'s Path> {
+        match spec {
+            Spec::Symlink(s) => vec![s.target.as_path()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn watch_paths(&self, spec: &Spec) -> Vec<std::path::PathBuf> {
+        spec.path().map(Path::to_path_buf).into_iter().collect()
+    }
+}
+
+/// A recorded link: replaced by something else, or pointing elsewhere than
+/// declared.
+fn drift(path: &Path, meta: &fs::Metadata, declared: Option<&Spec>) -> Drift {
+    let current = fs::read_link(path).ok();
+    let actual = current.as_ref().map(|t| t.display().to_string());
+    let declared_target = match declared {
+        Some(Spec::Symlink(s)) => Some(&s.target),
+        _ => None,
+    };
+    let expected = declared_target.map(|t| t.display().to_string());
+    let same = match (&current, declared_target) {
+        (Some(c), Some(t)) => fsutil::link_points_to(path, c, t),
+        _ => true,
+    };
+    if !meta.file_type().is_symlink() {
+        return Drift {
+            status: "replaced",
+            expected,
+            actual: Some("not a symlink".into()),
+        };
+    }
+    Drift {
+        status: if same { "unchanged" } else { "retargeted" },
+        expected,
+        actual,
+    }
+}
+
+fn plan(s: &SymlinkSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
     let path = &s.path;
     let create = |backup: bool| Op::Symlink {
         path: path.clone(),
@@ -26,10 +137,9 @@ pub(super) fn plan(
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok((
+            return Ok(Planned::new(
                 Action::Create,
                 format!("→ {}", s.target.display()),
-                None,
                 create(false),
             ));
         }
@@ -40,7 +150,7 @@ pub(super) fn plan(
         // A relative link to the same place is the same link (DESIGN: symlink
         // targets are normalized before diffing).
         if fsutil::link_points_to(path, &current, &s.target) {
-            return Ok((Action::Unchanged, String::new(), None, Op::None));
+            return Ok(Planned::unchanged(""));
         }
         let reason = format!(
             "points to {}, should point to {}",
@@ -48,31 +158,22 @@ pub(super) fn plan(
             s.target.display()
         );
         if owned {
-            return Ok((Action::Update, reason, None, create(false)));
+            return Ok(Planned::new(Action::Update, reason, create(false)));
         }
         if ctx.force {
-            return Ok((
+            return Ok(Planned::new(
                 Action::Update,
                 format!("{reason} (stead does not own it; backed up first)"),
-                None,
                 create(true),
             ));
         }
-        return Ok((
-            Action::Conflict,
-            format!(
-                "{reason}, and stead does not own it; 'stead apply --force' backs it up and replaces it"
-            ),
-            None,
-            Op::None,
-        ));
+        return Ok(Planned::conflict(format!(
+            "{reason}, and stead does not own it; 'stead apply --force' backs it up and replaces it"
+        )));
     }
     if meta.is_dir() {
-        return Ok((
-            Action::Conflict,
-            "a directory is in the way; stead never replaces a directory it does not own".into(),
-            None,
-            Op::None,
+        return Ok(Planned::conflict(
+            "a directory is in the way; stead never replaces a directory it does not own",
         ));
     }
     if ctx.force || owned {
@@ -81,34 +182,31 @@ pub(super) fn plan(
         } else {
             "replaces a file stead does not own (backed up first)"
         };
-        return Ok((Action::Update, reason.into(), None, create(true)));
+        return Ok(Planned::new(Action::Update, reason, create(true)));
     }
-    Ok((
-        Action::Conflict,
-        "a file is in the way and stead does not own it; 'stead apply --force' backs it up and replaces it".into(),
-        None,
-        Op::None,
+    Ok(Planned::conflict(
+        "a file is in the way and stead does not own it; 'stead apply --force' backs it up and replaces it",
     ))
 }
 
-pub(super) fn plan_removal(path: &Path) -> Result<(Action, String, Op), ResourceError> {
+fn plan_removal(path: &Path) -> Result<Planned, ResourceError> {
     match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Planned::new(
             Action::Remove,
-            "no longer declared (already gone)".into(),
+            "no longer declared (already gone)",
             Op::None,
         )),
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
-        Ok(m) if m.file_type().is_symlink() => Ok((
+        Ok(m) if m.file_type().is_symlink() => Ok(Planned::new(
             Action::Remove,
-            "no longer declared".into(),
+            "no longer declared",
             Op::RemoveSymlink {
                 path: path.to_path_buf(),
             },
         )),
-        Ok(_) => Ok((
+        Ok(_) => Ok(Planned::new(
             Action::Remove,
-            "no longer declared; something else is there now, left alone".into(),
+            "no longer declared; something else is there now, left alone",
             Op::None,
         )),
     }

@@ -1,0 +1,592 @@
+//! The manifest's values as written: typed by the key tables (the common
+//! keys here, each kind's own from its [`ResourceKind`]), with every problem
+//! recorded at its place; and the resolution of `${...}` references and paths.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::Kind;
+use super::diag::Problem;
+use super::refs::{self, Reference};
+use crate::resource::kind::{KeyType, ResourceKind};
+use crate::resource::registry;
+
+/// The keys every resource takes, after the kind's own in "takes: ..." help.
+const COMMON_KEYS: [&str; 7] = [
+    "after", "before", "notify", "profiles", "retry", "delay", "backoff",
+];
+
+/// A string value and where it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Str {
+    pub(super) text: String,
+    pub(super) span: Range<usize>,
+}
+
+/// A resource as written, before references are resolved.
+pub(super) struct RawDecl {
+    pub(super) id: String,
+    pub(super) kind: Kind,
+    pub(super) span: Range<usize>,
+    pub(super) fields: BTreeMap<String, RawValue>,
+    pub(super) after: Vec<Str>,
+    pub(super) before: Vec<Str>,
+    pub(super) notify: Vec<Str>,
+    pub(super) profiles: Option<Vec<Str>>,
+}
+
+/// A typed value of a key.
+#[derive(Debug, Clone)]
+pub(super) enum RawValue {
+    Str(Str),
+    List(Vec<Str>),
+    Bool(bool),
+    Map(Vec<(Str, Str)>),
+    Duration(Duration),
+    Count(u32),
+}
+
+/// Collects problems while walking the text.
+pub(crate) struct Walker<'a> {
+    pub(super) problems: Vec<Problem>,
+    pub(super) text: &'a str,
+}
+
+pub(super) fn list_or_none(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "(none)".to_string()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn type_name(v: &DeValue) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl<'a> Walker<'a> {
+    pub(super) fn table<'v, 'i>(
+        &mut self,
+        v: &'v Spanned<DeValue<'i>>,
+        what: &str,
+    ) -> Option<&'v DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.problems.push(
+                    Problem::at(
+                        v.span(),
+                        format!("{what} must be a table, found {}", type_name(other)),
+                    )
+                    .label("not a table"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn string(&mut self, v: &Spanned<DeValue>, key: &str) -> Option<Str> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(Str {
+                text: s.to_string(),
+                span: v.span(),
+            }),
+            other => {
+                self.problems.push(
+                    Problem::at(
+                        v.span(),
+                        format!("`{key}` must be a string, found {}", type_name(other)),
+                    )
+                    .label("expected a string"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn string_list(&mut self, v: &Spanned<DeValue>, key: &str) -> Option<Vec<Str>> {
+        match v.get_ref() {
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for item in items.iter() {
+                    out.push(self.string(item, key)?);
+                }
+                Some(out)
+            }
+            other => {
+                self.problems.push(
+                    Problem::at(
+                        v.span(),
+                        format!(
+                            "`{key}` must be an array of strings, found {}",
+                            type_name(other)
+                        ),
+                    )
+                    .label("expected [\"...\"]"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A table of scalars, each turned into a string (for vars).
+    pub(super) fn scalar_map(&mut self, t: &DeTable, what: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in t.iter() {
+            let text = match v.get_ref() {
+                // A variable's value is not expanded (no order among vars to
+                // expand them in); say so rather than keep `${...}` literally.
+                DeValue::String(s) => match refs::scan(s) {
+                    Ok(found) if found.iter().all(|r| r.escape) => {
+                        refs::substitute(s, &found, |_| None)
+                    }
+                    _ => {
+                        self.problems.push(
+                            Problem::at(v.span(), format!("{what} values cannot hold references"))
+                                .label("`${` in a variable")
+                                .help("variables are not expanded; write the value out, or $${ for a literal ${"),
+                        );
+                        continue;
+                    }
+                },
+                DeValue::Integer(i) => i.to_string(),
+                DeValue::Float(f) => f.to_string(),
+                DeValue::Boolean(b) => b.to_string(),
+                other => {
+                    self.problems.push(
+                        Problem::at(
+                            v.span(),
+                            format!(
+                                "{what} values must be strings, numbers or booleans, found {}",
+                                type_name(other)
+                            ),
+                        )
+                        .label("not a scalar"),
+                    );
+                    continue;
+                }
+            };
+            out.insert(k.get_ref().to_string(), text);
+        }
+        out
+    }
+
+    /// A resource table: each key typed by the common keys, else by the
+    /// kind's key table; then the kind's required keys.
+    pub(super) fn decl(
+        &mut self,
+        kind: Kind,
+        id: String,
+        span: Range<usize>,
+        t: &DeTable,
+    ) -> RawDecl {
+        let mut d = RawDecl {
+            id,
+            kind,
+            span,
+            fields: BTreeMap::new(),
+            after: Vec::new(),
+            before: Vec::new(),
+            notify: Vec::new(),
+            profiles: None,
+        };
+        let table = registry::get(kind);
+        for (k, v) in t.iter() {
+            let key = k.get_ref().as_ref();
+            match key {
+                "after" => d.after = self.string_list(v, key).unwrap_or_default(),
+                "before" => d.before = self.string_list(v, key).unwrap_or_default(),
+                "notify" => d.notify = self.string_list(v, key).unwrap_or_default(),
+                "profiles" => d.profiles = self.string_list(v, key),
+                "retry" => self.retry(&mut d, v),
+                "backoff" => self.backoff(&mut d, v),
+                "delay" => self.duration(&mut d, key, v),
+                _ => match table.keys().iter().find(|x| x.name == key) {
+                    Some(def) => self.typed(&mut d, key, def.ty, v),
+                    None => self.unknown_key(k, &d),
+                },
+            }
+        }
+        self.required(&d, table, t);
+        d
+    }
+
+    /// A key of the kind's own table, checked against its type.
+    fn typed(&mut self, d: &mut RawDecl, key: &str, ty: KeyType, v: &Spanned<DeValue>) {
+        match ty {
+            KeyType::Bool => match v.get_ref() {
+                DeValue::Boolean(b) => {
+                    d.fields.insert(key.to_string(), RawValue::Bool(*b));
+                }
+                other => self.problems.push(Problem::at(
+                    v.span(),
+                    format!("`{key}` must be true or false, found {}", type_name(other)),
+                )),
+            },
+            KeyType::Command => self.command_value(d, key, v),
+            KeyType::StrMap => {
+                if let Some(et) = self.table(v, "`env`") {
+                    let mut pairs = Vec::new();
+                    for (ek, ev) in et.iter() {
+                        if let Some(val) = self.string(ev, &format!("env.{}", ek.get_ref())) {
+                            pairs.push((
+                                Str {
+                                    text: ek.get_ref().to_string(),
+                                    span: ek.span(),
+                                },
+                                val,
+                            ));
+                        }
+                    }
+                    d.fields.insert(key.to_string(), RawValue::Map(pairs));
+                }
+            }
+            KeyType::Duration => self.duration(d, key, v),
+            KeyType::Str => {
+                if let Some(s) = self.string(v, key) {
+                    d.fields.insert(key.to_string(), RawValue::Str(s));
+                }
+            }
+        }
+    }
+
+    fn command_value(&mut self, d: &mut RawDecl, key: &str, v: &Spanned<DeValue>) {
+        match v.get_ref() {
+            DeValue::String(_) => {
+                if let Some(s) = self.string(v, key) {
+                    d.fields.insert(key.to_string(), RawValue::Str(s));
+                }
+            }
+            DeValue::Array(_) => {
+                if let Some(list) = self.string_list(v, key) {
+                    if list.is_empty() {
+                        self.problems.push(
+                            Problem::at(v.span(), format!("`{key}` must not be empty"))
+                                .label("empty command"),
+                        );
+                    } else {
+                        d.fields.insert(key.to_string(), RawValue::List(list));
+                    }
+                }
+            }
+            other => self.problems.push(
+                Problem::at(v.span(), format!("`{key}` must be a string (run with sh -c) or an array (program and arguments), found {}", type_name(other))),
+            ),
+        }
+    }
+
+    fn retry(&mut self, d: &mut RawDecl, v: &Spanned<DeValue>) {
+        match v.get_ref() {
+            DeValue::Integer(i) => match i.as_str().parse::<i64>() {
+                Ok(n) if (0..=1000).contains(&n) && i.radix() == 10 => {
+                    d.fields
+                        .insert("retry".to_string(), RawValue::Count(n as u32));
+                }
+                Ok(-1) => self.problems.push(
+                    Problem::at(
+                        v.span(),
+                        "`retry = -1` (forever) is only allowed in watch mode",
+                    )
+                    .label("forever")
+                    .help("give a number of retries, e.g. retry = 3"),
+                ),
+                _ => self.problems.push(
+                    Problem::at(v.span(), "`retry` must be a whole number from 0 to 1000")
+                        .label("bad retry count"),
+                ),
+            },
+            other => self.problems.push(
+                Problem::at(
+                    v.span(),
+                    format!("`retry` must be a whole number, found {}", type_name(other)),
+                )
+                .label("not a number"),
+            ),
+        }
+    }
+
+    fn backoff(&mut self, d: &mut RawDecl, v: &Spanned<DeValue>) {
+        match v.get_ref() {
+            DeValue::String(s) if s.as_ref() == "exponential" || s.as_ref() == "fixed" => {
+                d.fields.insert(
+                    "backoff".to_string(),
+                    RawValue::Bool(s.as_ref() == "exponential"),
+                );
+            }
+            _ => self.problems.push(
+                Problem::at(v.span(), "`backoff` must be \"fixed\" or \"exponential\"")
+                    .label("bad backoff"),
+            ),
+        }
+    }
+
+    fn duration(&mut self, d: &mut RawDecl, key: &str, v: &Spanned<DeValue>) {
+        let parsed = match v.get_ref() {
+            DeValue::Integer(i) => i
+                .as_str()
+                .parse::<u64>()
+                .ok()
+                .filter(|_| i.radix() == 10)
+                .map(Duration::from_secs),
+            DeValue::String(s) => parse_duration(s),
+            _ => None,
+        };
+        match parsed {
+            Some(t) => {
+                d.fields.insert(key.to_string(), RawValue::Duration(t));
+            }
+            None => self.problems.push(
+                Problem::at(v.span(), format!("`{key}` must be a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds"))
+                    .label("bad duration"),
+            ),
+        }
+    }
+
+    fn required(&mut self, d: &RawDecl, kind: &dyn ResourceKind, t: &DeTable) {
+        for key in kind.keys().iter().filter(|k| k.required).map(|k| k.name) {
+            // A key that is present but invalid has its own problem already.
+            let present = t.iter().any(|(k, _)| k.get_ref().as_ref() == key);
+            if !d.fields.contains_key(key) && !present {
+                self.problems.push(
+                    Problem::at(
+                        d.span.clone(),
+                        format!("{} is missing the required key `{key}`", d.id),
+                    )
+                    .label(format!("needs `{key}`")),
+                );
+            }
+        }
+    }
+
+    fn unknown_key(&mut self, k: &Spanned<std::borrow::Cow<str>>, d: &RawDecl) {
+        let mut valid: Vec<&str> = registry::get(d.kind)
+            .keys()
+            .iter()
+            .map(|k| k.name)
+            .collect();
+        valid.extend(COMMON_KEYS);
+        self.problems.push(
+            Problem::at(
+                k.span(),
+                format!("unknown key `{}` in [{}]", k.get_ref(), d.id),
+            )
+            .label("unknown key")
+            .help(format!("{} takes: {}", d.kind.as_str(), valid.join(", "))),
+        );
+    }
+
+    /// Resolves `${...}` in a string; `lookup` answers resource references
+    /// (`None`: not a resource). Problems are recorded; `None` if any.
+    pub(super) fn resolve(
+        &mut self,
+        s: &Str,
+        vars: &BTreeMap<String, String>,
+        lookup: &dyn Fn(&Reference) -> Option<Result<String, String>>,
+    ) -> Option<(String, Vec<String>)> {
+        // Offset of the string's content in the file: after the opening quote(s).
+        let raw = &self.text[s.span.clone()];
+        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        let base = s.span.start + quote;
+        // Offsets in the decoded text match the file only when nothing was
+        // decoded (no escapes, no trimmed first newline); otherwise find the
+        // same `${...}` text in the raw string, else point at the whole string.
+        let raw_body =
+            &self.text[(base).min(s.span.end)..s.span.end.saturating_sub(quote).max(base)];
+        let verbatim = raw_body == s.text;
+        let at = |range: &Range<usize>| -> Range<usize> {
+            if verbatim {
+                return base + range.start..base + range.end;
+            }
+            let piece = &s.text[range.clone()];
+            let nth = s.text[..range.start].matches(piece).count();
+            raw_body
+                .match_indices(piece)
+                .nth(nth)
+                .map_or(s.span.clone(), |(i, _)| base + i..base + i + piece.len())
+        };
+        let refs = match refs::scan(&s.text) {
+            Ok(r) => r,
+            Err(unclosed) => {
+                self.problems.push(
+                    Problem::at(
+                        at(&(unclosed..unclosed + 2)),
+                        "unclosed `${` (a reference ends with `}`; write `$${` for a literal `${`)",
+                    )
+                    .label("unclosed"),
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        let mut values = Vec::new();
+        let mut used = Vec::new();
+        for r in refs.iter().filter(|r| !r.escape) {
+            let span = at(&r.range);
+            if let Some(var) = r.name.strip_prefix("vars.") {
+                match vars.get(var) {
+                    Some(v) => values.push(v.clone()),
+                    None => {
+                        ok = false;
+                        self.problems.push(
+                            Problem::at(span, format!("unknown variable `{var}`"))
+                                .label("dangling reference")
+                                .help(format!(
+                                    "variables: {}",
+                                    list_or_none(&vars.keys().cloned().collect())
+                                )),
+                        );
+                    }
+                }
+                continue;
+            }
+            match lookup(r) {
+                Some(Ok(v)) => {
+                    used.push(r.name.clone());
+                    values.push(v);
+                }
+                Some(Err(msg)) => {
+                    ok = false;
+                    self.problems
+                        .push(Problem::at(span, msg).label("bad reference"));
+                }
+                None => {
+                    ok = false;
+                    self.problems.push(
+                        Problem::at(
+                            span,
+                            format!("`${{{}}}` refers to nothing declared", r.name),
+                        )
+                        .label("dangling reference")
+                        .help(
+                            "use ${vars.NAME} or ${kind.name} of a declared resource; write $${ for a literal ${ (shell ${VAR})",
+                        ),
+                    );
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let mut it = values.into_iter();
+        Some((refs::substitute(&s.text, &refs, |_| it.next()), used))
+    }
+
+    /// A target path: absolute, or `~`-relative to the home.
+    pub(super) fn target_path(
+        &mut self,
+        text: &str,
+        span: Range<usize>,
+        home: &Path,
+    ) -> Option<PathBuf> {
+        if text == "~" {
+            return Some(home.to_path_buf());
+        }
+        if let Some(rest) = text.strip_prefix("~/") {
+            return Some(normalize(&home.join(rest)));
+        }
+        let p = Path::new(text);
+        if p.is_absolute() {
+            return Some(normalize(p));
+        }
+        self.problems.push(
+            Problem::at(
+                span,
+                format!("the path {text:?} must be absolute or start with ~/"),
+            )
+            .label("relative path")
+            .help("~ is the target home (--home)"),
+        );
+        None
+    }
+
+    /// A path in the config repo (relative paths resolve there).
+    pub(super) fn repo_path(
+        &mut self,
+        text: &str,
+        span: Range<usize>,
+        config_dir: &Path,
+        home: &Path,
+        must_exist: bool,
+    ) -> Option<PathBuf> {
+        let p = if text == "~" || text.starts_with("~/") {
+            self.target_path(text, span.clone(), home)?
+        } else if Path::new(text).is_absolute() {
+            normalize(Path::new(text))
+        } else {
+            normalize(&config_dir.join(text))
+        };
+        if must_exist && !p.is_file() {
+            let (message, label) = if p.is_dir() {
+                (
+                    format!("{} is a directory, not a file", p.display()),
+                    "not a file",
+                )
+            } else {
+                (
+                    format!("{} does not exist in the config repo", p.display()),
+                    "file not found",
+                )
+            };
+            self.problems.push(Problem::at(span, message).label(label));
+            return None;
+        }
+        Some(p)
+    }
+
+    pub(super) fn mode(&mut self, v: Option<&RawValue>) -> Option<u32> {
+        let Some(RawValue::Str(s)) = v else {
+            return None;
+        };
+        let ok = !s.text.is_empty()
+            && s.text.len() <= 4
+            && s.text.chars().all(|c| ('0'..='7').contains(&c));
+        match (ok, u32::from_str_radix(&s.text, 8)) {
+            (true, Ok(m)) if m <= 0o7777 => Some(m),
+            _ => {
+                self.problems.push(
+                    Problem::at(s.span.clone(), format!("bad mode {:?}", s.text))
+                        .label("not an octal mode")
+                        .help("write modes as octal strings, e.g. mode = \"0644\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Removes `.` and resolves `..` lexically (no filesystem access).
+pub(super) fn normalize(p: &Path) -> PathBuf {
+    crate::fsutil::normalize_lexically(p)
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}

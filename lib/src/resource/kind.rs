@@ -1,0 +1,252 @@
+//! The contract every resource kind implements: its manifest keys, how its
+//! spec is built from them, planning (read + diff), planning its removal,
+//! applying its own ops, drift of what it recorded, ownership and autoedges.
+//!
+//! The engine, the planner, the graph and the loader only ever talk to a kind
+//! through [`ResourceKind`], found in [`super::registry`]; see
+//! `docs/kinds.md` for the checklist to add one.
+
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{Kind, Spec, SpecInput};
+
+use super::{Action, Applied, Op, PlanContext, ResourceError};
+
+/// How a manifest key's value is typed (checked while loading, with the
+/// error messages of the loader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// A string (references resolved when the spec is built).
+    Str,
+    /// `true` or `false`.
+    Bool,
+    /// A string run with `sh -c`, or an array of program and arguments.
+    Command,
+    /// A table of strings (`env`).
+    StrMap,
+    /// `"30s"`, `"500ms"`, `"2m"` or a number of seconds.
+    Duration,
+}
+
+/// One manifest key of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Its name in the manifest.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: KeyType,
+    /// Whether a resource must have it.
+    pub required: bool,
+}
+
+impl Key {
+    /// An optional key.
+    pub const fn optional(name: &'static str, ty: KeyType) -> Key {
+        Key {
+            name,
+            ty,
+            required: false,
+        }
+    }
+
+    /// A required key.
+    pub const fn required(name: &'static str, ty: KeyType) -> Key {
+        Key {
+            name,
+            ty,
+            required: true,
+        }
+    }
+}
+
+/// What a plan will do to one resource: the action, why (shown in the plan),
+/// a diff of file content, the checksum of declared content to record, and
+/// the op apply performs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// What will happen.
+    pub action: Action,
+    /// Why, in a few words.
+    pub reason: String,
+    /// A unified diff, when file content changes.
+    pub diff: Option<String>,
+    /// `blake3:<hex>` of the declared content (kinds that own a file).
+    pub checksum: Option<String>,
+    /// What apply does.
+    pub op: Op,
+}
+
+impl Planned {
+    /// A plan with no diff and no checksum.
+    pub fn new(action: Action, reason: impl Into<String>, op: Op) -> Planned {
+        Planned {
+            action,
+            reason: reason.into(),
+            diff: None,
+            checksum: None,
+            op,
+        }
+    }
+
+    /// Already right: nothing to do.
+    pub fn unchanged(reason: impl Into<String>) -> Planned {
+        Planned::new(Action::Unchanged, reason, Op::None)
+    }
+
+    /// Something is in the way: nothing is done.
+    pub fn conflict(reason: impl Into<String>) -> Planned {
+        Planned::new(Action::Conflict, reason, Op::None)
+    }
+
+    /// The same plan with a diff.
+    pub fn with_diff(mut self, diff: Option<String>) -> Planned {
+        self.diff = diff;
+        self
+    }
+}
+
+/// Whether stead records what a kind manages as its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    /// Its path is recorded as owned once applied, and removed when the
+    /// resource is no longer declared.
+    pub owns_path: bool,
+    /// Something already exactly as declared is adopted (recorded as owned)
+    /// without being written. Directories are not: a dir stead did not
+    /// create stays the user's.
+    pub adopt_when_right: bool,
+}
+
+impl Ownership {
+    /// Owns nothing (commands, groups, edits inside a file stead does not own).
+    pub const NONE: Ownership = Ownership {
+        owns_path: false,
+        adopt_when_right: false,
+    };
+}
+
+/// What drift found at one recorded path, for `stead state check-drift`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// `unchanged`, `missing`, `modified`, `replaced`, `mode`, `retargeted`.
+    pub status: &'static str,
+    /// What the record or manifest says.
+    pub expected: Option<String>,
+    /// What is there.
+    pub actual: Option<String>,
+}
+
+impl Drift {
+    /// No drift, nothing to show.
+    pub const UNCHANGED: Drift = Drift {
+        status: "unchanged",
+        expected: None,
+        actual: None,
+    };
+}
+
+/// What applying an op may use besides the op: where backups go, and the
+/// run it belongs to (a command a kind starts is that run's child: announced
+/// to its reaper, killed by its hard cancel).
+#[derive(Clone, Copy)]
+pub struct ApplyEnv<'a> {
+    /// Where overwrites, purges and removals back up what they replace.
+    pub backups: &'a Path,
+    /// The run's control.
+    pub control: &'a crate::run::RunControl,
+}
+
+/// One kind of resource. Implementations are unit structs listed once in
+/// [`super::registry`].
+pub trait ResourceKind: Sync {
+    /// The kind (its name in manifests, ids, state and plans).
+    fn kind(&self) -> Kind;
+
+    /// Its manifest keys besides the ones every resource takes, in the
+    /// order the "takes: ..." help lists them.
+    fn keys(&self) -> &'static [Key];
+
+    /// The key holding the path it manages, resolved before the other keys
+    /// (it may use only `${vars.NAME}`) and the value `${kind.name}` gives.
+    fn path_key(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Builds the spec from the typed keys; problems go to `input` (then
+    /// `None`).
+    fn build(&self, input: &mut SpecInput) -> Option<Spec>;
+
+    /// Reads the actual state and diffs it against `spec` (no side
+    /// effects). `owned`: stead recorded the resource's path as its own.
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError>;
+
+    /// Plans the removal of what stead made at `path` for a resource no
+    /// longer declared (`recorded`: the checksum stead wrote there).
+    fn plan_removal(
+        &self,
+        _path: &Path,
+        _recorded: Option<&String>,
+    ) -> Result<Planned, ResourceError> {
+        Ok(Planned::new(Action::Remove, "no longer declared", Op::None))
+    }
+
+    /// Applies one of its own ops (never [`Op::None`], handled before).
+    fn apply(&self, op: &Op, _env: &ApplyEnv) -> Result<Applied, ResourceError> {
+        Err(unexpected_op(self.kind(), op))
+    }
+
+    /// Drift of a recorded path that exists (`meta`, not following links),
+    /// against the checksum stead recorded and the declared spec, if any.
+    fn drift(
+        &self,
+        _path: &Path,
+        _meta: &Metadata,
+        _recorded: Option<&String>,
+        _declared: Option<&Spec>,
+    ) -> Drift {
+        Drift::UNCHANGED
+    }
+
+    /// Whether stead owns its path.
+    fn ownership(&self) -> Ownership {
+        Ownership::NONE
+    }
+
+    /// Whether recorded ownership ends although the change did nothing
+    /// (a file with `ensure = "absent"` that is already gone).
+    fn releases(&self, _planned_checksum: Option<&String>) -> bool {
+        false
+    }
+
+    /// Whether paths under this resource's path depend on it (autoedge).
+    fn holds_paths(&self) -> bool {
+        false
+    }
+
+    /// Paths it needs to exist first (autoedge to whatever creates them, or
+    /// to the managed dir that holds them).
+    fn needs_paths<'s>(&self, _spec: &'s Spec) -> Vec<&'s Path> {
+        Vec::new()
+    }
+
+    /// Paths a later watch mode should watch to notice drift (default: none).
+    fn watch_paths(&self, _spec: &Spec) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
+/// An op handed to a kind that never plans it: a bug (or a hand-edited
+/// saved plan), reported instead of guessed at.
+pub(crate) fn unexpected_op(kind: Kind, op: &Op) -> ResourceError {
+    ResourceError::Internal(format!("{} cannot apply {op:?}", kind.as_str()))
+}
+
+/// A spec of another kind handed to a kind: a bug in the registry.
+pub(crate) fn unexpected_spec(kind: Kind, spec: &Spec) -> ResourceError {
+    ResourceError::Internal(format!(
+        "{} was given a {} spec",
+        kind.as_str(),
+        spec.kind().as_str()
+    ))
+}

@@ -1,0 +1,33 @@
+//! `noop`: does nothing and owns nothing (grouping with edges, tests,
+//! benchmarks).
+
+use crate::manifest::{Kind, Spec, SpecInput};
+
+use super::kind::{Key, Planned, ResourceKind};
+use super::{PlanContext, ResourceError};
+
+/// The `noop` kind.
+pub struct Noop;
+
+impl ResourceKind for Noop {
+    fn kind(&self) -> Kind {
+        Kind::Noop
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        &[]
+    }
+
+    fn build(&self, _input: &mut SpecInput) -> Option<Spec> {
+        Some(Spec::Noop)
+    }
+
+    fn plan(
+        &self,
+        _spec: &Spec,
+        _ctx: &PlanContext,
+        _owned: bool,
+    ) -> Result<Planned, ResourceError> {
+        Ok(Planned::unchanged(""))
+    }
+}
