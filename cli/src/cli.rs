@@ -1,10 +1,9 @@
 //! The command line: every command, flag and environment variable.
 
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::commands;
+use crate::context::GlobalArgs;
 
 /// stead keeps machines in the state their owner declared, and keeps the
 /// record of that state safe across machines, processes and crashes.
@@ -19,45 +18,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Flags every command takes.
-#[derive(Debug, Args)]
-pub struct GlobalArgs {
-    /// The config repo holding stead.toml (default: the one recorded by init)
-    #[arg(long, global = true, env = "STEAD_CONFIG", value_name = "DIR")]
-    pub config: Option<PathBuf>,
-
-    /// Where `~` points for managed paths (default: $HOME)
-    #[arg(long, global = true, env = "STEAD_HOME", value_name = "DIR")]
-    pub home: Option<PathBuf>,
-
-    /// The state dir (default: <home>/.stead)
-    #[arg(long, global = true, env = "STEAD_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// History entries to keep in the state record
-    #[arg(
-        long,
-        global = true,
-        env = "STEAD_HISTORY_LIMIT",
-        value_name = "N",
-        default_value_t = stead_lib::state::DEFAULT_HISTORY_LIMIT,
-        value_parser = clap::value_parser!(usize),
-    )]
-    pub history_limit: usize,
-
-    /// Print machine-readable JSON instead of text
-    #[arg(long, global = true)]
-    pub json: bool,
-
-    /// Say more about what happens
-    #[arg(short, long, global = true)]
-    pub verbose: bool,
-
-    /// Never color the output (also: NO_COLOR=1)
-    #[arg(long, global = true)]
-    pub no_color: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -298,6 +298,7 @@ pub fn load_manifest(
         &LoadOptions {
             home: layout.home().to_path_buf(),
             profile,
+            kinds: &crate::resource::registry::REGISTRY,
         },
     )?;
     manifest.protected.push(layout.state_dir().to_path_buf());

@@ -564,6 +564,7 @@ mod tests {
             &LoadOptions {
                 home: fx.home.clone(),
                 profile: None,
+                kinds: &crate::resource::registry::REGISTRY,
             },
         )
         .map(|(m, _)| m)
@@ -612,6 +613,7 @@ mod tests {
             &crate::manifest::LoadOptions {
                 home: fx.home.clone(),
                 profile: None,
+                kinds: &crate::resource::registry::REGISTRY,
             },
         )
         .map(|(m, _)| m)
@@ -638,6 +640,7 @@ mod tests {
             &crate::manifest::LoadOptions {
                 home: fx.home.clone(),
                 profile: None,
+                kinds: &crate::resource::registry::REGISTRY,
             },
         )
         .map(|(m, _)| m)

@@ -9,15 +9,16 @@
 //! - [`layout`]: where stead keeps its files (home, state dir, file names).
 //! - [`fsutil`]: atomic, durable file writes and private directories.
 //! - [`machine`]: this machine's identity (a kept UUID) and facts.
-//! - [`state`]: the versioned state record, its migration and its atomic store.
 //! - [`lock`]: the state lock, proven stale by the kernel's flock.
-//! - [`manifest`]: `stead.toml` parsed into resources, every problem with its place.
-//! - [`graph`]: the resource graph (edges, references, autoedges, cycles).
+//! - [`state`]: the versioned state record, its migration and its atomic store.
+//! - [`run`]: run control: cancel flags, child processes, the reaper feed.
+//! - [`manifest`]: `stead.toml` parsed into resources, every problem with its
+//!   place; `manifest::schema` is what the loader knows of a kind.
 //! - [`resource`]: the resource-kind contract, its registry, one file per kind.
 //! - [`outcome`]: what executing a change produced (status, skip reasons).
-//! - [`plan`]: read, diff and plan; record an outcome into the state.
 //! - [`journal`]: the durable operation log and its recovery view.
-//! - [`run`]: run control: cancel flags, child processes, the reaper feed.
+//! - [`graph`]: the resource graph (edges, references, autoedges, cycles).
+//! - [`plan`]: read, diff and plan; record an outcome into the state.
 //! - [`engine`]: execute a plan by readiness, journaling every side effect.
 //! - [`converge`]: the converge transaction (prepare, execute, record, commit).
 //! - [`sync`]: many machines: the shared record in the config repo, its

@@ -174,7 +174,7 @@ fn plan_removals(
         if !rec.keys.is_empty() && rec.keys.iter().all(|k| claimed.contains(k)) {
             changes.push(Change {
                 id: id.clone(),
-                kind: Kind::parse(&rec.kind).unwrap_or(Kind::Noop),
+                kind: registry::find(&rec.kind).map_or(Kind::Noop, |k| k.kind()),
                 action: Action::Remove,
                 keys: rec.keys.clone(),
                 reason: "no longer declared; its path is now managed by another resource".into(),

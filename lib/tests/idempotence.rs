@@ -198,6 +198,7 @@ impl Env {
             &LoadOptions {
                 home: self.home.clone(),
                 profile: None,
+                kinds: &stead_lib::resource::registry::REGISTRY,
             },
         )
         .unwrap_or_else(|e| panic!("generated manifest does not load: {e}\n{text}"));

@@ -15,7 +15,7 @@ use super::walker::{RawDecl, RawValue, Str, Walker};
 /// Answers `${kind.name}` references (`None`: not a resource).
 pub(super) type Lookup<'l> = dyn Fn(&Reference) -> Option<Result<String, String>> + 'l;
 
-/// One resource's keys, for [`crate::resource::kind::ResourceKind::build`].
+/// One resource's keys, for [`super::schema::KindSchema::build`].
 pub struct SpecInput<'x, 'a> {
     pub(super) w: &'x mut Walker<'a>,
     pub(super) d: &'x RawDecl,

@@ -9,6 +9,7 @@ mod diag;
 mod input;
 mod parse;
 mod refs;
+pub mod schema;
 mod walker;
 
 use std::collections::BTreeMap;
@@ -55,32 +56,11 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         self.0
     }
-
-    /// The registered kind with this name.
-    pub(crate) fn parse(s: &str) -> Option<Kind> {
-        crate::resource::registry::find(s).map(|k| k.kind())
-    }
 }
 
 impl serde::Serialize for Kind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Kind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
-        let name = String::deserialize(d)?;
-        Kind::parse(&name).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown variant `{name}`, expected one of {}",
-                crate::resource::registry::names()
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
     }
 }
 
@@ -314,12 +294,24 @@ impl Resource {
 }
 
 /// What a manifest needs from outside itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Where `~` points.
     pub home: PathBuf,
     /// The profile to use (else `settings.default_profile`).
     pub profile: Option<String>,
+    /// The kinds a manifest may declare (`&resource::registry::REGISTRY`).
+    pub kinds: &'static dyn schema::KindTable,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("home", &self.home)
+            .field("profile", &self.profile)
+            .field("kinds", &self.kinds.names())
+            .finish()
+    }
 }
 
 /// A loaded manifest: the resources of the active profile, in declaration order.

@@ -16,7 +16,6 @@ use super::input::{Lookup, SpecInput};
 use super::refs::Reference;
 use super::walker::{RawDecl, RawValue, Str, Walker, list_or_none};
 use super::{Kind, LoadOptions, Manifest, Parsed, Resource, Retry};
-use crate::resource::registry;
 
 /// The top-level tables as written.
 #[derive(Default)]
@@ -61,6 +60,7 @@ pub(super) fn parse(
     let mut w = Walker {
         problems: Vec::new(),
         text,
+        kinds: options.kinds,
     };
     let mut top = read_top(&mut w, &root.into_inner());
     top.decls.sort_by_key(|d| d.span.start);
@@ -112,7 +112,7 @@ fn read_top(w: &mut Walker, root: &DeTable) -> Top {
                 }
             }
             "profile" => read_profiles(w, value, &mut top),
-            other => match Kind::parse(other) {
+            other => match w.kinds.find(other).map(|k| k.kind()) {
                 Some(kind) => read_kind(w, kind, value, &mut top),
                 None => unknown_table(w, other, key.span(), value),
             },
@@ -180,7 +180,7 @@ fn read_kind(w: &mut Walker, kind: Kind, value: &toml::Spanned<DeValue>, top: &m
 }
 
 fn unknown_table(w: &mut Walker, name: &str, span: Range<usize>, value: &toml::Spanned<DeValue>) {
-    let kinds = registry::names().join(", ");
+    let kinds = w.kinds.names().join(", ");
     let problem = if !matches!(value.get_ref(), DeValue::Table(_)) {
         Problem::at(span, format!("unknown top-level key `{name}`"))
             .label("not a table")
@@ -272,9 +272,10 @@ fn resolve_paths(
     let mut outputs: HashMap<String, PathBuf> = HashMap::new();
     let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::new();
     let mut edits: Vec<(&RawDecl, Range<usize>, PathBuf)> = Vec::new();
+    let kinds = w.kinds;
     let path_lookup = |r: &Reference| -> Option<Result<String, String>> {
         let kind = r.name.split_once('.').map(|(k, _)| k)?;
-        registry::find(kind).is_some().then(|| {
+        kinds.find(kind).is_some().then(|| {
             Err(format!(
                 "`${{{}}}` cannot be used in a path: paths may use only ${{vars.NAME}}",
                 r.name
@@ -282,7 +283,7 @@ fn resolve_paths(
         })
     };
     for d in decls {
-        let kind = registry::get(d.kind);
+        let kind = kinds.get(d.kind);
         let Some(key) = kind.path_key() else {
             continue;
         };
@@ -365,6 +366,7 @@ struct Build<'b> {
 impl Build<'_> {
     /// The resource fully resolved, if it is active and has no problem.
     fn resource(&self, w: &mut Walker, d: &RawDecl) -> Option<Resource> {
+        let kinds = w.kinds;
         let lookup = |r: &Reference| self.reference(r);
         let lookup: &Lookup = &lookup;
         let mut input = SpecInput {
@@ -377,7 +379,7 @@ impl Build<'_> {
             lookup,
             references: Vec::new(),
         };
-        let spec = registry::get(d.kind).build(&mut input);
+        let spec = kinds.get(d.kind).build(&mut input);
         let mut references = std::mem::take(&mut input.references);
         let after = self.edges(w, d, &d.after, "after");
         let before = self.edges(w, d, &d.before, "before");

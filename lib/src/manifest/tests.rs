@@ -21,6 +21,7 @@ fn load_with(text: &str, profile: Option<&str>) -> Result<Manifest, ManifestErro
         &LoadOptions {
             home: PathBuf::from("/home/me"),
             profile: profile.map(str::to_string),
+            kinds: &crate::resource::registry::REGISTRY,
         },
     );
     drop(repo);

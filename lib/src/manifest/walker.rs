@@ -1,5 +1,5 @@
 //! The manifest's values as written: typed by the key tables (the common
-//! keys here, each kind's own from its [`ResourceKind`]), with every problem
+//! keys here, each kind's own from its [`KindSchema`]), with every problem
 //! recorded at its place; and the resolution of `${...}` references and paths.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,8 +13,7 @@ use toml::de::{DeTable, DeValue};
 use super::Kind;
 use super::diag::Problem;
 use super::refs::{self, Reference};
-use crate::resource::kind::{KeyType, ResourceKind};
-use crate::resource::registry;
+use super::schema::{KeyType, KindSchema, KindTable};
 
 /// The keys every resource takes, after the kind's own in "takes: ..." help.
 const COMMON_KEYS: [&str; 7] = [
@@ -55,6 +54,8 @@ pub(super) enum RawValue {
 pub(crate) struct Walker<'a> {
     pub(super) problems: Vec<Problem>,
     pub(super) text: &'a str,
+    /// The kinds a manifest may declare, and their keys.
+    pub(super) kinds: &'static dyn KindTable,
 }
 
 pub(super) fn list_or_none(set: &BTreeSet<String>) -> String {
@@ -203,7 +204,7 @@ impl<'a> Walker<'a> {
             notify: Vec::new(),
             profiles: None,
         };
-        let table = registry::get(kind);
+        let table = self.kinds.get(kind);
         for (k, v) in t.iter() {
             let key = k.get_ref().as_ref();
             match key {
@@ -298,10 +299,10 @@ impl<'a> Walker<'a> {
                 Ok(-1) => self.problems.push(
                     Problem::at(
                         v.span(),
-                        "`retry = -1` (forever) is only allowed in watch mode",
+                        "`retry = -1` (retry forever) is refused: an apply must end",
                     )
                     .label("forever")
-                    .help("give a number of retries, e.g. retry = 3"),
+                    .help("give a number of retries from 0 to 1000, e.g. retry = 3"),
                 ),
                 _ => self.problems.push(
                     Problem::at(v.span(), "`retry` must be a whole number from 0 to 1000")
@@ -355,7 +356,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn required(&mut self, d: &RawDecl, kind: &dyn ResourceKind, t: &DeTable) {
+    fn required(&mut self, d: &RawDecl, kind: &dyn KindSchema, t: &DeTable) {
         for key in kind.keys().iter().filter(|k| k.required).map(|k| k.name) {
             // A key that is present but invalid has its own problem already.
             let present = t.iter().any(|(k, _)| k.get_ref().as_ref() == key);
@@ -372,7 +373,9 @@ impl<'a> Walker<'a> {
     }
 
     fn unknown_key(&mut self, k: &Spanned<std::borrow::Cow<str>>, d: &RawDecl) {
-        let mut valid: Vec<&str> = registry::get(d.kind)
+        let mut valid: Vec<&str> = self
+            .kinds
+            .get(d.kind)
             .keys()
             .iter()
             .map(|k| k.name)

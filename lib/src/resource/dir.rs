@@ -10,14 +10,15 @@ use crate::fsutil::{self, FsError};
 use crate::manifest::{DirSpec, Kind, Spec, SpecInput};
 
 use super::kind::{
-    ApplyEnv, Drift, Key, KeyType, Ownership, Planned, ResourceKind, unexpected_op, unexpected_spec,
+    ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
+    unexpected_spec,
 };
 use super::{Action, Applied, Op, PlanContext, ResourceError, backup, mode_of};
 
 /// The `dir` kind.
 pub struct Dir;
 
-impl ResourceKind for Dir {
+impl KindSchema for Dir {
     fn kind(&self) -> Kind {
         Kind::Dir
     }
@@ -43,6 +44,16 @@ impl ResourceKind for Dir {
             .map(|path| Spec::Dir(DirSpec { path, mode, purge }))
     }
 
+    /// A directory stead did not create stays the user's: never adopted.
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owns_path: true,
+            adopt_when_right: false,
+        }
+    }
+}
+
+impl ResourceKind for Dir {
     fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
         match spec {
             Spec::Dir(d) => plan(d, ctx, owned),
@@ -83,14 +94,6 @@ impl ResourceKind for Dir {
                 expected: None,
                 actual: Some("not a directory".into()),
             }
-        }
-    }
-
-    /// A directory stead did not create stays the user's: never adopted.
-    fn ownership(&self) -> Ownership {
-        Ownership {
-            owns_path: true,
-            adopt_when_right: false,
         }
     }
 

@@ -16,13 +16,15 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{Command, ExecSpec, Kind, Problem, Spec, SpecInput};
 use crate::run::RunControl;
 
-use super::kind::{ApplyEnv, Key, KeyType, Planned, ResourceKind, unexpected_op, unexpected_spec};
+use super::kind::{
+    ApplyEnv, Key, KeyType, KindSchema, Planned, ResourceKind, unexpected_op, unexpected_spec,
+};
 use super::{Action, Applied, Op, PlanContext, ResourceError};
 
 /// The `exec` kind.
 pub struct Exec;
 
-impl ResourceKind for Exec {
+impl KindSchema for Exec {
     fn kind(&self) -> Kind {
         Kind::Exec
     }
@@ -67,7 +69,9 @@ impl ResourceKind for Exec {
             })
         })
     }
+}
 
+impl ResourceKind for Exec {
     fn plan(&self, spec: &Spec, ctx: &PlanContext, _owned: bool) -> Result<Planned, ResourceError> {
         match spec {
             Spec::Exec(e) => plan(e, &ctx.manifest.home),

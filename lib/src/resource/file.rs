@@ -8,7 +8,8 @@ use crate::fsutil::{self, FsError};
 use crate::manifest::{FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
 
 use super::kind::{
-    ApplyEnv, Drift, Key, KeyType, Ownership, Planned, ResourceKind, unexpected_op, unexpected_spec,
+    ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
+    unexpected_spec,
 };
 use super::{
     Action, Applied, Op, PlanContext, ResourceError, backup_existing, checksum, ensure_parent,
@@ -21,7 +22,7 @@ const DIFF_LINES: usize = 200;
 /// The `file` kind.
 pub struct File;
 
-impl ResourceKind for File {
+impl KindSchema for File {
     fn kind(&self) -> Kind {
         Kind::File
     }
@@ -56,6 +57,15 @@ impl ResourceKind for File {
         })
     }
 
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owns_path: true,
+            adopt_when_right: true,
+        }
+    }
+}
+
+impl ResourceKind for File {
     fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
         match spec {
             Spec::File(f) => plan(f, ctx, owned),
@@ -94,13 +104,6 @@ impl ResourceKind for File {
         declared: Option<&Spec>,
     ) -> Drift {
         drift(path, meta, recorded, declared)
-    }
-
-    fn ownership(&self) -> Ownership {
-        Ownership {
-            owns_path: true,
-            adopt_when_right: true,
-        }
     }
 
     /// A file with `ensure = "absent"` plans no checksum: once it is gone,

@@ -9,56 +9,10 @@
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
-use crate::manifest::{Kind, Spec, SpecInput};
+pub use crate::manifest::schema::{Key, KeyType, KindSchema, Ownership};
+use crate::manifest::{Kind, Spec};
 
 use super::{Action, Applied, Op, PlanContext, ResourceError};
-
-/// How a manifest key's value is typed (checked while loading, with the
-/// error messages of the loader).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyType {
-    /// A string (references resolved when the spec is built).
-    Str,
-    /// `true` or `false`.
-    Bool,
-    /// A string run with `sh -c`, or an array of program and arguments.
-    Command,
-    /// A table of strings (`env`).
-    StrMap,
-    /// `"30s"`, `"500ms"`, `"2m"` or a number of seconds.
-    Duration,
-}
-
-/// One manifest key of a kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
-    /// Its name in the manifest.
-    pub name: &'static str,
-    /// Its type.
-    pub ty: KeyType,
-    /// Whether a resource must have it.
-    pub required: bool,
-}
-
-impl Key {
-    /// An optional key.
-    pub const fn optional(name: &'static str, ty: KeyType) -> Key {
-        Key {
-            name,
-            ty,
-            required: false,
-        }
-    }
-
-    /// A required key.
-    pub const fn required(name: &'static str, ty: KeyType) -> Key {
-        Key {
-            name,
-            ty,
-            required: true,
-        }
-    }
-}
 
 /// What a plan will do to one resource: the action, why (shown in the plan),
 /// a diff of file content, the checksum of declared content to record, and
@@ -106,26 +60,6 @@ impl Planned {
     }
 }
 
-/// Whether stead records what a kind manages as its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ownership {
-    /// Its path is recorded as owned once applied, and removed when the
-    /// resource is no longer declared.
-    pub owns_path: bool,
-    /// Something already exactly as declared is adopted (recorded as owned)
-    /// without being written. Directories are not: a dir stead did not
-    /// create stays the user's.
-    pub adopt_when_right: bool,
-}
-
-impl Ownership {
-    /// Owns nothing (commands, groups, edits inside a file stead does not own).
-    pub const NONE: Ownership = Ownership {
-        owns_path: false,
-        adopt_when_right: false,
-    };
-}
-
 /// What drift found at one recorded path, for `stead state check-drift`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drift {
@@ -157,26 +91,11 @@ pub struct ApplyEnv<'a> {
     pub control: &'a crate::run::RunControl,
 }
 
-/// One kind of resource. Implementations are unit structs listed once in
-/// [`super::registry`].
-pub trait ResourceKind: Sync {
-    /// The kind (its name in manifests, ids, state and plans).
-    fn kind(&self) -> Kind;
-
-    /// Its manifest keys besides the ones every resource takes, in the
-    /// order the "takes: ..." help lists them.
-    fn keys(&self) -> &'static [Key];
-
-    /// The key holding the path it manages, resolved before the other keys
-    /// (it may use only `${vars.NAME}`) and the value `${kind.name}` gives.
-    fn path_key(&self) -> Option<&'static str> {
-        None
-    }
-
-    /// Builds the spec from the typed keys; problems go to `input` (then
-    /// `None`).
-    fn build(&self, input: &mut SpecInput) -> Option<Spec>;
-
+/// What a kind does: planning, applying, drift, autoedges. What it declares
+/// (its name, keys, spec and whether it owns its path) is its
+/// [`KindSchema`], which the manifest loader uses. Implementations are unit
+/// structs listed once in [`super::registry`].
+pub trait ResourceKind: KindSchema {
     /// Reads the actual state and diffs it against `spec` (no side
     /// effects). `owned`: stead recorded the resource's path as its own.
     fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError>;
@@ -206,11 +125,6 @@ pub trait ResourceKind: Sync {
         _declared: Option<&Spec>,
     ) -> Drift {
         Drift::UNCHANGED
-    }
-
-    /// Whether stead owns its path.
-    fn ownership(&self) -> Ownership {
-        Ownership::NONE
     }
 
     /// Whether recorded ownership ends although the change did nothing

@@ -13,7 +13,9 @@ use crate::fsutil::{self, FsError};
 use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
 
 use super::file::text_diff;
-use super::kind::{ApplyEnv, Key, KeyType, Planned, ResourceKind, unexpected_op, unexpected_spec};
+use super::kind::{
+    ApplyEnv, Key, KeyType, KindSchema, Planned, ResourceKind, unexpected_op, unexpected_spec,
+};
 use super::{Action, Applied, Op, PlanContext, ResourceError, mode_of};
 
 /// The kind's name.
@@ -40,7 +42,7 @@ pub struct LineSpec {
 /// The `line` kind.
 pub struct Line;
 
-impl ResourceKind for Line {
+impl KindSchema for Line {
     fn kind(&self) -> Kind {
         LINE
     }
@@ -84,7 +86,9 @@ impl ResourceKind for Line {
             data: Arc::new(spec),
         }))
     }
+}
 
+impl ResourceKind for Line {
     fn plan(&self, spec: &Spec, ctx: &PlanContext, _owned: bool) -> Result<Planned, ResourceError> {
         match spec {
             Spec::Other(o) => match o.data::<LineSpec>() {
@@ -353,6 +357,7 @@ mod tests {
             &crate::manifest::LoadOptions {
                 home: fx.home.clone(),
                 profile: None,
+                kinds: &crate::resource::registry::REGISTRY,
             },
         )
         .unwrap_err();
@@ -383,6 +388,7 @@ mod tests {
             &crate::manifest::LoadOptions {
                 home: fx.home.clone(),
                 profile: None,
+                kinds: &crate::resource::registry::REGISTRY,
             },
         )
         .unwrap_err();

@@ -101,6 +101,7 @@ pub struct Change {
     /// `kind.name`.
     pub id: String,
     /// The kind.
+    #[serde(deserialize_with = "registry::deserialize_kind")]
     pub kind: Kind,
     /// What will happen.
     pub action: Action,
@@ -522,6 +523,7 @@ pub(crate) mod tests {
                 &LoadOptions {
                     home: self.home.clone(),
                     profile: None,
+                    kinds: &crate::resource::registry::REGISTRY,
                 },
             )
             .unwrap_or_else(|e| panic!("manifest does not load: {e}"))

@@ -3,13 +3,13 @@
 
 use crate::manifest::{Kind, Spec, SpecInput};
 
-use super::kind::{Key, Planned, ResourceKind};
+use super::kind::{Key, KindSchema, Planned, ResourceKind};
 use super::{PlanContext, ResourceError};
 
 /// The `noop` kind.
 pub struct Noop;
 
-impl ResourceKind for Noop {
+impl KindSchema for Noop {
     fn kind(&self) -> Kind {
         Kind::Noop
     }
@@ -21,7 +21,9 @@ impl ResourceKind for Noop {
     fn build(&self, _input: &mut SpecInput) -> Option<Spec> {
         Some(Spec::Noop)
     }
+}
 
+impl ResourceKind for Noop {
     fn plan(
         &self,
         _spec: &Spec,

@@ -3,9 +3,49 @@
 //! line in [`KINDS`].
 
 use crate::manifest::Kind;
+use crate::manifest::schema::{KindSchema, KindTable};
 
 use super::kind::ResourceKind;
 use super::noop;
+
+/// The registry as the manifest loader's table of kinds
+/// ([`crate::manifest::LoadOptions::kinds`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Registry;
+
+/// The registry, to hand to the loader.
+pub static REGISTRY: Registry = Registry;
+
+impl KindTable for Registry {
+    fn find(&self, name: &str) -> Option<&dyn KindSchema> {
+        find(name).map(|k| k as &dyn KindSchema)
+    }
+
+    fn get(&self, kind: Kind) -> &dyn KindSchema {
+        get(kind)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        names()
+    }
+}
+
+/// Deserializes a kind recorded in a saved plan: only a registered name is
+/// one (`deserialize_with` on [`super::Change::kind`]).
+pub fn deserialize_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+    use serde::Deserialize;
+    let name = String::deserialize(d)?;
+    find(&name).map(|k| k.kind()).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown variant `{name}`, expected one of {}",
+            names()
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
 
 /// Every kind, in the order error messages list them (one line per kind).
 static KINDS: &[&dyn ResourceKind] = &[
@@ -49,10 +89,13 @@ mod tests {
         assert_eq!(unique.len(), names.len(), "{names:?}");
         for n in names {
             assert_eq!(find(n).map(|k| k.kind().as_str()), Some(n));
-            let json = serde_json::to_string(&Kind::parse(n).unwrap()).unwrap();
+            let kind = find(n).unwrap().kind();
+            let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{n}\""));
-            assert_eq!(serde_json::from_str::<Kind>(&json).unwrap().as_str(), n);
+            let mut de = serde_json::Deserializer::from_str(&json);
+            assert_eq!(deserialize_kind(&mut de).unwrap().as_str(), n);
         }
-        assert!(serde_json::from_str::<Kind>("\"nope\"").is_err());
+        let mut de = serde_json::Deserializer::from_str("\"nope\"");
+        assert!(deserialize_kind(&mut de).is_err());
     }
 }

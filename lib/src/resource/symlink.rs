@@ -9,14 +9,15 @@ use crate::fsutil::{self, FsError};
 use crate::manifest::{Kind, Spec, SpecInput, SymlinkSpec};
 
 use super::kind::{
-    ApplyEnv, Drift, Key, KeyType, Ownership, Planned, ResourceKind, unexpected_op, unexpected_spec,
+    ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
+    unexpected_spec,
 };
 use super::{Action, Applied, Op, PlanContext, ResourceError, backup_existing, ensure_parent};
 
 /// The `symlink` kind.
 pub struct Symlink;
 
-impl ResourceKind for Symlink {
+impl KindSchema for Symlink {
     fn kind(&self) -> Kind {
         Kind::Symlink
     }
@@ -41,6 +42,15 @@ impl ResourceKind for Symlink {
         }
     }
 
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owns_path: true,
+            adopt_when_right: true,
+        }
+    }
+}
+
+impl ResourceKind for Symlink {
     fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
         match spec {
             Spec::Symlink(s) => plan(s, ctx, owned),
@@ -77,13 +87,6 @@ impl ResourceKind for Symlink {
         declared: Option<&Spec>,
     ) -> Drift {
         drift(path, meta, declared)
-    }
-
-    fn ownership(&self) -> Ownership {
-        Ownership {
-            owns_path: true,
-            adopt_when_right: true,
-        }
     }
 
     /// A link runs after whatever creates its target.
