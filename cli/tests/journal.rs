@@ -357,11 +357,14 @@ delay = "1ms"
         .map(|l| l["state"].as_str().unwrap())
         .collect();
     assert_eq!(details, ["failed", "failed", "succeeded"]);
-    // retry = -1 (forever) is refused outside watch mode.
+    // retry = -1 (forever) is refused: an apply must end.
     r.write_manifest("[exec.x]\ncommand = \"true\"\nretry = -1\n");
     let (code, _, err) = r.run(&["plan"]);
     assert_eq!(code, 1);
-    assert!(err.contains("only allowed in watch mode"), "{err}");
+    assert!(
+        err.contains("`retry = -1` (retry forever) is refused: an apply must end"),
+        "{err}"
+    );
 }
 
 const REFRESH: &str = r#"
