@@ -8,18 +8,16 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 use stead_lib::manifest::{Spec, expand_key};
+use stead_lib::state::DriftStatus;
 
 use crate::context::Context;
 use crate::output::print_json;
-
-/// Exit code when drift was found.
-pub const EXIT_DRIFT: u8 = 4;
 
 #[derive(Debug, serde::Serialize)]
 struct Finding {
     path: String,
     resource: String,
-    status: &'static str,
+    status: DriftStatus,
     expected: Option<String>,
     actual: Option<String>,
 }
@@ -35,29 +33,32 @@ pub fn run(ctx: &Context, args: &CheckDriftArgs) -> Result<ExitCode> {
     let all = args.all;
     let state = ctx.load_state()?;
     let findings = findings(ctx, &state);
-    let drifted = findings.iter().filter(|f| f.status != "unchanged").count();
+    let drifted = findings.iter().filter(|f| f.status.drifted()).count();
     if ctx.json {
         let shown: Vec<_> = findings
             .iter()
-            .filter(|f| all || f.status != "unchanged")
+            .filter(|f| all || f.status.drifted())
             .collect();
         print_json(&json!({"drift": drifted > 0, "drifted": drifted, "files": shown}));
     } else {
         print_report(ctx, &findings, all);
     }
     Ok(if drifted > 0 {
-        ExitCode::from(EXIT_DRIFT)
+        crate::exit::Exit::Found.into()
     } else {
         ExitCode::SUCCESS
     })
 }
 
 /// Managed paths that changed since stead wrote them: `(path, status)`.
-pub(crate) fn drifted(ctx: &Context, state: &stead_lib::state::State) -> Vec<(String, String)> {
+pub(crate) fn drifted(
+    ctx: &Context,
+    state: &stead_lib::state::State,
+) -> Vec<(String, DriftStatus)> {
     findings(ctx, state)
         .into_iter()
-        .filter(|f| f.status != "unchanged")
-        .map(|f| (f.path, f.status.to_string()))
+        .filter(|f| f.status.drifted())
+        .map(|f| (f.path, f.status))
         .collect()
 }
 
@@ -95,19 +96,16 @@ fn findings(ctx: &Context, state: &stead_lib::state::State) -> Vec<Finding> {
 fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
     let p = &ctx.out;
     outln!("Checking for file drift...");
-    let groups: [(&str, &[&str]); 5] = [
-        ("Modified Files", &["modified"]),
-        ("Missing Files", &["missing"]),
-        ("Replaced", &["replaced"]),
-        ("Mode Changes", &["mode"]),
-        ("Retargeted Symlinks", &["retargeted"]),
+    let groups = [
+        ("Modified Files", DriftStatus::Modified),
+        ("Missing Files", DriftStatus::Missing),
+        ("Replaced", DriftStatus::Replaced),
+        ("Mode Changes", DriftStatus::Mode),
+        ("Retargeted Symlinks", DriftStatus::Retargeted),
     ];
     let mut any = false;
-    for (title, statuses) in groups {
-        let list: Vec<_> = findings
-            .iter()
-            .filter(|f| statuses.contains(&f.status))
-            .collect();
+    for (title, status) in groups {
+        let list: Vec<_> = findings.iter().filter(|f| f.status == status).collect();
         if list.is_empty() {
             continue;
         }
@@ -124,10 +122,7 @@ fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
         }
     }
     if all {
-        let list: Vec<_> = findings
-            .iter()
-            .filter(|f| f.status == "unchanged")
-            .collect();
+        let list: Vec<_> = findings.iter().filter(|f| !f.status.drifted()).collect();
         if !list.is_empty() {
             outln!("\n{} ({}):", p.bold("Unchanged Files"), list.len());
             for f in list {

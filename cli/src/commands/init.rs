@@ -34,6 +34,18 @@ pub struct InitArgs {
     pub repo: Option<String>,
 }
 
+/// What a local `init` did (`status` in `--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum InitStatus {
+    /// The state record was made.
+    Created,
+    /// The profile or config path changed.
+    Updated,
+    /// Nothing to change.
+    Unchanged,
+}
+
 pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
     if let Some(url) = &args.repo {
         return run_repo(ctx, args, url);
@@ -47,15 +59,15 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
             state.active_profile = args.profile.clone();
             state.config_path = config_path;
             ctx.store.commit(&guard, &mut state, "init")?;
-            ("created", state, Vec::new())
+            (InitStatus::Created, state, Vec::new())
         }
         Some(mut state) => {
             let changes = apply_changes(&mut state, args.profile.clone(), config_path);
             if changes.is_empty() {
-                ("unchanged", state, changes)
+                (InitStatus::Unchanged, state, changes)
             } else {
                 ctx.store.commit(&guard, &mut state, "init")?;
-                ("updated", state, changes)
+                (InitStatus::Updated, state, changes)
             }
         }
     };
@@ -88,7 +100,7 @@ fn apply_changes(
     changes
 }
 
-fn report(ctx: &Context, status: &str, state: &State, changes: &[String]) {
+fn report(ctx: &Context, status: InitStatus, state: &State, changes: &[String]) {
     if ctx.json {
         print_json(&json!({
             "status": status,
@@ -104,17 +116,17 @@ fn report(ctx: &Context, status: &str, state: &State, changes: &[String]) {
     }
     let p = &ctx.out;
     match status {
-        "created" => {
+        InitStatus::Created => {
             outln!("{} {}", p.green("✓"), p.bold("Initialized stead state"));
             outln!("  State:    {}", ctx.store.path().display());
         }
-        "updated" => {
+        InitStatus::Updated => {
             outln!("{} Updated stead state", p.green("✓"));
             for change in changes {
                 outln!("  {change}");
             }
         }
-        _ => {
+        InitStatus::Unchanged => {
             outln!(
                 "Already initialized; nothing changed ({}).",
                 ctx.store.path().display()

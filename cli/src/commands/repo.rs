@@ -16,9 +16,6 @@ use stead_lib::sync::shared::{Comparison, Severity};
 use crate::context::Context;
 use crate::output::outln;
 
-/// Exit code of `state check-conflicts` when there are conflicts (as drift's).
-pub const EXIT_CONFLICTS: u8 = super::drift::EXIT_DRIFT;
-
 /// This machine's state, loaded under the lock; says to run `init --repo`
 /// when there is none.
 pub fn load_state(ctx: &Context, guard: &LockGuard) -> Result<State> {

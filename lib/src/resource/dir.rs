@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil::{self, FsError};
 use crate::manifest::{DirSpec, Kind, Spec, SpecInput};
+use crate::state::DriftStatus;
 
 use super::kind::{
     ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
@@ -90,7 +91,7 @@ impl ResourceKind for Dir {
             Drift::UNCHANGED
         } else {
             Drift {
-                status: "replaced",
+                status: DriftStatus::Replaced,
                 expected: None,
                 actual: Some("not a directory".into()),
             }

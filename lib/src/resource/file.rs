@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::fsutil::{self, FsError};
 use crate::manifest::{FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
+use crate::state::DriftStatus;
 
 use super::kind::{
     ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
@@ -174,7 +175,7 @@ fn drift(
     let expected = recorded.cloned();
     if !meta.file_type().is_file() {
         return Drift {
-            status: "replaced",
+            status: DriftStatus::Replaced,
             expected,
             actual: Some("not a regular file".into()),
         };
@@ -187,19 +188,19 @@ fn drift(
     };
     if expected.is_some() && actual != expected {
         Drift {
-            status: "modified",
+            status: DriftStatus::Modified,
             expected,
             actual,
         }
     } else if let Some(want) = mode_drift {
         Drift {
-            status: "mode",
+            status: DriftStatus::Mode,
             expected: Some(format!("{want:04o}")),
             actual: Some(format!("{actual_mode:04o}")),
         }
     } else {
         Drift {
-            status: "unchanged",
+            status: DriftStatus::Unchanged,
             expected,
             actual,
         }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::manifest::schema::{Key, KeyType, KindSchema, Ownership};
 use crate::manifest::{Kind, Spec};
+use crate::state::DriftStatus;
 
 use super::{Action, Applied, Op, PlanContext, ResourceError};
 
@@ -63,8 +64,8 @@ impl Planned {
 /// What drift found at one recorded path, for `stead state check-drift`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drift {
-    /// `unchanged`, `missing`, `modified`, `replaced`, `mode`, `retargeted`.
-    pub status: &'static str,
+    /// How it differs.
+    pub status: DriftStatus,
     /// What the record or manifest says.
     pub expected: Option<String>,
     /// What is there.
@@ -74,7 +75,7 @@ pub struct Drift {
 impl Drift {
     /// No drift, nothing to show.
     pub const UNCHANGED: Drift = Drift {
-        status: "unchanged",
+        status: DriftStatus::Unchanged,
         expected: None,
         actual: None,
     };

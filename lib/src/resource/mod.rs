@@ -274,7 +274,7 @@ pub fn plan_removal(
 pub fn drift(kind: &str, path: &Path, recorded: Option<&String>, declared: Option<&Spec>) -> Drift {
     match std::fs::symlink_metadata(path) {
         Err(_) => Drift {
-            status: "missing",
+            status: crate::state::DriftStatus::Missing,
             expected: recorded.cloned(),
             actual: None,
         },

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::fsutil::{self, FsError};
 use crate::manifest::{Kind, Spec, SpecInput, SymlinkSpec};
+use crate::state::DriftStatus;
 
 use super::kind::{
     ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
@@ -118,13 +119,17 @@ fn drift(path: &Path, meta: &fs::Metadata, declared: Option<&Spec>) -> Drift {
     };
     if !meta.file_type().is_symlink() {
         return Drift {
-            status: "replaced",
+            status: DriftStatus::Replaced,
             expected,
             actual: Some("not a symlink".into()),
         };
     }
     Drift {
-        status: if same { "unchanged" } else { "retargeted" },
+        status: if same {
+            DriftStatus::Unchanged
+        } else {
+            DriftStatus::Retargeted
+        },
         expected,
         actual,
     }

@@ -1,12 +1,14 @@
 //! The state record: schema version 2, the legacy version 1, migration between
 //! them, and the atomic store that loads and writes `<state-dir>/state.json`.
 
+mod drift;
 mod error;
 mod migrate;
 mod schema;
 mod store;
 mod v1;
 
+pub use drift::DriftStatus;
 pub use error::StateError;
 pub use migrate::MigrationReport;
 pub use schema::{

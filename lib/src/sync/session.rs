@@ -18,6 +18,7 @@ use super::shared::{self, Comparison, Direction, SharedRecord, Strategy};
 use crate::layout::Layout;
 use crate::lock::LockGuard;
 use crate::machine::{self, MachineInfo};
+use crate::state::DriftStatus;
 use crate::state::{State, StateStore};
 
 /// Something the session did on its own that the user should hear about.
@@ -206,7 +207,7 @@ impl<'a> Session<'a> {
     pub fn compare(
         &self,
         state: &State,
-        drift: &[(String, String)],
+        drift: &[(String, DriftStatus)],
     ) -> Result<(Records, Comparison), SyncError> {
         let records = self.backend.records()?;
         let comparison = shared::compare(
@@ -224,7 +225,7 @@ impl<'a> Session<'a> {
     pub fn compare_for_merge(
         &self,
         state: &State,
-        drift: &[(String, String)],
+        drift: &[(String, DriftStatus)],
     ) -> Result<(Records, Comparison), SyncError> {
         let (records, comparison) = self.compare(state, drift)?;
         self.refuse_if_retired(state, &[records.local.as_ref(), records.remote.as_ref()])?;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{HistoryEntry, State};
+use crate::state::{DriftStatus, HistoryEntry, State};
 
 /// Where the shared record lives, relative to the config repo's root.
 pub const SHARED_RECORD_PATH: &str = ".stead/state.json";
@@ -515,8 +515,8 @@ pub enum ConflictKind {
     FileDrift {
         /// The managed path, as recorded (`~/.bashrc`).
         path: String,
-        /// `modified`, `missing`, ...
-        status: String,
+        /// How it differs.
+        status: DriftStatus,
     },
 }
 
@@ -577,8 +577,8 @@ impl Conflict {
             ),
             ConflictKind::FileDrift { path, status } => {
                 let shown = path.strip_prefix("~/").unwrap_or(path);
-                match status.as_str() {
-                    "modified" => format!("File '{shown}' has been modified"),
+                match status {
+                    DriftStatus::Modified => format!("File '{shown}' has been modified"),
                     other => format!("File '{shown}' drifted ({other})"),
                 }
             }
@@ -630,7 +630,7 @@ pub fn compare(
     head: Option<&SharedRecord>,
     remote: Option<&SharedRecord>,
     base: Option<&SharedRecord>,
-    drift: &[(String, String)],
+    drift: &[(String, DriftStatus)],
 ) -> Comparison {
     let local = fold(head, state);
     let local_moved = moved_since(Some(&local), base);
@@ -706,7 +706,7 @@ pub fn compare(
         conflicts.push(Conflict::new(
             ConflictKind::FileDrift {
                 path: path.clone(),
-                status: status.clone(),
+                status: *status,
             },
             true,
         ));
@@ -974,7 +974,7 @@ mod tests {
             None,
             None,
             None,
-            &[("~/.bashrc".into(), "modified".into())],
+            &[("~/.bashrc".into(), DriftStatus::Modified)],
         );
         assert_eq!(c.conflicts[0].severity, Severity::Low);
         assert_eq!(c.conflicts[0].message(), "File '.bashrc' has been modified");

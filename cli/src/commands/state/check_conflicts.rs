@@ -52,7 +52,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
         );
     }
     Ok(if found {
-        ExitCode::from(repo::EXIT_CONFLICTS)
+        crate::exit::Exit::Found.into()
     } else {
         ExitCode::SUCCESS
     })
