@@ -350,17 +350,7 @@ mod tests {
             "[line.l]\npath = \"~/rc\"\nline = \"x\"\n[line.m]\npath = \"~/rc\"\nline = \"y\"\n\
              [file.rc]\npath = \"~/rc\"\ncontent = \"\"\n",
         );
-        let err = crate::manifest::Manifest::parse(
-            &text,
-            &fx.repo.join("stead.toml"),
-            &fx.repo,
-            &crate::manifest::LoadOptions {
-                home: fx.home.clone(),
-                profile: None,
-                kinds: &crate::resource::registry::REGISTRY,
-            },
-        )
-        .unwrap_err();
+        let err = fx.manifest_error(&text);
         let msgs: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(
             msgs,
@@ -381,17 +371,7 @@ mod tests {
     #[test]
     fn a_line_with_a_newline_or_an_empty_match_is_a_load_error() {
         let fx = Fixture::new();
-        let err = crate::manifest::Manifest::parse(
-            "[line.l]\npath = \"/x\"\nline = \"a\\nb\"\nmatch = \"\"\n",
-            &fx.repo.join("stead.toml"),
-            &fx.repo,
-            &crate::manifest::LoadOptions {
-                home: fx.home.clone(),
-                profile: None,
-                kinds: &crate::resource::registry::REGISTRY,
-            },
-        )
-        .unwrap_err();
+        let err = fx.manifest_error("[line.l]\npath = \"/x\"\nline = \"a\\nb\"\nmatch = \"\"\n");
         let msgs: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(
             msgs,

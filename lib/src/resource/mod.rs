@@ -529,6 +529,23 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("manifest does not load: {e}"))
         }
 
+        /// The problems of a manifest that must not load.
+        pub fn manifest_error(&self, text: &str) -> crate::manifest::ManifestError {
+            match Manifest::parse(
+                &self.text(text),
+                &self.repo.join(crate::manifest::MANIFEST_FILE),
+                &self.repo,
+                &LoadOptions {
+                    home: self.home.clone(),
+                    profile: None,
+                    kinds: &crate::resource::registry::REGISTRY,
+                },
+            ) {
+                Err(e) => e,
+                Ok(_) => panic!("the manifest loads, but must not:\n{text}"),
+            }
+        }
+
         pub fn plan(&self, text: &str) -> Plan {
             self.plan_with(text, false)
         }
