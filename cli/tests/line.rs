@@ -154,3 +154,39 @@ fn bad_keys_are_load_errors_with_their_place() {
         "{err}"
     );
 }
+
+#[test]
+fn two_lines_in_one_file_both_land_in_one_apply() {
+    // Each line's edit is made on the file as it is when it runs: the
+    // second must not write back the content the first saw at plan time.
+    let repo = Repo::new(
+        "[line.a]\npath = \"~/.profile\"\nline = \"alias a=1\"\n\n\
+         [line.b]\npath = \"~/.profile\"\nline = \"alias b=2\"\n",
+    );
+    let profile = repo.path(".profile");
+    fs::write(&profile, "# mine\n").unwrap();
+    converge(&repo);
+    let text = read(&profile);
+    assert!(
+        text.starts_with("# mine\n")
+            && text.contains("alias a=1\n")
+            && text.contains("alias b=2\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[test]
+fn an_edit_made_after_the_plan_is_kept() {
+    // A saved plan applied later (or a confirmation that waited) must not
+    // write back the file as it was when planned: the user's line stays.
+    let repo = Repo::new("[line.a]\npath = \"~/.profile\"\nline = \"alias a=1\"\n");
+    let profile = repo.path(".profile");
+    fs::write(&profile, "# mine\n").unwrap();
+    repo.ok(&["init"]);
+    let saved = repo.home().join("plan.json");
+    repo.ok(&["plan", "--out", saved.to_str().unwrap()]);
+    fs::write(&profile, "# mine\nexport EDITOR=vi\n").unwrap();
+    repo.ok(&["apply", "--yes", saved.to_str().unwrap()]);
+    assert_eq!(read(&profile), "# mine\nexport EDITOR=vi\nalias a=1\n");
+}

@@ -25,7 +25,7 @@ const LINE: Kind = Kind::named("line");
 const NEW_FILE_MODE: u32 = 0o644;
 
 /// What a `line` resource declares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LineSpec {
     /// The file (absolute).
     pub path: PathBuf,
@@ -101,12 +101,7 @@ impl ResourceKind for Line {
 
     fn apply(&self, op: &Op, _env: &ApplyEnv) -> Result<Applied, ResourceError> {
         match op {
-            Op::WriteFile {
-                path,
-                content,
-                mode,
-                backup: _,
-            } => write(path, content, *mode),
+            Op::EditLine(l) => apply_edit(l),
             other => Err(unexpected_op(self.kind(), other)),
         }
     }
@@ -162,8 +157,8 @@ fn plan(l: &LineSpec, ctx: &PlanContext) -> Result<Planned, ResourceError> {
         Ok(current) => current,
         Err(conflict) => return Ok(conflict),
     };
-    let (old, mode, action) = match current {
-        Some((text, mode)) => (text, mode, Action::Update),
+    let (old, action) = match current {
+        Some((text, _mode)) => (text, Action::Update),
         None if l.absent => return Ok(Planned::unchanged("absent")),
         None if !l.create => {
             return Err(FsError::new(
@@ -176,7 +171,7 @@ fn plan(l: &LineSpec, ctx: &PlanContext) -> Result<Planned, ResourceError> {
             )
             .into());
         }
-        None => (String::new(), NEW_FILE_MODE, Action::Create),
+        None => (String::new(), Action::Create),
     };
     let new = edit(&old, l);
     if new == old && action == Action::Update {
@@ -191,13 +186,9 @@ fn plan(l: &LineSpec, ctx: &PlanContext) -> Result<Planned, ResourceError> {
     };
     let shown = ctx.manifest.display_path(&l.path);
     let diff = text_diff(&shown, old.as_bytes(), new.as_bytes());
-    let op = Op::WriteFile {
-        path: l.path.clone(),
-        content: new.into_bytes(),
-        mode,
-        backup: false,
-    };
-    Ok(Planned::new(action, reason, op).with_diff(Some(diff)))
+    // The diff shows the edit on the file as it is now; apply makes the edit
+    // again on the file as it is then, so nothing written meanwhile is lost.
+    Ok(Planned::new(action, reason, Op::EditLine(l.clone())).with_diff(Some(diff)))
 }
 
 /// The text with the line ensured: pure, so planning twice gives the same.
@@ -234,23 +225,37 @@ pub fn edit(text: &str, l: &LineSpec) -> String {
     out
 }
 
-/// Writes the edited file atomically, checking again that no link (or
-/// anything else) took the file's place since the plan.
-fn write(path: &Path, content: &[u8], mode: u32) -> Result<Applied, ResourceError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_file() => {
+/// Makes the edit on the file as it is now (atomically, mode kept),
+/// refusing a link or anything but a regular file that took its place.
+fn apply_edit(l: &LineSpec) -> Result<Applied, ResourceError> {
+    let not_regular = |why: &str| -> ResourceError {
+        FsError::new("cannot edit", &l.path, io::Error::other(why.to_string())).into()
+    };
+    let (old, mode) = match read(&l.path)? {
+        Ok(Some(current)) => current,
+        Ok(None) if l.absent => return Ok(Applied::default()),
+        Ok(None) if l.create => (String::new(), NEW_FILE_MODE),
+        Ok(None) => {
             return Err(FsError::new(
                 "cannot edit",
-                path,
-                io::Error::other("it is no longer a regular file (a link is never followed)"),
+                &l.path,
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "it no longer exists (set create = true to create it)",
+                ),
             )
             .into());
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(FsError::new("cannot read", path, e).into()),
+        Err(_) => {
+            return Err(not_regular(
+                "it is no longer a regular text file (a link is never followed)",
+            ));
+        }
+    };
+    let new = edit(&old, l);
+    if new != old {
+        fsutil::atomic_write(&l.path, new.as_bytes(), mode)?;
     }
-    fsutil::atomic_write(path, content, mode)?;
     Ok(Applied::default())
 }
 
@@ -402,7 +407,9 @@ mod tests {
         fs::write(&real, "x\n").unwrap();
         let rc = fx.home.join("rc");
         symlink(&real, &rc).unwrap();
-        let err = write(&rc, b"y\n", 0o644).unwrap_err();
+        let mut l = spec("y", false, None);
+        l.path = rc;
+        let err = apply_edit(&l).unwrap_err();
         assert!(err.to_string().contains("cannot edit"), "{err}");
         assert_eq!(fs::read_to_string(&real).unwrap(), "x\n");
     }

@@ -192,6 +192,10 @@ pub enum Op {
     },
     /// Run a command.
     Run(exec::Run),
+    /// Ensure a line in a file stead does not own. The edit is made again on
+    /// the file as it is when it runs: another `line` on the same file, or
+    /// the user, may have changed it since the plan.
+    EditLine(line::LineSpec),
 }
 
 /// Why reading or applying a resource failed.
