@@ -91,6 +91,10 @@ fn match_replaces_the_first_matching_line() {
         plan.contains("-export EDITOR=vi") && plan.contains("+export EDITOR=nvim"),
         "{plan}"
     );
+    assert!(
+        plan.contains("(replaces the line holding `export EDITOR=`)"),
+        "{plan}"
+    );
     converge(&repo);
     assert_eq!(
         read(&bashrc),

@@ -177,12 +177,15 @@ fn plan(l: &LineSpec, ctx: &PlanContext) -> Result<Planned, ResourceError> {
     if new == old && action == Action::Update {
         return Ok(Planned::unchanged(""));
     }
-    let reason = if l.absent {
-        "removes the line"
-    } else if action == Action::Create {
-        "creates the file with the line"
-    } else {
-        "adds the line"
+    let replaces = l
+        .matches
+        .as_deref()
+        .filter(|m| old.lines().any(|x| x.contains(m)));
+    let reason = match replaces {
+        _ if l.absent => "removes the line".to_string(),
+        _ if action == Action::Create => "creates the file with the line".to_string(),
+        Some(m) => format!("replaces the line holding `{m}`"),
+        None => "adds the line".to_string(),
     };
     let shown = ctx.manifest.display_path(&l.path);
     let diff = text_diff(&shown, old.as_bytes(), new.as_bytes());
