@@ -682,10 +682,17 @@ fn try_acquire_once(
     request: &LockRequest,
     events: &mut dyn FnMut(LockEvent),
 ) -> Result<Attempt, LockError> {
-    let path = layout.lock_file();
-    let dir = layout.state_dir();
+    let info = holder_info(config, request);
+    match try_link(layout, config, info)? {
+        Some(decided) => Ok(decided),
+        None => examine_existing(layout, config, events),
+    }
+}
+
+/// Who is taking the lock, as the lock file will say.
+fn holder_info(config: &LockConfig, request: &LockRequest) -> LockInfo {
     let pid = std::process::id();
-    let info = LockInfo {
+    LockInfo {
         id: uuid::Uuid::new_v4().to_string(),
         lock_type: config.lock_type,
         operation: request.operation.clone(),
@@ -701,7 +708,19 @@ fn try_acquire_once(
         state_serial: request.state_serial,
         boot_id: machine::boot_id(),
         pid_start_time: process_start_time(pid),
-    };
+    }
+}
+
+/// Writes `info` to a fresh flocked temp file and links it to the lock path:
+/// `Some(Taken)` when the link made it ours, `Some(Again)` when a sweeper
+/// raced us, `None` when a lock is already there.
+fn try_link(
+    layout: &Layout,
+    config: &LockConfig,
+    info: LockInfo,
+) -> Result<Option<Attempt>, LockError> {
+    let path = layout.lock_file();
+    let dir = layout.state_dir();
     let mut json = serde_json::to_vec_pretty(&info)
         .map_err(|e| FsError::new("cannot encode", &path, io::Error::other(e)))?;
     json.push(b'\n');
@@ -731,7 +750,7 @@ fn try_acquire_once(
         Ok(true) => {}
         Ok(false) => {
             let _ = fs::remove_file(&tmp);
-            return Ok(Attempt::Again);
+            return Ok(Some(Attempt::Again));
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -748,7 +767,7 @@ fn try_acquire_once(
                 .map_err(|e| FsError::new("cannot read", &path, e))?;
             held().files.push((path.clone(), meta.dev(), meta.ino()));
             sweep_orphan_temps(dir);
-            return Ok(Attempt::Taken(LockGuard {
+            Ok(Some(Attempt::Taken(LockGuard {
                 inner: Some(HeldLock {
                     path,
                     file,
@@ -757,16 +776,24 @@ fn try_acquire_once(
                     info,
                 }),
                 lock_type: config.lock_type,
-            }));
+            })))
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
         // Our temp file was swept before the link: start over.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Attempt::Again),
-        Err(e) => return Err(FsError::new("cannot create", &path, e).into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(Attempt::Again)),
+        Err(e) => Err(FsError::new("cannot create", &path, e).into()),
     }
-    drop(file);
+}
 
-    // A lock exists: is its holder alive?
+/// A lock exists: is its holder alive? A stale one is removed (then try
+/// again); a live one makes the lock busy.
+fn examine_existing(
+    layout: &Layout,
+    config: &LockConfig,
+    events: &mut dyn FnMut(LockEvent),
+) -> Result<Attempt, LockError> {
+    let path = layout.lock_file();
+    let dir = layout.state_dir();
     let existing = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Attempt::Again),
