@@ -129,7 +129,12 @@ fn a_symlinked_file_is_refused_and_its_target_untouched() {
     let plan = repo.ok(&["plan"]);
     assert!(plan.contains("! line.l"), "{plan}");
     assert!(plan.contains("is a symlink"), "{plan}");
-    let (code, out, err) = repo.run(&["apply", "--yes"]);
+    // --force would not change this: the footer must not offer it.
+    assert!(
+        plan.contains("1 conflict (!): nothing is changed for them") && !plan.contains("--force"),
+        "{plan}"
+    );
+    let (code, out, err) = repo.run(&["apply", "--yes", "--force"]);
     assert_ne!(code, 0, "{out}{err}");
     assert_eq!(read(&target), "real\n");
     assert!(

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::converge::{self, PrepareOptions};
 use stead_lib::plan::Plan;
-use stead_lib::resource::Action;
+use stead_lib::resource::{Action, registry};
 
 use crate::context::Context;
 use crate::output::{Paint, print_json};
@@ -139,8 +139,19 @@ pub fn print_plan(p: &Paint, plan: &Plan) {
         n.unchanged
     );
     if n.conflict > 0 {
+        // --force replaces only what a kind that owns its path finds in the
+        // way; other conflicts (a `line` in a symlink) say in their reason.
+        let forceable = plan
+            .changes
+            .iter()
+            .any(|c| c.action == Action::Conflict && registry::get(c.kind).ownership().owns_path);
+        let what = if forceable {
+            "stead will not overwrite what it does not own; 'stead apply --force' backs it up and replaces it."
+        } else {
+            "nothing is changed for them; their reasons above say what to fix."
+        };
         outln!(
-            "{} {} conflict{} (!): stead will not overwrite what it does not own; 'stead apply --force' backs it up and replaces it.",
+            "{} {} conflict{} (!): {what}",
             p.red("!"),
             n.conflict,
             if n.conflict == 1 { "" } else { "s" }
