@@ -1303,3 +1303,29 @@ fn a_text_conflict_in_another_file_stops_sync_before_applying_and_says_how_to_fi
         "# from a and b\n"
     );
 }
+
+#[test]
+fn a_shared_record_with_an_absurd_history_operation_is_refused_and_history_still_shows() {
+    let w = World::new("main");
+    let (a, _b) = two_synced(&w);
+    // Someone (a broken or hostile machine) pushes a 70 000-character entry.
+    w.edit_remote_record(|r| {
+        r["history"][0]["operation"] = "x".repeat(70_000).into();
+    });
+    let before = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, _, err) = a.run(&["sync"]);
+    assert_ne!(code, 101, "stead panicked:\n{err}");
+    assert_eq!(code, 1, "an absurd record was taken:\n{err}");
+    assert!(err.contains(".stead/state.json is corrupt"), "{err}");
+    assert!(
+        err.contains("operation is 70000 characters long; at most 1024 are allowed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(a.sb.state_file()).unwrap(),
+        before,
+        "nothing of the record reached this machine's state"
+    );
+    let (code, out, err) = a.run(&["state", "history"]);
+    assert_eq!(code, 0, "history broke:\n{out}\n{err}");
+}
