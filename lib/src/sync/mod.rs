@@ -289,8 +289,8 @@ fn source_uncommitted_message(root: &Path, path: &str, key: &str, untracked: boo
     };
     format!(
         "{} has uncommitted changes ({what}); copying {key} over it would lose them\n\
-         Nothing was committed. Commit them (git -C {root_s} commit) or stash them \
-         (git -C {root_s} stash -u) first, then run the command again. See them with: {see}",
+         Nothing was committed. Commit them (git -C {root_s} add -- {path} && git -C {root_s} commit) \
+         or stash them (git -C {root_s} stash -u) first, then run the command again. See them with: {see}",
         root.join(path).display()
     )
 }
