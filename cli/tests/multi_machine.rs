@@ -1303,3 +1303,110 @@ fn a_text_conflict_in_another_file_stops_sync_before_applying_and_says_how_to_fi
         "# from a and b\n"
     );
 }
+
+#[test]
+fn a_shared_record_with_an_absurd_history_operation_is_refused_and_history_still_shows() {
+    let w = World::new("main");
+    let (a, _b) = two_synced(&w);
+    // Someone (a broken or hostile machine) pushes a 70 000-character entry.
+    w.edit_remote_record(|r| {
+        r["history"][0]["operation"] = "x".repeat(70_000).into();
+    });
+    let before = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, _, err) = a.run(&["sync"]);
+    assert_ne!(code, 101, "stead panicked:\n{err}");
+    assert_eq!(code, 1, "an absurd record was taken:\n{err}");
+    assert!(err.contains(".stead/state.json is corrupt"), "{err}");
+    assert!(
+        err.contains("operation is 70000 characters long; at most 1024 are allowed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(a.sb.state_file()).unwrap(),
+        before,
+        "nothing of the record reached this machine's state"
+    );
+    let (code, out, err) = a.run(&["state", "history"]);
+    assert_eq!(code, 0, "history broke:\n{out}\n{err}");
+}
+
+/// Machine `a`, synced, with `~/.bashrc` drifted from what stead wrote.
+fn drifted(w: &World) -> Machine {
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    std::fs::write(a.sb.home().join(".bashrc"), "# drifted on this machine\n").unwrap();
+    a
+}
+
+/// What `commit FILE` must leave alone when it refuses: HEAD, the record in
+/// the repo, this machine's state.
+fn untouched(w: &World, a: &Machine) -> (String, Vec<u8>, Vec<u8>) {
+    (
+        w.git(&a.clone_dir(), &["rev-parse", "HEAD"]),
+        std::fs::read(a.clone_dir().join(".stead/state.json")).unwrap(),
+        std::fs::read(a.sb.state_file()).unwrap(),
+    )
+}
+
+#[test]
+fn commit_refuses_a_source_with_uncommitted_edits_and_changes_nothing() {
+    let w = World::new("main");
+    let a = drifted(&w);
+    let source = a.clone_dir().join("bashrc");
+    let work = "# my uncommitted work in the repo\nexport EDITOR=vi\n";
+    std::fs::write(&source, work).unwrap();
+    let before = untouched(&w, &a);
+
+    let (code, out, err) = a.run(&["commit", "-m", "x", "~/.bashrc"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("bashrc has uncommitted changes"),
+        "the message names the file: {err}"
+    );
+    assert!(
+        err.contains("diff HEAD -- bashrc"),
+        "how to see them: {err}"
+    );
+    assert!(err.contains("Nothing was committed"), "{err}");
+    assert_eq!(std::fs::read_to_string(&source).unwrap(), work);
+    assert_eq!(untouched(&w, &a), before);
+
+    // Staged but not committed is uncommitted too.
+    w.git(&a.clone_dir(), &["add", "bashrc"]);
+    let (code, _, err) = a.run(&["commit", "-m", "x", "~/.bashrc"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bashrc has uncommitted changes"), "{err}");
+    assert_eq!(std::fs::read_to_string(&source).unwrap(), work);
+    assert_eq!(untouched(&w, &a), before);
+}
+
+#[test]
+fn commit_refuses_a_source_that_is_a_symlink_in_the_repo_and_keeps_the_link() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    let clone = a.clone_dir();
+    std::fs::rename(clone.join("bashrc"), clone.join("bashrc.real")).unwrap();
+    std::os::unix::fs::symlink("bashrc.real", clone.join("bashrc")).unwrap();
+    w.git(&clone, &["add", "-A"]);
+    w.git(&clone, &["commit", "-q", "-m", "bashrc is a link"]);
+    a.ok(&["sync"]);
+    std::fs::write(a.sb.home().join(".bashrc"), "# drifted on this machine\n").unwrap();
+    let before = untouched(&w, &a);
+
+    let (code, out, err) = a.run(&["commit", "-m", "x", "~/.bashrc"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("bashrc"), "{err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert!(err.contains("Nothing was committed"), "{err}");
+    let link = std::fs::symlink_metadata(clone.join("bashrc")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    assert_eq!(
+        std::fs::read_link(clone.join("bashrc")).unwrap(),
+        PathBuf::from("bashrc.real")
+    );
+    assert_eq!(
+        std::fs::read_to_string(clone.join("bashrc.real")).unwrap(),
+        "# shared bashrc\n"
+    );
+    assert_eq!(untouched(&w, &a), before);
+}

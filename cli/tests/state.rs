@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Sandbox;
+use common::{Repo, Sandbox};
 
 #[test]
 fn version_prints_version_machine_and_serial() {
@@ -135,4 +135,23 @@ fn help_is_available_everywhere() {
         let out = sb.ok(&args);
         assert!(out.contains("Usage: stead"), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn state_history_with_a_70000_character_operation_is_an_error_not_a_panic() {
+    let r = Repo::new("[file.a]\npath = \"~/a.txt\"\ncontent = \"a\\n\"\n");
+    r.ok(&["init"]);
+    let path = r.sb.state_file();
+    let mut state = r.sb.state_json();
+    state["history"][0]["operation"] = "x".repeat(70_000).into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let (code, out, err) = r.run(&["state", "history"]);
+    assert_ne!(code, 101, "stead panicked:\n{err}");
+    assert!(!err.contains("panicked"), "stead panicked:\n{err}");
+    assert_ne!(code, 0, "an absurd record was shown:\n{out}");
+    assert!(err.contains(path.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("operation is 70000 characters long; at most 1024 are allowed"),
+        "{err}"
+    );
 }

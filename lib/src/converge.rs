@@ -376,7 +376,7 @@ pub fn record_unchanged(
 ) -> Result<State, ConvergeError> {
     let plan = &prepared.plan;
     let mut updated = state.clone();
-    let serial = state.lineage.serial + 1;
+    let serial = state.lineage.serial.saturating_add(1);
     plan::record(
         &mut updated,
         plan,
@@ -416,6 +416,9 @@ pub fn execute(
     control: &RunControl,
     reporter: &dyn Reporter,
 ) -> Result<Executed, ConvergeError> {
+    // The outcome is committed after the machine changed: a record that
+    // cannot be written after is refused before anything runs.
+    target.store.check_writable(&state)?;
     let plan = &prepared.plan;
     let path = journal_path(target.layout);
     let run = RunJournal::new(
@@ -437,7 +440,7 @@ pub fn execute(
     };
     let outcome = engine::execute_journaled(plan, &options, Some(&run), &|e| reporter.event(e));
 
-    let serial = state.lineage.serial + 1;
+    let serial = state.lineage.serial.saturating_add(1);
     plan::record(&mut state, plan, &outcome, serial);
     plan::adopt_recovered(&mut state, plan, &prepared.view.recovered, serial);
     state.last_apply = Some(Utc::now());

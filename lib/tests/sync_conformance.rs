@@ -12,7 +12,7 @@ use chrono::{Duration, Utc};
 use stead_lib::lock::{LockHolder, LockInfo, LockType};
 use stead_lib::sync::SyncError;
 use stead_lib::sync::backend::{
-    Acquired, Backend, ConfigSource, Published, RecordStore, Released, Update,
+    Acquired, Backend, ConfigSource, Published, RecordStore, Released, SourceStatus, Update,
 };
 use stead_lib::sync::git::Git;
 use stead_lib::sync::git_backend::GitBackend;
@@ -394,6 +394,25 @@ fn update_stops_on_conflicting_files<H: Harness>() {
     assert!(b.update_in_progress().unwrap());
 }
 
+fn source_status_tells_committed_from_uncommitted<H: Harness>() {
+    let mut h = H::new();
+    let a = h.clone_remote();
+    // Nothing there and nothing committed: nothing to lose.
+    assert_eq!(a.source_status("bashrc").unwrap(), SourceStatus::Committed);
+    h.write_file(&a, "bashrc", "first\n");
+    assert_eq!(a.source_status("bashrc").unwrap(), SourceStatus::Untracked);
+    a.write_working(&record(1, "a")).unwrap();
+    a.commit(&["bashrc"], "conformance: bashrc").unwrap();
+    assert_eq!(a.source_status("bashrc").unwrap(), SourceStatus::Committed);
+    h.write_file(&a, "bashrc", "an edit not committed\n");
+    assert_eq!(a.source_status("bashrc").unwrap(), SourceStatus::Modified);
+    // Other files are not this one.
+    h.write_file(&a, "other", "x\n");
+    assert_eq!(a.source_status("bashrc").unwrap(), SourceStatus::Modified);
+    a.commit(&["bashrc"], "conformance: the edit").unwrap();
+    assert_eq!(a.source_status("bashrc").unwrap(), SourceStatus::Committed);
+}
+
 macro_rules! backends {
     ($($backend:ident: $harness:ty;)*) => {
         $(mod $backend {
@@ -409,6 +428,7 @@ macro_rules! backends {
             #[test] fn releasing_a_broken_lock_leaves_the_new_holder() { super::releasing_a_broken_lock_leaves_the_new_holder::<$harness>() }
             #[test] fn update_brings_the_remote_in_cleanly() { super::update_brings_the_remote_in_cleanly::<$harness>() }
             #[test] fn update_stops_on_conflicting_files() { super::update_stops_on_conflicting_files::<$harness>() }
+            #[test] fn source_status_tells_committed_from_uncommitted() { super::source_status_tells_committed_from_uncommitted::<$harness>() }
         })*
     };
 }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::manifest::{FileContent, Spec};
 use stead_lib::resource::checksum;
-use stead_lib::sync::shared;
+use stead_lib::sync::{Backend, check_overwrite, shared};
 
 use super::repo;
 use crate::context::Context;
@@ -46,7 +46,6 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         backend.require_remote()?;
     }
     let session = repo::session(ctx, backend.as_ref());
-    backend.install_merge_driver(&repo::stead_exe()?)?;
     let working = backend.read_working()?;
     session.refuse_if_retired(&state, &[working.as_ref()])?;
     if let Some(w) = &working
@@ -61,8 +60,16 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         );
     }
 
+    // Every named file is checked (and the state must take a write) before
+    // anything changes: a refusal leaves the tree, the repo and the state as
+    // they were.
+    let plan = plan_accept(ctx, &state, backend.as_ref(), &args.files)?;
+    if !plan.is_empty() {
+        ctx.store.check_writable(&state)?;
+    }
+    backend.install_merge_driver(&repo::stead_exe()?)?;
     // Accept drifted files: the repo takes what is on disk.
-    let accepted = accept_files(ctx, &state, backend.root(), &args.files)?;
+    let accepted = copy_back(plan)?;
     if !accepted.is_empty() {
         for a in &accepted {
             state.checksums.insert(a.key.clone(), a.checksum.clone());
@@ -133,17 +140,28 @@ struct Accepted {
     checksum: String,
 }
 
-/// Copies each named drifted file back to its `source`. Every name is
-/// checked before anything is copied, so one bad name copies nothing.
-fn accept_files(
+/// A named file that passed every check, not copied yet.
+struct Planned {
+    key: String,
+    /// The source's absolute path.
+    source: PathBuf,
+    bytes: Vec<u8>,
+    checksum: String,
+    repo_path: PathBuf,
+}
+
+/// Checks each named drifted file and where it goes. Every name is checked
+/// before anything is copied, so one bad name copies nothing.
+fn plan_accept(
     ctx: &Context,
     state: &stead_lib::state::State,
-    repo_root: &Path,
+    backend: &dyn Backend,
     files: &[String],
-) -> Result<Vec<Accepted>> {
+) -> Result<Vec<Planned>> {
     if files.is_empty() {
         return Ok(Vec::new());
     }
+    let repo_root = backend.root();
     let (manifest, _) = ctx.load_manifest(Some(state), None)?;
     let home = ctx.layout.home();
     let mut plan = Vec::new();
@@ -197,18 +215,32 @@ fn accept_files(
                     repo_root.display()
                 )
             })?;
-        plan.push((key, source, bytes, sum, repo_path));
+        // The copy replaces the source: it must hold nothing uncommitted
+        // (that work would be gone, with no backup) and must not be a link.
+        check_overwrite(backend, &repo_path.to_string_lossy(), &key)?;
+        plan.push(Planned {
+            key,
+            source,
+            bytes,
+            checksum: sum,
+            repo_path,
+        });
     }
+    Ok(plan)
+}
+
+/// Copies each planned file over its source.
+fn copy_back(plan: Vec<Planned>) -> Result<Vec<Accepted>> {
     let mut accepted = Vec::new();
-    for (key, source, bytes, sum, repo_path) in plan {
-        let mode = std::fs::metadata(&source)
+    for p in plan {
+        let mode = std::fs::metadata(&p.source)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
             .unwrap_or(0o644);
-        stead_lib::fsutil::atomic_write(&source, &bytes, mode)?;
+        stead_lib::fsutil::atomic_write(&p.source, &p.bytes, mode)?;
         accepted.push(Accepted {
-            key,
-            repo_path,
-            checksum: sum,
+            key: p.key,
+            repo_path: p.repo_path,
+            checksum: p.checksum,
         });
     }
     Ok(accepted)

@@ -335,25 +335,36 @@ impl<'a> Walker<'a> {
     }
 
     fn duration(&mut self, d: &mut RawDecl, key: &str, v: &Spanned<DeValue>) {
-        let parsed = match v.get_ref() {
+        // Seconds as f64 is exact for every integer in range; anything
+        // larger is refused below, so precision lost there does not matter.
+        let secs = match v.get_ref() {
             DeValue::Integer(i) => i
                 .as_str()
                 .parse::<u64>()
                 .ok()
                 .filter(|_| i.radix() == 10)
-                .map(Duration::from_secs),
+                .map(|n| n as f64),
             DeValue::String(s) => parse_duration(s),
             _ => None,
         };
-        match parsed {
-            Some(t) => {
-                d.fields.insert(key.to_string(), RawValue::Duration(t));
-            }
-            None => self.problems.push(
-                Problem::at(v.span(), format!("`{key}` must be a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds"))
-                    .label("bad duration"),
-            ),
-        }
+        let problem = match secs {
+            None => Problem::at(v.span(), format!("`{key}` must be a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds"))
+                .label("bad duration"),
+            Some(s) => match Duration::try_from_secs_f64(s) {
+                Ok(t) if t <= MAX_DURATION => {
+                    d.fields.insert(key.to_string(), RawValue::Duration(t));
+                    return;
+                }
+                _ => Problem::at(
+                    v.span(),
+                    format!(
+                        "`{key}` must be at most 365 days (31536000 seconds, \"8760h\"); this is longer"
+                    ),
+                )
+                .label("duration out of range"),
+            },
+        };
+        self.problems.push(problem);
     }
 
     fn required(&mut self, d: &RawDecl, kind: &dyn KindSchema, t: &DeTable) {
@@ -579,7 +590,13 @@ pub(super) fn normalize(p: &Path) -> PathBuf {
     crate::fsutil::normalize_lexically(p)
 }
 
-fn parse_duration(s: &str) -> Option<Duration> {
+/// The longest `delay` or `timeout`: a year. Longer is a typo (or hostile),
+/// and would overflow the millisecond counts a duration becomes later.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The seconds of `"<number><unit>"`; `None` when it is not one. A number
+/// too big for f64 is infinite, which the caller refuses as out of range.
+fn parse_duration(s: &str) -> Option<f64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
     let (num, unit) = s.split_at(split);
@@ -591,5 +608,5 @@ fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    (secs >= 0.0).then_some(secs)
 }

@@ -150,7 +150,10 @@ fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
         command: e.command.clone(),
         cwd: e.cwd.clone(),
         env: e.env.clone(),
-        timeout_ms: e.timeout.map(|t| t.as_millis() as u64),
+        // The loader caps a timeout at a year; saturate rather than wrap anyway.
+        timeout_ms: e
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         creates: e.creates.clone(),
         unless: e.unless.clone(),
         onlyif: e.onlyif.clone(),

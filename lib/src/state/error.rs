@@ -84,6 +84,24 @@ pub enum StateError {
         requested: u64,
     },
 
+    /// The record is at the largest serial, so no write can follow it.
+    /// Counting one write at a time cannot get there: it is a hand-edited,
+    /// broken or hostile record.
+    #[error(
+        "the state file {path} is at serial {serial}, the largest there is: the serial is exhausted and nothing can be written after it\n\
+         No run counts that far; the record was edited by hand or came from a broken or hostile copy. Nothing was written.\n\
+         Restore a good copy (from {backups}, or the config repo's: git log -- .stead/state.json), \
+         or move it aside (mv {path} {path}.broken) and run 'stead init' to start a new record."
+    )]
+    SerialExhausted {
+        /// The state file.
+        path: PathBuf,
+        /// The serial it is at.
+        serial: u64,
+        /// The backups dir, for the hint.
+        backups: PathBuf,
+    },
+
     /// A version 1 record could not be migrated. It was not touched.
     #[error(
         "cannot migrate the version 1 state file {path}: {problem}\n\

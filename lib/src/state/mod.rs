@@ -12,7 +12,8 @@ pub use drift::DriftStatus;
 pub use error::StateError;
 pub use migrate::MigrationReport;
 pub use schema::{
-    CURRENT_VERSION, HistoryEntry, Lineage, ResourceRecord, State, SyncInfo, new_lineage_id,
+    CURRENT_VERSION, HistoryEntry, Lineage, MAX_OPERATION_CHARS, ResourceRecord, State, SyncInfo,
+    new_lineage_id,
 };
 pub use store::{DEFAULT_HISTORY_LIMIT, Loaded, StateStore};
 pub use v1::StateV1;

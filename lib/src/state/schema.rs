@@ -61,13 +61,35 @@ pub struct Lineage {
     pub machines: Vec<String>,
 }
 
+/// The most characters a history entry's `operation` may hold when read.
+/// stead writes a command's name (a few words); a longer one is a
+/// hand-edited or hostile record.
+pub const MAX_OPERATION_CHARS: usize = 1024;
+
+/// Reads an `operation`, refusing one over [`MAX_OPERATION_CHARS`] (serde
+/// adds the line and column).
+fn bounded_operation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let chars = s.chars().count();
+    if chars > MAX_OPERATION_CHARS {
+        return Err(serde::de::Error::custom(format!(
+            "a history entry's operation is {chars} characters long; at most {MAX_OPERATION_CHARS} are allowed"
+        )));
+    }
+    Ok(s)
+}
+
 /// One operation in the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryEntry {
     /// A UUID, unique per entry (merges take the union by id).
     pub id: String,
-    /// `init`, `apply`, `migrate`, ...
+    /// `init`, `apply`, `migrate`, ... Read with a cap
+    /// ([`MAX_OPERATION_CHARS`]): records travel between machines, and an
+    /// absurd entry from one must be refused where it is read, not carried
+    /// into every other machine's state.
+    #[serde(deserialize_with = "bounded_operation")]
     pub operation: String,
     /// When it was recorded.
     pub timestamp: DateTime<Utc>,

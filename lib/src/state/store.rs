@@ -119,7 +119,11 @@ impl StateStore {
         operation: &str,
         observer: &mut dyn FnMut(WriteStage),
     ) -> Result<(), StateError> {
-        let next = state.lineage.serial + 1;
+        let next = state
+            .lineage
+            .serial
+            .checked_add(1)
+            .ok_or_else(|| self.exhausted(state.lineage.serial))?;
         self.write_next(guard, state, Some(operation), next, observer)
     }
 
@@ -138,6 +142,8 @@ impl StateStore {
         operation: Option<&str>,
         serial: u64,
     ) -> Result<(), StateError> {
+        // Checked before going backwards: at the top there is no forward.
+        self.check_writable(state)?;
         if serial <= state.lineage.serial {
             return Err(StateError::SerialBackwards {
                 path: self.path(),
@@ -146,6 +152,24 @@ impl StateStore {
             });
         }
         self.write_next(guard, state, operation, serial, &mut |_| {})
+    }
+
+    /// Fails when no write can follow `state` (its serial is the largest):
+    /// for callers that change the machine before they commit, so that they
+    /// refuse before changing anything.
+    pub fn check_writable(&self, state: &State) -> Result<(), StateError> {
+        if state.lineage.serial == u64::MAX {
+            return Err(self.exhausted(state.lineage.serial));
+        }
+        Ok(())
+    }
+
+    fn exhausted(&self, serial: u64) -> StateError {
+        StateError::SerialExhausted {
+            path: self.path(),
+            serial,
+            backups: self.layout.backups_dir(),
+        }
     }
 
     fn write_next(
@@ -341,5 +365,57 @@ mod tests {
             parse(br#"{"version":"two"}"#, p, &layout),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_commit_at_the_largest_serial_is_exhausted_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        let guard = crate::lock::acquire(
+            &layout,
+            &crate::lock::LockConfig::default(),
+            &crate::lock::LockRequest::new("test", "m"),
+            &mut |_| {},
+        )
+        .unwrap();
+        let store = StateStore::new(layout);
+        let mut state = State::new(crate::machine::MachineInfo {
+            id: "m".into(),
+            hostname: "h".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            user: "u".into(),
+        });
+        state.lineage.serial = u64::MAX;
+        store.write(&state, &mut |_| {}).unwrap();
+        let before = fs::read(store.path()).unwrap();
+
+        let err = store.commit(&guard, &mut state, "apply").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::SerialExhausted {
+                    serial: u64::MAX,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("serial is exhausted"), "{msg}");
+        assert!(msg.contains(store.path().to_str().unwrap()), "{msg}");
+        assert!(msg.contains("Nothing was written"), "{msg}");
+        // A write that takes a serial cannot go past it either.
+        let err = store
+            .commit_at(&guard, &mut state, None, u64::MAX)
+            .unwrap_err();
+        assert!(matches!(err, StateError::SerialExhausted { .. }), "{err:?}");
+        assert!(matches!(
+            store.check_writable(&state),
+            Err(StateError::SerialExhausted { .. })
+        ));
+        assert_eq!(fs::read(store.path()).unwrap(), before);
+        assert_eq!(state.lineage.serial, u64::MAX);
+        assert!(state.history.is_empty());
     }
 }

@@ -205,6 +205,22 @@ pub struct StoppedUpdate {
     pub undo: String,
 }
 
+/// How a file of the config tree stands against the tree's last commit
+/// ([`ConfigSource::source_status`]): whether writing over it could lose
+/// something the user has not committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// As last committed (or absent and never committed): nothing to lose.
+    Committed,
+    /// Changed since the last commit (in the tree, or staged).
+    Modified,
+    /// In the tree but never committed.
+    Untracked,
+    /// A symbolic link, or under one: writing a file there would replace
+    /// the link (or write outside what the tree tracks).
+    Symlink,
+}
+
 /// The config tree: where the manifest and the record's working copy live.
 pub trait ConfigSource {
     /// The tree's directory, for messages.
@@ -224,6 +240,10 @@ pub trait ConfigSource {
 
     /// Whether the record's working copy has no uncommitted change.
     fn record_is_clean(&self) -> Result<bool, SyncError>;
+
+    /// How `path` (relative to the root) stands against the last commit,
+    /// asked before a file of the tree is overwritten.
+    fn source_status(&self, path: &str) -> Result<SourceStatus, SyncError>;
 
     /// Commits the working copy of the record and `extra` files (`None`:
     /// nothing changed).

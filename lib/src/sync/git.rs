@@ -128,6 +128,17 @@ pub enum PushOutcome {
     Rejected(String),
 }
 
+/// How one path stands against HEAD ([`Git::path_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStatus {
+    /// Tracked and as committed (or neither tracked nor on disk).
+    Unchanged,
+    /// Changed in the work tree or the index relative to HEAD.
+    Changed,
+    /// On disk but not tracked (ignored files count).
+    Untracked,
+}
+
 /// What a leased update of a remote ref did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseOutcome {
@@ -404,6 +415,28 @@ impl Git {
         let mut args = vec!["status", "--porcelain", "--untracked-files=no", "--"];
         args.extend_from_slice(paths);
         Ok(self.run(&args)?.trim().is_empty())
+    }
+
+    /// How `path` stands against HEAD: `git status` of that one path, with
+    /// untracked and ignored files shown (an ignored file is as uncommitted
+    /// as an untracked one). The path is taken literally, never as a glob.
+    pub fn path_status(&self, path: &str) -> Result<PathStatus, GitError> {
+        let spec = format!(":(literal){path}");
+        let out = self.run(&[
+            "status",
+            "--porcelain=v1",
+            "--untracked-files=all",
+            "--ignored=matching",
+            "--",
+            &spec,
+        ])?;
+        let Some(line) = out.lines().find(|l| !l.trim().is_empty()) else {
+            return Ok(PathStatus::Unchanged);
+        };
+        Ok(match line.get(..2) {
+            Some("??" | "!!") => PathStatus::Untracked,
+            _ => PathStatus::Changed,
+        })
     }
 
     /// Stages `paths` (`git add`).

@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 use super::SyncError;
 use super::backend::{
     Acquired, Backend, ConfigSource, HeldRemote, Published, RecordStore, Records, Released,
-    RemoteHolder, RemoteLocker, Revision, StoppedUpdate, Update,
+    RemoteHolder, RemoteLocker, Revision, SourceStatus, StoppedUpdate, Update,
 };
-use super::git::{Git, GitError, LeaseOutcome, MergeOutcome, PushOutcome, Upstream};
+use super::git::{Git, GitError, LeaseOutcome, MergeOutcome, PathStatus, PushOutcome, Upstream};
 use super::shared::{SHARED_RECORD_PATH, SharedRecord};
 use super::{remote_lock, repo};
 use crate::lock::LockInfo;
@@ -215,6 +215,23 @@ impl ConfigSource for GitBackend {
 
     fn record_is_clean(&self) -> Result<bool, SyncError> {
         Ok(self.git.is_clean(&[SHARED_RECORD_PATH])?)
+    }
+
+    /// A link on the way is checked first: git does not look through it,
+    /// and writing the path would replace it.
+    fn source_status(&self, path: &str) -> Result<SourceStatus, SyncError> {
+        let mut at = self.git.root().to_path_buf();
+        for part in Path::new(path).components() {
+            at.push(part);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Ok(SourceStatus::Symlink);
+            }
+        }
+        Ok(match self.git.path_status(path)? {
+            PathStatus::Unchanged => SourceStatus::Committed,
+            PathStatus::Changed => SourceStatus::Modified,
+            PathStatus::Untracked => SourceStatus::Untracked,
+        })
     }
 
     /// Stages the record (and `.gitattributes`, which routes it to the

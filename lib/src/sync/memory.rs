@@ -18,7 +18,7 @@ use chrono::Utc;
 use super::SyncError;
 use super::backend::{
     Acquired, Backend, ConfigSource, HeldRemote, Published, RecordStore, Records, Released,
-    RemoteHolder, RemoteLocker, Revision, StoppedUpdate, Update,
+    RemoteHolder, RemoteLocker, Revision, SourceStatus, StoppedUpdate, Update,
 };
 use super::shared::{self, SharedRecord, Strategy};
 use crate::lock::LockInfo;
@@ -350,6 +350,19 @@ impl ConfigSource for MemoryBackend {
         let clone = lock(&self.clone);
         let head = server.commit(clone.head).and_then(|c| c.record.as_ref());
         Ok(head == clone.working_record.as_ref())
+    }
+
+    /// A file of the tree against the same file at HEAD (there are no links
+    /// in memory).
+    fn source_status(&self, path: &str) -> Result<SourceStatus, SyncError> {
+        let server = lock(&self.server);
+        let clone = lock(&self.clone);
+        let head = server.commit(clone.head).and_then(|c| c.files.get(path));
+        Ok(match (head, clone.working_files.get(path)) {
+            (h, w) if h == w => SourceStatus::Committed,
+            (None, Some(_)) => SourceStatus::Untracked,
+            _ => SourceStatus::Modified,
+        })
     }
 
     fn commit(&self, _extra: &[&str], _message: &str) -> Result<Option<Revision>, SyncError> {

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::fsutil::FsError;
 use crate::lock::{LockInfo, ago};
 
-pub use backend::{Backend, ConfigSource, RecordStore, RemoteLocker, Revision};
+pub use backend::{Backend, ConfigSource, RecordStore, RemoteLocker, Revision, SourceStatus};
 
 /// Opens the config repo at `dir` with the backend that serves it (git).
 /// A repo without a remote opens too; [`Backend::require_remote`] says
@@ -122,6 +122,34 @@ pub enum SyncError {
     UncommittedRecord {
         /// The repo's root.
         root: PathBuf,
+    },
+    /// A file of the tree that stead was asked to overwrite holds changes
+    /// that are not committed: the copy would destroy them.
+    #[error("{}", source_uncommitted_message(.root, .path, .key, *.untracked))]
+    SourceUncommitted {
+        /// The repo's root.
+        root: PathBuf,
+        /// The file, relative to the root.
+        path: String,
+        /// What was to be copied over it (`~/.bashrc`).
+        key: String,
+        /// Never committed at all (rather than changed since the last commit).
+        untracked: bool,
+    },
+    /// A file of the tree that stead was asked to overwrite is a symlink
+    /// (or under one): a copy would replace the link with a file.
+    #[error(
+        "{} (the source of {key}) is a symlink in the config repo, or is under one; stead does not replace a link with a file\n\
+         Nothing was committed. Copy {key} into the file the link points to yourself and commit it there.",
+        .root.join(.path).display()
+    )]
+    SourceIsLink {
+        /// The repo's root.
+        root: PathBuf,
+        /// The file, relative to the root.
+        path: String,
+        /// What was to be copied over it.
+        key: String,
     },
     /// This machine was removed from the lineage.
     #[error(
@@ -243,6 +271,50 @@ impl From<git::GitError> for SyncError {
             }
             e => SyncError::Git(e),
         }
+    }
+}
+
+fn source_uncommitted_message(root: &Path, path: &str, key: &str, untracked: bool) -> String {
+    let root_s = root.display();
+    let (what, see) = if untracked {
+        (
+            "it was never committed to the config repo",
+            format!("git -C {root_s} status -- {path}"),
+        )
+    } else {
+        (
+            "it differs from the config repo's last commit",
+            format!("git -C {root_s} diff HEAD -- {path}"),
+        )
+    };
+    format!(
+        "{} has uncommitted changes ({what}); copying {key} over it would lose them\n\
+         Nothing was committed. Commit them (git -C {root_s} add -- {path} && git -C {root_s} commit) \
+         or stash them (git -C {root_s} stash -u) first, then run the command again. See them with: {see}",
+        root.join(path).display()
+    )
+}
+
+/// Fails unless `path` of the tree can be overwritten with `key`'s content
+/// without losing anything: it must be as last committed, and not a link.
+pub fn check_overwrite(source: &dyn ConfigSource, path: &str, key: &str) -> Result<(), SyncError> {
+    let root = source.root().to_path_buf();
+    let (path, key) = (path.to_string(), key.to_string());
+    match source.source_status(&path)? {
+        SourceStatus::Committed => Ok(()),
+        SourceStatus::Modified => Err(SyncError::SourceUncommitted {
+            root,
+            path,
+            key,
+            untracked: false,
+        }),
+        SourceStatus::Untracked => Err(SyncError::SourceUncommitted {
+            root,
+            path,
+            key,
+            untracked: true,
+        }),
+        SourceStatus::Symlink => Err(SyncError::SourceIsLink { root, path, key }),
     }
 }
 

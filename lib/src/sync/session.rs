@@ -376,7 +376,10 @@ impl<'a> Session<'a> {
                 (target.lineage.serial, None)
             } else {
                 (
-                    target.lineage.serial.max(state.lineage.serial + 1),
+                    target
+                        .lineage
+                        .serial
+                        .max(state.lineage.serial.saturating_add(1)),
                     Some(operation.unwrap_or("sync")),
                 )
             };
@@ -532,7 +535,11 @@ impl Session<'_> {
         if unchanged {
             return Ok((JoinStatus::Unchanged, before));
         }
-        let serial = rec.lineage.serial.max(state.lineage.serial) + 1;
+        let serial = rec
+            .lineage
+            .serial
+            .max(state.lineage.serial)
+            .saturating_add(1);
         let op = if member { "init" } else { "join" };
         self.store.commit_at(guard, &mut state, Some(op), serial)?;
         let status = if member {

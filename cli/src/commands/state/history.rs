@@ -7,6 +7,9 @@ use anyhow::Result;
 use serde_json::json;
 use std::process::ExitCode;
 
+/// The widest the operation column is padded to.
+const MAX_OPERATION_COLUMN: usize = 40;
+
 /// `stead state history [--limit N]`: newest first.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
@@ -60,7 +63,15 @@ pub fn run(ctx: &Context, args: &HistoryArgs) -> Result<ExitCode> {
         outln!("No history yet.");
         return Ok(ExitCode::SUCCESS);
     }
-    let width = entries.iter().map(|e| e.operation.len()).max().unwrap_or(0);
+    // Pad to the longest operation, but only so far: a format width over
+    // u16::MAX panics ("Formatting argument out of range"), and columns
+    // past the terminal align nothing. Counted in characters, as `{:<}` pads.
+    let width = entries
+        .iter()
+        .map(|e| e.operation.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(MAX_OPERATION_COLUMN);
     for e in entries {
         outln!(
             "{}. {:<width$}  {}  {}  {}",

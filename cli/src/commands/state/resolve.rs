@@ -162,7 +162,11 @@ fn edit(
             "the edited record is invalid: {why}\nNothing was changed. Run 'stead state resolve --manual' again."
         )
     };
-    let floor = local.lineage.serial.max(remote.lineage.serial) + 1;
+    let floor = local
+        .lineage
+        .serial
+        .max(remote.lineage.serial)
+        .saturating_add(1);
     if edited.lineage.serial < floor {
         return Err(invalid(format!(
             "its serial {} must be at least {floor} (above both sides)",
