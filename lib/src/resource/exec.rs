@@ -264,11 +264,13 @@ fn run_command(
 ) -> Result<Outcome, ResourceError> {
     let mut child = spawn(command, cwd, env, home)?;
     let deadline = timeout.map(|t| Instant::now() + t);
-    let output = capture::start(child.stdout.take(), child.stderr.take());
+    // Announced first: until its reaper knows the group, a stead killed
+    // now would leave the command running.
     let pgid = i32::try_from(child.id()).ok();
     if let (Some(g), Some(c)) = (pgid, control) {
         c.track(g, true);
     }
+    let output = capture::start(child.stdout.take(), child.stderr.take());
     let (waiter, exited_in_time) = wait_until(child, deadline);
     let timed_out = !exited_in_time;
     if timed_out && let Some(g) = pgid {
