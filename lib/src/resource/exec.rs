@@ -263,7 +263,8 @@ fn run_command(
     control: Option<&RunControl>,
 ) -> Result<Outcome, ResourceError> {
     let mut child = spawn(command, cwd, env, home)?;
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout too long to represent as an instant is no limit at all.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     // Announced first: until its reaper knows the group, a stead killed
     // now would leave the command running.
     let pgid = i32::try_from(child.id()).ok();
@@ -537,6 +538,13 @@ mod tests {
         );
         assert!(msg.contains(" bytes cut)\n"), "no cut notice");
         assert!(msg.ends_with("xxx\nlast"), "{}", &msg[msg.len() - 100..]);
+    }
+
+    #[test]
+    fn a_timeout_too_long_to_reach_is_no_limit() {
+        let fx = Fixture::new();
+        let m = "[exec.e]\ncommand = \"true\"\nunless = \"true\"\ntimeout = 9223372036854775807\n";
+        assert_eq!(change(&fx.plan(m), "exec.e").action, Action::Unchanged);
     }
 
     #[test]
