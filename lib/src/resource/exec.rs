@@ -1,15 +1,18 @@
 //! `exec`: run a command (argv, or a string with `sh -c`) with `cwd`, `env`
 //! and `timeout`, guarded by `creates`, `unless` and `onlyif`. Output is
-//! captured and shown on failure. The child runs in its own process group,
-//! which is killed when the timeout passes.
+//! captured (capped) and shown on failure. The child runs in its own process
+//! group, which is killed when the timeout passes; once the command itself
+//! has exited, a background child it left holding the output open is not
+//! waited for.
+
+mod capture;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -247,6 +250,13 @@ pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceErro
     }
 }
 
+/// How long output is still read once the command itself has exited. A
+/// background child it started (`server &`) inherits its stdout and stderr
+/// and may hold them open for good; the command's own exit status decides
+/// success, and the run must not wait for the child. What the command wrote
+/// before exiting is in the pipes already and is read in far less time.
+const AFTER_EXIT_GRACE: Duration = Duration::from_secs(2);
+
 fn run_command(
     command: &Command,
     cwd: Option<&PathBuf>,
@@ -255,6 +265,92 @@ fn run_command(
     timeout: Option<Duration>,
     control: Option<&RunControl>,
 ) -> Result<Outcome, ResourceError> {
+    let mut child = spawn(command, cwd, env, home)?;
+    // A timeout too long to represent as an instant is no limit at all.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    // Announced first: until its reaper knows the group, a stead killed
+    // now would leave the command running.
+    let pgid = i32::try_from(child.id()).ok();
+    if let (Some(g), Some(c)) = (pgid, control) {
+        c.track(g, true);
+    }
+    let output = capture::start(child.stdout.take(), child.stderr.take());
+    let (waiter, exited_in_time) = wait_until(child, deadline);
+    let timed_out = !exited_in_time;
+    if timed_out && let Some(g) = pgid {
+        // The whole group, background children included: a command past
+        // its timeout is stopped, not left half done.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(g),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let (Some(g), Some(c)) = (pgid, control) {
+        c.track(g, false);
+    }
+    let status = waiter
+        .join()
+        .map_err(|_| ResourceError::Exec("the command's waiter thread panicked".into()))?
+        .map_err(|e| {
+            ResourceError::Exec(format!("cannot wait for `{}`: {e}", command.display()))
+        })?;
+    let exited = Instant::now();
+    // Not past the timeout either, unless it has passed already (then the
+    // group was killed and its pipes close at once).
+    let until = match deadline {
+        Some(d) if !timed_out => (exited + AFTER_EXIT_GRACE).min(d),
+        _ => exited + AFTER_EXIT_GRACE,
+    };
+    let output = output.finish(until);
+    if timed_out {
+        return Ok(Outcome {
+            success: false,
+            status: format!(
+                "timed out after {:?} and was killed",
+                timeout.unwrap_or_default()
+            ),
+            output,
+        });
+    }
+    Ok(Outcome {
+        success: status.success(),
+        status: match status.code() {
+            Some(c) => format!("exited with status {c}"),
+            None => "was killed by a signal".to_string(),
+        },
+        output,
+    })
+}
+
+type Waiter = std::thread::JoinHandle<std::io::Result<std::process::ExitStatus>>;
+
+/// Waits for the command's own process to exit, up to `deadline`. Returns
+/// its waiter (which reaps it, once killed if it did not exit in time) and
+/// whether it exited in time.
+fn wait_until(mut child: Child, deadline: Option<Instant>) -> (Waiter, bool) {
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        status
+    });
+    let exited = match deadline {
+        Some(d) => rx
+            .recv_timeout(d.saturating_duration_since(Instant::now()))
+            .is_ok(),
+        None => rx.recv().is_ok(),
+    };
+    (waiter, exited)
+}
+
+/// Starts the command in its own process group, stdin `/dev/null`, stdout
+/// and stderr piped.
+fn spawn(
+    command: &Command,
+    cwd: Option<&PathBuf>,
+    env: &BTreeMap<String, String>,
+    home: &Path,
+) -> Result<Child, ResourceError> {
     let mut cmd = match command {
         Command::Argv(argv) => {
             let mut c = std::process::Command::new(&argv[0]);
@@ -276,7 +372,7 @@ fn run_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
+    cmd.spawn().map_err(|e| {
         ResourceError::Exec(match cwd {
             Some(d) if !d.is_dir() => format!(
                 "cannot start `{}`: its working directory {} does not exist",
@@ -285,82 +381,6 @@ fn run_command(
             ),
             _ => format!("cannot start `{}`: {e}", command.display()),
         })
-    })?;
-    let output = collect_output(&mut child);
-    let pid = child.id();
-    let pgid = i32::try_from(pid).ok();
-    if let (Some(g), Some(c)) = (pgid, control) {
-        c.track(g, true);
-    }
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let status = child.wait();
-        let _ = tx.send(());
-        status
-    });
-    let timed_out = match timeout {
-        Some(t) => rx.recv_timeout(t).is_err(),
-        None => {
-            let _ = rx.recv();
-            false
-        }
-    };
-    if timed_out && let Ok(raw) = i32::try_from(pid) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(raw),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    if let (Some(g), Some(c)) = (pgid, control) {
-        c.track(g, false);
-    }
-    let status = waiter
-        .join()
-        .map_err(|_| ResourceError::Exec("the command's waiter thread panicked".into()))?
-        .map_err(|e| {
-            ResourceError::Exec(format!("cannot wait for `{}`: {e}", command.display()))
-        })?;
-    let output = output.join().unwrap_or_default();
-    if timed_out {
-        return Ok(Outcome {
-            success: false,
-            status: format!(
-                "timed out after {:?} and was killed",
-                timeout.unwrap_or_default()
-            ),
-            output,
-        });
-    }
-    Ok(Outcome {
-        success: status.success(),
-        status: match status.code() {
-            Some(c) => format!("exited with status {c}"),
-            None => "was killed by a signal".to_string(),
-        },
-        output,
-    })
-}
-
-/// Reads stdout and stderr on threads (so a chatty child never blocks) and
-/// joins them into one text.
-fn collect_output(child: &mut Child) -> std::thread::JoinHandle<String> {
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    std::thread::spawn(move || {
-        let err_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(e) = err.as_mut() {
-                let _ = e.read_to_string(&mut s);
-            }
-            s
-        });
-        let mut s = String::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_string(&mut s);
-        }
-        let e = err_thread.join().unwrap_or_default();
-        s.push_str(&e);
-        s
     })
 }
 
@@ -469,6 +489,65 @@ mod tests {
         // Killed as a group: the wait did not last for the whole `sleep 30`
         // (whose inherited stdout would otherwise hold the output open).
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_background_child_holding_the_output_is_not_waited_for_and_keeps_running() {
+        /// Kills the child whose pid the command wrote, however the test ends.
+        struct Kill(std::path::PathBuf);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                if let Some(pid) = fs::read_to_string(&self.0)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let mut fx = Fixture::new();
+        let _kill = Kill(fx.out.join("pid"));
+        let m = "[exec.e]\ncommand = \"sleep 300 & echo $! > @OUT@/pid; echo started\"\n";
+        let started = std::time::Instant::now();
+        let (plan, outcome) = fx.apply(m);
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        assert_eq!(output_of(&plan, &outcome, "exec.e"), "started\n");
+        let pid: i32 = fs::read_to_string(fx.out.join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(
+            !state.rsplit_once(") ").unwrap().1.starts_with('Z'),
+            "the user's background child was killed: {state}"
+        );
+    }
+
+    #[test]
+    fn output_is_capped_and_says_how_much_was_cut() {
+        let mut fx = Fixture::new();
+        let m = "[exec.e]\ncommand = \"echo first; head -c 1000000 /dev/zero | tr '\\\\0' x; echo; echo last >&2; exit 2\"\n";
+        let (plan, outcome) = fx.apply_with(m, false);
+        let msg = failure(&plan, &outcome, "exec.e");
+        assert!(msg.len() < 70 * 1024, "{} bytes kept", msg.len());
+        assert!(
+            msg.contains("--- output ---\nfirst\nxxx"),
+            "{}",
+            &msg[..200]
+        );
+        assert!(msg.contains(" bytes cut)\n"), "no cut notice");
+        assert!(msg.ends_with("xxx\nlast"), "{}", &msg[msg.len() - 100..]);
+    }
+
+    #[test]
+    fn a_timeout_too_long_to_reach_is_no_limit() {
+        let fx = Fixture::new();
+        let m = "[exec.e]\ncommand = \"true\"\nunless = \"true\"\ntimeout = 9223372036854775807\n";
+        assert_eq!(change(&fx.plan(m), "exec.e").action, Action::Unchanged);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::fsutil::{self, FsError};
 use crate::manifest::{FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
@@ -416,33 +417,56 @@ fn plan_over_other(
     ))
 }
 
-/// A unified diff of old → new, capped; binary content is summarized.
+/// Sides larger than this (in lines or bytes) are not diffed: the diff's
+/// cost grows with the product of the sizes (a 50 000-line change took
+/// ~20 s), and a diff of thousands of lines is not read in a plan anyway.
+const DIFF_MAX_LINES: usize = 2_000;
+const DIFF_MAX_BYTES: usize = 256 * 1024;
+
+/// Time the diff algorithm may take before the plan gives up on it (for
+/// inputs under the caps that are still costly, like long lines that all
+/// differ).
+const DIFF_DEADLINE: Duration = Duration::from_secs(1);
+
+/// A unified diff of old → new, capped; binary content and content too
+/// large to diff are summarized.
 pub fn text_diff(name: &str, old: &[u8], new: &[u8]) -> String {
-    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
-        (Ok(o), Ok(n)) => {
-            let diff = similar::TextDiff::from_lines(o, n);
-            let text = diff
-                .unified_diff()
-                .context_radius(3)
-                .header(name, &format!("{name} (planned)"))
-                .to_string();
-            let total = text.lines().count();
-            if total > DIFF_LINES {
-                let mut cut: String = text.lines().take(DIFF_LINES).collect::<Vec<_>>().join("\n");
-                cut.push_str(&format!(
-                    "\n... ({} more diff lines not shown)\n",
-                    total - DIFF_LINES
-                ));
-                cut
-            } else {
-                text
-            }
-        }
-        _ => format!(
+    let (Ok(o), Ok(n)) = (std::str::from_utf8(old), std::str::from_utf8(new)) else {
+        return format!(
             "binary content differs ({} bytes → {} bytes)\n",
             old.len(),
             new.len()
-        ),
+        );
+    };
+    let (old_lines, new_lines) = (o.lines().count(), n.lines().count());
+    let summary = || format!("content differs ({old_lines} lines → {new_lines} lines)\n");
+    if old_lines.max(new_lines) > DIFF_MAX_LINES || old.len().max(new.len()) > DIFF_MAX_BYTES {
+        return summary();
+    }
+    let deadline = Instant::now() + DIFF_DEADLINE;
+    let diff = similar::TextDiff::configure()
+        .deadline(deadline)
+        .diff_lines(o, n);
+    // Past its deadline the algorithm returns a coarse diff, not a wrong
+    // one; a summary is more honest than a diff that replaces everything.
+    if Instant::now() >= deadline {
+        return summary();
+    }
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(name, &format!("{name} (planned)"))
+        .to_string();
+    let total = text.lines().count();
+    if total > DIFF_LINES {
+        let mut cut: String = text.lines().take(DIFF_LINES).collect::<Vec<_>>().join("\n");
+        cut.push_str(&format!(
+            "\n... ({} more diff lines not shown)\n",
+            total - DIFF_LINES
+        ));
+        cut
+    } else {
+        text
     }
 }
 
@@ -911,6 +935,26 @@ mod tests {
         assert_eq!((old.action, &old.op), (Action::Remove, &Op::None));
         assert_eq!(fs::read_to_string(fx.home.join("x")).unwrap(), "2");
         assert!(fx.owns("file.new") && !fx.owns("file.old"));
+    }
+
+    #[test]
+    fn content_too_large_to_diff_is_summarized() {
+        let old: String = (0..DIFF_MAX_LINES + 1)
+            .map(|i| format!("a {i}\n"))
+            .collect();
+        let new: String = (0..10).map(|i| format!("b {i}\n")).collect();
+        assert_eq!(
+            text_diff("~/f", old.as_bytes(), new.as_bytes()),
+            format!(
+                "content differs ({} lines → 10 lines)\n",
+                DIFF_MAX_LINES + 1
+            )
+        );
+        let long_line = "y".repeat(DIFF_MAX_BYTES + 1);
+        assert_eq!(
+            text_diff("~/f", b"x\n", long_line.as_bytes()),
+            "content differs (1 lines → 1 lines)\n"
+        );
     }
 
     #[test]
