@@ -17,13 +17,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One run's cancel flags, its running commands and its reaper feed.
 /// Cloning shares them (the engine's workers each hold a clone).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RunControl {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
+    /// Set in every command's environment ([`RUN_ID_VAR`]), so the reaper
+    /// can find this run's commands even if one was never announced.
+    id: String,
     stop: AtomicBool,
     /// Process groups of the commands running now (each child leads its own).
     running: Mutex<Vec<i32>>,
@@ -67,10 +69,31 @@ impl CancelHandle {
     }
 }
 
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl {
+            inner: Arc::new(Inner {
+                id: uuid::Uuid::new_v4().to_string(),
+                stop: AtomicBool::new(false),
+                running: Mutex::new(Vec::new()),
+                reaper: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+/// The environment variable that carries a run's id into its commands.
+pub const RUN_ID_VAR: &str = "STEAD_RUN_ID";
+
 impl RunControl {
     /// A fresh run: not stopped, nothing running, no reaper.
     pub fn new() -> Self {
         RunControl::default()
+    }
+
+    /// This run's id, set as [`RUN_ID_VAR`] in every command it starts.
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     /// The handle that cancels this run.
@@ -88,13 +111,20 @@ impl RunControl {
     /// Announces every command's process group on `to` from now on (`+PGID`
     /// when it starts, `-PGID` when it ends), for a reaper process that kills
     /// the ones still running when this process dies (see [`reap`]).
-    pub fn set_reaper(&self, to: Box<dyn Write + Send>) {
+    pub fn set_reaper(&self, mut to: Box<dyn Write + Send>) {
+        // The run's id first: a command started and killed before it was
+        // announced still carries it.
+        let _ = writeln!(to, "={}", self.inner.id).and_then(|()| to.flush());
         *lock(&self.inner.reaper) = Some(to);
     }
 
-    /// Stops announcing; closing the channel lets the reaper end.
+    /// Stops announcing, telling the reaper the run ended cleanly (so it
+    /// leaves alone what the run's commands left running on purpose);
+    /// closing the channel lets the reaper end.
     pub fn clear_reaper(&self) {
-        *lock(&self.inner.reaper) = None;
+        if let Some(mut w) = lock(&self.inner.reaper).take() {
+            let _ = writeln!(w, ".").and_then(|()| w.flush());
+        }
     }
 
     /// The process groups of the commands running now.
@@ -145,23 +175,71 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// The reaper's loop: reads `+PGID` / `-PGID` lines until end of input (the
-/// announcing process ended or died: the kernel closes its end), then kills
-/// every group still running. Returns the groups it killed.
+/// The reaper's loop: reads `=RUNID`, then `+PGID` / `-PGID` lines until
+/// end of input (the announcing process ended or died: the kernel closes its
+/// end), then kills every group still running. Without the clean-end line
+/// `.` (the run's process died), it also kills every process whose
+/// environment carries the run's id: a command started but not yet announced
+/// when the process was killed. Returns the groups it killed (announced
+/// ones).
 pub fn reap(input: impl std::io::BufRead) -> Vec<i32> {
     let mut live: Vec<i32> = Vec::new();
+    let mut run_id: Option<String> = None;
+    let mut clean_end = false;
     for line in input.lines().map_while(Result::ok) {
-        let (sign, num) = line.split_at(line.len().min(1));
-        match (sign, num.trim().parse::<i32>()) {
+        let (sign, rest) = line.split_at(line.len().min(1));
+        match (sign, rest.trim().parse::<i32>()) {
             ("+", Ok(g)) if g > 1 => live.push(g),
             ("-", Ok(g)) => live.retain(|&x| x != g),
+            ("=", _) if !rest.trim().is_empty() => run_id = Some(rest.trim().to_string()),
+            (".", _) => clean_end = true,
             _ => {}
         }
     }
     for &g in &live {
         kill_group(g);
     }
+    if !clean_end && let Some(id) = run_id {
+        kill_carriers(&id);
+    }
     live
+}
+
+/// Kills every process whose environment holds `STEAD_RUN_ID=<id>`, again
+/// until none is left (one may fork while the others die), a few passes at
+/// most.
+fn kill_carriers(id: &str) {
+    let needle = format!("{RUN_ID_VAR}={id}");
+    for _ in 0..5 {
+        let found = carriers(&needle);
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Pids whose `/proc/PID/environ` holds `needle` as one entry.
+fn carriers(needle: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| u32::try_from(pid).is_ok_and(|p| p != me))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|entry| entry == needle.as_bytes())
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -201,7 +279,7 @@ mod tests {
         control.track(7, true);
         assert_eq!(
             String::from_utf8(sink.0.lock().unwrap().clone()).unwrap(),
-            "+4242\n-4242\n"
+            format!("={}\n+4242\n-4242\n.\n", control.id())
         );
     }
 
@@ -252,5 +330,42 @@ mod tests {
         );
         other.kill().unwrap();
         other.wait().unwrap();
+    }
+
+    /// `sleep 30` in its own group, carrying `id` as a run's commands do,
+    /// announced to nobody.
+    fn carrier(id: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sleep")
+            .arg("30")
+            .env(RUN_ID_VAR, id)
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_run_that_died_has_its_unannounced_commands_killed() {
+        use std::os::unix::process::ExitStatusExt;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut child = carrier(&id);
+        // No `.`: the announcing process died (stead was SIGKILLed between
+        // starting the command and announcing its group).
+        reap(std::io::Cursor::new(format!("={id}\n")));
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+    }
+
+    #[test]
+    fn a_clean_end_leaves_what_the_run_left_running() {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut child = carrier(&id);
+        reap(std::io::Cursor::new(format!("={id}\n.\n")));
+        let alive = child.try_wait().unwrap().is_none();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            alive,
+            "a clean end killed a process the run left on purpose"
+        );
     }
 }

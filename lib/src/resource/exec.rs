@@ -265,7 +265,8 @@ fn run_command(
     timeout: Option<Duration>,
     control: Option<&RunControl>,
 ) -> Result<Outcome, ResourceError> {
-    let mut child = spawn(command, cwd, env, home)?;
+    let run_id = control.map(RunControl::id);
+    let mut child = spawn(command, cwd, env, home, run_id)?;
     // A timeout too long to represent as an instant is no limit at all.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     // Announced first: until its reaper knows the group, a stead killed
@@ -350,6 +351,7 @@ fn spawn(
     cwd: Option<&PathBuf>,
     env: &BTreeMap<String, String>,
     home: &Path,
+    run_id: Option<&str>,
 ) -> Result<Child, ResourceError> {
     let mut cmd = match command {
         Command::Argv(argv) => {
@@ -366,6 +368,10 @@ fn spawn(
     // Without a cwd the command runs in the target home, never wherever
     // stead happened to be started.
     cmd.current_dir(cwd.map_or(home, |d| d.as_path()));
+    if let Some(id) = run_id {
+        // Lets the reaper find it even if stead dies before announcing it.
+        cmd.env(crate::run::RUN_ID_VAR, id);
+    }
     cmd.env("HOME", home)
         .envs(env)
         .stdin(Stdio::null())
