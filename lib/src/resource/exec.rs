@@ -551,9 +551,19 @@ mod tests {
 
     #[test]
     fn a_timeout_too_long_to_reach_is_no_limit() {
+        // The loader caps `timeout` at a year, but a hand-edited saved plan
+        // carries any `timeout_ms`: it must mean "no limit", not a panic.
         let fx = Fixture::new();
-        let m = "[exec.e]\ncommand = \"true\"\nunless = \"true\"\ntimeout = 9223372036854775807\n";
-        assert_eq!(change(&fx.plan(m), "exec.e").action, Action::Unchanged);
+        let outcome = run_command(
+            &Command::Shell("true".into()),
+            None,
+            &BTreeMap::new(),
+            &fx.home,
+            Some(Duration::from_millis(u64::MAX)),
+            None,
+        )
+        .unwrap();
+        assert!(outcome.success, "{}", outcome.status);
     }
 
     #[test]
