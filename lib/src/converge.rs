@@ -385,16 +385,17 @@ pub fn record_unchanged(
     );
     plan::adopt_recovered(&mut updated, plan, &prepared.view.recovered, serial);
     note_profile_and_config(&mut updated, prepared);
-    let mut result = state.clone();
-    if updated.resources != state.resources
+    let changed = updated.resources != state.resources
         || updated.checksums != state.checksums
         || updated.active_profile != state.active_profile
-        || updated.config_path != state.config_path
-    {
+        || updated.config_path != state.config_path;
+    let result = if changed {
         updated.last_apply = Some(Utc::now());
         target.store.commit(target.guard, &mut updated, "apply")?;
-        result = updated;
-    }
+        updated
+    } else {
+        state
+    };
     if prepared.view.interrupted.is_some() {
         // The interrupted run's work was re-read and recorded; its records
         // have served their purpose (succeeded one-shot keys are kept by

@@ -241,7 +241,8 @@ impl<'p> Schedule<'p> {
         if failed {
             let mut stack = vec![i];
             while let Some(f) = stack.pop() {
-                for d in self.dependents[f].clone() {
+                // Each change finishes once, so its list is needed once.
+                for d in std::mem::take(&mut self.dependents[f]) {
                     if self.statuses[d].is_none() {
                         let why = Skip::DependencyFailed(self.plan.changes[f].id.clone());
                         self.report(d, Status::Skipped(why));
@@ -250,7 +251,7 @@ impl<'p> Schedule<'p> {
                 }
             }
         } else {
-            for d in self.dependents[i].clone() {
+            for d in std::mem::take(&mut self.dependents[i]) {
                 self.indegree[d] -= 1;
                 if self.indegree[d] == 0 && self.statuses[d].is_none() {
                     self.ready.push_back(d);

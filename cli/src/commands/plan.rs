@@ -31,8 +31,7 @@ pub struct PlanArgs {
     pub jobs: Option<usize>,
 }
 
-/// Changes read in parallel by default (the library's default).
-pub use stead_lib::converge::DEFAULT_JOBS;
+use stead_lib::converge::DEFAULT_JOBS;
 
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     let state = ctx.current_state()?;

@@ -11,10 +11,10 @@ use stead_lib::sync::session::{Merged, Step};
 use stead_lib::sync::shared::{self, Comparison, Direction};
 
 use super::apply::{Converge, converge};
-use super::plan::DEFAULT_JOBS;
 use super::repo;
 use crate::context::Context;
 use crate::output::{outln, print_json};
+use stead_lib::converge::DEFAULT_JOBS;
 
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {

@@ -151,6 +151,28 @@ pub trait ResourceKind: KindSchema {
     }
 }
 
+/// A kind's own op ([`Op::Custom`]) carrying `data`.
+pub fn custom_op<T: serde::Serialize>(kind: Kind, data: &T) -> Result<Op, ResourceError> {
+    serde_json::to_value(data)
+        .map(|data| Op::Custom { data })
+        .map_err(|e| ResourceError::Internal(format!("cannot record a {} op: {e}", kind.as_str())))
+}
+
+/// The data of a kind's own op, as [`custom_op`] wrote it. Data that does
+/// not read back (a hand-edited saved plan) is an error naming what to do.
+pub fn custom_data<T: serde::de::DeserializeOwned>(
+    kind: Kind,
+    data: &serde_json::Value,
+) -> Result<T, ResourceError> {
+    T::deserialize(data).map_err(|e| {
+        ResourceError::Internal(format!(
+            "a {} op of the plan does not read back ({e}); the plan was edited or made by another stead. \
+             Nothing was changed for it: run 'stead plan' (or 'stead plan --out FILE') again",
+            kind.as_str()
+        ))
+    })
+}
+
 /// An op handed to a kind that never plans it: a bug (or a hand-edited
 /// saved plan), reported instead of guessed at.
 pub(crate) fn unexpected_op(kind: Kind, op: &Op) -> ResourceError {

@@ -14,7 +14,8 @@ use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
 
 use super::file::text_diff;
 use super::kind::{
-    ApplyEnv, Key, KeyType, KindSchema, Planned, ResourceKind, unexpected_op, unexpected_spec,
+    ApplyEnv, Key, KeyType, KindSchema, Planned, ResourceKind, custom_data, custom_op,
+    unexpected_op, unexpected_spec,
 };
 use super::{Action, Applied, Op, PlanContext, ResourceError, mode_of};
 
@@ -101,7 +102,7 @@ impl ResourceKind for Line {
 
     fn apply(&self, op: &Op, _env: &ApplyEnv) -> Result<Applied, ResourceError> {
         match op {
-            Op::EditLine(l) => apply_edit(l),
+            Op::Custom { data } => apply_edit(&custom_data(self.kind(), data)?),
             other => Err(unexpected_op(self.kind(), other)),
         }
     }
@@ -191,7 +192,8 @@ fn plan(l: &LineSpec, ctx: &PlanContext) -> Result<Planned, ResourceError> {
     let diff = text_diff(&shown, old.as_bytes(), new.as_bytes());
     // The diff shows the edit on the file as it is now; apply makes the edit
     // again on the file as it is then, so nothing written meanwhile is lost.
-    Ok(Planned::new(action, reason, Op::EditLine(l.clone())).with_diff(Some(diff)))
+    let op = custom_op(LINE, l)?;
+    Ok(Planned::new(action, reason, op).with_diff(Some(diff)))
 }
 
 /// The text with the line ensured: pure, so planning twice gives the same.
@@ -415,5 +417,25 @@ mod tests {
         let err = apply_edit(&l).unwrap_err();
         assert!(err.to_string().contains("cannot edit"), "{err}");
         assert_eq!(fs::read_to_string(&real).unwrap(), "x\n");
+    }
+
+    #[test]
+    fn an_op_that_does_not_read_back_is_refused_and_changes_nothing() {
+        let fx = Fixture::new();
+        let rc = fx.home.join("rc");
+        fs::write(&rc, "x\n").unwrap();
+        let edited = Op::Custom {
+            data: serde_json::json!({ "path": rc, "lines": "y" }),
+        };
+        let env = ApplyEnv {
+            backups: &fx.backups,
+            control: &crate::run::RunControl::new(),
+        };
+        let err = Line.apply(&edited, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("a line op of the plan does not read back") && err.contains("'stead plan"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&rc).unwrap(), "x\n");
     }
 }

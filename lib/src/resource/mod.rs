@@ -192,10 +192,14 @@ pub enum Op {
     },
     /// Run a command.
     Run(exec::Run),
-    /// Ensure a line in a file stead does not own. The edit is made again on
-    /// the file as it is when it runs: another `line` on the same file, or
-    /// the user, may have changed it since the plan.
-    EditLine(line::LineSpec),
+    /// An op whose data belongs to its kind's own file (written with
+    /// [`kind::custom_op`], read back with [`kind::custom_data`]), so a new
+    /// kind needs no variant here. `line` uses it: its edit is made again on
+    /// the file as it is when it runs.
+    Custom {
+        /// What the kind needs to apply it, as it wrote it.
+        data: serde_json::Value,
+    },
 }
 
 /// Why reading or applying a resource failed.
@@ -519,7 +523,8 @@ pub(crate) mod tests {
                 .replace("@HOME@", self.home.to_str().unwrap())
         }
 
-        pub fn manifest(&self, text: &str) -> Manifest {
+        /// `text` parsed as the repo's manifest, with every registered kind.
+        fn parse(&self, text: &str) -> Result<Manifest, crate::manifest::ManifestError> {
             Manifest::parse(
                 &self.text(text),
                 &self.repo.join(crate::manifest::MANIFEST_FILE),
@@ -530,21 +535,16 @@ pub(crate) mod tests {
                     kinds: &crate::resource::registry::REGISTRY,
                 },
             )
-            .unwrap_or_else(|e| panic!("manifest does not load: {e}"))
+        }
+
+        pub fn manifest(&self, text: &str) -> Manifest {
+            self.parse(text)
+                .unwrap_or_else(|e| panic!("manifest does not load: {e}"))
         }
 
         /// The problems of a manifest that must not load.
         pub fn manifest_error(&self, text: &str) -> crate::manifest::ManifestError {
-            match Manifest::parse(
-                &self.text(text),
-                &self.repo.join(crate::manifest::MANIFEST_FILE),
-                &self.repo,
-                &LoadOptions {
-                    home: self.home.clone(),
-                    profile: None,
-                    kinds: &crate::resource::registry::REGISTRY,
-                },
-            ) {
+            match self.parse(text) {
                 Err(e) => e,
                 Ok(_) => panic!("the manifest loads, but must not:\n{text}"),
             }
