@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use diag::{ManifestError, Problem, ProblemReport};
+pub use diag::{LineIndex, ManifestError, Problem, ProblemReport, SHOWN_PROBLEMS};
 pub use input::SpecInput;
 
 /// The manifest's file name at the root of a config repo.

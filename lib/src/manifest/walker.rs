@@ -424,23 +424,23 @@ impl<'a> Walker<'a> {
         let raw_body =
             &self.text[(base).min(s.span.end)..s.span.end.saturating_sub(quote).max(base)];
         let verbatim = raw_body == s.text;
-        let at = |range: &Range<usize>| -> Range<usize> {
+        let whole = s.span.clone();
+        let unclosed_at = |offset: usize| -> Range<usize> {
             if verbatim {
-                return base + range.start..base + range.end;
+                return base + offset..base + offset + 2;
             }
-            let piece = &s.text[range.clone()];
-            let nth = s.text[..range.start].matches(piece).count();
+            let nth = s.text[..offset].matches("${").count();
             raw_body
-                .match_indices(piece)
+                .match_indices("${")
                 .nth(nth)
-                .map_or(s.span.clone(), |(i, _)| base + i..base + i + piece.len())
+                .map_or(whole.clone(), |(i, _)| base + i..base + i + 2)
         };
         let refs = match refs::scan(&s.text) {
             Ok(r) => r,
             Err(unclosed) => {
                 self.problems.push(
                     Problem::at(
-                        at(&(unclosed..unclosed + 2)),
+                        unclosed_at(unclosed),
                         "unclosed `${` (a reference ends with `}`; write `$${` for a literal `${`)",
                     )
                     .label("unclosed"),
@@ -448,11 +448,29 @@ impl<'a> Walker<'a> {
                 return None;
             }
         };
+        // The raw text's own references, scanned once: the i-th of the
+        // decoded text is the i-th of the raw one when both have as many and
+        // it reads the same (an escape inside `${...}` does not). Searching
+        // the raw text again for each reference was quadratic.
+        let raw_refs = (!verbatim)
+            .then(|| refs::scan(raw_body).ok())
+            .flatten()
+            .filter(|raw| raw.len() == refs.len());
+        let at = |i: usize, r: &Reference| -> Range<usize> {
+            if verbatim {
+                return base + r.range.start..base + r.range.end;
+            }
+            raw_refs
+                .as_ref()
+                .and_then(|raw| raw.get(i))
+                .filter(|x| raw_body.get(x.range.clone()) == s.text.get(r.range.clone()))
+                .map_or(whole.clone(), |x| base + x.range.start..base + x.range.end)
+        };
         let mut ok = true;
         let mut values = Vec::new();
         let mut used = Vec::new();
-        for r in refs.iter().filter(|r| !r.escape) {
-            let span = at(&r.range);
+        for (i, r) in refs.iter().enumerate().filter(|(_, r)| !r.escape) {
+            let span = at(i, r);
             if let Some(var) = r.name.strip_prefix("vars.") {
                 match vars.get(var) {
                     Some(v) => values.push(v.clone()),
