@@ -2,6 +2,7 @@
 //! steps (take the lock and tell the user about it, load the state migrating a
 //! version 1 file on the way).
 
+use crate::output::errln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -97,11 +98,11 @@ impl Context {
     }
 
     pub fn warn(&self, message: &str) {
-        eprintln!("{} {message}", self.err.yellow("⚠️  Warning:"));
+        errln!("{} {message}", self.err.yellow("⚠️  Warning:"));
     }
 
     pub fn note(&self, message: &str) {
-        eprintln!("{message}");
+        errln!("{message}");
     }
 
     pub fn lock_config(&self) -> Result<LockConfig> {
@@ -375,5 +376,5 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// A remote lock that could not be released (from a release, a drop or the
 /// signal handler): a warning, since it expires after the timeout.
 fn warn_unreleased(message: &str) {
-    eprintln!("⚠️  Warning: {message}");
+    errln!("⚠️  Warning: {message}");
 }

@@ -1,6 +1,9 @@
 //! `stead`: the command-line edge of stead-lib. Parses flags, runs one
 //! command, prints text or JSON, and maps errors to exit codes.
 
+// A write to a closed or broken stderr panics in `eprintln!`: use `errln!`.
+#![deny(clippy::print_stderr)]
+
 mod cli;
 mod commands;
 mod context;
@@ -14,7 +17,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::output::Paint;
+use crate::output::{Paint, errln};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,7 +33,7 @@ fn main() -> ExitCode {
                     "error": { "message": format!("{error:#}"), "exit_code": code }
                 }));
             }
-            eprintln!("{} {}", err_paint.red("Error:"), render_error(&error));
+            errln!("{} {}", err_paint.red("Error:"), render_error(&error));
             ExitCode::from(code)
         }
     }
@@ -157,19 +160,19 @@ fn install_signal_handler() {
         if let Some(run) = current.filter(|_| n < 2) {
             if n == 0 {
                 run.stop();
-                eprintln!(
+                errln!(
                     "\nStopping: running steps finish and nothing new starts; the journal and the state are written.\n\
                      Press Ctrl-C again to kill the running commands."
                 );
             } else {
                 run.kill();
-                eprintln!("\nKilling the running commands.");
+                errln!("\nKilling the running commands.");
             }
             return;
         }
         // Local lock files, then the remote lock (a registered cleanup).
         stead_lib::lock::release_all_held();
-        eprintln!("Interrupted.");
+        errln!("Interrupted.");
         std::process::exit(i32::from(Exit::Interrupted.code()));
     });
 }

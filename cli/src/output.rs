@@ -14,7 +14,21 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
 }
 
-pub(crate) use {out, outln};
+/// `eprintln!` that does not panic when stderr is closed (`2>&-`) or
+/// broken: a message nobody can read is dropped, the command goes on (and
+/// still releases its lock).
+macro_rules! errln {
+    () => { $crate::output::write_stderr(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+pub(crate) use {errln, out, outln};
+
+/// Writes to stderr; any error is ignored (there is nowhere left to say it).
+pub fn write_stderr(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
 
 /// Writes to stdout; a closed pipe is ignored, other errors are reported once
 /// on stderr.
@@ -26,7 +40,7 @@ pub fn write_stdout(args: std::fmt::Arguments) {
         && e.kind() != std::io::ErrorKind::BrokenPipe
         && !REPORTED.swap(true, Ordering::Relaxed)
     {
-        eprintln!("cannot write to standard output: {e}");
+        errln!("cannot write to standard output: {e}");
     }
 }
 
@@ -84,6 +98,6 @@ impl Paint {
 pub fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => outln!("{text}"),
-        Err(e) => eprintln!("cannot encode JSON output: {e}"),
+        Err(e) => errln!("cannot encode JSON output: {e}"),
     }
 }

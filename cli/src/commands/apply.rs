@@ -3,6 +3,7 @@
 //! (the library's converge transaction does all but the asking and the
 //! showing). On a machine where `init` never ran it initializes first.
 
+use crate::output::errln;
 use crate::output::{out, outln};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -526,7 +527,7 @@ fn start_reaper(ctx: &Context, control: &RunControl) -> Option<std::process::Chi
         }
         Err(e) => {
             if ctx.verbose {
-                eprintln!("cannot start the reaper ({e}); commands may outlive a killed apply");
+                errln!("cannot start the reaper ({e}); commands may outlive a killed apply");
             }
             None
         }

@@ -1,5 +1,6 @@
 //! `stead plan`: read, diff, show. Takes no lock and changes nothing.
 
+use crate::output::errln;
 use crate::output::outln;
 use std::process::ExitCode;
 
@@ -77,7 +78,7 @@ pub fn note_torn_tail(ctx: &Context, prepared: &converge::Prepared) {
     if let Some(bytes) = prepared.view.torn_tail
         && ctx.verbose
     {
-        eprintln!("journal: ignored a torn last line ({bytes} bytes) left by a crash");
+        errln!("journal: ignored a torn last line ({bytes} bytes) left by a crash");
     }
 }
 
