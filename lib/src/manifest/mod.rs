@@ -392,11 +392,12 @@ impl Manifest {
     /// Reads `<config_dir>/stead.toml` and parses it (see [`Manifest::parse_parts`]).
     pub fn read(config_dir: &Path, options: &LoadOptions) -> Result<Parsed, LoadError> {
         let path = config_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
             path: path.clone(),
             dir: config_dir.to_path_buf(),
             source,
         })?;
+        let text = String::from_utf8(bytes).map_err(|e| not_utf8(&path, e))?;
         Ok(Manifest::parse_parts(&text, &path, config_dir, options)?)
     }
 
@@ -431,6 +432,25 @@ impl Manifest {
     /// A path in the form stored in state: `~/x` under home, else absolute.
     pub fn display_path(&self, path: &Path) -> String {
         display_path(&self.home, path)
+    }
+}
+
+/// A manifest that is not UTF-8: a load error at the first bad byte (the
+/// text is shown with it replaced by U+FFFD, which keeps every offset before
+/// it).
+fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> ManifestError {
+    let at = e.utf8_error().valid_up_to();
+    let bad = e.as_bytes().get(at).copied().unwrap_or(0);
+    let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+    let end = at + text[at..].chars().next().map_or(0, char::len_utf8);
+    ManifestError {
+        path: path.to_path_buf(),
+        text: std::sync::Arc::new(text),
+        problems: vec![
+            Problem::at(at..end, format!("invalid UTF-8 (byte 0x{bad:02x})"))
+                .label("not UTF-8")
+                .help("a manifest is UTF-8 text; re-save it as UTF-8 or remove the byte"),
+        ],
     }
 }
 
