@@ -213,13 +213,15 @@ impl JournalWriter {
     /// `torn_tail`; no ticket ever covered it) is cut off first: appended to,
     /// it would become an unreadable line in the middle of the journal.
     pub fn open(path: &Path, sync: bool) -> Result<JournalWriter, JournalError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| FsError::new("cannot open", path, e))?;
+        let file = crate::ownfile::open_with(
+            path,
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .mode(0o600),
+        )
+        .map_err(|e| FsError::new("cannot open", path, e))?;
         cut_torn_tail(&file, path, sync)?;
         if let Some(dir) = path.parent() {
             fsutil::fsync_dir(dir)?;
@@ -432,7 +434,7 @@ pub struct Loaded {
 /// returned; an unreadable line before it moves the file aside to
 /// `backups_dir` and is an error that says where it went.
 pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
-    let bytes = match fs::read(path) {
+    let bytes = match crate::ownfile::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
@@ -595,7 +597,7 @@ pub fn pending_refreshes(records: &[Record]) -> HashSet<String> {
 /// steps left unfinished, and the refreshes still pending (those must never
 /// be lost).
 pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
-    let bytes = match fs::read(path) {
+    let bytes = match crate::ownfile::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),

@@ -371,9 +371,7 @@ impl Parsed {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// No `stead.toml` or unreadable.
-    #[error(
-        "cannot read the manifest {path}: {source}\nIs {dir} a stead config repo? It needs a stead.toml at its root."
-    )]
+    #[error("cannot read the manifest {path}: {source}{}", read_hint(source, dir))]
     Read {
         /// The manifest path.
         path: PathBuf,
@@ -388,11 +386,24 @@ pub enum LoadError {
     Invalid(#[from] ManifestError),
 }
 
+/// What to check after a manifest could not be read: only a missing one
+/// means the directory may not be a config repo.
+fn read_hint(source: &std::io::Error, dir: &Path) -> String {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        format!(
+            "\nIs {} a stead config repo? It needs a stead.toml at its root.",
+            dir.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
 impl Manifest {
     /// Reads `<config_dir>/stead.toml` and parses it (see [`Manifest::parse_parts`]).
     pub fn read(config_dir: &Path, options: &LoadOptions) -> Result<Parsed, LoadError> {
         let path = config_dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+        let bytes = crate::ownfile::read(&path).map_err(|source| LoadError::Read {
             path: path.clone(),
             dir: config_dir.to_path_buf(),
             source,
