@@ -33,7 +33,13 @@ fn main() -> ExitCode {
                     "error": { "message": format!("{error:#}"), "exit_code": code }
                 }));
             }
-            errln!("{} {}", err_paint.red("Error:"), render_error(&error));
+            let text = format!("{} {}", err_paint.red("Error:"), render_error(&error));
+            if manifest_error(&error).is_some() && miette_colors() {
+                // miette's own colours would be escaped by `errln!`.
+                output::write_stderr_raw(&format!("{text}\n"));
+            } else {
+                errln!("{text}");
+            }
             ExitCode::from(code)
         }
     }
@@ -95,13 +101,16 @@ fn manifest_error(error: &anyhow::Error) -> Option<&stead_lib::manifest::Manifes
     })
 }
 
+/// Whether a manifest error is rendered in colour (stderr is a terminal).
+fn miette_colors() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Every problem with its source line and a caret (miette), then the
 /// `file:line:col` summary.
 fn render_manifest_error(error: &stead_lib::manifest::ManifestError) -> String {
-    use std::io::IsTerminal;
-    let colors = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let theme = if colors {
+    let theme = if miette_colors() {
         miette::GraphicalTheme::unicode()
     } else {
         miette::GraphicalTheme::unicode_nocolor()

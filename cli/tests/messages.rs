@@ -67,3 +67,77 @@ fn an_invalid_utf8_byte_in_the_manifest_is_placed_not_called_missing() {
         "reported as a missing stead.toml:\n{err}"
     );
 }
+
+/// A dir with `purge`, holding a non-UTF-8 name and a name with a terminal
+/// escape sequence (clear screen) in it.
+fn purge_repo() -> (Repo, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::ffi::OsStrExt;
+    let r = Repo::new("[dir.d]\npath = \"~/d\"\npurge = true\n");
+    r.ok(&["init"]);
+    std::fs::create_dir(r.path("d")).unwrap();
+    let bad = r.path("d").join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+    let esc = r.path("d").join("esc\u{1b}[2Jx");
+    std::fs::write(&bad, "b").unwrap();
+    std::fs::write(&esc, "e").unwrap();
+    (r, bad, esc)
+}
+
+#[test]
+fn json_plan_shows_a_non_utf8_purged_name_as_lossy_and_hex() {
+    let (r, bad, _esc) = purge_repo();
+    let (code, out, err) = r.run(&["--json", "plan"]);
+    assert_no_panic(code, &err);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let purge = v["plan"]["changes"][0]["op"]["purge"].as_array().unwrap();
+    let hex: String = {
+        use std::os::unix::ffi::OsStrExt;
+        bad.as_os_str()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert!(
+        purge
+            .iter()
+            .any(|p| p["hex"] == hex.as_str()
+                && p["lossy"].as_str().unwrap().ends_with("bad\u{fffd}")),
+        "{purge:?}"
+    );
+    // A saved plan reads the exact name back, and its apply removes it.
+    let saved = r.sb.home().join("plan.json");
+    r.ok(&["plan", "--out", saved.to_str().unwrap()]);
+    r.ok(&["apply", "--yes", saved.to_str().unwrap()]);
+    assert!(!bad.exists(), "the non-UTF-8 entry was not purged");
+}
+
+#[test]
+fn escape_sequences_in_names_from_disk_are_printed_escaped() {
+    let (r, _bad, _esc) = purge_repo();
+    let (code, out, err) = r.run(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "a raw ESC reached the terminal:\n{out:?}"
+    );
+    assert!(out.contains("esc\\u{1b}[2Jx"), "{out}");
+}
+
+#[test]
+fn another_holders_hostname_is_printed_escaped() {
+    let sb = Sandbox::new();
+    let guard = hold(&sb, "apply");
+    // Rewrite the held lock in place (same inode: the flock stays).
+    let mut info = guard.info().unwrap().clone();
+    info.machine.hostname = "evil\u{1b}[2J\u{1b}[8mhidden\r".to_string();
+    std::fs::write(sb.lock_file(), serde_json::to_vec_pretty(&info).unwrap()).unwrap();
+    let (code, out, err) = sb.run(&["state", "lock-info"]);
+    assert_no_panic(code, &err);
+    let all = format!("{out}{err}");
+    assert!(all.contains("evil\\u{1b}[2J"), "{all}");
+    assert!(
+        !all.contains('\u{1b}') && !all.contains('\r'),
+        "raw control characters:\n{all:?}"
+    );
+}
