@@ -141,3 +141,59 @@ fn another_holders_hostname_is_printed_escaped() {
         "raw control characters:\n{all:?}"
     );
 }
+
+#[test]
+fn a_fifo_source_is_called_not_a_regular_file() {
+    let r = Repo::new("[file.a]\npath = \"~/a\"\nsource = \"src\"\n");
+    nix::unistd::mkfifo(&r.config.path().join("src"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, _out, err) = r.run(&["plan"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("stead.toml:3:10:")
+            && err.contains("is a FIFO (named pipe), not a regular file"),
+        "{err}"
+    );
+    assert!(!err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn a_nul_in_a_path_is_a_load_error_with_its_place() {
+    for (text, place) in [
+        (
+            "[file.a]\npath = \"~/a\\u0000b\"\ncontent = \"x\"\n",
+            "stead.toml:2:8:",
+        ),
+        (
+            "[vars]\nn = \"a\\u0000b\"\n[file.a]\npath = \"~/${vars.n}\"\ncontent = \"x\"\n",
+            "stead.toml:4:8:",
+        ),
+        (
+            "[file.a]\npath = \"~/a\"\nsource = \"s\\u0000\"\n",
+            "stead.toml:3:10:",
+        ),
+    ] {
+        let r = Repo::new(text);
+        let (code, _out, err) = r.run(&["plan"]);
+        assert_eq!(code, 1, "{text}\n{err}");
+        assert!(
+            err.contains(&format!("{place} a path cannot contain a NUL character")),
+            "{text}\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_too_deep_dotted_header_is_placed() {
+    let text = format!(
+        "[file.a]\npath = \"~/a\"\ncontent = \"x\"\n\n[{}]\n",
+        vec!["t"; 300].join(".")
+    );
+    let r = Repo::new(&text);
+    let (code, _out, err) = r.run(&["plan"]);
+    assert_no_panic(code, &err);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("stead.toml:5:1: invalid TOML"),
+        "no place in\n{err}"
+    );
+}

@@ -520,6 +520,22 @@ impl<'a> Walker<'a> {
         Some((refs::substitute(&s.text, &refs, |_| it.next()), used))
     }
 
+    /// False (with a problem at `span`) when a path holds a NUL byte, which
+    /// no file name can: the OS call would fail later with no position.
+    fn no_nul(&mut self, text: &str, span: &Range<usize>) -> bool {
+        if !text.contains('\0') {
+            return true;
+        }
+        self.problems.push(
+            Problem::at(
+                span.clone(),
+                "a path cannot contain a NUL character (\\u0000)",
+            )
+            .label("NUL in a path"),
+        );
+        false
+    }
+
     /// A target path: absolute, or `~`-relative to the home.
     pub(super) fn target_path(
         &mut self,
@@ -527,6 +543,9 @@ impl<'a> Walker<'a> {
         span: Range<usize>,
         home: &Path,
     ) -> Option<PathBuf> {
+        if !self.no_nul(text, &span) {
+            return None;
+        }
         if text == "~" {
             return Some(home.to_path_buf());
         }
@@ -557,6 +576,9 @@ impl<'a> Walker<'a> {
         home: &Path,
         must_exist: bool,
     ) -> Option<PathBuf> {
+        if !self.no_nul(text, &span) {
+            return None;
+        }
         let p = if text == "~" || text.starts_with("~/") {
             self.target_path(text, span.clone(), home)?
         } else if Path::new(text).is_absolute() {
@@ -564,17 +586,28 @@ impl<'a> Walker<'a> {
         } else {
             normalize(&config_dir.join(text))
         };
-        if must_exist && !p.is_file() {
-            let (message, label) = if p.is_dir() {
-                (
+        if must_exist {
+            // A FIFO here is not "missing": say what it is (reading it
+            // would block).
+            let (message, label) = match std::fs::metadata(&p) {
+                Ok(m) if m.is_file() => return Some(p),
+                Ok(m) if m.is_dir() => (
                     format!("{} is a directory, not a file", p.display()),
                     "not a file",
-                )
-            } else {
-                (
+                ),
+                Ok(m) => (
+                    format!(
+                        "{} is {}, not a regular file",
+                        p.display(),
+                        crate::ownfile::special_kind(m.file_type()).unwrap_or("special")
+                    ),
+                    "not a regular file",
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
                     format!("{} does not exist in the config repo", p.display()),
                     "file not found",
-                )
+                ),
+                Err(e) => (format!("{} cannot be read: {e}", p.display()), "unreadable"),
             };
             self.problems.push(Problem::at(span, message).label(label));
             return None;
