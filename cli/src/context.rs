@@ -351,7 +351,19 @@ impl Context {
     pub fn current_state(&self) -> Result<State> {
         match self.store.load()? {
             Some(Loaded::Current(s)) => Ok(*s),
-            Some(Loaded::Legacy { .. }) => self.load_state(),
+            // Read-only: migrated in memory, the file left as version 1.
+            Some(Loaded::Legacy { v1, .. }) => {
+                let id = machine::read_id(&self.layout.machine_id_file())?
+                    .unwrap_or_else(|| "new-machine".to_string());
+                let state = self
+                    .store
+                    .migrated_in_memory(&v1, MachineInfo::current(&id))?;
+                self.note(
+                    "The state record is version 1: read as if migrated, and left as it is \
+                     (the next apply migrates it, or run 'stead state migrate').",
+                );
+                Ok(state)
+            }
             None => {
                 let id = machine::read_id(&self.layout.machine_id_file())?
                     .unwrap_or_else(|| "new-machine".to_string());

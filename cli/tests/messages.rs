@@ -197,3 +197,78 @@ fn a_too_deep_dotted_header_is_placed() {
         "no place in\n{err}"
     );
 }
+
+/// Every file under `dir` with its bytes (a snapshot to compare).
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+                out.push((p, Vec::new()));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn plan_and_dry_run_leave_a_corrupt_journal_where_it_is() {
+    let r = Repo::new("[file.a]\npath = \"~/a\"\ncontent = \"a\\n\"\n");
+    r.ok(&["apply", "--yes"]);
+    let journal = r.sb.state_dir().join("journal.jsonl");
+    let good = std::fs::read_to_string(&journal).unwrap();
+    std::fs::write(&journal, format!("not json at all\n{good}")).unwrap();
+    let before = snapshot(&r.sb.state_dir());
+    for args in [
+        &["plan"][..],
+        &["apply", "--dry-run"][..],
+        &["state", "journal"][..],
+    ] {
+        let (code, out, err) = r.run(args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("corrupt at line 1") && err.contains("Nothing was changed"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            snapshot(&r.sb.state_dir()),
+            before,
+            "{args:?} wrote to the state dir"
+        );
+    }
+    // apply still moves it aside and goes on.
+    let (code, _, err) = r.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("moved aside"), "{err}");
+}
+
+#[test]
+fn plan_reads_a_version_1_state_without_migrating_it() {
+    let r = Repo::new("[file.a]\npath = \"~/a\"\ncontent = \"a\\n\"\n");
+    std::fs::create_dir_all(r.sb.state_dir()).unwrap();
+    let v1 = format!(
+        r#"{{"active_profile": null, "dotfiles_path": "{}"}}"#,
+        r.config.path().display()
+    );
+    std::fs::write(r.sb.state_file(), &v1).unwrap();
+    let before = snapshot(&r.sb.state_dir());
+    let (code, out, err) = r.run(&["plan"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+ file.a"), "{out}");
+    assert!(
+        err.contains("version 1") && err.contains("left as it is"),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&r.sb.state_dir()),
+        before,
+        "plan wrote to the state dir"
+    );
+    assert_eq!(std::fs::read_to_string(r.sb.state_file()).unwrap(), v1);
+}

@@ -143,8 +143,20 @@ pub struct JournalView {
 /// Reads the journal (a torn last line is ignored; a corrupt middle is moved
 /// aside to the backups dir and reported as an error that says where).
 pub fn journal_view(layout: &Layout, rerun: &[String]) -> Result<JournalView, JournalError> {
+    journal_view_with(layout, rerun, false)
+}
+
+fn journal_view_with(
+    layout: &Layout,
+    rerun: &[String],
+    read_only: bool,
+) -> Result<JournalView, JournalError> {
     let path = layout.state_dir().join(journal::JOURNAL_FILE);
-    let loaded = journal::load(&path, &layout.backups_dir())?;
+    let loaded = if read_only {
+        journal::load_read_only(&path)?
+    } else {
+        journal::load(&path, &layout.backups_dir())?
+    };
     let interrupted =
         journal::interrupted_run(&loaded.records).map(|(run_id, started)| InterruptedRun {
             in_flight: journal::in_flight(&loaded.records, &run_id).len(),
@@ -239,7 +251,29 @@ pub fn prepare(
     options: &PrepareOptions,
     reporter: &dyn Reporter,
 ) -> Result<Prepared, ConvergeError> {
-    let view = journal_view(layout, options.rerun)?;
+    prepare_with(layout, state, options, reporter, false)
+}
+
+/// [`prepare`] that writes nothing at all, for `plan` and dry runs (which
+/// promise to change nothing): a corrupt journal is an error and stays where
+/// it is, instead of being moved aside.
+pub fn prepare_read_only(
+    layout: &Layout,
+    state: &State,
+    options: &PrepareOptions,
+    reporter: &dyn Reporter,
+) -> Result<Prepared, ConvergeError> {
+    prepare_with(layout, state, options, reporter, true)
+}
+
+fn prepare_with(
+    layout: &Layout,
+    state: &State,
+    options: &PrepareOptions,
+    reporter: &dyn Reporter,
+    read_only: bool,
+) -> Result<Prepared, ConvergeError> {
+    let view = journal_view_with(layout, options.rerun, read_only)?;
     if let Some(run) = &view.interrupted {
         reporter.recovering(run);
     }

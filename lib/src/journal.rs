@@ -167,6 +167,21 @@ pub enum JournalError {
         /// Where the file went.
         moved_to: PathBuf,
     },
+    /// A line before the last one is not a record, found by a command that
+    /// writes nothing (`plan`, a dry run): the file was left as it is.
+    #[error(
+        "the journal {path} is corrupt at line {line}: {problem}\n\
+         Nothing was changed (this command writes nothing). 'stead apply' moves it aside to the \
+         backups dir and starts a new journal; look at it first if a run was interrupted."
+    )]
+    Corrupt {
+        /// The journal.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What the parser said.
+        problem: String,
+    },
     /// The writer thread is gone (it failed earlier, or was closed).
     #[error("the journal writer stopped: {0}")]
     Stopped(String),
@@ -434,6 +449,16 @@ pub struct Loaded {
 /// returned; an unreadable line before it moves the file aside to
 /// `backups_dir` and is an error that says where it went.
 pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
+    load_with(path, Some(backups_dir))
+}
+
+/// [`load`] for a command that writes nothing: a corrupt middle is an
+/// error ([`JournalError::Corrupt`]) and the file stays where it is.
+pub fn load_read_only(path: &Path) -> Result<Loaded, JournalError> {
+    load_with(path, None)
+}
+
+fn load_with(path: &Path, backups_dir: Option<&Path>) -> Result<Loaded, JournalError> {
     let bytes = match crate::ownfile::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
@@ -459,6 +484,13 @@ pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
         match parsed {
             Ok(r) => loaded.records.push(r),
             Err(e) => {
+                let Some(backups_dir) = backups_dir else {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: number,
+                        problem: e.to_string(),
+                    });
+                };
                 let moved_to = move_aside(path, backups_dir)?;
                 return Err(JournalError::CorruptMiddle {
                     path: path.to_path_buf(),

@@ -70,7 +70,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
         let state = ctx.current_state()?;
-        let prepared = converge::prepare(
+        let prepared = converge::prepare_read_only(
             &ctx.layout,
             &state,
             &prepare_options(ctx, &request),

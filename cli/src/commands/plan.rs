@@ -36,7 +36,7 @@ use stead_lib::converge::DEFAULT_JOBS;
 
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     let state = ctx.current_state()?;
-    let prepared = converge::prepare(
+    let prepared = converge::prepare_read_only(
         &ctx.layout,
         &state,
         &PrepareOptions {
