@@ -272,3 +272,40 @@ fn plan_reads_a_version_1_state_without_migrating_it() {
     );
     assert_eq!(std::fs::read_to_string(r.sb.state_file()).unwrap(), v1);
 }
+
+#[test]
+fn a_file_where_a_declared_dir_should_be_is_a_conflict_not_an_aborted_plan() {
+    let r = Repo::new(
+        "[dir.d]\npath = \"~/d\"\n[file.f]\npath = \"~/d/f\"\ncontent = \"x\"\n\
+         [file.g]\npath = \"~/g\"\ncontent = \"x\"\n",
+    );
+    r.ok(&["init"]);
+    std::fs::write(r.path("d"), "not a dir").unwrap();
+    let (code, out, err) = r.run(&["plan"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("! dir.d  ~/d"), "{out}");
+    assert!(
+        out.contains("! file.f  ~/d/f  (~/d is not a directory"),
+        "{out}"
+    );
+    assert!(out.contains("+ file.g  ~/g"), "{out}");
+    // Neither conflict is one --force replaces: the footer must not offer it.
+    assert!(
+        out.contains("nothing is changed for them, not even with force"),
+        "{out}"
+    );
+    assert!(!out.contains("'stead apply --force' backs it up"), "{out}");
+}
+
+#[test]
+fn the_conflict_footer_offers_force_only_for_the_conflicts_it_replaces() {
+    let r = Repo::new("[dir.d]\npath = \"~/d\"\n[file.g]\npath = \"~/g\"\ncontent = \"x\"\n");
+    r.ok(&["init"]);
+    std::fs::write(r.path("d"), "not a dir").unwrap();
+    std::fs::write(r.path("g"), "mine").unwrap();
+    let out = r.ok(&["plan"]);
+    assert!(
+        out.contains("2 conflicts (!): 'stead apply --force' backs up and replaces 1 of them"),
+        "{out}"
+    );
+}

@@ -234,7 +234,14 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         .into_iter()
         .collect();
     let owned = keys.iter().any(|k| ctx.owned.contains(k));
-    let planned = registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?;
+    let planned = match resource
+        .spec
+        .path()
+        .and_then(|p| ancestor_in_the_way(p, ctx))
+    {
+        Some(conflict) => conflict,
+        None => registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?,
+    };
     Ok(Change {
         id: resource.id.clone(),
         kind: resource.kind(),
@@ -247,6 +254,28 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         retry: resource.retry,
         notify: resource.notify.clone(),
     })
+}
+
+/// A conflict when the nearest existing ancestor of `path` is not a
+/// directory (a file where a declared dir should be): reading the path would
+/// fail with "Not a directory" and abort the whole plan, while the dir's own
+/// change already shows `!` for it.
+fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
+    for ancestor in path.ancestors().skip(1) {
+        match std::fs::metadata(ancestor) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(_) => {
+                return Some(Planned::conflict(format!(
+                    "{} is not a directory, so nothing can be placed under it; move it and apply again",
+                    ctx.manifest.display_path(ancestor)
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Plans the removal of what stead created for a resource no longer declared.
