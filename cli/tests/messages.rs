@@ -309,3 +309,27 @@ fn the_conflict_footer_offers_force_only_for_the_conflicts_it_replaces() {
         "{out}"
     );
 }
+
+#[test]
+fn a_state_write_failing_after_changes_says_they_were_applied_and_will_be_recovered() {
+    // An exec that breaks the record mid-run: the commit after it is refused
+    // (stead never overwrites a state file it cannot parse).
+    let r = Repo::new("");
+    let state = r.sb.state_file();
+    r.write_manifest(&format!(
+        "[file.a]\npath = \"~/a\"\ncontent = \"x\"\n\
+         [exec.break]\ncommand = [\"sh\", \"-c\", \"printf garbage > '{}'\"]\nafter = [\"file.a\"]\n",
+        state.display()
+    ));
+    r.ok(&["init"]);
+    let (code, out, err) = r.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(r.path("a").exists());
+    assert!(
+        err.contains(
+            "2 changes were applied to this machine, but the state record could not be written"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("the next 'stead apply'"), "{err}");
+}

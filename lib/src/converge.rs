@@ -112,6 +112,23 @@ pub enum ConvergeError {
     /// The state could not be written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The machine was changed but its record could not be written after:
+    /// what was done is in the journal, and the next apply records it.
+    #[error(
+        "{changed} change{s} {were} applied to this machine, but the state record could not be written: {source}\n\
+         Nothing is lost: the journal holds what was done, and the next 'stead apply' re-reads every \
+         resource and records it (its run is reported as interrupted). Fix the cause (disk space, \
+         permissions of the state dir), then run 'stead apply'.",
+        s = if *.changed == 1 { "" } else { "s" },
+        were = if *.changed == 1 { "was" } else { "were" }
+    )]
+    NotRecorded {
+        /// How many changes were applied.
+        changed: usize,
+        /// Why the record could not be written.
+        #[source]
+        source: StateError,
+    },
 }
 
 /// A run that started and never ended (the process died or was killed).
@@ -480,7 +497,18 @@ pub fn execute(
     plan::adopt_recovered(&mut state, plan, &prepared.view.recovered, serial);
     state.last_apply = Some(Utc::now());
     note_profile_and_config(&mut state, prepared);
-    target.store.commit(target.guard, &mut state, "apply")?;
+    if let Err(source) = target.store.commit(target.guard, &mut state, "apply") {
+        let changed = outcome
+            .statuses
+            .iter()
+            .filter(|s| s.did_something())
+            .count();
+        return Err(if changed == 0 {
+            source.into()
+        } else {
+            ConvergeError::NotRecorded { changed, source }
+        });
+    }
     // The run ends only once the state holds its outcome.
     let end = if outcome.has_failures() {
         OpState::Failed
