@@ -333,3 +333,34 @@ fn a_state_write_failing_after_changes_says_they_were_applied_and_will_be_recove
     );
     assert!(err.contains("the next 'stead apply'"), "{err}");
 }
+
+#[test]
+fn merging_shared_records_at_the_largest_serial_does_not_wrap_or_panic() {
+    use stead_lib::machine::MachineInfo;
+    use stead_lib::state::State;
+    use stead_lib::sync::shared;
+    let sb = Sandbox::new();
+    let record = |id: &str| {
+        let mut s = State::new(MachineInfo::current(id));
+        s.lineage.id = "lineage-x".to_string();
+        s.lineage.serial = u64::MAX;
+        shared::to_bytes(&shared::fold(None, &s))
+    };
+    let (base, ours, theirs) = (
+        sb.home().join("base"),
+        sb.home().join("ours"),
+        sb.home().join("theirs"),
+    );
+    std::fs::write(&base, "").unwrap();
+    std::fs::write(&ours, record("a")).unwrap();
+    std::fs::write(&theirs, record("b")).unwrap();
+    let (code, out, err) = sb.run(&[
+        "__merge-driver",
+        base.to_str().unwrap(),
+        ours.to_str().unwrap(),
+        theirs.to_str().unwrap(),
+    ]);
+    assert_no_panic(code, &err);
+    let merged = shared::parse(&std::fs::read(&ours).unwrap(), "merged").unwrap();
+    assert_eq!(merged.lineage.serial, u64::MAX, "{out}{err}");
+}
