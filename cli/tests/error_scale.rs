@@ -130,3 +130,28 @@ fn the_summary_column_counts_bytes_like_the_caret() {
         "miette's header disagrees:\n{err}"
     );
 }
+
+#[test]
+fn ten_thousand_unknown_references_among_ten_thousand_variables_are_reported_quickly() {
+    // Each problem's help listed every variable: 10 000 x 10 000 names.
+    let mut text = String::from("[vars]\n");
+    for i in 0..10_000 {
+        text.push_str(&format!("v{i} = \"x\"\n"));
+    }
+    let refs: String = (0..10_000).map(|i| format!("${{vars.w{i}}}")).collect();
+    text.push_str(&format!("[file.a]\npath = \"~/a\"\ncontent = \"{refs}\"\n"));
+    let r = Repo::new(&text);
+    let (code, err, _) = plan_within(&r);
+    assert_no_panic(code, &err);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unknown variable `w0` (variables: v0, v1"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(
+        err.contains("... (9980 more)"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+}

@@ -289,7 +289,8 @@ impl<'a> Progress<'a> {
 
     fn say(&self, line: String) {
         match &self.bar {
-            Some(b) => b.println(line),
+            // The bar prints on its own: escape what `outln!` would.
+            Some(b) => b.println(crate::output::clean(&line)),
             None => outln!("{line}"),
         }
     }
@@ -310,7 +311,7 @@ impl Reporter for Progress<'_> {
                 if ctx.json {
                     print_json_line(&json!({"event": "started", "id": id}));
                 } else if let Some(b) = &self.bar {
-                    b.set_message(id.to_string());
+                    b.set_message(crate::output::clean(id).into_owned());
                 } else if ctx.verbose {
                     self.say(format!("  … {id}"));
                 }
