@@ -96,3 +96,13 @@ fn a_fifo_lock_file_is_refused_and_unlock_force_removes_it() {
     run(&r, &["apply", "--yes"]);
     r.ok(&["apply", "--yes"]);
 }
+
+#[test]
+fn a_fifo_given_as_a_saved_plan_is_refused_not_waited_on() {
+    let r = initialised();
+    let plan = r.sb.home().join("plan.json");
+    mkfifo(&plan);
+    let (code, _out, err) = run(&r, &["apply", "--yes", plan.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("plan.json") && err.contains("FIFO"), "{err}");
+}

@@ -357,7 +357,8 @@ pub fn load_manifest(
 }
 
 fn load_saved(file: &Path, state: &State) -> Result<Plan, ConvergeError> {
-    let raw = std::fs::read(file).map_err(|source| ConvergeError::ReadPlan {
+    // A FIFO given as the plan must not hang apply: it is refused.
+    let raw = crate::ownfile::read(file).map_err(|source| ConvergeError::ReadPlan {
         path: file.to_path_buf(),
         source,
     })?;
