@@ -2,6 +2,7 @@
 //! steps (take the lock and tell the user about it, load the state migrating a
 //! version 1 file on the way).
 
+use crate::output::errln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -97,11 +98,11 @@ impl Context {
     }
 
     pub fn warn(&self, message: &str) {
-        eprintln!("{} {message}", self.err.yellow("⚠️  Warning:"));
+        errln!("{} {message}", self.err.yellow("⚠️  Warning:"));
     }
 
     pub fn note(&self, message: &str) {
-        eprintln!("{message}");
+        errln!("{message}");
     }
 
     pub fn lock_config(&self) -> Result<LockConfig> {
@@ -350,7 +351,19 @@ impl Context {
     pub fn current_state(&self) -> Result<State> {
         match self.store.load()? {
             Some(Loaded::Current(s)) => Ok(*s),
-            Some(Loaded::Legacy { .. }) => self.load_state(),
+            // Read-only: migrated in memory, the file left as version 1.
+            Some(Loaded::Legacy { v1, .. }) => {
+                let id = machine::read_id(&self.layout.machine_id_file())?
+                    .unwrap_or_else(|| "new-machine".to_string());
+                let state = self
+                    .store
+                    .migrated_in_memory(&v1, MachineInfo::current(&id))?;
+                self.note(
+                    "The state record is version 1: read as if migrated, and left as it is \
+                     (the next apply migrates it, or run 'stead state migrate').",
+                );
+                Ok(state)
+            }
             None => {
                 let id = machine::read_id(&self.layout.machine_id_file())?
                     .unwrap_or_else(|| "new-machine".to_string());
@@ -375,5 +388,5 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// A remote lock that could not be released (from a release, a drop or the
 /// signal handler): a warning, since it expires after the timeout.
 fn warn_unreleased(message: &str) {
-    eprintln!("⚠️  Warning: {message}");
+    errln!("⚠️  Warning: {message}");
 }

@@ -1,6 +1,9 @@
 //! `stead`: the command-line edge of stead-lib. Parses flags, runs one
 //! command, prints text or JSON, and maps errors to exit codes.
 
+// A write to a closed or broken stderr panics in `eprintln!`: use `errln!`.
+#![deny(clippy::print_stderr)]
+
 mod cli;
 mod commands;
 mod context;
@@ -14,7 +17,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::output::Paint;
+use crate::output::{Paint, errln};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,7 +33,13 @@ fn main() -> ExitCode {
                     "error": { "message": format!("{error:#}"), "exit_code": code }
                 }));
             }
-            eprintln!("{} {}", err_paint.red("Error:"), render_error(&error));
+            let text = format!("{} {}", err_paint.red("Error:"), render_error(&error));
+            if manifest_error(&error).is_some() && miette_colors() {
+                // miette's own colours would be escaped by `errln!`.
+                output::write_stderr_raw(&format!("{text}\n"));
+            } else {
+                errln!("{text}");
+            }
             ExitCode::from(code)
         }
     }
@@ -92,13 +101,16 @@ fn manifest_error(error: &anyhow::Error) -> Option<&stead_lib::manifest::Manifes
     })
 }
 
+/// Whether a manifest error is rendered in colour (stderr is a terminal).
+fn miette_colors() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Every problem with its source line and a caret (miette), then the
 /// `file:line:col` summary.
 fn render_manifest_error(error: &stead_lib::manifest::ManifestError) -> String {
-    use std::io::IsTerminal;
-    let colors = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let theme = if colors {
+    let theme = if miette_colors() {
         miette::GraphicalTheme::unicode()
     } else {
         miette::GraphicalTheme::unicode_nocolor()
@@ -157,19 +169,19 @@ fn install_signal_handler() {
         if let Some(run) = current.filter(|_| n < 2) {
             if n == 0 {
                 run.stop();
-                eprintln!(
+                errln!(
                     "\nStopping: running steps finish and nothing new starts; the journal and the state are written.\n\
                      Press Ctrl-C again to kill the running commands."
                 );
             } else {
                 run.kill();
-                eprintln!("\nKilling the running commands.");
+                errln!("\nKilling the running commands.");
             }
             return;
         }
         // Local lock files, then the remote lock (a registered cleanup).
         stead_lib::lock::release_all_held();
-        eprintln!("Interrupted.");
+        errln!("Interrupted.");
         std::process::exit(i32::from(Exit::Interrupted.code()));
     });
 }

@@ -112,6 +112,23 @@ pub enum ConvergeError {
     /// The state could not be written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The machine was changed but its record could not be written after:
+    /// what was done is in the journal, and the next apply records it.
+    #[error(
+        "{changed} change{s} {were} applied to this machine, but the state record could not be written: {source}\n\
+         Nothing is lost: the journal holds what was done, and the next 'stead apply' re-reads every \
+         resource and records it (its run is reported as interrupted). Fix the cause (disk space, \
+         permissions of the state dir), then run 'stead apply'.",
+        s = if *.changed == 1 { "" } else { "s" },
+        were = if *.changed == 1 { "was" } else { "were" }
+    )]
+    NotRecorded {
+        /// How many changes were applied.
+        changed: usize,
+        /// Why the record could not be written.
+        #[source]
+        source: StateError,
+    },
 }
 
 /// A run that started and never ended (the process died or was killed).
@@ -143,8 +160,20 @@ pub struct JournalView {
 /// Reads the journal (a torn last line is ignored; a corrupt middle is moved
 /// aside to the backups dir and reported as an error that says where).
 pub fn journal_view(layout: &Layout, rerun: &[String]) -> Result<JournalView, JournalError> {
+    journal_view_with(layout, rerun, false)
+}
+
+fn journal_view_with(
+    layout: &Layout,
+    rerun: &[String],
+    read_only: bool,
+) -> Result<JournalView, JournalError> {
     let path = layout.state_dir().join(journal::JOURNAL_FILE);
-    let loaded = journal::load(&path, &layout.backups_dir())?;
+    let loaded = if read_only {
+        journal::load_read_only(&path)?
+    } else {
+        journal::load(&path, &layout.backups_dir())?
+    };
     let interrupted =
         journal::interrupted_run(&loaded.records).map(|(run_id, started)| InterruptedRun {
             in_flight: journal::in_flight(&loaded.records, &run_id).len(),
@@ -239,7 +268,29 @@ pub fn prepare(
     options: &PrepareOptions,
     reporter: &dyn Reporter,
 ) -> Result<Prepared, ConvergeError> {
-    let view = journal_view(layout, options.rerun)?;
+    prepare_with(layout, state, options, reporter, false)
+}
+
+/// [`prepare`] that writes nothing at all, for `plan` and dry runs (which
+/// promise to change nothing): a corrupt journal is an error and stays where
+/// it is, instead of being moved aside.
+pub fn prepare_read_only(
+    layout: &Layout,
+    state: &State,
+    options: &PrepareOptions,
+    reporter: &dyn Reporter,
+) -> Result<Prepared, ConvergeError> {
+    prepare_with(layout, state, options, reporter, true)
+}
+
+fn prepare_with(
+    layout: &Layout,
+    state: &State,
+    options: &PrepareOptions,
+    reporter: &dyn Reporter,
+    read_only: bool,
+) -> Result<Prepared, ConvergeError> {
+    let view = journal_view_with(layout, options.rerun, read_only)?;
     if let Some(run) = &view.interrupted {
         reporter.recovering(run);
     }
@@ -306,7 +357,8 @@ pub fn load_manifest(
 }
 
 fn load_saved(file: &Path, state: &State) -> Result<Plan, ConvergeError> {
-    let raw = std::fs::read(file).map_err(|source| ConvergeError::ReadPlan {
+    // A FIFO given as the plan must not hang apply: it is refused.
+    let raw = crate::ownfile::read(file).map_err(|source| ConvergeError::ReadPlan {
         path: file.to_path_buf(),
         source,
     })?;
@@ -446,7 +498,18 @@ pub fn execute(
     plan::adopt_recovered(&mut state, plan, &prepared.view.recovered, serial);
     state.last_apply = Some(Utc::now());
     note_profile_and_config(&mut state, prepared);
-    target.store.commit(target.guard, &mut state, "apply")?;
+    if let Err(source) = target.store.commit(target.guard, &mut state, "apply") {
+        let changed = outcome
+            .statuses
+            .iter()
+            .filter(|s| s.did_something())
+            .count();
+        return Err(if changed == 0 {
+            source.into()
+        } else {
+            ConvergeError::NotRecorded { changed, source }
+        });
+    }
     // The run ends only once the state holds its outcome.
     let end = if outcome.has_failures() {
         OpState::Failed

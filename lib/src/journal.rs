@@ -167,6 +167,21 @@ pub enum JournalError {
         /// Where the file went.
         moved_to: PathBuf,
     },
+    /// A line before the last one is not a record, found by a command that
+    /// writes nothing (`plan`, a dry run): the file was left as it is.
+    #[error(
+        "the journal {path} is corrupt at line {line}: {problem}\n\
+         Nothing was changed (this command writes nothing). 'stead apply' moves it aside to the \
+         backups dir and starts a new journal; look at it first if a run was interrupted."
+    )]
+    Corrupt {
+        /// The journal.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What the parser said.
+        problem: String,
+    },
     /// The writer thread is gone (it failed earlier, or was closed).
     #[error("the journal writer stopped: {0}")]
     Stopped(String),
@@ -213,13 +228,15 @@ impl JournalWriter {
     /// `torn_tail`; no ticket ever covered it) is cut off first: appended to,
     /// it would become an unreadable line in the middle of the journal.
     pub fn open(path: &Path, sync: bool) -> Result<JournalWriter, JournalError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| FsError::new("cannot open", path, e))?;
+        let file = crate::ownfile::open_with(
+            path,
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .mode(0o600),
+        )
+        .map_err(|e| FsError::new("cannot open", path, e))?;
         cut_torn_tail(&file, path, sync)?;
         if let Some(dir) = path.parent() {
             fsutil::fsync_dir(dir)?;
@@ -432,7 +449,17 @@ pub struct Loaded {
 /// returned; an unreadable line before it moves the file aside to
 /// `backups_dir` and is an error that says where it went.
 pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
-    let bytes = match fs::read(path) {
+    load_with(path, Some(backups_dir))
+}
+
+/// [`load`] for a command that writes nothing: a corrupt middle is an
+/// error ([`JournalError::Corrupt`]) and the file stays where it is.
+pub fn load_read_only(path: &Path) -> Result<Loaded, JournalError> {
+    load_with(path, None)
+}
+
+fn load_with(path: &Path, backups_dir: Option<&Path>) -> Result<Loaded, JournalError> {
+    let bytes = match crate::ownfile::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
@@ -457,6 +484,13 @@ pub fn load(path: &Path, backups_dir: &Path) -> Result<Loaded, JournalError> {
         match parsed {
             Ok(r) => loaded.records.push(r),
             Err(e) => {
+                let Some(backups_dir) = backups_dir else {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: number,
+                        problem: e.to_string(),
+                    });
+                };
                 let moved_to = move_aside(path, backups_dir)?;
                 return Err(JournalError::CorruptMiddle {
                     path: path.to_path_buf(),
@@ -595,7 +629,7 @@ pub fn pending_refreshes(records: &[Record]) -> HashSet<String> {
 /// steps left unfinished, and the refreshes still pending (those must never
 /// be lost).
 pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
-    let bytes = match fs::read(path) {
+    let bytes = match crate::ownfile::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),

@@ -37,6 +37,7 @@ pub mod lock;
 pub mod machine;
 pub mod manifest;
 pub mod outcome;
+pub mod ownfile;
 pub mod plan;
 pub mod resource;
 pub mod run;

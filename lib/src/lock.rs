@@ -105,7 +105,7 @@ impl LockConfig {
     /// Reads `lock_config.json`; defaults when it does not exist.
     pub fn load(layout: &Layout) -> Result<LockConfig, LockError> {
         let path = layout.lock_config_file();
-        match fs::read(&path) {
+        match crate::ownfile::read(&path) {
             Ok(raw) => {
                 let config: LockConfig =
                     serde_json::from_slice(&raw).map_err(|e| LockError::BadConfig {
@@ -507,7 +507,7 @@ fn unlink_if_same(path: &Path, dev: u64, ino: u64) -> Result<(), LockError> {
 /// The lock's current status. Takes no lock and changes nothing.
 pub fn inspect(layout: &Layout, config: &LockConfig) -> Result<LockStatus, LockError> {
     let path = layout.lock_file();
-    let file = match File::open(&path) {
+    let file = match crate::ownfile::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockStatus::Unlocked),
         Err(e) => return Err(FsError::new("cannot open", &path, e).into()),
@@ -524,7 +524,7 @@ pub fn inspect(layout: &Layout, config: &LockConfig) -> Result<LockStatus, LockE
 }
 
 fn read_content(path: &Path) -> Result<String, LockError> {
-    match fs::read(path) {
+    match crate::ownfile::read(path) {
         Ok(raw) => Ok(String::from_utf8_lossy(&raw).into_owned()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
@@ -794,7 +794,7 @@ fn examine_existing(
 ) -> Result<Attempt, LockError> {
     let path = layout.lock_file();
     let dir = layout.state_dir();
-    let existing = match File::open(&path) {
+    let existing = match crate::ownfile::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Attempt::Again),
         Err(e) => return Err(FsError::new("cannot open", &path, e).into()),
@@ -857,7 +857,7 @@ fn sweep_orphan_temps(dir: &Path) {
             continue;
         }
         let p = entry.path();
-        if let Ok(f) = File::open(&p)
+        if let Ok(f) = crate::ownfile::open(&p)
             && f.try_lock().is_ok()
         {
             let _ = fs::remove_file(&p);
@@ -880,7 +880,26 @@ pub struct UnlockReport {
 /// there was none.
 pub fn force_unlock(layout: &Layout) -> Result<Option<UnlockReport>, LockError> {
     let path = layout.lock_file();
-    let file = match File::open(&path) {
+    // A FIFO, socket or device in its place (no lock file stead made) is
+    // removed unopened: opening a FIFO would block forever.
+    match fs::symlink_metadata(&path) {
+        Ok(m) if !m.file_type().is_file() && !m.file_type().is_dir() => {
+            let kind = crate::ownfile::special_kind(m.file_type()).unwrap_or("not a regular file");
+            match fs::remove_file(&path) {
+                Ok(()) => fsutil::fsync_dir(layout.state_dir())?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(FsError::new("cannot remove", &path, e).into()),
+            }
+            return Ok(Some(UnlockReport {
+                info: None,
+                content: format!("({kind}, not a lock file)"),
+                holder_alive: false,
+            }));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
+    let file = match crate::ownfile::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(FsError::new("cannot open", &path, e).into()),

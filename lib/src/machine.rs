@@ -110,8 +110,9 @@ pub fn replace_id(layout: &Layout) -> Result<String, MachineError> {
 
 /// Reads the machine id if the id file exists.
 pub fn read_id(path: &std::path::Path) -> Result<Option<String>, MachineError> {
-    match fs::read_to_string(path) {
-        Ok(s) => {
+    match crate::ownfile::read(path) {
+        Ok(raw) => {
+            let s = String::from_utf8_lossy(&raw);
             let t = s.trim();
             match Uuid::parse_str(t) {
                 Ok(u) => Ok(Some(u.to_string())),

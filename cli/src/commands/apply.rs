@@ -3,6 +3,7 @@
 //! (the library's converge transaction does all but the asking and the
 //! showing). On a machine where `init` never ran it initializes first.
 
+use crate::output::errln;
 use crate::output::{out, outln};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -69,7 +70,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
         let state = ctx.current_state()?;
-        let prepared = converge::prepare(
+        let prepared = converge::prepare_read_only(
             &ctx.layout,
             &state,
             &prepare_options(ctx, &request),
@@ -288,7 +289,8 @@ impl<'a> Progress<'a> {
 
     fn say(&self, line: String) {
         match &self.bar {
-            Some(b) => b.println(line),
+            // The bar prints on its own: escape what `outln!` would.
+            Some(b) => b.println(crate::output::clean(&line)),
             None => outln!("{line}"),
         }
     }
@@ -309,7 +311,7 @@ impl Reporter for Progress<'_> {
                 if ctx.json {
                     print_json_line(&json!({"event": "started", "id": id}));
                 } else if let Some(b) = &self.bar {
-                    b.set_message(id.to_string());
+                    b.set_message(crate::output::clean(id).into_owned());
                 } else if ctx.verbose {
                     self.say(format!("  … {id}"));
                 }
@@ -526,7 +528,7 @@ fn start_reaper(ctx: &Context, control: &RunControl) -> Option<std::process::Chi
         }
         Err(e) => {
             if ctx.verbose {
-                eprintln!("cannot start the reaper ({e}); commands may outlive a killed apply");
+                errln!("cannot start the reaper ({e}); commands may outlive a killed apply");
             }
             None
         }

@@ -3,6 +3,7 @@
 //! merge is the library's ([`stead_lib::sync::merge_driver`]); this says
 //! why OURS was left as is, and exits 1 then (a conflict on that file).
 
+use crate::output::errln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,7 +28,7 @@ pub fn run(args: &MergeDriverArgs) -> Result<ExitCode> {
     match merge_driver::run(&args.base, &args.ours, &args.theirs, name)? {
         DriverOutcome::Merged => Ok(ExitCode::SUCCESS),
         DriverOutcome::DifferentLineages { ours, theirs } => {
-            eprintln!(
+            errln!(
                 "stead: {name}: the two sides belong to different lineages ({ours} and {theirs}); \
                  left as ours. Run 'stead state check-conflicts' and 'stead state resolve'."
             );

@@ -1,5 +1,6 @@
 //! `stead plan`: read, diff, show. Takes no lock and changes nothing.
 
+use crate::output::errln;
 use crate::output::outln;
 use std::process::ExitCode;
 
@@ -7,7 +8,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::converge::{self, PrepareOptions};
 use stead_lib::plan::Plan;
-use stead_lib::resource::{Action, registry};
+use stead_lib::resource::Action;
 
 use crate::context::Context;
 use crate::output::{Paint, print_json};
@@ -35,7 +36,7 @@ use stead_lib::converge::DEFAULT_JOBS;
 
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     let state = ctx.current_state()?;
-    let prepared = converge::prepare(
+    let prepared = converge::prepare_read_only(
         &ctx.layout,
         &state,
         &PrepareOptions {
@@ -77,7 +78,7 @@ pub fn note_torn_tail(ctx: &Context, prepared: &converge::Prepared) {
     if let Some(bytes) = prepared.view.torn_tail
         && ctx.verbose
     {
-        eprintln!("journal: ignored a torn last line ({bytes} bytes) left by a crash");
+        errln!("journal: ignored a torn last line ({bytes} bytes) left by a crash");
     }
 }
 
@@ -138,16 +139,23 @@ pub fn print_plan(p: &Paint, plan: &Plan) {
         n.unchanged
     );
     if n.conflict > 0 {
-        // --force replaces only what a kind that owns its path finds in the
-        // way; other conflicts (a `line` in a symlink) say in their reason.
+        // --force replaces only some conflicts (a file stead does not own,
+        // not a directory or a file where a dir should be); by convention
+        // (docs/kinds.md) those, and only those, name it in their reason.
         let forceable = plan
             .changes
             .iter()
-            .any(|c| c.action == Action::Conflict && registry::get(c.kind).ownership().owns_path);
-        let what = if forceable {
-            "stead will not overwrite what it does not own; 'stead apply --force' backs it up and replaces it."
+            .filter(|c| c.action == Action::Conflict && c.reason.contains("--force"))
+            .count();
+        let what = if forceable == n.conflict {
+            "stead will not overwrite what it does not own; 'stead apply --force' backs it up and replaces it.".to_string()
+        } else if forceable == 0 {
+            "nothing is changed for them, not even with force; their reasons above say what to fix."
+                .to_string()
         } else {
-            "nothing is changed for them; their reasons above say what to fix."
+            format!(
+                "'stead apply --force' backs up and replaces {forceable} of them (their reasons say so); the others' reasons say what to fix."
+            )
         };
         outln!(
             "{} {} conflict{} (!): {what}",

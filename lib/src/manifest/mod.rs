@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use diag::{ManifestError, Problem, ProblemReport};
+pub use diag::{LineIndex, ManifestError, Problem, ProblemReport, SHOWN_PROBLEMS};
 pub use input::SpecInput;
 
 /// The manifest's file name at the root of a config repo.
@@ -371,9 +371,7 @@ impl Parsed {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// No `stead.toml` or unreadable.
-    #[error(
-        "cannot read the manifest {path}: {source}\nIs {dir} a stead config repo? It needs a stead.toml at its root."
-    )]
+    #[error("cannot read the manifest {path}: {source}{}", read_hint(source, dir))]
     Read {
         /// The manifest path.
         path: PathBuf,
@@ -388,15 +386,29 @@ pub enum LoadError {
     Invalid(#[from] ManifestError),
 }
 
+/// What to check after a manifest could not be read: only a missing one
+/// means the directory may not be a config repo.
+fn read_hint(source: &std::io::Error, dir: &Path) -> String {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        format!(
+            "\nIs {} a stead config repo? It needs a stead.toml at its root.",
+            dir.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
 impl Manifest {
     /// Reads `<config_dir>/stead.toml` and parses it (see [`Manifest::parse_parts`]).
     pub fn read(config_dir: &Path, options: &LoadOptions) -> Result<Parsed, LoadError> {
         let path = config_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+        let bytes = crate::ownfile::read(&path).map_err(|source| LoadError::Read {
             path: path.clone(),
             dir: config_dir.to_path_buf(),
             source,
         })?;
+        let text = String::from_utf8(bytes).map_err(|e| not_utf8(&path, e))?;
         Ok(Manifest::parse_parts(&text, &path, config_dir, options)?)
     }
 
@@ -431,6 +443,25 @@ impl Manifest {
     /// A path in the form stored in state: `~/x` under home, else absolute.
     pub fn display_path(&self, path: &Path) -> String {
         display_path(&self.home, path)
+    }
+}
+
+/// A manifest that is not UTF-8: a load error at the first bad byte (the
+/// text is shown with it replaced by U+FFFD, which keeps every offset before
+/// it).
+fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> ManifestError {
+    let at = e.utf8_error().valid_up_to();
+    let bad = e.as_bytes().get(at).copied().unwrap_or(0);
+    let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+    let end = at + text[at..].chars().next().map_or(0, char::len_utf8);
+    ManifestError {
+        path: path.to_path_buf(),
+        text: std::sync::Arc::new(text),
+        problems: vec![
+            Problem::at(at..end, format!("invalid UTF-8 (byte 0x{bad:02x})"))
+                .label("not UTF-8")
+                .help("a manifest is UTF-8 text; re-save it as UTF-8 or remove the byte"),
+        ],
     }
 }
 

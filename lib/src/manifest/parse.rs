@@ -44,11 +44,13 @@ pub(super) fn parse(
     if !syntax.is_empty() {
         let problems = syntax
             .iter()
-            .map(|e| Problem {
-                message: format!("invalid TOML: {}", e.message()),
-                span: e.span(),
-                label: "here".to_string(),
-                help: None,
+            .map(|e| match e.span() {
+                Some(span) => Problem::at(span, format!("invalid TOML: {}", e.message())),
+                // The parser's depth limit carries no place: point at the
+                // most deeply nested line, which is almost surely it.
+                None => Problem::at(deepest_line(text), format!("invalid TOML: {}", e.message()))
+                    .label("nested too deeply?")
+                    .help("tables, arrays or dotted keys nest too deeply here; flatten them"),
             })
             .collect();
         return Err(ManifestError {
@@ -456,4 +458,22 @@ fn retry(d: &RawDecl) -> Retry {
         },
         exponential: matches!(d.fields.get("backoff"), Some(RawValue::Bool(true))),
     }
+}
+
+/// The line with the most nesting marks (`.`, `[`, `{`), as a byte range:
+/// where a span-less "recursion limit" error most likely is.
+fn deepest_line(text: &str) -> Range<usize> {
+    let mut best = (0, 0..0);
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let depth = line
+            .bytes()
+            .filter(|b| matches!(b, b'.' | b'[' | b'{'))
+            .count();
+        if depth > best.0 {
+            best = (depth, start..start + line.trim_end().len());
+        }
+        start += line.len();
+    }
+    best.1
 }

@@ -59,11 +59,27 @@ pub(crate) struct Walker<'a> {
 }
 
 pub(super) fn list_or_none(set: &BTreeSet<String>) -> String {
-    if set.is_empty() {
-        "(none)".to_string()
-    } else {
-        set.iter().cloned().collect::<Vec<_>>().join(", ")
+    names_or_none(set.iter(), set.len())
+}
+
+/// How many names a help lists: 10 000 variables listed in the help of each
+/// of 10 000 unknown references took minutes and most of a gigabyte.
+const LISTED_NAMES: usize = 20;
+
+/// The first [`LISTED_NAMES`] of `total` names, then how many more.
+pub(super) fn names_or_none<'n>(names: impl Iterator<Item = &'n String>, total: usize) -> String {
+    if total == 0 {
+        return "(none)".to_string();
     }
+    let mut out = names
+        .take(LISTED_NAMES)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if total > LISTED_NAMES {
+        out.push_str(&format!(", ... ({} more)", total - LISTED_NAMES));
+    }
+    out
 }
 
 fn type_name(v: &DeValue) -> &'static str {
@@ -424,23 +440,23 @@ impl<'a> Walker<'a> {
         let raw_body =
             &self.text[(base).min(s.span.end)..s.span.end.saturating_sub(quote).max(base)];
         let verbatim = raw_body == s.text;
-        let at = |range: &Range<usize>| -> Range<usize> {
+        let whole = s.span.clone();
+        let unclosed_at = |offset: usize| -> Range<usize> {
             if verbatim {
-                return base + range.start..base + range.end;
+                return base + offset..base + offset + 2;
             }
-            let piece = &s.text[range.clone()];
-            let nth = s.text[..range.start].matches(piece).count();
+            let nth = s.text[..offset].matches("${").count();
             raw_body
-                .match_indices(piece)
+                .match_indices("${")
                 .nth(nth)
-                .map_or(s.span.clone(), |(i, _)| base + i..base + i + piece.len())
+                .map_or(whole.clone(), |(i, _)| base + i..base + i + 2)
         };
         let refs = match refs::scan(&s.text) {
             Ok(r) => r,
             Err(unclosed) => {
                 self.problems.push(
                     Problem::at(
-                        at(&(unclosed..unclosed + 2)),
+                        unclosed_at(unclosed),
                         "unclosed `${` (a reference ends with `}`; write `$${` for a literal `${`)",
                     )
                     .label("unclosed"),
@@ -448,11 +464,29 @@ impl<'a> Walker<'a> {
                 return None;
             }
         };
+        // The raw text's own references, scanned once: the i-th of the
+        // decoded text is the i-th of the raw one when both have as many and
+        // it reads the same (an escape inside `${...}` does not). Searching
+        // the raw text again for each reference was quadratic.
+        let raw_refs = (!verbatim)
+            .then(|| refs::scan(raw_body).ok())
+            .flatten()
+            .filter(|raw| raw.len() == refs.len());
+        let at = |i: usize, r: &Reference| -> Range<usize> {
+            if verbatim {
+                return base + r.range.start..base + r.range.end;
+            }
+            raw_refs
+                .as_ref()
+                .and_then(|raw| raw.get(i))
+                .filter(|x| raw_body.get(x.range.clone()) == s.text.get(r.range.clone()))
+                .map_or(whole.clone(), |x| base + x.range.start..base + x.range.end)
+        };
         let mut ok = true;
         let mut values = Vec::new();
         let mut used = Vec::new();
-        for r in refs.iter().filter(|r| !r.escape) {
-            let span = at(&r.range);
+        for (i, r) in refs.iter().enumerate().filter(|(_, r)| !r.escape) {
+            let span = at(i, r);
             if let Some(var) = r.name.strip_prefix("vars.") {
                 match vars.get(var) {
                     Some(v) => values.push(v.clone()),
@@ -463,7 +497,7 @@ impl<'a> Walker<'a> {
                                 .label("dangling reference")
                                 .help(format!(
                                     "variables: {}",
-                                    list_or_none(&vars.keys().cloned().collect())
+                                    names_or_none(vars.keys(), vars.len())
                                 )),
                         );
                     }
@@ -502,6 +536,22 @@ impl<'a> Walker<'a> {
         Some((refs::substitute(&s.text, &refs, |_| it.next()), used))
     }
 
+    /// False (with a problem at `span`) when a path holds a NUL byte, which
+    /// no file name can: the OS call would fail later with no position.
+    fn no_nul(&mut self, text: &str, span: &Range<usize>) -> bool {
+        if !text.contains('\0') {
+            return true;
+        }
+        self.problems.push(
+            Problem::at(
+                span.clone(),
+                "a path cannot contain a NUL character (\\u0000)",
+            )
+            .label("NUL in a path"),
+        );
+        false
+    }
+
     /// A target path: absolute, or `~`-relative to the home.
     pub(super) fn target_path(
         &mut self,
@@ -509,6 +559,9 @@ impl<'a> Walker<'a> {
         span: Range<usize>,
         home: &Path,
     ) -> Option<PathBuf> {
+        if !self.no_nul(text, &span) {
+            return None;
+        }
         if text == "~" {
             return Some(home.to_path_buf());
         }
@@ -539,6 +592,9 @@ impl<'a> Walker<'a> {
         home: &Path,
         must_exist: bool,
     ) -> Option<PathBuf> {
+        if !self.no_nul(text, &span) {
+            return None;
+        }
         let p = if text == "~" || text.starts_with("~/") {
             self.target_path(text, span.clone(), home)?
         } else if Path::new(text).is_absolute() {
@@ -546,17 +602,28 @@ impl<'a> Walker<'a> {
         } else {
             normalize(&config_dir.join(text))
         };
-        if must_exist && !p.is_file() {
-            let (message, label) = if p.is_dir() {
-                (
+        if must_exist {
+            // A FIFO here is not "missing": say what it is (reading it
+            // would block).
+            let (message, label) = match std::fs::metadata(&p) {
+                Ok(m) if m.is_file() => return Some(p),
+                Ok(m) if m.is_dir() => (
                     format!("{} is a directory, not a file", p.display()),
                     "not a file",
-                )
-            } else {
-                (
+                ),
+                Ok(m) => (
+                    format!(
+                        "{} is {}, not a regular file",
+                        p.display(),
+                        crate::ownfile::special_kind(m.file_type()).unwrap_or("special")
+                    ),
+                    "not a regular file",
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
                     format!("{} does not exist in the config repo", p.display()),
                     "file not found",
-                )
+                ),
+                Err(e) => (format!("{} cannot be read: {e}", p.display()), "unreadable"),
             };
             self.problems.push(Problem::at(span, message).label(label));
             return None;

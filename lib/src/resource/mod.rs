@@ -168,7 +168,8 @@ pub enum Op {
         path: PathBuf,
         /// Mode to set, if it differs.
         mode: Option<u32>,
-        /// Entries to remove.
+        /// Entries to remove (names on disk need not be UTF-8).
+        #[serde(with = "paths_text")]
         purge: Vec<PathBuf>,
     },
     /// Remove an empty directory stead created.
@@ -233,7 +234,14 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         .into_iter()
         .collect();
     let owned = keys.iter().any(|k| ctx.owned.contains(k));
-    let planned = registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?;
+    let planned = match resource
+        .spec
+        .path()
+        .and_then(|p| ancestor_in_the_way(p, ctx))
+    {
+        Some(conflict) => conflict,
+        None => registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?,
+    };
     Ok(Change {
         id: resource.id.clone(),
         kind: resource.kind(),
@@ -246,6 +254,28 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         retry: resource.retry,
         notify: resource.notify.clone(),
     })
+}
+
+/// A conflict when the nearest existing ancestor of `path` is not a
+/// directory (a file where a declared dir should be): reading the path would
+/// fail with "Not a directory" and abort the whole plan, while the dir's own
+/// change already shows `!` for it.
+fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
+    for ancestor in path.ancestors().skip(1) {
+        match std::fs::metadata(ancestor) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(_) => {
+                return Some(Planned::conflict(format!(
+                    "{} is not a directory, so nothing can be placed under it; move it and apply again",
+                    ctx.manifest.display_path(ancestor)
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Plans the removal of what stead created for a resource no longer declared.
@@ -470,6 +500,66 @@ mod bytes_text {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Paths in JSON as strings when they are UTF-8, else as `{"lossy": "...",
+/// "hex": "..."}` (readable, and exact when read back): a file name found
+/// on disk (a purged entry) may be any bytes, and failing to encode it
+/// panicked `--json plan`.
+mod paths_text {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Bytes {
+            #[serde(default)]
+            lossy: String,
+            hex: String,
+        },
+    }
+
+    pub fn serialize<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        let reprs: Vec<Repr> = paths
+            .iter()
+            .map(|p| match p.to_str() {
+                Some(t) => Repr::Text(t.to_string()),
+                None => Repr::Bytes {
+                    lossy: p.to_string_lossy().into_owned(),
+                    hex: p
+                        .as_os_str()
+                        .as_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                },
+            })
+            .collect();
+        reprs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        Vec::<Repr>::deserialize(d)?
+            .into_iter()
+            .map(|r| match r {
+                Repr::Text(t) => Ok(PathBuf::from(t)),
+                Repr::Bytes { hex, .. } => (0..hex.len())
+                    .step_by(2)
+                    .map(|i| {
+                        hex.get(i..i + 2)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                            .ok_or_else(|| serde::de::Error::custom("invalid hex path"))
+                    })
+                    .collect::<Result<Vec<u8>, D::Error>>()
+                    .map(|b| PathBuf::from(OsString::from_vec(b))),
+            })
+            .collect()
     }
 }
 

@@ -71,6 +71,16 @@ impl StateStore {
         Ok(Some((state, report)))
     }
 
+    /// What migrating `v1` would give, without writing anything (for a
+    /// command that changes nothing, such as `plan`).
+    pub fn migrated_in_memory(
+        &self,
+        v1: &StateV1,
+        machine: MachineInfo,
+    ) -> Result<State, StateError> {
+        self.v2_from_v1(v1, machine)
+    }
+
     fn v2_from_v1(&self, v1: &StateV1, machine: MachineInfo) -> Result<State, StateError> {
         let timestamp = |field: &str, value: &Option<String>| {
             parse_v1_timestamp(value.as_deref()).map_err(|problem| StateError::Migration {

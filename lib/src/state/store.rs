@@ -1,7 +1,6 @@
 //! The atomic store of `state.json`: load (refusing what it cannot read without
 //! touching it) and commit (serial, parent serial, history, atomic write).
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -73,7 +72,7 @@ impl StateStore {
     /// Never writes: a corrupt, truncated or newer file is reported and left as is.
     pub fn load(&self) -> Result<Option<Loaded>, StateError> {
         let path = self.path();
-        let raw = match fs::read(&path) {
+        let raw = match crate::ownfile::read(&path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(FsError::new("cannot read", &path, e).into()),
@@ -304,6 +303,7 @@ fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn entry(serial: u64) -> HistoryEntry {
         HistoryEntry {

@@ -69,7 +69,8 @@ pub fn read_records(git: &Git, up: &Upstream) -> Result<Records, SyncError> {
 /// The working tree's copy (`None`: there is none).
 pub fn read_working(git: &Git) -> Result<Option<SharedRecord>, SyncError> {
     let path = git.root().join(SHARED_RECORD_PATH);
-    match std::fs::read(&path) {
+    // A FIFO in the repo must not hang sync or history: it is refused.
+    match crate::ownfile::read(&path) {
         Ok(bytes) => Ok(Some(shared::parse(&bytes, &path.display().to_string())?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(fsutil::FsError::new("cannot read", &path, e).into()),

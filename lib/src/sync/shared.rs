@@ -373,7 +373,9 @@ pub fn merge(
                 Strategy::UseLocal => local.lineage.id.clone(),
                 _ => remote.lineage.id.clone(),
             },
-            serial: top + 1,
+            // A record at the largest serial (hand-edited, hostile) stays
+            // there: wrapping to 0 would read as the oldest record of all.
+            serial: top.saturating_add(1),
             parent_serial: Some(top),
             machines: members.into_iter().collect(),
         },

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 pub fn run(ctx: &Context) -> Result<ExitCode> {
     use stead_lib::journal;
     let path = ctx.layout.state_dir().join(journal::JOURNAL_FILE);
-    let loaded = journal::load(&path, &ctx.layout.backups_dir())?;
+    // A read command: a corrupt journal is reported, not moved.
+    let loaded = journal::load_read_only(&path)?;
     let last_run = loaded
         .records
         .iter()
