@@ -436,7 +436,7 @@ pub fn execute(
     ))?;
     let options = EngineOptions {
         jobs: jobs.max(1),
-        backups: target.layout.backups_dir(),
+        backups: crate::backup::run_folder(&target.layout.backups_dir()),
         control: control.clone(),
     };
     let outcome = engine::execute_journaled(plan, &options, Some(&run), &|e| reporter.event(e));
