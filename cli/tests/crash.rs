@@ -6,6 +6,10 @@
 //! Iterations: 30 by default (CI); `STEAD_APPLY_CRASH_ITERATIONS=300` for
 //! more. Kill delays come from a seeded generator (`STEAD_APPLY_CRASH_SEED`),
 //! so a failing sequence can be replayed.
+//!
+//! The kill loop (`kill_loop`, `STEAD_KILL_LOOP=N`, 20 by default) kills
+//! applies that also remove and force-replace files, half of them once the
+//! writing began, and checks that the next apply leaves no temp file.
 
 mod common;
 
