@@ -230,7 +230,7 @@ mod kill_loop {
     /// In version `v`, a tenth of the files are not declared (removed), and
     /// a user's file `u{v}` is replaced with --force (backed up first).
     fn declared(i: usize, v: usize) -> bool {
-        (i + v) % 10 != 0
+        !(i + v).is_multiple_of(10)
     }
 
     fn manifest(v: usize) -> String {
