@@ -296,3 +296,60 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), FsError> {
         .and_then(|d| d.sync_all())
         .map_err(|e| FsError::new("cannot fsync directory", to, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_path_backed_up_twice_in_one_run_keeps_both_copies_in_private_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("home/f");
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
+        let run = run_folder(&d.path().join("backups"));
+        fs::write(&src, "one").unwrap();
+        let first = backup(&src, &run).unwrap();
+        fs::write(&src, "two").unwrap();
+        let second = backup(&src, &run).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(fs::read_to_string(&first).unwrap(), "one");
+        assert_eq!(fs::read_to_string(&second).unwrap(), "two");
+        let mut dir = first.parent();
+        while let Some(p) = dir.filter(|p| p.starts_with(d.path().join("backups"))) {
+            assert_eq!(mode(p), 0o700, "{}", p.display());
+            dir = p.parent();
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_noted_never_opened_also_inside_a_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("dir");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("plain"), "x").unwrap();
+        let fifo = src.join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let run = run_folder(&d.path().join("backups"));
+        let note = backup(&fifo, &run).unwrap();
+        assert!(note.to_string_lossy().ends_with("pipe.stead-note"));
+        assert!(fs::read_to_string(&note).unwrap().contains("FIFO"));
+        let copy = backup(&src, &run).unwrap();
+        assert_eq!(fs::read_to_string(copy.join("plain")).unwrap(), "x");
+        assert!(copy.join("pipe.stead-note").is_file());
+        assert!(fs::symlink_metadata(copy.join("pipe")).is_err());
+        // No temp is left anywhere.
+        let mut stack = vec![d.path().join("backups")];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                assert!(!e.file_name().to_string_lossy().contains(".tmp-"));
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
