@@ -1410,3 +1410,27 @@ fn commit_refuses_a_source_that_is_a_symlink_in_the_repo_and_keeps_the_link() {
     );
     assert_eq!(untouched(&w, &a), before);
 }
+
+/// Issue 12, item 4: a `stead commit` killed mid-write leaves a temp next to
+/// the source in the config repo; the next commit removes it (its writer is
+/// gone) instead of leaving it for `git add` to pick up.
+#[test]
+fn a_killed_commits_temp_in_the_repo_is_removed_by_the_next_commit() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let temp = a
+        .clone_dir()
+        .join(".bashrc.tmp-99999999-stead-0123456789abcdef0123456789abcdef");
+    std::fs::write(&temp, "# half a bashr").unwrap();
+    std::fs::write(a.sb.home().join(".bashrc"), "# better bashrc\n").unwrap();
+    let out = a.ok(&["commit", "-m", "better bashrc", "--push", "~/.bashrc"]);
+    assert!(!temp.exists(), "the dead commit's temp is removed: {out}");
+    assert!(out.contains("Removed a temp file"), "{out}");
+    let tree = w.git(&w.remote, &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!tree.contains(".tmp-"), "{tree}");
+    assert_eq!(
+        w.git(&w.remote, &["show", "main:bashrc"]),
+        "# better bashrc"
+    );
+}

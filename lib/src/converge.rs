@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use crate::engine::{self, EngineOptions, Event, RunJournal};
+use crate::fsutil;
 use crate::graph::Graph;
 use crate::journal::{self, JournalAction, JournalError, JournalWriter, OpState};
 use crate::layout::Layout;
@@ -211,6 +212,8 @@ pub trait Reporter: Sync {
     fn recovering(&self, _run: &InterruptedRun) {}
     /// A change started, was retried, or finished.
     fn event(&self, _event: Event) {}
+    /// [`recover_temps`] removed a temp file a killed run left at `path`.
+    fn removed_temp(&self, _path: &Path) {}
 }
 
 /// A reporter that shows nothing.
@@ -318,6 +321,57 @@ fn prepare_with(
         view,
         profile,
     })
+}
+
+/// Removes the temp files that killed runs left (a SIGKILL between a temp's
+/// creation and its rename), telling `reporter` about each, and returns
+/// them. Only names stead makes whose writer is gone count
+/// ([`fsutil::stale_temp_target`]): next to every path the state or the
+/// plan names (temps of that name only), in the state dir, below the
+/// backups dir, and below the config repo (where a killed `stead commit`
+/// leaves one that `git add -A` would commit).
+///
+/// Call it under the lock, before executing: no writer of this machine's
+/// paths can be running then.
+pub fn recover_temps(
+    layout: &Layout,
+    state: &State,
+    plan: &Plan,
+    reporter: &dyn Reporter,
+) -> Vec<PathBuf> {
+    use std::collections::BTreeMap;
+    let mut next_to: BTreeMap<PathBuf, HashSet<String>> = BTreeMap::new();
+    let keys = state
+        .resources
+        .values()
+        .flat_map(|r| r.keys.iter())
+        .chain(plan.changes.iter().flat_map(|c| c.keys.iter()));
+    for key in keys {
+        let path = crate::manifest::expand_key(&plan.home, key);
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        {
+            next_to
+                .entry(dir.to_path_buf())
+                .or_default()
+                .insert(name.to_string());
+        }
+    }
+    let mut removed = Vec::new();
+    for (dir, names) in &next_to {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        removed.extend(fsutil::remove_stale_temps(dir, Some(&names)));
+    }
+    removed.extend(fsutil::remove_stale_temps(layout.state_dir(), None));
+    removed.extend(fsutil::remove_stale_temps_below(&layout.backups_dir()));
+    // A config repo that holds the home would mean walking the whole home:
+    // its managed paths were swept above.
+    if !plan.home.starts_with(&plan.config_dir) {
+        removed.extend(fsutil::remove_stale_temps_below(&plan.config_dir));
+    }
+    for path in &removed {
+        reporter.removed_temp(path);
+    }
+    removed
 }
 
 /// The config repo: `config` (`--config`), else the one recorded in `state`.
@@ -488,7 +542,7 @@ pub fn execute(
     ))?;
     let options = EngineOptions {
         jobs: jobs.max(1),
-        backups: target.layout.backups_dir(),
+        backups: crate::backup::run_folder(&target.layout.backups_dir()),
         control: control.clone(),
     };
     let outcome = engine::execute_journaled(plan, &options, Some(&run), &|e| reporter.event(e));

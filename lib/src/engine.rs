@@ -51,18 +51,20 @@ pub enum Event<'a> {
 pub struct EngineOptions {
     /// At most this many changes at once.
     pub jobs: usize,
-    /// Where forced overwrites and purges back up what they replace.
+    /// The run's backup folder ([`crate::backup::run_folder`]): where
+    /// overwrites, purges and removals back up what they replace.
     pub backups: PathBuf,
     /// This run's cancel flags and commands (see [`crate::run`]).
     pub control: RunControl,
 }
 
 impl EngineOptions {
-    /// `jobs` at once, backups into `backups`, a fresh [`RunControl`].
+    /// `jobs` at once, backups into a new run folder under the backups dir
+    /// `backups`, a fresh [`RunControl`].
     pub fn new(jobs: usize, backups: impl Into<PathBuf>) -> Self {
         EngineOptions {
             jobs,
-            backups: backups.into(),
+            backups: crate::backup::run_folder(&backups.into()),
             control: RunControl::new(),
         }
     }

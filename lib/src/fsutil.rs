@@ -94,11 +94,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 fn create_temp(dir: &Path, file_name: &str, mode: u32) -> Result<(PathBuf, File), FsError> {
     let mut last_err = None;
     for _ in 0..16 {
-        let tmp_path = dir.join(format!(
-            ".{file_name}.tmp-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let tmp_path = temp_path(dir, file_name);
         match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -118,23 +114,116 @@ fn create_temp(dir: &Path, file_name: &str, mode: u32) -> Result<(PathBuf, File)
     ))
 }
 
+/// The marker between a temp name's PID and its random part: what makes a
+/// name unmistakably stead's, so recovery never removes a user's file.
+const TEMP_MARK: &str = "stead";
+
+/// A fresh temp name for `file_name` in `dir`:
+/// `.NAME.tmp-PID-stead-HEX32`. Every temp file or link stead creates next to
+/// a target is named here, so [`stale_temp_target`] recognises them all.
+pub fn temp_path(dir: &Path, file_name: &str) -> PathBuf {
+    dir.join(format!(
+        ".{file_name}.tmp-{}-{TEMP_MARK}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// If `name` is a temp name stead made (this scheme, or the older
+/// `.NAME.tmp-PID-HEX32` one) whose writer is no longer running, the name
+/// of the file it was written for. A temp of a live PID is some running
+/// writer's (or, after PID reuse, kept until that PID is gone): never stale.
+pub fn stale_temp_target(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?;
+    let at = rest.rfind(".tmp-")?;
+    let (target, tail) = (&rest[..at], &rest[at + ".tmp-".len()..]);
+    let (pid, random) = tail.split_once('-')?;
+    let pid: i32 = pid.parse().ok().filter(|p| *p > 0)?;
+    let hex = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let ours = match random
+        .strip_prefix(TEMP_MARK)
+        .and_then(|r| r.strip_prefix('-'))
+    {
+        Some(r) => hex(r),
+        // The older scheme: written by an earlier version, never by this run.
+        None => return (hex(random) && !target.is_empty()).then_some(target),
+    };
+    (ours && !target.is_empty() && !pid_alive(pid)).then_some(target)
+}
+
+/// True if a process with this PID exists (signal 0 probes without sending).
+/// EPERM means it exists but belongs to another user.
+fn pid_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
+/// Removes the stale temps (see [`stale_temp_target`]) directly in `dir`
+/// that were written for a file named in `only_for`, or for any file when
+/// `only_for` is `None`. Returns what it removed. Never follows a link:
+/// a temp is removed as the entry it is (a file, a link, or a temp
+/// directory of a backup). Call only under the state lock.
+pub fn remove_stale_temps(dir: &Path, only_for: Option<&[&str]>) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(target) = name.to_str().and_then(stale_temp_target) else {
+            continue;
+        };
+        if only_for.is_some_and(|names| !names.contains(&target)) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        if gone.is_ok() {
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        let _ = fsync_dir(dir);
+    }
+    removed
+}
+
+/// [`remove_stale_temps`] in `root` and every directory below it (not
+/// following links, skipping `.git`): for trees only stead writes in, the
+/// backups, or where a killed `stead commit` may have left one (the config
+/// repo).
+pub fn remove_stale_temps_below(root: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        removed.extend(remove_stale_temps(&dir, None));
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != ".git" {
+                stack.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
 /// Removes temp files that an interrupted [`atomic_write`] of `target` left
 /// behind. Call only while no other writer of `target` can be running (the
 /// state store calls it under the state lock). Returns how many it removed.
 pub fn remove_orphan_temps(target: &Path) -> usize {
-    let dir = parent_dir(target);
-    let Some(name) = target.file_name() else {
+    let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
         return 0;
     };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .filter(|e| fs::remove_file(e.path()).is_ok())
-        .count()
+    remove_stale_temps(&parent_dir(target), Some(&[name])).len()
 }
 
 /// fsyncs a directory so that renames and unlinks in it are durable.
@@ -239,14 +328,64 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("target")]);
     }
 
+    /// A PID no process has: past the kernel's limit.
+    const DEAD_PID: u32 = 99_999_999;
+    const HEX: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn orphan_temps_of_one_target_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
-        fs::write(dir.path().join(".state.json.tmp-1-abc"), b"x").unwrap();
-        fs::write(dir.path().join(".other.tmp-1-abc"), b"x").unwrap();
+        let stale = format!(".state.json.tmp-{DEAD_PID}-stead-{HEX}");
+        fs::write(dir.path().join(&stale), b"x").unwrap();
+        let other = format!(".other.tmp-{DEAD_PID}-stead-{HEX}");
+        fs::write(dir.path().join(&other), b"x").unwrap();
         assert_eq!(remove_orphan_temps(&p), 1);
-        assert!(dir.path().join(".other.tmp-1-abc").exists());
+        assert!(!dir.path().join(stale).exists());
+        assert!(dir.path().join(other).exists());
+    }
+
+    #[test]
+    fn temp_names_are_recognised_only_when_stead_made_them_and_the_writer_is_gone() {
+        let me = std::process::id();
+        let fresh = temp_path(Path::new("/d"), "f.txt");
+        let fresh = fresh.file_name().unwrap().to_str().unwrap();
+        assert!(
+            fresh.starts_with(&format!(".f.txt.tmp-{me}-stead-")),
+            "{fresh}"
+        );
+        // The writer (this process) is alive: not stale.
+        assert_eq!(stale_temp_target(fresh), None);
+        let dead = format!(".f.txt.tmp-{DEAD_PID}-stead-{HEX}");
+        assert_eq!(stale_temp_target(&dead), Some("f.txt"));
+        // The older scheme (no marker) is an earlier version's: stale.
+        assert_eq!(stale_temp_target(&format!(".a.tmp-{me}-{HEX}")), Some("a"));
+        for not_ours in [
+            "f.txt".to_string(),
+            ".f.txt.tmp-12-notes".to_string(),
+            format!(".f.tmp-{DEAD_PID}-stead-xyz"),
+            format!(".state.lock.tmp-{HEX}"),
+            format!(".tmp-{DEAD_PID}-stead-{HEX}"),
+        ] {
+            assert_eq!(stale_temp_target(&not_ours), None, "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn stale_temps_below_a_tree_are_removed_but_not_in_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!(".f.tmp-{DEAD_PID}-stead-{HEX}");
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::create_dir_all(dir.path().join(".git")).unwrap();
+        fs::write(dir.path().join("a/b").join(&name), b"x").unwrap();
+        fs::create_dir(dir.path().join("a").join(&name)).unwrap();
+        fs::write(dir.path().join(".git").join(&name), b"x").unwrap();
+        let live = temp_path(dir.path(), "f");
+        fs::write(&live, b"x").unwrap();
+        let removed = remove_stale_temps_below(dir.path());
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(dir.path().join(".git").join(&name).exists());
+        assert!(live.exists());
     }
 
     #[test]

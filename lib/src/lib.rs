@@ -8,6 +8,8 @@
 //!
 //! - [`layout`]: where stead keeps its files (home, state dir, file names).
 //! - [`fsutil`]: atomic, durable file writes and private directories.
+//! - [`backup`]: the per-run backup folder (complete copies, 0700, notes
+//!   for special files).
 //! - [`machine`]: this machine's identity (a kept UUID) and facts.
 //! - [`lock`]: the state lock, proven stale by the kernel's flock.
 //! - [`state`]: the versioned state record, its migration and its atomic store.
@@ -27,6 +29,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod backup;
 pub mod converge;
 pub mod engine;
 pub mod fsutil;

@@ -73,9 +73,9 @@ pub fn load_or_create_id(layout: &Layout) -> Result<String, MachineError> {
         return Ok(id);
     }
     let id = Uuid::new_v4().to_string();
-    let tmp = layout
-        .state_dir()
-        .join(format!(".machine_id.tmp-{}", Uuid::new_v4().simple()));
+    // A stead temp name: if this process is killed before removing it, the
+    // next run under the lock recognises it and removes it.
+    let tmp = fsutil::temp_path(layout.state_dir(), "machine_id");
     fsutil::atomic_write(&tmp, format!("{id}\n").as_bytes(), 0o600)?;
     let linked = fs::hard_link(&tmp, &path);
     let _ = fs::remove_file(&tmp);

@@ -126,7 +126,7 @@ pub fn make(
         }
     }
     let removals_from = changes.len();
-    plan_removals(manifest, state, &mut changes, &mut errors);
+    plan_removals(manifest, state, force, &mut changes, &mut errors);
     if !errors.is_empty() {
         return Err(PlanError(errors));
     }
@@ -150,6 +150,7 @@ pub fn make(
 fn plan_removals(
     manifest: &Manifest,
     state: &State,
+    force: bool,
     changes: &mut Vec<Change>,
     errors: &mut Vec<(String, ResourceError)>,
 ) {
@@ -186,7 +187,14 @@ fn plan_removals(
             });
             continue;
         }
-        match resource::plan_removal(id, &rec.kind, &rec.keys, &manifest.home, &state.checksums) {
+        match resource::plan_removal(
+            id,
+            &rec.kind,
+            &rec.keys,
+            &manifest.home,
+            &state.checksums,
+            force,
+        ) {
             Ok(c) => changes.push(c),
             Err(e) => errors.push((id.clone(), e)),
         }

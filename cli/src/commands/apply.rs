@@ -155,6 +155,13 @@ pub(crate) fn converge(
         &RecoveryReporter { ctx },
     )?;
     note_torn_tail(ctx, &prepared);
+    // Under the lock: temps of killed runs go before anything is written.
+    converge::recover_temps(
+        &ctx.layout,
+        &state,
+        &prepared.plan,
+        &RecoveryReporter { ctx },
+    );
     let plan = &prepared.plan;
     if !ctx.json {
         print_plan(&ctx.out, plan);
@@ -246,6 +253,18 @@ struct RecoveryReporter<'a> {
 impl Reporter for RecoveryReporter<'_> {
     fn recovering(&self, run: &InterruptedRun) {
         report_interrupted_run(self.ctx, run);
+    }
+
+    fn removed_temp(&self, path: &std::path::Path) {
+        if self.ctx.json {
+            print_json_line(&json!({"event": "temp_removed", "path": path}));
+        } else {
+            let line = format!(
+                "Removed a temp file an interrupted run left: {}",
+                path.display()
+            );
+            outln!("{}", self.ctx.out.yellow(&line));
+        }
     }
 }
 

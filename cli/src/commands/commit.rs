@@ -45,6 +45,16 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     if args.push {
         backend.require_remote()?;
     }
+    // A commit killed mid-write left a temp in the repo, which would be
+    // committed with the rest: under the lock, a dead writer's temps go.
+    for path in stead_lib::fsutil::remove_stale_temps_below(backend.root()) {
+        if !ctx.json {
+            outln!(
+                "Removed a temp file an interrupted run left: {}",
+                path.display()
+            );
+        }
+    }
     let session = repo::session(ctx, backend.as_ref());
     let working = backend.read_working()?;
     session.refuse_if_retired(&state, &[working.as_ref()])?;

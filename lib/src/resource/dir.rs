@@ -418,7 +418,7 @@ mod tests {
             "in a kept subdir"
         );
         // Every purged entry has a copy under the backups dir (one
-        // timestamped folder per backup, keeping the full path).
+        // timestamped folder per run, keeping the full path).
         assert!(backup_of(&plan, &outcome, "dir.d").starts_with(&fx.backups));
         let rel = |p: &Path| {
             let rest = p.strip_prefix("/").unwrap();

@@ -480,14 +480,20 @@ fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, Resou
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
         Ok(m) if m.file_type().is_file() => {
             let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
-            let changed = recorded.is_some_and(|c| *c != checksum(&actual));
+            // Only a file that matches what stead recorded writing goes
+            // without a copy: one changed by hand, or whose checksum the
+            // record lost, is backed up first.
+            let reason = match recorded {
+                Some(c) if *c == checksum(&actual) => "no longer declared",
+                Some(_) => {
+                    "no longer declared; changed since stead wrote it, so it is backed up first"
+                }
+                None => "no longer declared; no checksum recorded for it, so it is backed up first",
+            };
+            let changed = recorded.is_none_or(|c| *c != checksum(&actual));
             Ok(Planned::new(
                 Action::Remove,
-                if changed {
-                    "no longer declared; changed since stead wrote it, so it is backed up first"
-                } else {
-                    "no longer declared"
-                },
+                reason,
                 Op::RemoveFile {
                     path: path.to_path_buf(),
                     backup: changed,

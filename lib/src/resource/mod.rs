@@ -190,6 +190,9 @@ pub enum Op {
     RemoveSymlink {
         /// The link.
         path: PathBuf,
+        /// Back it up first (it is not the link stead recorded making).
+        #[serde(default)]
+        backup: bool,
     },
     /// Run a command.
     Run(exec::Run),
@@ -279,17 +282,26 @@ fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
 }
 
 /// Plans the removal of what stead created for a resource no longer declared.
+///
+/// Outside the home a removal needs proof that stead wrote what is there
+/// (its recorded checksum matches) or `force`: a record that lost or never
+/// had its checksum (a hand edit, bit rot, a bug) must not make stead delete
+/// a system file. Removing an empty directory loses nothing and is allowed.
 pub fn plan_removal(
     id: &str,
     kind: &str,
     keys: &[String],
     home: &Path,
     checksums: &BTreeMap<String, String>,
+    force: bool,
 ) -> Result<Change, ResourceError> {
     let imp = registry::find(kind).unwrap_or(&noop::Noop);
     let planned = match keys.first() {
         Some(key) => {
-            imp.plan_removal(&crate::manifest::expand_key(home, key), checksums.get(key))?
+            let path = crate::manifest::expand_key(home, key);
+            let recorded = checksums.get(key);
+            let planned = imp.plan_removal(&path, recorded)?;
+            guard_outside_home(planned, &path, home, recorded, force)
         }
         None => Planned::new(Action::Remove, "no longer declared", Op::None),
     };
@@ -305,6 +317,60 @@ pub fn plan_removal(
         retry: Default::default(),
         notify: Vec::new(),
     })
+}
+
+/// The removal as planned, or a conflict when it would remove something
+/// outside the home that stead cannot prove it wrote (without `force`).
+fn guard_outside_home(
+    planned: Planned,
+    path: &Path,
+    home: &Path,
+    recorded: Option<&String>,
+    force: bool,
+) -> Planned {
+    let harmless = matches!(planned.op, Op::None | Op::RemoveDir { .. });
+    let inside = crate::fsutil::normalize_lexically(path).starts_with(home);
+    if harmless || inside || force || written_by_stead(path, recorded) {
+        return planned;
+    }
+    let why = if recorded.is_some() {
+        "it changed since stead wrote it"
+    } else {
+        "the state records no checksum for it"
+    };
+    Planned::conflict(format!(
+        "no longer declared, but it is outside the home and {why}, so stead cannot prove it is \
+         its own; 'stead apply --force' backs it up and removes it"
+    ))
+}
+
+/// True if what is at `path` is what stead recorded writing there: a file
+/// with the recorded checksum, or a link with the recorded target's
+/// ([`link_checksum`]). Never opens anything but a regular file.
+pub(crate) fn written_by_stead(path: &Path, recorded: Option<&String>) -> bool {
+    let Some(recorded) = recorded else {
+        return false;
+    };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let actual = if meta.file_type().is_symlink() {
+        std::fs::read_link(path).ok().map(|t| link_checksum(&t))
+    } else if meta.is_file() {
+        std::fs::read(path).ok().map(|b| checksum(&b))
+    } else {
+        None
+    };
+    actual.as_ref() == Some(recorded)
+}
+
+/// What stead records for a link it made: `blake3:<hex>` of `symlink:` and
+/// the link's text, so a removal can tell its own link from another.
+pub fn link_checksum(target: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = b"symlink:".to_vec();
+    bytes.extend_from_slice(target.as_os_str().as_bytes());
+    checksum(&bytes)
 }
 
 /// Drift of one path a resource of kind `kind` recorded: `missing` when
@@ -355,101 +421,7 @@ pub fn checksum(bytes: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
 
-/// Copies what is at `path` into the backups dir (keeping its path below a
-/// timestamped folder) and returns where the copy is.
-///
-/// The copy is fsync'd (files and every directory created for it) before this
-/// returns, because the caller removes or overwrites the original next: a
-/// crash must never leave neither.
-pub(crate) fn backup(path: &Path, backups: &Path) -> Result<PathBuf, FsError> {
-    if backups.starts_with(path) {
-        return Err(FsError::new(
-            "cannot back up",
-            path,
-            std::io::Error::other(format!(
-                "it holds the backups dir {}; a copy of it would land inside itself",
-                backups.display()
-            )),
-        ));
-    }
-    let stamp = chrono::Utc::now().format("%Y%m%d_%H%M%S%.3f").to_string();
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let dest = backups.join(stamp).join(rel);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| FsError::new("cannot create", parent, e))?;
-    }
-    copy_entry(path, &dest)?;
-    // Make the new directory chain durable, from the copy up to the backups dir.
-    let mut dir = dest.parent();
-    while let Some(d) = dir {
-        crate::fsutil::fsync_dir(d)?;
-        if d == backups {
-            break;
-        }
-        dir = d.parent();
-    }
-    if let Some(parent) = backups.parent() {
-        crate::fsutil::fsync_dir(parent)?;
-    }
-    Ok(dest)
-}
-
-/// [`backup`] of what is at `path`, when asked and when something is there.
-pub(crate) fn backup_existing(
-    path: &Path,
-    wanted: bool,
-    backups: &Path,
-) -> Result<Option<PathBuf>, FsError> {
-    if wanted && std::fs::symlink_metadata(path).is_ok() {
-        backup(path, backups).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
-fn sync_file(path: &Path) -> Result<(), FsError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| FsError::new("cannot fsync", path, e))
-}
-
-fn copy_entry(path: &Path, dest: &Path) -> Result<(), FsError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
-    if meta.is_dir() {
-        copy_dir(path, dest)?;
-    } else if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(path).map_err(|e| FsError::new("cannot read", path, e))?;
-        std::os::unix::fs::symlink(&target, dest)
-            .map_err(|e| FsError::new("cannot create", dest, e))?;
-    } else {
-        std::fs::copy(path, dest).map_err(|e| FsError::new("cannot back up", path, e))?;
-        sync_file(dest)?;
-    }
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), FsError> {
-    std::fs::create_dir_all(to).map_err(|e| FsError::new("cannot create", to, e))?;
-    for entry in std::fs::read_dir(from).map_err(|e| FsError::new("cannot read", from, e))? {
-        let entry = entry.map_err(|e| FsError::new("cannot read", from, e))?;
-        let src = entry.path();
-        let dst = to.join(entry.file_name());
-        let ft = entry
-            .file_type()
-            .map_err(|e| FsError::new("cannot read", &src, e))?;
-        if ft.is_dir() {
-            copy_dir(&src, &dst)?;
-        } else if ft.is_symlink() {
-            let t = std::fs::read_link(&src).map_err(|e| FsError::new("cannot read", &src, e))?;
-            std::os::unix::fs::symlink(&t, &dst)
-                .map_err(|e| FsError::new("cannot create", &dst, e))?;
-        } else {
-            std::fs::copy(&src, &dst).map_err(|e| FsError::new("cannot back up", &src, e))?;
-            sync_file(&dst)?;
-        }
-    }
-    crate::fsutil::fsync_dir(to)
-}
+pub(crate) use crate::backup::{backup, backup_existing};
 
 /// Creates the parent directories of a target path.
 pub(crate) fn ensure_parent(path: &Path) -> Result<(), FsError> {

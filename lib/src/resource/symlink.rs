@@ -54,7 +54,7 @@ impl KindSchema for Symlink {
 impl ResourceKind for Symlink {
     fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
         match spec {
-            Spec::Symlink(s) => plan(s, ctx, owned),
+            Spec::Symlink(s) => plan(s, ctx, owned).map(|p| with_link_checksum(p, s)),
             other => Err(unexpected_spec(self.kind(), other)),
         }
     }
@@ -62,9 +62,9 @@ impl ResourceKind for Symlink {
     fn plan_removal(
         &self,
         path: &Path,
-        _recorded: Option<&String>,
+        recorded: Option<&String>,
     ) -> Result<Planned, ResourceError> {
-        plan_removal(path)
+        plan_removal(path, recorded)
     }
 
     fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
@@ -75,7 +75,7 @@ impl ResourceKind for Symlink {
                 target,
                 backup,
             } => create(path, target, *backup, backups),
-            Op::RemoveSymlink { path } => remove(path),
+            Op::RemoveSymlink { path, backup } => remove(path, *backup, backups),
             other => Err(unexpected_op(self.kind(), other)),
         }
     }
@@ -101,6 +101,21 @@ impl ResourceKind for Symlink {
     fn watch_paths(&self, spec: &Spec) -> Vec<std::path::PathBuf> {
         spec.path().map(Path::to_path_buf).into_iter().collect()
     }
+}
+
+/// The plan with the checksum stead records for the link
+/// ([`super::link_checksum`]): of the link it writes, or of the link already
+/// there when that one is right. A removal later proves with it that the
+/// link is stead's.
+fn with_link_checksum(mut planned: Planned, s: &SymlinkSpec) -> Planned {
+    planned.checksum = match planned.action {
+        Action::Create | Action::Update => Some(super::link_checksum(&s.target)),
+        Action::Unchanged => fs::read_link(&s.path)
+            .ok()
+            .map(|t| super::link_checksum(&t)),
+        _ => None,
+    };
+    planned
 }
 
 /// A recorded link: replaced by something else, or pointing elsewhere than
@@ -197,7 +212,7 @@ fn plan(s: &SymlinkSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, Reso
     ))
 }
 
-fn plan_removal(path: &Path) -> Result<Planned, ResourceError> {
+fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, ResourceError> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Planned::new(
             Action::Remove,
@@ -205,13 +220,23 @@ fn plan_removal(path: &Path) -> Result<Planned, ResourceError> {
             Op::None,
         )),
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
-        Ok(m) if m.file_type().is_symlink() => Ok(Planned::new(
-            Action::Remove,
-            "no longer declared",
-            Op::RemoveSymlink {
-                path: path.to_path_buf(),
-            },
-        )),
+        Ok(m) if m.file_type().is_symlink() => {
+            // A link that is not the one stead recorded making (retargeted,
+            // or a record without its checksum) is copied before it goes.
+            let backup = !super::written_by_stead(path, recorded);
+            Ok(Planned::new(
+                Action::Remove,
+                if backup {
+                    "no longer declared; not the link stead recorded, so it is backed up first"
+                } else {
+                    "no longer declared"
+                },
+                Op::RemoveSymlink {
+                    path: path.to_path_buf(),
+                    backup,
+                },
+            ))
+        }
         Ok(_) => Ok(Planned::new(
             Action::Remove,
             "no longer declared; something else is there now, left alone",
@@ -233,11 +258,7 @@ pub(super) fn create(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let tmp = fsutil::temp_path(dir, &name);
     std::os::unix::fs::symlink(target, &tmp)
         .map_err(|e| FsError::new("cannot create symlink", &tmp, e))?;
     if let Err(e) = fs::rename(&tmp, path) {
@@ -252,9 +273,15 @@ pub(super) fn create(
     })
 }
 
-pub(super) fn remove(path: &Path) -> Result<Applied, ResourceError> {
+pub(super) fn remove(
+    path: &Path,
+    backup_first: bool,
+    backups: &Path,
+) -> Result<Applied, ResourceError> {
+    let mut backup = None;
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
+            backup = backup_existing(path, backup_first, backups)?;
             fs::remove_file(path).map_err(|e| FsError::new("cannot remove", path, e))?;
             if let Some(dir) = path.parent() {
                 fsutil::fsync_dir(dir)?;
@@ -264,7 +291,10 @@ pub(super) fn remove(path: &Path) -> Result<Applied, ResourceError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     }
-    Ok(Applied::default())
+    Ok(Applied {
+        backup,
+        ..Applied::default()
+    })
 }
 
 #[cfg(test)]
@@ -443,7 +473,8 @@ mod tests {
             (
                 Action::Remove,
                 &Op::RemoveSymlink {
-                    path: fx.home.join("a")
+                    path: fx.home.join("a"),
+                    backup: false,
                 }
             )
         );

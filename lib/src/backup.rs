@@ -1,0 +1,355 @@
+//! The per-run backup folder: copies of what a run replaces or removes.
+//!
+//! One run backs up into one timestamped folder, `<backups>/<stamp>/`, keeping
+//! each original's full path below it. `<backups>` and every directory below
+//! it are made mode 0700: a backup of a secret stays as private as the
+//! secret.
+//!
+//! A copy is made at a temp name ([`fsutil::temp_path`]), fsync'd, and only
+//! then renamed to its final name, so a backup that fails half-way (a full
+//! disk) is removed, never left as a truncated file that looks complete; a
+//! SIGKILL leaves a temp that recovery recognises and removes. Special files
+//! (FIFO, socket, device) are never opened or copied: opening a FIFO blocks,
+//! and reading a device is not a backup. A small note file
+//! (`NAME.stead-note`) says what was there instead.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::fsutil::{self, FsError};
+
+/// The suffix of the note recorded instead of a special file.
+pub const NOTE_SUFFIX: &str = ".stead-note";
+
+/// The folder one run backs up into: `<root>/<UTC stamp>`. Nothing is
+/// created until the first backup.
+pub fn run_folder(root: &Path) -> PathBuf {
+    root.join(chrono::Utc::now().format("%Y%m%d_%H%M%S%.3f").to_string())
+}
+
+/// Copies what is at `path` into the run folder `run` (keeping its path
+/// below it) and returns where the copy is.
+///
+/// The copy is complete and durable (files, the directories created for it,
+/// and the rename into place fsync'd) before this returns, because the
+/// caller removes or overwrites the original next: a crash must never leave
+/// neither. On failure nothing that looks like a backup is left.
+pub(crate) fn backup(path: &Path, run: &Path) -> Result<PathBuf, FsError> {
+    let root = run.parent().unwrap_or(run);
+    if root.starts_with(path) {
+        return Err(FsError::new(
+            "cannot back up",
+            path,
+            io::Error::other(format!(
+                "it holds the backups dir {}; a copy of it would land inside itself",
+                root.display()
+            )),
+        ));
+    }
+    let meta = fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let wanted = run.join(rel);
+    let dir = fsutil::normalize_lexically(wanted.parent().unwrap_or(run));
+    make_private_chain(root, &dir)?;
+    let name = wanted
+        .file_name()
+        .map(OsString::from)
+        .unwrap_or_else(|| OsString::from("root"));
+    let special = is_special(&meta);
+    let dest = free_name(&dir, &name, special);
+    let result = if special {
+        fsutil::atomic_write(&dest, note(path, &meta).as_bytes(), 0o600)
+    } else {
+        copy_into_place(path, &meta, &dest)
+    };
+    match result {
+        Ok(()) => {
+            sync_chain(root, &dir)?;
+            Ok(dest)
+        }
+        Err(e) => {
+            remove_empty_chain(run, &dir);
+            Err(e)
+        }
+    }
+}
+
+/// [`backup`] of what is at `path`, when asked and when something is there.
+pub(crate) fn backup_existing(
+    path: &Path,
+    wanted: bool,
+    run: &Path,
+) -> Result<Option<PathBuf>, FsError> {
+    if wanted && fs::symlink_metadata(path).is_ok() {
+        backup(path, run).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn is_special(meta: &fs::Metadata) -> bool {
+    let t = meta.file_type();
+    t.is_fifo() || t.is_socket() || t.is_block_device() || t.is_char_device()
+}
+
+fn special_kind(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a character device"
+    }
+}
+
+/// What the note of a special file says: enough to recreate it by hand.
+fn note(path: &Path, meta: &fs::Metadata) -> String {
+    format!(
+        "stead did not copy {}: it was {} (mode {:o}, owner uid {}, gid {}, device {:#x}).\n\
+         Special files are never opened or copied; recreate it by hand if it is needed.\n",
+        path.display(),
+        special_kind(meta),
+        meta.permissions().mode() & 0o7777,
+        meta.uid(),
+        meta.gid(),
+        meta.rdev(),
+    )
+}
+
+/// The first name in `dir` not yet taken: `NAME`, `NAME.1`, ... (a path
+/// backed up twice in one run keeps both copies), with the note suffix for
+/// a special file. Only this run writes in its folder, under the lock.
+fn free_name(dir: &Path, name: &OsString, special: bool) -> PathBuf {
+    let candidate = |n: usize| {
+        let mut s = name.clone();
+        if n > 0 {
+            s.push(format!(".{n}"));
+        }
+        if special {
+            s.push(NOTE_SUFFIX);
+        }
+        dir.join(s)
+    };
+    (0..)
+        .map(candidate)
+        .find(|p| fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| candidate(0))
+}
+
+/// Creates every directory from `root` down to `dir` with mode 0700, and
+/// narrows any that exists to 0700.
+fn make_private_chain(root: &Path, dir: &Path) -> Result<(), FsError> {
+    fsutil::ensure_private_dir(root)?;
+    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match fs::DirBuilder::new().mode(0o700).create(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let m =
+                    fs::symlink_metadata(&at).map_err(|e| FsError::new("cannot read", &at, e))?;
+                if !m.is_dir() {
+                    return Err(FsError::new(
+                        "cannot create directory",
+                        &at,
+                        io::Error::other("something else is in the way in the backups dir"),
+                    ));
+                }
+            }
+            Err(e) => return Err(FsError::new("cannot create directory", &at, e)),
+        }
+        // The umask may have narrowed the mode further; never wider.
+        fs::set_permissions(&at, fs::Permissions::from_mode(0o700))
+            .map_err(|e| FsError::new("cannot set permissions on", &at, e))?;
+    }
+    Ok(())
+}
+
+/// fsyncs `dir` and each directory above it up to `root`'s parent, so the
+/// copy's name survives a power loss.
+fn sync_chain(root: &Path, dir: &Path) -> Result<(), FsError> {
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        fsutil::fsync_dir(d)?;
+        if d == root {
+            break;
+        }
+        at = d.parent();
+    }
+    if let Some(parent) = root.parent() {
+        fsutil::fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// After a failed backup: removes the directories made for it that stayed
+/// empty, from `dir` up to the run folder (best effort; `remove_dir` never
+/// removes a directory that holds something).
+fn remove_empty_chain(run: &Path, dir: &Path) {
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if !d.starts_with(run) || fs::remove_dir(d).is_err() {
+            break;
+        }
+        at = d.parent();
+    }
+}
+
+/// Copies `path` to a temp name next to `dest`, fsyncs it and renames it to
+/// `dest`; on failure removes the temp.
+fn copy_into_place(path: &Path, meta: &fs::Metadata, dest: &Path) -> Result<(), FsError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = fsutil::temp_path(dir, &name);
+    let copied = copy_entry(path, meta, &tmp).and_then(|()| {
+        fs::rename(&tmp, dest).map_err(|e| FsError::new("cannot rename into", dest, e))
+    });
+    if copied.is_err() {
+        let _ = if meta.is_dir() {
+            fs::remove_dir_all(&tmp)
+        } else {
+            fs::remove_file(&tmp)
+        };
+    }
+    copied
+}
+
+/// Copies one entry (never following a link) to `to`, which must not exist.
+fn copy_entry(from: &Path, meta: &fs::Metadata, to: &Path) -> Result<(), FsError> {
+    if meta.is_dir() {
+        copy_dir(from, to)
+    } else if meta.file_type().is_symlink() {
+        let target = fs::read_link(from).map_err(|e| FsError::new("cannot read", from, e))?;
+        std::os::unix::fs::symlink(&target, to).map_err(|e| FsError::new("cannot create", to, e))
+    } else if is_special(meta) {
+        fsutil::atomic_write(&note_path(to), note(from, meta).as_bytes(), 0o600)
+    } else {
+        copy_file(from, meta, to)
+    }
+}
+
+fn note_path(to: &Path) -> PathBuf {
+    let mut s = to.as_os_str().to_os_string();
+    s.push(NOTE_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// Copies a regular file's bytes and mode, and fsyncs the copy. The source is
+/// opened without following a link and without blocking, and checked to
+/// still be a regular file: what was planned may have been swapped.
+fn copy_file(from: &Path, meta: &fs::Metadata, to: &Path) -> Result<(), FsError> {
+    let mut src = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(from)
+        .map_err(|e| FsError::new("cannot read", from, e))?;
+    let now = src
+        .metadata()
+        .map_err(|e| FsError::new("cannot read", from, e))?;
+    if !now.is_file() {
+        return Err(FsError::new(
+            "cannot back up",
+            from,
+            io::Error::other("it is no longer a regular file"),
+        ));
+    }
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(to)
+        .map_err(|e| FsError::new("cannot create", to, e))?;
+    io::copy(&mut src, &mut dst).map_err(|e| FsError::new("cannot back up", from, e))?;
+    dst.set_permissions(fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o7777,
+    ))
+    .map_err(|e| FsError::new("cannot set permissions on", to, e))?;
+    dst.sync_all()
+        .map_err(|e| FsError::new("cannot fsync", to, e))
+}
+
+/// Copies a directory tree (links as links, special files as notes), every
+/// directory made 0700 and fsync'd.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), FsError> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(to)
+        .map_err(|e| FsError::new("cannot create", to, e))?;
+    for entry in fs::read_dir(from).map_err(|e| FsError::new("cannot read", from, e))? {
+        let entry = entry.map_err(|e| FsError::new("cannot read", from, e))?;
+        let src = entry.path();
+        let meta = fs::symlink_metadata(&src).map_err(|e| FsError::new("cannot read", &src, e))?;
+        copy_entry(&src, &meta, &to.join(entry.file_name()))?;
+    }
+    File::open(to)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| FsError::new("cannot fsync directory", to, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_path_backed_up_twice_in_one_run_keeps_both_copies_in_private_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("home/f");
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
+        let run = run_folder(&d.path().join("backups"));
+        fs::write(&src, "one").unwrap();
+        let first = backup(&src, &run).unwrap();
+        fs::write(&src, "two").unwrap();
+        let second = backup(&src, &run).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(fs::read_to_string(&first).unwrap(), "one");
+        assert_eq!(fs::read_to_string(&second).unwrap(), "two");
+        let mut dir = first.parent();
+        while let Some(p) = dir.filter(|p| p.starts_with(d.path().join("backups"))) {
+            assert_eq!(mode(p), 0o700, "{}", p.display());
+            dir = p.parent();
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_noted_never_opened_also_inside_a_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("dir");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("plain"), "x").unwrap();
+        let fifo = src.join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let run = run_folder(&d.path().join("backups"));
+        let note = backup(&fifo, &run).unwrap();
+        assert!(note.to_string_lossy().ends_with("pipe.stead-note"));
+        assert!(fs::read_to_string(&note).unwrap().contains("FIFO"));
+        let copy = backup(&src, &run).unwrap();
+        assert_eq!(fs::read_to_string(copy.join("plain")).unwrap(), "x");
+        assert!(copy.join("pipe.stead-note").is_file());
+        assert!(fs::symlink_metadata(copy.join("pipe")).is_err());
+        // No temp is left anywhere.
+        let mut stack = vec![d.path().join("backups")];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                assert!(!e.file_name().to_string_lossy().contains(".tmp-"));
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
