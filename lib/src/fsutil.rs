@@ -91,14 +91,20 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The name of a temp file for an atomic write of `file_name`:
+/// `.NAME.tmp-PID-UUID`, which recovery recognises as stead's own.
+pub fn temp_name(file_name: &str) -> String {
+    format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 fn create_temp(dir: &Path, file_name: &str, mode: u32) -> Result<(PathBuf, File), FsError> {
     let mut last_err = None;
     for _ in 0..16 {
-        let tmp_path = dir.join(format!(
-            ".{file_name}.tmp-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let tmp_path = dir.join(temp_name(file_name));
         match OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -8,6 +8,8 @@
 //!
 //! - [`layout`]: where stead keeps its files (home, state dir, file names).
 //! - [`fsutil`]: atomic, durable file writes and private directories.
+//! - [`safe_path`]: act on exactly the planned path: no-follow, fd-relative
+//!   creates, chmods, renames and removals; links resolved once at load.
 //! - [`machine`]: this machine's identity (a kept UUID) and facts.
 //! - [`lock`]: the state lock, proven stale by the kernel's flock.
 //! - [`state`]: the versioned state record, its migration and its atomic store.
@@ -40,6 +42,7 @@ pub mod outcome;
 pub mod plan;
 pub mod resource;
 pub mod run;
+pub mod safe_path;
 pub mod state;
 pub mod sync;
 

@@ -208,6 +208,10 @@ pub enum ResourceError {
     /// A filesystem operation failed.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// Stead refused to act on a path that is not what the plan saw (a
+    /// link in place of a directory, a target of another type).
+    #[error(transparent)]
+    Path(#[from] crate::safe_path::PathError),
     /// A template did not render.
     #[error("template {path}: {message}")]
     Template {
@@ -421,7 +425,9 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), FsError> {
     crate::fsutil::fsync_dir(to)
 }
 
-/// Creates the parent directories of a target path.
+/// Creates the parent directories of a path (test fixtures only: apply
+/// creates parents with [`crate::safe_path`], never through a link).
+#[cfg(test)]
 pub(crate) fn ensure_parent(path: &Path) -> Result<(), FsError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
