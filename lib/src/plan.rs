@@ -3,8 +3,8 @@
 //! applied later (refused if the state serial moved underneath it). After
 //! apply, [`record`] writes the outcome into the state record.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,86 @@ pub struct Plan {
     pub depends_on: Vec<Vec<usize>>,
     /// Index of the first removal of an undeclared resource (they run last).
     pub removals_from: usize,
+    /// What was at each path a change acts on when the plan was made, by
+    /// key: a saved plan is refused when one of them changed since.
+    #[serde(default)]
+    pub seen: BTreeMap<String, Seen>,
+}
+
+/// What was at a path when it was planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Seen {
+    /// Nothing.
+    Absent,
+    /// A regular file with this content checksum.
+    File {
+        /// `blake3:<hex>` of its content.
+        checksum: String,
+    },
+    /// A directory.
+    Dir,
+    /// A symlink with this text.
+    Symlink {
+        /// What the link says.
+        target: PathBuf,
+    },
+    /// A FIFO, socket or device.
+    Special,
+}
+
+impl Seen {
+    /// What is at `path` now (a link is not followed; a FIFO is not opened).
+    pub fn observe(path: &Path) -> Seen {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Seen::Absent;
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            Seen::Dir
+        } else if ft.is_symlink() {
+            Seen::Symlink {
+                target: std::fs::read_link(path).unwrap_or_default(),
+            }
+        } else if ft.is_file() {
+            Seen::File {
+                checksum: std::fs::read(path)
+                    .map(|b| resource::checksum(&b))
+                    .unwrap_or_default(),
+            }
+        } else {
+            Seen::Special
+        }
+    }
+
+    /// `a regular file`, `a symlink to X`, ...
+    pub fn describe(&self) -> String {
+        match self {
+            Seen::Absent => "nothing".into(),
+            Seen::File { .. } => "a regular file".into(),
+            Seen::Dir => "a directory".into(),
+            Seen::Symlink { target } => format!("a symlink to {}", target.display()),
+            Seen::Special => "a special file".into(),
+        }
+    }
+}
+
+/// What was at each path the plan's changes act on.
+fn observe_targets(changes: &[Change], home: &Path) -> BTreeMap<String, Seen> {
+    changes
+        .iter()
+        .filter(|c| {
+            !matches!(c.action, Action::Unchanged | Action::Conflict)
+                && !matches!(c.op, resource::Op::None | resource::Op::Run(_))
+        })
+        .flat_map(|c| c.keys.iter())
+        .map(|k| {
+            (
+                k.clone(),
+                Seen::observe(&crate::manifest::expand_key(home, k)),
+            )
+        })
+        .collect()
 }
 
 /// How many of each action a plan holds.
@@ -131,6 +211,7 @@ pub fn make(
         return Err(PlanError(errors));
     }
     let depends_on = dependencies(graph, &changes, removals_from);
+    let seen = observe_targets(&changes, &manifest.real_home);
     Ok(Plan {
         format: PLAN_FORMAT,
         state_serial: state.lineage.serial,
@@ -142,6 +223,7 @@ pub fn make(
         changes,
         depends_on,
         removals_from,
+        seen,
     })
 }
 
@@ -186,7 +268,13 @@ fn plan_removals(
             });
             continue;
         }
-        match resource::plan_removal(id, &rec.kind, &rec.keys, &manifest.home, &state.checksums) {
+        match resource::plan_removal(
+            id,
+            &rec.kind,
+            &rec.keys,
+            &manifest.real_home,
+            &state.checksums,
+        ) {
             Ok(c) => changes.push(c),
             Err(e) => errors.push((id.clone(), e)),
         }

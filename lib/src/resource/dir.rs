@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::FsError;
-use crate::manifest::{DirSpec, Kind, Spec, SpecInput};
+use crate::manifest::{DirSpec, Kind, Problem, Spec, SpecInput};
 use crate::safe_path::{self, RemovedDir};
 use crate::state::DriftStatus;
 
@@ -41,9 +41,25 @@ impl KindSchema for Dir {
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {
         let mode = input.mode("mode");
         let purge = input.flag("purge");
-        input
-            .path()
-            .map(|path| Spec::Dir(DirSpec { path, mode, purge }))
+        let path = input.path()?;
+        if purge && holds_the_home(&path, input.home()) {
+            let span = input
+                .literal("purge")
+                .map_or_else(|| input.span(), |(_, s)| s);
+            input.problem(
+                Problem::at(
+                    span,
+                    format!(
+                        "`purge` of {} would remove everything in it that no resource declares, the home included",
+                        path.display()
+                    ),
+                )
+                .label("purges the home")
+                .help("purge a directory inside the home, such as ~/.config/app"),
+            );
+            return None;
+        }
+        Some(Spec::Dir(DirSpec { path, mode, purge }))
     }
 
     /// A directory stead did not create stays the user's: never adopted.
@@ -102,6 +118,16 @@ impl ResourceKind for Dir {
     fn holds_paths(&self) -> bool {
         true
     }
+}
+
+/// True when `dir` is the home, holds it, or is `/` (also through links).
+fn holds_the_home(dir: &Path, home: &Path) -> bool {
+    let real = |p: &Path| crate::safe_path::resolve_dir(p).unwrap_or_else(|_| p.to_path_buf());
+    let (real_dir, real_home) = (real(dir), real(home));
+    dir.parent().is_none()
+        || real_dir.parent().is_none()
+        || home.starts_with(dir)
+        || real_home.starts_with(&real_dir)
 }
 
 fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
@@ -163,13 +189,22 @@ fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, Resource
     ))
 }
 
-/// Entries directly inside `dir` that no declared resource is or lies under.
+/// Entries directly inside `dir` that no declared resource is or lies under,
+/// and that hold no resource's marker (an exec's `creates`: purging it would
+/// make the exec run again on every other apply).
 fn unmanaged_entries(dir: &Path, ctx: &PlanContext) -> Result<Vec<PathBuf>, ResourceError> {
+    let markers = ctx.manifest.resources.iter().flat_map(|r| {
+        super::registry::get(r.kind())
+            .marker_paths(&r.spec)
+            .into_iter()
+            .map(|p| crate::safe_path::resolve(p).unwrap_or_else(|_| p.to_path_buf()))
+    });
     let keep: HashSet<PathBuf> = ctx
         .manifest
         .resources
         .iter()
-        .filter_map(|r| r.spec.path())
+        .filter_map(|r| r.spec.path().map(Path::to_path_buf))
+        .chain(markers)
         .filter_map(|p| {
             let rest = p.strip_prefix(dir).ok()?;
             let first = rest.components().next()?;
