@@ -278,3 +278,20 @@ fn as_root_a_link_another_user_owns_is_not_followed() {
     assert!(err.contains("protected_symlinks"), "{err}");
     assert!(!out.path().join("f").exists());
 }
+
+#[test]
+fn a_key_recorded_through_a_link_still_owns_the_real_path_it_reaches() {
+    // A record made when ~/link was a plain directory; the user then made it
+    // a link to ~/real. The resource keeps owning the file, now by its real path.
+    let r = Repo::new("[file.f]\npath = \"~/link/f\"\ncontent = \"one\\n\"\n");
+    r.ok(&["apply", "--yes"]);
+    fs::rename(r.path("link"), r.path("real")).unwrap();
+    symlink(r.path("real"), r.path("link")).unwrap();
+    r.write_manifest("[file.f]\npath = \"~/link/f\"\ncontent = \"two\\n\"\n");
+    let shown = r.ok(&["plan"]);
+    assert!(shown.contains("~ file.f  ~/real/f"), "{shown}");
+    assert!(!shown.contains("does not own"), "{shown}");
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(read(&r.path("real/f")), "two\n");
+    assert!(r.ok(&["plan"]).contains("No changes"));
+}

@@ -164,6 +164,15 @@ impl Plan {
     }
 }
 
+/// A stored key (`~/x` or absolute) as the real path it reaches now, links
+/// among its ancestors resolved, in stored form.
+fn real_key(manifest: &Manifest, key: &str) -> String {
+    let path = crate::manifest::expand_key(&manifest.real_home, key);
+    crate::safe_path::resolve(&path)
+        .map(|p| manifest.display_path(&p))
+        .unwrap_or_else(|_| key.to_string())
+}
+
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot plan {}:\n{}", if .0.len() == 1 { "1 resource".to_string() } else { format!("{} resources", .0.len()) }, .0.iter().map(|(id, e)| format!("  {id}: {e}")).collect::<Vec<_>>().join("\n"))]
@@ -180,16 +189,25 @@ pub fn make(
 ) -> Result<Plan, PlanError> {
     let facts = Facts::current(&manifest.home);
     // Ownership is by path, so renaming a resource keeps what it manages.
+    // A key recorded through a symlinked ancestor (before paths were
+    // resolved at load) still owns the real path it reaches.
     let owned: HashSet<String> = state
         .resources
         .values()
-        .flat_map(|r| r.keys.iter().cloned())
+        .flat_map(|r| r.keys.iter())
+        .flat_map(|k| [k.clone(), real_key(manifest, k)])
         .collect();
+    let mut recorded = state.checksums.clone();
+    for (k, sum) in &state.checksums {
+        recorded
+            .entry(real_key(manifest, k))
+            .or_insert_with(|| sum.clone());
+    }
     let ctx = PlanContext {
         manifest,
         facts: &facts,
         owned: &owned,
-        recorded: &state.checksums,
+        recorded: &recorded,
         force,
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
@@ -253,7 +271,9 @@ fn plan_removals(
         .flat_map(|c| c.keys.iter().cloned())
         .collect();
     for (id, rec) in gone {
-        if !rec.keys.is_empty() && rec.keys.iter().all(|k| claimed.contains(k)) {
+        let is_claimed =
+            |k: &String| claimed.contains(k) || claimed.contains(&real_key(manifest, k));
+        if !rec.keys.is_empty() && rec.keys.iter().all(is_claimed) {
             changes.push(Change {
                 id: id.clone(),
                 kind: registry::find(&rec.kind).map_or(Kind::Noop, |k| k.kind()),
