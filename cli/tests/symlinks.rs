@@ -223,9 +223,11 @@ fn purge_of_the_home_a_parent_of_it_or_the_root_is_refused() {
     let r = Repo::new("");
     let parent = r.home().parent().unwrap().display().to_string();
     fs::write(r.path("stray"), "user data\n").unwrap();
+    // Only `plan`: were the check ever broken, an apply here would purge
+    // the machine.
     for path in ["~", parent.as_str(), "/"] {
         r.write_manifest(&format!("[dir.all]\npath = \"{path}\"\npurge = true\n"));
-        let (code, _, err) = r.run(&["apply", "--yes"]);
+        let (code, _, err) = r.run(&["plan"]);
         assert_ne!(code, 0, "purge of {path} was accepted");
         assert!(err.contains("purges the home"), "{path}: {err}");
         assert!(err.contains("stead.toml:1:"), "{path}: {err}");
@@ -237,7 +239,7 @@ fn purge_of_the_home_a_parent_of_it_or_the_root_is_refused() {
         "[dir.all]\npath = \"{}\"\npurge = true\n",
         elsewhere.path().join("h").display()
     ));
-    let (code, _, err) = r.run(&["apply", "--yes"]);
+    let (code, _, err) = r.run(&["plan"]);
     assert_ne!(code, 0);
     assert!(err.contains("purges the home"), "{err}");
     assert_eq!(read(&r.path("stray")), "user data\n");
