@@ -353,7 +353,7 @@ fn load_saved(file: &Path, state: &State) -> Result<Plan, ConvergeError> {
 fn check_targets(file: &Path, plan: &Plan) -> Result<(), ConvergeError> {
     for (key, was) in &plan.seen {
         let now = plan::Seen::observe(&crate::manifest::expand_key(&plan.home, key));
-        if now != *was {
+        if !was.matches(&now) {
             let now = match (&now, was) {
                 (plan::Seen::File { .. }, plan::Seen::File { .. }) => {
                     "a regular file with other content".to_string()

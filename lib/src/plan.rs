@@ -52,10 +52,12 @@ pub struct Plan {
 pub enum Seen {
     /// Nothing.
     Absent,
-    /// A regular file with this content checksum.
+    /// A regular file, with its content checksum unless only its type
+    /// matters (a `line` edit is made again on the file as it is).
     File {
         /// `blake3:<hex>` of its content.
-        checksum: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
     },
     /// A directory.
     Dir,
@@ -83,12 +85,19 @@ impl Seen {
             }
         } else if ft.is_file() {
             Seen::File {
-                checksum: std::fs::read(path)
-                    .map(|b| resource::checksum(&b))
-                    .unwrap_or_default(),
+                checksum: std::fs::read(path).ok().map(|b| resource::checksum(&b)),
             }
         } else {
             Seen::Special
+        }
+    }
+
+    /// True when `now` is what this was (a file seen without its checksum
+    /// matches any regular file).
+    pub fn matches(&self, now: &Seen) -> bool {
+        match (self, now) {
+            (Seen::File { checksum: None }, Seen::File { .. }) => true,
+            _ => self == now,
         }
     }
 
@@ -112,12 +121,16 @@ fn observe_targets(changes: &[Change], home: &Path) -> BTreeMap<String, Seen> {
             !matches!(c.action, Action::Unchanged | Action::Conflict)
                 && !matches!(c.op, resource::Op::None | resource::Op::Run(_))
         })
-        .flat_map(|c| c.keys.iter())
-        .map(|k| {
-            (
-                k.clone(),
-                Seen::observe(&crate::manifest::expand_key(home, k)),
-            )
+        .flat_map(|c| {
+            let whole = registry::get(c.kind).ownership().owns_path;
+            c.keys.iter().map(move |k| (k, whole))
+        })
+        .map(|(k, whole)| {
+            let seen = match Seen::observe(&crate::manifest::expand_key(home, k)) {
+                Seen::File { .. } if !whole => Seen::File { checksum: None },
+                seen => seen,
+            };
+            (k.clone(), seen)
         })
         .collect()
 }
