@@ -216,12 +216,19 @@ pub fn make(
             .entry(real_key(manifest, k))
             .or_insert_with(|| sum.clone());
     }
+    let markers: Vec<PathBuf> = manifest
+        .resources
+        .iter()
+        .flat_map(|r| registry::get(r.kind()).marker_paths(&r.spec))
+        .map(|p| crate::safe_path::resolve(p).unwrap_or_else(|_| p.to_path_buf()))
+        .collect();
     let ctx = PlanContext {
         manifest,
         facts: &facts,
         owned: &owned,
         recorded: &recorded,
         force,
+        markers: &markers,
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
         .order

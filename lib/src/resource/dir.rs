@@ -193,18 +193,12 @@ fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, Resource
 /// and that hold no resource's marker (an exec's `creates`: purging it would
 /// make the exec run again on every other apply).
 fn unmanaged_entries(dir: &Path, ctx: &PlanContext) -> Result<Vec<PathBuf>, ResourceError> {
-    let markers = ctx.manifest.resources.iter().flat_map(|r| {
-        super::registry::get(r.kind())
-            .marker_paths(&r.spec)
-            .into_iter()
-            .map(|p| crate::safe_path::resolve(p).unwrap_or_else(|_| p.to_path_buf()))
-    });
     let keep: HashSet<PathBuf> = ctx
         .manifest
         .resources
         .iter()
         .filter_map(|r| r.spec.path().map(Path::to_path_buf))
-        .chain(markers)
+        .chain(ctx.markers.iter().cloned())
         .filter_map(|p| {
             let rest = p.strip_prefix(dir).ok()?;
             let first = rest.components().next()?;

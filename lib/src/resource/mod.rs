@@ -93,6 +93,9 @@ pub struct PlanContext<'a> {
     pub recorded: &'a std::collections::BTreeMap<String, String>,
     /// Replace what stead does not own (after a backup).
     pub force: bool,
+    /// Paths resources keep their state in ([`kind::ResourceKind::marker_paths`],
+    /// an exec's `creates`), real paths: a purge keeps them.
+    pub markers: &'a [PathBuf],
 }
 
 /// One planned change, with everything apply needs.
