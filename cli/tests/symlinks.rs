@@ -156,9 +156,28 @@ fn a_removal_never_crosses_a_symlinked_ancestor() {
     fs::rename(r.path("d"), r.path("d.moved")).unwrap();
     symlink(out.path(), r.path("d")).unwrap();
     r.write_manifest("");
+    let shown = r.ok(&["apply", "--yes"]);
+    assert!(
+        shown.contains("a symlink is now among the directories of its path, so it is left alone"),
+        "{shown}"
+    );
+    assert_eq!(read(&out.path().join("secret")), "outside\n");
+    assert!(r.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn a_link_swapped_in_during_apply_stops_a_removal() {
+    // The plan saw a plain directory; the link appears while apply runs.
+    let out = outside();
+    let r = Repo::new("[file.f]\npath = \"~/d/secret\"\ncontent = \"outside\\n\"\n");
+    r.ok(&["apply", "--yes"]);
+    r.write_manifest(&swap_exec("d", out.path()));
     let (code, stdout, err) = r.run(&["apply", "--yes"]);
     assert_ne!(code, 0, "{stdout}");
-    assert!(format!("{stdout}{err}").contains("is a symlink now"));
+    assert!(
+        format!("{stdout}{err}").contains("is a symlink now"),
+        "{stdout}{err}"
+    );
     assert_eq!(read(&out.path().join("secret")), "outside\n");
 }
 
@@ -296,4 +315,21 @@ fn a_key_recorded_through_a_link_still_owns_the_real_path_it_reaches() {
     r.ok(&["apply", "--yes"]);
     assert_eq!(read(&r.path("real/f")), "two\n");
     assert!(r.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn a_purge_never_crosses_a_symlinked_ancestor() {
+    let out = outside();
+    let r = Repo::new("[dir.d]\npath = \"~/link/d\"\npurge = true\n");
+    fs::create_dir(out.path().join("d")).unwrap();
+    fs::write(out.path().join("d/stray"), "outside stray\n").unwrap();
+    symlink(out.path(), r.path("link")).unwrap();
+    let (code, _, err) = r.run(&["apply", "--yes"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("would cross a symlink among its directories"),
+        "{err}"
+    );
+    assert!(err.contains("stead.toml:2:8"), "{err}");
+    assert_eq!(read(&out.path().join("d/stray")), "outside stray\n");
 }

@@ -177,6 +177,22 @@ impl Plan {
     }
 }
 
+/// The removal of a record that touches nothing: the record is forgotten.
+fn left_alone(id: &str, rec: &ResourceRecord, reason: &str) -> Change {
+    Change {
+        id: id.to_string(),
+        kind: registry::find(&rec.kind).map_or(Kind::Noop, |k| k.kind()),
+        action: Action::Remove,
+        keys: rec.keys.clone(),
+        reason: reason.into(),
+        diff: None,
+        checksum: None,
+        op: resource::Op::None,
+        retry: Default::default(),
+        notify: Vec::new(),
+    }
+}
+
 /// A stored key (`~/x` or absolute) as the real path it reaches now, links
 /// among its ancestors resolved, in stored form.
 fn real_key(manifest: &Manifest, key: &str) -> String {
@@ -306,6 +322,14 @@ fn plan_removals(
                 retry: Default::default(),
                 notify: Vec::new(),
             });
+            continue;
+        }
+        if rec.keys.iter().any(|k| real_key(manifest, k) != *k) {
+            changes.push(left_alone(
+                id,
+                rec,
+                "no longer declared; a symlink is now among the directories of its path, so it is left alone (stead never removes through a link)",
+            ));
             continue;
         }
         match resource::plan_removal(

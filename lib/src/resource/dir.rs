@@ -59,6 +59,27 @@ impl KindSchema for Dir {
             );
             return None;
         }
+        if purge
+            && let Some(written) = input.target_path("path")
+            && written != path
+        {
+            let span = input
+                .literal("path")
+                .map_or_else(|| input.span(), |(_, s)| s);
+            input.problem(
+                Problem::at(
+                    span,
+                    format!(
+                        "`purge` of {} would cross a symlink among its directories (it is really {})",
+                        written.display(),
+                        path.display()
+                    ),
+                )
+                .label("purge through a link")
+                .help("a purge never crosses a symlink: write the real path if you mean to purge it"),
+            );
+            return None;
+        }
         Some(Spec::Dir(DirSpec { path, mode, purge }))
     }
 
