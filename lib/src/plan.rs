@@ -85,7 +85,7 @@ impl Seen {
             }
         } else if ft.is_file() {
             Seen::File {
-                checksum: std::fs::read(path).ok().map(|b| resource::checksum(&b)),
+                checksum: read_regular(path).map(|b| resource::checksum(&b)),
             }
         } else {
             Seen::Special
@@ -111,6 +111,24 @@ impl Seen {
             Seen::Special => "a special file".into(),
         }
     }
+}
+
+/// The content of `path` if it is still a regular file when opened: never
+/// through a link, never blocking on a FIFO that took its place.
+fn read_regular(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// What was at each path the plan's changes act on.
