@@ -51,7 +51,7 @@ impl KindSchema for Dir {
                     span,
                     format!(
                         "`purge` of {} would remove everything in it that no resource declares, the home included",
-                        path.display()
+                        crate::manifest::display_path(input.home(), &path)
                     ),
                 )
                 .label("purges the home")
