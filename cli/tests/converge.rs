@@ -786,21 +786,36 @@ fn a_missing_config_says_what_to_run() {
 }
 
 #[test]
-fn purge_of_the_home_never_touches_the_state_dir_or_the_config_repo() {
+fn a_purge_never_touches_the_state_dir_or_the_config_repo_inside_it() {
+    // (A purge of the home itself is refused: cli/tests/symlinks.rs.)
     let sb = Sandbox::new();
-    let config = sb.home().join("dotfiles");
+    let boxed = sb.home().join("box");
+    let config = boxed.join("dotfiles");
+    let state_dir = boxed.join("state");
     fs::create_dir_all(&config).unwrap();
     fs::write(
         config.join("stead.toml"),
-        "[dir.home]\npath = \"~\"\npurge = true\n\n[file.rc]\npath = \"~/.rc\"\ncontent = \"x\\n\"\n",
+        "[dir.box]\npath = \"~/box\"\npurge = true\n\n[file.rc]\npath = \"~/box/.rc\"\ncontent = \"x\\n\"\n",
     )
     .unwrap();
-    fs::write(sb.home().join("stray"), "user data\n").unwrap();
-    let out = sb.ok(&["--config", config.to_str().unwrap(), "apply", "--yes"]);
-    assert!(out.contains("purge 1 unmanaged: ~/stray"), "{out}");
-    assert!(!sb.home().join("stray").exists());
+    fs::write(boxed.join("stray"), "user data\n").unwrap();
+    let args = |rest: &[&'static str]| -> Vec<String> {
+        let mut v = vec![
+            "--state-dir".to_string(),
+            state_dir.display().to_string(),
+            "--config".to_string(),
+            config.display().to_string(),
+        ];
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    let apply = args(&["apply", "--yes"]);
+    let apply: Vec<&str> = apply.iter().map(String::as_str).collect();
+    let out = sb.ok(&apply);
+    assert!(out.contains("purge 1 unmanaged: ~/box/stray"), "{out}");
+    assert!(!boxed.join("stray").exists());
     assert!(config.join("stead.toml").exists());
-    assert!(sb.state_file().exists());
+    assert!(state_dir.join("state.json").exists());
     // The purged file was backed up, once, not into a copy of itself.
     let line = out
         .lines()
@@ -813,7 +828,9 @@ fn purge_of_the_home_never_touches_the_state_dir_or_the_config_repo() {
             .trim(),
     );
     assert_eq!(read(&backup), "user data\n");
-    assert!(sb.ok(&["plan"]).contains("No changes"));
+    let plan = args(&["plan"]);
+    let plan: Vec<&str> = plan.iter().map(String::as_str).collect();
+    assert!(sb.ok(&plan).contains("No changes"));
 }
 
 #[test]

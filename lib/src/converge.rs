@@ -99,6 +99,22 @@ pub enum ConvergeError {
         /// It was made for another lineage altogether.
         other_lineage: bool,
     },
+    /// A path a saved plan acts on is not what it was when the plan was made.
+    #[error(
+        "the saved plan {path} planned {target} when it was {was}; it is {now} now\n\
+         Nothing was changed. Run 'stead plan --out {path}' again and review the new plan.",
+        path = .path.display()
+    )]
+    PlanTargetChanged {
+        /// The plan file.
+        path: PathBuf,
+        /// The target, as shown in the plan (`~/x`).
+        target: String,
+        /// What was there then.
+        was: String,
+        /// What is there now.
+        now: String,
+    },
     /// `--rerun` names nothing that can be rerun.
     #[error(
         "--rerun {0}: the plan has no one-shot exec by that name (one with once = true or an idempotency_key that would run)"
@@ -434,7 +450,31 @@ fn load_saved(file: &Path, state: &State) -> Result<Plan, ConvergeError> {
             other_lineage: plan.lineage_id != state.lineage.id,
         });
     }
+    check_targets(file, &plan)?;
     Ok(plan)
+}
+
+/// Re-reads every path the saved plan acts on: what changed since the plan
+/// (a file swapped for a link, an edited file) refuses the whole plan.
+fn check_targets(file: &Path, plan: &Plan) -> Result<(), ConvergeError> {
+    for (key, was) in &plan.seen {
+        let now = plan::Seen::observe(&crate::manifest::expand_key(&plan.home, key));
+        if !was.matches(&now) {
+            let now = match (&now, was) {
+                (plan::Seen::File { .. }, plan::Seen::File { .. }) => {
+                    "a regular file with other content".to_string()
+                }
+                _ => now.describe(),
+            };
+            return Err(ConvergeError::PlanTargetChanged {
+                path: file.to_path_buf(),
+                target: key.clone(),
+                was: was.describe(),
+                now,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `--rerun` names one-shot execs of the plan, or it is a mistake.

@@ -118,15 +118,20 @@ fn create_temp(dir: &Path, file_name: &str, mode: u32) -> Result<(PathBuf, File)
 /// name unmistakably stead's, so recovery never removes a user's file.
 const TEMP_MARK: &str = "stead";
 
-/// A fresh temp name for `file_name` in `dir`:
-/// `.NAME.tmp-PID-stead-HEX32`. Every temp file or link stead creates next to
-/// a target is named here, so [`stale_temp_target`] recognises them all.
-pub fn temp_path(dir: &Path, file_name: &str) -> PathBuf {
-    dir.join(format!(
+/// A fresh temp name for `file_name`: `.NAME.tmp-PID-stead-HEX32`. Every
+/// temp file or link stead creates next to a target is named here (directly,
+/// or through [`temp_path`]), so [`stale_temp_target`] recognises them all.
+pub fn temp_name(file_name: &str) -> String {
+    format!(
         ".{file_name}.tmp-{}-{TEMP_MARK}-{}",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
-    ))
+    )
+}
+
+/// [`temp_name`] for `file_name`, in `dir`.
+pub fn temp_path(dir: &Path, file_name: &str) -> PathBuf {
+    dir.join(temp_name(file_name))
 }
 
 /// If `name` is a temp name stead made (this scheme, or the older

@@ -10,6 +10,8 @@
 //! - [`fsutil`]: atomic, durable file writes and private directories.
 //! - [`backup`]: the per-run backup folder (complete copies, 0700, notes
 //!   for special files).
+//! - [`safe_path`]: act on exactly the planned path: no-follow, fd-relative
+//!   creates, chmods, renames and removals; links resolved once at load.
 //! - [`machine`]: this machine's identity (a kept UUID) and facts.
 //! - [`lock`]: the state lock, proven stale by the kernel's flock.
 //! - [`state`]: the versioned state record, its migration and its atomic store.
@@ -44,6 +46,7 @@ pub mod ownfile;
 pub mod plan;
 pub mod resource;
 pub mod run;
+pub mod safe_path;
 pub mod state;
 pub mod sync;
 

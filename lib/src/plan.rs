@@ -3,8 +3,8 @@
 //! applied later (refused if the state serial moved underneath it). After
 //! apply, [`record`] writes the outcome into the state record.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,117 @@ pub struct Plan {
     pub depends_on: Vec<Vec<usize>>,
     /// Index of the first removal of an undeclared resource (they run last).
     pub removals_from: usize,
+    /// What was at each path a change acts on when the plan was made, by
+    /// key: a saved plan is refused when one of them changed since.
+    #[serde(default)]
+    pub seen: BTreeMap<String, Seen>,
+}
+
+/// What was at a path when it was planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Seen {
+    /// Nothing.
+    Absent,
+    /// A regular file, with its content checksum unless only its type
+    /// matters (a `line` edit is made again on the file as it is).
+    File {
+        /// `blake3:<hex>` of its content.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
+    /// A directory.
+    Dir,
+    /// A symlink with this text.
+    Symlink {
+        /// What the link says.
+        target: PathBuf,
+    },
+    /// A FIFO, socket or device.
+    Special,
+}
+
+impl Seen {
+    /// What is at `path` now (a link is not followed; a FIFO is not opened).
+    pub fn observe(path: &Path) -> Seen {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Seen::Absent;
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            Seen::Dir
+        } else if ft.is_symlink() {
+            Seen::Symlink {
+                target: std::fs::read_link(path).unwrap_or_default(),
+            }
+        } else if ft.is_file() {
+            Seen::File {
+                checksum: read_regular(path).map(|b| resource::checksum(&b)),
+            }
+        } else {
+            Seen::Special
+        }
+    }
+
+    /// True when `now` is what this was (a file seen without its checksum
+    /// matches any regular file).
+    pub fn matches(&self, now: &Seen) -> bool {
+        match (self, now) {
+            (Seen::File { checksum: None }, Seen::File { .. }) => true,
+            _ => self == now,
+        }
+    }
+
+    /// `a regular file`, `a symlink to X`, ...
+    pub fn describe(&self) -> String {
+        match self {
+            Seen::Absent => "nothing".into(),
+            Seen::File { .. } => "a regular file".into(),
+            Seen::Dir => "a directory".into(),
+            Seen::Symlink { target } => format!("a symlink to {}", target.display()),
+            Seen::Special => "a special file".into(),
+        }
+    }
+}
+
+/// The content of `path` if it is still a regular file when opened: never
+/// through a link, never blocking on a FIFO that took its place.
+fn read_regular(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// What was at each path the plan's changes act on.
+fn observe_targets(changes: &[Change], home: &Path) -> BTreeMap<String, Seen> {
+    changes
+        .iter()
+        .filter(|c| {
+            !matches!(c.action, Action::Unchanged | Action::Conflict)
+                && !matches!(c.op, resource::Op::None | resource::Op::Run(_))
+        })
+        .flat_map(|c| {
+            let whole = registry::get(c.kind).ownership().owns_path;
+            c.keys.iter().map(move |k| (k, whole))
+        })
+        .map(|(k, whole)| {
+            let seen = match Seen::observe(&crate::manifest::expand_key(home, k)) {
+                Seen::File { .. } if !whole => Seen::File { checksum: None },
+                seen => seen,
+            };
+            (k.clone(), seen)
+        })
+        .collect()
 }
 
 /// How many of each action a plan holds.
@@ -84,6 +195,31 @@ impl Plan {
     }
 }
 
+/// The removal of a record that touches nothing: the record is forgotten.
+fn left_alone(id: &str, rec: &ResourceRecord, reason: &str) -> Change {
+    Change {
+        id: id.to_string(),
+        kind: registry::find(&rec.kind).map_or(Kind::Noop, |k| k.kind()),
+        action: Action::Remove,
+        keys: rec.keys.clone(),
+        reason: reason.into(),
+        diff: None,
+        checksum: None,
+        op: resource::Op::None,
+        retry: Default::default(),
+        notify: Vec::new(),
+    }
+}
+
+/// A stored key (`~/x` or absolute) as the real path it reaches now, links
+/// among its ancestors resolved, in stored form.
+fn real_key(manifest: &Manifest, key: &str) -> String {
+    let path = crate::manifest::expand_key(&manifest.real_home, key);
+    crate::safe_path::resolve(&path)
+        .map(|p| manifest.display_path(&p))
+        .unwrap_or_else(|_| key.to_string())
+}
+
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot plan {}:\n{}", if .0.len() == 1 { "1 resource".to_string() } else { format!("{} resources", .0.len()) }, .0.iter().map(|(id, e)| format!("  {id}: {e}")).collect::<Vec<_>>().join("\n"))]
@@ -100,17 +236,33 @@ pub fn make(
 ) -> Result<Plan, PlanError> {
     let facts = Facts::current(&manifest.home);
     // Ownership is by path, so renaming a resource keeps what it manages.
+    // A key recorded through a symlinked ancestor (before paths were
+    // resolved at load) still owns the real path it reaches.
     let owned: HashSet<String> = state
         .resources
         .values()
-        .flat_map(|r| r.keys.iter().cloned())
+        .flat_map(|r| r.keys.iter())
+        .flat_map(|k| [k.clone(), real_key(manifest, k)])
+        .collect();
+    let mut recorded = state.checksums.clone();
+    for (k, sum) in &state.checksums {
+        recorded
+            .entry(real_key(manifest, k))
+            .or_insert_with(|| sum.clone());
+    }
+    let markers: Vec<PathBuf> = manifest
+        .resources
+        .iter()
+        .flat_map(|r| registry::get(r.kind()).marker_paths(&r.spec))
+        .map(|p| crate::safe_path::resolve(p).unwrap_or_else(|_| p.to_path_buf()))
         .collect();
     let ctx = PlanContext {
         manifest,
         facts: &facts,
         owned: &owned,
-        recorded: &state.checksums,
+        recorded: &recorded,
         force,
+        markers: &markers,
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
         .order
@@ -131,6 +283,7 @@ pub fn make(
         return Err(PlanError(errors));
     }
     let depends_on = dependencies(graph, &changes, removals_from);
+    let seen = observe_targets(&changes, &manifest.real_home);
     Ok(Plan {
         format: PLAN_FORMAT,
         state_serial: state.lineage.serial,
@@ -142,6 +295,7 @@ pub fn make(
         changes,
         depends_on,
         removals_from,
+        seen,
     })
 }
 
@@ -172,7 +326,9 @@ fn plan_removals(
         .flat_map(|c| c.keys.iter().cloned())
         .collect();
     for (id, rec) in gone {
-        if !rec.keys.is_empty() && rec.keys.iter().all(|k| claimed.contains(k)) {
+        let is_claimed =
+            |k: &String| claimed.contains(k) || claimed.contains(&real_key(manifest, k));
+        if !rec.keys.is_empty() && rec.keys.iter().all(is_claimed) {
             changes.push(Change {
                 id: id.clone(),
                 kind: registry::find(&rec.kind).map_or(Kind::Noop, |k| k.kind()),
@@ -187,11 +343,19 @@ fn plan_removals(
             });
             continue;
         }
+        if rec.keys.iter().any(|k| real_key(manifest, k) != *k) {
+            changes.push(left_alone(
+                id,
+                rec,
+                "no longer declared; a symlink is now among the directories of its path, so it is left alone (stead never removes through a link)",
+            ));
+            continue;
+        }
         match resource::plan_removal(
             id,
             &rec.kind,
             &rec.keys,
-            &manifest.home,
+            &manifest.real_home,
             &state.checksums,
             force,
         ) {

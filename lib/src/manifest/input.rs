@@ -44,6 +44,11 @@ impl SpecInput<'_, '_> {
         self.path.clone()
     }
 
+    /// The target home (`~`).
+    pub fn home(&self) -> &Path {
+        self.home
+    }
+
     /// Whether the key was given (with a valid type).
     pub fn has(&self, key: &str) -> bool {
         self.d.fields.contains_key(key)

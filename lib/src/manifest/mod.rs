@@ -323,6 +323,10 @@ pub struct Manifest {
     pub config_dir: PathBuf,
     /// Where `~` points.
     pub home: PathBuf,
+    /// `home` with every symlink in it resolved: resource paths are real
+    /// paths (links among their ancestors are followed at load), so a path
+    /// under it is shown and stored as `~/x` too.
+    pub real_home: PathBuf,
     /// The active profile, if any.
     pub profile: Option<String>,
     /// Variables: `[vars]` overlaid with the active profile's vars.
@@ -442,6 +446,9 @@ impl Manifest {
 
     /// A path in the form stored in state: `~/x` under home, else absolute.
     pub fn display_path(&self, path: &Path) -> String {
+        if !path.starts_with(&self.home) && path.starts_with(&self.real_home) {
+            return display_path(&self.real_home, path);
+        }
         display_path(&self.home, path)
     }
 }

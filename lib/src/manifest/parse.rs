@@ -89,6 +89,7 @@ pub(super) fn parse(
         path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
         home: home.clone(),
+        real_home: crate::safe_path::resolve_dir(home).unwrap_or_else(|_| home.clone()),
         profile: scope.profile,
         vars,
         resources,
@@ -297,6 +298,22 @@ fn resolve_paths(
         };
         let Some(path) = w.target_path(&text, s.span.clone(), home) else {
             continue;
+        };
+        // The links the user made among the path's ancestors are followed
+        // here, once: the plan, the claims and the state hold the real path,
+        // and apply follows no link (see `safe_path`).
+        let path = match crate::safe_path::resolve(&path) {
+            Ok(real) => real,
+            Err(e) => {
+                w.problems.push(
+                    Problem::at(
+                        s.span.clone(),
+                        format!("cannot follow the path {text:?}: {e}"),
+                    )
+                    .label("unsafe path"),
+                );
+                continue;
+            }
         };
         if scope.active.contains(&d.id) {
             if kind.ownership().owns_path {

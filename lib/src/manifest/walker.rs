@@ -566,7 +566,19 @@ impl<'a> Walker<'a> {
             return Some(home.to_path_buf());
         }
         if let Some(rest) = text.strip_prefix("~/") {
-            return Some(normalize(&home.join(rest)));
+            let path = normalize(&home.join(rest));
+            if !path.starts_with(home) {
+                self.problems.push(
+                    Problem::at(
+                        span,
+                        format!("the path {text:?} leaves the home: `..` climbs above ~"),
+                    )
+                    .label("outside the home")
+                    .help("write the absolute path if you mean a path outside the home"),
+                );
+                return None;
+            }
+            return Some(path);
         }
         let p = Path::new(text);
         if p.is_absolute() {

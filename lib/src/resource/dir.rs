@@ -6,8 +6,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{self, FsError};
-use crate::manifest::{DirSpec, Kind, Spec, SpecInput};
+use crate::fsutil::FsError;
+use crate::manifest::{DirSpec, Kind, Problem, Spec, SpecInput};
+use crate::safe_path::{self, RemovedDir};
 use crate::state::DriftStatus;
 
 use super::kind::{
@@ -40,9 +41,46 @@ impl KindSchema for Dir {
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {
         let mode = input.mode("mode");
         let purge = input.flag("purge");
-        input
-            .path()
-            .map(|path| Spec::Dir(DirSpec { path, mode, purge }))
+        let path = input.path()?;
+        if purge && holds_the_home(&path, input.home()) {
+            let span = input
+                .literal("purge")
+                .map_or_else(|| input.span(), |(_, s)| s);
+            input.problem(
+                Problem::at(
+                    span,
+                    format!(
+                        "`purge` of {} would remove everything in it that no resource declares, the home included",
+                        crate::manifest::display_path(input.home(), &path)
+                    ),
+                )
+                .label("purges the home")
+                .help("purge a directory inside the home, such as ~/.config/app"),
+            );
+            return None;
+        }
+        if purge
+            && let Some(written) = input.target_path("path")
+            && written != path
+        {
+            let span = input
+                .literal("path")
+                .map_or_else(|| input.span(), |(_, s)| s);
+            input.problem(
+                Problem::at(
+                    span,
+                    format!(
+                        "`purge` of {} would cross a symlink among its directories (it is really {})",
+                        written.display(),
+                        path.display()
+                    ),
+                )
+                .label("purge through a link")
+                .help("a purge never crosses a symlink: write the real path if you mean to purge it"),
+            );
+            return None;
+        }
+        Some(Spec::Dir(DirSpec { path, mode, purge }))
     }
 
     /// A directory stead did not create stays the user's: never adopted.
@@ -101,6 +139,16 @@ impl ResourceKind for Dir {
     fn holds_paths(&self) -> bool {
         true
     }
+}
+
+/// True when `dir` is the home, holds it, or is `/` (also through links).
+fn holds_the_home(dir: &Path, home: &Path) -> bool {
+    let real = |p: &Path| crate::safe_path::resolve_dir(p).unwrap_or_else(|_| p.to_path_buf());
+    let (real_dir, real_home) = (real(dir), real(home));
+    dir.parent().is_none()
+        || real_dir.parent().is_none()
+        || home.starts_with(dir)
+        || real_home.starts_with(&real_dir)
 }
 
 fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
@@ -162,13 +210,16 @@ fn plan(d: &DirSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, Resource
     ))
 }
 
-/// Entries directly inside `dir` that no declared resource is or lies under.
+/// Entries directly inside `dir` that no declared resource is or lies under,
+/// and that hold no resource's marker (an exec's `creates`: purging it would
+/// make the exec run again on every other apply).
 fn unmanaged_entries(dir: &Path, ctx: &PlanContext) -> Result<Vec<PathBuf>, ResourceError> {
     let keep: HashSet<PathBuf> = ctx
         .manifest
         .resources
         .iter()
-        .filter_map(|r| r.spec.path())
+        .filter_map(|r| r.spec.path().map(Path::to_path_buf))
+        .chain(ctx.markers.iter().cloned())
         .filter_map(|p| {
             let rest = p.strip_prefix(dir).ok()?;
             let first = rest.components().next()?;
@@ -228,72 +279,81 @@ fn plan_removal(path: &Path) -> Result<Planned, ResourceError> {
     }
 }
 
+/// Creates the directory and any missing parent, component by component,
+/// never through a link that appeared since the plan; sets `mode` on its fd.
 pub(super) fn create(path: &Path, mode: Option<u32>) -> Result<Applied, ResourceError> {
-    fs::create_dir_all(path).map_err(|e| FsError::new("cannot create directory", path, e))?;
-    if let Some(m) = mode {
-        super::file::chmod(path, m)?;
-    }
-    if let Some(parent) = path.parent() {
-        fsutil::fsync_dir(parent)?;
-    }
+    let (parent, name) = safe_path::open_parent_required(path, true)?;
+    parent.mkdir(&name, mode)?;
     Ok(Applied::default())
 }
 
 /// Sets the mode and removes unmanaged entries, each backed up first: a purge
-/// never destroys what stead did not create without a copy.
+/// never destroys what stead did not create without a copy. The dir is
+/// opened without following any link (a dir swapped for a link to elsewhere
+/// is refused, nothing in it touched), and each entry is removed relative to
+/// it, never through a link.
 pub(super) fn purge(
     path: &Path,
     mode: Option<u32>,
     entries: &[PathBuf],
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
+    let Some(dir) = safe_path::open_dir(path, false)? else {
+        return Err(FsError::new(
+            "cannot purge",
+            path,
+            io::Error::new(io::ErrorKind::NotFound, "it no longer exists"),
+        )
+        .into());
+    };
     if let Some(m) = mode {
-        super::file::chmod(path, m)?;
+        dir.chmod_self(m)?;
     }
     let mut applied = Applied::default();
     for entry in entries {
-        if fs::symlink_metadata(entry).is_err() {
+        let name = match (entry.parent(), entry.file_name()) {
+            (Some(parent), Some(name)) if parent == path => name,
+            _ => {
+                return Err(ResourceError::Internal(format!(
+                    "purge entry {} is not directly in {}",
+                    entry.display(),
+                    path.display()
+                )));
+            }
+        };
+        if dir.stat(name)?.is_none() {
             continue;
         }
         let copy = backup(entry, backups)?;
         applied.backup.get_or_insert(copy);
-        remove_entry(entry)?;
+        dir.remove_all(name)?;
     }
     if !entries.is_empty() {
-        fsutil::fsync_dir(path)?;
+        dir.sync()?;
         applied.output = Some(format!("purged {} entries", entries.len()));
     }
     Ok(applied)
 }
 
-fn remove_entry(entry: &Path) -> Result<(), ResourceError> {
-    let meta = match fs::symlink_metadata(entry) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(FsError::new("cannot read", entry, e).into()),
-    };
-    let result = if meta.is_dir() {
-        fs::remove_dir_all(entry)
-    } else {
-        fs::remove_file(entry)
-    };
-    result.map_err(|e| FsError::new("cannot remove", entry, e).into())
-}
-
+/// Removes the directory if it is empty; never through a link in its path.
 pub(super) fn remove(path: &Path) -> Result<Applied, ResourceError> {
-    match fs::remove_dir(path) {
-        Ok(()) => {
-            if let Some(parent) = path.parent() {
-                fsutil::fsync_dir(parent)?;
-            }
+    let Some((parent, name)) = safe_path::open_parent(path, false)? else {
+        return Ok(Applied::default());
+    };
+    match parent.remove_empty_dir(&name)? {
+        RemovedDir::Removed => {
+            parent.sync()?;
             Ok(Applied::default())
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Applied::default()),
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(Applied {
+        RemovedDir::Gone => Ok(Applied::default()),
+        RemovedDir::NotEmpty => Ok(Applied {
             output: Some("not empty; left in place".into()),
             ..Applied::default()
         }),
-        Err(e) => Err(FsError::new("cannot remove", path, e).into()),
+        RemovedDir::NotADirectory => Ok(Applied {
+            output: Some("no longer a directory; left alone".into()),
+            ..Applied::default()
+        }),
     }
 }
 

@@ -75,6 +75,14 @@ impl KindSchema for Exec {
 }
 
 impl ResourceKind for Exec {
+    /// The `creates` marker: a purge keeps it.
+    fn marker_paths<'s>(&self, spec: &'s Spec) -> Vec<&'s Path> {
+        match spec {
+            Spec::Exec(e) => e.creates.as_deref().into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn plan(&self, spec: &Spec, ctx: &PlanContext, _owned: bool) -> Result<Planned, ResourceError> {
         match spec {
             Spec::Exec(e) => plan(e, &ctx.manifest.home),

@@ -5,18 +5,16 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::fsutil::{self, FsError};
+use crate::fsutil::FsError;
 use crate::manifest::{FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
+use crate::safe_path;
 use crate::state::DriftStatus;
 
 use super::kind::{
     ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
     unexpected_spec,
 };
-use super::{
-    Action, Applied, Op, PlanContext, ResourceError, backup_existing, checksum, ensure_parent,
-    mode_of,
-};
+use super::{Action, Applied, Op, PlanContext, ResourceError, backup_existing, checksum, mode_of};
 
 /// Lines of diff shown per file before it is cut.
 const DIFF_LINES: usize = 200;
@@ -508,6 +506,10 @@ fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, Resou
     }
 }
 
+/// Writes the file atomically in its directory, opened component by
+/// component without following a link (missing ones are created): a link
+/// that appeared in the path since the plan is refused, one at the target
+/// itself is replaced, never followed.
 pub(super) fn write(
     path: &Path,
     content: &[u8],
@@ -515,9 +517,9 @@ pub(super) fn write(
     backup_first: bool,
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
+    let (dir, name) = safe_path::open_parent_required(path, true)?;
     let backup = backup_existing(path, backup_first, backups)?;
-    ensure_parent(path)?;
-    fsutil::atomic_write(path, content, mode)?;
+    dir.write_atomic(&name, content, mode)?;
     Ok(Applied {
         checksum: Some(checksum(content)),
         backup,
@@ -525,10 +527,12 @@ pub(super) fn write(
     })
 }
 
+/// Sets the mode of the regular file at `path` (on its fd): refused when a
+/// link or anything else took its place.
 pub(super) fn chmod(path: &Path, mode: u32) -> Result<(), ResourceError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| FsError::new("cannot set permissions on", path, e).into())
+    let (dir, name) = safe_path::open_parent_required(path, false)?;
+    dir.chmod_file(&name, mode)?;
+    Ok(())
 }
 
 pub(super) fn remove(
@@ -536,17 +540,14 @@ pub(super) fn remove(
     backup_first: bool,
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
+    // An already-gone directory (a purge took it) means the file is gone.
+    let Some((dir, name)) = safe_path::open_parent(path, false)? else {
+        return Ok(Applied::default());
+    };
     let backup = backup_existing(path, backup_first, backups)?;
-    match fs::remove_file(path) {
-        // Only a removal that happened needs its directory fsync'd; an
-        // already-gone file may have lost its directory too (a purge).
-        Ok(()) => {
-            if let Some(dir) = path.parent() {
-                fsutil::fsync_dir(dir)?;
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(FsError::new("cannot remove", path, e).into()),
+    // Only a removal that happened needs its directory fsync'd.
+    if dir.remove_file(&name)? {
+        dir.sync()?;
     }
     Ok(Applied {
         checksum: None,

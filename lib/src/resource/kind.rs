@@ -145,6 +145,13 @@ pub trait ResourceKind: KindSchema {
         Vec::new()
     }
 
+    /// Paths outside its own path that it keeps its state in (an exec's
+    /// `creates` marker): a `purge` dir holding one keeps it, or the exec
+    /// would run again after every purge (default: none).
+    fn marker_paths<'s>(&self, _spec: &'s Spec) -> Vec<&'s Path> {
+        Vec::new()
+    }
+
     /// Paths a later watch mode should watch to notice drift (default: none).
     fn watch_paths(&self, _spec: &Spec) -> Vec<PathBuf> {
         Vec::new()

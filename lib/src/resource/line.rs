@@ -9,8 +9,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::fsutil::{self, FsError};
+use crate::fsutil::FsError;
 use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
+use crate::safe_path;
 
 use super::file::text_diff;
 use super::kind::{
@@ -230,36 +231,52 @@ pub fn edit(text: &str, l: &LineSpec) -> String {
     out
 }
 
-/// Makes the edit on the file as it is now (atomically, mode kept),
-/// refusing a link or anything but a regular file that took its place.
+/// Makes the edit on the file as it is now (atomically, mode kept), in its
+/// directory opened without following a link; refuses a link or anything
+/// but a regular UTF-8 file that took its place.
 fn apply_edit(l: &LineSpec) -> Result<Applied, ResourceError> {
     let not_regular = |why: &str| -> ResourceError {
         FsError::new("cannot edit", &l.path, io::Error::other(why.to_string())).into()
     };
-    let (old, mode) = match read(&l.path)? {
-        Ok(Some(current)) => current,
-        Ok(None) if l.absent => return Ok(Applied::default()),
-        Ok(None) if l.create => (String::new(), NEW_FILE_MODE),
-        Ok(None) => {
-            return Err(FsError::new(
-                "cannot edit",
-                &l.path,
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "it no longer exists (set create = true to create it)",
-                ),
-            )
-            .into());
-        }
-        Err(_) => {
+    let gone = || -> ResourceError {
+        FsError::new(
+            "cannot edit",
+            &l.path,
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "it no longer exists (set create = true to create it)",
+            ),
+        )
+        .into()
+    };
+    let Some((dir, name)) = safe_path::open_parent(&l.path, false)? else {
+        return if l.absent {
+            Ok(Applied::default())
+        } else {
+            Err(gone())
+        };
+    };
+    let current = match dir.read_regular(&name) {
+        Ok(c) => c,
+        Err(safe_path::PathError::Changed { .. }) => {
             return Err(not_regular(
                 "it is no longer a regular text file (a link is never followed)",
             ));
         }
+        Err(e) => return Err(e.into()),
+    };
+    let (old, mode) = match current {
+        Some((bytes, mode)) => match String::from_utf8(bytes) {
+            Ok(text) => (text, mode),
+            Err(_) => return Err(not_regular("it is no longer UTF-8 text")),
+        },
+        None if l.absent => return Ok(Applied::default()),
+        None if l.create => (String::new(), NEW_FILE_MODE),
+        None => return Err(gone()),
     };
     let new = edit(&old, l);
     if new != old {
-        fsutil::atomic_write(&l.path, new.as_bytes(), mode)?;
+        dir.write_atomic(&name, new.as_bytes(), mode)?;
     }
     Ok(Applied::default())
 }

@@ -93,6 +93,9 @@ pub struct PlanContext<'a> {
     pub recorded: &'a std::collections::BTreeMap<String, String>,
     /// Replace what stead does not own (after a backup).
     pub force: bool,
+    /// Paths resources keep their state in ([`kind::ResourceKind::marker_paths`],
+    /// an exec's `creates`), real paths: a purge keeps them.
+    pub markers: &'a [PathBuf],
 }
 
 /// One planned change, with everything apply needs.
@@ -212,6 +215,10 @@ pub enum ResourceError {
     /// A filesystem operation failed.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// Stead refused to act on a path that is not what the plan saw (a
+    /// link in place of a directory, a target of another type).
+    #[error(transparent)]
+    Path(#[from] crate::safe_path::PathError),
     /// A template did not render.
     #[error("template {path}: {message}")]
     Template {
@@ -423,7 +430,9 @@ pub fn checksum(bytes: &[u8]) -> String {
 
 pub(crate) use crate::backup::{backup, backup_existing};
 
-/// Creates the parent directories of a target path.
+/// Creates the parent directories of a path (test fixtures only: apply
+/// creates parents with [`crate::safe_path`], never through a link).
+#[cfg(test)]
 pub(crate) fn ensure_parent(path: &Path) -> Result<(), FsError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)

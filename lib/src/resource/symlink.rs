@@ -7,13 +7,14 @@ use std::path::Path;
 
 use crate::fsutil::{self, FsError};
 use crate::manifest::{Kind, Spec, SpecInput, SymlinkSpec};
+use crate::safe_path::{self, EntryType};
 use crate::state::DriftStatus;
 
 use super::kind::{
     ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
     unexpected_spec,
 };
-use super::{Action, Applied, Op, PlanContext, ResourceError, backup_existing, ensure_parent};
+use super::{Action, Applied, Op, PlanContext, ResourceError, backup_existing};
 
 /// The `symlink` kind.
 pub struct Symlink;
@@ -245,27 +246,17 @@ fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, Resou
     }
 }
 
+/// Makes the link atomically in its directory, opened component by
+/// component without following a link (missing ones are created).
 pub(super) fn create(
     path: &Path,
     target: &Path,
     backup_first: bool,
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
+    let (dir, name) = safe_path::open_parent_required(path, true)?;
     let backup = backup_existing(path, backup_first, backups)?;
-    ensure_parent(path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = fsutil::temp_path(dir, &name);
-    std::os::unix::fs::symlink(target, &tmp)
-        .map_err(|e| FsError::new("cannot create symlink", &tmp, e))?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(FsError::new("cannot rename into", path, e).into());
-    }
-    fsutil::fsync_dir(dir)?;
+    dir.symlink_atomic(&name, target)?;
     Ok(Applied {
         checksum: None,
         backup,
@@ -273,23 +264,22 @@ pub(super) fn create(
     })
 }
 
+/// Removes the link if a link is still there (backed up first when its
+/// target is not what stead recorded); anything else is left alone.
 pub(super) fn remove(
     path: &Path,
     backup_first: bool,
     backups: &Path,
 ) -> Result<Applied, ResourceError> {
     let mut backup = None;
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            backup = backup_existing(path, backup_first, backups)?;
-            fs::remove_file(path).map_err(|e| FsError::new("cannot remove", path, e))?;
-            if let Some(dir) = path.parent() {
-                fsutil::fsync_dir(dir)?;
-            }
+    let Some((dir, name)) = safe_path::open_parent(path, false)? else {
+        return Ok(Applied::default());
+    };
+    if let Some((EntryType::Symlink, _)) = dir.stat(&name)? {
+        backup = backup_existing(path, backup_first, backups)?;
+        if dir.remove_file(&name)? {
+            dir.sync()?;
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     }
     Ok(Applied {
         backup,
