@@ -16,7 +16,7 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(manifest state_record lock_file lock_config journal shared_record saved_plan)
 
-cargo fuzz build -s none -O
+cargo fuzz build -s none
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failed=0
@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t" "$fuzz/artifacts/$t"
   log="$work/$t.log"
   set +e
-  cargo fuzz run -s none -O "$t" "$work/$t" "corpus/$t" -- \
+  cargo fuzz run -s none "$t" "$work/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
     -timeout=10 -artifact_prefix="$fuzz/artifacts/$t/" >"$log" 2>&1
   code=$?
