@@ -22,10 +22,11 @@ trap 'rm -rf "$work"' EXIT
 failed=0
 printf '%-14s %12s %8s %s\n' target execs seconds result
 for t in "${targets[@]}"; do
-  mkdir -p "$work/$t" "$fuzz/artifacts/$t"
+  mkdir -p "$work/$t" "$work/tmp" "$fuzz/artifacts/$t"
   log="$work/$t.log"
   set +e
-  cargo fuzz run -s none "$t" "$work/$t" "corpus/$t" -- \
+  # The targets' scratch dirs go under $work too, and are removed with it.
+  TMPDIR="$work/tmp" cargo fuzz run -s none "$t" "$work/$t" "corpus/$t" -- \
     -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
     -timeout=10 -artifact_prefix="$fuzz/artifacts/$t/" >"$log" 2>&1
   code=$?
