@@ -336,7 +336,7 @@ fn a_state_write_failing_after_changes_says_they_were_applied_and_will_be_recove
 
 #[test]
 fn merging_shared_records_at_the_largest_serial_does_not_wrap_or_panic() {
-    use stead_lib::machine::MachineInfo;
+    use stead_lib::machine::{MachineInfo, RecordKey};
     use stead_lib::state::State;
     use stead_lib::sync::shared;
     let sb = Sandbox::new();
@@ -344,7 +344,7 @@ fn merging_shared_records_at_the_largest_serial_does_not_wrap_or_panic() {
         let mut s = State::new(MachineInfo::current(id));
         s.lineage.id = "lineage-x".to_string();
         s.lineage.serial = u64::MAX;
-        shared::to_bytes(&shared::fold(None, &s))
+        shared::to_bytes(&shared::fold(None, &s, &RecordKey::from_bytes([7; 32])))
     };
     let (base, ours, theirs) = (
         sb.home().join("base"),

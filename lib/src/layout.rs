@@ -48,6 +48,12 @@ impl Layout {
         self.state_dir.join("machine_id")
     }
 
+    /// `<state-dir>/record_key`: this machine's secret key for the checksums
+    /// it publishes in the shared record (0600, made once and kept).
+    pub fn record_key_file(&self) -> PathBuf {
+        self.state_dir.join("record_key")
+    }
+
     /// `<state-dir>/backups/`: copies taken before migrations and overwrites.
     pub fn backups_dir(&self) -> PathBuf {
         self.state_dir.join("backups")

@@ -1,7 +1,8 @@
 //! This machine's identity and facts.
 //!
 //! The machine id is a UUID v4 made once per state dir and kept in
-//! `<state-dir>/machine_id`; hostname, user, os and arch are read from the
+//! `<state-dir>/machine_id`; so is the machine's secret record key
+//! (`<state-dir>/record_key`, see [`RecordKey`]); hostname, user, os and arch are read from the
 //! system directly (no `hostname` or `ps` processes).
 
 use std::fs;
@@ -47,6 +48,51 @@ pub enum MachineError {
         /// What it holds (trimmed, at most 64 bytes).
         content: String,
     },
+    /// The record key file holds something other than 64 hex digits.
+    #[error(
+        "the record key file {path} is corrupt (it does not hold 64 hex digits); \
+         move it aside and sync again: a new key is made, and this machine's \
+         published checksums change once"
+    )]
+    CorruptKey {
+        /// The key file.
+        path: PathBuf,
+    },
+}
+
+/// This machine's secret key for what it publishes in the shared record:
+/// the checksums there are keyed hashes under it, so that a reader of the
+/// remote cannot test guesses of a file's content against them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordKey([u8; 32]);
+
+impl RecordKey {
+    /// A key of these bytes (tests, and a key read from its file).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        RecordKey(bytes)
+    }
+
+    /// A fresh key: 244 random bits from the OS generator (two UUID v4s),
+    /// through blake3 for a uniform 32 bytes; no extra dependency for
+    /// randomness.
+    fn random() -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(Uuid::new_v4().as_bytes());
+        hasher.update(Uuid::new_v4().as_bytes());
+        RecordKey(*hasher.finalize().as_bytes())
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RecordKey {
+    // A secret is never printed, not even in a debug dump.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordKey(..)")
+    }
 }
 
 impl MachineInfo {
@@ -92,6 +138,53 @@ pub fn load_or_create_id(layout: &Layout) -> Result<String, MachineError> {
             }),
         },
         Err(e) => Err(FsError::new("cannot create", &path, e).into()),
+    }
+}
+
+/// Reads this machine's record key, making it on first use (the state dir
+/// must exist). Made like the machine id: written 0600 to a temp name and
+/// hard-linked into place, so two racing processes agree on one key.
+pub fn load_or_create_record_key(layout: &Layout) -> Result<RecordKey, MachineError> {
+    let path = layout.record_key_file();
+    if let Some(key) = read_record_key(&path)? {
+        return Ok(key);
+    }
+    let key = RecordKey::random();
+    let tmp = fsutil::temp_path(layout.state_dir(), "record_key");
+    let text = format!("{}\n", blake3::Hash::from_bytes(key.0).to_hex());
+    fsutil::atomic_write(&tmp, text.as_bytes(), 0o600)?;
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            fsutil::fsync_dir(layout.state_dir())?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            read_record_key(&path)?.ok_or(MachineError::CorruptKey { path })
+        }
+        Err(e) => Err(FsError::new("cannot create", &path, e).into()),
+    }
+}
+
+/// This machine's record key for a command that writes nothing: the kept
+/// key if there is one, else a fresh key held in memory only. A machine with
+/// no key file has published no checksum it could recognise as its own, so a
+/// throw-away key compares exactly as the kept one would.
+pub fn record_key_read_only(layout: &Layout) -> Result<RecordKey, MachineError> {
+    Ok(read_record_key(&layout.record_key_file())?.unwrap_or_else(RecordKey::random))
+}
+
+/// Reads the record key if its file exists.
+fn read_record_key(path: &std::path::Path) -> Result<Option<RecordKey>, MachineError> {
+    match crate::ownfile::read(path) {
+        Ok(bytes) => blake3::Hash::from_hex(String::from_utf8_lossy(&bytes).trim())
+            .map(|h| Some(RecordKey(*h.as_bytes())))
+            .map_err(|_| MachineError::CorruptKey {
+                path: path.to_path_buf(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FsError::new("cannot read", path, e).into()),
     }
 }
 
@@ -182,6 +275,31 @@ mod tests {
             fs::read_to_string(layout.machine_id_file()).unwrap(),
             "garbage"
         );
+    }
+
+    #[test]
+    fn record_key_is_made_once_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        fs::create_dir_all(layout.state_dir()).unwrap();
+        let a = load_or_create_record_key(&layout).unwrap();
+        let b = load_or_create_record_key(&layout).unwrap();
+        assert_eq!(a, b);
+        let mode = fs::metadata(layout.record_key_file())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(format!("{a:?}"), "RecordKey(..)");
+        // Another state dir, another key.
+        let other = tempfile::tempdir().unwrap();
+        let other = Layout::new(other.path(), None);
+        fs::create_dir_all(other.state_dir()).unwrap();
+        assert_ne!(load_or_create_record_key(&other).unwrap(), a);
+        fs::write(layout.record_key_file(), "short").unwrap();
+        let err = load_or_create_record_key(&layout).unwrap_err();
+        assert!(matches!(err, MachineError::CorruptKey { .. }), "{err}");
     }
 
     #[test]

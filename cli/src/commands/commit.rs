@@ -87,7 +87,7 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ctx.store.commit(&guard, &mut state, "commit")?;
     }
 
-    let record = shared::fold(working.as_ref(), &state);
+    let record = shared::fold(working.as_ref(), &state, &session.record_key()?);
     session.write_if_changed(&record)?;
     let sources: Vec<String> = accepted
         .iter()

@@ -17,7 +17,7 @@ use super::backend::{Backend, Published, Records, Revision, Update};
 use super::shared::{self, Comparison, Direction, SharedRecord, Strategy};
 use crate::layout::Layout;
 use crate::lock::LockGuard;
-use crate::machine::{self, MachineInfo};
+use crate::machine::{self, MachineInfo, RecordKey};
 use crate::state::DriftStatus;
 use crate::state::{State, StateStore};
 
@@ -148,6 +148,17 @@ impl<'a> Session<'a> {
         self.backend
     }
 
+    /// This machine's key for the checksums it publishes (made on first use).
+    pub fn record_key(&self) -> Result<RecordKey, SyncError> {
+        Ok(machine::load_or_create_record_key(self.store.layout())?)
+    }
+
+    /// [`Session::record_key`] for a comparison, which writes nothing: a
+    /// machine without a key yet is compared with a key held in memory.
+    pub fn record_key_read_only(&self) -> Result<RecordKey, SyncError> {
+        Ok(machine::record_key_read_only(self.store.layout())?)
+    }
+
     /// What `sync` and `resolve` start with: the merge driver in place,
     /// nothing in the way of a merge, and a refresh that must reach the remote.
     pub fn begin(&self, stead_exe: &Path, on_note: &mut dyn FnMut(Note)) -> Result<(), SyncError> {
@@ -216,6 +227,7 @@ impl<'a> Session<'a> {
             records.remote.as_ref(),
             records.base.as_ref(),
             drift,
+            &self.record_key_read_only()?,
         );
         Ok((records, comparison))
     }
@@ -328,7 +340,8 @@ impl<'a> Session<'a> {
     /// failed: it is true either way, and the other machines need it.
     pub fn finish(&self) -> Result<Finished, SyncError> {
         let state = self.store.load_current()?;
-        let record = shared::fold(self.backend.read_working()?.as_ref(), &state);
+        let key = self.record_key()?;
+        let record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
         self.write_if_changed(&record)?;
         let committed = self.backend.commit(
             &[],
@@ -361,7 +374,8 @@ impl<'a> Session<'a> {
         operation: Option<&str>,
         remote_rev: Option<&Revision>,
     ) -> Result<(State, SharedRecord), SyncError> {
-        let mut next = shared::adopt(&state, target);
+        let key = self.record_key()?;
+        let mut next = shared::adopt(&state, target, &key);
         let changed = next.lineage.id != state.lineage.id
             || next.lineage.machines != state.lineage.machines
             || self.kept_history(&next) != self.kept_history(&state)
@@ -393,7 +407,7 @@ impl<'a> Session<'a> {
         } else {
             state
         };
-        let record = shared::fold(Some(target), &state);
+        let record = shared::fold(Some(target), &state, &key);
         self.write_if_changed(&record)?;
         Ok((state, record))
     }
@@ -469,7 +483,7 @@ impl Session<'_> {
         }
         let (status, state) =
             self.join_state(guard, state, &machine_id, shared_rec.as_ref(), &request)?;
-        let record = shared::fold(shared_rec.as_ref(), &state);
+        let record = shared::fold(shared_rec.as_ref(), &state, &self.record_key()?);
         self.write_if_changed(&record)?;
         self.backend.install_merge_driver(stead_exe)?;
         let message = match status {
@@ -521,7 +535,7 @@ impl Session<'_> {
         // This machine's own values win on joining: the profile asked for,
         // and the clone it is in.
         let checksums = state.checksums.clone();
-        state = shared::adopt(&state, rec);
+        state = shared::adopt(&state, rec, &self.record_key()?);
         state.checksums = checksums;
         state.active_profile = profile;
         state.config_path = Some(request.root.clone());

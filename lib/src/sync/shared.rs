@@ -7,12 +7,20 @@
 //! serial), which is what makes a semantic 3-way merge decidable almost
 //! always. The few real clashes (the same machine's fields changed on both
 //! sides) are reported by [`compare`] so that nobody merges them blindly.
+//!
+//! No plain content hash is published: a machine's checksums go out as
+//! keyed hashes under its own secret [`RecordKey`] ([`publish_checksum`]),
+//! so a reader of the remote cannot test guesses of a file (a PIN, a short
+//! password) against them. A machine's entry is only ever compared with
+//! earlier copies of the same entry, under the same key, so merges and
+//! conflict checks work on the published values as they are.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::machine::RecordKey;
 use crate::state::{DriftStatus, HistoryEntry, State};
 
 /// Where the shared record lives, relative to the config repo's root.
@@ -75,7 +83,8 @@ pub struct MachineRecord {
     pub last_apply: Option<DateTime<Utc>>,
     /// When it last pushed its record.
     pub last_sync: Option<DateTime<Utc>>,
-    /// `path -> blake3:<hex>` of what stead wrote there.
+    /// `path -> keyed-blake3:<hex>` of what stead wrote there (see
+    /// [`publish_checksum`]); records of stead 0.1 hold `blake3:<hex>`.
     pub checksums: BTreeMap<String, String>,
 }
 
@@ -201,8 +210,31 @@ impl SharedRecord {
     }
 }
 
-/// This machine's entry of the shared record, from its local state.
-pub fn machine_record(state: &State) -> MachineRecord {
+/// The prefix of a published (keyed) checksum.
+pub const KEYED_PREFIX: &str = "keyed-blake3:";
+
+/// What the shared record shows of the local checksum `sum` of `path`:
+/// `keyed-blake3:<hex>`, blake3 in keyed mode under this machine's key over
+/// the path and the checksum. Only the key's holder can tell which content
+/// it stands for; the same path and content give the same value every time,
+/// so a machine's entry changes only when its files do. A value already
+/// keyed is kept as it is.
+pub fn publish_checksum(key: &RecordKey, path: &str, sum: &str) -> String {
+    if sum.starts_with(KEYED_PREFIX) {
+        return sum.to_string();
+    }
+    let mut h = blake3::Hasher::new_keyed(key.as_bytes());
+    // The path's length first, so that no (path, checksum) pair hashes the
+    // same bytes as another.
+    h.update(&(path.len() as u64).to_le_bytes());
+    h.update(path.as_bytes());
+    h.update(sum.as_bytes());
+    format!("{KEYED_PREFIX}{}", h.finalize().to_hex())
+}
+
+/// This machine's entry of the shared record, from its local state, its
+/// checksums published under `key`.
+pub fn machine_record(state: &State, key: &RecordKey) -> MachineRecord {
     MachineRecord {
         hostname: state.machine.hostname.clone(),
         os: state.machine.os.clone(),
@@ -212,7 +244,11 @@ pub fn machine_record(state: &State) -> MachineRecord {
         config_path: state.config_path.clone(),
         last_apply: state.last_apply,
         last_sync: state.last_sync,
-        checksums: state.checksums.clone(),
+        checksums: state
+            .checksums
+            .iter()
+            .map(|(path, sum)| (path.clone(), publish_checksum(key, path, sum)))
+            .collect(),
     }
 }
 
@@ -222,13 +258,13 @@ pub fn machine_record(state: &State) -> MachineRecord {
 /// (`shared` `None`: a new record in the local lineage).
 ///
 /// Retired ids stay retired for good (callers refuse to fold a retired
-/// machine; it rejoins under a new id).
-pub fn fold(shared: Option<&SharedRecord>, local: &State) -> SharedRecord {
+/// machine; it rejoins under a new id). Checksums are published under `key`.
+pub fn fold(shared: Option<&SharedRecord>, local: &State, key: &RecordKey) -> SharedRecord {
     let mut out = shared
         .cloned()
         .unwrap_or_else(|| SharedRecord::new(&local.lineage.id));
     let me = &local.machine.id;
-    let mut entry = machine_record(local);
+    let mut entry = machine_record(local, key);
     // When a machine last pushed is news only together with something else:
     // otherwise two machines that sync in turn would push each other's times
     // forever.
@@ -449,7 +485,13 @@ fn merge_machine(
 /// The local state after taking `shared` (a merged or remote record): its
 /// lineage id and members, the union of both histories, and this machine's
 /// own fields as `shared` has them. The serial is left for the store.
-pub fn adopt(local: &State, shared: &SharedRecord) -> State {
+///
+/// A published checksum stands for the local one when it is that one
+/// published under `key` (or, from an older record, that one plain): the
+/// local value is kept. Any other is taken as it is: it names content this
+/// machine cannot know, so the file reads as changed (drifted), which is
+/// what the remote's different checksum meant before too.
+pub fn adopt(local: &State, shared: &SharedRecord, key: &RecordKey) -> State {
     let mut out = local.clone();
     out.lineage.id = shared.lineage.id.clone();
     out.lineage.machines = shared.lineage.machines.clone();
@@ -461,7 +503,19 @@ pub fn adopt(local: &State, shared: &SharedRecord) -> State {
     if let Some(mine) = shared.machines.get(&local.machine.id) {
         out.active_profile = mine.active_profile.clone();
         out.config_path = mine.config_path.clone();
-        out.checksums = mine.checksums.clone();
+        out.checksums = mine
+            .checksums
+            .iter()
+            .map(|(path, published)| {
+                let sum = match local.checksums.get(path) {
+                    Some(l) if l == published || publish_checksum(key, path, l) == *published => {
+                        l.clone()
+                    }
+                    _ => published.clone(),
+                };
+                (path.clone(), sum)
+            })
+            .collect();
         out.last_apply = mine.last_apply.max(local.last_apply);
     }
     out
@@ -626,15 +680,17 @@ impl Comparison {
 
 /// Compares this machine (its local state over the record at HEAD) with
 /// the remote's record against their common base. `drift` lists managed
-/// paths that changed on disk (`(path, status)`).
+/// paths that changed on disk (`(path, status)`); `key` publishes this
+/// machine's checksums.
 pub fn compare(
     state: &State,
     head: Option<&SharedRecord>,
     remote: Option<&SharedRecord>,
     base: Option<&SharedRecord>,
     drift: &[(String, DriftStatus)],
+    key: &RecordKey,
 ) -> Comparison {
-    let local = fold(head, state);
+    let local = fold(head, state, key);
     let local_moved = moved_since(Some(&local), base);
     let remote_moved = moved_since(remote, base);
     // Equal copies need nothing; a remote without a record takes ours.
@@ -802,6 +858,8 @@ mod tests {
     use super::*;
     use crate::machine::MachineInfo;
 
+    const KEY: RecordKey = RecordKey::from_bytes([7; 32]);
+
     fn entry(id: &str, machine: &str, serial: u64, secs: i64) -> HistoryEntry {
         HistoryEntry {
             id: id.to_string(),
@@ -830,7 +888,7 @@ mod tests {
         shared.lineage.serial = 2;
         shared.lineage.machines = vec!["b".into()];
         shared.history = vec![entry("h1", "a", 1, 1), entry("h2", "b", 2, 2)];
-        let out = fold(Some(&shared), &a);
+        let out = fold(Some(&shared), &a, &KEY);
         assert_eq!(out.lineage.serial, 3);
         assert_eq!(out.lineage.parent_serial, Some(2));
         assert_eq!(out.lineage.machines, vec!["a", "b"]);
@@ -841,41 +899,95 @@ mod tests {
             Some("personal")
         );
         // Folding again changes nothing.
-        assert_eq!(fold(Some(&out), &a), out);
+        assert_eq!(fold(Some(&out), &a, &KEY), out);
+    }
+
+    #[test]
+    fn checksums_are_published_keyed_and_read_back_as_the_local_ones() {
+        let pin = format!("blake3:{}", blake3::hash(b"4821\n").to_hex());
+        let mut a = state("a", "lineage-x", 3);
+        a.checksums.insert("~/.pin".into(), pin.clone());
+        let out = fold(None, &a, &KEY);
+        let published = &out.machines["a"].checksums["~/.pin"];
+        assert!(published.starts_with(KEYED_PREFIX), "{published}");
+        let text = String::from_utf8(to_bytes(&out)).unwrap();
+        assert!(!text.contains(pin.trim_start_matches("blake3:")), "{text}");
+        // Another key, another path: another value; publishing is idempotent.
+        let other = RecordKey::from_bytes([8; 32]);
+        assert_ne!(publish_checksum(&other, "~/.pin", &pin), *published);
+        assert_ne!(publish_checksum(&KEY, "~/.pim", &pin), *published);
+        assert_eq!(publish_checksum(&KEY, "~/.pin", published), *published);
+        // Adopting the record keeps the local checksum.
+        assert_eq!(adopt(&a, &out, &KEY).checksums, a.checksums);
+        // A value this machine cannot account for is taken as it is (the
+        // file then reads as changed), and a path the record dropped goes.
+        let mut remote = out.clone();
+        let theirs = remote.machines.get_mut("a").unwrap();
+        theirs
+            .checksums
+            .insert("~/.pin".into(), "keyed-blake3:00".into());
+        assert_eq!(
+            adopt(&a, &remote, &KEY).checksums["~/.pin"],
+            "keyed-blake3:00"
+        );
+        remote.machines.get_mut("a").unwrap().checksums.clear();
+        assert!(adopt(&a, &remote, &KEY).checksums.is_empty());
+    }
+
+    #[test]
+    fn a_record_with_plain_checksums_still_loads_and_settles() {
+        // As stead 0.1 wrote it: this machine's plain checksum.
+        let bytes = include_bytes!("../../tests/fixtures/shared-record-plain-checksums.json");
+        let old = parse(bytes, "the fixture").unwrap();
+        let me = "a3c12576-bb2c-4584-97d7-5a361d23a473";
+        let plain = old.machines[me].checksums["~/.pin"].clone();
+        assert!(plain.starts_with("blake3:"), "{plain}");
+        let mut a = state(me, &old.lineage.id, old.lineage.serial);
+        a.history = old.history.clone();
+        a.checksums.insert("~/.pin".into(), plain.clone());
+        // The old plain value stands for the local one.
+        assert_eq!(adopt(&a, &old, &KEY).checksums["~/.pin"], plain);
+        // Folding publishes it keyed: this machine's own news, no clash.
+        let c = compare(&a, Some(&old), Some(&old), Some(&old), &[], &KEY);
+        assert_eq!(c.direction, Direction::LocalAhead);
+        assert!(c.conflicts.is_empty(), "{:?}", c.conflicts);
+        assert!(c.local.machines[me].checksums["~/.pin"].starts_with(KEYED_PREFIX));
+        let m = merge(Some(&old), &c.local, &old, Some(me), Strategy::Merge);
+        assert_eq!(m.machines[me].checksums, c.local.machines[me].checksums);
     }
 
     #[test]
     fn a_sync_time_alone_is_not_news() {
         let mut a = state("a", "lineage-x", 3);
-        let first = fold(None, &a);
+        let first = fold(None, &a, &KEY);
         a.last_sync = Some(Utc::now());
-        let again = fold(Some(&first), &a);
+        let again = fold(Some(&first), &a, &KEY);
         assert_eq!(again, first);
         a.active_profile = Some("work".into());
-        let changed = fold(Some(&first), &a);
+        let changed = fold(Some(&first), &a, &KEY);
         assert_eq!(changed.machines["a"].last_sync, a.last_sync);
     }
 
     #[test]
     fn compare_finds_each_direction() {
         let a = state("a", "lineage-x", 5);
-        let base = fold(None, &a);
-        let up = compare(&a, Some(&base), Some(&base), Some(&base), &[]);
+        let base = fold(None, &a, &KEY);
+        let up = compare(&a, Some(&base), Some(&base), Some(&base), &[], &KEY);
         assert_eq!(up.direction, Direction::UpToDate);
         assert!(up.conflicts.is_empty());
 
         let mut a2 = a.clone();
         a2.lineage.serial = 6;
         a2.history.push(entry("h6", "a", 6, 6));
-        let ahead = compare(&a2, Some(&base), Some(&base), Some(&base), &[]);
+        let ahead = compare(&a2, Some(&base), Some(&base), Some(&base), &[], &KEY);
         assert_eq!(ahead.direction, Direction::LocalAhead);
 
         let b = state("b", "lineage-x", 6);
-        let remote = fold(Some(&base), &b);
-        let behind = compare(&a, Some(&base), Some(&remote), Some(&base), &[]);
+        let remote = fold(Some(&base), &b, &KEY);
+        let behind = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY);
         assert_eq!(behind.direction, Direction::RemoteAhead);
 
-        let both = compare(&a2, Some(&base), Some(&remote), Some(&base), &[]);
+        let both = compare(&a2, Some(&base), Some(&remote), Some(&base), &[], &KEY);
         assert_eq!(both.direction, Direction::Diverged);
         assert_eq!(
             both.conflicts[0].message(),
@@ -887,13 +999,13 @@ mod tests {
     #[test]
     fn a_remote_edit_of_this_machine_is_a_mismatch() {
         let a = state("a", "lineage-x", 5);
-        let base = fold(None, &a);
+        let base = fold(None, &a, &KEY);
         let mut remote = base.clone();
         remote.lineage.serial = 6;
         let theirs = remote.machines.get_mut("a").unwrap();
         theirs.active_profile = Some("work".into());
         theirs.config_path = Some("/elsewhere".into());
-        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[]);
+        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY);
         let kinds: Vec<_> = c
             .conflicts
             .iter()
@@ -917,7 +1029,7 @@ mod tests {
         // Changed here too: no longer decidable.
         let mut a2 = a.clone();
         a2.active_profile = Some("laptop".into());
-        let c = compare(&a2, Some(&base), Some(&remote), Some(&base), &[]);
+        let c = compare(&a2, Some(&base), Some(&remote), Some(&base), &[], &KEY);
         let mismatches: Vec<_> = c
             .conflicts
             .iter()
@@ -931,8 +1043,15 @@ mod tests {
     fn two_new_lineages_merge_into_the_remote_one_but_a_replaced_one_does_not() {
         let a = state("a", "lineage-a", 1);
         let b = state("b", "lineage-b", 1);
-        let remote = fold(None, &b);
-        let c = compare(&a, Some(&fold(None, &a)), Some(&remote), None, &[]);
+        let remote = fold(None, &b, &KEY);
+        let c = compare(
+            &a,
+            Some(&fold(None, &a, &KEY)),
+            Some(&remote),
+            None,
+            &[],
+            &KEY,
+        );
         assert_eq!(c.direction, Direction::Diverged);
         let lineage = &c.conflicts[0];
         assert!(matches!(lineage.kind, ConflictKind::LineageMismatch { .. }));
@@ -941,8 +1060,8 @@ mod tests {
         assert_eq!(m.lineage.id, "lineage-b");
         assert_eq!(m.lineage.machines, vec!["a", "b"]);
 
-        let base = fold(None, &a);
-        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[]);
+        let base = fold(None, &a, &KEY);
+        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY);
         assert!(!c.conflicts[0].automatic);
     }
 
@@ -950,7 +1069,11 @@ mod tests {
     fn keeps_all_of_needs_lineage_serial_history_and_machines() {
         let mut a = state("a", "lineage-x", 3);
         a.history = vec![entry("h1", "a", 1, 1), entry("h2", "a", 2, 2)];
-        let old = fold(Some(&fold(None, &state("b", "lineage-x", 3))), &a);
+        let old = fold(
+            Some(&fold(None, &state("b", "lineage-x", 3), &KEY)),
+            &a,
+            &KEY,
+        );
         let mut new = old.clone();
         new.lineage.serial += 1;
         assert!(new.keeps_all_of(&old));
@@ -977,6 +1100,7 @@ mod tests {
             None,
             None,
             &[("~/.bashrc".into(), DriftStatus::Modified)],
+            &KEY,
         );
         assert_eq!(c.conflicts[0].severity, Severity::Low);
         assert_eq!(c.conflicts[0].message(), "File '.bashrc' has been modified");
@@ -986,14 +1110,14 @@ mod tests {
     fn merge_unions_and_goes_past_both_serials() {
         let a = state("a", "lineage-x", 5);
         let b = state("b", "lineage-x", 5);
-        let base = fold(Some(&fold(None, &a)), &b);
+        let base = fold(Some(&fold(None, &a, &KEY)), &b, &KEY);
         let mut a2 = a.clone();
         a2.lineage.serial = 7;
         a2.history.push(entry("ha", "a", 7, 10));
         let mut b2 = b.clone();
         b2.lineage.serial = 6;
         b2.history.push(entry("hb", "b", 6, 9));
-        let (l, r) = (fold(Some(&base), &a2), fold(Some(&base), &b2));
+        let (l, r) = (fold(Some(&base), &a2, &KEY), fold(Some(&base), &b2, &KEY));
         let m = merge(Some(&base), &l, &r, Some("a"), Strategy::Merge);
         assert_eq!(m.lineage.serial, 8);
         assert_eq!(m.lineage.parent_serial, Some(7));
@@ -1005,7 +1129,7 @@ mod tests {
     #[test]
     fn clashes_go_by_strategy() {
         let a = state("a", "lineage-x", 5);
-        let base = fold(None, &a);
+        let base = fold(None, &a, &KEY);
         let mut l = base.clone();
         let mut r = base.clone();
         let t1 = DateTime::from_timestamp(1_800_000_000, 0);
@@ -1042,7 +1166,7 @@ mod tests {
     fn retired_machines_stay_retired() {
         let a = state("a", "lineage-x", 5);
         let b = state("b", "lineage-x", 5);
-        let base = fold(Some(&fold(None, &a)), &b);
+        let base = fold(Some(&fold(None, &a, &KEY)), &b, &KEY);
         let mut l = base.clone();
         l.retire("b");
         let m = merge(Some(&base), &l, &base, Some("a"), Strategy::Merge);
@@ -1069,7 +1193,7 @@ mod tests {
     #[test]
     fn diff_names_fields() {
         let a = state("a", "lineage-x", 5);
-        let l = fold(None, &a);
+        let l = fold(None, &a, &KEY);
         let mut r = l.clone();
         r.lineage.serial = 9;
         r.history.push(entry("hr", "b", 9, 1));

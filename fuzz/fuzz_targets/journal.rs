@@ -1,0 +1,24 @@
+//! The journal: any bytes as `journal.jsonl`, loaded (a corrupt middle is
+//! moved aside), and every question recovery asks of its records.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use stead_lib::journal;
+
+fuzz_target!(|data: &[u8]| {
+    let layout = stead_fuzz::scratch();
+    let path = layout.state_dir().join(journal::JOURNAL_FILE);
+    stead_fuzz::put(&path, data);
+    let backups = layout.backups_dir();
+    if let Ok(loaded) = journal::load(&path, &backups) {
+        let records = &loaded.records;
+        if let Some((run, _)) = journal::interrupted_run(records) {
+            let _ = journal::in_flight(records, &run);
+        }
+        let _ = journal::succeeded_keys(records);
+        let _ = journal::unfinished_keys(records);
+        let _ = journal::pending_refreshes(records);
+    }
+    // Keep the scratch dir small: moved-aside journals pile up otherwise.
+    let _ = std::fs::remove_dir_all(&backups);
+});
