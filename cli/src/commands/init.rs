@@ -87,9 +87,10 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
 }
 
 /// Refuses a profile that the manifest in `dir` does not declare (a
-/// directory without a manifest yet cannot tell, so any name is taken).
+/// directory without a readable manifest yet cannot tell, so any name is
+/// taken; `apply` reports a broken manifest itself).
 fn check_profile(ctx: &Context, dir: &Path, profile: &str) -> Result<()> {
-    let Some(declared) = stead_lib::converge::declared_profiles(dir, ctx.layout.home())? else {
+    let Ok(Some(declared)) = stead_lib::converge::declared_profiles(dir, ctx.layout.home()) else {
         return Ok(());
     };
     if declared.contains(profile) {

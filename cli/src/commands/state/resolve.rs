@@ -90,7 +90,7 @@ pub fn run(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     }
     // This machine's own profile and path are taken from elsewhere only
     // where they can be used here (the tree is the merged one now).
-    let declared = declared_profiles(ctx, backend.root())?;
+    let declared = declared_profiles(ctx, backend.root());
     let kept = shared::keep_usable_own(
         &mut resolved,
         &comparison.local,
@@ -147,15 +147,16 @@ pub fn run(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The profiles the config tree's manifest declares (`None`: it has none).
+/// The profiles the config tree's manifest declares (`None`: it has no
+/// readable manifest, so no profile from elsewhere can be checked and none
+/// is taken).
 fn declared_profiles(
     ctx: &Context,
     root: &std::path::Path,
-) -> Result<Option<std::collections::BTreeSet<String>>> {
-    Ok(stead_lib::converge::declared_profiles(
-        root,
-        ctx.layout.home(),
-    )?)
+) -> Option<std::collections::BTreeSet<String>> {
+    stead_lib::converge::declared_profiles(root, ctx.layout.home())
+        .ok()
+        .flatten()
 }
 
 /// Says which of this machine's own values a resolution kept, and why.
@@ -172,7 +173,7 @@ fn report_kept(
         let list = match declared {
             Some(d) if !d.is_empty() => d.iter().cloned().collect::<Vec<_>>().join(", "),
             Some(_) => "none".to_string(),
-            None => "no stead.toml".to_string(),
+            None => "the manifest cannot be read".to_string(),
         };
         format!(
             "Kept this machine's profile {}: the remote's {} is not a profile the manifest declares (declared: {list}).",
