@@ -216,6 +216,21 @@ fn ids(history: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `in commit 6fb1e62 (2026-12-03)` (who changed an entry) made stable.
+fn redact_commits(text: &str) -> String {
+    const AT: &str = " in commit ";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(AT) {
+        out.push_str(&rest[..i]);
+        out.push_str(" in commit <commit> (<date>)");
+        let after = &rest[i + AT.len()..];
+        rest = after.find(')').map_or("", |e| &after[e + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -505,7 +520,7 @@ fn profile_and_path_mismatch_are_labelled_and_stop_sync_before_anything_changes(
         &clone.canonicalize().unwrap().display().to_string(),
         "<clone>",
     );
-    insta::assert_snapshot!("check_conflicts_mismatch", shown);
+    insta::assert_snapshot!("check_conflicts_mismatch", redact_commits(&shown));
 
     let head = w.git(&clone, &["rev-parse", "HEAD"]);
     let state_before = std::fs::read(a.sb.state_file()).unwrap();
@@ -639,7 +654,8 @@ fn merge_strategy_and_an_invalid_manual_edit() {
         .unwrap();
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("The edit is invalid, so nothing was changed."),
+        err.contains("the edited record is invalid: ")
+            && err.contains("Nothing was changed. Run 'stead state resolve --manual' again."),
         "{err}"
     );
     assert!(err.contains("line 1 column"), "{err}");

@@ -401,6 +401,29 @@ pub fn config_dir(config: Option<&Path>, state: Option<&State>) -> Result<PathBu
         .ok_or(ConvergeError::NoConfig)
 }
 
+/// The profiles the manifest in `config_dir` declares, whatever else is
+/// wrong in it (an unknown default profile, say). `Ok(None)`: there is no
+/// `stead.toml` there.
+pub fn declared_profiles(
+    config_dir: &Path,
+    home: &Path,
+) -> Result<Option<std::collections::BTreeSet<String>>, crate::manifest::LoadError> {
+    let options = LoadOptions {
+        home: home.to_path_buf(),
+        profile: None,
+        kinds: &crate::resource::registry::REGISTRY,
+    };
+    match Manifest::read(config_dir, &options) {
+        Ok(parsed) => Ok(Some(parsed.manifest.profiles)),
+        Err(crate::manifest::LoadError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Loads the manifest of the config repo for `profile` (else the recorded
 /// one) and builds its graph (a dependency cycle is one of the manifest's
 /// problems). The state dir is protected: no resource may write into it.

@@ -53,7 +53,17 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
     let config_path = args.path.as_deref().map(config_path_string).transpose()?;
     let guard = ctx.lock_local("init")?;
     let machine_id = ctx.machine_id()?;
-    let (status, state, changes) = match ctx.load_state_locked(&guard)? {
+    let loaded = ctx.load_state_locked(&guard)?;
+    if let Some(profile) = &args.profile {
+        let dir = match &config_path {
+            Some(c) => Some(std::path::PathBuf::from(c)),
+            None => ctx.config_dir(loaded.as_ref()).ok(),
+        };
+        if let Some(dir) = dir {
+            check_profile(ctx, &dir, profile)?;
+        }
+    }
+    let (status, state, changes) = match loaded {
         None => {
             let mut state = State::new(MachineInfo::current(&machine_id));
             state.active_profile = args.profile.clone();
@@ -74,6 +84,29 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
     guard.release()?;
     report(ctx, status, &state, &changes);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a profile that the manifest in `dir` does not declare (a
+/// directory without a readable manifest yet cannot tell, so any name is
+/// taken; `apply` reports a broken manifest itself).
+fn check_profile(ctx: &Context, dir: &Path, profile: &str) -> Result<()> {
+    let Ok(Some(declared)) = stead_lib::converge::declared_profiles(dir, ctx.layout.home()) else {
+        return Ok(());
+    };
+    if declared.contains(profile) {
+        return Ok(());
+    }
+    let list = if declared.is_empty() {
+        "none (it declares no profiles; leave out --profile)".to_string()
+    } else {
+        declared.iter().cloned().collect::<Vec<_>>().join(", ")
+    };
+    anyhow::bail!(
+        "unknown profile '{profile}': the manifest {} does not declare it\n\
+         Profiles in this manifest: {list}\n\
+         This machine's state was not changed. Run init again with --profile set to one of them.",
+        dir.join(stead_lib::manifest::MANIFEST_FILE).display()
+    )
 }
 
 /// Re-running init changes only what the user asked to change; returns the changes.
@@ -189,6 +222,9 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         }
     }
     let root = config_path_string(backend.root())?;
+    if let Some(profile) = &args.profile {
+        check_profile(ctx, backend.root(), profile)?;
+    }
 
     let guard = ctx.lock_local("init")?;
     let machine_id = ctx.machine_id()?;

@@ -84,6 +84,20 @@ pub fn print_conflicts(ctx: &Context, comparison: &Comparison) {
     }
 }
 
+/// When the remote changed this machine's own entry: whose it is and which
+/// resolution keeps it.
+pub fn print_ownership(comparison: &Comparison) {
+    if !comparison.conflicts.iter().any(|c| c.is_own_entry()) {
+        return;
+    }
+    outln!(
+        "\nThis machine's own entry (its profile or config path) was changed outside this machine.\n\
+         Each machine owns its entry, so that change is not taken without you: \
+         'stead state resolve --merge' (or --use-local) keeps this machine's values; \
+         --use-remote takes the remote's where they can be used here."
+    );
+}
+
 /// The four ways out, as commands.
 pub const RESOLUTIONS: [(&str, &str); 4] = [
     (
@@ -96,7 +110,7 @@ pub const RESOLUTIONS: [(&str, &str); 4] = [
     ),
     (
         "stead state resolve --merge",
-        "merge field by field (newest times, remote checksums on a clash)",
+        "merge field by field; this machine keeps its own profile and path",
     ),
     (
         "stead state resolve --manual",

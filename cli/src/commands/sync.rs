@@ -167,6 +167,7 @@ fn report_undecided(ctx: &Context, comparison: &Comparison) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    repo::print_ownership(comparison);
     repo::print_resolutions();
     outln!("Then run 'stead sync' again.");
 }

@@ -12,7 +12,7 @@ mod refs;
 pub mod schema;
 mod walker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -329,6 +329,9 @@ pub struct Manifest {
     pub real_home: PathBuf,
     /// The active profile, if any.
     pub profile: Option<String>,
+    /// Every profile the manifest declares (`[profile.NAME]` tables and the
+    /// names resources list in `profiles`).
+    pub profiles: BTreeSet<String>,
     /// Variables: `[vars]` overlaid with the active profile's vars.
     pub vars: BTreeMap<String, String>,
     /// Resources of the active profile, in declaration order.

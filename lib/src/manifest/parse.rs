@@ -29,6 +29,7 @@ struct Top {
 /// Which declared resources exist, and which are in the active profile.
 struct Scope {
     profile: Option<String>,
+    known_profiles: BTreeSet<String>,
     declared: HashMap<String, Kind>,
     // Only ever asked `contains`: a hash set (a B-tree costs a string compare per level).
     active: HashSet<String>,
@@ -90,7 +91,8 @@ pub(super) fn parse(
         config_dir: config_dir.to_path_buf(),
         home: home.clone(),
         real_home: crate::safe_path::resolve_dir(home).unwrap_or_else(|_| home.clone()),
-        profile: scope.profile,
+        profile: scope.profile.clone(),
+        profiles: scope.known_profiles.clone(),
         vars,
         resources,
         text: Arc::new(text.to_string()),
@@ -257,6 +259,7 @@ fn select_profile(w: &mut Walker, options: &LoadOptions, top: &Top) -> Scope {
         .collect();
     Scope {
         profile,
+        known_profiles,
         declared,
         active,
     }

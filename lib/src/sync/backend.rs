@@ -92,6 +92,18 @@ pub trait RecordStore {
     /// still at `expected` (`None`: it must have nothing). A stale `expected`
     /// is [`SyncError::PublishRejected`] and the remote is left as it was.
     fn publish(&self, expected: Option<&Revision>) -> Result<Published, SyncError>;
+
+    /// Who last changed machine `me`'s profile or config path in the
+    /// remote's copy since the common base (a person, a host, a revision),
+    /// when the backend can tell; `None` otherwise.
+    fn own_entry_changed_by(
+        &self,
+        records: &Records,
+        me: &str,
+    ) -> Result<Option<String>, SyncError> {
+        let _ = (records, me);
+        Ok(None)
+    }
 }
 
 /// Someone's remote lock, as read.

@@ -180,6 +180,13 @@ impl RecordStore for GitBackend {
             PushOutcome::Rejected(reason) => Err(SyncError::PublishRejected { reason, root }),
         }
     }
+    fn own_entry_changed_by(
+        &self,
+        records: &Records,
+        me: &str,
+    ) -> Result<Option<String>, SyncError> {
+        repo::own_entry_changed_by(&self.git, records, me)
+    }
 }
 
 impl ConfigSource for GitBackend {

@@ -66,6 +66,61 @@ pub fn read_records(git: &Git, up: &Upstream) -> Result<Records, SyncError> {
     })
 }
 
+/// How many of the remote's commits since the base are searched for the
+/// one that changed a machine's entry.
+const CHANGED_BY_SEARCH: usize = 50;
+
+/// The newest commit on the remote since the base (first parents) whose
+/// record changed machine `me`'s profile or config path: its author and
+/// short id, as `Name <email> in commit abc1234 (2026-12-03)`.
+pub fn own_entry_changed_by(
+    git: &Git,
+    records: &Records,
+    me: &str,
+) -> Result<Option<String>, SyncError> {
+    let Some(remote) = &records.remote_rev else {
+        return Ok(None);
+    };
+    let range = match &records.base_rev {
+        Some(base) => format!("{}..{}", base.as_str(), remote.as_str()),
+        None => remote.as_str().to_string(),
+    };
+    let limit = format!("-{CHANGED_BY_SEARCH}");
+    let listed = git.run(&[
+        "log",
+        &limit,
+        "--first-parent",
+        "--format=%H",
+        &range,
+        "--",
+        SHARED_RECORD_PATH,
+    ])?;
+    let own = |r: Option<SharedRecord>| {
+        r.and_then(|r| r.machines.get(me).cloned())
+            .map(|m| (m.active_profile, m.config_path))
+    };
+    for commit in listed.lines().filter(|l| !l.is_empty()) {
+        let after = own(read_at(git, commit).ok().flatten());
+        let parent = format!("{commit}^");
+        let before = if git.rev_exists(&parent)? {
+            own(read_at(git, &parent).ok().flatten())
+        } else {
+            None
+        };
+        if after != before {
+            let who = git.run(&[
+                "log",
+                "-1",
+                "--format=%an <%ae> in commit %h (%ad)",
+                "--date=short",
+                commit,
+            ])?;
+            return Ok(Some(who));
+        }
+    }
+    Ok(None)
+}
+
 /// The working tree's copy (`None`: there is none).
 pub fn read_working(git: &Git) -> Result<Option<SharedRecord>, SyncError> {
     let path = git.root().join(SHARED_RECORD_PATH);

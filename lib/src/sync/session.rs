@@ -221,7 +221,7 @@ impl<'a> Session<'a> {
         drift: &[(String, DriftStatus)],
     ) -> Result<(Records, Comparison), SyncError> {
         let records = self.backend.records()?;
-        let comparison = shared::compare(
+        let mut comparison = shared::compare(
             state,
             records.local.as_ref(),
             records.remote.as_ref(),
@@ -229,6 +229,17 @@ impl<'a> Session<'a> {
             drift,
             &self.record_key_read_only()?,
         );
+        // Who changed this machine's entry elsewhere: best effort, a backend
+        // that cannot tell (or fails to) leaves it out of the message.
+        if comparison.conflicts.iter().any(|c| c.is_own_entry())
+            && let Ok(Some(who)) = self
+                .backend
+                .own_entry_changed_by(&records, &state.machine.id)
+        {
+            for c in &mut comparison.conflicts {
+                c.set_changed_by(&who);
+            }
+        }
         Ok((records, comparison))
     }
 

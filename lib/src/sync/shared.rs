@@ -342,7 +342,8 @@ pub enum Strategy {
     /// The remote copy wins every clash, and this machine's entry is the remote one.
     UseRemote,
     /// Field by field: one-sided changes are kept, times take the newest,
-    /// anything else (checksums included) the remote's.
+    /// anything else (checksums included) the remote's; this machine keeps
+    /// its own profile and config path.
     Merge,
 }
 
@@ -353,8 +354,9 @@ pub enum Strategy {
 /// sides (the merge is a write of its own). Entries of other machines are
 /// merged field by field against `base` (a change made on one side only is
 /// kept); a field changed on both sides goes by `strategy`. `me` (this
-/// machine, if any) is special for `UseLocal` and `UseRemote`: its whole
-/// entry is taken from that side.
+/// machine, if any) is special: under `UseLocal` and `UseRemote` its whole
+/// entry is taken from that side; under `Merge` it keeps its own profile and
+/// config path (the local ones) whatever the remote says.
 pub fn merge(
     base: Option<&SharedRecord>,
     local: &SharedRecord,
@@ -384,6 +386,14 @@ pub fn merge(
                 match (strategy, Some(id.as_str()) == me) {
                     (Strategy::UseLocal, true) => l.clone(),
                     (Strategy::UseRemote, true) => r.clone(),
+                    (Strategy::Merge, true) => {
+                        // This machine owns its profile and config path: a
+                        // change made to them elsewhere is never merged in.
+                        let mut m = merge_machine(b, l, r, strategy);
+                        m.active_profile = l.active_profile.clone();
+                        m.config_path = l.config_path.clone();
+                        m
+                    }
                     _ => merge_machine(b, l, r, strategy),
                 }
             }
@@ -419,6 +429,57 @@ pub fn merge(
         machines,
         retired: retired.into_iter().collect(),
     }
+}
+
+/// A value of this machine's own entry that a resolution would have taken
+/// from the remote but that cannot be used here, so the local one is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeptOwn {
+    /// `active_profile` or `config_path`.
+    pub field: &'static str,
+    /// What the remote had (`None`: no value).
+    pub refused: Option<String>,
+    /// What this machine keeps.
+    pub kept: Option<String>,
+}
+
+/// Keeps this machine's own profile and config path in `record` (a
+/// resolution's result) unless the values there can be used here: a profile
+/// must be one the manifest declares (`profile_ok`; an empty or missing one
+/// never is), a config path one that exists here (`path_ok`). Where one
+/// cannot, `local`'s value for this machine is put back. Returns what was
+/// kept, for the caller to say.
+pub fn keep_usable_own(
+    record: &mut SharedRecord,
+    local: &SharedRecord,
+    me: &str,
+    profile_ok: &dyn Fn(&str) -> bool,
+    path_ok: &dyn Fn(&str) -> bool,
+) -> Vec<KeptOwn> {
+    let mut kept = Vec::new();
+    let (Some(mine), Some(ours)) = (record.machines.get_mut(me), local.machines.get(me)) else {
+        return kept;
+    };
+    let usable = |v: &Option<String>, ok: &dyn Fn(&str) -> bool| {
+        v.as_deref().is_some_and(|v| !v.trim().is_empty() && ok(v))
+    };
+    if mine.active_profile != ours.active_profile && !usable(&mine.active_profile, profile_ok) {
+        kept.push(KeptOwn {
+            field: "active_profile",
+            refused: mine.active_profile.clone(),
+            kept: ours.active_profile.clone(),
+        });
+        mine.active_profile = ours.active_profile.clone();
+    }
+    if mine.config_path != ours.config_path && !usable(&mine.config_path, path_ok) {
+        kept.push(KeptOwn {
+            field: "config_path",
+            refused: mine.config_path.clone(),
+            kept: ours.config_path.clone(),
+        });
+        mine.config_path = ours.config_path.clone();
+    }
+    kept
 }
 
 /// One field, 3-way: a change on one side wins; a clash goes to `clash`.
@@ -553,19 +614,27 @@ pub enum ConflictKind {
         /// The serial at the common base, if there is one.
         base: Option<u64>,
     },
-    /// The remote gives this machine another config path.
+    /// The remote gives this machine another config path: its entry was
+    /// changed outside this machine.
     PathMismatch {
         /// This machine's.
         local: Option<String>,
         /// The remote's entry for this machine.
         remote: Option<String>,
+        /// Who made the change, when the backend can tell (a commit's author).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        changed_by: Option<String>,
     },
-    /// The remote gives this machine another profile.
+    /// The remote gives this machine another profile: its entry was changed
+    /// outside this machine.
     ProfileMismatch {
         /// This machine's.
         local: Option<String>,
         /// The remote's entry for this machine.
         remote: Option<String>,
+        /// Who made the change, when the backend can tell (a commit's author).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        changed_by: Option<String>,
     },
     /// A managed file changed since stead wrote it.
     FileDrift {
@@ -621,15 +690,25 @@ impl Conflict {
                 base.map(|b| b.to_string())
                     .unwrap_or_else(|| "none".to_string())
             ),
-            ConflictKind::PathMismatch { local, remote } => format!(
-                "Config path mismatch: local '{}' vs remote '{}'",
+            ConflictKind::PathMismatch {
+                local,
+                remote,
+                changed_by,
+            } => format!(
+                "Config path mismatch: local '{}' vs remote '{}' ({})",
                 opt(local),
-                opt(remote)
+                opt(remote),
+                changed_outside(changed_by)
             ),
-            ConflictKind::ProfileMismatch { local, remote } => format!(
-                "Profile mismatch: local '{}' vs remote '{}'",
+            ConflictKind::ProfileMismatch {
+                local,
+                remote,
+                changed_by,
+            } => format!(
+                "Profile mismatch: local '{}' vs remote '{}' ({})",
                 opt(local),
-                opt(remote)
+                opt(remote),
+                changed_outside(changed_by)
             ),
             ConflictKind::FileDrift { path, status } => {
                 let shown = path.strip_prefix("~/").unwrap_or(path);
@@ -638,6 +717,33 @@ impl Conflict {
                     other => format!("File '{shown}' drifted ({other})"),
                 }
             }
+        }
+    }
+}
+
+/// Who changed this machine's entry, for a mismatch's message.
+fn changed_outside(by: &Option<String>) -> String {
+    match by {
+        Some(who) => format!("changed outside this machine by {who}"),
+        None => "changed outside this machine".to_string(),
+    }
+}
+
+impl Conflict {
+    /// Whether it is a change to this machine's own entry made elsewhere.
+    pub fn is_own_entry(&self) -> bool {
+        matches!(
+            self.kind,
+            ConflictKind::PathMismatch { .. } | ConflictKind::ProfileMismatch { .. }
+        )
+    }
+
+    /// Records who changed this machine's entry (for a mismatch).
+    pub fn set_changed_by(&mut self, who: &str) {
+        if let ConflictKind::PathMismatch { changed_by, .. }
+        | ConflictKind::ProfileMismatch { changed_by, .. } = &mut self.kind
+        {
+            *changed_by = Some(who.to_string());
         }
     }
 }
@@ -732,18 +838,21 @@ pub fn compare(
         let me = &state.machine.id;
         if let Some(theirs) = r.machines.get(me) {
             let was = base.and_then(|b| b.machines.get(me));
-            // A field of this machine that the remote changed (someone
-            // edited this machine's entry elsewhere) and that differs from
-            // the local value. Decidable only if this machine left it alone.
+            // Each machine owns its entry: a field of it that the remote
+            // changed (someone edited this machine's entry elsewhere, or
+            // used its id from another clone) and that differs from the
+            // local value is never taken automatically, whether or not this
+            // machine changed it too. Only this machine knows where its
+            // clone is and which profile it applies; a profile from outside
+            // may not even be one the manifest declares.
             let was_path = was.and_then(|w| w.config_path.clone());
             if theirs.config_path != state.config_path && theirs.config_path != was_path {
                 conflicts.push(Conflict::new(
                     ConflictKind::PathMismatch {
                         local: state.config_path.clone(),
                         remote: theirs.config_path.clone(),
+                        changed_by: None,
                     },
-                    // A path is where this machine's clone is: only this
-                    // machine knows it, so a remote one is never taken blindly.
                     false,
                 ));
             }
@@ -754,8 +863,9 @@ pub fn compare(
                     ConflictKind::ProfileMismatch {
                         local: state.active_profile.clone(),
                         remote: theirs.active_profile.clone(),
+                        changed_by: None,
                     },
-                    state.active_profile == was_profile,
+                    false,
                 ));
             }
         }
@@ -1017,15 +1127,52 @@ mod tests {
                 (
                     Severity::High,
                     false,
-                    "Config path mismatch: local '/home/a/dots' vs remote '/elsewhere'".to_string()
+                    "Config path mismatch: local '/home/a/dots' vs remote '/elsewhere' \
+                     (changed outside this machine)"
+                        .to_string()
                 ),
                 (
                     Severity::Medium,
-                    true,
-                    "Profile mismatch: local 'personal' vs remote 'work'".to_string()
+                    false,
+                    "Profile mismatch: local 'personal' vs remote 'work' \
+                     (changed outside this machine)"
+                        .to_string()
                 ),
             ]
         );
+        // Each machine owns its entry: not even --merge takes the remote's
+        // profile or path for it, while other fields still merge.
+        let mut remote2 = remote.clone();
+        remote2.machines.get_mut("a").unwrap().hostname = "renamed".into();
+        let m = merge(Some(&base), &c.local, &remote2, Some("a"), Strategy::Merge);
+        let mine = &m.machines["a"];
+        assert_eq!(mine.active_profile.as_deref(), Some("personal"));
+        assert_eq!(mine.config_path.as_deref(), Some("/home/a/dots"));
+        assert_eq!(mine.hostname, "renamed");
+        // --use-remote takes them only where they can be used here.
+        let mut r = merge(
+            Some(&base),
+            &c.local,
+            &remote,
+            Some("a"),
+            Strategy::UseRemote,
+        );
+        let kept = keep_usable_own(&mut r, &c.local, "a", &|p| p == "work", &|_| false);
+        assert_eq!(r.machines["a"].active_profile.as_deref(), Some("work"));
+        assert_eq!(r.machines["a"].config_path.as_deref(), Some("/home/a/dots"));
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].field, "config_path");
+        let mut r = merge(
+            Some(&base),
+            &c.local,
+            &remote,
+            Some("a"),
+            Strategy::UseRemote,
+        );
+        r.machines.get_mut("a").unwrap().active_profile = Some(String::new());
+        let kept = keep_usable_own(&mut r, &c.local, "a", &|_| true, &|_| true);
+        assert_eq!(r.machines["a"].active_profile.as_deref(), Some("personal"));
+        assert_eq!(kept[0].field, "active_profile");
         // Changed here too: no longer decidable.
         let mut a2 = a.clone();
         a2.active_profile = Some("laptop".into());

@@ -37,6 +37,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
                 "The automatic merge cannot decide all of these."
             }
         );
+        repo::print_ownership(&comparison);
         repo::print_resolutions();
     } else {
         outln!(

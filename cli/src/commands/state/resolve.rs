@@ -53,6 +53,23 @@ pub fn run(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
         guard.release()?;
         return Ok(ExitCode::SUCCESS);
     };
+    if comparison.conflicts.is_empty() {
+        guard.release()?;
+        if ctx.json {
+            print_json(&json!({
+                "strategy": flag.trim_start_matches("--"), "status": "nothing-to-resolve",
+                "serial": state.lineage.serial, "commit": null,
+            }));
+        } else {
+            outln!(
+                "Nothing to resolve: this machine's record and {} do not conflict (serial {}).\n\
+                 Nothing was changed. Run 'stead sync' to exchange them.",
+                backend.remote_branch(),
+                state.lineage.serial
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let me = state.machine.id.clone();
     let mut resolved = shared::merge(
         comparison.base.as_ref(),
@@ -71,6 +88,16 @@ pub fn run(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
         guard.release()?;
         return repo::report_tree_conflicts(ctx, backend.as_ref(), &files, &rerun);
     }
+    // This machine's own profile and path are taken from elsewhere only
+    // where they can be used here (the tree is the merged one now).
+    let declared = declared_profiles(ctx, backend.root());
+    let kept = shared::keep_usable_own(
+        &mut resolved,
+        &comparison.local,
+        &me,
+        &|p| declared.as_ref().is_some_and(|d| d.contains(p)),
+        &|p| std::path::Path::new(p).is_dir(),
+    );
     let (state, record) = session.settle(
         &guard,
         state,
@@ -88,10 +115,14 @@ pub fn run(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     guard.release()?;
     if ctx.json {
         print_json(&json!({
-            "strategy": flag.trim_start_matches("--"), "serial": record.lineage.serial,
-            "machines": record.lineage.machines, "history": record.history.len(), "commit": commit,
+            "strategy": flag.trim_start_matches("--"), "status": "resolved",
+            "serial": record.lineage.serial, "machines": record.lineage.machines,
+            "history": record.history.len(), "commit": commit, "kept_own": kept,
         }));
         return Ok(ExitCode::SUCCESS);
+    }
+    for k in &kept {
+        report_kept(ctx, k, declared.as_ref());
     }
     outln!(
         "{} Resolved with {flag}: serial {}, {} machine(s), {} history entries",
@@ -116,6 +147,66 @@ pub fn run(ctx: &Context, args: &ResolveArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The profiles the config tree's manifest declares (`None`: it has no
+/// readable manifest, so no profile from elsewhere can be checked and none
+/// is taken).
+fn declared_profiles(
+    ctx: &Context,
+    root: &std::path::Path,
+) -> Option<std::collections::BTreeSet<String>> {
+    stead_lib::converge::declared_profiles(root, ctx.layout.home())
+        .ok()
+        .flatten()
+}
+
+/// Says which of this machine's own values a resolution kept, and why.
+fn report_kept(
+    ctx: &Context,
+    kept: &shared::KeptOwn,
+    declared: Option<&std::collections::BTreeSet<String>>,
+) {
+    let show = |v: &Option<String>| match v.as_deref() {
+        None => "(none)".to_string(),
+        Some(v) => format!("'{v}'"),
+    };
+    let why = if kept.field == "active_profile" {
+        let list = match declared {
+            Some(d) if !d.is_empty() => d.iter().cloned().collect::<Vec<_>>().join(", "),
+            Some(_) => "none".to_string(),
+            None => "the manifest cannot be read".to_string(),
+        };
+        format!(
+            "Kept this machine's profile {}: the remote's {} is not a profile the manifest declares (declared: {list}).",
+            show(&kept.kept),
+            show(&kept.refused)
+        )
+    } else {
+        format!(
+            "Kept this machine's config path {}: the remote's {} does not exist here.",
+            show(&kept.kept),
+            show(&kept.refused)
+        )
+    };
+    outln!("{} {why}", ctx.out.yellow("Note:"));
+}
+
+/// The editor for `--manual`: `$VISUAL`, else `$EDITOR`, else `vi` only
+/// when there is a terminal to run it in.
+fn editor() -> Result<String> {
+    use std::io::IsTerminal as _;
+    let set = |name: &str| std::env::var(name).ok().filter(|e| !e.trim().is_empty());
+    if let Some(editor) = set("VISUAL").or_else(|| set("EDITOR")) {
+        return Ok(editor);
+    }
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        return Ok("vi".to_string());
+    }
+    anyhow::bail!(
+        "'stead state resolve --manual' needs an editor, and neither $VISUAL nor $EDITOR is set and there is no terminal to run vi in\n\
+         Nothing was changed. Set EDITOR (e.g. EDITOR=nano), or resolve with --use-local, --use-remote or --merge."
+    )
+}
+
 /// Opens `$VISUAL`/`$EDITOR` (else `vi`) on a copy of `proposed` in the
 /// state dir; returns the edit only if it is a valid record that keeps
 /// every history entry and machine of both sides and moves the serial past
@@ -127,15 +218,7 @@ fn edit(
     remote: &SharedRecord,
     me: &str,
 ) -> Result<SharedRecord> {
-    let editor = std::env::var("VISUAL")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .or_else(|| {
-            std::env::var("EDITOR")
-                .ok()
-                .filter(|e| !e.trim().is_empty())
-        })
-        .unwrap_or_else(|| "vi".to_string());
+    let editor = editor()?;
     let copy = ctx
         .layout
         .state_dir()
@@ -155,13 +238,19 @@ fn edit(
         anyhow::bail!("the editor '{editor}' exited with {status}; nothing was changed");
     }
     let bytes = read.with_context(|| format!("cannot read the edited copy {}", copy.display()))?;
-    let edited = shared::parse(&bytes, "the edited record")
-        .map_err(|e| anyhow::anyhow!("{e}\nThe edit is invalid, so nothing was changed."))?;
     let invalid = |why: String| {
         anyhow::anyhow!(
             "the edited record is invalid: {why}\nNothing was changed. Run 'stead state resolve --manual' again."
         )
     };
+    let edited = shared::parse(&bytes, "(edited)").map_err(|e| {
+        invalid(match e {
+            shared::SharedError::Corrupt { problem, .. } => problem,
+            shared::SharedError::Newer {
+                found, supported, ..
+            } => format!("its version {found} is above {supported}, the highest this stead writes"),
+        })
+    })?;
     let floor = local
         .lineage
         .serial
