@@ -681,8 +681,48 @@ impl Git {
         }
     }
 
+    /// The paths with uncommitted changes (staged, unstaged or untracked)
+    /// that merging `rev` into HEAD would write: the ones git would refuse
+    /// to overwrite.
+    pub fn uncommitted_in_the_way(&self, rev: &str) -> Result<Vec<String>, GitError> {
+        let Some(head) = self.head()? else {
+            return Ok(Vec::new());
+        };
+        let changed: Vec<String> = self
+            .run(&[
+                "diff",
+                "--name-only",
+                "-z",
+                "--no-renames",
+                &format!("{head}...{rev}"),
+            ])?
+            .split('\0')
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let status = self.run(&["status", "--porcelain=v1", "-z", "--untracked-files=all"])?;
+        let mut dirty = Vec::new();
+        let mut entries = status.split('\0');
+        while let Some(entry) = entries.next() {
+            let (Some(code), Some(path)) = (entry.get(..2), entry.get(3..)) else {
+                continue;
+            };
+            if code.starts_with('R') || code.starts_with('C') {
+                // The source path of a rename or copy follows.
+                if let Some(from) = entries.next() {
+                    dirty.push(from.to_string());
+                }
+            }
+            dirty.push(path.to_string());
+        }
+        Ok(changed.into_iter().filter(|p| dirty.contains(p)).collect())
+    }
+
     /// The paths left unmerged by a stopped merge.
-    fn unmerged_paths(&self) -> Result<Vec<String>, GitError> {
+    pub fn unmerged_paths(&self) -> Result<Vec<String>, GitError> {
         Ok(self
             .run(&["diff", "--name-only", "--diff-filter=U"])?
             .lines()
