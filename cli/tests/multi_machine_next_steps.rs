@@ -373,6 +373,24 @@ fn a_merge_a_killed_sync_left_is_named_as_interrupted_not_conflicted() {
         std::fs::read_to_string(a.sb.home().join(".bashrc")).unwrap(),
         "# from b\n"
     );
+
+    // A merge stopped on conflicts is named with its files.
+    b.ok(&["sync"]);
+    std::fs::write(b.clone_dir().join("bashrc"), "# b again\n").unwrap();
+    w.git(&b.clone_dir(), &["commit", "-q", "-am", "b's bashrc again"]);
+    b.ok(&["sync"]);
+    std::fs::write(a.clone_dir().join("bashrc"), "# a's own\n").unwrap();
+    w.git(&a.clone_dir(), &["commit", "-q", "-am", "a's bashrc"]);
+    let (code, _, _) = a.run(&["sync"]);
+    assert_eq!(code, 1);
+    let (code, _, err) = a.run(&["sync"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "a git merge is in progress in {root}, stopped on conflicts in:\n  bashrc\n"
+        )),
+        "{err}"
+    );
 }
 
 #[test]

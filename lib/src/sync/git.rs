@@ -1252,6 +1252,39 @@ mod tests {
     }
 
     #[test]
+    fn uncommitted_in_the_way_lists_only_what_the_merge_would_write() {
+        let w = World::new("main");
+        let a = w.clone("a");
+        commit_file(&a, "x.txt", "base\n", "base");
+        commit_file(&a, "y.txt", "base\n", "base y");
+        assert_eq!(push_upstream(&a), PushOutcome::Pushed);
+        let b = w.clone("b");
+        commit_file(&a, "x.txt", "from a\n", "a x");
+        commit_file(&a, "new file.txt", "from a\n", "a new");
+        assert_eq!(push_upstream(&a), PushOutcome::Pushed);
+        b.fetch("origin").unwrap();
+        let theirs = "refs/remotes/origin/main";
+        assert!(b.uncommitted_in_the_way(theirs).unwrap().is_empty());
+        // Modified x (in the way), untracked "new file.txt" (in the way),
+        // modified y and untracked z (not touched by the merge).
+        write(&b, "x.txt", "mine\n");
+        write(&b, "new file.txt", "mine\n");
+        write(&b, "y.txt", "mine\n");
+        write(&b, "z.txt", "mine\n");
+        let mut found = b.uncommitted_in_the_way(theirs).unwrap();
+        found.sort();
+        assert_eq!(found, vec!["new file.txt".to_string(), "x.txt".to_string()]);
+        // An empty clone has nothing in the way.
+        let w2 = World::new("main");
+        assert!(
+            w2.clone("c")
+                .uncommitted_in_the_way("HEAD")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn push_is_rejected_when_the_remote_moved() {
         let w = World::new("main");
         let a = w.clone("a");

@@ -359,3 +359,19 @@ impl RemoteLocker for GitLocker {
         Ok(remote_lock::force_remove(&self.git, &self.remote)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_url;
+
+    #[test]
+    fn same_url_matches_file_urls_and_trailing_slashes_of_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_string();
+        assert!(same_url(&path, &format!("file://{path}")));
+        assert!(same_url(&format!("{path}/"), &path));
+        assert!(same_url("https://h/x.git", "https://h/x.git/"));
+        assert!(!same_url(&path, "https://h/x.git"));
+        assert!(!same_url(&path, &format!("{path}/missing")));
+    }
+}
