@@ -396,7 +396,16 @@ fn a_merge_a_killed_sync_left_is_named_as_interrupted_not_conflicted() {
 #[test]
 fn sync_on_an_empty_remote_pushes_nothing_and_says_to_add_stead_toml() {
     let w = World::empty();
-    let m = w.machine();
+    let m = Machine { sb: Sandbox::new() };
+    let clone = m.clone_dir();
+    let out = m.ok(&["init", "--repo", w.url(), "--path", clone.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!(
+            "Note: {} has no stead.toml yet: add one and commit it",
+            clone.display()
+        )),
+        "{out}"
+    );
     let (code, out, err) = m.run(&["sync"]);
     assert_eq!(code, 1, "{out}\n{err}");
     let root = m.clone_dir().display().to_string();

@@ -319,4 +319,15 @@ fn report_repo(
             "\nCommitted this machine's record. Run 'stead sync' to share it and apply the config."
         );
     }
+    // An empty repo (or one without a manifest) cannot be synced yet: say
+    // what to add before the sync that would refuse it.
+    let manifest = std::path::Path::new(root).join("stead.toml");
+    if std::fs::symlink_metadata(&manifest).is_err() {
+        outln!(
+            "{} {root} has no stead.toml yet: add one and commit it \
+             ('git -C {root} add stead.toml && git -C {root} commit -m \"Add stead.toml\"') \
+             before 'stead sync', which shares nothing from a repo without it.",
+            p.yellow("Note:")
+        );
+    }
 }
