@@ -103,6 +103,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
     };
+    super::repo::refuse_if_removed(ctx, &state)?;
     let (code, _) = converge(ctx, &guard, state, &request)?;
     guard.release()?;
     Ok(code)

@@ -181,6 +181,14 @@ fn report(ctx: &Context, status: InitStatus, state: &State, changes: &[String]) 
     }
 }
 
+/// Whether `a` and `b` are the same directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 fn config_path_string(path: &Path) -> Result<String> {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
@@ -200,11 +208,34 @@ fn config_path_string(path: &Path) -> Result<String> {
 /// lineage of the repo's shared record or start one, install the merge
 /// driver, and commit this machine's entry (pushed by the next sync).
 fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
-    let dest = match &args.path {
-        Some(p) => std::path::absolute(p).context("cannot read the current directory")?,
-        None => ctx.layout.home().join(".dotfiles"),
+    let (backend, cloned, found) = match &args.path {
+        Some(p) => {
+            let dest = std::path::absolute(p).context("cannot read the current directory")?;
+            let (backend, cloned) = stead_lib::sync::open_or_clone(&dest, url)?;
+            // --path inside a clone of the URL names that clone.
+            let inside = !cloned && !same_dir(&dest, backend.root());
+            let found = inside.then(|| format!("--path {} is inside it", dest.display()));
+            (backend, cloned, found)
+        }
+        // Run inside a clone of the URL, that clone is the one: no second copy.
+        None => match std::env::current_dir()
+            .ok()
+            .and_then(|cwd| stead_lib::sync::find_clone(&cwd, url))
+        {
+            Some(backend) => (
+                backend,
+                false,
+                Some(
+                    "the current directory is a clone of it; no second clone was made".to_string(),
+                ),
+            ),
+            None => {
+                let dest = ctx.layout.home().join(".dotfiles");
+                let (backend, cloned) = stead_lib::sync::open_or_clone(&dest, url)?;
+                (backend, cloned, None)
+            }
+        },
     };
-    let (backend, cloned) = stead_lib::sync::open_or_clone(&dest, url)?;
     backend.require_remote()?;
     let session = repo::session(ctx, backend.as_ref());
     if !cloned {
@@ -242,12 +273,19 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         &repo::stead_exe()?,
     )?;
     guard.release()?;
-    report_repo(ctx, &joined, cloned, &root, url);
+    report_repo(ctx, &joined, cloned, found.as_deref(), &root, url);
     Ok(ExitCode::SUCCESS)
 }
 
 /// What `init --repo` did.
-fn report_repo(ctx: &Context, joined: &Joined, cloned: bool, root: &str, url: &str) {
+fn report_repo(
+    ctx: &Context,
+    joined: &Joined,
+    cloned: bool,
+    found: Option<&str>,
+    root: &str,
+    url: &str,
+) {
     let Joined {
         status,
         state,
@@ -279,6 +317,8 @@ fn report_repo(ctx: &Context, joined: &Joined, cloned: bool, root: &str, url: &s
     }
     if cloned {
         outln!("{} Cloned {url} into {root}", p.green("✓"));
+    } else if let Some(why) = found {
+        outln!("{} Using the existing clone {root} ({why})", p.green("✓"));
     } else {
         outln!("{} Using the existing clone {root}", p.green("✓"));
     }
@@ -313,6 +353,17 @@ fn report_repo(ctx: &Context, joined: &Joined, cloned: bool, root: &str, url: &s
     if commit.is_some() {
         outln!(
             "\nCommitted this machine's record. Run 'stead sync' to share it and apply the config."
+        );
+    }
+    // An empty repo (or one without a manifest) cannot be synced yet: say
+    // what to add before the sync that would refuse it.
+    let manifest = std::path::Path::new(root).join("stead.toml");
+    if std::fs::symlink_metadata(&manifest).is_err() {
+        outln!(
+            "{} {root} has no stead.toml yet: add one and commit it \
+             ('git -C {root} add stead.toml && git -C {root} commit -m \"Add stead.toml\"') \
+             before 'stead sync', which shares nothing from a repo without it.",
+            p.yellow("Note:")
         );
     }
 }

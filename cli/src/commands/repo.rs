@@ -42,6 +42,29 @@ pub fn open(ctx: &Context, state: &State) -> Result<Box<dyn Backend>> {
     Ok(backend)
 }
 
+/// Refuses a machine another machine removed from the lineage, as `sync`
+/// does, by what the copies of the record in the clone say (the working
+/// copy, HEAD's and the remote's as last fetched): no network. Only for a
+/// machine that joined a config repo (`init --repo`); a repo that cannot be
+/// opened or read is not this check's business.
+pub fn refuse_if_removed(ctx: &Context, state: &State) -> Result<()> {
+    if state.repo_url.is_none() {
+        return Ok(());
+    }
+    let Ok(backend) = open(ctx, state) else {
+        return Ok(());
+    };
+    let records = backend.records().ok();
+    let working = backend.read_working().ok().flatten();
+    let copies = [
+        records.as_ref().and_then(|r| r.local.as_ref()),
+        records.as_ref().and_then(|r| r.remote.as_ref()),
+        working.as_ref(),
+    ];
+    session(ctx, backend.as_ref()).refuse_if_retired(state, &copies)?;
+    Ok(())
+}
+
 /// A session over `backend` writing this machine's state.
 pub fn session<'a>(ctx: &'a Context, backend: &'a dyn Backend) -> Session<'a> {
     Session::new(backend, &ctx.store)

@@ -3,6 +3,7 @@
 //! decide (stop and say how to resolve where they do not), apply the merged
 //! config, then commit and push the record.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -35,6 +36,12 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     session.begin(&repo::stead_exe()?, &mut repo::note(ctx))?;
     let drift = super::drift::drifted(ctx, &state);
     let (records, comparison) = session.compare_for_merge(&state, &drift)?;
+    // Nothing is shared from a repo with no config to apply: checked before
+    // anything is merged or pushed, and again once the remote's news is in.
+    let news = backend.remote_has_news(&records)?;
+    if !news {
+        require_manifest(ctx, &state, backend.root())?;
+    }
 
     let mut on_step = |step| match step {
         Step::TreeUpdated if !ctx.json => {
@@ -63,6 +70,9 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
         }
         Merged::Settled { state, target } => (*state, *target),
     };
+    if news {
+        require_manifest(ctx, &state, backend.root())?;
+    }
     if !ctx.json {
         report_settled(ctx, &comparison, &state, &target);
     }
@@ -111,6 +121,33 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
         );
     }
     Ok(code)
+}
+
+/// Fails unless the config repo at `root` holds a `stead.toml` that loads:
+/// a sync must not share (or report as done) a record of a repo that has
+/// no config to apply, such as an empty one.
+fn require_manifest(ctx: &Context, state: &stead_lib::state::State, root: &Path) -> Result<()> {
+    let file = root.join("stead.toml");
+    let fix = format!(
+        "Nothing was pushed. Add a stead.toml to {root} (see docs/manifest.md), commit it \
+         ('git -C {root} add stead.toml && git -C {root} commit -m \"Add stead.toml\"'), \
+         then run 'stead sync' again.",
+        root = root.display()
+    );
+    if std::fs::symlink_metadata(&file).is_err() {
+        anyhow::bail!(
+            "the config repo {} has no stead.toml, so there is no config to apply or share\n{fix}",
+            root.display()
+        );
+    }
+    if let Err(e) = ctx.load_manifest(Some(state), None) {
+        anyhow::bail!(
+            "the config repo's {} cannot be loaded: {e:#}\n\
+             Nothing was pushed. Fix it, commit it, then run 'stead sync' again.",
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 /// Applies the merged config unless `--no-apply`: the exit code, or the

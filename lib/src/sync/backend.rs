@@ -250,6 +250,13 @@ pub trait ConfigSource {
     /// Whether an update stopped on conflicts is still unfinished.
     fn update_in_progress(&self) -> Result<bool, SyncError>;
 
+    /// The files an unfinished update left conflicted (`None`: the backend
+    /// cannot tell). An empty list is an update that was interrupted (its
+    /// process killed) rather than stopped on conflicts: nothing to edit.
+    fn conflicted_files(&self) -> Result<Option<Vec<String>>, SyncError> {
+        Ok(None)
+    }
+
     /// Whether the record's working copy has no uncommitted change.
     fn record_is_clean(&self) -> Result<bool, SyncError>;
 

@@ -681,8 +681,48 @@ impl Git {
         }
     }
 
+    /// The paths with uncommitted changes (staged, unstaged or untracked)
+    /// that merging `rev` into HEAD would write: the ones git would refuse
+    /// to overwrite.
+    pub fn uncommitted_in_the_way(&self, rev: &str) -> Result<Vec<String>, GitError> {
+        let Some(head) = self.head()? else {
+            return Ok(Vec::new());
+        };
+        let changed: Vec<String> = self
+            .run(&[
+                "diff",
+                "--name-only",
+                "-z",
+                "--no-renames",
+                &format!("{head}...{rev}"),
+            ])?
+            .split('\0')
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let status = self.run(&["status", "--porcelain=v1", "-z", "--untracked-files=all"])?;
+        let mut dirty = Vec::new();
+        let mut entries = status.split('\0');
+        while let Some(entry) = entries.next() {
+            let (Some(code), Some(path)) = (entry.get(..2), entry.get(3..)) else {
+                continue;
+            };
+            if code.starts_with('R') || code.starts_with('C') {
+                // The source path of a rename or copy follows.
+                if let Some(from) = entries.next() {
+                    dirty.push(from.to_string());
+                }
+            }
+            dirty.push(path.to_string());
+        }
+        Ok(changed.into_iter().filter(|p| dirty.contains(p)).collect())
+    }
+
     /// The paths left unmerged by a stopped merge.
-    fn unmerged_paths(&self) -> Result<Vec<String>, GitError> {
+    pub fn unmerged_paths(&self) -> Result<Vec<String>, GitError> {
         Ok(self
             .run(&["diff", "--name-only", "--diff-filter=U"])?
             .lines()
@@ -1209,6 +1249,39 @@ mod tests {
         );
         assert!(b.rev_exists("MERGE_HEAD").unwrap());
         assert!(!b.is_clean(&[]).unwrap());
+    }
+
+    #[test]
+    fn uncommitted_in_the_way_lists_only_what_the_merge_would_write() {
+        let w = World::new("main");
+        let a = w.clone("a");
+        commit_file(&a, "x.txt", "base\n", "base");
+        commit_file(&a, "y.txt", "base\n", "base y");
+        assert_eq!(push_upstream(&a), PushOutcome::Pushed);
+        let b = w.clone("b");
+        commit_file(&a, "x.txt", "from a\n", "a x");
+        commit_file(&a, "new file.txt", "from a\n", "a new");
+        assert_eq!(push_upstream(&a), PushOutcome::Pushed);
+        b.fetch("origin").unwrap();
+        let theirs = "refs/remotes/origin/main";
+        assert!(b.uncommitted_in_the_way(theirs).unwrap().is_empty());
+        // Modified x (in the way), untracked "new file.txt" (in the way),
+        // modified y and untracked z (not touched by the merge).
+        write(&b, "x.txt", "mine\n");
+        write(&b, "new file.txt", "mine\n");
+        write(&b, "y.txt", "mine\n");
+        write(&b, "z.txt", "mine\n");
+        let mut found = b.uncommitted_in_the_way(theirs).unwrap();
+        found.sort();
+        assert_eq!(found, vec!["new file.txt".to_string(), "x.txt".to_string()]);
+        // An empty clone has nothing in the way.
+        let w2 = World::new("main");
+        assert!(
+            w2.clone("c")
+                .uncommitted_in_the_way("HEAD")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -46,7 +46,17 @@ impl GitBackend {
 
     /// The clone at `dest` if it is one of `url` (an error if it is a clone
     /// of something else), else a fresh clone there. Returns whether it cloned.
+    ///
+    /// A `dest` that does not exist yet inside a clone of `url` names that
+    /// clone: cloning again there would nest a second copy of the same repo.
+    /// (Inside a repo of anything else, the clone is made as asked.)
     pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Self, bool), SyncError> {
+        if !dest.exists()
+            && let Some(above) = dest.ancestors().skip(1).find(|a| a.is_dir())
+            && let Some(found) = Self::find_clone(above, url)
+        {
+            return Ok((found, false));
+        }
         if dest.exists() {
             if let Ok(git) = Git::open(dest) {
                 return Self::existing_clone(git, dest, url).map(|b| (b, false));
@@ -67,6 +77,12 @@ impl GitBackend {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The clone of `url` whose work tree contains `dir`, if it is one.
+    pub fn find_clone(dir: &Path, url: &str) -> Option<Self> {
+        let git = Git::open(dir).ok()?;
+        Self::existing_clone(git, dir, url).ok()
     }
 
     /// `git` if its remote is `url`.
@@ -121,12 +137,13 @@ impl GitBackend {
     }
 }
 
-/// URLs equal, or local paths naming the same directory.
+/// URLs equal, or local paths (plain or `file://`) naming the same directory.
 fn same_url(a: &str, b: &str) -> bool {
     if a == b || a.trim_end_matches('/') == b.trim_end_matches('/') {
         return true;
     }
-    match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
+    let local = |u: &str| Path::new(u.strip_prefix("file://").unwrap_or(u)).canonicalize();
+    match (local(a), local(b)) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
@@ -205,10 +222,20 @@ impl ConfigSource for GitBackend {
         Ok(self.git.fetch(&self.up()?.remote)?)
     }
 
+    /// Uncommitted changes to files the merge would write are refused
+    /// first, by name: git's own refusal names neither the cause nor the way
+    /// out.
     fn update(&self, message: &str) -> Result<Update, SyncError> {
         let up = self.up()?;
-        if self.tracking_commit(up)?.is_none() {
+        let Some(theirs) = self.tracking_commit(up)? else {
             return Ok(Update::Clean);
+        };
+        let in_the_way = self.git.uncommitted_in_the_way(&theirs)?;
+        if !in_the_way.is_empty() {
+            return Err(SyncError::UncommittedInTheWay {
+                root: self.git.root().to_path_buf(),
+                files: in_the_way,
+            });
         }
         match self.git.merge(&up.tracking_ref, message)? {
             MergeOutcome::Conflicts(files) => Ok(Update::Conflicts(files)),
@@ -218,6 +245,10 @@ impl ConfigSource for GitBackend {
 
     fn update_in_progress(&self) -> Result<bool, SyncError> {
         Ok(self.git.rev_exists("MERGE_HEAD")?)
+    }
+
+    fn conflicted_files(&self) -> Result<Option<Vec<String>>, SyncError> {
+        Ok(Some(self.git.unmerged_paths()?))
     }
 
     fn record_is_clean(&self) -> Result<bool, SyncError> {
@@ -333,5 +364,21 @@ impl RemoteLocker for GitLocker {
 
     fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError> {
         Ok(remote_lock::force_remove(&self.git, &self.remote)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_url;
+
+    #[test]
+    fn same_url_matches_file_urls_and_trailing_slashes_of_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_string();
+        assert!(same_url(&path, &format!("file://{path}")));
+        assert!(same_url(&format!("{path}/"), &path));
+        assert!(same_url("https://h/x.git", "https://h/x.git/"));
+        assert!(!same_url(&path, "https://h/x.git"));
+        assert!(!same_url(&path, &format!("{path}/missing")));
     }
 }

@@ -46,6 +46,12 @@ pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Box<dyn Backend>, bool),
     Ok((Box::new(backend), cloned))
 }
 
+/// The clone of `url` whose work tree contains `dir` (`None`: there is none).
+pub fn find_clone(dir: &Path, url: &str) -> Option<Box<dyn Backend>> {
+    let backend = git_backend::GitBackend::find_clone(dir, url)?;
+    Some(Box::new(backend))
+}
+
 /// Why a sync step failed. Nothing half-done is left: the working copy of
 /// the record is replaced atomically, and git's own state is reported as is.
 #[derive(Debug, thiserror::Error)]
@@ -99,16 +105,32 @@ pub enum SyncError {
         /// The repo's root.
         root: PathBuf,
     },
-    /// A stopped update waits for the user.
-    #[error(
-        "a git merge is in progress in {}\n\
-         Nothing was changed. Finish it (edit the conflicted files, git add, git commit) \
-         or abort it (git merge --abort), then run the command again.",
-        .root.display()
-    )]
+    /// An update is unfinished: stopped on conflicts, or interrupted.
+    #[error("{}", update_in_progress_message(.root, .conflicted.as_deref()))]
     UpdateInProgress {
         /// The repo's root.
         root: PathBuf,
+        /// The files left conflicted (`None`: unknown; empty: none, the
+        /// update was interrupted).
+        conflicted: Option<Vec<String>>,
+    },
+    /// Uncommitted changes to files the remote's update would write.
+    #[error(
+        "the config repo {} has uncommitted changes to files the remote's update would overwrite:\n{}\n\
+         Nothing was changed. Commit them ('stead commit -m MSG' for files stead manages, \
+         or 'git -C {} commit -am MSG'), or set them aside with 'git -C {} stash -u' \
+         (and 'git -C {} stash pop' after), then run the command again.",
+        .root.display(),
+        .files.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n"),
+        .root.display(),
+        .root.display(),
+        .root.display()
+    )]
+    UncommittedInTheWay {
+        /// The repo's root.
+        root: PathBuf,
+        /// The files, relative to the root.
+        files: Vec<String>,
     },
     /// The record's working copy has changes stead cannot commit for the user.
     #[error(
@@ -271,6 +293,33 @@ impl From<git::GitError> for SyncError {
             }
             e => SyncError::Git(e),
         }
+    }
+}
+
+fn update_in_progress_message(root: &Path, conflicted: Option<&[String]>) -> String {
+    let r = root.display();
+    match conflicted {
+        Some([]) => format!(
+            "a git merge is in progress in {r}, but it was interrupted before it finished (the run that started it was stopped); \
+             no file is left conflicted, so there is nothing to edit\n\
+             Nothing was changed. Abort it with 'git -C {r} merge --abort', then run the command again: \
+             it starts the merge afresh."
+        ),
+        Some(files) => format!(
+            "a git merge is in progress in {r}, stopped on conflicts in:\n{}\n\
+             Nothing was changed. Finish it (edit those files, then git -C {r} add <files> && git -C {r} commit) \
+             or abort it (git -C {r} merge --abort), then run the command again.",
+            files
+                .iter()
+                .map(|f| format!("  {f}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        None => format!(
+            "a git merge is in progress in {r}\n\
+             Nothing was changed. Finish it (edit the conflicted files, git add, git commit) \
+             or abort it (git merge --abort), then run the command again."
+        ),
     }
 }
 

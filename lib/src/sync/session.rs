@@ -176,7 +176,8 @@ impl<'a> Session<'a> {
     pub fn prepare(&self, on_note: &mut dyn FnMut(Note)) -> Result<(), SyncError> {
         let root = self.backend.root().to_path_buf();
         if self.backend.update_in_progress()? {
-            return Err(SyncError::UpdateInProgress { root });
+            let conflicted = self.backend.conflicted_files()?;
+            return Err(SyncError::UpdateInProgress { root, conflicted });
         }
         if self.backend.record_is_clean()? {
             return Ok(());

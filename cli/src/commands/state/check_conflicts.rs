@@ -14,10 +14,28 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
     let session = repo::session(ctx, backend.as_ref());
     let fetched = session.refresh(false, &mut repo::note(ctx))?;
     let drift = crate::commands::drift::drifted(ctx, &state);
-    let (_, comparison) = session.compare(&state, &drift)?;
+    let (records, comparison) = session.compare(&state, &drift)?;
+    if let Err(removed @ stead_lib::sync::SyncError::Retired { .. }) =
+        session.refuse_if_retired(&state, &[records.local.as_ref(), records.remote.as_ref()])
+    {
+        // Nothing else matters until the machine rejoins: sync and apply refuse it.
+        if ctx.json {
+            print_json(&json!({
+                "removed": true,
+                "machine_id": state.machine.id,
+                "message": removed.to_string(),
+                "conflicts": comparison.conflicts,
+                "fetched": fetched,
+            }));
+        } else {
+            outln!("{} {removed}", ctx.out.red("✗"));
+        }
+        return Ok(crate::exit::Exit::Found.into());
+    }
     let found = !comparison.conflicts.is_empty();
     if ctx.json {
         print_json(&json!({
+            "removed": false,
             "conflicts": comparison.conflicts,
             "direction": comparison.direction,
             "local_serial": comparison.local.lineage.serial,
