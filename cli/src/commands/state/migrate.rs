@@ -37,6 +37,7 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Loaded::Normalised { .. }) => return save_normalised(ctx),
         Some(Loaded::Legacy { .. }) => {}
     }
     let guard = ctx.lock("migrate", None)?;
@@ -80,6 +81,33 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
         outln!(
             "  Not carried over (kept in the backup): {}",
             report.dropped_fields.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A version 2 record in the spec's spelling: saved in stead's form (the
+/// original copied to the backups first, the normalisations named).
+fn save_normalised(ctx: &Context) -> Result<ExitCode> {
+    let guard = ctx.lock("migrate", None)?;
+    let Some(mut state) = ctx.load_state_locked(&guard)? else {
+        return Err(StateError::NotInitialized {
+            path: ctx.store.path(),
+        }
+        .into());
+    };
+    ctx.store.commit(&guard, &mut state, "migrate")?;
+    guard.release()?;
+    if ctx.json {
+        print_json(
+            &json!({ "migrated": false, "normalised": true, "version": state.version, "serial": state.lineage.serial }),
+        );
+    } else {
+        outln!(
+            "{} Saved the state record in stead's form (version {}, serial {})",
+            ctx.out.green("✓"),
+            state.version,
+            state.lineage.serial
         );
     }
     Ok(ExitCode::SUCCESS)
