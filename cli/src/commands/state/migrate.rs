@@ -78,8 +78,13 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
     outln!("  History: empty");
     outln!("  Checksums: initialized (empty)");
     if !report.dropped_fields.is_empty() {
+        let kept = if report.backup.is_some() {
+            "kept in the backup"
+        } else {
+            "lost: --no-backup took no copy"
+        };
         outln!(
-            "  Not carried over (kept in the backup): {}",
+            "  Not carried over ({kept}): {}",
             report.dropped_fields.join(", ")
         );
     }
