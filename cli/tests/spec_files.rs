@@ -193,3 +193,34 @@ fn state_migrate_saves_the_spec_state_in_stead_form() {
     let out = sb.ok(&["state", "migrate"]);
     assert!(out.contains("nothing to migrate"), "{out}");
 }
+
+#[test]
+fn an_unknown_checksum_proves_nothing_a_removal_backs_the_file_up_first() {
+    // The spec's file with a resource stead once recorded, whose checksum
+    // is an md5: no longer declared, it is removed only after a backup.
+    let repo = Repo::new(MANIFEST);
+    repo.write_source("bashrc", "from the repo\n");
+    repo.write_source("vimrc", "set nu\n");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fixture("spec-v2-state.json")).unwrap();
+    state["resources"] =
+        serde_json::json!({"file.old": {"kind": "file", "keys": ["~/.old"], "serial": 40}});
+    state["checksums"]["~/.old"] = "5d41402abc4b2a76b9719d911017c592".into();
+    fs::create_dir_all(repo.sb.state_dir()).unwrap();
+    fs::write(repo.sb.state_file(), serde_json::to_vec(&state).unwrap()).unwrap();
+    fs::write(repo.path(".old"), "precious\n").unwrap();
+
+    let plan = repo.ok(&["plan"]);
+    assert!(
+        plan.contains("- file.old  ~/.old  (no longer declared; no checksum recorded for it, so it is backed up first)"),
+        "{plan}"
+    );
+    let out = repo.ok(&["apply", "--yes"]);
+    assert!(out.contains("backed up the original to"), "{out}");
+    let kept: Vec<_> = walk(&repo.sb.state_dir().join("backups"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == ".old"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(fs::read_to_string(&kept[0]).unwrap(), "precious\n");
+}

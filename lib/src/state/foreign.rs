@@ -139,13 +139,14 @@ pub(super) fn read(raw: &[u8]) -> Option<(State, Vec<String>)> {
     if !foreign.is_empty() {
         let names: Vec<&str> = foreign.keys().map(String::as_str).collect();
         notes.push(format!(
-            "{} {} not in stead's form ({}) treated as unknown: nothing is trusted or removed on \
-             {} account, the next apply checks {} again",
+            "{} {} not in stead's form ({}) treated as unknown: stead does not take {} as its \
+             own, and backs {} up before replacing or removing {}",
             foreign.len(),
             plural(foreign.len(), "checksum", "checksums"),
             names.join(", "),
-            plural(foreign.len(), "its", "their"),
             plural(foreign.len(), "that file", "those files"),
+            plural(foreign.len(), "it", "each"),
+            plural(foreign.len(), "it", "one"),
         ));
     }
     let mut missing = Vec::new();
