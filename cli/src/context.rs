@@ -2,7 +2,7 @@
 //! steps (take the lock and tell the user about it, load the state migrating a
 //! version 1 file on the way).
 
-use crate::output::errln;
+use crate::output::{self, errln};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -253,7 +253,9 @@ impl Context {
         let dir = match &self.config {
             Some(c) => c.clone(),
             None => match self.store.load() {
-                Ok(Some(Loaded::Current(state))) => PathBuf::from(state.config_path?),
+                Ok(Some(Loaded::Current(state) | Loaded::Normalised { state, .. })) => {
+                    PathBuf::from(state.config_path?)
+                }
                 _ => return None,
             },
         };
@@ -272,6 +274,10 @@ impl Context {
     pub fn load_state(&self) -> Result<State> {
         match self.store.load()? {
             Some(Loaded::Current(state)) => Ok(*state),
+            Some(Loaded::Normalised { state, notes, .. }) => {
+                self.note_normalised(&notes, None);
+                Ok(*state)
+            }
             Some(Loaded::Legacy { .. }) => {
                 let guard = self.lock("migrate", None)?;
                 let state = self.load_state_locked(&guard)?;
@@ -287,6 +293,13 @@ impl Context {
     pub fn load_state_locked(&self, guard: &LockGuard) -> Result<Option<State>> {
         match self.store.load()? {
             Some(Loaded::Current(state)) => Ok(Some(*state)),
+            Some(Loaded::Normalised { state, notes, raw }) => {
+                // The next write replaces the file in stead's form: what was
+                // set aside stays in the copy.
+                let backup = self.store.backup_original(&raw)?;
+                self.note_normalised(&notes, Some(&backup));
+                Ok(Some(*state))
+            }
             Some(Loaded::Legacy { .. }) => {
                 let (state, report) = self.migrate_locked(guard, true)?;
                 if let Some(report) = report {
@@ -316,6 +329,27 @@ impl Context {
             Some((state, report)) => Ok((state, Some(report))),
             None => Ok((self.store.load_current()?, None)),
         }
+    }
+
+    /// Says what was normalised in a record read in the spec's spelling;
+    /// `backup`: the copy of the original taken before this command writes.
+    pub fn note_normalised(&self, notes: &[String], backup: Option<&Path>) {
+        let mut message = match backup {
+            Some(path) => format!(
+                "The state record is in the spec's spelling of version 2; this command saves it \
+                 in stead's form (the original is kept in {}). Normalised:",
+                output::clean(&path.display().to_string())
+            ),
+            None => "The state record is in the spec's spelling of version 2; read in stead's \
+                     form and left as it is on disk (the next command that writes the record \
+                     saves it, or run 'stead state migrate'). Normalised:"
+                .to_string(),
+        };
+        for note in notes {
+            message.push_str("\n  - ");
+            message.push_str(&output::clean(note));
+        }
+        self.note(&message);
     }
 
     fn not_initialized(&self) -> anyhow::Error {
@@ -351,6 +385,10 @@ impl Context {
     pub fn current_state(&self) -> Result<State> {
         match self.store.load()? {
             Some(Loaded::Current(s)) => Ok(*s),
+            Some(Loaded::Normalised { state, notes, .. }) => {
+                self.note_normalised(&notes, None);
+                Ok(*state)
+            }
             // Read-only: migrated in memory, the file left as version 1.
             Some(Loaded::Legacy { v1, .. }) => {
                 let id = machine::read_id(&self.layout.machine_id_file())?

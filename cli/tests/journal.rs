@@ -139,6 +139,17 @@ after = ["file.before", "dir.made"]
     assert!(!out.contains("Recovering"), "{out}");
     assert!(out.contains("stead apply --rerun exec.migrate"), "{out}");
     assert!(!r.path("count").exists());
+    // The plan's footer names the fix for it, --rerun, and not --force
+    // (which does nothing for a one-shot step).
+    let plan = r.ok(&["plan"]);
+    assert!(
+        plan.contains(
+            "1 conflict (!): a one-shot step an interrupted run started: check whether it ran, \
+             then 'stead apply --rerun exec.migrate' runs it again."
+        ),
+        "{plan}"
+    );
+    assert!(!plan.contains("force"), "{plan}");
 
     // --rerun runs it; after that it never runs again.
     fs::write(r.path("go"), "").unwrap();

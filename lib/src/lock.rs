@@ -30,8 +30,10 @@ use crate::fsutil::{self, FsError};
 use crate::layout::Layout;
 use crate::machine;
 
-/// How the state is locked, from `lock_config.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// How the state is locked, from `lock_config.json`. Read in any case
+/// (`"Hybrid"`, as the spec's example writes it, is `hybrid`); written in
+/// lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LockType {
     /// A flock'd lock file in the state dir.
@@ -41,6 +43,21 @@ pub enum LockType {
     Hybrid,
     /// No lock at all: concurrent runs can corrupt the state.
     Disabled,
+}
+
+impl<'de> Deserialize<'de> for LockType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.to_ascii_lowercase().as_str() {
+            "local" => Ok(LockType::Local),
+            "hybrid" => Ok(LockType::Hybrid),
+            "disabled" => Ok(LockType::Disabled),
+            _ => Err(serde::de::Error::unknown_variant(
+                &name,
+                &["local", "hybrid", "disabled"],
+            )),
+        }
+    }
 }
 
 impl LockType {
@@ -1095,6 +1112,29 @@ mod tests {
         let err = LockConfig::load(&layout).unwrap_err().to_string();
         assert!(err.contains("line 1 column"), "{err}");
         assert!(err.contains("lock_config.json"), "{err}");
+    }
+
+    #[test]
+    fn the_spec_lock_config_loads_with_its_capitalised_type() {
+        let (_d, layout, _c) = setup();
+        fs::create_dir_all(layout.state_dir()).unwrap();
+        fs::write(
+            layout.lock_config_file(),
+            include_bytes!("../tests/fixtures/spec-lock_config.json"),
+        )
+        .unwrap();
+        let c = LockConfig::load(&layout).unwrap();
+        assert_eq!(c.lock_type, LockType::Hybrid);
+        assert_eq!(c.timeout, 600);
+        assert_eq!(c.retry.attempts, 5);
+        for (name, want) in [("LOCAL", LockType::Local), ("Disabled", LockType::Disabled)] {
+            let c: LockConfig =
+                serde_json::from_str(&format!(r#"{{"lock_type":"{name}"}}"#)).unwrap();
+            assert_eq!(c.lock_type, want);
+        }
+        // Written back in lower case.
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""lock_type":"hybrid""#), "{text}");
     }
 
     #[test]

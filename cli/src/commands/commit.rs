@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::manifest::{FileContent, Spec};
 use stead_lib::resource::checksum;
+use stead_lib::state::DriftStatus;
 use stead_lib::sync::{Backend, check_overwrite, shared};
 
 use super::repo;
@@ -73,7 +74,14 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     // Every named file is checked (and the state must take a write) before
     // anything changes: a refusal leaves the tree, the repo and the state as
     // they were.
-    let plan = plan_accept(ctx, &state, backend.as_ref(), &args.files)?;
+    // With no names: every drifted file that has a `source` in the repo,
+    // through the same checks as named ones; the rest are said below.
+    let (names, not_accepted) = if args.files.is_empty() {
+        drifted_sources(ctx, &state)?
+    } else {
+        (args.files.clone(), Vec::new())
+    };
+    let plan = plan_accept(ctx, &state, backend.as_ref(), &names)?;
     if !plan.is_empty() {
         ctx.store.check_writable(&state)?;
     }
@@ -95,12 +103,39 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         .collect();
     let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
     let commit = session.commit_record(&source_refs, &args.message)?;
-    let pushed = args.push && session.publish_if_ahead()?;
+    // A failed push leaves the commit made: said so, with how to push it.
+    let pushed = if args.push {
+        session.publish_if_ahead().map_err(|e| (e, commit.clone()))
+    } else {
+        Ok(false)
+    };
     guard.release()?;
+    let pushed = match pushed {
+        Ok(pushed) => pushed,
+        Err((e, commit)) => {
+            let made = match &commit {
+                Some(rev) => format!(
+                    "The commit {} was made in your clone ({}), but the push failed",
+                    rev.as_str().chars().take(12).collect::<String>(),
+                    backend.root().display()
+                ),
+                None => format!(
+                    "Nothing new was committed; the commits your clone ({}) holds were not pushed",
+                    backend.root().display()
+                ),
+            };
+            anyhow::bail!(
+                "{made}: {e}\n\
+                 Nothing is lost: when {} can be reached, run 'stead sync' (or 'stead commit -m MSG --push' again) to push it.",
+                backend.remote_branch()
+            );
+        }
+    };
 
     if ctx.json {
         print_json(&json!({
             "commit": commit, "pushed": pushed, "serial": record.lineage.serial,
+            "not_accepted": not_accepted.iter().map(|(path, why)| json!({"path": path, "why": why})).collect::<Vec<_>>(),
             "accepted": accepted.iter().map(|a| json!({"path": a.key, "source": a.repo_path})).collect::<Vec<_>>(),
         }));
         return Ok(ExitCode::SUCCESS);
@@ -113,6 +148,13 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
             a.repo_path.display()
         );
     }
+    for (key, why) in &not_accepted {
+        outln!(
+            "Still drifted, not accepted: {} ({})",
+            crate::output::clean(key),
+            crate::output::clean(why)
+        );
+    }
     match &commit {
         Some(rev) => outln!(
             "{} Committed {} (record serial {})",
@@ -120,7 +162,13 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
             rev.as_str().chars().take(12).collect::<String>(),
             record.lineage.serial
         ),
-        None => outln!("Nothing to commit: the repo already holds this machine's record."),
+        None if not_accepted.is_empty() => {
+            outln!("Nothing to commit: the repo already holds this machine's record.")
+        }
+        None => outln!(
+            "Nothing to commit: the repo already holds this machine's record, and no drifted file \
+             above can be copied back to a source."
+        ),
     }
     if args.push {
         if pushed {
@@ -148,6 +196,48 @@ struct Accepted {
     repo_path: PathBuf,
     /// The new checksum.
     checksum: String,
+}
+
+/// A drifted path `commit` does not copy back, and why (with what to do).
+type NotAccepted = (String, String);
+
+/// For `commit -m MSG` with no names: the drifted files whose content
+/// comes from a `source` in the repo (to accept, by their `~/` name), and
+/// the other drifted paths with why they are not copied back.
+fn drifted_sources(
+    ctx: &Context,
+    state: &stead_lib::state::State,
+) -> Result<(Vec<String>, Vec<NotAccepted>)> {
+    let drifted = super::drift::drifted(ctx, state);
+    if drifted.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let (manifest, _) = ctx.load_manifest(Some(state), None)?;
+    let home = ctx.layout.home();
+    let mut accept = Vec::new();
+    let mut others = Vec::new();
+    for (key, status) in drifted {
+        let target = stead_lib::manifest::expand_key(home, &key);
+        let content = manifest.resources.iter().find_map(|r| match &r.spec {
+            Spec::File(f) if f.path == target => Some((r.id.as_str(), &f.content)),
+            _ => None,
+        });
+        let why = match (status, content) {
+            (DriftStatus::Modified, Some((_, Some(FileContent::Source(_))))) => {
+                accept.push(key);
+                continue;
+            }
+            (DriftStatus::Modified, Some((id, Some(FileContent::Template(_))))) => format!(
+                "{id} renders it from a template: edit the template, or 'stead apply' restores it"
+            ),
+            (DriftStatus::Modified, Some((id, Some(FileContent::Inline(_))))) => format!(
+                "{id} declares its content in stead.toml: edit it there, or 'stead apply' restores it"
+            ),
+            (status, _) => format!("{status}: nothing to copy back; 'stead apply' restores it"),
+        };
+        others.push((key, why));
+    }
+    Ok((accept, others))
 }
 
 /// A named file that passed every check, not copied yet.

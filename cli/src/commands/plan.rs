@@ -11,7 +11,7 @@ use stead_lib::plan::Plan;
 use stead_lib::resource::Action;
 
 use crate::context::Context;
-use crate::output::{Paint, print_json};
+use crate::output::{self, Paint, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -142,20 +142,52 @@ pub fn print_plan(p: &Paint, plan: &Plan) {
         // --force replaces only some conflicts (a file stead does not own,
         // not a directory or a file where a dir should be); by convention
         // (docs/kinds.md) those, and only those, name it in their reason.
-        let forceable = plan
-            .changes
-            .iter()
-            .filter(|c| c.action == Action::Conflict && c.reason.contains("--force"))
-            .count();
+        // A one-shot step an interrupted run left without an outcome names
+        // `--rerun` instead: --force does nothing for it.
+        let conflicts = || plan.changes.iter().filter(|c| c.action == Action::Conflict);
+        let forceable = conflicts().filter(|c| c.reason.contains("--force")).count();
+        let reruns: Vec<&str> = conflicts()
+            .filter(|c| !c.reason.contains("--force") && c.reason.contains("--rerun"))
+            .map(|c| c.id.as_str())
+            .collect();
+        let others = n.conflict - forceable - reruns.len();
+        let rerun_text = |ids: &[&str]| {
+            let (them, it) = if ids.len() == 1 {
+                ("a one-shot step", "it ran")
+            } else {
+                ("one-shot steps", "they ran")
+            };
+            format!(
+                "{them} an interrupted run started: check whether {it}, then 'stead apply {}' \
+                 runs {} again",
+                ids.iter()
+                    .map(|id| format!("--rerun {}", output::clean(id)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if ids.len() == 1 { "it" } else { "them" }
+            )
+        };
         let what = if forceable == n.conflict {
             "stead will not overwrite what it does not own; 'stead apply --force' backs it up and replaces it.".to_string()
-        } else if forceable == 0 {
+        } else if reruns.len() == n.conflict {
+            format!("{}.", rerun_text(&reruns))
+        } else if forceable == 0 && reruns.is_empty() {
             "nothing is changed for them, not even with force; their reasons above say what to fix."
                 .to_string()
         } else {
-            format!(
-                "'stead apply --force' backs up and replaces {forceable} of them (their reasons say so); the others' reasons say what to fix."
-            )
+            let mut parts = Vec::new();
+            if forceable > 0 {
+                parts.push(format!(
+                    "'stead apply --force' backs up and replaces {forceable} of them (their reasons say so)"
+                ));
+            }
+            if !reruns.is_empty() {
+                parts.push(rerun_text(&reruns));
+            }
+            if others > 0 {
+                parts.push("the others' reasons say what to fix".to_string());
+            }
+            format!("{}.", parts.join("; "))
         };
         outln!(
             "{} {} conflict{} (!): {what}",

@@ -48,7 +48,7 @@ impl StateStore {
     ) -> Result<Option<(State, MigrationReport)>, StateError> {
         let (v1, raw) = match self.load()? {
             None => return Err(StateError::NotInitialized { path: self.path() }),
-            Some(Loaded::Current(_)) => return Ok(None),
+            Some(Loaded::Current(_)) | Some(Loaded::Normalised { .. }) => return Ok(None),
             Some(Loaded::Legacy { v1, raw }) => (v1, raw),
         };
         let now = Utc::now();
@@ -98,10 +98,27 @@ impl StateStore {
         Ok(state)
     }
 
+    /// Copies a record read in the spec's spelling ([`Loaded::Normalised`])
+    /// to `<state-dir>/backups/state_v2_original_<time>.json`, before the
+    /// first write replaces it in stead's form: what was set aside (foreign
+    /// checksums, `heimdal_version`) stays there.
+    pub fn backup_original(&self, raw: &[u8]) -> Result<PathBuf, StateError> {
+        self.backup_as("state_v2_original", raw, Utc::now())
+    }
+
     fn write_backup(&self, raw: &[u8], now: DateTime<Utc>) -> Result<PathBuf, StateError> {
+        self.backup_as("state_v1", raw, now)
+    }
+
+    fn backup_as(
+        &self,
+        prefix: &str,
+        raw: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<PathBuf, StateError> {
         let dir = self.layout().backups_dir();
         fsutil::ensure_private_dir(&dir)?;
-        let stem = format!("state_v1_{}", now.format("%Y%m%d_%H%M%S"));
+        let stem = format!("{prefix}_{}", now.format("%Y%m%d_%H%M%S"));
         let mut path = dir.join(format!("{stem}.json"));
         let mut n = 2;
         while path.exists() {

@@ -3,6 +3,7 @@
 
 mod drift;
 mod error;
+mod foreign;
 mod migrate;
 mod schema;
 mod store;

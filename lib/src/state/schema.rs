@@ -68,7 +68,9 @@ pub const MAX_OPERATION_CHARS: usize = 1024;
 
 /// Reads an `operation`, refusing one over [`MAX_OPERATION_CHARS`] (serde
 /// adds the line and column).
-fn bounded_operation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn bounded_operation<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     let chars = s.chars().count();
     if chars > MAX_OPERATION_CHARS {

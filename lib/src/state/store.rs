@@ -21,6 +21,17 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 pub enum Loaded {
     /// A version 2 record.
     Current(Box<State>),
+    /// A version 2 record in the spec's spelling (`dotfiles_path`,
+    /// `heimdal_version`, history without ids, foreign checksums), read into
+    /// stead's form. The file is left as it is until a command writes.
+    Normalised {
+        /// The record as stead reads it.
+        state: Box<State>,
+        /// What was normalised, one line each, for the user.
+        notes: Vec<String>,
+        /// The file's bytes, for the backup taken before the first write.
+        raw: Vec<u8>,
+    },
     /// A version 1 record, which must be migrated before use.
     Legacy {
         /// The parsed record.
@@ -84,7 +95,7 @@ impl StateStore {
     /// still version 1, corrupt, newer). Callers that migrate V1 use [`StateStore::load`].
     pub fn load_current(&self) -> Result<State, StateError> {
         match self.load()? {
-            Some(Loaded::Current(state)) => Ok(*state),
+            Some(Loaded::Current(state)) | Some(Loaded::Normalised { state, .. }) => Ok(*state),
             Some(Loaded::Legacy { .. }) => Err(StateError::Migration {
                 path: self.path(),
                 problem: "it must be migrated to version 2 first (run 'stead state migrate')"
@@ -180,7 +191,9 @@ impl StateStore {
         observer: &mut dyn FnMut(WriteStage),
     ) -> Result<(), StateError> {
         let on_disk = match self.load()? {
-            Some(Loaded::Current(s)) => s.lineage.serial,
+            Some(Loaded::Current(s)) | Some(Loaded::Normalised { state: s, .. }) => {
+                s.lineage.serial
+            }
             Some(Loaded::Legacy { .. }) => {
                 return Err(StateError::SerialMoved {
                     path: self.path(),
@@ -285,11 +298,19 @@ fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError>
                 raw: raw.to_vec(),
             })
         }
-        2 => {
-            let state: State = serde_json::from_slice(raw)
-                .map_err(|e| corrupt(format!("invalid version 2 record: {e}")))?;
-            Ok(Loaded::Current(Box::new(state)))
-        }
+        2 => match serde_json::from_slice::<State>(raw) {
+            Ok(state) => Ok(Loaded::Current(Box::new(state))),
+            // The spec's own spelling of version 2; anything else is
+            // reported with the strict reader's error.
+            Err(strict) => match super::foreign::read(raw) {
+                Some((state, notes)) => Ok(Loaded::Normalised {
+                    state: Box::new(state),
+                    notes,
+                    raw: raw.to_vec(),
+                }),
+                None => Err(corrupt(format!("invalid version 2 record: {strict}"))),
+            },
+        },
         0 => Err(corrupt("\"version\" 0 is not a schema version".to_string())),
         found => Err(StateError::NewerVersion {
             path: path.to_path_buf(),

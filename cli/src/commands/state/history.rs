@@ -60,7 +60,13 @@ pub fn run(ctx: &Context, args: &HistoryArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
-        outln!("No history yet.");
+        match state.history.len() {
+            0 => outln!("No history yet."),
+            n => outln!(
+                "No entries shown (--limit 0); the history holds {n} (newest first: 'stead state history --limit {}').",
+                n.min(10)
+            ),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     // Pad to the longest operation, but only so far: a format width over

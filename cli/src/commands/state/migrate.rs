@@ -37,6 +37,7 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Loaded::Normalised { .. }) => return save_normalised(ctx),
         Some(Loaded::Legacy { .. }) => {}
     }
     let guard = ctx.lock("migrate", None)?;
@@ -77,9 +78,41 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
     outln!("  History: empty");
     outln!("  Checksums: initialized (empty)");
     if !report.dropped_fields.is_empty() {
+        let kept = if report.backup.is_some() {
+            "kept in the backup"
+        } else {
+            "lost: --no-backup took no copy"
+        };
         outln!(
-            "  Not carried over (kept in the backup): {}",
+            "  Not carried over ({kept}): {}",
             report.dropped_fields.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A version 2 record in the spec's spelling: saved in stead's form (the
+/// original copied to the backups first, the normalisations named).
+fn save_normalised(ctx: &Context) -> Result<ExitCode> {
+    let guard = ctx.lock("migrate", None)?;
+    let Some(mut state) = ctx.load_state_locked(&guard)? else {
+        return Err(StateError::NotInitialized {
+            path: ctx.store.path(),
+        }
+        .into());
+    };
+    ctx.store.commit(&guard, &mut state, "migrate")?;
+    guard.release()?;
+    if ctx.json {
+        print_json(
+            &json!({ "migrated": false, "normalised": true, "version": state.version, "serial": state.lineage.serial }),
+        );
+    } else {
+        outln!(
+            "{} Saved the state record in stead's form (version {}, serial {})",
+            ctx.out.green("✓"),
+            state.version,
+            state.lineage.serial
         );
     }
     Ok(ExitCode::SUCCESS)
