@@ -47,6 +47,18 @@ pub struct GlobalArgs {
     )]
     pub history_limit: usize,
 
+    /// Seconds a git call that talks to the remote (fetch, push, ls-remote,
+    /// clone, the remote lock) may take before it is stopped
+    #[arg(
+        long,
+        global = true,
+        env = "STEAD_NETWORK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = stead_lib::sync::DEFAULT_NETWORK_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86400),
+    )]
+    pub network_timeout: u64,
+
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -66,6 +78,8 @@ pub struct Context {
     pub store: StateStore,
     pub json: bool,
     pub verbose: bool,
+    /// How long a git call that talks to the remote may take.
+    pub network_timeout: std::time::Duration,
     pub out: Paint,
     pub err: Paint,
 }
@@ -92,6 +106,7 @@ impl Context {
             store,
             json: global.json,
             verbose: global.verbose,
+            network_timeout: std::time::Duration::from_secs(global.network_timeout),
             out: Paint::for_stdout(global.no_color),
             err: Paint::for_stderr(global.no_color),
         })
@@ -257,7 +272,7 @@ impl Context {
                 _ => return None,
             },
         };
-        let backend = stead_lib::sync::open(&dir).ok()?;
+        let backend = stead_lib::sync::open_timed(&dir, self.network_timeout).ok()?;
         backend.require_remote().ok()?;
         Some(backend)
     }

@@ -31,7 +31,7 @@ pub fn load_state(ctx: &Context, guard: &LockGuard) -> Result<State> {
 /// or not it has a remote.
 pub fn open_local(ctx: &Context, state: &State) -> Result<Box<dyn Backend>> {
     let dir = ctx.config_dir(Some(state))?;
-    Ok(stead_lib::sync::open(&dir)?)
+    Ok(stead_lib::sync::open_timed(&dir, ctx.network_timeout)?)
 }
 
 /// Opens the config repo recorded for this machine (or --config), which

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use super::SyncError;
 use super::backend::{
@@ -35,8 +36,14 @@ impl GitBackend {
 
     /// Opens the work tree containing `dir`.
     pub fn open(dir: &Path) -> Result<Self, SyncError> {
+        Self::open_timed(dir, super::git::DEFAULT_NETWORK_TIMEOUT)
+    }
+
+    /// Opens the work tree containing `dir`; its git calls that talk to the
+    /// remote give up after `timeout`.
+    pub fn open_timed(dir: &Path, timeout: Duration) -> Result<Self, SyncError> {
         match Git::open(dir) {
-            Ok(git) => Ok(GitBackend::new(git)),
+            Ok(git) => Ok(GitBackend::new(git.with_network_timeout(timeout))),
             Err(GitError::NotARepo { .. }) => Err(SyncError::NotARepo {
                 dir: dir.to_path_buf(),
             }),
@@ -47,8 +54,19 @@ impl GitBackend {
     /// The clone at `dest` if it is one of `url` (an error if it is a clone
     /// of something else), else a fresh clone there. Returns whether it cloned.
     pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Self, bool), SyncError> {
+        Self::open_or_clone_timed(dest, url, super::git::DEFAULT_NETWORK_TIMEOUT)
+    }
+
+    /// [`GitBackend::open_or_clone`] with a network timeout (see
+    /// [`GitBackend::open_timed`]).
+    pub fn open_or_clone_timed(
+        dest: &Path,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(Self, bool), SyncError> {
         if dest.exists() {
             if let Ok(git) = Git::open(dest) {
+                let git = git.with_network_timeout(timeout);
                 return Self::existing_clone(git, dest, url).map(|b| (b, false));
             }
             let empty = std::fs::read_dir(dest)
@@ -60,7 +78,7 @@ impl GitBackend {
                 });
             }
         }
-        match Git::clone_repo(url, dest) {
+        match Git::clone_repo_timed(url, dest, Vec::new(), timeout) {
             Ok(git) => Ok((GitBackend::new(git), true)),
             Err(GitError::Unreachable { reason, .. }) => {
                 Err(SyncError::CloneUnreachable { reason })

@@ -26,17 +26,36 @@ pub mod session;
 pub mod shared;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::fsutil::FsError;
 use crate::lock::{LockInfo, ago};
 
 pub use backend::{Backend, ConfigSource, RecordStore, RemoteLocker, Revision, SourceStatus};
+pub use git::DEFAULT_NETWORK_TIMEOUT;
 
 /// Opens the config repo at `dir` with the backend that serves it (git).
 /// A repo without a remote opens too; [`Backend::require_remote`] says
 /// whether it can sync.
 pub fn open(dir: &Path) -> Result<Box<dyn Backend>, SyncError> {
     Ok(Box::new(git_backend::GitBackend::open(dir)?))
+}
+
+/// [`open`] with a network timeout: every call that talks to the remote
+/// (fetch, push, the remote lock) gives up after `timeout` as
+/// [`SyncError::Unreachable`], naming the timeout.
+pub fn open_timed(dir: &Path, timeout: Duration) -> Result<Box<dyn Backend>, SyncError> {
+    Ok(Box::new(git_backend::GitBackend::open_timed(dir, timeout)?))
+}
+
+/// [`open_or_clone`] with a network timeout (see [`open_timed`]).
+pub fn open_or_clone_timed(
+    dest: &Path,
+    url: &str,
+    timeout: Duration,
+) -> Result<(Box<dyn Backend>, bool), SyncError> {
+    let (backend, cloned) = git_backend::GitBackend::open_or_clone_timed(dest, url, timeout)?;
+    Ok((Box::new(backend), cloned))
 }
 
 /// The clone of `url` at `dest` if there is one (an error if it is a clone of

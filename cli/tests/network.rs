@@ -1,0 +1,265 @@
+//! Git calls that talk to a remote never hang: against a remote that accepts
+//! the connection and never answers (a loopback TCP server here), every
+//! network command ends within its timeout (`STEAD_NETWORK_TIMEOUT`), with
+//! `hybrid` falling back to the local-only lock and the others naming the
+//! remote and the timeout. Real git, a bare remote in a temp dir, temp homes.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+
+const MANIFEST: &str = r#"
+[settings]
+default_profile = "personal"
+
+[profile.personal.vars]
+who = "home"
+
+[file.bashrc]
+path = "~/.bashrc"
+source = "bashrc"
+"#;
+
+/// The network timeout the tests configure, seconds.
+const TIMEOUT: u64 = 1;
+
+fn git_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+        ("GIT_AUTHOR_NAME", "stead test"),
+        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
+        ("GIT_COMMITTER_NAME", "stead test"),
+        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
+    ]
+}
+
+fn git(home: &Path, dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .env("HOME", home)
+        .envs(git_env())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare remote seeded with the config, and one machine joined and synced.
+struct World {
+    dir: tempfile::TempDir,
+    sb: Sandbox,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path();
+        git(
+            top,
+            top,
+            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        );
+        let url = top.join("remote.git").to_str().unwrap().to_string();
+        git(top, top, &["clone", "-q", &url, "seed"]);
+        let seed = top.join("seed");
+        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
+        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
+        git(top, &seed, &["add", "-A"]);
+        git(top, &seed, &["commit", "-q", "-m", "seed"]);
+        git(top, &seed, &["push", "-q", "origin", "HEAD"]);
+        let w = World {
+            dir,
+            sb: Sandbox::new(),
+        };
+        let clone = w.clone_dir();
+        w.ok(&["init", "--repo", &url, "--path", clone.to_str().unwrap()]);
+        w.ok(&["sync"]);
+        w
+    }
+
+    fn clone_dir(&self) -> PathBuf {
+        self.sb.home().join("dots")
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self
+            .sb
+            .stead(args)
+            .envs(git_env())
+            .env("STEAD_NETWORK_TIMEOUT", TIMEOUT.to_string())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "stead {args:?} failed\n{out}\n{err}");
+        out
+    }
+
+    fn hybrid(&self) {
+        self.sb.write_lock_config(
+            r#"{"lock_type": "hybrid", "timeout": 300, "retry": {"attempts": 0}}"#,
+        );
+    }
+
+    /// Points `origin` at a loopback server that accepts and never answers.
+    fn hang_remote(&self) -> Silent {
+        let silent = Silent::start();
+        let url = format!("git://127.0.0.1:{}/x", silent.port);
+        git(
+            self.dir.path(),
+            &self.clone_dir(),
+            &["remote", "set-url", "origin", &url],
+        );
+        silent
+    }
+
+    /// Runs stead, asserting it ends within the timeout (plus what the
+    /// command itself takes) and leaves no git behind in the clone.
+    fn run_bounded(&self, args: &[&str]) -> (i32, String, String) {
+        let started = Instant::now();
+        let result = self.run(args);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(TIMEOUT + 3),
+            "stead {args:?} took {took:?}\n{result:?}"
+        );
+        assert_no_process_in(&self.clone_dir());
+        result
+    }
+}
+
+/// A loopback TCP server that accepts connections and never says a word.
+struct Silent {
+    port: u16,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Holds every connection open, silent, until the test process ends.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => held.push(s),
+                    Err(_) => break,
+                }
+            }
+        });
+        Silent { port }
+    }
+}
+
+/// Waits (bounded) until no process has its working directory in `dir`: the
+/// killed git and its helpers are gone.
+fn assert_no_process_in(dir: &Path) {
+    let dir = dir.canonicalize().unwrap();
+    let busy = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while busy() {
+        assert!(Instant::now() < deadline, "a process stayed in {dir:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn says_timeout(text: &str) -> bool {
+    text.contains(&format!(
+        "cannot reach remote 'origin': 'origin' gave no answer within {TIMEOUT} s"
+    )) || text.contains(&format!("'origin' gave no answer within {TIMEOUT} s"))
+}
+
+#[test]
+fn lock_info_with_hybrid_ends_within_the_timeout_and_says_so() {
+    let w = World::new();
+    w.hybrid();
+    let _silent = w.hang_remote();
+    let (code, out, err) = w.run_bounded(&["state", "lock-info"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "Remote lock (origin refs/stead/lock): unknown, cannot reach remote 'origin': \
+             'origin' gave no answer within {TIMEOUT} s"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("--network-timeout"), "{out}");
+}
+
+#[test]
+fn hybrid_apply_falls_back_to_the_local_lock_and_converges() {
+    let w = World::new();
+    w.hybrid();
+    let _silent = w.hang_remote();
+    std::fs::write(w.sb.home().join(".bashrc"), "edited by hand\n").unwrap();
+    let (code, out, err) = w.run_bounded(&["apply", "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "⚠️  Warning: Cannot reach remote repository: 'origin' gave no answer within {TIMEOUT} s"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "\nProceeding with local-only lock.\nRemember to sync when connection is restored.\n"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.sb.home().join(".bashrc")).unwrap(),
+        "# shared bashrc\n",
+        "converged locally"
+    );
+    assert!(!w.sb.lock_file().exists(), "the local lock is released");
+}
+
+#[test]
+fn check_conflicts_and_sync_end_within_the_timeout_naming_the_remote() {
+    let w = World::new();
+    let _silent = w.hang_remote();
+    let (code, out, err) = w.run_bounded(&["state", "check-conflicts"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(says_timeout(&err), "{err}");
+    assert!(
+        err.contains("Comparing with what was last fetched from 'origin'."),
+        "{err}"
+    );
+    assert!(out.contains("No conflicts"), "{out}");
+
+    let (code, out, err) = w.run_bounded(&["sync"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(says_timeout(&err), "{err}");
+    assert!(err.contains("STEAD_NETWORK_TIMEOUT"), "{err}");
+}
+
+#[test]
+fn the_timeout_is_configurable_with_a_flag() {
+    let w = World::new();
+    let _silent = w.hang_remote();
+    let (code, _, err) = w.run_bounded(&["state", "check-conflicts", "--network-timeout", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(says_timeout(&err), "{err}");
+    let (code, _, err) = w.run(&["state", "check-conflicts", "--network-timeout", "0"]);
+    assert_eq!(code, 2, "{err}");
+}
