@@ -13,6 +13,7 @@ use stead_lib::lock::{self, LockConfig, LockEvent, LockGuard, LockRequest, LockT
 use stead_lib::machine::{self, MachineInfo};
 use stead_lib::manifest::Manifest;
 use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
+use stead_lib::sync::backend::BreakReason;
 use stead_lib::sync::hybrid::{self, HybridEvent, RemoteRequest};
 use stead_lib::sync::{Backend, RemoteLocker};
 
@@ -200,6 +201,21 @@ impl Context {
                  Proceeding with local-only lock.\n\
                  Remember to sync when connection is restored."
             )),
+            HybridEvent::Broke {
+                remote,
+                previous,
+                why: BreakReason::DeadHere(proof),
+                ..
+            } => {
+                let what = previous
+                    .info
+                    .as_ref()
+                    .map(|i| format!(" left by {} (PID {})", i.operation, i.machine.pid))
+                    .unwrap_or_default();
+                self.note(&format!(
+                    "Released the remote lock on '{remote}'{what}: {proof}."
+                ));
+            }
             HybridEvent::Broke {
                 remote, previous, ..
             } => {

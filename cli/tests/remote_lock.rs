@@ -1,8 +1,12 @@
-//! Git calls that talk to a remote never hang: against a remote that accepts
-//! the connection and never answers (a loopback TCP server here), every
-//! network command ends within its timeout (`STEAD_NETWORK_TIMEOUT`), with
-//! `hybrid` falling back to the local-only lock and the others naming the
-//! remote and the timeout. Real git, a bare remote in a temp dir, temp homes.
+//! The remote and its lock when things go wrong, end to end with real git, a
+//! bare remote in a temp dir and temp homes:
+//!
+//! - git calls that talk to a remote never hang: against a remote that
+//!   accepts the connection and never answers (a loopback TCP server here),
+//!   every network command ends within its timeout (`STEAD_NETWORK_TIMEOUT`),
+//!   with `hybrid` falling back to the local-only lock and the others naming
+//!   the remote and the timeout;
+//! - a machine reclaims the remote lock a dead process of its own left.
 
 mod common;
 
@@ -61,6 +65,12 @@ struct World {
 
 impl World {
     fn new() -> World {
+        let w = World::with_manifest(MANIFEST);
+        w.ok(&["apply", "--yes"]);
+        w
+    }
+
+    fn with_manifest(manifest: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let top = dir.path();
         git(
@@ -71,7 +81,7 @@ impl World {
         let url = top.join("remote.git").to_str().unwrap().to_string();
         git(top, top, &["clone", "-q", &url, "seed"]);
         let seed = top.join("seed");
-        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
+        std::fs::write(seed.join("stead.toml"), manifest).unwrap();
         std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
         git(top, &seed, &["add", "-A"]);
         git(top, &seed, &["commit", "-q", "-m", "seed"]);
@@ -82,8 +92,22 @@ impl World {
         };
         let clone = w.clone_dir();
         w.ok(&["init", "--repo", &url, "--path", clone.to_str().unwrap()]);
-        w.ok(&["sync"]);
+        w.ok(&["sync", "--no-apply"]);
         w
+    }
+
+    fn remote(&self) -> PathBuf {
+        self.dir.path().join("remote.git")
+    }
+
+    /// The remote lock ref on the bare remote, if any.
+    fn remote_lock_ref(&self) -> Option<String> {
+        let out = git(
+            self.dir.path(),
+            &self.remote(),
+            &["for-each-ref", "refs/stead/"],
+        );
+        (!out.is_empty()).then_some(out)
     }
 
     fn clone_dir(&self) -> PathBuf {
@@ -262,4 +286,78 @@ fn the_timeout_is_configurable_with_a_flag() {
     assert!(says_timeout(&err), "{err}");
     let (code, _, err) = w.run(&["state", "check-conflicts", "--network-timeout", "0"]);
     assert_eq!(code, 2, "{err}");
+}
+
+// ---- a machine's own dead remote lock ----
+
+/// A manifest whose exec waits (at most a minute, so a failing test cannot
+/// hang) until `<dir>/release` exists, after touching `<dir>/started`.
+fn waiting_manifest(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[profile.personal.vars]
+who = "home"
+
+[file.bashrc]
+path = "~/.bashrc"
+source = "bashrc"
+
+[exec.wait]
+command = "touch '{d}/started'; i=0; while [ ! -e '{d}/release' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+creates = "~/.never"
+"#
+    )
+}
+
+/// Waits (bounded) until `cond` holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn after_sigkill_of_a_hybrid_apply_the_next_apply_reclaims_its_own_remote_lock() {
+    let signals = tempfile::tempdir().unwrap();
+    let w = World::with_manifest(&waiting_manifest(signals.path()));
+    w.hybrid();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+        .env("HOME", w.sb.home())
+        .env("NO_COLOR", "1")
+        .envs(git_env())
+        .args(["--home", w.sb.home().to_str().unwrap(), "apply", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = signals.path().join("started");
+    wait_until("the apply holds the remote lock and runs its exec", || {
+        assert!(child.try_wait().unwrap().is_none(), "apply ended early");
+        started.exists() && w.remote_lock_ref().is_some()
+    });
+    let lock_ref = w.remote_lock_ref();
+
+    // SIGKILL: no chance to release anything.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::write(signals.path().join("release"), "").unwrap();
+    assert_eq!(w.remote_lock_ref(), lock_ref, "the dead apply left it");
+
+    // The next apply on the same machine proceeds at once, with a notice.
+    let started_at = Instant::now();
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(started_at.elapsed() < Duration::from_secs(10));
+    assert!(
+        err.contains(&format!(
+            "Released the remote lock on 'origin' left by apply (PID {pid}): \
+             process {pid} of this machine is no longer running (same machine id and boot).",
+            pid = child.id()
+        )),
+        "{err}"
+    );
+    assert_eq!(w.remote_lock_ref(), None, "released after the apply");
 }
