@@ -113,6 +113,50 @@ impl Context {
         })
     }
 
+    /// The time now: `STEAD_NOW` (RFC 3339) when set, so tests can move the
+    /// clock; else the system clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        std::env::var("STEAD_NOW")
+            .ok()
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.trim()).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(chrono::Utc::now)
+    }
+
+    /// The lineage's machines unseen for 24 hours, from `record` (see
+    /// [`stead_lib::sync::shared::offline_machines`]).
+    pub fn offline_machines(
+        &self,
+        record: &stead_lib::sync::shared::SharedRecord,
+    ) -> Vec<stead_lib::sync::shared::OfflineMachine> {
+        let me = machine::read_id(&self.layout.machine_id_file())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        stead_lib::sync::shared::offline_machines(record, self.now(), &me)
+    }
+
+    /// Prints the offline machines (nothing when there are none).
+    pub fn print_offline(&self, offline: &[stead_lib::sync::shared::OfflineMachine]) {
+        if offline.is_empty() {
+            return;
+        }
+        crate::output::outln!(
+            "\n{} (not seen for {} hours):",
+            self.out.yellow("Offline machines"),
+            stead_lib::sync::shared::OFFLINE_AFTER_HOURS
+        );
+        for m in offline {
+            let short: String = m.id.chars().take(8).collect();
+            crate::output::outln!(
+                "  {} ({short}...): last seen {} ({})",
+                crate::output::clean(&m.hostname),
+                lock::ago(m.last_seen, self.now()),
+                m.last_seen.format("%Y-%m-%d %H:%M UTC")
+            );
+        }
+    }
+
     pub fn warn(&self, message: &str) {
         errln!("{} {message}", self.err.yellow("⚠️  Warning:"));
     }
@@ -214,6 +258,31 @@ impl Context {
                     .unwrap_or_default();
                 self.note(&format!(
                     "Released the remote lock on '{remote}'{what}: {proof}."
+                ));
+            }
+            HybridEvent::Broke {
+                remote,
+                previous,
+                why: BreakReason::Offline,
+                ..
+            } => {
+                let who = previous
+                    .info
+                    .as_ref()
+                    .map(|i| {
+                        format!(
+                            " ({} by PID {} on {}, acquired {})",
+                            i.operation,
+                            i.machine.pid,
+                            crate::output::clean(&i.machine.hostname),
+                            lock::ago(i.created_at, chrono::Utc::now())
+                        )
+                    })
+                    .unwrap_or_default();
+                self.note(&format!(
+                    "Broke the remote lock on '{remote}'{who}: its machine has not been seen for {} hours, \
+                     so it counts as offline.",
+                    stead_lib::sync::shared::OFFLINE_AFTER_HOURS
                 ));
             }
             HybridEvent::Broke {

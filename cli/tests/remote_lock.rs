@@ -361,3 +361,171 @@ fn after_sigkill_of_a_hybrid_apply_the_next_apply_reclaims_its_own_remote_lock()
     );
     assert_eq!(w.remote_lock_ref(), None, "released after the apply");
 }
+
+// ---- the 24-hour rule ----
+
+impl World {
+    /// A second machine joining the same remote, synced; returns its sandbox.
+    fn join_other(&self) -> Sandbox {
+        let other = Sandbox::new();
+        let url = self.remote().to_str().unwrap().to_string();
+        let clone = other.home().join("dots");
+        let run = |args: &[&str]| {
+            let out = other.stead(args).envs(git_env()).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["init", "--repo", &url, "--path", clone.to_str().unwrap()]);
+        run(&["sync"]);
+        self.ok(&["sync"]);
+        other
+    }
+
+    /// Runs stead with the clock at `now`.
+    fn run_at(&self, now: chrono::DateTime<chrono::Utc>, args: &[&str]) -> (i32, String, String) {
+        let out = self
+            .sb
+            .stead(args)
+            .envs(git_env())
+            .env("STEAD_NOW", now.to_rfc3339())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn machine_id(sb: &Sandbox) -> String {
+    std::fs::read_to_string(sb.state_dir().join("machine_id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_machine_unseen_for_24_hours_shows_as_offline() {
+    let w = World::new();
+    let b = w.join_other();
+    let b_short = &machine_id(&b)[..8];
+    let now = chrono::Utc::now();
+
+    // Seen just now: nobody is offline.
+    let (code, out, err) = w.run_at(now, &["state", "lock-info"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("Offline machines"), "{out}");
+    let (code, out, err) = w.run_at(now, &["state", "check-conflicts"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("Offline machines"), "{out}");
+
+    // Two days later (the clock injected), b is offline; this machine never is.
+    let later = now + chrono::TimeDelta::hours(49);
+    for args in [
+        &["state", "lock-info"][..],
+        &["state", "check-conflicts"][..],
+    ] {
+        let (code, out, err) = w.run_at(later, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            out.contains("Offline machines (not seen for 24 hours):\n"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.contains(&format!("({b_short}...): last seen 2 days ago")),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !out.contains(&format!("({}...)", &machine_id(&w.sb)[..8])),
+            "{args:?}: {out}"
+        );
+        let mut json_args = vec!["--json"];
+        json_args.extend_from_slice(args);
+        let (_, out, _) = w.run_at(later, &json_args);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["offline_machines"][0]["id"], machine_id(&b), "{v}");
+    }
+}
+
+#[test]
+fn a_remote_lock_of_an_offline_machine_is_broken_with_a_notice() {
+    let w = World::new();
+    let b = w.join_other();
+    // b's lock, taken 25 hours ago and never released; a's timeout is longer.
+    let created = chrono::Utc::now() - chrono::TimeDelta::hours(25);
+    let lock = serde_json::json!({
+        "id": "0b0b0b0b-0000-4000-8000-000000000000",
+        "lock_type": "hybrid",
+        "operation": "apply",
+        "machine": {"id": machine_id(&b), "hostname": "host-b", "pid": 4242, "user": "u"},
+        "created_at": created.to_rfc3339(),
+        "expected_duration_seconds": 60,
+        "reason": null,
+        "state_serial": null,
+        "boot_id": "another-machines-boot",
+        "pid_start_time": null,
+    });
+    let top = w.dir.path();
+    let remote = w.remote();
+    let blob = {
+        let mut child = std::process::Command::new("git")
+            .current_dir(&remote)
+            .args(["hash-object", "-w", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lock.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let tree = {
+        let mut child = std::process::Command::new("git")
+            .current_dir(&remote)
+            .args(["mktree"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("100644 blob {blob}\tlock.json\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let commit = git(top, &remote, &["commit-tree", &tree, "-m", "stead lock"]);
+    git(top, &remote, &["update-ref", "refs/stead/lock", &commit]);
+    w.sb.write_lock_config(
+        r#"{"lock_type": "hybrid", "timeout": 200000, "retry": {"attempts": 0}}"#,
+    );
+
+    let out = w.ok(&["state", "lock-info"]);
+    assert!(
+        out.contains("Offline: its machine has not been seen for 24 hours"),
+        "{out}"
+    );
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains(
+            "Broke the remote lock on 'origin' (apply by PID 4242 on host-b, acquired 1 day ago): \
+             its machine has not been seen for 24 hours, so it counts as offline."
+        ),
+        "{err}"
+    );
+    assert_eq!(w.remote_lock_ref(), None, "released after the apply");
+}

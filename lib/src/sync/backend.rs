@@ -136,11 +136,16 @@ pub enum BreakReason {
     /// Its holder is a process of the taking machine, proven dead (the
     /// proof, in words: see [`crate::lock::proven_dead_here`]).
     DeadHere(String),
+    /// It is at least [`super::shared::OFFLINE_AFTER_HOURS`] old: its
+    /// machine has not been seen since (a machine cannot publish while its
+    /// own lock is held), so it counts as offline, whatever the TTL.
+    Offline,
 }
 
 impl RemoteHolder {
     /// Whether `taker` may break this lock, and why: its holder is a dead
-    /// process of the taker's own machine, or it is at least `ttl_secs` old.
+    /// process of the taker's own machine, or it is at least `ttl_secs` old,
+    /// or its machine is offline (unseen for 24 hours).
     /// An unreadable lock never may (it is never broken on a guess).
     pub fn breakable(
         &self,
@@ -152,7 +157,12 @@ impl RemoteHolder {
         if let Some(proof) = crate::lock::proven_dead_here(info, taker) {
             return Some(BreakReason::DeadHere(proof));
         }
-        self.expired(now, ttl_secs).then_some(BreakReason::Expired)
+        if self.expired(now, ttl_secs) {
+            return Some(BreakReason::Expired);
+        }
+        let offline_secs = super::shared::OFFLINE_AFTER_HOURS as u64 * 3600;
+        self.expired(now, offline_secs)
+            .then_some(BreakReason::Offline)
     }
 }
 

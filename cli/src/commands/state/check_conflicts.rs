@@ -16,6 +16,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
     let drift = crate::commands::drift::drifted(ctx, &state);
     let (_, comparison) = session.compare(&state, &drift)?;
     let found = !comparison.conflicts.is_empty();
+    let offline = ctx.offline_machines(comparison.remote.as_ref().unwrap_or(&comparison.local));
     if ctx.json {
         print_json(&json!({
             "conflicts": comparison.conflicts,
@@ -24,6 +25,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
             "remote_serial": comparison.remote.as_ref().map(|r| r.lineage.serial),
             "base_serial": comparison.base.as_ref().map(|b| b.lineage.serial),
             "fetched": fetched,
+            "offline_machines": offline,
             "resolutions": repo::RESOLUTIONS.iter().map(|(c, _)| c).collect::<Vec<_>>(),
         }));
     } else if found {
@@ -50,6 +52,9 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
                 .unwrap_or_else(|| "none yet".to_string()),
             backend.remote_branch()
         );
+    }
+    if !ctx.json {
+        ctx.print_offline(&offline);
     }
     Ok(if found {
         crate::exit::Exit::Found.into()
