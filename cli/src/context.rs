@@ -113,6 +113,27 @@ impl Context {
         })
     }
 
+    /// How the config repo's backend talks to its remote: the network
+    /// timeout, and with `--verbose` every git command shown as it runs.
+    pub fn sync_options(&self) -> stead_lib::sync::Options {
+        let trace = self.verbose.then(|| {
+            stead_lib::sync::git::Trace(std::sync::Arc::new(|args: &str| {
+                errln!("$ git {}", crate::output::clean(args));
+            }))
+        });
+        stead_lib::sync::Options {
+            network_timeout: self.network_timeout,
+            trace,
+        }
+    }
+
+    /// Says `message` on stderr with `--verbose`.
+    pub fn verbose_note(&self, message: &str) {
+        if self.verbose {
+            errln!("{message}");
+        }
+    }
+
     /// The time now: `STEAD_NOW` (RFC 3339) when set, so tests can move the
     /// clock; else the system clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -231,6 +252,13 @@ impl Context {
             hybrid::acquire_remote(local, &config, backend.as_deref(), request, &mut |event| {
                 self.tell_hybrid(event, config.timeout)
             })?;
+        if config.lock_type == LockType::Hybrid {
+            self.verbose_note(if held.holds_remote() {
+                "Lock: took the remote lock (refs/stead/lock) too"
+            } else {
+                "Lock: holding the local lock only"
+            });
+        }
         Ok(held)
     }
 
@@ -316,7 +344,12 @@ impl Context {
         state_serial: Option<u64>,
     ) -> Result<LockGuard> {
         let mut request = LockRequest::new(operation, &self.machine_id()?);
-        request.state_serial = state_serial;
+        request.reason = Some(lock_reason(operation));
+        request.expected_duration_seconds = config.timeout;
+        request.state_serial = state_serial.or_else(|| match self.store.load() {
+            Ok(Some(Loaded::Current(state))) => Some(state.lineage.serial),
+            _ => None,
+        });
         let guard = lock::acquire(&self.layout, config, &request, &mut |event| match event {
             LockEvent::StaleRemoved { info, reason } => {
                 let who = info
@@ -344,6 +377,13 @@ impl Context {
                 ));
             }
         })?;
+        if guard.info().is_some() {
+            self.verbose_note(&format!(
+                "Lock: took the local lock {} ({operation}, expected to take at most {} s)",
+                self.layout.lock_file().display(),
+                config.timeout
+            ));
+        }
         Ok(guard)
     }
 
@@ -357,7 +397,7 @@ impl Context {
                 _ => return None,
             },
         };
-        let backend = stead_lib::sync::open_timed(&dir, self.network_timeout).ok()?;
+        let backend = stead_lib::sync::open_with(&dir, &self.sync_options()).ok()?;
         backend.require_remote().ok()?;
         Some(backend)
     }
@@ -489,4 +529,18 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// signal handler): a warning, since it expires after the timeout.
 fn warn_unreleased(message: &str) {
     errln!("⚠️  Warning: {message}");
+}
+
+/// What a lock taken for `operation` is for, in the lock file's `reason`.
+fn lock_reason(operation: &str) -> String {
+    match operation {
+        "apply" => "apply the config to this machine".to_string(),
+        "sync" => "sync the state record with the remote".to_string(),
+        "commit" => "commit changes to the config repo".to_string(),
+        "resolve" => "resolve conflicts with the remote record".to_string(),
+        "migrate" => "migrate the state record to version 2".to_string(),
+        "remove-machine" => "remove a machine from the lineage".to_string(),
+        "init" => "initialise this machine".to_string(),
+        other => format!("stead {other}"),
+    }
 }

@@ -529,3 +529,88 @@ fn a_remote_lock_of_an_offline_machine_is_broken_with_a_notice() {
     );
     assert_eq!(w.remote_lock_ref(), None, "released after the apply");
 }
+
+// ---- what lock files say, and --verbose ----
+
+#[test]
+fn lock_files_carry_the_operation_the_serial_and_the_timeout() {
+    let signals = tempfile::tempdir().unwrap();
+    let w = World::with_manifest(&waiting_manifest(signals.path()));
+    w.sb.write_lock_config(r#"{"lock_type": "hybrid", "timeout": 240, "retry": {"attempts": 0}}"#);
+    let serial = w.sb.state_json()["lineage"]["serial"].as_u64().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+        .env("HOME", w.sb.home())
+        .env("NO_COLOR", "1")
+        .envs(git_env())
+        .args(["--home", w.sb.home().to_str().unwrap(), "apply", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = signals.path().join("started");
+    wait_until("the apply holds both locks", || {
+        assert!(child.try_wait().unwrap().is_none(), "apply ended early");
+        started.exists() && w.remote_lock_ref().is_some()
+    });
+    let local: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.sb.lock_file()).unwrap()).unwrap();
+    let remote_text = git(
+        w.dir.path(),
+        &w.remote(),
+        &["show", "refs/stead/lock:lock.json"],
+    );
+    let remote: serde_json::Value = serde_json::from_str(&remote_text).unwrap();
+    std::fs::write(signals.path().join("release"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    for lock in [&local, &remote] {
+        assert_eq!(lock["operation"], "apply", "{lock}");
+        assert_eq!(lock["reason"], "apply the config to this machine", "{lock}");
+        assert_eq!(lock["state_serial"], serial, "{lock}");
+        assert_eq!(lock["expected_duration_seconds"], 240, "{lock}");
+    }
+}
+
+#[test]
+fn verbose_shows_git_commands_lock_steps_and_merge_decisions() {
+    let w = World::new();
+    let (code, _, err) = w.run(&["sync", "--verbose"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("$ git fetch --quiet -- origin\n"), "{err}");
+    assert!(err.contains("Lock: took the local lock "), "{err}");
+    assert!(
+        err.contains("(sync, expected to take at most 300 s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Merge: only this machine has news: the remote takes it (local serial"),
+        "{err}"
+    );
+
+    let (code, _, err) = w.run(&["state", "check-conflicts", "--verbose"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("$ git fetch --quiet -- origin\n"), "{err}");
+    assert!(err.contains("Merge: "), "{err}");
+    let (_, _, quiet) = w.run(&["state", "check-conflicts"]);
+    assert!(!quiet.contains("$ git"), "{quiet}");
+
+    // migrate: its lock steps and what it does.
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.state_dir()).unwrap();
+    std::fs::write(
+        sb.state_file(),
+        r#"{"active_profile": "work", "last_sync": "2026-01-15T10:30:00Z"}"#,
+    )
+    .unwrap();
+    let out = sb
+        .stead(&["state", "migrate", "--no-backup", "--verbose"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Lock: took the local lock "), "{err}");
+    assert!(
+        err.contains("from version 1 to version 2 (--no-backup: no backup is made)"),
+        "{err}"
+    );
+    assert!(err.contains("Lock: released"), "{err}");
+}

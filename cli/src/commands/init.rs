@@ -171,7 +171,7 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         Some(p) => std::path::absolute(p).context("cannot read the current directory")?,
         None => ctx.layout.home().join(".dotfiles"),
     };
-    let (backend, cloned) = stead_lib::sync::open_or_clone_timed(&dest, url, ctx.network_timeout)?;
+    let (backend, cloned) = stead_lib::sync::open_or_clone_with(&dest, url, &ctx.sync_options())?;
     backend.require_remote()?;
     let session = repo::session(ctx, backend.as_ref());
     if !cloned {

@@ -35,6 +35,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     session.begin(&repo::stead_exe()?, &mut repo::note(ctx))?;
     let drift = super::drift::drifted(ctx, &state);
     let (records, comparison) = session.compare_for_merge(&state, &drift)?;
+    repo::tell_decisions(ctx, &comparison);
 
     let mut on_step = |step| match step {
         Step::TreeUpdated if !ctx.json => {

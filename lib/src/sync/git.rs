@@ -101,12 +101,24 @@ pub enum GitError {
     },
 }
 
+/// Called with each git command (its arguments, joined by spaces) before it
+/// runs: what `--verbose` shows.
+#[derive(Clone)]
+pub struct Trace(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trace")
+    }
+}
+
 /// A git work tree, driven through the `git` program.
 #[derive(Debug, Clone)]
 pub struct Git {
     root: PathBuf,
     env: Vec<(String, String)>,
     timeout: Duration,
+    trace: Option<Trace>,
 }
 
 /// Where the current branch is pushed to and fetched from.
@@ -201,6 +213,7 @@ impl Git {
             root: dir.to_path_buf(),
             env,
             timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: None,
         };
         let out = probe.output(&["rev-parse", "--show-toplevel"], None, &[])?;
         let top = stdout_line(&out.stdout);
@@ -213,6 +226,7 @@ impl Git {
             root: PathBuf::from(top),
             env: probe.env,
             timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: probe.trace,
         })
     }
 
@@ -240,10 +254,23 @@ impl Git {
         env: Vec<(String, String)>,
         timeout: Duration,
     ) -> Result<Git, GitError> {
+        Git::clone_repo_traced(url, dest, env, timeout, None)
+    }
+
+    /// Like [`Git::clone_repo_timed`], telling `trace` every git command
+    /// (see [`Git::with_trace`]).
+    pub fn clone_repo_traced(
+        url: &str,
+        dest: &Path,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+        trace: Option<Trace>,
+    ) -> Result<Git, GitError> {
         let base = Git {
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             env,
             timeout,
+            trace: trace.clone(),
         };
         let dest_str = dest.to_string_lossy();
         let args = ["clone", "--quiet", "--", url, dest_str.as_ref()];
@@ -251,7 +278,11 @@ impl Git {
         if !out.status.success() {
             return Err(base.remote_failure(&args, url, &out));
         }
-        Ok(Git::open_with_env(dest, base.env)?.with_network_timeout(timeout))
+        let git = Git::open_with_env(dest, base.env)?.with_network_timeout(timeout);
+        Ok(match trace {
+            Some(t) => git.with_trace(t),
+            None => git,
+        })
     }
 
     /// Runs `git init` in `dir` (created if needed) and opens it.
@@ -265,6 +296,7 @@ impl Git {
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             env,
             timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: None,
         };
         let dir_str = dir.to_string_lossy();
         base.run(&["init", "--quiet", "--", dir_str.as_ref()])?;
@@ -284,6 +316,12 @@ impl Git {
     /// [`GitError::Unreachable`].
     pub fn with_network_timeout(mut self, timeout: Duration) -> Git {
         self.timeout = timeout.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Tells `trace` every git command before it runs (`--verbose`).
+    pub fn with_trace(mut self, trace: Trace) -> Git {
+        self.trace = Some(trace);
         self
     }
 
@@ -755,6 +793,7 @@ impl Git {
         input: Option<&[u8]>,
         env: &[(&str, &str)],
     ) -> Result<Output, GitError> {
+        self.tell(args);
         let mut cmd = self.command(args, env);
         cmd.stdin(if input.is_some() {
             Stdio::piped()
@@ -779,6 +818,7 @@ impl Git {
     /// hard deadline at which git's whole process group is killed (then
     /// [`GitError::Unreachable`], naming the timeout).
     fn net_output(&self, args: &[&str], remote: &str) -> Result<Output, GitError> {
+        self.tell(args);
         let secs = self.timeout.as_secs().max(1);
         let low_speed = format!("http.lowSpeedTime={secs}");
         let mut full = vec!["-c", "http.lowSpeedLimit=1000", "-c", low_speed.as_str()];
@@ -880,6 +920,13 @@ impl Git {
         Ok(Some(format!(
             "ssh -o ConnectTimeout={secs} -o ServerAliveInterval={alive} -o ServerAliveCountMax=3"
         )))
+    }
+
+    /// Tells the trace, if any, that `git args` runs now.
+    fn tell(&self, args: &[&str]) {
+        if let Some(trace) = &self.trace {
+            (trace.0)(&args.join(" "));
+        }
     }
 
     /// `git args` in the root, with the standard and extra environment.
@@ -1105,6 +1152,7 @@ mod tests {
                 root: self.tmp.path().join("remote.git"),
                 env: self.env.clone(),
                 timeout: DEFAULT_NETWORK_TIMEOUT,
+                trace: None,
             };
             remote.resolve_commit(refname).unwrap()
         }

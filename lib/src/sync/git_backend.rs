@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use super::SyncError;
 use super::backend::{
@@ -36,14 +35,14 @@ impl GitBackend {
 
     /// Opens the work tree containing `dir`.
     pub fn open(dir: &Path) -> Result<Self, SyncError> {
-        Self::open_timed(dir, super::git::DEFAULT_NETWORK_TIMEOUT)
+        Self::open_with(dir, &super::Options::default())
     }
 
-    /// Opens the work tree containing `dir`; its git calls that talk to the
-    /// remote give up after `timeout`.
-    pub fn open_timed(dir: &Path, timeout: Duration) -> Result<Self, SyncError> {
+    /// Opens the work tree containing `dir` with `options` (network
+    /// timeout, trace).
+    pub fn open_with(dir: &Path, options: &super::Options) -> Result<Self, SyncError> {
         match Git::open(dir) {
-            Ok(git) => Ok(GitBackend::new(git.with_network_timeout(timeout))),
+            Ok(git) => Ok(GitBackend::new(options.apply(git))),
             Err(GitError::NotARepo { .. }) => Err(SyncError::NotARepo {
                 dir: dir.to_path_buf(),
             }),
@@ -54,19 +53,19 @@ impl GitBackend {
     /// The clone at `dest` if it is one of `url` (an error if it is a clone
     /// of something else), else a fresh clone there. Returns whether it cloned.
     pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Self, bool), SyncError> {
-        Self::open_or_clone_timed(dest, url, super::git::DEFAULT_NETWORK_TIMEOUT)
+        Self::open_or_clone_with(dest, url, &super::Options::default())
     }
 
-    /// [`GitBackend::open_or_clone`] with a network timeout (see
-    /// [`GitBackend::open_timed`]).
-    pub fn open_or_clone_timed(
+    /// [`GitBackend::open_or_clone`] with `options` (see
+    /// [`GitBackend::open_with`]).
+    pub fn open_or_clone_with(
         dest: &Path,
         url: &str,
-        timeout: Duration,
+        options: &super::Options,
     ) -> Result<(Self, bool), SyncError> {
         if dest.exists() {
             if let Ok(git) = Git::open(dest) {
-                let git = git.with_network_timeout(timeout);
+                let git = options.apply(git);
                 return Self::existing_clone(git, dest, url).map(|b| (b, false));
             }
             let empty = std::fs::read_dir(dest)
@@ -78,7 +77,13 @@ impl GitBackend {
                 });
             }
         }
-        match Git::clone_repo_timed(url, dest, Vec::new(), timeout) {
+        match Git::clone_repo_traced(
+            url,
+            dest,
+            Vec::new(),
+            options.network_timeout,
+            options.trace.clone(),
+        ) {
             Ok(git) => Ok((GitBackend::new(git), true)),
             Err(GitError::Unreachable { reason, .. }) => {
                 Err(SyncError::CloneUnreachable { reason })

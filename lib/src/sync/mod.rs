@@ -41,27 +41,48 @@ pub fn open(dir: &Path) -> Result<Box<dyn Backend>, SyncError> {
     Ok(Box::new(git_backend::GitBackend::open(dir)?))
 }
 
-/// [`open`] with a network timeout: every call that talks to the remote
-/// (fetch, push, the remote lock) gives up after `timeout` as
-/// [`SyncError::Unreachable`], naming the timeout.
-pub fn open_timed(dir: &Path, timeout: Duration) -> Result<Box<dyn Backend>, SyncError> {
-    Ok(Box::new(git_backend::GitBackend::open_timed(dir, timeout)?))
+/// How a backend talks to its remote.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a call that talks to the remote (fetch, push, the remote
+    /// lock) may take; past it the call fails as [`SyncError::Unreachable`],
+    /// naming the timeout.
+    pub network_timeout: Duration,
+    /// Told every git command before it runs (`--verbose`).
+    pub trace: Option<git::Trace>,
 }
 
-/// [`open_or_clone`] with a network timeout (see [`open_timed`]).
-pub fn open_or_clone_timed(
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            network_timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: None,
+        }
+    }
+}
+
+impl Options {
+    fn apply(&self, git: git::Git) -> git::Git {
+        let git = git.with_network_timeout(self.network_timeout);
+        match &self.trace {
+            Some(t) => git.with_trace(t.clone()),
+            None => git,
+        }
+    }
+}
+
+/// [`open`] with `options` (network timeout, trace).
+pub fn open_with(dir: &Path, options: &Options) -> Result<Box<dyn Backend>, SyncError> {
+    Ok(Box::new(git_backend::GitBackend::open_with(dir, options)?))
+}
+
+/// [`open_or_clone`] with `options` (see [`open_with`]).
+pub fn open_or_clone_with(
     dest: &Path,
     url: &str,
-    timeout: Duration,
+    options: &Options,
 ) -> Result<(Box<dyn Backend>, bool), SyncError> {
-    let (backend, cloned) = git_backend::GitBackend::open_or_clone_timed(dest, url, timeout)?;
-    Ok((Box::new(backend), cloned))
-}
-
-/// The clone of `url` at `dest` if there is one (an error if it is a clone of
-/// something else), else a fresh clone there. Returns whether it cloned.
-pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Box<dyn Backend>, bool), SyncError> {
-    let (backend, cloned) = git_backend::GitBackend::open_or_clone(dest, url)?;
+    let (backend, cloned) = git_backend::GitBackend::open_or_clone_with(dest, url, options)?;
     Ok((Box::new(backend), cloned))
 }
 

@@ -15,6 +15,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
     let fetched = session.refresh(false, &mut repo::note(ctx))?;
     let drift = crate::commands::drift::drifted(ctx, &state);
     let (_, comparison) = session.compare(&state, &drift)?;
+    repo::tell_decisions(ctx, &comparison);
     let found = !comparison.conflicts.is_empty();
     let offline = ctx.offline_machines(comparison.remote.as_ref().unwrap_or(&comparison.local));
     if ctx.json {

@@ -96,7 +96,7 @@ fn shared_record(ctx: &Context) -> Option<stead_lib::sync::shared::SharedRecord>
         _ => None,
     };
     let dir = ctx.config_dir(state.as_ref()).ok()?;
-    let backend = stead_lib::sync::open_timed(&dir, ctx.network_timeout).ok()?;
+    let backend = stead_lib::sync::open_with(&dir, &ctx.sync_options()).ok()?;
     backend.read_working().ok().flatten()
 }
 
@@ -226,7 +226,10 @@ fn print_holder(info: &LockInfo) {
     );
     outln!("Expected duration: {} s", info.expected_duration_seconds);
     if let Some(reason) = &info.reason {
-        outln!("Reason: {reason}");
+        outln!("Reason: {}", crate::output::clean(reason));
+    }
+    if let Some(serial) = info.state_serial {
+        outln!("State serial: {serial}");
     }
     outln!("Lock ID: {}", info.id);
 }
