@@ -171,23 +171,33 @@ impl World {
 /// A loopback TCP server that accepts connections and never says a word.
 struct Silent {
     port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Silent {
     fn start() -> Silent {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
         // Holds every connection open, silent, until the test process ends.
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming() {
                 match stream {
-                    Ok(s) => held.push(s),
+                    Ok(s) => {
+                        held.push(s);
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(_) => break,
                 }
             }
         });
-        Silent { port }
+        Silent { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -613,4 +623,41 @@ fn verbose_shows_git_commands_lock_steps_and_merge_decisions() {
         "{err}"
     );
     assert!(err.contains("Lock: released"), "{err}");
+}
+
+#[test]
+fn ctrl_c_during_a_hanging_fetch_leaves_no_git_behind() {
+    let w = World::new();
+    let silent = w.hang_remote();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+        .env("HOME", w.sb.home())
+        .env("NO_COLOR", "1")
+        .env("STEAD_NETWORK_TIMEOUT", "60")
+        .envs(git_env())
+        .args([
+            "--home",
+            w.sb.home().to_str().unwrap(),
+            "state",
+            "check-conflicts",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("git connects to the silent remote", || {
+        silent.accepted() > 0
+    });
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_process_in(&w.clone_dir());
 }

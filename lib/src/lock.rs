@@ -414,6 +414,12 @@ pub fn run_cleanup(id: CleanupId) {
     }
 }
 
+/// Drops a registered action without running it: its owner finished what
+/// it guarded (a child process that ended on its own).
+pub fn forget_cleanup(id: CleanupId) {
+    held().actions.retain(|(i, _)| *i != id.0);
+}
+
 /// The held lock; released on drop (also during a panic's unwinding).
 #[derive(Debug)]
 pub struct LockGuard {

@@ -831,6 +831,24 @@ impl Git {
         let mut cmd = self.command(&full, &env);
         cmd.stdin(Stdio::null()).process_group(0);
         let mut child = self.spawn(&mut cmd)?;
+        // A signal that ends stead meanwhile (Ctrl-C) kills git's group too:
+        // in a group of its own, git would not see the terminal's signal.
+        let pgid = child.id();
+        let on_signal = crate::lock::register_cleanup(Box::new(move || kill_group(pgid)));
+        let result = self.net_wait(args, remote, secs, &mut child);
+        crate::lock::forget_cleanup(on_signal);
+        result
+    }
+
+    /// Waits for a network git started by [`Git::net_output`], killing its
+    /// group at the deadline.
+    fn net_wait(
+        &self,
+        args: &[&str],
+        remote: &str,
+        secs: u64,
+        child: &mut std::process::Child,
+    ) -> Result<Output, GitError> {
         let started = Instant::now();
         let (tx, rx) = mpsc::channel();
         for (which, pipe) in [
