@@ -13,6 +13,7 @@ use stead_lib::lock::{self, LockConfig, LockEvent, LockGuard, LockRequest, LockT
 use stead_lib::machine::{self, MachineInfo};
 use stead_lib::manifest::Manifest;
 use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
+use stead_lib::sync::backend::BreakReason;
 use stead_lib::sync::hybrid::{self, HybridEvent, RemoteRequest};
 use stead_lib::sync::{Backend, RemoteLocker};
 
@@ -47,6 +48,18 @@ pub struct GlobalArgs {
     )]
     pub history_limit: usize,
 
+    /// Seconds a git call that talks to the remote (fetch, push, ls-remote,
+    /// clone, the remote lock) may take before it is stopped
+    #[arg(
+        long,
+        global = true,
+        env = "STEAD_NETWORK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = stead_lib::sync::DEFAULT_NETWORK_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86400),
+    )]
+    pub network_timeout: u64,
+
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -66,6 +79,8 @@ pub struct Context {
     pub store: StateStore,
     pub json: bool,
     pub verbose: bool,
+    /// How long a git call that talks to the remote may take.
+    pub network_timeout: std::time::Duration,
     pub out: Paint,
     pub err: Paint,
 }
@@ -92,9 +107,75 @@ impl Context {
             store,
             json: global.json,
             verbose: global.verbose,
+            network_timeout: std::time::Duration::from_secs(global.network_timeout),
             out: Paint::for_stdout(global.no_color),
             err: Paint::for_stderr(global.no_color),
         })
+    }
+
+    /// How the config repo's backend talks to its remote: the network
+    /// timeout, and with `--verbose` every git command shown as it runs.
+    pub fn sync_options(&self) -> stead_lib::sync::Options {
+        let trace = self.verbose.then(|| {
+            stead_lib::sync::git::Trace(std::sync::Arc::new(|args: &str| {
+                errln!("$ git {}", crate::output::clean(args));
+            }))
+        });
+        stead_lib::sync::Options {
+            network_timeout: self.network_timeout,
+            trace,
+        }
+    }
+
+    /// Says `message` on stderr with `--verbose`.
+    pub fn verbose_note(&self, message: &str) {
+        if self.verbose {
+            errln!("{message}");
+        }
+    }
+
+    /// The time now: `STEAD_NOW` (RFC 3339) when set, so tests can move the
+    /// clock; else the system clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        std::env::var("STEAD_NOW")
+            .ok()
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.trim()).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(chrono::Utc::now)
+    }
+
+    /// The lineage's machines unseen for 24 hours, from `record` (see
+    /// [`stead_lib::sync::shared::offline_machines`]).
+    pub fn offline_machines(
+        &self,
+        record: &stead_lib::sync::shared::SharedRecord,
+    ) -> Vec<stead_lib::sync::shared::OfflineMachine> {
+        let me = machine::read_id(&self.layout.machine_id_file())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        stead_lib::sync::shared::offline_machines(record, self.now(), &me)
+    }
+
+    /// Prints the offline machines (nothing when there are none).
+    pub fn print_offline(&self, offline: &[stead_lib::sync::shared::OfflineMachine]) {
+        if offline.is_empty() {
+            return;
+        }
+        crate::output::outln!(
+            "\n{} (not seen for {} hours):",
+            self.out.yellow("Offline machines"),
+            stead_lib::sync::shared::OFFLINE_AFTER_HOURS
+        );
+        for m in offline {
+            let short: String = m.id.chars().take(8).collect();
+            crate::output::outln!(
+                "  {} ({short}...): last seen {} ({})",
+                crate::output::clean(&m.hostname),
+                lock::ago(m.last_seen, self.now()),
+                m.last_seen.format("%Y-%m-%d %H:%M UTC")
+            );
+        }
     }
 
     pub fn warn(&self, message: &str) {
@@ -171,6 +252,13 @@ impl Context {
             hybrid::acquire_remote(local, &config, backend.as_deref(), request, &mut |event| {
                 self.tell_hybrid(event, config.timeout)
             })?;
+        if config.lock_type == LockType::Hybrid {
+            self.verbose_note(if held.holds_remote() {
+                "Lock: took the remote lock (refs/stead/lock) too"
+            } else {
+                "Lock: holding the local lock only"
+            });
+        }
         Ok(held)
     }
 
@@ -185,6 +273,46 @@ impl Context {
                  Proceeding with local-only lock.\n\
                  Remember to sync when connection is restored."
             )),
+            HybridEvent::Broke {
+                remote,
+                previous,
+                why: BreakReason::DeadHere(proof),
+                ..
+            } => {
+                let what = previous
+                    .info
+                    .as_ref()
+                    .map(|i| format!(" left by {} (PID {})", i.operation, i.machine.pid))
+                    .unwrap_or_default();
+                self.note(&format!(
+                    "Released the remote lock on '{remote}'{what}: {proof}."
+                ));
+            }
+            HybridEvent::Broke {
+                remote,
+                previous,
+                why: BreakReason::Offline,
+                ..
+            } => {
+                let who = previous
+                    .info
+                    .as_ref()
+                    .map(|i| {
+                        format!(
+                            " ({} by PID {} on {}, acquired {})",
+                            i.operation,
+                            i.machine.pid,
+                            crate::output::clean(&i.machine.hostname),
+                            lock::ago(i.created_at, chrono::Utc::now())
+                        )
+                    })
+                    .unwrap_or_default();
+                self.note(&format!(
+                    "Broke the remote lock on '{remote}'{who}: its machine has not been seen for {} hours, \
+                     so it counts as offline.",
+                    stead_lib::sync::shared::OFFLINE_AFTER_HOURS
+                ));
+            }
             HybridEvent::Broke {
                 remote, previous, ..
             } => {
@@ -216,7 +344,12 @@ impl Context {
         state_serial: Option<u64>,
     ) -> Result<LockGuard> {
         let mut request = LockRequest::new(operation, &self.machine_id()?);
-        request.state_serial = state_serial;
+        request.reason = Some(lock_reason(operation));
+        request.expected_duration_seconds = config.timeout;
+        request.state_serial = state_serial.or_else(|| match self.store.load() {
+            Ok(Some(Loaded::Current(state))) => Some(state.lineage.serial),
+            _ => None,
+        });
         let guard = lock::acquire(&self.layout, config, &request, &mut |event| match event {
             LockEvent::StaleRemoved { info, reason } => {
                 let who = info
@@ -244,6 +377,13 @@ impl Context {
                 ));
             }
         })?;
+        if guard.info().is_some() {
+            self.verbose_note(&format!(
+                "Lock: took the local lock {} ({operation}, expected to take at most {} s)",
+                self.layout.lock_file().display(),
+                config.timeout
+            ));
+        }
         Ok(guard)
     }
 
@@ -259,7 +399,7 @@ impl Context {
                 _ => return None,
             },
         };
-        let backend = stead_lib::sync::open(&dir).ok()?;
+        let backend = stead_lib::sync::open_with(&dir, &self.sync_options()).ok()?;
         backend.require_remote().ok()?;
         Some(backend)
     }
@@ -427,4 +567,18 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// signal handler): a warning, since it expires after the timeout.
 fn warn_unreleased(message: &str) {
     errln!("⚠️  Warning: {message}");
+}
+
+/// What a lock taken for `operation` is for, in the lock file's `reason`.
+fn lock_reason(operation: &str) -> String {
+    match operation {
+        "apply" => "apply the config to this machine".to_string(),
+        "sync" => "sync the state record with the remote".to_string(),
+        "commit" => "commit changes to the config repo".to_string(),
+        "resolve" => "resolve conflicts with the remote record".to_string(),
+        "migrate" => "migrate the state record to version 2".to_string(),
+        "remove-machine" => "remove a machine from the lineage".to_string(),
+        "init" => "initialise this machine".to_string(),
+        other => format!("stead {other}"),
+    }
 }

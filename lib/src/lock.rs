@@ -431,6 +431,12 @@ pub fn run_cleanup(id: CleanupId) {
     }
 }
 
+/// Drops a registered action without running it: its owner finished what
+/// it guarded (a child process that ended on its own).
+pub fn forget_cleanup(id: CleanupId) {
+    held().actions.retain(|(i, _)| *i != id.0);
+}
+
 /// The held lock; released on drop (also during a panic's unwinding).
 #[derive(Debug)]
 pub struct LockGuard {
@@ -590,6 +596,36 @@ fn dead_holder_reason(info: &LockInfo) -> String {
         return format!("process {pid} died and its pid now belongs to another process");
     }
     format!("process {pid} no longer holds the lock")
+}
+
+/// Why the holder of a lock another copy of which `taker` found (the remote
+/// half of a hybrid lock) is proven dead: it was taken on this very machine
+/// (same machine id and hostname as `taker`) during this very boot (same
+/// boot id as now), and its process is gone (or its pid now belongs to
+/// another process). `None` when that cannot be proven: a holder on another
+/// machine, or of another boot, or still running, is never judged dead here.
+pub fn proven_dead_here(holder: &LockInfo, taker: &LockInfo) -> Option<String> {
+    let this_boot = machine::boot_id();
+    let same_machine =
+        holder.machine.id == taker.machine.id && holder.machine.hostname == taker.machine.hostname;
+    if !same_machine || this_boot.is_none() || holder.boot_id != this_boot {
+        return None;
+    }
+    let pid = holder.machine.pid;
+    if pid == std::process::id() {
+        return None;
+    }
+    if !pid_alive(pid) {
+        return Some(format!(
+            "process {pid} of this machine is no longer running (same machine id and boot)"
+        ));
+    }
+    if holder.pid_start_time.is_some() && holder.pid_start_time != process_start_time(pid) {
+        return Some(format!(
+            "process {pid} of this machine died and its pid now belongs to another process"
+        ));
+    }
+    None
 }
 
 /// A flock can outlive its taker when a child inherited the descriptor; the
@@ -956,6 +992,44 @@ mod tests {
             &LockRequest::new("apply", "m-1"),
             &mut |_| {},
         )
+    }
+
+    #[test]
+    fn only_a_dead_process_of_this_machine_and_boot_is_proven_dead_here() {
+        let config = LockConfig::default();
+        let taker = holder_info(&config, &LockRequest::new("apply", "m-1"));
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let mut holder = taker.clone();
+        holder.machine.pid = dead_pid;
+        holder.pid_start_time = None;
+        if machine::boot_id().is_none() {
+            return; // no boot id here: nothing can be proven
+        }
+        let proof = proven_dead_here(&holder, &taker).expect("a dead pid of this boot");
+        assert!(proof.contains(&format!("process {dead_pid}")), "{proof}");
+
+        let mut other_machine = holder.clone();
+        other_machine.machine.id = "m-2".to_string();
+        assert_eq!(proven_dead_here(&other_machine, &taker), None);
+        let mut other_boot = holder.clone();
+        other_boot.boot_id = Some("another-boot".to_string());
+        assert_eq!(proven_dead_here(&other_boot, &taker), None);
+        let mut no_boot = holder.clone();
+        no_boot.boot_id = None;
+        assert_eq!(proven_dead_here(&no_boot, &taker), None);
+
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut alive = holder.clone();
+        alive.machine.pid = live.id();
+        alive.pid_start_time = process_start_time(live.id());
+        assert_eq!(proven_dead_here(&alive, &taker), None, "a live holder");
+        live.kill().unwrap();
+        live.wait().unwrap();
     }
 
     #[test]

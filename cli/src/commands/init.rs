@@ -211,7 +211,8 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
     let (backend, cloned, found) = match &args.path {
         Some(p) => {
             let dest = std::path::absolute(p).context("cannot read the current directory")?;
-            let (backend, cloned) = stead_lib::sync::open_or_clone(&dest, url)?;
+            let (backend, cloned) =
+                stead_lib::sync::open_or_clone_with(&dest, url, &ctx.sync_options())?;
             // --path inside a clone of the URL names that clone.
             let inside = !cloned && !same_dir(&dest, backend.root());
             let found = inside.then(|| format!("--path {} is inside it", dest.display()));
@@ -220,7 +221,7 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         // Run inside a clone of the URL, that clone is the one: no second copy.
         None => match std::env::current_dir()
             .ok()
-            .and_then(|cwd| stead_lib::sync::find_clone(&cwd, url))
+            .and_then(|cwd| stead_lib::sync::find_clone_with(&cwd, url, &ctx.sync_options()))
         {
             Some(backend) => (
                 backend,
@@ -231,7 +232,8 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
             ),
             None => {
                 let dest = ctx.layout.home().join(".dotfiles");
-                let (backend, cloned) = stead_lib::sync::open_or_clone(&dest, url)?;
+                let (backend, cloned) =
+                    stead_lib::sync::open_or_clone_with(&dest, url, &ctx.sync_options())?;
                 (backend, cloned, None)
             }
         },

@@ -11,7 +11,7 @@ use stead_lib::lock::LockGuard;
 use stead_lib::state::State;
 use stead_lib::sync::Backend;
 use stead_lib::sync::session::{Note, Session};
-use stead_lib::sync::shared::{Comparison, Severity};
+use stead_lib::sync::shared::{Comparison, Direction, Severity};
 
 use crate::context::Context;
 use crate::output::outln;
@@ -31,7 +31,7 @@ pub fn load_state(ctx: &Context, guard: &LockGuard) -> Result<State> {
 /// or not it has a remote.
 pub fn open_local(ctx: &Context, state: &State) -> Result<Box<dyn Backend>> {
     let dir = ctx.config_dir(Some(state))?;
-    Ok(stead_lib::sync::open(&dir)?)
+    Ok(stead_lib::sync::open_with(&dir, &ctx.sync_options())?)
 }
 
 /// Opens the config repo recorded for this machine (or --config), which
@@ -81,6 +81,41 @@ pub fn note(ctx: &Context) -> impl FnMut(Note) + '_ {
             "Cannot reach remote repository: {reason}\n\
              Comparing with what was last fetched from '{remote}'."
         )),
+    }
+}
+
+/// With `--verbose`: which way the records moved and how the merge decides
+/// each difference.
+pub fn tell_decisions(ctx: &Context, comparison: &Comparison) {
+    if !ctx.verbose {
+        return;
+    }
+    let serial = |r: Option<&stead_lib::sync::shared::SharedRecord>| {
+        r.map(|r| r.lineage.serial.to_string())
+            .unwrap_or_else(|| "none".to_string())
+    };
+    let direction = match comparison.direction {
+        Direction::UpToDate => "up to date, nothing to exchange",
+        Direction::LocalAhead => "only this machine has news: the remote takes it",
+        Direction::RemoteAhead => "only the remote has news: this machine takes it",
+        Direction::Diverged => "both have news: merge",
+    };
+    ctx.note(&format!(
+        "Merge: {direction} (local serial {}, remote serial {}, base serial {})",
+        comparison.local.lineage.serial,
+        serial(comparison.remote.as_ref()),
+        serial(comparison.base.as_ref()),
+    ));
+    for c in &comparison.conflicts {
+        ctx.note(&format!(
+            "Merge: {} -> {}",
+            crate::output::clean(&c.message()),
+            if c.automatic {
+                "decided by the merge rules"
+            } else {
+                "undecided: needs 'stead state resolve'"
+            }
+        ));
     }
 }
 

@@ -36,6 +36,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     session.begin(&repo::stead_exe()?, &mut repo::note(ctx))?;
     let drift = super::drift::drifted(ctx, &state);
     let (records, comparison) = session.compare_for_merge(&state, &drift)?;
+    repo::tell_decisions(ctx, &comparison);
     // Nothing is shared from a repo with no config to apply: checked before
     // anything is merged or pushed, and again once the remote's news is in.
     let news = backend.remote_has_news(&records)?;

@@ -140,6 +140,44 @@ impl RemoteHolder {
     }
 }
 
+/// Why a remote lock someone else took may be broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakReason {
+    /// It is at least as old as the TTL.
+    Expired,
+    /// Its holder is a process of the taking machine, proven dead (the
+    /// proof, in words: see [`crate::lock::proven_dead_here`]).
+    DeadHere(String),
+    /// It is at least [`super::shared::OFFLINE_AFTER_HOURS`] old: its
+    /// machine has not been seen since (a machine cannot publish while its
+    /// own lock is held), so it counts as offline, whatever the TTL.
+    Offline,
+}
+
+impl RemoteHolder {
+    /// Whether `taker` may break this lock, and why: its holder is a dead
+    /// process of the taker's own machine, or it is at least `ttl_secs` old,
+    /// or its machine is offline (unseen for 24 hours).
+    /// An unreadable lock never may (it is never broken on a guess).
+    pub fn breakable(
+        &self,
+        now: DateTime<Utc>,
+        ttl_secs: u64,
+        taker: &LockInfo,
+    ) -> Option<BreakReason> {
+        let info = self.info.as_ref()?;
+        if let Some(proof) = crate::lock::proven_dead_here(info, taker) {
+            return Some(BreakReason::DeadHere(proof));
+        }
+        if self.expired(now, ttl_secs) {
+            return Some(BreakReason::Expired);
+        }
+        let offline_secs = super::shared::OFFLINE_AFTER_HOURS as u64 * 3600;
+        self.expired(now, offline_secs)
+            .then_some(BreakReason::Offline)
+    }
+}
+
 /// A remote lock this process holds: the token its release is leased on.
 #[derive(Debug, Clone)]
 pub struct HeldRemote {
@@ -154,12 +192,15 @@ pub struct HeldRemote {
 pub enum Acquired {
     /// Taken; nobody held it.
     Taken(HeldRemote),
-    /// Taken by breaking a lock older than the TTL.
+    /// Taken by breaking a lock older than the TTL, or one a dead process
+    /// of this machine left.
     Broke {
         /// Ours now.
         lock: HeldRemote,
         /// The one that was broken.
         previous: RemoteHolder,
+        /// Why it could be broken.
+        why: BreakReason,
     },
     /// Someone else holds it and it is younger than the TTL (or unreadable).
     Held(RemoteHolder),
@@ -183,7 +224,8 @@ pub trait RemoteLocker: Send {
     /// Where on the remote the lock lives (e.g. a ref), for messages.
     fn place(&self) -> &str;
 
-    /// Takes the lock for `info`, breaking one at least `ttl_secs` old.
+    /// Takes the lock for `info`, breaking one at least `ttl_secs` old or
+    /// one a dead process of this machine left ([`RemoteHolder::breakable`]).
     fn acquire(&self, info: &LockInfo, ttl_secs: u64) -> Result<Acquired, SyncError>;
 
     /// Who holds the lock (`None`: nobody).

@@ -17,14 +17,28 @@
 //! ([`LeaseOutcome::Lost`]). Pushes use `--porcelain`, whose per-ref status
 //! lines tell a refused ref from a remote that never answered.
 //!
+//! Every call that talks to a remote (clone, fetch, push, ls-remote) has a
+//! network timeout ([`Git::with_network_timeout`], default
+//! [`DEFAULT_NETWORK_TIMEOUT`]): git's own `http.lowSpeedLimit` /
+//! `http.lowSpeedTime`, ssh's `ConnectTimeout` / `ServerAliveInterval` (only
+//! when the user has no ssh command of their own), and a hard deadline on the
+//! process: at the deadline git's whole process group is killed and the call
+//! fails as [`GitError::Unreachable`], naming the timeout.
+//!
 //! The remote lock is a ref (e.g. `refs/stead/lock`) on the remote pointing at
 //! a parentless commit whose tree holds one blob, `lock.json`. It is taken,
 //! broken and released with `--force-with-lease`, so two machines can never
 //! both believe they replaced the same value.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a git call that talks to a remote may take, unless configured.
+pub const DEFAULT_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Variables that would make git work on another repository than ours.
 const REPO_ENV: &[&str] = &[
@@ -87,11 +101,24 @@ pub enum GitError {
     },
 }
 
+/// Called with each git command (its arguments, joined by spaces) before it
+/// runs: what `--verbose` shows.
+#[derive(Clone)]
+pub struct Trace(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trace")
+    }
+}
+
 /// A git work tree, driven through the `git` program.
 #[derive(Debug, Clone)]
 pub struct Git {
     root: PathBuf,
     env: Vec<(String, String)>,
+    timeout: Duration,
+    trace: Option<Trace>,
 }
 
 /// Where the current branch is pushed to and fetched from.
@@ -185,6 +212,8 @@ impl Git {
         let probe = Git {
             root: dir.to_path_buf(),
             env,
+            timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: None,
         };
         let out = probe.output(&["rev-parse", "--show-toplevel"], None, &[])?;
         let top = stdout_line(&out.stdout);
@@ -196,6 +225,8 @@ impl Git {
         Ok(Git {
             root: PathBuf::from(top),
             env: probe.env,
+            timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: probe.trace,
         })
     }
 
@@ -212,17 +243,46 @@ impl Git {
         dest: &Path,
         env: Vec<(String, String)>,
     ) -> Result<Git, GitError> {
+        Git::clone_repo_timed(url, dest, env, DEFAULT_NETWORK_TIMEOUT)
+    }
+
+    /// Like [`Git::clone_repo_with_env`], with a network timeout for the clone
+    /// and for the returned [`Git`] (see [`Git::with_network_timeout`]).
+    pub fn clone_repo_timed(
+        url: &str,
+        dest: &Path,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<Git, GitError> {
+        Git::clone_repo_traced(url, dest, env, timeout, None)
+    }
+
+    /// Like [`Git::clone_repo_timed`], telling `trace` every git command
+    /// (see [`Git::with_trace`]).
+    pub fn clone_repo_traced(
+        url: &str,
+        dest: &Path,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+        trace: Option<Trace>,
+    ) -> Result<Git, GitError> {
         let base = Git {
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             env,
+            timeout,
+            trace: trace.clone(),
         };
         let dest_str = dest.to_string_lossy();
         let args = ["clone", "--quiet", "--", url, dest_str.as_ref()];
-        let out = base.output(&args, None, &[])?;
+        let out = base.net_output(&args, url)?;
         if !out.status.success() {
             return Err(base.remote_failure(&args, url, &out));
         }
-        Git::open_with_env(dest, base.env)
+        let git = Git::open_with_env(dest, base.env)?.with_network_timeout(timeout);
+        Ok(match trace {
+            Some(t) => git.with_trace(t),
+            None => git,
+        })
     }
 
     /// Runs `git init` in `dir` (created if needed) and opens it.
@@ -235,6 +295,8 @@ impl Git {
         let base = Git {
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             env,
+            timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: None,
         };
         let dir_str = dir.to_string_lossy();
         base.run(&["init", "--quiet", "--", dir_str.as_ref()])?;
@@ -247,6 +309,25 @@ impl Git {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_string(), value.to_string()));
         self
+    }
+
+    /// Sets how long a call that talks to a remote may take (at least one
+    /// second): past it, git is killed and the call is
+    /// [`GitError::Unreachable`].
+    pub fn with_network_timeout(mut self, timeout: Duration) -> Git {
+        self.timeout = timeout.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Tells `trace` every git command before it runs (`--verbose`).
+    pub fn with_trace(mut self, trace: Trace) -> Git {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The network timeout.
+    pub fn network_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The work tree's top-level directory.
@@ -359,7 +440,7 @@ impl Git {
     /// Fetches `remote`; [`GitError::Unreachable`] when it cannot be reached.
     pub fn fetch(&self, remote: &str) -> Result<(), GitError> {
         let args = ["fetch", "--quiet", "--", remote];
-        let out = self.output(&args, None, &[])?;
+        let out = self.net_output(&args, remote)?;
         if !out.status.success() {
             return Err(self.remote_failure(&args, remote, &out));
         }
@@ -550,7 +631,7 @@ impl Git {
                     remote,
                     refname,
                 ];
-                let out = self.output(&args, None, &[])?;
+                let out = self.net_output(&args, remote)?;
                 if !out.status.success() {
                     if String::from_utf8_lossy(&out.stderr).contains("couldn't find remote ref") {
                         continue;
@@ -648,7 +729,7 @@ impl Git {
         args: &[&str],
         remote: &str,
     ) -> Result<(Output, Vec<RefStatus>), GitError> {
-        let out = self.output(args, None, &[])?;
+        let out = self.net_output(args, remote)?;
         let statuses = parse_porcelain(&String::from_utf8_lossy(&out.stdout));
         if !out.status.success() && statuses.is_empty() {
             return Err(self.remote_failure(args, remote, &out));
@@ -659,7 +740,7 @@ impl Git {
     /// The commit on `remote` that `refname` names exactly; None if absent.
     fn ls_remote_ref(&self, remote: &str, refname: &str) -> Result<Option<String>, GitError> {
         let args = ["ls-remote", "--", remote, refname];
-        let out = self.output(&args, None, &[])?;
+        let out = self.net_output(&args, remote)?;
         if !out.status.success() {
             return Err(self.remote_failure(&args, remote, &out));
         }
@@ -752,6 +833,162 @@ impl Git {
         input: Option<&[u8]>,
         env: &[(&str, &str)],
     ) -> Result<Output, GitError> {
+        self.tell(args);
+        let mut cmd = self.command(args, env);
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = self.spawn(&mut cmd)?;
+        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A write error means git exited early; its status tells why.
+            let _ = stdin.write_all(data);
+        }
+        child.wait_with_output().map_err(|e| GitError::Failed {
+            args: args.join(" "),
+            dir: self.root.clone(),
+            code: -1,
+            stderr: e.to_string(),
+        })
+    }
+
+    /// Runs a git command that talks to `remote` under the network timeout:
+    /// git's low-speed limit, ssh's connect and keep-alive timeouts, and a
+    /// hard deadline at which git's whole process group is killed (then
+    /// [`GitError::Unreachable`], naming the timeout).
+    fn net_output(&self, args: &[&str], remote: &str) -> Result<Output, GitError> {
+        self.tell(args);
+        let secs = self.timeout.as_secs().max(1);
+        let low_speed = format!("http.lowSpeedTime={secs}");
+        let mut full = vec!["-c", "http.lowSpeedLimit=1000", "-c", low_speed.as_str()];
+        full.extend_from_slice(args);
+        let ssh = self.ssh_command(secs)?;
+        let env: Vec<(&str, &str)> = ssh
+            .as_deref()
+            .map(|c| vec![("GIT_SSH_COMMAND", c)])
+            .unwrap_or_default();
+        let mut cmd = self.command(&full, &env);
+        cmd.stdin(Stdio::null()).process_group(0);
+        let mut child = self.spawn(&mut cmd)?;
+        // A signal that ends stead meanwhile (Ctrl-C) kills git's group too:
+        // in a group of its own, git would not see the terminal's signal.
+        let pgid = child.id();
+        let on_signal = crate::lock::register_cleanup(Box::new(move || kill_group(pgid)));
+        let result = self.net_wait(args, remote, secs, &mut child);
+        crate::lock::forget_cleanup(on_signal);
+        result
+    }
+
+    /// Waits for a network git started by [`Git::net_output`], killing its
+    /// group at the deadline.
+    fn net_wait(
+        &self,
+        args: &[&str],
+        remote: &str,
+        secs: u64,
+        child: &mut std::process::Child,
+    ) -> Result<Output, GitError> {
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        for (which, pipe) in [
+            (
+                0,
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
+            (
+                1,
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut buf);
+                }
+                let _ = tx.send((which, buf));
+            });
+        }
+        drop(tx);
+        let failed = |e: std::io::Error| GitError::Failed {
+            args: args.join(" "),
+            dir: self.root.clone(),
+            code: -1,
+            stderr: e.to_string(),
+        };
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(failed)? {
+                break Some(status);
+            }
+            if started.elapsed() >= self.timeout {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        if let Some(status) = status {
+            // A helper that outlived git may keep a pipe open: read what
+            // there is until the deadline, never longer.
+            for _ in 0..2 {
+                let left = self.timeout.saturating_sub(started.elapsed());
+                match rx.recv_timeout(left.max(Duration::from_millis(100))) {
+                    Ok((0, buf)) => stdout = buf,
+                    Ok((_, buf)) => stderr = buf,
+                    Err(_) => break,
+                }
+            }
+            return Ok(Output {
+                status,
+                stdout,
+                stderr,
+            });
+        }
+        // Not reaped yet, so the group id is still git's own.
+        kill_group(child.id());
+        let _ = child.wait();
+        Err(GitError::Unreachable {
+            remote: remote.to_string(),
+            reason: format!(
+                "'{remote}' gave no answer within {secs} s, so 'git {}' was stopped \
+                 (the network timeout; set it with --network-timeout SECS or STEAD_NETWORK_TIMEOUT)",
+                args.first().copied().unwrap_or("")
+            ),
+        })
+    }
+
+    /// The ssh command with connect and keep-alive timeouts, unless the user
+    /// chose their own (`GIT_SSH_COMMAND`, `GIT_SSH` or `core.sshCommand`),
+    /// which is left alone (the hard deadline still holds).
+    fn ssh_command(&self, secs: u64) -> Result<Option<String>, GitError> {
+        let own_env = ["GIT_SSH_COMMAND", "GIT_SSH"].iter().any(|k| {
+            self.env.iter().any(|(e, v)| e == k && !v.is_empty())
+                || std::env::var_os(k).is_some_and(|v| !v.is_empty())
+        });
+        if own_env || self.config_get("core.sshCommand")?.is_some() {
+            return Ok(None);
+        }
+        let alive = (secs / 3).max(1);
+        Ok(Some(format!(
+            "ssh -o ConnectTimeout={secs} -o ServerAliveInterval={alive} -o ServerAliveCountMax=3"
+        )))
+    }
+
+    /// Tells the trace, if any, that `git args` runs now.
+    fn tell(&self, args: &[&str]) {
+        if let Some(trace) = &self.trace {
+            (trace.0)(&args.join(" "));
+        }
+    }
+
+    /// `git args` in the root, with the standard and extra environment.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new("git");
         cmd.args(args).current_dir(&self.root);
         for var in REPO_ENV {
@@ -765,12 +1002,11 @@ impl Git {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let mut child = cmd.spawn().map_err(|e| {
+        cmd
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<std::process::Child, GitError> {
+        cmd.spawn().map_err(|e| {
             if self.root.is_dir() {
                 GitError::NotInstalled(e.to_string())
             } else {
@@ -778,16 +1014,6 @@ impl Git {
                     path: self.root.clone(),
                 }
             }
-        })?;
-        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            // A write error means git exited early; its status tells why.
-            let _ = stdin.write_all(data);
-        }
-        child.wait_with_output().map_err(|e| GitError::Failed {
-            args: args.join(" "),
-            dir: self.root.clone(),
-            code: -1,
-            stderr: e.to_string(),
         })
     }
 
@@ -813,6 +1039,18 @@ impl Git {
         } else {
             self.failed(args, out)
         }
+    }
+}
+
+/// Kills the process group `pgid` (a git started in its own group): git and
+/// every helper it started (`git-remote-http`, `ssh`). A group already gone
+/// is fine.
+fn kill_group(pgid: u32) {
+    if let Ok(raw) = i32::try_from(pgid) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(raw),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -971,6 +1209,8 @@ mod tests {
             let remote = Git {
                 root: self.tmp.path().join("remote.git"),
                 env: self.env.clone(),
+                timeout: DEFAULT_NETWORK_TIMEOUT,
+                trace: None,
             };
             remote.resolve_commit(refname).unwrap()
         }

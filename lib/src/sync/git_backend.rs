@@ -35,8 +35,14 @@ impl GitBackend {
 
     /// Opens the work tree containing `dir`.
     pub fn open(dir: &Path) -> Result<Self, SyncError> {
+        Self::open_with(dir, &super::Options::default())
+    }
+
+    /// Opens the work tree containing `dir` with `options` (network
+    /// timeout, trace).
+    pub fn open_with(dir: &Path, options: &super::Options) -> Result<Self, SyncError> {
         match Git::open(dir) {
-            Ok(git) => Ok(GitBackend::new(git)),
+            Ok(git) => Ok(GitBackend::new(options.apply(git))),
             Err(GitError::NotARepo { .. }) => Err(SyncError::NotARepo {
                 dir: dir.to_path_buf(),
             }),
@@ -51,14 +57,25 @@ impl GitBackend {
     /// clone: cloning again there would nest a second copy of the same repo.
     /// (Inside a repo of anything else, the clone is made as asked.)
     pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Self, bool), SyncError> {
+        Self::open_or_clone_with(dest, url, &super::Options::default())
+    }
+
+    /// [`GitBackend::open_or_clone`] with `options` (see
+    /// [`GitBackend::open_with`]).
+    pub fn open_or_clone_with(
+        dest: &Path,
+        url: &str,
+        options: &super::Options,
+    ) -> Result<(Self, bool), SyncError> {
         if !dest.exists()
             && let Some(above) = dest.ancestors().skip(1).find(|a| a.is_dir())
-            && let Some(found) = Self::find_clone(above, url)
+            && let Some(found) = Self::find_clone_with(above, url, options)
         {
             return Ok((found, false));
         }
         if dest.exists() {
             if let Ok(git) = Git::open(dest) {
+                let git = options.apply(git);
                 return Self::existing_clone(git, dest, url).map(|b| (b, false));
             }
             let empty = std::fs::read_dir(dest)
@@ -70,7 +87,13 @@ impl GitBackend {
                 });
             }
         }
-        match Git::clone_repo(url, dest) {
+        match Git::clone_repo_traced(
+            url,
+            dest,
+            Vec::new(),
+            options.network_timeout,
+            options.trace.clone(),
+        ) {
             Ok(git) => Ok((GitBackend::new(git), true)),
             Err(GitError::Unreachable { reason, .. }) => {
                 Err(SyncError::CloneUnreachable { reason })
@@ -79,9 +102,10 @@ impl GitBackend {
         }
     }
 
-    /// The clone of `url` whose work tree contains `dir`, if it is one.
-    pub fn find_clone(dir: &Path, url: &str) -> Option<Self> {
-        let git = Git::open(dir).ok()?;
+    /// The clone of `url` whose work tree contains `dir`, if it is one, its
+    /// git calls run with `options`.
+    pub fn find_clone_with(dir: &Path, url: &str, options: &super::Options) -> Option<Self> {
+        let git = options.apply(Git::open(dir).ok()?);
         Self::existing_clone(git, dir, url).ok()
     }
 

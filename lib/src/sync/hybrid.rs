@@ -5,7 +5,7 @@
 //! [`crate::lock::release_all_held`] gives back both.
 
 use super::SyncError;
-use super::backend::{Acquired, Backend, HeldRemote, RemoteHolder, RemoteLocker};
+use super::backend::{Acquired, Backend, BreakReason, HeldRemote, RemoteHolder, RemoteLocker};
 use super::shared;
 use crate::lock::{self, CleanupId, LockConfig, LockGuard, LockType};
 
@@ -95,7 +95,8 @@ pub enum HybridEvent {
         /// Why.
         reason: String,
     },
-    /// A remote lock older than the timeout was broken.
+    /// A remote lock older than the timeout, or one a dead process of this
+    /// machine left, was broken.
     Broke {
         /// The remote's name.
         remote: String,
@@ -103,6 +104,8 @@ pub enum HybridEvent {
         previous: Box<RemoteHolder>,
         /// The timeout, seconds.
         timeout: u64,
+        /// Why it could be broken.
+        why: BreakReason,
     },
 }
 
@@ -154,11 +157,16 @@ pub fn acquire_remote(
                 timeout: config.timeout,
             });
         }
-        Ok(Acquired::Broke { lock, previous }) => {
+        Ok(Acquired::Broke {
+            lock,
+            previous,
+            why,
+        }) => {
             on_event(HybridEvent::Broke {
                 remote: locker.remote().to_string(),
                 previous: Box::new(previous),
                 timeout: config.timeout,
+                why,
             });
             lock
         }

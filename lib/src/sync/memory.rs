@@ -445,10 +445,12 @@ impl RemoteLocker for MemoryLocker {
         let mut server = lock(&self.server);
         server.reach("memory")?;
         let previous = Self::holder(&server);
-        if let Some(holder) = &previous
-            && !holder.expired(Utc::now(), ttl_secs)
-        {
-            return Ok(Acquired::Held(holder.clone()));
+        let mut why = None;
+        if let Some(holder) = &previous {
+            why = holder.breakable(Utc::now(), ttl_secs, info);
+            if why.is_none() {
+                return Ok(Acquired::Held(holder.clone()));
+            }
         }
         server.lock_counter += 1;
         let revision = Revision::new(format!("lock{}", server.lock_counter));
@@ -458,9 +460,13 @@ impl RemoteLocker for MemoryLocker {
             remote: "memory".to_string(),
             revision,
         };
-        Ok(match previous {
-            None => Acquired::Taken(lock),
-            Some(previous) => Acquired::Broke { lock, previous },
+        Ok(match (previous, why) {
+            (Some(previous), Some(why)) => Acquired::Broke {
+                lock,
+                previous,
+                why,
+            },
+            _ => Acquired::Taken(lock),
         })
     }
 

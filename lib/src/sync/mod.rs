@@ -26,11 +26,13 @@ pub mod session;
 pub mod shared;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::fsutil::FsError;
 use crate::lock::{LockInfo, ago};
 
 pub use backend::{Backend, ConfigSource, RecordStore, RemoteLocker, Revision, SourceStatus};
+pub use git::DEFAULT_NETWORK_TIMEOUT;
 
 /// Opens the config repo at `dir` with the backend that serves it (git).
 /// A repo without a remote opens too; [`Backend::require_remote`] says
@@ -39,16 +41,55 @@ pub fn open(dir: &Path) -> Result<Box<dyn Backend>, SyncError> {
     Ok(Box::new(git_backend::GitBackend::open(dir)?))
 }
 
-/// The clone of `url` at `dest` if there is one (an error if it is a clone of
-/// something else), else a fresh clone there. Returns whether it cloned.
-pub fn open_or_clone(dest: &Path, url: &str) -> Result<(Box<dyn Backend>, bool), SyncError> {
-    let (backend, cloned) = git_backend::GitBackend::open_or_clone(dest, url)?;
+/// How a backend talks to its remote.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a call that talks to the remote (fetch, push, the remote
+    /// lock) may take; past it the call fails as [`SyncError::Unreachable`],
+    /// naming the timeout.
+    pub network_timeout: Duration,
+    /// Told every git command before it runs (`--verbose`).
+    pub trace: Option<git::Trace>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            network_timeout: DEFAULT_NETWORK_TIMEOUT,
+            trace: None,
+        }
+    }
+}
+
+impl Options {
+    fn apply(&self, git: git::Git) -> git::Git {
+        let git = git.with_network_timeout(self.network_timeout);
+        match &self.trace {
+            Some(t) => git.with_trace(t.clone()),
+            None => git,
+        }
+    }
+}
+
+/// [`open`] with `options` (network timeout, trace).
+pub fn open_with(dir: &Path, options: &Options) -> Result<Box<dyn Backend>, SyncError> {
+    Ok(Box::new(git_backend::GitBackend::open_with(dir, options)?))
+}
+
+/// [`open_or_clone`] with `options` (see [`open_with`]).
+pub fn open_or_clone_with(
+    dest: &Path,
+    url: &str,
+    options: &Options,
+) -> Result<(Box<dyn Backend>, bool), SyncError> {
+    let (backend, cloned) = git_backend::GitBackend::open_or_clone_with(dest, url, options)?;
     Ok((Box::new(backend), cloned))
 }
 
-/// The clone of `url` whose work tree contains `dir` (`None`: there is none).
-pub fn find_clone(dir: &Path, url: &str) -> Option<Box<dyn Backend>> {
-    let backend = git_backend::GitBackend::find_clone(dir, url)?;
+/// The clone of `url` whose work tree contains `dir` (`None`: there is
+/// none), its git calls run with `options` (see [`open_with`]).
+pub fn find_clone_with(dir: &Path, url: &str, options: &Options) -> Option<Box<dyn Backend>> {
+    let backend = git_backend::GitBackend::find_clone_with(dir, url, options)?;
     Some(Box::new(backend))
 }
 

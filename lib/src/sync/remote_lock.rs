@@ -7,6 +7,8 @@
 //! lock. Liveness cannot be proven across machines, so a remote lock older
 //! than the configured timeout may be broken: replaced with a lease on the
 //! old holder's commit, which also makes two breakers unable to both win.
+//! A lock whose machine id, boot id and pid prove a dead process of the
+//! taking machine itself is broken the same way at once.
 
 use chrono::Utc;
 
@@ -24,7 +26,8 @@ pub fn read(git: &Git, remote: &str) -> Result<Option<RemoteHolder>, GitError> {
         .map(|(commit, bytes)| RemoteHolder::from_bytes(Revision::new(commit), &bytes)))
 }
 
-/// Takes the remote lock for `info`, breaking one older than `timeout_secs`.
+/// Takes the remote lock for `info`, breaking one older than `timeout_secs`
+/// or one a dead process of this machine left.
 pub fn acquire(
     git: &Git,
     remote: &str,
@@ -45,9 +48,9 @@ pub fn acquire(
         let Some(holder) = read(git, remote)? else {
             continue;
         };
-        if !holder.expired(Utc::now(), timeout_secs) {
+        let Some(why) = holder.breakable(Utc::now(), timeout_secs, info) else {
             return Ok(Acquired::Held(holder));
-        }
+        };
         let (outcome, commit) =
             git.remote_ref_create(remote, LOCK_REF, &content, Some(holder.revision.as_str()))?;
         if outcome == LeaseOutcome::Done {
@@ -57,6 +60,7 @@ pub fn acquire(
                     revision: Revision::new(commit),
                 },
                 previous: holder,
+                why,
             });
         }
     }

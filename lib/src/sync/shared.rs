@@ -963,6 +963,56 @@ fn diff_values(path: &str, l: &serde_json::Value, r: &serde_json::Value, out: &m
     }
 }
 
+/// How long a machine may go unseen before it counts as offline (the
+/// 24-hour rule): in `state lock-info` and `state check-conflicts`, and for
+/// the remote lock ([`super::backend::RemoteHolder::breakable`]).
+pub const OFFLINE_AFTER_HOURS: i64 = 24;
+
+/// A lineage member not seen for [`OFFLINE_AFTER_HOURS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OfflineMachine {
+    /// Its machine id.
+    pub id: String,
+    /// Its hostname, as it published it.
+    pub hostname: String,
+    /// When it was last seen.
+    pub last_seen: DateTime<Utc>,
+}
+
+impl MachineRecord {
+    /// When the machine was last seen: the later of its last published
+    /// sync and its last apply (`None`: it published neither yet).
+    pub fn last_seen(&self) -> Option<DateTime<Utc>> {
+        self.last_sync.max(self.last_apply)
+    }
+}
+
+/// The lineage's machines other than `me` not seen for
+/// [`OFFLINE_AFTER_HOURS`] as of `now`, longest unseen first. A machine
+/// that published no time yet is not judged.
+pub fn offline_machines(
+    record: &SharedRecord,
+    now: DateTime<Utc>,
+    me: &str,
+) -> Vec<OfflineMachine> {
+    let limit = chrono::TimeDelta::hours(OFFLINE_AFTER_HOURS);
+    let mut out: Vec<OfflineMachine> = record
+        .machines
+        .iter()
+        .filter(|(id, _)| id.as_str() != me && !record.is_retired(id))
+        .filter_map(|(id, m)| {
+            let seen = m.last_seen()?;
+            (now - seen >= limit).then(|| OfflineMachine {
+                id: id.clone(),
+                hostname: m.hostname.clone(),
+                last_seen: seen,
+            })
+        })
+        .collect();
+    out.sort_by_key(|m| m.last_seen);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1348,5 +1398,40 @@ mod tests {
         let fields: Vec<_> = d.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(fields, ["lineage.serial", "history[hr]"]);
         assert_eq!(d[0].local, serde_json::json!(5));
+    }
+
+    fn sample_machine(id: &str) -> MachineRecord {
+        MachineRecord {
+            hostname: format!("host-{id}"),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            user: "u".into(),
+            active_profile: None,
+            config_path: None,
+            last_apply: None,
+            last_sync: None,
+            checksums: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn machines_unseen_for_24_hours_are_offline_others_and_me_are_not() {
+        let now = Utc::now();
+        let mut r = SharedRecord::new("lineage-x");
+        let mut entry = |id: &str, sync: Option<i64>, apply: Option<i64>| {
+            let mut m = sample_machine(id);
+            m.last_sync = sync.map(|h| now - chrono::TimeDelta::hours(h));
+            m.last_apply = apply.map(|h| now - chrono::TimeDelta::hours(h));
+            r.machines.insert(id.to_string(), m);
+        };
+        entry("me", Some(100), None);
+        entry("old", Some(30), Some(25));
+        entry("fresh", Some(30), Some(1));
+        entry("never", None, None);
+        entry("older", Some(48), None);
+        let off = offline_machines(&r, now, "me");
+        let ids: Vec<&str> = off.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, vec!["older", "old"]);
+        assert_eq!(off[1].last_seen, now - chrono::TimeDelta::hours(25));
     }
 }

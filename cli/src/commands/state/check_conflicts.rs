@@ -15,6 +15,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
     let fetched = session.refresh(false, &mut repo::note(ctx))?;
     let drift = crate::commands::drift::drifted(ctx, &state);
     let (records, comparison) = session.compare(&state, &drift)?;
+    repo::tell_decisions(ctx, &comparison);
     if let Err(removed @ stead_lib::sync::SyncError::Retired { .. }) =
         session.refuse_if_retired(&state, &[records.local.as_ref(), records.remote.as_ref()])
     {
@@ -33,6 +34,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
         return Ok(crate::exit::Exit::Found.into());
     }
     let found = !comparison.conflicts.is_empty();
+    let offline = ctx.offline_machines(comparison.remote.as_ref().unwrap_or(&comparison.local));
     if ctx.json {
         print_json(&json!({
             "removed": false,
@@ -42,6 +44,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
             "remote_serial": comparison.remote.as_ref().map(|r| r.lineage.serial),
             "base_serial": comparison.base.as_ref().map(|b| b.lineage.serial),
             "fetched": fetched,
+            "offline_machines": offline,
             "resolutions": repo::RESOLUTIONS.iter().map(|(c, _)| c).collect::<Vec<_>>(),
         }));
     } else if found {
@@ -69,6 +72,9 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
                 .unwrap_or_else(|| "none yet".to_string()),
             backend.remote_branch()
         );
+    }
+    if !ctx.json {
+        ctx.print_offline(&offline);
     }
     Ok(if found {
         crate::exit::Exit::Found.into()

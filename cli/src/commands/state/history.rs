@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, args: &HistoryArgs) -> Result<ExitCode> {
     let shared = ctx
         .config_dir(Some(&state))
         .ok()
-        .and_then(|dir| stead_lib::sync::open(&dir).ok())
+        .and_then(|dir| stead_lib::sync::open_with(&dir, &ctx.sync_options()).ok())
         .and_then(|backend| backend.read_working().ok().flatten());
     let host_of = |machine_id: &str| -> String {
         if machine_id == state.machine.id {

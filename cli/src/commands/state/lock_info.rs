@@ -16,6 +16,9 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
     let config = ctx.lock_config()?;
     let status = lock::inspect(&ctx.layout, &config)?;
     let remote = remote_view(ctx, &config);
+    let offline = shared_record(ctx)
+        .map(|r| ctx.offline_machines(&r))
+        .unwrap_or_default();
     if ctx.json {
         let (name, info, overdue, reason, content) = match &status {
             LockStatus::Unlocked => ("unlocked", None, false, None, None),
@@ -37,6 +40,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
             "holder": info,
             "raw_content": content,
             "lock_file": ctx.layout.lock_file(),
+            "offline_machines": offline,
         }));
         return Ok(ExitCode::SUCCESS);
     }
@@ -80,7 +84,20 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
         outln!();
         remote.print(ctx, config.timeout);
     }
+    ctx.print_offline(&offline);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config repo's copy of the shared record, as last synced (read from
+/// the clone, no network); `None` when there is none.
+fn shared_record(ctx: &Context) -> Option<stead_lib::sync::shared::SharedRecord> {
+    let state = match ctx.store.load() {
+        Ok(Some(stead_lib::state::Loaded::Current(state))) => Some(*state),
+        _ => None,
+    };
+    let dir = ctx.config_dir(state.as_ref()).ok()?;
+    let backend = stead_lib::sync::open_with(&dir, &ctx.sync_options()).ok()?;
+    backend.read_working().ok().flatten()
 }
 
 /// The remote half of a hybrid lock, as read now.
@@ -179,6 +196,14 @@ impl RemoteView {
                                 "\n{} it is older than the timeout ({timeout} s): the next machine that needs the lock breaks it.",
                                 ctx.out.yellow("Expired:")
                             );
+                        } else if holder.age(ctx.now()).is_some_and(|a| {
+                            a.num_hours() >= stead_lib::sync::shared::OFFLINE_AFTER_HOURS
+                        }) {
+                            outln!(
+                                "\n{} its machine has not been seen for {} hours: the next machine that needs the lock breaks it.",
+                                ctx.out.yellow("Offline:"),
+                                stead_lib::sync::shared::OFFLINE_AFTER_HOURS
+                            );
                         }
                     }
                     None => outln!("  unreadable content: {:?}", holder.raw),
@@ -201,7 +226,10 @@ fn print_holder(info: &LockInfo) {
     );
     outln!("Expected duration: {} s", info.expected_duration_seconds);
     if let Some(reason) = &info.reason {
-        outln!("Reason: {reason}");
+        outln!("Reason: {}", crate::output::clean(reason));
+    }
+    if let Some(serial) = info.state_serial {
+        outln!("State serial: {serial}");
     }
     outln!("Lock ID: {}", info.id);
 }

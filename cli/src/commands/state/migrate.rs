@@ -41,8 +41,18 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
         Some(Loaded::Legacy { .. }) => {}
     }
     let guard = ctx.lock("migrate", None)?;
+    ctx.verbose_note(&format!(
+        "Migrate: converting {} from version 1 to version 2{}",
+        ctx.store.path().display(),
+        if backup {
+            ", backing it up first"
+        } else {
+            " (--no-backup: no backup is made)"
+        }
+    ));
     let (_, report) = ctx.migrate_locked(&guard, backup)?;
     guard.release()?;
+    ctx.verbose_note("Lock: released");
     let Some(report) = report else {
         outln!("State is already at version 2; nothing to migrate.");
         return Ok(ExitCode::SUCCESS);
