@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::Sandbox;
+use common::git_env;
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -34,17 +35,6 @@ source = "bashrc"
 path = "~/.greeting"
 template = "greeting.j2"
 "#;
-
-/// Environment that makes git deterministic and independent of the user.
-fn git_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-        ("GIT_AUTHOR_NAME", "stead test"),
-        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
-        ("GIT_COMMITTER_NAME", "stead test"),
-        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
-    ]
-}
 
 /// A bare remote whose default branch is `branch`, seeded with the config.
 struct World {

@@ -11,6 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::Sandbox;
+use common::git_env;
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -24,16 +25,6 @@ who = "home"
 path = "~/.bashrc"
 source = "bashrc"
 "#;
-
-fn git_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-        ("GIT_AUTHOR_NAME", "stead test"),
-        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
-        ("GIT_COMMITTER_NAME", "stead test"),
-        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
-    ]
-}
 
 /// Runs git in `dir` with `home` as HOME; expects success, returns stdout.
 fn git(home: &Path, dir: &Path, args: &[&str]) -> String {

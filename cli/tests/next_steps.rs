@@ -9,6 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::git_env;
 use common::{Repo, Sandbox};
 
 const MANIFEST: &str = r#"
@@ -26,16 +27,6 @@ source = "vimrc"
 path = "~/.greeting"
 template = "greeting.j2"
 "#;
-
-fn git_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-        ("GIT_AUTHOR_NAME", "stead test"),
-        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
-        ("GIT_COMMITTER_NAME", "stead test"),
-        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
-    ]
-}
 
 /// A bare remote seeded with the config, and one machine joined to it
 /// (its clone at `<home>/dots`).

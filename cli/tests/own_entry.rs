@@ -10,6 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::Sandbox;
+use common::git_env;
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -38,16 +39,6 @@ path = "~/.home-only"
 content = "only on personal machines\n"
 profiles = ["personal"]
 "#;
-
-fn git_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-        ("GIT_AUTHOR_NAME", "stead test"),
-        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
-        ("GIT_COMMITTER_NAME", "stead test"),
-        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
-    ]
-}
 
 /// A bare remote seeded with the config.
 struct World {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::Sandbox;
+use common::git_env;
 
 const MANIFEST: &str = r#"
 [settings]
@@ -30,16 +31,6 @@ source = "bashrc"
 
 /// The network timeout the tests configure, seconds.
 const TIMEOUT: u64 = 1;
-
-fn git_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-        ("GIT_AUTHOR_NAME", "stead test"),
-        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
-        ("GIT_COMMITTER_NAME", "stead test"),
-        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
-    ]
-}
 
 fn git(home: &Path, dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")

@@ -11,6 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::Sandbox;
+use common::git_env;
 use serde_json::Value;
 
 const PIN: &str = "4821";
@@ -25,16 +26,6 @@ mode = "0600"
 path = "~/.bashrc"
 source = "bashrc"
 "#;
-
-fn git_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-        ("GIT_AUTHOR_NAME", "stead test"),
-        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
-        ("GIT_COMMITTER_NAME", "stead test"),
-        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
-    ]
-}
 
 /// A bare remote seeded with the manifest, a PIN file and a bashrc.
 struct World {

@@ -177,3 +177,15 @@ impl Repo {
             .expect("start stead")
     }
 }
+
+/// The environment every test's git runs with: no system config, a fixed
+/// author and committer.
+pub fn git_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+        ("GIT_AUTHOR_NAME", "stead test"),
+        ("GIT_AUTHOR_EMAIL", "test@stead.invalid"),
+        ("GIT_COMMITTER_NAME", "stead test"),
+        ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
+    ]
+}
