@@ -453,6 +453,68 @@ fn a_machine_unseen_for_24_hours_shows_as_offline() {
 }
 
 #[test]
+fn a_machine_that_syncs_with_nothing_to_say_is_still_seen() {
+    let w = World::new();
+    let b = w.join_other();
+    let b_short = &machine_id(&b)[..8];
+    let head = || git(w.dir.path(), &w.remote(), &["rev-parse", "HEAD"]);
+
+    // b syncs again a day and a half later, with nothing changed: it still
+    // publishes that it was there (one commit)...
+    let now = chrono::Utc::now();
+    let later = now + chrono::TimeDelta::hours(36);
+    let before = head();
+    let out = b
+        .stead(&["sync"])
+        .envs(git_env())
+        .env("STEAD_NOW", later.to_rfc3339())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(head(), before, "the heartbeat was pushed");
+    // ...and only once within the hour.
+    let after_beat = head();
+    let out = b
+        .stead(&["sync"])
+        .envs(git_env())
+        .env(
+            "STEAD_NOW",
+            (later + chrono::TimeDelta::minutes(30)).to_rfc3339(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(head(), after_beat, "no second heartbeat within the hour");
+
+    // a, after its own sync, does not count b as offline 12 hours on.
+    let (code, _, err) = w.run_at(later, &["sync"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = w.run_at(
+        later + chrono::TimeDelta::hours(12),
+        &["state", "lock-info"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(&format!("({b_short}...)")), "{out}");
+    // Without a word from b for 24 hours, it is.
+    let (_, out, _) = w.run_at(
+        later + chrono::TimeDelta::hours(25),
+        &["state", "lock-info"],
+    );
+    assert!(
+        out.contains(&format!("({b_short}...): last seen 1 day ago")),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_remote_lock_of_an_offline_machine_is_broken_with_a_notice() {
     let w = World::new();
     let b = w.join_other();

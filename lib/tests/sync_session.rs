@@ -60,7 +60,7 @@ fn a_first_sync_publishes_and_a_later_one_takes_the_remote_record() {
         .unwrap();
     assert!(matches!(merged, Merged::Settled { .. }), "{merged:?}");
     assert_eq!(steps, vec![Step::TreeUpdated]);
-    let finished = session.finish().unwrap();
+    let finished = session.finish(chrono::Utc::now()).unwrap();
     assert!(matches!(finished.pushed, Ok(true)), "{:?}", finished.pushed);
     assert_eq!(remote.head(), finished.committed);
 

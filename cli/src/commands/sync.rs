@@ -81,7 +81,7 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let (code, apply_error) = apply_merged(ctx, &guard, state, args);
 
     // Whatever apply recorded (even when it failed) goes into the record too.
-    let finished = session.finish()?;
+    let finished = session.finish(ctx.now())?;
     let record = finished.record;
     if let Some(e) = apply_error {
         guard.release()?;

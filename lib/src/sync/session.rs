@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::SyncError;
 use super::backend::{Backend, Published, Records, Revision, Update};
@@ -350,10 +350,13 @@ impl<'a> Session<'a> {
     /// state now holds (even after a failed apply) is folded into the record,
     /// committed and published. The record is shared even when applying
     /// failed: it is true either way, and the other machines need it.
-    pub fn finish(&self) -> Result<Finished, SyncError> {
+    /// A machine that has nothing else to publish still says it is there,
+    /// once an hour ([`shared::mark_seen`], at `now`).
+    pub fn finish(&self, now: DateTime<Utc>) -> Result<Finished, SyncError> {
         let state = self.store.load_current()?;
         let key = self.record_key()?;
-        let record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
+        let mut record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
+        shared::mark_seen(&mut record, &state.machine.id, now);
         self.write_if_changed(&record)?;
         let committed = self.backend.commit(
             &[],

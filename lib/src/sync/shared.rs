@@ -81,7 +81,9 @@ pub struct MachineRecord {
     pub config_path: Option<String>,
     /// When it last applied.
     pub last_apply: Option<DateTime<Utc>>,
-    /// When it last pushed its record.
+    /// When it last pushed its record; a sync with nothing else to publish
+    /// still refreshes it once it is an hour old ([`mark_seen`]), so it is
+    /// the machine's last-seen time for the 24-hour rule.
     pub last_sync: Option<DateTime<Utc>>,
     /// `path -> keyed-blake3:<hex>` of what stead wrote there (see
     /// [`publish_checksum`]); records of stead 0.1 hold `blake3:<hex>`.
@@ -268,12 +270,16 @@ pub fn fold(shared: Option<&SharedRecord>, local: &State, key: &RecordKey) -> Sh
     // When a machine last pushed is news only together with something else:
     // otherwise two machines that sync in turn would push each other's times
     // forever.
+    // A published time never goes back: a heartbeat ([`mark_seen`]) may be
+    // newer than the local state's.
     if let Some(prev) = out.machines.get(me) {
         let mut same = entry.clone();
         same.last_sync = prev.last_sync;
-        if same == *prev {
-            entry.last_sync = prev.last_sync;
-        }
+        entry.last_sync = if same == *prev {
+            prev.last_sync
+        } else {
+            entry.last_sync.max(prev.last_sync)
+        };
     }
     out.machines.insert(me.clone(), entry);
     let members: BTreeSet<String> = out
@@ -306,7 +312,9 @@ pub fn moved_since(copy: Option<&SharedRecord>, base: Option<&SharedRecord>) -> 
     }
 }
 
-/// Equal in everything but when machines last pushed.
+/// Equal in everything but when machines last pushed, up to a heartbeat:
+/// a machine's time moved by [`SEEN_REFRESH_MINUTES`] or more is news (it
+/// is how the others learn it is still there).
 pub fn same_content(a: &SharedRecord, b: &SharedRecord) -> bool {
     let strip = |r: &SharedRecord| {
         let mut r = r.clone();
@@ -316,7 +324,36 @@ pub fn same_content(a: &SharedRecord, b: &SharedRecord) -> bool {
         r.stead_version = String::new();
         r
     };
-    strip(a) == strip(b)
+    let refresh = chrono::TimeDelta::minutes(SEEN_REFRESH_MINUTES);
+    let heartbeat = a.machines.iter().any(|(id, ma)| {
+        let mb = b.machines.get(id).and_then(|m| m.last_sync);
+        match (ma.last_sync, mb) {
+            (Some(x), Some(y)) => (x - y).abs() >= refresh,
+            (x, y) => x.is_some() != y.is_some() && b.machines.contains_key(id),
+        }
+    });
+    !heartbeat && strip(a) == strip(b)
+}
+
+/// How stale this machine's published time may grow before a sync that has
+/// nothing else to say publishes it anyway: the heartbeat the 24-hour rule
+/// reads ([`offline_machines`]). An hour keeps a machine that syncs often
+/// to at most one such commit an hour.
+pub const SEEN_REFRESH_MINUTES: i64 = 60;
+
+/// Marks `me` as seen at `now` in `record` when its published time is
+/// missing or at least [`SEEN_REFRESH_MINUTES`] old. Returns whether it did.
+pub fn mark_seen(record: &mut SharedRecord, me: &str, now: DateTime<Utc>) -> bool {
+    let Some(entry) = record.machines.get_mut(me) else {
+        return false;
+    };
+    let stale = entry
+        .last_sync
+        .is_none_or(|t| now - t >= chrono::TimeDelta::minutes(SEEN_REFRESH_MINUTES));
+    if stale {
+        entry.last_sync = Some(now);
+    }
+    stale
 }
 
 /// The union of two histories by entry id, ordered by time (then serial,
@@ -1412,6 +1449,44 @@ mod tests {
             last_sync: None,
             checksums: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_sync_with_nothing_to_say_publishes_a_heartbeat_once_an_hour() {
+        let now = Utc::now();
+        let mut r = SharedRecord::new("lineage-x");
+        r.machines.insert("a".into(), sample_machine("a"));
+        // Never published a time: marked at once.
+        assert!(mark_seen(&mut r, "a", now));
+        assert_eq!(r.machines["a"].last_sync, Some(now));
+        // Within the hour: left alone, and the copies count as the same.
+        let before = r.clone();
+        let soon = now + chrono::TimeDelta::minutes(59);
+        assert!(!mark_seen(&mut r, "a", soon));
+        assert_eq!(r, before);
+        let mut nearly = r.clone();
+        nearly.machines.get_mut("a").unwrap().last_sync = Some(soon);
+        assert!(same_content(&r, &nearly) && same_content(&nearly, &r));
+        // An hour on: refreshed, and the refreshed copy is news both ways.
+        let later = now + chrono::TimeDelta::minutes(60);
+        assert!(mark_seen(&mut r, "a", later));
+        assert_eq!(r.machines["a"].last_sync, Some(later));
+        assert!(!same_content(&r, &before) && !same_content(&before, &r));
+        // A machine not in the record is not invented.
+        assert!(!mark_seen(&mut r, "zz", later));
+        assert!(!r.machines.contains_key("zz"));
+    }
+
+    #[test]
+    fn folding_never_moves_a_published_time_back() {
+        let mut a = state("a", "lineage-x", 5);
+        let mut r = fold(None, &a, &KEY);
+        let beat = Utc::now() + chrono::TimeDelta::hours(2);
+        mark_seen(&mut r, "a", beat);
+        // Something else of a's changed, with an older local time.
+        a.active_profile = Some("work".into());
+        let out = fold(Some(&r), &a, &KEY);
+        assert_eq!(out.machines["a"].last_sync, Some(beat));
     }
 
     #[test]
