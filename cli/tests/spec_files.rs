@@ -144,6 +144,11 @@ fn the_first_write_keeps_the_original_and_saves_stead_form_removing_nothing() {
     // .bashrc is not stead's (its md5 is unknown): refused, not replaced.
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("file.vimrc created"), "{out}");
+    assert_eq!(
+        err.matches("spec's spelling of version 2").count(),
+        1,
+        "said once: {err}"
+    );
     assert!(err.contains("the original is kept in"), "{err}");
     assert_eq!(fs::read_to_string(repo.path(".bashrc")).unwrap(), "mine\n");
 
