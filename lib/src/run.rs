@@ -333,15 +333,28 @@ mod tests {
     }
 
     /// `sleep 30` in its own group, carrying `id` as a run's commands do,
-    /// announced to nobody.
+    /// announced to nobody. Returned once its environment can be read:
+    /// `spawn` returns when the child's exec has begun, before the kernel
+    /// has laid out the new environment, and `/proc/PID/environ` reads
+    /// empty until it has.
     fn carrier(id: &str) -> std::process::Child {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new("sleep")
+        let child = std::process::Command::new("sleep")
             .arg("30")
             .env(RUN_ID_VAR, id)
             .process_group(0)
             .spawn()
-            .unwrap()
+            .unwrap();
+        let needle = format!("{RUN_ID_VAR}={id}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !carriers(&needle).contains(&i32::try_from(child.id()).unwrap()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the carrier never showed its environment"
+            );
+            std::thread::yield_now();
+        }
+        child
     }
 
     #[test]
