@@ -543,3 +543,71 @@ fn remove_strays(entries: &[PathBuf], backups: &Path) -> Result<Applied, Resourc
     ));
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(source: &Path, config: &Path, ignore: &[&str]) -> TreeSpec {
+        TreeSpec {
+            root: PathBuf::from("/nowhere"),
+            source: source.to_path_buf(),
+            config_dir: config.to_path_buf(),
+            ignore: ignore.iter().map(|s| s.to_string()).collect(),
+            purge: false,
+            link: false,
+            template_suffix: DEFAULT_TEMPLATE_SUFFIX.into(),
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn the_template_suffix_is_stripped_only_from_names_that_have_more() {
+        let t = |p: &str, s: &str| template_target(Path::new(p), s);
+        assert_eq!(t("a/b.conf.j2", ".j2"), Some(PathBuf::from("a/b.conf")));
+        assert_eq!(t("a/.j2", ".j2"), None);
+        assert_eq!(t("a/b.conf", ".j2"), None);
+        assert_eq!(t("a/b.conf.j2", ""), None);
+    }
+
+    #[test]
+    fn ignore_rules_have_gitignore_semantics_and_the_tree_can_take_back_the_repo_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path();
+        let source = config.join("tree");
+        fs::create_dir_all(source.join("sub/cache")).unwrap();
+        fs::write(config.join(STEADIGNORE), "*.log\n/tree/top-only\n").unwrap();
+        let m = matchers(&spec(
+            &source,
+            config,
+            &["cache/", "!keep.log", "/anchored"],
+        ))
+        .unwrap();
+        let ig = |rel: &str, dir: bool| m.ignores(&source.join(rel), dir);
+        assert!(ig("sub/x.log", false), "the repo's rule applies everywhere");
+        assert!(!ig("sub/keep.log", false), "the tree's negation wins");
+        assert!(
+            ig("sub/cache", true) && !ig("sub/cache", false),
+            "cache/ is a directory rule"
+        );
+        assert!(
+            ig("anchored", false) && !ig("sub/anchored", false),
+            "anchored to the source"
+        );
+        assert!(
+            ig("top-only", false),
+            "the repo's rules are relative to the repo"
+        );
+        assert!(ig(".git", true) && ig("sub/.steadignore", false));
+        assert!(!ig("sub/x.txt", false));
+    }
+
+    #[test]
+    fn a_bad_pattern_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = matchers(&spec(dir.path(), dir.path(), &["a[z-a]"]))
+            .err()
+            .unwrap();
+        assert!(err.contains("bad `ignore` pattern \"a[z-a]\""), "{err}");
+    }
+}
