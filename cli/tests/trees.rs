@@ -305,6 +305,18 @@ fn tree_mistakes_are_load_errors_with_their_place() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("would report everything in ~"), "{err}");
 
+    for source in ["/etc", "..", "."] {
+        repo.write_manifest(&format!(
+            "[file.t]\npath = \"~/t\"\nsource = \"{source}\"\n"
+        ));
+        let (code, _, err) = repo.run(&["plan"]);
+        assert_eq!(code, 1, "{source}: {err}");
+        assert!(
+            err.contains("is not a directory inside the config repo"),
+            "{source}: {err}"
+        );
+    }
+
     repo.write_manifest("[tree.t]\npath = \"~/t\"\n");
     let (code, _, err) = repo.run(&["plan"]);
     assert_eq!(code, 1, "{err}");

@@ -188,6 +188,20 @@ fn build(input: &mut SpecInput, source: PathBuf) -> Option<Spec> {
     }
     let root = input.path()?;
     let config_dir = input.config_dir().to_path_buf();
+    if !source.starts_with(&config_dir) || source == config_dir {
+        input.problem(
+            Problem::at(
+                input.span(),
+                format!(
+                    "{id}'s source {} is not a directory inside the config repo",
+                    source.display()
+                ),
+            )
+            .label("tree source outside the repo")
+            .help("a tree copies a directory of the config repo, e.g. source = \"nvim\""),
+        );
+        return None;
+    }
     if root.starts_with(&config_dir) || root.starts_with(&source) {
         input.problem(
             Problem::at(
