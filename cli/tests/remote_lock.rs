@@ -463,35 +463,25 @@ fn a_machine_that_syncs_with_nothing_to_say_is_still_seen() {
     // publishes that it was there (one commit)...
     let now = chrono::Utc::now();
     let later = now + chrono::TimeDelta::hours(36);
+    let b_sync_at = |at: chrono::DateTime<chrono::Utc>| {
+        let out = b
+            .stead(&["sync"])
+            .envs(git_env())
+            .env("STEAD_NOW", at.to_rfc3339())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     let before = head();
-    let out = b
-        .stead(&["sync"])
-        .envs(git_env())
-        .env("STEAD_NOW", later.to_rfc3339())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    b_sync_at(later);
     assert_ne!(head(), before, "the heartbeat was pushed");
     // ...and only once within the hour.
     let after_beat = head();
-    let out = b
-        .stead(&["sync"])
-        .envs(git_env())
-        .env(
-            "STEAD_NOW",
-            (later + chrono::TimeDelta::minutes(30)).to_rfc3339(),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    b_sync_at(later + chrono::TimeDelta::minutes(30));
     assert_eq!(head(), after_beat, "no second heartbeat within the hour");
 
     // a, after its own sync, does not count b as offline 12 hours on.
