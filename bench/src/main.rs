@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p stead
-//! cargo run --release -p stead-bench -- [--quick] [--repeat N] [--files N,N] [--noops N,N]
+//! cargo run --release -p stead-bench -- [--quick] [--repeat N] [--files N,N] [--trees N,N] [--noops N,N]
 //!                                       [--stead PATH] [--threads N] [--tmp DIR]
 //! ```
 
@@ -15,13 +15,14 @@ const USAGE: &str = "\
 usage: stead-bench [OPTIONS]
        stead-bench rss -- CMD [ARGS...]
 
-Measures the stead binary (files-N and noop-N) beside plain-Rust baselines
+Measures the stead binary (files-N, tree-N and noop-N) beside plain-Rust baselines
 run in the same process, and prints a Markdown table of medians and ratios.
 
 options:
   --quick           small N, one repeat (a smoke test)
   --repeat N        runs per measurement; the median is reported (default 3)
   --files N,N,...   files-N cases (default 1000,10000,100000; 'none' for none)
+  --trees N,N,...   tree-N cases: the files-N files as one tree (default 10000)
   --noops N,N,...   noop-N cases (default 1000,10000,100000; 'none' for none)
   --stead PATH      the stead binary (default: 'stead' next to this binary)
   --journal-cost P  also measure a cold apply against P, a stead built with
@@ -81,12 +82,14 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
             "--quick" => {
                 let q = Options::quick();
                 opts.files = q.files;
+                opts.trees = q.trees;
                 opts.noops = q.noops;
                 opts.repeat = q.repeat;
             }
             "--repeat" => opts.repeat = value()?.parse()?,
             "--files" => opts.files = list(&value()?)?,
             "--noops" => opts.noops = list(&value()?)?,
+            "--trees" => opts.trees = list(&value()?)?,
             "--stead" => stead = Some(PathBuf::from(value()?)),
             "--journal-cost" => {
                 let nosync = PathBuf::from(value()?);

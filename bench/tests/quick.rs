@@ -47,7 +47,10 @@ fn env(tmp: &tempfile::TempDir) -> Env {
 fn files_steps_are_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let env = env(&tmp);
-    let set = FileSet { n: 250 };
+    let set = FileSet {
+        n: 250,
+        tree: false,
+    };
     let ws = Workspace::new(&env, "files-").unwrap();
     set.write_manifest(&ws.config()).unwrap();
 
@@ -103,7 +106,10 @@ fn files_steps_are_checked() {
 #[test]
 fn baselines_do_the_same_work() {
     let tmp = tempfile::tempdir().unwrap();
-    let set = FileSet { n: 120 };
+    let set = FileSet {
+        n: 120,
+        tree: false,
+    };
     let home = tmp.path().join("home");
     fs::create_dir(&home).unwrap();
     stead_bench::baseline_write(&set, &home, 3).unwrap();
@@ -158,6 +164,10 @@ fn quick_mode_end_to_end() {
             ("files-300", "warm no-op apply"),
             ("files-300", "1% drift repaired"),
             ("files-300", "check-drift (1% drifted)"),
+            ("tree-300", "cold apply"),
+            ("tree-300", "warm no-op apply"),
+            ("tree-300", "1% drift repaired"),
+            ("tree-300", "check-drift (1% drifted)"),
             ("noop-1000", "load+plan+apply"),
         ]
     );

@@ -12,6 +12,7 @@ use std::process::Stdio;
 
 use common::Sandbox;
 use common::git_env;
+use common::remote::{Machine, Remote as World};
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -37,91 +38,33 @@ template = "greeting.j2"
 "#;
 
 /// A bare remote whose default branch is `branch`, seeded with the config.
-struct World {
-    dir: tempfile::TempDir,
-    remote: PathBuf,
-}
-
 impl World {
     fn new(branch: &str) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let remote = dir.path().join("remote.git");
-        let w = World { dir, remote };
-        w.git(
-            w.dir.path(),
-            &["init", "-q", "--bare", "-b", branch, "remote.git"],
-        );
-        let seed = w.dir.path().join("seed");
-        w.git(w.dir.path(), &["clone", "-q", w.url(), "seed"]);
-        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
-        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
-        std::fs::write(seed.join("greeting.j2"), "hello from {{ vars.who }}\n").unwrap();
-        w.git(&seed, &["add", "-A"]);
-        w.git(&seed, &["commit", "-q", "-m", "seed"]);
-        w.git(&seed, &["push", "-q", "origin", "HEAD"]);
-        w
-    }
-
-    fn url(&self) -> &str {
-        self.remote.to_str().unwrap()
-    }
-
-    /// Runs git in `dir` (isolated), expects success, returns stdout.
-    fn git(&self, dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .env("HOME", self.dir.path())
-            .envs(git_env())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        World::seeded(
+            branch,
+            &[
+                ("stead.toml", MANIFEST),
+                ("bashrc", "# shared bashrc\n"),
+                ("greeting.j2", "hello from {{ vars.who }}\n"),
+            ],
+        )
     }
 
     /// The shared record on the remote branch.
     fn remote_record(&self, branch: &str) -> Value {
-        let text = self.git(
-            &self.remote,
-            &["show", &format!("{branch}:.stead/state.json")],
-        );
-        serde_json::from_str(&text).unwrap()
+        self.record_on(branch)
     }
 
     /// A new machine: its own HOME, clone at `<home>/dots`, joined.
     fn machine(&self, profile: &str) -> Machine {
-        let m = Machine { sb: Sandbox::new() };
-        let clone = m.clone_dir();
-        m.ok(&[
-            "init",
-            "--repo",
-            self.url(),
-            "--path",
-            clone.to_str().unwrap(),
-            "--profile",
-            profile,
-        ]);
-        m
+        self.join(Some(profile))
     }
 
     /// Edits the shared record in a separate plain clone and pushes it, as
     /// someone editing the repo by hand would.
     fn edit_remote_record(&self, edit: impl FnOnce(&mut Value)) {
-        let dir = self.dir.path().join(format!("editor-{}", uuid_like()));
-        self.git(
-            self.dir.path(),
-            &["clone", "-q", self.url(), dir.to_str().unwrap()],
-        );
-        let path = dir.join(".stead/state.json");
-        let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        edit(&mut record);
-        std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
-        self.git(&dir, &["commit", "-q", "-am", "edit the record by hand"]);
-        self.git(&dir, &["push", "-q"]);
+        let name = format!("editor-{}", uuid_like());
+        self.edit_record(&name, "edit the record by hand", &[], edit);
     }
 }
 
@@ -131,56 +74,7 @@ fn uuid_like() -> String {
     N.fetch_add(1, Ordering::SeqCst).to_string()
 }
 
-struct Machine {
-    sb: Sandbox,
-}
-
 impl Machine {
-    fn clone_dir(&self) -> PathBuf {
-        self.sb.home().join("dots")
-    }
-
-    fn id(&self) -> String {
-        std::fs::read_to_string(self.sb.state_dir().join("machine_id"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = self.sb.stead(args);
-        cmd.envs(git_env());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.cmd(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(
-            code, 0,
-            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).unwrap()
-    }
-
-    fn state(&self) -> Value {
-        self.sb.state_json()
-    }
-
     fn record(&self) -> Value {
         serde_json::from_slice(&std::fs::read(self.clone_dir().join(".stead/state.json")).unwrap())
             .unwrap()

@@ -8,10 +8,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::Sandbox;
-use common::git_env;
+use common::remote::{Machine, Remote as World};
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -26,60 +24,13 @@ path = "~/.bashrc"
 source = "bashrc"
 "#;
 
-/// Runs git in `dir` with `home` as HOME; expects success, returns stdout.
-fn git(home: &Path, dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .env("HOME", home)
-        .envs(git_env())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A bare remote on `main`, seeded with the config unless `empty`.
-struct World {
-    dir: tempfile::TempDir,
-    remote: PathBuf,
-}
-
+/// A bare remote on `main`, seeded with the config.
 impl World {
     fn new() -> World {
-        let w = World::empty();
-        let seed = w.dir.path().join("seed");
-        w.git(w.dir.path(), &["clone", "-q", w.url(), "seed"]);
-        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
-        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
-        w.git(&seed, &["add", "-A"]);
-        w.git(&seed, &["commit", "-q", "-m", "seed"]);
-        w.git(&seed, &["push", "-q", "origin", "HEAD"]);
-        w
-    }
-
-    /// A bare remote with no commit at all.
-    fn empty() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let remote = dir.path().join("remote.git");
-        let w = World { dir, remote };
-        w.git(
-            w.dir.path(),
-            &["init", "-q", "--bare", "-b", "main", "remote.git"],
-        );
-        w
-    }
-
-    fn url(&self) -> &str {
-        self.remote.to_str().unwrap()
-    }
-
-    fn git(&self, dir: &Path, args: &[&str]) -> String {
-        git(self.dir.path(), dir, args)
+        World::seeded(
+            "main",
+            &[("stead.toml", MANIFEST), ("bashrc", "# shared bashrc\n")],
+        )
     }
 
     /// Every ref of the remote (`refname sha` lines).
@@ -92,69 +43,7 @@ impl World {
 
     /// A new machine: its own HOME, clone at `<home>/dots`, joined.
     fn machine(&self) -> Machine {
-        let m = Machine { sb: Sandbox::new() };
-        let clone = m.clone_dir();
-        m.ok(&[
-            "init",
-            "--repo",
-            self.url(),
-            "--path",
-            clone.to_str().unwrap(),
-        ]);
-        m
-    }
-}
-
-struct Machine {
-    sb: Sandbox,
-}
-
-impl Machine {
-    fn clone_dir(&self) -> PathBuf {
-        self.sb.home().join("dots")
-    }
-
-    fn id(&self) -> String {
-        std::fs::read_to_string(self.sb.state_dir().join("machine_id"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = self.sb.stead(args);
-        cmd.envs(git_env());
-        cmd
-    }
-
-    fn run_in(&self, dir: Option<&Path>, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = self.cmd(args);
-        if let Some(dir) = dir {
-            cmd.current_dir(dir);
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        self.run_in(None, args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(
-            code, 0,
-            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
-        );
-        out
-    }
-
-    fn state(&self) -> Value {
-        self.sb.state_json()
+        self.join(None)
     }
 }
 
@@ -386,7 +275,7 @@ fn a_merge_a_killed_sync_left_is_named_as_interrupted_not_conflicted() {
 
 #[test]
 fn sync_on_an_empty_remote_pushes_nothing_and_says_to_add_stead_toml() {
-    let w = World::empty();
+    let w = World::empty("main");
     let m = Machine { sb: Sandbox::new() };
     let clone = m.clone_dir();
     let out = m.ok(&["init", "--repo", w.url(), "--path", clone.to_str().unwrap()]);

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::git_env;
+use common::remote::{Machine, Remote};
 use common::{Repo, Sandbox};
 
 const MANIFEST: &str = r#"
@@ -31,88 +31,44 @@ template = "greeting.j2"
 /// A bare remote seeded with the config, and one machine joined to it
 /// (its clone at `<home>/dots`).
 struct World {
-    dir: tempfile::TempDir,
-    remote: String,
-    sb: Sandbox,
+    remote: Remote,
+    m: Machine,
 }
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let remote = dir.path().join("remote.git").to_str().unwrap().to_string();
-        let w = World {
-            dir,
-            remote,
-            sb: Sandbox::new(),
-        };
-        w.git(
-            w.dir.path(),
-            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        let remote = Remote::seeded(
+            "main",
+            &[
+                ("stead.toml", MANIFEST),
+                ("bashrc", "# shared bashrc\n"),
+                ("vimrc", "set nu\n"),
+                ("greeting.j2", "hello\n"),
+            ],
         );
-        let seed = w.dir.path().join("seed");
-        w.git(w.dir.path(), &["clone", "-q", w.url(), "seed"]);
-        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
-        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
-        std::fs::write(seed.join("vimrc"), "set nu\n").unwrap();
-        std::fs::write(seed.join("greeting.j2"), "hello\n").unwrap();
-        w.git(&seed, &["add", "-A"]);
-        w.git(&seed, &["commit", "-q", "-m", "seed"]);
-        w.git(&seed, &["push", "-q", "origin", "HEAD"]);
-        let clone = w.clone_dir();
-        w.ok(&[
-            "init",
-            "--repo",
-            w.url(),
-            "--path",
-            clone.to_str().unwrap(),
-            "--profile",
-            "personal",
-        ]);
-        w.ok(&["sync"]);
-        w
-    }
-
-    fn url(&self) -> &str {
-        &self.remote
+        let m = remote.join(Some("personal"));
+        m.ok(&["sync"]);
+        World { remote, m }
     }
 
     fn clone_dir(&self) -> PathBuf {
-        self.sb.home().join("dots")
+        self.m.clone_dir()
     }
 
     fn home(&self, rel: &str) -> PathBuf {
-        self.sb.home().join(rel)
+        self.m.sb.home().join(rel)
     }
 
     fn git(&self, dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .env("HOME", self.dir.path())
-            .envs(git_env())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.remote.git(dir, args)
     }
 
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.sb.stead(args).envs(git_env()).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.m.run(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "stead {args:?}\nstdout:\n{out}\nstderr:\n{err}");
-        out
+        self.m.ok(args)
     }
 
     fn source(&self, rel: &str) -> String {
@@ -163,7 +119,7 @@ fn commit_with_no_names_refuses_a_source_with_uncommitted_edits_and_changes_noth
     // Work of one's own in the repo, not committed.
     std::fs::write(w.clone_dir().join("bashrc"), "# my unsaved edit\n").unwrap();
     let head = w.git(&w.clone_dir(), &["rev-parse", "HEAD"]);
-    let state = std::fs::read(w.sb.state_file()).unwrap();
+    let state = std::fs::read(w.m.sb.state_file()).unwrap();
 
     let (code, out, err) = w.run(&["commit", "-m", "take all"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -172,7 +128,7 @@ fn commit_with_no_names_refuses_a_source_with_uncommitted_edits_and_changes_noth
     assert_eq!(w.source("bashrc"), "# my unsaved edit\n");
     assert_eq!(w.source("vimrc"), "set nu\n", "one refusal copies nothing");
     assert_eq!(w.git(&w.clone_dir(), &["rev-parse", "HEAD"]), head);
-    assert_eq!(std::fs::read(w.sb.state_file()).unwrap(), state);
+    assert_eq!(std::fs::read(w.m.sb.state_file()).unwrap(), state);
 }
 
 #[test]

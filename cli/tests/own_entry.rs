@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::Sandbox;
-use common::git_env;
+use common::remote::{Machine, Remote as World};
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -41,150 +39,50 @@ profiles = ["personal"]
 "#;
 
 /// A bare remote seeded with the config.
-struct World {
-    dir: tempfile::TempDir,
-    remote: PathBuf,
-}
-
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let remote = dir.path().join("remote.git");
-        let w = World { dir, remote };
-        w.git(
-            w.dir.path(),
-            &["init", "-q", "--bare", "-b", "main", "remote.git"],
-        );
-        let seed = w.dir.path().join("seed");
-        w.git(w.dir.path(), &["clone", "-q", w.url(), "seed"]);
-        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
-        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
-        std::fs::write(seed.join("greeting.j2"), "hello from {{ vars.who }}\n").unwrap();
-        w.git(&seed, &["add", "-A"]);
-        w.git(&seed, &["commit", "-q", "-m", "seed"]);
-        w.git(&seed, &["push", "-q", "origin", "HEAD"]);
-        w
-    }
-
-    fn url(&self) -> &str {
-        self.remote.to_str().unwrap()
-    }
-
-    fn git(&self, dir: &Path, args: &[&str]) -> String {
-        self.git_as(dir, args, &[])
-    }
-
-    fn git_as(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .env("HOME", self.dir.path())
-            .envs(git_env())
-            .envs(env.iter().copied())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        World::seeded(
+            "main",
+            &[
+                ("stead.toml", MANIFEST),
+                ("bashrc", "# shared bashrc\n"),
+                ("greeting.j2", "hello from {{ vars.who }}\n"),
+            ],
+        )
     }
 
     fn remote_record(&self) -> Value {
-        serde_json::from_str(&self.git(&self.remote, &["show", "main:.stead/state.json"])).unwrap()
+        self.record_on("main")
     }
 
     /// A new machine: its own HOME, clone at `<home>/dots`, joined and synced.
     fn machine(&self, profile: &str) -> Machine {
-        let m = Machine { sb: Sandbox::new() };
-        let clone = m.clone_dir();
-        m.ok(&[
-            "init",
-            "--repo",
-            self.url(),
-            "--path",
-            clone.to_str().unwrap(),
-            "--profile",
-            profile,
-        ]);
+        let m = self.join(Some(profile));
         m.ok(&["sync"]);
         m
     }
 
     /// Someone else ("mallory") edits the record in a plain clone and pushes.
     fn edit_remote_record(&self, name: &str, edit: impl FnOnce(&mut Value)) {
-        let dir = self.dir.path().join(name);
-        self.git(
-            self.dir.path(),
-            &["clone", "-q", self.url(), dir.to_str().unwrap()],
-        );
-        let path = dir.join(".stead/state.json");
-        let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        edit(&mut record);
-        std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
-        self.git_as(
-            &dir,
-            &["commit", "-q", "-am", "edit the record by hand"],
+        self.edit_record(
+            name,
+            "edit the record by hand",
             &[
                 ("GIT_AUTHOR_NAME", "mallory"),
                 ("GIT_AUTHOR_EMAIL", "mallory@elsewhere.invalid"),
             ],
+            edit,
         );
-        self.git(&dir, &["push", "-q"]);
     }
-}
-
-struct Machine {
-    sb: Sandbox,
 }
 
 impl Machine {
-    fn clone_dir(&self) -> PathBuf {
-        self.sb.home().join("dots")
-    }
-
     fn real_clone(&self) -> String {
         self.clone_dir()
             .canonicalize()
             .unwrap()
             .display()
             .to_string()
-    }
-
-    fn id(&self) -> String {
-        std::fs::read_to_string(self.sb.state_dir().join("machine_id"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn cmd(&self, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = self.sb.stead(args);
-        cmd.envs(git_env());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.cmd(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(
-            code, 0,
-            "stead {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
-        );
-        out
-    }
-
-    fn state(&self) -> Value {
-        self.sb.state_json()
     }
 
     fn head(&self, w: &World) -> String {

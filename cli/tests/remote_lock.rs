@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::Sandbox;
 use common::git_env;
+use common::remote::Remote;
 
 const MANIFEST: &str = r#"
 [settings]
@@ -33,24 +34,12 @@ source = "bashrc"
 const TIMEOUT: u64 = 1;
 
 fn git(home: &Path, dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .env("HOME", home)
-        .envs(git_env())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    common::remote::git_in(home, dir, args, &[])
 }
 
 /// A bare remote seeded with the config, and one machine joined and synced.
 struct World {
-    dir: tempfile::TempDir,
+    remote: Remote,
     sb: Sandbox,
 }
 
@@ -62,25 +51,15 @@ impl World {
     }
 
     fn with_manifest(manifest: &str) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let top = dir.path();
-        git(
-            top,
-            top,
-            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        let remote = Remote::seeded(
+            "main",
+            &[("stead.toml", manifest), ("bashrc", "# shared bashrc\n")],
         );
-        let url = top.join("remote.git").to_str().unwrap().to_string();
-        git(top, top, &["clone", "-q", &url, "seed"]);
-        let seed = top.join("seed");
-        std::fs::write(seed.join("stead.toml"), manifest).unwrap();
-        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
-        git(top, &seed, &["add", "-A"]);
-        git(top, &seed, &["commit", "-q", "-m", "seed"]);
-        git(top, &seed, &["push", "-q", "origin", "HEAD"]);
         let w = World {
-            dir,
+            remote,
             sb: Sandbox::new(),
         };
+        let url = w.remote.url().to_string();
         let clone = w.clone_dir();
         w.ok(&["init", "--repo", &url, "--path", clone.to_str().unwrap()]);
         w.ok(&["sync", "--no-apply"]);
@@ -88,13 +67,13 @@ impl World {
     }
 
     fn remote(&self) -> PathBuf {
-        self.dir.path().join("remote.git")
+        self.remote.remote.clone()
     }
 
     /// The remote lock ref on the bare remote, if any.
     fn remote_lock_ref(&self) -> Option<String> {
         let out = git(
-            self.dir.path(),
+            self.remote.dir.path(),
             &self.remote(),
             &["for-each-ref", "refs/stead/"],
         );
@@ -105,14 +84,20 @@ impl World {
         self.sb.home().join("dots")
     }
 
+    /// Runs stead with the default network timeout: setting a world up
+    /// talks to a local remote, which a loaded machine can make slower than
+    /// the short [`TIMEOUT`] (only [`World::run_bounded`] uses that).
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self
-            .sb
-            .stead(args)
-            .envs(git_env())
-            .env("STEAD_NETWORK_TIMEOUT", TIMEOUT.to_string())
-            .output()
-            .unwrap();
+        self.run_with_timeout(args, None)
+    }
+
+    fn run_with_timeout(&self, args: &[&str], timeout: Option<u64>) -> (i32, String, String) {
+        let mut cmd = self.sb.stead(args);
+        cmd.envs(git_env());
+        if let Some(t) = timeout {
+            cmd.env("STEAD_NETWORK_TIMEOUT", t.to_string());
+        }
+        let out = cmd.output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -137,7 +122,7 @@ impl World {
         let silent = Silent::start();
         let url = format!("git://127.0.0.1:{}/x", silent.port);
         git(
-            self.dir.path(),
+            self.remote.dir.path(),
             &self.clone_dir(),
             &["remote", "set-url", "origin", &url],
         );
@@ -148,7 +133,7 @@ impl World {
     /// command itself takes) and leaves no git behind in the clone.
     fn run_bounded(&self, args: &[&str]) -> (i32, String, String) {
         let started = Instant::now();
-        let result = self.run(args);
+        let result = self.run_with_timeout(args, Some(TIMEOUT));
         let took = started.elapsed();
         assert!(
             took < Duration::from_secs(TIMEOUT + 3),
@@ -457,41 +442,31 @@ fn a_machine_that_syncs_with_nothing_to_say_is_still_seen() {
     let w = World::new();
     let b = w.join_other();
     let b_short = &machine_id(&b)[..8];
-    let head = || git(w.dir.path(), &w.remote(), &["rev-parse", "HEAD"]);
+    let head = || git(w.remote.dir.path(), &w.remote(), &["rev-parse", "HEAD"]);
 
     // b syncs again a day and a half later, with nothing changed: it still
     // publishes that it was there (one commit)...
     let now = chrono::Utc::now();
     let later = now + chrono::TimeDelta::hours(36);
+    let b_sync_at = |at: chrono::DateTime<chrono::Utc>| {
+        let out = b
+            .stead(&["sync"])
+            .envs(git_env())
+            .env("STEAD_NOW", at.to_rfc3339())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     let before = head();
-    let out = b
-        .stead(&["sync"])
-        .envs(git_env())
-        .env("STEAD_NOW", later.to_rfc3339())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    b_sync_at(later);
     assert_ne!(head(), before, "the heartbeat was pushed");
     // ...and only once within the hour.
     let after_beat = head();
-    let out = b
-        .stead(&["sync"])
-        .envs(git_env())
-        .env(
-            "STEAD_NOW",
-            (later + chrono::TimeDelta::minutes(30)).to_rfc3339(),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    b_sync_at(later + chrono::TimeDelta::minutes(30));
     assert_eq!(head(), after_beat, "no second heartbeat within the hour");
 
     // a, after its own sync, does not count b as offline 12 hours on.
@@ -532,7 +507,7 @@ fn a_remote_lock_of_an_offline_machine_is_broken_with_a_notice() {
         "boot_id": "another-machines-boot",
         "pid_start_time": null,
     });
-    let top = w.dir.path();
+    let top = w.remote.dir.path();
     let remote = w.remote();
     let blob = {
         let mut child = std::process::Command::new("git")
@@ -618,7 +593,7 @@ fn lock_files_carry_the_operation_the_serial_and_the_timeout() {
     let local: serde_json::Value =
         serde_json::from_slice(&std::fs::read(w.sb.lock_file()).unwrap()).unwrap();
     let remote_text = git(
-        w.dir.path(),
+        w.remote.dir.path(),
         &w.remote(),
         &["show", "refs/stead/lock:lock.json"],
     );

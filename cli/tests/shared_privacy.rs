@@ -8,10 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::Sandbox;
-use common::git_env;
+use common::remote::{Machine, Remote as World};
 use serde_json::Value;
 
 const PIN: &str = "4821";
@@ -28,49 +25,16 @@ source = "bashrc"
 "#;
 
 /// A bare remote seeded with the manifest, a PIN file and a bashrc.
-struct World {
-    dir: tempfile::TempDir,
-    remote: PathBuf,
-}
-
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let remote = dir.path().join("remote.git");
-        let w = World { dir, remote };
-        w.git(
-            w.dir.path(),
-            &["init", "-q", "--bare", "-b", "main", "remote.git"],
-        );
-        let seed = w.dir.path().join("seed");
-        w.git(w.dir.path(), &["clone", "-q", w.url(), "seed"]);
-        std::fs::write(seed.join("stead.toml"), MANIFEST).unwrap();
-        std::fs::write(seed.join("pin"), format!("{PIN}\n")).unwrap();
-        std::fs::write(seed.join("bashrc"), "# shared bashrc\n").unwrap();
-        w.git(&seed, &["add", "-A"]);
-        w.git(&seed, &["commit", "-q", "-m", "seed"]);
-        w.git(&seed, &["push", "-q", "origin", "HEAD"]);
-        w
-    }
-
-    fn url(&self) -> &str {
-        self.remote.to_str().unwrap()
-    }
-
-    fn git(&self, dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .env("HOME", self.dir.path())
-            .envs(git_env())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        World::seeded(
+            "main",
+            &[
+                ("stead.toml", MANIFEST),
+                ("pin", &format!("{PIN}\n")),
+                ("bashrc", "# shared bashrc\n"),
+            ],
+        )
     }
 
     /// Every version of the shared record the remote holds, as text.
@@ -88,64 +52,16 @@ impl World {
     }
 
     fn remote_record(&self) -> Value {
-        serde_json::from_str(&self.git(&self.remote, &["show", "main:.stead/state.json"])).unwrap()
+        self.record_on("main")
     }
 
     /// Rewrites the record on the remote, as an older stead (or a person) would.
     fn edit_remote_record(&self, edit: impl FnOnce(&mut Value)) {
-        let dir = self.dir.path().join("editor");
-        self.git(
-            self.dir.path(),
-            &["clone", "-q", self.url(), dir.to_str().unwrap()],
-        );
-        let path = dir.join(".stead/state.json");
-        let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        edit(&mut record);
-        std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
-        self.git(
-            &dir,
-            &["commit", "-q", "-am", "a record as stead 0.1 wrote it"],
-        );
-        self.git(&dir, &["push", "-q"]);
+        self.edit_record("editor", "a record as stead 0.1 wrote it", &[], edit);
     }
 
     fn machine(&self) -> Machine {
-        let m = Machine { sb: Sandbox::new() };
-        let clone = m.sb.home().join("dots");
-        m.ok(&[
-            "init",
-            "--repo",
-            self.url(),
-            "--path",
-            clone.to_str().unwrap(),
-        ]);
-        m
-    }
-}
-
-struct Machine {
-    sb: Sandbox,
-}
-
-impl Machine {
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.sb.stead(args).envs(git_env()).output().unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success(),
-            "stead {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        stdout.into_owned()
-    }
-
-    fn id(&self) -> String {
-        std::fs::read_to_string(self.sb.state_dir().join("machine_id"))
-            .unwrap()
-            .trim()
-            .to_string()
+        self.join(None)
     }
 }
 
@@ -270,12 +186,8 @@ fn comparing_with_the_remote_writes_no_key() {
     let key = a.sb.state_dir().join("record_key");
     std::fs::remove_file(&key).unwrap();
     for args in [&["state", "check-conflicts"][..], &["state", "diff"][..]] {
-        let out = a.sb.stead(args).envs(git_env()).output().unwrap();
-        assert!(
-            out.status.code().is_some(),
-            "stead {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, _, err) = a.run(args);
+        assert!(code >= 0, "stead {args:?}: {err}");
         assert!(!key.exists(), "stead {args:?} wrote {}", key.display());
     }
     // The next sync, a writing command, makes it.

@@ -343,6 +343,14 @@ fn plan_removals(
             });
             continue;
         }
+        if let Some(reason) = manifest
+            .resources
+            .iter()
+            .find_map(|r| registry::get(r.kind()).keeps_in_place(r, id))
+        {
+            changes.push(left_alone(id, rec, &reason));
+            continue;
+        }
         if rec.keys.iter().any(|k| real_key(manifest, k) != *k) {
             changes.push(left_alone(
                 id,

@@ -419,6 +419,13 @@ fn status_line(
                 // A removal that left the path in place (a dir holding files
                 // stead does not manage) must not claim it removed it.
                 (Some(Action::Remove), Some(note), _) => format!("no longer managed ({note})"),
+                // A record forgotten with nothing to remove (already gone,
+                // or left in place: a tree's file dropped without `purge`).
+                (Some(Action::Remove), None, _)
+                    if change.is_some_and(|c| c.op == stead_lib::resource::Op::None) =>
+                {
+                    "no longer managed (nothing removed)".to_string()
+                }
                 (Some(Action::Remove), None, _) => "removed".to_string(),
                 // An exec whose guard, checked again right before running,
                 // said there was nothing to do.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod remote;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -103,6 +103,34 @@ impl SpecInput<'_, '_> {
             .repo_path(&t, span, self.config_dir, self.home, must_exist)
     }
 
+    /// The config repo.
+    pub fn config_dir(&self) -> &Path {
+        self.config_dir
+    }
+
+    /// An array-of-strings key, each with its references resolved and its
+    /// place (an item with a problem is left out).
+    pub fn list(&mut self, key: &str) -> Vec<(String, Range<usize>)> {
+        let Some(RawValue::List(items)) = self.d.fields.get(key) else {
+            return Vec::new();
+        };
+        let items = items.clone();
+        items
+            .iter()
+            .filter_map(|s| self.resolve(s).map(|t| (t, s.span.clone())))
+            .collect()
+    }
+
+    /// The resolved path of a repo-path key without requiring it to exist,
+    /// with its place.
+    pub fn repo_path_at(&mut self, key: &str) -> Option<(PathBuf, Range<usize>)> {
+        let (t, span) = self.text_at(key)?;
+        let p = self
+            .w
+            .repo_path(&t, span.clone(), self.config_dir, self.home, false)?;
+        Some((p, span))
+    }
+
     /// An octal mode string.
     pub fn mode(&mut self, key: &str) -> Option<u32> {
         self.w.mode(self.d.fields.get(key))

@@ -81,11 +81,14 @@ pub(super) fn parse(
         config_dir,
         home,
     };
-    let resources = top
-        .decls
-        .iter()
-        .filter_map(|d| build.resource(&mut w, d))
-        .collect();
+    let mut resources = Vec::with_capacity(top.decls.len());
+    for d in &top.decls {
+        if let Some(r) = build.resource(&mut w, d) {
+            let kind = w.kinds.get(r.kind());
+            resources.extend(kind.expand(r, &mut w.problems));
+        }
+    }
+    check_expanded(&mut w, &resources, &scope, home);
     let manifest = Manifest {
         path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
@@ -372,6 +375,62 @@ fn claim<'d>(
         ),
         None => {
             claims.insert(path.as_os_str().to_os_string(), &d.id);
+        }
+    }
+}
+
+/// What an expansion (a file tree) added may not take an id or a path that
+/// another resource has: the declarations' own paths were claimed before
+/// ([`resolve_paths`]); here every path an expanded resource manages is.
+fn check_expanded(w: &mut Walker, resources: &[Resource], scope: &Scope, home: &Path) {
+    if resources.iter().all(|r| scope.declared.contains_key(&r.id)) {
+        return;
+    }
+    let mut ids: HashMap<&str, &Resource> = HashMap::with_capacity(resources.len());
+    let mut claims: HashMap<&std::ffi::OsStr, &Resource> = HashMap::with_capacity(resources.len());
+    for r in resources {
+        let expanded = !scope.declared.contains_key(&r.id);
+        if let Some(other) = ids.insert(&r.id, r)
+            && expanded
+        {
+            w.problems.push(
+                Problem::at(
+                    r.span.clone(),
+                    format!(
+                        "{} is both declared and a file of the tree {}",
+                        r.id, other.id
+                    ),
+                )
+                .label("id taken twice")
+                .help("rename the declaration"),
+            );
+        }
+        let kind = w.kinds.get(r.kind());
+        let Some(path) = r.spec.path() else { continue };
+        if !kind.declarable() {
+            continue;
+        }
+        match claims.get(path.as_os_str()) {
+            Some(other) if expanded || !scope.declared.contains_key(&other.id) => {
+                let (mine, theirs) = if expanded { (r, *other) } else { (*other, r) };
+                w.problems.push(
+                    Problem::at(
+                        mine.span.clone(),
+                        format!(
+                            "{} manages {}, which {} manages too",
+                            mine.id,
+                            super::display_path(home, path),
+                            theirs.id
+                        ),
+                    )
+                    .label("claimed twice")
+                    .help("a path has one manager: add it to the tree's `ignore`, or remove the other declaration"),
+                );
+            }
+            Some(_) => {}
+            None => {
+                claims.insert(path.as_os_str(), r);
+            }
         }
     }
 }

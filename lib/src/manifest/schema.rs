@@ -7,7 +7,7 @@
 //! table without knowing any kind's code, and `manifest` never depends on
 //! `resource`.
 
-use super::{Kind, Spec, SpecInput};
+use super::{Kind, Problem, Resource, Spec, SpecInput};
 
 /// How a manifest key's value is typed (checked while loading, with the
 /// error messages of the loader).
@@ -23,6 +23,8 @@ pub enum KeyType {
     StrMap,
     /// `"30s"`, `"500ms"`, `"2m"` or a number of seconds.
     Duration,
+    /// An array of strings (`ignore`).
+    StrList,
 }
 
 /// One manifest key of a kind.
@@ -99,6 +101,19 @@ pub trait KindSchema: Sync {
     /// Builds the spec from the typed keys; problems go to `input` (then
     /// `None`).
     fn build(&self, input: &mut SpecInput) -> Option<Spec>;
+
+    /// Whether a manifest may declare it as `[KIND.NAME]` (false for a kind
+    /// that only comes out of another's [`KindSchema::expand`]).
+    fn declarable(&self) -> bool {
+        true
+    }
+
+    /// The resources one declaration stands for (a file tree is one per
+    /// file and directory); problems go to `problems`. Default: itself.
+    fn expand(&self, resource: Resource, problems: &mut Vec<Problem>) -> Vec<Resource> {
+        let _ = problems;
+        vec![resource]
+    }
 }
 
 /// The kinds a manifest may declare, by name (the resource registry).

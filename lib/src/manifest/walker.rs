@@ -272,6 +272,11 @@ impl<'a> Walker<'a> {
                 }
             }
             KeyType::Duration => self.duration(d, key, v),
+            KeyType::StrList => {
+                if let Some(list) = self.string_list(v, key) {
+                    d.fields.insert(key.to_string(), RawValue::List(list));
+                }
+            }
             KeyType::Str => {
                 if let Some(s) = self.string(v, key) {
                     d.fields.insert(key.to_string(), RawValue::Str(s));

@@ -142,7 +142,7 @@ impl ResourceKind for Dir {
 }
 
 /// True when `dir` is the home, holds it, or is `/` (also through links).
-fn holds_the_home(dir: &Path, home: &Path) -> bool {
+pub(super) fn holds_the_home(dir: &Path, home: &Path) -> bool {
     let real = |p: &Path| crate::safe_path::resolve_dir(p).unwrap_or_else(|_| p.to_path_buf());
     let (real_dir, real_home) = (real(dir), real(home));
     dir.parent().is_none()

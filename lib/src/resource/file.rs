@@ -35,6 +35,10 @@ impl KindSchema for File {
             Key::optional("template", KeyType::Str),
             Key::optional("mode", KeyType::Str),
             Key::optional("ensure", KeyType::Str),
+            Key::optional("ignore", KeyType::StrList),
+            Key::optional("purge", KeyType::Bool),
+            Key::optional("link", KeyType::Bool),
+            Key::optional("template_suffix", KeyType::Str),
         ];
         KEYS
     }
@@ -44,6 +48,21 @@ impl KindSchema for File {
     }
 
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {
+        if let Some(tree) = super::tree::declared(input) {
+            return tree;
+        }
+        if let Some(key) = super::tree::TREE_KEYS.iter().find(|k| input.has(k)) {
+            let id = input.id().to_string();
+            input.problem(
+                Problem::at(
+                    input.span(),
+                    format!("{id} has `{key}`, which only a tree takes"),
+                )
+                .label("not a tree")
+                .help("`ignore`, `purge`, `link` and `template_suffix` are for a `source` that is a directory"),
+            );
+            return None;
+        }
         let path = input.path();
         let absent = input.ensure_absent();
         let content = content(input, absent);

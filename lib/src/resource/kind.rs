@@ -10,7 +10,7 @@ use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
 pub use crate::manifest::schema::{Key, KeyType, KindSchema, Ownership};
-use crate::manifest::{Kind, Spec};
+use crate::manifest::{Kind, Resource, Spec};
 use crate::state::DriftStatus;
 
 use super::{Action, Applied, Op, PlanContext, ResourceError};
@@ -150,6 +150,14 @@ pub trait ResourceKind: KindSchema {
     /// would run again after every purge (default: none).
     fn marker_paths<'s>(&self, _spec: &'s Spec) -> Vec<&'s Path> {
         Vec::new()
+    }
+
+    /// Why the no-longer-declared resource `gone` is only forgotten, left
+    /// in place, instead of removed, when `resource` (declared, of this
+    /// kind) says so: a tree without `purge` keeps what left its source
+    /// (default: never).
+    fn keeps_in_place(&self, _resource: &Resource, _gone: &str) -> Option<String> {
+        None
     }
 
     /// Paths a later watch mode should watch to notice drift (default: none).

@@ -11,6 +11,7 @@ pub mod line;
 pub mod noop;
 pub mod registry;
 pub mod symlink;
+pub mod tree;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

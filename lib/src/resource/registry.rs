@@ -18,7 +18,9 @@ pub static REGISTRY: Registry = Registry;
 
 impl KindTable for Registry {
     fn find(&self, name: &str) -> Option<&dyn KindSchema> {
-        find(name).map(|k| k as &dyn KindSchema)
+        find(name)
+            .filter(|k| k.declarable())
+            .map(|k| k as &dyn KindSchema)
     }
 
     fn get(&self, kind: Kind) -> &dyn KindSchema {
@@ -26,7 +28,11 @@ impl KindTable for Registry {
     }
 
     fn names(&self) -> Vec<&'static str> {
-        names()
+        KINDS
+            .iter()
+            .filter(|k| k.declarable())
+            .map(|k| k.kind().as_str())
+            .collect()
     }
 }
 
@@ -55,6 +61,7 @@ static KINDS: &[&dyn ResourceKind] = &[
     &super::exec::Exec,
     &super::noop::Noop,
     &super::line::Line,
+    &super::tree::Tree,
 ];
 
 /// Every registered kind.
