@@ -292,6 +292,16 @@ fn tree_mistakes_are_load_errors_with_their_place() {
         "{err}"
     );
 
+    repo.write_manifest(
+        "[file.t]\npath = \"~/t\"\nsource = \"t\"\n\n[file.\"t/a\"]\npath = \"~/elsewhere\"\ncontent = \"x\"\n",
+    );
+    let (code, _, err) = repo.run(&["plan"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("file.t/a is both declared and a file of a tree"),
+        "{err}"
+    );
+
     repo.write_manifest("[file.one]\npath = \"~/one\"\ncontent = \"x\"\npurge = true\n");
     let (code, _, err) = repo.run(&["plan"]);
     assert_eq!(code, 1, "{err}");

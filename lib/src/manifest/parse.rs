@@ -82,13 +82,18 @@ pub(super) fn parse(
         home,
     };
     let mut resources = Vec::with_capacity(top.decls.len());
+    // Which resources an expansion made (not the declaration itself).
+    let mut expanded = Vec::with_capacity(top.decls.len());
     for d in &top.decls {
         if let Some(r) = build.resource(&mut w, d) {
             let kind = w.kinds.get(r.kind());
-            resources.extend(kind.expand(r, &mut w.problems));
+            for one in kind.expand(r, &mut w.problems) {
+                expanded.push(one.id != d.id);
+                resources.push(one);
+            }
         }
     }
-    check_expanded(&mut w, &resources, &scope, home);
+    check_expanded(&mut w, &resources, &expanded, home);
     let manifest = Manifest {
         path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
@@ -382,24 +387,26 @@ fn claim<'d>(
 /// What an expansion (a file tree) added may not take an id or a path that
 /// another resource has: the declarations' own paths were claimed before
 /// ([`resolve_paths`]); here every path an expanded resource manages is.
-fn check_expanded(w: &mut Walker, resources: &[Resource], scope: &Scope, home: &Path) {
-    if resources.iter().all(|r| scope.declared.contains_key(&r.id)) {
+/// `expanded[i]`: `resources[i]` was made by an expansion.
+fn check_expanded(w: &mut Walker, resources: &[Resource], expanded: &[bool], home: &Path) {
+    if !expanded.iter().any(|e| *e) {
         return;
     }
-    let mut ids: HashMap<&str, &Resource> = HashMap::with_capacity(resources.len());
-    let mut claims: HashMap<&std::ffi::OsStr, &Resource> = HashMap::with_capacity(resources.len());
-    for r in resources {
-        let expanded = !scope.declared.contains_key(&r.id);
-        if let Some(other) = ids.insert(&r.id, r)
-            && expanded
+    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(resources.len());
+    let mut claims: HashMap<&std::ffi::OsStr, usize> = HashMap::with_capacity(resources.len());
+    for (i, r) in resources.iter().enumerate() {
+        if let Some(other) = ids.insert(&r.id, i)
+            && (expanded[i] || expanded[other])
         {
+            let (mine, tree) = if expanded[i] {
+                (r, &resources[other])
+            } else {
+                (&resources[other], r)
+            };
             w.problems.push(
                 Problem::at(
-                    r.span.clone(),
-                    format!(
-                        "{} is both declared and a file of the tree {}",
-                        r.id, other.id
-                    ),
+                    tree.span.clone(),
+                    format!("{} is both declared and a file of a tree", mine.id),
                 )
                 .label("id taken twice")
                 .help("rename the declaration"),
@@ -411,8 +418,12 @@ fn check_expanded(w: &mut Walker, resources: &[Resource], scope: &Scope, home: &
             continue;
         }
         match claims.get(path.as_os_str()) {
-            Some(other) if expanded || !scope.declared.contains_key(&other.id) => {
-                let (mine, theirs) = if expanded { (r, *other) } else { (*other, r) };
+            Some(&other) if expanded[i] || expanded[other] => {
+                let (mine, theirs) = if expanded[i] {
+                    (r, &resources[other])
+                } else {
+                    (&resources[other], r)
+                };
                 w.problems.push(
                     Problem::at(
                         mine.span.clone(),
@@ -429,7 +440,7 @@ fn check_expanded(w: &mut Walker, resources: &[Resource], scope: &Scope, home: &
             }
             Some(_) => {}
             None => {
-                claims.insert(path.as_os_str(), r);
+                claims.insert(path.as_os_str(), i);
             }
         }
     }
