@@ -229,7 +229,10 @@ fn drift(
 pub fn desired_content(content: &FileContent, ctx: &PlanContext) -> Result<Vec<u8>, ResourceError> {
     match content {
         FileContent::Inline(s) => Ok(s.as_bytes().to_vec()),
-        FileContent::Source(p) => fs::read(p).map_err(|e| FsError::new("cannot read", p, e).into()),
+        // A source swapped for a FIFO after the load is refused, not waited on.
+        FileContent::Source(p) => {
+            crate::ownfile::read(p).map_err(|e| FsError::new("cannot read", p, e).into())
+        }
         FileContent::Template(p) => render_template(p, ctx),
     }
 }
@@ -762,6 +765,21 @@ mod tests {
         let (plan, _) = fx.converge(A);
         assert_eq!(change(&plan, "file.a").action, Action::Unchanged);
         assert!(fx.owns("file.a"));
+    }
+
+    #[test]
+    fn a_source_that_became_a_fifo_after_the_load_is_refused_not_waited_on() {
+        let fx = Fixture::new();
+        let source = fx.repo.join("src");
+        fs::write(&source, "x\n").unwrap();
+        let text = "[file.a]\npath = \"@HOME@/a\"\nsource = \"src\"\n";
+        let m = fx.manifest(text);
+        fs::remove_file(&source).unwrap();
+        nix::unistd::mkfifo(&source, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let g = crate::graph::Graph::build(&m).unwrap();
+        let err = crate::plan::make(&m, &g, &fx.state, false, 1).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("file.a") && text.contains("FIFO"), "{text}");
     }
 
     #[test]
