@@ -333,3 +333,71 @@ fn a_purge_never_crosses_a_symlinked_ancestor() {
     assert!(err.contains("stead.toml:2:8"), "{err}");
     assert_eq!(read(&out.path().join("d/stray")), "outside stray\n");
 }
+
+#[test]
+fn a_home_behind_a_symlink_is_used_through_it_and_its_paths_shown_as_home_paths() {
+    // /tmp/x/link -> /tmp/x/real, as on systems whose /home is a link.
+    let top = tempfile::tempdir().unwrap();
+    let real = top.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = top.path().join("link");
+    symlink(&real, &link).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    fs::write(
+        config.path().join("stead.toml"),
+        "[file.rc]\npath = \"~/.rc\"\ncontent = \"rc\\n\"\n\n[file.deep]\npath = \"~/.config/app/conf\"\ncontent = \"deep\\n\"\n",
+    )
+    .unwrap();
+    let stead = |args: &[&str]| {
+        let out = assert_cmd::Command::cargo_bin("stead")
+            .unwrap()
+            .env("HOME", &link)
+            .env("NO_COLOR", "1")
+            .env_remove("STEAD_HOME")
+            .env_remove("STEAD_STATE_DIR")
+            .arg("--home")
+            .arg(&link)
+            .arg("--config")
+            .arg(config.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "stead {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let plan = stead(&["plan"]);
+    assert!(plan.contains("+ file.rc  ~/.rc"), "{plan}");
+    assert!(plan.contains("+ file.deep  ~/.config/app/conf"), "{plan}");
+    stead(&["apply", "--yes"]);
+    assert_eq!(read(&real.join(".rc")), "rc\n");
+    assert_eq!(read(&real.join(".config/app/conf")), "deep\n");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the home link stays"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(real.join(".stead/state.json")).unwrap()).unwrap();
+    assert_eq!(state["resources"]["file.rc"]["keys"][0], "~/.rc", "{state}");
+    assert!(stead(&["plan"]).contains("No changes"));
+    // Removal goes through the link as well, and only to what stead wrote.
+    fs::write(real.join(".config/app/mine"), "mine\n").unwrap();
+    fs::write(config.path().join("stead.toml"), "").unwrap();
+    stead(&["apply", "--yes"]);
+    assert!(!real.join(".rc").exists() && !real.join(".config/app/conf").exists());
+    assert_eq!(read(&real.join(".config/app/mine")), "mine\n");
+    // Nothing beside the two dirs was written.
+    let mut entries: Vec<_> = fs::read_dir(top.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["link", "real"]);
+}
