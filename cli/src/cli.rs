@@ -45,6 +45,12 @@ pub enum Command {
     #[command(subcommand)]
     State(crate::commands::state::StateCommand),
 
+    /// Print a shell completion script (bash, zsh, fish) on stdout
+    Completion(commands::completion::CompletionArgs),
+
+    /// Print the man page (roff) on stdout
+    Man,
+
     /// (internal) git's merge driver for .stead/state.json: BASE OURS THEIRS PATH
     #[command(name = "__merge-driver", hide = true)]
     MergeDriver(commands::merge_driver::MergeDriverArgs),

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod commit;
+pub mod completion;
 pub mod drift;
 pub mod graph;
 pub mod init;
