@@ -197,3 +197,47 @@ fn manifest_reports_from_miette_follow_the_same_decision() {
     let (_, err) = repo_output(&repo, &["--color", "never", "plan"]);
     assert!(err.contains("stead.toml") && !has_ansi(&err), "{err}");
 }
+
+/// `n` files and, when `failing`, one exec that fails.
+fn many_changes(n: usize, failing: bool) -> Repo {
+    let mut manifest = String::new();
+    for i in 0..n {
+        manifest.push_str(&format!(
+            "[file.f{i}]\npath = \"~/f{i}\"\ncontent = \"{i}\\n\"\n\n"
+        ));
+    }
+    if failing {
+        manifest.push_str("[exec.broken]\ncommand = \"echo nope >&2; exit 3\"\n");
+    }
+    Repo::new(&manifest)
+}
+
+#[test]
+fn many_changes_get_a_line_each_only_with_verbose() {
+    let repo = many_changes(25, false);
+    let out = repo.ok(&["apply", "--yes"]);
+    assert!(!out.contains("f3 created"), "{out}");
+    assert!(out.contains("Apply complete: 25 created"), "{out}");
+    let repo = many_changes(25, false);
+    let out = repo.ok(&["-v", "apply", "--yes"]);
+    assert_eq!(out.matches(" created\n").count(), 25, "{out}");
+}
+
+#[test]
+fn few_changes_get_a_line_each() {
+    let repo = many_changes(3, false);
+    let out = repo.ok(&["apply", "--yes"]);
+    assert_eq!(out.matches(" created\n").count(), 3, "{out}");
+}
+
+#[test]
+fn with_stderr_redirected_what_matters_is_still_on_stdout() {
+    let repo = many_changes(25, true);
+    let (code, out, _) = repo.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("exec.broken failed"), "{out}");
+    assert!(
+        out.contains("24 created") || out.contains("25 created"),
+        "{out}"
+    );
+}
