@@ -45,6 +45,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
     if let Command::Reaper = cli.command {
         // Started by `apply`, fed process groups on stdin until apply ends.
         stead_lib::run::reap(std::io::stdin().lock());
@@ -56,8 +57,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // Generated from the flags alone: no home, state or config needed.
     match &cli.command {
-        Command::Completion(args) => return commands::completion::completion(args),
-        Command::Man => return commands::completion::man(),
+        Command::Completion(args) => {
+            return commands::completion::completion(args, Cli::command());
+        }
+        Command::Man => return commands::completion::man(Cli::command()),
         _ => {}
     }
     let ctx = Context::new(&cli.global)?;
@@ -73,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit(args) => commands::commit::run(&ctx, &args),
         Command::Sync(args) => commands::sync::run(&ctx, &args),
         Command::State(cmd) => commands::state::run(&ctx, &cmd),
+        Command::Doctor(args) => commands::doctor::run(&ctx, &args),
     }
 }
 

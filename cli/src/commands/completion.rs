@@ -5,9 +5,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 
 /// The shells `stead completion` writes a script for.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -24,22 +21,23 @@ pub struct CompletionArgs {
     pub shell: Shell,
 }
 
-/// Prints the completion script for `args.shell` on stdout.
-pub fn completion(args: &CompletionArgs) -> Result<ExitCode> {
+/// Prints the completion script for `args.shell` and the command line
+/// `cli` on stdout.
+pub fn completion(args: &CompletionArgs, mut cli: clap::Command) -> Result<ExitCode> {
     let shell = match args.shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "stead", &mut script);
+    clap_complete::generate(shell, &mut cli, "stead", &mut script);
     write_all(&script)
 }
 
-/// Prints the man page (roff) on stdout.
-pub fn man() -> Result<ExitCode> {
+/// Prints the man page (roff) of the command line `cli` on stdout.
+pub fn man(cli: clap::Command) -> Result<ExitCode> {
     let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command())
+    clap_mangen::Man::new(cli)
         .render(&mut page)
         .context("cannot render the man page")?;
     write_all(&page)
