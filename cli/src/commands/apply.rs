@@ -141,7 +141,7 @@ fn ask_before_first_write(ctx: &Context, request: &Converge) -> Result<Option<Ve
         return Ok(Some(Vec::new()));
     }
     print_plan(&ctx.out, plan);
-    if !confirm()? {
+    if !confirm(plan)? {
         outln!("Apply cancelled; nothing was changed (no state was written).");
         return Ok(None);
     }
@@ -226,7 +226,7 @@ pub(crate) fn converge(
         }
         return Ok((ExitCode::SUCCESS, state));
     }
-    if !args.yes && !agreed && !confirm()? {
+    if !args.yes && !agreed && !confirm(plan)? {
         outln!("Apply cancelled; nothing was changed.");
         return Ok((ExitCode::SUCCESS, state));
     }
@@ -347,9 +347,13 @@ impl<'a> Progress<'a> {
                 indicatif::ProgressDrawTarget::stderr(),
             );
             if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "  [{bar:30}] {pos}/{len}  {elapsed} elapsed, {per_sec}, ETA {eta}  {wide_msg}",
+                "  [{bar:30}] {pos}/{len}  {elapsed} elapsed, {rate}, ETA {eta}  {wide_msg}",
             ) {
-                bar.set_style(style.progress_chars("=> "));
+                // indicatif's own {per_sec} shows four decimals.
+                let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", state.per_sec());
+                };
+                bar.set_style(style.with_key("rate", rate).progress_chars("=> "));
             }
             bar
         });
@@ -449,9 +453,19 @@ fn first_run_init(
 }
 
 /// Asks on stderr, or on the terminal itself when stderr is redirected (the
-/// question must be seen), and reads the answer from stdin.
-fn confirm() -> Result<bool> {
-    const QUESTION: &str = "Apply these changes? [y/N] ";
+/// question must be seen), and reads the answer from stdin. When stdout is
+/// not the terminal (`apply | tee log`) the plan may reach the screen after
+/// the question, so the question says what it is about.
+fn confirm(plan: &Plan) -> Result<bool> {
+    let question = if std::io::stdout().is_terminal() {
+        "Apply these changes? [y/N] ".to_string()
+    } else {
+        let n = plan.counts();
+        format!(
+            "\nApply these changes ({} to create, {} to update, {} to remove)? [y/N] ",
+            n.create, n.update, n.remove
+        )
+    };
     let tty = (!std::io::stderr().is_terminal())
         .then(|| {
             std::fs::OpenOptions::new()
@@ -462,10 +476,10 @@ fn confirm() -> Result<bool> {
         .flatten();
     match tty {
         Some(mut tty) => {
-            tty.write_all(QUESTION.as_bytes())?;
+            tty.write_all(question.as_bytes())?;
             tty.flush()?;
         }
-        None => crate::output::write_stderr(format_args!("{QUESTION}")),
+        None => crate::output::write_stderr(format_args!("{question}")),
     }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
