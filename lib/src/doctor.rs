@@ -454,6 +454,8 @@ fn check_permissions(state_dir: &Path) -> Check {
 
 /// Free space and inodes of the state dir's and the home's filesystems
 /// (once when they are the same).
+// statvfs's counts are u64 here but u32 on some targets: keep `u64::from`.
+#[allow(clippy::useless_conversion)]
 fn check_space(layout: &Layout) -> Vec<Check> {
     let mut seen = Vec::new();
     let mut checks = Vec::new();
