@@ -178,3 +178,82 @@ fn doctor_needs_no_state_and_writes_none() {
     assert!(out.contains("no state record yet"), "{out}");
     assert!(!repo.sb.state_dir().exists(), "doctor wrote a state dir");
 }
+
+/// Takes the state lock from this test process (a live holder).
+fn hold(repo: &Repo) -> stead_lib::lock::LockGuard {
+    use stead_lib::lock::{self, LockConfig, LockRequest};
+    let layout = repo.sb.layout();
+    let id = stead_lib::machine::load_or_create_id(&layout).expect("machine id");
+    lock::acquire(
+        &layout,
+        &LockConfig::default(),
+        &LockRequest::new("apply", &id),
+        &mut |_| {},
+    )
+    .expect("take the lock")
+}
+
+#[test]
+fn the_lock_holder_is_named_and_a_stale_lock_is_a_warning_left_in_place() {
+    let repo = applied_repo(None, false);
+    let guard = hold(&repo);
+    let (code, lock) = doctor_check(&repo, &[], "lock");
+    assert_eq!((code, lock["level"].as_str()), (0, Some("ok")), "{lock}");
+    let me = format!("PID {}", std::process::id());
+    assert!(
+        lock["message"].as_str().unwrap_or_default().contains(&me),
+        "{lock}"
+    );
+    // The holder dies: its file names a pid that has exited, no flock.
+    let mut info: stead_lib::lock::LockInfo =
+        serde_json::from_slice(&std::fs::read(repo.sb.lock_file()).expect("lock")).expect("info");
+    drop(guard);
+    let mut child = std::process::Command::new("true").spawn().expect("true");
+    info.machine.pid = child.id();
+    info.pid_start_time = None;
+    child.wait().expect("wait");
+    std::fs::write(
+        repo.sb.lock_file(),
+        serde_json::to_vec_pretty(&info).expect("json"),
+    )
+    .expect("plant");
+    let (code, lock) = doctor_check(&repo, &[], "lock");
+    assert_eq!((code, lock["level"].as_str()), (0, Some("warn")), "{lock}");
+    assert!(
+        lock["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no longer running"),
+        "{lock}"
+    );
+    assert!(repo.sb.lock_file().exists(), "the doctor removed the lock");
+}
+
+#[test]
+fn a_torn_journal_is_a_warning_that_says_what_the_next_apply_does() {
+    let repo = applied_repo(None, false);
+    let journal = repo.sb.state_dir().join("journal.jsonl");
+    let mut bytes = std::fs::read(&journal).expect("journal");
+    bytes.extend_from_slice(b"{\"run_id\": \"cut");
+    std::fs::write(&journal, &bytes).expect("tear");
+    let (code, check) = doctor_check(&repo, &[], "journal");
+    assert_eq!(
+        (code, check["level"].as_str()),
+        (0, Some("warn")),
+        "{check}"
+    );
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cut short"),
+        "{check}"
+    );
+    assert!(
+        check["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("next apply"),
+        "{check}"
+    );
+}
