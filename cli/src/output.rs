@@ -98,7 +98,9 @@ pub enum ColorWhen {
     /// On a terminal, unless `NO_COLOR` is set; `CLICOLOR_FORCE` forces it.
     #[default]
     Auto,
+    /// Also when the output is a pipe or a file, whatever the environment.
     Always,
+    /// Never, whatever the environment.
     Never,
 }
 
