@@ -45,6 +45,16 @@ pub enum Command {
     #[command(subcommand)]
     State(crate::commands::state::StateCommand),
 
+    /// Check the environment (git, config repo, state, lock, journal, remote,
+    /// merge driver, permissions, free space) and say how to fix what is wrong
+    Doctor(commands::doctor::DoctorArgs),
+
+    /// Print a shell completion script (bash, zsh, fish) on stdout
+    Completion(commands::completion::CompletionArgs),
+
+    /// Print the man page (roff) on stdout
+    Man,
+
     /// (internal) git's merge driver for .stead/state.json: BASE OURS THEIRS PATH
     #[command(name = "__merge-driver", hide = true)]
     MergeDriver(commands::merge_driver::MergeDriverArgs),

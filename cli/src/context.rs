@@ -68,9 +68,31 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
-    /// Never color the output (also: NO_COLOR=1)
-    #[arg(long, global = true)]
+    /// When to colour the output: auto (on a terminal; NO_COLOR=1 turns it
+    /// off, CLICOLOR_FORCE=1 on), always, never
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = crate::output::ColorWhen::Auto
+    )]
+    pub color: crate::output::ColorWhen,
+
+    /// Deprecated: the same as --color never
+    #[arg(long, global = true, hide = true)]
     pub no_color: bool,
+}
+
+impl GlobalArgs {
+    /// `--color`, with the deprecated `--no-color` meaning `never`.
+    pub fn color_when(&self) -> crate::output::ColorWhen {
+        if self.no_color {
+            crate::output::ColorWhen::Never
+        } else {
+            self.color
+        }
+    }
 }
 
 pub struct Context {
@@ -108,8 +130,8 @@ impl Context {
             json: global.json,
             verbose: global.verbose,
             network_timeout: std::time::Duration::from_secs(global.network_timeout),
-            out: Paint::for_stdout(global.no_color),
-            err: Paint::for_stderr(global.no_color),
+            out: Paint,
+            err: Paint,
         })
     }
 

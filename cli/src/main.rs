@@ -12,18 +12,17 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::output::{Paint, errln};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
+    output::set_color(cli.global.color_when());
     install_signal_handler();
     let json = cli.global.json;
-    let err_paint = Paint::for_stderr(cli.global.no_color);
+    let err_paint = Paint;
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -46,6 +45,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
     if let Command::Reaper = cli.command {
         // Started by `apply`, fed process groups on stdin until apply ends.
         stead_lib::run::reap(std::io::stdin().lock());
@@ -55,6 +55,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Run by git inside a merge: no state, no lock, no output but errors.
         return commands::merge_driver::run(args);
     }
+    // Generated from the flags alone: no home, state or config needed.
+    match &cli.command {
+        Command::Completion(args) => {
+            return commands::completion::completion(args, Cli::command());
+        }
+        Command::Man => return commands::completion::man(Cli::command()),
+        _ => {}
+    }
     let ctx = Context::new(&cli.global)?;
     ctx.warn_if_lock_disabled();
     match cli.command {
@@ -62,10 +70,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => commands::plan::run(&ctx, &args),
         Command::Apply(args) => commands::apply::run(&ctx, &args),
         Command::Graph(args) => commands::graph::run(&ctx, &args),
-        Command::Reaper | Command::MergeDriver(_) => Ok(ExitCode::SUCCESS),
+        Command::Reaper | Command::MergeDriver(_) | Command::Completion(_) | Command::Man => {
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Commit(args) => commands::commit::run(&ctx, &args),
         Command::Sync(args) => commands::sync::run(&ctx, &args),
         Command::State(cmd) => commands::state::run(&ctx, &cmd),
+        Command::Doctor(args) => commands::doctor::run(&ctx, &args),
     }
 }
 
@@ -101,10 +112,42 @@ fn manifest_error(error: &anyhow::Error) -> Option<&stead_lib::manifest::Manifes
     })
 }
 
-/// Whether a manifest error is rendered in colour (stderr is a terminal).
+/// Whether a manifest error is rendered in colour: stderr's one decision.
 fn miette_colors() -> bool {
+    output::colors(true)
+}
+
+/// The command line, with clap's own help and usage errors coloured by the
+/// same `--color` (read ahead, since clap prints before the parse ends).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
     use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut when = None;
+    for (i, arg) in args.iter().enumerate() {
+        let arg = arg.to_string_lossy();
+        let value = match arg.strip_prefix("--color") {
+            Some("") => args.get(i + 1).map(|v| v.to_string_lossy().into_owned()),
+            Some(rest) => rest.strip_prefix('=').map(str::to_string),
+            None if arg == "--no-color" => Some("never".to_string()),
+            None => None,
+        };
+        when = value.or(when);
+    }
+    let when = match when.as_deref() {
+        Some("always") => output::ColorWhen::Always,
+        Some("never") => output::ColorWhen::Never,
+        _ => output::ColorWhen::Auto,
+    };
+    let color = if output::decide(when, std::io::stderr().is_terminal(), |n| {
+        std::env::var_os(n)
+    }) {
+        clap::ColorChoice::Always
+    } else {
+        clap::ColorChoice::Never
+    };
+    let matches = Cli::command().color(color).get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Every problem with its source line and a caret (miette), then the

@@ -1,5 +1,6 @@
-//! Terminal output: colors (off when not a tty, with --no-color or NO_COLOR),
-//! JSON printing, and stdout writes that survive a closed pipe.
+//! Terminal output: the one colour decision (`--color`, `NO_COLOR`,
+//! `CLICOLOR_FORCE`, off when not a terminal) applied to every write, JSON
+//! printing, and stdout writes that survive a closed pipe.
 
 /// `println!` for stdout that does not panic when the reader went away
 /// (`stead graph | head`): the command still finishes its work and releases
@@ -26,16 +27,16 @@ pub(crate) use {errln, out, outln};
 
 /// Writes to stderr; any error is ignored (there is nowhere left to say it).
 pub fn write_stderr(args: std::fmt::Arguments) {
-    use std::io::Write;
     let text = args.to_string();
-    let _ = std::io::stderr().lock().write_all(clean(&text).as_bytes());
+    write_stderr_raw(&clean(&text));
 }
 
 /// [`write_stderr`] without [`clean`]: for text whose escape sequences are
 /// meant (a coloured miette report of the user's own manifest).
 pub fn write_stderr_raw(text: &str) {
     use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    let mut stream = anstream::AutoStream::new(std::io::stderr().lock(), choice(true));
+    let _ = stream.write_all(text.as_bytes());
 }
 
 /// Writes to stdout; a closed pipe is ignored, other errors are reported once
@@ -45,7 +46,8 @@ pub fn write_stdout(args: std::fmt::Arguments) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static REPORTED: AtomicBool = AtomicBool::new(false);
     let text = args.to_string();
-    if let Err(e) = std::io::stdout().lock().write_all(clean(&text).as_bytes())
+    let mut stream = anstream::AutoStream::new(std::io::stdout().lock(), choice(false));
+    if let Err(e) = stream.write_all(clean(&text).as_bytes())
         && e.kind() != std::io::ErrorKind::BrokenPipe
         && !REPORTED.swap(true, Ordering::Relaxed)
     {
@@ -53,9 +55,9 @@ pub fn write_stdout(args: std::fmt::Arguments) {
     }
 }
 
-/// The escape sequences stead itself prints ([`Paint`]); every other
-/// control character is escaped by [`clean`].
-const OWN_SEQUENCES: [&str; 5] = ["\x1b[0m", "\x1b[1m", "\x1b[1;31m", "\x1b[32m", "\x1b[33m"];
+/// The escape sequences stead itself prints ([`Paint`]'s anstyle styles);
+/// every other control character is escaped by [`clean`].
+const OWN_SEQUENCES: [&str; 5] = ["\x1b[0m", "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m"];
 
 /// Text made safe for a terminal: control characters (ESC, CR, BEL, ...)
 /// and the bidi overrides that reorder what a terminal shows are written as
@@ -90,53 +92,98 @@ pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-use std::io::IsTerminal;
-
-/// Styles text for stdout or stderr.
-#[derive(Debug, Clone, Copy)]
-pub struct Paint {
-    enabled: bool,
+/// When to colour: `--color auto|always|never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless `NO_COLOR` is set; `CLICOLOR_FORCE` forces it.
+    #[default]
+    Auto,
+    /// Also when the output is a pipe or a file, whatever the environment.
+    Always,
+    /// Never, whatever the environment.
+    Never,
 }
 
+/// The `--color` of this run, set once by `main` before anything prints.
+static COLOR_WHEN: std::sync::OnceLock<ColorWhen> = std::sync::OnceLock::new();
+
+/// Records this run's `--color` (`--no-color`, deprecated, means `never`).
+pub fn set_color(when: ColorWhen) {
+    let _ = COLOR_WHEN.set(when);
+}
+
+/// The one colour decision, for a stream that is (or is not) a terminal:
+/// `always`/`never` are final; `auto` is off when `NO_COLOR` is non-empty,
+/// on when `CLICOLOR_FORCE` is non-empty and not `0`, else on only on a
+/// terminal that is not `TERM=dumb`. `var` reads the environment.
+pub fn decide(
+    when: ColorWhen,
+    is_terminal: bool,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> bool {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty());
+    match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto if set("NO_COLOR").is_some() => false,
+        ColorWhen::Auto if set("CLICOLOR_FORCE").is_some_and(|v| v != "0") => true,
+        ColorWhen::Auto => is_terminal && var("TERM").is_none_or(|t| t != "dumb"),
+    }
+}
+
+/// Whether colour reaches stdout (`false`) or stderr (`true`); decided once.
+pub fn colors(stderr: bool) -> bool {
+    use std::io::IsTerminal;
+    static OUT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static ERR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let when = COLOR_WHEN.get().copied().unwrap_or_default();
+    let env = |name: &str| std::env::var_os(name);
+    if stderr {
+        *ERR.get_or_init(|| decide(when, std::io::stderr().is_terminal(), env))
+    } else {
+        *OUT.get_or_init(|| decide(when, std::io::stdout().is_terminal(), env))
+    }
+}
+
+/// The decision as anstream's choice for a stream.
+fn choice(stderr: bool) -> anstream::ColorChoice {
+    if colors(stderr) {
+        anstream::ColorChoice::AlwaysAnsi
+    } else {
+        anstream::ColorChoice::Never
+    }
+}
+
+const RED: anstyle::Style = anstyle::AnsiColor::Red.on_default().bold();
+const GREEN: anstyle::Style = anstyle::AnsiColor::Green.on_default();
+const YELLOW: anstyle::Style = anstyle::AnsiColor::Yellow.on_default();
+const BOLD: anstyle::Style = anstyle::Style::new().bold();
+
+/// Styles text (anstyle). Every styled string is written through
+/// [`write_stdout`]/[`write_stderr`], whose stream drops the styles when the
+/// colour decision ([`colors`]) is off: the decision is made in one place.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Paint;
+
 impl Paint {
-    /// Colors for a stream when it is a terminal and nothing forbids them.
-    pub fn new(no_color_flag: bool, is_terminal: bool) -> Self {
-        let env_forbids = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Paint {
-            enabled: is_terminal && !no_color_flag && !env_forbids,
-        }
-    }
-
-    pub fn for_stdout(no_color_flag: bool) -> Self {
-        Self::new(no_color_flag, std::io::stdout().is_terminal())
-    }
-
-    pub fn for_stderr(no_color_flag: bool) -> Self {
-        Self::new(no_color_flag, std::io::stderr().is_terminal())
-    }
-
-    fn wrap(&self, code: &str, text: &str) -> String {
-        if self.enabled {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
+    fn wrap(style: anstyle::Style, text: &str) -> String {
+        format!("{}{text}{}", style.render(), style.render_reset())
     }
 
     pub fn bold(&self, text: &str) -> String {
-        self.wrap("1", text)
+        Self::wrap(BOLD, text)
     }
 
     pub fn red(&self, text: &str) -> String {
-        self.wrap("1;31", text)
+        Self::wrap(RED, text)
     }
 
     pub fn green(&self, text: &str) -> String {
-        self.wrap("32", text)
+        Self::wrap(GREEN, text)
     }
 
     pub fn yellow(&self, text: &str) -> String {
-        self.wrap("33", text)
+        Self::wrap(YELLOW, text)
     }
 }
 
@@ -161,5 +208,40 @@ mod tests {
             "\\u{1b}[8mhidden\u{1b}[32m+"
         );
         assert!(matches!(clean("plain é"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn own_styles_survive_clean() {
+        let p = Paint;
+        for styled in [p.red("x"), p.green("x"), p.yellow("x"), p.bold("x")] {
+            assert_eq!(clean(&styled), styled);
+        }
+    }
+
+    #[test]
+    fn the_colour_decision() {
+        use ColorWhen::*;
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert!(decide(Auto, true, env(&[("TERM", "xterm")])));
+        assert!(!decide(Auto, false, env(&[])));
+        assert!(!decide(Auto, true, env(&[("TERM", "dumb")])));
+        assert!(!decide(Auto, true, env(&[("NO_COLOR", "1")])));
+        assert!(decide(Auto, true, env(&[("NO_COLOR", "")])));
+        assert!(decide(Auto, false, env(&[("CLICOLOR_FORCE", "1")])));
+        assert!(!decide(Auto, false, env(&[("CLICOLOR_FORCE", "0")])));
+        assert!(!decide(
+            Auto,
+            false,
+            env(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")])
+        ));
+        assert!(decide(Always, false, env(&[("NO_COLOR", "1")])));
+        assert!(!decide(Never, true, env(&[("CLICOLOR_FORCE", "1")])));
     }
 }

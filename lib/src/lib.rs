@@ -28,11 +28,14 @@
 //! - [`sync`]: many machines: the shared record in the config repo, its
 //!   3-way merge and conflicts, the backend traits (git, memory), the sync
 //!   session and the hybrid lock.
+//! - [`doctor`]: checks of the environment (git, repo, state, lock, journal,
+//!   remote, merge driver, permissions, space), each ok/warn/fail with a fix.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backup;
 pub mod converge;
+pub mod doctor;
 pub mod engine;
 pub mod fsutil;
 pub mod graph;

@@ -4,7 +4,7 @@
 //! showing). On a machine where `init` never ran it initializes first.
 
 use crate::output::errln;
-use crate::output::{out, outln};
+use crate::output::outln;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -17,6 +17,7 @@ use stead_lib::converge::{
 use stead_lib::engine::{Event, Status};
 use stead_lib::machine::MachineInfo;
 use stead_lib::manifest::Kind;
+use stead_lib::outcome::Skip;
 use stead_lib::plan::Plan;
 use stead_lib::resource::{Action, Change};
 use stead_lib::run::RunControl;
@@ -66,6 +67,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         jobs: args.jobs.unwrap_or(DEFAULT_JOBS).max(1),
         rerun: &args.rerun,
         yes: args.yes,
+        agreed: None,
     };
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
@@ -88,8 +90,9 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
 
     // Nobody can answer the question off a terminal (or under --json): a
     // script must say --yes, so an unattended run never changes a machine by
-    // accident. Checked before anything is locked or initialized.
-    let can_ask = !ctx.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    // accident. Checked before anything is locked or initialized. Only stdin
+    // must be a terminal: `stead apply | tee log` still asks (on stderr).
+    let can_ask = !ctx.json && std::io::stdin().is_terminal();
     if !args.yes && !can_ask {
         anyhow::bail!(
             "apply needs confirmation, and there is no terminal to ask on{}.\n\
@@ -97,6 +100,19 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             if ctx.json { " (--json)" } else { "" }
         );
     }
+
+    // A first run asks before it writes anything: no state dir, no machine
+    // id, no lock file until the user says yes.
+    let mut request = request;
+    let agreed = if !args.yes && ctx.store.load()?.is_none() {
+        match ask_before_first_write(ctx, &request)? {
+            Some(changes) => Some(changes),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        None
+    };
+    request.agreed = agreed.as_deref();
 
     let guard = ctx.lock("apply", None)?;
     let state = match ctx.load_state_locked(&guard)? {
@@ -107,6 +123,29 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     let (code, _) = converge(ctx, &guard, state, &request)?;
     guard.release()?;
     Ok(code)
+}
+
+/// On a machine with no state yet: plans read-only, shows the plan and asks.
+/// `None`: the user said no (nothing was written); else the changes agreed
+/// to (empty when there is nothing to ask about).
+fn ask_before_first_write(ctx: &Context, request: &Converge) -> Result<Option<Vec<Change>>> {
+    let state = ctx.current_state()?;
+    let prepared = converge::prepare_read_only(
+        &ctx.layout,
+        &state,
+        &prepare_options(ctx, request),
+        &converge::Silent,
+    )?;
+    let plan = &prepared.plan;
+    if plan.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    print_plan(&ctx.out, plan);
+    if !confirm(plan)? {
+        outln!("Apply cancelled; nothing was changed (no state was written).");
+        return Ok(None);
+    }
+    Ok(Some(plan.changes.clone()))
 }
 
 /// What one converge run is asked to do.
@@ -123,6 +162,9 @@ pub(crate) struct Converge<'a> {
     pub rerun: &'a [String],
     /// Do not ask.
     pub yes: bool,
+    /// Changes the user already saw and agreed to (a first run asks before
+    /// it writes): the same plan is neither shown nor asked about again.
+    pub agreed: Option<&'a [Change]>,
 }
 
 /// The library's prepare options for a saved plan or the config repo.
@@ -164,7 +206,10 @@ pub(crate) fn converge(
         &RecoveryReporter { ctx },
     );
     let plan = &prepared.plan;
-    if !ctx.json {
+    let agreed = args
+        .agreed
+        .is_some_and(|changes| *changes == plan.changes[..]);
+    if !ctx.json && !agreed {
         print_plan(&ctx.out, plan);
     }
     let target = Target {
@@ -181,7 +226,7 @@ pub(crate) fn converge(
         }
         return Ok((ExitCode::SUCCESS, state));
     }
-    if !args.yes && !confirm()? {
+    if !args.yes && !agreed && !confirm(plan)? {
         outln!("Apply cancelled; nothing was changed.");
         return Ok((ExitCode::SUCCESS, state));
     }
@@ -233,14 +278,15 @@ fn execute(
             }
         }
     }
-    let code = summarize(ctx, plan, &outcome.statuses, state.lineage.serial)?;
-    if control.stop_requested() {
-        if !ctx.json {
-            outln!(
-                "\nInterrupted: {} change(s) did not start; what ran is recorded. Run 'stead apply' to finish.",
-                outcome.interrupted()
-            );
-        }
+    let interrupted = control.stop_requested();
+    let code = summarize(
+        ctx,
+        plan,
+        &outcome.statuses,
+        state.lineage.serial,
+        interrupted,
+    )?;
+    if interrupted {
         return Ok((crate::exit::Exit::Interrupted.into(), state));
     }
     Ok((code, state))
@@ -269,11 +315,20 @@ impl Reporter for RecoveryReporter<'_> {
     }
 }
 
-/// A progress bar on a terminal; plain lines otherwise; JSON events with
-/// --json. Receives the library's events from several threads.
+/// At most this many changes get a line each without `-v`; above it the
+/// bar (or, off a terminal, the summary) tells the progress, and only what
+/// matters (failures, skips, backups) gets a line.
+const EACH_LINE_UP_TO: u64 = 20;
+
+/// A progress bar on stderr when stderr is a terminal (elapsed, rate, ETA);
+/// the lines that matter on stdout in every case, so nothing is lost when
+/// stderr is redirected; JSON events with --json. Receives the library's
+/// events from several threads.
 struct Progress<'a> {
     ctx: &'a Context,
     bar: Option<indicatif::ProgressBar>,
+    /// One line per finished change, not only the ones that matter.
+    each: bool,
     /// The change by id for the status lines (first match, as `Plan::change`).
     changes: std::collections::HashMap<&'a str, &'a Change>,
     printer: Mutex<()>,
@@ -286,12 +341,19 @@ impl<'a> Progress<'a> {
             .iter()
             .filter(|c| c.action != Action::Unchanged)
             .count() as u64;
-        let bar = (!ctx.json && std::io::stdout().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(to_do);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("  [{bar:30}] {pos}/{len} {msg}")
-            {
-                bar.set_style(style.progress_chars("=> "));
+        let bar = (!ctx.json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(to_do),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "  [{bar:30}] {pos}/{len}  {elapsed} elapsed, {rate}, ETA {eta}  {wide_msg}",
+            ) {
+                // indicatif's own {per_sec} shows four decimals.
+                let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", state.per_sec());
+                };
+                bar.set_style(style.with_key("rate", rate).progress_chars("=> "));
             }
             bar
         });
@@ -302,15 +364,16 @@ impl<'a> Progress<'a> {
         Progress {
             ctx,
             bar,
+            each: ctx.verbose || to_do <= EACH_LINE_UP_TO,
             changes,
             printer: Mutex::new(()),
         }
     }
 
+    /// A line on stdout; the bar steps aside while it is written.
     fn say(&self, line: String) {
         match &self.bar {
-            // The bar prints on its own: escape what `outln!` would.
-            Some(b) => b.println(crate::output::clean(&line)),
+            Some(b) => b.suspend(|| outln!("{line}")),
             None => outln!("{line}"),
         }
     }
@@ -343,7 +406,19 @@ impl Reporter for Progress<'_> {
                     print_json_line(&status_json(id, status));
                     return;
                 }
-                if let Some(line) = status_line(ctx, self.changes.get(id).copied(), id, status) {
+                // A change a Ctrl-C kept from starting: counted in the one
+                // summary line, never a line each.
+                let matters = match status {
+                    Status::Done(applied) => applied.backup.is_some(),
+                    Status::Skipped(Skip::Interrupted) => false,
+                    Status::Failed(_) | Status::Skipped(_) => true,
+                    Status::Unchanged => false,
+                };
+                let interrupted = matches!(status, Status::Skipped(Skip::Interrupted));
+                if (self.each || matters)
+                    && !interrupted
+                    && let Some(line) = status_line(ctx, self.changes.get(id).copied(), id, status)
+                {
                     self.say(line);
                 }
                 if let Some(b) = &self.bar
@@ -377,9 +452,35 @@ fn first_run_init(
     Ok(state)
 }
 
-fn confirm() -> Result<bool> {
-    out!("Apply these changes? [y/N] ");
-    std::io::stdout().flush()?;
+/// Asks on stderr, or on the terminal itself when stderr is redirected (the
+/// question must be seen), and reads the answer from stdin. When stdout is
+/// not the terminal (`apply | tee log`) the plan may reach the screen after
+/// the question, so the question says what it is about.
+fn confirm(plan: &Plan) -> Result<bool> {
+    let question = if std::io::stdout().is_terminal() {
+        "Apply these changes? [y/N] ".to_string()
+    } else {
+        let n = plan.counts();
+        format!(
+            "\nApply these changes ({} to create, {} to update, {} to remove)? [y/N] ",
+            n.create, n.update, n.remove
+        )
+    };
+    let tty = (!std::io::stderr().is_terminal())
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/tty")
+                .ok()
+        })
+        .flatten();
+    match tty {
+        Some(mut tty) => {
+            tty.write_all(question.as_bytes())?;
+            tty.flush()?;
+        }
+        None => crate::output::write_stderr(format_args!("{question}")),
+    }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
@@ -450,10 +551,19 @@ fn status_line(
     }
 }
 
-fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Result<ExitCode> {
+/// The closing lines. After a Ctrl-C (`interrupted`), one line says how many
+/// changes finished and how many never started (then the failures, if any).
+fn summarize(
+    ctx: &Context,
+    plan: &Plan,
+    statuses: &[Status],
+    serial: u64,
+    interrupted: bool,
+) -> Result<ExitCode> {
     let mut created = 0;
     let mut updated = 0;
     let mut removed = 0;
+    let mut not_started = 0;
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
     for (c, s) in plan.changes.iter().zip(statuses) {
@@ -464,9 +574,22 @@ fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Re
                 _ => updated += 1,
             },
             Status::Failed(e) => failed.push((c.id.as_str(), e.as_str())),
+            Status::Skipped(Skip::Interrupted) => not_started += 1,
             Status::Skipped(why) => skipped.push((c.id.as_str(), why.to_string())),
             Status::Unchanged => {}
         }
+    }
+    if interrupted && !ctx.json {
+        let finished = created + updated + removed + failed.len();
+        outln!(
+            "\n{} Interrupted: {finished} finished ({created} created, {updated} updated, {removed} removed, {} failed), \
+             {} not started (state serial {serial}). What ran is recorded; run 'stead apply' to finish.",
+            ctx.out.yellow("⊘"),
+            failed.len(),
+            not_started + skipped.len(),
+        );
+        print_failures(ctx, &failed);
+        return Ok(ExitCode::FAILURE);
     }
     if ctx.json {
         print_json_line(&json!({
@@ -485,12 +608,7 @@ fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Re
             failed.len(),
             skipped.len()
         );
-        for (id, e) in &failed {
-            outln!("\n{} {id}:", ctx.out.red("Failed"));
-            for line in e.lines() {
-                outln!("  {line}");
-            }
-        }
+        print_failures(ctx, &failed);
         if !skipped.is_empty() {
             outln!("\nNot run:");
             for (id, why) in &skipped {
@@ -505,6 +623,16 @@ fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Re
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Each failed change and its whole error.
+fn print_failures(ctx: &Context, failed: &[(&str, &str)]) {
+    for (id, e) in failed {
+        outln!("\n{} {id}:", ctx.out.red("Failed"));
+        for line in e.lines() {
+            outln!("  {line}");
+        }
+    }
 }
 
 /// Says so when the journal holds a run that never ended. Its convergent

@@ -2,6 +2,8 @@
 
 pub mod apply;
 pub mod commit;
+pub mod completion;
+pub mod doctor;
 pub mod drift;
 pub mod graph;
 pub mod init;

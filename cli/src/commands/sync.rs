@@ -176,6 +176,7 @@ fn apply_merged(
             jobs: args.jobs.unwrap_or(DEFAULT_JOBS).max(1),
             rerun: &[],
             yes: true,
+            agreed: None,
         },
     ) {
         Ok((code, _)) => (code, None),

@@ -750,6 +750,19 @@ impl Git {
         }))
     }
 
+    /// Whether `remote` answers: `git ls-remote --heads` under the network
+    /// timeout (an unreachable remote, or one that never answers, is
+    /// [`GitError::Unreachable`]). Changes nothing.
+    pub fn check_reachable(&self, remote: &str) -> Result<(), GitError> {
+        let args = ["ls-remote", "--heads", "--", remote];
+        let out = self.net_output(&args, remote)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(self.remote_failure(&args, remote, &out))
+        }
+    }
+
     /// The commit `rev` names; None when it names none.
     fn resolve_commit(&self, rev: &str) -> Result<Option<String>, GitError> {
         let spec = format!("{rev}^{{commit}}");

@@ -62,7 +62,8 @@ impl Default for Options {
 }
 
 impl Options {
-    fn apply(&self, git: git::Git) -> git::Git {
+    /// `git` with this network timeout and trace.
+    pub fn apply(&self, git: git::Git) -> git::Git {
         let git = git.with_network_timeout(self.network_timeout);
         match &self.trace {
             Some(t) => git.with_trace(t.clone()),
