@@ -353,7 +353,9 @@ fn check_remote(git: &Git) -> Check {
             "remote",
             format!("'{}' ({url}) is reachable", upstream.remote),
         ),
-        Err(e) => Check::fail(
+        // Offline is a state stead works in (apply runs, hybrid falls back
+        // to the local lock), not a broken install: a warning.
+        Err(e) => Check::warn(
             "remote",
             format!("{e} ({url})"),
             format!(
