@@ -23,12 +23,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     install_signal_handler();
     let json = cli.global.json;
+    // `apply --json` is an NDJSON stream: its error is one more event.
+    let ndjson = json && matches!(cli.command, Command::Apply(_));
     let err_paint = Paint::for_stderr(cli.global.no_color);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             let code = Exit::for_error(&error).code();
-            if json {
+            if ndjson {
+                output::print_json_line(&serde_json::json!({
+                    "event": "error", "message": format!("{error:#}"), "exit_code": code
+                }));
+            } else if json {
                 output::print_json(&serde_json::json!({
                     "error": { "message": format!("{error:#}"), "exit_code": code }
                 }));

@@ -24,7 +24,7 @@ use stead_lib::state::State;
 
 use super::plan::{note_torn_tail, plan_json, print_plan};
 use crate::context::Context;
-use crate::output::print_json;
+use crate::output::print_json_line;
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -78,7 +78,9 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         )?;
         note_torn_tail(ctx, &prepared);
         if ctx.json {
-            print_json(&plan_json(&prepared.plan));
+            // The same stream as a real apply: the plan, then a summary.
+            print_json_line(&plan_event(&prepared.plan));
+            print_json_line(&summary_json([0; 5], state.lineage.serial, true));
         } else {
             print_plan(&ctx.out, &prepared.plan);
             outln!("\nDry run: nothing was changed.");
@@ -164,7 +166,9 @@ pub(crate) fn converge(
         &RecoveryReporter { ctx },
     );
     let plan = &prepared.plan;
-    if !ctx.json {
+    if ctx.json {
+        print_json_line(&plan_event(plan));
+    } else {
         print_plan(&ctx.out, plan);
     }
     let target = Target {
@@ -175,9 +179,7 @@ pub(crate) fn converge(
     if plan.is_empty() {
         let state = converge::record_unchanged(target, state, &prepared)?;
         if ctx.json {
-            print_json(
-                &json!({"event": "summary", "counts": plan.counts(), "applied": 0, "failed": 0, "skipped": 0, "serial": state.lineage.serial}),
-            );
+            print_json_line(&summary_json([0; 5], state.lineage.serial, false));
         }
         return Ok((ExitCode::SUCCESS, state));
     }
@@ -385,8 +387,23 @@ fn confirm() -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-fn print_json_line(value: &serde_json::Value) {
-    outln!("{value}");
+/// The `plan` event of `apply --json`: the plan document's fields.
+fn plan_event(plan: &Plan) -> serde_json::Value {
+    let mut event = json!({"event": "plan"});
+    if let (Some(e), serde_json::Value::Object(fields)) = (event.as_object_mut(), plan_json(plan)) {
+        e.extend(fields);
+    }
+    event
+}
+
+/// The last event of `apply --json`: `[created, updated, removed, failed,
+/// skipped]` counts, the state serial, and whether it was a dry run.
+fn summary_json(counts: [usize; 5], serial: u64, dry_run: bool) -> serde_json::Value {
+    let [created, updated, removed, failed, skipped] = counts;
+    json!({
+        "event": "summary", "created": created, "updated": updated, "removed": removed,
+        "failed": failed, "skipped": skipped, "serial": serial, "dry_run": dry_run,
+    })
 }
 
 fn status_json(id: &str, status: &Status) -> serde_json::Value {
@@ -462,10 +479,8 @@ fn summarize(ctx: &Context, plan: &Plan, statuses: &[Status], serial: u64) -> Re
         }
     }
     if ctx.json {
-        print_json_line(&json!({
-            "event": "summary", "created": created, "updated": updated, "removed": removed,
-            "failed": failed.len(), "skipped": skipped.len(), "serial": serial,
-        }));
+        let counts = [created, updated, removed, failed.len(), skipped.len()];
+        print_json_line(&summary_json(counts, serial, false));
     } else if failed.is_empty() && skipped.is_empty() {
         outln!(
             "\n{} Apply complete: {created} created, {updated} updated, {removed} removed (state serial {serial}).",

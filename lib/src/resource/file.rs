@@ -35,6 +35,7 @@ impl KindSchema for File {
             Key::optional("template", KeyType::Str),
             Key::optional("mode", KeyType::Str),
             Key::optional("ensure", KeyType::Str),
+            Key::optional("sensitive", KeyType::Bool),
         ];
         KEYS
     }
@@ -48,11 +49,13 @@ impl KindSchema for File {
         let absent = input.ensure_absent();
         let content = content(input, absent);
         let mode = input.mode("mode");
+        let sensitive = input.flag("sensitive");
         path.map(|path| {
             Spec::File(FileSpec {
                 path,
                 content,
                 mode,
+                sensitive,
             })
         })
     }

@@ -124,7 +124,15 @@ pub struct Change {
     /// Ids refreshed when this change does something.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// Its content is never shown or saved (`sensitive = true`): its diff
+    /// says so instead, and [`Plan::redacted`](crate::plan::Plan::redacted)
+    /// drops the content it would write.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
+
+/// What a sensitive file's diff and content say instead of its content.
+pub const SENSITIVE_HIDDEN: &str = "(sensitive content hidden)";
 
 /// The concrete operation apply performs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,17 +260,24 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         Some(conflict) => conflict,
         None => registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?,
     };
+    let sensitive = resource.spec.is_sensitive();
+    // Decided here, for every kind, so no diff of a sensitive file escapes.
+    let diff = match planned.diff {
+        Some(_) if sensitive => Some(format!("{SENSITIVE_HIDDEN}\n")),
+        diff => diff,
+    };
     Ok(Change {
         id: resource.id.clone(),
         kind: resource.kind(),
         action: planned.action,
         keys,
         reason: planned.reason,
-        diff: planned.diff,
+        diff,
         checksum: planned.checksum,
         op: planned.op,
         retry: resource.retry,
         notify: resource.notify.clone(),
+        sensitive,
     })
 }
 
@@ -323,6 +338,7 @@ pub fn plan_removal(
         op: planned.op,
         retry: Default::default(),
         notify: Vec::new(),
+        sensitive: false,
     })
 }
 
