@@ -93,7 +93,10 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
     {
         for change in changes {
             let sensitive = change["sensitive"].as_bool().unwrap_or(false);
-            if let Some(op) = change.get_mut("op").and_then(serde_json::Value::as_object_mut) {
+            if let Some(op) = change
+                .get_mut("op")
+                .and_then(serde_json::Value::as_object_mut)
+            {
                 octal_mode(op);
                 if sensitive && op.contains_key("content") {
                     op.insert("content".into(), SENSITIVE_HIDDEN.into());
