@@ -137,6 +137,7 @@ impl RunJournal {
             idemp_key: None,
             at: chrono::Utc::now(),
             detail: None,
+            output: Vec::new(),
         }
     }
 
@@ -555,10 +556,13 @@ fn outcome_record(
             });
             end.idemp_key = key;
         }
-        Status::Done(applied) => match &applied.not_run {
-            Some(why) => end.detail = Some(format!("not run: {why}")),
-            None => end.idemp_key = key,
-        },
+        Status::Done(applied) => {
+            match &applied.not_run {
+                Some(why) => end.detail = Some(format!("not run: {why}")),
+                None => end.idemp_key = key,
+            }
+            end.output = applied.captured.clone().unwrap_or_default();
+        }
         _ => {}
     }
     end

@@ -419,8 +419,11 @@ pub struct Applied {
     pub checksum: Option<String>,
     /// Where a backup was made.
     pub backup: Option<PathBuf>,
-    /// Output of a command (for the summary).
+    /// Output of a command (for the summary), as text (lossy).
     pub output: Option<String>,
+    /// A command's output as the exact bytes it wrote (capped), for the
+    /// journal.
+    pub captured: Option<Vec<u8>>,
     /// An exec whose guard, checked again right before running, said not
     /// to run it: why (it did nothing).
     pub not_run: Option<String>,
@@ -465,7 +468,7 @@ pub(crate) fn mode_of(meta: &std::fs::Metadata) -> u32 {
 
 /// Bytes in JSON as a string when they are UTF-8, else as `{"hex": "..."}`,
 /// so saved plans stay readable.
-mod bytes_text {
+pub(crate) mod bytes_text {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Serialize, Deserialize)]
