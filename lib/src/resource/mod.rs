@@ -11,6 +11,7 @@ pub mod line;
 pub mod noop;
 pub mod registry;
 pub mod symlink;
+pub mod template;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -64,17 +65,27 @@ pub struct Facts {
     pub user: String,
     /// The target home.
     pub home: String,
+    /// The distribution's `ID` in os-release (`debian`); empty if unknown.
+    pub distro: String,
+    /// Its `VERSION_ID` (`13`); empty if unknown.
+    pub distro_version: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
 }
 
 impl Facts {
     /// Facts of this machine with `home` as the target home.
     pub fn current(home: &Path) -> Facts {
+        let os_release = crate::machine::OsRelease::read();
         Facts {
             hostname: crate::machine::hostname(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             user: crate::machine::current_user(),
             home: home.display().to_string(),
+            distro: os_release.id,
+            distro_version: os_release.version_id,
+            kernel: crate::machine::kernel_release(),
         }
     }
 }
