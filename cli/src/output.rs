@@ -140,6 +140,12 @@ impl Paint {
     }
 }
 
+/// A time as every human line shows it: UTC, labelled (`2026-12-03
+/// 07:41:21 UTC`). JSON carries RFC 3339 with `Z` (chrono's serde).
+pub fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 /// The version of every JSON document and event stead prints
 /// (`docs/json.md`); raised only when a shape changes incompatibly.
 pub const JSON_SCHEMA: u64 = 1;

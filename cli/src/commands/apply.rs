@@ -532,9 +532,7 @@ fn report_interrupted_run(ctx: &Context, run: &InterruptedRun) {
     } else {
         let line = format!(
             "Recovering from interrupted run {run_id} (started {}, {in_flight} operations in flight)",
-            started
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
+            crate::output::utc(*started)
         );
         outln!("{}", ctx.out.yellow(&line));
     }
