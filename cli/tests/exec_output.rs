@@ -29,4 +29,15 @@ fn a_failing_exec_shows_non_utf8_output_lossily_in_order() {
     let (code, out, _) = r.run(&["apply", "--yes"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("one\n  x\u{fffd}y\n  three"), "{out}");
+    // The journal keeps the failure's output as written.
+    let journal = std::fs::read_to_string(r.sb.state_dir().join("journal.jsonl")).unwrap();
+    let failed: serde_json::Value = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["resource"] == "exec.f" && v["state"] == "failed")
+        .unwrap_or_else(|| panic!("no failed record:\n{journal}"));
+    assert_eq!(
+        failed["output"]["hex"], "6f6e650a78ff790a74687265650a",
+        "{failed}"
+    );
 }

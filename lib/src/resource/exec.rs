@@ -258,7 +258,10 @@ pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceErro
             msg.push_str("\n--- output ---\n");
             msg.push_str(out);
         }
-        Err(ResourceError::Exec(msg))
+        Err(ResourceError::CommandFailed {
+            message: msg,
+            output: outcome.output,
+        })
     }
 }
 

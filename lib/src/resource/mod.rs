@@ -249,6 +249,15 @@ pub enum ResourceError {
     /// A command failed.
     #[error("{0}")]
     Exec(String),
+    /// A command ran and failed: the message (with its output, lossy), and
+    /// its output as the exact bytes it wrote (capped), for the journal.
+    #[error("{message}")]
+    CommandFailed {
+        /// What failed, and the output as text.
+        message: String,
+        /// The output as written.
+        output: Vec<u8>,
+    },
     /// A bug in stead, reported instead of silently dropped.
     #[error("internal error: {0}")]
     Internal(String),
