@@ -232,3 +232,24 @@ fn saved_plan_holds_no_sensitive_content_and_is_refused_when_the_source_changed(
     assert!(err.contains("sensitive file file.secret"), "{err}");
     assert_eq!(fs::read_to_string(r.path(".secret")).unwrap(), "by hand\n");
 }
+
+#[test]
+fn document_shapes_snapshots() {
+    let r = Repo::new(MANIFEST);
+    // One job: the stream's order is fixed.
+    let (code, out) = run_json(&r, &["apply", "--yes", "--jobs", "1"]);
+    assert_eq!(code, 0, "{out}");
+    snapshot(&r, "apply_json_stream", &out);
+    fs::write(r.path(".plain"), "edited\n").unwrap();
+    for (name, args) in [
+        ("state_journal_json", &["state", "journal"][..]),
+        ("check_drift_json", &["state", "check-drift"]),
+        ("graph_json", &["graph"]),
+        ("state_version_json", &["state", "version"]),
+    ] {
+        let (_, out) = run_json(&r, args);
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{name}: {e}: {out}"));
+        assert_eq!(v["schema"], 1, "{name}");
+        snapshot(&r, name, &out);
+    }
+}
