@@ -23,8 +23,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     install_signal_handler();
     let json = cli.global.json;
-    // `apply --json` is an NDJSON stream: its error is one more event.
-    let ndjson = json && matches!(cli.command, Command::Apply(_));
+    // `apply --json` and `sync --json` are NDJSON streams: an error is one
+    // more event.
+    let ndjson = json && matches!(cli.command, Command::Apply(_) | Command::Sync(_));
     let err_paint = Paint::for_stderr(cli.global.no_color);
     match run(cli) {
         Ok(code) => code,

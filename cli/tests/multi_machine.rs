@@ -1440,3 +1440,24 @@ fn a_killed_commits_temp_in_the_repo_is_removed_by_the_next_commit() {
         "# better bashrc"
     );
 }
+
+#[test]
+fn sync_json_is_one_json_event_per_line_ending_with_the_sync_event() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    let (code, out, err) = a.run(&["--json", "sync"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON ({e}): {l}")))
+        .collect();
+    assert!(events.iter().all(|e| e["schema"] == 1), "{out}");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"plan"), "{out}");
+    assert_eq!(names.last(), Some(&"sync"), "{out}");
+    assert_eq!(events.last().unwrap()["status"], "synced");
+    assert!(names.contains(&"summary"), "{out}");
+}
