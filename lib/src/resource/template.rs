@@ -123,7 +123,11 @@ fn failure(path: &Path, repo: &Path, name: &str, source: &str, e: &Error) -> Res
         (ErrorKind::UndefinedError, Some((_, s))) => {
             format!("undefined variable `{}`", s.trim())
         }
-        _ => e.detail().map_or_else(|| e.to_string(), str::to_string),
+        // minijinja's own words, without the "(in NAME:LINE)" said above.
+        _ => match e.detail() {
+            Some(detail) => format!("{}: {detail}", e.kind()),
+            None => e.kind().to_string(),
+        },
     };
     let mut message = match e.line() {
         Some(line) => format!("line {line}: {what}"),
