@@ -195,7 +195,7 @@ impl Context {
                 "  {} ({short}...): last seen {} ({})",
                 crate::output::clean(&m.hostname),
                 lock::ago(m.last_seen, self.now()),
-                m.last_seen.format("%Y-%m-%d %H:%M UTC")
+                crate::output::utc(m.last_seen)
             );
         }
     }

@@ -22,12 +22,19 @@ fn main() -> ExitCode {
     output::set_color(cli.global.color_when());
     install_signal_handler();
     let json = cli.global.json;
+    // `apply --json` and `sync --json` are NDJSON streams: an error is one
+    // more event.
+    let ndjson = json && matches!(cli.command, Command::Apply(_) | Command::Sync(_));
     let err_paint = Paint;
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             let code = Exit::for_error(&error).code();
-            if json {
+            if ndjson {
+                output::print_json_line(&serde_json::json!({
+                    "event": "error", "message": format!("{error:#}"), "exit_code": code
+                }));
+            } else if json {
                 output::print_json(&serde_json::json!({
                     "error": { "message": format!("{error:#}"), "exit_code": code }
                 }));

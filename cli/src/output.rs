@@ -187,12 +187,38 @@ impl Paint {
     }
 }
 
-/// Prints a JSON value on stdout, pretty, with a final newline.
+/// A time as every human line shows it: UTC, labelled (`2026-12-03
+/// 07:41:21 UTC`). JSON carries RFC 3339 with `Z` (chrono's serde).
+pub fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// The version of every JSON document and event stead prints
+/// (`docs/json.md`); raised only when a shape changes incompatibly.
+pub const JSON_SCHEMA: u64 = 1;
+
+/// `value` with `"schema": JSON_SCHEMA` at its top level (objects only).
+pub fn with_schema(value: &serde_json::Value) -> serde_json::Value {
+    let mut value = value.clone();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("schema".into(), JSON_SCHEMA.into());
+    }
+    value
+}
+
+/// Prints a JSON document on stdout, pretty, with a final newline, marked
+/// with its schema version.
 pub fn print_json(value: &serde_json::Value) {
-    match serde_json::to_string_pretty(value) {
+    match serde_json::to_string_pretty(&with_schema(value)) {
         Ok(text) => outln!("{text}"),
         Err(e) => errln!("cannot encode JSON output: {e}"),
     }
+}
+
+/// Prints one event of an NDJSON stream (`apply --json`): one compact line,
+/// marked with its schema version.
+pub fn print_json_line(value: &serde_json::Value) {
+    outln!("{}", with_schema(value));
 }
 
 #[cfg(test)]

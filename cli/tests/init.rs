@@ -93,6 +93,7 @@ fn init_json_shape() {
             "config_path",
             "lineage_id",
             "machine_id",
+            "schema",
             "serial",
             "state_path",
             "status"

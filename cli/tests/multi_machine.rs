@@ -1334,3 +1334,49 @@ fn a_killed_commits_temp_in_the_repo_is_removed_by_the_next_commit() {
         "# better bashrc"
     );
 }
+
+#[test]
+fn sync_json_is_one_json_event_per_line_ending_with_the_sync_event() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    let (code, out, err) = a.run(&["--json", "sync"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON ({e}): {l}")))
+        .collect();
+    assert!(events.iter().all(|e| e["schema"] == 1), "{out}");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"plan"), "{out}");
+    assert_eq!(names.last(), Some(&"sync"), "{out}");
+    assert_eq!(events.last().unwrap()["status"], "synced");
+    assert!(names.contains(&"summary"), "{out}");
+}
+
+#[test]
+fn a_tree_conflict_under_sync_json_is_one_error_event() {
+    let w = World::new("main");
+    let (a, b) = two_synced(&w);
+    for (m, line) in [(&a, "# from a\n"), (&b, "# from b\n")] {
+        std::fs::write(m.clone_dir().join("bashrc"), line).unwrap();
+        w.git(&m.clone_dir(), &["commit", "-q", "-am", "edit bashrc"]);
+    }
+    a.ok(&["sync"]);
+    let (code, out, _) = b.run(&["--json", "sync"]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines[0]["event"], "error");
+    assert_eq!(lines[0]["schema"], 1);
+    let message = lines[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("bashrc") && message.contains("git merge --abort"),
+        "{message}"
+    );
+}

@@ -28,6 +28,7 @@ fn version_json_shape() {
     assert_eq!(
         v,
         serde_json::json!({
+            "schema": 1,
             "version": 2,
             "machine_id": state["machine"]["id"],
             "serial": 1,
@@ -71,7 +72,7 @@ fn history_is_newest_first_in_the_documented_format() {
     assert!(limited.starts_with("3. init"));
 }
 
-/// `N. op  YYYY-MM-DD HH:MM:SS  host  user`
+/// `N. op  YYYY-MM-DD HH:MM:SS UTC  host  user`
 fn regex_lite(host: &str, user: &str) -> impl Fn(&str) -> bool {
     let host = host.to_string();
     let user = user.to_string();
@@ -79,8 +80,8 @@ fn regex_lite(host: &str, user: &str) -> impl Fn(&str) -> bool {
         let Some((_, rest)) = line.split_once(". init  ") else {
             return false;
         };
-        let (stamp, rest) = rest.split_at(19);
-        chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S").is_ok()
+        let (stamp, rest) = rest.split_at(23);
+        chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S UTC").is_ok()
             && rest == format!("  {host}  {user}")
     }
 }

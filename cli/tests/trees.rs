@@ -334,3 +334,18 @@ fn tree_mistakes_are_load_errors_with_their_place() {
     // Nothing was written by any of them.
     assert!(!repo.path("t").exists());
 }
+
+#[test]
+fn a_sensitive_tree_never_shows_its_files_content() {
+    let repo = Repo::new("[file.keys]\npath = \"~/keys\"\nsource = \"keys\"\nsensitive = true\n");
+    repo.write_source("keys/token", "s3cr3t-one\n");
+    repo.sb.ok(&["init"]);
+    repo.ok(&["apply", "--yes"]);
+    repo.write_source("keys/token", "s3cr3t-two\n");
+    let plan = repo.ok(&["plan"]);
+    assert!(plan.contains("~ file.keys/token"), "{plan}");
+    assert!(plan.contains("(sensitive content hidden)"), "{plan}");
+    assert!(!plan.contains("s3cr3t"), "{plan}");
+    let (_, json, _) = repo.run(&["--json", "plan"]);
+    assert!(!json.contains("s3cr3t"), "{json}");
+}

@@ -99,6 +99,19 @@ pub enum ConvergeError {
         /// It was made for another lineage altogether.
         other_lineage: bool,
     },
+    /// A sensitive file's content, which a saved plan does not hold, no
+    /// longer renders to what was planned.
+    #[error(
+        "the saved plan {path} writes the sensitive file {id}, whose content is not saved in it, and its source no longer gives what was planned\n\
+         Nothing was changed. Run 'stead plan --out {path}' again and review the new plan.",
+        path = .path.display()
+    )]
+    SensitiveChanged {
+        /// The plan file.
+        path: PathBuf,
+        /// The resource.
+        id: String,
+    },
     /// A path a saved plan acts on is not what it was when the plan was made.
     #[error(
         "the saved plan {path} planned {target} when it was {was}; it is {now} now\n\
@@ -315,7 +328,8 @@ fn prepare_with(
     }
     let (mut plan, profile) = match &options.source {
         PlanSource::Saved(file) => {
-            let plan = load_saved(file, state)?;
+            let mut plan = load_saved(file, state)?;
+            restore_sensitive(layout, file, state, &mut plan)?;
             let profile = plan.profile.clone();
             (plan, profile)
         }
@@ -475,6 +489,49 @@ fn load_saved(file: &Path, state: &State) -> Result<Plan, ConvergeError> {
     }
     check_targets(file, &plan)?;
     Ok(plan)
+}
+
+/// A saved plan holds no content of a sensitive file ([`Plan::redacted`]):
+/// it is made again from the config repo the plan names, and must be what
+/// was planned (its checksum), or the plan is refused.
+fn restore_sensitive(
+    layout: &Layout,
+    file: &Path,
+    state: &State,
+    plan: &mut Plan,
+) -> Result<(), ConvergeError> {
+    let is_hidden = |c: &crate::resource::Change| {
+        c.sensitive && matches!(c.op, crate::resource::Op::WriteFile { .. })
+    };
+    if !plan.changes.iter().any(is_hidden) {
+        return Ok(());
+    }
+    let (manifest, graph) = load_manifest(
+        layout,
+        Some(&plan.config_dir),
+        Some(state),
+        plan.profile.as_deref(),
+    )?;
+    let fresh = plan::make(&manifest, &graph, state, plan.force, 1)?;
+    for change in plan.changes.iter_mut().filter(|c| is_hidden(c)) {
+        let planned = fresh.change(&change.id).and_then(|c| match &c.op {
+            crate::resource::Op::WriteFile { content, .. } => Some(content),
+            _ => None,
+        });
+        let same = |content: &&Vec<u8>| {
+            change.checksum.as_deref() == Some(&crate::resource::checksum(content))
+        };
+        let (Some(content), crate::resource::Op::WriteFile { content: slot, .. }) =
+            (planned.filter(same), &mut change.op)
+        else {
+            return Err(ConvergeError::SensitiveChanged {
+                path: file.to_path_buf(),
+                id: change.id.clone(),
+            });
+        };
+        slot.clone_from(content);
+    }
+    Ok(())
 }
 
 /// Re-reads every path the saved plan acts on: what changed since the plan

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use crate::journal::{JournalAction, JournalWriter, OpState, Record};
 use crate::plan::Plan;
-use crate::resource::{self, Action, Applied, Op};
+use crate::resource::{self, Action, Applied, Op, ResourceError};
 use crate::run::RunControl;
 
 pub use crate::outcome::{Outcome, Skip, Status};
@@ -137,6 +137,7 @@ impl RunJournal {
             idemp_key: None,
             at: chrono::Utc::now(),
             detail: None,
+            output: Vec::new(),
         }
     }
 
@@ -477,9 +478,10 @@ fn run_journaled(c: &resource::Change, worker: &Worker, (attempt, total): (u32, 
             "not started: the journal could not record it ({e})"
         ));
     }
-    let status = run_one(c, worker.options);
+    let (status, output) = run_one_captured(c, worker.options);
     settle_refreshes(j, c, &op_id, &status);
-    let end = outcome_record(j, c, &op_id, action, key, &status, (attempt, total));
+    let mut end = outcome_record(j, c, &op_id, action, key, &status, (attempt, total));
+    end.output = output;
     match j.writer.append_durable(end) {
         Ok(()) => status,
         Err(e) if matches!(status, Status::Done(_)) => Status::Failed(format!(
@@ -565,15 +567,30 @@ fn outcome_record(
 }
 
 fn run_one(c: &resource::Change, options: &EngineOptions) -> Status {
+    run_one_captured(c, options).0
+}
+
+/// [`run_one`], and what a command wrote (the exact bytes, capped), for
+/// its journal record: kept whether it succeeded or failed.
+fn run_one_captured(c: &resource::Change, options: &EngineOptions) -> (Status, Vec<u8>) {
     // A panic in a worker would leave the scheduler waiting for an answer
     // that never comes; it becomes this change's failure instead.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         resource::apply(c, &options.backups, &options.control)
     }));
     match result {
-        Ok(Ok(applied)) => Status::Done(applied),
-        Ok(Err(e)) => Status::Failed(e.to_string()),
-        Err(_) => Status::Failed(format!("internal error: applying {} panicked", c.id)),
+        Ok(Ok(applied)) => {
+            let output = applied.captured.clone().unwrap_or_default();
+            (Status::Done(applied), output)
+        }
+        Ok(Err(ResourceError::CommandFailed { message, output })) => {
+            (Status::Failed(message), output)
+        }
+        Ok(Err(e)) => (Status::Failed(e.to_string()), Vec::new()),
+        Err(_) => (
+            Status::Failed(format!("internal error: applying {} panicked", c.id)),
+            Vec::new(),
+        ),
     }
 }
 

@@ -143,6 +143,14 @@ pub struct Record {
     /// A short note (a failure's first line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What a command wrote (stdout and stderr in order), the exact bytes
+    /// as captured (capped): text when UTF-8, else `{"hex": ...}`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "crate::resource::bytes_text"
+    )]
+    pub output: Vec<u8>,
 }
 
 /// What can go wrong with the journal.
@@ -713,6 +721,7 @@ mod tests {
             idemp_key: None,
             at: Utc::now(),
             detail: None,
+            output: Vec::new(),
         }
     }
 

@@ -229,6 +229,58 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The kernel release (`uname -r`), or empty when it cannot be read.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .ok()
+        .and_then(|u| u.release().to_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The distribution, from os-release (`/etc/os-release`, else
+/// `/usr/lib/os-release`); fields it does not have are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OsRelease {
+    /// `ID` (`debian`, `fedora`, `arch`).
+    pub id: String,
+    /// `VERSION_ID` (`13`, `41`); rolling releases have none.
+    pub version_id: String,
+}
+
+impl OsRelease {
+    /// This machine's; all empty when there is no os-release (macOS).
+    pub fn read() -> OsRelease {
+        ["/etc/os-release", "/usr/lib/os-release"]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .map(|text| OsRelease::parse(&text))
+            .unwrap_or_default()
+    }
+
+    /// Reads `KEY=value` lines (values may be quoted, as the format allows).
+    pub fn parse(text: &str) -> OsRelease {
+        let mut release = OsRelease::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.trim().split_once('=') else {
+                continue;
+            };
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value)
+                .to_string();
+            match key {
+                "ID" => release.id = value,
+                "VERSION_ID" => release.version_id = value,
+                _ => {}
+            }
+        }
+        release
+    }
+}
+
 /// The name of the user this process runs as.
 pub fn current_user() -> String {
     let uid = nix::unistd::getuid();
@@ -251,6 +303,15 @@ pub fn boot_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_release_id_and_version_quoted_or_not() {
+        let text = "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION_ID=\"13\"\n# c\nbad line\n";
+        let r = OsRelease::parse(text);
+        assert_eq!((r.id.as_str(), r.version_id.as_str()), ("debian", "13"));
+        assert_eq!(OsRelease::parse("ID='arch'\n").id, "arch");
+        assert_eq!(OsRelease::parse(""), OsRelease::default());
+    }
 
     #[test]
     fn id_is_made_once_and_kept() {

@@ -189,6 +189,19 @@ impl Plan {
         self.changes.iter().all(|c| c.action == Action::Unchanged)
     }
 
+    /// The plan without the content of sensitive files: what is shown
+    /// (`--json`) and saved (`plan --out`). A write's content is emptied,
+    /// and a saved plan's is made again when it is applied.
+    pub fn redacted(&self) -> Plan {
+        let mut plan = self.clone();
+        for change in plan.changes.iter_mut().filter(|c| c.sensitive) {
+            if let resource::Op::WriteFile { content, .. } = &mut change.op {
+                content.clear();
+            }
+        }
+        plan
+    }
+
     /// The declared changes only (not removals), by id.
     pub fn change(&self, id: &str) -> Option<&Change> {
         self.changes.iter().find(|c| c.id == id)
@@ -208,6 +221,7 @@ fn left_alone(id: &str, rec: &ResourceRecord, reason: &str) -> Change {
         op: resource::Op::None,
         retry: Default::default(),
         notify: Vec::new(),
+        sensitive: false,
     }
 }
 
@@ -340,6 +354,7 @@ fn plan_removals(
                 op: resource::Op::None,
                 retry: Default::default(),
                 notify: Vec::new(),
+                sensitive: false,
             });
             continue;
         }

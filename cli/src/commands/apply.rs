@@ -25,7 +25,7 @@ use stead_lib::state::State;
 
 use super::plan::{note_torn_tail, plan_json, print_plan};
 use crate::context::Context;
-use crate::output::print_json;
+use crate::output::print_json_line;
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -80,7 +80,9 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         )?;
         note_torn_tail(ctx, &prepared);
         if ctx.json {
-            print_json(&plan_json(&prepared.plan));
+            // The same stream as a real apply: the plan, then a summary.
+            print_json_line(&plan_event(&prepared.plan));
+            print_json_line(&summary_json([0; 5], state.lineage.serial, true));
         } else {
             print_plan(&ctx.out, &prepared.plan);
             outln!("\nDry run: nothing was changed.");
@@ -209,7 +211,9 @@ pub(crate) fn converge(
     let agreed = args
         .agreed
         .is_some_and(|changes| *changes == plan.changes[..]);
-    if !ctx.json && !agreed {
+    if ctx.json {
+        print_json_line(&plan_event(plan));
+    } else if !agreed {
         print_plan(&ctx.out, plan);
     }
     let target = Target {
@@ -220,9 +224,7 @@ pub(crate) fn converge(
     if plan.is_empty() {
         let state = converge::record_unchanged(target, state, &prepared)?;
         if ctx.json {
-            print_json(
-                &json!({"event": "summary", "counts": plan.counts(), "applied": 0, "failed": 0, "skipped": 0, "serial": state.lineage.serial}),
-            );
+            print_json_line(&summary_json([0; 5], state.lineage.serial, false));
         }
         return Ok((ExitCode::SUCCESS, state));
     }
@@ -486,8 +488,23 @@ fn confirm(plan: &Plan) -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-fn print_json_line(value: &serde_json::Value) {
-    outln!("{value}");
+/// The `plan` event of `apply --json`: the plan document's fields.
+fn plan_event(plan: &Plan) -> serde_json::Value {
+    let mut event = json!({"event": "plan"});
+    if let (Some(e), serde_json::Value::Object(fields)) = (event.as_object_mut(), plan_json(plan)) {
+        e.extend(fields);
+    }
+    event
+}
+
+/// The last event of `apply --json`: `[created, updated, removed, failed,
+/// skipped]` counts, the state serial, and whether it was a dry run.
+fn summary_json(counts: [usize; 5], serial: u64, dry_run: bool) -> serde_json::Value {
+    let [created, updated, removed, failed, skipped] = counts;
+    json!({
+        "event": "summary", "created": created, "updated": updated, "removed": removed,
+        "failed": failed, "skipped": skipped, "serial": serial, "dry_run": dry_run,
+    })
 }
 
 fn status_json(id: &str, status: &Status) -> serde_json::Value {
@@ -592,10 +609,8 @@ fn summarize(
         return Ok(ExitCode::FAILURE);
     }
     if ctx.json {
-        print_json_line(&json!({
-            "event": "summary", "created": created, "updated": updated, "removed": removed,
-            "failed": failed.len(), "skipped": skipped.len(), "serial": serial,
-        }));
+        let counts = [created, updated, removed, failed.len(), skipped.len()];
+        print_json_line(&summary_json(counts, serial, false));
     } else if failed.is_empty() && skipped.is_empty() {
         outln!(
             "\n{} Apply complete: {created} created, {updated} updated, {removed} removed (state serial {serial}).",
@@ -652,9 +667,7 @@ fn report_interrupted_run(ctx: &Context, run: &InterruptedRun) {
     } else {
         let line = format!(
             "Recovering from interrupted run {run_id} (started {}, {in_flight} operations in flight)",
-            started
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
+            crate::output::utc(*started)
         );
         outln!("{}", ctx.out.yellow(&line));
     }

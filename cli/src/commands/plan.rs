@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use stead_lib::converge::{self, PrepareOptions};
 use stead_lib::plan::Plan;
-use stead_lib::resource::Action;
+use stead_lib::resource::{Action, SENSITIVE_HIDDEN};
 
 use crate::context::Context;
 use crate::output::{self, Paint, print_json};
@@ -53,7 +53,8 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     note_torn_tail(ctx, &prepared);
     let plan = prepared.plan;
     if let Some(out) = &args.out {
-        let mut bytes = serde_json::to_vec_pretty(&plan)?;
+        // A sensitive file's content is not saved; apply makes it again.
+        let mut bytes = serde_json::to_vec_pretty(&plan.redacted())?;
         bytes.push(b'\n');
         stead_lib::fsutil::atomic_write(out, &bytes, 0o600)
             .with_context(|| format!("cannot save the plan to {}", out.display()))?;
@@ -82,12 +83,39 @@ pub fn note_torn_tail(ctx: &Context, prepared: &converge::Prepared) {
     }
 }
 
+/// The plan document of `plan --json` (docs/json.md): modes as octal
+/// strings, no content of a sensitive file.
 pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    let mut shown = serde_json::to_value(plan.redacted()).unwrap_or_default();
+    if let Some(changes) = shown
+        .get_mut("changes")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for change in changes {
+            let sensitive = change["sensitive"].as_bool().unwrap_or(false);
+            if let Some(op) = change
+                .get_mut("op")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                octal_mode(op);
+                if sensitive && op.contains_key("content") {
+                    op.insert("content".into(), SENSITIVE_HIDDEN.into());
+                }
+            }
+        }
+    }
     json!({
         "counts": plan.counts(),
         "empty": plan.is_empty(),
-        "plan": plan,
+        "plan": shown,
     })
+}
+
+/// `"mode": 420` as `"mode": "0644"`, as people write modes.
+fn octal_mode(op: &mut serde_json::Map<String, serde_json::Value>) {
+    if let Some(mode) = op.get("mode").and_then(serde_json::Value::as_u64) {
+        op.insert("mode".into(), format!("{mode:04o}").into());
+    }
 }
 
 /// The reviewable plan: one line per change, diffs indented, then the counts.

@@ -193,18 +193,22 @@ pub fn report_tree_conflicts(
     rerun: &str,
 ) -> Result<ExitCode> {
     let help = backend.stopped_update();
-    outln!("{} {}", ctx.out.red("✗"), help.heading);
-    for f in files {
-        outln!("  {f}");
-    }
-    outln!(
-        "\nNothing was applied: stead never applies a conflicted tree.\n\
+    let advice = format!(
+        "Nothing was applied: stead never applies a conflicted tree.\n\
          Finish the merge, then run the command again:\n  \
          {}\n  \
          {rerun}\n\
          Or go back to where you were: {}",
-        help.finish,
-        help.undo
+        help.finish, help.undo
     );
+    if ctx.json {
+        // Under --json the same report is the error document (exit 1).
+        anyhow::bail!("{}\n  {}\n\n{advice}", help.heading, files.join("\n  "));
+    }
+    outln!("{} {}", ctx.out.red("✗"), help.heading);
+    for f in files {
+        outln!("  {f}");
+    }
+    outln!("\n{advice}");
     Ok(ExitCode::FAILURE)
 }

@@ -14,7 +14,7 @@ use stead_lib::sync::shared::{self, Comparison, Direction};
 use super::apply::{Converge, converge};
 use super::repo;
 use crate::context::Context;
-use crate::output::{outln, print_json};
+use crate::output::{outln, print_json_line};
 use stead_lib::converge::DEFAULT_JOBS;
 
 #[derive(Debug, clap::Args)]
@@ -101,8 +101,9 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
     let pushed = finished.pushed?;
     guard.release()?;
     if ctx.json {
-        print_json(&json!({
-            "status": "synced", "direction": comparison.direction,
+        // The last line of the stream the converge above began (docs/json.md).
+        print_json_line(&json!({
+            "event": "sync", "status": "synced", "direction": comparison.direction,
             "conflicts": comparison.conflicts, "serial": record.lineage.serial,
             "machines": record.lineage.machines, "committed": finished.committed, "pushed": pushed,
             "applied": !args.no_apply,
@@ -188,8 +189,8 @@ fn apply_merged(
 fn report_undecided(ctx: &Context, comparison: &Comparison) {
     let undecided: Vec<_> = comparison.undecided().collect();
     if ctx.json {
-        print_json(&json!({
-            "status": "conflicts", "direction": comparison.direction,
+        print_json_line(&json!({
+            "event": "sync", "status": "conflicts", "direction": comparison.direction,
             "conflicts": comparison.conflicts, "applied": false, "pushed": false,
         }));
         return;

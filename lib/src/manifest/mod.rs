@@ -84,6 +84,9 @@ pub struct FileSpec {
     pub content: Option<FileContent>,
     /// Permission bits.
     pub mode: Option<u32>,
+    /// `sensitive = true`: its content is never shown (plan diffs, plan
+    /// JSON, saved plans, drift).
+    pub sensitive: bool,
 }
 
 /// A directory resource.
@@ -227,6 +230,11 @@ impl Spec {
             Spec::Noop => Kind::Noop,
             Spec::Other(o) => o.kind,
         }
+    }
+
+    /// Whether its content must never be shown (`sensitive = true`).
+    pub fn is_sensitive(&self) -> bool {
+        matches!(self, Spec::File(f) if f.sensitive)
     }
 
     /// The path the resource manages, if any.

@@ -372,3 +372,43 @@ fn once_and_idempotency_key_make_a_one_shot_exec() {
         "{msgs:?}"
     );
 }
+
+fn exec_timeout(value: &str) -> Result<Option<std::time::Duration>, ManifestError> {
+    let m = load(&format!(
+        "[exec.e]\ncommand = \"true\"\ntimeout = {value}\n"
+    ))?;
+    match &m.get("exec.e").unwrap().spec {
+        Spec::Exec(e) => Ok(e.timeout),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn durations_are_read_by_humantime_with_the_one_year_cap() {
+    use std::time::Duration;
+    for (text, want) in [
+        ("\"1m30s\"", Duration::from_secs(90)),
+        ("\"2h\"", Duration::from_secs(7200)),
+        ("\"500ms\"", Duration::from_millis(500)),
+        ("\"2h 5min\"", Duration::from_secs(7500)),
+        ("\"1.5s\"", Duration::from_millis(1500)),
+        ("45", Duration::from_secs(45)),
+    ] {
+        assert_eq!(exec_timeout(text).unwrap(), Some(want), "{text}");
+    }
+    let text = "[exec.e]\ncommand = \"true\"\ntimeout = \"90 parsecs\"\n";
+    let e = load(text).unwrap_err();
+    assert_eq!(
+        spanned(text, &e, "must be a duration like"),
+        "\"90 parsecs\""
+    );
+    for over in ["\"366days\"", "\"9000h\"", "\"99999999999999999999999s\""] {
+        let text = format!("[exec.e]\ncommand = \"true\"\ntimeout = {over}\n");
+        let e = load(&text).unwrap_err();
+        assert_eq!(
+            spanned(&text, &e, "must be at most 365 days"),
+            over,
+            "{over}"
+        );
+    }
+}

@@ -678,12 +678,25 @@ pub(super) fn normalize(p: &Path) -> PathBuf {
 /// and would overflow the millisecond counts a duration becomes later.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The seconds of `"<number><unit>"`; `None` when it is not one. A number
-/// too big for f64 is infinite, which the caller refuses as out of range.
+/// The seconds of a duration string; `None` when it is not one.
+/// `humantime` reads `"500ms"`, `"2m"`, `"1m30s"`, `"2h 5min"`, `"1day"`;
+/// a single decimal term (`"1.5s"`, documented before humantime) is read
+/// too. A number too big for f64 is infinite, which the caller refuses as
+/// out of range.
 fn parse_duration(s: &str) -> Option<f64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (num, unit) = s.split_at(split);
+    match humantime::parse_duration(s) {
+        Ok(d) => Some(d.as_secs_f64()),
+        // Past what a `Duration` holds: out of range, not malformed.
+        Err(humantime::DurationError::NumberOverflow) => Some(f64::INFINITY),
+        Err(_) => decimal_duration(s),
+    }
+}
+
+/// `"<decimal><unit>"` with unit `ms`, `s`, `m` or `h` (humantime takes
+/// whole numbers only).
+fn decimal_duration(s: &str) -> Option<f64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
     let n: f64 = num.parse().ok()?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,

@@ -147,7 +147,8 @@ pub struct Run {
 struct Outcome {
     success: bool,
     status: String,
-    output: String,
+    /// Its stdout and stderr as written, in order, capped.
+    output: Vec<u8>,
 }
 
 fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
@@ -244,17 +245,23 @@ pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceErro
     )?;
     if outcome.success {
         Ok(Applied {
-            output: Some(outcome.output),
+            output: Some(String::from_utf8_lossy(&outcome.output).into_owned()),
+            captured: Some(outcome.output),
             ..Applied::default()
         })
     } else {
         let mut msg = format!("`{}` {}", r.command.display(), outcome.status);
-        let out = outcome.output.trim_end();
+        // Shown lossily: a command may print any bytes.
+        let out = String::from_utf8_lossy(&outcome.output);
+        let out = out.trim_end();
         if !out.is_empty() {
             msg.push_str("\n--- output ---\n");
             msg.push_str(out);
         }
-        Err(ResourceError::Exec(msg))
+        Err(ResourceError::CommandFailed {
+            message: msg,
+            output: outcome.output,
+        })
     }
 }
 
@@ -274,7 +281,7 @@ fn run_command(
     control: Option<&RunControl>,
 ) -> Result<Outcome, ResourceError> {
     let run_id = control.map(RunControl::id);
-    let mut child = spawn(command, cwd, env, home, run_id)?;
+    let (child, output) = spawn(command, cwd, env, home, run_id)?;
     // A timeout too long to represent as an instant is no limit at all.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     // Announced first: until its reaper knows the group, a stead killed
@@ -283,7 +290,7 @@ fn run_command(
     if let (Some(g), Some(c)) = (pgid, control) {
         c.track(g, true);
     }
-    let output = capture::start(child.stdout.take(), child.stderr.take());
+    let output = capture::start(output);
     let (waiter, exited_in_time) = wait_until(child, deadline);
     let timed_out = !exited_in_time;
     if timed_out && let Some(g) = pgid {
@@ -353,14 +360,20 @@ fn wait_until(mut child: Child, deadline: Option<Instant>) -> (Waiter, bool) {
 }
 
 /// Starts the command in its own process group, stdin `/dev/null`, stdout
-/// and stderr piped.
+/// and stderr into one pipe (so what it wrote keeps its order), and returns
+/// the pipe's read end.
 fn spawn(
     command: &Command,
     cwd: Option<&PathBuf>,
     env: &BTreeMap<String, String>,
     home: &Path,
     run_id: Option<&str>,
-) -> Result<Child, ResourceError> {
+) -> Result<(Child, std::io::PipeReader), ResourceError> {
+    let cannot_pipe = |e: std::io::Error| {
+        ResourceError::Exec(format!("cannot start `{}`: {e}", command.display()))
+    };
+    let (reader, writer) = std::io::pipe().map_err(cannot_pipe)?;
+    let writer_too = writer.try_clone().map_err(cannot_pipe)?;
     let mut cmd = match command {
         Command::Argv(argv) => {
             let mut c = std::process::Command::new(&argv[0]);
@@ -383,10 +396,12 @@ fn spawn(
     cmd.env("HOME", home)
         .envs(env)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer_too))
         .process_group(0);
-    cmd.spawn().map_err(|e| {
+    // `cmd` holds the write ends and is dropped on return: the reader then
+    // sees the end of output once the command (and its children) close them.
+    cmd.spawn().map(|child| (child, reader)).map_err(|e| {
         ResourceError::Exec(match cwd {
             Some(d) if !d.is_dir() => format!(
                 "cannot start `{}`: its working directory {} does not exist",
@@ -428,6 +443,31 @@ mod tests {
             Status::Failed(m) => m,
             other => panic!("{id} did not fail: {other:?}"),
         }
+    }
+
+    fn run_shell(script: &str) -> Outcome {
+        let home = tempfile::tempdir().unwrap();
+        let command = Command::Shell(script.into());
+        run_command(&command, None, &BTreeMap::new(), home.path(), None, None).unwrap()
+    }
+
+    #[test]
+    fn non_utf8_output_is_kept_as_bytes_and_shown_lossily() {
+        let outcome = run_shell(r"printf 'ok \377\376 end\n'");
+        assert_eq!(outcome.output, b"ok \xff\xfe end\n");
+        let mut fx = Fixture::new();
+        let (plan, done) = fx.apply("[exec.e]\ncommand = \"printf 'a\\\\377b'\"\n");
+        assert_eq!(output_of(&plan, &done, "exec.e"), "a\u{fffd}b");
+        match status(&plan, &done, "exec.e") {
+            Status::Done(a) => assert_eq!(a.captured.as_deref(), Some(&b"a\xffb"[..])),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stdout_and_stderr_keep_the_order_they_were_written_in() {
+        let outcome = run_shell("echo a; echo b >&2; echo c; echo d >&2");
+        assert_eq!(String::from_utf8_lossy(&outcome.output), "a\nb\nc\nd\n");
     }
 
     #[test]

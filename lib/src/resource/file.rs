@@ -35,6 +35,7 @@ impl KindSchema for File {
             Key::optional("template", KeyType::Str),
             Key::optional("mode", KeyType::Str),
             Key::optional("ensure", KeyType::Str),
+            Key::optional("sensitive", KeyType::Bool),
             Key::optional("ignore", KeyType::StrList),
             Key::optional("purge", KeyType::Bool),
             Key::optional("link", KeyType::Bool),
@@ -67,11 +68,13 @@ impl KindSchema for File {
         let absent = input.ensure_absent();
         let content = content(input, absent);
         let mode = input.mode("mode");
+        let sensitive = input.flag("sensitive");
         path.map(|path| {
             Spec::File(FileSpec {
                 path,
                 content,
                 mode,
+                sensitive,
             })
         })
     }
@@ -238,50 +241,7 @@ pub fn desired_content(content: &FileContent, ctx: &PlanContext) -> Result<Vec<u
 }
 
 fn render_template(path: &Path, ctx: &PlanContext) -> Result<Vec<u8>, ResourceError> {
-    let source = fs::read_to_string(path).map_err(|e| FsError::new("cannot read", path, e))?;
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let name = path.display().to_string();
-    let err = |e: minijinja::Error| ResourceError::Template {
-        path: path.to_path_buf(),
-        message: match e.line() {
-            Some(line) => format!("line {line}: {e}"),
-            None => e.to_string(),
-        },
-    };
-    // A rendered config file keeps its final newline, as written.
-    let syntax = minijinja::syntax::SyntaxConfig::builder()
-        .keep_trailing_newline(true)
-        .build()
-        .map_err(err)?;
-    env.set_syntax(syntax);
-    env.add_template(&name, &source).map_err(err)?;
-    let mut context: std::collections::BTreeMap<String, minijinja::Value> = ctx
-        .manifest
-        .vars
-        .iter()
-        .map(|(k, v)| (k.clone(), minijinja::Value::from(v.clone())))
-        .collect();
-    context.insert(
-        "vars".into(),
-        minijinja::Value::from(ctx.manifest.vars.clone()),
-    );
-    let f = ctx.facts;
-    for (k, v) in [
-        ("hostname", &f.hostname),
-        ("os", &f.os),
-        ("arch", &f.arch),
-        ("user", &f.user),
-        ("home", &f.home),
-    ] {
-        context.insert(k.into(), minijinja::Value::from(v.clone()));
-    }
-    context.insert(
-        "profile".into(),
-        minijinja::Value::from(ctx.manifest.profile.clone().unwrap_or_default()),
-    );
-    let tmpl = env.get_template(&name).map_err(err)?;
-    tmpl.render(context).map(String::into_bytes).map_err(err)
+    super::template::render(path, ctx)
 }
 
 /// Plans a file, with the checksum of the declared content.

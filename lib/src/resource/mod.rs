@@ -11,6 +11,7 @@ pub mod line;
 pub mod noop;
 pub mod registry;
 pub mod symlink;
+pub mod template;
 pub mod tree;
 
 use std::collections::{BTreeMap, HashSet};
@@ -65,17 +66,27 @@ pub struct Facts {
     pub user: String,
     /// The target home.
     pub home: String,
+    /// The distribution's `ID` in os-release (`debian`); empty if unknown.
+    pub distro: String,
+    /// Its `VERSION_ID` (`13`); empty if unknown.
+    pub distro_version: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
 }
 
 impl Facts {
     /// Facts of this machine with `home` as the target home.
     pub fn current(home: &Path) -> Facts {
+        let os_release = crate::machine::OsRelease::read();
         Facts {
             hostname: crate::machine::hostname(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             user: crate::machine::current_user(),
             home: home.display().to_string(),
+            distro: os_release.id,
+            distro_version: os_release.version_id,
+            kernel: crate::machine::kernel_release(),
         }
     }
 }
@@ -125,7 +136,15 @@ pub struct Change {
     /// Ids refreshed when this change does something.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// Its content is never shown or saved (`sensitive = true`): its diff
+    /// says so instead, and [`Plan::redacted`](crate::plan::Plan::redacted)
+    /// drops the content it would write.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
+
+/// What a sensitive file's diff and content say instead of its content.
+pub const SENSITIVE_HIDDEN: &str = "(sensitive content hidden)";
 
 /// The concrete operation apply performs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +250,15 @@ pub enum ResourceError {
     /// A command failed.
     #[error("{0}")]
     Exec(String),
+    /// A command ran and failed: the message (with its output, lossy), and
+    /// its output as the exact bytes it wrote (capped), for the journal.
+    #[error("{message}")]
+    CommandFailed {
+        /// What failed, and the output as text.
+        message: String,
+        /// The output as written.
+        output: Vec<u8>,
+    },
     /// A bug in stead, reported instead of silently dropped.
     #[error("internal error: {0}")]
     Internal(String),
@@ -253,17 +281,24 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         Some(conflict) => conflict,
         None => registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?,
     };
+    let sensitive = resource.spec.is_sensitive();
+    // Decided here, for every kind, so no diff of a sensitive file escapes.
+    let diff = match planned.diff {
+        Some(_) if sensitive => Some(format!("{SENSITIVE_HIDDEN}\n")),
+        diff => diff,
+    };
     Ok(Change {
         id: resource.id.clone(),
         kind: resource.kind(),
         action: planned.action,
         keys,
         reason: planned.reason,
-        diff: planned.diff,
+        diff,
         checksum: planned.checksum,
         op: planned.op,
         retry: resource.retry,
         notify: resource.notify.clone(),
+        sensitive,
     })
 }
 
@@ -324,6 +359,7 @@ pub fn plan_removal(
         op: planned.op,
         retry: Default::default(),
         notify: Vec::new(),
+        sensitive: false,
     })
 }
 
@@ -404,8 +440,11 @@ pub struct Applied {
     pub checksum: Option<String>,
     /// Where a backup was made.
     pub backup: Option<PathBuf>,
-    /// Output of a command (for the summary).
+    /// Output of a command (for the summary), as text (lossy).
     pub output: Option<String>,
+    /// A command's output as the exact bytes it wrote (capped), for the
+    /// journal.
+    pub captured: Option<Vec<u8>>,
     /// An exec whose guard, checked again right before running, said not
     /// to run it: why (it did nothing).
     pub not_run: Option<String>,
@@ -450,7 +489,7 @@ pub(crate) fn mode_of(meta: &std::fs::Metadata) -> u32 {
 
 /// Bytes in JSON as a string when they are UTF-8, else as `{"hex": "..."}`,
 /// so saved plans stay readable.
-mod bytes_text {
+pub(crate) mod bytes_text {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Serialize, Deserialize)]

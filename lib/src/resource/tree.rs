@@ -77,6 +77,8 @@ pub struct TreeSpec {
     pub template_suffix: String,
     /// The mode of every file (else each keeps its source's).
     pub mode: Option<u32>,
+    /// Every file's content is kept out of plans, diffs and JSON.
+    pub sensitive: bool,
 }
 
 /// The `tree` kind.
@@ -244,6 +246,7 @@ fn build(input: &mut SpecInput, source: PathBuf) -> Option<Spec> {
         link: input.flag("link"),
         template_suffix,
         mode: input.mode("mode"),
+        sensitive: input.flag("sensitive"),
     };
     if let Err(message) = matchers(&spec) {
         input.problem(Problem::at(input.span(), message).label("bad ignore pattern"));
@@ -396,6 +399,7 @@ fn members(tree: Resource, t: &TreeSpec, entries: &[SourceEntry]) -> Vec<Resourc
                 path: t.root.join(&rel),
                 content: Some(FileContent::Template(source)),
                 mode: Some(t.mode.unwrap_or(e.mode)),
+                sensitive: t.sensitive,
             });
             (rel, spec)
         } else if t.link {
@@ -409,6 +413,7 @@ fn members(tree: Resource, t: &TreeSpec, entries: &[SourceEntry]) -> Vec<Resourc
                 path: t.root.join(&e.rel),
                 content: Some(FileContent::Source(source)),
                 mode: Some(t.mode.unwrap_or(e.mode)),
+                sensitive: t.sensitive,
             });
             (e.rel.clone(), spec)
         };
@@ -572,6 +577,7 @@ mod tests {
             link: false,
             template_suffix: DEFAULT_TEMPLATE_SUFFIX.into(),
             mode: None,
+            sensitive: false,
         }
     }
 

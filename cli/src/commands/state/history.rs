@@ -83,7 +83,7 @@ pub fn run(ctx: &Context, args: &HistoryArgs) -> Result<ExitCode> {
             "{}. {:<width$}  {}  {}  {}",
             e.serial,
             e.operation,
-            e.timestamp.format("%Y-%m-%d %H:%M:%S"),
+            crate::output::utc(e.timestamp),
             host_of(&e.machine_id),
             e.user,
         );

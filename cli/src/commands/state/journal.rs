@@ -57,8 +57,8 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
             .unwrap_or_default();
         let mut line = format!(
             "  {}  {:<10} {:<10} {}",
-            r.at.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S%.3f"),
+            // UTC like every other time stead shows; milliseconds order a run.
+            r.at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
             state,
             r.action,
             r.resource

@@ -222,7 +222,7 @@ fn print_holder(info: &LockInfo) {
     outln!(
         "Acquired: {} ({})",
         ago(info.created_at, Utc::now()),
-        info.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+        crate::output::utc(info.created_at)
     );
     outln!("Expected duration: {} s", info.expected_duration_seconds);
     if let Some(reason) = &info.reason {

@@ -1,14 +1,15 @@
-//! A command's stdout and stderr, read on a thread: drained to the end (so
+//! A command's output (stdout and stderr share one pipe, so lines keep the
+//! order they were written in), read on a thread: drained to the end (so
 //! the command never blocks on a full pipe), kept only up to a cap (its
-//! start and its end, with what was cut in between said), and stopped when
-//! asked, so that a background child holding the pipes open cannot hold up
-//! the run.
+//! start and its end, with what was cut in between said) as the exact
+//! bytes written, and stopped when asked, so that a background child
+//! holding the pipe open cannot hold up the run.
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::io::PipeReader;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{ChildStderr, ChildStdout};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,8 +19,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// Bytes kept of the start of each stream (what the command set out to do)...
 const KEEP_HEAD: usize = 8 * 1024;
-/// ...and of its end, where a failing command usually says why. Both
-/// streams together keep at most 64 KiB: plenty to show a failure, and a
+/// ...and of its end, where a failing command usually says why. At most
+/// 32 KiB in all: plenty to show a failure, and a
 /// command printing megabytes cannot fill memory, the terminal or the
 /// journal with them.
 const KEEP_TAIL: usize = 24 * 1024;
@@ -32,7 +33,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// keep the reader going.
 const FINAL_ROUNDS: usize = 16;
 
-/// One stream's kept bytes.
+/// The kept bytes.
 #[derive(Default)]
 struct Capped {
     head: Vec<u8>,
@@ -52,35 +53,28 @@ impl Capped {
         }
     }
 
-    fn into_text(self) -> String {
-        let mut head = self.head;
-        if self.cut == 0 {
-            head.extend(self.tail);
-            return String::from_utf8_lossy(&head).into_owned();
+    /// The bytes as written, any bytes at all (not only UTF-8), with a
+    /// note where some were cut.
+    fn into_bytes(self) -> Vec<u8> {
+        let mut kept = self.head;
+        if self.cut > 0 {
+            kept.extend_from_slice(format!("\n(… {} bytes cut)\n", self.cut).as_bytes());
         }
-        let tail: Vec<u8> = self.tail.into();
-        format!(
-            "{}\n(… {} bytes cut)\n{}",
-            String::from_utf8_lossy(&head),
-            self.cut,
-            String::from_utf8_lossy(&tail)
-        )
+        kept.extend(self.tail);
+        kept
     }
 }
 
 /// The reading of one command's output, running on its thread.
 pub(super) struct Capture {
     stop: mpsc::Sender<Instant>,
-    thread: JoinHandle<String>,
+    thread: JoinHandle<Vec<u8>>,
 }
 
-/// Starts reading `stdout` and `stderr` (either may be absent).
-pub(super) fn start(stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) -> Capture {
-    let streams: Vec<File> = [stdout.map(OwnedFd::from), stderr.map(OwnedFd::from)]
-        .into_iter()
-        .flatten()
-        .map(File::from)
-        .collect();
+/// Starts reading the read end of the pipe the command writes both its
+/// stdout and its stderr to.
+pub(super) fn start(output: PipeReader) -> Capture {
+    let streams = vec![File::from(OwnedFd::from(output))];
     let (stop, told) = mpsc::channel();
     let thread = std::thread::spawn(move || read_streams(streams, &told));
     Capture { stop, thread }
@@ -88,16 +82,16 @@ pub(super) fn start(stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) ->
 
 impl Capture {
     /// Reads on until every stream ends or `until` passes (then only what
-    /// is in the pipes already), and returns what was kept: stdout, then
-    /// stderr.
-    pub(super) fn finish(self, until: Instant) -> String {
+    /// is in the pipes already), and returns the bytes kept, in the order
+    /// they were written.
+    pub(super) fn finish(self, until: Instant) -> Vec<u8> {
         // A reader that already ended dropped its receiver; nothing to tell.
         let _ = self.stop.send(until);
         self.thread.join().unwrap_or_default()
     }
 }
 
-fn read_streams(mut streams: Vec<File>, told: &mpsc::Receiver<Instant>) -> String {
+fn read_streams(mut streams: Vec<File>, told: &mpsc::Receiver<Instant>) -> Vec<u8> {
     let mut kept: Vec<Capped> = streams.iter().map(|_| Capped::default()).collect();
     let mut open: Vec<bool> = streams.iter().map(|_| true).collect();
     let mut until: Option<Instant> = None;
@@ -134,7 +128,7 @@ fn read_streams(mut streams: Vec<File>, told: &mpsc::Receiver<Instant>) -> Strin
             read_once(&mut streams[i], &mut kept[i], &mut open[i]);
         }
     }
-    kept.into_iter().map(Capped::into_text).collect()
+    kept.into_iter().flat_map(Capped::into_bytes).collect()
 }
 
 /// The open streams with something to read (or at their end), after
@@ -181,7 +175,8 @@ mod tests {
         let mut c = Capped::default();
         c.push(b"hello ");
         c.push("wörld\n".as_bytes());
-        assert_eq!(c.into_text(), "hello wörld\n");
+        c.push(b"\xff\xfe\n");
+        assert_eq!(c.into_bytes(), b"hello w\xc3\xb6rld\n\xff\xfe\n");
     }
 
     #[test]
@@ -194,7 +189,7 @@ mod tests {
         c.push(b"END");
         let total = 5 + 1000 * 1000 + 3;
         let cut = total - KEEP_HEAD - KEEP_TAIL;
-        let text = c.into_text();
+        let text = String::from_utf8(c.into_bytes()).unwrap();
         assert!(text.starts_with("STARTxxx"), "{}", &text[..20]);
         assert!(text.ends_with("xxxEND"));
         assert!(text.contains(&format!("\n(… {cut} bytes cut)\n")));
