@@ -66,6 +66,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit(args) => commands::commit::run(&ctx, &args),
         Command::Sync(args) => commands::sync::run(&ctx, &args),
         Command::State(cmd) => commands::state::run(&ctx, &cmd),
+        Command::Add(args) => commands::add::run(&ctx, &args),
+        Command::Edit(args) => commands::edit::run(&ctx, &args),
+        Command::Status(args) => commands::status::run(&ctx, &args),
+        Command::Cd => commands::cd::run(&ctx),
     }
 }
 
