@@ -62,12 +62,17 @@ pub fn run(ctx: &Context, args: &AddArgs) -> Result<ExitCode> {
         profile: state.active_profile.clone(),
         kinds: &stead_lib::resource::registry::REGISTRY,
     };
-    let added = stead_lib::add::add(
+    let added = match stead_lib::add::add(
         &config,
         &options,
         &[ctx.layout.state_dir().to_path_buf()],
         &request,
-    )?;
+    ) {
+        // Shown like every command's manifest error: each problem with its
+        // line and a caret.
+        Err(stead_lib::add::AddError::Manifest(e)) => return Err(e.into()),
+        other => other?,
+    };
     // The plan made now is the one the next `stead plan` shows: what it
     // shows unchanged is recorded as owned, as apply would.
     let prepared = converge::prepare_read_only(
