@@ -336,3 +336,41 @@ fn plan_detailed_exitcode_is_0_2_and_1() {
     let (code, _, _) = repo.run(&["plan"]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn add_names_resources_uniquely_or_as_asked() {
+    let repo = Repo::new("");
+    for rel in [".config/git/config", ".ssh/config", ".config/app/config"] {
+        let p = repo.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, rel).unwrap();
+    }
+    repo.ok(&["add", s(&repo.path(".config/git/config"))]);
+    repo.ok(&[
+        "add",
+        s(&repo.path(".ssh/config")),
+        s(&repo.path(".ssh/config")),
+    ]);
+    repo.ok(&["add", "--as", "app", s(&repo.path(".config/app/config"))]);
+    let text = manifest_text(&repo);
+    assert!(
+        text.contains("[file.config]\npath = \"~/.config/git/config\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("[file.config_2]\npath = \"~/.ssh/config\"\nsource = \"ssh/config\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("[file.app]\npath = \"~/.config/app/config\""),
+        "{text}"
+    );
+    assert_eq!(text.matches("[file.").count(), 3, "{text}");
+    // A name that is taken is refused, not renamed.
+    let other = repo.path(".other");
+    fs::write(&other, "o").unwrap();
+    let (code, _, err) = repo.run(&["add", "--as", "app", s(&other)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("file.app is already declared"), "{err}");
+    assert_eq!(repo.json(&["plan"])["empty"], true);
+}

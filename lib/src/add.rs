@@ -331,7 +331,10 @@ pub fn add(
     let mut items = Vec::new();
     for path in &request.paths {
         let item = check(path, &real_home, &guarded, &manifest, request, &mut taken)?;
-        items.push(item);
+        // The same file named twice (`~/.x` and `./.x`) is added once.
+        if !items.iter().any(|i: &Item| i.path == item.path) {
+            items.push(item);
+        }
     }
     let mut made = Vec::new();
     let result = copy_and_declare(config_dir, &items, &mut doc, request, &mut made)

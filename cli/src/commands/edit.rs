@@ -51,15 +51,17 @@ pub fn run(ctx: &Context, args: &EditArgs) -> Result<ExitCode> {
     } else {
         outln!("Edited {} ({}).", found.source.display(), found.resource);
     }
-    if !args.apply && !terminal {
+    // On a terminal apply shows the plan and asks; off one (or under
+    // --json, where nobody can answer), --apply is the yes.
+    let can_ask = terminal && !ctx.json;
+    if !args.apply && !can_ask {
         if !ctx.json {
             outln!("Run 'stead apply' to apply it.");
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // On a terminal apply shows the plan and asks; off one, --apply is the yes.
     let mut argv = vec!["apply"];
-    if !terminal {
+    if !can_ask {
         argv.push("--yes");
     }
     use clap::{Args as _, FromArgMatches as _};
