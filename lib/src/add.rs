@@ -376,31 +376,8 @@ fn check(
         path: path.to_path_buf(),
         source,
     })?;
-    // Links among the parents are resolved; the path itself is not followed.
-    let real = match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => fs::canonicalize(parent)
-            .map_err(|source| AddError::Missing {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .join(name),
-        _ => path.to_path_buf(),
-    };
-    let rel = match real.strip_prefix(real_home) {
-        Ok(rel) if rel.components().all(|c| matches!(c, Component::Normal(_))) => rel,
-        _ => {
-            return Err(AddError::OutsideHome {
-                path: path.to_path_buf(),
-                home: real_home.to_path_buf(),
-            });
-        }
-    };
-    if rel.as_os_str().is_empty() {
-        return Err(AddError::OutsideHome {
-            path: path.to_path_buf(),
-            home: real_home.to_path_buf(),
-        });
-    }
+    let (real, rel) = in_home(path, real_home)?;
+    let rel = rel.as_path();
     for (what, dir) in guarded {
         if real.starts_with(dir) || dir.starts_with(&real) {
             return Err(AddError::Own {
@@ -445,19 +422,7 @@ fn check(
             why,
         });
     }
-    let name = match &request.name {
-        Some(n) => {
-            if !valid_name(n) {
-                return Err(AddError::BadName(n.clone()));
-            }
-            if !taken.insert(n.clone()) {
-                let kind = if request.link { "symlink" } else { "file" };
-                return Err(AddError::NameTaken(format!("{kind}.{n}")));
-            }
-            n.clone()
-        }
-        None => unique_name(&derive_name(rel), taken),
-    };
+    let name = pick_name(rel, request, taken)?;
     Ok(Item {
         rel: rel.to_path_buf(),
         source_rel: source_place(rel),
@@ -466,6 +431,52 @@ fn check(
         dir: ft.is_dir(),
         mode: meta.permissions().mode() & 0o7777,
     })
+}
+
+/// The real path (links among the parents resolved, the path itself not
+/// followed) and its place relative to the home, which it must be below.
+fn in_home(path: &Path, real_home: &Path) -> Result<(PathBuf, PathBuf), AddError> {
+    let real = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => fs::canonicalize(parent)
+            .map_err(|source| AddError::Missing {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .join(name),
+        _ => path.to_path_buf(),
+    };
+    match real.strip_prefix(real_home) {
+        Ok(rel)
+            if !rel.as_os_str().is_empty()
+                && rel.components().all(|c| matches!(c, Component::Normal(_))) =>
+        {
+            let rel = rel.to_path_buf();
+            Ok((real, rel))
+        }
+        _ => Err(AddError::OutsideHome {
+            path: path.to_path_buf(),
+            home: real_home.to_path_buf(),
+        }),
+    }
+}
+
+/// `--as NAME` (valid, not taken), else a unique name derived from `rel`.
+fn pick_name(
+    rel: &Path,
+    request: &AddRequest,
+    taken: &mut HashSet<String>,
+) -> Result<String, AddError> {
+    let Some(n) = &request.name else {
+        return Ok(unique_name(&derive_name(rel), taken));
+    };
+    if !valid_name(n) {
+        return Err(AddError::BadName(n.clone()));
+    }
+    if !taken.insert(n.clone()) {
+        let kind = if request.link { "symlink" } else { "file" };
+        return Err(AddError::NameTaken(format!("{kind}.{n}")));
+    }
+    Ok(n.clone())
 }
 
 /// A resource whose `source` is a directory manages everything below its
