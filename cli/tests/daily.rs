@@ -374,3 +374,19 @@ fn add_names_resources_uniquely_or_as_asked() {
     assert!(err.contains("file.app is already declared"), "{err}");
     assert_eq!(repo.json(&["plan"])["empty"], true);
 }
+
+#[test]
+fn the_daily_outputs_people_read() {
+    let repo = Repo::new(MANIFEST);
+    repo.ok(&["apply", "--yes"]);
+    let bashrc = repo.path(".bashrc");
+    fs::write(&bashrc, "alias ll='ls -l'\n").unwrap();
+    let added = repo.ok(&["add", s(&bashrc)]);
+    fs::write(repo.path(".profile"), "export NAME=Alex\n").unwrap();
+    fs::remove_file(&bashrc).unwrap();
+    let (_, status, _) = repo.run(&["status", "--diff"]);
+    insta::assert_snapshot!(
+        "daily_add_then_status",
+        repo.redact(&format!("$ stead add ~/.bashrc\n{added}\n$ stead status --diff\n{status}"))
+    );
+}
