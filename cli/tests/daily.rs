@@ -387,6 +387,27 @@ fn the_daily_outputs_people_read() {
     let (_, status, _) = repo.run(&["status", "--diff"]);
     insta::assert_snapshot!(
         "daily_add_then_status",
-        repo.redact(&format!("$ stead add ~/.bashrc\n{added}\n$ stead status --diff\n{status}"))
+        repo.redact(&format!(
+            "$ stead add ~/.bashrc\n{added}\n$ stead status --diff\n{status}"
+        ))
     );
+}
+
+#[test]
+fn add_with_link_of_a_directory_links_the_whole_directory() {
+    let repo = Repo::new("");
+    let dir = repo.path(".config/fish");
+    fs::create_dir_all(dir.join("functions")).unwrap();
+    fs::write(dir.join("config.fish"), "set x 1\n").unwrap();
+    fs::write(dir.join("functions/f.fish"), "function f; end\n").unwrap();
+    repo.ok(&["add", "--link", s(&dir)]);
+    assert_eq!(
+        fs::read_link(&dir).unwrap(),
+        repo.config.path().join("config/fish")
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("functions/f.fish")).unwrap(),
+        "function f; end\n"
+    );
+    assert_eq!(repo.json(&["plan"])["empty"], true);
 }

@@ -346,7 +346,9 @@ pub fn add(
         return Err(e);
     }
     let mode = fs::metadata(&manifest_path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    fsutil::atomic_write(&manifest_path, doc.to_string().as_bytes(), mode)?;
+    // A stead.toml that is a link to the real file stays a link.
+    let real_manifest = fs::canonicalize(&manifest_path).unwrap_or(manifest_path);
+    fsutil::atomic_write(&real_manifest, doc.to_string().as_bytes(), mode)?;
     let mut added = Vec::new();
     for item in &items {
         if request.link {
@@ -758,22 +760,44 @@ fn verify(
         .map_err(|e| AddError::Invalid(Box::new(e)))
 }
 
+/// Whether two files have the same bytes, or two directories the same
+/// names with the same content, all the way down.
+fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let (ma, mb) = (fs::symlink_metadata(a)?, fs::symlink_metadata(b)?);
+    if ma.is_file() && mb.is_file() {
+        return Ok(fs::read(a)? == fs::read(b)?);
+    }
+    if !(ma.is_dir() && mb.is_dir()) {
+        return Ok(false);
+    }
+    let names = |d: &Path| -> std::io::Result<std::collections::BTreeSet<std::ffi::OsString>> {
+        fs::read_dir(d)?.map(|e| e.map(|e| e.file_name())).collect()
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    if na != nb {
+        return Ok(false);
+    }
+    for name in na {
+        if !same_content(&a.join(&name), &b.join(&name))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Replaces the home path by a link to its copy, after the copy was read
-/// back and found equal (a link at a temp name renamed over the file; a
-/// directory is moved aside first and removed once the link is in place).
+/// back and found equal, every file of a directory too. The link is made at
+/// a temp name and renamed over the file; a directory is moved aside first
+/// and removed once the link is in place.
 fn link(home_path: &Path, copy: &Path, dir: bool) -> Result<(), AddError> {
     let err = |source: std::io::Error| AddError::Link {
         path: home_path.to_path_buf(),
         source,
     };
-    if !dir {
-        let a = fs::read(home_path).map_err(err)?;
-        let b = fs::read(copy).map_err(err)?;
-        if a != b {
-            return Err(err(std::io::Error::other(
-                "its copy in the config repo differs from it",
-            )));
-        }
+    if !same_content(home_path, copy).map_err(err)? {
+        return Err(err(std::io::Error::other(
+            "its copy in the config repo differs from it",
+        )));
     }
     let parent = home_path.parent().unwrap_or(Path::new("."));
     let name = home_path
