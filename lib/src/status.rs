@@ -327,4 +327,30 @@ mod tests {
         let b = findings.iter().find(|f| f.path == "~/b").unwrap();
         assert_eq!(drift_diff(&manifest, b), None);
     }
+
+    #[test]
+    fn the_source_of_a_path_is_its_source_or_template_and_inline_content_has_none() {
+        let fx = Fixture::new();
+        fx.write_repo("bashrc", "x\n");
+        fx.write_repo("gitconfig.j2", "{{ user }}\n");
+        let m = fx.manifest(
+            "[file.bashrc]\npath = \"~/.bashrc\"\nsource = \"bashrc\"\n\n\
+             [file.git]\npath = \"~/.gitconfig\"\ntemplate = \"gitconfig.j2\"\n\n\
+             [file.inline]\npath = \"~/.inline\"\ncontent = \"i\"\n",
+        );
+        let home = |rel: &str| fx.home.join(rel);
+        let found = source_of(&m, "x", &home(".bashrc")).unwrap();
+        assert_eq!(found.resource, "file.bashrc");
+        assert!(found.source.ends_with("bashrc") && found.source.starts_with(&fx.repo));
+        let found = source_of(&m, "file.git", Path::new("/nowhere")).unwrap();
+        assert!(found.source.ends_with("gitconfig.j2"));
+        assert!(matches!(
+            source_of(&m, "x", &home(".inline")),
+            Err(SourceError::NoSource { .. })
+        ));
+        assert!(matches!(
+            source_of(&m, "x", &home(".nothing")),
+            Err(SourceError::NotManaged(_))
+        ));
+    }
 }
