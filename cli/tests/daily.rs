@@ -165,6 +165,12 @@ fn add_of_a_directory_is_followed_by_an_empty_plan() {
     );
     assert!(repo.config.path().join("config/nvim/lua/x.lua").is_file());
     assert_eq!(repo.json(&["plan"])["empty"], true);
+    // Each file of the tree is owned: an edit is drift, with its diff.
+    fs::write(dir.join("lua/x.lua"), "return { x = 1 }\n").unwrap();
+    let (code, out, _) = repo.run(&["status", "--diff"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.starts_with("~M ~/.config/nvim/lua/x.lua"), "{out}");
+    assert!(out.contains("+return { x = 1 }"), "{out}");
 }
 
 #[test]

@@ -241,15 +241,23 @@ pub fn write_starter(dir: &Path, profile: Option<&str>) -> Result<bool, FsError>
     Ok(true)
 }
 
-/// Records as owned the resources in `ids` that `plan` (made after
-/// [`add`]) shows unchanged, the way apply adopts what is already exactly as
+/// Records as owned the resources in `ids` (and those of a tree in `ids`,
+/// named `ID/...`) that `plan` (made after [`add`]) shows unchanged, the way apply adopts what is already exactly as
 /// declared, checksums included. Returns the ids the plan shows a change
 /// for (a template that renders otherwise than the file it came from).
 pub fn adopt(state: &mut State, plan: &Plan, ids: &HashSet<String>) -> Vec<String> {
+    // A tree's files and directories are resources of their own, named
+    // below the tree's id (`file.nvim/lua/x.lua`).
+    let added = |id: &str| {
+        ids.contains(id)
+            || id
+                .split_once('/')
+                .is_some_and(|(root, _)| ids.contains(root))
+    };
     let mut adopted = plan.clone();
     adopted
         .changes
-        .retain(|c| ids.contains(&c.id) && c.action == Action::Unchanged);
+        .retain(|c| added(&c.id) && c.action == Action::Unchanged);
     adopted.removals_from = adopted.changes.len();
     adopted.depends_on = vec![Vec::new(); adopted.changes.len()];
     let serial = state.lineage.serial.saturating_add(1);
@@ -261,7 +269,7 @@ pub fn adopt(state: &mut State, plan: &Plan, ids: &HashSet<String>) -> Vec<Strin
     );
     plan.changes[..plan.removals_from]
         .iter()
-        .filter(|c| ids.contains(&c.id) && c.action != Action::Unchanged)
+        .filter(|c| added(&c.id) && c.action != Action::Unchanged)
         .map(|c| c.id.clone())
         .collect()
 }
