@@ -416,4 +416,23 @@ fn add_with_link_of_a_directory_links_the_whole_directory() {
         "function f; end\n"
     );
     assert_eq!(repo.json(&["plan"])["empty"], true);
+    // A file below the linked directory is edited where it is, in the repo.
+    let config = repo.config.path().to_str().unwrap().to_string();
+    let (code, out, err) = output(
+        repo.sb
+            .stead(&[
+                "--config",
+                &config,
+                "edit",
+                s(&dir.join("functions/f.fish")),
+            ])
+            .env("EDITOR", "echo '# more' >>")
+            .env_remove("VISUAL"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(symlink.fish)"), "{out}");
+    assert_eq!(
+        fs::read_to_string(repo.config.path().join("config/fish/functions/f.fish")).unwrap(),
+        "function f; end\n# more\n"
+    );
 }

@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::fsutil::{self, FsError};
-use crate::manifest::{LoadOptions, MANIFEST_FILE, Manifest, ManifestError, Spec};
+use crate::manifest::{LoadOptions, MANIFEST_FILE, Manifest, ManifestError};
 use crate::outcome::Outcome;
 use crate::plan::Plan;
 use crate::resource::Action;
@@ -135,6 +135,17 @@ pub enum AddError {
         path: PathBuf,
         /// The resource declaring it.
         id: String,
+    },
+    /// Inside a tree's directory.
+    #[error(
+        "{} is inside the tree {tree}\nA new file of a tree goes into the tree's source directory in the config repo; the next apply manages it.",
+        path.display()
+    )]
+    InTree {
+        /// The path.
+        path: PathBuf,
+        /// The tree's id.
+        tree: String,
     },
     /// Looks like a private key.
     #[error(
@@ -412,14 +423,20 @@ fn check(
             hint: "it cannot be kept in a repo",
         });
     }
-    if let Some(r) = manifest.resources.iter().find(|r| {
-        r.spec
-            .path()
-            .is_some_and(|p| p == real || p == path || real.starts_with(p) && is_tree(&r.spec))
-    }) {
+    if let Some(r) = manifest
+        .resources
+        .iter()
+        .find(|r| r.spec.path().is_some_and(|p| p == real || p == path))
+    {
         return Err(AddError::Managed {
             path: path.to_path_buf(),
             id: r.id.clone(),
+        });
+    }
+    if let Some(tree) = tree_holding(manifest, &real) {
+        return Err(AddError::InTree {
+            path: path.to_path_buf(),
+            tree,
         });
     }
     if ft.is_dir() {
@@ -489,11 +506,21 @@ fn pick_name(
     Ok(n.clone())
 }
 
-/// A resource whose `source` is a directory manages everything below its
-/// path (a tree): a path below it is managed too.
-fn is_tree(spec: &Spec) -> bool {
-    spec.path().is_some_and(Path::is_dir)
-        && matches!(spec, Spec::File(f) if matches!(&f.content, Some(crate::manifest::FileContent::Source(s)) if s.is_dir()))
+/// The tree whose directory holds `real`, if any: a tree's files and
+/// directories are resources named below its id (`file.nvim/lua`), and a new
+/// file in one belongs in the tree's source, not in a declaration of its own.
+fn tree_holding(manifest: &Manifest, real: &Path) -> Option<String> {
+    let root = |id: &str| id.split_once('/').map(|(root, _)| root.to_string());
+    let roots: HashSet<String> = manifest
+        .resources
+        .iter()
+        .filter_map(|r| root(&r.id))
+        .collect();
+    manifest.resources.iter().find_map(|r| {
+        let tree = root(&r.id).unwrap_or_else(|| r.id.clone());
+        (roots.contains(&tree) && r.spec.path().is_some_and(|p| real.starts_with(p)))
+            .then_some(tree)
+    })
 }
 
 /// Refuses a directory holding a secret-looking file (unless forced), a
@@ -854,6 +881,37 @@ mod tests {
         assert!(write_starter(tmp.path(), None).unwrap());
         // Not empty any more: left alone.
         assert!(!write_starter(tmp.path(), Some("x")).unwrap());
+    }
+
+    #[test]
+    fn a_file_inside_a_trees_directory_is_refused_with_the_tree_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, repo) = (tmp.path().join("home"), tmp.path().join("repo"));
+        fs::create_dir_all(home.join(".config/nvim/lua")).unwrap();
+        fs::create_dir_all(&repo).unwrap();
+        fs::write(home.join(".config/nvim/lua/new.lua"), "x").unwrap();
+        // A tree's members are named below its id; declared by hand here.
+        fs::write(
+            repo.join(MANIFEST_FILE),
+            "[dir.\"nvim/lua\"]\npath = \"~/.config/nvim/lua\"\n",
+        )
+        .unwrap();
+        let options = LoadOptions {
+            home: home.clone(),
+            profile: None,
+            kinds: &crate::resource::registry::REGISTRY,
+        };
+        let request = AddRequest {
+            paths: vec![home.join(".config/nvim/lua/new.lua")],
+            template: false,
+            link: false,
+            name: None,
+            force: false,
+        };
+        match add(&repo, &options, &[], &request) {
+            Err(AddError::InTree { tree, .. }) => assert_eq!(tree, "dir.nvim"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -149,7 +149,8 @@ pub fn unified(old_label: &str, new_label: &str, old: &[u8], new: &[u8]) -> Stri
 pub struct SourceOf {
     /// The resource that declares the path.
     pub resource: String,
-    /// Its `source` or `template` file (for a tree, the file below it).
+    /// Its `source` or `template` file (or the repo file below a linked
+    /// directory).
     pub source: PathBuf,
 }
 
@@ -172,9 +173,10 @@ pub enum SourceError {
 }
 
 /// The source of `target`: a resource id (`file.bashrc`), or `path` (the
-/// target made absolute), a path a resource manages: its `source` or
-/// `template`, a link's target inside the config repo, or the file below a
-/// directory `source` (a tree).
+/// target made absolute), a path a resource manages (a tree's files are
+/// resources of their own): its `source` or `template`, or a link's target
+/// inside the config repo; or a file below a linked directory of the repo
+/// (`stead add --link ~/.config/fish`), which is edited where it is.
 pub fn source_of(manifest: &Manifest, target: &str, path: &Path) -> Result<SourceOf, SourceError> {
     let real = match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => std::fs::canonicalize(parent)
@@ -182,40 +184,38 @@ pub fn source_of(manifest: &Manifest, target: &str, path: &Path) -> Result<Sourc
             .unwrap_or_else(|_| path.to_path_buf()),
         _ => path.to_path_buf(),
     };
-    let by_id = manifest.get(target);
-    let by_path = || {
-        manifest.resources.iter().find_map(|r| {
-            let p = r.spec.path()?;
-            if p == real || p == path {
-                return Some((r, PathBuf::new()));
-            }
-            let below = real.strip_prefix(p).ok()?;
-            matches!(&r.spec, Spec::File(f) if matches!(&f.content, Some(FileContent::Source(s)) if s.is_dir()))
-                .then(|| (r, below.to_path_buf()))
+    let managed = || {
+        manifest
+            .resources
+            .iter()
+            .find(|r| r.spec.path().is_some_and(|p| p == real || p == path))
+    };
+    let in_linked_dir = || {
+        manifest.resources.iter().find(|r| {
+            matches!(&r.spec, Spec::Symlink(l)
+                if l.target.starts_with(&manifest.config_dir)
+                    && std::fs::canonicalize(&l.target).is_ok_and(|t| real.starts_with(t)))
         })
     };
-    let (resource, below) = match by_id {
-        Some(r) => (r, PathBuf::new()),
-        None => by_path().ok_or_else(|| SourceError::NotManaged(target.to_string()))?,
-    };
-    let under = |s: &Path| {
-        if below.as_os_str().is_empty() {
-            s.to_path_buf()
-        } else {
-            s.join(&below)
-        }
+    let (resource, inside) = match manifest.get(target).or_else(managed) {
+        Some(r) => (r, false),
+        None => (
+            in_linked_dir().ok_or_else(|| SourceError::NotManaged(target.to_string()))?,
+            true,
+        ),
     };
     let no_source = |why| SourceError::NoSource {
         resource: resource.id.clone(),
         why,
     };
     let source = match &resource.spec {
+        _ if inside => real,
         Spec::File(f) => match &f.content {
-            Some(FileContent::Source(s) | FileContent::Template(s)) => under(s),
+            Some(FileContent::Source(s) | FileContent::Template(s)) => s.clone(),
             Some(FileContent::Inline(_)) => return Err(no_source("its content is inline")),
             None => return Err(no_source("it is declared absent")),
         },
-        Spec::Symlink(l) if l.target.starts_with(&manifest.config_dir) => under(&l.target),
+        Spec::Symlink(l) if l.target.starts_with(&manifest.config_dir) => l.target.clone(),
         Spec::Symlink(_) => return Err(no_source("its target is outside the config repo")),
         _ => return Err(no_source("it is not a file")),
     };
