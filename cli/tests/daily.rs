@@ -139,6 +139,12 @@ fn add_refuses_a_path_already_managed_and_a_malformed_manifest_with_its_place() 
     assert_eq!(code, 1);
     assert!(err.contains("already managed by file.profile"), "{err}");
 
+    let dir = repo.path(".config/app");
+    fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = repo.run(&["add", "--template", s(&dir)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--template takes files"), "{err}");
+
     let broken = "[file.a]\npath = \"~/a\"\ncontent = \"a\"\n[file.b\n";
     repo.write_manifest(broken);
     let other = repo.path(".other");

@@ -136,6 +136,12 @@ pub enum AddError {
         /// The resource declaring it.
         id: String,
     },
+    /// `--template` with a directory.
+    #[error(
+        "{} is a directory, and --template takes files\nAdd it without --template: inside a tree, files ending in .j2 render as templates.",
+        .0.display()
+    )]
+    TemplateDir(PathBuf),
     /// Inside a tree's directory.
     #[error(
         "{} is inside the tree {tree}\nA new file of a tree goes into the tree's source directory in the config repo; the next apply manages it.",
@@ -438,6 +444,9 @@ fn check(
             path: path.to_path_buf(),
             tree,
         });
+    }
+    if ft.is_dir() && request.template {
+        return Err(AddError::TemplateDir(path.to_path_buf()));
     }
     if ft.is_dir() {
         scan_dir(&real, request.force)?;
@@ -745,7 +754,7 @@ fn declare(doc: &mut toml_edit::DocumentMut, item: &Item, request: &AddRequest) 
     if request.link {
         table.insert("target", value(source));
     } else {
-        let key = if request.template && !item.dir {
+        let key = if request.template {
             "template"
         } else {
             "source"
