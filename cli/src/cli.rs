@@ -10,7 +10,7 @@ use crate::context::GlobalArgs;
 #[derive(Debug, Parser)]
 #[command(name = "stead", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process (or machine), 4 drift or conflicts found (state check-drift, state check-conflicts), 130 interrupted."
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process (or machine), 4 drift or conflicts found (state check-drift, state check-conflicts, status), 130 interrupted; plan --detailed-exitcode: 0 no changes, 2 changes, 1 error."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -40,6 +40,18 @@ pub enum Command {
 
     /// Fetch and merge the remote, merge the shared record, apply, commit and push
     Sync(commands::sync::SyncArgs),
+
+    /// Copy files from the home into the config repo and declare them in stead.toml
+    Add(commands::add::AddArgs),
+
+    /// Open the source of a managed path in $VISUAL/$EDITOR, then apply
+    Edit(commands::edit::EditArgs),
+
+    /// One line per path: what apply would do, and what drifted (exit 4 if anything)
+    Status(commands::status::StatusArgs),
+
+    /// Print the config repo's path (for cd "$(stead cd)")
+    Cd,
 
     /// Read and manage the state record and its lock
     #[command(subcommand)]

@@ -25,7 +25,8 @@ use crate::output::Paint;
 /// Flags every command takes.
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
-    /// The config repo holding stead.toml (default: the one recorded by init)
+    /// The config repo holding stead.toml (default: the current directory or
+    /// its nearest parent holding one, else the one recorded by init)
     #[arg(long, global = true, env = "STEAD_CONFIG", value_name = "DIR")]
     pub config: Option<PathBuf>,
 
@@ -122,7 +123,13 @@ impl Context {
         let state_dir = global.state_dir.as_deref().map(absolute).transpose()?;
         let layout = Layout::new(home, state_dir);
         let store = StateStore::new(layout.clone()).with_history_limit(global.history_limit);
-        let config = global.config.as_deref().map(absolute).transpose()?;
+        let config = match global.config.as_deref() {
+            Some(dir) => Some(absolute(dir)?),
+            // Inside a config repo (or below it), that repo is the one.
+            None => std::env::current_dir()
+                .ok()
+                .and_then(|cwd| converge::discover_config(&cwd)),
+        };
         Ok(Context {
             config,
             layout,
@@ -523,7 +530,8 @@ impl Context {
 }
 
 impl Context {
-    /// The config repo: --config, else the one recorded in state.
+    /// The config repo: --config, else the one the current directory is in,
+    /// else the one recorded in state.
     pub fn config_dir(&self, state: Option<&State>) -> Result<PathBuf> {
         Ok(converge::config_dir(self.config.as_deref(), state)?)
     }

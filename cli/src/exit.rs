@@ -13,7 +13,8 @@ pub enum Exit {
     /// The state is locked by another live process (or, with `hybrid`, by
     /// another machine).
     Locked,
-    /// Drift or conflicts found (`state check-drift`, `state check-conflicts`).
+    /// Drift or conflicts found (`state check-drift`, `state check-conflicts`),
+    /// or anything to show in `status`.
     Found,
     /// Ctrl-C or SIGTERM.
     Interrupted,

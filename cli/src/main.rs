@@ -84,6 +84,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => commands::sync::run(&ctx, &args),
         Command::State(cmd) => commands::state::run(&ctx, &cmd),
         Command::Doctor(args) => commands::doctor::run(&ctx, &args),
+        Command::Add(args) => commands::add::run(&ctx, &args),
+        Command::Edit(args) => commands::edit::run(&ctx, &args),
+        Command::Status(args) => commands::status::run(&ctx, &args),
+        Command::Cd => commands::cd::run(&ctx),
     }
 }
 

@@ -348,4 +348,19 @@ fn a_sensitive_tree_never_shows_its_files_content() {
     assert!(!plan.contains("s3cr3t"), "{plan}");
     let (_, json, _) = repo.run(&["--json", "plan"]);
     assert!(!json.contains("s3cr3t"), "{json}");
+    // Drift of a sensitive file is named, its content never shown.
+    std::fs::write(repo.path("keys/token"), "s3cr3t-by-hand\n").unwrap();
+    for args in [
+        &["state", "check-drift", "--diff"][..],
+        &["status", "--diff"][..],
+        &["--json", "state", "check-drift", "--diff"][..],
+    ] {
+        let (code, out, err) = repo.run(args);
+        assert_eq!(code, 4, "{args:?}: {out}{err}");
+        assert!(out.contains("keys/token"), "{args:?}: {out}");
+        assert!(
+            !out.contains("s3cr3t") && !err.contains("s3cr3t"),
+            "{args:?}: {out}{err}"
+        );
+    }
 }

@@ -46,11 +46,12 @@ pub const DEFAULT_JOBS: usize = 8;
 /// variant says so.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
-    /// Neither `--config` nor the state names a config repo.
+    /// Neither `--config`, the current directory nor the state names a
+    /// config repo.
     #[error(
         "no config repo given\n\
-         Pass --config DIR (the directory holding stead.toml), or record one with \
-         'stead init --path DIR'."
+         Pass --config DIR (the directory holding stead.toml), run stead inside the config repo, \
+         or record one with 'stead init --path DIR'."
     )]
     NoConfig,
     /// The manifest did not load.
@@ -415,6 +416,20 @@ pub fn config_dir(config: Option<&Path>, state: Option<&State>) -> Result<PathBu
         .ok_or(ConvergeError::NoConfig)
 }
 
+/// The config repo the directory `start` is in: `start` or its nearest
+/// ancestor holding a `stead.toml` that is a regular file (a link or a
+/// directory of that name does not make a config repo). `None` when there is
+/// none up to `/`.
+pub fn discover_config(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| {
+            std::fs::symlink_metadata(dir.join(crate::manifest::MANIFEST_FILE))
+                .is_ok_and(|m| m.file_type().is_file())
+        })
+        .map(Path::to_path_buf)
+}
+
 /// The profiles the manifest in `config_dir` declares, whatever else is
 /// wrong in it (an unknown default profile, say). `Ok(None)`: there is no
 /// `stead.toml` there.
@@ -709,4 +724,24 @@ fn note_profile_and_config(state: &mut State, prepared: &Prepared) {
 
 fn journal_path(layout: &Layout) -> PathBuf {
     layout.state_dir().join(journal::JOURNAL_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_finds_the_nearest_directory_holding_a_manifest_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let deep = repo.join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(discover_config(&deep), None);
+        std::fs::write(repo.join("stead.toml"), "").unwrap();
+        assert_eq!(discover_config(&deep), Some(repo.clone()));
+        assert_eq!(discover_config(&repo), Some(repo.clone()));
+        // A directory named stead.toml is not a manifest.
+        std::fs::create_dir_all(deep.join("stead.toml")).unwrap();
+        assert_eq!(discover_config(&deep), Some(repo));
+    }
 }

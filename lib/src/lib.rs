@@ -25,6 +25,9 @@
 //! - [`plan`]: read, diff and plan; record an outcome into the state.
 //! - [`engine`]: execute a plan by readiness, journaling every side effect.
 //! - [`converge`]: the converge transaction (prepare, execute, record, commit).
+//! - [`status`]: drift findings and diffs, and the two-column status view.
+//! - [`add`]: `stead add`: copy home files into the config repo and
+//!   declare them in `stead.toml`, comments and layout kept.
 //! - [`sync`]: many machines: the shared record in the config repo, its
 //!   3-way merge and conflicts, the backend traits (git, memory), the sync
 //!   session and the hybrid lock.
@@ -33,6 +36,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod add;
 pub mod backup;
 pub mod converge;
 pub mod doctor;
@@ -51,6 +55,7 @@ pub mod resource;
 pub mod run;
 pub mod safe_path;
 pub mod state;
+pub mod status;
 pub mod sync;
 
 /// The version of stead that wrote a record, stored as `stead_version`.

@@ -1,47 +1,57 @@
 //! `stead state check-drift`: compare managed files with the checksums
 //! recorded when stead wrote them (and symlink targets and modes, when the
-//! manifest can be read).
+//! manifest can be read); with `--diff`, show how each drifted file differs
+//! from its declared content.
 
 use crate::output::outln;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::json;
-use stead_lib::manifest::{Spec, expand_key};
+use stead_lib::manifest::Manifest;
 use stead_lib::state::DriftStatus;
+use stead_lib::status::{self, Finding};
 
 use crate::context::Context;
-use crate::output::print_json;
-
-#[derive(Debug, serde::Serialize)]
-struct Finding {
-    path: String,
-    resource: String,
-    status: DriftStatus,
-    expected: Option<String>,
-    actual: Option<String>,
-}
+use crate::output::{Paint, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckDriftArgs {
     /// Also list files that did not drift
     #[arg(long)]
     pub all: bool,
+
+    /// Show a unified diff of each drifted file: declared content vs what is on disk
+    #[arg(long)]
+    pub diff: bool,
 }
 
 pub fn run(ctx: &Context, args: &CheckDriftArgs) -> Result<ExitCode> {
     let all = args.all;
     let state = ctx.load_state()?;
-    let findings = findings(ctx, &state);
+    let manifest = manifest(ctx, &state);
+    let findings = status::drift(&state, manifest.as_ref(), ctx.layout.home());
     let drifted = findings.iter().filter(|f| f.status.drifted()).count();
+    let diff = |f: &Finding| {
+        args.diff
+            .then(|| manifest.as_ref().and_then(|m| status::drift_diff(m, f)))
+            .flatten()
+    };
     if ctx.json {
         let shown: Vec<_> = findings
             .iter()
             .filter(|f| all || f.status.drifted())
+            .map(|f| {
+                let mut v = json!(f);
+                if args.diff {
+                    v["diff"] = json!(diff(f));
+                }
+                v
+            })
             .collect();
         print_json(&json!({"drift": drifted > 0, "drifted": drifted, "files": shown}));
     } else {
-        print_report(ctx, &findings, all);
+        print_report(ctx, &findings, all, &diff);
     }
     Ok(if drifted > 0 {
         crate::exit::Exit::Found.into()
@@ -50,50 +60,45 @@ pub fn run(ctx: &Context, args: &CheckDriftArgs) -> Result<ExitCode> {
     })
 }
 
+/// The manifest, when it loads (drift is checked against the record
+/// without it).
+pub(crate) fn manifest(ctx: &Context, state: &stead_lib::state::State) -> Option<Manifest> {
+    ctx.load_manifest(Some(state), None).ok().map(|(m, _)| m)
+}
+
 /// Managed paths that changed since stead wrote them: `(path, status)`.
 pub(crate) fn drifted(
     ctx: &Context,
     state: &stead_lib::state::State,
 ) -> Vec<(String, DriftStatus)> {
-    findings(ctx, state)
+    let manifest = manifest(ctx, state);
+    status::drift(state, manifest.as_ref(), ctx.layout.home())
         .into_iter()
         .filter(|f| f.status.drifted())
         .map(|f| (f.path, f.status))
         .collect()
 }
 
-/// Every managed path compared with the record, sorted by path.
-fn findings(ctx: &Context, state: &stead_lib::state::State) -> Vec<Finding> {
-    let manifest = ctx.load_manifest(Some(state), None).ok().map(|(m, _)| m);
-    // Declared resources by id (a map: `Manifest::get` scans, quadratic over the state).
-    let declared_by_id: std::collections::HashMap<&str, &Spec> = manifest
-        .iter()
-        .flat_map(|m| m.resources.iter().rev())
-        .map(|r| (r.id.as_str(), &r.spec))
-        .collect();
-    let home = ctx.layout.home();
-    let mut findings = Vec::new();
-    for (id, rec) in &state.resources {
-        for key in &rec.keys {
-            let path = expand_key(home, key);
-            let declared = declared_by_id.get(id.as_str()).copied();
-            // What drift means is each kind's (the library's); this only reports it.
-            let d =
-                stead_lib::resource::drift(&rec.kind, &path, state.checksums.get(key), declared);
-            findings.push(Finding {
-                path: key.clone(),
-                resource: id.clone(),
-                status: d.status,
-                expected: d.expected,
-                actual: d.actual,
-            });
-        }
+/// Prints a diff indented under its file, `+`/`-` lines coloured.
+pub(crate) fn print_diff(p: &Paint, diff: &str) {
+    for line in diff.lines() {
+        let styled = if line.starts_with('+') && !line.starts_with("+++") {
+            p.green(line)
+        } else if line.starts_with('-') && !line.starts_with("---") {
+            p.red(line)
+        } else {
+            line.to_string()
+        };
+        outln!("    {styled}");
     }
-    findings.sort_by(|a, b| a.path.cmp(&b.path));
-    findings
 }
 
-fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
+fn print_report(
+    ctx: &Context,
+    findings: &[Finding],
+    all: bool,
+    diff: &dyn Fn(&Finding) -> Option<String>,
+) {
     let p = &ctx.out;
     outln!("Checking for file drift...");
     let groups = [
@@ -118,6 +123,9 @@ fn print_report(ctx: &Context, findings: &[Finding], all: bool) {
             }
             if let Some(a) = &f.actual {
                 outln!("    Actual:   {a}");
+            }
+            if let Some(d) = diff(f) {
+                print_diff(p, &d);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `stead init`: create this machine's state (state dir, machine id, lineage at
 //! serial 1, history entry `init`). Running it again changes nothing unless a
-//! different profile or config path is given.
+//! different profile or config path is given. In an empty directory it
+//! writes a commented starter `stead.toml` first.
 
 use crate::output::outln;
 use std::path::Path;
@@ -50,7 +51,24 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
     if let Some(url) = &args.repo {
         return run_repo(ctx, args, url);
     }
-    let config_path = args.path.as_deref().map(config_path_string).transpose()?;
+    // An empty directory (--path, --config, else the current one on a
+    // machine not initialised yet) gets a starter stead.toml, and becomes
+    // the recorded config repo.
+    let starter_dir = match (&args.path, &ctx.config) {
+        (Some(p), _) | (None, Some(p)) => Some(p.clone()),
+        (None, None) if !ctx.store.path().exists() => {
+            Some(std::env::current_dir().context("cannot read the current directory")?)
+        }
+        (None, None) => None,
+    };
+    let starter = match &starter_dir {
+        Some(dir) => stead_lib::add::write_starter(dir, args.profile.as_deref())?
+            .then(|| dir.join(stead_lib::manifest::MANIFEST_FILE)),
+        None => None,
+    };
+    let starter_dir = starter_dir.filter(|_| starter.is_some());
+    let path = args.path.clone().or(starter_dir);
+    let config_path = path.as_deref().map(config_path_string).transpose()?;
     let guard = ctx.lock_local("init")?;
     let machine_id = ctx.machine_id()?;
     let loaded = ctx.load_state_locked(&guard)?;
@@ -82,7 +100,7 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
         }
     };
     guard.release()?;
-    report(ctx, status, &state, &changes);
+    report(ctx, status, &state, &changes, starter.as_deref());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -133,9 +151,15 @@ fn apply_changes(
     changes
 }
 
-fn report(ctx: &Context, status: InitStatus, state: &State, changes: &[String]) {
+fn report(
+    ctx: &Context,
+    status: InitStatus,
+    state: &State,
+    changes: &[String],
+    starter: Option<&Path>,
+) {
     if ctx.json {
-        print_json(&json!({
+        let mut v = json!({
             "status": status,
             "state_path": ctx.store.path(),
             "machine_id": state.machine.id,
@@ -144,7 +168,12 @@ fn report(ctx: &Context, status: InitStatus, state: &State, changes: &[String]) 
             "active_profile": state.active_profile,
             "config_path": state.config_path,
             "changes": changes,
-        }));
+        });
+        if let Some(path) = starter {
+            // Only when one was written: the shape is otherwise unchanged.
+            v["starter"] = json!(path);
+        }
+        print_json(&v);
         return;
     }
     let p = &ctx.out;
@@ -178,6 +207,12 @@ fn report(ctx: &Context, status: InitStatus, state: &State, changes: &[String]) 
     }
     if let Some(config) = &state.config_path {
         outln!("  Config:   {config}");
+    }
+    if let Some(path) = starter {
+        outln!(
+            "\nWrote a starter {} (commented). Add files with 'stead add ~/.bashrc'.",
+            path.display()
+        );
     }
 }
 

@@ -30,6 +30,10 @@ pub struct PlanArgs {
     /// Read resources on up to N threads
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+
+    /// Exit 0 when there are no changes, 2 when there are, 1 on an error (as Terraform)
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 use stead_lib::converge::DEFAULT_JOBS;
@@ -71,7 +75,11 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if args.detailed_exitcode && !plan.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// With -v, a torn journal line a crash left is mentioned (it is ignored).
