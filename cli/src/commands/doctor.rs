@@ -23,7 +23,6 @@ pub fn run(ctx: &Context, _args: &DoctorArgs) -> Result<ExitCode> {
     let healthy = doctor::healthy(&checks);
     if ctx.json {
         print_json(&serde_json::json!({
-            "schema": 1,
             "healthy": healthy,
             "checks": checks,
         }));
