@@ -163,6 +163,18 @@ impl Context {
         }
     }
 
+    /// A path given on the command line: `~` or `~/x` (quoted, so the shell
+    /// left it as written in stead.toml) is under the target home, which
+    /// --home may have moved; a relative one is the current directory's.
+    pub fn user_path(&self, arg: &Path) -> Result<PathBuf> {
+        let text = arg.to_string_lossy();
+        if text == "~" || text.starts_with("~/") {
+            return Ok(stead_lib::manifest::expand_key(self.layout.home(), &text));
+        }
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        Ok(cwd.join(arg))
+    }
+
     /// The time now: `STEAD_NOW` (RFC 3339) when set, so tests can move the
     /// clock; else the system clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {

@@ -441,3 +441,38 @@ fn add_with_link_of_a_directory_links_the_whole_directory() {
         "function f; end\n# more\n"
     );
 }
+
+#[test]
+fn a_quoted_tilde_path_means_the_target_home_for_add_and_edit() {
+    // `stead add '~/.vimrc'`: the shell left `~`; it is --home's, not the
+    // current directory's nor the real HOME's.
+    let repo = Repo::new("");
+    fs::write(repo.path(".vimrc"), "set nu\n").unwrap();
+    let config = repo.config.path().to_str().unwrap().to_string();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, out, err) = output(
+        repo.sb
+            .stead(&["--config", &config, "add", "~/.vimrc"])
+            .current_dir(elsewhere.path()),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(repo.config.path().join("vimrc")).unwrap(),
+        "set nu\n"
+    );
+    let script = elsewhere.path().join("editor.sh");
+    fs::write(&script, "#!/bin/sh\necho 'set rnu' >> \"$1\"\n").unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, out, err) = output(
+        repo.sb
+            .stead(&["--config", &config, "edit", "~/.vimrc"])
+            .current_dir(elsewhere.path())
+            .env("EDITOR", &script)
+            .env_remove("VISUAL"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        fs::read_to_string(repo.config.path().join("vimrc")).unwrap(),
+        "set nu\nset rnu\n"
+    );
+}

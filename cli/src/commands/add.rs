@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde_json::json;
 use stead_lib::add::{AddRequest, Added};
 use stead_lib::converge::{self, PlanSource, PrepareOptions};
@@ -43,9 +43,12 @@ pub struct AddArgs {
 }
 
 pub fn run(ctx: &Context, args: &AddArgs) -> Result<ExitCode> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let request = AddRequest {
-        paths: args.paths.iter().map(|p| cwd.join(p)).collect(),
+        paths: args
+            .paths
+            .iter()
+            .map(|p| ctx.user_path(p))
+            .collect::<Result<_>>()?,
         template: args.template,
         link: args.link,
         name: args.name.clone(),

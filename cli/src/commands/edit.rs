@@ -27,9 +27,8 @@ pub struct EditArgs {
 pub fn run(ctx: &Context, args: &EditArgs) -> Result<ExitCode> {
     let state = ctx.current_state()?;
     let (manifest, _) = ctx.load_manifest(Some(&state), None)?;
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let target = args.path.to_string_lossy().into_owned();
-    let found = stead_lib::status::source_of(&manifest, &target, &cwd.join(&args.path))?;
+    let found = stead_lib::status::source_of(&manifest, &target, &ctx.user_path(&args.path)?)?;
     let editor = editor()?;
     let status = std::process::Command::new("sh")
         .arg("-c")
