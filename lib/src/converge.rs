@@ -285,15 +285,13 @@ pub struct PrepareOptions<'a> {
 
 /// How a plan checks managed files (see [`crate::stat_cache`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FileCheck {
-    /// A file the stat cache vouches for is not read; what is read and
-    /// found right is recorded for the next run, verified now.
-    #[default]
-    Cached,
-    /// The same, verified at this time (ns since the epoch; tests move it).
-    CachedAt(i128),
-    /// Every file is read whole, and the cache is not used (`--verify`).
-    Verify,
+pub struct FileCheck {
+    /// Read every file whole and trust none (`--verify`); what is found
+    /// right is recorded for the next run all the same.
+    pub verify: bool,
+    /// The verification time to record, ns since the epoch (`None`: the
+    /// clock; tests move it past the racy window).
+    pub now_ns: Option<i128>,
 }
 
 /// A plan ready to show and execute, and what the journal said.
@@ -357,21 +355,21 @@ fn prepare_with(
             force,
         } => {
             let (manifest, graph) = load_manifest(layout, *config, Some(state), *profile)?;
-            let cache = match options.check {
-                FileCheck::Verify => None,
-                _ => Some(StatCache::load(&layout.state_dir())),
+            // --verify trusts nothing but still records what it read, so
+            // the next run can trust it.
+            let cache = if options.check.verify {
+                StatCache::empty()
+            } else {
+                StatCache::load(&layout.state_dir())
             };
-            let now = match options.check {
-                FileCheck::CachedAt(t) => Some(t),
-                _ => None,
-            };
+            let now = options.check.now_ns;
             let plan = plan::make_cached(
                 &manifest,
                 &graph,
                 state,
                 *force,
                 options.jobs.max(1),
-                cache.as_ref().map(|c| (c, now)),
+                Some((&cache, now)),
             )?;
             (plan, manifest.profile.clone())
         }
