@@ -360,7 +360,7 @@ fn prepare_with(
             let cache = if options.check.verify {
                 StatCache::empty()
             } else {
-                StatCache::load(&layout.state_dir())
+                StatCache::load(layout.state_dir())
             };
             let now = options.check.now_ns;
             let plan = plan::make_cached(
@@ -753,8 +753,8 @@ pub fn execute(
 fn save_stat_cache(layout: &Layout, plan: &Plan) {
     let dir = layout.state_dir();
     let next = StatCache::of(plan.stat_entries.iter().cloned());
-    if StatCache::load(&dir) != next {
-        let _ = next.save(&dir);
+    if StatCache::load(dir) != next {
+        let _ = next.save(dir);
     }
 }
 
