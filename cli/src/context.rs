@@ -175,6 +175,17 @@ impl Context {
         Ok(cwd.join(arg))
     }
 
+    /// How a plan checks managed files: every file read with `verify`, else
+    /// by the stat cache, verified at `STEAD_NOW` when that is set (tests
+    /// move the clock past the racy window).
+    pub fn file_check(&self, verify: bool) -> stead_lib::converge::FileCheck {
+        let now_ns = std::env::var("STEAD_NOW").ok().map(|_| {
+            let now = self.now();
+            i128::from(now.timestamp()) * 1_000_000_000 + i128::from(now.timestamp_subsec_nanos())
+        });
+        stead_lib::converge::FileCheck { verify, now_ns }
+    }
+
     /// The time now: `STEAD_NOW` (RFC 3339) when set, so tests can move the
     /// clock; else the system clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {

@@ -37,6 +37,7 @@ use crate::manifest::{LoadError, LoadOptions, Manifest};
 use crate::outcome::Outcome;
 use crate::plan::{self, Plan, PlanError};
 use crate::run::RunControl;
+use crate::stat_cache::StatCache;
 use crate::state::{State, StateError, StateStore};
 
 /// Changes read and applied in parallel by default.
@@ -277,6 +278,20 @@ pub struct PrepareOptions<'a> {
     pub jobs: usize,
     /// One-shot execs to run again (`--rerun`).
     pub rerun: &'a [String],
+    /// How files are checked: by the stat cache where it vouches, or
+    /// (`verify`) every file read whole.
+    pub check: FileCheck,
+}
+
+/// How a plan checks managed files (see [`crate::stat_cache`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCheck {
+    /// Read every file whole and trust none (`--verify`); what is found
+    /// right is recorded for the next run all the same.
+    pub verify: bool,
+    /// The verification time to record, ns since the epoch (`None`: the
+    /// clock; tests move it past the racy window).
+    pub now_ns: Option<i128>,
 }
 
 /// A plan ready to show and execute, and what the journal said.
@@ -340,7 +355,22 @@ fn prepare_with(
             force,
         } => {
             let (manifest, graph) = load_manifest(layout, *config, Some(state), *profile)?;
-            let plan = plan::make(&manifest, &graph, state, *force, options.jobs.max(1))?;
+            // --verify trusts nothing but still records what it read, so
+            // the next run can trust it.
+            let cache = if options.check.verify {
+                StatCache::empty()
+            } else {
+                StatCache::load(layout.state_dir())
+            };
+            let now = options.check.now_ns;
+            let plan = plan::make_cached(
+                &manifest,
+                &graph,
+                state,
+                *force,
+                options.jobs.max(1),
+                Some((&cache, now)),
+            )?;
             (plan, manifest.profile.clone())
         }
     };
@@ -637,6 +667,7 @@ pub fn record_unchanged(
     } else {
         state
     };
+    save_stat_cache(target.layout, plan);
     if prepared.view.interrupted.is_some() {
         // The interrupted run's work was re-read and recorded; its records
         // have served their purpose (succeeded one-shot keys are kept by
@@ -710,7 +741,21 @@ pub fn execute(
     let run_id = run.run_id().to_string();
     run.into_writer().close()?;
     journal::compact(&path, &run_id)?;
+    save_stat_cache(target.layout, &prepared.plan);
     Ok(Executed { outcome, state })
+}
+
+/// Keeps what the plan trusted or read and found right for the next run,
+/// when that differs from the cache there is (a run that trusted every file
+/// writes nothing; a saved plan carries no entries, so the cache starts
+/// over). It is only a cache: a failure to write it costs the next run its
+/// reads, nothing else.
+fn save_stat_cache(layout: &Layout, plan: &Plan) {
+    let dir = layout.state_dir();
+    let next = StatCache::of(plan.stat_entries.iter().cloned());
+    if StatCache::load(dir) != next {
+        let _ = next.save(dir);
+    }
 }
 
 fn note_profile_and_config(state: &mut State, prepared: &Prepared) {

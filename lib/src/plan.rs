@@ -44,6 +44,13 @@ pub struct Plan {
     /// key: a saved plan is refused when one of them changed since.
     #[serde(default)]
     pub seen: BTreeMap<String, Seen>,
+    /// The next stat cache: the files this plan trusted by their `lstat` or
+    /// read and found right (never saved with a plan).
+    #[serde(skip)]
+    pub stat_entries: Vec<(String, crate::stat_cache::Entry)>,
+    /// How many files were trusted by their `lstat` without being read.
+    #[serde(skip)]
+    pub stat_trusted: usize,
 }
 
 /// What was at a path when it was planned.
@@ -240,7 +247,7 @@ fn real_key(manifest: &Manifest, key: &str) -> String {
 pub struct PlanError(pub Vec<(String, ResourceError)>);
 
 /// Plans `manifest` against `state` and the machine, reading resources on
-/// up to `jobs` threads.
+/// up to `jobs` threads, and every file whole.
 pub fn make(
     manifest: &Manifest,
     graph: &Graph,
@@ -248,6 +255,24 @@ pub fn make(
     force: bool,
     jobs: usize,
 ) -> Result<Plan, PlanError> {
+    make_cached(manifest, graph, state, force, jobs, None)
+}
+
+/// [`make`] that trusts the files `cache` vouches for by their `lstat`
+/// (see [`crate::stat_cache`]), verified at `now_ns` (`None`: the clock).
+pub fn make_cached(
+    manifest: &Manifest,
+    graph: &Graph,
+    state: &State,
+    force: bool,
+    jobs: usize,
+    cache: Option<(&crate::stat_cache::StatCache, Option<i128>)>,
+) -> Result<Plan, PlanError> {
+    let stat_use = cache.map(|(cache, now_ns)| resource::StatUse {
+        cache,
+        now_ns,
+        next: std::sync::Mutex::new(Vec::new()),
+    });
     let facts = Facts::current(&manifest.home);
     // Ownership is by path, so renaming a resource keeps what it manages.
     // A key recorded through a symlinked ancestor (before paths were
@@ -277,6 +302,7 @@ pub fn make(
         recorded: &recorded,
         force,
         markers: &markers,
+        stat_cache: stat_use.as_ref(),
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
         .order
@@ -298,6 +324,17 @@ pub fn make(
     }
     let depends_on = dependencies(graph, &changes, removals_from);
     let seen = observe_targets(&changes, &manifest.real_home);
+    let (stat_entries, stat_trusted) = match stat_use {
+        Some(u) => {
+            let entries = u.next.into_inner().unwrap_or_default();
+            let trusted = entries
+                .iter()
+                .filter(|(k, e)| u.cache.get(k) == Some(e))
+                .count();
+            (entries, trusted)
+        }
+        None => (Vec::new(), 0),
+    };
     Ok(Plan {
         format: PLAN_FORMAT,
         state_serial: state.lineage.serial,
@@ -310,6 +347,8 @@ pub fn make(
         depends_on,
         removals_from,
         seen,
+        stat_entries,
+        stat_trusted,
     })
 }
 

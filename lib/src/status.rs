@@ -98,6 +98,7 @@ pub fn drift_diff(manifest: &Manifest, finding: &Finding) -> Option<String> {
         recorded: &recorded,
         force: false,
         markers: &[],
+        stat_cache: None,
     };
     let declared = crate::resource::file::desired_content(content, &ctx).ok()?;
     let path = expand_key(&manifest.home, &finding.path);

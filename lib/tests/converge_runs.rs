@@ -63,6 +63,7 @@ impl Machine {
                 },
                 jobs: 2,
                 rerun: &[],
+                check: Default::default(),
             },
             reporter,
         )

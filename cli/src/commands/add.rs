@@ -89,6 +89,7 @@ pub fn run(ctx: &Context, args: &AddArgs) -> Result<ExitCode> {
             },
             jobs: converge::DEFAULT_JOBS,
             rerun: &[],
+            check: ctx.file_check(false),
         },
         &converge::Silent,
     )?;

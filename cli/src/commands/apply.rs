@@ -57,6 +57,11 @@ pub struct ApplyArgs {
     /// journal says it ran or an interrupted run left it unfinished
     #[arg(long, value_name = "RESOURCE")]
     pub rerun: Vec<String>,
+
+    /// Read every managed file whole, trusting none by its unchanged stat
+    /// (the stat cache is neither used nor trusted for this run)
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
@@ -68,6 +73,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         rerun: &args.rerun,
         yes: args.yes,
         agreed: None,
+        verify: args.verify,
     };
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
@@ -167,6 +173,8 @@ pub(crate) struct Converge<'a> {
     /// Changes the user already saw and agreed to (a first run asks before
     /// it writes): the same plan is neither shown nor asked about again.
     pub agreed: Option<&'a [Change]>,
+    /// Read every file whole (`--verify`).
+    pub verify: bool,
 }
 
 /// The library's prepare options for a saved plan or the config repo.
@@ -182,6 +190,7 @@ fn prepare_options<'a>(ctx: &'a Context, request: &Converge<'a>) -> PrepareOptio
         },
         jobs: request.jobs,
         rerun: request.rerun,
+        check: ctx.file_check(request.verify),
     }
 }
 
@@ -200,6 +209,12 @@ pub(crate) fn converge(
         &RecoveryReporter { ctx },
     )?;
     note_torn_tail(ctx, &prepared);
+    if prepared.plan.stat_trusted > 0 {
+        ctx.verbose_note(&format!(
+            "Trusted {} unchanged file(s) by their stat without reading them ('stead apply --verify' reads every file).",
+            prepared.plan.stat_trusted
+        ));
+    }
     // Under the lock: temps of killed runs go before anything is written.
     converge::recover_temps(
         &ctx.layout,

@@ -178,6 +178,7 @@ fn apply_merged(
             rerun: &[],
             yes: true,
             agreed: None,
+            verify: false,
         },
     ) {
         Ok((code, _)) => (code, None),

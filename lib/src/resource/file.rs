@@ -251,20 +251,70 @@ pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Plann
         None => None,
     };
     let checksum = desired.as_deref().map(checksum);
+    let planned = plan_content(f, desired, checksum.as_deref(), ctx, owned)?;
     Ok(Planned {
         checksum,
-        ..plan_content(f, desired, ctx, owned)?
+        ..planned
     })
+}
+
+/// Whether the stat cache vouches that the owned file at `shown` (stamped
+/// `meta`) holds `sum`, stead's recorded checksum too: then it is not read.
+fn trusted(shown: &str, meta: &fs::Metadata, sum: &str, ctx: &PlanContext) -> bool {
+    let Some(stats) = ctx.stat_cache else {
+        return false;
+    };
+    let Some(entry) = stats.cache.get(shown) else {
+        return false;
+    };
+    let vouched = ctx.recorded.get(shown).is_some_and(|r| r == sum)
+        && entry.vouches(&crate::stat_cache::Stamp::of(meta), sum);
+    if vouched {
+        stats.keep(shown, entry.clone());
+    }
+    vouched
+}
+
+/// Tells the stat cache that the owned file at `path`, stamped `before`
+/// when `at` was taken and read whole since, holds `sum`, when its stamp
+/// did not move while it was read.
+fn verified(
+    path: &Path,
+    shown: &str,
+    before: &fs::Metadata,
+    at: i128,
+    sum: &str,
+    ctx: &PlanContext,
+) {
+    let Some(stats) = ctx.stat_cache else {
+        return;
+    };
+    let stamp = crate::stat_cache::Stamp::of(before);
+    let still = fs::symlink_metadata(path).is_ok_and(|m| crate::stat_cache::Stamp::of(&m) == stamp);
+    if still && ctx.recorded.get(shown).is_some_and(|r| r == sum) {
+        stats.keep(
+            shown,
+            crate::stat_cache::Entry {
+                stamp,
+                checksum: sum.to_string(),
+                verified_ns: at,
+            },
+        );
+    }
 }
 
 fn plan_content(
     f: &FileSpec,
     desired: Option<Vec<u8>>,
+    sum: Option<&str>,
     ctx: &PlanContext,
     owned: bool,
 ) -> Result<Planned, ResourceError> {
     let path = &f.path;
     let shown = ctx.manifest.display_path(path);
+    // Taken before the lstat: the file must have been still for the racy
+    // window before this moment to be trusted later.
+    let at = ctx.stat_cache.map(|s| s.now());
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -288,12 +338,22 @@ fn plan_content(
     if !meta.file_type().is_file() {
         return Ok(plan_over_other(f, desired, &meta, ctx, owned));
     }
-    let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
     let actual_mode = mode_of(&meta);
     let mode = f.mode.unwrap_or(actual_mode);
-    let content_same = actual == desired;
     let mode_same = mode == actual_mode;
+    if let Some(sum) = sum
+        && owned
+        && mode_same
+        && trusted(&shown, &meta, sum, ctx)
+    {
+        return Ok(Planned::unchanged(""));
+    }
+    let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    let content_same = actual == desired;
     if content_same && mode_same {
+        if let (Some(sum), Some(at), true) = (sum, at, owned) {
+            verified(path, &shown, &meta, at, sum, ctx);
+        }
         return Ok(Planned::unchanged(""));
     }
     if !owned && !ctx.force {

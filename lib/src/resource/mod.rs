@@ -108,6 +108,36 @@ pub struct PlanContext<'a> {
     /// Paths resources keep their state in ([`kind::ResourceKind::marker_paths`],
     /// an exec's `creates`), real paths: a purge keeps them.
     pub markers: &'a [PathBuf],
+    /// Files a `file` may trust by their `lstat`, and where it tells what
+    /// it read and found right (see [`crate::stat_cache`]); `None`: every
+    /// file is read and nothing is told.
+    pub stat_cache: Option<&'a StatUse<'a>>,
+}
+
+/// What a plan does with the stat cache: trusts its entries, and collects
+/// the entries of the next one (what it trusted or read and found right).
+#[derive(Debug)]
+pub struct StatUse<'a> {
+    /// The cache of the last apply.
+    pub cache: &'a crate::stat_cache::StatCache,
+    /// The verification time to record (`None`: the clock, per file).
+    pub now_ns: Option<i128>,
+    /// The next cache's entries, by key.
+    pub next: std::sync::Mutex<Vec<(String, crate::stat_cache::Entry)>>,
+}
+
+impl StatUse<'_> {
+    /// Keeps `entry` for `key` in the next cache.
+    pub fn keep(&self, key: &str, entry: crate::stat_cache::Entry) {
+        if let Ok(mut next) = self.next.lock() {
+            next.push((key.to_string(), entry));
+        }
+    }
+
+    /// Now, for a verification.
+    pub fn now(&self) -> i128 {
+        self.now_ns.unwrap_or_else(crate::stat_cache::now_ns)
+    }
 }
 
 /// One planned change, with everything apply needs.
