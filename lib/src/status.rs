@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -14,12 +13,6 @@ use crate::manifest::{FileContent, Manifest, Resource, Spec, expand_key};
 use crate::plan::Plan;
 use crate::resource::{Action, Facts, PlanContext};
 use crate::state::{DriftStatus, State};
-
-/// Sides larger than this are summarised, not diffed (as in a plan).
-const DIFF_MAX_LINES: usize = 2_000;
-const DIFF_MAX_BYTES: usize = 256 * 1024;
-/// Time the diff algorithm may take before a summary is shown instead.
-const DIFF_DEADLINE: Duration = Duration::from_secs(1);
 
 /// One managed path compared with the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,31 +111,9 @@ pub fn drift_diff(manifest: &Manifest, finding: &Finding) -> Option<String> {
 }
 
 /// A unified diff of `old` → `new` under these labels; binary or very large
-/// content is summarised.
+/// content is summarised (the plan's diff, uncut).
 pub fn unified(old_label: &str, new_label: &str, old: &[u8], new: &[u8]) -> String {
-    let (Ok(o), Ok(n)) = (std::str::from_utf8(old), std::str::from_utf8(new)) else {
-        return format!(
-            "binary content differs ({} bytes → {} bytes)\n",
-            old.len(),
-            new.len()
-        );
-    };
-    let (old_lines, new_lines) = (o.lines().count(), n.lines().count());
-    let summary = || format!("content differs ({old_lines} lines → {new_lines} lines)\n");
-    if old_lines.max(new_lines) > DIFF_MAX_LINES || old.len().max(new.len()) > DIFF_MAX_BYTES {
-        return summary();
-    }
-    let deadline = Instant::now() + DIFF_DEADLINE;
-    let diff = similar::TextDiff::configure()
-        .deadline(deadline)
-        .diff_lines(o, n);
-    if Instant::now() >= deadline {
-        return summary();
-    }
-    diff.unified_diff()
-        .context_radius(3)
-        .header(old_label, new_label)
-        .to_string()
+    crate::resource::file::unified_diff(old_label, new_label, old, new)
 }
 
 /// The file in the config repo that a managed path comes from.

@@ -29,7 +29,10 @@ pub fn run(ctx: &Context, args: &EditArgs) -> Result<ExitCode> {
     let (manifest, _) = ctx.load_manifest(Some(&state), None)?;
     let target = args.path.to_string_lossy().into_owned();
     let found = stead_lib::status::source_of(&manifest, &target, &ctx.user_path(&args.path)?)?;
-    let editor = editor()?;
+    let editor = super::editor(
+        "stead edit",
+        "Set EDITOR (e.g. EDITOR=nano) and run it again.",
+    )?;
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{editor} \"$1\""))
@@ -68,20 +71,4 @@ pub fn run(ctx: &Context, args: &EditArgs) -> Result<ExitCode> {
         .try_get_matches_from(argv)?;
     let apply = super::apply::ApplyArgs::from_arg_matches(&matches)?;
     super::apply::run(ctx, &apply)
-}
-
-/// `$VISUAL`, else `$EDITOR`, else `vi` only when there is a terminal to
-/// run it in.
-fn editor() -> Result<String> {
-    let set = |name: &str| std::env::var(name).ok().filter(|e| !e.trim().is_empty());
-    if let Some(editor) = set("VISUAL").or_else(|| set("EDITOR")) {
-        return Ok(editor);
-    }
-    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        return Ok("vi".to_string());
-    }
-    anyhow::bail!(
-        "'stead edit' needs an editor, and neither $VISUAL nor $EDITOR is set and there is no terminal to run vi in\n\
-         Nothing was changed. Set EDITOR (e.g. EDITOR=nano) and run it again."
-    )
 }

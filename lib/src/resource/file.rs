@@ -471,6 +471,23 @@ const DIFF_DEADLINE: Duration = Duration::from_secs(1);
 /// A unified diff of old → new, capped; binary content and content too
 /// large to diff are summarized.
 pub fn text_diff(name: &str, old: &[u8], new: &[u8]) -> String {
+    let text = unified_diff(name, &format!("{name} (planned)"), old, new);
+    let total = text.lines().count();
+    if total > DIFF_LINES {
+        let mut cut: String = text.lines().take(DIFF_LINES).collect::<Vec<_>>().join("\n");
+        cut.push_str(&format!(
+            "\n... ({} more diff lines not shown)\n",
+            total - DIFF_LINES
+        ));
+        cut
+    } else {
+        text
+    }
+}
+
+/// A unified diff of `old` → `new` under these labels, uncut; binary
+/// content and content too large (or too slow) to diff are summarized.
+pub fn unified_diff(old_label: &str, new_label: &str, old: &[u8], new: &[u8]) -> String {
     let (Ok(o), Ok(n)) = (std::str::from_utf8(old), std::str::from_utf8(new)) else {
         return format!(
             "binary content differs ({} bytes → {} bytes)\n",
@@ -492,22 +509,10 @@ pub fn text_diff(name: &str, old: &[u8], new: &[u8]) -> String {
     if Instant::now() >= deadline {
         return summary();
     }
-    let text = diff
-        .unified_diff()
+    diff.unified_diff()
         .context_radius(3)
-        .header(name, &format!("{name} (planned)"))
-        .to_string();
-    let total = text.lines().count();
-    if total > DIFF_LINES {
-        let mut cut: String = text.lines().take(DIFF_LINES).collect::<Vec<_>>().join("\n");
-        cut.push_str(&format!(
-            "\n... ({} more diff lines not shown)\n",
-            total - DIFF_LINES
-        ));
-        cut
-    } else {
-        text
-    }
+        .header(old_label, new_label)
+        .to_string()
 }
 
 fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, ResourceError> {

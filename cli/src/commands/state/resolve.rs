@@ -190,23 +190,6 @@ fn report_kept(
     outln!("{} {why}", ctx.out.yellow("Note:"));
 }
 
-/// The editor for `--manual`: `$VISUAL`, else `$EDITOR`, else `vi` only
-/// when there is a terminal to run it in.
-fn editor() -> Result<String> {
-    use std::io::IsTerminal as _;
-    let set = |name: &str| std::env::var(name).ok().filter(|e| !e.trim().is_empty());
-    if let Some(editor) = set("VISUAL").or_else(|| set("EDITOR")) {
-        return Ok(editor);
-    }
-    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        return Ok("vi".to_string());
-    }
-    anyhow::bail!(
-        "'stead state resolve --manual' needs an editor, and neither $VISUAL nor $EDITOR is set and there is no terminal to run vi in\n\
-         Nothing was changed. Set EDITOR (e.g. EDITOR=nano), or resolve with --use-local, --use-remote or --merge."
-    )
-}
-
 /// Opens `$VISUAL`/`$EDITOR` (else `vi`) on a copy of `proposed` in the
 /// state dir; returns the edit only if it is a valid record that keeps
 /// every history entry and machine of both sides and moves the serial past
@@ -218,7 +201,10 @@ fn edit(
     remote: &SharedRecord,
     me: &str,
 ) -> Result<SharedRecord> {
-    let editor = editor()?;
+    let editor = super::super::editor(
+        "stead state resolve --manual",
+        "Set EDITOR (e.g. EDITOR=nano), or resolve with --use-local, --use-remote or --merge.",
+    )?;
     let copy = ctx
         .layout
         .state_dir()
