@@ -346,19 +346,7 @@ impl Context {
                 why: BreakReason::Offline,
                 ..
             } => {
-                let who = previous
-                    .info
-                    .as_ref()
-                    .map(|i| {
-                        format!(
-                            " ({} by PID {} on {}, acquired {})",
-                            i.operation,
-                            i.machine.pid,
-                            crate::output::clean(&i.machine.hostname),
-                            lock::ago(i.created_at, chrono::Utc::now())
-                        )
-                    })
-                    .unwrap_or_default();
+                let who = broken_holder(&previous);
                 self.note(&format!(
                     "Broke the remote lock on '{remote}'{who}: its machine has not been seen for {} hours, \
                      so it counts as offline.",
@@ -368,19 +356,7 @@ impl Context {
             HybridEvent::Broke {
                 remote, previous, ..
             } => {
-                let who = previous
-                    .info
-                    .as_ref()
-                    .map(|i| {
-                        format!(
-                            " ({} by PID {} on {}, acquired {})",
-                            i.operation,
-                            i.machine.pid,
-                            i.machine.hostname,
-                            lock::ago(i.created_at, chrono::Utc::now())
-                        )
-                    })
-                    .unwrap_or_default();
+                let who = broken_holder(&previous);
                 self.note(&format!(
                     "Broke the remote lock on '{remote}'{who}: it is older than the timeout ({timeout} s), \
                      and a holder on another machine cannot be proven alive."
@@ -408,7 +384,9 @@ impl Context {
                     .map(|i| {
                         format!(
                             " ({} by PID {} on {})",
-                            i.operation, i.machine.pid, i.machine.hostname
+                            i.operation,
+                            i.machine.pid,
+                            crate::output::clean(&i.machine.hostname)
                         )
                     })
                     .unwrap_or_default();
@@ -634,4 +612,23 @@ fn lock_reason(operation: &str) -> String {
         "init" => "initialise this machine".to_string(),
         other => format!("stead {other}"),
     }
+}
+
+/// ` (apply by PID 42 on host, acquired 1 day ago)` for a broken remote
+/// lock's holder, as read (its hostname cleaned of control characters);
+/// empty when the lock was unreadable.
+fn broken_holder(previous: &stead_lib::sync::backend::RemoteHolder) -> String {
+    previous
+        .info
+        .as_ref()
+        .map(|i| {
+            format!(
+                " ({} by PID {} on {}, acquired {})",
+                i.operation,
+                i.machine.pid,
+                crate::output::clean(&i.machine.hostname),
+                lock::ago(i.created_at, chrono::Utc::now())
+            )
+        })
+        .unwrap_or_default()
 }

@@ -150,16 +150,7 @@ pub fn print_plan(p: &Paint, plan: &Plan) {
         };
         outln!("{symbol} {}{key}{reason}", c.id);
         if let Some(diff) = &c.diff {
-            for line in diff.lines() {
-                let styled = if line.starts_with('+') && !line.starts_with("+++") {
-                    p.green(line)
-                } else if line.starts_with('-') && !line.starts_with("---") {
-                    p.red(line)
-                } else {
-                    line.to_string()
-                };
-                outln!("    {styled}");
-            }
+            super::drift::print_diff(p, diff);
         }
     }
     let n = plan.counts();
