@@ -746,15 +746,12 @@ pub fn execute(
 }
 
 /// Keeps what the plan trusted or read and found right for the next run,
-/// when that differs from the cache there is (a run that trusted every file
-/// writes nothing; a saved plan carries no entries, so the cache starts
-/// over). It is only a cache: a failure to write it costs the next run its
-/// reads, nothing else.
+/// when that differs from the cache the plan used (a run that trusted every
+/// file writes nothing; a saved plan leaves the cache as it is). It is only
+/// a cache: a failure to write it costs the next run its reads, nothing else.
 fn save_stat_cache(layout: &Layout, plan: &Plan) {
-    let dir = layout.state_dir();
-    let next = StatCache::of(plan.stat_entries.iter().cloned());
-    if StatCache::load(dir) != next {
-        let _ = next.save(dir);
+    if let Some(next) = &plan.stat_next {
+        let _ = next.save(layout.state_dir());
     }
 }
 

@@ -44,10 +44,11 @@ pub struct Plan {
     /// key: a saved plan is refused when one of them changed since.
     #[serde(default)]
     pub seen: BTreeMap<String, Seen>,
-    /// The next stat cache: the files this plan trusted by their `lstat` or
-    /// read and found right (never saved with a plan).
+    /// The next stat cache, when it differs from the one this plan used:
+    /// the files it trusted by their `lstat` or read and found right (never
+    /// saved with a plan; `None` for a saved plan, or when nothing changed).
     #[serde(skip)]
-    pub stat_entries: Vec<(String, crate::stat_cache::Entry)>,
+    pub stat_next: Option<crate::stat_cache::StatCache>,
     /// How many files were trusted by their `lstat` without being read.
     #[serde(skip)]
     pub stat_trusted: usize,
@@ -324,16 +325,17 @@ pub fn make_cached(
     }
     let depends_on = dependencies(graph, &changes, removals_from);
     let seen = observe_targets(&changes, &manifest.real_home);
-    let (stat_entries, stat_trusted) = match stat_use {
+    let (stat_next, stat_trusted) = match stat_use {
         Some(u) => {
             let entries = u.next.into_inner().unwrap_or_default();
             let trusted = entries
                 .iter()
                 .filter(|(k, e)| u.cache.get(k) == Some(e))
                 .count();
-            (entries, trusted)
+            let next = crate::stat_cache::StatCache::of(entries);
+            ((next != *u.cache).then_some(next), trusted)
         }
-        None => (Vec::new(), 0),
+        None => (None, 0),
     };
     Ok(Plan {
         format: PLAN_FORMAT,
@@ -347,7 +349,7 @@ pub fn make_cached(
         depends_on,
         removals_from,
         seen,
-        stat_entries,
+        stat_next,
         stat_trusted,
     })
 }
