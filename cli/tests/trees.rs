@@ -267,70 +267,68 @@ after = ["file.t"]
     assert!(repo.ok(&["plan"]).contains("No changes"));
 }
 
+/// Loads `manifest` with `plan`: exit 1, `want` in the report, placed at
+/// `stead.toml:LINE:`.
+fn load_error(repo: &Repo, manifest: &str, line: usize, want: &str) {
+    repo.write_manifest(manifest);
+    let (code, _, err) = repo.run(&["plan"]);
+    assert_eq!(code, 1, "{manifest}: {err}");
+    assert!(err.contains(want), "{manifest}: {err}");
+    assert!(
+        err.contains(&format!("stead.toml:{line}:")),
+        "{manifest}: {err}"
+    );
+}
+
 #[test]
 fn tree_mistakes_are_load_errors_with_their_place() {
-    let repo = Repo::new("[file.t]\npath = \"~/t\"\nsource = \"t\"\n");
+    let repo = Repo::new("");
     repo.write_source("t/a", "a\n");
-    std::os::unix::fs::symlink("/etc/passwd", repo.config.path().join("t/link")).unwrap();
     repo.sb.ok(&["init"]);
-    let (code, _, err) = repo.run(&["plan"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("t/link in the tree's source is a symlink"),
-        "{err}"
-    );
-    assert!(err.contains("stead.toml:1:"), "{err}");
+    let tree = "[file.t]\npath = \"~/t\"\nsource = \"t\"\n";
 
+    std::os::unix::fs::symlink("/etc/passwd", repo.config.path().join("t/link")).unwrap();
+    load_error(&repo, tree, 1, "t/link in the tree's source is a symlink");
     fs::remove_file(repo.config.path().join("t/link")).unwrap();
-    repo.write_manifest(
-        "[file.t]\npath = \"~/t\"\nsource = \"t\"\n\n[file.a]\npath = \"~/t/a\"\ncontent = \"x\"\n",
-    );
-    let (code, _, err) = repo.run(&["plan"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("file.t/a manages ~/t/a, which file.a manages too"),
-        "{err}"
-    );
 
-    repo.write_manifest(
-        "[file.t]\npath = \"~/t\"\nsource = \"t\"\n\n[file.\"t/a\"]\npath = \"~/elsewhere\"\ncontent = \"x\"\n",
+    load_error(
+        &repo,
+        &format!("{tree}\n[file.a]\npath = \"~/t/a\"\ncontent = \"x\"\n"),
+        1,
+        "file.t/a manages ~/t/a, which file.a manages too",
     );
-    let (code, _, err) = repo.run(&["plan"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("file.t/a is both declared and a file of a tree"),
-        "{err}"
+    load_error(
+        &repo,
+        &format!("{tree}\n[file.\"t/a\"]\npath = \"~/elsewhere\"\ncontent = \"x\"\n"),
+        5,
+        "file.t/a is both declared and a file of a tree",
     );
-
-    repo.write_manifest("[file.one]\npath = \"~/one\"\ncontent = \"x\"\npurge = true\n");
-    let (code, _, err) = repo.run(&["plan"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("file.one has `purge`, which only a tree takes"),
-        "{err}"
+    load_error(
+        &repo,
+        "[file.one]\npath = \"~/one\"\ncontent = \"x\"\npurge = true\n",
+        1,
+        "file.one has `purge`, which only a tree takes",
     );
-
-    repo.write_manifest("[file.t]\npath = \"~\"\nsource = \"t\"\npurge = true\n");
-    let (code, _, err) = repo.run(&["plan"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("would report everything in ~"), "{err}");
-
+    load_error(
+        &repo,
+        "[file.t]\npath = \"~\"\nsource = \"t\"\npurge = true\n",
+        1,
+        "would report everything in ~",
+    );
     for source in ["/etc", "..", "."] {
-        repo.write_manifest(&format!(
-            "[file.t]\npath = \"~/t\"\nsource = \"{source}\"\n"
-        ));
-        let (code, _, err) = repo.run(&["plan"]);
-        assert_eq!(code, 1, "{source}: {err}");
-        assert!(
-            err.contains("is not a directory inside the config repo"),
-            "{source}: {err}"
+        load_error(
+            &repo,
+            &format!("[file.t]\npath = \"~/t\"\nsource = \"{source}\"\n"),
+            1,
+            "is not a directory inside the config repo",
         );
     }
-
-    repo.write_manifest("[tree.t]\npath = \"~/t\"\n");
-    let (code, _, err) = repo.run(&["plan"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("unknown kind `tree`"), "{err}");
+    load_error(
+        &repo,
+        "[tree.t]\npath = \"~/t\"\n",
+        1,
+        "unknown kind `tree`",
+    );
     // Nothing was written by any of them.
     assert!(!repo.path("t").exists());
 }
