@@ -82,13 +82,24 @@ fn a_clean_apply_leaves_its_run_in_the_journal() {
             .collect()
     };
     assert_eq!(states_of("run"), ["run-start:started", "run-end:succeeded"]);
-    assert_eq!(states_of("file.a"), ["create:started", "create:succeeded"]);
+    // A file write is journaled in a batch: one record names its files.
+    assert_eq!(states_of("batch"), ["write:started", "write:succeeded"]);
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["resource"] == "batch")
+            .all(|l| l["members"] == serde_json::json!(["file.a"])),
+        "{lines:?}"
+    );
     assert_eq!(states_of("exec.e"), ["update:started", "update:succeeded"]);
 
     // `stead state journal` shows it; a second clean run replaces it.
     let out = r.ok(&["state", "journal"]);
     assert!(out.contains(&format!("Run {run_id} (ended)")), "{out}");
-    assert!(out.contains("succeeded  create     file.a"), "{out}");
+    assert!(
+        out.contains("succeeded  write      batch of 1: file.a"),
+        "{out}"
+    );
     r.ok(&["apply", "--yes"]);
     let second = journal_lines(&r);
     assert_ne!(second[0]["run_id"], run_id.as_str());

@@ -208,7 +208,10 @@ fn journal_view_with(
     };
     let interrupted =
         journal::interrupted_run(&loaded.records).map(|(run_id, started)| InterruptedRun {
-            in_flight: journal::in_flight(&loaded.records, &run_id).len(),
+            in_flight: journal::in_flight(&loaded.records, &run_id)
+                .iter()
+                .map(|r| r.subjects().count())
+                .sum(),
             run_id,
             started,
         });
@@ -219,7 +222,7 @@ fn journal_view_with(
                 .records
                 .iter()
                 .filter(|r| r.run_id == run.run_id && r.state == OpState::Succeeded)
-                .map(|r| r.resource.clone())
+                .flat_map(|r| r.subjects().map(str::to_string))
                 .collect()
         })
         .unwrap_or_default();
@@ -730,6 +733,7 @@ pub fn execute(
             ConvergeError::NotRecorded { changed, source }
         });
     }
+    reporter.event(Event::Durability(crate::batch::Stage::StateCommitted));
     // The run ends only once the state holds its outcome.
     let end = if outcome.has_failures() {
         OpState::Failed

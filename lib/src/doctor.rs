@@ -257,7 +257,10 @@ fn check_journal(layout: &Layout) -> Check {
     };
     let mut notes = Vec::new();
     if let Some((run_id, started)) = journal::interrupted_run(&loaded.records) {
-        let in_flight = journal::in_flight(&loaded.records, &run_id).len();
+        let in_flight: usize = journal::in_flight(&loaded.records, &run_id)
+            .iter()
+            .map(|r| r.subjects().count())
+            .sum();
         notes.push(format!(
             "run {run_id} (started {}) never ended, {in_flight} operation(s) in flight",
             started.format("%Y-%m-%d %H:%M:%S UTC")

@@ -6,10 +6,19 @@
 //! With a [`RunJournal`], every change with a side effect is journaled: its
 //! `started` record is durable before the side effect begins, and its
 //! `succeeded`/`failed` record is durable before the change is reported.
+//!
+//! File writes that are ready together run as one batch ([`crate::batch`]):
+//! one `started` record names every member, one barrier makes their data
+//! durable before any rename, one more makes the renames durable before the
+//! outcome is recorded. A batch waits at most [`BATCH_HOLD`] for more files
+//! while other work runs, so batching never holds up independent work.
 
 use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use crate::batch::{self, Stage};
 
 use crate::journal::{JournalAction, JournalWriter, OpState, Record};
 use crate::plan::Plan;
@@ -44,7 +53,14 @@ pub enum Event<'a> {
         /// How it ended.
         status: &'a Status,
     },
+    /// A batch of file writes passed a stage of its durability order (for
+    /// tests that check the order; front ends ignore it).
+    Durability(Stage),
 }
+
+/// How long a batch of file writes waits for more ready files while other
+/// changes run (longer batches share barriers; this bounds the delay).
+pub const BATCH_HOLD: Duration = Duration::from_millis(20);
 
 /// How to execute.
 #[derive(Debug, Clone)]
@@ -137,6 +153,7 @@ impl RunJournal {
             idemp_key: None,
             at: chrono::Utc::now(),
             detail: None,
+            members: Vec::new(),
             output: Vec::new(),
         }
     }
@@ -192,6 +209,81 @@ struct Worker<'a> {
     journal: Option<&'a RunJournal>,
     refreshed: &'a Mutex<HashSet<String>>,
     on_event: &'a (dyn Fn(Event) + Sync),
+}
+
+/// One unit of work for a worker thread.
+enum Job {
+    /// One change.
+    One(usize),
+    /// File writes made durable together.
+    Batch(Vec<usize>),
+}
+
+impl Job {
+    fn members(&self) -> Vec<usize> {
+        match self {
+            Job::One(i) => vec![*i],
+            Job::Batch(m) => m.clone(),
+        }
+    }
+}
+
+/// What the dispatcher tracks between rounds.
+struct Dispatch<'s> {
+    job_tx: mpsc::Sender<Job>,
+    jobs: usize,
+    /// Jobs handed out and not yet finished.
+    running: usize,
+    /// Ready changes whose key a running change holds.
+    blocked: Vec<usize>,
+    busy_keys: HashSet<&'s str>,
+    batch: PendingBatch<'s>,
+}
+
+/// File writes gathered for the next batch.
+#[derive(Default)]
+struct PendingBatch<'s> {
+    members: Vec<usize>,
+    dirs: HashSet<&'s Path>,
+    since: Option<Instant>,
+}
+
+impl<'s> PendingBatch<'s> {
+    fn has_room_for(&self, c: &'s resource::Change) -> bool {
+        self.members.len() < batch::MAX_FILES
+            && (self.dirs.len() < batch::MAX_DIRS
+                || write_dir(c).is_some_and(|d| self.dirs.contains(d)))
+    }
+
+    fn add(&mut self, i: usize, c: &'s resource::Change) {
+        self.members.push(i);
+        if let Some(d) = write_dir(c) {
+            self.dirs.insert(d);
+        }
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// How long it has waited, when it holds anything.
+    fn waited(&self) -> Option<Duration> {
+        self.since
+            .filter(|_| !self.members.is_empty())
+            .map(|t| t.elapsed())
+    }
+}
+
+/// A change that can join a batch: a plain file write (no backup first, no
+/// retries, no refresh to set).
+fn batchable(c: &resource::Change) -> bool {
+    matches!(c.op, Op::WriteFile { backup: false, .. })
+        && c.retry.retries == 0
+        && c.notify.is_empty()
+}
+
+fn write_dir(c: &resource::Change) -> Option<&Path> {
+    match &c.op {
+        Op::WriteFile { path, .. } => path.parent(),
+        _ => None,
+    }
 }
 
 /// The scheduler's view of a plan: what waits for what, what is done.
@@ -288,7 +380,8 @@ impl<'p> Schedule<'p> {
     }
 
     /// Runs the declared changes by readiness on `jobs` worker threads;
-    /// changes that share a key never run at the same time.
+    /// changes that share a key never run at the same time. Ready file
+    /// writes gather into a batch that runs as one job.
     fn run_declared<'s>(
         &mut self,
         scope: &'s std::thread::Scope<'s, '_>,
@@ -297,69 +390,137 @@ impl<'p> Schedule<'p> {
     ) where
         'p: 's,
     {
-        let (job_tx, job_rx) = mpsc::channel::<usize>();
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done_rx) = mpsc::channel::<(usize, Status, u32)>();
+        let (done_tx, done_rx) = mpsc::channel::<Vec<(usize, Status, u32)>>();
         for _ in 0..jobs {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
-            let changes = &self.plan.changes;
+            let plan = self.plan;
             scope.spawn(move || {
-                while let Some(i) = job_rx.lock().ok().and_then(|rx| rx.recv().ok()) {
-                    (worker.on_event)(Event::Started { id: &changes[i].id });
-                    let (status, tries) = run_with_retries(&changes[i], worker);
-                    if done_tx.send((i, status, tries)).is_err() {
+                while let Some(job) = job_rx.lock().ok().and_then(|rx| rx.recv().ok()) {
+                    let members = job.members();
+                    // A panic would leave the scheduler waiting for an answer
+                    // that never comes: it fails the job's changes instead.
+                    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_job(plan, job, worker, jobs)
+                    }))
+                    .unwrap_or_else(|_| {
+                        let why = "internal error: a worker panicked while running it";
+                        members
+                            .into_iter()
+                            .map(|i| (i, Status::Failed(why.into()), 1))
+                            .collect()
+                    });
+                    if done_tx.send(finished).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(done_tx);
-        let mut blocked: Vec<usize> = Vec::new();
-        let mut busy_keys: HashSet<&str> = HashSet::new();
-        let mut running = 0usize;
+        let mut state: Dispatch<'p> = Dispatch {
+            job_tx,
+            jobs,
+            running: 0,
+            blocked: Vec::new(),
+            busy_keys: HashSet::new(),
+            batch: PendingBatch::default(),
+        };
         loop {
-            while running < jobs {
-                let Some(i) = self.ready.pop_front() else {
-                    break;
-                };
-                if self.statuses[i].is_some() {
-                    continue;
-                }
-                if let Some(status) = self.settle_without_worker(i, worker) {
-                    self.finish(i, status);
-                    continue;
-                }
-                let c = &self.plan.changes[i];
-                if c.keys.iter().any(|k| busy_keys.contains(k.as_str())) {
-                    blocked.push(i);
-                    continue;
-                }
-                busy_keys.extend(c.keys.iter().map(String::as_str));
-                if job_tx.send(i).is_err() {
-                    self.finish(i, Status::Failed("the worker pool stopped".into()));
-                    continue;
-                }
-                running += 1;
-            }
-            if running == 0 {
-                if blocked.is_empty() {
+            self.dispatch_ready(&mut state, worker);
+            if state.running == 0 {
+                if state.blocked.is_empty() {
                     break;
                 }
-                self.ready.extend(blocked.drain(..));
+                self.ready.extend(state.blocked.drain(..));
                 continue;
             }
-            let Ok((i, status, tries)) = done_rx.recv() else {
-                break;
+            let finished = match state.batch.waited() {
+                Some(waited) => match done_rx.recv_timeout(BATCH_HOLD.saturating_sub(waited)) {
+                    Ok(finished) => finished,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match done_rx.recv() {
+                    Ok(finished) => finished,
+                    Err(_) => break,
+                },
             };
-            running -= 1;
-            for k in &self.plan.changes[i].keys {
-                busy_keys.remove(k.as_str());
+            state.running -= 1;
+            for (i, _, _) in &finished {
+                for k in &self.plan.changes[*i].keys {
+                    state.busy_keys.remove(k.as_str());
+                }
             }
-            self.ready.extend(blocked.drain(..));
-            self.attempts[i] = tries;
-            self.finish(i, status);
+            self.ready.extend(state.blocked.drain(..));
+            for (i, status, tries) in finished {
+                self.attempts[i] = tries;
+                self.finish(i, status);
+            }
         }
+    }
+
+    /// Hands every ready change to a worker, as far as `jobs` allows; file
+    /// writes join the pending batch, which goes out when a worker is free
+    /// and it is full, nothing else runs, or it has waited [`BATCH_HOLD`].
+    fn dispatch_ready(&mut self, d: &mut Dispatch<'p>, worker: &Worker) {
+        let mut waiting: VecDeque<usize> = VecDeque::new();
+        while let Some(i) = self.ready.pop_front() {
+            if self.statuses[i].is_some() {
+                continue;
+            }
+            if let Some(status) = self.settle_without_worker(i, worker) {
+                self.finish(i, status);
+                continue;
+            }
+            let c: &'p resource::Change = &self.plan.changes[i];
+            if c.keys.iter().any(|k| d.busy_keys.contains(k.as_str())) {
+                d.blocked.push(i);
+                continue;
+            }
+            if batchable(c) {
+                if !d.batch.has_room_for(c) {
+                    if d.running >= d.jobs {
+                        waiting.push_back(i);
+                        continue;
+                    }
+                    let full = std::mem::take(&mut d.batch).members;
+                    self.send(d, Job::Batch(full));
+                }
+                d.busy_keys.extend(c.keys.iter().map(String::as_str));
+                d.batch.add(i, c);
+                continue;
+            }
+            if d.running >= d.jobs {
+                waiting.push_back(i);
+                continue;
+            }
+            d.busy_keys.extend(c.keys.iter().map(String::as_str));
+            self.send(d, Job::One(i));
+        }
+        self.ready = waiting;
+        let batch_due = d.running == 0
+            || d.batch.members.len() >= batch::MAX_FILES
+            || d.batch.waited().is_some_and(|w| w >= BATCH_HOLD);
+        if !d.batch.members.is_empty() && d.running < d.jobs && batch_due {
+            let due = std::mem::take(&mut d.batch).members;
+            self.send(d, Job::Batch(due));
+        }
+    }
+
+    fn send(&mut self, d: &mut Dispatch, job: Job) {
+        let members = job.members();
+        if d.job_tx.send(job).is_err() {
+            for i in members {
+                for k in &self.plan.changes[i].keys {
+                    d.busy_keys.remove(k.as_str());
+                }
+                self.finish(i, Status::Failed("the worker pool stopped".into()));
+            }
+            return;
+        }
+        d.running += 1;
     }
 
     /// Removals last, one at a time, deepest first (the plan's order).
@@ -394,6 +555,132 @@ impl<'p> Schedule<'p> {
             attempts: self.attempts,
         }
     }
+}
+
+/// Runs one job on a worker thread; returns how each of its changes ended
+/// and the attempts made.
+fn run_job(plan: &Plan, job: Job, worker: &Worker, threads: usize) -> Vec<(usize, Status, u32)> {
+    match job {
+        Job::One(i) => {
+            let c = &plan.changes[i];
+            (worker.on_event)(Event::Started { id: &c.id });
+            let (status, tries) = run_with_retries(c, worker);
+            vec![(i, status, tries)]
+        }
+        Job::Batch(members) => run_batch(plan, &members, worker, threads),
+    }
+}
+
+/// Runs file writes as one batch between one durable `started` record
+/// naming them all and their outcome records (see [`crate::batch`]).
+fn run_batch(
+    plan: &Plan,
+    members: &[usize],
+    worker: &Worker,
+    threads: usize,
+) -> Vec<(usize, Status, u32)> {
+    if worker.options.control.stop_requested() {
+        return members
+            .iter()
+            .map(|&i| (i, Status::Skipped(Skip::Interrupted), 0))
+            .collect();
+    }
+    let changes: Vec<(usize, &resource::Change)> =
+        members.iter().map(|&i| (i, &plan.changes[i])).collect();
+    let files: Vec<batch::Member> = changes
+        .iter()
+        .filter_map(|(_, c)| match &c.op {
+            Op::WriteFile {
+                path,
+                content,
+                mode,
+                ..
+            } => Some(batch::Member {
+                path,
+                content,
+                mode: *mode,
+            }),
+            _ => None,
+        })
+        .collect();
+    if files.len() != changes.len() {
+        // Only file writes join a batch; anything else would be a bug here.
+        return changes
+            .iter()
+            .map(|(i, c)| (*i, run_with_retries(c, worker).0, 1))
+            .collect();
+    }
+    for (_, c) in &changes {
+        (worker.on_event)(Event::Started { id: &c.id });
+    }
+    let journal = worker.journal;
+    let op_id = journal.map_or_else(|| "batch".to_string(), RunJournal::next_op_id);
+    let mut started = journal.map(|j| {
+        let mut r = j.record(&op_id, "batch", JournalAction::Write, OpState::Started);
+        r.members = changes.iter().map(|(_, c)| c.id.clone()).collect();
+        j.writer.append(r)
+    });
+    let stage = |s: Stage| (worker.on_event)(Event::Durability(s));
+    let results = batch::write(&op_id, &files, threads, &stage, &mut || {
+        started.take().map_or(Ok(()), |t| {
+            t.wait()
+                .map_err(|e| format!("the journal could not record it ({e})"))
+        })
+    });
+    let mut statuses: Vec<(usize, Status, u32)> = changes
+        .iter()
+        .zip(results)
+        .map(|((i, _), r)| match r {
+            Ok(applied) => (*i, Status::Done(applied), 1),
+            Err(e) => (*i, Status::Failed(e), 1),
+        })
+        .collect();
+    if let Some(j) = journal {
+        stage(Stage::OutcomeQueued {
+            batch: op_id.clone(),
+        });
+        if let Err(e) = record_batch_outcome(j, &op_id, &changes, &statuses) {
+            for (_, status, _) in &mut statuses {
+                if matches!(status, Status::Done(_)) {
+                    *status = Status::Failed(format!(
+                        "applied, but the journal could not record it ({e}); the next run re-reads it"
+                    ));
+                }
+            }
+        }
+    }
+    statuses
+}
+
+/// One `succeeded` record naming the batch's written files, one `failed`
+/// record per file that was not; waits until they are durable.
+fn record_batch_outcome(
+    j: &RunJournal,
+    op_id: &str,
+    changes: &[(usize, &resource::Change)],
+    statuses: &[(usize, Status, u32)],
+) -> Result<(), crate::journal::JournalError> {
+    let mut last = None;
+    let written: Vec<String> = changes
+        .iter()
+        .zip(statuses)
+        .filter(|(_, (_, s, _))| matches!(s, Status::Done(_)))
+        .map(|((_, c), _)| c.id.clone())
+        .collect();
+    if !written.is_empty() {
+        let mut r = j.record(op_id, "batch", JournalAction::Write, OpState::Succeeded);
+        r.members = written;
+        last = Some(j.writer.append(r));
+    }
+    for ((_, c), (_, status, _)) in changes.iter().zip(statuses) {
+        if let Status::Failed(e) = status {
+            let mut r = j.record(op_id, &c.id, JournalAction::of(c.action), OpState::Failed);
+            r.detail = Some(e.lines().next().unwrap_or_default().to_string());
+            last = Some(j.writer.append(r));
+        }
+    }
+    // One group commit: the last ticket covers every record queued before it.
+    last.map_or(Ok(()), crate::journal::Ticket::wait)
 }
 
 /// Changes that need no worker: unchanged, conflicts, and no-op removals.
@@ -732,5 +1019,190 @@ mod tests {
         let mut got = finished.into_inner().unwrap();
         got.sort();
         assert_eq!(got, ["exec.bad", "exec.child", "exec.ok"]);
+    }
+
+    #[test]
+    fn file_writes_batched_together_do_not_wait_for_unrelated_work() {
+        // `slow` waits (up to 20 s) for files that depend only on `fast`:
+        // a batch held until every running change ended would wait for
+        // `slow`, which would give up. A 3rd file shows the batch forming.
+        let fx = Fixture::new();
+        let file = |n: &str| {
+            format!("[file.{n}]\npath = \"~/{n}\"\ncontent = \"x\"\nafter = [\"exec.fast\"]\n\n")
+        };
+        let text = exec("slow", &wait_for("b", 20), &[])
+            + &exec("fast", "true", &[])
+            + &file("a")
+            + &file("b")
+            + &file("c");
+        let (plan, outcome) = run(&fx, &text, 4);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert!(done(&plan, &outcome, "exec.slow"));
+    }
+
+    /// What the stage-order test saw, in order.
+    #[derive(Debug)]
+    enum Seen {
+        Stage(Stage),
+        Finished(String),
+    }
+
+    /// Writes `n` files in 3 directories through a journaled run and
+    /// returns what happened in order. At each barrier the hook looks at the
+    /// disk itself: at the data barrier no target exists yet and the batch's
+    /// `started` record is already in the journal file; at the name barrier
+    /// every target holds its content.
+    fn run_batched(n: usize) -> (Vec<Seen>, Vec<String>) {
+        let fx = Fixture::new();
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&format!(
+                "[file.f{i}]\npath = \"~/d{}/f{i}\"\ncontent = \"file {i}\\n\"\n\n",
+                i % 3
+            ));
+        }
+        let plan = fx.plan(&text);
+        let journal_path = fx.out.join("journal.jsonl");
+        let journal = RunJournal::new(JournalWriter::open(&journal_path, true).unwrap(), "run");
+        let target = |i: usize| fx.home.join(format!("d{}/f{i}", i % 3));
+        let seen = Mutex::new(Vec::new());
+        let outcome = execute_journaled(
+            &plan,
+            &EngineOptions::new(4, fx.backups.clone()),
+            Some(&journal),
+            &|e| match e {
+                Event::Durability(stage) => {
+                    match &stage {
+                        Stage::DataBarrier { .. } => {
+                            let text = std::fs::read_to_string(&journal_path).unwrap();
+                            assert!(
+                                text.contains("\"state\":\"started\",")
+                                    && text.contains("\"members\""),
+                                "the started record is durable before any rename: {text}"
+                            );
+                            assert!((0..n).all(|i| !target(i).exists()), "nothing renamed yet");
+                        }
+                        Stage::NameBarrier { .. } => {
+                            assert!((0..n).all(|i| {
+                                std::fs::read_to_string(target(i))
+                                    .is_ok_and(|t| t == format!("file {i}\n"))
+                            }));
+                        }
+                        _ => {}
+                    }
+                    seen.lock().unwrap().push(Seen::Stage(stage));
+                }
+                Event::Finished { id, .. } => {
+                    seen.lock().unwrap().push(Seen::Finished(id.to_string()))
+                }
+                _ => {}
+            },
+        );
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        journal.into_writer().close().unwrap();
+        let records: Vec<String> = std::fs::read_to_string(&journal_path)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (seen.into_inner().unwrap(), records)
+    }
+
+    fn position(seen: &[Seen], what: impl Fn(&Seen) -> bool) -> Vec<usize> {
+        seen.iter()
+            .enumerate()
+            .filter(|(_, s)| what(s))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Checks the order of one batch: every temp written before the data
+    /// barrier, every rename after it and before the name barrier, the
+    /// outcome queued after that, and each member reported after the outcome.
+    fn check_batch_order(seen: &[Seen], batch_id: &str, expected: batch::Barrier) -> usize {
+        let in_batch = |b: &str| b == batch_id;
+        let temps = position(
+            seen,
+            |s| matches!(s, Seen::Stage(Stage::TempWritten { batch, .. }) if in_batch(batch)),
+        );
+        let data = position(
+            seen,
+            |s| matches!(s, Seen::Stage(Stage::DataBarrier { batch, barrier }) if in_batch(batch) && *barrier == expected),
+        );
+        let renames = position(
+            seen,
+            |s| matches!(s, Seen::Stage(Stage::Renamed { batch, .. }) if in_batch(batch)),
+        );
+        let names = position(
+            seen,
+            |s| matches!(s, Seen::Stage(Stage::NameBarrier { batch, barrier }) if in_batch(batch) && *barrier == expected),
+        );
+        let queued = position(
+            seen,
+            |s| matches!(s, Seen::Stage(Stage::OutcomeQueued { batch }) if in_batch(batch)),
+        );
+        assert_eq!(
+            (data.len(), names.len(), queued.len()),
+            (1, 1, 1),
+            "{seen:?}"
+        );
+        assert_eq!(temps.len(), renames.len());
+        assert!(
+            temps.iter().all(|&t| t < data[0]),
+            "a temp after the data barrier"
+        );
+        assert!(
+            renames.iter().all(|&r| r > data[0] && r < names[0]),
+            "a rename outside its barriers"
+        );
+        assert!(queued[0] > names[0], "the outcome before the name barrier");
+        let members: Vec<String> = seen[..]
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Stage(Stage::Renamed { batch, path }) if in_batch(batch) => Some(format!(
+                    "file.{}",
+                    path.file_name().unwrap().to_string_lossy()
+                )),
+                _ => None,
+            })
+            .collect();
+        for m in &members {
+            let reported = position(seen, |s| matches!(s, Seen::Finished(id) if id == m));
+            assert!(
+                reported.len() == 1 && reported[0] > queued[0],
+                "{m} reported before its outcome"
+            );
+        }
+        members.len()
+    }
+
+    #[test]
+    fn a_batch_renames_only_after_its_data_barrier_and_reports_only_after_its_name_barrier() {
+        for (n, expected) in [(5, batch::Barrier::Fsync), (400, batch::Barrier::Syncfs)] {
+            let (seen, records) = run_batched(n);
+            let batches: HashSet<String> = seen
+                .iter()
+                .filter_map(|s| match s {
+                    Seen::Stage(Stage::DataBarrier { batch, .. }) => Some(batch.clone()),
+                    _ => None,
+                })
+                .collect();
+            // All ready at once, they share one batch (and its barrier kind).
+            assert_eq!(batches.len(), 1, "{batches:?}");
+            let b = batches.iter().next().unwrap();
+            assert_eq!(
+                check_batch_order(&seen, b, expected),
+                n,
+                "every file went through it"
+            );
+            // One started and one succeeded record for the whole batch.
+            assert_eq!(
+                records
+                    .iter()
+                    .filter(|r| r.contains("\"resource\":\"batch\""))
+                    .count(),
+                2
+            );
+        }
     }
 }

@@ -60,6 +60,9 @@ pub enum JournalAction {
     RunEnd,
     /// A refresh set on, or consumed by, a `refresh_only` exec.
     Refresh,
+    /// A batch of file writes made durable together (resource `batch`, the
+    /// files in `members`).
+    Write,
     /// An action this version does not know.
     Other(String),
 }
@@ -76,6 +79,7 @@ impl JournalAction {
             JournalAction::RunStart => "run-start",
             JournalAction::RunEnd => "run-end",
             JournalAction::Refresh => REFRESH,
+            JournalAction::Write => "write",
             JournalAction::Other(s) => s,
         }
     }
@@ -104,6 +108,7 @@ impl From<String> for JournalAction {
             "run-start" => JournalAction::RunStart,
             "run-end" => JournalAction::RunEnd,
             REFRESH => JournalAction::Refresh,
+            "write" => JournalAction::Write,
             _ => JournalAction::Other(s),
         }
     }
@@ -129,7 +134,8 @@ pub struct Record {
     pub op_id: String,
     /// The run it belongs to.
     pub run_id: String,
-    /// `kind.name`, or `run` for the run's own records.
+    /// `kind.name`, `run` for the run's own records, or `batch` for a batch
+    /// of file writes (its files in `members`).
     pub resource: String,
     /// `create`, `update`, `remove`, `run-start`, `run-end`, ...
     pub action: JournalAction,
@@ -143,6 +149,12 @@ pub struct Record {
     /// A short note (a failure's first line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The resources of a batch record: on its `started` record every file
+    /// the batch writes, on its `succeeded` record those it wrote (a member
+    /// that failed has its own `failed` record with the batch's `op_id`).
+    /// Absent in records of one resource, and in journals of earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
     /// What a command wrote (stdout and stderr in order), the exact bytes
     /// as captured (capped): text when UTF-8, else `{"hex": ...}`.
     #[serde(
@@ -151,6 +163,15 @@ pub struct Record {
         with = "crate::resource::bytes_text"
     )]
     pub output: Vec<u8>,
+}
+
+impl Record {
+    /// The resources this record is about: a batch's members, else its
+    /// `resource`.
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        let own = self.members.is_empty().then_some(self.resource.as_str());
+        self.members.iter().map(String::as_str).chain(own)
+    }
 }
 
 /// What can go wrong with the journal.
@@ -529,7 +550,8 @@ fn move_aside(path: &Path, backups_dir: &Path) -> Result<PathBuf, JournalError> 
     Ok(dest)
 }
 
-/// The operations of `run_id` that started and have no outcome.
+/// The operations of `run_id` that started and have no outcome (a batch is
+/// one operation; [`Record::subjects`] names its resources).
 pub fn in_flight<'a>(records: &'a [Record], run_id: &str) -> Vec<&'a Record> {
     let ended: HashSet<&str> = records
         .iter()
@@ -721,6 +743,7 @@ mod tests {
             idemp_key: None,
             at: Utc::now(),
             detail: None,
+            members: Vec::new(),
             output: Vec::new(),
         }
     }
@@ -886,6 +909,42 @@ mod tests {
             HashSet::from(["once:exec.m".to_string()])
         );
         assert!(interrupted_run(&records[..5]).is_none());
+    }
+
+    #[test]
+    fn a_batch_is_one_operation_whose_subjects_are_its_members() {
+        let batch = |n: u32, state: OpState, members: &[&str]| Record {
+            members: members.iter().map(|m| m.to_string()).collect(),
+            ..rec("b", n, "batch", "write", state)
+        };
+        let records = vec![
+            rec("b", 0, "run", "run-start", OpState::Started),
+            batch(1, OpState::Started, &["file.p", "file.q", "file.r"]),
+            batch(1, OpState::Succeeded, &["file.p", "file.q"]),
+            rec("b", 1, "file.r", "create", OpState::Failed),
+            batch(2, OpState::Started, &["file.s", "file.t"]),
+        ];
+        // The first batch ended (its written files and its failure share its
+        // op id); the second was cut off with both its files in flight.
+        let flying: Vec<&str> = in_flight(&records, "b")
+            .iter()
+            .flat_map(|r| r.subjects())
+            .collect();
+        assert_eq!(flying, ["file.s", "file.t"]);
+        assert_eq!(records[3].subjects().collect::<Vec<_>>(), ["file.r"]);
+        // `members` round-trips, and is left out of one-resource records.
+        let line = serde_json::to_string(&records[2]).unwrap();
+        assert!(line.contains(r#""members":["file.p","file.q"]"#), "{line}");
+        assert!(
+            !serde_json::to_string(&records[3])
+                .unwrap()
+                .contains("members")
+        );
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), records[2]);
+        assert_eq!(
+            JournalAction::from("write".to_string()),
+            JournalAction::Write
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! - [`graph`]: the resource graph (edges, references, autoedges, cycles).
 //! - [`plan`]: read, diff and plan; record an outcome into the state.
 //! - [`engine`]: execute a plan by readiness, journaling every side effect.
+//! - [`batch`]: file writes made durable together, by barrier.
 //! - [`converge`]: the converge transaction (prepare, execute, record, commit).
 //! - [`status`]: drift findings and diffs, and the two-column status view.
 //! - [`add`]: `stead add`: copy home files into the config repo and
@@ -38,6 +39,7 @@
 
 pub mod add;
 pub mod backup;
+pub mod batch;
 pub mod converge;
 pub mod doctor;
 pub mod engine;

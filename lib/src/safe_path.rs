@@ -320,6 +320,20 @@ impl Dir {
     /// `O_EXCL` with `mode`, fsync'd, renamed over `name`, directory fsync'd.
     /// A link at `name` is replaced, never followed.
     pub fn write_atomic(&self, name: &OsStr, data: &[u8], mode: u32) -> Result<(), PathError> {
+        let temp = self.write_temp(name, data, mode)?;
+        if let Err(e) = temp.sync() {
+            self.discard_temp(temp);
+            return Err(e);
+        }
+        self.commit_temp(temp)?;
+        self.sync()
+    }
+
+    /// The first half of an atomic write, for a caller that makes many
+    /// writes durable with one barrier ([`crate::batch`]): a temp file next
+    /// to `name`, created `O_EXCL` with its final mode and holding all of
+    /// `data`, not yet fsync'd. On error nothing is left behind.
+    pub fn write_temp(&self, name: &OsStr, data: &[u8], mode: u32) -> Result<Temp, PathError> {
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let (tmp, fd) = self.with_temp_name(name, |tmp| {
@@ -332,16 +346,57 @@ impl Dir {
                 .map_err(|e| FsError::new("cannot write", &tmp_path, e))?;
             // The umask may have narrowed the creation mode; set it exactly.
             fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
-                .map_err(|e| FsError::new("cannot set permissions on", &tmp_path, errno_io(e)))?;
-            file.sync_all()
-                .map_err(|e| FsError::new("cannot fsync", &tmp_path, e))?;
-            self.rename_over(&tmp, name)
+                .map_err(|e| FsError::new("cannot set permissions on", &tmp_path, errno_io(e)))
         })();
-        if let Err(e) = result {
-            let _ = unlinkat(self.fd.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(e);
+        let temp = Temp {
+            tmp,
+            name: name.to_os_string(),
+            path: tmp_path,
+            file: Some(file),
+        };
+        match result {
+            Ok(()) => Ok(temp),
+            Err(e) => {
+                self.discard_temp(temp);
+                Err(e.into())
+            }
         }
-        self.sync()
+    }
+
+    /// Renames a [`Temp`] made in this directory over its target (a link
+    /// there is replaced, never followed). The rename is durable only once
+    /// this directory is fsync'd (or the filesystem synced). On error the
+    /// temp is removed.
+    pub fn commit_temp(&self, temp: Temp) -> Result<(), PathError> {
+        let result = self.rename_over(&temp.tmp, &temp.name);
+        if result.is_err() {
+            self.discard_temp(temp);
+        }
+        result
+    }
+
+    /// Removes a [`Temp`] that will not be committed.
+    pub fn discard_temp(&self, temp: Temp) {
+        let _ = unlinkat(
+            self.fd.as_fd(),
+            temp.tmp.as_os_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
+    }
+
+    /// Flushes the whole filesystem holding this directory (`syncfs`): every
+    /// write, rename and directory entry made on it so far is durable after.
+    pub fn sync_filesystem(&self) -> Result<(), PathError> {
+        nix::unistd::syncfs(self.fd.as_fd()).map_err(|e| {
+            FsError::new("cannot sync the filesystem of", &self.path, errno_io(e)).into()
+        })
+    }
+
+    /// The device this directory is on (which filesystem a sync covers).
+    pub fn device(&self) -> Result<u64, PathError> {
+        fstat(self.fd.as_fd())
+            .map(|st| st.st_dev)
+            .map_err(|e| FsError::new("cannot read", &self.path, errno_io(e)).into())
     }
 
     /// Makes `name` a symlink to `target` atomically (a temp link renamed
@@ -458,6 +513,44 @@ impl Dir {
     pub fn sync(&self) -> Result<(), PathError> {
         nix::unistd::fsync(self.fd.as_fd())
             .map_err(|e| FsError::new("cannot fsync directory", &self.path, errno_io(e)).into())
+    }
+}
+
+/// A temp file written next to its target by [`Dir::write_temp`], waiting
+/// for [`Dir::commit_temp`] or [`Dir::discard_temp`]. Its name is a
+/// [`fsutil::temp_name`], so a crash leaves only what recovery removes.
+#[derive(Debug)]
+pub struct Temp {
+    tmp: OsString,
+    name: OsString,
+    path: PathBuf,
+    /// Open until [`Temp::close`]: a batch too large to keep every temp
+    /// open syncs the filesystem instead of each file.
+    file: Option<File>,
+}
+
+impl Temp {
+    /// Where it is (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsyncs its content (the barrier of a single write).
+    pub fn sync(&self) -> Result<(), PathError> {
+        let file = self.file.as_ref().ok_or_else(|| {
+            FsError::new(
+                "cannot fsync",
+                &self.path,
+                io::Error::other("it was closed before its barrier"),
+            )
+        })?;
+        file.sync_all()
+            .map_err(|e| FsError::new("cannot fsync", &self.path, e).into())
+    }
+
+    /// Closes the file; its content stays, to be flushed by a `syncfs`.
+    pub fn close(&mut self) {
+        self.file = None;
     }
 }
 

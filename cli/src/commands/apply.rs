@@ -404,6 +404,9 @@ impl<'a> Progress<'a> {
 
 impl Reporter for Progress<'_> {
     fn event(&self, event: Event) {
+        if matches!(event, Event::Durability(_)) {
+            return;
+        }
         let ctx = self.ctx;
         let _line = self.printer.lock();
         match event {
@@ -417,7 +420,7 @@ impl Reporter for Progress<'_> {
                 }
             }
             // Shown once the run is over (the summary names give-ups).
-            Event::Retrying { .. } => {}
+            Event::Retrying { .. } | Event::Durability(_) => {}
             Event::Finished { id, status } => {
                 if ctx.json {
                     print_json_line(&status_json(id, status));

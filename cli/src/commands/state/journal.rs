@@ -61,7 +61,7 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
             r.at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
             state,
             r.action,
-            r.resource
+            subject(r)
         );
         if let Some(k) = &r.idemp_key {
             line.push_str(&format!("  [key {k}]"));
@@ -75,4 +75,18 @@ pub fn run(ctx: &Context) -> Result<ExitCode> {
         outln!("(a torn last line, left by a crash mid-write, was ignored)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a record is about: its resource, or a batch's count and first files
+/// (`--json` lists every member).
+fn subject(r: &stead_lib::journal::Record) -> String {
+    const SHOWN: usize = 3;
+    if r.members.is_empty() {
+        return r.resource.clone();
+    }
+    let mut names = r.members[..r.members.len().min(SHOWN)].join(", ");
+    if r.members.len() > SHOWN {
+        names.push_str(&format!(", … ({} more)", r.members.len() - SHOWN));
+    }
+    format!("{} of {}: {names}", r.resource, r.members.len())
 }

@@ -1,0 +1,376 @@
+//! Durability by barrier: a batch of file writes made durable together.
+//!
+//! Writing one file crash-safely takes two flushes (the temp's data before
+//! the rename, the directory after it). Done per file, those flushes are most
+//! of a cold apply. A batch instead goes through the same stages for all its
+//! files at once, with one barrier where a single write has a flush:
+//!
+//! 1. every temp file is written next to its target (`O_EXCL`, final mode,
+//!    [`safe_path::Dir::write_temp`]), none flushed;
+//! 2. **data barrier**: every temp's data is durable ([`Barrier`]), and the
+//!    batch's `started` journal record too (the caller's `started`);
+//! 3. every temp is renamed over its target;
+//! 4. **name barrier**: every rename (the directory entries) is durable;
+//! 5. only then does the caller queue the outcome record and report.
+//!
+//! So a crash (a kill or a power cut) at any point leaves each target either
+//! old or whole and new, never torn or empty: a rename is only made after the
+//! barrier that covers its data. Nothing reported done is lost: the outcome
+//! is queued only after the barrier that covers the renames. A temp left by
+//! a crash is named like every stead temp and removed by the next run.
+//!
+//! The barrier is `syncfs` once per filesystem when the batch is large (its
+//! cost does not grow with the batch), else an fsync of each temp and of each
+//! directory (cheaper for a few files; `syncfs` also waits for other
+//! programs' dirty data). docs/performance.md has the measurements.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::resource::{Applied, checksum};
+use crate::safe_path::{self, Dir, Temp};
+
+/// At least this many files: one `syncfs` per filesystem is the barrier;
+/// fewer: one fsync per temp file and per directory.
+pub const SYNCFS_MIN_FILES: usize = 128;
+
+/// At most this many files in one batch (bounds what one barrier waits for).
+pub const MAX_FILES: usize = 4096;
+
+/// At most this many directories in one batch: each is held open from the
+/// first stage to the last, and the open-file limit may be as low as 1024.
+pub const MAX_DIRS: usize = 256;
+
+/// How a barrier was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Barrier {
+    /// `syncfs` once per filesystem the batch writes on.
+    Syncfs,
+    /// fsync of each temp file (data) or of each directory (names).
+    Fsync,
+}
+
+/// Where a batch is: what the engine reports so a test can check the order
+/// of the stages (a rename never before the barrier that covers its data,
+/// an outcome never before the barrier that covers its rename).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// The temp file for `path` holds its full content (not flushed).
+    TempWritten {
+        /// The batch (its journal op id).
+        batch: String,
+        /// The target.
+        path: PathBuf,
+    },
+    /// Every temp of the batch and its `started` record are durable.
+    DataBarrier {
+        /// The batch.
+        batch: String,
+        /// How.
+        barrier: Barrier,
+    },
+    /// `path` now holds the new content (the rename is not yet durable).
+    Renamed {
+        /// The batch.
+        batch: String,
+        /// The target.
+        path: PathBuf,
+    },
+    /// Every rename of the batch is durable.
+    NameBarrier {
+        /// The batch.
+        batch: String,
+        /// How.
+        barrier: Barrier,
+    },
+    /// The batch's outcome records are queued in the journal.
+    OutcomeQueued {
+        /// The batch.
+        batch: String,
+    },
+    /// The run's outcome is committed to the state record.
+    StateCommitted,
+}
+
+/// One file of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    /// The target (absolute, normalized).
+    pub path: &'a Path,
+    /// What it will hold.
+    pub content: &'a [u8],
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+/// The directory a member's parent path names, opened once for the batch.
+type Parent = Result<Dir, String>;
+
+/// Writes `members` through the stages of this module's doc, on up to
+/// `threads` threads. `started` is called once the data is durable and
+/// before any rename; when it fails nothing is renamed. Returns each
+/// member's result, in order. `stage` sees each stage as it is passed.
+pub fn write(
+    batch: &str,
+    members: &[Member],
+    threads: usize,
+    stage: &(dyn Fn(Stage) + Sync),
+    started: &mut dyn FnMut() -> Result<(), String>,
+) -> Vec<Result<Applied, String>> {
+    let (parents, parent_of) = open_parents(members, threads);
+    let mut results: Vec<Result<Applied, String>> =
+        vec![Err("internal error: not written".to_string()); members.len()];
+    let staged = stage_temps(batch, members, &parents, &parent_of, threads, stage);
+    let mut temps: Vec<(usize, Temp)> = Vec::with_capacity(staged.len());
+    for (i, outcome) in staged {
+        match outcome {
+            Ok(temp) => temps.push((i, temp)),
+            Err(e) => results[i] = Err(e),
+        }
+    }
+    if temps.is_empty() {
+        return results;
+    }
+    let barrier = if temps.len() >= SYNCFS_MIN_FILES {
+        Barrier::Syncfs
+    } else {
+        Barrier::Fsync
+    };
+    let data = data_barrier(barrier, &temps, &parents, &parent_of, threads)
+        .map_err(|e| format!("not written: {e}"))
+        .and_then(|()| started().map_err(|e| format!("not started: {e}")));
+    if let Err(e) = data {
+        for (i, temp) in temps {
+            discard(&parents[parent_of[i]], temp);
+            results[i] = Err(e.clone());
+        }
+        return results;
+    }
+    stage(Stage::DataBarrier {
+        batch: batch.to_string(),
+        barrier,
+    });
+    let renamed = commit_temps(batch, members, temps, &parents, &parent_of, threads, stage);
+    let mut done: Vec<usize> = Vec::with_capacity(renamed.len());
+    for (i, outcome) in renamed {
+        match outcome {
+            Ok(()) => done.push(i),
+            Err(e) => results[i] = Err(e),
+        }
+    }
+    if done.is_empty() {
+        return results;
+    }
+    let barrier = if done.len() >= SYNCFS_MIN_FILES {
+        Barrier::Syncfs
+    } else {
+        Barrier::Fsync
+    };
+    let names = name_barrier(barrier, &done, &parents, &parent_of);
+    for i in done {
+        results[i] = match &names {
+            Ok(()) => Ok(Applied {
+                checksum: Some(checksum(members[i].content)),
+                ..Applied::default()
+            }),
+            Err(e) => Err(format!("written, but it could not be made durable: {e}")),
+        };
+    }
+    if names.is_ok() {
+        stage(Stage::NameBarrier {
+            batch: batch.to_string(),
+            barrier,
+        });
+    }
+    results
+}
+
+/// Opens each distinct parent directory once (creating missing ones, never
+/// through a link). Returns the directories and each member's index into them.
+fn open_parents(members: &[Member], threads: usize) -> (Vec<Parent>, Vec<usize>) {
+    let mut index: HashMap<&Path, usize> = HashMap::new();
+    let mut paths: Vec<&Path> = Vec::new();
+    let parent_of = members
+        .iter()
+        .map(|m| {
+            let parent = m.path.parent().unwrap_or(Path::new("/"));
+            *index.entry(parent).or_insert_with(|| {
+                paths.push(parent);
+                paths.len() - 1
+            })
+        })
+        .collect();
+    let parents = parallel_map(&paths, threads, |p| {
+        safe_path::open_dir(p, true)
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.ok_or_else(|| format!("cannot open the directory {}", p.display())))
+    });
+    (parents, parent_of)
+}
+
+fn stage_temps(
+    batch: &str,
+    members: &[Member],
+    parents: &[Parent],
+    parent_of: &[usize],
+    threads: usize,
+    stage: &(dyn Fn(Stage) + Sync),
+) -> Vec<(usize, Result<Temp, String>)> {
+    let indices: Vec<usize> = (0..members.len()).collect();
+    // A large batch closes each temp once written: the barrier then is
+    // `syncfs`, which needs no file open, and the open-file limit holds.
+    let keep_open = members.len() < SYNCFS_MIN_FILES;
+    let out = parallel_map(&indices, threads, |&i| {
+        let m = &members[i];
+        let dir = parents[parent_of[i]].as_ref().map_err(Clone::clone)?;
+        let name = m
+            .path
+            .file_name()
+            .ok_or_else(|| format!("cannot write {}: it has no file name", m.path.display()))?;
+        let mut temp = dir
+            .write_temp(name, m.content, m.mode)
+            .map_err(|e| e.to_string())?;
+        if !keep_open {
+            temp.close();
+        }
+        stage(Stage::TempWritten {
+            batch: batch.to_string(),
+            path: m.path.to_path_buf(),
+        });
+        Ok(temp)
+    });
+    indices.into_iter().zip(out).collect()
+}
+
+fn data_barrier(
+    barrier: Barrier,
+    temps: &[(usize, Temp)],
+    parents: &[Parent],
+    parent_of: &[usize],
+    threads: usize,
+) -> Result<(), String> {
+    match barrier {
+        Barrier::Syncfs => sync_filesystems(temps.iter().map(|(i, _)| *i), parents, parent_of),
+        Barrier::Fsync => {
+            parallel_map(temps, threads, |(_, t)| t.sync().map_err(|e| e.to_string()))
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
+fn commit_temps(
+    batch: &str,
+    members: &[Member],
+    temps: Vec<(usize, Temp)>,
+    parents: &[Parent],
+    parent_of: &[usize],
+    threads: usize,
+    stage: &(dyn Fn(Stage) + Sync),
+) -> Vec<(usize, Result<(), String>)> {
+    let cells: Vec<(usize, Mutex<Option<Temp>>)> = temps
+        .into_iter()
+        .map(|(i, t)| (i, Mutex::new(Some(t))))
+        .collect();
+    let out = parallel_map(&cells, threads, |(i, cell)| {
+        let temp = cell
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+            .ok_or_else(|| "internal error: a temp file was committed twice".to_string())?;
+        let dir = parents[parent_of[*i]].as_ref().map_err(Clone::clone)?;
+        dir.commit_temp(temp).map_err(|e| e.to_string())?;
+        stage(Stage::Renamed {
+            batch: batch.to_string(),
+            path: members[*i].path.to_path_buf(),
+        });
+        Ok(())
+    });
+    cells.into_iter().map(|(i, _)| i).zip(out).collect()
+}
+
+fn name_barrier(
+    barrier: Barrier,
+    done: &[usize],
+    parents: &[Parent],
+    parent_of: &[usize],
+) -> Result<(), String> {
+    match barrier {
+        Barrier::Syncfs => sync_filesystems(done.iter().copied(), parents, parent_of),
+        Barrier::Fsync => {
+            let mut dirs: Vec<usize> = done.iter().map(|&i| parent_of[i]).collect();
+            dirs.sort_unstable();
+            dirs.dedup();
+            for d in dirs {
+                let dir = parents[d].as_ref().map_err(Clone::clone)?;
+                dir.sync().map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `syncfs` once on each filesystem holding one of `members`' directories.
+fn sync_filesystems(
+    members: impl Iterator<Item = usize>,
+    parents: &[Parent],
+    parent_of: &[usize],
+) -> Result<(), String> {
+    let mut dirs: Vec<usize> = members.map(|i| parent_of[i]).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    let mut synced: Vec<u64> = Vec::new();
+    for d in dirs {
+        let dir = parents[d].as_ref().map_err(Clone::clone)?;
+        let device = dir.device().map_err(|e| e.to_string())?;
+        if !synced.contains(&device) {
+            dir.sync_filesystem().map_err(|e| e.to_string())?;
+            synced.push(device);
+        }
+    }
+    Ok(())
+}
+
+fn discard(parent: &Parent, temp: Temp) {
+    if let Ok(dir) = parent {
+        dir.discard_temp(temp);
+    }
+}
+
+/// `f` over `items` on up to `threads` scoped threads, results in order. A
+/// thread that panicked gives an error for each of its items, so no item is
+/// ever left without a result.
+fn parallel_map<T: Sync, O: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<O, String> + Sync,
+) -> Vec<Result<O, String>> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let f = &f;
+                (
+                    part.len(),
+                    scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(len, h)| {
+                h.join().unwrap_or_else(|_| {
+                    (0..len)
+                        .map(|_| Err("internal error: a writer thread panicked".to_string()))
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
