@@ -118,10 +118,20 @@ pub fn write(
     stage: &(dyn Fn(Stage) + Sync),
     started: &mut dyn FnMut() -> Result<(), String>,
 ) -> Vec<Result<Applied, String>> {
+    // Chosen once for the whole batch: the temps of a `syncfs` batch are
+    // closed as soon as written, so it cannot switch to fsyncs after some
+    // members failed.
+    let barrier = if members.len() >= SYNCFS_MIN_FILES {
+        Barrier::Syncfs
+    } else {
+        Barrier::Fsync
+    };
     let (parents, parent_of) = open_parents(members, threads);
     let mut results: Vec<Result<Applied, String>> =
         vec![Err("internal error: not written".to_string()); members.len()];
-    let staged = stage_temps(batch, members, &parents, &parent_of, threads, stage);
+    let staged = stage_temps(
+        batch, members, barrier, &parents, &parent_of, threads, stage,
+    );
     let mut temps: Vec<(usize, Temp)> = Vec::with_capacity(staged.len());
     for (i, outcome) in staged {
         match outcome {
@@ -132,11 +142,6 @@ pub fn write(
     if temps.is_empty() {
         return results;
     }
-    let barrier = if temps.len() >= SYNCFS_MIN_FILES {
-        Barrier::Syncfs
-    } else {
-        Barrier::Fsync
-    };
     let data = data_barrier(barrier, &temps, &parents, &parent_of, threads)
         .map_err(|e| format!("not written: {e}"))
         .and_then(|()| started().map_err(|e| format!("not started: {e}")));
@@ -162,11 +167,6 @@ pub fn write(
     if done.is_empty() {
         return results;
     }
-    let barrier = if done.len() >= SYNCFS_MIN_FILES {
-        Barrier::Syncfs
-    } else {
-        Barrier::Fsync
-    };
     let names = name_barrier(barrier, &done, &parents, &parent_of);
     for i in done {
         results[i] = match &names {
@@ -212,15 +212,16 @@ fn open_parents(members: &[Member], threads: usize) -> (Vec<Parent>, Vec<usize>)
 fn stage_temps(
     batch: &str,
     members: &[Member],
+    barrier: Barrier,
     parents: &[Parent],
     parent_of: &[usize],
     threads: usize,
     stage: &(dyn Fn(Stage) + Sync),
 ) -> Vec<(usize, Result<Temp, String>)> {
     let indices: Vec<usize> = (0..members.len()).collect();
-    // A large batch closes each temp once written: the barrier then is
-    // `syncfs`, which needs no file open, and the open-file limit holds.
-    let keep_open = members.len() < SYNCFS_MIN_FILES;
+    // A `syncfs` batch closes each temp once written: its barrier needs no
+    // file open, and the open-file limit holds however large it is.
+    let keep_open = barrier == Barrier::Fsync;
     let out = parallel_map(&indices, threads, |&i| {
         let m = &members[i];
         let dir = parents[parent_of[i]].as_ref().map_err(Clone::clone)?;
@@ -373,4 +374,88 @@ fn parallel_map<T: Sync, O: Send>(
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect()
+    }
+
+    /// `n` files in `ok/`, one below a planted link, one where a directory
+    /// stands; `started` as given.
+    fn run(
+        n: usize,
+        started: &mut dyn FnMut() -> Result<(), String>,
+    ) -> (tempfile::TempDir, Vec<Result<Applied, String>>) {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("ok/blocked")).unwrap();
+        std::fs::create_dir(base.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(base.join("elsewhere"), base.join("link")).unwrap();
+        let mut paths: Vec<PathBuf> = (0..n).map(|i| base.join(format!("ok/f{i}"))).collect();
+        paths.push(base.join("link/x"));
+        paths.push(base.join("ok/blocked"));
+        let members: Vec<Member> = paths
+            .iter()
+            .map(|p| Member {
+                path: p,
+                content: b"new\n",
+                mode: 0o640,
+            })
+            .collect();
+        let results = write("t:1", &members, 4, &|_| {}, started);
+        (root, results)
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_fails_alone_and_leaves_no_temp() {
+        for n in [3, SYNCFS_MIN_FILES + 10] {
+            let (root, results) = run(n, &mut || Ok(()));
+            let base = root.path().canonicalize().unwrap();
+            for (i, r) in results[..n].iter().enumerate() {
+                let applied = r.as_ref().unwrap();
+                assert_eq!(applied.checksum, Some(checksum(b"new\n")));
+                let path = base.join(format!("ok/f{i}"));
+                assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(&path).unwrap().permissions(),
+                );
+                assert_eq!(mode & 0o7777, 0o640);
+            }
+            let link = results[n].as_ref().unwrap_err();
+            assert!(link.contains("link"), "{link}");
+            assert!(results[n + 1].is_err(), "a directory is never replaced");
+            assert!(base.join("ok/blocked").is_dir());
+            assert_eq!(
+                std::fs::read_dir(base.join("elsewhere")).unwrap().count(),
+                0
+            );
+            assert!(leftovers(&base.join("ok")).is_empty());
+        }
+    }
+
+    #[test]
+    fn when_the_started_record_fails_nothing_is_renamed_and_no_temp_stays() {
+        for n in [3, SYNCFS_MIN_FILES + 10] {
+            let mut calls = 0;
+            let (root, results) = run(n, &mut || {
+                calls += 1;
+                Err("disk full".into())
+            });
+            assert_eq!(calls, 1);
+            let base = root.path().canonicalize().unwrap();
+            for r in &results[..n] {
+                assert!(r.as_ref().unwrap_err().contains("not started: disk full"));
+            }
+            assert!((0..n).all(|i| !base.join(format!("ok/f{i}")).exists()));
+            assert!(leftovers(&base.join("ok")).is_empty());
+        }
+    }
 }
