@@ -454,6 +454,21 @@ pub mod floor_names {
     pub const REWRITE: &str = "rewrite of the drifted files (fsync)";
 }
 
+/// Flushes the filesystem of `dir` (`syncfs`), untimed, so the next timed
+/// writer does not pay for earlier dirty pages.
+pub fn settle(dir: &Path) -> Result<()> {
+    nix::unistd::syncfs(File::open(dir)?)?;
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), or `?` where
+/// it cannot be read: printed with the figures, as the machine is shared.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 /// One timed operation of a repeat.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -540,11 +555,16 @@ pub fn files_repeat(env: &Env, set: &FileSet) -> Result<FilesRepeat> {
     let p_nofsync = floors::Prepared::new(set, &nhome);
     let p_stead = floors::Prepared::new(set, &ws.home());
 
-    // Cold.
+    // Cold. Each writer starts with nothing dirty on the filesystem (the
+    // last repeat's deletions, the manifest just written, the other
+    // writer's files), so none is charged for another's writeback.
+    settle(&env.tmp_root)?;
     let b_cold = baseline_write(set, &bhome, env.threads)?;
     set.verify(&bhome)?;
+    settle(&env.tmp_root)?;
     let n_cold = floors::nofsync_writer(&p_nofsync, env.threads)?;
     set.verify(&nhome)?;
+    settle(&env.tmp_root)?;
     let s_cold = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
     set.verify(&ws.home())?;
     let cold = Sample {
@@ -719,6 +739,6 @@ pub fn noop_repeat(env: &Env, set: &NoopSet, ws: &Workspace) -> Result<Sample> {
 
 mod report;
 pub use report::{
-    FILE_OPERATIONS, FloorTime, Options, Report, Row, journal_cost_repeat, raw, run, side_by_side,
-    table,
+    FILE_OPERATIONS, FloorTime, Options, Report, Row, journal_cost_repeat, load_line, raw, run,
+    side_by_side, table,
 };

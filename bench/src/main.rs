@@ -162,6 +162,7 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
     let report = stead_bench::run(&env, &opts)?;
     println!("{}", stead_bench::table(&report.rows));
     println!("{}", stead_bench::side_by_side(&report));
+    println!("{}\n", stead_bench::load_line(&report));
     println!("All samples (run order):\n{}", stead_bench::raw(&report));
     let missed = report.missed();
     if !missed.is_empty() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::peers::{self, PeerResult, Tool};
 use crate::{
     Env, FileSet, Measured, NoopSet, Result, Sample, Workspace, files_repeat, floor_names,
-    noop_prepare, noop_repeat,
+    load_average, noop_prepare, noop_repeat,
 };
 
 /// What to run.
@@ -240,6 +240,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The peers' results (empty without `--peers`).
     pub peers: Vec<PeerResult>,
+    /// The load average at the start and after each case, labelled.
+    pub load: Vec<(String, String)>,
 }
 
 impl Report {
@@ -317,6 +319,7 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
     let repeat = opts.repeat.max(1);
     let mut rows = Vec::new();
     let mut peer_rows = Vec::new();
+    let mut load = vec![("start".to_string(), load_average())];
     if let Some((nosync, n)) = &opts.journal_cost {
         let mut reps = Vec::new();
         for r in 0..repeat {
@@ -332,6 +335,7 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
         let ok = row.ratio() <= 1.25;
         row.targets.push(("<= 1.25x".into(), ok));
         rows.push(row);
+        load.push((format!("after journal-cost files-{n}"), load_average()));
     }
     let located = opts
         .peers
@@ -345,6 +349,9 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
             let results = peer_results(env, &set, located, repeat)?;
             peer_targets(&mut case_rows, &results);
             peer_rows.extend(results);
+            load.push((format!("after {} and peers", set.case()), load_average()));
+        } else {
+            load.push((format!("after {}", set.case()), load_average()));
         }
         rows.extend(case_rows);
     }
@@ -371,10 +378,12 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
             row.targets.push(("< 2 s".into(), ok));
         }
         rows.push(row);
+        load.push((format!("after noop-{n}"), load_average()));
     }
     Ok(Report {
         rows,
         peers: peer_rows,
+        load,
     })
 }
 
@@ -498,6 +507,16 @@ fn peer_line<'a>(p: &PeerResult, by_op: &dyn Fn(&str) -> Option<&'a Row>) -> Str
     )
 }
 
+/// The load averages of the run, one line.
+pub fn load_line(report: &Report) -> String {
+    let parts: Vec<String> = report
+        .load
+        .iter()
+        .map(|(label, l)| format!("{label}: {l}"))
+        .collect();
+    format!("Load average (1, 5, 15 min): {}", parts.join("; "))
+}
+
 /// Every sample, for the record (run order).
 pub fn raw(report: &Report) -> String {
     let list = |v: &[Duration]| v.iter().map(|d| fmt_dur(*d)).collect::<Vec<_>>().join(", ");
@@ -578,6 +597,7 @@ mod tests {
                 tool: Tool::Stow,
                 runs: None,
             }],
+            load: vec![("start".into(), "1.00 0.50 0.25".into())],
         };
         let side = side_by_side(&report);
         assert!(
@@ -589,6 +609,10 @@ mod tests {
             "{side}"
         );
         assert!(raw(&report).contains("floor write+rename, no fsync: [100.0 ms]"));
+        assert_eq!(
+            load_line(&report),
+            "Load average (1, 5, 15 min): start: 1.00 0.50 0.25"
+        );
     }
 
     #[test]

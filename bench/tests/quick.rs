@@ -255,6 +255,16 @@ fn quick_mode_end_to_end() {
         assert_eq!(r.targets.len(), 1, "{r:?}");
     }
     assert!(report.peers.is_empty(), "no --peers, no peers");
+    let labels: Vec<&str> = report.load.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "start",
+            "after files-300",
+            "after tree-300",
+            "after noop-1000"
+        ]
+    );
     let table = stead_bench::table(rows);
     assert!(table.contains("| files-300 | cold apply |"), "{table}");
     let side = stead_bench::side_by_side(&report);
