@@ -216,10 +216,12 @@ fn quick_mode_end_to_end() {
         vec![
             ("files-300", "cold apply"),
             ("files-300", "warm no-op apply"),
+            ("files-300", "steady no-op apply"),
             ("files-300", "1% drift repaired"),
             ("files-300", "check-drift (1% drifted)"),
             ("tree-300", "cold apply"),
             ("tree-300", "warm no-op apply"),
+            ("tree-300", "steady no-op apply"),
             ("tree-300", "1% drift repaired"),
             ("tree-300", "check-drift (1% drifted)"),
             ("noop-1000", "load+plan+apply"),
@@ -232,27 +234,26 @@ fn quick_mode_end_to_end() {
     // Every files/tree row has its floors, each measured (non-zero) once
     // per repeat; the noop row has none.
     use stead_bench::floor_names as f;
-    let want: [&[&str]; 4] = [
+    let want: [&[&str]; 5] = [
         &[f::NOFSYNC_WRITER, f::FSYNC_WRITER],
+        &[f::LSTAT, f::READ_COMPARE, f::READ_HASH],
         &[f::LSTAT, f::READ_COMPARE, f::READ_HASH],
         &[f::REPAIR, f::REPAIR_NOFSYNC, f::REWRITE],
         &[f::LSTAT, f::READ_COMPARE, f::READ_HASH],
     ];
-    for (k, r) in rows[..8].iter().enumerate() {
+    for (k, r) in rows[..10].iter().enumerate() {
         let names: Vec<&str> = r.floors.iter().map(|x| x.name).collect();
-        assert_eq!(names, want[k % 4], "{} {}", r.case, r.operation);
+        assert_eq!(names, want[k % 5], "{} {}", r.case, r.operation);
         for fl in &r.floors {
             assert_eq!(fl.all.len(), 1);
             assert!(fl.median > std::time::Duration::ZERO, "{fl:?}");
         }
     }
-    assert!(rows[8].floors.is_empty());
-    // The targets are stated on the cold, warm and repair rows.
-    for r in rows[..8]
-        .iter()
-        .filter(|r| r.operation != "check-drift (1% drifted)")
-    {
-        assert_eq!(r.targets.len(), 1, "{r:?}");
+    assert!(rows[10].floors.is_empty());
+    // The targets are stated on the cold, steady and repair rows.
+    for (k, r) in rows[..10].iter().enumerate() {
+        let want = usize::from(matches!(k % 5, 0 | 2 | 3));
+        assert_eq!(r.targets.len(), want, "{r:?}");
     }
     assert!(report.peers.is_empty(), "no --peers, no peers");
     let labels: Vec<&str> = report.load.iter().map(|(l, _)| l.as_str()).collect();
