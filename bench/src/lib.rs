@@ -14,6 +14,12 @@
 //! The peak RSS of the child is read by a tiny wrapper (this crate's binary
 //! re-executed as `stead-bench rss -- CMD...`) that runs the command as its
 //! only child and reports `getrusage(RUSAGE_CHILDREN).ru_maxrss`.
+//!
+//! Beside the baseline, each `files-N`/`tree-N` row is printed beside its
+//! floors ([`floors`]) and, with `--peers`, beside other tools ([`peers`]).
+
+pub mod floors;
+pub mod peers;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -27,7 +33,7 @@ use std::time::{Duration, Instant};
 pub const STEAD_DEFAULT_JOBS: usize = 8;
 
 /// Mode of every benchmark file (stead's default for a new file).
-const FILE_MODE: u32 = 0o644;
+pub(crate) const FILE_MODE: u32 = 0o644;
 
 /// Everything a benchmark needs to run stead.
 #[derive(Debug, Clone)]
@@ -146,19 +152,7 @@ impl Env {
             .env_remove("STEAD_STATE_DIR")
             .env_remove("STEAD_HISTORY_LIMIT")
             .stdin(Stdio::null());
-        let out = cmd.output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let fields: Vec<&str> = stdout.split_whitespace().collect();
-        let [exit, wall_ns, rss] = fields[..] else {
-            return Err(format!("the rss wrapper failed: {stdout}{stderr}").into());
-        };
-        Ok(Measured {
-            exit: exit.parse()?,
-            wall: Duration::from_nanos(wall_ns.parse()?),
-            max_rss_kb: rss.parse()?,
-            stderr,
-        })
+        measure(cmd)
     }
 
     /// Like [`Env::stead`], failing unless the exit code is `want`.
@@ -175,6 +169,24 @@ impl Env {
         }
         Ok(m)
     }
+}
+
+/// Runs `cmd` (the `rss` wrapper around a child) and reads the wrapper's
+/// line: exit code, wall time and peak RSS of the child.
+pub(crate) fn measure(mut cmd: Command) -> Result<Measured> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    let [exit, wall_ns, rss] = fields[..] else {
+        return Err(format!("the rss wrapper failed: {stdout}{stderr}").into());
+    };
+    Ok(Measured {
+        exit: exit.parse()?,
+        wall: Duration::from_nanos(wall_ns.parse()?),
+        max_rss_kb: rss.parse()?,
+        stderr,
+    })
 }
 
 /// A deterministic xorshift64* generator.
@@ -319,7 +331,7 @@ impl FileSet {
 }
 
 /// Runs `work(i)` for `i in 0..n` on `threads` threads.
-fn parallel<F>(threads: usize, n: usize, work: F) -> Result<()>
+pub(crate) fn parallel<F>(threads: usize, n: usize, work: F) -> Result<()>
 where
     F: Fn(usize) -> io::Result<()> + Sync,
 {
@@ -417,16 +429,51 @@ pub fn baseline_read_hash(
 }
 
 /// Baseline of a drift repair: read and hash every file, rewrite (atomically)
-/// those that differ.
+/// those that differ ([`floors::repair`], durable).
 pub fn baseline_repair(set: &FileSet, home: &Path, threads: usize) -> Result<Duration> {
-    let start = Instant::now();
-    let (_, differing) = baseline_read_hash(set, home, threads)?;
-    parallel(threads, differing.len(), |k| {
-        let i = differing[k];
-        baseline_atomic_write(&home.join(set.rel(i)), set.content(i).as_bytes(), FILE_MODE)
-    })?;
-    Ok(start.elapsed())
+    Ok(floors::repair(&floors::Prepared::new(set, home), threads, true)?.total)
 }
+
+/// Floor names, as printed; a row's floors are looked up by them.
+pub mod floor_names {
+    /// Cold apply without durability.
+    pub const NOFSYNC_WRITER: &str = "write+rename, no fsync";
+    /// Cold apply the way stead writes today (the cold baseline).
+    pub const FSYNC_WRITER: &str = "write+fsync per file (stead's way)";
+    /// `lstat` of every file.
+    pub const LSTAT: &str = "lstat every file";
+    /// One open and read to EOF per file, byte compare.
+    pub const READ_COMPARE: &str = "open+read+compare";
+    /// Read and blake3 every file (the no-op baseline).
+    pub const READ_HASH: &str = "read+hash";
+    /// The repair baseline: read+hash, durable rewrite of what differs.
+    pub const REPAIR: &str = "read+hash+rewrite (fsync)";
+    /// The same with no fsync.
+    pub const REPAIR_NOFSYNC: &str = "read+hash+rewrite, no fsync";
+    /// The durable rewrite of the drifted files alone.
+    pub const REWRITE: &str = "rewrite of the drifted files (fsync)";
+}
+
+/// Flushes the filesystem of `dir` (`syncfs`), untimed, so the next timed
+/// writer does not pay for earlier dirty pages.
+pub fn settle(dir: &Path) -> Result<()> {
+    nix::unistd::syncfs(File::open(dir)?)?;
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), or `?` where
+/// it cannot be read: printed with the figures, as the machine is shared.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// How long after the cold apply the steady no-op's untimed run starts:
+/// stead's stat cache trusts a file only if its mtime and ctime were at
+/// least 2 s older than the read that recorded it (docs/state.md), plus a
+/// margin for the filesystem's timestamp granularity.
+pub const STAT_CACHE_SETTLE: Duration = Duration::from_millis(2_500);
 
 /// One timed operation of a repeat.
 #[derive(Debug, Clone)]
@@ -435,6 +482,18 @@ pub struct Sample {
     pub stead: Measured,
     /// The baseline's time.
     pub baseline: Duration,
+    /// The floors measured beside it (the baseline among them, by name).
+    pub floors: Vec<(&'static str, Duration)>,
+}
+
+impl Sample {
+    fn plain(stead: Measured, baseline: Duration) -> Self {
+        Sample {
+            stead,
+            baseline,
+            floors: Vec::new(),
+        }
+    }
 }
 
 /// The samples of one repeat of `files-N`.
@@ -442,72 +501,150 @@ pub struct Sample {
 pub struct FilesRepeat {
     /// Cold apply vs. the baseline writer.
     pub cold: Sample,
-    /// Warm no-op apply vs. read-and-hash.
+    /// Warm no-op apply vs. read-and-hash: the first run after the cold
+    /// apply, which reads every file (the stat cache cannot trust files
+    /// written less than its racy window ago).
     pub warm: Sample,
+    /// Steady no-op apply: once the racy window has passed and one untimed
+    /// run has filled the stat cache, a run that may trust every file.
+    pub steady: Sample,
     /// `check-drift` with 1% drift (exit 4) vs. read-and-hash.
     pub check_drift: Sample,
     /// Apply repairing 1% drift vs. read-and-hash + rewrite.
     pub repair: Sample,
 }
 
+/// The read-only floors on `p`: read+hash (the baseline, with its differing
+/// files), lstat and read+compare, each required to find `want` differing.
+fn read_floors(
+    set: &FileSet,
+    p: &floors::Prepared,
+    threads: usize,
+    want: &[usize],
+) -> Result<(Duration, Vec<(&'static str, Duration)>)> {
+    use floor_names as f;
+    let (hash, differing) = baseline_read_hash(set, &p.home, threads)?;
+    let (lstat, d_lstat) = floors::lstat_all(p, threads)?;
+    let (cmp, d_cmp) = floors::read_compare(p, threads)?;
+    if differing != want || d_lstat != want || d_cmp != want {
+        return Err(format!(
+            "a read floor saw other files differ than expected ({} by read+hash, {} by lstat, {} by read+compare, {} expected)",
+            differing.len(),
+            d_lstat.len(),
+            d_cmp.len(),
+            want.len()
+        )
+        .into());
+    }
+    Ok((
+        hash,
+        vec![
+            (f::LSTAT, lstat),
+            (f::READ_COMPARE, cmp),
+            (f::READ_HASH, hash),
+        ],
+    ))
+}
+
 /// Runs one repeat of `files-N`, checking stead's results as it goes: the
 /// files are right after the cold apply, check-drift exits 0 when clean, 4
-/// after the drift, and 0 again after the repair.
+/// after the drift, and 0 again after the repair. The floors run beside
+/// each step and are checked too (the writers' files are right, the read
+/// floors see exactly the drifted files, the repairs leave the files right).
 pub fn files_repeat(env: &Env, set: &FileSet) -> Result<FilesRepeat> {
+    use floor_names as f;
     let ws = Workspace::new(env, &format!("stead-bench-{}-", set.case()))?;
     set.write_manifest(&ws.config())?;
     let base = tempfile::Builder::new()
         .prefix("stead-bench-baseline-")
         .tempdir_in(&env.tmp_root)?;
     let bhome = base.path().join("home");
+    let nhome = base.path().join("home-nofsync");
     fs::create_dir(&bhome)?;
+    fs::create_dir(&nhome)?;
+    let p_base = floors::Prepared::new(set, &bhome);
+    let p_nofsync = floors::Prepared::new(set, &nhome);
+    let p_stead = floors::Prepared::new(set, &ws.home());
 
-    // Cold.
+    // Cold. Each writer starts with nothing dirty on the filesystem (the
+    // last repeat's deletions, the manifest just written, the other
+    // writer's files), so none is charged for another's writeback.
+    settle(&env.tmp_root)?;
     let b_cold = baseline_write(set, &bhome, env.threads)?;
     set.verify(&bhome)?;
+    settle(&env.tmp_root)?;
+    let n_cold = floors::nofsync_writer(&p_nofsync, env.threads)?;
+    set.verify(&nhome)?;
+    settle(&env.tmp_root)?;
     let s_cold = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    let cold_end = Instant::now();
     set.verify(&ws.home())?;
     let cold = Sample {
         stead: s_cold,
         baseline: b_cold,
+        floors: vec![(f::NOFSYNC_WRITER, n_cold), (f::FSYNC_WRITER, b_cold)],
     };
 
     // Warm no-op.
     let s_warm = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
-    let (b_warm, differing) = baseline_read_hash(set, &ws.home(), env.threads)?;
-    if !differing.is_empty() {
-        return Err("files changed during the warm no-op apply".into());
-    }
+    let (b_warm, warm_floors) = read_floors(set, &p_stead, env.threads, &[])
+        .map_err(|e| format!("after the warm no-op apply: {e}"))?;
     let warm = Sample {
         stead: s_warm,
         baseline: b_warm,
+        floors: warm_floors,
     };
     env.stead_expect(&ws, &["state", "check-drift"], 0)?;
+
+    // Steady no-op: wait out the stat cache's racy window after the cold
+    // apply's writes, let one untimed run record the files as trusted,
+    // then time the next. This waits on a documented rule, not a guess.
+    let since_cold = cold_end.elapsed();
+    if since_cold < STAT_CACHE_SETTLE {
+        std::thread::sleep(STAT_CACHE_SETTLE - since_cold);
+    }
+    env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    let s_steady = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    let (b_steady, steady_floors) = read_floors(set, &p_stead, env.threads, &[])
+        .map_err(|e| format!("after the steady no-op apply: {e}"))?;
+    let steady = Sample {
+        stead: s_steady,
+        baseline: b_steady,
+        floors: steady_floors,
+    };
 
     // 1% drift: check-drift finds it, apply repairs it.
     set.drift(&ws.home())?;
     set.drift(&bhome)?;
+    set.drift(&nhome)?;
     let s_check = env.stead_expect(&ws, &["state", "check-drift"], 4)?;
-    let (b_check, differing) = baseline_read_hash(set, &ws.home(), env.threads)?;
-    if differing != set.drift_set() {
-        return Err("the baseline did not see the drift".into());
-    }
+    let (b_check, check_floors) = read_floors(set, &p_stead, env.threads, &set.drift_set())
+        .map_err(|e| format!("after the drift: {e}"))?;
     let check_drift = Sample {
         stead: s_check,
         baseline: b_check,
+        floors: check_floors,
     };
-    let b_repair = baseline_repair(set, &bhome, env.threads)?;
+    let b_repair = floors::repair(&p_base, env.threads, true)?;
     set.verify(&bhome)?;
+    let n_repair = floors::repair(&p_nofsync, env.threads, false)?;
+    set.verify(&nhome)?;
     let s_repair = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
     set.verify(&ws.home())?;
     env.stead_expect(&ws, &["state", "check-drift"], 0)?;
     let repair = Sample {
         stead: s_repair,
-        baseline: b_repair,
+        baseline: b_repair.total,
+        floors: vec![
+            (f::REPAIR, b_repair.total),
+            (f::REPAIR_NOFSYNC, n_repair.total),
+            (f::REWRITE, b_repair.writes),
+        ],
     };
     Ok(FilesRepeat {
         cold,
         warm,
+        steady,
         check_drift,
         repair,
     })
@@ -625,287 +762,13 @@ pub fn noop_repeat(env: &Env, set: &NoopSet, ws: &Workspace) -> Result<Sample> {
         return Err(format!("the baseline ordered {ordered} of {} noops", set.n).into());
     }
     let stead = env.stead_expect(ws, &["apply", "--yes"], 0)?;
-    Ok(Sample { stead, baseline })
+    Ok(Sample::plain(stead, baseline))
 }
 
 // ----------------------------------------------------------------- report
 
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// A stead built with `--features stead-lib/journal-nosync`, and the N of
-    /// the journal-cost case (cold apply, journal fsyncs on vs off).
-    pub journal_cost: Option<(PathBuf, usize)>,
-    /// N of the files-N cases.
-    pub files: Vec<usize>,
-    /// N of the tree-N cases.
-    pub trees: Vec<usize>,
-    /// N of the noop-N cases.
-    pub noops: Vec<usize>,
-    /// Repeats per case (the median is reported).
-    pub repeat: usize,
-}
-
-impl Options {
-    /// The full benchmark of the issue.
-    pub fn full() -> Self {
-        Options {
-            journal_cost: None,
-            files: vec![1_000, 10_000, 100_000],
-            trees: vec![10_000],
-            noops: vec![1_000, 10_000, 100_000],
-            repeat: 3,
-        }
-    }
-    /// Small N, one repeat: a smoke test in seconds.
-    pub fn quick() -> Self {
-        Options {
-            journal_cost: None,
-            files: vec![300],
-            trees: vec![300],
-            noops: vec![1_000],
-            repeat: 1,
-        }
-    }
-}
-
-/// A row of the result table.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// `files-1000`, `noop-100000`, ...
-    pub case: String,
-    /// What was measured.
-    pub operation: &'static str,
-    /// Median stead wall time.
-    pub stead: Duration,
-    /// Median baseline time.
-    pub baseline: Duration,
-    /// What the baseline was.
-    pub baseline_name: &'static str,
-    /// Highest peak RSS of stead over the repeats, KiB.
-    pub max_rss_kb: u64,
-    /// Every stead time, in run order.
-    pub stead_all: Vec<Duration>,
-    /// Every baseline time, in run order.
-    pub baseline_all: Vec<Duration>,
-    /// The target this row is held to, if any, and whether it was met.
-    pub target: Option<(String, bool)>,
-}
-
-impl Row {
-    fn new(
-        case: String,
-        operation: &'static str,
-        baseline_name: &'static str,
-        s: &[&Sample],
-    ) -> Self {
-        let stead_all: Vec<Duration> = s.iter().map(|x| x.stead.wall).collect();
-        let baseline_all: Vec<Duration> = s.iter().map(|x| x.baseline).collect();
-        Row {
-            case,
-            operation,
-            stead: median(&stead_all),
-            baseline: median(&baseline_all),
-            baseline_name,
-            max_rss_kb: s.iter().map(|x| x.stead.max_rss_kb).max().unwrap_or(0),
-            stead_all,
-            baseline_all,
-            target: None,
-        }
-    }
-
-    /// stead / baseline.
-    pub fn ratio(&self) -> f64 {
-        self.stead.as_secs_f64() / self.baseline.as_secs_f64().max(1e-9)
-    }
-}
-
-fn median(xs: &[Duration]) -> Duration {
-    let mut v = xs.to_vec();
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-/// One repeat of the journal's cost: a cold apply of `n` files by `env`'s
-/// stead (journal fsyncs on) and by `nosync` (the same build with the
-/// journal's fsyncs off), on fresh temp dirs each; which goes first
-/// alternates with `on_first`.
-pub fn journal_cost_repeat(env: &Env, nosync: &Path, n: usize, on_first: bool) -> Result<Sample> {
-    let set = FileSet { n, tree: false };
-    let off_env = Env {
-        stead: nosync.to_path_buf(),
-        ..env.clone()
-    };
-    let cold = |e: &Env, name: &str| -> Result<Measured> {
-        let ws = Workspace::new(e, &format!("stead-bench-journal-{name}-{n}-"))?;
-        set.write_manifest(&ws.config())?;
-        let m = e.stead_expect(&ws, &["apply", "--yes"], 0)?;
-        set.verify(&ws.home())?;
-        Ok(m)
-    };
-    let (on, off) = if on_first {
-        let on = cold(env, "on")?;
-        (on, cold(&off_env, "off")?)
-    } else {
-        let off = cold(&off_env, "off")?;
-        (cold(env, "on")?, off)
-    };
-    Ok(Sample {
-        stead: on,
-        baseline: off.wall,
-    })
-}
-
-/// The rows of one `files-N` or `tree-N` case over `repeat` repeats.
-fn files_rows(env: &Env, set: &FileSet, repeat: usize) -> Result<Vec<Row>> {
-    let case = set.case();
-    let mut reps = Vec::new();
-    for r in 0..repeat {
-        eprintln!("{case}: repeat {}/{repeat}", r + 1);
-        reps.push(files_repeat(env, set)?);
-    }
-    let mut cold = Row::new(
-        case.clone(),
-        "cold apply",
-        "atomic writer",
-        &reps.iter().map(|r| &r.cold).collect::<Vec<_>>(),
-    );
-    let mut warm = Row::new(
-        case.clone(),
-        "warm no-op apply",
-        "read+hash",
-        &reps.iter().map(|r| &r.warm).collect::<Vec<_>>(),
-    );
-    // Targets: a cold apply within 2x the writer (at every N), a warm
-    // no-op apply of 10 000 files within 2x read-and-hash.
-    let ok = cold.ratio() <= 2.0;
-    cold.target = Some(("<= 2x writer".into(), ok));
-    if set.n == 10_000 {
-        let ok = warm.ratio() <= 2.0;
-        warm.target = Some(("<= 2x read+hash".into(), ok));
-    }
-    Ok(vec![
-        cold,
-        warm,
-        Row::new(
-            case.clone(),
-            "1% drift repaired",
-            "read+hash+rewrite",
-            &reps.iter().map(|r| &r.repair).collect::<Vec<_>>(),
-        ),
-        Row::new(
-            case,
-            "check-drift (1% drifted)",
-            "read+hash",
-            &reps.iter().map(|r| &r.check_drift).collect::<Vec<_>>(),
-        ),
-    ])
-}
-
-/// Runs the cases in `opts`, printing progress to stderr; returns the rows.
-pub fn run(env: &Env, opts: &Options) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    if let Some((nosync, n)) = &opts.journal_cost {
-        let mut reps = Vec::new();
-        for r in 0..opts.repeat.max(1) {
-            eprintln!(
-                "journal-cost files-{n}: repeat {}/{}",
-                r + 1,
-                opts.repeat.max(1)
-            );
-            reps.push(journal_cost_repeat(env, nosync, *n, r % 2 == 0)?);
-        }
-        let mut row = Row::new(
-            format!("files-{n}"),
-            "cold apply, journal fsyncs on",
-            "same, journal fsyncs off",
-            &reps.iter().collect::<Vec<_>>(),
-        );
-        let ok = row.ratio() <= 1.25;
-        row.target = Some(("<= 1.25x".into(), ok));
-        rows.push(row);
-    }
-    let sets = opts.files.iter().map(|&n| FileSet { n, tree: false });
-    let trees = opts.trees.iter().map(|&n| FileSet { n, tree: true });
-    for set in sets.chain(trees) {
-        rows.extend(files_rows(env, &set, opts.repeat.max(1))?);
-    }
-    for &n in &opts.noops {
-        let set = NoopSet {
-            n,
-            seed: 0x5EED_0000 + n as u64,
-        };
-        eprintln!("noop-{n}: preparing");
-        let ws = noop_prepare(env, &set)?;
-        let mut reps = Vec::new();
-        for r in 0..opts.repeat.max(1) {
-            eprintln!("noop-{n}: repeat {}/{}", r + 1, opts.repeat.max(1));
-            reps.push(noop_repeat(env, &set, &ws)?);
-        }
-        let mut row = Row::new(
-            format!("noop-{n}"),
-            "load+plan+apply",
-            "toml parse+toposort",
-            &reps.iter().collect::<Vec<_>>(),
-        );
-        if n == 100_000 {
-            let ok = row.stead < Duration::from_secs(2);
-            row.target = Some(("< 2 s".into(), ok));
-        }
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-/// The result table, Markdown.
-pub fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| case | operation | stead | baseline | ratio | stead peak RSS | baseline is | target |\n\
-         |---|---|---:|---:|---:|---:|---|---|\n",
-    );
-    for r in rows {
-        let target = match &r.target {
-            Some((t, true)) => format!("{t}: met"),
-            Some((t, false)) => format!("{t}: MISSED"),
-            None => String::new(),
-        };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.1} MiB | {} | {} |\n",
-            r.case,
-            r.operation,
-            fmt_dur(r.stead),
-            fmt_dur(r.baseline),
-            r.ratio(),
-            r.max_rss_kb as f64 / 1024.0,
-            r.baseline_name,
-            target
-        ));
-    }
-    out
-}
-
-/// Every sample, for the record (run order).
-pub fn raw(rows: &[Row]) -> String {
-    let mut out = String::new();
-    for r in rows {
-        let s: Vec<String> = r.stead_all.iter().map(|d| fmt_dur(*d)).collect();
-        let b: Vec<String> = r.baseline_all.iter().map(|d| fmt_dur(*d)).collect();
-        out.push_str(&format!(
-            "{} {}: stead [{}] baseline [{}]\n",
-            r.case,
-            r.operation,
-            s.join(", "),
-            b.join(", ")
-        ));
-    }
-    out
-}
-
-fn fmt_dur(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.1} ms", s * 1e3)
-    }
-}
+mod report;
+pub use report::{
+    FILE_OPERATIONS, FloorTime, Options, Report, Row, journal_cost_repeat, load_line, raw, run,
+    side_by_side, table,
+};

@@ -4,6 +4,7 @@
 //! cargo build --release -p stead
 //! cargo run --release -p stead-bench -- [--quick] [--repeat N] [--files N,N] [--trees N,N] [--noops N,N]
 //!                                       [--stead PATH] [--threads N] [--tmp DIR]
+//!                                       [--peers] [--dotdrop PATH]
 //! ```
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ options:
   --journal-cost-files N  files in that case (default 10000; after --journal-cost)
   --threads N       threads of the baselines (default 8, stead's --jobs default)
   --tmp DIR         where the temp dirs go (default: the system temp dir)
+  --peers           also run GNU stow, dotdrop and cfengine 3 (cf-agent) on the
+                    files-N cases, when installed (a missing one is reported)
+  --dotdrop PATH    the dotdrop program for --peers (default: 'dotdrop' on PATH)
 
 'rss' runs CMD as its only child and prints 'exit wall_ns max_rss_kb'.";
 
@@ -71,6 +75,7 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
     let mut stead: Option<PathBuf> = None;
     let mut threads = STEAD_DEFAULT_JOBS;
     let mut tmp = std::env::temp_dir();
+    let mut dotdrop: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -110,12 +115,22 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
             }
             "--threads" => threads = value()?.parse()?,
             "--tmp" => tmp = PathBuf::from(value()?),
+            "--peers" => {
+                opts.peers.get_or_insert_with(Vec::new);
+            }
+            "--dotdrop" => {
+                let path = PathBuf::from(value()?);
+                dotdrop = Some(path);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
         }
+    }
+    if let (Some(explicit), Some(path)) = (opts.peers.as_mut(), dotdrop) {
+        explicit.push((stead_bench::peers::Tool::Dotdrop, path));
     }
     let stead = match stead {
         Some(p) => p,
@@ -144,16 +159,12 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
         env.tmp_root.display(),
         opts.repeat
     );
-    let rows = stead_bench::run(&env, &opts)?;
-    println!("{}", stead_bench::table(&rows));
-    println!("All samples (run order):\n{}", stead_bench::raw(&rows));
-    let missed: Vec<String> = rows
-        .iter()
-        .filter_map(|r| match &r.target {
-            Some((t, false)) => Some(format!("{} {} ({t})", r.case, r.operation)),
-            _ => None,
-        })
-        .collect();
+    let report = stead_bench::run(&env, &opts)?;
+    println!("{}", stead_bench::table(&report.rows));
+    println!("{}", stead_bench::side_by_side(&report));
+    println!("{}\n", stead_bench::load_line(&report));
+    println!("All samples (run order):\n{}", stead_bench::raw(&report));
+    let missed = report.missed();
     if !missed.is_empty() {
         println!("Targets missed: {}", missed.join("; "));
     }

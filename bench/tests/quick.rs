@@ -130,6 +130,59 @@ fn baselines_do_the_same_work() {
     assert!(names.iter().all(|n| !n.starts_with('.')));
 }
 
+/// No dot-named temp file is left in any directory of `home`.
+fn assert_no_temps(home: &std::path::Path) {
+    for d in fs::read_dir(home).unwrap() {
+        for e in fs::read_dir(d.unwrap().path()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with('.'), "temp file {name} left behind");
+        }
+    }
+}
+
+#[test]
+fn floors_do_the_work_they_time() {
+    use stead_bench::floors::{self, Prepared};
+    let tmp = tempfile::tempdir().unwrap();
+    let set = FileSet {
+        n: 250,
+        tree: false,
+    };
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let p = Prepared::new(&set, &home);
+
+    // The no-fsync writer puts every file in place, mode 0644, no temps.
+    floors::nofsync_writer(&p, 3).unwrap();
+    set.verify(&home).unwrap();
+    assert_no_temps(&home);
+
+    // The read floors see no difference, then exactly the drifted files.
+    assert!(floors::lstat_all(&p, 3).unwrap().1.is_empty());
+    assert!(floors::read_compare(&p, 3).unwrap().1.is_empty());
+    set.drift(&home).unwrap();
+    assert_eq!(floors::lstat_all(&p, 3).unwrap().1, set.drift_set());
+    assert_eq!(floors::read_compare(&p, 3).unwrap().1, set.drift_set());
+
+    // A same-size change is invisible to lstat but not to a read.
+    let same_len = set.content(7).to_uppercase();
+    fs::write(home.join(set.rel(7)), &same_len).unwrap();
+    assert_eq!(floors::lstat_all(&p, 3).unwrap().1, set.drift_set());
+    assert_eq!(floors::read_compare(&p, 3).unwrap().1, vec![0, 7, 100, 200]);
+
+    // Both repairs restore every file and leave no temps; the rewrite is
+    // part of the total.
+    let r = floors::repair(&p, 3, false).unwrap();
+    assert!(r.writes <= r.total);
+    set.verify(&home).unwrap();
+    assert_no_temps(&home);
+    set.drift(&home).unwrap();
+    let r = floors::repair(&p, 3, true).unwrap();
+    assert!(r.writes <= r.total);
+    set.verify(&home).unwrap();
+    assert_no_temps(&home);
+}
+
 #[test]
 fn noop_dag_is_acyclic_and_deterministic() {
     let set = NoopSet { n: 500, seed: 7 };
@@ -152,7 +205,8 @@ fn noop_dag_is_acyclic_and_deterministic() {
 fn quick_mode_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let env = env(&tmp);
-    let rows = stead_bench::run(&env, &Options::quick()).unwrap();
+    let report = stead_bench::run(&env, &Options::quick()).unwrap();
+    let rows = &report.rows;
     let ops: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.case.as_str(), r.operation))
@@ -162,21 +216,61 @@ fn quick_mode_end_to_end() {
         vec![
             ("files-300", "cold apply"),
             ("files-300", "warm no-op apply"),
+            ("files-300", "steady no-op apply"),
             ("files-300", "1% drift repaired"),
             ("files-300", "check-drift (1% drifted)"),
             ("tree-300", "cold apply"),
             ("tree-300", "warm no-op apply"),
+            ("tree-300", "steady no-op apply"),
             ("tree-300", "1% drift repaired"),
             ("tree-300", "check-drift (1% drifted)"),
             ("noop-1000", "load+plan+apply"),
         ]
     );
-    for r in &rows {
+    for r in rows {
         assert!(r.ratio().is_finite() && r.ratio() > 0.0, "{r:?}");
         assert!(r.max_rss_kb > 0, "{r:?}");
     }
-    let table = stead_bench::table(&rows);
+    // Every files/tree row has its floors, each measured (non-zero) once
+    // per repeat; the noop row has none.
+    use stead_bench::floor_names as f;
+    let want: [&[&str]; 5] = [
+        &[f::NOFSYNC_WRITER, f::FSYNC_WRITER],
+        &[f::LSTAT, f::READ_COMPARE, f::READ_HASH],
+        &[f::LSTAT, f::READ_COMPARE, f::READ_HASH],
+        &[f::REPAIR, f::REPAIR_NOFSYNC, f::REWRITE],
+        &[f::LSTAT, f::READ_COMPARE, f::READ_HASH],
+    ];
+    for (k, r) in rows[..10].iter().enumerate() {
+        let names: Vec<&str> = r.floors.iter().map(|x| x.name).collect();
+        assert_eq!(names, want[k % 5], "{} {}", r.case, r.operation);
+        for fl in &r.floors {
+            assert_eq!(fl.all.len(), 1);
+            assert!(fl.median > std::time::Duration::ZERO, "{fl:?}");
+        }
+    }
+    assert!(rows[10].floors.is_empty());
+    // The targets are stated on the cold, steady and repair rows.
+    for (k, r) in rows[..10].iter().enumerate() {
+        let want = usize::from(matches!(k % 5, 0 | 2 | 3));
+        assert_eq!(r.targets.len(), want, "{r:?}");
+    }
+    assert!(report.peers.is_empty(), "no --peers, no peers");
+    let labels: Vec<&str> = report.load.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "start",
+            "after files-300",
+            "after tree-300",
+            "after noop-1000"
+        ]
+    );
+    let table = stead_bench::table(rows);
     assert!(table.contains("| files-300 | cold apply |"), "{table}");
+    let side = stead_bench::side_by_side(&report);
+    assert!(side.contains("| floor: lstat every file |"), "{side}");
+    assert!(side.contains("tree-300, side by side"), "{side}");
     // Every temp dir was removed.
     assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
