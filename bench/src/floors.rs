@@ -68,6 +68,15 @@ fn temp_beside(path: &Path) -> PathBuf {
 /// Writes `data` to a temp file beside `path` and renames it over `path`,
 /// with no fsync: what any copy tool does, and what a crash can tear.
 pub fn write_rename_nosync(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let (tmp, f) = write_temp_beside(path, data, mode)?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
+/// A temp file beside `path` created `O_EXCL|O_NOFOLLOW` with `mode`,
+/// holding `data`, its mode set exactly (as stead creates its temps); not
+/// flushed. Returns its path and the open file.
+pub fn write_temp_beside(path: &Path, data: &[u8], mode: u32) -> io::Result<(PathBuf, File)> {
     let tmp = temp_beside(path);
     let mut f = OpenOptions::new()
         .write(true)
@@ -77,8 +86,7 @@ pub fn write_rename_nosync(path: &Path, data: &[u8], mode: u32) -> io::Result<()
         .open(&tmp)?;
     f.write_all(data)?;
     f.set_permissions(fs::Permissions::from_mode(mode))?;
-    drop(f);
-    fs::rename(&tmp, path)
+    Ok((tmp, f))
 }
 
 /// Floor of a cold apply without durability: create every directory, then

@@ -21,12 +21,12 @@
 pub mod floors;
 pub mod peers;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// stead's default `--jobs`; the baselines use as many threads.
@@ -358,27 +358,13 @@ where
     })
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The same atomic write stead does (lib/src/fsutil.rs `atomic_write`):
-/// temp file in the target's dir created `O_EXCL|O_NOFOLLOW` with the final
-/// mode, write, fchmod, fsync the file, rename over the target, fsync the dir.
+/// The same atomic write stead does for a single file
+/// (lib/src/safe_path.rs `write_atomic`): temp file in the target's dir
+/// created `O_EXCL|O_NOFOLLOW` with the final mode, write, fchmod, fsync the
+/// file, rename over the target, fsync the dir.
 pub fn baseline_atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    let (tmp, f) = floors::write_temp_beside(path, data, mode)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, path)?;
