@@ -12,6 +12,7 @@ use crate::graph::Graph;
 use crate::manifest::{Kind, Manifest};
 use crate::outcome::{Outcome, Status};
 use crate::resource::{self, Action, Change, Facts, PlanContext, ResourceError, registry};
+use crate::safe_path::Resolver;
 use crate::state::{ResourceRecord, State};
 
 /// The version of the saved-plan format.
@@ -235,9 +236,10 @@ fn left_alone(id: &str, rec: &ResourceRecord, reason: &str) -> Change {
 
 /// A stored key (`~/x` or absolute) as the real path it reaches now, links
 /// among its ancestors resolved, in stored form.
-fn real_key(manifest: &Manifest, key: &str) -> String {
+fn real_key(manifest: &Manifest, resolver: &mut Resolver, key: &str) -> String {
     let path = crate::manifest::expand_key(&manifest.real_home, key);
-    crate::safe_path::resolve(&path)
+    resolver
+        .resolve(&path)
         .map(|p| manifest.display_path(&p))
         .unwrap_or_else(|_| key.to_string())
 }
@@ -278,23 +280,24 @@ pub fn make_cached(
     // Ownership is by path, so renaming a resource keeps what it manages.
     // A key recorded through a symlinked ancestor (before paths were
     // resolved at load) still owns the real path it reaches.
+    let mut resolver = Resolver::new();
     let owned: HashSet<String> = state
         .resources
         .values()
         .flat_map(|r| r.keys.iter())
-        .flat_map(|k| [k.clone(), real_key(manifest, k)])
+        .flat_map(|k| [k.clone(), real_key(manifest, &mut resolver, k)])
         .collect();
     let mut recorded = state.checksums.clone();
     for (k, sum) in &state.checksums {
         recorded
-            .entry(real_key(manifest, k))
+            .entry(real_key(manifest, &mut resolver, k))
             .or_insert_with(|| sum.clone());
     }
     let markers: Vec<PathBuf> = manifest
         .resources
         .iter()
         .flat_map(|r| registry::get(r.kind()).marker_paths(&r.spec))
-        .map(|p| crate::safe_path::resolve(p).unwrap_or_else(|_| p.to_path_buf()))
+        .map(|p| resolver.resolve(p).unwrap_or_else(|_| p.to_path_buf()))
         .collect();
     let ctx = PlanContext {
         manifest,
@@ -380,10 +383,12 @@ fn plan_removals(
         .filter(|c| registry::get(c.kind).ownership().owns_path)
         .flat_map(|c| c.keys.iter().cloned())
         .collect();
+    let mut resolver = Resolver::new();
     for (id, rec) in gone {
-        let is_claimed =
-            |k: &String| claimed.contains(k) || claimed.contains(&real_key(manifest, k));
-        if !rec.keys.is_empty() && rec.keys.iter().all(is_claimed) {
+        let mut is_claimed = |k: &String| {
+            claimed.contains(k) || claimed.contains(&real_key(manifest, &mut resolver, k))
+        };
+        if !rec.keys.is_empty() && rec.keys.iter().all(&mut is_claimed) {
             changes.push(Change {
                 id: id.clone(),
                 kind: registry::find(&rec.kind).map_or(Kind::Noop, |k| k.kind()),
@@ -407,7 +412,11 @@ fn plan_removals(
             changes.push(left_alone(id, rec, &reason));
             continue;
         }
-        if rec.keys.iter().any(|k| real_key(manifest, k) != *k) {
+        if rec
+            .keys
+            .iter()
+            .any(|k| real_key(manifest, &mut resolver, k) != *k)
+        {
             changes.push(left_alone(
                 id,
                 rec,

@@ -492,6 +492,42 @@ pub fn resolve(path: &Path) -> Result<PathBuf, PathError> {
     Ok(resolve_dir(parent)?.join(name))
 }
 
+/// [`resolve`] and [`resolve_dir`] over many paths, remembering each
+/// directory resolved: the paths of one manifest share few directories, and
+/// resolving one costs an `lstat` per component (at 10 000 files in 100
+/// directories, 70 000 `lstat`s became 700). Meant for one pass (a load, a
+/// plan): a link changed meanwhile is not seen, as it would not be either
+/// had the pass run a moment earlier. Failures are not remembered.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    dirs: std::collections::HashMap<PathBuf, PathBuf>,
+}
+
+impl Resolver {
+    /// A resolver that remembers nothing yet.
+    pub fn new() -> Resolver {
+        Resolver::default()
+    }
+
+    /// [`resolve`], its parent directory resolved at most once.
+    pub fn resolve(&mut self, path: &Path) -> Result<PathBuf, PathError> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(path.to_path_buf());
+        };
+        Ok(self.resolve_dir(parent)?.join(name))
+    }
+
+    /// [`resolve_dir`], at most once per directory.
+    pub fn resolve_dir(&mut self, dir: &Path) -> Result<PathBuf, PathError> {
+        if let Some(real) = self.dirs.get(dir) {
+            return Ok(real.clone());
+        }
+        let real = resolve_dir(dir)?;
+        self.dirs.insert(dir.to_path_buf(), real.clone());
+        Ok(real)
+    }
+}
+
 /// `dir` with every symlink in it resolved, as far as it exists.
 pub fn resolve_dir(dir: &Path) -> Result<PathBuf, PathError> {
     let root = nix::unistd::geteuid().is_root();
@@ -643,5 +679,35 @@ mod tests {
         assert_eq!(resolve(&base.join("link")).unwrap(), base.join("link"));
         symlink("loop", base.join("loop")).unwrap();
         assert!(resolve(&base.join("loop/f")).is_err());
+    }
+
+    #[test]
+    fn resolver_gives_what_resolve_gives_and_remembers_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let base = resolve_dir(t.path()).unwrap();
+        std::fs::create_dir(base.join("real")).unwrap();
+        symlink("real", base.join("link")).unwrap();
+        symlink("loop", base.join("loop")).unwrap();
+        let mut r = Resolver::new();
+        for p in ["link/f", "link/g", "link/new/f", "link", "real/f", "/"] {
+            let p = base.join(p);
+            assert_eq!(r.resolve(&p).unwrap(), resolve(&p).unwrap(), "{p:?}");
+        }
+        assert_eq!(
+            r.resolve_dir(&base.join("link")).unwrap(),
+            base.join("real")
+        );
+        assert!(r.resolve(&base.join("loop/f")).is_err());
+        // Remembered: the link's later change is not seen by this resolver.
+        std::fs::remove_file(base.join("link")).unwrap();
+        std::fs::create_dir(base.join("link")).unwrap();
+        assert_eq!(
+            r.resolve(&base.join("link/h")).unwrap(),
+            base.join("real/h")
+        );
+        assert_eq!(
+            Resolver::new().resolve(&base.join("link/h")).unwrap(),
+            base.join("link/h")
+        );
     }
 }

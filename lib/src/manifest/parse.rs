@@ -287,6 +287,7 @@ fn resolve_paths(
     let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::new();
     let mut edits: Vec<(&RawDecl, Range<usize>, PathBuf)> = Vec::new();
     let kinds = w.kinds;
+    let mut resolver = crate::safe_path::Resolver::new();
     let path_lookup = |r: &Reference| -> Option<Result<String, String>> {
         let kind = r.name.split_once('.').map(|(k, _)| k)?;
         kinds.find(kind).is_some().then(|| {
@@ -313,7 +314,7 @@ fn resolve_paths(
         // The links the user made among the path's ancestors are followed
         // here, once: the plan, the claims and the state hold the real path,
         // and apply follows no link (see `safe_path`).
-        let path = match crate::safe_path::resolve(&path) {
+        let path = match resolver.resolve(&path) {
             Ok(real) => real,
             Err(e) => {
                 w.problems.push(
