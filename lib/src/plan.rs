@@ -307,6 +307,7 @@ pub fn make_cached(
         force,
         markers: &markers,
         stat_cache: stat_use.as_ref(),
+        known_dirs: Default::default(),
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
         .order

@@ -112,6 +112,28 @@ pub struct PlanContext<'a> {
     /// it read and found right (see [`crate::stat_cache`]); `None`: every
     /// file is read and nothing is told.
     pub stat_cache: Option<&'a StatUse<'a>>,
+    /// Directories this plan already found to be directories.
+    pub known_dirs: KnownDirs,
+}
+
+/// The directories one plan found to be directories, so the check that no
+/// file stands where a resource's parent directory should be
+/// ([`ancestor_in_the_way`]) costs one `stat` per directory, not one per
+/// resource (files share few parents). Shared by the planning threads.
+#[derive(Debug, Default)]
+pub struct KnownDirs(std::sync::Mutex<HashSet<PathBuf>>);
+
+impl KnownDirs {
+    fn contains(&self, dir: &Path) -> bool {
+        // A poisoned set only forgets: the check then asks the filesystem.
+        self.0.lock().is_ok_and(|set| set.contains(dir))
+    }
+
+    fn insert(&self, dir: &Path) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(dir.to_path_buf());
+        }
+    }
 }
 
 /// What a plan does with the stat cache: trusts its entries, and collects
@@ -338,8 +360,14 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
 /// change already shows `!` for it.
 fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
     for ancestor in path.ancestors().skip(1) {
+        if ctx.known_dirs.contains(ancestor) {
+            return None;
+        }
         match std::fs::metadata(ancestor) {
-            Ok(m) if m.is_dir() => return None,
+            Ok(m) if m.is_dir() => {
+                ctx.known_dirs.insert(ancestor);
+                return None;
+            }
             Ok(_) => {
                 return Some(Planned::conflict(format!(
                     "{} is not a directory, so nothing can be placed under it; move it and apply again",
