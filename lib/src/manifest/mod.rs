@@ -8,6 +8,7 @@
 mod diag;
 mod input;
 mod parse;
+mod pieces;
 mod refs;
 pub mod schema;
 mod walker;

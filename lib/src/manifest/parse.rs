@@ -13,6 +13,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::diag::{ManifestError, Problem};
 use super::input::{Lookup, SpecInput};
+use super::pieces;
 use super::refs::Reference;
 use super::walker::{RawDecl, RawValue, Str, Walker, list_or_none};
 use super::{Kind, LoadOptions, Manifest, Parsed, Resource, Retry};
@@ -41,6 +42,33 @@ pub(super) fn parse(
     config_dir: &Path,
     options: &LoadOptions,
 ) -> Result<Parsed, ManifestError> {
+    parse_in_pieces(text, path, config_dir, options, pieces::PIECE_BYTES)
+}
+
+/// [`parse`], a text larger than `piece` bytes parsed in pieces of about
+/// that size when it can be (see [`pieces`]); else, or when anything in it
+/// is wrong, whole.
+pub(super) fn parse_in_pieces(
+    text: &str,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+    piece: usize,
+) -> Result<Parsed, ManifestError> {
+    if let Some(ranges) = pieces::split(text, piece, options.kinds)
+        && let Some(parsed) = parse_pieces(text, &ranges, path, config_dir, options)
+    {
+        return Ok(parsed);
+    }
+    parse_whole(text, path, config_dir, options)
+}
+
+pub(super) fn parse_whole(
+    text: &str,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Result<Parsed, ManifestError> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         let problems = syntax
@@ -64,16 +92,80 @@ pub(super) fn parse(
         problems: Vec::new(),
         text,
         kinds: options.kinds,
+        offset: 0,
     };
-    let mut top = read_top(&mut w, &root.into_inner());
+    let mut top = Top::default();
+    read_top(&mut w, &root.into_inner(), &mut top);
+    Ok(resolve(w, top, text, path, config_dir, options))
+}
+
+/// The pieces `ranges` of `text` parsed and walked one at a time, or `None`
+/// when they may not mean what the whole text means (a piece does not
+/// parse alone, an id or another top-level table is in two pieces) or
+/// when anything is wrong: the caller then parses the whole text, which
+/// finds the same problems in the same places as it always did.
+pub(super) fn parse_pieces(
+    text: &str,
+    ranges: &[Range<usize>],
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Option<Parsed> {
+    let mut w = Walker {
+        problems: Vec::new(),
+        text,
+        kinds: options.kinds,
+        offset: 0,
+    };
+    let mut top = Top::default();
+    let mut others: HashSet<String> = HashSet::new();
+    for range in ranges {
+        let (root, syntax) = DeTable::parse_recoverable(&text[range.clone()]);
+        if !syntax.is_empty() {
+            return None;
+        }
+        let root = root.into_inner();
+        for (key, _) in root.iter() {
+            let name = key.get_ref().as_ref();
+            if w.kinds.find(name).is_none() && !others.insert(name.to_string()) {
+                return None;
+            }
+        }
+        w.offset = range.start;
+        read_top(&mut w, &root, &mut top);
+        if !w.problems.is_empty() {
+            return None;
+        }
+    }
+    w.offset = 0;
+    let mut ids = HashSet::with_capacity(top.decls.len());
+    if !top.decls.iter().all(|d| ids.insert(d.id.as_str())) {
+        return None;
+    }
+    drop(ids);
+    let parsed = resolve(w, top, text, path, config_dir, options);
+    parsed.problems.is_empty().then_some(parsed)
+}
+
+/// From the tables as written to the manifest: the profile, the paths, then
+/// every resource built by its kind with its edges.
+fn resolve(
+    mut w: Walker,
+    mut top: Top,
+    text: &str,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Parsed {
+    let w = &mut w;
     top.decls.sort_by_key(|d| d.span.start);
-    let scope = select_profile(&mut w, options, &top);
+    let scope = select_profile(w, options, &top);
     let mut vars = std::mem::take(&mut top.vars);
     if let Some((_, pv)) = scope.profile.as_ref().and_then(|p| top.profile_vars.get(p)) {
         vars.extend(pv.clone());
     }
     let home = &options.home;
-    let outputs = resolve_paths(&mut w, &top.decls, &vars, &scope, home);
+    let outputs = resolve_paths(w, &top.decls, &vars, &scope, home);
     let build = Build {
         scope: &scope,
         outputs: &outputs,
@@ -85,7 +177,7 @@ pub(super) fn parse(
     // Which resources an expansion made (not the declaration itself).
     let mut expanded = Vec::with_capacity(top.decls.len());
     for d in &top.decls {
-        if let Some(r) = build.resource(&mut w, d) {
+        if let Some(r) = build.resource(w, d) {
             let kind = w.kinds.get(r.kind());
             for one in kind.expand(r, &mut w.problems) {
                 expanded.push(one.id != d.id);
@@ -93,7 +185,7 @@ pub(super) fn parse(
             }
         }
     }
-    check_expanded(&mut w, &resources, &expanded, home);
+    check_expanded(w, &resources, &expanded, home);
     let manifest = Manifest {
         path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
@@ -106,32 +198,30 @@ pub(super) fn parse(
         text: Arc::new(text.to_string()),
         protected: vec![config_dir.to_path_buf()],
     };
-    Ok(Parsed {
+    Parsed {
         manifest,
-        problems: w.problems,
-    })
+        problems: std::mem::take(&mut w.problems),
+    }
 }
 
 /// `[settings]`, `[vars]`, `[profile.*]` and the resource tables of every kind.
-fn read_top(w: &mut Walker, root: &DeTable) -> Top {
-    let mut top = Top::default();
+fn read_top(w: &mut Walker, root: &DeTable, top: &mut Top) {
     for (key, value) in root.iter() {
         let name = key.get_ref().as_ref();
         match name {
-            "settings" => read_settings(w, value, &mut top),
+            "settings" => read_settings(w, value, top),
             "vars" => {
                 if let Some(table) = w.table(value, "[vars]") {
                     top.vars = w.scalar_map(table, "[vars]");
                 }
             }
-            "profile" => read_profiles(w, value, &mut top),
+            "profile" => read_profiles(w, value, top),
             other => match w.kinds.find(other).map(|k| k.kind()) {
-                Some(kind) => read_kind(w, kind, value, &mut top),
-                None => unknown_table(w, other, key.span(), value),
+                Some(kind) => read_kind(w, kind, value, top),
+                None => unknown_table(w, other, w.at(key.span()), value),
             },
         }
     }
-    top
 }
 
 fn read_settings(w: &mut Walker, value: &toml::Spanned<DeValue>, top: &mut Top) {
@@ -142,9 +232,12 @@ fn read_settings(w: &mut Walker, value: &toml::Spanned<DeValue>, top: &mut Top) 
         match k.get_ref().as_ref() {
             "default_profile" => top.default_profile = w.string(v, "default_profile"),
             other => w.problems.push(
-                Problem::at(k.span(), format!("unknown key `{other}` in [settings]"))
-                    .label("unknown key")
-                    .help("[settings] takes: default_profile"),
+                Problem::at(
+                    w.at(k.span()),
+                    format!("unknown key `{other}` in [settings]"),
+                )
+                .label("unknown key")
+                .help("[settings] takes: default_profile"),
             ),
         }
     }
@@ -168,13 +261,16 @@ fn read_profiles(w: &mut Walker, value: &toml::Spanned<DeValue>, top: &mut Top) 
                     }
                 }
                 other => w.problems.push(
-                    Problem::at(k.span(), format!("unknown key `{other}` in [profile.{pn}]"))
-                        .label("unknown key")
-                        .help("a profile takes: vars"),
+                    Problem::at(
+                        w.at(k.span()),
+                        format!("unknown key `{other}` in [profile.{pn}]"),
+                    )
+                    .label("unknown key")
+                    .help("a profile takes: vars"),
                 ),
             }
         }
-        top.profile_vars.insert(pn, (pname.span(), pv));
+        top.profile_vars.insert(pn, (w.at(pname.span()), pv));
     }
 }
 
@@ -188,7 +284,7 @@ fn read_kind(w: &mut Walker, kind: Kind, value: &toml::Spanned<DeValue>, top: &m
         let Some(rt) = w.table(rvalue, &format!("[{id}]")) else {
             continue;
         };
-        top.decls.push(w.decl(kind, id, rname.span(), rt));
+        top.decls.push(w.decl(kind, id, w.at(rname.span()), rt));
     }
 }
 
