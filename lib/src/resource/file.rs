@@ -264,13 +264,13 @@ fn trusted(shown: &str, meta: &fs::Metadata, sum: &str, ctx: &PlanContext) -> bo
     let Some(stats) = ctx.stat_cache else {
         return false;
     };
-    let Some(entry) = stats.cache.get(shown) else {
+    let Some((key, entry)) = stats.cache.get_key_value(shown) else {
         return false;
     };
     let vouched = ctx.recorded.get(shown).is_some_and(|r| r == sum)
         && entry.vouches(&crate::stat_cache::Stamp::of(meta), sum);
     if vouched {
-        stats.keep(shown, entry.clone());
+        stats.keep_same(key);
     }
     vouched
 }

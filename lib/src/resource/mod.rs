@@ -92,7 +92,7 @@ impl Facts {
 }
 
 /// What planning a resource needs.
-pub struct PlanContext<'a> {
+pub struct PlanContext<'a, 's> {
     /// The manifest.
     pub manifest: &'a Manifest,
     /// Template facts.
@@ -111,7 +111,7 @@ pub struct PlanContext<'a> {
     /// Files a `file` may trust by their `lstat`, and where it tells what
     /// it read and found right (see [`crate::stat_cache`]); `None`: every
     /// file is read and nothing is told.
-    pub stat_cache: Option<&'a StatUse<'a>>,
+    pub stat_cache: Option<&'a StatUse<'s>>,
     /// Directories this plan already found to be directories.
     pub known_dirs: KnownDirs,
 }
@@ -144,15 +144,37 @@ pub struct StatUse<'a> {
     pub cache: &'a crate::stat_cache::StatCache,
     /// The verification time to record (`None`: the clock, per file).
     pub now_ns: Option<i128>,
-    /// The next cache's entries, by key.
-    pub next: std::sync::Mutex<Vec<(String, crate::stat_cache::Entry)>>,
+    /// The next cache's entries.
+    pub next: std::sync::Mutex<Vec<Kept<'a>>>,
 }
 
-impl StatUse<'_> {
+/// An entry of the next stat cache: most are the last cache's own, kept by
+/// reference (a no-op run of 100 000 files would otherwise copy the whole
+/// cache to find it unchanged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept<'a> {
+    /// The last cache's entry for this key, unchanged.
+    Same(&'a str),
+    /// A new or changed entry (boxed: most are [`Kept::Same`]).
+    New(Box<(String, crate::stat_cache::Entry)>),
+}
+
+impl<'a> StatUse<'a> {
     /// Keeps `entry` for `key` in the next cache.
     pub fn keep(&self, key: &str, entry: crate::stat_cache::Entry) {
+        let kept = match self.cache.get_key_value(key) {
+            Some((own, old)) if *old == entry => Kept::Same(own),
+            _ => Kept::New(Box::new((key.to_string(), entry))),
+        };
         if let Ok(mut next) = self.next.lock() {
-            next.push((key.to_string(), entry));
+            next.push(kept);
+        }
+    }
+
+    /// Keeps the last cache's entry for `key` (a key of that cache).
+    pub fn keep_same(&self, key: &'a str) {
+        if let Ok(mut next) = self.next.lock() {
+            next.push(Kept::Same(key));
         }
     }
 
