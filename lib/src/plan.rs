@@ -550,8 +550,12 @@ fn plan_declared(
             })
             .collect::<Vec<_>>()
     });
-    // Collected in place (same element size), not into a second vector.
-    (slots.into_iter().flatten().collect(), errors)
+    // `filter_map` over the vector's own iterator is collected in place
+    // (same element size): no second vector. `flatten` is not, and grew a
+    // new one by doubling.
+    #[allow(clippy::filter_map_identity)]
+    let changes = slots.into_iter().filter_map(|c| c).collect();
+    (changes, errors)
 }
 
 /// What the journal says about one-shot steps (exec with `once` or an

@@ -32,11 +32,37 @@ pub(super) struct RawDecl {
     pub(super) id: String,
     pub(super) kind: Kind,
     pub(super) span: Range<usize>,
-    pub(super) fields: BTreeMap<String, RawValue>,
+    pub(super) fields: Fields,
     pub(super) after: Vec<Str>,
     pub(super) before: Vec<Str>,
     pub(super) notify: Vec<Str>,
     pub(super) profiles: Option<Vec<Str>>,
+}
+
+/// A declaration's keys and their values. A resource has a few, so a
+/// vector: a B-tree map allocates a node of 11 entries (about 800 bytes)
+/// per resource, 73 MB at 100 000 resources.
+#[derive(Default)]
+pub(super) struct Fields(Vec<(String, RawValue)>);
+
+impl Fields {
+    /// The value of `key`.
+    pub(super) fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` has a value.
+    pub(super) fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key` to `value`, replacing the value it had.
+    pub(super) fn insert(&mut self, key: String, value: RawValue) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
 }
 
 /// A typed value of a key.
@@ -222,7 +248,7 @@ impl<'a> Walker<'a> {
             id,
             kind,
             span,
-            fields: BTreeMap::new(),
+            fields: Fields::default(),
             after: Vec::new(),
             before: Vec::new(),
             notify: Vec::new(),
