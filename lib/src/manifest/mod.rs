@@ -165,8 +165,8 @@ pub enum Spec {
     Dir(DirSpec),
     /// `[symlink.NAME]`
     Symlink(SymlinkSpec),
-    /// `[exec.NAME]`
-    Exec(ExecSpec),
+    /// `[exec.NAME]` (boxed: the largest spec, and most resources are files)
+    Exec(Box<ExecSpec>),
     /// `[noop.NAME]`
     Noop,
     /// A kind that keeps its own spec type in its own file (see

@@ -292,7 +292,7 @@ pub enum Op {
         backup: bool,
     },
     /// Run a command.
-    Run(exec::Run),
+    Run(Box<exec::Run>),
     /// An op whose data belongs to its kind's own file (written with
     /// [`kind::custom_op`], read back with [`kind::custom_data`]), so a new
     /// kind needs no variant here. `line` uses it: its edit is made again on
