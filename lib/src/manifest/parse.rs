@@ -4,7 +4,7 @@
 //! not returned early, so one load reports them all. The graph (and its
 //! cycles) is checked by the caller: see [`crate::graph::parse`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +17,12 @@ use super::pieces;
 use super::refs::Reference;
 use super::walker::{RawDecl, RawValue, Str, Walker, list_or_none};
 use super::{Kind, LoadOptions, Manifest, Parsed, Resource, Retry};
+
+/// The manifest's maps of ids and paths hash with foldhash, not SipHash:
+/// they are looked up a few times per resource and edge, and the keys are
+/// the user's own manifest, not input from someone else.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The top-level tables as written.
 #[derive(Default)]
@@ -118,7 +124,7 @@ pub(super) fn parse_pieces(
         offset: 0,
     };
     let mut top = Top::default();
-    let mut others: HashSet<String> = HashSet::new();
+    let mut others: HashSet<String> = HashSet::default();
     for range in ranges {
         let (root, syntax) = DeTable::parse_recoverable(&text[range.clone()]);
         if !syntax.is_empty() {
@@ -138,7 +144,7 @@ pub(super) fn parse_pieces(
         }
     }
     w.offset = 0;
-    let mut ids = HashSet::with_capacity(top.decls.len());
+    let mut ids = HashSet::with_capacity_and_hasher(top.decls.len(), Default::default());
     if !top.decls.iter().all(|d| ids.insert(d.id.as_str())) {
         return None;
     }
@@ -379,8 +385,8 @@ fn resolve_paths(
     scope: &Scope,
     home: &Path,
 ) -> HashMap<String, PathBuf> {
-    let mut outputs: HashMap<String, PathBuf> = HashMap::new();
-    let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::new();
+    let mut outputs: HashMap<String, PathBuf> = HashMap::default();
+    let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::default();
     let mut edits: Vec<(&RawDecl, Range<usize>, PathBuf)> = Vec::new();
     let kinds = w.kinds;
     let mut resolver = crate::safe_path::Resolver::new();
@@ -489,8 +495,10 @@ fn check_expanded(w: &mut Walker, resources: &[Resource], expanded: &[bool], hom
     if !expanded.iter().any(|e| *e) {
         return;
     }
-    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(resources.len());
-    let mut claims: HashMap<&std::ffi::OsStr, usize> = HashMap::with_capacity(resources.len());
+    let mut ids: HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(resources.len(), Default::default());
+    let mut claims: HashMap<&std::ffi::OsStr, usize> =
+        HashMap::with_capacity_and_hasher(resources.len(), Default::default());
     for (i, r) in resources.iter().enumerate() {
         if let Some(other) = ids.insert(&r.id, i)
             && (expanded[i] || expanded[other])
