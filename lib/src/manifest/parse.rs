@@ -43,7 +43,7 @@ struct Scope {
 }
 
 pub(super) fn parse(
-    text: &str,
+    text: &Arc<String>,
     path: &Path,
     config_dir: &Path,
     options: &LoadOptions,
@@ -55,7 +55,7 @@ pub(super) fn parse(
 /// that size when it can be (see [`pieces`]); else, or when anything in it
 /// is wrong, whole.
 pub(super) fn parse_in_pieces(
-    text: &str,
+    text: &Arc<String>,
     path: &Path,
     config_dir: &Path,
     options: &LoadOptions,
@@ -70,7 +70,7 @@ pub(super) fn parse_in_pieces(
 }
 
 pub(super) fn parse_whole(
-    text: &str,
+    text: &Arc<String>,
     path: &Path,
     config_dir: &Path,
     options: &LoadOptions,
@@ -90,7 +90,7 @@ pub(super) fn parse_whole(
             .collect();
         return Err(ManifestError {
             path: path.to_path_buf(),
-            text: Arc::new(text.to_string()),
+            text: Arc::clone(text),
             problems,
         });
     }
@@ -111,7 +111,7 @@ pub(super) fn parse_whole(
 /// when anything is wrong: the caller then parses the whole text, which
 /// finds the same problems in the same places as it always did.
 pub(super) fn parse_pieces(
-    text: &str,
+    text: &Arc<String>,
     ranges: &[Range<usize>],
     path: &Path,
     config_dir: &Path,
@@ -158,7 +158,7 @@ pub(super) fn parse_pieces(
 fn resolve(
     mut w: Walker,
     mut top: Top,
-    text: &str,
+    text: &Arc<String>,
     path: &Path,
     config_dir: &Path,
     options: &LoadOptions,
@@ -201,7 +201,7 @@ fn resolve(
         profiles: scope.known_profiles.clone(),
         vars,
         resources,
-        text: Arc::new(text.to_string()),
+        text: Arc::clone(text),
         protected: vec![config_dir.to_path_buf()],
     };
     Parsed {

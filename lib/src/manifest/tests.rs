@@ -418,7 +418,7 @@ fn durations_are_read_by_humantime_with_the_one_year_cap() {
 fn pieces_and_whole(text: &str) -> (Result<Parsed, ManifestError>, Result<Parsed, ManifestError>) {
     let repo = tempfile::tempdir().unwrap();
     std::fs::write(repo.path().join("rc"), "x").unwrap();
-    let text = text.replace("REPO", repo.path().to_str().unwrap());
+    let text = std::sync::Arc::new(text.replace("REPO", repo.path().to_str().unwrap()));
     let path = repo.path().join(MANIFEST_FILE);
     let options = LoadOptions {
         home: PathBuf::from("/home/me"),
@@ -483,7 +483,7 @@ fn a_manifest_parsed_in_pieces_is_the_manifest_parsed_whole() {
         profile: None,
         kinds: &crate::resource::registry::REGISTRY,
     };
-    let text = IN_PIECES.replace("REPO", repo.path().to_str().unwrap());
+    let text = std::sync::Arc::new(IN_PIECES.replace("REPO", repo.path().to_str().unwrap()));
     std::fs::write(repo.path().join("rc"), "x").unwrap();
     let ranges = pieces::split(&text, 1, options.kinds).unwrap();
     assert_eq!(ranges.len(), 6, "cut before each [kind.name]");
