@@ -7,7 +7,6 @@
 //! manifest and then check its graph, reporting a cycle with the manifest's
 //! other problems.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 
@@ -16,6 +15,12 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::manifest::{LoadError, LoadOptions, Manifest, ManifestError, Parsed, Problem};
 use crate::resource::registry;
+
+/// The manifest's maps of ids and paths hash with foldhash, not SipHash:
+/// they are looked up a few times per resource and edge, and the keys are
+/// the user's own manifest, not input from someone else.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Why an edge exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -210,8 +215,7 @@ fn collect_edges(manifest: &Manifest, ids: &[String]) -> (Vec<Edge>, Vec<(usize,
     let mut edges: Vec<Edge> = Vec::new();
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     // (from, to, kind) already in `edges`: deduplication in O(1), not a scan.
-    let mut seen: std::collections::HashSet<(usize, usize, EdgeKind)> =
-        std::collections::HashSet::new();
+    let mut seen: HashSet<(usize, usize, EdgeKind)> = HashSet::default();
     let mut add = |from: &str, to: &str, kind: EdgeKind| {
         if from == to {
             return;
@@ -337,10 +341,10 @@ fn find_cycle(g: &DiGraph<usize, ()>, ids: &[String]) -> Cycle {
             continue;
         }
         // Walk inside the component from its first node until we return.
-        let members: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+        let members: HashSet<NodeIndex> = scc.iter().copied().collect();
         let start = *scc.iter().min_by_key(|n| g[**n]).unwrap_or(&scc[0]);
         let mut path = vec![start];
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::default();
         let mut current = start;
         loop {
             seen.insert(current);

@@ -140,6 +140,13 @@ impl StatCache {
         self.entries.get(key)
     }
 
+    /// The entry for `key` with the cache's own copy of the key.
+    pub fn get_key_value(&self, key: &str) -> Option<(&str, &Entry)> {
+        self.entries
+            .get_key_value(key)
+            .map(|(k, e)| (k.as_str(), e))
+    }
+
     /// How many files it vouches for.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -4,7 +4,7 @@
 //! not returned early, so one load reports them all. The graph (and its
 //! cycles) is checked by the caller: see [`crate::graph::parse`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +13,16 @@ use toml::de::{DeTable, DeValue};
 
 use super::diag::{ManifestError, Problem};
 use super::input::{Lookup, SpecInput};
+use super::pieces;
 use super::refs::Reference;
 use super::walker::{RawDecl, RawValue, Str, Walker, list_or_none};
 use super::{Kind, LoadOptions, Manifest, Parsed, Resource, Retry};
+
+/// The manifest's maps of ids and paths hash with foldhash, not SipHash:
+/// they are looked up a few times per resource and edge, and the keys are
+/// the user's own manifest, not input from someone else.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The top-level tables as written.
 #[derive(Default)]
@@ -36,7 +43,34 @@ struct Scope {
 }
 
 pub(super) fn parse(
-    text: &str,
+    text: &Arc<String>,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Result<Parsed, ManifestError> {
+    parse_in_pieces(text, path, config_dir, options, pieces::PIECE_BYTES)
+}
+
+/// [`parse`], a text larger than `piece` bytes parsed in pieces of about
+/// that size when it can be (see [`pieces`]); else, or when anything in it
+/// is wrong, whole.
+pub(super) fn parse_in_pieces(
+    text: &Arc<String>,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+    piece: usize,
+) -> Result<Parsed, ManifestError> {
+    if let Some(ranges) = pieces::split(text, piece, options.kinds)
+        && let Some(parsed) = parse_pieces(text, &ranges, path, config_dir, options)
+    {
+        return Ok(parsed);
+    }
+    parse_whole(text, path, config_dir, options)
+}
+
+pub(super) fn parse_whole(
+    text: &Arc<String>,
     path: &Path,
     config_dir: &Path,
     options: &LoadOptions,
@@ -56,7 +90,7 @@ pub(super) fn parse(
             .collect();
         return Err(ManifestError {
             path: path.to_path_buf(),
-            text: Arc::new(text.to_string()),
+            text: Arc::clone(text),
             problems,
         });
     }
@@ -64,16 +98,80 @@ pub(super) fn parse(
         problems: Vec::new(),
         text,
         kinds: options.kinds,
+        offset: 0,
     };
-    let mut top = read_top(&mut w, &root.into_inner());
+    let mut top = Top::default();
+    read_top(&mut w, &root.into_inner(), &mut top);
+    Ok(resolve(w, top, text, path, config_dir, options))
+}
+
+/// The pieces `ranges` of `text` parsed and walked one at a time, or `None`
+/// when they may not mean what the whole text means (a piece does not
+/// parse alone, an id or another top-level table is in two pieces) or
+/// when anything is wrong: the caller then parses the whole text, which
+/// finds the same problems in the same places as it always did.
+pub(super) fn parse_pieces(
+    text: &Arc<String>,
+    ranges: &[Range<usize>],
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Option<Parsed> {
+    let mut w = Walker {
+        problems: Vec::new(),
+        text,
+        kinds: options.kinds,
+        offset: 0,
+    };
+    let mut top = Top::default();
+    let mut others: HashSet<String> = HashSet::default();
+    for range in ranges {
+        let (root, syntax) = DeTable::parse_recoverable(&text[range.clone()]);
+        if !syntax.is_empty() {
+            return None;
+        }
+        let root = root.into_inner();
+        for (key, _) in root.iter() {
+            let name = key.get_ref().as_ref();
+            if w.kinds.find(name).is_none() && !others.insert(name.to_string()) {
+                return None;
+            }
+        }
+        w.offset = range.start;
+        read_top(&mut w, &root, &mut top);
+        if !w.problems.is_empty() {
+            return None;
+        }
+    }
+    w.offset = 0;
+    let mut ids = HashSet::with_capacity_and_hasher(top.decls.len(), Default::default());
+    if !top.decls.iter().all(|d| ids.insert(d.id.as_str())) {
+        return None;
+    }
+    drop(ids);
+    let parsed = resolve(w, top, text, path, config_dir, options);
+    parsed.problems.is_empty().then_some(parsed)
+}
+
+/// From the tables as written to the manifest: the profile, the paths, then
+/// every resource built by its kind with its edges.
+fn resolve(
+    mut w: Walker,
+    mut top: Top,
+    text: &Arc<String>,
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+) -> Parsed {
+    let w = &mut w;
     top.decls.sort_by_key(|d| d.span.start);
-    let scope = select_profile(&mut w, options, &top);
+    let scope = select_profile(w, options, &top);
     let mut vars = std::mem::take(&mut top.vars);
     if let Some((_, pv)) = scope.profile.as_ref().and_then(|p| top.profile_vars.get(p)) {
         vars.extend(pv.clone());
     }
     let home = &options.home;
-    let outputs = resolve_paths(&mut w, &top.decls, &vars, &scope, home);
+    let outputs = resolve_paths(w, &top.decls, &vars, &scope, home);
     let build = Build {
         scope: &scope,
         outputs: &outputs,
@@ -85,7 +183,7 @@ pub(super) fn parse(
     // Which resources an expansion made (not the declaration itself).
     let mut expanded = Vec::with_capacity(top.decls.len());
     for d in &top.decls {
-        if let Some(r) = build.resource(&mut w, d) {
+        if let Some(r) = build.resource(w, d) {
             let kind = w.kinds.get(r.kind());
             for one in kind.expand(r, &mut w.problems) {
                 expanded.push(one.id != d.id);
@@ -93,7 +191,7 @@ pub(super) fn parse(
             }
         }
     }
-    check_expanded(&mut w, &resources, &expanded, home);
+    check_expanded(w, &resources, &expanded, home);
     let manifest = Manifest {
         path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
@@ -103,35 +201,33 @@ pub(super) fn parse(
         profiles: scope.known_profiles.clone(),
         vars,
         resources,
-        text: Arc::new(text.to_string()),
+        text: Arc::clone(text),
         protected: vec![config_dir.to_path_buf()],
     };
-    Ok(Parsed {
+    Parsed {
         manifest,
-        problems: w.problems,
-    })
+        problems: std::mem::take(&mut w.problems),
+    }
 }
 
 /// `[settings]`, `[vars]`, `[profile.*]` and the resource tables of every kind.
-fn read_top(w: &mut Walker, root: &DeTable) -> Top {
-    let mut top = Top::default();
+fn read_top(w: &mut Walker, root: &DeTable, top: &mut Top) {
     for (key, value) in root.iter() {
         let name = key.get_ref().as_ref();
         match name {
-            "settings" => read_settings(w, value, &mut top),
+            "settings" => read_settings(w, value, top),
             "vars" => {
                 if let Some(table) = w.table(value, "[vars]") {
                     top.vars = w.scalar_map(table, "[vars]");
                 }
             }
-            "profile" => read_profiles(w, value, &mut top),
+            "profile" => read_profiles(w, value, top),
             other => match w.kinds.find(other).map(|k| k.kind()) {
-                Some(kind) => read_kind(w, kind, value, &mut top),
-                None => unknown_table(w, other, key.span(), value),
+                Some(kind) => read_kind(w, kind, value, top),
+                None => unknown_table(w, other, w.at(key.span()), value),
             },
         }
     }
-    top
 }
 
 fn read_settings(w: &mut Walker, value: &toml::Spanned<DeValue>, top: &mut Top) {
@@ -142,9 +238,12 @@ fn read_settings(w: &mut Walker, value: &toml::Spanned<DeValue>, top: &mut Top) 
         match k.get_ref().as_ref() {
             "default_profile" => top.default_profile = w.string(v, "default_profile"),
             other => w.problems.push(
-                Problem::at(k.span(), format!("unknown key `{other}` in [settings]"))
-                    .label("unknown key")
-                    .help("[settings] takes: default_profile"),
+                Problem::at(
+                    w.at(k.span()),
+                    format!("unknown key `{other}` in [settings]"),
+                )
+                .label("unknown key")
+                .help("[settings] takes: default_profile"),
             ),
         }
     }
@@ -168,13 +267,16 @@ fn read_profiles(w: &mut Walker, value: &toml::Spanned<DeValue>, top: &mut Top) 
                     }
                 }
                 other => w.problems.push(
-                    Problem::at(k.span(), format!("unknown key `{other}` in [profile.{pn}]"))
-                        .label("unknown key")
-                        .help("a profile takes: vars"),
+                    Problem::at(
+                        w.at(k.span()),
+                        format!("unknown key `{other}` in [profile.{pn}]"),
+                    )
+                    .label("unknown key")
+                    .help("a profile takes: vars"),
                 ),
             }
         }
-        top.profile_vars.insert(pn, (pname.span(), pv));
+        top.profile_vars.insert(pn, (w.at(pname.span()), pv));
     }
 }
 
@@ -188,7 +290,7 @@ fn read_kind(w: &mut Walker, kind: Kind, value: &toml::Spanned<DeValue>, top: &m
         let Some(rt) = w.table(rvalue, &format!("[{id}]")) else {
             continue;
         };
-        top.decls.push(w.decl(kind, id, rname.span(), rt));
+        top.decls.push(w.decl(kind, id, w.at(rname.span()), rt));
     }
 }
 
@@ -283,10 +385,11 @@ fn resolve_paths(
     scope: &Scope,
     home: &Path,
 ) -> HashMap<String, PathBuf> {
-    let mut outputs: HashMap<String, PathBuf> = HashMap::new();
-    let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::new();
+    let mut outputs: HashMap<String, PathBuf> = HashMap::default();
+    let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::default();
     let mut edits: Vec<(&RawDecl, Range<usize>, PathBuf)> = Vec::new();
     let kinds = w.kinds;
+    let mut resolver = crate::safe_path::Resolver::new();
     let path_lookup = |r: &Reference| -> Option<Result<String, String>> {
         let kind = r.name.split_once('.').map(|(k, _)| k)?;
         kinds.find(kind).is_some().then(|| {
@@ -313,7 +416,7 @@ fn resolve_paths(
         // The links the user made among the path's ancestors are followed
         // here, once: the plan, the claims and the state hold the real path,
         // and apply follows no link (see `safe_path`).
-        let path = match crate::safe_path::resolve(&path) {
+        let path = match resolver.resolve(&path) {
             Ok(real) => real,
             Err(e) => {
                 w.problems.push(
@@ -392,8 +495,10 @@ fn check_expanded(w: &mut Walker, resources: &[Resource], expanded: &[bool], hom
     if !expanded.iter().any(|e| *e) {
         return;
     }
-    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(resources.len());
-    let mut claims: HashMap<&std::ffi::OsStr, usize> = HashMap::with_capacity(resources.len());
+    let mut ids: HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(resources.len(), Default::default());
+    let mut claims: HashMap<&std::ffi::OsStr, usize> =
+        HashMap::with_capacity_and_hasher(resources.len(), Default::default());
     for (i, r) in resources.iter().enumerate() {
         if let Some(other) = ids.insert(&r.id, i)
             && (expanded[i] || expanded[other])

@@ -412,3 +412,123 @@ fn durations_are_read_by_humantime_with_the_one_year_cap() {
         );
     }
 }
+
+/// A manifest parsed in pieces (cut before every `[kind.name]`) and whole:
+/// the same resources, or the same problems at the same places.
+fn pieces_and_whole(text: &str) -> (Result<Parsed, ManifestError>, Result<Parsed, ManifestError>) {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("rc"), "x").unwrap();
+    let text = std::sync::Arc::new(text.replace("REPO", repo.path().to_str().unwrap()));
+    let path = repo.path().join(MANIFEST_FILE);
+    let options = LoadOptions {
+        home: PathBuf::from("/home/me"),
+        profile: None,
+        kinds: &crate::resource::registry::REGISTRY,
+    };
+    let pieces = parse::parse_in_pieces(&text, &path, repo.path(), &options, 1);
+    let whole = parse::parse_whole(&text, &path, repo.path(), &options);
+    (pieces, whole)
+}
+
+fn same_problems(a: &[Problem], b: &[Problem]) -> bool {
+    let key = |p: &[Problem]| {
+        let mut v: Vec<_> = p
+            .iter()
+            .map(|p| (p.span.as_ref().map(|s| (s.start, s.end)), p.message.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    key(a) == key(b)
+}
+
+const IN_PIECES: &str = r#"
+[settings]
+default_profile = "work"
+
+[vars]
+name = "me"
+
+[profile.work.vars]
+name = "work-me"
+
+[dir.conf]
+path = "~/.config"
+
+[file.a]
+path = "~/.config/a"
+content = "hello ${vars.name} in ${dir.conf}"
+after = ["exec.later"]
+
+[file.b]
+path = "~/.config/b"
+source = "REPO/rc"
+profiles = ["home"]
+
+[exec.later]
+command = ["true"]
+creates = "${file.a}"
+notify = ["noop.n"]
+
+[noop.n]
+before = ["file.a"]
+"#;
+
+#[test]
+fn a_manifest_parsed_in_pieces_is_the_manifest_parsed_whole() {
+    let repo = tempfile::tempdir().unwrap();
+    let path = repo.path().join(MANIFEST_FILE);
+    let options = LoadOptions {
+        home: PathBuf::from("/home/me"),
+        profile: None,
+        kinds: &crate::resource::registry::REGISTRY,
+    };
+    let text = std::sync::Arc::new(IN_PIECES.replace("REPO", repo.path().to_str().unwrap()));
+    std::fs::write(repo.path().join("rc"), "x").unwrap();
+    let ranges = pieces::split(&text, 1, options.kinds).unwrap();
+    assert_eq!(ranges.len(), 6, "cut before each [kind.name]");
+    let whole = parse::parse_whole(&text, &path, repo.path(), &options).unwrap();
+    assert!(whole.problems.is_empty(), "{:?}", whole.problems);
+    let pieces = parse::parse_pieces(&text, &ranges, &path, repo.path(), &options)
+        .expect("these pieces parse alone");
+    assert!(pieces.problems.is_empty() && whole.problems.is_empty());
+    let (p, w) = (pieces.manifest, whole.manifest);
+    assert_eq!(p.resources, w.resources);
+    assert_eq!(
+        (&p.vars, &p.profile, &p.profiles),
+        (&w.vars, &w.profile, &w.profiles)
+    );
+    assert_eq!(p.resources.len(), 4);
+    assert_eq!(&text[p.resources[1].span.clone()], "a");
+}
+
+#[test]
+fn a_manifest_that_pieces_would_misread_is_parsed_whole_with_the_same_errors() {
+    for text in [
+        // The same resource in two pieces: a TOML error only when whole.
+        "[file.a]\npath = \"~/a\"\ncontent = \"x\"\n[file.b]\npath = \"~/b\"\ncontent = \"y\"\n[file.a]\nmode = \"0600\"\n",
+        // [vars] twice, in two pieces.
+        "[vars]\nx = \"1\"\n[file.a]\npath = \"~/a\"\ncontent = \"x\"\n[vars]\ny = \"2\"\n",
+        // A problem in a later piece, and a dangling reference to an earlier one.
+        "[file.a]\npath = \"~/a\"\ncontent = \"x\"\n[file.b]\npath = \"~/b\"\ncontent = 3\nafter = [\"file.c\"]\n",
+        // A cut inside a multi-line string.
+        "[file.a]\npath = \"~/a\"\ncontent = \"\"\"\n[file.b]\n\"\"\"\n[file.c]\npath = \"~/c\"\ncontent = \"x\"\n",
+        // A path claimed in two pieces.
+        "[file.a]\npath = \"~/a\"\ncontent = \"x\"\n[file.b]\npath = \"~/a\"\ncontent = \"y\"\n",
+    ] {
+        let (pieces, whole) = pieces_and_whole(text);
+        match (pieces, whole) {
+            (Ok(p), Ok(w)) => {
+                assert!(same_problems(&p.problems, &w.problems), "{text}");
+                assert_eq!(p.manifest.resources, w.manifest.resources, "{text}");
+            }
+            (Err(p), Err(w)) => assert!(same_problems(&p.problems, &w.problems), "{text}"),
+            (p, w) => panic!("{text}: pieces {:?} whole {:?}", p.is_ok(), w.is_ok()),
+        }
+    }
+    let (pieces, whole) = pieces_and_whole(IN_PIECES);
+    assert_eq!(
+        pieces.unwrap().manifest.resources,
+        whole.unwrap().manifest.resources
+    );
+}

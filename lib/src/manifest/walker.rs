@@ -32,11 +32,37 @@ pub(super) struct RawDecl {
     pub(super) id: String,
     pub(super) kind: Kind,
     pub(super) span: Range<usize>,
-    pub(super) fields: BTreeMap<String, RawValue>,
+    pub(super) fields: Fields,
     pub(super) after: Vec<Str>,
     pub(super) before: Vec<Str>,
     pub(super) notify: Vec<Str>,
     pub(super) profiles: Option<Vec<Str>>,
+}
+
+/// A declaration's keys and their values. A resource has a few, so a
+/// vector: a B-tree map allocates a node of 11 entries (about 800 bytes)
+/// per resource, 73 MB at 100 000 resources.
+#[derive(Default)]
+pub(super) struct Fields(Vec<(String, RawValue)>);
+
+impl Fields {
+    /// The value of `key`.
+    pub(super) fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` has a value.
+    pub(super) fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key` to `value`, replacing the value it had.
+    pub(super) fn insert(&mut self, key: String, value: RawValue) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
 }
 
 /// A typed value of a key.
@@ -56,6 +82,9 @@ pub(crate) struct Walker<'a> {
     pub(super) text: &'a str,
     /// The kinds a manifest may declare, and their keys.
     pub(super) kinds: &'static dyn KindTable,
+    /// Where in `text` the tables walked were parsed from: a large manifest
+    /// is parsed in pieces (see `parse`), and a piece's spans start at 0.
+    pub(super) offset: usize,
 }
 
 pub(super) fn list_or_none(set: &BTreeSet<String>) -> String {
@@ -95,6 +124,11 @@ fn type_name(v: &DeValue) -> &'static str {
 }
 
 impl<'a> Walker<'a> {
+    /// A span of the piece being walked, as a span of the whole text.
+    pub(super) fn at(&self, span: Range<usize>) -> Range<usize> {
+        span.start + self.offset..span.end + self.offset
+    }
+
     pub(super) fn table<'v, 'i>(
         &mut self,
         v: &'v Spanned<DeValue<'i>>,
@@ -105,7 +139,7 @@ impl<'a> Walker<'a> {
             other => {
                 self.problems.push(
                     Problem::at(
-                        v.span(),
+                        self.at(v.span()),
                         format!("{what} must be a table, found {}", type_name(other)),
                     )
                     .label("not a table"),
@@ -119,12 +153,12 @@ impl<'a> Walker<'a> {
         match v.get_ref() {
             DeValue::String(s) => Some(Str {
                 text: s.to_string(),
-                span: v.span(),
+                span: self.at(v.span()),
             }),
             other => {
                 self.problems.push(
                     Problem::at(
-                        v.span(),
+                        self.at(v.span()),
                         format!("`{key}` must be a string, found {}", type_name(other)),
                     )
                     .label("expected a string"),
@@ -146,7 +180,7 @@ impl<'a> Walker<'a> {
             other => {
                 self.problems.push(
                     Problem::at(
-                        v.span(),
+                        self.at(v.span()),
                         format!(
                             "`{key}` must be an array of strings, found {}",
                             type_name(other)
@@ -172,7 +206,7 @@ impl<'a> Walker<'a> {
                     }
                     _ => {
                         self.problems.push(
-                            Problem::at(v.span(), format!("{what} values cannot hold references"))
+                            Problem::at(self.at(v.span()), format!("{what} values cannot hold references"))
                                 .label("`${` in a variable")
                                 .help("variables are not expanded; write the value out, or $${ for a literal ${"),
                         );
@@ -185,7 +219,7 @@ impl<'a> Walker<'a> {
                 other => {
                     self.problems.push(
                         Problem::at(
-                            v.span(),
+                            self.at(v.span()),
                             format!(
                                 "{what} values must be strings, numbers or booleans, found {}",
                                 type_name(other)
@@ -214,7 +248,7 @@ impl<'a> Walker<'a> {
             id,
             kind,
             span,
-            fields: BTreeMap::new(),
+            fields: Fields::default(),
             after: Vec::new(),
             before: Vec::new(),
             notify: Vec::new(),
@@ -249,7 +283,7 @@ impl<'a> Walker<'a> {
                     d.fields.insert(key.to_string(), RawValue::Bool(*b));
                 }
                 other => self.problems.push(Problem::at(
-                    v.span(),
+                    self.at(v.span()),
                     format!("`{key}` must be true or false, found {}", type_name(other)),
                 )),
             },
@@ -262,7 +296,7 @@ impl<'a> Walker<'a> {
                             pairs.push((
                                 Str {
                                     text: ek.get_ref().to_string(),
-                                    span: ek.span(),
+                                    span: self.at(ek.span()),
                                 },
                                 val,
                             ));
@@ -296,7 +330,7 @@ impl<'a> Walker<'a> {
                 if let Some(list) = self.string_list(v, key) {
                     if list.is_empty() {
                         self.problems.push(
-                            Problem::at(v.span(), format!("`{key}` must not be empty"))
+                            Problem::at(self.at(v.span()), format!("`{key}` must not be empty"))
                                 .label("empty command"),
                         );
                     } else {
@@ -305,7 +339,7 @@ impl<'a> Walker<'a> {
                 }
             }
             other => self.problems.push(
-                Problem::at(v.span(), format!("`{key}` must be a string (run with sh -c) or an array (program and arguments), found {}", type_name(other))),
+                Problem::at(self.at(v.span()), format!("`{key}` must be a string (run with sh -c) or an array (program and arguments), found {}", type_name(other))),
             ),
         }
     }
@@ -319,20 +353,23 @@ impl<'a> Walker<'a> {
                 }
                 Ok(-1) => self.problems.push(
                     Problem::at(
-                        v.span(),
+                        self.at(v.span()),
                         "`retry = -1` (retry forever) is refused: an apply must end",
                     )
                     .label("forever")
                     .help("give a number of retries from 0 to 1000, e.g. retry = 3"),
                 ),
                 _ => self.problems.push(
-                    Problem::at(v.span(), "`retry` must be a whole number from 0 to 1000")
-                        .label("bad retry count"),
+                    Problem::at(
+                        self.at(v.span()),
+                        "`retry` must be a whole number from 0 to 1000",
+                    )
+                    .label("bad retry count"),
                 ),
             },
             other => self.problems.push(
                 Problem::at(
-                    v.span(),
+                    self.at(v.span()),
                     format!("`retry` must be a whole number, found {}", type_name(other)),
                 )
                 .label("not a number"),
@@ -349,8 +386,11 @@ impl<'a> Walker<'a> {
                 );
             }
             _ => self.problems.push(
-                Problem::at(v.span(), "`backoff` must be \"fixed\" or \"exponential\"")
-                    .label("bad backoff"),
+                Problem::at(
+                    self.at(v.span()),
+                    "`backoff` must be \"fixed\" or \"exponential\"",
+                )
+                .label("bad backoff"),
             ),
         }
     }
@@ -369,7 +409,7 @@ impl<'a> Walker<'a> {
             _ => None,
         };
         let problem = match secs {
-            None => Problem::at(v.span(), format!("`{key}` must be a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds"))
+            None => Problem::at(self.at(v.span()), format!("`{key}` must be a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds"))
                 .label("bad duration"),
             Some(s) => match Duration::try_from_secs_f64(s) {
                 Ok(t) if t <= MAX_DURATION => {
@@ -377,7 +417,7 @@ impl<'a> Walker<'a> {
                     return;
                 }
                 _ => Problem::at(
-                    v.span(),
+                    self.at(v.span()),
                     format!(
                         "`{key}` must be at most 365 days (31536000 seconds, \"8760h\"); this is longer"
                     ),
@@ -415,7 +455,7 @@ impl<'a> Walker<'a> {
         valid.extend(COMMON_KEYS);
         self.problems.push(
             Problem::at(
-                k.span(),
+                self.at(k.span()),
                 format!("unknown key `{}` in [{}]", k.get_ref(), d.id),
             )
             .label("unknown key")

@@ -59,7 +59,7 @@ impl KindSchema for Exec {
         let idempotency_key = idempotency_key(input);
         let refresh_only = input.flag("refresh_only");
         command.map(|command| {
-            Spec::Exec(ExecSpec {
+            Spec::Exec(Box::new(ExecSpec {
                 command,
                 cwd,
                 env,
@@ -69,7 +69,7 @@ impl KindSchema for Exec {
                 onlyif,
                 idempotency_key,
                 refresh_only,
-            })
+            }))
         })
     }
 }
@@ -158,7 +158,7 @@ fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
         return Ok(Planned::unchanged(format!("{} exists", c.display())));
     }
     let timeout = e.timeout;
-    let run = Op::Run(Run {
+    let run = Op::Run(Box::new(Run {
         command: e.command.clone(),
         cwd: e.cwd.clone(),
         env: e.env.clone(),
@@ -172,7 +172,7 @@ fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
         idempotency_key: e.idempotency_key.clone(),
         refresh_only: e.refresh_only,
         home: home.to_path_buf(),
-    });
+    }));
     // A cwd that an earlier resource of this run creates cannot host the
     // guards yet; they run right before the command instead.
     if let Some(cwd) = &e.cwd

@@ -201,7 +201,7 @@ fn drift(
             actual: Some("not a regular file".into()),
         };
     }
-    let actual = fs::read(path).map(|b| checksum(&b)).ok();
+    let actual = read_whole(path, meta).map(|b| checksum(&b)).ok();
     let actual_mode = mode_of(meta);
     let mode_drift = match declared {
         Some(Spec::File(f)) => f.mode.filter(|want| actual_mode != *want),
@@ -258,19 +258,27 @@ pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Plann
     })
 }
 
+/// The file at `path` whole, `meta` its `lstat` just taken: `open`, then
+/// `read` to end of file, without the `fstat` (and `lseek`) that `fs::read`
+/// makes to learn a size the `lstat` gave.
+fn read_whole(path: &Path, meta: &fs::Metadata) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    crate::safe_path::read_all(&mut file, usize::try_from(meta.len()).unwrap_or(0))
+}
+
 /// Whether the stat cache vouches that the owned file at `shown` (stamped
 /// `meta`) holds `sum`, stead's recorded checksum too: then it is not read.
 fn trusted(shown: &str, meta: &fs::Metadata, sum: &str, ctx: &PlanContext) -> bool {
     let Some(stats) = ctx.stat_cache else {
         return false;
     };
-    let Some(entry) = stats.cache.get(shown) else {
+    let Some((key, entry)) = stats.cache.get_key_value(shown) else {
         return false;
     };
     let vouched = ctx.recorded.get(shown).is_some_and(|r| r == sum)
         && entry.vouches(&crate::stat_cache::Stamp::of(meta), sum);
     if vouched {
-        stats.keep(shown, entry.clone());
+        stats.keep_same(key);
     }
     vouched
 }
@@ -348,7 +356,7 @@ fn plan_content(
     {
         return Ok(Planned::unchanged(""));
     }
-    let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    let actual = read_whole(path, &meta).map_err(|e| FsError::new("cannot read", path, e))?;
     let content_same = actual == desired;
     if content_same && mode_same {
         if let (Some(sum), Some(at), true) = (sum, at, owned) {

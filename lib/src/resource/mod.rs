@@ -92,7 +92,7 @@ impl Facts {
 }
 
 /// What planning a resource needs.
-pub struct PlanContext<'a> {
+pub struct PlanContext<'a, 's> {
     /// The manifest.
     pub manifest: &'a Manifest,
     /// Template facts.
@@ -111,7 +111,29 @@ pub struct PlanContext<'a> {
     /// Files a `file` may trust by their `lstat`, and where it tells what
     /// it read and found right (see [`crate::stat_cache`]); `None`: every
     /// file is read and nothing is told.
-    pub stat_cache: Option<&'a StatUse<'a>>,
+    pub stat_cache: Option<&'a StatUse<'s>>,
+    /// Directories this plan already found to be directories.
+    pub known_dirs: KnownDirs,
+}
+
+/// The directories one plan found to be directories, so the check that no
+/// file stands where a resource's parent directory should be
+/// ([`ancestor_in_the_way`]) costs one `stat` per directory, not one per
+/// resource (files share few parents). Shared by the planning threads.
+#[derive(Debug, Default)]
+pub struct KnownDirs(std::sync::Mutex<HashSet<PathBuf>>);
+
+impl KnownDirs {
+    fn contains(&self, dir: &Path) -> bool {
+        // A poisoned set only forgets: the check then asks the filesystem.
+        self.0.lock().is_ok_and(|set| set.contains(dir))
+    }
+
+    fn insert(&self, dir: &Path) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(dir.to_path_buf());
+        }
+    }
 }
 
 /// What a plan does with the stat cache: trusts its entries, and collects
@@ -122,15 +144,37 @@ pub struct StatUse<'a> {
     pub cache: &'a crate::stat_cache::StatCache,
     /// The verification time to record (`None`: the clock, per file).
     pub now_ns: Option<i128>,
-    /// The next cache's entries, by key.
-    pub next: std::sync::Mutex<Vec<(String, crate::stat_cache::Entry)>>,
+    /// The next cache's entries.
+    pub next: std::sync::Mutex<Vec<Kept<'a>>>,
 }
 
-impl StatUse<'_> {
+/// An entry of the next stat cache: most are the last cache's own, kept by
+/// reference (a no-op run of 100 000 files would otherwise copy the whole
+/// cache to find it unchanged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept<'a> {
+    /// The last cache's entry for this key, unchanged.
+    Same(&'a str),
+    /// A new or changed entry (boxed: most are [`Kept::Same`]).
+    New(Box<(String, crate::stat_cache::Entry)>),
+}
+
+impl<'a> StatUse<'a> {
     /// Keeps `entry` for `key` in the next cache.
     pub fn keep(&self, key: &str, entry: crate::stat_cache::Entry) {
+        let kept = match self.cache.get_key_value(key) {
+            Some((own, old)) if *old == entry => Kept::Same(own),
+            _ => Kept::New(Box::new((key.to_string(), entry))),
+        };
         if let Ok(mut next) = self.next.lock() {
-            next.push((key.to_string(), entry));
+            next.push(kept);
+        }
+    }
+
+    /// Keeps the last cache's entry for `key` (a key of that cache).
+    pub fn keep_same(&self, key: &'a str) {
+        if let Ok(mut next) = self.next.lock() {
+            next.push(Kept::Same(key));
         }
     }
 
@@ -248,7 +292,7 @@ pub enum Op {
         backup: bool,
     },
     /// Run a command.
-    Run(exec::Run),
+    Run(Box<exec::Run>),
     /// An op whose data belongs to its kind's own file (written with
     /// [`kind::custom_op`], read back with [`kind::custom_data`]), so a new
     /// kind needs no variant here. `line` uses it: its edit is made again on
@@ -338,8 +382,14 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
 /// change already shows `!` for it.
 fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
     for ancestor in path.ancestors().skip(1) {
+        if ctx.known_dirs.contains(ancestor) {
+            return None;
+        }
         match std::fs::metadata(ancestor) {
-            Ok(m) if m.is_dir() => return None,
+            Ok(m) if m.is_dir() => {
+                ctx.known_dirs.insert(ancestor);
+                return None;
+            }
             Ok(_) => {
                 return Some(Planned::conflict(format!(
                     "{} is not a directory, so nothing can be placed under it; move it and apply again",
