@@ -31,9 +31,17 @@ pub(super) fn split(text: &str, piece: usize, kinds: &dyn KindTable) -> Option<V
     }
     let mut starts = vec![0];
     let mut at = 0;
+    let mut in_root = true;
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
+        // A kind's resources given as keys of the root table (`file = {...}`,
+        // `file.a.path = ...`) would clash with a `[file.b]` header in the
+        // whole text, but not in a piece without them.
+        if in_root && kinds.find(root_key(trimmed)).is_some() {
+            return None;
+        }
         if trimmed.starts_with('[') {
+            in_root = false;
             let splits_here = header(trimmed, kinds)?;
             let last = starts.last().copied().unwrap_or(0);
             // An indented header is fine where it is, but never a cut.
@@ -48,6 +56,15 @@ pub(super) fn split(text: &str, piece: usize, kinds: &dyn KindTable) -> Option<V
     }
     let ends = starts.iter().skip(1).copied().chain([text.len()]);
     Some(starts.iter().zip(ends).map(|(&s, e)| s..e).collect())
+}
+
+/// The first key of a `key = value` or `key.more = value` line (empty for
+/// anything else).
+fn root_key(line: &str) -> &str {
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(line.len());
+    &line[..end]
 }
 
 /// A line starting with `[`: `Some(true)` for `[kind.name]` (a place to
@@ -112,6 +129,20 @@ mod tests {
             assert_eq!(cut(&format!("{base}{bad}"), 4), None, "{bad:?}");
         }
         assert!(cut(&format!("{base}[profile.work.vars]\n"), 4).is_some());
+    }
+
+    #[test]
+    fn refuses_a_kind_given_as_keys_of_the_root_table() {
+        let tail = "[file.b]\npath = \"~/b\"\n[file.c]\npath = \"~/c\"\n";
+        for root in [
+            "file = { a = { path = \"~/a\" } }\n",
+            "file.a.path = \"~/a\"\n",
+            "  dir.d = { path = \"~/d\" }\n",
+        ] {
+            assert_eq!(cut(&format!("{root}{tail}"), 4), None, "{root:?}");
+        }
+        // Other root keys are harmless.
+        assert!(cut(&format!("# a comment\nnote = 1\n{tail}"), 4).is_some());
     }
 
     #[test]
