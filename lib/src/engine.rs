@@ -436,7 +436,10 @@ impl<'p> Schedule<'p> {
                 self.ready.extend(state.blocked.drain(..));
                 continue;
             }
-            let finished = match state.batch.waited() {
+            // A pending batch goes out after its hold, if a worker is free
+            // for it; with none free, only a finished job can change anything.
+            let hold = state.batch.waited().filter(|_| state.running < jobs);
+            let finished = match hold {
                 Some(waited) => match done_rx.recv_timeout(BATCH_HOLD.saturating_sub(waited)) {
                     Ok(finished) => finished,
                     Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -1038,6 +1041,34 @@ mod tests {
         let (plan, outcome) = run(&fx, &text, 4);
         assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
         assert!(done(&plan, &outcome, "exec.slow"));
+    }
+
+    /// CPU time (user + system, in clock ticks) of the calling thread.
+    fn thread_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the command name (which ends with the last ')').
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        // utime and stime are fields 14 and 15 of the whole line.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    #[test]
+    fn a_batch_waiting_for_a_free_worker_does_not_spin_the_scheduler() {
+        // One worker, busy for 2 s with `slow`; the file is ready at once
+        // and must wait. The scheduler runs on this thread: waiting, it
+        // sleeps; spinning on an expired hold, it would burn the 2 s.
+        let fx = Fixture::new();
+        let text = exec("slow", "sleep 2", &[]) + "[file.f]\npath = \"~/f\"\ncontent = \"x\"\n";
+        let plan = fx.plan(&text);
+        let before = thread_cpu_ticks();
+        let outcome = execute(&plan, &EngineOptions::new(1, fx.backups.clone()), &|_| {});
+        let used = thread_cpu_ticks() - before;
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        assert!(
+            used < 10,
+            "the scheduler thread used {used} ticks while waiting"
+        );
     }
 
     /// What the stage-order test saw, in order.
