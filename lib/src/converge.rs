@@ -403,21 +403,40 @@ pub fn recover_temps(
     plan: &Plan,
     reporter: &dyn Reporter,
 ) -> Vec<PathBuf> {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashMap};
     let mut next_to: BTreeMap<PathBuf, HashSet<String>> = BTreeMap::new();
+    // Keys are grouped by their text before the last `/` (cheap), and each
+    // group's directory expanded once: expanding only rewrites a leading
+    // `~`, so keys with the same text there are in the same directory.
+    let mut by_prefix: HashMap<&str, Vec<&str>> = HashMap::new();
     let keys = state
         .resources
         .values()
         .flat_map(|r| r.keys.iter())
         .chain(plan.changes.iter().flat_map(|c| c.keys.iter()));
     for key in keys {
-        let path = crate::manifest::expand_key(&plan.home, key);
-        if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
-        {
-            next_to
-                .entry(dir.to_path_buf())
-                .or_default()
-                .insert(name.to_string());
+        match key.rsplit_once('/') {
+            Some((prefix, name)) if !matches!(name, "" | "." | "..") => {
+                by_prefix.entry(prefix).or_default().push(name);
+            }
+            _ => {
+                let path = crate::manifest::expand_key(&plan.home, key);
+                if let (Some(dir), Some(name)) =
+                    (path.parent(), path.file_name().and_then(|n| n.to_str()))
+                {
+                    next_to
+                        .entry(dir.to_path_buf())
+                        .or_default()
+                        .insert(name.to_string());
+                }
+            }
+        }
+    }
+    for (prefix, names) in by_prefix {
+        let sample = crate::manifest::expand_key(&plan.home, &format!("{prefix}/{}", names[0]));
+        if let Some(dir) = sample.parent() {
+            let set = next_to.entry(dir.to_path_buf()).or_default();
+            set.extend(names.into_iter().map(str::to_string));
         }
     }
     let mut removed = Vec::new();

@@ -497,6 +497,24 @@ fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> ManifestError {
 
 /// `~/x` for a path under `home`, else the absolute path.
 pub fn display_path(home: &Path, path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    // Called for every path of a plan: compare bytes where both are plain
+    // (no `.`, `..`, doubled or trailing `/`), where the byte prefix and the
+    // component prefix agree; else go by components.
+    let plain = |p: &[u8]| {
+        p.first() == Some(&b'/')
+            && !p.windows(2).any(|w| w == b"//")
+            && !p.ends_with(b"/")
+            && !p.split(|b| *b == b'/').any(|c| c == b"." || c == b"..")
+    };
+    let (h, p) = (home.as_os_str().as_bytes(), path.as_os_str().as_bytes());
+    if plain(h) && plain(p) {
+        return match p.strip_prefix(h) {
+            Some([]) => "~".to_string(),
+            Some([b'/', rest @ ..]) => format!("~/{}", String::from_utf8_lossy(rest)),
+            _ => path.display().to_string(),
+        };
+    }
     match path.strip_prefix(home) {
         Ok(rest) if rest.as_os_str().is_empty() => "~".to_string(),
         Ok(rest) => format!("~/{}", rest.display()),

@@ -266,6 +266,36 @@ fn display_and_expand_keys() {
     assert_eq!(expand_key(home, "~/.bashrc"), Path::new("/home/me/.bashrc"));
 }
 
+#[test]
+fn display_path_by_bytes_agrees_with_components() {
+    use std::os::unix::ffi::OsStrExt;
+    let by_components = |home: &Path, path: &Path| match path.strip_prefix(home) {
+        Ok(rest) if rest.as_os_str().is_empty() => "~".to_string(),
+        Ok(rest) => format!("~/{}", rest.display()),
+        Err(_) => path.display().to_string(),
+    };
+    let bad = std::ffi::OsStr::from_bytes(b"/home/me/caf\xe9");
+    let paths = [
+        Path::new("/home/me"),
+        Path::new("/home/me/a/b"),
+        Path::new("/home/meat/x"),
+        Path::new("/home"),
+        Path::new("/etc/x"),
+        Path::new("/home/me/./a"),
+        Path::new("/home//me/a"),
+        Path::new(bad),
+    ];
+    for home in ["/home/me", "/home/me/", "/", "/home//me", "/home/./me"] {
+        for path in paths {
+            assert_eq!(
+                display_path(Path::new(home), path),
+                by_components(Path::new(home), path),
+                "{home} {path:?}"
+            );
+        }
+    }
+}
+
 /// The text a problem's span covers.
 fn spanned<'a>(text: &'a str, e: &ManifestError, message_part: &str) -> &'a str {
     let p = e
