@@ -94,12 +94,7 @@ pub(super) fn parse_whole(
             problems,
         });
     }
-    let mut w = Walker {
-        problems: Vec::new(),
-        text,
-        kinds: options.kinds,
-        offset: 0,
-    };
+    let mut w = Walker::new(text, options.kinds);
     let mut top = Top::default();
     read_top(&mut w, &root.into_inner(), &mut top);
     Ok(resolve(w, top, text, path, config_dir, options))
@@ -117,12 +112,7 @@ pub(super) fn parse_pieces(
     config_dir: &Path,
     options: &LoadOptions,
 ) -> Option<Parsed> {
-    let mut w = Walker {
-        problems: Vec::new(),
-        text,
-        kinds: options.kinds,
-        offset: 0,
-    };
+    let mut w = Walker::new(text, options.kinds);
     let mut top = Top::default();
     let mut others: HashSet<String> = HashSet::default();
     for range in ranges {

@@ -124,6 +124,16 @@ fn type_name(v: &DeValue) -> &'static str {
 }
 
 impl<'a> Walker<'a> {
+    /// A walker of `text` (whole, or the pieces of it) with no problem yet.
+    pub(super) fn new(text: &'a str, kinds: &'static dyn KindTable) -> Self {
+        Walker {
+            problems: Vec::new(),
+            text,
+            kinds,
+            offset: 0,
+        }
+    }
+
     /// A span of the piece being walked, as a span of the whole text.
     pub(super) fn at(&self, span: Range<usize>) -> Range<usize> {
         span.start + self.offset..span.end + self.offset
