@@ -184,17 +184,41 @@ fn render_manifest_error(error: &stead_lib::manifest::ManifestError) -> String {
 
 /// The run that is executing now, if any: all the signal handler needs to
 /// reach it. Set for the time a [`CurrentRun`] guard lives.
-static CURRENT_RUN: std::sync::Mutex<Option<stead_lib::run::CancelHandle>> =
-    std::sync::Mutex::new(None);
+static CURRENT_RUN: std::sync::Mutex<Option<RunHandles>> = std::sync::Mutex::new(None);
+
+/// What the signal handler acts on: the run, and its progress bar (which
+/// steps aside while the handler prints, or its next redraw would leave a
+/// stale copy of itself above the message).
+#[derive(Clone)]
+struct RunHandles {
+    cancel: stead_lib::run::CancelHandle,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl RunHandles {
+    fn say(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| errln!("{text}")),
+            None => errln!("{text}"),
+        }
+    }
+}
 
 /// While it lives, Ctrl-C cancels this run gracefully instead of exiting.
 pub struct CurrentRun(());
 
 impl CurrentRun {
-    /// Makes `handle` the run the signal handler cancels.
-    pub fn set(handle: stead_lib::run::CancelHandle) -> CurrentRun {
+    /// Makes `handle` the run the signal handler cancels; `bar` is the
+    /// progress bar shown meanwhile, if any.
+    pub fn set(
+        handle: stead_lib::run::CancelHandle,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> CurrentRun {
         if let Ok(mut slot) = CURRENT_RUN.lock() {
-            *slot = Some(handle);
+            *slot = Some(RunHandles {
+                cancel: handle,
+                bar,
+            });
         }
         CurrentRun(())
     }
@@ -222,14 +246,14 @@ fn install_signal_handler() {
         let current = CURRENT_RUN.lock().ok().and_then(|slot| slot.clone());
         if let Some(run) = current.filter(|_| n < 2) {
             if n == 0 {
-                run.stop();
-                errln!(
+                run.cancel.stop();
+                run.say(
                     "\nStopping: running steps finish and nothing new starts; the journal and the state are written.\n\
-                     Press Ctrl-C again to kill the running commands."
+                     Press Ctrl-C again to kill the running commands.",
                 );
             } else {
-                run.kill();
-                errln!("\nKilling the running commands.");
+                run.cancel.kill();
+                run.say("\nKilling the running commands.");
             }
             return;
         }

@@ -259,3 +259,37 @@ fn ctrl_c_during_an_apply_says_one_summary_line_and_exits_130() {
     assert!(repo.path("finished").exists(), "the running step finished");
     assert!(!repo.path("after1.txt").exists(), "nothing new started");
 }
+
+/// The screen a terminal shows after `bytes` (what a user would see).
+fn screen(bytes: &str) -> String {
+    let size = |n: u16| std::num::NonZeroU16::new(n).expect("a size");
+    let mut parser = vt100::Parser::new(size(40), size(160), 0);
+    parser.process(bytes.as_bytes());
+    parser.screen().contents()
+}
+
+#[test]
+fn the_stopping_message_stays_on_screen_and_the_bar_leaves_no_stale_copy() {
+    let repo = Repo::new(SLOW);
+    let mut term = Term::start(&repo, &["apply", "--yes"]);
+    wait_for_file(&repo.path("started"));
+    term.expect("ETA");
+    term.send(b"\x03");
+    term.expect("Press Ctrl-C again");
+    // The running step ends: the bar steps once more, then clears.
+    std::fs::write(repo.path("release"), "").expect("release");
+    term.expect("Interrupted:");
+    assert_eq!(term.finish(), 130, "{}", term.seen);
+    let shown = screen(&term.seen);
+    // The bar steps aside for the message: no stale copy of it is left.
+    assert!(!shown.contains("ETA"), "a stale progress bar:\n{shown}");
+    for line in [
+        "Stopping: running steps finish and nothing new starts; the journal and the state are written.",
+        "Press Ctrl-C again to kill the running commands.",
+    ] {
+        assert!(
+            shown.lines().any(|l| l.trim_end() == line),
+            "{line:?} is not a line of the screen:\n{shown}"
+        );
+    }
+}

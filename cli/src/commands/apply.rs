@@ -267,7 +267,7 @@ fn execute(
     let control = RunControl::new();
     let reaper = start_reaper(ctx, &control);
     let executed = {
-        let _current = crate::CurrentRun::set(control.cancel_handle());
+        let _current = crate::CurrentRun::set(control.cancel_handle(), progress.bar.clone());
         converge::execute(target, state, prepared, jobs, &control, &progress)
     };
     control.clear_reaper();
@@ -351,6 +351,47 @@ struct Progress<'a> {
     printer: Mutex<()>,
 }
 
+/// stderr for the progress bar, two columns narrower than it is. indicatif
+/// pads the bar's line to the full width, so the `^C` the terminal echoes
+/// for Ctrl-C would wrap to a line of its own, and the bar, cleared from
+/// there, would stay on screen above the stop message; two spare columns
+/// keep the echo on the bar's line.
+#[derive(Debug)]
+struct ShortOfTheEdge(console::Term);
+
+impl indicatif::TermLike for ShortOfTheEdge {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(2).max(1)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 impl<'a> Progress<'a> {
     fn new(ctx: &'a Context, plan: &'a Plan) -> Self {
         let to_do = plan
@@ -361,7 +402,10 @@ impl<'a> Progress<'a> {
         let bar = (!ctx.json && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::with_draw_target(
                 Some(to_do),
-                indicatif::ProgressDrawTarget::stderr(),
+                indicatif::ProgressDrawTarget::term_like_with_hz(
+                    Box::new(ShortOfTheEdge(console::Term::buffered_stderr())),
+                    20,
+                ),
             );
             if let Ok(style) = indicatif::ProgressStyle::with_template(
                 "  [{bar:30}] {pos}/{len}  {elapsed} elapsed, {rate}, ETA {eta}  {wide_msg}",
