@@ -3,7 +3,9 @@
 //! (also one made in the same second and hidden by `touch -d`) is still
 //! found; `--verify` reads everything; `plan` writes no cache; a broken
 //! cache is ignored. `STEAD_NOW` moves the verification time past the
-//! racy window instead of sleeping through it.
+//! racy window instead of sleeping through it. Each run here plans: the
+//! converged seal an earlier no-op leaves (which would skip the plan, see
+//! `seal.rs`) is removed first.
 
 mod common;
 
@@ -20,6 +22,7 @@ fn later() -> String {
 }
 
 fn apply(repo: &Repo, now: Option<&str>, extra: &[&str]) -> (i32, String, String) {
+    let _ = fs::remove_file(repo.sb.state_dir().join("converged.seal"));
     let config = repo.config.path().to_str().unwrap().to_string();
     let mut args = vec!["--config", config.as_str(), "-v", "apply", "--yes"];
     args.extend_from_slice(extra);

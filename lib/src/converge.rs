@@ -284,6 +284,10 @@ pub struct PrepareOptions<'a> {
     /// How files are checked: by the stat cache where it vouches, or
     /// (`verify`) every file read whole.
     pub check: FileCheck,
+    /// Make a converged seal ([`crate::seal`]) of an unchanged plan, for
+    /// this request (`None`: none is made; `--verify` and `--rerun` make
+    /// none either).
+    pub seal: Option<crate::seal::Request<'a>>,
 }
 
 /// How a plan checks managed files (see [`crate::stat_cache`]).
@@ -306,6 +310,10 @@ pub struct Prepared {
     pub view: JournalView,
     /// The profile the plan was made for (recorded when it is applied).
     pub profile: Option<String>,
+    /// A seal of the plan, when it changes nothing and every resource can
+    /// be vouched for by the stat of its paths; [`record_unchanged`] writes
+    /// it when the run records nothing.
+    pub seal: Option<crate::seal::Draft>,
 }
 
 /// Reads the journal (telling `reporter` about an interrupted run), then
@@ -345,12 +353,17 @@ fn prepare_with(
     if let Some(run) = &view.interrupted {
         reporter.recovering(run);
     }
-    let (mut plan, profile) = match &options.source {
+    // Before anything is read: a seal trusts only what had settled by then.
+    let start_ns = options
+        .check
+        .now_ns
+        .unwrap_or_else(crate::stat_cache::now_ns);
+    let (mut plan, profile, draft) = match &options.source {
         PlanSource::Saved(file) => {
             let mut plan = load_saved(file, state)?;
             restore_sensitive(layout, file, state, &mut plan)?;
             let profile = plan.profile.clone();
-            (plan, profile)
+            (plan, profile, None)
         }
         PlanSource::Manifest {
             config,
@@ -358,6 +371,23 @@ fn prepare_with(
             force,
         } => {
             let (manifest, graph) = load_manifest(layout, *config, Some(state), *profile)?;
+            // A shared record is read for the retired-machine check on every
+            // apply; what it rests on is not the stat of a few paths.
+            let draft = options
+                .seal
+                .as_ref()
+                .filter(|_| {
+                    !options.check.verify && options.rerun.is_empty() && state.repo_url.is_none()
+                })
+                .and_then(|request| {
+                    crate::seal::Draft::begin(
+                        layout,
+                        request,
+                        &manifest,
+                        state.lineage.serial,
+                        start_ns,
+                    )
+                });
             // --verify trusts nothing but still records what it read, so
             // the next run can trust it.
             let cache = if options.check.verify {
@@ -374,16 +404,19 @@ fn prepare_with(
                 options.jobs.max(1),
                 Some((&cache, now)),
             )?;
-            (plan, manifest.profile.clone())
+            (plan, manifest.profile.clone(), draft)
         }
     };
     check_rerun(&plan, options.rerun)?;
     plan::settle_one_shots(&mut plan, &view.one_shots);
     plan::settle_refreshes(&mut plan, &view.pending_refreshes);
+    let clean_journal = view.interrupted.is_none() && view.torn_tail.is_none();
+    let seal = draft.filter(|_| plan.is_empty() && clean_journal);
     Ok(Prepared {
         plan,
         view,
         profile,
+        seal,
     })
 }
 
@@ -690,6 +723,11 @@ pub fn record_unchanged(
         state
     };
     save_stat_cache(target.layout, plan);
+    if let Some(draft) = prepared.seal.as_ref().filter(|_| !changed) {
+        // Only a cache: a seal that cannot be written costs the next run
+        // its plan, nothing else.
+        let _ = draft.seal(target.layout, plan.counts().unchanged);
+    }
     if prepared.view.interrupted.is_some() {
         // The interrupted run's work was re-read and recorded; its records
         // have served their purpose (succeeded one-shot keys are kept by
@@ -714,6 +752,9 @@ pub fn execute(
     // The outcome is committed after the machine changed: a record that
     // cannot be written after is refused before anything runs.
     target.store.check_writable(&state)?;
+    // What is sealed as converged is about to change (the journal and the
+    // state record would show it too; the seal goes first all the same).
+    crate::seal::remove(target.layout).map_err(crate::state::StateError::from)?;
     let plan = &prepared.plan;
     let path = journal_path(target.layout);
     let run = RunJournal::new(

@@ -56,6 +56,7 @@ pub mod plan;
 pub mod resource;
 pub mod run;
 pub mod safe_path;
+pub mod seal;
 pub mod stat_cache;
 pub mod state;
 pub mod status;

@@ -629,6 +629,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf, PathError> {
 #[derive(Debug, Default)]
 pub struct Resolver {
     dirs: std::collections::HashMap<PathBuf, PathBuf>,
+    followed: Vec<PathBuf>,
 }
 
 impl Resolver {
@@ -650,14 +651,26 @@ impl Resolver {
         if let Some(real) = self.dirs.get(dir) {
             return Ok(real.clone());
         }
-        let real = resolve_dir(dir)?;
+        let real = resolve_dir_noting(dir, &mut self.followed)?;
         self.dirs.insert(dir.to_path_buf(), real.clone());
         Ok(real)
+    }
+
+    /// The symlinks the resolutions so far followed (each once per
+    /// directory resolved), as the paths of the links themselves.
+    pub fn into_followed(self) -> Vec<PathBuf> {
+        self.followed
     }
 }
 
 /// `dir` with every symlink in it resolved, as far as it exists.
 pub fn resolve_dir(dir: &Path) -> Result<PathBuf, PathError> {
+    resolve_dir_noting(dir, &mut Vec::new())
+}
+
+/// [`resolve_dir`], adding the path of every symlink it follows to
+/// `followed`.
+pub fn resolve_dir_noting(dir: &Path, followed: &mut Vec<PathBuf>) -> Result<PathBuf, PathError> {
     let root = nix::unistd::geteuid().is_root();
     let mut pending: Vec<OsString> = components_reversed(dir);
     let mut out = PathBuf::from("/");
@@ -704,6 +717,7 @@ pub fn resolve_dir(dir: &Path) -> Result<PathBuf, PathError> {
             out = PathBuf::from("/");
         }
         pending.extend(components_reversed(&target));
+        followed.push(next);
     }
     Ok(out)
 }

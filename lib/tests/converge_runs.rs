@@ -64,6 +64,7 @@ impl Machine {
                 jobs: 2,
                 rerun: &[],
                 check: Default::default(),
+                seal: None,
             },
             reporter,
         )

@@ -90,6 +90,7 @@ pub fn run(ctx: &Context, args: &AddArgs) -> Result<ExitCode> {
             jobs: converge::DEFAULT_JOBS,
             rerun: &[],
             check: ctx.file_check(false),
+            seal: None,
         },
         &converge::Silent,
     )?;

@@ -21,6 +21,7 @@ use stead_lib::outcome::Skip;
 use stead_lib::plan::Plan;
 use stead_lib::resource::{Action, Change};
 use stead_lib::run::RunControl;
+use stead_lib::seal;
 use stead_lib::state::State;
 
 use super::plan::{note_torn_tail, plan_json, print_plan};
@@ -122,7 +123,18 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
     };
     request.agreed = agreed.as_deref();
 
-    let guard = ctx.lock("apply", None)?;
+    let seal = usable_seal(ctx, &request);
+    let serial = seal
+        .as_ref()
+        .and_then(|s| s.serial_if_state_unchanged(&ctx.layout));
+    let guard = ctx.lock("apply", serial)?;
+    if let Some(hit) =
+        seal.and_then(|s| s.holds(&ctx.layout, &seal_request(ctx, &request), request.jobs))
+    {
+        print_sealed(ctx, &hit);
+        guard.release()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let state = match ctx.load_state_locked(&guard)? {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
@@ -191,7 +203,46 @@ fn prepare_options<'a>(ctx: &'a Context, request: &Converge<'a>) -> PrepareOptio
         jobs: request.jobs,
         rerun: request.rerun,
         check: ctx.file_check(request.verify),
+        seal: request
+            .plan_file
+            .is_none()
+            .then(|| seal_request(ctx, request)),
     }
+}
+
+/// What a converged seal is made for and checked against.
+fn seal_request<'a>(ctx: &'a Context, request: &Converge<'a>) -> seal::Request<'a> {
+    seal::Request {
+        config: ctx.config.as_deref(),
+        profile: request.profile,
+    }
+}
+
+/// The seal an earlier no-op run left, when this run may skip planning if
+/// it still holds: a plain apply of the config repo (not a saved plan,
+/// `--verify`, `--rerun`, or `--json`, whose plan event lists every
+/// resource).
+fn usable_seal(ctx: &Context, request: &Converge) -> Option<seal::Seal> {
+    let plain = request.plan_file.is_none()
+        && !request.verify
+        && request.rerun.is_empty()
+        && request.agreed.is_none()
+        && !ctx.json;
+    plain.then(|| seal::Seal::read(&ctx.layout)).flatten()
+}
+
+/// What a run whose seal held prints: what a plan that changes nothing
+/// prints.
+fn print_sealed(ctx: &Context, hit: &seal::Hit) {
+    ctx.verbose_note(&format!(
+        "Nothing changed since an apply found the machine as declared: {} path(s) found as they were by their stat, without planning ('stead apply --verify' plans and reads every file).",
+        hit.paths
+    ));
+    outln!("No changes. The machine matches the manifest.");
+    outln!(
+        "Plan: 0 to create, 0 to update, 0 to remove, {} unchanged.",
+        hit.unchanged
+    );
 }
 
 /// Plans and executes under a lock the caller holds (apply, sync), records

@@ -52,6 +52,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
             jobs: args.jobs.unwrap_or(DEFAULT_JOBS),
             rerun: &[],
             check: ctx.file_check(false),
+            seal: None,
         },
         &converge::Silent,
     )?;

@@ -39,6 +39,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
             jobs: converge::DEFAULT_JOBS,
             rerun: &[],
             check: ctx.file_check(false),
+            seal: None,
         },
         &converge::Silent,
     )?;

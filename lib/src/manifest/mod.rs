@@ -351,6 +351,10 @@ pub struct Manifest {
     /// the config repo (set at load) and whatever the caller adds (the CLI
     /// adds the state dir, which holds the record and the backups).
     pub protected: Vec<PathBuf>,
+    /// The symlinks among the declared paths' (and the home's) ancestors
+    /// that the load followed: the resources hold the real paths, so what
+    /// they mean depends on these links too ([`crate::seal`]).
+    pub followed_links: Vec<PathBuf>,
 }
 
 /// A manifest as parsed, with every problem found so far: what is left to

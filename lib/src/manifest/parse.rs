@@ -161,7 +161,9 @@ fn resolve(
         vars.extend(pv.clone());
     }
     let home = &options.home;
-    let outputs = resolve_paths(w, &top.decls, &vars, &scope, home);
+    let mut resolver = crate::safe_path::Resolver::new();
+    let outputs = resolve_paths(w, &top.decls, &vars, &scope, home, &mut resolver);
+    let real_home = resolver.resolve_dir(home).unwrap_or_else(|_| home.clone());
     let build = Build {
         scope: &scope,
         outputs: &outputs,
@@ -186,13 +188,14 @@ fn resolve(
         path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
         home: home.clone(),
-        real_home: crate::safe_path::resolve_dir(home).unwrap_or_else(|_| home.clone()),
+        real_home,
         profile: scope.profile.clone(),
         profiles: scope.known_profiles.clone(),
         vars,
         resources,
         text: Arc::clone(text),
         protected: vec![config_dir.to_path_buf()],
+        followed_links: resolver.into_followed(),
     };
     Parsed {
         manifest,
@@ -374,12 +377,12 @@ fn resolve_paths(
     vars: &BTreeMap<String, String>,
     scope: &Scope,
     home: &Path,
+    resolver: &mut crate::safe_path::Resolver,
 ) -> HashMap<String, PathBuf> {
     let mut outputs: HashMap<String, PathBuf> = HashMap::default();
     let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::default();
     let mut edits: Vec<(&RawDecl, Range<usize>, PathBuf)> = Vec::new();
     let kinds = w.kinds;
-    let mut resolver = crate::safe_path::Resolver::new();
     let path_lookup = |r: &Reference| -> Option<Result<String, String>> {
         let kind = r.name.split_once('.').map(|(k, _)| k)?;
         kinds.find(kind).is_some().then(|| {

@@ -93,6 +93,15 @@ impl KindSchema for Dir {
 }
 
 impl ResourceKind for Dir {
+    /// The directory as a node (type, mode, owner); a `purge` dir's plan
+    /// reads its entries, so it is planned every run.
+    fn seal_paths(&self, spec: &Spec) -> Option<Vec<crate::seal::SealPath>> {
+        match spec {
+            Spec::Dir(d) if !d.purge => Some(vec![crate::seal::SealPath::node(&d.path)]),
+            _ => None,
+        }
+    }
+
     fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
         match spec {
             Spec::Dir(d) => plan(d, ctx, owned),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::fsutil::FsError;
 use crate::manifest::{FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
 use crate::safe_path;
+use crate::seal::SealPath;
 use crate::state::DriftStatus;
 
 use super::kind::{
@@ -136,6 +137,19 @@ impl ResourceKind for File {
 
     fn watch_paths(&self, spec: &Spec) -> Vec<std::path::PathBuf> {
         spec.path().map(Path::to_path_buf).into_iter().collect()
+    }
+
+    /// The file and its `source`; a template may include any file of the
+    /// repo, so a templated file is planned every run.
+    fn seal_paths(&self, spec: &Spec) -> Option<Vec<SealPath>> {
+        let Spec::File(f) = spec else { return None };
+        let mut paths = vec![SealPath::content(&f.path)];
+        match &f.content {
+            Some(FileContent::Template(_)) => return None,
+            Some(FileContent::Source(source)) => paths.push(SealPath::content(source)),
+            Some(FileContent::Inline(_)) | None => {}
+        }
+        Some(paths)
     }
 }
 

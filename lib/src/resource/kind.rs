@@ -164,6 +164,17 @@ pub trait ResourceKind: KindSchema {
     fn watch_paths(&self, _spec: &Spec) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// What must be found unchanged, by `lstat` alone, for this resource to
+    /// plan unchanged again without being planned ([`crate::seal`]): its
+    /// managed path and any file it reads. The directories above the
+    /// managed path are added by the seal. `None` (the default): its plan
+    /// depends on more than the stat of some paths (a command, a directory's
+    /// entries, a template's includes), and a manifest declaring it is
+    /// planned in full every run.
+    fn seal_paths(&self, _spec: &Spec) -> Option<Vec<crate::seal::SealPath>> {
+        None
+    }
 }
 
 /// A kind's own op ([`Op::Custom`]) carrying `data`.

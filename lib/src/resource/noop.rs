@@ -32,4 +32,9 @@ impl ResourceKind for Noop {
     ) -> Result<Planned, ResourceError> {
         Ok(Planned::unchanged(""))
     }
+
+    /// A noop rests on nothing.
+    fn seal_paths(&self, _spec: &Spec) -> Option<Vec<crate::seal::SealPath>> {
+        Some(Vec::new())
+    }
 }

@@ -102,6 +102,11 @@ impl ResourceKind for Symlink {
     fn watch_paths(&self, spec: &Spec) -> Vec<std::path::PathBuf> {
         spec.path().map(Path::to_path_buf).into_iter().collect()
     }
+
+    /// The link itself (its plan never looks at the target).
+    fn seal_paths(&self, spec: &Spec) -> Option<Vec<crate::seal::SealPath>> {
+        spec.path().map(|p| vec![crate::seal::SealPath::content(p)])
+    }
 }
 
 /// The plan with the checksum stead records for the link

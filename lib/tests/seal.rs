@@ -1,0 +1,378 @@
+//! The converged seal through the library's converge transaction: a no-op
+//! run past the racy window seals, and the seal then holds until anything a
+//! plan rests on changes: a managed file (also edited in the same second
+//! with its mtime set back), its source, `stead.toml`, a directory above a
+//! managed path, a link the load followed, the state record, the journal,
+//! or what the run is asked. Runs that change something remove it first;
+//! manifests with resources a stat cannot vouch for are never sealed. The
+//! verification time is moved past the racy window (`FileCheck::now_ns`)
+//! instead of sleeping through it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use stead_lib::converge::{self, FileCheck, PlanSource, PrepareOptions, Silent, Target};
+use stead_lib::layout::Layout;
+use stead_lib::lock::{self, LockConfig, LockRequest};
+use stead_lib::machine::MachineInfo;
+use stead_lib::run::RunControl;
+use stead_lib::seal::{self, Draft, Request, SEAL_FILE, Seal};
+use stead_lib::state::{Loaded, State, StateStore};
+
+const FILES: &str = r#"
+[file.a]
+path = "~/d/a"
+content = "aaa\n"
+
+[file.b]
+path = "~/d/sub/b"
+source = "b.src"
+mode = "0600"
+
+[file.gone]
+path = "~/gone"
+ensure = "absent"
+
+[dir.d]
+path = "~/d"
+
+[symlink.l]
+path = "~/l"
+target = "~/d/a"
+
+[noop.n]
+"#;
+
+struct Machine {
+    root: tempfile::TempDir,
+    layout: Layout,
+    config: PathBuf,
+}
+
+/// Ten seconds ahead: what is read then is past the racy window.
+fn later() -> i128 {
+    stead_lib::stat_cache::now_ns() + 10_000_000_000
+}
+
+impl Machine {
+    fn new(manifest: &str) -> Machine {
+        let root = tempfile::tempdir().unwrap();
+        let home = root.path().join("home");
+        let config = root.path().join("config");
+        fs::create_dir_all(&home).unwrap();
+        fs::create_dir_all(&config).unwrap();
+        fs::write(config.join("stead.toml"), manifest).unwrap();
+        fs::write(config.join("b.src"), "bbb\n").unwrap();
+        Machine {
+            layout: Layout::new(home, Some(root.path().join("state"))),
+            config,
+            root,
+        }
+    }
+
+    fn home(&self) -> &Path {
+        self.layout.home()
+    }
+
+    fn request(&self) -> Request<'_> {
+        Request {
+            config: Some(&self.config),
+            profile: None,
+        }
+    }
+
+    /// One apply under the lock, verified at `now_ns` (`None`: the clock):
+    /// executes the plan, or records an unchanged one (which may seal).
+    /// Returns whether the plan changed anything.
+    fn apply(&self, now_ns: Option<i128>) -> bool {
+        let store = StateStore::new(self.layout.clone());
+        let guard = lock::acquire(
+            &self.layout,
+            &LockConfig::default(),
+            &LockRequest::new("apply", "test-machine"),
+            &mut |_| {},
+        )
+        .unwrap();
+        let state = match store.load().unwrap() {
+            Some(Loaded::Current(state)) => *state,
+            None => State::new(MachineInfo::current("test-machine")),
+            Some(_) => panic!("unexpected state form"),
+        };
+        let request = self.request();
+        let prepared = converge::prepare(
+            &self.layout,
+            &state,
+            &PrepareOptions {
+                source: PlanSource::Manifest {
+                    config: Some(&self.config),
+                    profile: None,
+                    force: false,
+                },
+                jobs: 2,
+                rerun: &[],
+                check: FileCheck {
+                    verify: false,
+                    now_ns,
+                },
+                seal: Some(request),
+            },
+            &Silent,
+        )
+        .unwrap();
+        let target = Target {
+            layout: &self.layout,
+            store: &store,
+            guard: &guard,
+        };
+        let changed = !prepared.plan.is_empty();
+        if changed {
+            let executed =
+                converge::execute(target, state, &prepared, 2, &RunControl::new(), &Silent)
+                    .unwrap();
+            assert!(!executed.outcome.has_failures());
+        } else {
+            converge::record_unchanged(target, state, &prepared).unwrap();
+        }
+        guard.release().unwrap();
+        changed
+    }
+
+    /// Applied, then found unchanged past the racy window: sealed.
+    fn sealed(manifest: &str) -> Machine {
+        let m = Machine::new(manifest);
+        assert!(m.apply(None), "the first run creates");
+        assert!(!m.apply(Some(later())), "the second run changes nothing");
+        assert!(m.seal_file().exists(), "a no-op past the racy window seals");
+        assert!(m.holds().is_some(), "the fresh seal holds");
+        m
+    }
+
+    fn seal_file(&self) -> PathBuf {
+        self.layout.state_dir().join(SEAL_FILE)
+    }
+
+    fn holds(&self) -> Option<seal::Hit> {
+        self.holds_for(&self.request())
+    }
+
+    fn holds_for(&self, request: &Request) -> Option<seal::Hit> {
+        Seal::read(&self.layout)?.holds(&self.layout, request, 4)
+    }
+}
+
+#[test]
+fn a_sealed_no_op_counts_its_resources_and_every_path_it_rests_on() {
+    let m = Machine::sealed(FILES);
+    let hit = m.holds().unwrap();
+    assert_eq!(hit.unchanged, 6);
+    assert_eq!(
+        hit.serial,
+        StateStore::new(m.layout.clone())
+            .load_current()
+            .unwrap()
+            .lineage
+            .serial
+    );
+    // state, journal, binary, stead.toml; a, b, b.src, gone, l; the
+    // directories from ~/d/sub up to /.
+    let dirs = m.home().join("d/sub").ancestors().count();
+    assert_eq!(hit.paths, 4 + 5 + dirs, "{hit:?}");
+}
+
+#[test]
+fn a_no_op_within_the_racy_window_leaves_no_seal() {
+    let m = Machine::new(FILES);
+    assert!(m.apply(None));
+    assert!(!m.apply(None), "nothing to change");
+    assert!(
+        !m.seal_file().exists(),
+        "files written a moment ago are not settled"
+    );
+}
+
+#[test]
+fn an_edit_in_the_same_second_with_its_mtime_set_back_breaks_the_seal() {
+    let m = Machine::sealed(FILES);
+    let a = m.home().join("d/a");
+    let before = fs::metadata(&a).unwrap();
+    fs::write(&a, "AAA\n").unwrap();
+    let mtime = nix::sys::time::TimeSpec::new(
+        std::os::unix::fs::MetadataExt::mtime(&before),
+        std::os::unix::fs::MetadataExt::mtime_nsec(&before),
+    );
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &a,
+        &mtime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::mtime_nsec(&fs::metadata(&a).unwrap()),
+        std::os::unix::fs::MetadataExt::mtime_nsec(&before),
+        "size and mtime are as they were"
+    );
+    assert!(m.holds().is_none(), "the ctime still moved");
+    assert!(m.apply(None), "the plan finds the edit and repairs it");
+    assert_eq!(fs::read_to_string(&a).unwrap(), "aaa\n");
+}
+
+/// Each change to something a plan rests on, made to a fresh sealed machine.
+#[test]
+fn anything_a_plan_rests_on_breaks_the_seal() {
+    type Change = fn(&Machine);
+    let changes: &[(&str, Change)] = &[
+        ("managed file removed", |m| {
+            fs::remove_file(m.home().join("d/a")).unwrap()
+        }),
+        ("managed file's mode", |m| {
+            fs::set_permissions(m.home().join("d/sub/b"), fs::Permissions::from_mode(0o644))
+                .unwrap()
+        }),
+        ("source edited", |m| {
+            fs::write(m.config.join("b.src"), "BBB\n").unwrap()
+        }),
+        ("absent file created", |m| {
+            fs::write(m.home().join("gone"), "x").unwrap()
+        }),
+        ("link replaced", |m| {
+            fs::remove_file(m.home().join("l")).unwrap();
+            std::os::unix::fs::symlink(m.home().join("d/sub/b"), m.home().join("l")).unwrap();
+        }),
+        ("declared directory's mode", |m| {
+            fs::set_permissions(m.home().join("d"), fs::Permissions::from_mode(0o700)).unwrap()
+        }),
+        ("directory above a file swapped for a link", |m| {
+            let sub = m.home().join("d/sub");
+            let moved = m.root.path().join("moved-sub");
+            fs::rename(&sub, &moved).unwrap();
+            std::os::unix::fs::symlink(&moved, &sub).unwrap();
+        }),
+        ("stead.toml rewritten with the same text", |m| {
+            let text = fs::read(m.config.join("stead.toml")).unwrap();
+            fs::write(m.config.join("stead.toml"), text).unwrap();
+        }),
+        ("state record replaced by a copy", |m| {
+            let state = m.layout.state_file();
+            let copy = state.with_extension("copy");
+            fs::copy(&state, &copy).unwrap();
+            fs::rename(&copy, &state).unwrap();
+        }),
+        ("journal appended", |m| {
+            use std::io::Write;
+            let journal = m.layout.state_dir().join("journal.jsonl");
+            let mut f = fs::OpenOptions::new().append(true).open(journal).unwrap();
+            f.write_all(b"").unwrap();
+            f.write_all(b"\n").unwrap();
+        }),
+    ];
+    for (what, change) in changes {
+        let m = Machine::sealed(FILES);
+        change(&m);
+        assert!(m.holds().is_none(), "the seal still held after: {what}");
+    }
+}
+
+#[test]
+fn a_seal_holds_only_for_the_request_it_was_made_for() {
+    let m = Machine::sealed(FILES);
+    let other_profile = Request {
+        config: Some(&m.config),
+        profile: Some("work"),
+    };
+    assert!(m.holds_for(&other_profile).is_none());
+    let no_config = Request {
+        config: None,
+        profile: None,
+    };
+    assert!(m.holds_for(&no_config).is_none());
+}
+
+#[test]
+fn a_link_the_load_followed_is_part_of_the_seal() {
+    let text = "[file.a]\npath = \"~/cfg/a\"\ncontent = \"a\\n\"\n";
+    let m = Machine::new(text);
+    let real = m.root.path().join("real-cfg");
+    let other = m.root.path().join("other-cfg");
+    fs::create_dir_all(&real).unwrap();
+    fs::create_dir_all(&other).unwrap();
+    std::os::unix::fs::symlink(&real, m.home().join("cfg")).unwrap();
+    assert!(m.apply(None));
+    assert_eq!(fs::read_to_string(real.join("a")).unwrap(), "a\n");
+    assert!(!m.apply(Some(later())));
+    assert!(m.holds().is_some());
+    // The same file, but the link now leads elsewhere: a plan would write
+    // ~/cfg/a into other-cfg.
+    fs::remove_file(m.home().join("cfg")).unwrap();
+    std::os::unix::fs::symlink(&other, m.home().join("cfg")).unwrap();
+    assert!(m.holds().is_none());
+}
+
+#[test]
+fn resources_a_stat_cannot_vouch_for_are_never_sealed() {
+    let manifests = [
+        "[file.a]\npath = \"~/a\"\ncontent = \"a\\n\"\n[exec.e]\ncommand = \"true\"\ncreates = \"~/a\"\n",
+        "[file.t]\npath = \"~/t\"\ntemplate = \"t.j2\"\n",
+        "[dir.p]\npath = \"~/p\"\npurge = true\n",
+    ];
+    for text in manifests {
+        let m = Machine::new(text);
+        fs::write(m.config.join("t.j2"), "{{ 1 + 1 }}\n").unwrap();
+        m.apply(None);
+        assert!(!m.apply(Some(later())), "{text}");
+        assert!(!m.seal_file().exists(), "sealed: {text}");
+    }
+}
+
+#[test]
+fn a_run_that_changes_something_removes_the_seal() {
+    let m = Machine::sealed(FILES);
+    fs::write(m.config.join("stead.toml"), FILES.replace("aaa", "changed")).unwrap();
+    assert!(m.apply(None));
+    assert!(!m.seal_file().exists());
+    assert_eq!(
+        fs::read_to_string(m.home().join("d/a")).unwrap(),
+        "changed\n"
+    );
+}
+
+#[test]
+fn a_damaged_or_foreign_seal_file_is_no_seal() {
+    let m = Machine::sealed(FILES);
+    let good = fs::read(m.seal_file()).unwrap();
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    let damaged: [Vec<u8>; 4] = [
+        flipped,
+        good[..good.len() - 1].to_vec(),
+        b"not a seal".to_vec(),
+        Vec::new(),
+    ];
+    for bytes in damaged {
+        fs::write(m.seal_file(), &bytes).unwrap();
+        assert!(Seal::read(&m.layout).is_none());
+    }
+    // A damaged seal costs only the plan: the next no-op seals again.
+    assert!(!m.apply(Some(later())));
+    assert!(m.holds().is_some());
+}
+
+#[test]
+fn a_directory_that_moves_while_the_plan_runs_is_not_sealed() {
+    let m = Machine::new(FILES);
+    assert!(m.apply(None));
+    let manifest = stead_lib::converge::load_manifest(&m.layout, Some(&m.config), None, None)
+        .unwrap()
+        .0;
+    let draft = Draft::begin(&m.layout, &m.request(), &manifest, 1, later()).unwrap();
+    assert!(
+        draft.paths().iter().any(|p| p.path == m.home().join("d")),
+        "the declared directory is sealed as a node"
+    );
+    fs::set_permissions(m.home().join("d"), fs::Permissions::from_mode(0o711)).unwrap();
+    assert!(!draft.seal(&m.layout, 6).unwrap());
+    assert!(!m.seal_file().exists());
+}
