@@ -374,10 +374,7 @@ impl Context {
         let mut request = LockRequest::new(operation, &self.machine_id()?);
         request.reason = Some(lock_reason(operation));
         request.expected_duration_seconds = config.timeout;
-        request.state_serial = state_serial.or_else(|| match self.store.load() {
-            Ok(Some(Loaded::Current(state))) => Some(state.lineage.serial),
-            _ => None,
-        });
+        request.state_serial = state_serial.or_else(|| self.store.peek_serial());
         let guard = lock::acquire(&self.layout, config, &request, &mut |event| match event {
             LockEvent::StaleRemoved { info, reason } => {
                 let who = info

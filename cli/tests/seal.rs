@@ -8,15 +8,10 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 
-use common::Repo;
+use common::{Repo, later};
 
 const MANIFEST: &str = "[file.a]\npath = \"~/a\"\ncontent = \"aaa\\n\"\n\n[file.b]\npath = \"~/b\"\ncontent = \"bbb\\n\"\n";
-
-fn later() -> String {
-    (chrono::Utc::now() + chrono::TimeDelta::seconds(10)).to_rfc3339()
-}
 
 fn apply(repo: &Repo, now: Option<&str>, extra: &[&str]) -> (i32, String, String) {
     let config = repo.config.path().to_str().unwrap().to_string();
@@ -91,20 +86,7 @@ fn a_sealed_no_op_skips_the_plan_and_prints_what_a_planned_no_op_prints() {
 fn an_edit_in_the_same_second_hidden_by_touch_d_is_planned_and_repaired() {
     let repo = sealed();
     let path = repo.path("a");
-    let before = fs::metadata(&path).unwrap();
-    fs::write(&path, "zzz\n").unwrap();
-    let stamp = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
-    let status = std::process::Command::new("touch")
-        .args(["-m", "-d", &stamp])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let now = fs::metadata(&path).unwrap();
-    assert_eq!(
-        (now.size(), now.mtime(), now.mtime_nsec()),
-        (before.size(), before.mtime(), before.mtime_nsec())
-    );
+    common::edit_hidden_by_touch_d(&path, "zzz\n");
     let (code, out, err) = apply(&repo, None, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!err.contains(SKIPPED), "{err}");
@@ -143,4 +125,31 @@ fn json_always_plans_and_lists_every_resource() {
     assert_eq!(first["event"], "plan");
     assert_eq!(first["plan"]["changes"].as_array().unwrap().len(), 2);
     assert_eq!(first["empty"], true);
+}
+
+#[test]
+fn plan_on_a_sealed_machine_prints_the_no_op_without_planning() {
+    let repo = sealed();
+    let config = repo.config.path().to_str().unwrap().to_string();
+    let out = repo
+        .sb
+        .stead(&["--config", &config, "-v", "plan", "--detailed-exitcode"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(SKIPPED));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "No changes. The machine matches the manifest.\nPlan: 0 to create, 0 to update, 0 to remove, 2 unchanged.\n"
+    );
+    // A drifted file breaks the seal: plan plans, and shows the change.
+    fs::write(repo.path("b"), "drifted\n").unwrap();
+    let out = repo
+        .sb
+        .stead(&["--config", &config, "-v", "plan", "--detailed-exitcode"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(SKIPPED));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("~ file.b"));
 }

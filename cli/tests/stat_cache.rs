@@ -10,16 +10,10 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 
-use common::Repo;
+use common::{Repo, later};
 
 const MANIFEST: &str = "[file.a]\npath = \"~/a\"\ncontent = \"aaa\\n\"\n\n[file.b]\npath = \"~/b\"\ncontent = \"bbb\\n\"\n";
-
-/// `STEAD_NOW` ten seconds ahead: what is verified then is past the window.
-fn later() -> String {
-    (chrono::Utc::now() + chrono::TimeDelta::seconds(10)).to_rfc3339()
-}
 
 fn apply(repo: &Repo, now: Option<&str>, extra: &[&str]) -> (i32, String, String) {
     let _ = fs::remove_file(repo.sb.state_dir().join("converged.seal"));
@@ -75,21 +69,7 @@ fn a_file_verified_and_unchanged_is_trusted_by_its_stat_on_the_next_run() {
 fn an_edit_in_the_same_second_hidden_by_touch_d_is_still_found() {
     let repo = cached();
     let path = repo.path("a");
-    let before = fs::metadata(&path).unwrap();
-    // Same size, then the old mtime put back to the nanosecond.
-    fs::write(&path, "zzz\n").unwrap();
-    let stamp = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
-    let status = std::process::Command::new("touch")
-        .args(["-m", "-d", &stamp])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let now = fs::metadata(&path).unwrap();
-    assert_eq!(
-        (now.size(), now.mtime(), now.mtime_nsec()),
-        (before.size(), before.mtime(), before.mtime_nsec())
-    );
+    common::edit_hidden_by_touch_d(&path, "zzz\n");
 
     let (code, out, err) = repo.run(&["state", "check-drift"]);
     assert_eq!(code, 4, "{out}{err}");

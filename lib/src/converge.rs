@@ -380,13 +380,7 @@ fn prepare_with(
                     !options.check.verify && options.rerun.is_empty() && state.repo_url.is_none()
                 })
                 .and_then(|request| {
-                    crate::seal::Draft::begin(
-                        layout,
-                        request,
-                        &manifest,
-                        state.lineage.serial,
-                        start_ns,
-                    )
+                    seal_draft(layout, request, &manifest, state.lineage.serial, start_ns)
                 });
             // --verify trusts nothing but still records what it read, so
             // the next run can trust it.
@@ -418,6 +412,88 @@ fn prepare_with(
         profile,
         seal,
     })
+}
+
+/// The key a converged seal is made for and checked against
+/// ([`crate::seal::Key`]): what the run was asked, where stead keeps
+/// things, who runs it, and the machine facts templates and profiles see.
+pub fn seal_key(layout: &Layout, request: &crate::seal::Request) -> crate::seal::Key {
+    use std::os::unix::ffi::OsStrExt;
+    let facts = crate::resource::Facts::current(layout.home());
+    let mut h = blake3::Hasher::new();
+    let mut part = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(&crate::seal::FORMAT.to_le_bytes());
+    part(env!("CARGO_PKG_VERSION").as_bytes());
+    part(layout.home().as_os_str().as_bytes());
+    part(layout.state_dir().as_os_str().as_bytes());
+    part(request.config.map_or(&[][..], |c| c.as_os_str().as_bytes()));
+    part(&[u8::from(request.config.is_some())]);
+    part(request.profile.unwrap_or("").as_bytes());
+    part(&[u8::from(request.profile.is_some())]);
+    part(&nix::unistd::geteuid().as_raw().to_le_bytes());
+    part(&serde_json::to_vec(&facts).unwrap_or_default());
+    *h.finalize().as_bytes()
+}
+
+/// A seal in the making for a plan of `manifest` ([`crate::seal`]): the
+/// state record, the journal, the running binary and `stead.toml`; each
+/// resource's own paths ([`crate::resource::kind::ResourceKind::seal_paths`]);
+/// every directory above a managed path; every link the load followed and
+/// the directories above it. `None` when a resource cannot be vouched for
+/// by the stat of its paths.
+pub fn seal_draft(
+    layout: &Layout,
+    request: &crate::seal::Request,
+    manifest: &Manifest,
+    serial: u64,
+    start_ns: i128,
+) -> Option<crate::seal::Draft> {
+    use crate::seal::SealPath;
+    let mut paths = vec![
+        SealPath::content(&layout.state_file()),
+        SealPath::content(&journal_path(layout)),
+        SealPath::content(&std::env::current_exe().ok()?),
+        SealPath::content(&manifest.path),
+    ];
+    let mut seen: HashSet<&Path> = HashSet::new();
+    for resource in &manifest.resources {
+        let kind = crate::resource::registry::get(resource.spec.kind());
+        paths.extend(kind.seal_paths(&resource.spec)?);
+        if let Some(managed) = resource.spec.path() {
+            seal_ancestors(managed.ancestors().skip(1), &mut seen, &mut paths);
+        }
+    }
+    // The links the load followed decided where the paths lead: each must
+    // still be the same link. By every stat field: a link made anew may get
+    // the freed inode number of the one it replaces, but not its ctime.
+    for link in &manifest.followed_links {
+        paths.push(SealPath::content(link));
+        seal_ancestors(link.ancestors().skip(1), &mut seen, &mut paths);
+    }
+    Some(crate::seal::Draft::begin(
+        seal_key(layout, request),
+        serial,
+        start_ns,
+        paths,
+    ))
+}
+
+/// Adds each of `dirs` (a path's ancestors, nearest first) as a node, up to
+/// the first one already added (whose own ancestors are then added too).
+fn seal_ancestors<'m>(
+    dirs: impl Iterator<Item = &'m Path>,
+    seen: &mut HashSet<&'m Path>,
+    paths: &mut Vec<crate::seal::SealPath>,
+) {
+    for dir in dirs {
+        if !seen.insert(dir) {
+            break;
+        }
+        paths.push(crate::seal::SealPath::node(dir));
+    }
 }
 
 /// Removes the temp files that killed runs left (a SIGKILL between a temp's

@@ -14,7 +14,8 @@
 //!   them), the running `stead` binary, and `stead.toml`;
 //! - each resource's managed path and the files it reads (a `source`);
 //! - every directory above a managed path (a directory swapped for a link
-//!   would change where the path leads).
+//!   would change where the path leads), and every link the load followed
+//!   to reach a managed path, with the directories above it.
 //!
 //! Each path is found again by one of two [`Rule`]s. [`Rule::Content`]
 //! compares every stat field, times included; such a path is sealed only
@@ -25,7 +26,10 @@
 //! (directories, whose times move with their entries) compares type,
 //! permissions, owner, inode and device, which are values, not times: they
 //! are read before the plan and again when sealing, and a path that moved
-//! in between is not sealed.
+//! in between is not sealed. (A directory made anew may get the inode
+//! number of the one it replaced; what is in it is checked by its own
+//! paths' times. A link is never a node: a new link with a reused inode
+//! number would look the same, so links are sealed by content.)
 //!
 //! Besides the paths, a seal holds a key: what the run was asked (home,
 //! state dir, `--config`, `--profile`) and the machine facts templates and
@@ -44,7 +48,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{self, FsError};
 use crate::layout::Layout;
-use crate::manifest::Manifest;
 use crate::stat_cache::RACY_NS;
 
 /// The seal's file in the state dir.
@@ -54,7 +57,7 @@ pub const SEAL_FILE: &str = "converged.seal";
 const MAGIC: &[u8] = b"stead converged seal\n";
 
 /// The format this build reads and writes (another is no seal).
-const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Above this many paths, a check spreads its `lstat`s over threads.
 const PARALLEL_FROM: usize = 512;
@@ -138,6 +141,21 @@ impl Found {
         }
     }
 
+    /// What a `stat` found (the same fields as [`Found::at`]).
+    fn of_stat(st: &nix::sys::stat::FileStat) -> Found {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Found::Present {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            ino: st.st_ino,
+            dev: st.st_dev,
+            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+
     /// Whether `self` (now) is what `sealed` was, by `rule`.
     fn same(&self, sealed: &Found, rule: Rule) -> bool {
         match (self, sealed, rule) {
@@ -187,43 +205,58 @@ pub struct Request<'a> {
     pub profile: Option<&'a str>,
 }
 
-/// The key of a seal: the request, where stead keeps things, the machine
-/// facts and who runs it.
-fn key(layout: &Layout, request: &Request) -> [u8; 32] {
-    let facts = crate::resource::Facts::current(layout.home());
-    let mut h = blake3::Hasher::new();
-    let mut part = |bytes: &[u8]| {
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(&FORMAT.to_le_bytes());
-    part(env!("CARGO_PKG_VERSION").as_bytes());
-    part(layout.home().as_os_str().as_bytes());
-    part(layout.state_dir().as_os_str().as_bytes());
-    part(request.config.map_or(&[][..], |c| c.as_os_str().as_bytes()));
-    part(&[u8::from(request.config.is_some())]);
-    part(request.profile.unwrap_or("").as_bytes());
-    part(&[u8::from(request.profile.is_some())]);
-    part(&nix::unistd::geteuid().as_raw().to_le_bytes());
-    part(&serde_json::to_vec(&facts).unwrap_or_default());
-    *h.finalize().as_bytes()
+/// The key of a seal: a digest of what the run was asked, where stead
+/// keeps things, who runs it and the machine facts (see
+/// [`crate::converge::seal_key`]); a seal holds only for its own key.
+pub type Key = [u8; 32];
+
+/// The sealed paths of one directory as stored: the directory, then each
+/// name in it (a path with no parent, `/`, is the directory `/` named `.`).
+/// A check opens the directory once and `fstatat`s each name in it, so the
+/// kernel walks the directory's path once, not once per file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Group {
+    dir: Vec<u8>,
+    names: Vec<Named>,
 }
 
-/// One sealed path as stored.
+/// One sealed name in a [`Group`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
-    path: Vec<u8>,
+struct Named {
+    name: Vec<u8>,
     rule: Rule,
     found: Found,
 }
 
-impl Entry {
-    fn path(&self) -> &Path {
-        Path::new(OsStr::from_bytes(&self.path))
+impl Group {
+    fn dir(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.dir))
     }
 
-    fn holds(&self) -> bool {
-        Found::at(self.path()).is_some_and(|now| now.same(&self.found, self.rule))
+    /// Whether every name in `range` is found again by its rule.
+    fn holds(&self, range: std::ops::Range<usize>) -> bool {
+        use nix::fcntl::{AtFlags, OFlag};
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let dir = match nix::fcntl::open(self.dir(), flags, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => fd,
+            // No directory: only names sealed as missing can still be.
+            Err(nix::errno::Errno::ENOENT) => {
+                return self.names[range].iter().all(|n| n.found == Found::Missing);
+            }
+            Err(_) => return false,
+        };
+        self.names[range].iter().all(|n| {
+            let now = match nix::sys::stat::fstatat(
+                &dir,
+                OsStr::from_bytes(&n.name),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => Found::of_stat(&st),
+                Err(nix::errno::Errno::ENOENT) => Found::Missing,
+                Err(_) => return false,
+            };
+            now.same(&n.found, n.rule)
+        })
     }
 }
 
@@ -231,10 +264,52 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stored {
     format: u32,
-    key: [u8; 32],
+    key: Key,
     serial: u64,
     unchanged: u64,
-    entries: Vec<Entry>,
+    groups: Vec<Group>,
+}
+
+impl Stored {
+    fn paths(&self) -> usize {
+        self.groups.iter().map(|g| g.names.len()).sum()
+    }
+
+    /// Whether every path is found again, on `jobs` threads for many.
+    fn all_hold(&self, jobs: usize) -> bool {
+        const PIECE: usize = 256;
+        let tasks: Vec<(&Group, std::ops::Range<usize>)> = self
+            .groups
+            .iter()
+            .flat_map(|g| {
+                (0..g.names.len())
+                    .step_by(PIECE)
+                    .map(move |at| (g, at..(at + PIECE).min(g.names.len())))
+            })
+            .collect();
+        if self.paths() < PARALLEL_FROM || jobs <= 1 {
+            return tasks.into_iter().all(|(g, r)| g.holds(r));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let work = || {
+            use std::sync::atomic::Ordering::Relaxed;
+            while !failed.load(Relaxed) {
+                let Some((g, r)) = tasks.get(next.fetch_add(1, Relaxed)) else {
+                    break;
+                };
+                if !g.holds(r.clone()) {
+                    failed.store(true, Relaxed);
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 0..jobs.min(tasks.len()) {
+                s.spawn(work);
+            }
+        });
+        !failed.into_inner()
+    }
 }
 
 /// What a holding seal tells the run that needs no plan.
@@ -269,38 +344,32 @@ impl Seal {
     /// the one sealed (cheap: one `lstat`; the lock notes the serial).
     pub fn serial_if_state_unchanged(&self, layout: &Layout) -> Option<u64> {
         let state = layout.state_file();
-        self.0
-            .entries
+        let (dir, name) = split(&state);
+        let held = self
+            .0
+            .groups
             .iter()
-            .find(|e| e.path() == state)
-            .filter(|e| e.holds())
-            .map(|_| self.0.serial)
+            .find(|g| g.dir() == dir)
+            .is_some_and(|g| {
+                g.names
+                    .iter()
+                    .position(|n| n.name == name.as_bytes())
+                    .is_some_and(|at| g.holds(at..at + 1))
+            });
+        held.then_some(self.0.serial)
     }
 
-    /// Whether the seal still holds for `request`: same key, and every
-    /// path found again by its rule (`jobs` threads `lstat` them). Call it
-    /// under the lock: a run that holds it then may skip planning.
-    pub fn holds(&self, layout: &Layout, request: &Request, jobs: usize) -> Option<Hit> {
-        if self.0.key != key(layout, request) {
+    /// Whether the seal still holds for a run of `key`: the same key, and
+    /// every path found again by its rule (`jobs` threads `lstat` them).
+    /// Call it under the lock: a run that holds it then may skip planning.
+    pub fn holds(&self, key: &Key, jobs: usize) -> Option<Hit> {
+        if self.0.key != *key {
             return None;
         }
-        let entries = &self.0.entries;
-        let all_hold = if entries.len() < PARALLEL_FROM || jobs <= 1 {
-            entries.iter().all(Entry::holds)
-        } else {
-            let chunk = entries.len().div_ceil(jobs);
-            std::thread::scope(|s| {
-                let checks: Vec<_> = entries
-                    .chunks(chunk)
-                    .map(|part| s.spawn(move || part.iter().all(Entry::holds)))
-                    .collect();
-                checks.into_iter().all(|c| c.join().unwrap_or(false))
-            })
-        };
-        all_hold.then_some(Hit {
+        self.0.all_hold(jobs).then_some(Hit {
             serial: self.0.serial,
             unchanged: usize::try_from(self.0.unchanged).unwrap_or(usize::MAX),
-            paths: entries.len(),
+            paths: self.0.paths(),
         })
     }
 }
@@ -308,7 +377,7 @@ impl Seal {
 /// A seal in the making: what a plan rests on, read before it was made.
 #[derive(Debug, Clone)]
 pub struct Draft {
-    key: [u8; 32],
+    key: Key,
     serial: u64,
     start_ns: i128,
     paths: Vec<SealPath>,
@@ -317,45 +386,10 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// Starts a seal for a plan of `manifest` about to be made at
-    /// `start_ns` on the state at `serial`; `None` when a resource cannot
-    /// be vouched for by the stat of its paths (it is planned in full every
-    /// run). Reads the directories now, before the plan.
-    pub fn begin(
-        layout: &Layout,
-        request: &Request,
-        manifest: &Manifest,
-        serial: u64,
-        start_ns: i128,
-    ) -> Option<Draft> {
-        let mut paths = vec![
-            SealPath::content(&layout.state_file()),
-            SealPath::content(&layout.state_dir().join(crate::journal::JOURNAL_FILE)),
-            SealPath::content(&std::env::current_exe().ok()?),
-            SealPath::content(&manifest.path),
-        ];
-        let mut seen: HashSet<PathBuf> = HashSet::new();
-        let mut with_ancestors = |path: &Path, skip: usize, paths: &mut Vec<SealPath>| {
-            for dir in path.ancestors().skip(skip) {
-                if !seen.insert(dir.to_path_buf()) {
-                    break;
-                }
-                paths.push(SealPath::node(dir));
-            }
-        };
-        for resource in &manifest.resources {
-            let kind = crate::resource::registry::get(resource.spec.kind());
-            paths.extend(kind.seal_paths(&resource.spec)?);
-            if let Some(managed) = resource.spec.path() {
-                with_ancestors(managed, 1, &mut paths);
-            }
-        }
-        // The links the load followed decided where the paths lead: each
-        // must still be the same link (a link's target cannot change in
-        // place; a new one is a new inode).
-        for link in &manifest.followed_links {
-            with_ancestors(link, 0, &mut paths);
-        }
+    /// Starts a seal of `paths` for a plan about to be made at `start_ns`
+    /// on the state at `serial`, by a run of `key`. Reads the
+    /// [`Rule::Node`] paths now, before the plan.
+    pub fn begin(key: Key, serial: u64, start_ns: i128, mut paths: Vec<SealPath>) -> Draft {
         let mut unique = HashSet::new();
         paths.retain(|p| unique.insert(p.clone()));
         let before = paths
@@ -365,13 +399,13 @@ impl Draft {
                 Rule::Content => None,
             })
             .collect();
-        Some(Draft {
-            key: key(layout, request),
+        Draft {
+            key,
             serial,
             start_ns,
             paths,
             before,
-        })
+        }
     }
 
     /// Seals the unchanged plan of `unchanged` resources the draft was begun
@@ -380,7 +414,8 @@ impl Draft {
     /// (`Ok(false)`, and an older seal is removed). Call it under the lock,
     /// after the run recorded nothing.
     pub fn seal(&self, layout: &Layout, unchanged: usize) -> Result<bool, FsError> {
-        let mut entries = Vec::with_capacity(self.paths.len());
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of: std::collections::HashMap<&Path, usize> = Default::default();
         for (p, before) in self.paths.iter().zip(&self.before) {
             let Some(found) = Found::at(&p.path) else {
                 return remove(layout).map(|()| false);
@@ -393,8 +428,16 @@ impl Draft {
             if !settled {
                 return remove(layout).map(|()| false);
             }
-            entries.push(Entry {
-                path: p.path.as_os_str().as_bytes().to_vec(),
+            let (dir, name) = split(&p.path);
+            let at = *group_of.entry(dir).or_insert_with(|| {
+                groups.push(Group {
+                    dir: dir.as_os_str().as_bytes().to_vec(),
+                    names: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            groups[at].names.push(Named {
+                name: name.as_bytes().to_vec(),
                 rule: p.rule,
                 found,
             });
@@ -404,7 +447,7 @@ impl Draft {
             key: self.key,
             serial: self.serial,
             unchanged: unchanged as u64,
-            entries,
+            groups,
         };
         let payload = postcard::to_stdvec(&stored).unwrap_or_default();
         let mut bytes = Vec::with_capacity(MAGIC.len() + payload.len() + 32);
@@ -418,6 +461,15 @@ impl Draft {
     /// The paths the draft rests on.
     pub fn paths(&self) -> &[SealPath] {
         &self.paths
+    }
+}
+
+/// The directory a path is checked in and its name there (`/` is `.` in
+/// itself).
+fn split(path: &Path) -> (&Path, &OsStr) {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name),
+        _ => (path, OsStr::new(".")),
     }
 }
 

@@ -17,7 +17,7 @@ use stead_lib::layout::Layout;
 use stead_lib::lock::{self, LockConfig, LockRequest};
 use stead_lib::machine::MachineInfo;
 use stead_lib::run::RunControl;
-use stead_lib::seal::{self, Draft, Request, SEAL_FILE, Seal};
+use stead_lib::seal::{self, Request, SEAL_FILE, Seal};
 use stead_lib::state::{Loaded, State, StateStore};
 
 const FILES: &str = r#"
@@ -157,7 +157,7 @@ impl Machine {
     }
 
     fn holds_for(&self, request: &Request) -> Option<seal::Hit> {
-        Seal::read(&self.layout)?.holds(&self.layout, request, 4)
+        Seal::read(&self.layout)?.holds(&converge::seal_key(&self.layout, request), 4)
     }
 }
 
@@ -367,7 +367,7 @@ fn a_directory_that_moves_while_the_plan_runs_is_not_sealed() {
     let manifest = stead_lib::converge::load_manifest(&m.layout, Some(&m.config), None, None)
         .unwrap()
         .0;
-    let draft = Draft::begin(&m.layout, &m.request(), &manifest, 1, later()).unwrap();
+    let draft = converge::seal_draft(&m.layout, &m.request(), &manifest, 1, later()).unwrap();
     assert!(
         draft.paths().iter().any(|p| p.path == m.home().join("d")),
         "the declared directory is sealed as a node"

@@ -60,7 +60,7 @@ pub struct ApplyArgs {
     pub rerun: Vec<String>,
 
     /// Read every managed file whole, trusting none by its unchanged stat
-    /// (the stat cache is neither used nor trusted for this run)
+    /// (neither the stat cache nor the converged seal is used for this run)
     #[arg(long)]
     pub verify: bool,
 }
@@ -128,10 +128,13 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         .as_ref()
         .and_then(|s| s.serial_if_state_unchanged(&ctx.layout));
     let guard = ctx.lock("apply", serial)?;
-    if let Some(hit) =
-        seal.and_then(|s| s.holds(&ctx.layout, &seal_request(ctx, &request), request.jobs))
-    {
-        print_sealed(ctx, &hit);
+    if let Some(hit) = seal.and_then(|s| {
+        s.holds(
+            &converge::seal_key(&ctx.layout, &seal_request(ctx, &request)),
+            request.jobs,
+        )
+    }) {
+        super::plan::print_sealed(ctx, &hit);
         guard.release()?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -229,20 +232,6 @@ fn usable_seal(ctx: &Context, request: &Converge) -> Option<seal::Seal> {
         && request.agreed.is_none()
         && !ctx.json;
     plain.then(|| seal::Seal::read(&ctx.layout)).flatten()
-}
-
-/// What a run whose seal held prints: what a plan that changes nothing
-/// prints.
-fn print_sealed(ctx: &Context, hit: &seal::Hit) {
-    ctx.verbose_note(&format!(
-        "Nothing changed since an apply found the machine as declared: {} path(s) found as they were by their stat, without planning ('stead apply --verify' plans and reads every file).",
-        hit.paths
-    ));
-    outln!("No changes. The machine matches the manifest.");
-    outln!(
-        "Plan: 0 to create, 0 to update, 0 to remove, {} unchanged.",
-        hit.unchanged
-    );
 }
 
 /// Plans and executes under a lock the caller holds (apply, sync), records

@@ -9,6 +9,7 @@ use serde_json::json;
 use stead_lib::converge::{self, PrepareOptions};
 use stead_lib::plan::Plan;
 use stead_lib::resource::{Action, SENSITIVE_HIDDEN};
+use stead_lib::seal;
 
 use crate::context::Context;
 use crate::output::{self, Paint, print_json};
@@ -39,6 +40,21 @@ pub struct PlanArgs {
 use stead_lib::converge::DEFAULT_JOBS;
 
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
+    // A machine unchanged since an apply found it converged: nothing to
+    // plan (a saved plan and --json need the plan itself).
+    if args.out.is_none() && !ctx.json {
+        let request = seal::Request {
+            config: ctx.config.as_deref(),
+            profile: args.profile.as_deref(),
+        };
+        let jobs = args.jobs.unwrap_or(DEFAULT_JOBS).max(1);
+        if let Some(hit) = seal::Seal::read(&ctx.layout)
+            .and_then(|s| s.holds(&converge::seal_key(&ctx.layout, &request), jobs))
+        {
+            print_sealed(ctx, &hit);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let state = ctx.current_state()?;
     let prepared = converge::prepare_read_only(
         &ctx.layout,
@@ -82,6 +98,20 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What a run whose seal held prints: what a plan that changes nothing
+/// prints.
+pub fn print_sealed(ctx: &Context, hit: &seal::Hit) {
+    ctx.verbose_note(&format!(
+        "Nothing changed since an apply found the machine as declared: {} path(s) found as they were by their stat, without planning ('stead apply --verify' plans and reads every file).",
+        hit.paths
+    ));
+    outln!("No changes. The machine matches the manifest.");
+    outln!(
+        "Plan: 0 to create, 0 to update, 0 to remove, {} unchanged.",
+        hit.unchanged
+    );
 }
 
 /// With -v, a torn journal line a crash left is mentioned (it is ignored).

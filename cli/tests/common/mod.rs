@@ -191,3 +191,31 @@ pub fn git_env() -> Vec<(&'static str, &'static str)> {
         ("GIT_COMMITTER_EMAIL", "test@stead.invalid"),
     ]
 }
+
+/// `STEAD_NOW` ten seconds ahead: what a run verifies then is past the stat
+/// cache's and the seal's racy window, without sleeping through it.
+pub fn later() -> String {
+    (chrono::Utc::now() + chrono::TimeDelta::seconds(10)).to_rfc3339()
+}
+
+/// Rewrites `path` with `content` (the same size as before) and puts its
+/// mtime back to the nanosecond with `touch -d`: only its ctime shows the
+/// edit.
+pub fn edit_hidden_by_touch_d(path: &Path, content: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let before = fs::metadata(path).unwrap();
+    assert_eq!(before.size(), content.len() as u64, "keep the size");
+    fs::write(path, content).unwrap();
+    let stamp = format!("@{}.{:09}", before.mtime(), before.mtime_nsec());
+    let status = std::process::Command::new("touch")
+        .args(["-m", "-d", &stamp])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let now = fs::metadata(path).unwrap();
+    assert_eq!(
+        (now.size(), now.mtime(), now.mtime_nsec()),
+        (before.size(), before.mtime(), before.mtime_nsec())
+    );
+}
