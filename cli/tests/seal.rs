@@ -153,3 +153,19 @@ fn plan_on_a_sealed_machine_prints_the_no_op_without_planning() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains(SKIPPED));
     assert!(String::from_utf8_lossy(&out.stdout).contains("~ file.b"));
 }
+
+#[test]
+fn a_sealed_run_still_removes_a_killed_seal_writes_temp() {
+    let repo = sealed();
+    // PID 99 999 999 is above any pid_max: its writer is gone.
+    let temp = repo
+        .sb
+        .state_dir()
+        .join(".converged.seal.tmp-99999999-stead-0123456789abcdef0123456789abcdef");
+    fs::write(&temp, "half a seal").unwrap();
+    let (code, out, err) = apply(&repo, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(SKIPPED), "{err}");
+    assert!(!temp.exists());
+    assert!(out.contains("Removed a temp file"), "{out}");
+}

@@ -134,6 +134,12 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
             request.jobs,
         )
     }) {
+        // Under the lock, as a planned run would: a seal write killed by a
+        // crash left its temp here (the rest of a killed run's temps break
+        // the seal through the journal).
+        for path in stead_lib::fsutil::remove_stale_temps(ctx.layout.state_dir(), None) {
+            RecoveryReporter { ctx }.removed_temp(&path);
+        }
         super::plan::print_sealed(ctx, &hit);
         guard.release()?;
         return Ok(ExitCode::SUCCESS);
