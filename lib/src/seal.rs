@@ -7,8 +7,9 @@
 //! A seal is written only by an apply whose plan changed nothing and whose
 //! record needed no commit, when every declared resource can be vouched for
 //! by the stat of its paths ([`crate::resource::kind::ResourceKind::seal_paths`]:
-//! files, directories, symlinks, noops; not commands, trees, lines or
-//! templates). It names every path that run's result depended on:
+//! files, directories, symlinks, line edits, noops, execs by their `creates`
+//! marker; not guarded execs, trees or templates). It names every path that
+//! run's result depended on:
 //!
 //! - the state record and the journal (any run or state command changes
 //!   them), the running `stead` binary, and `stead.toml`;
@@ -28,8 +29,9 @@
 //! are read before the plan and again when sealing, and a path that moved
 //! in between is not sealed. (A directory made anew may get the inode
 //! number of the one it replaced; what is in it is checked by its own
-//! paths' times. A link is never a node: a new link with a reused inode
-//! number would look the same, so links are sealed by content.)
+//! paths' times. A link is never compared as a node: a new link with a
+//! reused inode number would look the same, so a link is compared by every
+//! field and sealed only once settled, whatever its rule.)
 //!
 //! Besides the paths, a seal holds a key: what the run was asked (home,
 //! state dir, `--config`, `--profile`) and the machine facts templates and
@@ -58,6 +60,12 @@ const MAGIC: &[u8] = b"stead converged seal\n";
 
 /// The format this build reads and writes (another is no seal).
 pub const FORMAT: u32 = 2;
+
+/// The file type bits of a mode.
+const TYPE_MASK: u32 = 0o170000;
+
+/// The file type bits of a symbolic link.
+const LINK_TYPE: u32 = 0o120000;
 
 /// Above this many paths, a check spreads its `lstat`s over threads.
 const PARALLEL_FROM: usize = 512;
@@ -156,10 +164,18 @@ impl Found {
         }
     }
 
-    /// Whether `self` (now) is what `sealed` was, by `rule`.
+    /// Whether it is a symbolic link.
+    fn is_link(&self) -> bool {
+        matches!(self, Found::Present { mode, .. } if mode & TYPE_MASK == LINK_TYPE)
+    }
+
+    /// Whether `self` (now) is what `sealed` was, by `rule`. A link is
+    /// always compared by content: one made anew may get the inode number
+    /// of the link it replaced, but not its ctime.
     fn same(&self, sealed: &Found, rule: Rule) -> bool {
         match (self, sealed, rule) {
             (_, _, Rule::Content) => self == sealed,
+            _ if sealed.is_link() => self == sealed,
             (
                 Found::Present {
                     mode,
@@ -236,7 +252,10 @@ impl Group {
     /// Whether every name in `range` is found again by its rule.
     fn holds(&self, range: std::ops::Range<usize>) -> bool {
         use nix::fcntl::{AtFlags, OFlag};
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        // Links on the way are followed, as an `lstat` of the whole path
+        // follows them: the sealed stat of each name decides, and the
+        // directories and links above a managed path are sealed names too.
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let dir = match nix::fcntl::open(self.dir(), flags, nix::sys::stat::Mode::empty()) {
             Ok(fd) => fd,
             // No directory: only names sealed as missing can still be.
@@ -422,6 +441,9 @@ impl Draft {
             };
             let settled = match (p.rule, before) {
                 (Rule::Content, _) => found.settled_before(self.start_ns),
+                (Rule::Node, Some(before)) if found.is_link() => {
+                    found == *before && found.settled_before(self.start_ns)
+                }
                 (Rule::Node, Some(before)) => found.same(before, Rule::Node),
                 (Rule::Node, None) => false,
             };

@@ -313,7 +313,7 @@ fn a_link_the_load_followed_is_part_of_the_seal() {
 #[test]
 fn resources_a_stat_cannot_vouch_for_are_never_sealed() {
     let manifests = [
-        "[file.a]\npath = \"~/a\"\ncontent = \"a\\n\"\n[exec.e]\ncommand = \"true\"\ncreates = \"~/a\"\n",
+        "[file.a]\npath = \"~/a\"\ncontent = \"a\\n\"\n[exec.e]\ncommand = \"true\"\nunless = \"true\"\n",
         "[file.t]\npath = \"~/t\"\ntemplate = \"t.j2\"\n",
         "[dir.p]\npath = \"~/p\"\npurge = true\n",
     ];
@@ -375,4 +375,53 @@ fn a_directory_that_moves_while_the_plan_runs_is_not_sealed() {
     fs::set_permissions(m.home().join("d"), fs::Permissions::from_mode(0o711)).unwrap();
     assert!(!draft.seal(&m.layout, 6).unwrap());
     assert!(!m.seal_file().exists());
+}
+
+const EXEC_AND_LINE: &str = r#"
+[exec.marker]
+command = "touch \"$HOME/marker\""
+creates = "~/marker"
+
+[line.rc]
+path = "~/rc"
+line = "export A=1"
+create = true
+"#;
+
+#[test]
+fn an_exec_with_a_marker_and_a_line_are_sealed_by_the_paths_they_read() {
+    let m = Machine::sealed(EXEC_AND_LINE);
+    assert!(m.home().join("marker").exists());
+    assert_eq!(m.holds().unwrap().unchanged, 2);
+
+    fs::remove_file(m.home().join("marker")).unwrap();
+    assert!(
+        m.holds().is_none(),
+        "the marker is gone: the exec would run"
+    );
+
+    let m = Machine::sealed(EXEC_AND_LINE);
+    fs::write(m.home().join("rc"), "export B=2\n").unwrap();
+    assert!(m.holds().is_none(), "the line is gone from the file");
+}
+
+#[test]
+fn a_marker_reached_through_a_link_is_sealed_by_the_link_itself() {
+    let text =
+        "[exec.marker]\ncommand = \"touch \\\"$HOME/via/marker\\\"\"\ncreates = \"~/via/marker\"\n";
+    let m = Machine::new(text);
+    let first = m.root.path().join("first");
+    let second = m.root.path().join("second");
+    fs::create_dir_all(&first).unwrap();
+    fs::create_dir_all(&second).unwrap();
+    std::os::unix::fs::symlink(&first, m.home().join("via")).unwrap();
+    assert!(m.apply(None));
+    assert!(first.join("marker").exists());
+    assert!(!m.apply(Some(later())));
+    assert!(m.holds().is_some());
+    // Re-pointed: the marker is not there any more (a new link may even
+    // get the old one's inode number).
+    fs::remove_file(m.home().join("via")).unwrap();
+    std::os::unix::fs::symlink(&second, m.home().join("via")).unwrap();
+    assert!(m.holds().is_none());
 }

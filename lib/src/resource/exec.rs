@@ -90,6 +90,24 @@ impl ResourceKind for Exec {
         }
     }
 
+    /// An exec's plan rests on its `creates` marker (and the directories
+    /// above it), and on the journal for one-shot and refresh-only steps
+    /// (sealed anyway); `unless` and `onlyif` are commands run at every
+    /// plan, so a guarded exec is planned every run.
+    fn seal_paths(&self, spec: &Spec) -> Option<Vec<crate::seal::SealPath>> {
+        let Spec::Exec(e) = spec else { return None };
+        if e.unless.is_some() || e.onlyif.is_some() {
+            return None;
+        }
+        Some(
+            e.creates
+                .iter()
+                .flat_map(|c| c.ancestors())
+                .map(crate::seal::SealPath::node)
+                .collect(),
+        )
+    }
+
     fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
         match op {
             Op::Run(r) => run(r, env.control),

@@ -111,6 +111,11 @@ impl ResourceKind for Line {
     fn watch_paths(&self, spec: &Spec) -> Vec<PathBuf> {
         spec.path().map(Path::to_path_buf).into_iter().collect()
     }
+
+    /// The file it edits: its plan reads nothing else.
+    fn seal_paths(&self, spec: &Spec) -> Option<Vec<crate::seal::SealPath>> {
+        spec.path().map(|p| vec![crate::seal::SealPath::content(p)])
+    }
 }
 
 /// A resolved string key that holds no newline (and, for `match`, is not
