@@ -10,7 +10,7 @@ corpus="$fuzz/corpus"
 fixture="$root/cli/tests/fixtures/v0.1.0"
 
 rm -f "$corpus"/*/seed-*
-for t in manifest state_record lock_file lock_config journal shared_record saved_plan; do
+for t in manifest state_record lock_file lock_config journal shared_record saved_plan seal; do
   mkdir -p "$corpus/$t"
 done
 seed() { cp "$2" "$corpus/$1/seed-$3"; }
@@ -38,6 +38,16 @@ echo '# changed' >>"$home/.bashrc"
 seed saved_plan "$home/plan2.json" example-drifted
 seed state_record "$home/.stead/state.json" example
 [ -s "$home/.stead/journal.jsonl" ] && seed journal "$home/.stead/journal.jsonl" example
+
+# A converged seal: a no-op apply with the clock moved past the racy window.
+sealed=$(mktemp -d)
+mkdir -p "$sealed/config" "$sealed/home/d"
+printf '[file.a]\npath = "~/d/a"\ncontent = "a\\n"\n\n[symlink.l]\npath = "~/l"\ntarget = "~/d/a"\n' >"$sealed/config/stead.toml"
+"$stead" --home "$sealed/home" --config "$sealed/config" apply --yes >/dev/null
+STEAD_NOW=$(date -u -d '+10 seconds' +%Y-%m-%dT%H:%M:%SZ) \
+  "$stead" --home "$sealed/home" --config "$sealed/config" apply --yes >/dev/null
+seed seal "$sealed/home/.stead/converged.seal" small
+rm -rf "$sealed"
 
 # The previous version's files (cli/tests/fixtures/v0.1.0).
 seed state_record "$fixture/killed-apply/home/.stead/state.json" killed-apply

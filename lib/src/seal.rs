@@ -378,6 +378,11 @@ impl Seal {
         held.then_some(self.0.serial)
     }
 
+    /// The key it was made for.
+    pub fn key(&self) -> Key {
+        self.0.key
+    }
+
     /// Whether the seal still holds for a run of `key`: the same key, and
     /// every path found again by its rule (`jobs` threads `lstat` them).
     /// Call it under the lock: a run that holds it then may skip planning.
