@@ -216,7 +216,9 @@ fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
 /// `STEAD_KILL_LOOP` times (20 by default, for CI time). After every kill no
 /// file is torn; after the next apply no temp file is left anywhere (next to
 /// managed files, in the state dir, in the backups), every target is exactly
-/// as declared and every replaced user file has a whole backup.
+/// as declared and every replaced user file has a whole backup. Each
+/// version starts from a sealed machine (docs/state.md, the converged seal),
+/// which no killed run or recovery may take for converged.
 mod kill_loop {
     use super::*;
 
@@ -397,6 +399,23 @@ mod kill_loop {
             check_backups(&r.sb.state_dir().join("backups"), v);
             let plan = r.ok(&["plan"]);
             assert!(plan.contains("No changes"), "kill {v}: {plan}");
+            // A no-op with the clock past the racy window seals what it
+            // found: the next version's killed apply and its recovery start
+            // from a sealed machine, and must not be fooled by the seal.
+            let config = r.config.path().to_str().unwrap().to_string();
+            let sealing =
+                r.sb.stead(&["--config", &config, "apply", "--yes"])
+                    .env("STEAD_NOW", common::later())
+                    .output()
+                    .unwrap();
+            assert!(
+                sealing.status.success(),
+                "kill {v}: the sealing no-op failed"
+            );
+            assert!(
+                r.sb.state_dir().join("converged.seal").exists(),
+                "kill {v}: a no-op past the racy window left no seal"
+            );
         }
         eprintln!(
             "{kills} kills, {mid_run} landed mid-run, {temps_found} temp file(s) found after a kill, \
