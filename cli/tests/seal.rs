@@ -79,7 +79,7 @@ fn a_sealed_no_op_skips_the_plan_and_prints_what_a_planned_no_op_prints() {
     // The run released its lock.
     let (code, out, _) = repo.run(&["state", "lock-info"]);
     assert_eq!(code, 0, "{out}");
-    assert!(!out.contains("PID"), "{out}");
+    assert!(out.contains("State is not locked"), "{out}");
 }
 
 #[test]
