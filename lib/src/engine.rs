@@ -217,13 +217,15 @@ enum Job {
     One(usize),
     /// File writes made durable together.
     Batch(Vec<usize>),
+    /// Changes applied as one transaction ([`crate::plan::transactions`]).
+    Together(Vec<usize>),
 }
 
 impl Job {
     fn members(&self) -> Vec<usize> {
         match self {
             Job::One(i) => vec![*i],
-            Job::Batch(m) => m.clone(),
+            Job::Batch(m) | Job::Together(m) => m.clone(),
         }
     }
 }
@@ -295,6 +297,12 @@ struct Schedule<'p> {
     statuses: Vec<Option<Status>>,
     attempts: Vec<u32>,
     ready: VecDeque<usize>,
+    /// For each change, the transaction it belongs to (an index into
+    /// `transactions`).
+    transaction_of: Vec<Option<usize>>,
+    transactions: Vec<Vec<usize>>,
+    /// Changes handed to a worker as members of a transaction.
+    sent: Vec<bool>,
 }
 
 impl<'p> Schedule<'p> {
@@ -313,6 +321,13 @@ impl<'p> Schedule<'p> {
         let ready = (0..n)
             .filter(|&i| !Self::is_removal(plan, i) && indegree[i] == 0)
             .collect();
+        let transactions = crate::plan::transactions(plan);
+        let mut transaction_of = vec![None; n];
+        for (t, members) in transactions.iter().enumerate() {
+            for &i in members {
+                transaction_of[i] = Some(t);
+            }
+        }
         Schedule {
             plan,
             on_event,
@@ -321,7 +336,29 @@ impl<'p> Schedule<'p> {
             statuses: vec![None; n],
             attempts: vec![0; n],
             ready,
+            transaction_of,
+            transactions,
+            sent: vec![false; n],
         }
+    }
+
+    /// The members of change `i`'s transaction `t` that can run now (`i`
+    /// first), marked sent; members that settle without a worker (the run
+    /// was stopped) are finished here instead.
+    fn gather(&mut self, t: usize, i: usize, worker: &Worker) -> Vec<usize> {
+        let mut members = vec![i];
+        self.sent[i] = true;
+        for j in self.transactions[t].clone() {
+            if j == i || self.sent[j] || self.statuses[j].is_some() || self.indegree[j] != 0 {
+                continue;
+            }
+            self.sent[j] = true;
+            match self.settle_without_worker(j, worker) {
+                Some(status) => self.finish(j, status),
+                None => members.push(j),
+            }
+        }
+        members
     }
 
     fn is_removal(plan: &Plan, i: usize) -> bool {
@@ -470,7 +507,7 @@ impl<'p> Schedule<'p> {
     fn dispatch_ready(&mut self, d: &mut Dispatch<'p>, worker: &Worker) {
         let mut waiting: VecDeque<usize> = VecDeque::new();
         while let Some(i) = self.ready.pop_front() {
-            if self.statuses[i].is_some() {
+            if self.statuses[i].is_some() || self.sent[i] {
                 continue;
             }
             if let Some(status) = self.settle_without_worker(i, worker) {
@@ -480,6 +517,15 @@ impl<'p> Schedule<'p> {
             let c: &'p resource::Change = &self.plan.changes[i];
             if c.keys.iter().any(|k| d.busy_keys.contains(k.as_str())) {
                 d.blocked.push(i);
+                continue;
+            }
+            if let Some(t) = self.transaction_of[i] {
+                if d.running >= d.jobs {
+                    waiting.push_back(i);
+                    continue;
+                }
+                let members = self.gather(t, i, worker);
+                self.send(d, Job::Together(members));
                 continue;
             }
             if batchable(c) {
@@ -571,7 +617,114 @@ fn run_job(plan: &Plan, job: Job, worker: &Worker, threads: usize) -> Vec<(usize
             vec![(i, status, tries)]
         }
         Job::Batch(members) => run_batch(plan, &members, worker, threads),
+        Job::Together(members) => run_together(plan, &members, worker),
     }
+}
+
+/// Runs changes as one transaction of their kind
+/// ([`resource::kind::ResourceKind::apply_together`]) between one durable
+/// `started` record naming them all and their outcome records: a crash in
+/// between leaves every member in doubt, so the next run reads them again.
+fn run_together(plan: &Plan, members: &[usize], worker: &Worker) -> Vec<(usize, Status, u32)> {
+    if worker.options.control.stop_requested() {
+        return members
+            .iter()
+            .map(|&i| (i, Status::Skipped(Skip::Interrupted), 0))
+            .collect();
+    }
+    let changes: Vec<(usize, &resource::Change)> =
+        members.iter().map(|&i| (i, &plan.changes[i])).collect();
+    let Some(&(_, first)) = changes.first() else {
+        return Vec::new();
+    };
+    for (_, c) in &changes {
+        (worker.on_event)(Event::Started { id: &c.id });
+    }
+    let action = JournalAction::of(first.action);
+    let op_id = worker
+        .journal
+        .map_or_else(|| "transaction".to_string(), RunJournal::next_op_id);
+    if let Some(j) = worker.journal {
+        let mut r = j.record(&op_id, "transaction", action.clone(), OpState::Started);
+        r.members = changes.iter().map(|(_, c)| c.id.clone()).collect();
+        if let Err(e) = j.writer.append(r).wait() {
+            let why = format!("not run: the journal could not record its start ({e})");
+            return changes
+                .iter()
+                .map(|(i, _)| (*i, Status::Failed(why.clone()), 1))
+                .collect();
+        }
+    }
+    let ops: Vec<&Op> = changes.iter().map(|(_, c)| &c.op).collect();
+    let env = resource::ApplyEnv {
+        backups: &worker.options.backups,
+        control: &worker.options.control,
+    };
+    let results = resource::registry::get(first.kind).apply_together(&ops, &env);
+    let mut statuses: Vec<(usize, Status, u32)> = changes
+        .iter()
+        .enumerate()
+        .map(|(n, (i, _))| match results.get(n) {
+            Some(Ok(applied)) => (*i, Status::Done(applied.clone()), 1),
+            Some(Err(e)) => (*i, Status::Failed(e.to_string()), 1),
+            None => (
+                *i,
+                Status::Failed("internal error: no result for it".into()),
+                1,
+            ),
+        })
+        .collect();
+    for ((_, c), (_, status, _)) in changes.iter().zip(&statuses) {
+        if status.did_something()
+            && !c.notify.is_empty()
+            && let Ok(mut set) = worker.refreshed.lock()
+        {
+            set.extend(c.notify.iter().cloned());
+        }
+    }
+    if let Some(j) = worker.journal
+        && let Err(e) = record_together_outcome(j, &op_id, action, &changes, &statuses)
+    {
+        for (_, status, _) in &mut statuses {
+            if matches!(status, Status::Done(_)) {
+                *status = Status::Failed(format!(
+                    "applied, but the journal could not record it ({e}); the next run re-reads it"
+                ));
+            }
+        }
+    }
+    statuses
+}
+
+/// One `succeeded` record naming the members that were applied, one
+/// `failed` record per member that was not; waits until they are durable.
+fn record_together_outcome(
+    j: &RunJournal,
+    op_id: &str,
+    action: JournalAction,
+    changes: &[(usize, &resource::Change)],
+    statuses: &[(usize, Status, u32)],
+) -> Result<(), crate::journal::JournalError> {
+    let mut last = None;
+    let done: Vec<String> = changes
+        .iter()
+        .zip(statuses)
+        .filter(|(_, (_, s, _))| matches!(s, Status::Done(_)))
+        .map(|((_, c), _)| c.id.clone())
+        .collect();
+    if !done.is_empty() {
+        let mut r = j.record(op_id, "transaction", action.clone(), OpState::Succeeded);
+        r.members = done;
+        last = Some(j.writer.append(r));
+    }
+    for ((_, c), (_, status, _)) in changes.iter().zip(statuses) {
+        if let Status::Failed(e) = status {
+            let mut r = j.record(op_id, &c.id, action.clone(), OpState::Failed);
+            r.detail = Some(e.lines().next().unwrap_or_default().to_string());
+            last = Some(j.writer.append(r));
+        }
+    }
+    last.map_or(Ok(()), crate::journal::Ticket::wait)
 }
 
 /// Runs file writes as one batch between one durable `started` record

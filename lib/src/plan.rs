@@ -321,6 +321,7 @@ pub fn make_cached(
         markers: &markers,
         stat_cache: stat_use.as_ref(),
         known_dirs: Default::default(),
+        shared: Default::default(),
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
         .order
@@ -459,18 +460,41 @@ fn plan_removals(
             ));
             continue;
         }
-        match resource::plan_removal(
-            id,
-            &rec.kind,
-            &rec.keys,
-            &manifest.real_home,
-            &state.checksums,
-            force,
-        ) {
+        match resource::plan_removal(id, rec, &manifest.real_home, &state.checksums, force) {
             Ok(c) => changes.push(c),
             Err(e) => errors.push((id.clone(), e)),
         }
     }
+}
+
+/// The declared changes that run as one transaction (mgmt's autogroup):
+/// changes of one kind whose ops share a [`ResourceKind::transaction`] key
+/// and that wait for exactly the same changes, so they are ready at the
+/// same moment and none can depend on another (if one did, their waits
+/// would differ). Only groups of two or more, each in plan order; a change
+/// with retries runs alone (a retry is per change).
+///
+/// [`ResourceKind::transaction`]: crate::resource::kind::ResourceKind::transaction
+pub fn transactions(plan: &Plan) -> Vec<Vec<usize>> {
+    let mut groups: BTreeMap<(&str, String, Vec<usize>), Vec<usize>> = BTreeMap::new();
+    for (i, c) in plan.changes.iter().enumerate().take(plan.removals_from) {
+        if matches!(c.action, Action::Unchanged | Action::Conflict) || c.retry.retries > 0 {
+            continue;
+        }
+        let Some(key) = registry::get(c.kind).transaction(&c.op) else {
+            continue;
+        };
+        let mut waits = plan.depends_on.get(i).cloned().unwrap_or_default();
+        waits.sort_unstable();
+        waits.dedup();
+        groups
+            .entry((c.kind.as_str(), key, waits))
+            .or_default()
+            .push(i);
+    }
+    let mut out: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    out.sort_by_key(|g| g[0]);
+    out
 }
 
 /// For each change, the indices of the changes it waits for (removals wait
@@ -673,6 +697,7 @@ pub fn adopt_recovered(state: &mut State, plan: &Plan, ids: &HashSet<String>, se
                     kind: c.kind.as_str().to_string(),
                     keys: c.keys.clone(),
                     serial,
+                    names: Vec::new(),
                 },
             );
         }
@@ -716,12 +741,22 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                 if matches!(change.op, resource::Op::RemoveFile { .. }) {
                     continue;
                 }
+                let names = kind.owned_names(&change.op);
+                // A kind that owns names owns only what this change made its
+                // own (a package it installed, not one it upgraded).
+                if names.as_ref().is_some_and(Vec::is_empty) {
+                    if let Some(rec) = state.resources.get_mut(&change.id) {
+                        rec.serial = serial;
+                    }
+                    continue;
+                }
                 state.resources.insert(
                     change.id.clone(),
                     ResourceRecord {
                         kind: change.kind.as_str().to_string(),
                         keys: change.keys.clone(),
                         serial,
+                        names: names.unwrap_or_default(),
                     },
                 );
                 if let Some(sum) = &change.checksum {
@@ -750,6 +785,7 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                             kind: change.kind.as_str().to_string(),
                             keys: change.keys.clone(),
                             serial,
+                            names: Vec::new(),
                         },
                     );
                 }

@@ -93,6 +93,7 @@ pub fn drift_diff(manifest: &Manifest, finding: &Finding) -> Option<String> {
         markers: &[],
         stat_cache: None,
         known_dirs: Default::default(),
+        shared: Default::default(),
     };
     let declared = crate::resource::file::desired_content(content, &ctx).ok()?;
     let path = expand_key(&manifest.home, &finding.path);

@@ -70,8 +70,14 @@ fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value 
             text(),
             proptest::collection::vec(text(), 0..3),
             any::<u64>(),
+            proptest::collection::vec(text(), 0..2),
         )
-            .prop_map(|(kind, keys, serial)| ResourceRecord { kind, keys, serial }),
+            .prop_map(|(kind, keys, serial, names)| ResourceRecord {
+                kind,
+                keys,
+                serial,
+                names,
+            }),
         0..4,
     );
     let sync = (

@@ -144,11 +144,48 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
             }
         }
     }
+    let transactions: Vec<Vec<&str>> = stead_lib::plan::transactions(plan)
+        .iter()
+        .map(|g| g.iter().map(|&i| plan.changes[i].id.as_str()).collect())
+        .collect();
     json!({
         "counts": plan.counts(),
         "empty": plan.is_empty(),
         "plan": shown,
+        "transactions": transactions,
     })
+}
+
+/// One line for changes that run as one transaction:
+/// `+ package.{git,curl}  (apt, one transaction)`.
+fn print_transaction(p: &Paint, plan: &Plan, group: &[usize]) {
+    let first = &plan.changes[group[0]];
+    let symbol = match first.action {
+        Action::Create => p.green("+"),
+        Action::Remove => p.red("-"),
+        _ => p.yellow("~"),
+    };
+    let kind = first.kind.as_str();
+    let names: Vec<String> = group
+        .iter()
+        .map(|&i| {
+            let id = plan.changes[i].id.as_str();
+            output::clean(
+                id.strip_prefix(kind)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .unwrap_or(id),
+            )
+            .to_string()
+        })
+        .collect();
+    let manager = stead_lib::resource::registry::get(first.kind)
+        .transaction(&first.op)
+        .and_then(|k| k.split_once(':').map(|(m, _)| m.to_string()))
+        .unwrap_or_else(|| kind.to_string());
+    outln!(
+        "{symbol} {kind}.{{{}}}  ({manager}, one transaction)",
+        names.join(",")
+    );
 }
 
 /// `"mode": 420` as `"mode": "0644"`, as people write modes.
@@ -161,8 +198,25 @@ fn octal_mode(op: &mut serde_json::Map<String, serde_json::Value>) {
 /// The reviewable plan: one line per change, diffs indented, then the counts.
 pub fn print_plan(p: &Paint, plan: &Plan) {
     let mut shown = 0;
-    for c in &plan.changes {
+    // A transaction is one line, where its first member stands.
+    let mut together: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    let mut member = vec![false; plan.changes.len()];
+    for group in stead_lib::plan::transactions(plan) {
+        for &i in &group {
+            member[i] = true;
+        }
+        together.insert(group[0], group);
+    }
+    for (i, c) in plan.changes.iter().enumerate() {
         if c.action == Action::Unchanged {
+            continue;
+        }
+        if let Some(group) = together.get(&i) {
+            shown += 1;
+            print_transaction(p, plan, group);
+            continue;
+        }
+        if member[i] {
             continue;
         }
         shown += 1;

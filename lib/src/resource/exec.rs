@@ -162,11 +162,13 @@ pub struct Run {
 }
 
 /// The outcome of one command.
-struct Outcome {
-    success: bool,
-    status: String,
+pub(crate) struct Outcome {
+    /// It exited with status 0.
+    pub(crate) success: bool,
+    /// How it ended, in words (`exited with status 100`).
+    pub(crate) status: String,
     /// Its stdout and stderr as written, in order, capped.
-    output: Vec<u8>,
+    pub(crate) output: Vec<u8>,
 }
 
 fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
@@ -290,7 +292,9 @@ pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceErro
 /// before exiting is in the pipes already and is read in far less time.
 const AFTER_EXIT_GRACE: Duration = Duration::from_secs(2);
 
-fn run_command(
+/// Runs `command` in its own process group as a child of `control` (its
+/// reaper, its cancel), output captured, killed after `timeout`.
+pub(crate) fn run_command(
     command: &Command,
     cwd: Option<&PathBuf>,
     env: &BTreeMap<String, String>,

@@ -175,6 +175,35 @@ pub trait ResourceKind: KindSchema {
     fn seal_paths(&self, _spec: &Spec) -> Option<Vec<crate::seal::SealPath>> {
         None
     }
+
+    /// The transaction an op can share with others (a package manager's
+    /// install or remove: `apt:install`): changes with the same key that
+    /// wait for the same changes run as one [`ResourceKind::apply_together`]
+    /// (see [`crate::plan::transactions`]). `None` (the default): alone.
+    fn transaction(&self, _op: &Op) -> Option<String> {
+        None
+    }
+
+    /// Applies ops that share a [`ResourceKind::transaction`] key as one,
+    /// returning one result per op, in order. The default applies each.
+    fn apply_together(&self, ops: &[&Op], env: &ApplyEnv) -> Vec<Result<Applied, ResourceError>> {
+        ops.iter().map(|op| self.apply(op, env)).collect()
+    }
+
+    /// What a done change makes stead own outside the filesystem, by name
+    /// ([`crate::state::ResourceRecord::names`]): `Some(names)` for a kind
+    /// that owns names (empty: this change made nothing stead's own, like
+    /// upgrading a package the user had installed), `None` (the default)
+    /// for a kind that owns paths.
+    fn owned_names(&self, _op: &Op) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Plans the removal of what stead owned by name for a resource no
+    /// longer declared ([`ResourceKind::owned_names`]). Default: forget it.
+    fn plan_removal_of_names(&self, _names: &[String]) -> Result<Planned, ResourceError> {
+        Ok(Planned::new(Action::Remove, "no longer declared", Op::None))
+    }
 }
 
 /// A kind's own op ([`Op::Custom`]) carrying `data`.

@@ -9,12 +9,13 @@ pub mod file;
 pub mod kind;
 pub mod line;
 pub mod noop;
+pub mod package;
 pub mod registry;
 pub mod symlink;
 pub mod template;
 pub mod tree;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,47 @@ pub struct PlanContext<'a, 's> {
     pub stat_cache: Option<&'a StatUse<'s>>,
     /// Directories this plan already found to be directories.
     pub known_dirs: KnownDirs,
+    /// What one plan reads once for many resources.
+    pub shared: SharedReads,
+}
+
+/// What one plan reads once for many resources, by a kind's own key: a
+/// package manager's database is queried once for every declared package,
+/// not once per package. The first resource to ask reads; the planning
+/// threads that ask meanwhile wait for that read.
+#[derive(Default)]
+pub struct SharedReads(std::sync::Mutex<HashMap<&'static str, SharedSlot>>);
+
+type SharedSlot =
+    std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>>;
+
+impl SharedReads {
+    /// The value under `key`, read by `read` the first time it is asked for.
+    /// `None` when the key holds another type (two kinds sharing a key: a bug).
+    pub fn get_or_read<T: std::any::Any + Send + Sync>(
+        &self,
+        key: &'static str,
+        read: impl FnOnce() -> T,
+    ) -> Option<std::sync::Arc<T>> {
+        let slot = match self.0.lock() {
+            Ok(mut map) => std::sync::Arc::clone(map.entry(key).or_default()),
+            // A poisoned map only loses the sharing: this caller reads alone.
+            Err(_) => std::sync::Arc::default(),
+        };
+        let value = slot.get_or_init(|| std::sync::Arc::new(read()));
+        std::sync::Arc::clone(value).downcast::<T>().ok()
+    }
+}
+
+impl std::fmt::Debug for SharedReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self
+            .0
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        f.debug_tuple("SharedReads").field(&keys).finish()
+    }
 }
 
 /// The directories one plan found to be directories, so the check that no
@@ -412,13 +454,13 @@ fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
 /// a system file. Removing an empty directory loses nothing and is allowed.
 pub fn plan_removal(
     id: &str,
-    kind: &str,
-    keys: &[String],
+    record: &crate::state::ResourceRecord,
     home: &Path,
     checksums: &BTreeMap<String, String>,
     force: bool,
 ) -> Result<Change, ResourceError> {
-    let imp = registry::find(kind).unwrap_or(&noop::Noop);
+    let imp = registry::find(&record.kind).unwrap_or(&noop::Noop);
+    let keys = &record.keys;
     let planned = match keys.first() {
         Some(key) => {
             let path = crate::manifest::expand_key(home, key);
@@ -426,6 +468,7 @@ pub fn plan_removal(
             let planned = imp.plan_removal(&path, recorded)?;
             guard_outside_home(planned, &path, home, recorded, force)
         }
+        None if !record.names.is_empty() => imp.plan_removal_of_names(&record.names)?,
         None => Planned::new(Action::Remove, "no longer declared", Op::None),
     };
     Ok(Change {

@@ -62,6 +62,7 @@ static KINDS: &[&dyn ResourceKind] = &[
     &super::noop::Noop,
     &super::line::Line,
     &super::tree::Tree,
+    &super::package::Package,
 ];
 
 /// Every registered kind.

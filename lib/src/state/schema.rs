@@ -113,6 +113,11 @@ pub struct ResourceRecord {
     pub keys: Vec<String>,
     /// The serial of the write that last changed it.
     pub serial: u64,
+    /// What it owns outside the filesystem, by name (a package stead
+    /// installed: `apt:git`), so a removal knows what to remove once the
+    /// declaration is gone. Absent in records of kinds that own paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 /// The common base of the last sync.

@@ -1,0 +1,388 @@
+//! The `package` kind against the machine's real apt and dpkg, in a
+//! throw-away root (`common::apt`): one query per plan, one transaction for
+//! packages that change together, outcomes read back from dpkg, ownership
+//! of only what stead installed, and an interrupted dpkg reported with its
+//! repair. stead gets the root through `APT_CONFIG` and `DPKG_ADMINDIR`,
+//! as any user would point apt at one; the programs it starts are counted
+//! through a directory of logging wrappers put first on `PATH`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::Repo;
+use common::apt::{AptRoot, Deb};
+
+const A: Deb = Deb::new("stead-test-a", "1.0");
+const B: Deb = Deb::new("stead-test-b", "1.0");
+const C: Deb = Deb::new("stead-test-c", "1.0").with_depends("stead-test-a");
+const D: Deb = Deb::new("stead-test-d", "1.0").with_conffile();
+const A11: Deb = Deb::new("stead-test-a", "1.1");
+
+/// A config repo, an apt root, and wrappers that log every apt and dpkg
+/// program stead starts.
+struct World {
+    repo: Repo,
+    apt: AptRoot,
+    _bin: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+const WRAPPED: &[&str] = &["apt-get", "apt-cache", "dpkg", "dpkg-query"];
+
+impl World {
+    fn new(debs: &[Deb], manifest: &str) -> World {
+        let apt = AptRoot::new(debs);
+        let bin_dir = tempfile::tempdir().unwrap();
+        let bin = bin_dir.path().to_path_buf();
+        for name in WRAPPED {
+            let real = which(name);
+            let script = format!(
+                "#!/bin/sh\nprintf '%s\\0' \"{name} $*\" >> '{}'\nexec '{}' \"$@\"\n",
+                bin.join("calls.log").display(),
+                real.display()
+            );
+            let p = bin.join(name);
+            fs::write(&p, script).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        World {
+            repo: Repo::new(manifest),
+            apt,
+            _bin: bin_dir,
+            bin,
+        }
+    }
+
+    /// `stead --config ... ARGS` with the root's environment.
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = self
+            .repo
+            .sb
+            .stead(&["--config", self.repo.config.path().to_str().unwrap()]);
+        cmd.args(args);
+        for (k, v) in self.apt.env() {
+            cmd.env(k, v);
+        }
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("PATH", path);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "stead {args:?}\nstdout:\n{out}\nstderr:\n{err}");
+        out
+    }
+
+    /// The programs stead started since the last call, each with its arguments.
+    fn calls(&self) -> Vec<String> {
+        let log = self.bin.join("calls.log");
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let _ = fs::remove_file(&log);
+        // One call per NUL-ended record (an argument may hold a newline).
+        text.split_terminator('\0').map(str::to_string).collect()
+    }
+
+    fn status(&self, name: &str) -> Option<(String, String)> {
+        self.apt.installed().get(name).cloned()
+    }
+
+    fn journal(&self) -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(self.repo.sb.state_dir().join("journal.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn which(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not on PATH (Debian packages apt, dpkg)"))
+}
+
+fn installed(version: &str) -> Option<(String, String)> {
+    Some((version.to_string(), "ii".to_string()))
+}
+
+fn count(calls: &[String], program: &str) -> usize {
+    calls
+        .iter()
+        .filter(|c| c.split(' ').next() == Some(program))
+        .count()
+}
+
+const THREE: &str = "[package.stead-test-a]\n[package.stead-test-b]\n[package.stead-test-c]\n";
+
+#[test]
+fn three_packages_install_in_one_transaction_and_a_warm_plan_only_queries_once() {
+    let w = World::new(&[A, B, C], THREE);
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("+ package.{stead-test-a,stead-test-b,stead-test-c}  (apt, one transaction)"),
+        "{plan}"
+    );
+    let calls = w.calls();
+    assert_eq!(count(&calls, "dpkg-query"), 1, "{calls:?}");
+    assert_eq!(count(&calls, "apt-get"), 0, "{calls:?}");
+
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.apt.transactions(), 1, "{}", w.apt.history());
+    for name in ["stead-test-a", "stead-test-b", "stead-test-c"] {
+        assert_eq!(w.status(name), installed("1.0"), "{name}");
+    }
+    let calls = w.calls();
+    assert_eq!(count(&calls, "apt-get"), 1, "{calls:?}");
+
+    let again = w.ok(&["plan"]);
+    assert!(again.contains("No changes"), "{again}");
+    let calls = w.calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "a warm plan starts one query and nothing else: {calls:?}"
+    );
+    assert_eq!(count(&calls, "dpkg-query"), 1, "{calls:?}");
+
+    // One journaled start names every member; each member has its outcome.
+    let journal = w.journal();
+    let started: Vec<&serde_json::Value> = journal
+        .iter()
+        .filter(|r| r["resource"] == "transaction" && r["state"] == "started")
+        .collect();
+    assert_eq!(started.len(), 1, "{journal:?}");
+    assert_eq!(started[0]["members"].as_array().unwrap().len(), 3);
+    let done = journal
+        .iter()
+        .find(|r| r["resource"] == "transaction" && r["state"] == "succeeded")
+        .expect("a succeeded record");
+    assert_eq!(done["op_id"], started[0]["op_id"]);
+    assert_eq!(done["members"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_package_left_with_its_config_files_is_planned_as_an_install() {
+    let w = World::new(&[D], "[package.stead-test-d]\n");
+    w.apt.apt_get(&["install", "-y", "-q", "stead-test-d"]);
+    w.apt.remove_keep_config("stead-test-d");
+    assert_eq!(w.status("stead-test-d").unwrap().1, "rc");
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("+ package.stead-test-d  (removed, its config files left)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.status("stead-test-d"), installed("1.0"));
+}
+
+#[test]
+fn a_pin_upgrades_latest_follows_and_absent_removes() {
+    let w = World::new(&[A, B], "[package.stead-test-a]\nversion = \"1.0\"\n");
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.status("stead-test-a"), installed("1.0"));
+    w.apt.publish(&[A11]);
+    // Pinned at 1.0: a newer version changes nothing.
+    assert!(w.ok(&["plan"]).contains("No changes"));
+
+    w.repo
+        .write_manifest("[package.stead-test-a]\nversion = \"1.1\"\n");
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("~ package.stead-test-a  (1.0 → 1.1)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.status("stead-test-a"), installed("1.1"));
+
+    w.repo.write_manifest(
+        "[package.stead-test-a]\nversion = \"1.0\"\n[package.stead-test-b]\nensure = \"latest\"\n",
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(
+        w.status("stead-test-a"),
+        installed("1.0"),
+        "a pin may go down"
+    );
+    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+
+    w.repo
+        .write_manifest("[package.stead-test-a]\nensure = \"latest\"\n");
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("~ package.stead-test-a  (1.0 → 1.1 (latest))"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.status("stead-test-a"), installed("1.1"));
+
+    w.repo
+        .write_manifest("[package.stead-test-a]\nensure = \"absent\"\n");
+    let plan = w.ok(&["plan"]);
+    assert!(plan.contains("- package.stead-test-a"), "{plan}");
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.status("stead-test-a"), None);
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn stead_removes_only_the_packages_it_installed() {
+    let w = World::new(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
+    // The user had stead-test-a before stead was told about it.
+    w.apt.apt_get(&["install", "-y", "-q", "stead-test-a"]);
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("+ package.stead-test-b  (not installed)"),
+        "{plan}"
+    );
+    assert!(!plan.contains("package.stead-test-a"), "{plan}");
+    w.ok(&["apply", "--yes"]);
+    let resources = &w.repo.sb.state_json()["resources"];
+    assert_eq!(
+        resources["package.stead-test-b"]["names"][0],
+        "apt:stead-test-b"
+    );
+    assert!(
+        resources.get("package.stead-test-a").is_none(),
+        "{resources}"
+    );
+
+    w.repo.write_manifest("# nothing declared\n");
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("- package.stead-test-b  (no longer declared; stead installed it)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(
+        w.status("stead-test-b"),
+        None,
+        "stead removes what it installed"
+    );
+    assert_eq!(
+        w.status("stead-test-a"),
+        installed("1.0"),
+        "and leaves what it did not"
+    );
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn an_unknown_name_fails_only_itself_with_each_outcome_in_the_journal() {
+    let w = World::new(
+        &[A, B],
+        "[package.stead-test-a]\n[package.stead-test-nope]\n[package.stead-test-b]\n",
+    );
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("stead-test-nope is not installed"),
+        "{out}{err}"
+    );
+    assert_eq!(w.status("stead-test-a"), installed("1.0"));
+    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+    let journal = w.journal();
+    let started = journal
+        .iter()
+        .find(|r| r["resource"] == "transaction" && r["state"] == "started")
+        .expect("a started record");
+    assert_eq!(started["members"].as_array().unwrap().len(), 3, "{started}");
+    let op = &started["op_id"];
+    let done = journal
+        .iter()
+        .find(|r| r["op_id"] == *op && r["state"] == "succeeded")
+        .expect("a succeeded record");
+    let mut members: Vec<&str> = done["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["package.stead-test-a", "package.stead-test-b"]);
+    let failed: Vec<&serde_json::Value> = journal
+        .iter()
+        .filter(|r| r["op_id"] == *op && r["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{journal:?}");
+    assert_eq!(failed[0]["resource"], "package.stead-test-nope");
+    // Only the installed ones are stead's.
+    let resources = &w.repo.sb.state_json()["resources"];
+    assert!(
+        resources.get("package.stead-test-nope").is_none(),
+        "{resources}"
+    );
+    assert!(
+        resources.get("package.stead-test-a").is_some(),
+        "{resources}"
+    );
+}
+
+/// The deb file of `deb` in the fixture's repo.
+fn deb_file(repo: &Path, deb: &Deb) -> PathBuf {
+    fs::read_dir(repo)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("{}_{}", deb.name, deb.version)) && n.ends_with(".deb")
+            })
+        })
+        .unwrap_or_else(|| panic!("no deb for {} in {}", deb.name, repo.display()))
+}
+
+#[test]
+fn a_transaction_killed_half_way_is_reported_with_its_repair_and_not_run_silently() {
+    let w = World::new(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
+    // What a transaction killed between unpacking and configuring leaves:
+    // dpkg unpacked the package and never configured it.
+    w.apt
+        .dpkg(&["--unpack", deb_file(w.apt.repo(), &A).to_str().unwrap()]);
+    assert_eq!(w.status("stead-test-a").unwrap().1, "iU");
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("! package.stead-test-a"), "{out}");
+    assert!(out.contains("dpkg --configure -a"), "{out}");
+    // Nothing was installed meanwhile: not even the package that was fine.
+    assert!(out.contains("! package.stead-test-b"), "{out}");
+    let calls = w.calls();
+    assert_eq!(count(&calls, "apt-get"), 0, "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.contains("--configure")),
+        "stead must not repair dpkg by itself: {calls:?}"
+    );
+    // Once the user repairs it, stead goes on.
+    w.apt.dpkg(&["--configure", "-a"]);
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+}
+
+#[test]
+fn names_expand_to_one_resource_per_package_in_one_transaction() {
+    let w = World::new(
+        &[A, B],
+        "[package.tools]\nnames = [\"stead-test-a\", \"stead-test-b\"]\n",
+    );
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("+ package.{tools/stead-test-a,tools/stead-test-b}  (apt, one transaction)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.apt.transactions(), 1, "{}", w.apt.history());
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}

@@ -1,0 +1,802 @@
+//! `package`: a software package present, absent, pinned to a version or
+//! kept at the latest, through the machine's package manager (apt).
+//!
+//! Reading is one query per plan for every declared package
+//! ([`super::SharedReads`]), never one per package. Packages that change
+//! the same way and wait for the same resources run as one transaction
+//! ([`crate::plan::transactions`]), and each member's outcome comes from the
+//! package database read again afterwards, not from the transaction's exit
+//! status (a failed transaction may have installed some). stead owns only
+//! what it installed: a package that was there before is never removed
+//! when its declaration goes away.
+
+pub mod apt;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Kind, OtherSpec, Problem, Resource, Spec, SpecInput};
+
+use super::kind::{
+    ApplyEnv, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, custom_data, custom_op,
+    unexpected_op, unexpected_spec,
+};
+use super::{Action, Applied, Op, PlanContext, ResourceError};
+
+/// The kind's name.
+const PACKAGE: Kind = Kind::named("package");
+
+/// What a package should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ensure {
+    /// Installed (at `version`, when pinned).
+    Present,
+    /// Not installed.
+    Absent,
+    /// Installed at the newest version the manager knows.
+    Latest,
+}
+
+/// A package manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Manager {
+    /// Debian's apt and dpkg.
+    Apt,
+}
+
+impl Manager {
+    fn as_str(self) -> &'static str {
+        match self {
+            Manager::Apt => "apt",
+        }
+    }
+}
+
+/// What a `package` resource declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSpec {
+    /// The package's name for its manager.
+    pub name: String,
+    /// What it should be.
+    pub ensure: Ensure,
+    /// A pinned version (with `present`).
+    pub version: Option<String>,
+    /// `None`: the one this machine has (`manager = "auto"`).
+    pub manager: Option<Manager>,
+    /// `names = [...]`: the declaration stands for one resource per name.
+    pub names: Vec<String>,
+}
+
+/// What apply does for one package (the op's data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Step {
+    manager: Manager,
+    /// Install (or upgrade/downgrade) when true, remove when false.
+    install: bool,
+    name: String,
+    /// The version to install (a pin, or the candidate for `latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    /// It was not installed when planned: stead installs it and owns it.
+    #[serde(default)]
+    installs: bool,
+}
+
+/// The `package` kind.
+pub struct Package;
+
+impl KindSchema for Package {
+    fn kind(&self) -> Kind {
+        PACKAGE
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        const KEYS: &[Key] = &[
+            Key::optional("name", KeyType::Str),
+            Key::optional("names", KeyType::StrList),
+            Key::optional("ensure", KeyType::Str),
+            Key::optional("version", KeyType::Str),
+            Key::optional("manager", KeyType::Str),
+        ];
+        KEYS
+    }
+
+    fn ownership(&self) -> Ownership {
+        // It owns names, not paths ([`ResourceKind::owned_names`]); nothing
+        // already installed is adopted.
+        Ownership {
+            owns_path: true,
+            adopt_when_right: false,
+        }
+    }
+
+    fn build(&self, input: &mut SpecInput) -> Option<Spec> {
+        let ensure = ensure(input)?;
+        let manager = manager(input)?;
+        let version = match input.text_at("version") {
+            Some((v, span)) => Some(checked(input, v, span, "version")?),
+            None => None,
+        };
+        if version.is_some() && ensure != Ensure::Present {
+            let span = input.span();
+            input.problem(
+                Problem::at(span, "`version` pins a package that is present; it cannot go with ensure = \"absent\" or \"latest\"")
+                    .label("version with the wrong ensure"),
+            );
+            return None;
+        }
+        let names = names(input)?;
+        let name = match input.text_at("name") {
+            Some((n, span)) => checked(input, n, span, "name")?,
+            None => own_name(input.id()).to_string(),
+        };
+        let spec = PackageSpec {
+            name,
+            ensure,
+            version,
+            manager,
+            names,
+        };
+        Some(Spec::Other(OtherSpec {
+            kind: PACKAGE,
+            path: None,
+            data: Arc::new(spec),
+        }))
+    }
+
+    /// `names = [...]`: one resource per package (`package.NAME/git`), and
+    /// the declaration's own id as a group that waits for all of them, so
+    /// edges to it mean "after every one".
+    fn expand(&self, resource: Resource, _problems: &mut Vec<Problem>) -> Vec<Resource> {
+        let Some(spec) = package_spec(&resource.spec).filter(|p| !p.names.is_empty()) else {
+            return vec![resource];
+        };
+        let mut out = Vec::with_capacity(spec.names.len() + 1);
+        for name in &spec.names {
+            let member = PackageSpec {
+                name: name.clone(),
+                names: Vec::new(),
+                ..spec.clone()
+            };
+            out.push(Resource {
+                id: format!("{}/{name}", resource.id),
+                spec: Spec::Other(OtherSpec {
+                    kind: PACKAGE,
+                    path: None,
+                    data: Arc::new(member),
+                }),
+                after: resource.after.clone(),
+                before: Vec::new(),
+                notify: resource.notify.clone(),
+                references: Vec::new(),
+                retry: resource.retry,
+                span: resource.span.clone(),
+            });
+        }
+        let members = out.iter().map(|r| r.id.clone()).collect();
+        out.push(Resource {
+            spec: Spec::Noop,
+            after: members,
+            notify: Vec::new(),
+            ..resource
+        });
+        out
+    }
+}
+
+/// The part of an id after `package.`.
+fn own_name(id: &str) -> &str {
+    id.split_once('.').map_or(id, |(_, n)| n)
+}
+
+fn ensure(input: &mut SpecInput) -> Option<Ensure> {
+    match input.literal("ensure") {
+        None => Some(Ensure::Present),
+        Some((e, span)) => match e.as_str() {
+            "present" => Some(Ensure::Present),
+            "absent" => Some(Ensure::Absent),
+            "latest" => Some(Ensure::Latest),
+            _ => {
+                input.problem(
+                    Problem::at(
+                        span,
+                        format!(
+                            "`ensure` of a package must be \"present\", \"absent\" or \"latest\", not {e:?}"
+                        ),
+                    )
+                    .label("bad value"),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn manager(input: &mut SpecInput) -> Option<Option<Manager>> {
+    match input.literal("manager") {
+        None => Some(None),
+        Some((m, span)) => match m.as_str() {
+            "auto" => Some(None),
+            "apt" => Some(Some(Manager::Apt)),
+            _ => {
+                input.problem(
+                    Problem::at(
+                        span,
+                        format!("`manager` must be \"auto\" or \"apt\", not {m:?}"),
+                    )
+                    .label("bad value")
+                    .help("this stead drives apt (Debian, Ubuntu); dnf, pacman and brew are not supported"),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn names(input: &mut SpecInput) -> Option<Vec<String>> {
+    if !input.has("names") {
+        return Some(Vec::new());
+    }
+    if input.has("name") {
+        let span = input.span();
+        input.problem(
+            Problem::at(span, "a package takes `name` or `names`, not both")
+                .label("name and names"),
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (n, span) in input.list("names") {
+        match checked(input, n, span, "names") {
+            Some(n) => out.push(n),
+            None => ok = false,
+        }
+    }
+    if out.is_empty() && ok {
+        let span = input.span();
+        input.problem(Problem::at(span, "`names` is empty").label("no packages"));
+        return None;
+    }
+    ok.then_some(out)
+}
+
+/// A name or version that goes on a command line: not empty, no blanks or
+/// control characters, no leading `-` (never an option), no `=` or `/`
+/// (apt reads those as a version or a release).
+fn checked(
+    input: &mut SpecInput,
+    value: String,
+    span: std::ops::Range<usize>,
+    key: &str,
+) -> Option<String> {
+    let bad = value.is_empty()
+        || value.starts_with('-')
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || (key != "version" && "=/".contains(c)));
+    if bad {
+        input.problem(
+            Problem::at(
+                span,
+                format!(
+                    "{value:?} is not a package {}",
+                    if key == "version" { "version" } else { "name" }
+                ),
+            )
+            .label("bad value")
+            .help("no spaces, no leading '-', and in a name no '=' or '/'"),
+        );
+        return None;
+    }
+    Some(value)
+}
+
+/// The package spec in `spec`, if it is one.
+pub fn package_spec(spec: &Spec) -> Option<&PackageSpec> {
+    match spec {
+        Spec::Other(o) if o.kind == PACKAGE => o.data::<PackageSpec>(),
+        _ => None,
+    }
+}
+
+/// The manager this machine has: apt when `dpkg-query` is on `PATH`.
+fn detect() -> Option<Manager> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .any(|d| d.join("dpkg-query").is_file())
+        .then_some(Manager::Apt)
+}
+
+fn resolve(manager: Option<Manager>) -> Result<Manager, ResourceError> {
+    manager.or_else(detect).ok_or_else(|| {
+        ResourceError::Exec(
+            "no supported package manager on this machine (stead drives apt: dpkg-query is not on PATH)"
+                .into(),
+        )
+    })
+}
+
+/// What one plan read from dpkg, shared by every package it plans.
+type Snapshot = Result<HashMap<String, apt::Installed>, String>;
+
+/// Every package name the manifest declares, for the one query.
+fn declared_names(ctx: &PlanContext, latest_only: bool) -> Vec<String> {
+    let mut names: Vec<String> = ctx
+        .manifest
+        .resources
+        .iter()
+        .filter_map(|r| package_spec(&r.spec))
+        .filter(|p| p.names.is_empty() && (!latest_only || p.ensure == Ensure::Latest))
+        .map(|p| p.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn as_strs(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
+}
+
+impl ResourceKind for Package {
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+        let Some(p) = package_spec(spec) else {
+            return Err(unexpected_spec(self.kind(), spec));
+        };
+        let manager = resolve(p.manager)?;
+        let snapshot = ctx
+            .shared
+            .get_or_read::<Snapshot>("package:apt:installed", || {
+                apt::query(&as_strs(&declared_names(ctx, false)))
+            })
+            .ok_or_else(|| ResourceError::Internal("package snapshot of another type".into()))?;
+        let installed = match snapshot.as_ref() {
+            Ok(map) => map.get(&p.name),
+            Err(e) => {
+                return Err(ResourceError::Exec(format!(
+                    "cannot read the package database: {e}"
+                )));
+            }
+        };
+        let candidate = match p.ensure {
+            Ensure::Latest => candidate(ctx, &p.name)?,
+            _ => None,
+        };
+        let planned = decide(p, manager, installed, candidate, owned)?;
+        if matches!(
+            planned.action,
+            Action::Create | Action::Update | Action::Remove
+        ) && let Some(why) = interrupted(ctx)?
+        {
+            return Ok(Planned::conflict(format!(
+                "{why}; nothing is installed or removed until it is repaired: run 'sudo dpkg --configure -a', then apply again"
+            )));
+        }
+        Ok(planned)
+    }
+
+    fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
+        self.apply_together(&[op], env)
+            .pop()
+            .unwrap_or_else(|| Err(ResourceError::Internal("no result for a package".into())))
+    }
+
+    fn transaction(&self, op: &Op) -> Option<String> {
+        let Op::Custom { data } = op else { return None };
+        let step: Step = custom_data(PACKAGE, data).ok()?;
+        Some(format!(
+            "{}:{}",
+            step.manager.as_str(),
+            if step.install { "install" } else { "remove" }
+        ))
+    }
+
+    fn apply_together(&self, ops: &[&Op], env: &ApplyEnv) -> Vec<Result<Applied, ResourceError>> {
+        let steps: Vec<Result<Step, ResourceError>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Custom { data } => custom_data(PACKAGE, data),
+                other => Err(unexpected_op(PACKAGE, other)),
+            })
+            .collect();
+        let good: Vec<&Step> = steps.iter().filter_map(|s| s.as_ref().ok()).collect();
+        let mut results = run_steps(&good, env);
+        steps
+            .into_iter()
+            .map(|s| match s {
+                Ok(_) => results.remove(0),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    fn owned_names(&self, op: &Op) -> Option<Vec<String>> {
+        let Op::Custom { data } = op else {
+            return Some(Vec::new());
+        };
+        let step: Step = custom_data(PACKAGE, data).ok()?;
+        Some(if step.install && step.installs {
+            vec![format!("{}:{}", step.manager.as_str(), step.name)]
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn plan_removal_of_names(&self, names: &[String]) -> Result<Planned, ResourceError> {
+        let mut steps = Vec::new();
+        for owned in names {
+            let Some(("apt", name)) = owned.split_once(':') else {
+                return Ok(Planned::new(
+                    Action::Remove,
+                    format!(
+                        "no longer declared; {owned} is not an apt package, so it is only forgotten"
+                    ),
+                    Op::None,
+                ));
+            };
+            steps.push(name);
+        }
+        let installed = apt::query(&steps)
+            .map_err(|e| ResourceError::Exec(format!("cannot read the package database: {e}")))?;
+        let Some(name) = steps
+            .into_iter()
+            .find(|n| installed.get(*n).is_some_and(apt::Installed::is_installed))
+        else {
+            return Ok(Planned::new(
+                Action::Remove,
+                "no longer declared; no longer installed",
+                Op::None,
+            ));
+        };
+        if let Some(why) = apt::interrupted().map_err(ResourceError::Exec)? {
+            return Ok(Planned::conflict(format!(
+                "no longer declared, but {why}: run 'sudo dpkg --configure -a', then apply again"
+            )));
+        }
+        let step = Step {
+            manager: Manager::Apt,
+            install: false,
+            name: name.to_string(),
+            version: None,
+            installs: false,
+        };
+        Ok(Planned::new(
+            Action::Remove,
+            "no longer declared; stead installed it",
+            custom_op(PACKAGE, &step)?,
+        ))
+    }
+}
+
+/// The candidate version of `name` (one `apt-cache policy` per plan for
+/// every `latest` package).
+fn candidate(ctx: &PlanContext, name: &str) -> Result<Option<String>, ResourceError> {
+    type Candidates = Result<HashMap<String, Option<String>>, String>;
+    let all = ctx
+        .shared
+        .get_or_read::<Candidates>("package:apt:candidates", || {
+            apt::candidates(&as_strs(&declared_names(ctx, true)))
+        })
+        .ok_or_else(|| ResourceError::Internal("package candidates of another type".into()))?;
+    match all.as_ref() {
+        Ok(map) => Ok(map.get(name).cloned().flatten()),
+        Err(e) => Err(ResourceError::Exec(format!(
+            "cannot read candidate versions: {e}"
+        ))),
+    }
+}
+
+/// Whether dpkg was interrupted (read once per plan, and only by a plan
+/// that would change a package).
+fn interrupted(ctx: &PlanContext) -> Result<Option<String>, ResourceError> {
+    let read = ctx
+        .shared
+        .get_or_read::<Result<Option<String>, String>>("package:apt:audit", apt::interrupted)
+        .ok_or_else(|| ResourceError::Internal("dpkg audit of another type".into()))?;
+    read.as_ref()
+        .clone()
+        .map_err(|e| ResourceError::Exec(e.clone()))
+}
+
+/// The plan for one package, from what dpkg says of it.
+fn decide(
+    p: &PackageSpec,
+    manager: Manager,
+    installed: Option<&apt::Installed>,
+    candidate: Option<String>,
+    owned: bool,
+) -> Result<Planned, ResourceError> {
+    let step = |install: bool, version: Option<String>, installs: bool| {
+        custom_op(
+            PACKAGE,
+            &Step {
+                manager,
+                install,
+                name: p.name.clone(),
+                version,
+                installs,
+            },
+        )
+    };
+    if let Some(i) = installed.filter(|i| i.is_half_done()) {
+        return Ok(Planned::conflict(format!(
+            "dpkg left {} half done (status {}): run 'sudo dpkg --configure -a', then apply again",
+            p.name, i.status
+        )));
+    }
+    let current = installed
+        .filter(|i| i.is_installed())
+        .map(|i| i.version.as_str());
+    let planned = match (p.ensure, current) {
+        (Ensure::Absent, None) => Planned::unchanged("not installed"),
+        (Ensure::Absent, Some(v)) => Planned::new(
+            Action::Remove,
+            format!("{v} installed; ensure = \"absent\""),
+            step(false, None, false)?,
+        ),
+        (Ensure::Present, Some(v)) if p.version.as_deref().is_none_or(|pin| pin == v) => {
+            Planned::unchanged(if owned {
+                "installed"
+            } else {
+                "installed before stead; never removed by it"
+            })
+        }
+        (Ensure::Present, Some(v)) => {
+            let pin = p.version.clone().unwrap_or_default();
+            Planned::new(
+                Action::Update,
+                format!("{v} → {pin}"),
+                step(true, Some(pin), false)?,
+            )
+        }
+        (Ensure::Latest, Some(v)) => match candidate {
+            Some(c) if c != v => Planned::new(
+                Action::Update,
+                format!("{v} → {c} (latest)"),
+                step(true, Some(c), false)?,
+            ),
+            _ => Planned::unchanged("installed, latest"),
+        },
+        (Ensure::Present | Ensure::Latest, None) => {
+            let was = match installed {
+                Some(i) if i.status.starts_with("rc") => "removed, its config files left",
+                _ => "not installed",
+            };
+            let version = p.version.clone().or(candidate);
+            Planned::new(Action::Create, was, step(true, version, true)?)
+        }
+    };
+    Ok(planned)
+}
+
+/// Runs the steps (all one manager and one action) as one transaction, then
+/// reads dpkg again for each one's outcome. When the transaction failed and
+/// held more than one package, each package it did not get right is tried
+/// alone, so one bad name fails only itself.
+fn run_steps(steps: &[&Step], env: &ApplyEnv) -> Vec<Result<Applied, ResourceError>> {
+    let Some(first) = steps.first() else {
+        return Vec::new();
+    };
+    let outcome = transaction(first.install, steps, env);
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    let after = apt::query(&names);
+    let mut results: Vec<Result<Applied, ResourceError>> =
+        steps.iter().map(|s| judge(s, &after, &outcome)).collect();
+    if steps.len() > 1 && matches!(&outcome, Ok(o) if !o.success) {
+        for (n, step) in steps.iter().enumerate() {
+            if results[n].is_err() {
+                results[n] = run_steps(&[step], env).pop().unwrap_or_else(|| {
+                    Err(ResourceError::Internal("no result for a package".into()))
+                });
+            }
+        }
+    }
+    results
+}
+
+fn transaction(
+    install: bool,
+    steps: &[&Step],
+    env: &ApplyEnv,
+) -> Result<crate::resource::exec::Outcome, ResourceError> {
+    let packages: Vec<(&str, Option<&str>)> = steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.version.as_deref()))
+        .collect();
+    apt::run(apt::transaction_argv(install, &packages), env.control)
+}
+
+/// One step's outcome: what dpkg says now, with the transaction's own
+/// report when it is not right.
+fn judge(
+    step: &Step,
+    after: &Result<HashMap<String, apt::Installed>, String>,
+    outcome: &Result<crate::resource::exec::Outcome, ResourceError>,
+) -> Result<Applied, ResourceError> {
+    let now = match after {
+        Ok(map) => map.get(&step.name),
+        Err(e) => {
+            return Err(ResourceError::Exec(format!(
+                "cannot read the package database after the transaction: {e}"
+            )));
+        }
+    };
+    let installed = now.filter(|i| i.is_installed());
+    let right = if step.install {
+        installed.is_some_and(|i| step.version.as_deref().is_none_or(|v| v == i.version))
+    } else {
+        installed.is_none()
+    };
+    if right {
+        return Ok(Applied::default());
+    }
+    let what = match (step.install, &step.version) {
+        (true, Some(v)) => format!("{} {v} is not installed", step.name),
+        (true, None) => format!("{} is not installed", step.name),
+        (false, _) => format!("{} is still installed", step.name),
+    };
+    match outcome {
+        Err(e) => Err(ResourceError::Exec(format!("{what}: {e}"))),
+        Ok(o) => {
+            let out = String::from_utf8_lossy(&o.output);
+            let tail: Vec<&str> = out.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(ResourceError::CommandFailed {
+                message: format!(
+                    "{what} (apt-get {})\n--- output ---\n{}",
+                    o.status,
+                    tail.join("\n")
+                ),
+                output: o.output.clone(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::tests::{Fixture, change};
+
+    #[test]
+    fn names_expand_to_one_resource_each_and_a_group_that_waits_for_them() {
+        let fx = Fixture::new();
+        let m = fx.manifest("[package.tools]\nnames = [\"git\", \"curl\"]\nmanager = \"apt\"\n");
+        let ids: Vec<&str> = m.resources.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["package.tools/git", "package.tools/curl", "package.tools"]
+        );
+        let group = &m.resources[2];
+        assert_eq!(group.spec, Spec::Noop);
+        assert_eq!(group.after, ["package.tools/git", "package.tools/curl"]);
+        assert_eq!(package_spec(&m.resources[1].spec).unwrap().name, "curl");
+    }
+
+    #[test]
+    fn bad_values_are_load_errors_with_their_place() {
+        let fx = Fixture::new();
+        for (text, want) in [
+            (
+                "[package.a]\nensure = \"installed\"\n",
+                "\"present\", \"absent\" or \"latest\"",
+            ),
+            ("[package.a]\nmanager = \"yum\"\n", "\"auto\" or \"apt\""),
+            ("[package.a]\nname = \"-rf\"\n", "is not a package name"),
+            ("[package.a]\nname = \"a b\"\n", "is not a package name"),
+            ("[package.a]\nname = \"a=1\"\n", "is not a package name"),
+            (
+                "[package.a]\nversion = \"1\"\nensure = \"latest\"\n",
+                "cannot go with",
+            ),
+            ("[package.a]\nnames = []\n", "`names` is empty"),
+            ("[package.a]\nname = \"x\"\nnames = [\"y\"]\n", "not both"),
+        ] {
+            let e = fx.manifest_error(text).to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    fn spec(ensure: Ensure, version: Option<&str>) -> PackageSpec {
+        PackageSpec {
+            name: "git".into(),
+            ensure,
+            version: version.map(str::to_string),
+            manager: Some(Manager::Apt),
+            names: Vec::new(),
+        }
+    }
+
+    fn at(version: &str, status: &str) -> apt::Installed {
+        apt::Installed {
+            version: version.into(),
+            status: status.into(),
+        }
+    }
+
+    fn decided(p: &PackageSpec, i: Option<&apt::Installed>, c: Option<&str>) -> Planned {
+        decide(p, Manager::Apt, i, c.map(str::to_string), false).unwrap()
+    }
+
+    #[test]
+    fn the_plan_reads_the_status_not_the_version() {
+        let present = spec(Ensure::Present, None);
+        assert_eq!(
+            decided(&present, Some(&at("1.0", "ii")), None).action,
+            Action::Unchanged
+        );
+        let rc = decided(&present, Some(&at("1.0", "rc")), None);
+        assert_eq!(rc.action, Action::Create);
+        assert!(rc.reason.contains("config files"), "{}", rc.reason);
+        assert_eq!(decided(&present, None, None).action, Action::Create);
+        let half = decided(&present, Some(&at("1.0", "iF")), None);
+        assert_eq!(half.action, Action::Conflict);
+        assert!(
+            half.reason.contains("dpkg --configure -a"),
+            "{}",
+            half.reason
+        );
+    }
+
+    #[test]
+    fn pins_latest_and_absent_plan_what_they_say() {
+        let pinned = spec(Ensure::Present, Some("1.1"));
+        let up = decided(&pinned, Some(&at("1.0", "ii")), None);
+        assert_eq!(
+            (up.action, up.reason.as_str()),
+            (Action::Update, "1.0 → 1.1")
+        );
+        assert_eq!(
+            decided(&pinned, Some(&at("1.1", "ii")), None).action,
+            Action::Unchanged
+        );
+        let latest = spec(Ensure::Latest, None);
+        assert_eq!(
+            decided(&latest, Some(&at("1.0", "ii")), Some("1.1")).action,
+            Action::Update
+        );
+        assert_eq!(
+            decided(&latest, Some(&at("1.1", "ii")), Some("1.1")).action,
+            Action::Unchanged
+        );
+        let absent = spec(Ensure::Absent, None);
+        assert_eq!(
+            decided(&absent, Some(&at("1.0", "ii")), None).action,
+            Action::Remove
+        );
+        assert_eq!(
+            decided(&absent, Some(&at("1.0", "rc")), None).action,
+            Action::Unchanged
+        );
+    }
+
+    #[test]
+    fn only_a_package_stead_installed_becomes_its_own() {
+        let install = decided(&spec(Ensure::Present, None), None, None);
+        assert_eq!(
+            Package.owned_names(&install.op),
+            Some(vec!["apt:git".to_string()])
+        );
+        let upgrade = decided(
+            &spec(Ensure::Present, Some("2")),
+            Some(&at("1", "ii")),
+            None,
+        );
+        assert_eq!(Package.owned_names(&upgrade.op), Some(Vec::new()));
+        assert_eq!(
+            Package.transaction(&install.op).as_deref(),
+            Some("apt:install")
+        );
+        let remove = decided(&spec(Ensure::Absent, None), Some(&at("1", "ii")), None);
+        assert_eq!(
+            Package.transaction(&remove.op).as_deref(),
+            Some("apt:remove")
+        );
+        let _ = change;
+    }
+}

@@ -1,0 +1,268 @@
+//! The apt adapter of `package`: reads dpkg's database in one query, asks
+//! apt for candidate versions in one query, tells an interrupted dpkg, and
+//! installs or removes a group of packages as one `apt-get` transaction.
+//!
+//! Everything goes through the programs themselves, so `APT_CONFIG` and
+//! `DPKG_ADMINDIR` in the environment point stead at another root exactly
+//! as they point apt and dpkg there (the tests use throw-away roots so).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::manifest::Command;
+use crate::resource::ResourceError;
+use crate::resource::exec::{Outcome, run_command};
+use crate::run::RunControl;
+
+/// How long `apt-get` waits for another holder of dpkg's lock.
+pub const LOCK_TIMEOUT_SECS: u32 = 120;
+
+/// One package as dpkg's database has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Its version (also kept for a package removed but not purged).
+    pub version: String,
+    /// dpkg's status abbreviation (`ii`: installed; `rc`: removed, config
+    /// files left; `iU`, `iF`, `iH`: half done).
+    pub status: String,
+}
+
+impl Installed {
+    /// Installed and configured: status `ii` (the mgmt#988 lesson: not
+    /// "has a version", which a removed package keeps).
+    pub fn is_installed(&self) -> bool {
+        self.status.starts_with("ii")
+    }
+
+    /// Left half done by an interrupted dpkg (unpacked, half configured,
+    /// half installed, or waiting for triggers).
+    pub fn is_half_done(&self) -> bool {
+        let mut chars = self.status.chars();
+        let _want = chars.next();
+        matches!(chars.next(), Some('U' | 'F' | 'H' | 'W' | 't'))
+    }
+}
+
+/// The packages of `names` that dpkg knows, by name: one `dpkg-query`.
+/// A name dpkg never heard of is simply missing from the map. dpkg-query
+/// exits 1 when any name is unknown and still prints the others, so its
+/// output is read, not its exit code alone.
+pub fn query(names: &[&str]) -> Result<HashMap<String, Installed>, String> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let out = std::process::Command::new("dpkg-query")
+        .arg("-W")
+        .arg("-f=${Package}\t${Version}\t${db:Status-Abbrev}\n")
+        .arg("--")
+        .args(names)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run dpkg-query: {e}"))?;
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        return Err(format!(
+            "dpkg-query {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(parse_query(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `dpkg-query -W` output in the format [`query`] asks for.
+pub fn parse_query(text: &str) -> HashMap<String, Installed> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let (name, version, status) = (fields.next()?, fields.next()?, fields.next()?);
+            (!name.is_empty()).then(|| {
+                (
+                    name.to_string(),
+                    Installed {
+                        version: version.to_string(),
+                        status: status.trim_end().to_string(),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// The candidate version apt would install for each of `names`
+/// (`None`: apt knows no candidate): one `apt-cache policy`.
+pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, String> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let out = std::process::Command::new("apt-cache")
+        .arg("policy")
+        .arg("--")
+        .args(names)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run apt-cache: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apt-cache policy {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(parse_policy(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `apt-cache policy` output: `NAME:` then `  Candidate: VERSION`.
+pub fn parse_policy(text: &str) -> HashMap<String, Option<String>> {
+    let mut out = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            current = line.strip_suffix(':').map(str::to_string);
+            continue;
+        }
+        if let (Some(name), Some(candidate)) = (
+            current.as_ref(),
+            line.trim_start().strip_prefix("Candidate:"),
+        ) {
+            let candidate = candidate.trim();
+            let version =
+                (candidate != "(none)" && !candidate.is_empty()).then(|| candidate.to_string());
+            out.insert(name.clone(), version);
+        }
+    }
+    out
+}
+
+/// dpkg's database directory: `DPKG_ADMINDIR`, else dpkg's default.
+fn admin_dir() -> PathBuf {
+    std::env::var_os("DPKG_ADMINDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/dpkg"))
+}
+
+/// Why dpkg must be repaired before anything is installed or removed:
+/// an interrupted run left its journal (`updates/`) or half-done packages
+/// (`dpkg --audit`). `None`: dpkg is consistent.
+pub fn interrupted() -> Result<Option<String>, String> {
+    let updates = admin_dir().join("updates");
+    let pending = match std::fs::read_dir(&updates) {
+        Ok(entries) => entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        }),
+        Err(_) => false,
+    };
+    if pending {
+        return Ok(Some(format!(
+            "dpkg was interrupted (its journal in {} is not empty)",
+            updates.display()
+        )));
+    }
+    let out = std::process::Command::new("dpkg")
+        .arg("--audit")
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run dpkg --audit: {e}"))?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    let first = report.lines().find(|l| !l.trim().is_empty());
+    Ok(first.map(|l| format!("dpkg --audit reports: {}", l.trim())))
+}
+
+/// `name` or `name=version`, as apt-get takes them.
+fn with_version(name: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("{name}={v}"),
+        None => name.to_string(),
+    }
+}
+
+/// The `apt-get` argv that installs (`versions` pins) or removes `names`
+/// in one transaction, non-interactive, keeping existing config files.
+pub fn transaction_argv(install: bool, packages: &[(&str, Option<&str>)]) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "apt-get".into(),
+        if install { "install" } else { "remove" }.into(),
+        "-y".into(),
+        "-q".into(),
+        "-o".into(),
+        format!("DPkg::Lock::Timeout={LOCK_TIMEOUT_SECS}"),
+    ];
+    if install {
+        argv.extend(
+            [
+                "--no-install-recommends",
+                "--allow-downgrades",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+            ]
+            .map(String::from),
+        );
+    }
+    argv.push("--".into());
+    argv.extend(
+        packages
+            .iter()
+            .map(|(n, v)| with_version(n, if install { *v } else { None })),
+    );
+    argv
+}
+
+/// Runs one transaction as a child of `control`.
+pub(crate) fn run(argv: Vec<String>, control: &RunControl) -> Result<Outcome, ResourceError> {
+    let env = BTreeMap::from([
+        ("DEBIAN_FRONTEND".to_string(), "noninteractive".to_string()),
+        ("LC_ALL".to_string(), "C".to_string()),
+    ]);
+    run_command(
+        &Command::Argv(argv),
+        None,
+        &env,
+        Path::new("/"),
+        None,
+        Some(control),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_means_ii_and_a_removed_package_keeps_its_version() {
+        let text = "a\t1.0\tii \nb\t2.0\trc \nc\t3.0\tiU \n";
+        let got = parse_query(text);
+        assert!(got["a"].is_installed());
+        assert!(!got["b"].is_installed());
+        assert_eq!(got["b"].version, "2.0");
+        assert!(!got["c"].is_installed());
+        assert!(got["c"].is_half_done());
+        assert!(!got["a"].is_half_done() && !got["b"].is_half_done());
+        assert_eq!(got.len(), 3);
+        assert!(parse_query("garbage without tabs\n\n").is_empty());
+    }
+
+    #[test]
+    fn policy_gives_each_candidate_and_none_for_none() {
+        let text = "stead-a:\n  Installed: (none)\n  Candidate: 1.1\n  Version table:\n     1.1 500\n\
+                    stead-b:\n  Installed: 1.0\n  Candidate: (none)\n";
+        let got = parse_policy(text);
+        assert_eq!(got["stead-a"].as_deref(), Some("1.1"));
+        assert_eq!(got["stead-b"], None);
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_transaction_names_every_package_after_the_options() {
+        let argv = transaction_argv(true, &[("a", None), ("b", Some("1.1"))]);
+        let dashes = argv.iter().position(|a| a == "--").unwrap();
+        assert_eq!(&argv[dashes + 1..], ["a", "b=1.1"]);
+        assert!(argv.contains(&"--no-install-recommends".to_string()));
+        let argv = transaction_argv(false, &[("a", None), ("b", Some("1.1"))]);
+        assert_eq!(argv[1], "remove");
+        assert_eq!(&argv[argv.len() - 2..], ["a", "b"]);
+    }
+}
