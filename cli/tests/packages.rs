@@ -386,3 +386,180 @@ fn names_expand_to_one_resource_per_package_in_one_transaction() {
     assert_eq!(w.apt.transactions(), 1, "{}", w.apt.history());
     assert!(w.ok(&["plan"]).contains("No changes"));
 }
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (up to a minute) for `what` to hold, checking every 20 ms.
+fn wait_for(what: &str, mut holds: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !holds() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Kills the process whose pid is in `file` when dropped (a test that
+/// fails half way leaves nothing running).
+struct KillOnDrop(PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stead_killed_during_the_transaction_leaves_dpkg_half_done_and_the_next_apply_names_the_repair()
+{
+    let w = World::new(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
+    // apt-get runs for real; its dpkg unpacks for real and stops before it
+    // configures, so stead is killed inside the transaction.
+    let blocked = w.bin.join("blocked.pid");
+    let apt_pid = w.bin.join("apt-get.pid");
+    let slow_dpkg = w.bin.join("slow-dpkg");
+    fs::write(
+        &slow_dpkg,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *--configure*) echo $$ > '{}'; exec sleep 600;; esac\nexec '{}' \"$@\"\n",
+            blocked.display(),
+            which("dpkg").display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        w.bin.join("apt-get"),
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec '{}' -o Dir::Bin::dpkg='{}' \"$@\"\n",
+            apt_pid.display(),
+            which("apt-get").display(),
+            slow_dpkg.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&slow_dpkg, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let _sleeper = KillOnDrop(blocked.clone());
+    let _apt = KillOnDrop(apt_pid.clone());
+
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"));
+    cmd.env("HOME", w.repo.home())
+        .env("NO_COLOR", "1")
+        .env_remove("STEAD_HOME")
+        .env_remove("STEAD_STATE_DIR")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                w.bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .args(["--home", w.repo.home().to_str().unwrap()])
+        .args([
+            "--config",
+            w.repo.config.path().to_str().unwrap(),
+            "apply",
+            "--yes",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in w.apt.env() {
+        cmd.env(k, v);
+    }
+    let mut stead = cmd.spawn().unwrap();
+    wait_for("dpkg to reach --configure", || blocked.exists());
+    stead.kill().unwrap();
+    stead.wait().unwrap();
+    // stead's reaper ends the transaction it left running.
+    let pid: i32 = fs::read_to_string(&apt_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for("the reaper to end apt-get", || !alive(pid));
+    let half: Vec<String> = ["stead-test-a", "stead-test-b"]
+        .iter()
+        .filter_map(|n| w.status(n).map(|s| s.1))
+        .collect();
+    assert_eq!(
+        half,
+        ["iU", "iU"],
+        "dpkg unpacked both and configured neither"
+    );
+
+    // Back to the plain wrappers: the next apply reports, changes nothing.
+    let w2_bin_apt = format!(
+        "#!/bin/sh\nprintf '%s\\0' \"apt-get $*\" >> '{}'\nexec '{}' \"$@\"\n",
+        w.bin.join("calls.log").display(),
+        which("apt-get").display()
+    );
+    fs::write(w.bin.join("apt-get"), w2_bin_apt).unwrap();
+    w.calls();
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("Recovering from interrupted run"), "{out}");
+    assert!(out.contains("! package.stead-test-a"), "{out}");
+    assert!(out.contains("dpkg --configure -a"), "{out}");
+    let calls = w.calls();
+    assert_eq!(count(&calls, "apt-get"), 0, "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.contains("--configure")),
+        "{calls:?}"
+    );
+
+    w.apt.dpkg(&["--configure", "-a"]);
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.status("stead-test-a"), installed("1.0"));
+    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+}
+
+#[test]
+fn the_workstation_example_plans_its_packages_as_one_transaction_before_their_config() {
+    let w = World::new(&[A], "");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workstation");
+    let mut cmd = w
+        .repo
+        .sb
+        .stead(&["--config", example.to_str().unwrap(), "plan"]);
+    for (k, v) in w.apt.env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = "+ package.{cli/git,cli/tmux,cli/ripgrep,cli/curl,editor}  (apt, one transaction)";
+    assert!(text.contains(line), "{text}");
+    assert!(
+        !text.contains("telnet"),
+        "telnet is not installed, so nothing to do: {text}"
+    );
+    let tmux = text
+        .find("+ file.tmux")
+        .expect("the tmux config is planned");
+    assert!(text.find(line).unwrap() < tmux, "{text}");
+}

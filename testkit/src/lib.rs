@@ -8,6 +8,11 @@
 //!
 //! Exit codes of every program: 0 done, [`EXIT_USAGE`] bad arguments or a
 //! failed setup/IO step, [`EXIT_LOCKED`] the lock could not be taken.
+//!
+//! [`apt`] is the throw-away apt root the package tests and the package
+//! benchmark install real packages into.
+
+pub mod apt;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;

@@ -3,8 +3,11 @@
 
 #![allow(dead_code)]
 
-pub mod apt;
 pub mod remote;
+
+// The apt fixture lives in the testkit, so the package benchmark uses it too.
+#[allow(unused_imports)]
+pub use stead_testkit::apt;
 
 use std::fs;
 use std::path::{Path, PathBuf};
