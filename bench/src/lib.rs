@@ -19,6 +19,7 @@
 //! floors ([`floors`]) and, with `--peers`, beside other tools ([`peers`]).
 
 pub mod floors;
+pub mod packages;
 pub mod peers;
 
 use std::fs::{self, File};

@@ -15,6 +15,7 @@ use stead_bench::{Env, Options, STEAD_DEFAULT_JOBS};
 const USAGE: &str = "\
 usage: stead-bench [OPTIONS]
        stead-bench rss -- CMD [ARGS...]
+       stead-bench packages [--declared N,N] [--install K] [--repeat N] [--stead PATH] [--tmp DIR]
 
 Measures the stead binary (files-N, tree-N and noop-N) beside plain-Rust baselines
 run in the same process, and prints a Markdown table of medians and ratios.
@@ -35,7 +36,12 @@ options:
                     files-N cases, when installed (a missing one is reported)
   --dotdrop PATH    the dotdrop program for --peers (default: 'dotdrop' on PATH)
 
-'rss' runs CMD as its only child and prints 'exit wall_ns max_rss_kb'.";
+'rss' runs CMD as its only child and prints 'exit wall_ns max_rss_kb'.
+
+'packages' measures the package kind on a throw-away apt root (real apt and
+dpkg; needs apt-utils): a warm plan of N declared packages (default 50,500)
+beside one dpkg-query, and installing K packages (default 10) in stead's one
+transaction beside apt-get one by one and one apt-get.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -69,6 +75,9 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
             _ => &args[1..],
         };
         return stead_bench::rss_wrapper(cmd);
+    }
+    if args.first().map(String::as_str) == Some("packages") {
+        return packages_main(&args[1..]);
     }
     let exe = std::env::current_exe()?;
     let mut opts = Options::full();
@@ -168,5 +177,52 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
     if !missed.is_empty() {
         println!("Targets missed: {}", missed.join("; "));
     }
+    Ok(())
+}
+
+/// `stead-bench packages ...`.
+fn packages_main(args: &[String]) -> stead_bench::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut opts = stead_bench::packages::PackageOptions {
+        declared: vec![50, 500],
+        install: 10,
+        repeat: 3,
+    };
+    let mut stead: Option<PathBuf> = None;
+    let mut tmp = std::env::temp_dir();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--declared" => opts.declared = list(&value()?)?,
+            "--install" => opts.install = value()?.parse()?,
+            "--repeat" => opts.repeat = value()?.parse()?,
+            "--stead" => stead = Some(PathBuf::from(value()?)),
+            "--tmp" => tmp = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
+        }
+    }
+    let stead = match stead {
+        Some(p) => p,
+        None => exe.with_file_name("stead"),
+    };
+    if !stead.is_file() {
+        return Err(format!(
+            "no stead binary at {}: cargo build --release -p stead, or --stead PATH",
+            stead.display()
+        )
+        .into());
+    }
+    let env = Env {
+        stead: stead.canonicalize()?,
+        wrapper: exe,
+        threads: STEAD_DEFAULT_JOBS,
+        tmp_root: tmp,
+    };
+    print!("{}", stead_bench::packages::run(&env, &opts)?);
     Ok(())
 }

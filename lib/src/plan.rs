@@ -815,6 +815,75 @@ mod tests {
         ids.iter().map(|i| format!("once:{i}")).collect()
     }
 
+    /// A plan of package changes (`install` or not) waiting for `deps`.
+    fn package_plan(changes: &[(&str, bool, Action, u32)], deps: Vec<Vec<usize>>) -> Plan {
+        let fx = Fixture::new();
+        let mut plan = fx.plan("[noop.x]\n");
+        plan.changes = changes
+            .iter()
+            .map(|&(name, install, action, retries)| {
+                let data = serde_json::json!({"manager": "apt", "install": install, "name": name});
+                Change {
+                    id: format!("package.{name}"),
+                    kind: Kind::named("package"),
+                    action,
+                    keys: Vec::new(),
+                    reason: String::new(),
+                    diff: None,
+                    checksum: None,
+                    op: resource::kind::custom_op(Kind::named("package"), &data).unwrap(),
+                    retry: crate::manifest::Retry {
+                        retries,
+                        ..Default::default()
+                    },
+                    notify: Vec::new(),
+                    sensitive: false,
+                }
+            })
+            .collect();
+        plan.removals_from = plan.changes.len();
+        plan.depends_on = deps;
+        plan
+    }
+
+    #[test]
+    fn a_transaction_is_changes_of_one_action_that_wait_for_the_same_changes() {
+        let c = Action::Create;
+        let plan = package_plan(
+            &[
+                ("a", true, c, 0),
+                ("b", true, c, 0),
+                ("gone", false, Action::Remove, 0),
+                ("c", true, c, 0),
+                ("d", true, c, 0),
+                ("e", true, c, 0),
+                ("f", true, Action::Unchanged, 0),
+                ("g", true, c, 2),
+                ("h", true, c, 0),
+                ("old", false, Action::Remove, 0),
+            ],
+            vec![
+                vec![],
+                vec![],
+                vec![],
+                vec![0],
+                vec![0],
+                vec![0, 1],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+            ],
+        );
+        // a, b and h wait for nothing; c and d both wait for a (so for each
+        // other's transaction); e waits for two; f has nothing to do; g
+        // retries alone; the removals share the remove transaction.
+        assert_eq!(
+            transactions(&plan),
+            vec![vec![0, 1, 8], vec![2, 9], vec![3, 4]]
+        );
+    }
+
     #[test]
     fn a_one_shot_that_succeeded_is_unchanged_and_plain_execs_still_run() {
         let fx = Fixture::new();
