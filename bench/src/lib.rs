@@ -134,6 +134,12 @@ impl Workspace {
 impl Env {
     /// Runs `stead --home .. --state-dir .. --config .. ARGS` under the wrapper.
     pub fn stead(&self, ws: &Workspace, args: &[&str]) -> Result<Measured> {
+        measure(self.stead_command(ws, args))
+    }
+
+    /// The command [`Env::stead`] runs (for a case that adds to its
+    /// environment).
+    pub(crate) fn stead_command(&self, ws: &Workspace, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.wrapper);
         cmd.arg("rss")
             .arg("--")
@@ -153,7 +159,7 @@ impl Env {
             .env_remove("STEAD_STATE_DIR")
             .env_remove("STEAD_HISTORY_LIMIT")
             .stdin(Stdio::null());
-        measure(cmd)
+        cmd
     }
 
     /// Like [`Env::stead`], failing unless the exit code is `want`.

@@ -60,25 +60,8 @@ fn manifest(names: &[&str]) -> String {
 
 /// `stead ARGS` on `ws` with the root's environment, under the rss wrapper.
 fn stead(env: &Env, apt: &AptRoot, ws: &Workspace, args: &[&str]) -> Result<Measured> {
-    let mut cmd = Command::new(&env.wrapper);
-    cmd.arg("rss")
-        .arg("--")
-        .arg(&env.stead)
-        .arg("--home")
-        .arg(ws.home())
-        .arg("--state-dir")
-        .arg(ws.state())
-        .arg("--config")
-        .arg(ws.config())
-        .arg("--no-color")
-        .args(args)
-        .env("HOME", ws.env_home())
-        .env("NO_COLOR", "1")
-        .envs(apt.env())
-        .env_remove("STEAD_CONFIG")
-        .env_remove("STEAD_HOME")
-        .env_remove("STEAD_STATE_DIR")
-        .stdin(Stdio::null());
+    let mut cmd = env.stead_command(ws, args);
+    cmd.envs(apt.env());
     let m = measure(cmd)?;
     if m.exit != 0 {
         return Err(format!("stead {} exited {}: {}", args.join(" "), m.exit, m.stderr).into());

@@ -683,48 +683,24 @@ fn run_together(plan: &Plan, members: &[usize], worker: &Worker) -> Vec<(usize, 
         }
     }
     if let Some(j) = worker.journal
-        && let Err(e) = record_together_outcome(j, &op_id, action, &changes, &statuses)
+        && let Err(e) =
+            record_group_outcome(j, &op_id, ("transaction", action), &changes, &statuses)
     {
-        for (_, status, _) in &mut statuses {
-            if matches!(status, Status::Done(_)) {
-                *status = Status::Failed(format!(
-                    "applied, but the journal could not record it ({e}); the next run re-reads it"
-                ));
-            }
-        }
+        fail_unrecorded(&mut statuses, &e);
     }
     statuses
 }
 
-/// One `succeeded` record naming the members that were applied, one
-/// `failed` record per member that was not; waits until they are durable.
-fn record_together_outcome(
-    j: &RunJournal,
-    op_id: &str,
-    action: JournalAction,
-    changes: &[(usize, &resource::Change)],
-    statuses: &[(usize, Status, u32)],
-) -> Result<(), crate::journal::JournalError> {
-    let mut last = None;
-    let done: Vec<String> = changes
-        .iter()
-        .zip(statuses)
-        .filter(|(_, (_, s, _))| matches!(s, Status::Done(_)))
-        .map(|((_, c), _)| c.id.clone())
-        .collect();
-    if !done.is_empty() {
-        let mut r = j.record(op_id, "transaction", action.clone(), OpState::Succeeded);
-        r.members = done;
-        last = Some(j.writer.append(r));
-    }
-    for ((_, c), (_, status, _)) in changes.iter().zip(statuses) {
-        if let Status::Failed(e) = status {
-            let mut r = j.record(op_id, &c.id, action.clone(), OpState::Failed);
-            r.detail = Some(e.lines().next().unwrap_or_default().to_string());
-            last = Some(j.writer.append(r));
+/// Changes applied but not recorded (the journal failed) become failures:
+/// nothing is reported done that the journal could lose.
+fn fail_unrecorded(statuses: &mut [(usize, Status, u32)], e: &crate::journal::JournalError) {
+    for (_, status, _) in statuses {
+        if matches!(status, Status::Done(_)) {
+            *status = Status::Failed(format!(
+                "applied, but the journal could not record it ({e}); the next run re-reads it"
+            ));
         }
     }
-    last.map_or(Ok(()), crate::journal::Ticket::wait)
 }
 
 /// Runs file writes as one batch between one durable `started` record
@@ -795,24 +771,27 @@ fn run_batch(
         stage(Stage::OutcomeQueued {
             batch: op_id.clone(),
         });
-        if let Err(e) = record_batch_outcome(j, &op_id, &changes, &statuses) {
-            for (_, status, _) in &mut statuses {
-                if matches!(status, Status::Done(_)) {
-                    *status = Status::Failed(format!(
-                        "applied, but the journal could not record it ({e}); the next run re-reads it"
-                    ));
-                }
-            }
+        if let Err(e) = record_group_outcome(
+            j,
+            &op_id,
+            ("batch", JournalAction::Write),
+            &changes,
+            &statuses,
+        ) {
+            fail_unrecorded(&mut statuses, &e);
         }
     }
     statuses
 }
 
-/// One `succeeded` record naming the batch's written files, one `failed`
-/// record per file that was not; waits until they are durable.
-fn record_batch_outcome(
+/// The outcome of a group (a batch of file writes, a transaction): one
+/// `succeeded` record as `(resource, action)` naming the members that were
+/// applied, one `failed` record per member that was not; waits until they
+/// are durable.
+fn record_group_outcome(
     j: &RunJournal,
     op_id: &str,
+    (name, action): (&str, JournalAction),
     changes: &[(usize, &resource::Change)],
     statuses: &[(usize, Status, u32)],
 ) -> Result<(), crate::journal::JournalError> {
@@ -824,7 +803,7 @@ fn record_batch_outcome(
         .map(|((_, c), _)| c.id.clone())
         .collect();
     if !written.is_empty() {
-        let mut r = j.record(op_id, "batch", JournalAction::Write, OpState::Succeeded);
+        let mut r = j.record(op_id, name, action, OpState::Succeeded);
         r.members = written;
         last = Some(j.writer.append(r));
     }
