@@ -260,6 +260,23 @@ fn stead_removes_only_the_packages_it_installed() {
         "{resources}"
     );
 
+    let (code, json, err) = w.run(&["--json", "plan"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let reason = |id: &str| {
+        plan["plan"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["reason"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        reason("package.stead-test-a").as_deref(),
+        Some("installed before stead; never removed by it")
+    );
+    assert_eq!(reason("package.stead-test-b").as_deref(), Some("installed"));
+
     w.repo.write_manifest("# nothing declared\n");
     let plan = w.ok(&["plan"]);
     assert!(

@@ -281,12 +281,19 @@ pub fn make_cached(
     // A key recorded through a symlinked ancestor (before paths were
     // resolved at load) still owns the real path it reaches.
     let mut resolver = Resolver::new();
-    let owned: HashSet<String> = state
+    let mut owned: HashSet<String> = state
         .resources
         .values()
         .flat_map(|r| r.keys.iter())
         .flat_map(|k| [k.clone(), real_key(manifest, &mut resolver, k)])
         .collect();
+    // Names (`apt:git`) never look like a stored path (`~/x`, `/x`).
+    owned.extend(
+        state
+            .resources
+            .values()
+            .flat_map(|r| r.names.iter().cloned()),
+    );
     // Usually every key is real already: then the record's own map serves,
     // instead of a copy of every path and checksum.
     let extra: Vec<(String, &String)> = state

@@ -98,7 +98,8 @@ pub struct PlanContext<'a, 's> {
     pub manifest: &'a Manifest,
     /// Template facts.
     pub facts: &'a Facts,
-    /// Paths stead owns, as stored in state (`~/x`).
+    /// Paths stead owns, as stored in state (`~/x`), and the names it owns
+    /// outside the filesystem (`apt:git`, [`crate::state::ResourceRecord::names`]).
     pub owned: &'a HashSet<String>,
     /// Checksums of what stead wrote, by path as stored in state: an owned
     /// file that no longer matches was changed by hand, and is backed up

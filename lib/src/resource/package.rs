@@ -188,6 +188,11 @@ impl KindSchema for Package {
     }
 }
 
+/// How the state records a package stead installed: `apt:git`.
+fn owned_name(manager: Manager, name: &str) -> String {
+    format!("{}:{name}", manager.as_str())
+}
+
 /// The part of an id after `package.`.
 fn own_name(id: &str) -> &str {
     id.split_once('.').map_or(id, |(_, n)| n)
@@ -266,8 +271,10 @@ fn names(input: &mut SpecInput) -> Option<Vec<String>> {
 }
 
 /// A name or version that goes on a command line: not empty, no blanks or
-/// control characters, no leading `-` (never an option), no `=` or `/`
-/// (apt reads those as a version or a release).
+/// control characters, no leading `-` (never an option); in a name no `=`
+/// or `/` (apt reads those as a version or a release) and no `:` (an
+/// architecture: dpkg reports the name without it, so the plan would never
+/// find it installed and would install it again every run).
 fn checked(
     input: &mut SpecInput,
     value: String,
@@ -276,9 +283,9 @@ fn checked(
 ) -> Option<String> {
     let bad = value.is_empty()
         || value.starts_with('-')
-        || value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || (key != "version" && "=/".contains(c)));
+        || value.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || (key != "version" && "=/:".contains(c))
+        });
     if bad {
         input.problem(
             Problem::at(
@@ -289,7 +296,7 @@ fn checked(
                 ),
             )
             .label("bad value")
-            .help("no spaces, no leading '-', and in a name no '=' or '/'"),
+            .help("no spaces, no leading '-', and in a name no '=', '/' or ':' (no architecture)"),
         );
         return None;
     }
@@ -344,11 +351,13 @@ fn as_strs(names: &[String]) -> Vec<&str> {
 }
 
 impl ResourceKind for Package {
-    fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, _owned: bool) -> Result<Planned, ResourceError> {
         let Some(p) = package_spec(spec) else {
             return Err(unexpected_spec(self.kind(), spec));
         };
         let manager = resolve(p.manager)?;
+        // It owns a name, not a path: the `owned` of paths says nothing.
+        let owned = ctx.owned.contains(&owned_name(manager, &p.name));
         let snapshot = ctx
             .shared
             .get_or_read::<Snapshot>("package:apt:installed", || {
@@ -405,11 +414,13 @@ impl ResourceKind for Package {
             })
             .collect();
         let good: Vec<&Step> = steps.iter().filter_map(|s| s.as_ref().ok()).collect();
-        let mut results = run_steps(&good, env);
+        let mut results = run_steps(&good, env).into_iter();
         steps
             .into_iter()
             .map(|s| match s {
-                Ok(_) => results.remove(0),
+                Ok(_) => results.next().unwrap_or_else(|| {
+                    Err(ResourceError::Internal("no result for a package".into()))
+                }),
                 Err(e) => Err(e),
             })
             .collect()
@@ -421,7 +432,7 @@ impl ResourceKind for Package {
         };
         let step: Step = custom_data(PACKAGE, data).ok()?;
         Some(if step.install && step.installs {
-            vec![format!("{}:{}", step.manager.as_str(), step.name)]
+            vec![owned_name(step.manager, &step.name)]
         } else {
             Vec::new()
         })
@@ -690,6 +701,10 @@ mod tests {
             ("[package.a]\nname = \"-rf\"\n", "is not a package name"),
             ("[package.a]\nname = \"a b\"\n", "is not a package name"),
             ("[package.a]\nname = \"a=1\"\n", "is not a package name"),
+            (
+                "[package.a]\nname = \"git:amd64\"\n",
+                "is not a package name",
+            ),
             (
                 "[package.a]\nversion = \"1\"\nensure = \"latest\"\n",
                 "cannot go with",
