@@ -21,18 +21,12 @@
 //! `apt-ftparchive` (Debian package `apt-utils`); [`AptRoot::new`] panics
 //! naming the missing Debian package rather than letting a test skip.
 
+use crate::child::{Stamp, find_on_path, run_bounded, stamp};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use nix::unistd::Pid;
 
 /// The tools the fixture runs, each with the Debian package that ships it.
 const TOOLS: &[(&str, &str)] = &[
@@ -43,9 +37,6 @@ const TOOLS: &[(&str, &str)] = &[
     ("apt-config", "apt"),
     ("apt-ftparchive", "apt-utils"),
 ];
-
-/// How long one apt or dpkg command may take before it is killed.
-const DEADLINE: Duration = Duration::from_secs(120);
 
 /// A tiny package: `Architecture: all`, no maintainer scripts. It ships
 /// [`Deb::payload_path`] (content `"<name> <version>\n"`, so an upgrade
@@ -302,7 +293,7 @@ impl AptRoot {
         if let Some(dir) = dir {
             cmd.current_dir(dir);
         }
-        run_bounded(cmd, &format!("{program} {args:?}"))
+        run_bounded(cmd, &format!("{program} {args:?}"), None)
     }
 
     /// [`AptRoot::run`], expecting success; returns stdout.
@@ -391,9 +382,6 @@ impl AptRoot {
     }
 }
 
-/// A file's size and mtime (seconds, nanoseconds); None: absent.
-pub type Stamp = Option<(u64, i64, i64)>;
-
 /// The [`Stamp`]s of the machine's own dpkg and apt state and logs, to
 /// compare before and after a test.
 pub fn machine_stamps() -> Vec<(&'static str, Stamp)> {
@@ -405,69 +393,6 @@ pub fn machine_stamps() -> Vec<(&'static str, Stamp)> {
         "/var/log/apt/term.log",
     ]
     .into_iter()
-    .map(|p| {
-        let m = fs::metadata(p).ok();
-        (p, m.map(|m| (m.size(), m.mtime(), m.mtime_nsec())))
-    })
+    .map(|p| (p, stamp(p)))
     .collect()
-}
-
-fn find_on_path(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(tool))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
-
-/// Runs `cmd` in a process group of its own, collecting its output; once it
-/// exits (or past [`DEADLINE`]) the whole group is killed, so nothing it
-/// started outlives it.
-fn run_bounded(mut cmd: Command, what: &str) -> Output {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let pid = Pid::from_raw(child.id() as i32);
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            r.read_to_end(&mut buf).unwrap();
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let mut timed_out = false;
-    // Waits without reaping (WNOWAIT): the group's id cannot be reused by
-    // another process before the group is killed.
-    loop {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) if start.elapsed() < DEADLINE => {
-                std::thread::sleep(Duration::from_millis(2))
-            }
-            Ok(WaitStatus::StillAlive) => {
-                timed_out = true;
-                break;
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            _ => break,
-        }
-    }
-    let _ = killpg(pid, Signal::SIGKILL);
-    let status = child.wait().unwrap();
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
-    assert!(
-        !timed_out,
-        "{what} still ran after {DEADLINE:?}; killed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr)
-    );
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
 }

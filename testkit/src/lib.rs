@@ -9,10 +9,15 @@
 //! Exit codes of every program: 0 done, [`EXIT_USAGE`] bad arguments or a
 //! failed setup/IO step, [`EXIT_LOCKED`] the lock could not be taken.
 //!
-//! [`apt`] is the throw-away apt root the package tests and the package
-//! benchmark install real packages into.
+//! [`apt`], [`dnf`] and [`pacman`] are the throw-away roots the package
+//! tests (and the package benchmark) install real packages into.
 
 pub mod apt;
+mod child;
+pub mod dnf;
+pub mod pacman;
+
+pub use child::Stamp;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
