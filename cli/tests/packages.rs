@@ -11,8 +11,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::Repo;
 use common::apt::{AptRoot, Deb};
+use common::packages::{PackageWorld, count, which};
 
 const A: Deb = Deb::new("stead-test-a", "1.0");
 const B: Deb = Deb::new("stead-test-b", "1.0");
@@ -22,115 +22,30 @@ const A11: Deb = Deb::new("stead-test-a", "1.1");
 
 /// A config repo, an apt root, and wrappers that log every apt and dpkg
 /// program stead starts.
-struct World {
-    repo: Repo,
-    apt: AptRoot,
-    _bin: tempfile::TempDir,
-    bin: PathBuf,
-}
+type World = PackageWorld<AptRoot>;
 
 const WRAPPED: &[&str] = &["apt-get", "apt-cache", "dpkg", "dpkg-query"];
 
-impl World {
-    fn new(debs: &[Deb], manifest: &str) -> World {
-        let apt = AptRoot::new(debs);
-        let bin_dir = tempfile::tempdir().unwrap();
-        let bin = bin_dir.path().to_path_buf();
-        for name in WRAPPED {
-            let real = which(name);
-            let script = format!(
-                "#!/bin/sh\nprintf '%s\\0' \"{name} $*\" >> '{}'\nexec '{}' \"$@\"\n",
-                bin.join("calls.log").display(),
-                real.display()
-            );
-            let p = bin.join(name);
-            fs::write(&p, script).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        World {
-            repo: Repo::new(manifest),
-            apt,
-            _bin: bin_dir,
-            bin,
-        }
-    }
-
-    /// `stead --config ... ARGS` with the root's environment.
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = self
-            .repo
-            .sb
-            .stead(&["--config", self.repo.config.path().to_str().unwrap()]);
-        cmd.args(args);
-        for (k, v) in self.apt.env() {
-            cmd.env(k, v);
-        }
-        let path = format!(
-            "{}:{}",
-            self.bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        cmd.env("PATH", path);
-        let out = cmd.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "stead {args:?}\nstdout:\n{out}\nstderr:\n{err}");
-        out
-    }
-
-    /// The programs stead started since the last call, each with its arguments.
-    fn calls(&self) -> Vec<String> {
-        let log = self.bin.join("calls.log");
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        let _ = fs::remove_file(&log);
-        // One call per NUL-ended record (an argument may hold a newline).
-        text.split_terminator('\0').map(str::to_string).collect()
-    }
-
-    fn status(&self, name: &str) -> Option<(String, String)> {
-        self.apt.installed().get(name).cloned()
-    }
-
-    fn journal(&self) -> Vec<serde_json::Value> {
-        let text = fs::read_to_string(self.repo.sb.state_dir().join("journal.jsonl")).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
+fn world(debs: &[Deb], manifest: &str) -> World {
+    let apt = AptRoot::new(debs);
+    let env = apt.env();
+    PackageWorld::new(apt, env, WRAPPED, manifest)
 }
 
-fn which(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not on PATH (Debian packages apt, dpkg)"))
+/// dpkg's version and status of `name`.
+fn status(w: &World, name: &str) -> Option<(String, String)> {
+    w.root.installed().get(name).cloned()
 }
 
 fn installed(version: &str) -> Option<(String, String)> {
     Some((version.to_string(), "ii".to_string()))
 }
 
-fn count(calls: &[String], program: &str) -> usize {
-    calls
-        .iter()
-        .filter(|c| c.split(' ').next() == Some(program))
-        .count()
-}
-
 const THREE: &str = "[package.stead-test-a]\n[package.stead-test-b]\n[package.stead-test-c]\n";
 
 #[test]
 fn three_packages_install_in_one_transaction_and_a_warm_plan_only_queries_once() {
-    let w = World::new(&[A, B, C], THREE);
+    let w = world(&[A, B, C], THREE);
     let plan = w.ok(&["plan"]);
     assert!(
         plan.contains("+ package.{stead-test-a,stead-test-b,stead-test-c}  (apt, one transaction)"),
@@ -141,9 +56,9 @@ fn three_packages_install_in_one_transaction_and_a_warm_plan_only_queries_once()
     assert_eq!(count(&calls, "apt-get"), 0, "{calls:?}");
 
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.apt.transactions(), 1, "{}", w.apt.history());
+    assert_eq!(w.root.transactions(), 1, "{}", w.root.history());
     for name in ["stead-test-a", "stead-test-b", "stead-test-c"] {
-        assert_eq!(w.status(name), installed("1.0"), "{name}");
+        assert_eq!(status(&w, name), installed("1.0"), "{name}");
     }
     let calls = w.calls();
     assert_eq!(count(&calls, "apt-get"), 1, "{calls:?}");
@@ -176,25 +91,25 @@ fn three_packages_install_in_one_transaction_and_a_warm_plan_only_queries_once()
 
 #[test]
 fn a_package_left_with_its_config_files_is_planned_as_an_install() {
-    let w = World::new(&[D], "[package.stead-test-d]\n");
-    w.apt.apt_get(&["install", "-y", "-q", "stead-test-d"]);
-    w.apt.remove_keep_config("stead-test-d");
-    assert_eq!(w.status("stead-test-d").unwrap().1, "rc");
+    let w = world(&[D], "[package.stead-test-d]\n");
+    w.root.apt_get(&["install", "-y", "-q", "stead-test-d"]);
+    w.root.remove_keep_config("stead-test-d");
+    assert_eq!(status(&w, "stead-test-d").unwrap().1, "rc");
     let plan = w.ok(&["plan"]);
     assert!(
         plan.contains("+ package.stead-test-d  (removed, its config files left)"),
         "{plan}"
     );
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.status("stead-test-d"), installed("1.0"));
+    assert_eq!(status(&w, "stead-test-d"), installed("1.0"));
 }
 
 #[test]
 fn a_pin_upgrades_latest_follows_and_absent_removes() {
-    let w = World::new(&[A, B], "[package.stead-test-a]\nversion = \"1.0\"\n");
+    let w = world(&[A, B], "[package.stead-test-a]\nversion = \"1.0\"\n");
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.status("stead-test-a"), installed("1.0"));
-    w.apt.publish(&[A11]);
+    assert_eq!(status(&w, "stead-test-a"), installed("1.0"));
+    w.root.publish(&[A11]);
     // Pinned at 1.0: a newer version changes nothing.
     assert!(w.ok(&["plan"]).contains("No changes"));
 
@@ -206,18 +121,18 @@ fn a_pin_upgrades_latest_follows_and_absent_removes() {
         "{plan}"
     );
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.status("stead-test-a"), installed("1.1"));
+    assert_eq!(status(&w, "stead-test-a"), installed("1.1"));
 
     w.repo.write_manifest(
         "[package.stead-test-a]\nversion = \"1.0\"\n[package.stead-test-b]\nensure = \"latest\"\n",
     );
     w.ok(&["apply", "--yes"]);
     assert_eq!(
-        w.status("stead-test-a"),
+        status(&w, "stead-test-a"),
         installed("1.0"),
         "a pin may go down"
     );
-    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+    assert_eq!(status(&w, "stead-test-b"), installed("1.0"));
 
     w.repo
         .write_manifest("[package.stead-test-a]\nensure = \"latest\"\n");
@@ -227,22 +142,22 @@ fn a_pin_upgrades_latest_follows_and_absent_removes() {
         "{plan}"
     );
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.status("stead-test-a"), installed("1.1"));
+    assert_eq!(status(&w, "stead-test-a"), installed("1.1"));
 
     w.repo
         .write_manifest("[package.stead-test-a]\nensure = \"absent\"\n");
     let plan = w.ok(&["plan"]);
     assert!(plan.contains("- package.stead-test-a"), "{plan}");
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.status("stead-test-a"), None);
+    assert_eq!(status(&w, "stead-test-a"), None);
     assert!(w.ok(&["plan"]).contains("No changes"));
 }
 
 #[test]
 fn stead_removes_only_the_packages_it_installed() {
-    let w = World::new(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
+    let w = world(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
     // The user had stead-test-a before stead was told about it.
-    w.apt.apt_get(&["install", "-y", "-q", "stead-test-a"]);
+    w.root.apt_get(&["install", "-y", "-q", "stead-test-a"]);
     let plan = w.ok(&["plan"]);
     assert!(
         plan.contains("+ package.stead-test-b  (not installed)"),
@@ -285,12 +200,12 @@ fn stead_removes_only_the_packages_it_installed() {
     );
     w.ok(&["apply", "--yes"]);
     assert_eq!(
-        w.status("stead-test-b"),
+        status(&w, "stead-test-b"),
         None,
         "stead removes what it installed"
     );
     assert_eq!(
-        w.status("stead-test-a"),
+        status(&w, "stead-test-a"),
         installed("1.0"),
         "and leaves what it did not"
     );
@@ -299,7 +214,7 @@ fn stead_removes_only_the_packages_it_installed() {
 
 #[test]
 fn an_unknown_name_fails_only_itself_with_each_outcome_in_the_journal() {
-    let w = World::new(
+    let w = world(
         &[A, B],
         "[package.stead-test-a]\n[package.stead-test-nope]\n[package.stead-test-b]\n",
     );
@@ -309,8 +224,8 @@ fn an_unknown_name_fails_only_itself_with_each_outcome_in_the_journal() {
         format!("{out}{err}").contains("stead-test-nope is not installed"),
         "{out}{err}"
     );
-    assert_eq!(w.status("stead-test-a"), installed("1.0"));
-    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+    assert_eq!(status(&w, "stead-test-a"), installed("1.0"));
+    assert_eq!(status(&w, "stead-test-b"), installed("1.0"));
     let journal = w.journal();
     let started = journal
         .iter()
@@ -364,12 +279,12 @@ fn deb_file(repo: &Path, deb: &Deb) -> PathBuf {
 
 #[test]
 fn a_transaction_killed_half_way_is_reported_with_its_repair_and_not_run_silently() {
-    let w = World::new(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
+    let w = world(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
     // What a transaction killed between unpacking and configuring leaves:
     // dpkg unpacked the package and never configured it.
-    w.apt
-        .dpkg(&["--unpack", deb_file(w.apt.repo(), &A).to_str().unwrap()]);
-    assert_eq!(w.status("stead-test-a").unwrap().1, "iU");
+    w.root
+        .dpkg(&["--unpack", deb_file(w.root.repo(), &A).to_str().unwrap()]);
+    assert_eq!(status(&w, "stead-test-a").unwrap().1, "iU");
     let (code, out, err) = w.run(&["apply", "--yes"]);
     assert_ne!(code, 0, "{out}{err}");
     assert!(out.contains("! package.stead-test-a"), "{out}");
@@ -383,14 +298,14 @@ fn a_transaction_killed_half_way_is_reported_with_its_repair_and_not_run_silentl
         "stead must not repair dpkg by itself: {calls:?}"
     );
     // Once the user repairs it, stead goes on.
-    w.apt.dpkg(&["--configure", "-a"]);
+    w.root.dpkg(&["--configure", "-a"]);
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+    assert_eq!(status(&w, "stead-test-b"), installed("1.0"));
 }
 
 #[test]
 fn names_expand_to_one_resource_per_package_in_one_transaction() {
-    let w = World::new(
+    let w = world(
         &[A, B],
         "[package.tools]\nnames = [\"stead-test-a\", \"stead-test-b\"]\n",
     );
@@ -400,7 +315,7 @@ fn names_expand_to_one_resource_per_package_in_one_transaction() {
         "{plan}"
     );
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.apt.transactions(), 1, "{}", w.apt.history());
+    assert_eq!(w.root.transactions(), 1, "{}", w.root.history());
     assert!(w.ok(&["plan"]).contains("No changes"));
 }
 
@@ -447,7 +362,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn a_stead_killed_during_the_transaction_leaves_dpkg_half_done_and_the_next_apply_names_the_repair()
 {
-    let w = World::new(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
+    let w = world(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
     // apt-get runs for real; its dpkg unpacks for real and stops before it
     // configures, so stead is killed inside the transaction.
     let blocked = w.bin.join("blocked.pid");
@@ -501,7 +416,7 @@ fn a_stead_killed_during_the_transaction_leaves_dpkg_half_done_and_the_next_appl
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    for (k, v) in w.apt.env() {
+    for (k, v) in w.root.env() {
         cmd.env(k, v);
     }
     let mut stead = cmd.spawn().unwrap();
@@ -517,7 +432,7 @@ fn a_stead_killed_during_the_transaction_leaves_dpkg_half_done_and_the_next_appl
     wait_for("the reaper to end apt-get", || !alive(pid));
     let half: Vec<String> = ["stead-test-a", "stead-test-b"]
         .iter()
-        .filter_map(|n| w.status(n).map(|s| s.1))
+        .filter_map(|n| status(&w, n).map(|s| s.1))
         .collect();
     assert_eq!(
         half,
@@ -545,21 +460,21 @@ fn a_stead_killed_during_the_transaction_leaves_dpkg_half_done_and_the_next_appl
         "{calls:?}"
     );
 
-    w.apt.dpkg(&["--configure", "-a"]);
+    w.root.dpkg(&["--configure", "-a"]);
     w.ok(&["apply", "--yes"]);
-    assert_eq!(w.status("stead-test-a"), installed("1.0"));
-    assert_eq!(w.status("stead-test-b"), installed("1.0"));
+    assert_eq!(status(&w, "stead-test-a"), installed("1.0"));
+    assert_eq!(status(&w, "stead-test-b"), installed("1.0"));
 }
 
 #[test]
 fn the_workstation_example_plans_its_packages_as_one_transaction_before_their_config() {
-    let w = World::new(&[A], "");
+    let w = world(&[A], "");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workstation");
     let mut cmd = w
         .repo
         .sb
         .stead(&["--config", example.to_str().unwrap(), "plan"]);
-    for (k, v) in w.apt.env() {
+    for (k, v) in w.root.env() {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();

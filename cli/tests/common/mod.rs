@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod packages;
 pub mod remote;
 
 // The apt fixture lives in the testkit, so the package benchmark uses it too.

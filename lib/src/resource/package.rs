@@ -1,7 +1,8 @@
 //! `package`: a software package present, absent, pinned to a version or
-//! kept at the latest, through the machine's package manager (apt).
+//! kept at the latest, through the machine's package manager (apt, dnf or
+//! pacman; [`managers`] asks each its questions).
 //!
-//! Reading is one query per plan for every declared package
+//! Reading is one query per plan and manager for every declared package
 //! ([`super::SharedReads`]), never one per package. Packages that change
 //! the same way and wait for the same resources run as one transaction
 //! ([`crate::plan::transactions`]), and each member's outcome comes from the
@@ -11,6 +12,9 @@
 //! when its declaration goes away.
 
 pub mod apt;
+pub mod dnf;
+pub mod managers;
+pub mod pacman;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +29,9 @@ use super::kind::{
 };
 use super::{Action, Applied, Op, PlanContext, ResourceError};
 
+pub use managers::Manager;
+use managers::{Found, FoundState};
+
 /// The kind's name.
 const PACKAGE: Kind = Kind::named("package");
 
@@ -38,22 +45,6 @@ pub enum Ensure {
     Absent,
     /// Installed at the newest version the manager knows.
     Latest,
-}
-
-/// A package manager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Manager {
-    /// Debian's apt and dpkg.
-    Apt,
-}
-
-impl Manager {
-    fn as_str(self) -> &'static str {
-        match self {
-            Manager::Apt => "apt",
-        }
-    }
 }
 
 /// What a `package` resource declares.
@@ -222,24 +213,24 @@ fn ensure(input: &mut SpecInput) -> Option<Ensure> {
 }
 
 fn manager(input: &mut SpecInput) -> Option<Option<Manager>> {
-    match input.literal("manager") {
-        None => Some(None),
-        Some((m, span)) => match m.as_str() {
-            "auto" => Some(None),
-            "apt" => Some(Some(Manager::Apt)),
-            _ => {
-                input.problem(
-                    Problem::at(
-                        span,
-                        format!("`manager` must be \"auto\" or \"apt\", not {m:?}"),
-                    )
-                    .label("bad value")
-                    .help("this stead drives apt (Debian, Ubuntu); dnf, pacman and brew are not supported"),
-                );
-                None
-            }
-        },
+    let Some((m, span)) = input.literal("manager") else {
+        return Some(None);
+    };
+    if m == "auto" {
+        return Some(None);
     }
+    if let Some(manager) = Manager::named(&m) {
+        return Some(Some(manager));
+    }
+    input.problem(
+        Problem::at(
+            span,
+            format!("`manager` must be \"auto\", \"apt\", \"dnf\" or \"pacman\", not {m:?}"),
+        )
+        .label("bad value")
+        .help("brew is not supported: it refuses to run as root, and stead could not test it against a real brew"),
+    );
+    None
 }
 
 fn names(input: &mut SpecInput) -> Option<Vec<String>> {
@@ -311,34 +302,54 @@ pub fn package_spec(spec: &Spec) -> Option<&PackageSpec> {
     }
 }
 
-/// The manager this machine has: apt when `dpkg-query` is on `PATH`.
-fn detect() -> Option<Manager> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .any(|d| d.join("dpkg-query").is_file())
-        .then_some(Manager::Apt)
-}
-
 fn resolve(manager: Option<Manager>) -> Result<Manager, ResourceError> {
-    manager.or_else(detect).ok_or_else(|| {
+    manager.or_else(Manager::detect).ok_or_else(|| {
         ResourceError::Exec(
-            "no supported package manager on this machine (stead drives apt: dpkg-query is not on PATH)"
+            "no supported package manager on this machine (none of dpkg-query, rpm with dnf, or \
+             pacman is on PATH); set `manager` to the one to use"
                 .into(),
         )
     })
 }
 
-/// What one plan read from dpkg, shared by every package it plans.
-type Snapshot = Result<HashMap<String, apt::Installed>, String>;
+/// What one plan read from a manager's database, shared by every package
+/// it plans.
+type Snapshot = Result<HashMap<String, Found>, String>;
 
-/// Every package name the manifest declares, for the one query.
-fn declared_names(ctx: &PlanContext, latest_only: bool) -> Vec<String> {
+/// The key of a plan-wide read of `manager`'s `what`.
+fn shared_key(manager: Manager, what: Read) -> &'static str {
+    match (manager, what) {
+        (Manager::Apt, Read::Installed) => "package:apt:installed",
+        (Manager::Apt, Read::Candidates) => "package:apt:candidates",
+        (Manager::Apt, Read::Interrupted) => "package:apt:interrupted",
+        (Manager::Dnf, Read::Installed) => "package:dnf:installed",
+        (Manager::Dnf, Read::Candidates) => "package:dnf:candidates",
+        (Manager::Dnf, Read::Interrupted) => "package:dnf:interrupted",
+        (Manager::Pacman, Read::Installed) => "package:pacman:installed",
+        (Manager::Pacman, Read::Candidates) => "package:pacman:candidates",
+        (Manager::Pacman, Read::Interrupted) => "package:pacman:interrupted",
+    }
+}
+
+/// What a plan reads of a manager once.
+#[derive(Clone, Copy)]
+enum Read {
+    Installed,
+    Candidates,
+    Interrupted,
+}
+
+/// Every package name the manifest declares for `manager`, for its one
+/// query (`latest_only`: those that say `latest`).
+fn declared_names(ctx: &PlanContext, manager: Manager, latest_only: bool) -> Vec<String> {
+    let machine = Manager::detect();
     let mut names: Vec<String> = ctx
         .manifest
         .resources
         .iter()
         .filter_map(|r| package_spec(&r.spec))
         .filter(|p| p.names.is_empty() && (!latest_only || p.ensure == Ensure::Latest))
+        .filter(|p| p.manager.or(machine) == Some(manager))
         .map(|p| p.name.clone())
         .collect();
     names.sort();
@@ -360,11 +371,11 @@ impl ResourceKind for Package {
         let owned = ctx.owned.contains(&owned_name(manager, &p.name));
         let snapshot = ctx
             .shared
-            .get_or_read::<Snapshot>("package:apt:installed", || {
-                apt::query(&as_strs(&declared_names(ctx, false)))
+            .get_or_read::<Snapshot>(shared_key(manager, Read::Installed), || {
+                managers::query(manager, &as_strs(&declared_names(ctx, manager, false)))
             })
             .ok_or_else(|| ResourceError::Internal("package snapshot of another type".into()))?;
-        let installed = match snapshot.as_ref() {
+        let found = match snapshot.as_ref() {
             Ok(map) => map.get(&p.name),
             Err(e) => {
                 return Err(ResourceError::Exec(format!(
@@ -373,17 +384,17 @@ impl ResourceKind for Package {
             }
         };
         let candidate = match p.ensure {
-            Ensure::Latest => candidate(ctx, &p.name)?,
+            Ensure::Latest => candidate(ctx, manager, &p.name)?,
             _ => None,
         };
-        let planned = decide(p, manager, installed, candidate, owned)?;
-        if matches!(
+        let planned = decide(p, manager, found, candidate, owned)?;
+        let changes = matches!(
             planned.action,
             Action::Create | Action::Update | Action::Remove
-        ) && let Some(why) = interrupted(ctx)?
-        {
+        );
+        if changes && let Some((why, repair)) = interrupted(ctx, manager)? {
             return Ok(Planned::conflict(format!(
-                "{why}; nothing is installed or removed until it is repaired: run 'sudo dpkg --configure -a', then apply again"
+                "{why}; nothing is installed or removed until it is repaired: {repair}, then apply again"
             )));
         }
         Ok(planned)
@@ -439,59 +450,59 @@ impl ResourceKind for Package {
     }
 
     fn plan_removal_of_names(&self, names: &[String]) -> Result<Planned, ResourceError> {
-        let mut steps = Vec::new();
         for owned in names {
-            let Some(("apt", name)) = owned.split_once(':') else {
-                return Ok(Planned::new(
-                    Action::Remove,
-                    format!(
-                        "no longer declared; {owned} is not an apt package, so it is only forgotten"
-                    ),
-                    Op::None,
-                ));
+            let Some((manager, name)) = owned
+                .split_once(':')
+                .and_then(|(m, n)| Some((Manager::named(m)?, n)))
+            else {
+                continue;
             };
-            steps.push(name);
-        }
-        let installed = apt::query(&steps)
-            .map_err(|e| ResourceError::Exec(format!("cannot read the package database: {e}")))?;
-        let Some(name) = steps
-            .into_iter()
-            .find(|n| installed.get(*n).is_some_and(apt::Installed::is_installed))
-        else {
+            let installed = managers::query(manager, &[name]).map_err(|e| {
+                ResourceError::Exec(format!("cannot read the package database: {e}"))
+            })?;
+            if !installed.get(name).is_some_and(Found::is_installed) {
+                continue;
+            }
+            if let Some((why, repair)) =
+                managers::interrupted(manager).map_err(ResourceError::Exec)?
+            {
+                return Ok(Planned::conflict(format!(
+                    "no longer declared, but {why}: {repair}, then apply again"
+                )));
+            }
+            let step = Step {
+                manager,
+                install: false,
+                name: name.to_string(),
+                version: None,
+                installs: false,
+            };
             return Ok(Planned::new(
                 Action::Remove,
-                "no longer declared; no longer installed",
-                Op::None,
+                "no longer declared; stead installed it",
+                custom_op(PACKAGE, &step)?,
             ));
-        };
-        if let Some(why) = apt::interrupted().map_err(ResourceError::Exec)? {
-            return Ok(Planned::conflict(format!(
-                "no longer declared, but {why}: run 'sudo dpkg --configure -a', then apply again"
-            )));
         }
-        let step = Step {
-            manager: Manager::Apt,
-            install: false,
-            name: name.to_string(),
-            version: None,
-            installs: false,
-        };
         Ok(Planned::new(
             Action::Remove,
-            "no longer declared; stead installed it",
-            custom_op(PACKAGE, &step)?,
+            "no longer declared; no longer installed",
+            Op::None,
         ))
     }
 }
 
-/// The candidate version of `name` (one `apt-cache policy` per plan for
+/// The candidate version of `name` (one query per plan and manager for
 /// every `latest` package).
-fn candidate(ctx: &PlanContext, name: &str) -> Result<Option<String>, ResourceError> {
+fn candidate(
+    ctx: &PlanContext,
+    manager: Manager,
+    name: &str,
+) -> Result<Option<String>, ResourceError> {
     type Candidates = Result<HashMap<String, Option<String>>, String>;
     let all = ctx
         .shared
-        .get_or_read::<Candidates>("package:apt:candidates", || {
-            apt::candidates(&as_strs(&declared_names(ctx, true)))
+        .get_or_read::<Candidates>(shared_key(manager, Read::Candidates), || {
+            managers::candidates(manager, &as_strs(&declared_names(ctx, manager, true)))
         })
         .ok_or_else(|| ResourceError::Internal("package candidates of another type".into()))?;
     match all.as_ref() {
@@ -502,23 +513,29 @@ fn candidate(ctx: &PlanContext, name: &str) -> Result<Option<String>, ResourceEr
     }
 }
 
-/// Whether dpkg was interrupted (read once per plan, and only by a plan
-/// that would change a package).
-fn interrupted(ctx: &PlanContext) -> Result<Option<String>, ResourceError> {
+/// Whether the manager was interrupted, and its repair (read once per plan
+/// and manager, and only by a plan that would change a package).
+fn interrupted(
+    ctx: &PlanContext,
+    manager: Manager,
+) -> Result<Option<(String, String)>, ResourceError> {
+    type Interrupted = Result<Option<(String, String)>, String>;
     let read = ctx
         .shared
-        .get_or_read::<Result<Option<String>, String>>("package:apt:audit", apt::interrupted)
-        .ok_or_else(|| ResourceError::Internal("dpkg audit of another type".into()))?;
+        .get_or_read::<Interrupted>(shared_key(manager, Read::Interrupted), || {
+            managers::interrupted(manager)
+        })
+        .ok_or_else(|| ResourceError::Internal("interrupted read of another type".into()))?;
     read.as_ref()
         .clone()
         .map_err(|e| ResourceError::Exec(e.clone()))
 }
 
-/// The plan for one package, from what dpkg says of it.
+/// The plan for one package, from what its manager's database says of it.
 fn decide(
     p: &PackageSpec,
     manager: Manager,
-    installed: Option<&apt::Installed>,
+    found: Option<&Found>,
     candidate: Option<String>,
     owned: bool,
 ) -> Result<Planned, ResourceError> {
@@ -534,15 +551,30 @@ fn decide(
             },
         )
     };
-    if let Some(i) = installed.filter(|i| i.is_half_done()) {
+    if let Some(Found {
+        state: FoundState::HalfDone(status),
+        ..
+    }) = found
+    {
         return Ok(Planned::conflict(format!(
-            "dpkg left {} half done (status {}): run 'sudo dpkg --configure -a', then apply again",
-            p.name, i.status
+            "dpkg left {} half done (status {status}): run 'sudo dpkg --configure -a', then apply again",
+            p.name
         )));
     }
-    let current = installed
-        .filter(|i| i.is_installed())
-        .map(|i| i.version.as_str());
+    if p.version.is_some() && !manager.pins() {
+        return Ok(Planned::conflict(format!(
+            "{} installs what its repositories hold and cannot install a chosen version: remove `version`",
+            manager.as_str()
+        )));
+    }
+    let current = found
+        .filter(|f| f.is_installed())
+        .map(|f| f.version.as_str());
+    let pinned = |v: &str| {
+        p.version
+            .as_deref()
+            .is_none_or(|pin| manager.version_matches(v, pin))
+    };
     let planned = match (p.ensure, current) {
         (Ensure::Absent, None) => Planned::unchanged("not installed"),
         (Ensure::Absent, Some(v)) => Planned::new(
@@ -550,13 +582,11 @@ fn decide(
             format!("{v} installed; ensure = \"absent\""),
             step(false, None, false)?,
         ),
-        (Ensure::Present, Some(v)) if p.version.as_deref().is_none_or(|pin| pin == v) => {
-            Planned::unchanged(if owned {
-                "installed"
-            } else {
-                "installed before stead; never removed by it"
-            })
-        }
+        (Ensure::Present, Some(v)) if pinned(v) => Planned::unchanged(if owned {
+            "installed"
+        } else {
+            "installed before stead; never removed by it"
+        }),
         (Ensure::Present, Some(v)) => {
             let pin = p.version.clone().unwrap_or_default();
             Planned::new(
@@ -569,16 +599,16 @@ fn decide(
             Some(c) if c != v => Planned::new(
                 Action::Update,
                 format!("{v} → {c} (latest)"),
-                step(true, Some(c), false)?,
+                step(true, manager.pins().then_some(c), false)?,
             ),
             _ => Planned::unchanged("installed, latest"),
         },
         (Ensure::Present | Ensure::Latest, None) => {
-            let was = match installed {
-                Some(i) if i.status.starts_with("rc") => "removed, its config files left",
+            let was = match found {
+                Some(f) if f.state == FoundState::ConfigFiles => "removed, its config files left",
                 _ => "not installed",
             };
-            let version = p.version.clone().or(candidate);
+            let version = p.version.clone().or(candidate.filter(|_| manager.pins()));
             Planned::new(Action::Create, was, step(true, version, true)?)
         }
     };
@@ -586,16 +616,20 @@ fn decide(
 }
 
 /// Runs the steps (all one manager and one action) as one transaction, then
-/// reads dpkg again for each one's outcome. When the transaction failed and
-/// held more than one package, each package it did not get right is tried
-/// alone, so one bad name fails only itself.
+/// reads the database again for each one's outcome. When the transaction
+/// failed and held more than one package, each package it did not get
+/// right is tried alone, so one bad name fails only itself.
 fn run_steps(steps: &[&Step], env: &ApplyEnv) -> Vec<Result<Applied, ResourceError>> {
     let Some(first) = steps.first() else {
         return Vec::new();
     };
-    let outcome = transaction(first.install, steps, env);
+    let packages: Vec<(&str, Option<&str>)> = steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.version.as_deref()))
+        .collect();
+    let outcome = managers::transaction(first.manager, first.install, &packages, env.control);
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-    let after = apt::query(&names);
+    let after = managers::query(first.manager, &names);
     let mut results: Vec<Result<Applied, ResourceError>> =
         steps.iter().map(|s| judge(s, &after, &outcome)).collect();
     if steps.len() > 1 && matches!(&outcome, Ok(o) if !o.success) {
@@ -610,23 +644,11 @@ fn run_steps(steps: &[&Step], env: &ApplyEnv) -> Vec<Result<Applied, ResourceErr
     results
 }
 
-fn transaction(
-    install: bool,
-    steps: &[&Step],
-    env: &ApplyEnv,
-) -> Result<crate::resource::exec::Outcome, ResourceError> {
-    let packages: Vec<(&str, Option<&str>)> = steps
-        .iter()
-        .map(|s| (s.name.as_str(), s.version.as_deref()))
-        .collect();
-    apt::run(apt::transaction_argv(install, &packages), env.control)
-}
-
-/// One step's outcome: what dpkg says now, with the transaction's own
-/// report when it is not right.
+/// One step's outcome: what the database says now, with the transaction's
+/// own report when it is not right.
 fn judge(
     step: &Step,
-    after: &Result<HashMap<String, apt::Installed>, String>,
+    after: &Result<HashMap<String, Found>, String>,
     outcome: &Result<crate::resource::exec::Outcome, ResourceError>,
 ) -> Result<Applied, ResourceError> {
     let now = match after {
@@ -637,9 +659,13 @@ fn judge(
             )));
         }
     };
-    let installed = now.filter(|i| i.is_installed());
+    let installed = now.filter(|f| f.is_installed());
     let right = if step.install {
-        installed.is_some_and(|i| step.version.as_deref().is_none_or(|v| v == i.version))
+        installed.is_some_and(|f| {
+            step.version
+                .as_deref()
+                .is_none_or(|v| step.manager.version_matches(&f.version, v))
+        })
     } else {
         installed.is_none()
     };
@@ -659,7 +685,8 @@ fn judge(
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             Err(ResourceError::CommandFailed {
                 message: format!(
-                    "{what} (apt-get {})\n--- output ---\n{}",
+                    "{what} ({} {})\n--- output ---\n{}",
+                    step.manager.as_str(),
                     o.status,
                     tail.join("\n")
                 ),
@@ -697,7 +724,10 @@ mod tests {
                 "[package.a]\nensure = \"installed\"\n",
                 "\"present\", \"absent\" or \"latest\"",
             ),
-            ("[package.a]\nmanager = \"yum\"\n", "\"auto\" or \"apt\""),
+            (
+                "[package.a]\nmanager = \"yum\"\n",
+                "\"auto\", \"apt\", \"dnf\" or \"pacman\"",
+            ),
             ("[package.a]\nname = \"-rf\"\n", "is not a package name"),
             ("[package.a]\nname = \"a b\"\n", "is not a package name"),
             ("[package.a]\nname = \"a=1\"\n", "is not a package name"),
@@ -727,14 +757,19 @@ mod tests {
         }
     }
 
-    fn at(version: &str, status: &str) -> apt::Installed {
-        apt::Installed {
+    fn at(version: &str, status: &str) -> Found {
+        let state = match status {
+            "ii" => FoundState::Installed,
+            "rc" => FoundState::ConfigFiles,
+            other => FoundState::HalfDone(other.into()),
+        };
+        Found {
             version: version.into(),
-            status: status.into(),
+            state,
         }
     }
 
-    fn decided(p: &PackageSpec, i: Option<&apt::Installed>, c: Option<&str>) -> Planned {
+    fn decided(p: &PackageSpec, i: Option<&Found>, c: Option<&str>) -> Planned {
         decide(p, Manager::Apt, i, c.map(str::to_string), false).unwrap()
     }
 
@@ -788,6 +823,30 @@ mod tests {
             decided(&absent, Some(&at("1.0", "rc")), None).action,
             Action::Unchanged
         );
+    }
+
+    #[test]
+    fn pacman_cannot_pin_and_latest_installs_what_its_repositories_hold() {
+        let mut pinned = spec(Ensure::Present, Some("1.0"));
+        pinned.manager = Some(Manager::Pacman);
+        let p = decide(&pinned, Manager::Pacman, None, None, false).unwrap();
+        assert_eq!(p.action, Action::Conflict);
+        assert!(p.reason.contains("remove `version`"), "{}", p.reason);
+        let mut latest = spec(Ensure::Latest, None);
+        latest.manager = Some(Manager::Pacman);
+        let up = decide(
+            &latest,
+            Manager::Pacman,
+            Some(&at("1.0-1", "ii")),
+            Some("1.1-1".into()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(up.action, Action::Update);
+        let Op::Custom { data } = &up.op else {
+            panic!("{:?}", up.op)
+        };
+        assert_eq!(data.get("version"), None, "{data}");
     }
 
     #[test]

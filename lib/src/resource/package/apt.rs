@@ -6,13 +6,8 @@
 //! `DPKG_ADMINDIR` in the environment point stead at another root exactly
 //! as they point apt and dpkg there (the tests use throw-away roots so).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-
-use crate::manifest::Command;
-use crate::resource::ResourceError;
-use crate::resource::exec::{Outcome, run_command};
-use crate::run::RunControl;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// How long `apt-get` waits for another holder of dpkg's lock.
 pub const LOCK_TIMEOUT_SECS: u32 = 120;
@@ -209,22 +204,6 @@ pub fn transaction_argv(install: bool, packages: &[(&str, Option<&str>)]) -> Vec
             .map(|(n, v)| with_version(n, if install { *v } else { None })),
     );
     argv
-}
-
-/// Runs one transaction as a child of `control`.
-pub(crate) fn run(argv: Vec<String>, control: &RunControl) -> Result<Outcome, ResourceError> {
-    let env = BTreeMap::from([
-        ("DEBIAN_FRONTEND".to_string(), "noninteractive".to_string()),
-        ("LC_ALL".to_string(), "C".to_string()),
-    ]);
-    run_command(
-        &Command::Argv(argv),
-        None,
-        &env,
-        Path::new("/"),
-        None,
-        Some(control),
-    )
 }
 
 #[cfg(test)]

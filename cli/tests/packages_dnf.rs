@@ -1,0 +1,207 @@
+//! The `package` kind with `manager = "dnf"`, against the machine's real
+//! dnf and rpm in a throw-away installroot (`stead_testkit::dnf`): one rpm
+//! query per plan, one dnf transaction for packages that change together,
+//! outcomes read back from rpm, pins, `latest`, and ownership of only what
+//! stead installed. stead gets the root through `STEAD_DNF_INSTALLROOT`;
+//! the programs it starts are counted through logging wrappers first on
+//! `PATH`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::packages::{PackageWorld, count, members};
+use stead_testkit::dnf::{DnfRoot, Rpm};
+
+const A: Rpm = Rpm::new("stead-test-a", "1.0");
+const A11: Rpm = Rpm::new("stead-test-a", "1.1");
+const B: Rpm = Rpm::new("stead-test-b", "1.0");
+const C: Rpm = Rpm::new("stead-test-c", "1.0").with_requires("stead-test-a");
+
+type World = PackageWorld<DnfRoot>;
+
+fn world(rpms: &[Rpm], manifest: &str) -> World {
+    let dnf = DnfRoot::new(rpms);
+    let env = dnf.env();
+    let w = PackageWorld::new(dnf, env, &["dnf", "rpm"], manifest);
+    // Debian's rpm keeps its database under HOME: stead's HOME must share
+    // the root's one database.
+    w.root.link_home(w.repo.sb.home());
+    w
+}
+
+fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+const DNF: &str = "[settings]\n";
+
+fn declare(names: &[&str], extra: &str) -> String {
+    let mut m = String::from(DNF);
+    for n in names {
+        m.push_str(&format!("[package.{n}]\nmanager = \"dnf\"\n{extra}"));
+    }
+    m
+}
+
+#[test]
+fn three_packages_install_in_one_dnf_transaction_and_a_warm_plan_runs_one_rpm_query() {
+    let machine = stead_testkit::dnf::machine_stamps();
+    let w = world(
+        &[A, B, C],
+        &declare(&["stead-test-a", "stead-test-b", "stead-test-c"], ""),
+    );
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("+ package.{stead-test-a,stead-test-b,stead-test-c}  (dnf, one transaction)"),
+        "{plan}"
+    );
+    let calls = w.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(count(&calls, "rpm"), 1, "{calls:?}");
+
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.transactions(), 1, "{}", w.root.log());
+    assert_eq!(
+        w.root.installed(),
+        versions(&[
+            ("stead-test-a", "1.0-1"),
+            ("stead-test-b", "1.0-1"),
+            ("stead-test-c", "1.0-1")
+        ])
+    );
+    assert_eq!(count(&w.calls(), "dnf"), 1);
+
+    let again = w.ok(&["plan"]);
+    assert!(again.contains("No changes"), "{again}");
+    let calls = w.calls();
+    assert_eq!(calls.len(), 1, "a warm plan starts one query: {calls:?}");
+    assert_eq!(count(&calls, "rpm"), 1, "{calls:?}");
+
+    let records = w.transaction_records();
+    assert_eq!(records.len(), 1);
+    let (start, rest) = &records[0];
+    assert_eq!(members(start).len(), 3, "{start}");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["state"], "succeeded");
+    assert_eq!(members(&rest[0]), members(start));
+    assert_eq!(
+        w.repo.sb.state_json()["resources"]["package.stead-test-c"]["names"][0],
+        "dnf:stead-test-c"
+    );
+    assert!(w.root.stray_rpmdbs().is_empty());
+    assert_eq!(
+        stead_testkit::dnf::machine_stamps(),
+        machine,
+        "the machine's own rpm and dnf state is untouched"
+    );
+}
+
+#[test]
+fn a_pin_upgrades_and_downgrades_latest_follows_and_absent_removes() {
+    let w = world(
+        &[A, A11],
+        &declare(&["stead-test-a"], "version = \"1.0\"\n"),
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.0-1")]));
+    // dnf takes a version without its release: 1.0 is 1.0-1.
+    assert!(w.ok(&["plan"]).contains("No changes"));
+
+    w.repo
+        .write_manifest(&declare(&["stead-test-a"], "version = \"1.1-1\"\n"));
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("~ package.stead-test-a  (1.0-1 → 1.1-1)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.1-1")]));
+
+    w.repo
+        .write_manifest(&declare(&["stead-test-a"], "version = \"1.0\"\n"));
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(
+        w.root.installed(),
+        versions(&[("stead-test-a", "1.0-1")]),
+        "a pin may go down"
+    );
+
+    w.repo
+        .write_manifest(&declare(&["stead-test-a"], "ensure = \"latest\"\n"));
+    w.calls();
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("~ package.stead-test-a  (1.0-1 → 1.1-1 (latest))"),
+        "{plan}"
+    );
+    let calls = w.calls();
+    assert_eq!(count(&calls, "dnf"), 1, "one candidate query: {calls:?}");
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.1-1")]));
+    assert!(w.ok(&["plan"]).contains("No changes"));
+
+    w.repo
+        .write_manifest(&declare(&["stead-test-a"], "ensure = \"absent\"\n"));
+    assert!(w.ok(&["plan"]).contains("- package.stead-test-a"));
+    w.ok(&["apply", "--yes"]);
+    assert!(w.root.installed().is_empty());
+    assert!(w.ok(&["plan"]).contains("No changes"));
+    assert_eq!(w.root.transactions(), 5, "{}", w.root.log());
+}
+
+#[test]
+fn stead_removes_only_the_rpms_it_installed() {
+    let w = world(&[A, B], &declare(&["stead-test-a", "stead-test-b"], ""));
+    w.root.dnf(&["install", "-y", "-q", "stead-test-a"]);
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("+ package.stead-test-b  (not installed)"),
+        "{plan}"
+    );
+    assert!(!plan.contains("package.stead-test-a"), "{plan}");
+    w.ok(&["apply", "--yes"]);
+
+    w.repo.write_manifest(DNF);
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("- package.stead-test-b  (no longer declared; stead installed it)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.0-1")]));
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn an_unknown_name_fails_the_dnf_transaction_and_each_known_package_is_retried_alone() {
+    let w = world(
+        &[A, B],
+        &declare(&["stead-test-a", "stead-test-nope", "stead-test-b"], ""),
+    );
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("stead-test-nope is not installed"),
+        "{out}{err}"
+    );
+    // dnf refuses the whole transaction when one name is unknown; stead
+    // then installs the others one at a time.
+    assert_eq!(
+        w.root.installed(),
+        versions(&[("stead-test-a", "1.0-1"), ("stead-test-b", "1.0-1")])
+    );
+    let records = w.transaction_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (start, rest) = &records[0];
+    assert_eq!(members(start).len(), 3);
+    let failed: Vec<&serde_json::Value> = rest.iter().filter(|r| r["state"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{rest:?}");
+    assert_eq!(failed[0]["resource"], "package.stead-test-nope");
+    let resources = &w.repo.sb.state_json()["resources"];
+    assert!(resources.get("package.stead-test-nope").is_none());
+    assert!(resources.get("package.stead-test-b").is_some());
+}

@@ -1,0 +1,215 @@
+//! What the `package` kind asks of a package manager, one function per
+//! question, each dispatched to the manager's adapter (`apt`, `dnf`,
+//! `pacman`): what is installed, what a `latest` would install, whether an
+//! interrupted run must be repaired first, and one transaction.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resource::ResourceError;
+use crate::resource::exec::Outcome;
+use crate::run::RunControl;
+
+use super::{apt, dnf, pacman};
+
+/// A package manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Manager {
+    /// Debian's apt and dpkg.
+    Apt,
+    /// Fedora's dnf and rpm.
+    Dnf,
+    /// Arch's pacman.
+    Pacman,
+}
+
+impl Manager {
+    /// Its name in manifests, plans and the state (`apt:git`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Manager::Apt => "apt",
+            Manager::Dnf => "dnf",
+            Manager::Pacman => "pacman",
+        }
+    }
+
+    /// The manager named `name`.
+    pub fn named(name: &str) -> Option<Manager> {
+        [Manager::Apt, Manager::Dnf, Manager::Pacman]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+
+    /// The manager of this machine: the first whose query program is on
+    /// `PATH` (dpkg-query, then rpm with dnf, then pacman).
+    pub fn detect() -> Option<Manager> {
+        let on_path = |program: &str| {
+            std::env::var_os("PATH")
+                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+        };
+        if on_path("dpkg-query") {
+            Some(Manager::Apt)
+        } else if on_path("rpm") && on_path("dnf") {
+            Some(Manager::Dnf)
+        } else if on_path("pacman") {
+            Some(Manager::Pacman)
+        } else {
+            None
+        }
+    }
+
+    /// Whether it can install a chosen version (pacman's repositories hold
+    /// one version of each package).
+    pub fn pins(self) -> bool {
+        !matches!(self, Manager::Pacman)
+    }
+
+    /// Whether `installed` is the `wanted` version. apt compares the whole
+    /// version; dnf and pacman also take a version without its release
+    /// (`1.0` is `1.0-1`).
+    pub fn version_matches(self, installed: &str, wanted: &str) -> bool {
+        installed == wanted
+            || (self != Manager::Apt
+                && installed
+                    .strip_prefix(wanted)
+                    .is_some_and(|rest| rest.starts_with('-')))
+    }
+}
+
+/// One package as its manager's database has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its version (for apt also of a package removed with its config
+    /// files left).
+    pub version: String,
+    /// Where it is.
+    pub state: FoundState,
+}
+
+/// Where a package the database knows is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundState {
+    /// Installed (dpkg: `ii`).
+    Installed,
+    /// Removed, its config files left (dpkg: `rc`): not installed.
+    ConfigFiles,
+    /// Left half done by an interrupted run (dpkg: `iU`, `iF`, ...).
+    HalfDone(String),
+    /// Known otherwise, and not installed.
+    NotInstalled,
+}
+
+impl Found {
+    /// Installed and complete.
+    pub fn is_installed(&self) -> bool {
+        self.state == FoundState::Installed
+    }
+}
+
+/// What is installed of `names`, by name (one query).
+pub fn query(m: Manager, names: &[&str]) -> Result<HashMap<String, Found>, String> {
+    match m {
+        Manager::Apt => apt::query(names).map(|all| {
+            all.into_iter()
+                .map(|(name, i)| {
+                    let state = if i.is_installed() {
+                        FoundState::Installed
+                    } else if i.is_half_done() {
+                        FoundState::HalfDone(i.status.clone())
+                    } else if i.status.starts_with("rc") {
+                        FoundState::ConfigFiles
+                    } else {
+                        FoundState::NotInstalled
+                    };
+                    (
+                        name,
+                        Found {
+                            version: i.version,
+                            state,
+                        },
+                    )
+                })
+                .collect()
+        }),
+        Manager::Dnf => dnf::query(names),
+        Manager::Pacman => pacman::query(names),
+    }
+}
+
+/// The version a `latest` would install, by name (`None`: no candidate).
+pub fn candidates(m: Manager, names: &[&str]) -> Result<HashMap<String, Option<String>>, String> {
+    match m {
+        Manager::Apt => apt::candidates(names),
+        Manager::Dnf => dnf::candidates(names),
+        Manager::Pacman => pacman::candidates(names),
+    }
+}
+
+/// Why nothing may be installed or removed until the user repairs the
+/// manager, and the command that repairs it; `None`: it is consistent.
+pub fn interrupted(m: Manager) -> Result<Option<(String, String)>, String> {
+    match m {
+        Manager::Apt => Ok(apt::interrupted()?.map(|why| (why, "sudo dpkg --configure -a".into()))),
+        Manager::Dnf => Ok(None),
+        Manager::Pacman => pacman::interrupted(),
+    }
+}
+
+/// Installs (`version`: a pin) or removes `packages` in one transaction,
+/// as a child of `control`.
+pub(crate) fn transaction(
+    m: Manager,
+    install: bool,
+    packages: &[(&str, Option<&str>)],
+    control: &RunControl,
+) -> Result<Outcome, ResourceError> {
+    let argv = match m {
+        Manager::Apt => apt::transaction_argv(install, packages),
+        Manager::Dnf => dnf::transaction_argv(install, packages),
+        Manager::Pacman => pacman::transaction_argv(install, packages),
+    };
+    run(argv, control)
+}
+
+/// Runs a transaction's argv as a child of `control`: its own process
+/// group (announced to the run's reaper, killed by a hard cancel), output
+/// captured, non-interactive.
+fn run(argv: Vec<String>, control: &RunControl) -> Result<Outcome, ResourceError> {
+    let env = std::collections::BTreeMap::from([
+        ("DEBIAN_FRONTEND".to_string(), "noninteractive".to_string()),
+        ("LC_ALL".to_string(), "C".to_string()),
+    ]);
+    // A package manager is the machine's, not the target home's: it runs
+    // in `/` with the HOME stead was started with (rpm on Debian keeps its
+    // database under it).
+    let root = std::path::PathBuf::from("/");
+    let home = std::env::var_os("HOME").map_or_else(|| root.clone(), std::path::PathBuf::from);
+    crate::resource::exec::run_command(
+        &crate::manifest::Command::Argv(argv),
+        Some(&root),
+        &env,
+        &home,
+        None,
+        Some(control),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_matches_whole_or_for_dnf_and_pacman_without_its_release() {
+        assert!(Manager::Apt.version_matches("1.0-1", "1.0-1"));
+        assert!(!Manager::Apt.version_matches("1.0-1", "1.0"));
+        assert!(Manager::Dnf.version_matches("1.0-1", "1.0"));
+        assert!(Manager::Pacman.version_matches("1.0-1", "1.0"));
+        assert!(!Manager::Dnf.version_matches("1.0.1-1", "1.0"));
+        assert!(!Manager::Dnf.version_matches("1.0-1", "1.1"));
+        for m in [Manager::Apt, Manager::Dnf, Manager::Pacman] {
+            assert_eq!(Manager::named(m.as_str()), Some(m));
+        }
+    }
+}
