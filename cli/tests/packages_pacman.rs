@@ -1,0 +1,219 @@
+//! The `package` kind with `manager = "pacman"`, against the machine's real
+//! pacman in a throw-away root (`stead_testkit::pacman`): one `pacman -Q`
+//! per plan, one `pacman -S` transaction for packages that change
+//! together, `latest` from the sync database, a pin refused (a pacman
+//! repository holds one version), ownership of only what stead installed,
+//! and a database lock left by an interrupted pacman reported with its
+//! repair. stead gets the root through `STEAD_PACMAN_CONFIG`; the programs
+//! it starts are counted through logging wrappers first on `PATH`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use common::packages::{PackageWorld, count, members};
+use stead_testkit::pacman::{PacPkg, PacmanRoot};
+
+const A: PacPkg = PacPkg::new("stead-test-a", "1.0");
+const A11: PacPkg = PacPkg::new("stead-test-a", "1.1");
+const B: PacPkg = PacPkg::new("stead-test-b", "1.0");
+const C: PacPkg = PacPkg::new("stead-test-c", "1.0").with_depends("stead-test-a");
+
+type World = PackageWorld<PacmanRoot>;
+
+fn world(pkgs: &[PacPkg], manifest: &str) -> World {
+    let pacman = PacmanRoot::new(pkgs);
+    let env = pacman.env();
+    PackageWorld::new(pacman, env, &["pacman", "pacman-conf"], manifest)
+}
+
+fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+fn declare(names: &[&str], extra: &str) -> String {
+    let mut m = String::from("[settings]\n");
+    for n in names {
+        m.push_str(&format!("[package.{n}]\nmanager = \"pacman\"\n{extra}"));
+    }
+    m
+}
+
+#[test]
+fn three_packages_install_in_one_pacman_transaction_and_a_warm_plan_runs_one_query() {
+    let machine = stead_testkit::pacman::machine_stamps();
+    let w = world(
+        &[A, B, C],
+        &declare(&["stead-test-a", "stead-test-b", "stead-test-c"], ""),
+    );
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains(
+            "+ package.{stead-test-a,stead-test-b,stead-test-c}  (pacman, one transaction)"
+        ),
+        "{plan}"
+    );
+    w.calls();
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.transactions(), 1, "{}", w.root.log());
+    assert_eq!(
+        w.root.installed(),
+        versions(&[
+            ("stead-test-a", "1.0-1"),
+            ("stead-test-b", "1.0-1"),
+            ("stead-test-c", "1.0-1")
+        ])
+    );
+    let calls = w.calls();
+    let installs: Vec<&String> = calls.iter().filter(|c| c.contains(" -S ")).collect();
+    assert_eq!(installs.len(), 1, "{calls:?}");
+
+    let again = w.ok(&["plan"]);
+    assert!(again.contains("No changes"), "{again}");
+    let calls = w.calls();
+    assert_eq!(calls.len(), 1, "a warm plan starts one query: {calls:?}");
+    assert_eq!(count(&calls, "pacman"), 1, "{calls:?}");
+    assert!(calls[0].contains(" -Q "), "{calls:?}");
+
+    let records = w.transaction_records();
+    assert_eq!(records.len(), 1);
+    let (start, rest) = &records[0];
+    assert_eq!(members(start).len(), 3, "{start}");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["state"], "succeeded");
+    assert_eq!(
+        w.repo.sb.state_json()["resources"]["package.stead-test-a"]["names"][0],
+        "pacman:stead-test-a"
+    );
+    assert_eq!(
+        stead_testkit::pacman::machine_stamps(),
+        machine,
+        "the machine's own pacman state is untouched"
+    );
+}
+
+#[test]
+fn latest_follows_the_sync_database_a_pin_is_refused_and_absent_removes() {
+    let w = world(&[A], &declare(&["stead-test-a"], "ensure = \"latest\"\n"));
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.0-1")]));
+    assert!(w.ok(&["plan"]).contains("No changes"));
+
+    w.root.publish(&[A11]);
+    w.calls();
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("~ package.stead-test-a  (1.0-1 → 1.1-1 (latest))"),
+        "{plan}"
+    );
+    let calls = w.calls();
+    assert_eq!(count(&calls, "pacman"), 2, "-Q and one -Sl: {calls:?}");
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.1-1")]));
+
+    // A pin cannot be had from a pacman repository: a conflict, nothing run.
+    w.repo
+        .write_manifest(&declare(&["stead-test-a"], "version = \"1.0\"\n"));
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains(
+            "pacman installs what its repositories hold and cannot install a chosen version: remove `version`"
+        ),
+        "{out}{err}"
+    );
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.1-1")]));
+
+    w.repo
+        .write_manifest(&declare(&["stead-test-a"], "ensure = \"absent\"\n"));
+    assert!(w.ok(&["plan"]).contains("- package.stead-test-a"));
+    w.ok(&["apply", "--yes"]);
+    assert!(w.root.installed().is_empty());
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn stead_removes_only_the_pacman_packages_it_installed() {
+    let w = world(&[A, B], &declare(&["stead-test-a", "stead-test-b"], ""));
+    w.root.pacman(&["-S", "stead-test-a"]);
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("+ package.stead-test-b  (not installed)"),
+        "{plan}"
+    );
+    assert!(!plan.contains("package.stead-test-a"), "{plan}");
+    w.ok(&["apply", "--yes"]);
+
+    w.repo.write_manifest("[settings]\n");
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("- package.stead-test-b  (no longer declared; stead installed it)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.0-1")]));
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
+fn an_unknown_name_fails_the_pacman_transaction_and_the_others_install_alone() {
+    let w = world(
+        &[A, B],
+        &declare(&["stead-test-a", "stead-test-nope", "stead-test-b"], ""),
+    );
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("stead-test-nope is not installed"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        w.root.installed(),
+        versions(&[("stead-test-a", "1.0-1"), ("stead-test-b", "1.0-1")])
+    );
+    let records = w.transaction_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (start, rest) = &records[0];
+    assert_eq!(members(start).len(), 3);
+    let failed: Vec<&serde_json::Value> = rest.iter().filter(|r| r["state"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{rest:?}");
+    assert_eq!(failed[0]["resource"], "package.stead-test-nope");
+}
+
+#[test]
+fn a_database_lock_left_behind_is_a_conflict_naming_the_repair_and_nothing_runs() {
+    let w = world(&[A], &declare(&["stead-test-a"], ""));
+    // What a pacman killed mid-transaction leaves: its lock.
+    let lock = w.root.root().join("var/lib/pacman/db.lck");
+    assert!(lock.parent().unwrap().is_dir(), "DBPath is the root's");
+    fs::write(&lock, "").unwrap();
+    w.calls();
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains(&format!(
+            "pacman's database is locked ({} exists)",
+            lock.display()
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("'sudo rm {}'", lock.display())),
+        "{all}"
+    );
+    let calls = w.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains(" -S")),
+        "no transaction is tried: {calls:?}"
+    );
+    assert!(w.root.installed().is_empty());
+
+    fs::remove_file(&lock).unwrap();
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.0-1")]));
+}
