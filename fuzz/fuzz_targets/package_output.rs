@@ -1,18 +1,30 @@
-//! What the package kind reads from apt and dpkg: any bytes as the output
-//! of `dpkg-query -W` (before a NUL) and of `apt-cache policy` (after it),
-//! parsed as the plan parses them.
+//! What the package kind reads from its managers: any bytes, split at NULs,
+//! as the output of `dpkg-query -W`, `apt-cache policy`, `rpm -q --qf`,
+//! `dnf repoquery`, `pacman -Q` and `pacman -Sl`, parsed as the plan
+//! parses them.
 #![no_main]
 
+use std::collections::HashMap;
+
 use libfuzzer_sys::fuzz_target;
-use stead_lib::resource::package::apt::{parse_policy, parse_query};
+use stead_lib::resource::package::{apt, dnf, pacman};
 
 fuzz_target!(|data: &[u8]| {
-    let (query, policy) = match data.iter().position(|&b| b == 0) {
-        Some(i) => (&data[..i], &data[i + 1..]),
-        None => (data, &data[..0]),
-    };
-    for installed in parse_query(&String::from_utf8_lossy(query)).values() {
+    let mut parts = data.split(|&b| b == 0).map(String::from_utf8_lossy);
+    let mut next = || parts.next().unwrap_or_default();
+    for installed in apt::parse_query(&next()).values() {
         let _ = (installed.is_installed(), installed.is_half_done());
     }
-    let _ = parse_policy(&String::from_utf8_lossy(policy));
+    let _ = apt::parse_policy(&next());
+    for found in dnf::parse_query(&next()).values() {
+        assert!(!found.version.is_empty());
+    }
+    let _ = dnf::parse_candidates(&["a", "b"], &next());
+    for found in pacman::parse_query(&next()).values() {
+        assert!(!found.version.is_empty());
+    }
+    let mut wanted: HashMap<String, Option<String>> =
+        HashMap::from([("a".to_string(), None), ("b".to_string(), None)]);
+    pacman::parse_sync_list(&mut wanted, &next());
+    assert_eq!(wanted.len(), 2);
 });

@@ -108,14 +108,26 @@ pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, Str
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
+    Ok(parse_candidates(
+        names,
+        &String::from_utf8_lossy(&out.stdout),
+    ))
+}
+
+/// `dnf repoquery --qf '%{name}\t%{evr}'` output, for `names` (a name
+/// dnf did not print has no candidate; one it printed unasked is left out).
+pub fn parse_candidates(names: &[&str], text: &str) -> HashMap<String, Option<String>> {
     let mut found: HashMap<String, Option<String>> =
         names.iter().map(|n| (n.to_string(), None)).collect();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some((name, evr)) = line.split_once('\t') {
-            found.insert(name.to_string(), Some(evr.trim().to_string()));
+    for line in text.lines() {
+        if let Some((name, evr)) = line.split_once('\t')
+            && let Some(slot) = found.get_mut(name)
+            && !evr.trim().is_empty()
+        {
+            *slot = Some(evr.trim().to_string());
         }
     }
-    Ok(found)
+    found
 }
 
 /// The `dnf` argv that installs (`name-version` for a pin) or removes
@@ -150,6 +162,14 @@ mod tests {
         assert_eq!(got["a"].version, "1.0-1");
         assert_eq!(got["b"].version, "2:3.1-4.fc40");
         assert!(got["a"].is_installed());
+    }
+
+    #[test]
+    fn candidates_are_read_for_the_names_asked_only() {
+        let got = parse_candidates(&["a", "b"], "a\t1.1-1\nzz\t9-1\nb\t\n");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["a"].as_deref(), Some("1.1-1"));
+        assert_eq!(got["b"], None);
     }
 
     #[test]

@@ -93,7 +93,14 @@ pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, Str
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    parse_sync_list(&mut found, &String::from_utf8_lossy(&out.stdout));
+    Ok(found)
+}
+
+/// `pacman -Sl` output (`REPO NAME VERSION [installed...]`) into `found`:
+/// the first repository that lists a name wins, as pacman's order does.
+pub fn parse_sync_list(found: &mut HashMap<String, Option<String>>, text: &str) {
+    for line in text.lines() {
         let mut words = line.split_whitespace();
         let (_repo, name, version) = match (words.next(), words.next(), words.next()) {
             (Some(r), Some(n), Some(v)) => (r, n, v),
@@ -105,7 +112,6 @@ pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, Str
             *slot = Some(version.to_string());
         }
     }
-    Ok(found)
 }
 
 /// pacman's database directory: `pacman-conf DBPath` for the config in
@@ -165,6 +171,18 @@ mod tests {
         let got = parse_query("a 1.0-1\nb 2:3.1-4\nerror: package 'nope' was not found\n");
         assert_eq!(got.len(), 2);
         assert_eq!(got["b"].version, "2:3.1-4");
+    }
+
+    #[test]
+    fn the_first_repository_listing_a_name_gives_its_candidate() {
+        let mut found = HashMap::from([("a".to_string(), None), ("b".to_string(), None)]);
+        parse_sync_list(
+            &mut found,
+            "core a 1.1-1 [installed: 1.0-1]\nextra a 2.0-1\nextra zz 1-1\nbroken\n",
+        );
+        assert_eq!(found["a"].as_deref(), Some("1.1-1"));
+        assert_eq!(found["b"], None);
+        assert_eq!(found.len(), 2);
     }
 
     #[test]
