@@ -495,3 +495,46 @@ fn the_workstation_example_plans_its_packages_as_one_transaction_before_their_co
         .expect("the tmux config is planned");
     assert!(text.find(line).unwrap() < tmux, "{text}");
 }
+
+#[test]
+fn a_file_an_installed_package_ships_is_written_after_its_upgrade() {
+    let w = world(&[A], "");
+    w.root.apt_get(&["install", "-y", "-q", "stead-test-a"]);
+    w.root.publish(&[A11]);
+    let path = w.root.root().join(A.payload_path());
+    w.repo.write_manifest(&format!(
+        "[file.payload]\npath = \"{}\"\ncontent = \"mine\\n\"\n\n[package.stead-test-a]\nensure = \"latest\"\n",
+        path.display()
+    ));
+    // The file is the package's, not stead's: --force replaces it.
+    let (code, json, err) = w.run(&["--json", "plan", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ids: Vec<&str> = plan["plan"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["file.payload", "package.stead-test-a"]);
+    assert_eq!(
+        plan["plan"]["depends_on"][0],
+        serde_json::json!([1]),
+        "the file waits for the package that ships it: {json}"
+    );
+    let calls = w.calls();
+    assert_eq!(
+        count(&calls, "dpkg-query"),
+        2,
+        "the package query and one read of the shipped files: {calls:?}"
+    );
+
+    w.ok(&["apply", "--yes", "--force"]);
+    assert_eq!(status(&w, "stead-test-a"), installed("1.1"));
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "mine\n",
+        "written after the upgrade, not overwritten by it"
+    );
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}

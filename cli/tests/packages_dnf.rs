@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fs;
 
 use common::packages::{PackageWorld, count, members};
 use stead_testkit::dnf::{DnfRoot, Rpm};
@@ -204,4 +205,56 @@ fn an_unknown_name_fails_the_dnf_transaction_and_each_known_package_is_retried_a
     let resources = &w.repo.sb.state_json()["resources"];
     assert!(resources.get("package.stead-test-nope").is_none());
     assert!(resources.get("package.stead-test-b").is_some());
+}
+
+#[test]
+fn a_file_a_package_will_ship_is_written_after_the_package_is_installed() {
+    let shipped = "usr/share/stead-test/stead-test-a";
+    let w = world(&[A], DNF);
+    let path = w.root.root().join(shipped);
+    w.repo.write_manifest(&format!(
+        "[file.payload]\npath = \"{}\"\ncontent = \"mine\\n\"\n\n{}",
+        path.display(),
+        declare(&["stead-test-a"], "")
+    ));
+    let (code, json, err) = w.run(&["--json", "plan"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ids: Vec<&str> = plan["plan"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["file.payload", "package.stead-test-a"]);
+    assert_eq!(
+        plan["plan"]["depends_on"][0],
+        serde_json::json!([1]),
+        "the file waits for the package that ships it: {json}"
+    );
+
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    eprintln!("{out}{err}");
+    assert_eq!(code, 0);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.0-1")]));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "mine\n");
+}
+
+#[test]
+fn a_declared_order_the_other_way_wins_over_the_autoedge() {
+    let w = world(&[A], DNF);
+    let path = w.root.root().join("usr/share/stead-test/stead-test-a");
+    w.repo.write_manifest(&format!(
+        "[file.payload]\npath = \"{}\"\ncontent = \"mine\\n\"\n\n{}after = [\"file.payload\"]\n",
+        path.display(),
+        declare(&["stead-test-a"], "")
+    ));
+    let (code, json, err) = w.run(&["--json", "plan"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        plan["plan"]["depends_on"],
+        serde_json::json!([[], [0]]),
+        "no edge back from the file to the package: {json}"
+    );
 }

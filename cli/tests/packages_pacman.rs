@@ -217,3 +217,29 @@ fn a_database_lock_left_behind_is_a_conflict_naming_the_repair_and_nothing_runs(
     w.ok(&["apply", "--yes"]);
     assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.0-1")]));
 }
+
+#[test]
+fn a_file_an_installed_package_ships_is_written_after_its_upgrade() {
+    let w = world(&[A], "[settings]\n");
+    w.root.pacman(&["-S", "stead-test-a"]);
+    w.root.publish(&[A11]);
+    let path = w.root.root().join(A.payload_path());
+    w.repo.write_manifest(&format!(
+        "[file.payload]\npath = \"{}\"\ncontent = \"mine\\n\"\n\n{}",
+        path.display(),
+        declare(&["stead-test-a"], "ensure = \"latest\"\n")
+    ));
+    let (code, json, err) = w.run(&["--json", "plan", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(plan["plan"]["changes"][1]["id"], "package.stead-test-a");
+    assert_eq!(
+        plan["plan"]["depends_on"][0],
+        serde_json::json!([1]),
+        "the file waits for the package that ships it: {json}"
+    );
+    w.ok(&["apply", "--yes", "--force"]);
+    assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.1-1")]));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "mine\n");
+    assert!(w.ok(&["plan"]).contains("No changes"));
+}

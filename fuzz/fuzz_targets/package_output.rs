@@ -1,7 +1,8 @@
 //! What the package kind reads from its managers: any bytes, split at NULs,
 //! as the output of `dpkg-query -W`, `apt-cache policy`, `rpm -q --qf`,
-//! `dnf repoquery`, `pacman -Q` and `pacman -Sl`, parsed as the plan
-//! parses them.
+//! `dnf repoquery`, `pacman -Q`, `pacman -Sl` and the shipped-file lists
+//! (`dpkg-query` of `${db-fsys:Files}`, `dnf repoquery` of `%{files}`,
+//! `pacman -Ql`), parsed as the plan parses them.
 #![no_main]
 
 use std::collections::HashMap;
@@ -27,4 +28,15 @@ fuzz_target!(|data: &[u8]| {
         HashMap::from([("a".to_string(), None), ("b".to_string(), None)]);
     pacman::parse_sync_list(&mut wanted, &next());
     assert_eq!(wanted.len(), 2);
+    let root = Some(std::path::Path::new("/r"));
+    let shipped = [
+        apt::parse_shipped(&next(), root),
+        dnf::parse_shipped(&next(), root),
+        pacman::parse_shipped(&next()),
+    ];
+    for lists in shipped {
+        for path in lists.values().flatten() {
+            assert!(path.is_absolute(), "{path:?}");
+        }
+    }
 });

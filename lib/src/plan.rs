@@ -341,7 +341,8 @@ pub fn make_cached(
     if !errors.is_empty() {
         return Err(PlanError(errors));
     }
-    let depends_on = dependencies(graph, &changes, removals_from);
+    let mut depends_on = dependencies(graph, &changes, removals_from);
+    wait_for_shippers(&ctx, &changes, removals_from, &mut depends_on);
     let seen = observe_targets(&changes, &manifest.real_home);
     let (stat_next, stat_trusted) = match stat_use {
         Some(u) => {
@@ -532,6 +533,88 @@ fn dependencies(graph: &Graph, changes: &[Change], removals_from: usize) -> Vec<
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// Autoedges found at plan time: a declared change of a managed path waits
+/// for a declared change that ships that path
+/// ([`ResourceKind::shipped_paths`]: `/etc/foo.conf` is written after the
+/// package `foo` is installed, upgraded or removed). Each kind with changes
+/// is asked once, and only when some other change has a path; a kind that
+/// cannot say adds no edge (the user's `after` still orders). An edge that
+/// would close a cycle is not added: the declared order wins.
+///
+/// [`ResourceKind::shipped_paths`]: crate::resource::kind::ResourceKind::shipped_paths
+fn wait_for_shippers(
+    ctx: &PlanContext,
+    changes: &[Change],
+    removals_from: usize,
+    depends_on: &mut [Vec<usize>],
+) {
+    let declared = &changes[..removals_from.min(changes.len())];
+    let acts = |c: &Change| !matches!(c.action, Action::Unchanged | Action::Conflict);
+    if !declared.iter().any(|c| acts(c) && !c.keys.is_empty()) {
+        return;
+    }
+    let mut by_kind: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in declared.iter().enumerate() {
+        if acts(c) {
+            by_kind.entry(c.kind.as_str()).or_default().push(i);
+        }
+    }
+    let mut shipped: Vec<(usize, Vec<PathBuf>)> = Vec::new();
+    for members in by_kind.values() {
+        let kind = registry::get(declared[members[0]].kind);
+        let ops: Vec<&resource::Op> = members.iter().map(|&i| &declared[i].op).collect();
+        if let Ok(lists) = kind.shipped_paths(&ops, ctx) {
+            shipped.extend(
+                members
+                    .iter()
+                    .copied()
+                    .zip(lists)
+                    .filter(|(_, l)| !l.is_empty()),
+            );
+        }
+    }
+    if shipped.is_empty() {
+        return;
+    }
+    let mut managed: std::collections::HashMap<PathBuf, Vec<usize>> = Default::default();
+    for (i, c) in declared.iter().enumerate() {
+        if acts(c) {
+            for key in &c.keys {
+                let path = crate::manifest::expand_key(&ctx.manifest.real_home, key);
+                managed.entry(path).or_default().push(i);
+            }
+        }
+    }
+    for (shipper, paths) in shipped {
+        for path in paths {
+            for &waiter in managed.get(&path).into_iter().flatten() {
+                if declared[waiter].kind != declared[shipper].kind
+                    && !depends_on[waiter].contains(&shipper)
+                    && !waits_for(depends_on, shipper, waiter)
+                {
+                    depends_on[waiter].push(shipper);
+                }
+            }
+        }
+    }
+}
+
+/// Whether change `from` waits, directly or not, for change `to`.
+fn waits_for(depends_on: &[Vec<usize>], from: usize, to: usize) -> bool {
+    let mut seen = vec![false; depends_on.len()];
+    let mut stack = vec![from];
+    while let Some(i) = stack.pop() {
+        if i == to {
+            return true;
+        }
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        stack.extend(depends_on[i].iter().copied().filter(|&d| d < seen.len()));
+    }
+    false
 }
 
 /// Reads and diffs the declared resources on up to `jobs` threads, keeping
@@ -813,6 +896,18 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
 mod tests {
     use super::*;
     use crate::resource::tests::{Fixture, change};
+
+    #[test]
+    fn waits_for_follows_dependencies_through_every_step() {
+        // 0 waits for 1, 1 for 2; 3 waits for nothing.
+        let deps = vec![vec![1], vec![2], vec![], vec![]];
+        assert!(waits_for(&deps, 0, 2));
+        assert!(waits_for(&deps, 0, 1));
+        assert!(!waits_for(&deps, 2, 0));
+        assert!(!waits_for(&deps, 3, 0));
+        // A cycle in the input does not loop.
+        assert!(!waits_for(&[vec![1], vec![0]], 0, 2));
+    }
 
     const M: &str = "[exec.once]\ncommand = \"true\"\nonce = true\n\n\
                      [exec.guarded]\ncommand = \"true\"\nonce = true\nunless = \"false\"\n\n\

@@ -160,6 +160,20 @@ pub trait ResourceKind: KindSchema {
         None
     }
 
+    /// For each of `ops` (this kind's planned changes), the paths it
+    /// installs or removes as its own database knows them, read once for
+    /// all (`package`: the files each package ships). A managed path among
+    /// them waits for that change (autoedge, added at plan time by
+    /// [`crate::plan::make`]). `Err`: the kind could not say (no autoedge);
+    /// default: none.
+    fn shipped_paths(
+        &self,
+        _ops: &[&Op],
+        _ctx: &PlanContext,
+    ) -> Result<Vec<Vec<PathBuf>>, ResourceError> {
+        Ok(Vec::new())
+    }
+
     /// Paths a later watch mode should watch to notice drift (default: none).
     fn watch_paths(&self, _spec: &Spec) -> Vec<PathBuf> {
         Vec::new()

@@ -17,6 +17,7 @@ pub mod managers;
 pub mod pacman;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -404,6 +405,42 @@ impl ResourceKind for Package {
         self.apply_together(&[op], env)
             .pop()
             .unwrap_or_else(|| Err(ResourceError::Internal("no result for a package".into())))
+    }
+
+    fn shipped_paths(
+        &self,
+        ops: &[&Op],
+        _ctx: &PlanContext,
+    ) -> Result<Vec<Vec<PathBuf>>, ResourceError> {
+        let steps: Vec<Option<Step>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Custom { data } => custom_data(PACKAGE, data).ok(),
+                _ => None,
+            })
+            .collect();
+        let mut lists: HashMap<Manager, HashMap<String, Vec<PathBuf>>> = HashMap::new();
+        for manager in steps.iter().flatten().map(|s| s.manager) {
+            if lists.contains_key(&manager) {
+                continue;
+            }
+            let names: Vec<&str> = steps
+                .iter()
+                .flatten()
+                .filter(|s| s.manager == manager)
+                .map(|s| s.name.as_str())
+                .collect();
+            let found = managers::shipped(manager, &names).map_err(ResourceError::Exec)?;
+            lists.insert(manager, found);
+        }
+        Ok(steps
+            .iter()
+            .map(|step| {
+                step.as_ref()
+                    .and_then(|s| lists.get(&s.manager)?.get(&s.name).cloned())
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 
     fn transaction(&self, op: &Op) -> Option<String> {

@@ -7,7 +7,7 @@
 //! as they point apt and dpkg there (the tests use throw-away roots so).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How long `apt-get` waits for another holder of dpkg's lock.
 pub const LOCK_TIMEOUT_SECS: u32 = 120;
@@ -62,6 +62,58 @@ pub fn query(names: &[&str]) -> Result<HashMap<String, Installed>, String> {
         ));
     }
     Ok(parse_query(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The files each installed package of `names` ships, by name: one
+/// `dpkg-query -W` of `${db-fsys:Files}`, under `DPKG_ROOT` when it is set
+/// (a package that is not installed has no list: apt cannot say what it
+/// would ship without downloading it).
+pub fn shipped(names: &[&str]) -> Result<HashMap<String, Vec<PathBuf>>, String> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let out = std::process::Command::new("dpkg-query")
+        .arg("-W")
+        .arg("-f=${Package}\n${db-fsys:Files}")
+        .arg("--")
+        .args(names)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run dpkg-query: {e}"))?;
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        return Err(format!(
+            "dpkg-query {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let root = std::env::var_os("DPKG_ROOT").map(PathBuf::from);
+    Ok(parse_shipped(
+        &String::from_utf8_lossy(&out.stdout),
+        root.as_deref(),
+    ))
+}
+
+/// `dpkg-query -W -f='${Package}\n${db-fsys:Files}'` output: a package's
+/// name on a line of its own, then its files, each on a line that starts
+/// with a space; paths joined under `root`.
+pub fn parse_shipped(text: &str, root: Option<&Path>) -> HashMap<String, Vec<PathBuf>> {
+    let mut lists: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    let mut current: Option<&mut Vec<PathBuf>> = None;
+    for line in text.lines() {
+        match line.strip_prefix(' ') {
+            None if !line.is_empty() => current = Some(lists.entry(line.to_string()).or_default()),
+            None => {}
+            Some(path) => {
+                if let (Some(list), Some(p)) =
+                    (current.as_mut(), super::managers::under_root(root, path))
+                {
+                    list.push(p);
+                }
+            }
+        }
+    }
+    lists
 }
 
 /// `dpkg-query -W` output in the format [`query`] asks for.
@@ -222,6 +274,21 @@ mod tests {
         assert!(!got["a"].is_half_done() && !got["b"].is_half_done());
         assert_eq!(got.len(), 3);
         assert!(parse_query("garbage without tabs\n\n").is_empty());
+    }
+
+    #[test]
+    fn shipped_files_follow_their_package_and_go_under_the_root() {
+        let text = "a\n /.\n /etc\n /etc/a.conf\nb\n /usr/bin/b\n";
+        let got = parse_shipped(text, Some(Path::new("/r")));
+        assert_eq!(
+            got["a"],
+            [PathBuf::from("/r/etc"), PathBuf::from("/r/etc/a.conf")]
+        );
+        assert_eq!(got["b"], [PathBuf::from("/r/usr/bin/b")]);
+        assert_eq!(
+            parse_shipped(text, None)["b"],
+            [PathBuf::from("/usr/bin/b")]
+        );
     }
 
     #[test]

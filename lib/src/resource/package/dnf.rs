@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use super::managers::{Found, FoundState};
+use std::path::{Path, PathBuf};
+
+use super::managers::{Found, FoundState, under_root};
 
 /// The environment variable naming another root.
 pub const ROOT_VAR: &str = "STEAD_DNF_INSTALLROOT";
@@ -130,6 +132,66 @@ pub fn parse_candidates(names: &[&str], text: &str) -> HashMap<String, Option<St
     found
 }
 
+/// The files each of `names` ships, by name: one `dnf repoquery` of the
+/// newest version in the repositories' metadata, from dnf's cache only
+/// (`-C`: no download), so it answers for packages that are not installed
+/// yet; paths under the installroot.
+pub fn shipped(names: &[&str]) -> Result<HashMap<String, Vec<PathBuf>>, String> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let argv = dnf_argv();
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .args([
+            "-C",
+            "-q",
+            "repoquery",
+            "--latest-limit",
+            "1",
+            "--qf",
+            "%{name}\t%{files}",
+            "--",
+        ])
+        .args(names)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run dnf: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "dnf repoquery {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let root = root().map(PathBuf::from);
+    Ok(parse_shipped(
+        &String::from_utf8_lossy(&out.stdout),
+        root.as_deref(),
+    ))
+}
+
+/// `dnf repoquery --qf '%{name}\t%{files}'` output: a package's name, a
+/// tab and its first file, then its other files on lines of their own;
+/// paths joined under `root`.
+pub fn parse_shipped(text: &str, root: Option<&Path>) -> HashMap<String, Vec<PathBuf>> {
+    let mut lists: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    let mut current: Option<&mut Vec<PathBuf>> = None;
+    for line in text.lines() {
+        let path = match line.split_once('\t') {
+            Some((name, first)) => {
+                current = Some(lists.entry(name.to_string()).or_default());
+                first
+            }
+            None => line,
+        };
+        if let (Some(list), Some(p)) = (current.as_mut(), under_root(root, path)) {
+            list.push(p);
+        }
+    }
+    lists
+}
+
 /// The `dnf` argv that installs (`name-version` for a pin) or removes
 /// `packages` in one transaction, without weak dependencies.
 pub fn transaction_argv(install: bool, packages: &[(&str, Option<&str>)]) -> Vec<String> {
@@ -170,6 +232,22 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got["a"].as_deref(), Some("1.1-1"));
         assert_eq!(got["b"], None);
+    }
+
+    #[test]
+    fn shipped_files_follow_the_name_and_tab_that_start_each_package() {
+        let got = parse_shipped(
+            "a\t/usr/share/t\n/usr/share/t/a\nb\t/etc/b.conf\n",
+            Some(Path::new("/r")),
+        );
+        assert_eq!(
+            got["a"],
+            [
+                PathBuf::from("/r/usr/share/t"),
+                PathBuf::from("/r/usr/share/t/a")
+            ]
+        );
+        assert_eq!(got["b"], [PathBuf::from("/r/etc/b.conf")]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! interrupted run must be repaired first, and one transaction.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +148,32 @@ pub fn candidates(m: Manager, names: &[&str]) -> Result<HashMap<String, Option<S
     }
 }
 
+/// The files each of `names` ships (or would ship), by name, as far as its
+/// manager can say (one query); see each adapter's `shipped`.
+pub fn shipped(m: Manager, names: &[&str]) -> Result<HashMap<String, Vec<PathBuf>>, String> {
+    match m {
+        Manager::Apt => apt::shipped(names),
+        Manager::Dnf => dnf::shipped(names),
+        Manager::Pacman => pacman::shipped(names),
+    }
+}
+
+/// `path` (absolute, as a package database lists it) under `root`; `None`
+/// for what is no file of its own: the root itself (`/.`, `/`) or a
+/// relative path.
+pub fn under_root(root: Option<&Path>, path: &str) -> Option<PathBuf> {
+    let path = path.trim_end_matches('/');
+    if !path.starts_with('/') {
+        return None;
+    }
+    // `//etc` is `/etc`: under the root, not the machine's.
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() || rel == "." {
+        return None;
+    }
+    Some(root.unwrap_or(Path::new("/")).join(rel))
+}
+
 /// Why nothing may be installed or removed until the user repairs the
 /// manager, and the command that repairs it; `None`: it is consistent.
 pub fn interrupted(m: Manager) -> Result<Option<(String, String)>, String> {
@@ -199,6 +226,24 @@ fn run(argv: Vec<String>, control: &RunControl) -> Result<Outcome, ResourceError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_path_goes_under_the_root_and_the_root_itself_is_no_path() {
+        let r = Some(Path::new("/tmp/r"));
+        assert_eq!(under_root(r, "/etc/x"), Some(PathBuf::from("/tmp/r/etc/x")));
+        assert_eq!(
+            under_root(r, "/usr/share/"),
+            Some(PathBuf::from("/tmp/r/usr/share"))
+        );
+        assert_eq!(under_root(None, "/etc/x"), Some(PathBuf::from("/etc/x")));
+        assert_eq!(
+            under_root(r, "//etc/x"),
+            Some(PathBuf::from("/tmp/r/etc/x"))
+        );
+        for nothing in ["/.", "/", "//", "", "etc/x"] {
+            assert_eq!(under_root(r, nothing), None, "{nothing:?}");
+        }
+    }
 
     #[test]
     fn a_version_matches_whole_or_for_dnf_and_pacman_without_its_release() {

@@ -114,6 +114,41 @@ pub fn parse_sync_list(found: &mut HashMap<String, Option<String>>, text: &str) 
     }
 }
 
+/// The files each installed package of `names` ships, by name: one
+/// `pacman -Ql` (its paths already under `RootDir`). A package that is not
+/// installed has no list: `pacman -Fl` would need the files databases,
+/// which stead does not download.
+pub fn shipped(names: &[&str]) -> Result<HashMap<String, Vec<PathBuf>>, String> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut args = vec!["-Ql", "--"];
+    args.extend_from_slice(names);
+    let out = pacman(&args)?;
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        return Err(format!(
+            "pacman -Ql {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(parse_shipped(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `pacman -Ql` output: `NAME PATH` lines (a directory's path ends with
+/// `/`).
+pub fn parse_shipped(text: &str) -> HashMap<String, Vec<PathBuf>> {
+    let mut lists: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    for line in text.lines() {
+        if let Some((name, path)) = line.split_once(' ')
+            && let Some(p) = super::managers::under_root(None, path)
+        {
+            lists.entry(name.to_string()).or_default().push(p);
+        }
+    }
+    lists
+}
+
 /// pacman's database directory: `pacman-conf DBPath` for the config in
 /// use, else pacman's default.
 fn db_path() -> PathBuf {
@@ -183,6 +218,17 @@ mod tests {
         assert_eq!(found["a"].as_deref(), Some("1.1-1"));
         assert_eq!(found["b"], None);
         assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn shipped_lines_are_name_and_path() {
+        let got = parse_shipped("a /r/usr/\na /r/usr/bin/a\nb /r/etc/b.conf\nbroken\n");
+        assert_eq!(
+            got["a"],
+            [PathBuf::from("/r/usr"), PathBuf::from("/r/usr/bin/a")]
+        );
+        assert_eq!(got["b"], [PathBuf::from("/r/etc/b.conf")]);
+        assert_eq!(got.len(), 2);
     }
 
     #[test]
