@@ -41,7 +41,9 @@ options:
 'packages' measures the package kind on a throw-away apt root (real apt and
 dpkg; needs apt-utils): a warm plan of N declared packages (default 50,500)
 beside one dpkg-query, and installing K packages (default 10) in stead's one
-transaction beside apt-get one by one and one apt-get.";
+transaction beside apt-get one by one and one apt-get, and the autoedges'
+cost: a plan of the largest N package upgrades and 200 files (stead reads
+what the packages ship) beside the upgrades alone and the files alone.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

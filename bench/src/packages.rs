@@ -7,7 +7,10 @@
 //!   reads them in that one query);
 //! * installing K packages with `stead apply` (one apt transaction) beside
 //!   K `apt-get install` calls one by one (what a tool that installs per
-//!   resource does) and one plain `apt-get install` of all K (the floor).
+//!   resource does) and one plain `apt-get install` of all K (the floor);
+//! * the autoedges' cost: a plan of N package upgrades and F files (so stead
+//!   reads the files the N packages ship, one `dpkg-query`) beside a plan of
+//!   the N upgrades alone and one of the F files alone.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -201,6 +204,51 @@ fn install_k(env: &Env, k: usize, repeat: usize) -> Result<String> {
     Ok(out)
 }
 
+/// A plan of `n` package upgrades beside `files` files to create: with
+/// both, stead reads what the packages ship (autoedges); alone, it does not.
+fn autoedge_plan(env: &Env, n: usize, files: usize, repeat: usize) -> Result<String> {
+    let all = names("stead-bench-u", n);
+    let apt = AptRoot::try_new(&debs(&all))?;
+    install(&apt, &all)?;
+    let newer: Vec<Deb> = all.iter().map(|n| Deb::new(n, "1.1")).collect();
+    apt.publish(&newer);
+    let packages: String = all
+        .iter()
+        .map(|n| format!("[package.{n}]\nensure = \"latest\"\n"))
+        .collect();
+    let file_decls: String = (0..files)
+        .map(|i| format!("[file.f{i:04}]\npath = \"~/f{i:04}\"\ncontent = \"{i}\\n\"\n"))
+        .collect();
+    let mut cases = Vec::new();
+    for manifest in [
+        format!("{packages}{file_decls}"),
+        packages.clone(),
+        file_decls.clone(),
+    ] {
+        let ws = Workspace::new(env, "stead-bench-pkg-")?;
+        std::fs::write(ws.config().join("stead.toml"), manifest)?;
+        let mut times = Vec::new();
+        for _ in 0..repeat.max(1) {
+            times.push(stead(env, &apt, &ws, &["plan"])?.wall);
+        }
+        cases.push(median(times));
+    }
+    let both = format!("plan, {n} package upgrades + {files} files (reads what the packages ship)");
+    let mut out = row(
+        &both,
+        cases[0],
+        &format!("the {n} upgrades alone"),
+        cases[1],
+    );
+    out.push_str(&row(
+        &both,
+        cases[0],
+        &format!("the {files} files alone"),
+        cases[2],
+    ));
+    Ok(out)
+}
+
 /// Runs the package cases; returns a Markdown table.
 pub fn run(env: &Env, opts: &PackageOptions) -> Result<String> {
     let mut table =
@@ -210,6 +258,9 @@ pub fn run(env: &Env, opts: &PackageOptions) -> Result<String> {
     }
     if opts.install > 0 {
         table.push_str(&install_k(env, opts.install, opts.repeat)?);
+    }
+    if let Some(&n) = opts.declared.iter().max() {
+        table.push_str(&autoedge_plan(env, n, 200, opts.repeat)?);
     }
     Ok(table)
 }
