@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::apt::{AptRoot, Deb};
-use common::packages::{PackageWorld, count, which};
+use common::packages::{PackageWorld, count, wait_for, which};
 
 const A: Deb = Deb::new("stead-test-a", "1.0");
 const B: Deb = Deb::new("stead-test-b", "1.0");
@@ -326,18 +326,6 @@ fn alive(pid: i32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
-    }
-}
-
-/// Waits (up to a minute) for `what` to hold, checking every 20 ms.
-fn wait_for(what: &str, mut holds: impl FnMut() -> bool) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !holds() {
-        assert!(
-            std::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 
-use common::packages::{PackageWorld, count, members};
+use common::packages::{PackageWorld, count, members, processes_mentioning, wait_for};
 use stead_testkit::dnf::{DnfRoot, Rpm};
 
 const A: Rpm = Rpm::new("stead-test-a", "1.0");
@@ -257,4 +257,65 @@ fn a_declared_order_the_other_way_wins_over_the_autoedge() {
         serde_json::json!([[], [0]]),
         "no edge back from the file to the package: {json}"
     );
+}
+
+/// Kills the child when dropped (a test that fails half way leaves no stead
+/// running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_stead_killed_while_dnf_reads_a_package_leaves_nothing_half_done_and_the_next_apply_installs() {
+    let w = world(&[A, B], &declare(&["stead-test-a", "stead-test-b"], ""));
+    // dnf reads a local repository's packages in place: a FIFO in the place
+    // of one holds dnf there until the test opens the other end.
+    let package = w.root.repo().join("noarch").join(A.file_name());
+    let saved = fs::read(&package).unwrap();
+    fs::remove_file(&package).unwrap();
+    nix::unistd::mkfifo(&package, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let root = w.root.root().to_str().unwrap().to_string();
+
+    let mut stead = KillOnDrop(
+        w.std_command(&["apply", "--yes"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Opening the writing end without blocking succeeds once a reader
+    // (dnf) waits on the FIFO; the writer is held open, writing nothing.
+    let mut writer = None;
+    wait_for("dnf to open the package", || {
+        use std::os::unix::fs::OpenOptionsExt;
+        writer = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&package)
+            .ok();
+        writer.is_some()
+    });
+    stead.0.kill().unwrap();
+    stead.0.wait().unwrap();
+    wait_for("the reaper to end dnf", || {
+        processes_mentioning(&format!("--installroot={root}")).is_empty()
+    });
+    drop(writer);
+    assert!(w.root.installed().is_empty(), "{:?}", w.root.installed());
+    fs::remove_file(&package).unwrap();
+    fs::write(&package, saved).unwrap();
+
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Recovering from interrupted run"), "{out}");
+    assert_eq!(
+        w.root.installed(),
+        versions(&[("stead-test-a", "1.0-1"), ("stead-test-b", "1.0-1")])
+    );
+    assert!(w.root.stray_rpmdbs().is_empty());
 }

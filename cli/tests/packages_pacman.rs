@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 
-use common::packages::{PackageWorld, count, members};
+use common::packages::{PackageWorld, count, members, processes_mentioning, wait_for};
 use stead_testkit::pacman::{PacPkg, PacmanRoot};
 
 const A: PacPkg = PacPkg::new("stead-test-a", "1.0");
@@ -242,4 +242,67 @@ fn a_file_an_installed_package_ships_is_written_after_its_upgrade() {
     assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.1-1")]));
     assert_eq!(fs::read_to_string(&path).unwrap(), "mine\n");
     assert!(w.ok(&["plan"]).contains("No changes"));
+}
+
+/// Kills the child when dropped (a test that fails half way leaves no stead
+/// running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_stead_killed_during_the_pacman_transaction_leaves_its_lock_and_the_next_apply_names_the_repair()
+ {
+    let w = world(&[A, B], &declare(&["stead-test-a", "stead-test-b"], ""));
+    // pacman takes its lock, then reads the package from the repository: a
+    // FIFO in its place holds pacman there, inside its transaction.
+    let package = w.root.repo().join(A.file_name());
+    let saved = fs::read(&package).unwrap();
+    fs::remove_file(&package).unwrap();
+    nix::unistd::mkfifo(&package, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let lock = w.root.root().join("var/lib/pacman/db.lck");
+    let config = w.root.config().to_str().unwrap().to_string();
+
+    let mut stead = KillOnDrop(
+        w.std_command(&["apply", "--yes"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("pacman to take its lock", || lock.exists());
+    stead.0.kill().unwrap();
+    stead.0.wait().unwrap();
+    // stead's reaper ends the pacman it left running; the lock stays.
+    wait_for("the reaper to end pacman", || {
+        processes_mentioning(&config).is_empty()
+    });
+    assert!(lock.exists());
+    assert!(w.root.installed().is_empty());
+    fs::remove_file(&package).unwrap();
+    fs::write(&package, saved).unwrap();
+
+    w.calls();
+    let (code, out, err) = w.run(&["apply", "--yes"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("Recovering from interrupted run"), "{out}");
+    assert!(out.contains("! package.stead-test-a"), "{out}");
+    assert!(
+        out.contains(&format!("'sudo rm {}'", lock.display())),
+        "{out}"
+    );
+    let calls = w.calls();
+    assert!(!calls.iter().any(|c| c.contains(" -S ")), "{calls:?}");
+
+    fs::remove_file(&lock).unwrap();
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(
+        w.root.installed(),
+        versions(&[("stead-test-a", "1.0-1"), ("stead-test-b", "1.0-1")])
+    );
 }

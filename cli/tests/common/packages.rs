@@ -44,11 +44,20 @@ impl<R> PackageWorld<R> {
     /// `stead --config ... ARGS` with the root's environment and the
     /// wrappers first on `PATH`.
     pub fn command(&self, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = self
-            .repo
-            .sb
-            .stead(&["--config", self.repo.config.path().to_str().unwrap()]);
-        cmd.args(args);
+        assert_cmd::Command::from_std(self.std_command(args))
+    }
+
+    /// [`PackageWorld::command`] as a `std` command (to spawn it).
+    pub fn std_command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"));
+        cmd.env_remove("STEAD_HOME")
+            .env_remove("STEAD_STATE_DIR")
+            .env_remove("STEAD_HISTORY_LIMIT")
+            .env("HOME", self.repo.home())
+            .env("NO_COLOR", "1")
+            .args(["--home", self.repo.home().to_str().unwrap()])
+            .args(["--config", self.repo.config.path().to_str().unwrap()])
+            .args(args);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -158,4 +167,38 @@ pub fn members(record: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default();
     m.sort_unstable();
     m
+}
+
+/// Waits (up to a minute) for `what` to hold, checking every 20 ms.
+pub fn wait_for(what: &str, mut holds: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !holds() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The live processes (zombies left out) whose command line mentions
+/// `text`.
+pub fn processes_mentioning(text: &str) -> Vec<i32> {
+    let Ok(proc) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let zombie = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            });
+            !zombie
+                && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(text)
+                })
+        })
+        .collect()
 }
