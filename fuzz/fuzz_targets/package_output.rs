@@ -2,13 +2,14 @@
 //! as the output of `dpkg-query -W`, `apt-cache policy`, `rpm -q --qf`,
 //! `dnf repoquery`, `pacman -Q`, `pacman -Sl` and the shipped-file lists
 //! (`dpkg-query` of `${db-fsys:Files}`, `dnf repoquery` of `%{files}`,
-//! `pacman -Ql`), parsed as the plan parses them.
+//! `pacman -Ql`), and brew's `list --versions` and `info --json=v2`, parsed
+//! as the plan parses them.
 #![no_main]
 
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use stead_lib::resource::package::{apt, dnf, pacman};
+use stead_lib::resource::package::{apt, brew, dnf, pacman};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.split(|&b| b == 0).map(String::from_utf8_lossy);
@@ -34,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
         dnf::parse_shipped(&next(), root),
         pacman::parse_shipped(&next()),
     ];
+    for found in brew::parse_query(&next()).values() {
+        assert!(!found.version.is_empty());
+    }
+    let _ = brew::parse_info(&next());
     for lists in shipped {
         for path in lists.values().flatten() {
             assert!(path.is_absolute(), "{path:?}");

@@ -12,6 +12,7 @@
 //! when its declaration goes away.
 
 pub mod apt;
+pub mod brew;
 pub mod dnf;
 pub mod managers;
 pub mod pacman;
@@ -226,10 +227,11 @@ fn manager(input: &mut SpecInput) -> Option<Option<Manager>> {
     input.problem(
         Problem::at(
             span,
-            format!("`manager` must be \"auto\", \"apt\", \"dnf\" or \"pacman\", not {m:?}"),
+            format!(
+                "`manager` must be \"auto\", \"apt\", \"dnf\", \"pacman\" or \"brew\", not {m:?}"
+            ),
         )
-        .label("bad value")
-        .help("brew is not supported: it refuses to run as root, and stead could not test it against a real brew"),
+        .label("bad value"),
     );
     None
 }
@@ -306,8 +308,8 @@ pub fn package_spec(spec: &Spec) -> Option<&PackageSpec> {
 fn resolve(manager: Option<Manager>) -> Result<Manager, ResourceError> {
     manager.or_else(Manager::detect).ok_or_else(|| {
         ResourceError::Exec(
-            "no supported package manager on this machine (none of dpkg-query, rpm with dnf, or \
-             pacman is on PATH); set `manager` to the one to use"
+            "no supported package manager on this machine (none of dpkg-query, rpm with dnf, \
+             pacman or brew is on PATH); set `manager` to the one to use"
                 .into(),
         )
     })
@@ -329,6 +331,9 @@ fn shared_key(manager: Manager, what: Read) -> &'static str {
         (Manager::Pacman, Read::Installed) => "package:pacman:installed",
         (Manager::Pacman, Read::Candidates) => "package:pacman:candidates",
         (Manager::Pacman, Read::Interrupted) => "package:pacman:interrupted",
+        (Manager::Brew, Read::Installed) => "package:brew:installed",
+        (Manager::Brew, Read::Candidates) => "package:brew:candidates",
+        (Manager::Brew, Read::Interrupted) => "package:brew:interrupted",
     }
 }
 
@@ -763,7 +768,7 @@ mod tests {
             ),
             (
                 "[package.a]\nmanager = \"yum\"\n",
-                "\"auto\", \"apt\", \"dnf\" or \"pacman\"",
+                "\"auto\", \"apt\", \"dnf\", \"pacman\" or \"brew\"",
             ),
             ("[package.a]\nname = \"-rf\"\n", "is not a package name"),
             ("[package.a]\nname = \"a b\"\n", "is not a package name"),

@@ -12,7 +12,7 @@ use crate::resource::ResourceError;
 use crate::resource::exec::Outcome;
 use crate::run::RunControl;
 
-use super::{apt, dnf, pacman};
+use super::{apt, brew, dnf, pacman};
 
 /// A package manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,6 +24,8 @@ pub enum Manager {
     Dnf,
     /// Arch's pacman.
     Pacman,
+    /// Homebrew (tested against a recorded protocol only, see `brew.rs`).
+    Brew,
 }
 
 impl Manager {
@@ -33,18 +35,19 @@ impl Manager {
             Manager::Apt => "apt",
             Manager::Dnf => "dnf",
             Manager::Pacman => "pacman",
+            Manager::Brew => "brew",
         }
     }
 
     /// The manager named `name`.
     pub fn named(name: &str) -> Option<Manager> {
-        [Manager::Apt, Manager::Dnf, Manager::Pacman]
+        [Manager::Apt, Manager::Dnf, Manager::Pacman, Manager::Brew]
             .into_iter()
             .find(|m| m.as_str() == name)
     }
 
     /// The manager of this machine: the first whose query program is on
-    /// `PATH` (dpkg-query, then rpm with dnf, then pacman).
+    /// `PATH` (dpkg-query, then rpm with dnf, then pacman, then brew).
     pub fn detect() -> Option<Manager> {
         let on_path = |program: &str| {
             std::env::var_os("PATH")
@@ -56,15 +59,17 @@ impl Manager {
             Some(Manager::Dnf)
         } else if on_path("pacman") {
             Some(Manager::Pacman)
+        } else if on_path("brew") {
+            Some(Manager::Brew)
         } else {
             None
         }
     }
 
     /// Whether it can install a chosen version (pacman's repositories hold
-    /// one version of each package).
+    /// one version of each package; brew's formulae one too).
     pub fn pins(self) -> bool {
-        !matches!(self, Manager::Pacman)
+        !matches!(self, Manager::Pacman | Manager::Brew)
     }
 
     /// Whether `installed` is the `wanted` version. apt compares the whole
@@ -136,6 +141,7 @@ pub fn query(m: Manager, names: &[&str]) -> Result<HashMap<String, Found>, Strin
         }),
         Manager::Dnf => dnf::query(names),
         Manager::Pacman => pacman::query(names),
+        Manager::Brew => brew::query(names),
     }
 }
 
@@ -145,6 +151,7 @@ pub fn candidates(m: Manager, names: &[&str]) -> Result<HashMap<String, Option<S
         Manager::Apt => apt::candidates(names),
         Manager::Dnf => dnf::candidates(names),
         Manager::Pacman => pacman::candidates(names),
+        Manager::Brew => brew::candidates(names),
     }
 }
 
@@ -155,6 +162,9 @@ pub fn shipped(m: Manager, names: &[&str]) -> Result<HashMap<String, Vec<PathBuf
         Manager::Apt => apt::shipped(names),
         Manager::Dnf => dnf::shipped(names),
         Manager::Pacman => pacman::shipped(names),
+        // `brew list --formula NAME` lists a keg's files under the cellar,
+        // never a managed config path: no autoedge.
+        Manager::Brew => Ok(HashMap::new()),
     }
 }
 
@@ -179,7 +189,7 @@ pub fn under_root(root: Option<&Path>, path: &str) -> Option<PathBuf> {
 pub fn interrupted(m: Manager) -> Result<Option<(String, String)>, String> {
     match m {
         Manager::Apt => Ok(apt::interrupted()?.map(|why| (why, "sudo dpkg --configure -a".into()))),
-        Manager::Dnf => Ok(None),
+        Manager::Dnf | Manager::Brew => Ok(None),
         Manager::Pacman => pacman::interrupted(),
     }
 }
@@ -196,6 +206,7 @@ pub(crate) fn transaction(
         Manager::Apt => apt::transaction_argv(install, packages),
         Manager::Dnf => dnf::transaction_argv(install, packages),
         Manager::Pacman => pacman::transaction_argv(install, packages),
+        Manager::Brew => brew::transaction_argv(install, packages),
     };
     run(argv, control)
 }
@@ -204,10 +215,15 @@ pub(crate) fn transaction(
 /// group (announced to the run's reaper, killed by a hard cancel), output
 /// captured, non-interactive.
 fn run(argv: Vec<String>, control: &RunControl) -> Result<Outcome, ResourceError> {
-    let env = std::collections::BTreeMap::from([
+    let mut env = std::collections::BTreeMap::from([
         ("DEBIAN_FRONTEND".to_string(), "noninteractive".to_string()),
         ("LC_ALL".to_string(), "C".to_string()),
     ]);
+    env.extend(
+        brew::ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     // A package manager is the machine's, not the target home's: it runs
     // in `/` with the HOME stead was started with (rpm on Debian keeps its
     // database under it).
@@ -253,7 +269,7 @@ mod tests {
         assert!(Manager::Pacman.version_matches("1.0-1", "1.0"));
         assert!(!Manager::Dnf.version_matches("1.0.1-1", "1.0"));
         assert!(!Manager::Dnf.version_matches("1.0-1", "1.1"));
-        for m in [Manager::Apt, Manager::Dnf, Manager::Pacman] {
+        for m in [Manager::Apt, Manager::Dnf, Manager::Pacman, Manager::Brew] {
             assert_eq!(Manager::named(m.as_str()), Some(m));
         }
     }
