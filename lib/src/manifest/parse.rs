@@ -569,7 +569,16 @@ impl Build<'_> {
             lookup,
             references: Vec::new(),
         };
+        let problems_before = input.w.problems.len();
         let spec = kinds.get(d.kind).build(&mut input);
+        if spec.is_none() && input.w.problems.len() == problems_before {
+            // A kind that builds nothing must say why; were it silent, the
+            // resource would vanish from the plan without a word.
+            input.problem(Problem::at(
+                d.span.clone(),
+                format!("`{}` could not be built, and its kind gave no reason (a stead bug: please report it)", d.id),
+            ));
+        }
         let mut references = std::mem::take(&mut input.references);
         let after = self.edges(w, d, &d.after, "after");
         let before = self.edges(w, d, &d.before, "before");
@@ -664,4 +673,61 @@ fn deepest_line(text: &str) -> Range<usize> {
         start += line.len();
     }
     best.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema::{Key, KindSchema, KindTable};
+    use super::super::{Kind, LoadOptions, Manifest, SpecInput};
+    use crate::manifest::Spec;
+
+    /// A kind whose build gives nothing and says nothing (a bug the loader
+    /// must not let pass silently).
+    struct Silent;
+
+    impl KindSchema for Silent {
+        fn kind(&self) -> Kind {
+            Kind::Exec
+        }
+        fn keys(&self) -> &'static [Key] {
+            &[]
+        }
+        fn build(&self, _input: &mut SpecInput) -> Option<Spec> {
+            None
+        }
+    }
+
+    struct Table;
+
+    impl KindTable for Table {
+        fn find(&self, name: &str) -> Option<&dyn KindSchema> {
+            (name == "exec").then_some(&Silent as &dyn KindSchema)
+        }
+        fn get(&self, _kind: Kind) -> &dyn KindSchema {
+            &Silent
+        }
+        fn names(&self) -> Vec<&'static str> {
+            vec!["exec"]
+        }
+    }
+
+    static TABLE: Table = Table;
+
+    #[test]
+    fn a_kind_that_builds_nothing_without_a_reason_is_a_load_error_not_a_vanished_resource() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LoadOptions {
+            home: dir.path().to_path_buf(),
+            profile: None,
+            kinds: &TABLE,
+        };
+        let text = "[exec.quiet]\n";
+        let e = Manifest::parse(text, &dir.path().join("stead.toml"), dir.path(), &options)
+            .expect_err("a resource that vanished");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("`exec.quiet` could not be built, and its kind gave no reason"),
+            "{shown}"
+        );
+    }
 }
