@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::packages::{PackageWorld, count, members};
+use common::packages::{PackageWorld, count, members, versions};
 
 /// The stand-in's state: `installed` and `available`, lines `NAME VERSION`.
 struct FakeBrew {
@@ -142,19 +142,8 @@ fn world(available: &[(&str, &str)], manifest: &str) -> World {
     w
 }
 
-fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
-}
-
 fn declare(names: &[&str], extra: &str) -> String {
-    let mut m = String::from("[settings]\n");
-    for n in names {
-        m.push_str(&format!("[package.{n}]\nmanager = \"brew\"\n{extra}"));
-    }
-    m
+    common::packages::declare("brew", names, extra)
 }
 
 const OFFERED: &[(&str, &str)] = &[("git", "2.45.1"), ("tmux", "3.4"), ("ripgrep", "14.1.0")];

@@ -8,10 +8,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 
-use common::packages::{PackageWorld, count, members, processes_mentioning, wait_for};
+use common::packages::{
+    KillOnDrop, PackageWorld, count, members, processes_mentioning, versions, wait_for,
+};
 use stead_testkit::dnf::{DnfRoot, Rpm};
 
 const A: Rpm = Rpm::new("stead-test-a", "1.0");
@@ -31,21 +32,10 @@ fn world(rpms: &[Rpm], manifest: &str) -> World {
     w
 }
 
-fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
-}
-
 const DNF: &str = "[settings]\n";
 
 fn declare(names: &[&str], extra: &str) -> String {
-    let mut m = String::from(DNF);
-    for n in names {
-        m.push_str(&format!("[package.{n}]\nmanager = \"dnf\"\n{extra}"));
-    }
-    m
+    common::packages::declare("dnf", names, extra)
 }
 
 #[test]
@@ -257,17 +247,6 @@ fn a_declared_order_the_other_way_wins_over_the_autoedge() {
         serde_json::json!([[], [0]]),
         "no edge back from the file to the package: {json}"
     );
-}
-
-/// Kills the child when dropped (a test that fails half way leaves no stead
-/// running).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -9,10 +9,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 
-use common::packages::{PackageWorld, count, members, processes_mentioning, wait_for};
+use common::packages::{
+    KillOnDrop, PackageWorld, count, members, processes_mentioning, versions, wait_for,
+};
 use stead_testkit::pacman::{PacPkg, PacmanRoot};
 
 const A: PacPkg = PacPkg::new("stead-test-a", "1.0");
@@ -28,19 +29,8 @@ fn world(pkgs: &[PacPkg], manifest: &str) -> World {
     PackageWorld::new(pacman, env, &["pacman", "pacman-conf"], manifest)
 }
 
-fn versions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
-}
-
 fn declare(names: &[&str], extra: &str) -> String {
-    let mut m = String::from("[settings]\n");
-    for n in names {
-        m.push_str(&format!("[package.{n}]\nmanager = \"pacman\"\n{extra}"));
-    }
-    m
+    common::packages::declare("pacman", names, extra)
 }
 
 #[test]
@@ -242,17 +232,6 @@ fn a_file_an_installed_package_ships_is_written_after_its_upgrade() {
     assert_eq!(w.root.installed(), versions(&[("stead-test-a", "1.1-1")]));
     assert_eq!(fs::read_to_string(&path).unwrap(), "mine\n");
     assert!(w.ok(&["plan"]).contains("No changes"));
-}
-
-/// Kills the child when dropped (a test that fails half way leaves no stead
-/// running).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

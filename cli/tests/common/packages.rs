@@ -202,3 +202,31 @@ pub fn processes_mentioning(text: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// `name -> version` pairs, as a fixture's `installed()` gives them.
+pub fn versions(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A manifest declaring each of `names` with `manager` and `extra` keys.
+pub fn declare(manager: &str, names: &[&str], extra: &str) -> String {
+    let mut m = String::from("[settings]\n");
+    for n in names {
+        m.push_str(&format!("[package.{n}]\nmanager = \"{manager}\"\n{extra}"));
+    }
+    m
+}
+
+/// Kills the child when dropped (a test that fails half way leaves no stead
+/// running).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

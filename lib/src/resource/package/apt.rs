@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::managers::read_output;
+
 /// How long `apt-get` waits for another holder of dpkg's lock.
 pub const LOCK_TIMEOUT_SECS: u32 = 120;
 
@@ -46,22 +48,16 @@ pub fn query(names: &[&str]) -> Result<HashMap<String, Installed>, String> {
     if names.is_empty() {
         return Ok(HashMap::new());
     }
-    let out = std::process::Command::new("dpkg-query")
-        .arg("-W")
-        .arg("-f=${Package}\t${Version}\t${db:Status-Abbrev}\n")
-        .arg("--")
-        .args(names)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run dpkg-query: {e}"))?;
-    if !matches!(out.status.code(), Some(0 | 1)) {
-        return Err(format!(
-            "dpkg-query {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(parse_query(&String::from_utf8_lossy(&out.stdout)))
+    let text = dpkg_query("-f=${Package}\t${Version}\t${db:Status-Abbrev}\n", names)?;
+    Ok(parse_query(&text))
+}
+
+/// `dpkg-query -W FORMAT -- NAMES`, read even when it exits 1 (a name it
+/// does not know).
+fn dpkg_query(format: &str, names: &[&str]) -> Result<String, String> {
+    let mut cmd = std::process::Command::new("dpkg-query");
+    cmd.arg("-W").arg(format).arg("--").args(names);
+    read_output(cmd, "dpkg-query", &[1])
 }
 
 /// The files each installed package of `names` ships, by name: one
@@ -72,26 +68,9 @@ pub fn shipped(names: &[&str]) -> Result<HashMap<String, Vec<PathBuf>>, String> 
     if names.is_empty() {
         return Ok(HashMap::new());
     }
-    let out = std::process::Command::new("dpkg-query")
-        .arg("-W")
-        .arg("-f=${Package}\n${db-fsys:Files}")
-        .arg("--")
-        .args(names)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run dpkg-query: {e}"))?;
-    if !matches!(out.status.code(), Some(0 | 1)) {
-        return Err(format!(
-            "dpkg-query {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    let text = dpkg_query("-f=${Package}\n${db-fsys:Files}", names)?;
     let root = std::env::var_os("DPKG_ROOT").map(PathBuf::from);
-    Ok(parse_shipped(
-        &String::from_utf8_lossy(&out.stdout),
-        root.as_deref(),
-    ))
+    Ok(parse_shipped(&text, root.as_deref()))
 }
 
 /// `dpkg-query -W -f='${Package}\n${db-fsys:Files}'` output: a package's

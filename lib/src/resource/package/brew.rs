@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::managers::{Found, FoundState};
+use super::managers::{Found, FoundState, read_output};
 
 /// The environment stead runs brew with: never updating itself or asking.
 pub const ENV: &[(&str, &str)] = &[
@@ -23,13 +23,11 @@ pub const ENV: &[(&str, &str)] = &[
     ("NONINTERACTIVE", "1"),
 ];
 
-fn brew(args: &[&str]) -> Result<std::process::Output, String> {
-    std::process::Command::new("brew")
-        .args(args)
-        .envs(ENV.iter().copied())
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run brew: {e}"))
+/// `brew ARGS`, read when it exits 0 or a code in `tolerated`.
+fn brew(args: &[&str], tolerated: &[i32]) -> Result<String, String> {
+    let mut cmd = std::process::Command::new("brew");
+    cmd.args(args).envs(ENV.iter().copied());
+    read_output(cmd, &format!("brew {}", args[0]), tolerated)
 }
 
 /// The packages of `names` that are installed, by name: one `brew list
@@ -42,15 +40,7 @@ pub fn query(names: &[&str]) -> Result<HashMap<String, Found>, String> {
     // No `--`: names never start with `-` (the manifest refuses them).
     let mut args = vec!["list", "--versions"];
     args.extend_from_slice(names);
-    let out = brew(&args)?;
-    if !matches!(out.status.code(), Some(0 | 1)) {
-        return Err(format!(
-            "brew list {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(parse_query(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_query(&brew(&args, &[1])?))
 }
 
 /// `brew list --versions` output: `NAME VERSION...` lines, one version per
@@ -81,21 +71,26 @@ pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, Str
     if names.is_empty() {
         return Ok(found);
     }
-    let info = |names: &[&str]| -> Result<Option<String>, String> {
+    let info = |names: &[&str]| {
         let mut args = vec!["info", "--json=v2"];
         args.extend_from_slice(names);
-        let out = brew(&args)?;
-        Ok(out
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+        brew(&args, &[])
     };
-    let texts = match info(names)? {
-        Some(text) => vec![text],
-        None => names
-            .iter()
-            .filter_map(|n| info(&[n]).transpose())
-            .collect::<Result<Vec<_>, _>>()?,
+    let texts = match info(names) {
+        Ok(text) => vec![text],
+        // brew fails the whole call for one name it does not know: asked
+        // alone, the others still get their candidate.
+        Err(_) => {
+            let mut texts = Vec::new();
+            for name in names {
+                match info(&[name]) {
+                    Ok(text) => texts.push(text),
+                    Err(e) if unknown_name(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            texts
+        }
     };
     for text in texts {
         for (name, version) in parse_info(&text)? {
@@ -105,6 +100,14 @@ pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, Str
         }
     }
     Ok(found)
+}
+
+/// Whether brew failed because it knows no formula or cask of that name
+/// (it then has no candidate), not for another reason.
+fn unknown_name(error: &str) -> bool {
+    error.contains("No available formula")
+        || error.contains("No formulae or casks found")
+        || error.contains("No available cask")
 }
 
 #[derive(Deserialize)]
@@ -196,6 +199,16 @@ mod tests {
             ]
         );
         assert!(parse_info("Error: no").is_err());
+    }
+
+    #[test]
+    fn only_an_unknown_name_is_taken_for_no_candidate() {
+        assert!(unknown_name(
+            "brew info 1: Error: No available formula with the name \"nope\"."
+        ));
+        assert!(!unknown_name(
+            "brew info 1: Error: Failed to download formula.jws.json"
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use std::path::{Path, PathBuf};
 
-use super::managers::{Found, FoundState, under_root};
+use super::managers::{Found, FoundState, read_output, under_root};
 
 /// The environment variable naming another root.
 pub const ROOT_VAR: &str = "STEAD_DNF_INSTALLROOT";
@@ -87,33 +87,27 @@ pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, Str
     if names.is_empty() {
         return Ok(HashMap::new());
     }
+    let text = dnf_repoquery(&[], "%{name}\t%{evr}\n", names)?;
+    Ok(parse_candidates(names, &text))
+}
+
+/// `dnf [OPTIONS] -q repoquery --latest-limit 1 --qf FORMAT -- NAMES`.
+fn dnf_repoquery(options: &[&str], format: &str, names: &[&str]) -> Result<String, String> {
     let argv = dnf_argv();
-    let out = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .args(options)
         .args([
             "-q",
             "repoquery",
             "--latest-limit",
             "1",
             "--qf",
-            "%{name}\t%{evr}\n",
+            format,
             "--",
         ])
-        .args(names)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run dnf: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "dnf repoquery {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(parse_candidates(
-        names,
-        &String::from_utf8_lossy(&out.stdout),
-    ))
+        .args(names);
+    read_output(cmd, "dnf repoquery", &[])
 }
 
 /// `dnf repoquery --qf '%{name}\t%{evr}'` output, for `names` (a name
@@ -140,35 +134,9 @@ pub fn shipped(names: &[&str]) -> Result<HashMap<String, Vec<PathBuf>>, String> 
     if names.is_empty() {
         return Ok(HashMap::new());
     }
-    let argv = dnf_argv();
-    let out = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .args([
-            "-C",
-            "-q",
-            "repoquery",
-            "--latest-limit",
-            "1",
-            "--qf",
-            "%{name}\t%{files}",
-            "--",
-        ])
-        .args(names)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run dnf: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "dnf repoquery {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    let text = dnf_repoquery(&["-C"], "%{name}\t%{files}", names)?;
     let root = root().map(PathBuf::from);
-    Ok(parse_shipped(
-        &String::from_utf8_lossy(&out.stdout),
-        root.as_deref(),
-    ))
+    Ok(parse_shipped(&text, root.as_deref()))
 }
 
 /// `dnf repoquery --qf '%{name}\t%{files}'` output: a package's name, a

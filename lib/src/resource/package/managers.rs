@@ -114,6 +114,30 @@ impl Found {
     }
 }
 
+/// Runs a read-only query with `LC_ALL=C` and returns its stdout. Exit 0,
+/// or a code in `tolerated`, means "read it": the managers' queries exit 1
+/// when any name is missing and still print the others.
+pub(super) fn read_output(
+    mut cmd: std::process::Command,
+    what: &str,
+    tolerated: &[i32],
+) -> Result<String, String> {
+    let out = cmd
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    match out.status.code() {
+        Some(code) if code == 0 || tolerated.contains(&code) => {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        _ => Err(format!(
+            "{what} {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
 /// What is installed of `names`, by name (one query).
 pub fn query(m: Manager, names: &[&str]) -> Result<HashMap<String, Found>, String> {
     match m {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::managers::{Found, FoundState};
+use super::managers::{Found, FoundState, read_output};
 
 /// The environment variable naming another `pacman.conf`.
 pub const CONFIG_VAR: &str = "STEAD_PACMAN_CONFIG";
@@ -29,14 +29,13 @@ fn pacman_argv() -> Vec<String> {
     argv
 }
 
-fn pacman(args: &[&str]) -> Result<std::process::Output, String> {
+/// `pacman ARGS` (with the config in use), read when it exits 0 or a
+/// code in `tolerated`.
+fn pacman(args: &[&str], tolerated: &[i32]) -> Result<String, String> {
     let argv = pacman_argv();
-    std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| format!("cannot run pacman: {e}"))
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).args(args);
+    read_output(cmd, &format!("pacman {}", args[0]), tolerated)
 }
 
 /// The packages of `names` that are installed, by name: one `pacman -Q`.
@@ -47,15 +46,7 @@ pub fn query(names: &[&str]) -> Result<HashMap<String, Found>, String> {
     }
     let mut args = vec!["-Q", "--"];
     args.extend_from_slice(names);
-    let out = pacman(&args)?;
-    if !matches!(out.status.code(), Some(0 | 1)) {
-        return Err(format!(
-            "pacman -Q {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(parse_query(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_query(&pacman(&args, &[1])?))
 }
 
 /// `pacman -Q` output: `NAME VERSION` lines.
@@ -85,15 +76,7 @@ pub fn candidates(names: &[&str]) -> Result<HashMap<String, Option<String>>, Str
     if names.is_empty() {
         return Ok(found);
     }
-    let out = pacman(&["-Sl"])?;
-    if !out.status.success() {
-        return Err(format!(
-            "pacman -Sl {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    parse_sync_list(&mut found, &String::from_utf8_lossy(&out.stdout));
+    parse_sync_list(&mut found, &pacman(&["-Sl"], &[])?);
     Ok(found)
 }
 
@@ -124,15 +107,7 @@ pub fn shipped(names: &[&str]) -> Result<HashMap<String, Vec<PathBuf>>, String> 
     }
     let mut args = vec!["-Ql", "--"];
     args.extend_from_slice(names);
-    let out = pacman(&args)?;
-    if !matches!(out.status.code(), Some(0 | 1)) {
-        return Err(format!(
-            "pacman -Ql {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(parse_shipped(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_shipped(&pacman(&args, &[1])?))
 }
 
 /// `pacman -Ql` output: `NAME PATH` lines (a directory's path ends with
