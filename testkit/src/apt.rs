@@ -21,7 +21,7 @@
 //! `apt-ftparchive` (Debian package `apt-utils`); [`AptRoot::new`] panics
 //! naming the missing Debian package rather than letting a test skip.
 
-use crate::child::{Stamp, find_on_path, run_bounded, stamp};
+use crate::child::{Stamp, require_tools, run_bounded, stamp};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -126,16 +126,7 @@ impl AptRoot {
     /// (an empty dpkg database) and runs `apt-get update` in it. Err names
     /// the Debian package to install when a tool is missing.
     pub fn try_new(debs: &[Deb]) -> Result<AptRoot, String> {
-        let mut found = BTreeMap::new();
-        for (tool, package) in TOOLS {
-            let path = find_on_path(tool).ok_or_else(|| {
-                format!(
-                    "the apt test fixture needs `{tool}` on PATH: install the Debian package \
-                     `{package}` (apt-get install {package})"
-                )
-            })?;
-            found.insert(*tool, path);
-        }
+        let found = require_tools("apt", TOOLS)?;
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let root = dir.path().join("root");
         let repo = dir.path().join("repo");

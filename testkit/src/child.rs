@@ -29,6 +29,25 @@ pub fn stamp(path: &str) -> Stamp {
         .map(|m| (m.size(), m.mtime(), m.mtime_nsec()))
 }
 
+/// Each of `tools` (name, the Debian package that ships it) on `PATH`, by
+/// name; Err names the missing one and its package, for `fixture`.
+pub(crate) fn require_tools(
+    fixture: &str,
+    tools: &[(&'static str, &str)],
+) -> Result<std::collections::BTreeMap<&'static str, PathBuf>, String> {
+    tools
+        .iter()
+        .map(|(tool, package)| {
+            find_on_path(tool).map(|p| (*tool, p)).ok_or_else(|| {
+                format!(
+                    "the {fixture} test fixture needs `{tool}` on PATH: install the Debian \
+                     package `{package}` (apt-get install {package})"
+                )
+            })
+        })
+        .collect()
+}
+
 /// The executable `tool` on `PATH`.
 pub(crate) fn find_on_path(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)

@@ -58,7 +58,7 @@
 //! (`rpm`), `createrepo_c` (`createrepo-c`); [`DnfRoot::new`] panics
 //! naming the missing Debian package rather than letting a test skip.
 
-use crate::child::{Stamp, find_on_path, run_bounded, stamp};
+use crate::child::{Stamp, require_tools, run_bounded, stamp};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -176,14 +176,7 @@ impl DnfRoot {
     /// cache (`dnf makecache`). Err names the Debian package to install
     /// when a tool is missing, or says that root is needed.
     pub fn try_new(rpms: &[Rpm]) -> Result<DnfRoot, String> {
-        for (tool, package) in TOOLS {
-            find_on_path(tool).ok_or_else(|| {
-                format!(
-                    "the dnf test fixture needs `{tool}` on PATH: install the Debian package \
-                     `{package}` (apt-get install {package})"
-                )
-            })?;
-        }
+        require_tools("dnf", TOOLS)?;
         if !nix::unistd::geteuid().is_root() {
             return Err(
                 "the dnf test fixture must run as root: rpm chroots into the \

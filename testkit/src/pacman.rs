@@ -42,7 +42,7 @@
 //! (`fakeroot`) and `setpriv` (`util-linux`); [`PacmanRoot::new`] panics
 //! naming the missing Debian package rather than letting a test skip.
 
-use crate::child::{Stamp, find_on_path, run_bounded, stamp};
+use crate::child::{Stamp, require_tools, run_bounded, stamp};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -192,14 +192,7 @@ impl PacmanRoot {
     /// database (`pacman -Syy`). Err names the Debian package to install
     /// when a tool is missing, and says so when not run as root.
     pub fn try_new(pkgs: &[PacPkg]) -> Result<PacmanRoot, String> {
-        for (tool, package) in TOOLS {
-            find_on_path(tool).ok_or_else(|| {
-                format!(
-                    "the pacman test fixture needs `{tool}` on PATH: install the Debian \
-                     package `{package}` (apt-get install {package})"
-                )
-            })?;
-        }
+        require_tools("pacman", TOOLS)?;
         if !Uid::effective().is_root() {
             return Err(
                 "the pacman test fixture must run as root: pacman installs and removes \
