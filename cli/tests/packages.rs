@@ -526,3 +526,47 @@ fn a_file_an_installed_package_ships_is_written_after_its_upgrade() {
     );
     assert!(w.ok(&["plan"]).contains("No changes"));
 }
+
+#[test]
+fn packages_a_run_installed_before_it_was_killed_short_of_its_state_write_stay_steads() {
+    let w = world(&[A, B], "# nothing declared yet\n");
+    w.ok(&["apply", "--yes"]);
+    let state_file = w.repo.sb.state_file();
+    let before = fs::read(&state_file).unwrap();
+    w.repo
+        .write_manifest("[package.stead-test-a]\n[package.stead-test-b]\n");
+    w.ok(&["apply", "--yes"]);
+    // As if stead was killed after the transaction's outcome reached the
+    // journal and before the state was written: the old state, and a run
+    // with no end.
+    fs::write(&state_file, before).unwrap();
+    let journal = w.repo.sb.state_dir().join("journal.jsonl");
+    let kept: Vec<String> = fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            !(r["resource"] == "run" && r["action"] == "run-end")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&journal, kept.concat()).unwrap();
+    assert!(
+        w.repo.sb.state_json()["resources"]
+            .get("package.stead-test-a")
+            .is_none()
+    );
+
+    let out = w.ok(&["apply", "--yes"]);
+    assert!(out.contains("Recovering from interrupted run"), "{out}");
+    let resources = &w.repo.sb.state_json()["resources"];
+    assert_eq!(
+        resources["package.stead-test-a"]["names"][0], "apt:stead-test-a",
+        "{resources}"
+    );
+    // So stead still removes what it installed once it is undeclared.
+    w.repo.write_manifest("# nothing declared\n");
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(status(&w, "stead-test-a"), None);
+    assert_eq!(status(&w, "stead-test-b"), None);
+}

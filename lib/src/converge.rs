@@ -397,6 +397,7 @@ fn prepare_with(
                 *force,
                 options.jobs.max(1),
                 Some((&cache, now)),
+                &view.recovered,
             )?;
             (plan, manifest.profile.clone(), draft)
         }

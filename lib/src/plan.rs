@@ -258,11 +258,13 @@ pub fn make(
     force: bool,
     jobs: usize,
 ) -> Result<Plan, PlanError> {
-    make_cached(manifest, graph, state, force, jobs, None)
+    make_cached(manifest, graph, state, force, jobs, None, &HashSet::new())
 }
 
 /// [`make`] that trusts the files `cache` vouches for by their `lstat`
-/// (see [`crate::stat_cache`]), verified at `now_ns` (`None`: the clock).
+/// (see [`crate::stat_cache`]), verified at `now_ns` (`None`: the clock),
+/// and knows the resources an interrupted run finished (`recovered`, from
+/// its journal).
 pub fn make_cached(
     manifest: &Manifest,
     graph: &Graph,
@@ -270,6 +272,7 @@ pub fn make_cached(
     force: bool,
     jobs: usize,
     cache: Option<(&crate::stat_cache::StatCache, Option<i128>)>,
+    recovered: &HashSet<String>,
 ) -> Result<Plan, PlanError> {
     let stat_use = cache.map(|(cache, now_ns)| resource::StatUse {
         cache,
@@ -329,6 +332,7 @@ pub fn make_cached(
         stat_cache: stat_use.as_ref(),
         known_dirs: Default::default(),
         shared: Default::default(),
+        recovered,
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
         .order
@@ -860,6 +864,23 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                 // A file or link that already is exactly as declared is adopted;
                 // a directory stead did not create stays the user's.
                 let adopt = !owned && kind.ownership().adopt_when_right && !change.keys.is_empty();
+                // What an interrupted run of stead made its own by name (a
+                // package it installed), planned unchanged with what it owns.
+                let names = kind
+                    .owned_names(&change.op)
+                    .filter(|n| change.keys.is_empty() && !n.is_empty());
+                if !owned && let Some(names) = names {
+                    state.resources.insert(
+                        change.id.clone(),
+                        ResourceRecord {
+                            kind: change.kind.as_str().to_string(),
+                            keys: Vec::new(),
+                            serial,
+                            names,
+                        },
+                    );
+                    continue;
+                }
                 let absent = kind.releases(change.checksum.as_ref());
                 if absent {
                     state.resources.remove(&change.id);

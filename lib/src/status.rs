@@ -94,6 +94,7 @@ pub fn drift_diff(manifest: &Manifest, finding: &Finding) -> Option<String> {
         stat_cache: None,
         known_dirs: Default::default(),
         shared: Default::default(),
+        recovered: &HashSet::new(),
     };
     let declared = crate::resource::file::desired_content(content, &ctx).ok()?;
     let path = expand_key(&manifest.home, &finding.path);

@@ -569,10 +569,10 @@ impl Build<'_> {
             lookup,
             references: Vec::new(),
         };
-        let problems_before = input.w.problems.len();
         let spec = kinds.get(d.kind).build(&mut input);
-        if spec.is_none() && input.w.problems.len() == problems_before {
-            // A kind that builds nothing must say why; were it silent, the
+        if spec.is_none() && input.w.problems.is_empty() {
+            // A kind that builds nothing must say why (here or in an earlier
+            // phase: any problem fails the load); were it silent, the
             // resource would vanish from the plan without a word.
             input.problem(Problem::at(
                 d.span.clone(),

@@ -118,6 +118,10 @@ pub struct PlanContext<'a, 's> {
     pub known_dirs: KnownDirs,
     /// What one plan reads once for many resources.
     pub shared: SharedReads,
+    /// Resources an interrupted run finished (its journal says they
+    /// succeeded) before it could write the state: a kind that owns names
+    /// plans them as its own ([`kind::ResourceKind::owned_names`]).
+    pub recovered: &'a HashSet<String>,
 }
 
 /// What one plan reads once for many resources, by a kind's own key: a
@@ -389,14 +393,18 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
         .map(|p| ctx.manifest.display_path(p))
         .into_iter()
         .collect();
-    let owned = keys.iter().any(|k| ctx.owned.contains(k));
+    let kind = registry::get(resource.kind());
+    // A kind that owns names (no path) is stead's own when an interrupted
+    // run finished it; its own plan says what it owns.
+    let owned = keys.iter().any(|k| ctx.owned.contains(k))
+        || (keys.is_empty() && kind.ownership().owns_path && ctx.recovered.contains(&resource.id));
     let planned = match resource
         .spec
         .path()
         .and_then(|p| ancestor_in_the_way(p, ctx))
     {
         Some(conflict) => conflict,
-        None => registry::get(resource.kind()).plan(&resource.spec, ctx, owned)?,
+        None => kind.plan(&resource.spec, ctx, owned)?,
     };
     let sensitive = resource.spec.is_sensitive();
     // Decided here, for every kind, so no diff of a sensitive file escapes.

@@ -368,13 +368,14 @@ fn as_strs(names: &[String]) -> Vec<&str> {
 }
 
 impl ResourceKind for Package {
-    fn plan(&self, spec: &Spec, ctx: &PlanContext, _owned: bool) -> Result<Planned, ResourceError> {
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
         let Some(p) = package_spec(spec) else {
             return Err(unexpected_spec(self.kind(), spec));
         };
         let manager = resolve(p.manager)?;
-        // It owns a name, not a path: the `owned` of paths says nothing.
-        let owned = ctx.owned.contains(&owned_name(manager, &p.name));
+        // It owns a name, not a path: `owned` is true only when an
+        // interrupted run finished it (`PlanContext::recovered`); the state
+        // records what it owns by name.
         let snapshot = ctx
             .shared
             .get_or_read::<Snapshot>(shared_key(manager, Read::Installed), || {
@@ -393,7 +394,27 @@ impl ResourceKind for Package {
             Ensure::Latest => candidate(ctx, manager, &p.name)?,
             _ => None,
         };
-        let planned = decide(p, manager, found, candidate, owned)?;
+        let recorded = ctx.owned.contains(&owned_name(manager, &p.name));
+        let mut planned = decide(p, manager, found, candidate, recorded || owned)?;
+        if owned
+            && !recorded
+            && planned.action == Action::Unchanged
+            && found.is_some_and(Found::is_installed)
+        {
+            // An interrupted run installed it and could not record it: it
+            // is stead's, and this plan says so for the state to record.
+            planned.reason = "installed by an interrupted run of stead; recorded as its own".into();
+            planned.op = custom_op(
+                PACKAGE,
+                &Step {
+                    manager,
+                    install: true,
+                    name: p.name.clone(),
+                    version: None,
+                    installs: true,
+                },
+            )?;
+        }
         let changes = matches!(
             planned.action,
             Action::Create | Action::Update | Action::Remove
