@@ -570,3 +570,34 @@ fn packages_a_run_installed_before_it_was_killed_short_of_its_state_write_stay_s
     assert_eq!(status(&w, "stead-test-a"), None);
     assert_eq!(status(&w, "stead-test-b"), None);
 }
+
+#[test]
+fn packages_no_longer_declared_are_removed_in_one_transaction() {
+    let w = world(&[A, B], "[package.stead-test-a]\n[package.stead-test-b]\n");
+    w.ok(&["apply", "--yes"]);
+    let before = w.root.transactions();
+    w.repo.write_manifest("# nothing declared\n");
+    let plan = w.ok(&["plan"]);
+    assert!(
+        plan.contains("- package.{stead-test-a,stead-test-b}  (apt, one transaction)"),
+        "{plan}"
+    );
+    w.ok(&["apply", "--yes"]);
+    assert_eq!(w.root.transactions(), before + 1, "{}", w.root.history());
+    assert_eq!(status(&w, "stead-test-a"), None);
+    assert_eq!(status(&w, "stead-test-b"), None);
+    let records = w.transaction_records();
+    let (start, rest) = records.last().unwrap();
+    assert_eq!(start["action"], "remove", "{start}");
+    assert_eq!(
+        common::packages::members(start),
+        ["package.stead-test-a", "package.stead-test-b"]
+    );
+    assert_eq!(rest[0]["state"], "succeeded");
+    assert!(
+        w.repo.sb.state_json()["resources"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+}

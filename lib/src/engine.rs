@@ -572,10 +572,23 @@ impl<'p> Schedule<'p> {
         d.running += 1;
     }
 
-    /// Removals last, one at a time, deepest first (the plan's order).
+    /// Removals last, one at a time, deepest first (the plan's order); the
+    /// members of a transaction ([`crate::plan::transactions`]) together.
     fn run_removals(&mut self, worker: &Worker) {
         for i in self.plan.removals_from..self.plan.changes.len() {
             if self.statuses[i].is_some() {
+                continue;
+            }
+            if let Some(t) = self.transaction_of[i] {
+                let members: Vec<usize> = self.transactions[t]
+                    .iter()
+                    .copied()
+                    .filter(|&j| self.statuses[j].is_none())
+                    .collect();
+                for (j, status, tries) in run_together(self.plan, &members, worker) {
+                    self.attempts[j] = tries;
+                    self.report(j, status);
+                }
                 continue;
             }
             let status = self.settle_without_worker(i, worker).unwrap_or_else(|| {

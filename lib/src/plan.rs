@@ -479,17 +479,19 @@ fn plan_removals(
     }
 }
 
-/// The declared changes that run as one transaction (mgmt's autogroup):
-/// changes of one kind whose ops share a [`ResourceKind::transaction`] key
-/// and that wait for exactly the same changes, so they are ready at the
-/// same moment and none can depend on another (if one did, their waits
-/// would differ). Only groups of two or more, each in plan order; a change
+/// The changes that run as one transaction (mgmt's autogroup): changes of
+/// one kind whose ops share a [`ResourceKind::transaction`] key and that
+/// wait for exactly the same changes, so they are ready at the same moment
+/// and none can depend on another (if one did, their waits would differ).
+/// Removals of what is no longer declared, which run last, group only with
+/// each other. Only groups of two or more, each in plan order; a change
 /// with retries runs alone (a retry is per change).
 ///
 /// [`ResourceKind::transaction`]: crate::resource::kind::ResourceKind::transaction
 pub fn transactions(plan: &Plan) -> Vec<Vec<usize>> {
-    let mut groups: BTreeMap<(&str, String, Vec<usize>), Vec<usize>> = BTreeMap::new();
-    for (i, c) in plan.changes.iter().enumerate().take(plan.removals_from) {
+    type Group<'p> = (bool, &'p str, String, Vec<usize>);
+    let mut groups: BTreeMap<Group, Vec<usize>> = BTreeMap::new();
+    for (i, c) in plan.changes.iter().enumerate() {
         if matches!(c.action, Action::Unchanged | Action::Conflict) || c.retry.retries > 0 {
             continue;
         }
@@ -499,8 +501,9 @@ pub fn transactions(plan: &Plan) -> Vec<Vec<usize>> {
         let mut waits = plan.depends_on.get(i).cloned().unwrap_or_default();
         waits.sort_unstable();
         waits.dedup();
+        let undeclared = i >= plan.removals_from;
         groups
-            .entry((c.kind.as_str(), key, waits))
+            .entry((undeclared, c.kind.as_str(), key, waits))
             .or_default()
             .push(i);
     }
@@ -1005,6 +1008,19 @@ mod tests {
             transactions(&plan),
             vec![vec![0, 1, 8], vec![2, 9], vec![3, 4]]
         );
+
+        // Removals of undeclared packages (past `removals_from`) run last:
+        // they group with each other, never with a declared removal.
+        let mut plan = package_plan(
+            &[
+                ("absent", false, Action::Remove, 0),
+                ("x", false, Action::Remove, 0),
+                ("y", false, Action::Remove, 0),
+            ],
+            vec![vec![], vec![], vec![]],
+        );
+        plan.removals_from = 1;
+        assert_eq!(transactions(&plan), vec![vec![1, 2]]);
     }
 
     #[test]
