@@ -21,7 +21,7 @@
 //! `apt-ftparchive` (Debian package `apt-utils`); [`AptRoot::new`] panics
 //! naming the missing Debian package rather than letting a test skip.
 
-use crate::child::{Stamp, require_tools, run_bounded, stamp};
+use crate::child::{Stamp, require_tools, run_bounded, stamp, stdout_of_success};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -289,15 +289,10 @@ impl AptRoot {
 
     /// [`AptRoot::run`], expecting success; returns stdout.
     fn ok(&self, program: &str, args: &[&str], dir: Option<&Path>) -> String {
-        let out = self.run_in(program, args, dir);
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of_success(
+            self.run_in(program, args, dir),
+            &format!("{program} {args:?}"),
+        )
     }
 
     /// `apt-get ARGS` on this root, as the user would run it (before a

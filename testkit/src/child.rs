@@ -48,6 +48,19 @@ pub(crate) fn require_tools(
         .collect()
 }
 
+/// `out`'s stdout, panicking with `what` and its whole output when it did
+/// not succeed.
+pub(crate) fn stdout_of_success(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The executable `tool` on `PATH`.
 pub(crate) fn find_on_path(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)

@@ -58,7 +58,7 @@
 //! (`rpm`), `createrepo_c` (`createrepo-c`); [`DnfRoot::new`] panics
 //! naming the missing Debian package rather than letting a test skip.
 
-use crate::child::{Stamp, require_tools, run_bounded, stamp};
+use crate::child::{Stamp, require_tools, run_bounded, stamp, stdout_of_success};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -373,15 +373,7 @@ impl DnfRoot {
 
     /// [`DnfRoot::run`], expecting success; returns stdout.
     fn ok(&self, program: &str, args: &[&str]) -> String {
-        let out = self.run(program, args);
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of_success(self.run(program, args), &format!("{program} {args:?}"))
     }
 
     /// `dnf --installroot=<root> ARGS` (e.g. `install -y NAME`), as the

@@ -42,7 +42,7 @@
 //! (`fakeroot`) and `setpriv` (`util-linux`); [`PacmanRoot::new`] panics
 //! naming the missing Debian package rather than letting a test skip.
 
-use crate::child::{Stamp, require_tools, run_bounded, stamp};
+use crate::child::{Stamp, require_tools, run_bounded, stamp, stdout_of_success};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -380,13 +380,9 @@ impl PacmanRoot {
             .stdin(Stdio::null());
         let what = format!("makepkg (as {BUILD_USER}) for {} {}", pkg.name, pkg.version);
         let marker = format!("{}/{}-{}", self.dir.path().display(), pkg.name, pkg.version);
-        let out = run_bounded(cmd, &what, Some(("STEAD_TESTKIT_PACMAN_BUILD", &marker)));
-        assert!(
-            out.status.success(),
-            "{what} failed ({})\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        stdout_of_success(
+            run_bounded(cmd, &what, Some(("STEAD_TESTKIT_PACMAN_BUILD", &marker))),
+            &what,
         );
         let file = tree.join(pkg.file_name());
         assert!(file.is_file(), "{what} made no {}", file.display());
@@ -441,15 +437,10 @@ impl PacmanRoot {
 
     /// [`PacmanRoot::run`], expecting success; returns stdout.
     fn ok(&self, program: &str, args: &[&str], dir: Option<&Path>) -> String {
-        let out = self.run_in(program, args, dir);
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of_success(
+            self.run_in(program, args, dir),
+            &format!("{program} {args:?}"),
+        )
     }
 
     /// `pacman --config <config> --noconfirm ARGS`, as stead runs it;
@@ -465,15 +456,7 @@ impl PacmanRoot {
     /// up before a test, say); panics with its output on failure, returns
     /// stdout.
     pub fn pacman(&self, args: &[&str]) -> String {
-        let out = self.pacman_output(args);
-        assert!(
-            out.status.success(),
-            "pacman {args:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of_success(self.pacman_output(args), &format!("pacman {args:?}"))
     }
 
     /// Every installed package: name -> version (`1.0-1`), from

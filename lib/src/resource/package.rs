@@ -1,6 +1,6 @@
 //! `package`: a software package present, absent, pinned to a version or
-//! kept at the latest, through the machine's package manager (apt, dnf or
-//! pacman; [`managers`] asks each its questions).
+//! kept at the latest, through the machine's package manager (apt, dnf,
+//! pacman or brew; [`managers`] asks each its questions).
 //!
 //! Reading is one query per plan and manager for every declared package
 //! ([`super::SharedReads`]), never one per package. Packages that change

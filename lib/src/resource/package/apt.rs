@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::managers::read_output;
+use super::managers::{Found, FoundState, read_output};
 
 /// How long `apt-get` waits for another holder of dpkg's lock.
 pub const LOCK_TIMEOUT_SECS: u32 = 120;
@@ -38,18 +38,39 @@ impl Installed {
         let _want = chars.next();
         matches!(chars.next(), Some('U' | 'F' | 'H' | 'W' | 't'))
     }
+
+    /// What the package kind plans from: `rc` (removed, config files left)
+    /// and a half-done status told apart from plain "not installed".
+    pub fn found(self) -> Found {
+        let state = if self.is_installed() {
+            FoundState::Installed
+        } else if self.is_half_done() {
+            FoundState::HalfDone(self.status)
+        } else if self.status.starts_with("rc") {
+            FoundState::ConfigFiles
+        } else {
+            FoundState::NotInstalled
+        };
+        Found {
+            version: self.version,
+            state,
+        }
+    }
 }
 
 /// The packages of `names` that dpkg knows, by name: one `dpkg-query`.
 /// A name dpkg never heard of is simply missing from the map. dpkg-query
 /// exits 1 when any name is unknown and still prints the others, so its
 /// output is read, not its exit code alone.
-pub fn query(names: &[&str]) -> Result<HashMap<String, Installed>, String> {
+pub fn query(names: &[&str]) -> Result<HashMap<String, Found>, String> {
     if names.is_empty() {
         return Ok(HashMap::new());
     }
     let text = dpkg_query("-f=${Package}\t${Version}\t${db:Status-Abbrev}\n", names)?;
-    Ok(parse_query(&text))
+    Ok(parse_query(&text)
+        .into_iter()
+        .map(|(name, i)| (name, i.found()))
+        .collect())
 }
 
 /// `dpkg-query -W FORMAT -- NAMES`, read even when it exits 1 (a name it
@@ -168,8 +189,8 @@ fn admin_dir() -> PathBuf {
 
 /// Why dpkg must be repaired before anything is installed or removed:
 /// an interrupted run left its journal (`updates/`) or half-done packages
-/// (`dpkg --audit`). `None`: dpkg is consistent.
-pub fn interrupted() -> Result<Option<String>, String> {
+/// (`dpkg --audit`), and its repair. `None`: dpkg is consistent.
+pub fn interrupted() -> Result<Option<(String, String)>, String> {
     let updates = admin_dir().join("updates");
     let pending = match std::fs::read_dir(&updates) {
         Ok(entries) => entries.filter_map(Result::ok).any(|e| {
@@ -180,10 +201,14 @@ pub fn interrupted() -> Result<Option<String>, String> {
         }),
         Err(_) => false,
     };
+    let repair = || "sudo dpkg --configure -a".to_string();
     if pending {
-        return Ok(Some(format!(
-            "dpkg was interrupted (its journal in {} is not empty)",
-            updates.display()
+        return Ok(Some((
+            format!(
+                "dpkg was interrupted (its journal in {} is not empty)",
+                updates.display()
+            ),
+            repair(),
         )));
     }
     let out = std::process::Command::new("dpkg")
@@ -193,7 +218,7 @@ pub fn interrupted() -> Result<Option<String>, String> {
         .map_err(|e| format!("cannot run dpkg --audit: {e}"))?;
     let report = String::from_utf8_lossy(&out.stdout);
     let first = report.lines().find(|l| !l.trim().is_empty());
-    Ok(first.map(|l| format!("dpkg --audit reports: {}", l.trim())))
+    Ok(first.map(|l| (format!("dpkg --audit reports: {}", l.trim()), repair())))
 }
 
 /// `name` or `name=version`, as apt-get takes them.

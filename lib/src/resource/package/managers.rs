@@ -141,28 +141,7 @@ pub(super) fn read_output(
 /// What is installed of `names`, by name (one query).
 pub fn query(m: Manager, names: &[&str]) -> Result<HashMap<String, Found>, String> {
     match m {
-        Manager::Apt => apt::query(names).map(|all| {
-            all.into_iter()
-                .map(|(name, i)| {
-                    let state = if i.is_installed() {
-                        FoundState::Installed
-                    } else if i.is_half_done() {
-                        FoundState::HalfDone(i.status.clone())
-                    } else if i.status.starts_with("rc") {
-                        FoundState::ConfigFiles
-                    } else {
-                        FoundState::NotInstalled
-                    };
-                    (
-                        name,
-                        Found {
-                            version: i.version,
-                            state,
-                        },
-                    )
-                })
-                .collect()
-        }),
+        Manager::Apt => apt::query(names),
         Manager::Dnf => dnf::query(names),
         Manager::Pacman => pacman::query(names),
         Manager::Brew => brew::query(names),
@@ -212,7 +191,7 @@ pub fn under_root(root: Option<&Path>, path: &str) -> Option<PathBuf> {
 /// manager, and the command that repairs it; `None`: it is consistent.
 pub fn interrupted(m: Manager) -> Result<Option<(String, String)>, String> {
     match m {
-        Manager::Apt => Ok(apt::interrupted()?.map(|why| (why, "sudo dpkg --configure -a".into()))),
+        Manager::Apt => apt::interrupted(),
         Manager::Dnf | Manager::Brew => Ok(None),
         Manager::Pacman => pacman::interrupted(),
     }
