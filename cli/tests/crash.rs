@@ -46,9 +46,12 @@ fn manifest(version: usize) -> String {
             content(i, version).replace('\n', "\\n")
         ));
     }
-    // Logs which version of f1 it saw, each time it runs.
+    // Logs which version of f1 it saw, each time it runs, as one append of
+    // one whole line: written in two steps (`head`, then `echo`), a kill
+    // between them left a line without its newline, the next reload's
+    // line was glued to it, and the count of that version came out 0.
     m.push_str(
-        "[exec.reload]\ncommand = \"head -c 20 d1/f1 >> reload.log; echo >> reload.log\"\nrefresh_only = true\n\n",
+        "[exec.reload]\ncommand = \"printf '%s\\\\n' \\\"$(head -c 20 d1/f1)\\\" >> reload.log\"\nrefresh_only = true\n\n",
     );
     for l in 0..10 {
         // Links flip between two targets with the version.
