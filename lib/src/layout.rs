@@ -54,6 +54,17 @@ impl Layout {
         self.state_dir.join("record_key")
     }
 
+    /// `<state-dir>/identity.age`: this machine's age x25519 identity
+    /// (0600, the format `age-keygen` writes, so `age -d -i` reads it).
+    pub fn identity_file(&self) -> PathBuf {
+        self.state_dir.join("identity.age")
+    }
+
+    /// `<state-dir>/secrets/`: machine-scoped secrets, `NAME.age` each.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.state_dir.join("secrets")
+    }
+
     /// `<state-dir>/backups/`: copies taken before migrations and overwrites.
     pub fn backups_dir(&self) -> PathBuf {
         self.state_dir.join("backups")

@@ -57,6 +57,7 @@ pub mod resource;
 pub mod run;
 pub mod safe_path;
 pub mod seal;
+pub mod secret;
 pub mod stat_cache;
 pub mod state;
 pub mod status;
