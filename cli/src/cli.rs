@@ -53,6 +53,10 @@ pub enum Command {
     /// Print the config repo's path (for cd "$(stead cd)")
     Cd,
 
+    /// Show or rotate this machine's generated secrets
+    #[command(subcommand)]
+    Secret(crate::commands::secret::SecretCommand),
+
     /// Read and manage the state record and its lock
     #[command(subcommand)]
     State(crate::commands::state::StateCommand),

@@ -254,6 +254,12 @@ impl Context {
         }
     }
 
+    /// This machine's secrets for a command that writes nothing (its
+    /// identity if it has one).
+    pub fn secrets_read_only(&self) -> Result<stead_lib::secret::Secrets> {
+        Ok(stead_lib::secret::Secrets::open(&self.layout, false)?)
+    }
+
     /// This machine's id, made on first use (creates the state dir).
     pub fn machine_id(&self) -> Result<String> {
         stead_lib::fsutil::ensure_private_dir(self.layout.state_dir())?;

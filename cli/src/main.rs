@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit(args) => commands::commit::run(&ctx, &args),
         Command::Sync(args) => commands::sync::run(&ctx, &args),
         Command::State(cmd) => commands::state::run(&ctx, &cmd),
+        Command::Secret(cmd) => commands::secret::run(&ctx, &cmd),
         Command::Doctor(args) => commands::doctor::run(&ctx, &args),
         Command::Add(args) => commands::add::run(&ctx, &args),
         Command::Edit(args) => commands::edit::run(&ctx, &args),

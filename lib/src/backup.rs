@@ -77,6 +77,61 @@ pub(crate) fn backup(path: &Path, run: &Path) -> Result<PathBuf, FsError> {
     }
 }
 
+/// Backs up the regular file at `path` age-encrypted (`encrypt` makes the
+/// ciphertext), as `NAME.age` in the run folder, for a file whose content
+/// must never be stored in clear. Anything but a regular file is backed up
+/// as [`backup`] does (a link's target or a note is not the content).
+/// Durable before it returns, like [`backup`].
+pub(crate) fn backup_encrypted(
+    path: &Path,
+    run: &Path,
+    encrypt: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<PathBuf, FsError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    if !meta.is_file() {
+        return backup(path, run);
+    }
+    let root = run.parent().unwrap_or(run);
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let wanted = run.join(rel);
+    let dir = fsutil::normalize_lexically(wanted.parent().unwrap_or(run));
+    make_private_chain(root, &dir)?;
+    let mut name = wanted
+        .file_name()
+        .map(OsString::from)
+        .unwrap_or_else(|| OsString::from("root"));
+    name.push(".age");
+    let dest = free_name(&dir, &name, false);
+    let result = read_regular(path).and_then(|plain| {
+        let plain = zeroize::Zeroizing::new(plain);
+        let cipher = encrypt(&plain)
+            .map_err(|why| FsError::new("cannot back up", path, io::Error::other(why)))?;
+        fsutil::atomic_write(&dest, &cipher, 0o600)
+    });
+    match result {
+        Ok(()) => {
+            sync_chain(root, &dir)?;
+            Ok(dest)
+        }
+        Err(e) => {
+            remove_empty_chain(run, &dir);
+            Err(e)
+        }
+    }
+}
+
+/// A regular file's bytes, opened without following a link or blocking.
+fn read_regular(path: &Path) -> Result<Vec<u8>, FsError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| FsError::new("cannot read", path, e))?;
+    let mut out = Vec::new();
+    io::Read::read_to_end(&mut file, &mut out).map_err(|e| FsError::new("cannot read", path, e))?;
+    Ok(out)
+}
+
 /// [`backup`] of what is at `path`, when asked and when something is there.
 pub(crate) fn backup_existing(
     path: &Path,

@@ -58,6 +58,9 @@ pub enum ConvergeError {
     /// The manifest did not load.
     #[error(transparent)]
     Manifest(#[from] LoadError),
+    /// This machine's identity or a secret could not be read or made.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
     /// A saved plan cannot be read.
     #[error("cannot read the plan {}", path.display())]
     ReadPlan {
@@ -314,6 +317,9 @@ pub struct Prepared {
     /// be vouched for by the stat of its paths; [`record_unchanged`] writes
     /// it when the run records nothing.
     pub seal: Option<crate::seal::Draft>,
+    /// This machine's secrets, as the plan read them (the run writes with
+    /// the same).
+    pub secrets: crate::secret::Secrets,
 }
 
 /// Reads the journal (telling `reporter` about an interrupted run), then
@@ -350,6 +356,9 @@ fn prepare_with(
     read_only: bool,
 ) -> Result<Prepared, ConvergeError> {
     let view = journal_view_with(layout, options.rerun, read_only)?;
+    // An apply makes the machine's identity before it plans: the keyed
+    // checksums of secret-bearing files it records are made with it.
+    let secrets = crate::secret::Secrets::open(layout, !read_only)?;
     if let Some(run) = &view.interrupted {
         reporter.recovering(run);
     }
@@ -398,6 +407,7 @@ fn prepare_with(
                 options.jobs.max(1),
                 Some((&cache, now)),
                 &view.recovered,
+                &secrets,
             )?;
             (plan, manifest.profile.clone(), draft)
         }
@@ -412,6 +422,7 @@ fn prepare_with(
         view,
         profile,
         seal,
+        secrets,
     })
 }
 
@@ -689,14 +700,25 @@ fn restore_sensitive(
         Some(state),
         plan.profile.as_deref(),
     )?;
-    let fresh = plan::make(&manifest, &graph, state, plan.force, 1)?;
+    // A sensitive file's checksum is keyed by this machine's identity.
+    let secrets = crate::secret::Secrets::open(layout, false)?;
+    let fresh = plan::make_cached(
+        &manifest,
+        &graph,
+        state,
+        plan.force,
+        1,
+        None,
+        &std::collections::HashSet::new(),
+        &secrets,
+    )?;
     for change in plan.changes.iter_mut().filter(|c| is_hidden(c)) {
         let planned = fresh.change(&change.id).and_then(|c| match &c.op {
             crate::resource::Op::WriteFile { content, .. } => Some(content),
             _ => None,
         });
         let same = |content: &&Vec<u8>| {
-            change.checksum.as_deref() == Some(&crate::resource::checksum(content))
+            change.checksum.as_deref() == Some(&secrets.content_checksum(content))
         };
         let (Some(content), crate::resource::Op::WriteFile { content: slot, .. }) =
             (planned.filter(same), &mut change.op)
@@ -850,6 +872,7 @@ pub fn execute(
         jobs: jobs.max(1),
         backups: crate::backup::run_folder(&target.layout.backups_dir()),
         control: control.clone(),
+        secrets: prepared.secrets.clone(),
     };
     let outcome = engine::execute_journaled(plan, &options, Some(&run), &|e| reporter.event(e));
 

@@ -72,16 +72,20 @@ pub struct EngineOptions {
     pub backups: PathBuf,
     /// This run's cancel flags and commands (see [`crate::run`]).
     pub control: RunControl,
+    /// Where the run's secrets are, to render and hash secret-bearing
+    /// files and to encrypt their backups.
+    pub secrets: crate::secret::Secrets,
 }
 
 impl EngineOptions {
     /// `jobs` at once, backups into a new run folder under the backups dir
-    /// `backups`, a fresh [`RunControl`].
+    /// `backups`, a fresh [`RunControl`], no secrets.
     pub fn new(jobs: usize, backups: impl Into<PathBuf>) -> Self {
         EngineOptions {
             jobs,
             backups: crate::backup::run_folder(&backups.into()),
             control: RunControl::new(),
+            secrets: crate::secret::Secrets::unavailable(),
         }
     }
 }
@@ -672,6 +676,7 @@ fn run_together(plan: &Plan, members: &[usize], worker: &Worker) -> Vec<(usize, 
     let env = resource::ApplyEnv {
         backups: &worker.options.backups,
         control: &worker.options.control,
+        secrets: &worker.options.secrets,
     };
     let results = resource::registry::get(first.kind).apply_together(&ops, &env);
     let mut statuses: Vec<(usize, Status, u32)> = changes
@@ -1011,7 +1016,14 @@ fn run_one_captured(c: &resource::Change, options: &EngineOptions) -> (Status, V
     // A panic in a worker would leave the scheduler waiting for an answer
     // that never comes; it becomes this change's failure instead.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        resource::apply(c, &options.backups, &options.control)
+        resource::apply(
+            c,
+            &resource::ApplyEnv {
+                backups: &options.backups,
+                control: &options.control,
+                secrets: &options.secrets,
+            },
+        )
     }));
     match result {
         Ok(Ok(applied)) => {

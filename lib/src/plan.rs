@@ -258,13 +258,23 @@ pub fn make(
     force: bool,
     jobs: usize,
 ) -> Result<Plan, PlanError> {
-    make_cached(manifest, graph, state, force, jobs, None, &HashSet::new())
+    make_cached(
+        manifest,
+        graph,
+        state,
+        force,
+        jobs,
+        None,
+        &HashSet::new(),
+        &crate::secret::Secrets::unavailable(),
+    )
 }
 
 /// [`make`] that trusts the files `cache` vouches for by their `lstat`
 /// (see [`crate::stat_cache`]), verified at `now_ns` (`None`: the clock),
 /// and knows the resources an interrupted run finished (`recovered`, from
-/// its journal).
+/// its journal), with this machine's `secrets`.
+#[allow(clippy::too_many_arguments)]
 pub fn make_cached(
     manifest: &Manifest,
     graph: &Graph,
@@ -273,6 +283,7 @@ pub fn make_cached(
     jobs: usize,
     cache: Option<(&crate::stat_cache::StatCache, Option<i128>)>,
     recovered: &HashSet<String>,
+    secrets: &crate::secret::Secrets,
 ) -> Result<Plan, PlanError> {
     let stat_use = cache.map(|(cache, now_ns)| resource::StatUse {
         cache,
@@ -333,6 +344,7 @@ pub fn make_cached(
         known_dirs: Default::default(),
         shared: Default::default(),
         recovered,
+        secrets,
     };
     let ordered: Vec<&crate::manifest::Resource> = graph
         .order
@@ -856,7 +868,14 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                         names: names.unwrap_or_default(),
                     },
                 );
-                if let Some(sum) = &change.checksum {
+                // A secret-bearing file made with a secret this run
+                // generated had no known content at plan time: its write
+                // says what it wrote.
+                let written = match status {
+                    Status::Done(applied) => applied.checksum.as_ref(),
+                    _ => None,
+                };
+                if let Some(sum) = change.checksum.as_ref().or(written) {
                     for k in &change.keys {
                         state.checksums.insert(k.clone(), sum.clone());
                     }

@@ -31,7 +31,13 @@ pub struct Finding {
 
 /// Every path `state` records, compared with the disk (and with the
 /// declared link targets and modes when `manifest` loaded), sorted by path.
-pub fn drift(state: &State, manifest: Option<&Manifest>, home: &Path) -> Vec<Finding> {
+/// `secrets`: this machine's, for the keyed checksums of sensitive files.
+pub fn drift(
+    state: &State,
+    manifest: Option<&Manifest>,
+    home: &Path,
+    secrets: &crate::secret::Secrets,
+) -> Vec<Finding> {
     // Declared resources by id (a map: `Manifest::get` scans, quadratic over the state).
     let declared: HashMap<&str, &Spec> = manifest
         .iter()
@@ -47,6 +53,7 @@ pub fn drift(state: &State, manifest: Option<&Manifest>, home: &Path) -> Vec<Fin
                 &path,
                 state.checksums.get(key),
                 declared.get(id.as_str()).copied(),
+                secrets,
             );
             findings.push(Finding {
                 path: key.clone(),
@@ -95,6 +102,7 @@ pub fn drift_diff(manifest: &Manifest, finding: &Finding) -> Option<String> {
         known_dirs: Default::default(),
         shared: Default::default(),
         recovered: &HashSet::new(),
+        secrets: &crate::secret::Secrets::unavailable(),
     };
     let declared = crate::resource::file::desired_content(content, &ctx).ok()?;
     let path = expand_key(&manifest.home, &finding.path);
@@ -187,7 +195,9 @@ pub fn source_of(manifest: &Manifest, target: &str, path: &Path) -> Result<Sourc
         _ if inside => real,
         Spec::File(f) => match &f.content {
             Some(FileContent::Source(s) | FileContent::Template(s)) => s.clone(),
-            Some(FileContent::Inline(_)) => return Err(no_source("its content is inline")),
+            Some(FileContent::Inline(_) | FileContent::Secret(_)) => {
+                return Err(no_source("its content is inline"));
+            }
             None => return Err(no_source("it is declared absent")),
         },
         Spec::Symlink(l) if l.target.starts_with(&manifest.config_dir) => l.target.clone(),

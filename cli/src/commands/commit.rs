@@ -289,7 +289,7 @@ fn plan_accept(
                 resource.id,
                 t.display()
             ),
-            Some(FileContent::Inline(_)) => anyhow::bail!(
+            Some(FileContent::Inline(_) | FileContent::Secret(_)) => anyhow::bail!(
                 "{key} cannot be copied back: {} declares its content inline in stead.toml\n\
                  Edit stead.toml instead. Nothing was committed.",
                 resource.id

@@ -30,7 +30,12 @@ pub fn run(ctx: &Context, args: &CheckDriftArgs) -> Result<ExitCode> {
     let all = args.all;
     let state = ctx.load_state()?;
     let manifest = manifest(ctx, &state);
-    let findings = status::drift(&state, manifest.as_ref(), ctx.layout.home());
+    let findings = status::drift(
+        &state,
+        manifest.as_ref(),
+        ctx.layout.home(),
+        &ctx.secrets_read_only()?,
+    );
     let drifted = findings.iter().filter(|f| f.status.drifted()).count();
     let diff = |f: &Finding| {
         args.diff
@@ -72,7 +77,10 @@ pub(crate) fn drifted(
     state: &stead_lib::state::State,
 ) -> Vec<(String, DriftStatus)> {
     let manifest = manifest(ctx, state);
-    status::drift(state, manifest.as_ref(), ctx.layout.home())
+    let secrets = ctx
+        .secrets_read_only()
+        .unwrap_or_else(|_| stead_lib::secret::Secrets::unavailable());
+    status::drift(state, manifest.as_ref(), ctx.layout.home(), &secrets)
         .into_iter()
         .filter(|f| f.status.drifted())
         .map(|f| (f.path, f.status))

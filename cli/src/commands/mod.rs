@@ -13,6 +13,7 @@ pub mod init;
 pub mod merge_driver;
 pub mod plan;
 pub mod repo;
+pub mod secret;
 pub mod state;
 pub mod status;
 pub mod sync;

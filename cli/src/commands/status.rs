@@ -47,7 +47,12 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
         .load_manifest(Some(&state), args.profile.as_deref())
         .ok()
         .map(|(m, _)| m);
-    let findings = status::drift(&state, manifest.as_ref(), ctx.layout.home());
+    let findings = status::drift(
+        &state,
+        manifest.as_ref(),
+        ctx.layout.home(),
+        &prepared.secrets,
+    );
     let lines = status::lines(&prepared.plan, &findings);
     let diff = |path: &str| {
         let finding = findings.iter().find(|f| f.path == path)?;

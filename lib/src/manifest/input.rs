@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::Command;
 use super::diag::Problem;
-use super::refs::Reference;
+use super::refs::{ContentPart, RefValue, Reference};
 use super::walker::{RawDecl, RawValue, Str, Walker};
 
 /// Answers `${kind.name}` references (`None`: not a resource).
-pub(super) type Lookup<'l> = dyn Fn(&Reference) -> Option<Result<String, String>> + 'l;
+pub(super) type Lookup<'l> = dyn Fn(&Reference) -> Option<Result<RefValue, String>> + 'l;
 
 /// One resource's keys, for [`super::schema::KindSchema::build`].
 pub struct SpecInput<'x, 'a> {
@@ -90,6 +90,16 @@ impl SpecInput<'_, '_> {
         Some((t, s.span))
     }
 
+    /// A string key as text and secret references
+    /// ([`super::ContentPart`]), with its place: `${secret.NAME}` is kept
+    /// as a reference (an edge to `secret.NAME`), never resolved to a value.
+    pub fn parts_at(&mut self, key: &str) -> Option<(Vec<ContentPart>, Range<usize>)> {
+        let s = self.raw(key)?;
+        let (parts, used) = self.w.resolve_parts(&s, self.vars, self.lookup, true)?;
+        self.references.extend(used);
+        Some((parts, s.span))
+    }
+
     /// A target path (absolute, or `~`-relative).
     pub fn target_path(&mut self, key: &str) -> Option<PathBuf> {
         let (t, span) = self.text_at(key)?;
@@ -139,6 +149,14 @@ impl SpecInput<'_, '_> {
     /// A boolean key (absent: false).
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.d.fields.get(key), Some(RawValue::Bool(true)))
+    }
+
+    /// A whole-number key ([`super::schema::KeyType::Count`]).
+    pub fn count(&self, key: &str) -> Option<u32> {
+        match self.d.fields.get(key) {
+            Some(RawValue::Count(n)) => Some(*n),
+            _ => None,
+        }
     }
 
     /// A duration key.

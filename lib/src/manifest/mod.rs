@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use diag::{LineIndex, ManifestError, Problem, ProblemReport, SHOWN_PROBLEMS};
 pub use input::SpecInput;
+pub use refs::ContentPart;
 
 /// The manifest's file name at the root of a config repo.
 pub const MANIFEST_FILE: &str = "stead.toml";
@@ -74,6 +75,26 @@ pub enum FileContent {
     Inline(String),
     /// A minijinja template in the config repo.
     Template(PathBuf),
+    /// Inline text holding at least one `${secret.NAME}`: the text and the
+    /// secrets' names, never their values (rendered when the file is
+    /// planned and written).
+    Secret(Vec<ContentPart>),
+}
+
+impl FileContent {
+    /// The secrets its content holds (`NAME` of `${secret.NAME}`).
+    pub fn secret_names(&self) -> Vec<&str> {
+        match self {
+            FileContent::Secret(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Secret(n) => Some(n.as_str()),
+                    ContentPart::Text(_) => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A file resource.
@@ -233,9 +254,10 @@ impl Spec {
         }
     }
 
-    /// Whether its content must never be shown (`sensitive = true`).
+    /// Whether its content must never be shown (`sensitive = true`, or
+    /// content that holds a secret).
     pub fn is_sensitive(&self) -> bool {
-        matches!(self, Spec::File(f) if f.sensitive)
+        matches!(self, Spec::File(f) if f.sensitive || matches!(f.content, Some(FileContent::Secret(_))))
     }
 
     /// The path the resource manages, if any.

@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 use super::diag::{ManifestError, Problem};
 use super::input::{Lookup, SpecInput};
 use super::pieces;
-use super::refs::Reference;
+use super::refs::{RefValue, Reference};
 use super::walker::{RawDecl, RawValue, Str, Walker, list_or_none};
 use super::{Kind, LoadOptions, Manifest, Parsed, Resource, Retry};
 
@@ -383,7 +383,7 @@ fn resolve_paths(
     let mut claims: HashMap<std::ffi::OsString, &str> = HashMap::default();
     let mut edits: Vec<(&RawDecl, Range<usize>, PathBuf)> = Vec::new();
     let kinds = w.kinds;
-    let path_lookup = |r: &Reference| -> Option<Result<String, String>> {
+    let path_lookup = |r: &Reference| -> Option<Result<RefValue, String>> {
         let kind = r.name.split_once('.').map(|(k, _)| k)?;
         kinds.find(kind).is_some().then(|| {
             Err(format!(
@@ -598,14 +598,25 @@ impl Build<'_> {
         })
     }
 
-    /// The value of `${kind.name}`: the path of a declared, active resource.
-    fn reference(&self, r: &Reference) -> Option<Result<String, String>> {
+    /// The value of `${kind.name}`: the path of a declared, active resource,
+    /// or, for `secret.NAME`, a reference to its value.
+    fn reference(&self, r: &Reference) -> Option<Result<RefValue, String>> {
         let name = r.name.as_str();
         if !self.scope.declared.contains_key(name) {
             return None;
         }
+        if let Some(secret) = name.strip_prefix("secret.") {
+            return Some(if self.scope.active.contains(name) {
+                Ok(RefValue::Secret(secret.to_string()))
+            } else {
+                Err(format!(
+                    "`{name}` is not in the active profile ({})",
+                    self.scope.profile.as_deref().unwrap_or("none")
+                ))
+            });
+        }
         Some(match self.outputs.get(name) {
-            Some(p) if self.scope.active.contains(name) => Ok(p.display().to_string()),
+            Some(p) if self.scope.active.contains(name) => Ok(RefValue::Text(p.display().to_string())),
             Some(_) => Err(format!(
                 "`{name}` is not in the active profile ({})",
                 self.scope.profile.as_deref().unwrap_or("none")

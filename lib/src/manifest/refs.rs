@@ -71,6 +71,63 @@ pub(crate) fn substitute(
     out
 }
 
+/// What a reference stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RefValue {
+    /// Text put in its place (a variable, a resource's path).
+    Text(String),
+    /// A secret's value, named (`NAME` of `secret.NAME`): never put in
+    /// the manifest's text, kept as a [`ContentPart::Secret`].
+    Secret(String),
+}
+
+/// A piece of text whose references are resolved: literal text, or where a
+/// secret's value goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentPart {
+    /// Literal text.
+    Text(String),
+    /// The value of `secret.NAME` (the name).
+    Secret(String),
+}
+
+/// `s` as parts: the text between references, each escape as `${`, and
+/// `values` (one per non-escape reference, in order) in their places.
+/// Adjacent text is joined.
+pub(crate) fn split(s: &str, refs: &[Reference], values: Vec<ContentPart>) -> Vec<ContentPart> {
+    let mut out: Vec<ContentPart> = Vec::new();
+    let push_text = |out: &mut Vec<ContentPart>, t: &str| {
+        if t.is_empty() {
+            return;
+        }
+        match out.last_mut() {
+            Some(ContentPart::Text(last)) => last.push_str(t),
+            _ => out.push(ContentPart::Text(t.to_string())),
+        }
+    };
+    let mut values = values.into_iter();
+    let mut last = 0;
+    for r in refs {
+        push_text(&mut out, &s[last..r.range.start]);
+        last = r.range.end;
+        if r.escape {
+            push_text(&mut out, "${");
+            continue;
+        }
+        match values.next() {
+            Some(ContentPart::Text(t)) => push_text(&mut out, &t),
+            Some(secret) => out.push(secret),
+            None => push_text(&mut out, &s[r.range.clone()]),
+        }
+    }
+    push_text(&mut out, &s[last..]);
+    if out.is_empty() {
+        out.push(ContentPart::Text(String::new()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,8 @@ pub enum KeyType {
     Duration,
     /// An array of strings (`ignore`).
     StrList,
+    /// A whole number from 1 to 4096 (`length`).
+    Count,
 }
 
 /// One manifest key of a kind.

@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::Kind;
 use super::diag::Problem;
-use super::refs::{self, Reference};
+use super::refs::{self, ContentPart, RefValue, Reference};
 use super::schema::{KeyType, KindSchema, KindTable};
 
 /// The keys every resource takes, after the kind's own in "takes: ..." help.
@@ -326,6 +326,27 @@ impl<'a> Walker<'a> {
                     d.fields.insert(key.to_string(), RawValue::Str(s));
                 }
             }
+            KeyType::Count => match v.get_ref() {
+                DeValue::Integer(i) => match i.as_str().parse::<u32>() {
+                    Ok(n) if (1..=4096).contains(&n) && i.radix() == 10 => {
+                        d.fields.insert(key.to_string(), RawValue::Count(n));
+                    }
+                    _ => self.problems.push(
+                        Problem::at(
+                            self.at(v.span()),
+                            format!("`{key}` must be a whole number from 1 to 4096"),
+                        )
+                        .label("out of range"),
+                    ),
+                },
+                other => self.problems.push(
+                    Problem::at(
+                        self.at(v.span()),
+                        format!("`{key}` must be a whole number, found {}", type_name(other)),
+                    )
+                    .label("not a number"),
+                ),
+            },
         }
     }
 
@@ -479,8 +500,30 @@ impl<'a> Walker<'a> {
         &mut self,
         s: &Str,
         vars: &BTreeMap<String, String>,
-        lookup: &dyn Fn(&Reference) -> Option<Result<String, String>>,
+        lookup: &dyn Fn(&Reference) -> Option<Result<RefValue, String>>,
     ) -> Option<(String, Vec<String>)> {
+        let (parts, used) = self.resolve_parts(s, vars, lookup, false)?;
+        let text = parts
+            .into_iter()
+            .map(|p| match p {
+                ContentPart::Text(t) => t,
+                // Refused by resolve_parts when secrets are not allowed.
+                ContentPart::Secret(_) => String::new(),
+            })
+            .collect();
+        Some((text, used))
+    }
+
+    /// [`Walker::resolve`] into literal text and secret references: with
+    /// `secrets`, a `${secret.NAME}` stays a [`ContentPart::Secret`] (its
+    /// value is never in the manifest's memory); without, it is a problem.
+    pub(super) fn resolve_parts(
+        &mut self,
+        s: &Str,
+        vars: &BTreeMap<String, String>,
+        lookup: &dyn Fn(&Reference) -> Option<Result<RefValue, String>>,
+        secrets: bool,
+    ) -> Option<(Vec<ContentPart>, Vec<String>)> {
         // Offset of the string's content in the file: after the opening quote(s).
         let raw = &self.text[s.span.clone()];
         let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
@@ -544,7 +587,7 @@ impl<'a> Walker<'a> {
             let span = at(i, r);
             if let Some(var) = r.name.strip_prefix("vars.") {
                 match vars.get(var) {
-                    Some(v) => values.push(v.clone()),
+                    Some(v) => values.push(ContentPart::Text(v.clone())),
                     None => {
                         ok = false;
                         self.problems.push(
@@ -560,9 +603,24 @@ impl<'a> Walker<'a> {
                 continue;
             }
             match lookup(r) {
-                Some(Ok(v)) => {
+                Some(Ok(RefValue::Text(v))) => {
                     used.push(r.name.clone());
-                    values.push(v);
+                    values.push(ContentPart::Text(v));
+                }
+                Some(Ok(RefValue::Secret(name))) if secrets => {
+                    used.push(r.name.clone());
+                    values.push(ContentPart::Secret(name));
+                }
+                Some(Ok(RefValue::Secret(_))) => {
+                    ok = false;
+                    self.problems.push(
+                        Problem::at(
+                            span,
+                            format!("`${{{}}}` is a secret: it can be used only in a file's `content`", r.name),
+                        )
+                        .label("secret here")
+                        .help("a file whose `content` holds ${secret.NAME} is written with the value; nowhere else may hold it"),
+                    );
                 }
                 Some(Err(msg)) => {
                     ok = false;
@@ -587,8 +645,7 @@ impl<'a> Walker<'a> {
         if !ok {
             return None;
         }
-        let mut it = values.into_iter();
-        Some((refs::substitute(&s.text, &refs, |_| it.next()), used))
+        Some((refs::split(&s.text, &refs, values), used))
     }
 
     /// False (with a problem at `span`) when a path holds a NUL byte, which

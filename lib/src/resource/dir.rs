@@ -133,6 +133,7 @@ impl ResourceKind for Dir {
         meta: &fs::Metadata,
         _recorded: Option<&String>,
         _declared: Option<&Spec>,
+        _secrets: &crate::secret::Secrets,
     ) -> Drift {
         if meta.is_dir() {
             Drift::UNCHANGED

@@ -6,16 +6,22 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::fsutil::FsError;
-use crate::manifest::{FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
+use zeroize::Zeroizing;
+
+use crate::manifest::{ContentPart, FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
 use crate::safe_path;
 use crate::seal::SealPath;
+use crate::secret::Secrets;
 use crate::state::DriftStatus;
 
 use super::kind::{
     ApplyEnv, Drift, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, unexpected_op,
     unexpected_spec,
 };
-use super::{Action, Applied, Op, PlanContext, ResourceError, backup_existing, checksum, mode_of};
+use super::{
+    Action, Applied, Op, PlanContext, ResourceError, backup_encrypted, backup_existing, checksum,
+    mode_of,
+};
 
 /// Lines of diff shown per file before it is cut.
 const DIFF_LINES: usize = 200;
@@ -105,16 +111,26 @@ impl ResourceKind for File {
     }
 
     fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
-        let backups = env.backups;
         match op {
             Op::WriteFile {
                 path,
                 content,
                 mode,
                 backup,
-            } => write(path, content, *mode, *backup, backups),
+                encrypt_backup,
+            } => write(path, content, *mode, (*backup, *encrypt_backup), env),
+            Op::WriteSecret {
+                path,
+                parts,
+                mode,
+                backup,
+            } => write_secret(path, parts, *mode, *backup, env),
             Op::Chmod { path, mode } => chmod(path, *mode).map(|()| Applied::default()),
-            Op::RemoveFile { path, backup } => remove(path, *backup, backups),
+            Op::RemoveFile {
+                path,
+                backup,
+                encrypt_backup,
+            } => remove(path, (*backup, *encrypt_backup), env),
             other => Err(unexpected_op(self.kind(), other)),
         }
     }
@@ -125,8 +141,9 @@ impl ResourceKind for File {
         meta: &fs::Metadata,
         recorded: Option<&String>,
         declared: Option<&Spec>,
+        secrets: &Secrets,
     ) -> Drift {
-        drift(path, meta, recorded, declared)
+        drift(path, meta, recorded, declared, secrets)
     }
 
     /// A file with `ensure = "absent"` plans no checksum: once it is gone,
@@ -145,7 +162,9 @@ impl ResourceKind for File {
         let Spec::File(f) = spec else { return None };
         let mut paths = vec![SealPath::content(&f.path)];
         match &f.content {
-            Some(FileContent::Template(_)) => return None,
+            // A secret's value is not a path's stat (its rotation would not
+            // break the seal).
+            Some(FileContent::Template(_) | FileContent::Secret(_)) => return None,
             Some(FileContent::Source(source)) => paths.push(SealPath::content(source)),
             Some(FileContent::Inline(_)) | None => {}
         }
@@ -183,7 +202,7 @@ fn content(input: &mut SpecInput, absent: bool) -> Option<FileContent> {
             );
             None
         }
-        (false, ["content"]) => input.text("content").map(FileContent::Inline),
+        (false, ["content"]) => input.parts_at("content").map(|(parts, _)| inline(parts)),
         (false, ["source"]) => input.repo_path("source", true).map(FileContent::Source),
         (false, [_template]) => input.repo_path("template", true).map(FileContent::Template),
         (false, _) => {
@@ -199,6 +218,23 @@ fn content(input: &mut SpecInput, absent: bool) -> Option<FileContent> {
     }
 }
 
+/// Inline content: plain text, or text with secrets in it.
+fn inline(parts: Vec<ContentPart>) -> FileContent {
+    match parts.as_slice() {
+        [ContentPart::Text(t)] => FileContent::Inline(t.clone()),
+        _ if parts.iter().all(|p| matches!(p, ContentPart::Text(_))) => FileContent::Inline(
+            parts
+                .into_iter()
+                .map(|p| match p {
+                    ContentPart::Text(t) => t,
+                    ContentPart::Secret(_) => String::new(),
+                })
+                .collect(),
+        ),
+        _ => FileContent::Secret(parts),
+    }
+}
+
 /// A recorded file: changed since stead wrote it, replaced, or a mode that
 /// differs from the declared one.
 fn drift(
@@ -206,6 +242,7 @@ fn drift(
     meta: &fs::Metadata,
     recorded: Option<&String>,
     declared: Option<&Spec>,
+    secrets: &Secrets,
 ) -> Drift {
     let expected = recorded.cloned();
     if !meta.file_type().is_file() {
@@ -215,7 +252,18 @@ fn drift(
             actual: Some("not a regular file".into()),
         };
     }
-    let actual = read_whole(path, meta).map(|b| checksum(&b)).ok();
+    // A secret-bearing file's checksum is keyed by the machine identity.
+    let keyed = recorded.is_some_and(|r| crate::secret::is_secret_checksum(r));
+    let actual = read_whole(path, meta)
+        .map(|b| {
+            let b = zeroize::Zeroizing::new(b);
+            if keyed {
+                secrets.content_checksum(&b)
+            } else {
+                checksum(&b)
+            }
+        })
+        .ok();
     let actual_mode = mode_of(meta);
     let mode_drift = match declared {
         Some(Spec::File(f)) => f.mode.filter(|want| actual_mode != *want),
@@ -251,25 +299,178 @@ pub fn desired_content(content: &FileContent, ctx: &PlanContext) -> Result<Vec<u
             crate::ownfile::read(p).map_err(|e| FsError::new("cannot read", p, e).into())
         }
         FileContent::Template(p) => render_template(p, ctx),
+        // Never asked of secret content (plan_secret renders it); rendered
+        // the same way if a caller does.
+        FileContent::Secret(parts) => match render_secret(parts, ctx.secrets)? {
+            Some(v) => Ok(v.to_vec()),
+            None => Err(ResourceError::Internal(
+                "secret content asked for before its secrets exist".into(),
+            )),
+        },
     }
+}
+
+/// Secret content with its values in place, `None` while a secret it holds
+/// has no value yet or is due for rotation (the secret's own change, which
+/// this file waits for, makes it). Zeroized when dropped.
+fn render_secret(
+    parts: &[ContentPart],
+    secrets: &Secrets,
+) -> Result<Option<Zeroizing<Vec<u8>>>, ResourceError> {
+    let mut out = Zeroizing::new(Vec::new());
+    for part in parts {
+        match part {
+            ContentPart::Text(t) => out.extend_from_slice(t.as_bytes()),
+            ContentPart::Secret(name) => {
+                if secrets.rotation_requested(name)? {
+                    return Ok(None);
+                }
+                match secrets.value(name)? {
+                    Some(v) => out.extend_from_slice(v.expose()),
+                    None => return Ok(None),
+                }
+            }
+        }
+    }
+    Ok(Some(out))
 }
 
 fn render_template(path: &Path, ctx: &PlanContext) -> Result<Vec<u8>, ResourceError> {
     super::template::render(path, ctx)
 }
 
-/// Plans a file, with the checksum of the declared content.
+/// Plans a file, with the checksum of the declared content (keyed by the
+/// machine identity for a sensitive file).
 pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
+    if let Some(FileContent::Secret(parts)) = &f.content {
+        return plan_secret(f, parts, ctx, owned);
+    }
     let desired = match &f.content {
         Some(c) => Some(desired_content(c, ctx)?),
         None => None,
     };
-    let checksum = desired.as_deref().map(checksum);
-    let planned = plan_content(f, desired, checksum.as_deref(), ctx, owned)?;
+    let hash = hasher(f.sensitive, ctx.secrets);
+    let checksum = desired.as_deref().map(&hash);
+    let planned = plan_content(f, desired, checksum.as_deref(), ctx, owned, &hash)?;
     Ok(Planned {
         checksum,
         ..planned
     })
+}
+
+/// How a file's content is checksummed: keyed by the machine identity
+/// when it must never be shown, else plain blake3.
+fn hasher(sensitive: bool, secrets: &Secrets) -> impl Fn(&[u8]) -> String + '_ {
+    move |b: &[u8]| {
+        if sensitive {
+            secrets.content_checksum(b)
+        } else {
+            checksum(b)
+        }
+    }
+}
+
+/// Plans a file whose content holds secrets. The plan holds the parts, never
+/// the values: the values are decrypted here only to compare, and again
+/// inside the write.
+fn plan_secret(
+    f: &FileSpec,
+    parts: &[ContentPart],
+    ctx: &PlanContext,
+    owned: bool,
+) -> Result<Planned, ResourceError> {
+    let hash = hasher(true, ctx.secrets);
+    let Some(content) = render_secret(parts, ctx.secrets)? else {
+        return plan_secret_unknown(f, parts, ctx, owned, &hash);
+    };
+    let sum = hash(&content);
+    // A new secret-bearing file is private unless its mode is declared.
+    let private = FileSpec {
+        mode: f.mode.or_else(|| (!f.path.exists()).then_some(0o600)),
+        ..f.clone()
+    };
+    let planned = plan_content(
+        &private,
+        Some(content.to_vec()),
+        Some(&sum),
+        ctx,
+        owned,
+        &hash,
+    )?;
+    let op = match planned.op {
+        Op::WriteFile {
+            path,
+            mut content,
+            mode,
+            backup,
+            ..
+        } => {
+            zeroize::Zeroize::zeroize(&mut content);
+            Op::WriteSecret {
+                path,
+                parts: parts.to_vec(),
+                mode,
+                backup,
+            }
+        }
+        other => other,
+    };
+    let reason = planned.reason.replace("content differs", "secret content changed");
+    Ok(Planned {
+        checksum: Some(sum),
+        reason,
+        op,
+        ..planned
+    })
+}
+
+/// A secret-bearing file whose secrets are made by this run: its content
+/// is new whatever is there, and known only when it is written (the
+/// checksum recorded is the write's).
+fn plan_secret_unknown(
+    f: &FileSpec,
+    parts: &[ContentPart],
+    ctx: &PlanContext,
+    owned: bool,
+    hash: &dyn Fn(&[u8]) -> String,
+) -> Result<Planned, ResourceError> {
+    let path = &f.path;
+    let op = |backup: bool, mode: u32| Op::WriteSecret {
+        path: path.clone(),
+        parts: parts.to_vec(),
+        mode,
+        backup,
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Planned::new(
+                Action::Create,
+                "secret content (its secret is made first)",
+                op(false, f.mode.unwrap_or(0o600)),
+            ));
+        }
+        Err(e) => return Err(FsError::new("cannot read", path, e).into()),
+    };
+    if meta.is_dir() || (!owned && !ctx.force) {
+        // What plan_content says of something in the way or not stead's.
+        return plan_content(f, Some(Vec::new()), None, ctx, owned, hash).map(|p| Planned {
+            op: Op::None,
+            action: Action::Conflict,
+            ..p
+        });
+    }
+    let shown = ctx.manifest.display_path(path);
+    let edited = !meta.is_file()
+        || !owned
+        || read_whole(path, &meta)
+            .map(|b| ctx.recorded.get(&shown) != Some(&hash(&Zeroizing::new(b))))
+            .unwrap_or(true);
+    Ok(Planned::new(
+        Action::Update,
+        "secret content changed (its secret is made first)",
+        op(edited, f.mode.unwrap_or(mode_of(&meta))),
+    ))
 }
 
 /// The file at `path` whole, `meta` its `lstat` just taken: `open`, then
@@ -331,6 +532,7 @@ fn plan_content(
     sum: Option<&str>,
     ctx: &PlanContext,
     owned: bool,
+    hash: &dyn Fn(&[u8]) -> String,
 ) -> Result<Planned, ResourceError> {
     let path = &f.path;
     let shown = ctx.manifest.display_path(path);
@@ -343,7 +545,7 @@ fn plan_content(
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
     let Some(desired) = desired else {
-        return Ok(plan_absent(path, meta.as_ref(), owned));
+        return Ok(plan_absent(path, meta.as_ref(), owned, f.sensitive));
     };
     let Some(meta) = meta else {
         return Ok(Planned::new(
@@ -354,6 +556,7 @@ fn plan_content(
                 content: desired,
                 mode: f.mode.unwrap_or(0o644),
                 backup: false,
+                encrypt_backup: f.sensitive,
             },
         ));
     };
@@ -371,7 +574,8 @@ fn plan_content(
         return Ok(Planned::unchanged(""));
     }
     let actual = read_whole(path, &meta).map_err(|e| FsError::new("cannot read", path, e))?;
-    let content_same = actual == desired;
+    let actual = Zeroizing::new(actual);
+    let content_same = *actual == desired;
     if content_same && mode_same {
         if let (Some(sum), Some(at), true) = (sum, at, owned) {
             verified(path, &shown, &meta, at, sum, ctx);
@@ -389,7 +593,7 @@ fn plan_content(
         && ctx
             .recorded
             .get(&shown)
-            .is_some_and(|sum| *sum != checksum(&actual));
+            .is_some_and(|sum| *sum != hash(&actual));
     let mut reasons = Vec::new();
     if !owned {
         reasons.push("replaces a file stead does not own (backed up first)".to_string());
@@ -414,6 +618,7 @@ fn plan_content(
             content: desired,
             mode,
             backup: !owned || edited,
+            encrypt_backup: f.sensitive,
         }
     };
     Ok(Planned::new(Action::Update, reasons.join("; "), op).with_diff(diff))
@@ -421,7 +626,7 @@ fn plan_content(
 
 /// `ensure = "absent"`: remove a file that is there (backed up unless stead
 /// owns it), never a directory.
-fn plan_absent(path: &Path, meta: Option<&fs::Metadata>, owned: bool) -> Planned {
+fn plan_absent(path: &Path, meta: Option<&fs::Metadata>, owned: bool, sensitive: bool) -> Planned {
     match meta {
         None => Planned::unchanged("absent"),
         Some(m) if m.is_dir() => Planned::conflict("is a directory; stead removes only files here"),
@@ -431,6 +636,7 @@ fn plan_absent(path: &Path, meta: Option<&fs::Metadata>, owned: bool) -> Planned
             Op::RemoveFile {
                 path: path.to_path_buf(),
                 backup: !owned,
+                encrypt_backup: sensitive,
             },
         ),
     }
@@ -466,6 +672,7 @@ fn plan_over_other(
                 content: desired,
                 mode: f.mode.unwrap_or(0o644),
                 backup: true,
+                encrypt_backup: f.sensitive,
             },
         );
     }
@@ -545,6 +752,19 @@ fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, Resou
             Op::None,
         )),
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
+        Ok(m) if m.file_type().is_file() && recorded.is_some_and(|r| crate::secret::is_secret_checksum(r)) => {
+            // A sensitive file's checksum is keyed, and proving it unchanged
+            // would need the key here: it is backed up, encrypted, always.
+            Ok(Planned::new(
+                Action::Remove,
+                "no longer declared; sensitive, so it is backed up encrypted first",
+                Op::RemoveFile {
+                    path: path.to_path_buf(),
+                    backup: true,
+                    encrypt_backup: true,
+                },
+            ))
+        }
         Ok(m) if m.file_type().is_file() => {
             let actual = fs::read(path).map_err(|e| FsError::new("cannot read", path, e))?;
             // Only a file that matches what stead recorded writing goes
@@ -564,6 +784,7 @@ fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, Resou
                 Op::RemoveFile {
                     path: path.to_path_buf(),
                     backup: changed,
+                    encrypt_backup: false,
                 },
             ))
         }
@@ -583,17 +804,60 @@ pub(super) fn write(
     path: &Path,
     content: &[u8],
     mode: u32,
-    backup_first: bool,
-    backups: &Path,
+    (backup_first, sensitive): (bool, bool),
+    env: &ApplyEnv,
 ) -> Result<Applied, ResourceError> {
     let (dir, name) = safe_path::open_parent_required(path, true)?;
-    let backup = backup_existing(path, backup_first, backups)?;
+    let backup = back_up(path, backup_first, sensitive, env)?;
     dir.write_atomic(&name, content, mode)?;
     Ok(Applied {
-        checksum: Some(checksum(content)),
+        checksum: Some(hasher(sensitive, env.secrets)(content)),
         backup,
         ..Applied::default()
     })
+}
+
+/// Writes a secret-bearing file: its secrets decrypted here, the content
+/// written by [`write`] (temp file created with `mode`, so no other user
+/// can open it between its creation and its rename), then zeroized.
+fn write_secret(
+    path: &Path,
+    parts: &[ContentPart],
+    mode: u32,
+    backup_first: bool,
+    env: &ApplyEnv,
+) -> Result<Applied, ResourceError> {
+    let Some(content) = render_secret(parts, env.secrets)? else {
+        let names = FileContent::Secret(parts.to_vec())
+            .secret_names()
+            .iter()
+            .map(|n| format!("secret.{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ResourceError::Exec(format!(
+            "not written: {names} has no value yet (its own change did not run or failed); run 'stead apply' again"
+        )));
+    };
+    write(path, &content, mode, (backup_first, true), env)
+}
+
+/// Backs up what is at `path` when asked and something is there: a
+/// sensitive regular file age-encrypted to the machine, anything else as
+/// a copy.
+fn back_up(
+    path: &Path,
+    wanted: bool,
+    sensitive: bool,
+    env: &ApplyEnv,
+) -> Result<Option<std::path::PathBuf>, ResourceError> {
+    if !sensitive {
+        return Ok(backup_existing(path, wanted, env.backups)?);
+    }
+    if !wanted || fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let encrypt = |b: &[u8]| env.secrets.encrypt_to_self(b).map_err(|e| e.to_string());
+    Ok(Some(backup_encrypted(path, env.backups, &encrypt)?))
 }
 
 /// Sets the mode of the regular file at `path` (on its fd): refused when a
@@ -606,14 +870,14 @@ pub(super) fn chmod(path: &Path, mode: u32) -> Result<(), ResourceError> {
 
 pub(super) fn remove(
     path: &Path,
-    backup_first: bool,
-    backups: &Path,
+    (backup_first, sensitive): (bool, bool),
+    env: &ApplyEnv,
 ) -> Result<Applied, ResourceError> {
     // An already-gone directory (a purge took it) means the file is gone.
     let Some((dir, name)) = safe_path::open_parent(path, false)? else {
         return Ok(Applied::default());
     };
-    let backup = backup_existing(path, backup_first, backups)?;
+    let backup = back_up(path, backup_first, sensitive, env)?;
     // Only a removal that happened needs its directory fsync'd.
     if dir.remove_file(&name)? {
         dir.sync()?;

@@ -90,6 +90,8 @@ pub struct ApplyEnv<'a> {
     pub backups: &'a Path,
     /// The run's control.
     pub control: &'a crate::run::RunControl,
+    /// The machine's secrets (secret-bearing files, encrypted backups).
+    pub secrets: &'a crate::secret::Secrets,
 }
 
 /// What a kind does: planning, applying, drift, autoedges. What it declares
@@ -124,6 +126,7 @@ pub trait ResourceKind: KindSchema {
         _meta: &Metadata,
         _recorded: Option<&String>,
         _declared: Option<&Spec>,
+        _secrets: &crate::secret::Secrets,
     ) -> Drift {
         Drift::UNCHANGED
     }

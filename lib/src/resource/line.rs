@@ -452,6 +452,7 @@ mod tests {
         let env = ApplyEnv {
             backups: &fx.backups,
             control: &crate::run::RunControl::new(),
+            secrets: &crate::secret::Secrets::unavailable(),
         };
         let err = Line.apply(&edited, &env).unwrap_err().to_string();
         assert!(

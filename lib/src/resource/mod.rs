@@ -11,6 +11,7 @@ pub mod line;
 pub mod noop;
 pub mod package;
 pub mod registry;
+pub mod secret;
 pub mod symlink;
 pub mod template;
 pub mod tree;
@@ -122,6 +123,9 @@ pub struct PlanContext<'a, 's> {
     /// succeeded) before it could write the state: a kind that owns names
     /// plans them as its own ([`kind::ResourceKind::owned_names`]).
     pub recovered: &'a HashSet<String>,
+    /// This machine's secrets: their values for secret-bearing files, and
+    /// the keyed checksum of such files' content.
+    pub secrets: &'a crate::secret::Secrets,
 }
 
 /// What one plan reads once for many resources, by a kind's own key: a
@@ -284,6 +288,21 @@ pub enum Op {
         mode: u32,
         /// Back up what is there first (a forced overwrite).
         backup: bool,
+        /// The backup is age-encrypted to the machine (a sensitive file).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        encrypt_backup: bool,
+    },
+    /// Write a file whose content holds secrets: the text and the secrets'
+    /// names, rendered with their values only inside the write.
+    WriteSecret {
+        /// Target.
+        path: PathBuf,
+        /// The content, with each secret by name.
+        parts: Vec<crate::manifest::ContentPart>,
+        /// Mode to set (on the temp file before its first byte).
+        mode: u32,
+        /// Back up what is there first (encrypted to the machine).
+        backup: bool,
     },
     /// Set a file's or dir's mode only.
     Chmod {
@@ -298,6 +317,9 @@ pub enum Op {
         path: PathBuf,
         /// Back it up first.
         backup: bool,
+        /// The backup is age-encrypted to the machine (a sensitive file).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        encrypt_backup: bool,
     },
     /// Create a directory.
     CreateDir {
@@ -380,6 +402,9 @@ pub enum ResourceError {
         /// The output as written.
         output: Vec<u8>,
     },
+    /// A secret could not be read or made.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
     /// A bug in stead, reported instead of silently dropped.
     #[error("internal error: {0}")]
     Internal(String),
@@ -551,7 +576,13 @@ pub fn link_checksum(target: &Path) -> String {
 
 /// Drift of one path a resource of kind `kind` recorded: `missing` when
 /// nothing is there, else what the kind finds (see [`kind::ResourceKind::drift`]).
-pub fn drift(kind: &str, path: &Path, recorded: Option<&String>, declared: Option<&Spec>) -> Drift {
+pub fn drift(
+    kind: &str,
+    path: &Path,
+    recorded: Option<&String>,
+    declared: Option<&Spec>,
+    secrets: &crate::secret::Secrets,
+) -> Drift {
     match std::fs::symlink_metadata(path) {
         Err(_) => Drift {
             status: crate::state::DriftStatus::Missing,
@@ -559,7 +590,7 @@ pub fn drift(kind: &str, path: &Path, recorded: Option<&String>, declared: Optio
             actual: None,
         },
         Ok(meta) => match registry::find(kind) {
-            Some(k) => k.drift(path, &meta, recorded, declared),
+            Some(k) => k.drift(path, &meta, recorded, declared, secrets),
             None => Drift::UNCHANGED,
         },
     }
@@ -584,14 +615,10 @@ pub struct Applied {
 
 /// Applies one change. Idempotent: applying an already-applied change is
 /// harmless. Commands run as children of `control` (its reaper, its cancel).
-pub fn apply(
-    change: &Change,
-    backups: &Path,
-    control: &crate::run::RunControl,
-) -> Result<Applied, ResourceError> {
+pub fn apply(change: &Change, env: &ApplyEnv) -> Result<Applied, ResourceError> {
     match &change.op {
         Op::None => Ok(Applied::default()),
-        op => registry::get(change.kind).apply(op, &ApplyEnv { backups, control }),
+        op => registry::get(change.kind).apply(op, env),
     }
 }
 
@@ -600,7 +627,7 @@ pub fn checksum(bytes: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
 
-pub(crate) use crate::backup::{backup, backup_existing};
+pub(crate) use crate::backup::{backup, backup_encrypted, backup_existing};
 
 /// Creates the parent directories of a path (test fixtures only: apply
 /// creates parents with [`crate::safe_path`], never through a link).

@@ -63,6 +63,7 @@ static KINDS: &[&dyn ResourceKind] = &[
     &super::line::Line,
     &super::tree::Tree,
     &super::package::Package,
+    &super::secret::Secret,
 ];
 
 /// Every registered kind.

@@ -87,6 +87,7 @@ impl ResourceKind for Symlink {
         meta: &fs::Metadata,
         _recorded: Option<&String>,
         declared: Option<&Spec>,
+        _secrets: &crate::secret::Secrets,
     ) -> Drift {
         drift(path, meta, declared)
     }

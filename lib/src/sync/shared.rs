@@ -246,9 +246,11 @@ pub fn machine_record(state: &State, key: &RecordKey) -> MachineRecord {
         config_path: state.config_path.clone(),
         last_apply: state.last_apply,
         last_sync: state.last_sync,
+        // A sensitive file's checksum stays on its machine, even keyed.
         checksums: state
             .checksums
             .iter()
+            .filter(|(_, sum)| !crate::secret::is_secret_checksum(sum))
             .map(|(path, sum)| (path.clone(), publish_checksum(key, path, sum)))
             .collect(),
     }
@@ -614,6 +616,15 @@ pub fn adopt(local: &State, shared: &SharedRecord, key: &RecordKey) -> State {
                 (path.clone(), sum)
             })
             .collect();
+        // Never published (machine_record), so the record cannot speak
+        // for them: the local ones stay.
+        out.checksums.extend(
+            local
+                .checksums
+                .iter()
+                .filter(|(_, sum)| crate::secret::is_secret_checksum(sum))
+                .map(|(p, s)| (p.clone(), s.clone())),
+        );
         out.last_apply = mine.last_apply.max(local.last_apply);
     }
     out

@@ -1,0 +1,116 @@
+//! `stead secret show NAME` and `stead secret rotate NAME`: read one of this
+//! machine's secrets, or have the next apply generate it anew.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::commands::apply::{self, ApplyArgs};
+use crate::context::Context;
+use crate::output::{outln, print_json};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretCommand {
+    /// Print a secret's value (only on a terminal, or with --reveal)
+    Show(ShowArgs),
+    /// Generate a secret anew, then apply: the files that use it are
+    /// rewritten and its `notify` targets refreshed
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The secret: NAME of [secret.NAME]
+    pub name: String,
+    /// Print it even when stdout is not a terminal (a pipe, a file, --json)
+    #[arg(long)]
+    pub reveal: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The secret: NAME of [secret.NAME]
+    pub name: String,
+    /// Do not ask before applying
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+pub fn run(ctx: &Context, cmd: &SecretCommand) -> Result<ExitCode> {
+    match cmd {
+        SecretCommand::Show(args) => show(ctx, args),
+        SecretCommand::Rotate(args) => rotate(ctx, args),
+    }
+}
+
+/// `secret.NAME` with `NAME` checked to be a plain name (no path in it).
+fn checked(name: &str) -> Result<&str> {
+    let name = name.strip_prefix("secret.").unwrap_or(name);
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !plain {
+        anyhow::bail!(
+            "{name:?} is not a secret's name: give NAME of [secret.NAME] (letters, digits, '_', '-')"
+        );
+    }
+    Ok(name)
+}
+
+fn show(ctx: &Context, args: &ShowArgs) -> Result<ExitCode> {
+    let name = checked(&args.name)?;
+    let on_terminal = std::io::stdout().is_terminal() && !ctx.json;
+    if !on_terminal && !args.reveal {
+        anyhow::bail!(
+            "not printing secret.{name}: stdout is not a terminal (or --json was given)\n\
+             Pass --reveal to print it anyway."
+        );
+    }
+    let secrets = ctx.secrets_read_only()?;
+    let Some(value) = secrets.value(name)? else {
+        anyhow::bail!(
+            "secret.{name} has no value on this machine\n\
+             Declare [secret.{name}] in stead.toml and run 'stead apply' to generate it."
+        );
+    };
+    let text = String::from_utf8_lossy(value.expose());
+    if ctx.json {
+        print_json(&json!({ "name": name, "value": text }));
+    } else {
+        outln!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate(ctx: &Context, args: &RotateArgs) -> Result<ExitCode> {
+    let name = checked(&args.name)?;
+    {
+        let _held = ctx.lock("secret rotate", None)?;
+        let secrets = ctx.secrets_read_only()?;
+        if !secrets.request_rotation(name)? {
+            anyhow::bail!(
+                "secret.{name} has no value on this machine yet, so there is nothing to rotate\n\
+                 Declare [secret.{name}] in stead.toml and run 'stead apply' to generate it."
+            );
+        }
+    }
+    if !ctx.json {
+        outln!("Rotation of secret.{name} requested; applying.\n");
+    }
+    apply::run(
+        ctx,
+        &ApplyArgs {
+            plan: None,
+            dry_run: false,
+            yes: args.yes,
+            force: false,
+            jobs: None,
+            profile: None,
+            rerun: Vec::new(),
+            verify: false,
+        },
+    )
+}

@@ -1,0 +1,212 @@
+//! `secret`: a value generated once and kept only age-encrypted in the state
+//! dir ([`crate::secret`]); a file's `content` uses it as `${secret.NAME}`,
+//! which makes that file wait for it and never shows its content.
+//!
+//! The plan and the op name the secret and how it is made, never its
+//! value. A secret is made when it has none, made anew when a rotation was
+//! asked for (`stead secret rotate`), and encrypted again (same value) when
+//! its recipients change. stead never removes a secret's ciphertext: one
+//! no longer declared is forgotten, and its `.age` file stays.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
+use crate::secret::{Charset, SecretError, SecretSpec};
+
+use super::kind::{
+    ApplyEnv, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, custom_data, custom_op,
+    unexpected_op, unexpected_spec,
+};
+use super::{Action, Applied, Op, PlanContext, ResourceError};
+
+/// The kind's name.
+const SECRET: Kind = Kind::named("secret");
+
+/// Characters in a value when `length` is not given.
+const DEFAULT_LENGTH: usize = 32;
+
+/// The `secret` kind.
+pub struct Secret;
+
+/// What apply does to a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Step {
+    /// Make a new value (none yet, or a rotation).
+    Generate,
+    /// Encrypt the kept value to the recipients now declared.
+    Reencrypt,
+}
+
+/// The op's data: the spec (names and public keys only) and the step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SecretOp {
+    spec: SecretSpec,
+    step: Step,
+}
+
+/// The spec of a `secret` resource.
+pub fn secret_spec(spec: &Spec) -> Option<&SecretSpec> {
+    match spec {
+        Spec::Other(o) if o.kind == SECRET => o.data::<SecretSpec>(),
+        _ => None,
+    }
+}
+
+impl KindSchema for Secret {
+    fn kind(&self) -> Kind {
+        SECRET
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        const KEYS: &[Key] = &[
+            Key::optional("length", KeyType::Count),
+            Key::optional("charset", KeyType::Str),
+            Key::optional("scope", KeyType::Str),
+            Key::optional("recipients", KeyType::StrList),
+        ];
+        KEYS
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            owns_path: false,
+            adopt_when_right: false,
+        }
+    }
+
+    fn build(&self, input: &mut SpecInput) -> Option<Spec> {
+        let name = input
+            .id()
+            .split_once('.')
+            .map_or(input.id(), |(_, n)| n)
+            .to_string();
+        let mut ok = scope(input);
+        let charset = match input.literal("charset") {
+            None => Some(Charset::Alnum),
+            Some((text, span)) => match Charset::parse(&text) {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    input.problem(Problem::at(span, why).label("bad charset"));
+                    None
+                }
+            },
+        };
+        let mut recipients = Vec::new();
+        for (r, span) in input.list("recipients") {
+            match crate::secret::check_recipient(&r) {
+                Ok(()) => recipients.push(r),
+                Err(e) => {
+                    ok = false;
+                    input.problem(Problem::at(span, e.to_string()).label("not a recipient"));
+                }
+            }
+        }
+        let length = input
+            .count("length")
+            .map_or(DEFAULT_LENGTH, |n| n as usize);
+        let charset = charset.filter(|_| ok)?;
+        Some(Spec::Other(OtherSpec {
+            kind: SECRET,
+            path: None,
+            data: Arc::new(SecretSpec {
+                name,
+                length,
+                charset,
+                recipients,
+            }),
+        }))
+    }
+}
+
+/// `scope`: only `"machine"` is kept by this version; a secret shared by a
+/// lineage (encrypted to every member) is refused rather than kept on one
+/// machine only, which would give each machine its own value.
+fn scope(input: &mut SpecInput) -> bool {
+    match input.literal("scope") {
+        None => true,
+        Some((s, _)) if s == "machine" => true,
+        Some((s, span)) if s == "lineage" => {
+            input.problem(
+                Problem::at(span, "scope = \"lineage\" is not supported by this version of stead")
+                    .label("lineage scope")
+                    .help("use scope = \"machine\" (each machine keeps its own value); see docs/secrets.md"),
+            );
+            false
+        }
+        Some((s, span)) => {
+            input.problem(
+                Problem::at(span, format!("`scope` must be \"machine\", not {s:?}"))
+                    .label("bad scope"),
+            );
+            false
+        }
+    }
+}
+
+impl ResourceKind for Secret {
+    fn plan(&self, spec: &Spec, ctx: &PlanContext, _owned: bool) -> Result<Planned, ResourceError> {
+        let Some(s) = secret_spec(spec) else {
+            return Err(unexpected_spec(self.kind(), spec));
+        };
+        let secrets = ctx.secrets;
+        let op = |step: Step| {
+            custom_op(
+                SECRET,
+                &SecretOp {
+                    spec: s.clone(),
+                    step,
+                },
+            )
+        };
+        let made = format!(
+            "{} {} characters, kept encrypted",
+            s.length,
+            s.charset.describe()
+        );
+        if !secrets.path_of(&s.name)?.exists() {
+            return Ok(Planned::new(
+                Action::Create,
+                format!("generated: {made}"),
+                op(Step::Generate)?,
+            ));
+        }
+        if secrets.rotation_requested(&s.name)? {
+            return Ok(Planned::new(
+                Action::Update,
+                format!("rotation requested: generated anew, {made}"),
+                op(Step::Generate)?,
+            ));
+        }
+        match secrets.value(&s.name) {
+            Ok(_) => {}
+            Err(e @ SecretError::Undecryptable { .. }) => {
+                return Ok(Planned::conflict(e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let wanted = secrets.wanted_recipients(&s.recipients);
+        if secrets.stored_recipients(&s.name)?.as_ref() != Some(&wanted) {
+            return Ok(Planned::new(
+                Action::Update,
+                "recipients changed: encrypted again, same value",
+                op(Step::Reencrypt)?,
+            ));
+        }
+        Ok(Planned::unchanged(""))
+    }
+
+    fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
+        let Op::Custom { data } = op else {
+            return Err(unexpected_op(self.kind(), op));
+        };
+        let SecretOp { spec, step } = custom_data::<SecretOp>(SECRET, data)?;
+        match step {
+            Step::Generate => env.secrets.generate(&spec)?,
+            Step::Reencrypt => env.secrets.reencrypt(&spec)?,
+        }
+        Ok(Applied::default())
+    }
+}
