@@ -297,7 +297,12 @@ mod tests {
         fx.apply(m);
         std::fs::write(fx.home.join("a"), "one\nthree\n").unwrap();
         let manifest = fx.manifest(m);
-        let findings = drift(&fx.state, Some(&manifest), &fx.home);
+        let findings = drift(
+            &fx.state,
+            Some(&manifest),
+            &fx.home,
+            &crate::secret::Secrets::unavailable(),
+        );
         let drifted: Vec<_> = findings.iter().filter(|f| f.status.drifted()).collect();
         assert_eq!(drifted.len(), 1);
         assert_eq!(drifted[0].path, "~/a");

@@ -1225,7 +1225,8 @@ mod tests {
             b.op,
             Op::RemoveFile {
                 path: fx.home.join("b"),
-                backup: false
+                backup: false,
+                encrypt_backup: false,
             }
         );
         assert!(matches!(

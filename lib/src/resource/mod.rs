@@ -948,6 +948,7 @@ pub(crate) mod tests {
             content: vec![0xff, 0x00, 0x41],
             mode: 0o600,
             backup: false,
+            encrypt_backup: false,
         };
         let json = serde_json::to_string(&op).unwrap();
         assert!(json.contains("\"hex\":\"ff0041\""), "{json}");
@@ -957,6 +958,7 @@ pub(crate) mod tests {
             content: b"hello\n".to_vec(),
             mode: 0o644,
             backup: true,
+            encrypt_backup: false,
         };
         let json = serde_json::to_string(&text).unwrap();
         assert!(json.contains("\"content\":\"hello\\n\""), "{json}");
