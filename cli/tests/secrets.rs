@@ -97,7 +97,11 @@ fn the_value_appears_only_in_its_target_through_apply_edit_reapply_and_rotate() 
     assert_eq!(first.len(), 40);
     assert!(first.chars().all(|c| c.is_ascii_alphanumeric()), "{first}");
     assert_eq!(stored_value(&r).as_deref(), Some(first.as_str()));
-    let mode = fs::metadata(r.path(".pgpass")).unwrap().permissions().mode() & 0o777;
+    let mode = fs::metadata(r.path(".pgpass"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "a new secret-bearing file is private");
 
     // Edited by hand: the plan says so without a diff, apply restores it
@@ -169,7 +173,10 @@ fn the_value_appears_only_in_its_target_through_apply_edit_reapply_and_rotate() 
 fn debian_age_decrypts_the_stored_secret_with_the_identity_and_an_admin_key() {
     for tool in ["age", "age-keygen"] {
         let found = Command::new(tool).arg("--version").output().is_ok();
-        assert!(found, "`{tool}` is needed (apt-get install age; .ci/run does)");
+        assert!(
+            found,
+            "`{tool}` is needed (apt-get install age; .ci/run does)"
+        );
     }
     let r = Repo::new("[secret.db]\n");
     let admin_key = r.config.path().join("admin.key");
@@ -251,7 +258,7 @@ fn a_killed_apply_never_leaves_a_target_holding_a_value_the_store_does_not() {
             Stdio::null(),
             Stdio::null(),
         );
-        std::thread::sleep(Duration::from_micros(seed % 60_000));
+        std::thread::sleep(Duration::from_micros(seed % 30_000));
         if child.try_wait().unwrap().is_none() {
             killed_mid_run += 1;
         }
@@ -287,13 +294,18 @@ fn a_secret_outside_content_and_a_lineage_scope_are_load_errors_with_their_place
         "{err}"
     );
     assert!(err.contains("stead.toml:4:"), "{err}");
-    assert!(err.contains("scope = \"lineage\" is not supported"), "{err}");
+    assert!(
+        err.contains("scope = \"lineage\" is not supported"),
+        "{err}"
+    );
     assert!(err.contains("stead.toml:7:"), "{err}");
 }
 
 #[test]
 fn a_sensitive_file_records_a_keyed_checksum_and_its_backup_is_encrypted() {
-    let r = Repo::new("[file.token]\npath = \"~/.token\"\ncontent = \"tok-3141592653\\n\"\nsensitive = true\n");
+    let r = Repo::new(
+        "[file.token]\npath = \"~/.token\"\ncontent = \"tok-3141592653\\n\"\nsensitive = true\n",
+    );
     r.ok(&["apply", "--yes"]);
     let state = fs::read_to_string(r.sb.state_file()).unwrap();
     assert!(state.contains("\"~/.token\": \"secret-blake3:"), "{state}");

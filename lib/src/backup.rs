@@ -77,6 +77,9 @@ pub(crate) fn backup(path: &Path, run: &Path) -> Result<PathBuf, FsError> {
     }
 }
 
+/// Makes a backup's ciphertext from its plain bytes (or says why not).
+pub(crate) type Encrypt<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
+
 /// Backs up the regular file at `path` age-encrypted (`encrypt` makes the
 /// ciphertext), as `NAME.age` in the run folder, for a file whose content
 /// must never be stored in clear. Anything but a regular file is backed up
@@ -85,7 +88,7 @@ pub(crate) fn backup(path: &Path, run: &Path) -> Result<PathBuf, FsError> {
 pub(crate) fn backup_encrypted(
     path: &Path,
     run: &Path,
-    encrypt: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>,
+    encrypt: &Encrypt<'_>,
 ) -> Result<PathBuf, FsError> {
     let meta = fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
     if !meta.is_file() {

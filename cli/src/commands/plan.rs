@@ -16,7 +16,9 @@ use crate::output::{self, Paint, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// Save the plan to FILE for a later 'stead apply FILE'
+    /// Save the plan to FILE for a later 'stead apply FILE' (on a machine
+    /// with no identity yet, this makes it: the saved plan's checksums of
+    /// sensitive files are keyed by it)
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
 
@@ -56,6 +58,13 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
         }
     }
     let state = ctx.current_state()?;
+    if args.out.is_some() {
+        // The apply of the saved plan checks its sensitive files' keyed
+        // checksums with this machine's identity: it must be the one the
+        // plan is made with, not a throw-away.
+        stead_lib::fsutil::ensure_private_dir(ctx.layout.state_dir())?;
+        stead_lib::secret::Secrets::open(&ctx.layout, true)?;
+    }
     let prepared = converge::prepare_read_only(
         &ctx.layout,
         &state,

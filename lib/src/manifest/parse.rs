@@ -616,7 +616,9 @@ impl Build<'_> {
             });
         }
         Some(match self.outputs.get(name) {
-            Some(p) if self.scope.active.contains(name) => Ok(RefValue::Text(p.display().to_string())),
+            Some(p) if self.scope.active.contains(name) => {
+                Ok(RefValue::Text(p.display().to_string()))
+            }
             Some(_) => Err(format!(
                 "`{name}` is not in the active profile ({})",
                 self.scope.profile.as_deref().unwrap_or("none")

@@ -415,7 +415,9 @@ fn plan_secret(
         }
         other => other,
     };
-    let reason = planned.reason.replace("content differs", "secret content changed");
+    let reason = planned
+        .reason
+        .replace("content differs", "secret content changed");
     Ok(Planned {
         checksum: Some(sum),
         reason,
@@ -752,7 +754,10 @@ fn plan_removal(path: &Path, recorded: Option<&String>) -> Result<Planned, Resou
             Op::None,
         )),
         Err(e) => Err(FsError::new("cannot read", path, e).into()),
-        Ok(m) if m.file_type().is_file() && recorded.is_some_and(|r| crate::secret::is_secret_checksum(r)) => {
+        Ok(m)
+            if m.file_type().is_file()
+                && recorded.is_some_and(|r| crate::secret::is_secret_checksum(r)) =>
+        {
             // A sensitive file's checksum is keyed, and proving it unchanged
             // would need the key here: it is backed up, encrypted, always.
             Ok(Planned::new(

@@ -104,9 +104,7 @@ impl KindSchema for Secret {
                 }
             }
         }
-        let length = input
-            .count("length")
-            .map_or(DEFAULT_LENGTH, |n| n as usize);
+        let length = input.count("length").map_or(DEFAULT_LENGTH, |n| n as usize);
         let charset = charset.filter(|_| ok)?;
         Some(Spec::Other(OtherSpec {
             kind: SECRET,

@@ -386,11 +386,9 @@ impl Secrets {
     /// `bytes` encrypted to this machine alone (backups of secret-bearing
     /// files).
     pub fn encrypt_to_self(&self, bytes: &[u8]) -> Result<Vec<u8>, SecretError> {
-        age::encrypt(&self.0.identity.age().to_public(), bytes).map_err(|e| {
-            SecretError::Encrypt {
-                name: "backup".into(),
-                reason: e.to_string(),
-            }
+        age::encrypt(&self.0.identity.age().to_public(), bytes).map_err(|e| SecretError::Encrypt {
+            name: "backup".into(),
+            reason: e.to_string(),
         })
     }
 }
@@ -413,13 +411,13 @@ fn encrypt(name: &str, value: &[u8], recipients: &[String]) -> Result<Vec<u8>, S
         .iter()
         .map(|r| parse_recipient(r))
         .collect::<Result<Vec<_>, _>>()?;
-    let encryptor =
-        age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient)).map_err(
-            |e| SecretError::Encrypt {
-                name: name.to_string(),
-                reason: e.to_string(),
-            },
-        )?;
+    let encryptor = age::Encryptor::with_recipients(
+        parsed.iter().map(|r| r as &dyn age::Recipient),
+    )
+    .map_err(|e| SecretError::Encrypt {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
     let fail = |e: io::Error| SecretError::Encrypt {
         name: name.to_string(),
         reason: e.to_string(),
@@ -556,6 +554,9 @@ mod tests {
         assert!(Charset::parse("a").is_err());
         assert!(Charset::parse("ab c").is_err());
         assert_eq!(Charset::parse("hex").unwrap(), Charset::Hex);
-        assert_eq!(Charset::parse("baab").unwrap(), Charset::Custom("ab".into()));
+        assert_eq!(
+            Charset::parse("baab").unwrap(),
+            Charset::Custom("ab".into())
+        );
     }
 }
