@@ -290,7 +290,9 @@ fn a_secret_outside_content_and_a_lineage_scope_are_load_errors_with_their_place
     let (code, _, err) = r.run(&["plan"]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("`${secret.db}` is a secret: it can be used only in a file's `content`"),
+        err.contains(
+            "`${secret.db}` is a value kept encrypted: it can be used only in a file's `content`"
+        ),
         "{err}"
     );
     assert!(err.contains("stead.toml:4:"), "{err}");
@@ -317,4 +319,115 @@ fn a_sensitive_file_records_a_keyed_checksum_and_its_backup_is_encrypted() {
     assert!(backups[0].to_string_lossy().ends_with(".token.age"));
     assert!(holding(&[&r.sb.state_dir()], "2718281828").is_empty());
     assert!(holding(&[&r.sb.state_dir()], "3141592653").is_empty());
+}
+
+/// An exec with `output = true` whose stdout is the first line of `value`
+/// in the config repo, and a file made from it.
+fn output_manifest(value: &Path, guard: &str) -> String {
+    format!(
+        "[exec.gen]\ncommand = \"cat {}\"\noutput = true\n{guard}\n\
+         [file.tok]\npath = \"~/.token\"\ncontent = \"token=${{exec.gen.stdout}}\"\n",
+        value.display()
+    )
+}
+
+#[test]
+fn an_exec_output_flows_into_a_file_and_is_planned_again_when_it_changes() {
+    let r = Repo::new("");
+    let value = r.config.path().join("value.txt");
+    fs::write(&value, "out-4f1c9e\n").unwrap();
+    r.write_manifest(&output_manifest(&value, ""));
+    let first = r.ok(&["apply", "--yes"]);
+    assert!(
+        first.contains("exec.gen's output, made before it is written"),
+        "{first}"
+    );
+    assert_eq!(
+        fs::read_to_string(r.path(".token")).unwrap(),
+        "token=out-4f1c9e\n"
+    );
+    // The exec runs on every apply (no guard): the file waits for it and
+    // is left alone when the output is the same.
+    let again = r.ok(&["apply", "--yes"]);
+    assert!(
+        again.contains("content from exec.gen's output, known after it runs"),
+        "{again}"
+    );
+    assert!(
+        again.contains("its content came out as it already was"),
+        "{again}"
+    );
+    // A new output rewrites the file in the same apply.
+    fs::write(&value, "out-77aa01\n").unwrap();
+    let changed = r.ok(&["--json", "apply", "--yes"]);
+    assert_eq!(
+        fs::read_to_string(r.path(".token")).unwrap(),
+        "token=out-77aa01\n"
+    );
+    // The output is kept only encrypted: not in the journal, the state, the
+    // outputs of stead, nor anywhere in the state dir.
+    for v in ["out-4f1c9e", "out-77aa01"] {
+        assert!(!first.contains(v) && !again.contains(v) && !changed.contains(v));
+        assert!(
+            holding(&[&r.sb.state_dir()], v).is_empty(),
+            "{v} in the state dir"
+        );
+    }
+    let kept = Secrets::open(&r.sb.layout(), false)
+        .unwrap()
+        .output("exec.gen")
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.expose(), b"out-77aa01\n");
+}
+
+#[test]
+fn a_guarded_exec_that_does_not_run_leaves_its_file_planned_from_the_kept_output() {
+    let r = Repo::new("");
+    let value = r.config.path().join("value.txt");
+    fs::write(&value, "kept-1\n").unwrap();
+    let marker = r.home().join(".gen-done");
+    r.write_manifest(&output_manifest(
+        &value,
+        &format!("creates = \"{}\"\n", marker.display()),
+    ));
+    // The first run creates nothing at `creates`: make it by hand after.
+    r.ok(&["apply", "--yes"]);
+    fs::write(&marker, "").unwrap();
+    let out = r.ok(&["apply", "--yes"]);
+    assert!(out.contains("No changes"), "{out}");
+    // Edited by hand: restored from the kept output, the exec not run.
+    fs::write(r.path(".token"), "token=edited\n").unwrap();
+    let out = r.ok(&["apply", "--yes"]);
+    assert!(
+        out.contains("~ file.tok") && !out.contains("exec.gen ran"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(r.path(".token")).unwrap(),
+        "token=kept-1\n"
+    );
+}
+
+#[test]
+fn an_output_reference_needs_output_true_and_a_files_content() {
+    let r = Repo::new(
+        "[exec.gen]\ncommand = \"echo x\"\n\n[file.a]\npath = \"~/a\"\ncontent = \"${exec.gen.stdout}\"\n",
+    );
+    let (code, _, err) = r.run(&["plan"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`exec.gen` has no value to reference: declare `output = true` on it"),
+        "{err}"
+    );
+    assert!(err.contains("stead.toml:6:"), "{err}");
+    let r = Repo::new(
+        "[exec.gen]\ncommand = \"echo x\"\noutput = true\n\n[exec.use]\ncommand = \"echo ${exec.gen.stdout}\"\n",
+    );
+    let (code, _, err) = r.run(&["plan"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("it can be used only in a file's `content`"),
+        "{err}"
+    );
 }

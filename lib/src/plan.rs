@@ -352,6 +352,7 @@ pub fn make_cached(
         .map(|&i| &manifest.resources[i])
         .collect();
     let (mut changes, mut errors) = plan_declared(&ordered, &ctx, jobs);
+    resource::file::defer_to_outputs(&ordered, &mut changes);
     let removals_from = changes.len();
     plan_removals(manifest, state, force, &mut changes, &mut errors);
     if !errors.is_empty() {

@@ -89,7 +89,7 @@ impl FileContent {
                 .iter()
                 .filter_map(|p| match p {
                     ContentPart::Secret(n) => Some(n.as_str()),
-                    ContentPart::Text(_) => None,
+                    ContentPart::Text(_) | ContentPart::Output(_) => None,
                 })
                 .collect(),
             _ => Vec::new(),
@@ -175,6 +175,9 @@ pub struct ExecSpec {
     /// Runs only when refreshed: a resource that `notify`s it changed (in
     /// this run, or in an interrupted one whose refresh is still pending).
     pub refresh_only: bool,
+    /// `output = true`: its stdout is a value (`${exec.NAME.stdout}`), kept
+    /// encrypted under this id when it runs.
+    pub output: Option<String>,
 }
 
 /// What a resource declares, per kind.

@@ -164,8 +164,19 @@ fn resolve(
     let mut resolver = crate::safe_path::Resolver::new();
     let outputs = resolve_paths(w, &top.decls, &vars, &scope, home, &mut resolver);
     let real_home = resolver.resolve_dir(home).unwrap_or_else(|_| home.clone());
+    // The execs whose stdout is a value (`output = true`).
+    let valued: HashSet<String> = top
+        .decls
+        .iter()
+        .filter(|d| {
+            d.kind == super::Kind::Exec
+                && matches!(d.fields.get("output"), Some(RawValue::Bool(true)))
+        })
+        .map(|d| d.id.clone())
+        .collect();
     let build = Build {
         scope: &scope,
+        valued: &valued,
         outputs: &outputs,
         vars: &vars,
         config_dir,
@@ -547,6 +558,7 @@ fn check_expanded(w: &mut Walker, resources: &[Resource], expanded: &[bool], hom
 /// Phase B: what building each resource needs.
 struct Build<'b> {
     scope: &'b Scope,
+    valued: &'b HashSet<String>,
     outputs: &'b HashMap<String, PathBuf>,
     vars: &'b BTreeMap<String, String>,
     config_dir: &'b Path,
@@ -602,6 +614,23 @@ impl Build<'_> {
     /// or, for `secret.NAME`, a reference to its value.
     fn reference(&self, r: &Reference) -> Option<Result<RefValue, String>> {
         let name = r.name.as_str();
+        if let Some(exec) = name.strip_suffix(".stdout")
+            && exec.starts_with("exec.")
+            && self.scope.declared.contains_key(exec)
+        {
+            return Some(if !self.valued.contains(exec) {
+                Err(format!(
+                    "`{exec}` has no value to reference: declare `output = true` on it to use its stdout"
+                ))
+            } else if self.scope.active.contains(exec) {
+                Ok(RefValue::Output(exec.to_string()))
+            } else {
+                Err(format!(
+                    "`{exec}` is not in the active profile ({})",
+                    self.scope.profile.as_deref().unwrap_or("none")
+                ))
+            });
+        }
         if !self.scope.declared.contains_key(name) {
             return None;
         }

@@ -79,6 +79,9 @@ pub(crate) enum RefValue {
     /// A secret's value, named (`NAME` of `secret.NAME`): never put in
     /// the manifest's text, kept as a [`ContentPart::Secret`].
     Secret(String),
+    /// An exec's stdout (`exec.NAME`), known when it has run: kept as a
+    /// [`ContentPart::Output`].
+    Output(String),
 }
 
 /// A piece of text whose references are resolved: literal text, or where a
@@ -90,6 +93,8 @@ pub enum ContentPart {
     Text(String),
     /// The value of `secret.NAME` (the name).
     Secret(String),
+    /// The stdout of the exec `exec.NAME` (its id) when it last ran.
+    Output(String),
 }
 
 /// `s` as parts: the text between references, each escape as `${`, and

@@ -508,7 +508,7 @@ impl<'a> Walker<'a> {
             .map(|p| match p {
                 ContentPart::Text(t) => t,
                 // Refused by resolve_parts when secrets are not allowed.
-                ContentPart::Secret(_) => String::new(),
+                ContentPart::Secret(_) | ContentPart::Output(_) => String::new(),
             })
             .collect();
         Some((text, used))
@@ -611,12 +611,17 @@ impl<'a> Walker<'a> {
                     used.push(r.name.clone());
                     values.push(ContentPart::Secret(name));
                 }
-                Some(Ok(RefValue::Secret(_))) => {
+                Some(Ok(RefValue::Output(id))) if secrets => {
+                    // The edge is to the exec itself.
+                    used.push(id.clone());
+                    values.push(ContentPart::Output(id));
+                }
+                Some(Ok(RefValue::Secret(_) | RefValue::Output(_))) => {
                     ok = false;
                     self.problems.push(
                         Problem::at(
                             span,
-                            format!("`${{{}}}` is a secret: it can be used only in a file's `content`", r.name),
+                            format!("`${{{}}}` is a value kept encrypted: it can be used only in a file's `content`", r.name),
                         )
                         .label("secret here")
                         .help("a file whose `content` holds ${secret.NAME} is written with the value; nowhere else may hold it"),

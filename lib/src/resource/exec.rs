@@ -44,6 +44,7 @@ impl KindSchema for Exec {
             Key::optional("once", KeyType::Bool),
             Key::optional("idempotency_key", KeyType::Str),
             Key::optional("refresh_only", KeyType::Bool),
+            Key::optional("output", KeyType::Bool),
         ];
         KEYS
     }
@@ -58,6 +59,7 @@ impl KindSchema for Exec {
         let timeout = input.duration("timeout");
         let idempotency_key = idempotency_key(input);
         let refresh_only = input.flag("refresh_only");
+        let output = input.flag("output").then(|| input.id().to_string());
         command.map(|command| {
             Spec::Exec(Box::new(ExecSpec {
                 command,
@@ -69,6 +71,7 @@ impl KindSchema for Exec {
                 onlyif,
                 idempotency_key,
                 refresh_only,
+                output,
             }))
         })
     }
@@ -110,7 +113,7 @@ impl ResourceKind for Exec {
 
     fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
         match op {
-            Op::Run(r) => run(r, env.control),
+            Op::Run(r) => run(r, env),
             other => Err(unexpected_op(self.kind(), other)),
         }
     }
@@ -159,6 +162,10 @@ pub struct Run {
     /// `HOME` for the command: the target home, so `~` in a shell command
     /// means the same as in the manifest.
     pub home: PathBuf,
+    /// `output = true`: the exec's id, under which its stdout is kept
+    /// (encrypted) as a value; its stdout is then never journaled or shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_of: Option<String>,
 }
 
 /// The outcome of one command.
@@ -192,6 +199,7 @@ fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
         idempotency_key: e.idempotency_key.clone(),
         refresh_only: e.refresh_only,
         home: home.to_path_buf(),
+        output_of: e.output.clone(),
     }));
     // A cwd that an earlier resource of this run creates cannot host the
     // guards yet; they run right before the command instead.
@@ -229,7 +237,8 @@ fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
 
 /// Runs the command (its guards checked again first), as a child of `control`:
 /// announced to its reaper and killed by its hard cancel.
-pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceError> {
+pub(super) fn run(r: &Run, env: &ApplyEnv) -> Result<Applied, ResourceError> {
+    let control = env.control;
     if let Some(c) = &r.creates
         && std::fs::symlink_metadata(c).is_ok()
     {
@@ -255,14 +264,18 @@ pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceErro
             ..Applied::default()
         });
     }
-    let outcome = run_command(
+    let (outcome, stdout) = run_inner(
         &r.command,
         r.cwd.as_ref(),
         &r.env,
         &r.home,
         r.timeout_ms.map(Duration::from_millis),
         Some(control),
+        r.output_of.is_some(),
     )?;
+    if let (Some(id), true) = (&r.output_of, outcome.success) {
+        keep_output(r, id, stdout, env)?;
+    }
     if outcome.success {
         Ok(Applied {
             output: Some(String::from_utf8_lossy(&outcome.output).into_owned()),
@@ -285,6 +298,31 @@ pub(super) fn run(r: &Run, control: &RunControl) -> Result<Applied, ResourceErro
     }
 }
 
+/// Keeps what an `output = true` exec printed on stdout as its value
+/// (encrypted, durable before the files that use it are written).
+fn keep_output(
+    r: &Run,
+    id: &str,
+    stdout: Option<Stdout>,
+    env: &ApplyEnv,
+) -> Result<(), ResourceError> {
+    match stdout {
+        Some(Ok(bytes)) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
+            env.secrets.keep_output(id, &bytes)?;
+            Ok(())
+        }
+        Some(Err(total)) => Err(ResourceError::Exec(format!(
+            "`{}` printed {total} bytes on stdout; the output value of {id} may be at most {} bytes",
+            r.command.display(),
+            capture::WHOLE_MAX
+        ))),
+        None => Err(ResourceError::Internal(format!(
+            "{id}: its stdout was not read"
+        ))),
+    }
+}
+
 /// How long output is still read once the command itself has exited. A
 /// background child it started (`server &`) inherits its stdout and stderr
 /// and may hold them open for good; the command's own exit status decides
@@ -302,8 +340,27 @@ pub(crate) fn run_command(
     timeout: Option<Duration>,
     control: Option<&RunControl>,
 ) -> Result<Outcome, ResourceError> {
+    run_inner(command, cwd, env, home, timeout, control, false).map(|(o, _)| o)
+}
+
+/// Stdout read apart: its bytes, or how many were written past the cap.
+type Stdout = Result<Vec<u8>, u64>;
+
+/// [`run_command`]; with `split`, stdout is read apart, whole (`Err(total)`
+/// past the cap), and the outcome's output holds stderr only.
+#[allow(clippy::too_many_arguments)]
+fn run_inner(
+    command: &Command,
+    cwd: Option<&PathBuf>,
+    env: &BTreeMap<String, String>,
+    home: &Path,
+    timeout: Option<Duration>,
+    control: Option<&RunControl>,
+    split: bool,
+) -> Result<(Outcome, Option<Stdout>), ResourceError> {
     let run_id = control.map(RunControl::id);
-    let (child, output) = spawn(command, cwd, env, home, run_id)?;
+    let (child, output, stdout) = spawn(command, cwd, env, home, run_id, split)?;
+    let stdout = stdout.map(capture::start);
     // A timeout too long to represent as an instant is no limit at all.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     // Announced first: until its reaper knows the group, a stead killed
@@ -340,24 +397,27 @@ pub(crate) fn run_command(
         _ => exited + AFTER_EXIT_GRACE,
     };
     let output = output.finish(until);
+    let stdout = stdout.map(|s| s.finish_whole(until));
     if timed_out {
-        return Ok(Outcome {
+        let outcome = Outcome {
             success: false,
             status: format!(
                 "timed out after {:?} and was killed",
                 timeout.unwrap_or_default()
             ),
             output,
-        });
+        };
+        return Ok((outcome, stdout));
     }
-    Ok(Outcome {
+    let outcome = Outcome {
         success: status.success(),
         status: match status.code() {
             Some(c) => format!("exited with status {c}"),
             None => "was killed by a signal".to_string(),
         },
         output,
-    })
+    };
+    Ok((outcome, stdout))
 }
 
 type Waiter = std::thread::JoinHandle<std::io::Result<std::process::ExitStatus>>;
@@ -381,21 +441,31 @@ fn wait_until(mut child: Child, deadline: Option<Instant>) -> (Waiter, bool) {
     (waiter, exited)
 }
 
+/// A started command, the read end of its output pipe, and of its stdout
+/// pipe when stdout is read apart.
+type SpawnedChild = (Child, std::io::PipeReader, Option<std::io::PipeReader>);
+
 /// Starts the command in its own process group, stdin `/dev/null`, stdout
 /// and stderr into one pipe (so what it wrote keeps its order), and returns
-/// the pipe's read end.
+/// the pipe's read end; with `split`, stdout into a pipe of its own.
 fn spawn(
     command: &Command,
     cwd: Option<&PathBuf>,
     env: &BTreeMap<String, String>,
     home: &Path,
     run_id: Option<&str>,
-) -> Result<(Child, std::io::PipeReader), ResourceError> {
+    split: bool,
+) -> Result<SpawnedChild, ResourceError> {
     let cannot_pipe = |e: std::io::Error| {
         ResourceError::Exec(format!("cannot start `{}`: {e}", command.display()))
     };
     let (reader, writer) = std::io::pipe().map_err(cannot_pipe)?;
-    let writer_too = writer.try_clone().map_err(cannot_pipe)?;
+    let (stdout_reader, writer_too) = if split {
+        let (r, w) = std::io::pipe().map_err(cannot_pipe)?;
+        (Some(r), w)
+    } else {
+        (None, writer.try_clone().map_err(cannot_pipe)?)
+    };
     let mut cmd = match command {
         Command::Argv(argv) => {
             let mut c = std::process::Command::new(&argv[0]);
@@ -418,21 +488,23 @@ fn spawn(
     cmd.env("HOME", home)
         .envs(env)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::from(writer_too))
+        .stdout(Stdio::from(writer_too))
+        .stderr(Stdio::from(writer))
         .process_group(0);
     // `cmd` holds the write ends and is dropped on return: the reader then
     // sees the end of output once the command (and its children) close them.
-    cmd.spawn().map(|child| (child, reader)).map_err(|e| {
-        ResourceError::Exec(match cwd {
-            Some(d) if !d.is_dir() => format!(
-                "cannot start `{}`: its working directory {} does not exist",
-                command.display(),
-                d.display()
-            ),
-            _ => format!("cannot start `{}`: {e}", command.display()),
+    cmd.spawn()
+        .map(|child| (child, reader, stdout_reader))
+        .map_err(|e| {
+            ResourceError::Exec(match cwd {
+                Some(d) if !d.is_dir() => format!(
+                    "cannot start `{}`: its working directory {} does not exist",
+                    command.display(),
+                    d.display()
+                ),
+                _ => format!("cannot start `{}`: {e}", command.display()),
+            })
         })
-    })
 }
 
 #[cfg(test)]

@@ -227,7 +227,7 @@ fn inline(parts: Vec<ContentPart>) -> FileContent {
                 .into_iter()
                 .map(|p| match p {
                     ContentPart::Text(t) => t,
-                    ContentPart::Secret(_) => String::new(),
+                    ContentPart::Secret(_) | ContentPart::Output(_) => String::new(),
                 })
                 .collect(),
         ),
@@ -310,6 +310,20 @@ pub fn desired_content(content: &FileContent, ctx: &PlanContext) -> Result<Vec<u
     }
 }
 
+/// The values content holds, as a plan names them: `secret.db`,
+/// `exec.gen's output`.
+fn value_names(parts: &[ContentPart]) -> String {
+    let names: Vec<String> = parts
+        .iter()
+        .filter_map(|p| match p {
+            ContentPart::Secret(n) => Some(format!("secret.{n}")),
+            ContentPart::Output(id) => Some(format!("{id}'s output")),
+            ContentPart::Text(_) => None,
+        })
+        .collect();
+    names.join(", ")
+}
+
 /// Secret content with its values in place, `None` while a secret it holds
 /// has no value yet or is due for rotation (the secret's own change, which
 /// this file waits for, makes it). Zeroized when dropped.
@@ -330,6 +344,10 @@ fn render_secret(
                     None => return Ok(None),
                 }
             }
+            ContentPart::Output(id) => match secrets.output(id)? {
+                Some(v) => out.extend_from_slice(v.expose()),
+                None => return Ok(None),
+            },
         }
     }
     Ok(Some(out))
@@ -426,6 +444,61 @@ fn plan_secret(
     })
 }
 
+/// Files whose content holds the stdout of an exec that runs in this plan
+/// (`${exec.NAME.stdout}`): what they will hold is known only once it has
+/// run, so each is written after it, from the output it printed, and only
+/// if that changes it ([`write_secret`]).
+pub fn defer_to_outputs(resources: &[&crate::manifest::Resource], changes: &mut [super::Change]) {
+    let runs: std::collections::HashSet<String> = changes
+        .iter()
+        .filter(|c| matches!(c.op, Op::Run(_)))
+        .map(|c| c.id.clone())
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let by_id: std::collections::HashMap<&str, &crate::manifest::Resource> =
+        resources.iter().map(|r| (r.id.as_str(), *r)).collect();
+    for change in changes.iter_mut() {
+        let Some(Spec::File(f)) = by_id.get(change.id.as_str()).map(|r| &r.spec) else {
+            continue;
+        };
+        let Some(FileContent::Secret(parts)) = &f.content else {
+            continue;
+        };
+        let Some(exec) = parts.iter().find_map(|p| match p {
+            ContentPart::Output(id) if runs.contains(id) => Some(id),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let mode = f
+            .mode
+            .or_else(|| fs::symlink_metadata(&f.path).ok().map(|m| mode_of(&m)));
+        let backup = match &change.op {
+            Op::WriteSecret { backup, .. } => *backup,
+            _ => false,
+        };
+        match change.action {
+            Action::Unchanged | Action::Update | Action::Create => {
+                if change.action == Action::Unchanged {
+                    change.action = Action::Update;
+                    change.reason = format!("content from {exec}'s output, known after it runs");
+                }
+                change.op = Op::WriteSecret {
+                    path: f.path.clone(),
+                    parts: parts.clone(),
+                    mode: mode.unwrap_or(0o600),
+                    backup,
+                };
+                // What it writes is known when it is written.
+                change.checksum = None;
+            }
+            Action::Remove | Action::Conflict => {}
+        }
+    }
+}
+
 /// A secret-bearing file whose secrets are made by this run: its content
 /// is new whatever is there, and known only when it is written (the
 /// checksum recorded is the write's).
@@ -448,7 +521,10 @@ fn plan_secret_unknown(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Planned::new(
                 Action::Create,
-                "secret content (its secret is made first)",
+                format!(
+                    "content holds {}, made before it is written",
+                    value_names(parts)
+                ),
                 op(false, f.mode.unwrap_or(0o600)),
             ));
         }
@@ -470,7 +546,10 @@ fn plan_secret_unknown(
             .unwrap_or(true);
     Ok(Planned::new(
         Action::Update,
-        "secret content changed (its secret is made first)",
+        format!(
+            "secret content changed: it holds {}, made before it is written",
+            value_names(parts)
+        ),
         op(edited, f.mode.unwrap_or(mode_of(&meta))),
     ))
 }
@@ -833,16 +912,25 @@ fn write_secret(
     env: &ApplyEnv,
 ) -> Result<Applied, ResourceError> {
     let Some(content) = render_secret(parts, env.secrets)? else {
-        let names = FileContent::Secret(parts.to_vec())
-            .secret_names()
-            .iter()
-            .map(|n| format!("secret.{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         return Err(ResourceError::Exec(format!(
-            "not written: {names} has no value yet (its own change did not run or failed); run 'stead apply' again"
+            "not written: it holds {} and one has no value yet (its own change did not run, or failed); \
+             run 'stead apply' again",
+            value_names(parts)
         )));
     };
+    // Rendered the same as what is there (an exec whose output did not
+    // change): nothing is written.
+    if let Ok(meta) = fs::symlink_metadata(path)
+        && meta.is_file()
+        && mode_of(&meta) == mode
+        && read_whole(path, &meta).is_ok_and(|b| Zeroizing::new(b).as_slice() == content.as_slice())
+    {
+        return Ok(Applied {
+            checksum: Some(env.secrets.content_checksum(&content)),
+            not_run: Some("its content came out as it already was".into()),
+            ..Applied::default()
+        });
+    }
     write(path, &content, mode, (backup_first, true), env)
 }
 

@@ -60,13 +60,14 @@ pub enum SecretError {
         /// The identity file.
         path: PathBuf,
     },
-    /// A stored secret does not decrypt with this machine's identity.
+    /// A stored secret (or exec output) does not decrypt with this
+    /// machine's identity.
     #[error(
-        "secret.{name}: {path} cannot be decrypted with this machine's identity ({reason}); \
+        "{name}: {path} cannot be decrypted with this machine's identity ({reason}); \
          restore the identity that encrypted it, or move {path} aside to generate a new value"
     )]
     Undecryptable {
-        /// The secret's name.
+        /// What it is (`secret.db`, `the output of exec.gen`).
         name: String,
         /// Its ciphertext.
         path: PathBuf,
@@ -283,7 +284,7 @@ impl Secrets {
         age::decrypt(self.0.identity.age(), &cipher)
             .map(|plain| Some(SecretValue(Zeroizing::new(plain))))
             .map_err(|e| SecretError::Undecryptable {
-                name: name.to_string(),
+                name: format!("secret.{name}"),
                 path,
                 reason: e.to_string(),
             })
@@ -371,6 +372,54 @@ impl Secrets {
             Err(e) => return Err(FsError::new("cannot remove", &marker, e).into()),
         }
         Ok(())
+    }
+
+    /// Where the last stdout of the exec `id` (`output = true`) is kept:
+    /// `<state-dir>/outputs/ID.age`, or a hash of the id when it is not a
+    /// plain file name.
+    fn output_path(&self, id: &str) -> Result<PathBuf, SecretError> {
+        let dir = self.0.dir.as_deref().ok_or_else(|| SecretError::NoStore {
+            name: id.to_string(),
+        })?;
+        let outputs = dir.with_file_name("outputs");
+        let plain = !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        let name = if plain {
+            id.to_string()
+        } else {
+            blake3::hash(id.as_bytes()).to_hex()[..32].to_string()
+        };
+        Ok(outputs.join(format!("{name}.age")))
+    }
+
+    /// Keeps `stdout` as the value of the exec `id`, encrypted to this
+    /// machine (written durably before the files that use it are).
+    pub fn keep_output(&self, id: &str, stdout: &[u8]) -> Result<(), SecretError> {
+        let path = self.output_path(id)?;
+        let cipher = self.encrypt_to_self(stdout)?;
+        if let Some(dir) = path.parent() {
+            fsutil::ensure_private_dir(dir)?;
+        }
+        fsutil::atomic_write(&path, &cipher, 0o600)?;
+        Ok(())
+    }
+
+    /// The stdout the exec `id` printed when it last ran, `None` if it never
+    /// ran with `output = true`.
+    pub fn output(&self, id: &str) -> Result<Option<SecretValue>, SecretError> {
+        let path = self.output_path(id)?;
+        let Some(cipher) = Self::read_opt(&path)? else {
+            return Ok(None);
+        };
+        age::decrypt(self.0.identity.age(), &cipher)
+            .map(|plain| Some(SecretValue(Zeroizing::new(plain))))
+            .map_err(|e| SecretError::Undecryptable {
+                name: format!("the output of {id}"),
+                path,
+                reason: e.to_string(),
+            })
     }
 
     /// `secret-blake3:<hex>` of secret-bearing content, keyed by this

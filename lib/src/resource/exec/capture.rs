@@ -68,7 +68,7 @@ impl Capped {
 /// The reading of one command's output, running on its thread.
 pub(super) struct Capture {
     stop: mpsc::Sender<Instant>,
-    thread: JoinHandle<Vec<u8>>,
+    thread: JoinHandle<Vec<Capped>>,
 }
 
 /// Starts reading the read end of the pipe the command writes both its
@@ -85,13 +85,37 @@ impl Capture {
     /// is in the pipes already), and returns the bytes kept, in the order
     /// they were written.
     pub(super) fn finish(self, until: Instant) -> Vec<u8> {
+        self.finish_kept(until)
+            .into_iter()
+            .flat_map(Capped::into_bytes)
+            .collect()
+    }
+
+    /// [`Capture::finish`] for a value that must be whole: its bytes, or
+    /// `Err(total)` when more than the cap was written.
+    pub(super) fn finish_whole(self, until: Instant) -> Result<Vec<u8>, u64> {
+        let kept = self.finish_kept(until);
+        let total: u64 = kept
+            .iter()
+            .map(|c| c.cut + (c.head.len() + c.tail.len()) as u64)
+            .sum();
+        if kept.iter().any(|c| c.cut > 0) {
+            return Err(total);
+        }
+        Ok(kept.into_iter().flat_map(Capped::into_bytes).collect())
+    }
+
+    fn finish_kept(self, until: Instant) -> Vec<Capped> {
         // A reader that already ended dropped its receiver; nothing to tell.
         let _ = self.stop.send(until);
         self.thread.join().unwrap_or_default()
     }
 }
 
-fn read_streams(mut streams: Vec<File>, told: &mpsc::Receiver<Instant>) -> Vec<u8> {
+/// The most a value read whole may be (what is kept of a stream).
+pub(super) const WHOLE_MAX: usize = KEEP_HEAD + KEEP_TAIL;
+
+fn read_streams(mut streams: Vec<File>, told: &mpsc::Receiver<Instant>) -> Vec<Capped> {
     let mut kept: Vec<Capped> = streams.iter().map(|_| Capped::default()).collect();
     let mut open: Vec<bool> = streams.iter().map(|_| true).collect();
     let mut until: Option<Instant> = None;
@@ -128,7 +152,7 @@ fn read_streams(mut streams: Vec<File>, told: &mpsc::Receiver<Instant>) -> Vec<u
             read_once(&mut streams[i], &mut kept[i], &mut open[i]);
         }
     }
-    kept.into_iter().flat_map(Capped::into_bytes).collect()
+    kept
 }
 
 /// The open streams with something to read (or at their end), after
