@@ -285,7 +285,7 @@ fn a_killed_apply_never_leaves_a_target_holding_a_value_the_store_does_not() {
 #[test]
 fn a_secret_outside_content_and_a_lineage_scope_are_load_errors_with_their_place() {
     let r = Repo::new(
-        "[secret.db]\n\n[exec.x]\ncommand = \"echo ${secret.db}\"\n\n[secret.shared]\nscope = \"lineage\"\n",
+        "[secret.db]\n\n[exec.x]\ncommand = \"echo ${secret.db}\"\n\n[secret.shared]\nscope = \"lineage\"\n\n[secret.\"../up\"]\n",
     );
     let (code, _, err) = r.run(&["plan"]);
     assert_eq!(code, 1, "{err}");
@@ -301,6 +301,11 @@ fn a_secret_outside_content_and_a_lineage_scope_are_load_errors_with_their_place
         "{err}"
     );
     assert!(err.contains("stead.toml:7:"), "{err}");
+    assert!(
+        err.contains("a secret's name may hold only letters, digits"),
+        "{err}"
+    );
+    assert!(err.contains("stead.toml:9:"), "{err}");
 }
 
 #[test]

@@ -83,6 +83,24 @@ impl KindSchema for Secret {
             .split_once('.')
             .map_or(input.id(), |(_, n)| n)
             .to_string();
+        // The name is a file name in the state dir: nothing that could
+        // leave it.
+        let plain = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !plain {
+            let span = input.span();
+            input.problem(
+                Problem::at(
+                    span,
+                    format!("secret.{name:?}: a secret's name may hold only letters, digits, '_' and '-'"),
+                )
+                .label("bad name")
+                .help("its value is kept in <state-dir>/secrets/NAME.age"),
+            );
+            return None;
+        }
         let mut ok = scope(input);
         let charset = match input.literal("charset") {
             None => Some(Charset::Alnum),
