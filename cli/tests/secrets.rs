@@ -44,7 +44,7 @@ fn target_value(r: &Repo) -> String {
 fn stored_value(r: &Repo) -> Option<String> {
     let secrets = Secrets::open(&r.sb.layout(), false).expect("open the store");
     secrets
-        .value("db")
+        .value(stead_lib::secret::Scope::Machine, "db")
         .expect("the stored secret decrypts")
         .map(|v| String::from_utf8(v.expose().to_vec()).expect("utf-8"))
 }
@@ -283,9 +283,9 @@ fn a_killed_apply_never_leaves_a_target_holding_a_value_the_store_does_not() {
 }
 
 #[test]
-fn a_secret_outside_content_and_a_lineage_scope_are_load_errors_with_their_place() {
+fn a_secret_outside_content_a_bad_scope_and_a_bad_name_are_load_errors_with_their_place() {
     let r = Repo::new(
-        "[secret.db]\n\n[exec.x]\ncommand = \"echo ${secret.db}\"\n\n[secret.shared]\nscope = \"lineage\"\n\n[secret.\"../up\"]\n",
+        "[secret.db]\n\n[exec.x]\ncommand = \"echo ${secret.db}\"\n\n[secret.shared]\nscope = \"fleet\"\n\n[secret.\"../up\"]\n",
     );
     let (code, _, err) = r.run(&["plan"]);
     assert_eq!(code, 1, "{err}");
@@ -297,7 +297,7 @@ fn a_secret_outside_content_and_a_lineage_scope_are_load_errors_with_their_place
     );
     assert!(err.contains("stead.toml:4:"), "{err}");
     assert!(
-        err.contains("scope = \"lineage\" is not supported"),
+        err.contains("`scope` must be \"machine\" or \"lineage\", not \"fleet\""),
         "{err}"
     );
     assert!(err.contains("stead.toml:7:"), "{err}");

@@ -358,7 +358,7 @@ fn prepare_with(
     let view = journal_view_with(layout, options.rerun, read_only)?;
     // An apply makes the machine's identity before it plans: the keyed
     // checksums of secret-bearing files it records are made with it.
-    let secrets = crate::secret::Secrets::open(layout, !read_only)?;
+    let mut secrets = crate::secret::Secrets::open(layout, !read_only)?;
     if let Some(run) = &view.interrupted {
         reporter.recovering(run);
     }
@@ -370,6 +370,7 @@ fn prepare_with(
     let (mut plan, profile, draft) = match &options.source {
         PlanSource::Saved(file) => {
             let mut plan = load_saved(file, state)?;
+            secrets = secrets.with_config(&plan.config_dir);
             restore_sensitive(layout, file, state, &mut plan)?;
             let profile = plan.profile.clone();
             (plan, profile, None)
@@ -380,6 +381,8 @@ fn prepare_with(
             force,
         } => {
             let (manifest, graph) = load_manifest(layout, *config, Some(state), *profile)?;
+            // Lineage secrets live in the config repo.
+            secrets = secrets.with_config(&manifest.config_dir);
             // A shared record is read for the retired-machine check on every
             // apply; what it rests on is not the stat of a few paths.
             let draft = options
@@ -701,7 +704,7 @@ fn restore_sensitive(
         plan.profile.as_deref(),
     )?;
     // A sensitive file's checksum is keyed by this machine's identity.
-    let secrets = crate::secret::Secrets::open(layout, false)?;
+    let secrets = crate::secret::Secrets::open(layout, false)?.with_config(&manifest.config_dir);
     let fresh = plan::make_cached(
         &manifest,
         &graph,

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 
+use stead_lib::resource::secret::secret_spec;
+use stead_lib::secret::{Scope, Secrets};
+
 use crate::commands::apply::{self, ApplyArgs};
 use crate::context::Context;
 use crate::output::{outln, print_json};
@@ -60,6 +63,27 @@ fn checked(name: &str) -> Result<&str> {
     Ok(name)
 }
 
+/// Where the declared `secret.NAME` is kept, and this machine's secrets
+/// with the config repo it is declared in.
+fn declared(ctx: &Context, name: &str) -> Result<(Scope, Secrets)> {
+    let state = ctx.current_state()?;
+    let (manifest, _) = ctx.load_manifest(Some(&state), None)?;
+    let id = format!("secret.{name}");
+    let Some(spec) = manifest
+        .resources
+        .iter()
+        .find(|r| r.id == id)
+        .and_then(|r| secret_spec(&r.spec))
+    else {
+        anyhow::bail!(
+            "{id} is not declared in {}\nDeclare [{id}] there and run 'stead apply' to generate it.",
+            manifest.config_dir.join("stead.toml").display()
+        );
+    };
+    let secrets = ctx.secrets_read_only()?.with_config(&manifest.config_dir);
+    Ok((spec.scope, secrets))
+}
+
 fn show(ctx: &Context, args: &ShowArgs) -> Result<ExitCode> {
     let name = checked(&args.name)?;
     let on_terminal = std::io::stdout().is_terminal() && !ctx.json;
@@ -69,8 +93,8 @@ fn show(ctx: &Context, args: &ShowArgs) -> Result<ExitCode> {
              Pass --reveal to print it anyway."
         );
     }
-    let secrets = ctx.secrets_read_only()?;
-    let Some(value) = secrets.value(name)? else {
+    let (scope, secrets) = declared(ctx, name)?;
+    let Some(value) = secrets.value(scope, name)? else {
         anyhow::bail!(
             "secret.{name} has no value on this machine\n\
              Declare [secret.{name}] in stead.toml and run 'stead apply' to generate it."
@@ -89,8 +113,8 @@ fn rotate(ctx: &Context, args: &RotateArgs) -> Result<ExitCode> {
     let name = checked(&args.name)?;
     {
         let _held = ctx.lock("secret rotate", None)?;
-        let secrets = ctx.secrets_read_only()?;
-        if !secrets.request_rotation(name)? {
+        let (scope, secrets) = declared(ctx, name)?;
+        if !secrets.request_rotation(scope, name)? {
             anyhow::bail!(
                 "secret.{name} has no value on this machine yet, so there is nothing to rotate\n\
                  Declare [secret.{name}] in stead.toml and run 'stead apply' to generate it."

@@ -88,7 +88,7 @@ impl FileContent {
             FileContent::Secret(parts) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    ContentPart::Secret(n) => Some(n.as_str()),
+                    ContentPart::Secret(n) | ContentPart::Shared(n) => Some(n.as_str()),
                     ContentPart::Text(_) | ContentPart::Output(_) => None,
                 })
                 .collect(),

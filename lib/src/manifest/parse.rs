@@ -174,9 +174,20 @@ fn resolve(
         })
         .map(|d| d.id.clone())
         .collect();
+    // The secrets a lineage shares (`scope = "lineage"`).
+    let shared: HashSet<String> = top
+        .decls
+        .iter()
+        .filter(|d| {
+            matches!(d.fields.get("scope"), Some(RawValue::Str(s)) if s.text == "lineage")
+                && d.id.starts_with("secret.")
+        })
+        .map(|d| d.id.clone())
+        .collect();
     let build = Build {
         scope: &scope,
         valued: &valued,
+        shared: &shared,
         outputs: &outputs,
         vars: &vars,
         config_dir,
@@ -559,6 +570,7 @@ fn check_expanded(w: &mut Walker, resources: &[Resource], expanded: &[bool], hom
 struct Build<'b> {
     scope: &'b Scope,
     valued: &'b HashSet<String>,
+    shared: &'b HashSet<String>,
     outputs: &'b HashMap<String, PathBuf>,
     vars: &'b BTreeMap<String, String>,
     config_dir: &'b Path,
@@ -636,7 +648,11 @@ impl Build<'_> {
         }
         if let Some(secret) = name.strip_prefix("secret.") {
             return Some(if self.scope.active.contains(name) {
-                Ok(RefValue::Secret(secret.to_string()))
+                Ok(if self.shared.contains(name) {
+                    RefValue::Shared(secret.to_string())
+                } else {
+                    RefValue::Secret(secret.to_string())
+                })
             } else {
                 Err(format!(
                     "`{name}` is not in the active profile ({})",

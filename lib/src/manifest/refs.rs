@@ -82,6 +82,8 @@ pub(crate) enum RefValue {
     /// An exec's stdout (`exec.NAME`), known when it has run: kept as a
     /// [`ContentPart::Output`].
     Output(String),
+    /// A lineage secret's value (`NAME`), kept as a [`ContentPart::Shared`].
+    Shared(String),
 }
 
 /// A piece of text whose references are resolved: literal text, or where a
@@ -95,6 +97,8 @@ pub enum ContentPart {
     Secret(String),
     /// The stdout of the exec `exec.NAME` (its id) when it last ran.
     Output(String),
+    /// The value of `secret.NAME` with `scope = "lineage"` (the name).
+    Shared(String),
 }
 
 /// `s` as parts: the text between references, each escape as `${`, and

@@ -508,7 +508,9 @@ impl<'a> Walker<'a> {
             .map(|p| match p {
                 ContentPart::Text(t) => t,
                 // Refused by resolve_parts when secrets are not allowed.
-                ContentPart::Secret(_) | ContentPart::Output(_) => String::new(),
+                ContentPart::Secret(_) | ContentPart::Shared(_) | ContentPart::Output(_) => {
+                    String::new()
+                }
             })
             .collect();
         Some((text, used))
@@ -611,12 +613,16 @@ impl<'a> Walker<'a> {
                     used.push(r.name.clone());
                     values.push(ContentPart::Secret(name));
                 }
+                Some(Ok(RefValue::Shared(name))) if secrets => {
+                    used.push(r.name.clone());
+                    values.push(ContentPart::Shared(name));
+                }
                 Some(Ok(RefValue::Output(id))) if secrets => {
                     // The edge is to the exec itself.
                     used.push(id.clone());
                     values.push(ContentPart::Output(id));
                 }
-                Some(Ok(RefValue::Secret(_) | RefValue::Output(_))) => {
+                Some(Ok(RefValue::Secret(_) | RefValue::Shared(_) | RefValue::Output(_))) => {
                     ok = false;
                     self.problems.push(
                         Problem::at(

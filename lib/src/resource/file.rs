@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::manifest::{ContentPart, FileContent, FileSpec, Kind, Problem, Spec, SpecInput};
 use crate::safe_path;
 use crate::seal::SealPath;
-use crate::secret::Secrets;
+use crate::secret::{Scope, Secrets};
 use crate::state::DriftStatus;
 
 use super::kind::{
@@ -227,7 +227,9 @@ fn inline(parts: Vec<ContentPart>) -> FileContent {
                 .into_iter()
                 .map(|p| match p {
                     ContentPart::Text(t) => t,
-                    ContentPart::Secret(_) | ContentPart::Output(_) => String::new(),
+                    ContentPart::Secret(_) | ContentPart::Shared(_) | ContentPart::Output(_) => {
+                        String::new()
+                    }
                 })
                 .collect(),
         ),
@@ -316,7 +318,7 @@ fn value_names(parts: &[ContentPart]) -> String {
     let names: Vec<String> = parts
         .iter()
         .filter_map(|p| match p {
-            ContentPart::Secret(n) => Some(format!("secret.{n}")),
+            ContentPart::Secret(n) | ContentPart::Shared(n) => Some(format!("secret.{n}")),
             ContentPart::Output(id) => Some(format!("{id}'s output")),
             ContentPart::Text(_) => None,
         })
@@ -335,13 +337,25 @@ fn render_secret(
     for part in parts {
         match part {
             ContentPart::Text(t) => out.extend_from_slice(t.as_bytes()),
-            ContentPart::Secret(name) => {
-                if secrets.rotation_requested(name)? {
+            ContentPart::Secret(name) | ContentPart::Shared(name) => {
+                let scope = match part {
+                    ContentPart::Shared(_) => Scope::Lineage,
+                    _ => Scope::Machine,
+                };
+                if secrets.rotation_requested(scope, name)? {
                     return Ok(None);
                 }
-                match secrets.value(name)? {
-                    Some(v) => out.extend_from_slice(v.expose()),
-                    None => return Ok(None),
+                match secrets.value(scope, name) {
+                    Ok(Some(v)) => out.extend_from_slice(v.expose()),
+                    Ok(None) => return Ok(None),
+                    // A lineage secret this machine cannot read yet (it
+                    // joined after it was made): not known here.
+                    Err(crate::secret::SecretError::Undecryptable { .. })
+                        if scope == Scope::Lineage && !secrets.is_recipient_of(scope, name)? =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             ContentPart::Output(id) => match secrets.output(id)? {

@@ -4,16 +4,20 @@
 //!
 //! The plan and the op name the secret and how it is made, never its
 //! value. A secret is made when it has none, made anew when a rotation was
-//! asked for (`stead secret rotate`), and encrypted again (same value) when
-//! its recipients change. stead never removes a secret's ciphertext: one
-//! no longer declared is forgotten, and its `.age` file stays.
+//! asked for (`stead secret rotate`, or `state remove-machine` for a
+//! lineage secret), and encrypted again (same value) when its recipients
+//! change (for a lineage secret: a member joined). A lineage secret this
+//! machine cannot read yet (it joined after it was made) is a pending
+//! conflict until a member encrypts it to it. stead never removes a
+//! secret's ciphertext: one no longer declared is forgotten, and its
+//! `.age` file stays.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
-use crate::secret::{Charset, SecretError, SecretSpec};
+use crate::secret::{Charset, Scope, SecretError, SecretSpec};
 
 use super::kind::{
     ApplyEnv, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, custom_data, custom_op,
@@ -101,7 +105,8 @@ impl KindSchema for Secret {
             );
             return None;
         }
-        let mut ok = scope(input);
+        let scope = scope(input);
+        let mut ok = scope.is_some();
         let charset = match input.literal("charset") {
             None => Some(Charset::Alnum),
             Some((text, span)) => match Charset::parse(&text) {
@@ -124,6 +129,7 @@ impl KindSchema for Secret {
         }
         let length = input.count("length").map_or(DEFAULT_LENGTH, |n| n as usize);
         let charset = charset.filter(|_| ok)?;
+        let scope = scope?;
         Some(Spec::Other(OtherSpec {
             kind: SECRET,
             path: None,
@@ -132,32 +138,27 @@ impl KindSchema for Secret {
                 length,
                 charset,
                 recipients,
+                scope,
             }),
         }))
     }
 }
 
-/// `scope`: only `"machine"` is kept by this version; a secret shared by a
-/// lineage (encrypted to every member) is refused rather than kept on one
-/// machine only, which would give each machine its own value.
-fn scope(input: &mut SpecInput) -> bool {
+/// `scope`: `"machine"` (the default) or `"lineage"`.
+fn scope(input: &mut SpecInput) -> Option<Scope> {
     match input.literal("scope") {
-        None => true,
-        Some((s, _)) if s == "machine" => true,
-        Some((s, span)) if s == "lineage" => {
-            input.problem(
-                Problem::at(span, "scope = \"lineage\" is not supported by this version of stead")
-                    .label("lineage scope")
-                    .help("use scope = \"machine\" (each machine keeps its own value); see docs/secrets.md"),
-            );
-            false
-        }
+        None => Some(Scope::Machine),
+        Some((s, _)) if s == "machine" => Some(Scope::Machine),
+        Some((s, _)) if s == "lineage" => Some(Scope::Lineage),
         Some((s, span)) => {
             input.problem(
-                Problem::at(span, format!("`scope` must be \"machine\", not {s:?}"))
-                    .label("bad scope"),
+                Problem::at(
+                    span,
+                    format!("`scope` must be \"machine\" or \"lineage\", not {s:?}"),
+                )
+                .label("bad scope"),
             );
-            false
+            None
         }
     }
 }
@@ -178,36 +179,53 @@ impl ResourceKind for Secret {
             )
         };
         let made = format!(
-            "{} {} characters, kept encrypted",
+            "{} {} characters, kept encrypted{}",
             s.length,
-            s.charset.describe()
+            s.charset.describe(),
+            if s.scope == Scope::Lineage {
+                " for the lineage"
+            } else {
+                ""
+            }
         );
-        if !secrets.path_of(&s.name)?.exists() {
+        if !secrets.path_of(s.scope, &s.name)?.exists() {
             return Ok(Planned::new(
                 Action::Create,
                 format!("generated: {made}"),
                 op(Step::Generate)?,
             ));
         }
-        if secrets.rotation_requested(&s.name)? {
+        if secrets.rotation_requested(s.scope, &s.name)? {
             return Ok(Planned::new(
                 Action::Update,
                 format!("rotation requested: generated anew, {made}"),
                 op(Step::Generate)?,
             ));
         }
-        match secrets.value(&s.name) {
+        match secrets.value(s.scope, &s.name) {
             Ok(_) => {}
+            Err(SecretError::Undecryptable { .. })
+                if s.scope == Scope::Lineage && !secrets.is_recipient_of(s.scope, &s.name)? =>
+            {
+                return Ok(Planned::conflict(
+                    "pending: it was encrypted before this machine joined the lineage; a member \
+                     that can read it encrypts it to this machine at its next 'stead sync' \
+                     (then 'stead sync' here)",
+                ));
+            }
             Err(e @ SecretError::Undecryptable { .. }) => {
                 return Ok(Planned::conflict(e.to_string()));
             }
             Err(e) => return Err(e.into()),
         }
-        let wanted = secrets.wanted_recipients(&s.recipients);
-        if secrets.stored_recipients(&s.name)?.as_ref() != Some(&wanted) {
+        let wanted = secrets.wanted_recipients(s)?;
+        if secrets.stored_recipients(s.scope, &s.name)?.as_ref() != Some(&wanted) {
             return Ok(Planned::new(
                 Action::Update,
-                "recipients changed: encrypted again, same value",
+                format!(
+                    "recipients changed: encrypted again to {} recipient(s), same value",
+                    wanted.len()
+                ),
                 op(Step::Reencrypt)?,
             ));
         }

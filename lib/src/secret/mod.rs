@@ -173,6 +173,18 @@ impl Charset {
     }
 }
 
+/// Where a secret is kept, and who shares it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// This machine's own: `<state-dir>/secrets/`, encrypted to it.
+    #[default]
+    Machine,
+    /// The lineage's: `<config repo>/.stead/secrets/`, encrypted to every
+    /// member machine that published its recipient.
+    Lineage,
+}
+
 /// A declared secret: how its value is made and who else may decrypt it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretSpec {
@@ -182,8 +194,11 @@ pub struct SecretSpec {
     pub length: usize,
     /// What they are drawn from.
     pub charset: Charset,
-    /// Admin or recovery recipients (`age1...`), besides this machine.
+    /// Admin or recovery recipients (`age1...`), besides the machines.
     pub recipients: Vec<String>,
+    /// Where it is kept.
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// A secret's value in memory: zeroized when dropped, never shown by `Debug`.
@@ -202,6 +217,13 @@ impl std::fmt::Debug for SecretValue {
     }
 }
 
+/// Where the lineage's secrets are in a config repo.
+pub const LINEAGE_SECRETS_DIR: &str = ".stead/secrets";
+
+/// Where each member machine publishes its recipient in a config repo
+/// (`<machine-id>`, one line).
+pub const RECIPIENTS_DIR: &str = ".stead/recipients";
+
 /// Where this machine keeps its secrets and the identity that opens them.
 /// Cheap to clone (shared).
 #[derive(Clone, Debug)]
@@ -211,7 +233,9 @@ pub struct Secrets(Arc<Inner>);
 struct Inner {
     /// `<state-dir>/secrets`, `None` when this process keeps none.
     dir: Option<PathBuf>,
-    identity: Identity,
+    /// The config repo, for lineage secrets (`None`: not known here).
+    config: Option<PathBuf>,
+    identity: Arc<Identity>,
     /// The identity is this machine's kept one (not a throw-away).
     kept: bool,
 }
@@ -232,7 +256,8 @@ impl Secrets {
         };
         Ok(Secrets(Arc::new(Inner {
             dir: Some(layout.secrets_dir()),
-            identity,
+            config: None,
+            identity: Arc::new(identity),
             kept,
         })))
     }
@@ -242,8 +267,19 @@ impl Secrets {
     pub fn unavailable() -> Secrets {
         Secrets(Arc::new(Inner {
             dir: None,
-            identity: Identity::ephemeral(),
+            config: None,
+            identity: Arc::new(Identity::ephemeral()),
             kept: false,
+        }))
+    }
+
+    /// The same secrets, with the lineage's kept in `config_dir`.
+    pub fn with_config(&self, config_dir: &Path) -> Secrets {
+        Secrets(Arc::new(Inner {
+            dir: self.0.dir.clone(),
+            config: Some(config_dir.to_path_buf()),
+            identity: Arc::clone(&self.0.identity),
+            kept: self.0.kept,
         }))
     }
 
@@ -252,19 +288,28 @@ impl Secrets {
         self.0.kept.then(|| self.0.identity.recipient())
     }
 
-    fn dir(&self, name: &str) -> Result<&Path, SecretError> {
-        self.0.dir.as_deref().ok_or_else(|| SecretError::NoStore {
+    fn dir(&self, scope: Scope, name: &str) -> Result<PathBuf, SecretError> {
+        let none = || SecretError::NoStore {
             name: name.to_string(),
-        })
+        };
+        match scope {
+            Scope::Machine => self.0.dir.clone().ok_or_else(none),
+            Scope::Lineage => self
+                .0
+                .config
+                .as_ref()
+                .map(|c| c.join(LINEAGE_SECRETS_DIR))
+                .ok_or_else(none),
+        }
     }
 
     /// Where the ciphertext of `name` is (or would be).
-    pub fn path_of(&self, name: &str) -> Result<PathBuf, SecretError> {
-        Ok(self.dir(name)?.join(format!("{name}.age")))
+    pub fn path_of(&self, scope: Scope, name: &str) -> Result<PathBuf, SecretError> {
+        Ok(self.dir(scope, name)?.join(format!("{name}.age")))
     }
 
-    fn side_file(&self, name: &str, suffix: &str) -> Result<PathBuf, SecretError> {
-        Ok(self.dir(name)?.join(format!("{name}.{suffix}")))
+    fn side_file(&self, scope: Scope, name: &str, suffix: &str) -> Result<PathBuf, SecretError> {
+        Ok(self.dir(scope, name)?.join(format!("{name}.{suffix}")))
     }
 
     fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, SecretError> {
@@ -276,8 +321,8 @@ impl Secrets {
     }
 
     /// The value of `name`, decrypted; `None` when it was never generated.
-    pub fn value(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
-        let path = self.path_of(name)?;
+    pub fn value(&self, scope: Scope, name: &str) -> Result<Option<SecretValue>, SecretError> {
+        let path = self.path_of(scope, name)?;
         let Some(cipher) = Self::read_opt(&path)? else {
             return Ok(None);
         };
@@ -292,37 +337,81 @@ impl Secrets {
 
     /// The recipients `name` was last encrypted to (sorted), `None` when it
     /// has no ciphertext or no list.
-    pub fn stored_recipients(&self, name: &str) -> Result<Option<Vec<String>>, SecretError> {
-        if Self::read_opt(&self.path_of(name)?)?.is_none() {
+    pub fn stored_recipients(
+        &self,
+        scope: Scope,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, SecretError> {
+        if Self::read_opt(&self.path_of(scope, name)?)?.is_none() {
             return Ok(None);
         }
-        let list = Self::read_opt(&self.side_file(name, "recipients")?)?;
-        Ok(list.map(|b| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect()
-        }))
+        let list = Self::read_opt(&self.side_file(scope, name, "recipients")?)?;
+        Ok(list.map(|b| lines(&b)))
     }
 
-    /// Who a secret with these admin recipients is encrypted to: this
-    /// machine and them, sorted, each once.
-    pub fn wanted_recipients(&self, extra: &[String]) -> Vec<String> {
-        let mut all: Vec<String> = extra.to_vec();
+    /// Whether this machine is among the recipients `name` was encrypted to.
+    pub fn is_recipient_of(&self, scope: Scope, name: &str) -> Result<bool, SecretError> {
+        let me = self.0.identity.recipient();
+        Ok(self
+            .stored_recipients(scope, name)?
+            .is_some_and(|list| list.contains(&me)))
+    }
+
+    /// The recipients the member machines published in the config repo
+    /// (`.stead/recipients/*`), each checked.
+    pub fn members(&self) -> Result<Vec<String>, SecretError> {
+        let Some(config) = &self.0.config else {
+            return Ok(Vec::new());
+        };
+        let dir = config.join(RECIPIENTS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(FsError::new("cannot read", &dir, e).into()),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| FsError::new("cannot read", &dir, e))?;
+            let path = entry.path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(".tmp-"))
+            {
+                continue;
+            }
+            let Some(bytes) = Self::read_opt(&path)? else {
+                continue;
+            };
+            for r in lines(&bytes) {
+                parse_recipient(&r).map_err(|e| SecretError::BadRecipient {
+                    recipient: r.clone(),
+                    reason: format!("{} (published in {})", e, path.display()),
+                })?;
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Who `spec` is encrypted to: this machine, its admin recipients and,
+    /// for a lineage secret, every member; sorted, each once.
+    pub fn wanted_recipients(&self, spec: &SecretSpec) -> Result<Vec<String>, SecretError> {
+        let mut all: Vec<String> = spec.recipients.clone();
         all.push(self.0.identity.recipient());
+        if spec.scope == Scope::Lineage {
+            all.extend(self.members()?);
+        }
         all.sort();
         all.dedup();
-        all
+        Ok(all)
     }
 
     /// Whether a rotation of `name` was asked for and not done yet.
-    pub fn rotation_requested(&self, name: &str) -> Result<bool, SecretError> {
-        let Some(request) = Self::read_opt(&self.side_file(name, "rotate")?)? else {
+    pub fn rotation_requested(&self, scope: Scope, name: &str) -> Result<bool, SecretError> {
+        let Some(request) = Self::read_opt(&self.side_file(scope, name, "rotate")?)? else {
             return Ok(false);
         };
-        let current = Self::read_opt(&self.path_of(name)?)?;
+        let current = Self::read_opt(&self.path_of(scope, name)?)?;
         Ok(current.is_some_and(|c| {
             String::from_utf8_lossy(&request).trim() == blake3::hash(&c).to_hex().as_str()
         }))
@@ -330,11 +419,11 @@ impl Secrets {
 
     /// Asks for `name` to be generated anew by the next apply. `false`:
     /// it has no value yet (the next apply generates one anyway).
-    pub fn request_rotation(&self, name: &str) -> Result<bool, SecretError> {
-        let Some(current) = Self::read_opt(&self.path_of(name)?)? else {
+    pub fn request_rotation(&self, scope: Scope, name: &str) -> Result<bool, SecretError> {
+        let Some(current) = Self::read_opt(&self.path_of(scope, name)?)? else {
             return Ok(false);
         };
-        let marker = self.side_file(name, "rotate")?;
+        let marker = self.side_file(scope, name, "rotate")?;
         let text = format!("{}\n", blake3::hash(&current).to_hex());
         fsutil::atomic_write(&marker, text.as_bytes(), 0o600)?;
         Ok(true)
@@ -343,29 +432,44 @@ impl Secrets {
     /// Generates a new value for `spec` and stores it (replacing any).
     pub fn generate(&self, spec: &SecretSpec) -> Result<(), SecretError> {
         let value = generate_value(spec)?;
-        self.store(&spec.name, &value, &spec.recipients)
+        self.store(spec, &value)
     }
 
     /// Encrypts the kept value of `spec` again, to its recipients now.
     pub fn reencrypt(&self, spec: &SecretSpec) -> Result<(), SecretError> {
-        match self.value(&spec.name)? {
-            Some(value) => self.store(&spec.name, value.expose(), &spec.recipients),
+        match self.value(spec.scope, &spec.name)? {
+            Some(value) => self.store(spec, value.expose()),
             None => self.generate(spec),
         }
     }
 
-    /// Encrypts `value` to this machine and `extra`, then writes the
+    /// Encrypts `value` to [`Secrets::wanted_recipients`], then writes the
     /// ciphertext durably, then the list of recipients, then drops a spent
     /// rotation request (see the module's crash order).
-    fn store(&self, name: &str, value: &[u8], extra: &[String]) -> Result<(), SecretError> {
-        let dir = self.dir(name)?.to_path_buf();
-        let recipients = self.wanted_recipients(extra);
+    fn store(&self, spec: &SecretSpec, value: &[u8]) -> Result<(), SecretError> {
+        let (scope, name) = (spec.scope, spec.name.as_str());
+        let dir = self.dir(scope, name)?;
+        let recipients = self.wanted_recipients(spec)?;
         let cipher = encrypt(name, value, &recipients)?;
-        fsutil::ensure_private_dir(&dir)?;
-        fsutil::atomic_write(&self.path_of(name)?, &cipher, 0o600)?;
+        match scope {
+            Scope::Machine => fsutil::ensure_private_dir(&dir)?,
+            // In the config repo: an ordinary directory that git tracks.
+            Scope::Lineage => fs::create_dir_all(&dir)
+                .map_err(|e| FsError::new("cannot create directory", &dir, e))?,
+        }
+        let mode = if scope == Scope::Machine {
+            0o600
+        } else {
+            0o644
+        };
+        fsutil::atomic_write(&self.path_of(scope, name)?, &cipher, mode)?;
         let list: String = recipients.iter().map(|r| format!("{r}\n")).collect();
-        fsutil::atomic_write(&self.side_file(name, "recipients")?, list.as_bytes(), 0o600)?;
-        let marker = self.side_file(name, "rotate")?;
+        fsutil::atomic_write(
+            &self.side_file(scope, name, "recipients")?,
+            list.as_bytes(),
+            mode,
+        )?;
+        let marker = self.side_file(scope, name, "rotate")?;
         match fs::remove_file(&marker) {
             Ok(()) => fsutil::fsync_dir(&dir)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -440,6 +544,68 @@ impl Secrets {
             reason: e.to_string(),
         })
     }
+}
+
+/// The non-empty lines of a small text file, trimmed.
+fn lines(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Writes this machine's recipient to `<config_dir>/.stead/recipients/<id>`
+/// when it is not there already, and returns whether it wrote.
+pub fn publish_recipient(
+    config_dir: &Path,
+    machine_id: &str,
+    recipient: &str,
+) -> Result<bool, SecretError> {
+    let dir = config_dir.join(RECIPIENTS_DIR);
+    let path = dir.join(machine_id);
+    let text = format!("{recipient}\n");
+    if Secrets::read_opt(&path)?.is_some_and(|b| b == text.as_bytes()) {
+        return Ok(false);
+    }
+    fs::create_dir_all(&dir).map_err(|e| FsError::new("cannot create directory", &dir, e))?;
+    fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+/// A machine leaves the lineage: its published recipient is removed, and
+/// every lineage secret it could read is marked for rotation (the next
+/// apply of a remaining member generates each anew, for the members left).
+/// Returns the secrets marked.
+pub fn retire_member(
+    config_dir: &Path,
+    machine_id: &str,
+    recipient_of: &Secrets,
+) -> Result<Vec<String>, SecretError> {
+    let path = config_dir.join(RECIPIENTS_DIR).join(machine_id);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(FsError::new("cannot remove", &path, e).into()),
+    }
+    let dir = config_dir.join(LINEAGE_SECRETS_DIR);
+    let mut marked = Vec::new();
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(marked);
+    };
+    let secrets = recipient_of.with_config(config_dir);
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(name) = file.strip_suffix(".age") else {
+            continue;
+        };
+        if secrets.request_rotation(Scope::Lineage, name)? {
+            marked.push(name.to_string());
+        }
+    }
+    marked.sort();
+    Ok(marked)
 }
 
 /// Checks that `text` is an age x25519 recipient.
@@ -524,6 +690,7 @@ mod tests {
             length,
             charset,
             recipients: Vec::new(),
+            scope: Scope::Machine,
         }
     }
 
@@ -540,7 +707,7 @@ mod tests {
         ] {
             let sp = spec("v", 48, charset);
             s.generate(&sp).unwrap();
-            let v = s.value("v").unwrap().unwrap();
+            let v = s.value(Scope::Machine, "v").unwrap().unwrap();
             assert_eq!(v.expose().len(), 48);
             assert!(v.expose().iter().all(|b| allowed.as_bytes().contains(b)));
             // Every character of a two-character set occurs in 48 draws
@@ -557,15 +724,23 @@ mod tests {
         let (_d, _l, s) = store();
         let mut sp = spec("db", 24, Charset::Alnum);
         s.generate(&sp).unwrap();
-        let before = s.value("db").unwrap().unwrap().expose().to_vec();
+        let before = s
+            .value(Scope::Machine, "db")
+            .unwrap()
+            .unwrap()
+            .expose()
+            .to_vec();
         let admin = age::x25519::Identity::generate();
         sp.recipients = vec![admin.to_public().to_string()];
         s.reencrypt(&sp).unwrap();
-        assert_eq!(s.value("db").unwrap().unwrap().expose(), &before[..]);
-        let stored = s.stored_recipients("db").unwrap().unwrap();
-        assert_eq!(stored, s.wanted_recipients(&sp.recipients));
+        assert_eq!(
+            s.value(Scope::Machine, "db").unwrap().unwrap().expose(),
+            &before[..]
+        );
+        let stored = s.stored_recipients(Scope::Machine, "db").unwrap().unwrap();
+        assert_eq!(stored, s.wanted_recipients(&sp).unwrap());
         // The admin can decrypt it too.
-        let cipher = fs::read(s.path_of("db").unwrap()).unwrap();
+        let cipher = fs::read(s.path_of(Scope::Machine, "db").unwrap()).unwrap();
         assert_eq!(age::decrypt(&admin, &cipher).unwrap(), before);
     }
 
@@ -573,18 +748,63 @@ mod tests {
     fn a_rotation_request_is_spent_once_the_value_changed() {
         let (_d, _l, s) = store();
         let sp = spec("k", 16, Charset::Hex);
-        assert!(!s.request_rotation("k").unwrap(), "nothing to rotate yet");
+        assert!(
+            !s.request_rotation(Scope::Machine, "k").unwrap(),
+            "nothing to rotate yet"
+        );
         s.generate(&sp).unwrap();
-        assert!(!s.rotation_requested("k").unwrap());
-        assert!(s.request_rotation("k").unwrap());
-        assert!(s.rotation_requested("k").unwrap());
+        assert!(!s.rotation_requested(Scope::Machine, "k").unwrap());
+        assert!(s.request_rotation(Scope::Machine, "k").unwrap());
+        assert!(s.rotation_requested(Scope::Machine, "k").unwrap());
         // A kill after the new ciphertext but before the request is removed
         // must not rotate again: the request names the old ciphertext.
-        let marker = s.side_file("k", "rotate").unwrap();
+        let marker = s.side_file(Scope::Machine, "k", "rotate").unwrap();
         let kept = fs::read(&marker).unwrap();
         s.generate(&sp).unwrap();
         fs::write(&marker, kept).unwrap();
-        assert!(!s.rotation_requested("k").unwrap());
+        assert!(!s.rotation_requested(Scope::Machine, "k").unwrap());
+    }
+
+    #[test]
+    fn a_lineage_secret_is_encrypted_to_every_published_member() {
+        let (_d, _l, mine) = store();
+        let config = tempfile::tempdir().unwrap();
+        let other = age::x25519::Identity::generate();
+        let other_pub = other.to_public().to_string();
+        publish_recipient(config.path(), "m-other", &other_pub).unwrap();
+        assert!(!publish_recipient(config.path(), "m-other", &other_pub).unwrap());
+        let s = mine.with_config(config.path());
+        let sp = SecretSpec {
+            scope: Scope::Lineage,
+            ..spec("shared", 20, Charset::Hex)
+        };
+        s.generate(&sp).unwrap();
+        let cipher = fs::read(config.path().join(".stead/secrets/shared.age")).unwrap();
+        let mine_value = s.value(Scope::Lineage, "shared").unwrap().unwrap();
+        assert_eq!(age::decrypt(&other, &cipher).unwrap(), mine_value.expose());
+        // The member leaves: its recipient goes, the secret is due for rotation.
+        let marked = retire_member(config.path(), "m-other", &mine).unwrap();
+        assert_eq!(marked, ["shared"]);
+        assert!(s.rotation_requested(Scope::Lineage, "shared").unwrap());
+        assert!(!s.wanted_recipients(&sp).unwrap().contains(&other_pub));
+        s.generate(&sp).unwrap();
+        let cipher = fs::read(config.path().join(".stead/secrets/shared.age")).unwrap();
+        assert!(age::decrypt(&other, &cipher).is_err());
+    }
+
+    #[test]
+    fn a_published_recipient_that_is_not_one_is_an_error_naming_its_file() {
+        let (_d, _l, mine) = store();
+        let config = tempfile::tempdir().unwrap();
+        let dir = config.path().join(RECIPIENTS_DIR);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("m-bad"), "not-a-key\n").unwrap();
+        let e = mine
+            .with_config(config.path())
+            .members()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not-a-key") && e.contains("m-bad"), "{e}");
     }
 
     #[test]

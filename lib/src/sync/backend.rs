@@ -280,6 +280,13 @@ pub trait ConfigSource {
     /// The tree's directory, for messages.
     fn root(&self) -> &Path;
 
+    /// Whether the tree is files on this machine's disk under [`ConfigSource::root`]
+    /// (the lineage's secrets and recipients are written there); a backend
+    /// that only models a tree (tests) says no.
+    fn tree_on_disk(&self) -> bool {
+        true
+    }
+
     /// Where it syncs with (e.g. `origin/main`), for messages.
     fn remote_branch(&self) -> String;
 

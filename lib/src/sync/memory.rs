@@ -301,6 +301,11 @@ impl ConfigSource for MemoryBackend {
         &self.root
     }
 
+    /// Its root is a name, not a directory: nothing is written there.
+    fn tree_on_disk(&self) -> bool {
+        false
+    }
+
     fn remote_branch(&self) -> String {
         "memory/main".to_string()
     }

@@ -101,6 +101,9 @@ pub enum SyncError {
     /// A git command failed.
     #[error(transparent)]
     Git(git::GitError),
+    /// This machine's identity or a lineage secret could not be read or written.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
     /// The remote cannot be reached (network, missing path, auth).
     #[error("cannot reach remote '{remote}': {reason}")]
     Unreachable {

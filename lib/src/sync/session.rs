@@ -358,8 +358,9 @@ impl<'a> Session<'a> {
         let mut record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
         shared::mark_seen(&mut record, &state.machine.id, now);
         self.write_if_changed(&record)?;
+        let lineage = self.lineage_paths(&state.machine.id)?;
         let committed = self.backend.commit(
-            &[],
+            &lineage,
             &format!(
                 "stead sync: {} at serial {}",
                 state.machine.hostname, record.lineage.serial
@@ -449,7 +450,32 @@ impl<'a> Session<'a> {
         extra: &[&str],
         message: &str,
     ) -> Result<Option<Revision>, SyncError> {
-        self.backend.commit(extra, message)
+        let me = self.store.load_current()?.machine.id;
+        let mut paths = extra.to_vec();
+        paths.extend(self.lineage_paths(&me)?);
+        self.backend.commit(&paths, message)
+    }
+
+    /// Publishes this machine's age recipient in the config tree
+    /// (`.stead/recipients/<machine-id>`, so that lineage secrets are
+    /// encrypted to it) and returns the lineage's files a commit takes
+    /// with the record: the members' recipients and the lineage secrets.
+    pub fn lineage_paths(&self, machine_id: &str) -> Result<Vec<&'static str>, SyncError> {
+        let root = self.backend.root();
+        if !self.backend.tree_on_disk() {
+            return Ok(Vec::new());
+        }
+        let secrets = crate::secret::Secrets::open(self.store.layout(), true)?;
+        if let Some(recipient) = secrets.recipient() {
+            crate::secret::publish_recipient(root, machine_id, &recipient)?;
+        }
+        Ok([
+            crate::secret::RECIPIENTS_DIR,
+            crate::secret::LINEAGE_SECRETS_DIR,
+        ]
+        .into_iter()
+        .filter(|d| root.join(d).exists())
+        .collect())
     }
 
     /// Publishes when the local copy has revisions the remote lacks, on the
@@ -509,7 +535,8 @@ impl Session<'_> {
             JoinStatus::Joined => format!("stead: {} joins the lineage", state.machine.hostname),
             _ => format!("stead: {} updates its record", state.machine.hostname),
         };
-        let commit = self.backend.commit(&[], &message)?;
+        let lineage = self.lineage_paths(&machine_id)?;
+        let commit = self.backend.commit(&lineage, &message)?;
         Ok(Joined {
             status,
             state,

@@ -67,6 +67,13 @@ pub fn run(ctx: &Context, args: &RemoveMachineArgs) -> Result<ExitCode> {
     }
     record.retire(&id);
     let (state, record) = session.settle(&guard, state, &record, Some("remove-machine"), None)?;
+    // It could read the lineage's secrets: each is made anew for the
+    // members left by the next apply.
+    let rotated = if backend.tree_on_disk() {
+        stead_lib::secret::retire_member(backend.root(), &id, &ctx.secrets_read_only()?)?
+    } else {
+        Vec::new()
+    };
     let commit = session.commit_record(
         &[],
         &format!("stead: remove machine {hostname} ({id}) from the lineage"),
@@ -76,6 +83,7 @@ pub fn run(ctx: &Context, args: &RemoveMachineArgs) -> Result<ExitCode> {
         print_json(&json!({
             "removed": id, "hostname": hostname, "serial": state.lineage.serial,
             "machines": record.lineage.machines, "commit": commit,
+            "secrets_to_rotate": rotated,
         }));
     } else {
         outln!(
@@ -83,6 +91,11 @@ pub fn run(ctx: &Context, args: &RemoveMachineArgs) -> Result<ExitCode> {
             ctx.out.green("✓"),
             record.machine_count()
         );
+        for name in &rotated {
+            outln!(
+                "  secret.{name} is marked for rotation: the next apply generates it anew for the machines left."
+            );
+        }
         outln!("Run 'stead sync' to share it.");
     }
     Ok(ExitCode::SUCCESS)
