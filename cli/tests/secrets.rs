@@ -436,3 +436,57 @@ fn an_output_reference_needs_output_true_and_a_files_content() {
         "{err}"
     );
 }
+
+#[test]
+fn settings_secret_recipients_can_decrypt_every_secret_and_a_bad_one_is_a_load_error() {
+    let r = Repo::new("");
+    let admin = age_keygen_pair(r.config.path());
+    r.write_manifest(&format!(
+        "[settings]\nsecret_recipients = [\"{}\"]\n\n[secret.a]\n\n[secret.b]\nlength = 8\n",
+        admin.1
+    ));
+    r.ok(&["apply", "--yes"]);
+    for name in ["a", "b"] {
+        let cipher = r.sb.state_dir().join(format!("secrets/{name}.age"));
+        let out = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&admin.0)
+            .arg(&cipher)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let value = Secrets::open(&r.sb.layout(), false)
+            .unwrap()
+            .value(stead_lib::secret::Scope::Machine, name)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.stdout, value.expose());
+    }
+    r.write_manifest("[settings]\nsecret_recipients = [\"age1nope\"]\n\n[secret.a]\n");
+    let (code, _, err) = r.run(&["plan"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("\"age1nope\" is not an age recipient"),
+        "{err}"
+    );
+    assert!(err.contains("stead.toml:2:"), "{err}");
+}
+
+/// A key pair made by Debian's `age-keygen` in `dir`: (identity file,
+/// recipient).
+fn age_keygen_pair(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("admin.key");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen is installed (.ci/run installs age)");
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stderr)
+        .unwrap()
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_string();
+    (key, public)
+}

@@ -71,6 +71,8 @@ pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
     let config_path = path.as_deref().map(config_path_string).transpose()?;
     let guard = ctx.lock_local("init")?;
     let machine_id = ctx.machine_id()?;
+    // The machine's age identity: its secrets are encrypted to it.
+    stead_lib::secret::Secrets::open(&ctx.layout, true)?;
     let loaded = ctx.load_state_locked(&guard)?;
     if let Some(profile) = &args.profile {
         let dir = match &config_path {

@@ -26,6 +26,8 @@ pub struct SpecInput<'x, 'a> {
     pub(super) lookup: &'x Lookup<'x>,
     /// Resources referenced so far (edges).
     pub(super) references: Vec<String>,
+    /// `[settings] secret_recipients` (each a checked age recipient).
+    pub(super) secret_recipients: &'x [String],
 }
 
 impl SpecInput<'_, '_> {
@@ -42,6 +44,12 @@ impl SpecInput<'_, '_> {
     /// The resolved path of the kind's path key (`None` if it had a problem).
     pub fn path(&self) -> Option<PathBuf> {
         self.path.clone()
+    }
+
+    /// `[settings] secret_recipients`: the admin recipients every secret
+    /// is encrypted to besides its own.
+    pub fn secret_recipients(&self) -> &[String] {
+        self.secret_recipients
     }
 
     /// The target home (`~`).

@@ -28,6 +28,8 @@ type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 #[derive(Default)]
 struct Top {
     default_profile: Option<Str>,
+    /// `[settings] secret_recipients`, each checked.
+    secret_recipients: Vec<String>,
     vars: BTreeMap<String, String>,
     profile_vars: BTreeMap<String, (Range<usize>, BTreeMap<String, String>)>,
     decls: Vec<RawDecl>,
@@ -185,6 +187,7 @@ fn resolve(
         .map(|d| d.id.clone())
         .collect();
     let build = Build {
+        secret_recipients: &top.secret_recipients,
         scope: &scope,
         valued: &valued,
         shared: &shared,
@@ -252,13 +255,23 @@ fn read_settings(w: &mut Walker, value: &toml::Spanned<DeValue>, top: &mut Top) 
     for (k, v) in table.iter() {
         match k.get_ref().as_ref() {
             "default_profile" => top.default_profile = w.string(v, "default_profile"),
+            "secret_recipients" => {
+                for r in w.string_list(v, "secret_recipients").unwrap_or_default() {
+                    match crate::secret::check_recipient(&r.text) {
+                        Ok(()) => top.secret_recipients.push(r.text),
+                        Err(e) => w
+                            .problems
+                            .push(Problem::at(r.span, e.to_string()).label("not a recipient")),
+                    }
+                }
+            }
             other => w.problems.push(
                 Problem::at(
                     w.at(k.span()),
                     format!("unknown key `{other}` in [settings]"),
                 )
                 .label("unknown key")
-                .help("[settings] takes: default_profile"),
+                .help("[settings] takes: default_profile, secret_recipients"),
             ),
         }
     }
@@ -568,6 +581,7 @@ fn check_expanded(w: &mut Walker, resources: &[Resource], expanded: &[bool], hom
 
 /// Phase B: what building each resource needs.
 struct Build<'b> {
+    secret_recipients: &'b [String],
     scope: &'b Scope,
     valued: &'b HashSet<String>,
     shared: &'b HashSet<String>,
@@ -592,6 +606,7 @@ impl Build<'_> {
             vars: self.vars,
             lookup,
             references: Vec::new(),
+            secret_recipients: self.secret_recipients,
         };
         let spec = kinds.get(d.kind).build(&mut input);
         if spec.is_none() && input.w.problems.is_empty() {

@@ -117,7 +117,7 @@ impl KindSchema for Secret {
                 }
             },
         };
-        let mut recipients = Vec::new();
+        let mut recipients = input.secret_recipients().to_vec();
         for (r, span) in input.list("recipients") {
             match crate::secret::check_recipient(&r) {
                 Ok(()) => recipients.push(r),
@@ -127,6 +127,8 @@ impl KindSchema for Secret {
                 }
             }
         }
+        recipients.sort();
+        recipients.dedup();
         let length = input.count("length").map_or(DEFAULT_LENGTH, |n| n as usize);
         let charset = charset.filter(|_| ok)?;
         let scope = scope?;
