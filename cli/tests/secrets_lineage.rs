@@ -109,3 +109,142 @@ fn a_joining_machine_reads_it_after_a_member_syncs_and_a_removed_one_cannot_read
     let record = remote.record_on("main");
     assert!(!record.to_string().contains(&first));
 }
+
+/// Every object of a git dir (bare or a clone's `.git`), uncompressed.
+fn objects_of(git_dir: &Path) -> Vec<u8> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["cat-file", "--batch-all-objects", "--batch"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+/// Every regular file below `dir` but `.git` (searched as objects) and
+/// `skip`, with its bytes.
+fn files_below(dir: &Path, skip: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p == skip || p.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            out.extend(files_below(&p, skip));
+        } else if meta.is_file() {
+            out.push((p.clone(), fs::read(&p).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+#[test]
+fn canary_the_values_appear_only_in_the_targets_through_sync_edit_reapply_and_rotate() {
+    let remote = Remote::seeded("main", &[("stead.toml", MANIFEST)]);
+    let a = remote.join(None);
+    let b = remote.join(None);
+    let mut outputs: Vec<String> = Vec::new();
+    let mut run = |m: &Machine, args: &[&str]| {
+        for json in [false, true] {
+            let mut all: Vec<&str> = if json { vec!["--json"] } else { vec![] };
+            all.extend_from_slice(args);
+            let (_, out, err) = m.run(&all);
+            outputs.push(format!("$ stead {}\n{out}\n{err}", all.join(" ")));
+        }
+    };
+    // A makes it; B joins; A encrypts it to B; B reads it (each step run
+    // twice, plain and --json: the second finds nothing left to do).
+    for (m, args) in [
+        (&a, &["sync"][..]),
+        (&b, &["sync"]),
+        (&a, &["sync"]),
+        (&b, &["sync"]),
+        (&a, &["status"]),
+        (&b, &["state", "check-drift"]),
+    ] {
+        run(m, args);
+    }
+    let first = value(&a);
+    assert_eq!(value(&b), first);
+    // B's file edited by hand, planned (and saved), restored.
+    fs::write(
+        b.sb.home().join(".pgpass"),
+        format!("db:5432:me:{first}\n# mine\n"),
+    )
+    .unwrap();
+    let saved = b.sb.home().join("saved.plan");
+    for args in [
+        &["plan"][..],
+        &["status"],
+        &["plan", "--out", saved.to_str().unwrap()],
+        &["apply", "--yes"],
+    ] {
+        run(&b, args);
+    }
+    assert_eq!(value(&b), first);
+    // Rotated on A: the new value reaches B through the remote.
+    for (m, args) in [
+        (&a, &["secret", "rotate", "db", "--yes"][..]),
+        (&a, &["sync"]),
+        (&b, &["sync"]),
+    ] {
+        run(m, args);
+    }
+    let second = value(&a);
+    assert_ne!(second, first);
+    assert_eq!(value(&b), second);
+
+    let shown = outputs.join("\n");
+    let mut haystacks: Vec<(String, Vec<u8>)> = vec![
+        ("the outputs".into(), shown.into_bytes()),
+        ("the remote's objects".into(), objects_of(&remote.remote)),
+    ];
+    for m in [&a, &b] {
+        haystacks.push((
+            format!("{}'s clone objects", m.id()),
+            objects_of(&m.clone_dir().join(".git")),
+        ));
+        let target = m.sb.home().join(".pgpass");
+        // The home (clone, state dir, backups, saved plan) but the target.
+        for (path, bytes) in files_below(m.sb.home(), &target) {
+            haystacks.push((path.display().to_string(), bytes));
+        }
+        for (path, bytes) in files_below(&m.sb.state_dir(), &target) {
+            haystacks.push((path.display().to_string(), bytes));
+        }
+    }
+    assert!(
+        haystacks.len() > 20,
+        "searched too little: {}",
+        haystacks.len()
+    );
+    // The search finds a value where it is: in the targets.
+    for m in [&a, &b] {
+        let target = fs::read(m.sb.home().join(".pgpass")).unwrap();
+        assert!(contains(&target, &second));
+    }
+    for v in [&first, &second] {
+        for (what, hay) in &haystacks {
+            assert!(!contains(hay, v), "a value is in {what}");
+        }
+    }
+    // B's hand edit was kept, encrypted.
+    let backups: Vec<_> = files_below(&b.sb.state_dir().join("backups"), Path::new("/"))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        backups
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".pgpass.age")),
+        "{backups:?}"
+    );
+}
