@@ -65,13 +65,23 @@ pub(crate) fn backup(path: &Path, run: &Path) -> Result<PathBuf, FsError> {
     } else {
         copy_into_place(path, &meta, &dest)
     };
+    settle(result, (root, run, &dir), dest)
+}
+
+/// After a copy into `dir`: on success its name made durable up to `root`,
+/// on failure the directories made for it removed again (up to `run`).
+fn settle(
+    result: Result<(), FsError>,
+    (root, run, dir): (&Path, &Path, &Path),
+    dest: PathBuf,
+) -> Result<PathBuf, FsError> {
     match result {
         Ok(()) => {
-            sync_chain(root, &dir)?;
+            sync_chain(root, dir)?;
             Ok(dest)
         }
         Err(e) => {
-            remove_empty_chain(run, &dir);
+            remove_empty_chain(run, dir);
             Err(e)
         }
     }
@@ -111,16 +121,7 @@ pub(crate) fn backup_encrypted(
             .map_err(|why| FsError::new("cannot back up", path, io::Error::other(why)))?;
         fsutil::atomic_write(&dest, &cipher, 0o600)
     });
-    match result {
-        Ok(()) => {
-            sync_chain(root, &dir)?;
-            Ok(dest)
-        }
-        Err(e) => {
-            remove_empty_chain(run, &dir);
-            Err(e)
-        }
-    }
+    settle(result, (root, run, &dir), dest)
 }
 
 /// A regular file's bytes, opened without following a link or blocking.

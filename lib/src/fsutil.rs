@@ -129,6 +129,30 @@ pub fn temp_name(file_name: &str) -> String {
     )
 }
 
+/// Creates `path` (in the directory `dir`) holding `data`, mode 0600, only
+/// if nothing is there: written whole to a stead temp name, then
+/// hard-linked into place, so that two processes racing to make it agree on
+/// one (the loser's link fails). `Ok(false)`: it existed; read it instead.
+/// A temp this process leaves when killed is removed by the next run.
+pub fn create_once(dir: &Path, path: &Path, data: &[u8]) -> Result<bool, FsError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_string());
+    let tmp = temp_path(dir, &name);
+    atomic_write(&tmp, data, 0o600)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            fsync_dir(dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(FsError::new("cannot create", path, e)),
+    }
+}
+
 /// [`temp_name`] for `file_name`, in `dir`.
 pub fn temp_path(dir: &Path, file_name: &str) -> PathBuf {
     dir.join(temp_name(file_name))

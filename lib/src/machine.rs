@@ -119,26 +119,13 @@ pub fn load_or_create_id(layout: &Layout) -> Result<String, MachineError> {
         return Ok(id);
     }
     let id = Uuid::new_v4().to_string();
-    // A stead temp name: if this process is killed before removing it, the
-    // next run under the lock recognises it and removes it.
-    let tmp = fsutil::temp_path(layout.state_dir(), "machine_id");
-    fsutil::atomic_write(&tmp, format!("{id}\n").as_bytes(), 0o600)?;
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            fsutil::fsync_dir(layout.state_dir())?;
-            Ok(id)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read_id(&path)? {
-            Some(id) => Ok(id),
-            None => Err(MachineError::Corrupt {
-                path,
-                content: String::new(),
-            }),
-        },
-        Err(e) => Err(FsError::new("cannot create", &path, e).into()),
+    if fsutil::create_once(layout.state_dir(), &path, format!("{id}\n").as_bytes())? {
+        return Ok(id);
     }
+    read_id(&path)?.ok_or(MachineError::Corrupt {
+        path,
+        content: String::new(),
+    })
 }
 
 /// Reads this machine's record key, making it on first use (the state dir
@@ -150,21 +137,11 @@ pub fn load_or_create_record_key(layout: &Layout) -> Result<RecordKey, MachineEr
         return Ok(key);
     }
     let key = RecordKey::random();
-    let tmp = fsutil::temp_path(layout.state_dir(), "record_key");
     let text = format!("{}\n", blake3::Hash::from_bytes(key.0).to_hex());
-    fsutil::atomic_write(&tmp, text.as_bytes(), 0o600)?;
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            fsutil::fsync_dir(layout.state_dir())?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            read_record_key(&path)?.ok_or(MachineError::CorruptKey { path })
-        }
-        Err(e) => Err(FsError::new("cannot create", &path, e).into()),
+    if fsutil::create_once(layout.state_dir(), &path, text.as_bytes())? {
+        return Ok(key);
     }
+    read_record_key(&path)?.ok_or(MachineError::CorruptKey { path })
 }
 
 /// This machine's record key for a command that writes nothing: the kept

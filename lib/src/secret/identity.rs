@@ -4,7 +4,6 @@
 //! to it. Made once, like the machine id: written to a temp name and
 //! hard-linked into place, so two racing processes agree on one key.
 
-use std::fs;
 use std::io;
 use std::path::Path;
 use std::str::FromStr;
@@ -87,21 +86,11 @@ pub fn load_or_create(layout: &Layout) -> Result<Identity, SecretError> {
     let made = Identity {
         key: age::x25519::Identity::generate(),
     };
-    let tmp = fsutil::temp_path(layout.state_dir(), "identity.age");
     let text = zeroize::Zeroizing::new(made.file_text());
-    fsutil::atomic_write(&tmp, text.as_bytes(), 0o600)?;
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            fsutil::fsync_dir(layout.state_dir())?;
-            Ok(made)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            read(layout)?.ok_or(SecretError::CorruptIdentity { path })
-        }
-        Err(e) => Err(FsError::new("cannot create", &path, e).into()),
+    if fsutil::create_once(layout.state_dir(), &path, text.as_bytes())? {
+        return Ok(made);
     }
+    read(layout)?.ok_or(SecretError::CorruptIdentity { path })
 }
 
 /// The identity in an identity file's text: the first `AGE-SECRET-KEY-`
@@ -120,6 +109,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Identity, SecretError> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
