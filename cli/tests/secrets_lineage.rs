@@ -72,6 +72,9 @@ fn a_joining_machine_reads_it_after_a_member_syncs_and_a_removed_one_cannot_read
         "{out}\n{err}"
     );
     assert!(!b.sb.home().join(".pgpass").exists());
+    let (code, out, _) = b.run(&["status"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("!  secret.db"), "{out}");
     // A's next sync encrypts it to B as well (same value); B's next sync reads it.
     let out = a.ok(&["sync"]);
     assert!(out.contains("recipients changed"), "{out}");
