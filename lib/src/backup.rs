@@ -53,7 +53,7 @@ pub(crate) fn backup(path: &Path, run: &Path) -> Result<PathBuf, FsError> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let wanted = run.join(rel);
     let dir = fsutil::normalize_lexically(wanted.parent().unwrap_or(run));
-    make_private_chain(root, &dir)?;
+    let made = make_private_chain(root, &dir)?;
     let name = wanted
         .file_name()
         .map(OsString::from)
@@ -65,19 +65,20 @@ pub(crate) fn backup(path: &Path, run: &Path) -> Result<PathBuf, FsError> {
     } else {
         copy_into_place(path, &meta, &dest)
     };
-    settle(result, (root, run, &dir), dest)
+    settle(result, (run, &dir, &made), dest)
 }
 
-/// After a copy into `dir`: on success its name made durable up to `root`,
-/// on failure the directories made for it removed again (up to `run`).
+/// After a copy into `dir`: on success its name made durable (with the
+/// directories `made` for it), on failure the directories made for it
+/// removed again (up to `run`).
 fn settle(
     result: Result<(), FsError>,
-    (root, run, dir): (&Path, &Path, &Path),
+    (run, dir, made): (&Path, &Path, &[PathBuf]),
     dest: PathBuf,
 ) -> Result<PathBuf, FsError> {
     match result {
         Ok(()) => {
-            sync_chain(root, dir)?;
+            sync_new(dir, made)?;
             Ok(dest)
         }
         Err(e) => {
@@ -108,7 +109,7 @@ pub(crate) fn backup_encrypted(
     let rel = path.strip_prefix("/").unwrap_or(path);
     let wanted = run.join(rel);
     let dir = fsutil::normalize_lexically(wanted.parent().unwrap_or(run));
-    make_private_chain(root, &dir)?;
+    let made = make_private_chain(root, &dir)?;
     let mut name = wanted
         .file_name()
         .map(OsString::from)
@@ -121,7 +122,7 @@ pub(crate) fn backup_encrypted(
             .map_err(|why| FsError::new("cannot back up", path, io::Error::other(why)))?;
         fsutil::atomic_write(&dest, &cipher, 0o600)
     });
-    settle(result, (root, run, &dir), dest)
+    settle(result, (run, &dir, &made), dest)
 }
 
 /// A regular file's bytes, opened without following a link or blocking.
@@ -202,15 +203,20 @@ fn free_name(dir: &Path, name: &OsString, special: bool) -> PathBuf {
 }
 
 /// Creates every directory from `root` down to `dir` with mode 0700, and
-/// narrows any that exists to 0700.
-fn make_private_chain(root: &Path, dir: &Path) -> Result<(), FsError> {
+/// narrows any that exists to 0700. Returns the directories it created,
+/// parents first.
+fn make_private_chain(root: &Path, dir: &Path) -> Result<Vec<PathBuf>, FsError> {
+    let mut made = Vec::new();
+    if fs::symlink_metadata(root).is_err() {
+        made.push(root.to_path_buf());
+    }
     fsutil::ensure_private_dir(root)?;
     let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
     let mut at = root.to_path_buf();
     for part in rel.components() {
         at.push(part);
         match fs::DirBuilder::new().mode(0o700).create(&at) {
-            Ok(()) => {}
+            Ok(()) => made.push(at.clone()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let m =
                     fs::symlink_metadata(&at).map_err(|e| FsError::new("cannot read", &at, e))?;
@@ -228,22 +234,25 @@ fn make_private_chain(root: &Path, dir: &Path) -> Result<(), FsError> {
         fs::set_permissions(&at, fs::Permissions::from_mode(0o700))
             .map_err(|e| FsError::new("cannot set permissions on", &at, e))?;
     }
-    Ok(())
+    Ok(made)
 }
 
-/// fsyncs `dir` and each directory above it up to `root`'s parent, so the
-/// copy's name survives a power loss.
-fn sync_chain(root: &Path, dir: &Path) -> Result<(), FsError> {
-    let mut at = Some(dir);
-    while let Some(d) = at {
-        fsutil::fsync_dir(d)?;
-        if d == root {
-            break;
+/// Makes the copy's name in `dir` survive a power loss: fsyncs `dir` (the
+/// new entry) and the parent of each directory `made` for it (their
+/// entries). A directory that already existed needs nothing: everything
+/// below the run folder was made by this run (the folder's name is new
+/// each run), and each was made durable by the backup that made it; the
+/// backups dir itself is fsync'd into its parent when it is made. Only
+/// what changed is flushed: a backup into an existing folder costs one
+/// directory fsync, not one per level up to the state dir.
+fn sync_new(dir: &Path, made: &[PathBuf]) -> Result<(), FsError> {
+    let mut synced: Vec<&Path> = vec![dir];
+    fsutil::fsync_dir(dir)?;
+    for parent in made.iter().filter_map(|d| d.parent()) {
+        if !synced.contains(&parent) {
+            fsutil::fsync_dir(parent)?;
+            synced.push(parent);
         }
-        at = d.parent();
-    }
-    if let Some(parent) = root.parent() {
-        fsutil::fsync_dir(parent)?;
     }
     Ok(())
 }
@@ -362,6 +371,28 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_chain_names_only_the_directories_it_made_so_only_their_parents_are_flushed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("backups");
+        let run = root.join("20261203_000000.000");
+        let leaf = run.join("home/a");
+        let made = make_private_chain(&root, &leaf).unwrap();
+        assert_eq!(
+            made,
+            [root.clone(), run.clone(), run.join("home"), leaf.clone()]
+        );
+        // A second copy into the same folder makes nothing new: only the
+        // folder itself (its new entry) is flushed.
+        assert!(make_private_chain(&root, &leaf).unwrap().is_empty());
+        let other = run.join("home/b");
+        assert_eq!(make_private_chain(&root, &other).unwrap(), [other.clone()]);
+        for dir in [&root, &run, &leaf, &other] {
+            assert_eq!(mode(dir), 0o700);
+        }
+        sync_new(&other, &[other.clone()]).unwrap();
     }
 
     #[test]
