@@ -388,11 +388,14 @@ mod tests {
         // folder itself (its new entry) is flushed.
         assert!(make_private_chain(&root, &leaf).unwrap().is_empty());
         let other = run.join("home/b");
-        assert_eq!(make_private_chain(&root, &other).unwrap(), [other.clone()]);
+        assert_eq!(
+            make_private_chain(&root, &other).unwrap(),
+            std::slice::from_ref(&other)
+        );
         for dir in [&root, &run, &leaf, &other] {
             assert_eq!(mode(dir), 0o700);
         }
-        sync_new(&other, &[other.clone()]).unwrap();
+        sync_new(&other, std::slice::from_ref(&other)).unwrap();
     }
 
     #[test]
