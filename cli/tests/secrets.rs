@@ -490,3 +490,58 @@ fn age_keygen_pair(dir: &Path) -> (PathBuf, String) {
         .to_string();
     (key, public)
 }
+
+#[test]
+fn a_template_that_names_a_secret_is_written_with_its_value_and_never_renders_it() {
+    let r = Repo::new("");
+    r.write_source(
+        "app.conf.j2",
+        "user = {{ user }}\npassword = ${secret.app}\nshell = ${HOME} $${secret.app}\n",
+    );
+    r.write_manifest(
+        "[secret.app]\nlength = 20\n\n[file.app]\npath = \"~/app.conf\"\ntemplate = \"app.conf.j2\"\n",
+    );
+    let mut outputs = vec![r.ok(&["plan"]), r.ok(&["apply", "--yes"])];
+    let text = fs::read_to_string(r.path("app.conf")).unwrap();
+    let secrets = Secrets::open(&r.sb.layout(), false).unwrap();
+    let value = secrets
+        .value(stead_lib::secret::Scope::Machine, "app")
+        .unwrap()
+        .unwrap();
+    let value = String::from_utf8(value.expose().to_vec()).unwrap();
+    assert!(text.contains(&format!("password = {value}\n")), "{text}");
+    // Only `${secret.NAME}` is a reference in a template; the rest is text.
+    assert!(text.contains("shell = ${HOME} $${secret.app}\n"), "{text}");
+    let mode = fs::metadata(r.path("app.conf"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    outputs.push(r.ok(&["apply", "--yes"]));
+    assert!(outputs[2].contains("No changes"), "{}", outputs[2]);
+    // A template change is planned without showing the value or a diff.
+    r.write_source(
+        "app.conf.j2",
+        "user = {{ user }}\npassword = ${secret.app}\nport = 5\n",
+    );
+    outputs.push(r.ok(&["plan"]));
+    assert!(
+        outputs[3].contains("(sensitive content hidden)"),
+        "{}",
+        outputs[3]
+    );
+    outputs.push(r.ok(&["--json", "plan"]));
+    for out in &outputs {
+        assert!(!out.contains(&value), "{out}");
+    }
+    // A secret the template names must be declared.
+    r.write_source("bad.j2", "${secret.nope}\n");
+    r.write_manifest("[file.bad]\npath = \"~/bad\"\ntemplate = \"bad.j2\"\n");
+    let (code, _, err) = r.run(&["plan"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the template uses `${secret.nope}`, which is not declared"),
+        "{err}"
+    );
+}

@@ -108,6 +108,40 @@ impl SpecInput<'_, '_> {
         Some((parts, s.span))
     }
 
+    /// The secrets a template's text names as `${secret.NAME}` (its own
+    /// text, not what it includes), each checked to be a declared, active
+    /// secret and made an edge; problems at `span` (the `template` key).
+    pub fn secrets_named_in(&mut self, text: &str, span: Range<usize>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, range) in super::secret_references(text) {
+            let r = &Reference {
+                name,
+                range,
+                escape: false,
+            };
+            match (self.lookup)(r) {
+                Some(Ok(RefValue::Secret(_) | RefValue::Shared(_))) => {
+                    self.references.push(r.name.clone());
+                    out.push(r.name.clone());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(msg)) => {
+                    self.problem(Problem::at(span.clone(), msg).label("bad reference"))
+                }
+                None => self.problem(
+                    Problem::at(
+                        span.clone(),
+                        format!("the template uses `${{{}}}`, which is not declared", r.name),
+                    )
+                    .label("dangling reference"),
+                ),
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// A target path (absolute, or `~`-relative).
     pub fn target_path(&mut self, key: &str) -> Option<PathBuf> {
         let (t, span) = self.text_at(key)?;

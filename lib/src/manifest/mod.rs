@@ -22,6 +22,30 @@ pub use diag::{LineIndex, ManifestError, Problem, ProblemReport, SHOWN_PROBLEMS}
 pub use input::SpecInput;
 pub use refs::ContentPart;
 
+/// The `${secret.NAME}` references of `text`, by name (`secret.NAME`) and
+/// byte range. Only these are looked for: any other `${`, closed or not,
+/// is text (a template's own shell `${VAR}`), and `$${secret.NAME}` is not
+/// a reference.
+pub fn secret_references(text: &str) -> Vec<(String, Range<usize>)> {
+    let mut out = Vec::new();
+    for (start, _) in text.match_indices("${secret.") {
+        if start > 0 && text.as_bytes()[start - 1] == b'$' {
+            continue;
+        }
+        let Some(len) = text[start..].find('}') else {
+            continue;
+        };
+        let name = text[start + 2..start + len].trim();
+        let plain = name["secret.".len()..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if plain {
+            out.push((name.to_string(), start..start + len + 1));
+        }
+    }
+    out
+}
+
 /// The manifest's file name at the root of a config repo.
 pub const MANIFEST_FILE: &str = "stead.toml";
 

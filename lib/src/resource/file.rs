@@ -75,7 +75,8 @@ impl KindSchema for File {
         let absent = input.ensure_absent();
         let content = content(input, absent);
         let mode = input.mode("mode");
-        let sensitive = input.flag("sensitive");
+        // A template that names a secret makes the file secret-bearing.
+        let sensitive = input.flag("sensitive") || template_holds_secrets(input, content.as_ref());
         path.map(|path| {
             Spec::File(FileSpec {
                 path,
@@ -216,6 +217,58 @@ fn content(input: &mut SpecInput, absent: bool) -> Option<FileContent> {
             None
         }
     }
+}
+
+/// Whether the template of `content` names `${secret.NAME}` in its own
+/// text (each an edge to that secret, checked at load).
+fn template_holds_secrets(input: &mut SpecInput, content: Option<&FileContent>) -> bool {
+    let Some(FileContent::Template(path)) = content else {
+        return false;
+    };
+    let Some((_, span)) = input.literal("template") else {
+        return false;
+    };
+    // Its existence was checked with its path; an unreadable template is
+    // reported when it is rendered.
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    !input.secrets_named_in(&text, span).is_empty()
+}
+
+/// A rendered template's text as parts: each `${secret.NAME}` of a declared
+/// secret (the rendering left it as written) becomes that secret; `None`
+/// when it holds none.
+fn template_parts(rendered: &str, ctx: &PlanContext) -> Option<Vec<ContentPart>> {
+    let refs = crate::manifest::secret_references(rendered);
+    let mut parts = Vec::new();
+    let mut last = 0;
+    for (name, range) in refs {
+        let Some(secret) = ctx
+            .manifest
+            .resources
+            .iter()
+            .find(|r| r.id == name)
+            .and_then(|r| super::secret::secret_spec(&r.spec))
+        else {
+            continue;
+        };
+        if range.start > last {
+            parts.push(ContentPart::Text(rendered[last..range.start].to_string()));
+        }
+        parts.push(match secret.scope {
+            Scope::Lineage => ContentPart::Shared(secret.name.clone()),
+            Scope::Machine => ContentPart::Secret(secret.name.clone()),
+        });
+        last = range.end;
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    if last < rendered.len() {
+        parts.push(ContentPart::Text(rendered[last..].to_string()));
+    }
+    Some(parts)
 }
 
 /// Inline content: plain text, or text with secrets in it.
@@ -376,6 +429,12 @@ fn render_template(path: &Path, ctx: &PlanContext) -> Result<Vec<u8>, ResourceEr
 pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Planned, ResourceError> {
     if let Some(FileContent::Secret(parts)) = &f.content {
         return plan_secret(f, parts, ctx, owned);
+    }
+    if let (Some(FileContent::Template(p)), true) = (&f.content, f.sensitive) {
+        let rendered = Zeroizing::new(render_template(p, ctx)?);
+        if let Some(parts) = template_parts(&String::from_utf8_lossy(&rendered), ctx) {
+            return plan_secret(f, &parts, ctx, owned);
+        }
     }
     let desired = match &f.content {
         Some(c) => Some(desired_content(c, ctx)?),
