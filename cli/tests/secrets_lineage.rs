@@ -57,12 +57,26 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 
 #[test]
 fn a_joining_machine_reads_it_after_a_member_syncs_and_a_removed_one_cannot_read_its_next_value() {
-    let remote = Remote::seeded("main", &[("stead.toml", MANIFEST)]);
+    // An admin key (Debian's age-keygen) that can recover the lineage's
+    // secrets without being a machine.
+    let keys = tempfile::tempdir().unwrap();
+    let admin_key = keys.path().join("admin.key");
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&admin_key)
+        .output()
+        .expect("age-keygen is installed (.ci/run installs age)");
+    assert!(keygen.status.success());
+    let admin = String::from_utf8(keygen.stderr).unwrap();
+    let admin = admin.trim().trim_start_matches("Public key: ");
+    let manifest = format!("[settings]\nsecret_recipients = [\"{admin}\"]\n{MANIFEST}");
+    let remote = Remote::seeded("main", &[("stead.toml", manifest.as_str())]);
     let a = remote.join(None);
     let out = a.ok(&["sync"]);
     assert!(out.contains("+ secret.db"), "{out}");
     let first = value(&a);
     assert_eq!(first.len(), 36);
+    assert!(opens(&admin_key, &a.clone_dir()), "the admin recovers it");
 
     // B joins: it cannot read the secret yet, and says so.
     let b = remote.join(None);
