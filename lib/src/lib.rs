@@ -40,6 +40,7 @@
 pub mod add;
 pub mod backup;
 pub mod batch;
+pub mod check;
 pub mod converge;
 pub mod doctor;
 pub mod engine;
