@@ -7,6 +7,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -243,10 +244,13 @@ fn canary_the_values_appear_only_in_the_targets_through_sync_edit_reapply_and_ro
         "searched too little: {}",
         haystacks.len()
     );
-    // The search finds a value where it is: in the targets.
+    // The search finds a value where it is: in the targets, each with the
+    // mode a secret-bearing file gets when none is declared.
     for m in [&a, &b] {
-        let target = fs::read(m.sb.home().join(".pgpass")).unwrap();
-        assert!(contains(&target, &second));
+        let path = m.sb.home().join(".pgpass");
+        assert!(contains(&fs::read(&path).unwrap(), &second));
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
     }
     for v in [&first, &second] {
         for (what, hay) in &haystacks {

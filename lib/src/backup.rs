@@ -374,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn the_chain_names_only_the_directories_it_made_so_only_their_parents_are_flushed() {
+    fn the_chain_names_only_the_directories_it_made() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("backups");
         let run = root.join("20261203_000000.000");

@@ -115,7 +115,7 @@ pub fn parse(check: &str, stdout: &[u8]) -> Result<Report, ReportError> {
             format!("not one JSON document ({e}); a check prints {{\"items\": [...]}} and nothing else on stdout"),
         )
     })?;
-    let mut reader = Reader { fail: &fail };
+    let reader = Reader { fail: &fail };
     let root = reader.object(&doc, "$", &["items"])?;
     let items = reader.array(required(root, "items", "$", &fail)?, "$.items")?;
     let mut out = Vec::with_capacity(items.len());
@@ -158,7 +158,7 @@ struct Reader<'f> {
 
 impl Reader<'_> {
     fn object<'v>(
-        &mut self,
+        &self,
         v: &'v Value,
         path: &str,
         keys: &[&str],
@@ -181,7 +181,7 @@ impl Reader<'_> {
         Ok(obj)
     }
 
-    fn array<'v>(&mut self, v: &'v Value, path: &str) -> Result<&'v Vec<Value>, ReportError> {
+    fn array<'v>(&self, v: &'v Value, path: &str) -> Result<&'v Vec<Value>, ReportError> {
         match v {
             Value::Array(a) => Ok(a),
             other => Err((self.fail)(
@@ -191,7 +191,7 @@ impl Reader<'_> {
         }
     }
 
-    fn string(&mut self, v: &Value, path: &str) -> Result<String, ReportError> {
+    fn string(&self, v: &Value, path: &str) -> Result<String, ReportError> {
         match v {
             Value::String(s) => Ok(s.clone()),
             other => Err((self.fail)(
@@ -201,7 +201,7 @@ impl Reader<'_> {
         }
     }
 
-    fn id(&mut self, v: &Value, path: &str) -> Result<String, ReportError> {
+    fn id(&self, v: &Value, path: &str) -> Result<String, ReportError> {
         let id = self.string(v, path)?;
         let plain = !id.is_empty()
             && id
@@ -216,7 +216,7 @@ impl Reader<'_> {
         Ok(id)
     }
 
-    fn item(&mut self, v: &Value, path: &str) -> Result<Item, ReportError> {
+    fn item(&self, v: &Value, path: &str) -> Result<Item, ReportError> {
         let fail = self.fail;
         let obj = self.object(v, path, &["id", "severity", "message", "steps", "default"])?;
         let id = self.id(required(obj, "id", path, fail)?, &format!("{path}.id"))?;
@@ -275,7 +275,7 @@ impl Reader<'_> {
         })
     }
 
-    fn steps(&mut self, v: &Value, path: &str) -> Result<Vec<Step>, ReportError> {
+    fn steps(&self, v: &Value, path: &str) -> Result<Vec<Step>, ReportError> {
         let fail = self.fail;
         let list = self.array(v, path)?;
         let mut steps: Vec<Step> = Vec::with_capacity(list.len());
@@ -308,7 +308,7 @@ impl Reader<'_> {
         Ok(steps)
     }
 
-    fn step(&mut self, v: &Value, path: &str) -> Result<Step, ReportError> {
+    fn step(&self, v: &Value, path: &str) -> Result<Step, ReportError> {
         let fail = self.fail;
         let obj = self.object(
             v,

@@ -51,11 +51,7 @@ pub fn run(ctx: &Context, cmd: &SecretCommand) -> Result<ExitCode> {
 /// `secret.NAME` with `NAME` checked to be a plain name (no path in it).
 fn checked(name: &str) -> Result<&str> {
     let name = name.strip_prefix("secret.").unwrap_or(name);
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !plain {
+    if !stead_lib::secret::is_plain_name(name) {
         anyhow::bail!(
             "{name:?} is not a secret's name: give NAME of [secret.NAME] (letters, digits, '_', '-')"
         );
@@ -69,12 +65,7 @@ fn declared(ctx: &Context, name: &str) -> Result<(Scope, Secrets)> {
     let state = ctx.current_state()?;
     let (manifest, _) = ctx.load_manifest(Some(&state), None)?;
     let id = format!("secret.{name}");
-    let Some(spec) = manifest
-        .resources
-        .iter()
-        .find(|r| r.id == id)
-        .and_then(|r| secret_spec(&r.spec))
-    else {
+    let Some(spec) = manifest.get(&id).and_then(|r| secret_spec(&r.spec)) else {
         anyhow::bail!(
             "{id} is not declared in {}\nDeclare [{id}] there and run 'stead apply' to generate it.",
             manifest.config_dir.join("stead.toml").display()
@@ -94,10 +85,19 @@ fn show(ctx: &Context, args: &ShowArgs) -> Result<ExitCode> {
         );
     }
     let (scope, secrets) = declared(ctx, name)?;
+    if scope == Scope::Lineage
+        && secrets.stored_recipients(scope, name)?.is_some()
+        && !secrets.is_recipient_of(scope, name)?
+    {
+        anyhow::bail!(
+            "secret.{name} was encrypted before this machine joined the lineage, so it cannot be read here yet\n\
+             A member that can read it encrypts it to this machine at its next 'stead sync'; then run 'stead sync' here."
+        );
+    }
     let Some(value) = secrets.value(scope, name)? else {
         anyhow::bail!(
-            "secret.{name} has no value on this machine\n\
-             Declare [secret.{name}] in stead.toml and run 'stead apply' to generate it."
+            "secret.{name} has no value on this machine yet\n\
+             Run 'stead apply' to generate it."
         );
     };
     let text = String::from_utf8_lossy(value.expose());
@@ -117,7 +117,7 @@ fn rotate(ctx: &Context, args: &RotateArgs) -> Result<ExitCode> {
         if !secrets.request_rotation(scope, name)? {
             anyhow::bail!(
                 "secret.{name} has no value on this machine yet, so there is nothing to rotate\n\
-                 Declare [secret.{name}] in stead.toml and run 'stead apply' to generate it."
+                 Run 'stead apply' to generate it."
             );
         }
     }

@@ -36,10 +36,7 @@ pub fn secret_references(text: &str) -> Vec<(String, Range<usize>)> {
             continue;
         };
         let name = text[start + 2..start + len].trim();
-        let plain = name["secret.".len()..]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if plain {
+        if crate::secret::is_plain_name(&name["secret.".len()..]) {
             out.push((name.to_string(), start..start + len + 1));
         }
     }
@@ -99,26 +96,10 @@ pub enum FileContent {
     Inline(String),
     /// A minijinja template in the config repo.
     Template(PathBuf),
-    /// Inline text holding at least one `${secret.NAME}`: the text and the
-    /// secrets' names, never their values (rendered when the file is
-    /// planned and written).
+    /// Inline text holding at least one `${secret.NAME}` or
+    /// `${exec.NAME.stdout}`: the text and the values' names, never the
+    /// values (put in when the file is planned and written).
     Secret(Vec<ContentPart>),
-}
-
-impl FileContent {
-    /// The secrets its content holds (`NAME` of `${secret.NAME}`).
-    pub fn secret_names(&self) -> Vec<&str> {
-        match self {
-            FileContent::Secret(parts) => parts
-                .iter()
-                .filter_map(|p| match p {
-                    ContentPart::Secret(n) | ContentPart::Shared(n) => Some(n.as_str()),
-                    ContentPart::Text(_) | ContentPart::Output(_) => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// A file resource.

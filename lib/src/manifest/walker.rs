@@ -502,6 +502,10 @@ impl<'a> Walker<'a> {
         vars: &BTreeMap<String, String>,
         lookup: &dyn Fn(&Reference) -> Option<Result<RefValue, String>>,
     ) -> Option<(String, Vec<String>)> {
+        // Most strings hold no reference (and no `$${`): no parts to build.
+        if !s.text.contains("${") {
+            return Some((s.text.clone(), Vec::new()));
+        }
         let (parts, used) = self.resolve_parts(s, vars, lookup, false)?;
         let text = parts
             .into_iter()

@@ -19,8 +19,7 @@ use super::kind::{
     unexpected_spec,
 };
 use super::{
-    Action, Applied, Op, PlanContext, ResourceError, backup_encrypted, backup_existing, checksum,
-    mode_of,
+    Action, Applied, Op, PlanContext, ResourceError, backup, backup_encrypted, checksum, mode_of,
 };
 
 /// Lines of diff shown per file before it is cut.
@@ -246,9 +245,7 @@ fn template_parts(rendered: &str, ctx: &PlanContext) -> Option<Vec<ContentPart>>
     for (name, range) in refs {
         let Some(secret) = ctx
             .manifest
-            .resources
-            .iter()
-            .find(|r| r.id == name)
+            .get(&name)
             .and_then(|r| super::secret::secret_spec(&r.spec))
         else {
             continue;
@@ -271,21 +268,11 @@ fn template_parts(rendered: &str, ctx: &PlanContext) -> Option<Vec<ContentPart>>
     Some(parts)
 }
 
-/// Inline content: plain text, or text with secrets in it.
-fn inline(parts: Vec<ContentPart>) -> FileContent {
-    match parts.as_slice() {
-        [ContentPart::Text(t)] => FileContent::Inline(t.clone()),
-        _ if parts.iter().all(|p| matches!(p, ContentPart::Text(_))) => FileContent::Inline(
-            parts
-                .into_iter()
-                .map(|p| match p {
-                    ContentPart::Text(t) => t,
-                    ContentPart::Secret(_) | ContentPart::Shared(_) | ContentPart::Output(_) => {
-                        String::new()
-                    }
-                })
-                .collect(),
-        ),
+/// Inline content: plain text (one part: the parts join adjacent text),
+/// or text with values in it.
+fn inline(mut parts: Vec<ContentPart>) -> FileContent {
+    match parts.as_mut_slice() {
+        [ContentPart::Text(t)] => FileContent::Inline(std::mem::take(t)),
         _ => FileContent::Secret(parts),
     }
 }
@@ -430,13 +417,16 @@ pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Plann
     if let Some(FileContent::Secret(parts)) = &f.content {
         return plan_secret(f, parts, ctx, owned);
     }
-    if let (Some(FileContent::Template(p)), true) = (&f.content, f.sensitive) {
-        let rendered = Zeroizing::new(render_template(p, ctx)?);
-        if let Some(parts) = template_parts(&String::from_utf8_lossy(&rendered), ctx) {
-            return plan_secret(f, &parts, ctx, owned);
-        }
-    }
     let desired = match &f.content {
+        // A sensitive template may name secrets: rendered once (with the
+        // names in place, never the values), then read for them.
+        Some(FileContent::Template(p)) if f.sensitive => {
+            let rendered = render_template(p, ctx)?;
+            if let Some(parts) = template_parts(&String::from_utf8_lossy(&rendered), ctx) {
+                return plan_secret(f, &parts, ctx, owned);
+            }
+            Some(rendered)
+        }
         Some(c) => Some(desired_content(c, ctx)?),
         None => None,
     };
@@ -603,13 +593,15 @@ fn plan_secret_unknown(
         }
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
-    if meta.is_dir() || (!owned && !ctx.force) {
-        // What plan_content says of something in the way or not stead's.
-        return plan_content(f, Some(Vec::new()), None, ctx, owned, hash).map(|p| Planned {
-            op: Op::None,
-            action: Action::Conflict,
-            ..p
-        });
+    if meta.is_dir() {
+        return Ok(Planned::conflict(
+            "a directory is in the way; stead never replaces a directory it does not own",
+        ));
+    }
+    if !owned && !ctx.force {
+        return Ok(Planned::conflict(
+            "exists and stead does not own it; 'stead apply --force' backs it up and replaces it",
+        ));
     }
     let shown = ctx.manifest.display_path(path);
     let edited = !meta.is_file()
@@ -985,11 +977,10 @@ fn write_secret(
     env: &ApplyEnv,
 ) -> Result<Applied, ResourceError> {
     let Some(content) = render_secret(parts, env.secrets)? else {
-        return Err(ResourceError::Exec(format!(
-            "not written: it holds {} and one has no value yet (its own change did not run, or failed); \
-             run 'stead apply' again",
-            value_names(parts)
-        )));
+        return Err(crate::secret::SecretError::NoValue {
+            names: value_names(parts),
+        }
+        .into());
     };
     // Rendered the same as what is there (an exec whose output did not
     // change): nothing is written.
@@ -1016,11 +1007,11 @@ fn back_up(
     sensitive: bool,
     env: &ApplyEnv,
 ) -> Result<Option<std::path::PathBuf>, ResourceError> {
-    if !sensitive {
-        return Ok(backup_existing(path, wanted, env.backups)?);
-    }
     if !wanted || fs::symlink_metadata(path).is_err() {
         return Ok(None);
+    }
+    if !sensitive {
+        return Ok(Some(backup(path, env.backups)?));
     }
     let encrypt = |b: &[u8]| env.secrets.encrypt_to_self(b).map_err(|e| e.to_string());
     Ok(Some(backup_encrypted(path, env.backups, &encrypt)?))

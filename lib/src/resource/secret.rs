@@ -89,11 +89,7 @@ impl KindSchema for Secret {
             .to_string();
         // The name is a file name in the state dir: nothing that could
         // leave it.
-        let plain = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !plain {
+        if !crate::secret::is_plain_name(&name) {
             let span = input.span();
             input.problem(
                 Problem::at(

@@ -6,9 +6,12 @@
 //! age encrypted to this machine's recipient and the declared admin
 //! recipients (`age -d -i <state-dir>/identity.age` reads it), with the
 //! recipients it was encrypted to in `NAME.recipients` (public keys only),
-//! so a change of recipients is seen without decrypting. The ciphertext is
-//! rewritten only when it is generated, rotated, or its recipients change:
-//! a value is never generated twice for one name.
+//! so a change of recipients is seen without decrypting. A lineage-scoped
+//! secret is the same pair in `<config repo>/.stead/secrets/`, encrypted to
+//! every member's recipient published in `.stead/recipients/`. An exec's
+//! output value (`output = true`) is `<state-dir>/outputs/ID.age`. The
+//! ciphertext is rewritten only when it is generated, rotated, or its
+//! recipients change: a value is never generated twice for one name.
 //!
 //! Crash order: the ciphertext is written at a temp name, fsync'd, renamed
 //! and its directory fsync'd before anything reads it; the files that use
@@ -39,6 +42,15 @@ pub use identity::Identity;
 /// The prefix of a checksum of secret-bearing content: blake3 keyed by the
 /// machine identity's content key ([`Identity`]), never published.
 pub const CONTENT_PREFIX: &str = "secret-blake3:";
+
+/// Whether `name` may name a secret: letters, digits, `_` and `-`, not
+/// empty (it is a file name in the state dir or the config repo).
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
 
 /// True for a checksum made with [`Secrets::content_checksum`].
 pub fn is_secret_checksum(sum: &str) -> bool {
@@ -97,6 +109,15 @@ pub enum SecretError {
     NoStore {
         /// The secret's name.
         name: String,
+    },
+    /// A file holding values was to be written before one of them exists.
+    #[error(
+        "not written: it holds {names}, and one has no value yet (its own change did not run, or failed); \
+         see the lines above for why, then run 'stead apply' again"
+    )]
+    NoValue {
+        /// The values it holds (`secret.db`, `exec.gen's output`).
+        names: String,
     },
     /// The OS random generator failed.
     #[error("cannot generate secret.{name}: the OS random generator failed ({reason})")]
@@ -342,7 +363,7 @@ impl Secrets {
         scope: Scope,
         name: &str,
     ) -> Result<Option<Vec<String>>, SecretError> {
-        if Self::read_opt(&self.path_of(scope, name)?)?.is_none() {
+        if fs::symlink_metadata(self.path_of(scope, name)?).is_err() {
             return Ok(None);
         }
         let list = Self::read_opt(&self.side_file(scope, name, "recipients")?)?;

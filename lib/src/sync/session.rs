@@ -358,7 +358,7 @@ impl<'a> Session<'a> {
         let mut record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
         shared::mark_seen(&mut record, &state.machine.id, now);
         self.write_if_changed(&record)?;
-        let lineage = self.lineage_paths(&state.machine.id)?;
+        let lineage = self.lineage_paths()?;
         let committed = self.backend.commit(
             &lineage,
             &format!(
@@ -450,9 +450,8 @@ impl<'a> Session<'a> {
         extra: &[&str],
         message: &str,
     ) -> Result<Option<Revision>, SyncError> {
-        let me = self.store.load_current()?.machine.id;
         let mut paths = extra.to_vec();
-        paths.extend(self.lineage_paths(&me)?);
+        paths.extend(self.lineage_paths()?);
         self.backend.commit(&paths, message)
     }
 
@@ -460,14 +459,16 @@ impl<'a> Session<'a> {
     /// (`.stead/recipients/<machine-id>`, so that lineage secrets are
     /// encrypted to it) and returns the lineage's files a commit takes
     /// with the record: the members' recipients and the lineage secrets.
-    pub fn lineage_paths(&self, machine_id: &str) -> Result<Vec<&'static str>, SyncError> {
+    pub fn lineage_paths(&self) -> Result<Vec<&'static str>, SyncError> {
         let root = self.backend.root();
         if !self.backend.tree_on_disk() {
             return Ok(Vec::new());
         }
-        let secrets = crate::secret::Secrets::open(self.store.layout(), true)?;
+        let layout = self.store.layout();
+        let machine_id = machine::load_or_create_id(layout)?;
+        let secrets = crate::secret::Secrets::open(layout, true)?;
         if let Some(recipient) = secrets.recipient() {
-            crate::secret::publish_recipient(root, machine_id, &recipient)?;
+            crate::secret::publish_recipient(root, &machine_id, &recipient)?;
         }
         Ok([
             crate::secret::RECIPIENTS_DIR,
@@ -535,7 +536,7 @@ impl Session<'_> {
             JoinStatus::Joined => format!("stead: {} joins the lineage", state.machine.hostname),
             _ => format!("stead: {} updates its record", state.machine.hostname),
         };
-        let lineage = self.lineage_paths(&machine_id)?;
+        let lineage = self.lineage_paths()?;
         let commit = self.backend.commit(&lineage, &message)?;
         Ok(Joined {
             status,
