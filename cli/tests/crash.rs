@@ -83,7 +83,7 @@ fn serial(r: &Repo) -> u64 {
     let text = fs::read_to_string(r.sb.state_file()).expect("state.json readable");
     let v: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("state.json torn ({e}):\n{text}"));
-    assert_eq!(v["version"], 2);
+    assert_eq!(v["version"], 3);
     v["lineage"]["serial"].as_u64().expect("a serial")
 }
 

@@ -17,7 +17,7 @@ fn init_creates_state_machine_id_and_lineage() {
     assert!(out.contains("Initialized stead state"), "{out}");
 
     let state = sb.state_json();
-    assert_eq!(state["version"], 2);
+    assert_eq!(state["version"], 3);
     assert_eq!(state["active_profile"], "personal");
     assert_eq!(state["lineage"]["serial"], 1);
     assert_eq!(state["lineage"]["parent_serial"], serde_json::Value::Null);

@@ -68,7 +68,7 @@ fn migrate_converts_v1_with_a_backup_and_a_summary() {
     assert_eq!(files.len(), 1);
     assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), V1);
     let state = sb.state_json();
-    assert_eq!(state["version"], 2);
+    assert_eq!(state["version"], 3);
     assert_eq!(state["active_profile"], "work");
     assert_eq!(state["config_path"], "/home/me/.dotfiles");
     assert_eq!(state["repo_url"], "git@host:me/dotfiles.git");
@@ -80,7 +80,7 @@ fn migrate_converts_v1_with_a_backup_and_a_summary() {
     let again = sb.ok(&["state", "migrate"]);
     assert_eq!(
         again,
-        "State is already at version 2; nothing to migrate.\n"
+        "State is already at version 3; nothing to migrate.\n"
     );
 }
 
@@ -92,7 +92,7 @@ fn migrate_no_backup() {
     assert_eq!(v["report"]["backup"], serde_json::Value::Null);
     assert_eq!(v["report"]["serial"], 1);
     assert!(backups(&sb).is_empty());
-    assert_eq!(sb.state_json()["version"], 2);
+    assert_eq!(sb.state_json()["version"], 3);
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn loading_a_v1_file_migrates_it_automatically() {
     let sb = with_state(r#"{"version": 1, "active_profile": "p", "dotfiles_path": "/d"}"#);
     let (code, out, err) = sb.run(&["state", "version"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("State Version: 2\n"), "{out}");
+    assert!(out.starts_with("State Version: 3\n"), "{out}");
     assert!(out.ends_with("Serial: 1\n"), "{out}");
     assert!(
         err.contains("Migrated the state record from version 1 to version 2 (backup: "),
@@ -134,7 +134,7 @@ fn failing_migration_leaves_v1_intact() {
 
 #[test]
 fn newer_version_is_refused_and_left_byte_for_byte() {
-    let newer = "{\"version\": 3, \"future_field\": [1, 2]}\n";
+    let newer = "{\"version\": 4, \"future_field\": [1, 2]}\n";
     let sb = with_state(newer);
     for args in [
         vec!["state", "version"],
@@ -144,9 +144,9 @@ fn newer_version_is_refused_and_left_byte_for_byte() {
     ] {
         let (code, _out, err) = sb.run(&args);
         assert_eq!(code, 1, "{args:?}");
-        assert!(err.contains("schema version 3"), "{args:?}: {err}");
+        assert!(err.contains("schema version 4"), "{args:?}: {err}");
         assert!(
-            err.contains("understands up to version 2"),
+            err.contains("understands up to version 3"),
             "{args:?}: {err}"
         );
         assert!(err.contains("Upgrade stead"), "{args:?}: {err}");

@@ -1059,7 +1059,7 @@ fn sync_killed_at_random_moments_loses_nothing_and_the_next_sync_finishes() {
         let text = std::fs::read_to_string(b.sb.state_file()).unwrap();
         let state: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("iteration {i}: state.json torn ({e}):\n{text}"));
-        assert_eq!(state["version"], 2);
+        assert_eq!(state["version"], 3);
         // The next sync finishes the job.
         let (code, out, err) = b.run(&["sync"]);
         assert_eq!(

@@ -191,7 +191,7 @@ fn state_migrate_saves_the_spec_state_in_stead_form() {
     put_spec_state(&sb);
     let out = sb.ok(&["state", "migrate"]);
     assert!(
-        out.contains("Saved the state record in stead's form (version 2, serial 43)"),
+        out.contains("Saved the state record in stead's form (version 3, serial 43)"),
         "{out}"
     );
     assert_eq!(sb.state_json()["stead_version"], env!("CARGO_PKG_VERSION"));

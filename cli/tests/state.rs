@@ -13,7 +13,7 @@ fn version_prints_version_machine_and_serial() {
     assert_eq!(
         out,
         format!(
-            "State Version: 2\nMachine ID: {}\nSerial: 1\n",
+            "State Version: 3\nMachine ID: {}\nSerial: 1\n",
             state["machine"]["id"].as_str().unwrap()
         )
     );
@@ -29,7 +29,7 @@ fn version_json_shape() {
         v,
         serde_json::json!({
             "schema": 1,
-            "version": 2,
+            "version": 3,
             "machine_id": state["machine"]["id"],
             "serial": 1,
             "lineage_id": state["lineage"]["id"],

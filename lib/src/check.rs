@@ -27,16 +27,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::manifest::Command;
+use crate::command::Command;
 
 /// The prefix of every fingerprint this version makes.
 pub const FINGERPRINT: &str = "blake3-v1:";
 
 /// How much an item matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The change will not succeed until it is resolved.
@@ -48,7 +48,7 @@ pub enum Severity {
 }
 
 /// One migration step an item offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// Its id within the item.
     pub id: String,
@@ -67,7 +67,7 @@ pub struct Step {
 }
 
 /// One finding of a check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     /// Its id within the check.
     pub id: String,
@@ -77,14 +77,14 @@ pub struct Item {
     pub message: String,
     /// The ways to resolve it.
     pub steps: Vec<Step>,
-    /// The step chosen when nobody chooses, if any.
+    /// The step a prompt offers first, if any (nothing runs unchosen).
     pub default: Option<String>,
     /// `blake3-v1:<hex>` of what a choice for it depends on.
     pub fingerprint: String,
 }
 
 /// A check's whole report.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Report {
     /// Its items, in the order printed (empty: all is well).
     pub items: Vec<Item>,

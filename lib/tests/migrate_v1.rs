@@ -52,7 +52,7 @@ fn migrates_with_backup_and_maps_every_field() {
     assert_eq!(name.len(), "state_v1_YYYYMMDD_HHMMSS.json".len(), "{name}");
     assert_eq!(backup.parent().unwrap(), store.layout().backups_dir());
 
-    assert_eq!(state.version, 2);
+    assert_eq!(state.version, 3);
     assert_eq!(state.active_profile.as_deref(), Some("work"));
     assert_eq!(state.config_path.as_deref(), Some("/home/me/.dotfiles"));
     assert_eq!(state.repo_url.as_deref(), Some("git@host:me/dotfiles.git"));

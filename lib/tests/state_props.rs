@@ -128,6 +128,8 @@ fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value 
                 checksums: checksums.into_iter().collect::<BTreeMap<_, _>>(),
                 resources,
                 sync,
+                checks: BTreeMap::new(),
+                migration: None,
             },
         )
 }

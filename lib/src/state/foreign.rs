@@ -175,6 +175,8 @@ pub(super) fn read(raw: &[u8]) -> Option<(State, Vec<String>)> {
         checksums,
         resources,
         sync,
+        checks: Default::default(),
+        migration: None,
     };
     Some((state, notes))
 }

@@ -61,7 +61,7 @@ impl StateStore {
         self.write(&state, &mut |_| {})?;
         let report = MigrationReport {
             from_version: 1,
-            to_version: 2,
+            to_version: super::schema::CURRENT_VERSION,
             backup: backup_path,
             machine: state.machine.clone(),
             lineage_id: state.lineage.id.clone(),

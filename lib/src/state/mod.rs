@@ -1,6 +1,7 @@
-//! The state record: schema version 2, the legacy version 1, migration between
-//! them, and the atomic store that loads and writes `<state-dir>/state.json`.
+//! The state record: schema version 3 (version 2 reads as one without
+//! checks), the legacy version 1, migration from it, and the atomic store that loads and writes `<state-dir>/state.json`.
 
+pub mod checks;
 mod drift;
 mod error;
 mod foreign;

@@ -1,4 +1,6 @@
-//! Schema version 2 of the state record, field for field as DESIGN.md lays it out.
+//! Schema version 3 of the state record: version 2, field for field as
+//! DESIGN.md lays it out, plus the checks' items and the committed migration
+//! (absent when empty, so a record without them reads the same).
 
 use std::collections::BTreeMap;
 
@@ -8,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::machine::MachineInfo;
 
 /// The schema version this build reads and writes.
-pub const CURRENT_VERSION: u32 = 2;
+pub const CURRENT_VERSION: u32 = 3;
 
-/// The state record (`state.json`, version 2).
+/// The state record (`state.json`, version 3; version 2 reads as a
+/// version 3 record without checks).
 ///
 /// Unknown fields are refused rather than dropped: a rewrite must never lose
 /// what another writer stored.
@@ -43,6 +46,14 @@ pub struct State {
     pub resources: BTreeMap<String, ResourceRecord>,
     /// The base of the last sync (for 3-way merges).
     pub sync: SyncInfo,
+    /// What checks reported, by item address (`db/schema-behind`), with
+    /// the choices made (version 3).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, super::checks::CheckRecord>,
+    /// The migration committed from chosen steps, until it finishes
+    /// (version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<super::checks::Migration>,
 }
 
 /// Which history a record belongs to and its position in it.
@@ -161,6 +172,8 @@ impl State {
             checksums: BTreeMap::new(),
             resources: BTreeMap::new(),
             sync: SyncInfo::default(),
+            checks: BTreeMap::new(),
+            migration: None,
         }
     }
 

@@ -108,7 +108,7 @@ impl StateStore {
         let probe: Probe = serde_json::from_slice(&raw).ok()?;
         match probe {
             Probe {
-                version: Some(2),
+                version: Some(2 | 3),
                 lineage: Some(l),
             } => Some(l.serial),
             _ => None,
@@ -322,7 +322,9 @@ fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError>
                 raw: raw.to_vec(),
             })
         }
-        2 => match serde_json::from_slice::<State>(raw) {
+        // Version 3 only adds fields (absent when empty): a version 2
+        // record is a version 3 one without checks, written as 3 next time.
+        2 | 3 => match serde_json::from_slice::<State>(raw) {
             Ok(state) => Ok(Loaded::Current(Box::new(state))),
             // The spec's own spelling of version 2; anything else is
             // reported with the strict reader's error.
@@ -332,7 +334,9 @@ fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError>
                     notes,
                     raw: raw.to_vec(),
                 }),
-                None => Err(corrupt(format!("invalid version 2 record: {strict}"))),
+                None => Err(corrupt(format!(
+                    "invalid version {version} record: {strict}"
+                ))),
             },
         },
         0 => Err(corrupt("\"version\" 0 is not a schema version".to_string())),

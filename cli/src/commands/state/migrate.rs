@@ -29,6 +29,14 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
         Some(Loaded::Current(state)) => {
             if ctx.json {
                 print_json(&json!({ "migrated": false, "version": state.version }));
+            } else if state.version < stead_lib::state::CURRENT_VERSION {
+                // Version 3 only adds fields that are absent when empty.
+                outln!(
+                    "State is at version {}, which reads as version {} as it is; nothing to migrate (the next write saves it as version {}).",
+                    state.version,
+                    stead_lib::state::CURRENT_VERSION,
+                    stead_lib::state::CURRENT_VERSION
+                );
             } else {
                 outln!(
                     "State is already at version {}; nothing to migrate.",
@@ -42,8 +50,9 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
     }
     let guard = ctx.lock("migrate", None)?;
     ctx.verbose_note(&format!(
-        "Migrate: converting {} from version 1 to version 2{}",
+        "Migrate: converting {} from version 1 to version {}{}",
         ctx.store.path().display(),
+        stead_lib::state::CURRENT_VERSION,
         if backup {
             ", backing it up first"
         } else {
@@ -54,7 +63,10 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<ExitCode> {
     guard.release()?;
     ctx.verbose_note("Lock: released");
     let Some(report) = report else {
-        outln!("State is already at version 2; nothing to migrate.");
+        outln!(
+            "State is already at version {}; nothing to migrate.",
+            stead_lib::state::CURRENT_VERSION
+        );
         return Ok(ExitCode::SUCCESS);
     };
     if ctx.json {
