@@ -246,3 +246,23 @@ fn the_library_keeps_at_most_one_process_wide_mutable_static() {
         "the library may keep one process-wide static (the last-resort lock cleanup): {statics:#?}"
     );
 }
+
+#[test]
+fn unsafe_code_is_allowed_in_one_place_only() {
+    // The workspace denies unsafe code; the user switch of a migration
+    // step between fork and exec (`pre_exec`) is the one audited exception.
+    let mut allowed = Vec::new();
+    for krate in ["lib", "cli", "testkit", "bench"] {
+        for (name, code) in modules(&src(krate)) {
+            let count = code.matches("allow(unsafe_code)").count();
+            if count > 0 {
+                allowed.push(format!("{krate}/{name}: {count}"));
+            }
+        }
+    }
+    assert_eq!(
+        allowed,
+        vec!["lib/resource::exec: 1".to_string()],
+        "unsafe code is allowed only for the user switch in resource::exec"
+    );
+}

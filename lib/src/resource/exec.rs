@@ -166,6 +166,10 @@ pub struct Run {
     /// (encrypted) as a value; its stdout is then never journaled or shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_of: Option<String>,
+    /// Who it runs as (a check's migration step): `None`, the user stead
+    /// runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The outcome of one command.
@@ -200,6 +204,7 @@ fn plan(e: &ExecSpec, home: &Path) -> Result<Planned, ResourceError> {
         refresh_only: e.refresh_only,
         home: home.to_path_buf(),
         output_of: e.output.clone(),
+        user: None,
     }));
     // A cwd that an earlier resource of this run creates cannot host the
     // guards yet; they run right before the command instead.
@@ -264,6 +269,10 @@ pub(super) fn run(r: &Run, env: &ApplyEnv) -> Result<Applied, ResourceError> {
             ..Applied::default()
         });
     }
+    let as_user = match &r.user {
+        Some(name) => RunAs::lookup(name)?,
+        None => None,
+    };
     let (outcome, stdout) = run_inner(
         &r.command,
         r.cwd.as_ref(),
@@ -272,6 +281,7 @@ pub(super) fn run(r: &Run, env: &ApplyEnv) -> Result<Applied, ResourceError> {
         r.timeout_ms.map(Duration::from_millis),
         Some(control),
         r.output_of.is_some(),
+        as_user.as_ref(),
     )?;
     if let (Some(id), true) = (&r.output_of, outcome.success) {
         keep_output(r, id, stdout, env)?;
@@ -340,7 +350,70 @@ pub(crate) fn run_command(
     timeout: Option<Duration>,
     control: Option<&RunControl>,
 ) -> Result<Outcome, ResourceError> {
-    run_inner(command, cwd, env, home, timeout, control, false).map(|(o, _)| o)
+    run_inner(command, cwd, env, home, timeout, control, false, None).map(|(o, _)| o)
+}
+
+/// [`run_command`] as `as_user`, stdout read apart (whole, or how many
+/// bytes were past the cap): the outcome's output holds stderr only.
+pub(crate) fn run_command_split(
+    command: &Command,
+    cwd: Option<&PathBuf>,
+    env: &BTreeMap<String, String>,
+    home: &Path,
+    timeout: Option<Duration>,
+    as_user: Option<&RunAs>,
+) -> Result<(Outcome, Stdout), ResourceError> {
+    let (outcome, stdout) = run_inner(command, cwd, env, home, timeout, None, true, as_user)?;
+    let stdout = stdout.ok_or_else(|| {
+        ResourceError::Internal(format!("`{}`: its stdout was not read", command.display()))
+    })?;
+    Ok((outcome, stdout))
+}
+
+/// Who a command runs as, looked up before it starts: nothing but
+/// `setgroups`, `setgid` and `setuid` happens in the child between fork and
+/// exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunAs {
+    name: String,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+    home: PathBuf,
+}
+
+impl RunAs {
+    /// `name` from the user database; `None` when it is the user stead
+    /// runs as already. Another user needs root.
+    pub(crate) fn lookup(name: &str) -> Result<Option<RunAs>, ResourceError> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| ResourceError::Exec(format!("cannot look up user `{name}`: {e}")))?
+            .ok_or_else(|| {
+                ResourceError::Exec(format!(
+                    "cannot run as `{name}`: there is no such user on this machine"
+                ))
+            })?;
+        let euid = nix::unistd::geteuid();
+        if user.uid == euid {
+            return Ok(None);
+        }
+        if !euid.is_root() {
+            return Err(ResourceError::Exec(format!(
+                "cannot run as `{name}`: only root can run a command as another user, and stead runs as uid {euid}"
+            )));
+        }
+        let c_name = std::ffi::CString::new(name)
+            .map_err(|_| ResourceError::Exec(format!("cannot run as {name:?}: not a user name")))?;
+        let groups = nix::unistd::getgrouplist(&c_name, user.gid)
+            .map_err(|e| ResourceError::Exec(format!("cannot read the groups of `{name}`: {e}")))?;
+        Ok(Some(RunAs {
+            name: user.name,
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+            home: user.dir,
+        }))
+    }
 }
 
 /// Stdout read apart: its bytes, or how many were written past the cap.
@@ -357,9 +430,10 @@ fn run_inner(
     timeout: Option<Duration>,
     control: Option<&RunControl>,
     split: bool,
+    as_user: Option<&RunAs>,
 ) -> Result<(Outcome, Option<Stdout>), ResourceError> {
     let run_id = control.map(RunControl::id);
-    let (child, output, stdout) = spawn(command, cwd, env, home, run_id, split)?;
+    let (child, output, stdout) = spawn(command, cwd, env, home, run_id, split, as_user)?;
     let stdout = stdout.map(capture::start);
     // A timeout too long to represent as an instant is no limit at all.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -455,6 +529,7 @@ fn spawn(
     home: &Path,
     run_id: Option<&str>,
     split: bool,
+    as_user: Option<&RunAs>,
 ) -> Result<SpawnedChild, ResourceError> {
     let cannot_pipe = |e: std::io::Error| {
         ResourceError::Exec(format!("cannot start `{}`: {e}", command.display()))
@@ -485,8 +560,27 @@ fn spawn(
         // Lets the reaper find it even if stead dies before announcing it.
         cmd.env(crate::run::RUN_ID_VAR, id);
     }
-    cmd.env("HOME", home)
-        .envs(env)
+    cmd.env("HOME", home);
+    if let Some(user) = as_user {
+        cmd.env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+        let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes only three system calls, allocating nothing (the groups
+        // were looked up before). The one unsafe block of the workspace
+        // (lib/tests/architecture.rs).
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+                Ok(())
+            });
+        }
+    }
+    cmd.envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer_too))
         .stderr(Stdio::from(writer))
