@@ -10,7 +10,7 @@ use crate::context::GlobalArgs;
 #[derive(Debug, Parser)]
 #[command(name = "stead", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process (or machine), 4 drift or conflicts found (state check-drift, state check-conflicts, status), 130 interrupted; plan --detailed-exitcode: 0 no changes, 2 changes, 1 error."
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 state locked by another process (or machine), 4 drift or conflicts found (state check-drift, state check-conflicts, status) or an error item without a choice (check), 130 interrupted; plan --detailed-exitcode: 0 no changes, 2 changes, 1 error."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -52,6 +52,14 @@ pub enum Command {
 
     /// Print the config repo's path (for cd "$(stead cd)")
     Cd,
+
+    /// Run the manifest's checks, record their items and list them with
+    /// their migration steps (exit 4 when an error item has no choice)
+    Check(commands::check::CheckArgs),
+
+    /// Choose a migration step for a check's item (or --dismiss one, or
+    /// preseed answers with --file), for the next apply
+    Choose(commands::check::ChooseArgs),
 
     /// Show or rotate this machine's generated secrets
     #[command(subcommand)]

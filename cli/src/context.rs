@@ -186,6 +186,20 @@ impl Context {
         stead_lib::converge::FileCheck { verify, now_ns }
     }
 
+    /// What a plan's checks need: this boot's id (`STEAD_TEST_BOOT_ID`
+    /// when set, so tests can stand in for a reboot; else the kernel's),
+    /// and the choices made for this run.
+    pub fn check_options<'a>(
+        &self,
+        choose: &'a [stead_lib::migration::Answer],
+    ) -> stead_lib::converge::CheckOptions<'a> {
+        let boot_id = std::env::var("STEAD_TEST_BOOT_ID")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .or_else(stead_lib::machine::boot_id);
+        stead_lib::converge::CheckOptions { boot_id, choose }
+    }
+
     /// The time now: `STEAD_NOW` (RFC 3339) when set, so tests can move the
     /// clock; else the system clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -523,6 +537,11 @@ impl Context {
             message.push_str(&output::clean(note));
         }
         self.note(&message);
+    }
+
+    /// The error for a command that needs a state record when there is none.
+    pub fn not_initialized_error(&self) -> anyhow::Error {
+        self.not_initialized()
     }
 
     fn not_initialized(&self) -> anyhow::Error {

@@ -14,7 +14,8 @@ pub enum Exit {
     /// another machine).
     Locked,
     /// Drift or conflicts found (`state check-drift`, `state check-conflicts`),
-    /// or anything to show in `status`.
+    /// anything to show in `status`, or an error item without a choice
+    /// (`check`).
     Found,
     /// Ctrl-C or SIGTERM.
     Interrupted,

@@ -58,6 +58,9 @@ pub enum ConvergeError {
     /// The manifest did not load.
     #[error(transparent)]
     Manifest(#[from] LoadError),
+    /// A choice for a check's item (`--choose`) cannot be taken.
+    #[error(transparent)]
+    Choose(#[from] crate::migration::ChooseError),
     /// This machine's identity or a secret could not be read or made.
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
@@ -135,7 +138,7 @@ pub enum ConvergeError {
     },
     /// `--rerun` names nothing that can be rerun.
     #[error(
-        "--rerun {0}: the plan has no one-shot exec by that name (one with once = true or an idempotency_key that would run)"
+        "--rerun {0}: the plan has no one-shot exec or migration step by that name (an exec with once = true or an idempotency_key, or check.CHECK/ITEM/STEP, that would run)"
     )]
     UnknownRerun(String),
     /// Reading a resource failed.
@@ -291,6 +294,28 @@ pub struct PrepareOptions<'a> {
     /// this request (`None`: none is made; `--verify` and `--rerun` make
     /// none either).
     pub seal: Option<crate::seal::Request<'a>>,
+    /// What settling the checks needs: this boot, and `--choose`.
+    pub checks: CheckOptions<'a>,
+}
+
+/// What the checks of a plan need from the front end.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions<'a> {
+    /// This boot's id (a step after a reboot step waits for another one);
+    /// `None`: unknown, so no reboot can be proven.
+    pub boot_id: Option<String>,
+    /// Choices for this run (`--choose CHECK/ITEM=STEP`, a prompt).
+    pub choose: &'a [crate::migration::Answer],
+}
+
+impl CheckOptions<'_> {
+    /// This boot, no choice.
+    pub fn this_boot() -> CheckOptions<'static> {
+        CheckOptions {
+            boot_id: crate::machine::boot_id(),
+            choose: &[],
+        }
+    }
 }
 
 /// How a plan checks managed files (see [`crate::stat_cache`]).
@@ -320,6 +345,9 @@ pub struct Prepared {
     /// This machine's secrets, as the plan read them (the run writes with
     /// the same).
     pub secrets: crate::secret::Secrets,
+    /// The boot the plan was made in (recorded with the migration steps
+    /// that run).
+    pub boot_id: Option<String>,
 }
 
 /// Reads the journal (telling `reporter` about an interrupted run), then
@@ -415,6 +443,19 @@ fn prepare_with(
             (plan, manifest.profile.clone(), draft)
         }
     };
+    if matches!(options.source, PlanSource::Manifest { .. }) {
+        let user = crate::machine::current_user();
+        crate::migration::settle(
+            &mut plan,
+            state,
+            &crate::migration::SettleOptions {
+                now: Utc::now(),
+                user: &user,
+                boot_id: options.checks.boot_id.as_deref(),
+                choices: options.checks.choose,
+            },
+        )?;
+    }
     check_rerun(&plan, options.rerun)?;
     plan::settle_one_shots(&mut plan, &view.one_shots);
     plan::settle_refreshes(&mut plan, &view.pending_refreshes);
@@ -426,6 +467,7 @@ fn prepare_with(
         profile,
         seal,
         secrets,
+        boot_id: options.checks.boot_id.clone(),
     })
 }
 
@@ -812,8 +854,16 @@ pub fn record_unchanged(
         serial,
     );
     plan::adopt_recovered(&mut updated, plan, &prepared.view.recovered, serial);
+    crate::migration::record(
+        &mut updated,
+        plan,
+        &Outcome::unchanged(plan.changes.len()),
+        prepared.boot_id.as_deref(),
+    );
     note_profile_and_config(&mut updated, prepared);
     let changed = updated.resources != state.resources
+        || updated.checks != state.checks
+        || updated.migration != state.migration
         || updated.checksums != state.checksums
         || updated.active_profile != state.active_profile
         || updated.config_path != state.config_path;
@@ -858,6 +908,7 @@ pub fn execute(
     // state record would show it too; the seal goes first all the same).
     crate::seal::remove(target.layout).map_err(crate::state::StateError::from)?;
     let plan = &prepared.plan;
+    commit_migration(&target, &mut state, plan)?;
     let path = journal_path(target.layout);
     let run = RunJournal::new(
         JournalWriter::open(&path, journal::JOURNAL_SYNC)?,
@@ -882,6 +933,7 @@ pub fn execute(
     let serial = state.lineage.serial.saturating_add(1);
     plan::record(&mut state, plan, &outcome, serial);
     plan::adopt_recovered(&mut state, plan, &prepared.view.recovered, serial);
+    crate::migration::record(&mut state, plan, &outcome, prepared.boot_id.as_deref());
     state.last_apply = Some(Utc::now());
     note_profile_and_config(&mut state, prepared);
     if let Err(source) = target.store.commit(target.guard, &mut state, "apply") {
@@ -910,6 +962,37 @@ pub fn execute(
     journal::compact(&path, &run_id)?;
     save_stat_cache(target.layout, &prepared.plan);
     Ok(Executed { outcome, state })
+}
+
+/// Commits a new migration (and the choices it was made from) to the
+/// record before its first step runs: from then on, it moves only along its
+/// own steps, whatever happens to the process.
+fn commit_migration(target: &Target, state: &mut State, plan: &Plan) -> Result<(), ConvergeError> {
+    if !plan.checks.commit {
+        return Ok(());
+    }
+    state.checks.clone_from(&plan.checks.records);
+    state.migration.clone_from(&plan.checks.migration);
+    target
+        .store
+        .commit(target.guard, state, "commit migration")?;
+    Ok(())
+}
+
+/// Records what the checks of `prepared` reported (`stead check`): the
+/// items and the answers, without committing a migration (the items it
+/// would run stay `chosen`). Writes only when the record changes.
+pub fn record_checks(
+    target: Target,
+    mut state: State,
+    prepared: &Prepared,
+) -> Result<State, ConvergeError> {
+    let records = prepared.plan.checks.records_as_checked();
+    if records != state.checks {
+        state.checks = records;
+        target.store.commit(target.guard, &mut state, "check")?;
+    }
+    Ok(state)
 }
 
 /// Keeps what the plan trusted or read and found right for the next run,

@@ -53,6 +53,13 @@ pub struct Plan {
     /// How many files were trusted by their `lstat` without being read.
     #[serde(skip)]
     pub stat_trusted: usize,
+    /// What the checks reported, the choices, and the migration this plan
+    /// runs ([`crate::migration::settle`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::state::checks::CheckPlan::is_empty"
+    )]
+    pub checks: crate::state::checks::CheckPlan,
 }
 
 /// What was at a path when it was planned.
@@ -383,6 +390,7 @@ pub fn make_cached(
         seen,
         stat_next,
         stat_trusted,
+        checks: Default::default(),
     })
 }
 

@@ -65,6 +65,7 @@ impl Machine {
                 rerun: &[],
                 check: Default::default(),
                 seal: None,
+                checks: Default::default(),
             },
             reporter,
         )

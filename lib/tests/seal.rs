@@ -116,6 +116,7 @@ impl Machine {
                     now_ns,
                 },
                 seal: Some(request),
+                checks: Default::default(),
             },
             &Silent,
         )

@@ -91,6 +91,7 @@ pub fn run(ctx: &Context, args: &AddArgs) -> Result<ExitCode> {
             rerun: &[],
             check: ctx.file_check(false),
             seal: None,
+            checks: ctx.check_options(&[]),
         },
         &converge::Silent,
     )?;

@@ -17,15 +17,18 @@ use stead_lib::converge::{
 use stead_lib::engine::{Event, Status};
 use stead_lib::machine::MachineInfo;
 use stead_lib::manifest::Kind;
+use stead_lib::migration::Answer;
 use stead_lib::outcome::Skip;
 use stead_lib::plan::Plan;
 use stead_lib::resource::{Action, Change};
 use stead_lib::run::RunControl;
 use stead_lib::seal;
 use stead_lib::state::State;
+use stead_lib::state::checks::ChoiceVia;
 
 use super::plan::{note_torn_tail, plan_json, print_plan};
 use crate::context::Context;
+use crate::exit::Exit;
 use crate::output::print_json_line;
 
 #[derive(Debug, clap::Args)]
@@ -63,9 +66,19 @@ pub struct ApplyArgs {
     /// (neither the stat cache nor the converged seal is used for this run)
     #[arg(long)]
     pub verify: bool,
+
+    /// Choose a migration step for a check's item up front (kept in the
+    /// state record, like 'stead choose')
+    #[arg(long, value_name = "CHECK/ITEM=STEP")]
+    pub choose: Vec<String>,
 }
 
 pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
+    let choose = args
+        .choose
+        .iter()
+        .map(|c| Answer::parse(c, ChoiceVia::Flag))
+        .collect::<Result<Vec<_>, _>>()?;
     let request = Converge {
         plan_file: args.plan.as_deref(),
         profile: args.profile.as_deref(),
@@ -75,6 +88,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         yes: args.yes,
         agreed: None,
         verify: args.verify,
+        choose: &choose,
     };
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
@@ -196,6 +210,8 @@ pub(crate) struct Converge<'a> {
     pub agreed: Option<&'a [Change]>,
     /// Read every file whole (`--verify`).
     pub verify: bool,
+    /// Choices for check items (`--choose`, and what a prompt asked).
+    pub choose: &'a [stead_lib::migration::Answer],
 }
 
 /// The library's prepare options for a saved plan or the config repo.
@@ -216,6 +232,7 @@ fn prepare_options<'a>(ctx: &'a Context, request: &Converge<'a>) -> PrepareOptio
             .plan_file
             .is_none()
             .then(|| seal_request(ctx, request)),
+        checks: ctx.check_options(request.choose),
     }
 }
 
@@ -248,12 +265,32 @@ pub(crate) fn converge(
     state: State,
     args: &Converge,
 ) -> Result<(ExitCode, State)> {
-    let prepared = converge::prepare(
+    let mut prepared = converge::prepare(
         &ctx.layout,
         &state,
         &prepare_options(ctx, args),
         &RecoveryReporter { ctx },
     )?;
+    // Error items of checks need a choice before anything runs: asked on
+    // a terminal, else refused naming `stead choose`.
+    let asked;
+    let with_answers;
+    if !stead_lib::migration::unchosen(&prepared.plan).is_empty() {
+        let Some(answers) = ask_for_choices(ctx, args, &prepared.plan)? else {
+            return Ok((Exit::Failure.into(), state));
+        };
+        asked = [args.choose, &answers].concat();
+        with_answers = Converge {
+            choose: &asked,
+            ..*args
+        };
+        prepared = converge::prepare(
+            &ctx.layout,
+            &state,
+            &prepare_options(ctx, &with_answers),
+            &converge::Silent,
+        )?;
+    }
     note_torn_tail(ctx, &prepared);
     if prepared.plan.stat_trusted > 0 {
         ctx.verbose_note(&format!(
@@ -297,6 +334,54 @@ pub(crate) fn converge(
         outln!();
     }
     execute(ctx, target, state, &prepared, args.jobs)
+}
+
+/// Answers for the error items of `plan` that have no valid choice: asked
+/// on a terminal (unless `--yes` or `--json`), else an error naming
+/// `stead choose`. `None`: the user left one unanswered (nothing changed).
+fn ask_for_choices(ctx: &Context, args: &Converge, plan: &Plan) -> Result<Option<Vec<Answer>>> {
+    let unchosen = stead_lib::migration::unchosen(plan);
+    let can_ask = !ctx.json && !args.yes && std::io::stdin().is_terminal();
+    if can_ask {
+        super::check::print_items(
+            &ctx.err,
+            &unchosen
+                .iter()
+                .map(|(a, r)| ((*a).clone(), (*r).clone()))
+                .collect(),
+        );
+        let answers = super::check::ask(&unchosen)?;
+        if answers.is_none() {
+            outln!("No step chosen; nothing was changed.");
+        }
+        return Ok(answers);
+    }
+    let items: Vec<String> = unchosen
+        .iter()
+        .map(|(address, record)| {
+            let item = record.item.as_ref();
+            let steps: Vec<&str> = item
+                .map(|i| i.steps.iter().map(|s| s.id.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "  {address} ({}): {}
+    steps: {}",
+                record.status.as_str(),
+                item.map_or("", |i| i.message.as_str()),
+                if steps.is_empty() {
+                    "none offered".to_string()
+                } else {
+                    steps.join(", ")
+                }
+            )
+        })
+        .collect();
+    anyhow::bail!(
+        "check items need a choice before apply can run:\n{}\n\
+         Choose a step with 'stead choose CHECK/ITEM STEP' (or 'stead apply --choose CHECK/ITEM=STEP'), then apply again; \
+         'stead check' lists the items. Nothing was changed.",
+        items.join("\n")
+    )
 }
 
 /// Runs the library's transaction with a progress display, under a run

@@ -3,6 +3,7 @@
 pub mod add;
 pub mod apply;
 pub mod cd;
+pub mod check;
 pub mod commit;
 pub mod completion;
 pub mod doctor;

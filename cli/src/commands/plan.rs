@@ -78,6 +78,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
             rerun: &[],
             check: ctx.file_check(false),
             seal: None,
+            checks: ctx.check_options(&[]),
         },
         &converge::Silent,
     )?;
@@ -247,6 +248,7 @@ pub fn print_plan(p: &Paint, plan: &Plan) {
             super::drift::print_diff(p, diff);
         }
     }
+    super::check::print_plan_checks(p, &plan.checks);
     let n = plan.counts();
     if shown == 0 {
         outln!("No changes. The machine matches the manifest.");

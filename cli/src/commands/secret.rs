@@ -135,6 +135,7 @@ fn rotate(ctx: &Context, args: &RotateArgs) -> Result<ExitCode> {
             profile: None,
             rerun: Vec::new(),
             verify: false,
+            choose: Vec::new(),
         },
     )
 }

@@ -40,6 +40,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
             rerun: &[],
             check: ctx.file_check(false),
             seal: None,
+            checks: ctx.check_options(&[]),
         },
         &converge::Silent,
     )?;

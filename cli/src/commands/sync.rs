@@ -179,6 +179,7 @@ fn apply_merged(
             yes: true,
             agreed: None,
             verify: false,
+            choose: &[],
         },
     ) {
         Ok((code, _)) => (code, None),

@@ -3,6 +3,7 @@
 //! One file per kind behind the [`kind::ResourceKind`] contract, found in
 //! [`registry`]; this module holds what they share and dispatches to them.
 
+pub mod check;
 pub mod dir;
 pub mod exec;
 pub mod file;
@@ -611,6 +612,8 @@ pub struct Applied {
     /// An exec whose guard, checked again right before running, said not
     /// to run it: why (it did nothing).
     pub not_run: Option<String>,
+    /// What a check reported when it ran again after its migration steps.
+    pub report: Option<Box<crate::check::Report>>,
 }
 
 /// Applies one change. Idempotent: applying an already-applied change is

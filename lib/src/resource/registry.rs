@@ -64,6 +64,7 @@ static KINDS: &[&dyn ResourceKind] = &[
     &super::tree::Tree,
     &super::package::Package,
     &super::secret::Secret,
+    &super::check::Check,
 ];
 
 /// Every registered kind.

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Step: keep a copy of $DB as $DB.bak-vN, N its schema version now.
+set -eu
+here=$(CDPATH='' cd "$(dirname "$0")/.." && pwd)
+. "$here/lib.sh"
+need_db
+[ -e "$db" ] || die "$DB does not exist"
+read_db
+clean_up_on_exit
+backup_to "$v"
