@@ -293,3 +293,32 @@ fn the_stopping_message_stays_on_screen_and_the_bar_leaves_no_stale_copy() {
         );
     }
 }
+
+#[test]
+fn apply_on_a_terminal_asks_for_a_step_for_an_unchosen_error_item() {
+    let repo = Repo::new(
+        "[check.db]\ncommand = \"if [ -e \\\"$STEAD_HOME/done\\\" ]; then echo '{\\\"items\\\": []}'; else cat report.json; fi\"\n",
+    );
+    repo.write_source(
+        "report.json",
+        r#"{"items": [{"id": "behind", "severity": "error", "message": "at version 1",
+  "steps": [{"id": "dump", "title": "dump and restore", "command": "echo dump > \"$STEAD_HOME/done\""},
+            {"id": "migrate", "title": "migrate in place", "command": "echo migrate > \"$STEAD_HOME/done\""}],
+  "default": "migrate"}]}"#,
+    );
+    repo.ok(&["init"]);
+    let mut term = Term::start(&repo, &["apply"]);
+    term.expect("db/behind (error): at version 1");
+    term.expect("2) migrate: migrate in place");
+    term.expect("Which step? [1-2, default 2]");
+    term.send(b"\r");
+    term.expect("check.db/behind/migrate");
+    term.expect("Apply these changes? [y/N]");
+    term.send(b"y\r");
+    term.expect("Apply complete");
+    assert_eq!(term.finish(), 0, "{}", term.seen);
+    assert_eq!(
+        std::fs::read_to_string(repo.path("done")).unwrap(),
+        "migrate\n"
+    );
+}
