@@ -186,6 +186,30 @@ impl Context {
         stead_lib::converge::FileCheck { verify, now_ns }
     }
 
+    /// Options to plan the config repo (`config`, else `--config` or the
+    /// recorded one) for `profile`, read-only style: no `--rerun`, no seal,
+    /// no choice, files checked by the stat cache.
+    pub fn plan_options<'a>(
+        &'a self,
+        config: Option<&'a std::path::Path>,
+        profile: Option<&'a str>,
+        force: bool,
+        jobs: usize,
+    ) -> stead_lib::converge::PrepareOptions<'a> {
+        stead_lib::converge::PrepareOptions {
+            source: stead_lib::converge::PlanSource::Manifest {
+                config: config.or(self.config.as_deref()),
+                profile,
+                force,
+            },
+            jobs,
+            rerun: &[],
+            check: self.file_check(false),
+            seal: None,
+            checks: self.check_options(&[]),
+        }
+    }
+
     /// What a plan's checks need: this boot's id (`STEAD_TEST_BOOT_ID`
     /// when set, so tests can stand in for a reboot; else the kernel's),
     /// and the choices made for this run.

@@ -103,3 +103,20 @@ backup_to() {
     echo "backed up $DB to $DB.bak-v$1"
   fi
 }
+
+# For a step: $DB must exist; sets db and v (its schema version now, not
+# the one the check saw: this may be a rerun after a crash).
+need_existing_db() {
+  need_db
+  [ -e "$db" ] || die "$DB does not exist"
+  read_db
+}
+
+# For a step that migrates: also sets m, refuses a database newer than the
+# config, and ends the step (success) when there is nothing to apply.
+need_migration() {
+  need_existing_db
+  wanted_version
+  [ "$v" -le "$m" ] || die "$DB is at schema version $v, newer than the config's $m; downgrade is not supported"
+  [ "$v" -lt "$m" ] || { echo "$DB is already at schema version $m"; exit 0; }
+}

@@ -904,6 +904,19 @@ mod tests {
         ))
     }
 
+    /// A check named `db` whose steps see `home`.
+    fn spec(home: &str) -> CheckSpec {
+        CheckSpec {
+            name: "db".into(),
+            command: crate::command::Command::Shell("true".into()),
+            user: None,
+            cwd: "/".into(),
+            env: BTreeMap::new(),
+            timeout_ms: None,
+            home: home.into(),
+        }
+    }
+
     fn merged(out: &mut CheckPlan, r: &Report) {
         merge_report(out, "db", r, Utc::now(), &HashSet::new());
     }
@@ -967,15 +980,7 @@ mod tests {
         let r = behind("m");
         merged(&mut out, &r);
         pick(&mut out, "db/behind", Some("migrate"), ChoiceVia::Flag).unwrap();
-        let spec = CheckSpec {
-            name: "db".into(),
-            command: crate::command::Command::Shell("true".into()),
-            user: None,
-            cwd: "/".into(),
-            env: BTreeMap::new(),
-            timeout_ms: None,
-            home: "/home/u".into(),
-        };
+        let spec = spec("/home/u");
         let specs: HashMap<&str, &CheckSpec> = [("db", &spec)].into();
         let m = new_migration(&mut out.records, &specs, Utc::now()).unwrap();
         let steps: Vec<&str> = m.steps.iter().map(|s| s.step.as_str()).collect();
@@ -993,15 +998,7 @@ mod tests {
         let mut out = CheckPlan::default();
         merged(&mut out, &behind("m"));
         pick(&mut out, "db/behind", Some("migrate"), ChoiceVia::Flag).unwrap();
-        let spec = CheckSpec {
-            name: "db".into(),
-            command: crate::command::Command::Shell("true".into()),
-            user: None,
-            cwd: "/".into(),
-            env: BTreeMap::new(),
-            timeout_ms: None,
-            home: "/".into(),
-        };
+        let spec = spec("/");
         let specs: HashMap<&str, &CheckSpec> = [("db", &spec)].into();
         let mut m = new_migration(&mut out.records, &specs, Utc::now()).unwrap();
         m.steps[0].status = StepStatus::Done;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 use stead_lib::add::{AddRequest, Added};
-use stead_lib::converge::{self, PlanSource, PrepareOptions};
+use stead_lib::converge;
 use stead_lib::machine::MachineInfo;
 use stead_lib::manifest::LoadOptions;
 use stead_lib::state::State;
@@ -81,18 +81,7 @@ pub fn run(ctx: &Context, args: &AddArgs) -> Result<ExitCode> {
     let prepared = converge::prepare_read_only(
         &ctx.layout,
         &state,
-        &PrepareOptions {
-            source: PlanSource::Manifest {
-                config: Some(&config),
-                profile: None,
-                force: false,
-            },
-            jobs: converge::DEFAULT_JOBS,
-            rerun: &[],
-            check: ctx.file_check(false),
-            seal: None,
-            checks: ctx.check_options(&[]),
-        },
+        &ctx.plan_options(Some(&config), None, false, converge::DEFAULT_JOBS),
         &converge::Silent,
     )?;
     let ids: HashSet<String> = added.iter().map(|a| a.id.clone()).collect();

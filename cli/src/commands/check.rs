@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
-use stead_lib::converge::{self, DEFAULT_JOBS, PlanSource, PrepareOptions, Target};
+use stead_lib::converge::{self, DEFAULT_JOBS, Target};
 use stead_lib::migration::{self, Answer};
 use stead_lib::state::checks::{CheckPlan, CheckRecord, ChoiceVia, ItemStatus};
 
@@ -54,18 +54,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<ExitCode> {
     let prepared = converge::prepare_read_only(
         &ctx.layout,
         &state,
-        &PrepareOptions {
-            source: PlanSource::Manifest {
-                config: ctx.config.as_deref(),
-                profile: args.profile.as_deref(),
-                force: false,
-            },
-            jobs: DEFAULT_JOBS,
-            rerun: &[],
-            check: ctx.file_check(false),
-            seal: None,
-            checks: ctx.check_options(&[]),
-        },
+        &ctx.plan_options(None, args.profile.as_deref(), false, DEFAULT_JOBS),
         &converge::Silent,
     )?;
     let target = Target {

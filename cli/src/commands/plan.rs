@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
-use stead_lib::converge::{self, PrepareOptions};
+use stead_lib::converge;
 use stead_lib::plan::Plan;
 use stead_lib::resource::{Action, SENSITIVE_HIDDEN};
 use stead_lib::seal;
@@ -68,18 +68,12 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     let prepared = converge::prepare_read_only(
         &ctx.layout,
         &state,
-        &PrepareOptions {
-            source: converge::PlanSource::Manifest {
-                config: ctx.config.as_deref(),
-                profile: args.profile.as_deref(),
-                force: args.force,
-            },
-            jobs: args.jobs.unwrap_or(DEFAULT_JOBS),
-            rerun: &[],
-            check: ctx.file_check(false),
-            seal: None,
-            checks: ctx.check_options(&[]),
-        },
+        &ctx.plan_options(
+            None,
+            args.profile.as_deref(),
+            args.force,
+            args.jobs.unwrap_or(DEFAULT_JOBS),
+        ),
         &converge::Silent,
     )?;
     note_torn_tail(ctx, &prepared);

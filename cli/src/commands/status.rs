@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::json;
-use stead_lib::converge::{self, PlanSource, PrepareOptions};
+use stead_lib::converge;
 use stead_lib::status;
 
 use crate::context::Context;
@@ -30,18 +30,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
     let prepared = converge::prepare_read_only(
         &ctx.layout,
         &state,
-        &PrepareOptions {
-            source: PlanSource::Manifest {
-                config: ctx.config.as_deref(),
-                profile: args.profile.as_deref(),
-                force: false,
-            },
-            jobs: converge::DEFAULT_JOBS,
-            rerun: &[],
-            check: ctx.file_check(false),
-            seal: None,
-            checks: ctx.check_options(&[]),
-        },
+        &ctx.plan_options(None, args.profile.as_deref(), false, converge::DEFAULT_JOBS),
         &converge::Silent,
     )?;
     let manifest = ctx

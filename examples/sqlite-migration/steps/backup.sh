@@ -3,8 +3,6 @@
 set -eu
 here=$(CDPATH='' cd "$(dirname "$0")/.." && pwd)
 . "$here/lib.sh"
-need_db
-[ -e "$db" ] || die "$DB does not exist"
-read_db
+need_existing_db
 clean_up_on_exit
 backup_to "$v"

@@ -6,12 +6,7 @@
 set -eu
 here=$(CDPATH='' cd "$(dirname "$0")/.." && pwd)
 . "$here/lib.sh"
-need_db
-[ -e "$db" ] || die "$DB does not exist"
-wanted_version
-read_db
-[ "$v" -le "$m" ] || die "$DB is at schema version $v, newer than the config's $m; downgrade is not supported"
-[ "$v" -lt "$m" ] || { echo "$DB is already at schema version $m"; exit 0; }
+need_migration
 clean_up_on_exit
 # Back up first and dump the backup, not the live file: the new file is
 # then built from exactly the state that is kept.

@@ -36,6 +36,12 @@ impl SpecInput<'_, '_> {
         &self.d.id
     }
 
+    /// The resource's name: its id without the kind (`db` of `check.db`).
+    pub fn name(&self) -> &str {
+        let id = self.id();
+        id.split_once('.').map_or(id, |(_, n)| n)
+    }
+
     /// Where the resource is declared.
     pub fn span(&self) -> Range<usize> {
         self.d.span.clone()

@@ -113,11 +113,7 @@ impl KindSchema for Check {
     }
 
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {
-        let name = input
-            .id()
-            .split_once('.')
-            .map_or(input.id(), |(_, n)| n)
-            .to_string();
+        let name = input.name().to_string();
         // Its name starts every item's address (`db/schema-behind`) and the
         // ids of its steps' changes.
         if name.is_empty() || !name.chars().all(is_id_char) {

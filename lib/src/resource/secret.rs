@@ -82,11 +82,7 @@ impl KindSchema for Secret {
     }
 
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {
-        let name = input
-            .id()
-            .split_once('.')
-            .map_or(input.id(), |(_, n)| n)
-            .to_string();
+        let name = input.name().to_string();
         // The name is a file name in the state dir: nothing that could
         // leave it.
         if !crate::secret::is_plain_name(&name) {
