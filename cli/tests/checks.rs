@@ -603,3 +603,47 @@ fn the_sqlite_example_migrates_a_real_database_keeping_its_rows_and_a_backup() {
     let (code, out, _) = r.run(&["check"]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_failed_step_ends_its_migration_and_a_recovery_step_is_chosen_like_any_other() {
+    let r = repo();
+    r.write_source(
+        "before.json",
+        r#"{"items": [{"id": "behind", "severity": "error", "message": "at version 1",
+  "steps": [
+    {"id": "migrate", "command": "echo half >> \"$STEAD_HOME/log\"; exit 3"},
+    {"id": "after-migrate", "after": ["migrate"], "command": "echo never >> \"$STEAD_HOME/log\""},
+    {"id": "restore", "title": "restore the backup", "command": "echo restore >> \"$STEAD_HOME/log\"; touch \"$STEAD_HOME/migrated\""}]}]}"#,
+    );
+    let (code, out, _) = r.run(&["apply", "--yes", "--choose", "db/behind=after-migrate"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(log(&r), "half\n", "the failed step's dependent did not run");
+    assert!(!r.path("app.conf").exists());
+    let recorded = checks(&r);
+    assert_eq!(recorded["db/behind"]["status"], "failed", "{recorded}");
+    assert!(
+        r.sb.state_json().get("migration").is_none(),
+        "the migration ended"
+    );
+    let (code, _, err) = r.run(&["apply", "--yes"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("db/behind (failed)"), "{err}");
+    r.ok(&["choose", "db/behind", "restore"]);
+    r.ok(&["apply", "--yes"]);
+    assert_eq!(log(&r), "half\nrestore\n");
+    assert!(r.path("app.conf").exists());
+}
+
+#[test]
+fn check_output_for_people() {
+    let r = repo();
+    r.write_source("answers.toml", "\"db/tidy\" = false\n");
+    let answers = r.config.path().join("answers.toml");
+    r.ok(&["choose", "--file", answers.to_str().unwrap()]);
+    let (code, out, _) = r.run(&["check"]);
+    assert_eq!(code, 4);
+    insta::assert_snapshot!("check_items", r.redact(&out));
+    r.ok(&["choose", "db/behind", "migrate"]);
+    let plan = r.ok(&["plan"]);
+    insta::assert_snapshot!("plan_with_a_migration", r.redact(&plan));
+}
