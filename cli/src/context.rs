@@ -520,7 +520,8 @@ impl Context {
                         .map(|p| format!(" (backup: {})", p.display()))
                         .unwrap_or_default();
                     self.note(&format!(
-                        "Migrated the state record from version 1 to version 2{backup}."
+                        "Migrated the state record from version 1 to version {}{backup}.",
+                        stead_lib::state::CURRENT_VERSION
                     ));
                 }
                 Ok(Some(state))

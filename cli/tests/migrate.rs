@@ -103,7 +103,7 @@ fn loading_a_v1_file_migrates_it_automatically() {
     assert!(out.starts_with("State Version: 3\n"), "{out}");
     assert!(out.ends_with("Serial: 1\n"), "{out}");
     assert!(
-        err.contains("Migrated the state record from version 1 to version 2 (backup: "),
+        err.contains("Migrated the state record from version 1 to version 3 (backup: "),
         "{err}"
     );
     assert_eq!(backups(&sb).len(), 1);

@@ -647,7 +647,7 @@ fn verbose_shows_git_commands_lock_steps_and_merge_decisions() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("Lock: took the local lock "), "{err}");
     assert!(
-        err.contains("from version 1 to version 2 (--no-backup: no backup is made)"),
+        err.contains("from version 1 to version 3 (--no-backup: no backup is made)"),
         "{err}"
     );
     assert!(err.contains("Lock: released"), "{err}");

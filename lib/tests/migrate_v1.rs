@@ -73,7 +73,7 @@ fn migrates_with_backup_and_maps_every_field() {
     assert_eq!(report.dropped_fields, vec!["theme".to_string()]);
     assert_eq!(store.load_current().unwrap(), state);
 
-    // Migrating again finds version 2 and does nothing.
+    // Migrating again finds the current version and does nothing.
     assert!(
         store
             .migrate_if_legacy(&guard, machine, true)
