@@ -61,6 +61,11 @@ pub enum Command {
     /// preseed answers with --file), for the next apply
     Choose(commands::check::ChooseArgs),
 
+    /// Converge, then again whenever a managed path or the config repo
+    /// changes; one line per run; exit 0 once converged (--converged-timeout)
+    /// or after --max-runs
+    Watch(commands::watch::WatchArgs),
+
     /// Show or rotate this machine's generated secrets
     #[command(subcommand)]
     Secret(crate::commands::secret::SecretCommand),

@@ -85,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::State(cmd) => commands::state::run(&ctx, &cmd),
         Command::Secret(cmd) => commands::secret::run(&ctx, &cmd),
         Command::Check(args) => commands::check::run(&ctx, &args),
+        Command::Watch(args) => commands::watch::run(&ctx, &args),
         Command::Choose(args) => commands::check::choose(&ctx, &args),
         Command::Doctor(args) => commands::doctor::run(&ctx, &args),
         Command::Add(args) => commands::add::run(&ctx, &args),

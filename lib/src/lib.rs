@@ -65,6 +65,7 @@ pub mod stat_cache;
 pub mod state;
 pub mod status;
 pub mod sync;
+pub mod watch;
 
 /// The version of stead that wrote a record, stored as `stead_version`.
 pub const STEAD_VERSION: &str = env!("CARGO_PKG_VERSION");

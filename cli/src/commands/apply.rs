@@ -871,7 +871,7 @@ fn report_interrupted_run(ctx: &Context, run: &InterruptedRun) {
 /// the reaper sees its input end and kills the commands left running, so an
 /// apply never leaves orphans. Without it (it could not start), apply goes
 /// on and says so with -v.
-fn start_reaper(ctx: &Context, control: &RunControl) -> Option<std::process::Child> {
+pub(crate) fn start_reaper(ctx: &Context, control: &RunControl) -> Option<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().ok()?;
     let spawned = std::process::Command::new(exe)

@@ -18,6 +18,7 @@ pub mod secret;
 pub mod state;
 pub mod status;
 pub mod sync;
+pub mod watch;
 
 /// `$VISUAL`, else `$EDITOR`, else `vi` only when there is a terminal to
 /// run it in; with none, an error saying `command` needs one and `otherwise`
