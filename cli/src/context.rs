@@ -207,6 +207,7 @@ impl Context {
             check: self.file_check(false),
             seal: None,
             checks: self.check_options(&[]),
+            only: None,
         }
     }
 

@@ -222,3 +222,34 @@ fn sigterm_between_runs_ends_the_watch_with_the_lock_released() {
     // Another command runs at once.
     r.ok(&["plan"]);
 }
+
+#[test]
+fn a_changed_path_replans_its_resource_and_what_waits_for_it_only() {
+    let r = Repo::new(
+        "[file.a]\npath = \"~/a\"\ncontent = \"a\\n\"\n\n\
+         [file.b]\npath = \"~/b\"\ncontent = \"b\\n\"\nafter = [\"file.a\"]\n\n\
+         [file.c]\npath = \"~/c\"\ncontent = \"c\\n\"\n",
+    );
+    r.ok(&["init"]);
+    let mut w = Watch::start(&r, &["--max-runs", "3"]);
+    assert_eq!(w.expect("run")["planned"], 3);
+    save_like_an_editor(&r.path("a"), "edited\n");
+    let run = w.expect("run");
+    assert_eq!(run["trigger"], "changed: ~/a", "{run}");
+    assert_eq!(
+        run["planned"], 2,
+        "file.a and file.b, which waits for it: {run}"
+    );
+    assert_eq!(std::fs::read_to_string(r.path("a")).unwrap(), "a\n");
+    save_like_an_editor(&r.path("c"), "edited\n");
+    let run = w.expect("run");
+    assert_eq!(run["planned"], 1, "{run}");
+    assert_eq!(std::fs::read_to_string(r.path("c")).unwrap(), "c\n");
+    let (code, _) = w.finish();
+    assert_eq!(code, 0);
+    // Nothing was forgotten: the record still owns all three.
+    let state = r.sb.state_json();
+    for id in ["file.a", "file.b", "file.c"] {
+        assert!(state["resources"].get(id).is_some(), "{id}: {state}");
+    }
+}

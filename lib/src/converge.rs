@@ -296,6 +296,10 @@ pub struct PrepareOptions<'a> {
     pub seal: Option<crate::seal::Request<'a>>,
     /// What settling the checks needs: this boot, and `--choose`.
     pub checks: CheckOptions<'a>,
+    /// Plan only these resources and what waits for them (watch mode's
+    /// re-plan of what changed; `None`: the whole manifest). Such a plan
+    /// removes nothing and leaves checks as they are.
+    pub only: Option<&'a HashSet<String>>,
 }
 
 /// What the checks of a plan need from the front end.
@@ -417,7 +421,10 @@ fn prepare_with(
                 .seal
                 .as_ref()
                 .filter(|_| {
-                    !options.check.verify && options.rerun.is_empty() && state.repo_url.is_none()
+                    !options.check.verify
+                        && options.rerun.is_empty()
+                        && options.only.is_none()
+                        && state.repo_url.is_none()
                 })
                 .and_then(|request| {
                     seal_draft(layout, request, &manifest, state.lineage.serial, start_ns)
@@ -430,7 +437,8 @@ fn prepare_with(
                 StatCache::load(layout.state_dir())
             };
             let now = options.check.now_ns;
-            let plan = plan::make_cached(
+            let only = options.only.map(|ids| graph.with_dependents(ids));
+            let plan = plan::make_scoped(
                 &manifest,
                 &graph,
                 state,
@@ -439,11 +447,12 @@ fn prepare_with(
                 Some((&cache, now)),
                 &view.recovered,
                 &secrets,
+                only.as_ref(),
             )?;
             (plan, manifest.profile.clone(), draft)
         }
     };
-    if matches!(options.source, PlanSource::Manifest { .. }) {
+    if matches!(options.source, PlanSource::Manifest { .. }) && options.only.is_none() {
         let user = crate::machine::current_user();
         crate::migration::settle(
             &mut plan,

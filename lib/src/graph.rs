@@ -172,6 +172,22 @@ impl Graph {
         })
     }
 
+    /// `ids` and every resource that waits for one of them, transitively
+    /// (ids not in the graph are left out).
+    pub fn with_dependents(
+        &self,
+        ids: &std::collections::HashSet<String>,
+    ) -> std::collections::HashSet<String> {
+        let mut out = std::collections::HashSet::new();
+        let mut stack: Vec<usize> = ids.iter().filter_map(|id| self.index_of(id)).collect();
+        while let Some(n) = stack.pop() {
+            if out.insert(self.ids[n].clone()) {
+                stack.extend(self.dependents[n].iter().copied());
+            }
+        }
+        out
+    }
+
     /// The node index of an id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()

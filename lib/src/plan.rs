@@ -292,6 +292,27 @@ pub fn make_cached(
     recovered: &HashSet<String>,
     secrets: &crate::secret::Secrets,
 ) -> Result<Plan, PlanError> {
+    make_scoped(
+        manifest, graph, state, force, jobs, cache, recovered, secrets, None,
+    )
+}
+
+/// [`make_cached`] of only the declared resources in `only` (`None`: all),
+/// for watch mode's re-plan of what changed: nothing else is read, and no
+/// removal is planned (it plans no more than it was asked to). The stat
+/// cache it leaves is `None` (the next one is made by a whole plan).
+#[allow(clippy::too_many_arguments)]
+pub fn make_scoped(
+    manifest: &Manifest,
+    graph: &Graph,
+    state: &State,
+    force: bool,
+    jobs: usize,
+    cache: Option<(&crate::stat_cache::StatCache, Option<i128>)>,
+    recovered: &HashSet<String>,
+    secrets: &crate::secret::Secrets,
+    only: Option<&HashSet<String>>,
+) -> Result<Plan, PlanError> {
     let stat_use = cache.map(|(cache, now_ns)| resource::StatUse {
         cache,
         now_ns,
@@ -357,11 +378,14 @@ pub fn make_cached(
         .order
         .iter()
         .map(|&i| &manifest.resources[i])
+        .filter(|r| only.is_none_or(|o| o.contains(&r.id)))
         .collect();
     let (mut changes, mut errors) = plan_declared(&ordered, &ctx, jobs);
     resource::file::defer_to_outputs(&ordered, &mut changes);
     let removals_from = changes.len();
-    plan_removals(manifest, state, force, &mut changes, &mut errors);
+    if only.is_none() {
+        plan_removals(manifest, state, force, &mut changes, &mut errors);
+    }
     if !errors.is_empty() {
         return Err(PlanError(errors));
     }
@@ -369,6 +393,7 @@ pub fn make_cached(
     wait_for_shippers(&ctx, &changes, removals_from, &mut depends_on);
     let seen = observe_targets(&changes, &manifest.real_home);
     let (stat_next, stat_trusted) = match stat_use {
+        Some(_) if only.is_some() => (None, 0),
         Some(u) => {
             let cache = u.cache;
             let kept = u.next.into_inner().unwrap_or_default();

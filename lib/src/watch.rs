@@ -72,6 +72,9 @@ pub enum Trigger {
 /// What one convergence did and what the watch needs next.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
+    /// Resources it planned (after a change of paths: those resources and
+    /// what waits for them).
+    pub planned: usize,
     /// Changes it made.
     pub changed: usize,
     /// Nothing is left to do but what is held (no failure, no other
@@ -526,6 +529,7 @@ mod tests {
             self.runs.push((trigger.clone(), held.clone()));
             self.serial += 1;
             Ok(RunReport {
+                planned: 2,
                 changed: 0,
                 settled: self.runs.len() as u64 > self.unsettled_runs,
                 managed: [

@@ -66,6 +66,7 @@ impl Machine {
                 check: Default::default(),
                 seal: None,
                 checks: Default::default(),
+                only: None,
             },
             reporter,
         )

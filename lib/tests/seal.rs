@@ -117,6 +117,7 @@ impl Machine {
                 },
                 seal: Some(request),
                 checks: Default::default(),
+                only: None,
             },
             &Silent,
         )

@@ -233,6 +233,7 @@ fn prepare_options<'a>(ctx: &'a Context, request: &Converge<'a>) -> PrepareOptio
             .is_none()
             .then(|| seal_request(ctx, request)),
         checks: ctx.check_options(request.choose),
+        only: None,
     }
 }
 

@@ -78,6 +78,7 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<ExitCode> {
         recorded: BTreeMap::new(),
         secrets: stead_lib::secret::Secrets::open(&ctx.layout, false)?,
         watching: 0,
+        managed: BTreeMap::new(),
     };
     let end = watch::watch(&mut source, &watch::SystemClock, &mut runner, &options);
     let (word, code) = match end {
@@ -103,20 +104,34 @@ struct CliRunner<'a> {
     secrets: stead_lib::secret::Secrets,
     /// How many directories were watched after the last run.
     watching: usize,
+    /// Managed paths (as on disk) and their resources, after the last run.
+    managed: BTreeMap<PathBuf, String>,
 }
 
 impl CliRunner<'_> {
-    fn converge(&mut self, held: &BTreeSet<String>) -> Result<RunReport> {
+    fn converge(&mut self, trigger: &Trigger, held: &BTreeSet<String>) -> Result<RunReport> {
         let ctx = self.ctx;
         let guard = ctx.lock("watch", None)?;
         let state = ctx
             .load_state_locked(&guard)?
             .ok_or_else(|| ctx.not_initialized_error())?;
+        // Paths changed: those resources and what waits for them are
+        // planned again, nothing else.
+        let only: Option<std::collections::HashSet<String>> = match trigger {
+            Trigger::Paths(paths) => Some(
+                paths
+                    .iter()
+                    .filter_map(|p| self.managed.get(p).cloned())
+                    .collect(),
+            ),
+            _ => None,
+        };
         let mut options = ctx.plan_options(None, self.profile, false, self.jobs);
-        options.seal = None;
+        options.only = only.as_ref();
         let mut prepared = converge::prepare(&ctx.layout, &state, &options, &converge::Silent)?;
         converge::recover_temps(&ctx.layout, &state, &prepared.plan, &converge::Silent);
         hold(&mut prepared.plan, held);
+        let planned = prepared.plan.changes.len();
         let target = Target {
             layout: &ctx.layout,
             store: &ctx.store,
@@ -169,7 +184,7 @@ impl CliRunner<'_> {
                 (path, (kind, state.checksums.get(key).cloned()))
             })
             .collect();
-        let managed: BTreeMap<PathBuf, String> = state
+        self.managed = state
             .resources
             .iter()
             .flat_map(|(id, r)| {
@@ -179,9 +194,10 @@ impl CliRunner<'_> {
             })
             .collect();
         Ok(RunReport {
+            planned,
             changed,
             settled,
-            managed,
+            managed: self.managed.clone(),
             config_dir: prepared.plan.config_dir.clone(),
             state_dir: ctx.layout.state_dir().to_path_buf(),
             serial: state.lineage.serial,
@@ -205,8 +221,8 @@ fn hold(plan: &mut stead_lib::plan::Plan, held: &BTreeSet<String>) {
 }
 
 impl Runner for CliRunner<'_> {
-    fn run(&mut self, _trigger: &Trigger, held: &BTreeSet<String>) -> Result<RunReport, String> {
-        self.converge(held).map_err(|e| format!("{e:#}"))
+    fn run(&mut self, trigger: &Trigger, held: &BTreeSet<String>) -> Result<RunReport, String> {
+        self.converge(trigger, held).map_err(|e| format!("{e:#}"))
     }
 
     fn as_recorded(&self, path: &Path) -> bool {
@@ -234,7 +250,7 @@ impl Runner for CliRunner<'_> {
                 if json {
                     print_json_line(&json!({
                         "event": "run", "run": run, "trigger": why,
-                        "changed": report.changed, "settled": report.settled,
+                        "planned": report.planned, "changed": report.changed, "settled": report.settled,
                         "serial": report.serial, "watching": dirs,
                     }));
                 } else {
@@ -244,7 +260,8 @@ impl Runner for CliRunner<'_> {
                         "not converged (see 'stead plan')"
                     };
                     outln!(
-                        "run {run} ({why}): {} changed, {state}; watching {dirs} directories",
+                        "run {run} ({why}): {} planned, {} changed, {state}; watching {dirs} directories",
+                        report.planned,
                         report.changed
                     );
                 }
