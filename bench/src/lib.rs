@@ -21,6 +21,7 @@
 pub mod floors;
 pub mod packages;
 pub mod peers;
+pub mod watch;
 
 use std::fs::{self, File};
 use std::io;

@@ -16,6 +16,7 @@ const USAGE: &str = "\
 usage: stead-bench [OPTIONS]
        stead-bench rss -- CMD [ARGS...]
        stead-bench packages [--declared N,N] [--install K] [--repeat N] [--stead PATH] [--tmp DIR]
+       stead-bench watch [--files N] [--edits N] [--idle SECS] [--debounce MS] [--stead PATH] [--tmp DIR]
 
 Measures the stead binary (files-N, tree-N and noop-N) beside plain-Rust baselines
 run in the same process, and prints a Markdown table of medians and ratios.
@@ -43,7 +44,12 @@ dpkg; needs apt-utils): a warm plan of N declared packages (default 50,500)
 beside one dpkg-query, and installing K packages (default 10) in stead's one
 transaction beside apt-get one by one and one apt-get, and the autoedges'
 cost: a plan of the largest N package upgrades and 200 files (stead reads
-what the packages ship) beside the upgrades alone and the files alone.";
+what the packages ship) beside the upgrades alone and the files alone.
+
+'watch' measures stead watch over N managed files (default 10000): the time
+from an editor-style save of one file to the watch's run that repaired it
+(median of --edits, default 9), beside 'stead apply --yes' repairing the
+same kind of edit, and the watch's CPU use over an idle window (default 10 s).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,6 +83,9 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
             _ => &args[1..],
         };
         return stead_bench::rss_wrapper(cmd);
+    }
+    if args.first().map(String::as_str) == Some("watch") {
+        return watch_main(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("packages") {
         return packages_main(&args[1..]);
@@ -182,9 +191,59 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
     Ok(())
 }
 
+/// `stead-bench watch ...`.
+fn watch_main(args: &[String]) -> stead_bench::Result<()> {
+    let mut opts = stead_bench::watch::WatchOptions {
+        files: 10_000,
+        edits: 9,
+        idle: std::time::Duration::from_secs(10),
+        debounce_ms: 200,
+    };
+    let mut stead: Option<PathBuf> = None;
+    let mut tmp = std::env::temp_dir();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--files" => opts.files = value()?.parse::<usize>()?.max(1),
+            "--edits" => opts.edits = value()?.parse::<usize>()?.max(1),
+            "--idle" => opts.idle = std::time::Duration::from_secs(value()?.parse()?),
+            "--debounce" => opts.debounce_ms = value()?.parse()?,
+            "--stead" => stead = Some(PathBuf::from(value()?)),
+            "--tmp" => tmp = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
+        }
+    }
+    let env = bench_env(stead, tmp)?;
+    print!("{}", stead_bench::watch::run(&env, &opts)?);
+    Ok(())
+}
+
+/// The stead binary (`--stead`, else next to this one) and where temp dirs go.
+fn bench_env(stead: Option<PathBuf>, tmp: PathBuf) -> stead_bench::Result<Env> {
+    let exe = std::env::current_exe()?;
+    let stead = stead.unwrap_or_else(|| exe.with_file_name("stead"));
+    if !stead.is_file() {
+        return Err(format!(
+            "no stead binary at {}: cargo build --release -p stead, or --stead PATH",
+            stead.display()
+        )
+        .into());
+    }
+    Ok(Env {
+        stead: stead.canonicalize()?,
+        wrapper: exe,
+        threads: STEAD_DEFAULT_JOBS,
+        tmp_root: tmp,
+    })
+}
+
 /// `stead-bench packages ...`.
 fn packages_main(args: &[String]) -> stead_bench::Result<()> {
-    let exe = std::env::current_exe()?;
     let mut opts = stead_bench::packages::PackageOptions {
         declared: vec![50, 500],
         install: 10,
@@ -208,23 +267,7 @@ fn packages_main(args: &[String]) -> stead_bench::Result<()> {
             other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
         }
     }
-    let stead = match stead {
-        Some(p) => p,
-        None => exe.with_file_name("stead"),
-    };
-    if !stead.is_file() {
-        return Err(format!(
-            "no stead binary at {}: cargo build --release -p stead, or --stead PATH",
-            stead.display()
-        )
-        .into());
-    }
-    let env = Env {
-        stead: stead.canonicalize()?,
-        wrapper: exe,
-        threads: STEAD_DEFAULT_JOBS,
-        tmp_root: tmp,
-    };
+    let env = bench_env(stead, tmp)?;
     print!("{}", stead_bench::packages::run(&env, &opts)?);
     Ok(())
 }
