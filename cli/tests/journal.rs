@@ -379,12 +379,13 @@ delay = "1ms"
         .map(|l| l["state"].as_str().unwrap())
         .collect();
     assert_eq!(details, ["failed", "failed", "succeeded"]);
-    // retry = -1 (forever) is refused: an apply must end.
-    r.write_manifest("[exec.x]\ncommand = \"true\"\nretry = -1\n");
+    // retry = -1 (for ever) is for stead watch (cli/tests/watch.rs); other
+    // negative counts are refused with their place.
+    r.write_manifest("[exec.x]\ncommand = \"true\"\nretry = -2\n");
     let (code, _, err) = r.run(&["plan"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("`retry = -1` (retry forever) is refused: an apply must end"),
+        err.contains("`retry` must be a whole number from 0 to 1000, or -1"),
         "{err}"
     );
 }

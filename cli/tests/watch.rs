@@ -253,3 +253,30 @@ fn a_changed_path_replans_its_resource_and_what_waits_for_it_only() {
         assert!(state["resources"].get(id).is_some(), "{id}: {state}");
     }
 }
+
+#[test]
+fn retry_forever_is_tried_again_by_the_watch_after_its_delay_and_once_by_apply() {
+    let r = Repo::new(
+        "[exec.up]\ncommand = \"echo try >> ~/tries; test -e ~/ready && touch ~/done\"\n\
+         creates = \"~/done\"\nretry = -1\ndelay = \"1s\"\n",
+    );
+    r.ok(&["init"]);
+    // An apply must end: it makes no retry of it.
+    let (code, _, _) = r.run(&["apply", "--yes"]);
+    assert_eq!(code, 1);
+    assert_eq!(std::fs::read_to_string(r.path("tries")).unwrap(), "try\n");
+
+    let mut w = Watch::start(&r, &["--max-runs", "3"]);
+    let first = w.expect("run");
+    assert_eq!(first["settled"], false, "{first}");
+    let second = w.expect("run");
+    assert_eq!(second["trigger"], "retry: exec.up", "{second}");
+    assert_eq!(second["planned"], 1, "{second}");
+    std::fs::write(r.path("ready"), "").unwrap();
+    let third = w.expect("run");
+    assert_eq!(third["trigger"], "retry: exec.up", "{third}");
+    assert_eq!(third["settled"], true, "{third}");
+    assert!(r.path("done").exists());
+    let (code, _) = w.finish();
+    assert_eq!(code, 0);
+}

@@ -67,6 +67,8 @@ pub enum Trigger {
     Rescan,
     /// The periodic safety net.
     Interval,
+    /// Resources with `retry = -1` that failed, whose pause is over.
+    Retry(BTreeSet<String>),
 }
 
 /// What one convergence did and what the watch needs next.
@@ -92,6 +94,9 @@ pub struct RunReport {
     pub serial: u64,
     /// The run was asked to stop (a signal): the watch ends after it.
     pub stop: bool,
+    /// Resources with `retry = -1` that failed: the pause before the next
+    /// try, and whether it doubles with each failure in a row.
+    pub retry: BTreeMap<String, (Duration, bool)>,
 }
 
 /// One convergence, and the checks the loop asks between runs.
@@ -203,6 +208,9 @@ struct Loop<'a, C: Clock> {
     next_full: Instant,
     settled_since: Option<Instant>,
     stopped: bool,
+    /// When each failing `retry = -1` resource is tried again, and how
+    /// many times in a row it failed.
+    retry_due: BTreeMap<String, (Instant, u32)>,
 }
 
 /// Runs the watch until it ends. The first run happens at once (events are
@@ -229,6 +237,7 @@ pub fn watch<C: Clock>(
         next_full: now + options.interval,
         settled_since: None,
         stopped: false,
+        retry_due: BTreeMap::new(),
     };
     state.run(source, runner, Trigger::Start);
     loop {
@@ -275,6 +284,16 @@ impl<C: Clock> Loop<'_, C> {
             self.run(source, runner, Trigger::Interval);
             return None;
         }
+        let ready: BTreeSet<String> = self
+            .retry_due
+            .iter()
+            .filter(|(_, (at, _))| now >= *at)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if self.pending.is_none() && !ready.is_empty() {
+            self.run(source, runner, Trigger::Retry(ready));
+            return None;
+        }
         match (self.options.converged_timeout, self.settled_since) {
             (Some(t), Some(since)) if self.pending.is_none() && now >= since + t => {
                 Some(End::Converged)
@@ -295,6 +314,9 @@ impl<C: Clock> Loop<'_, C> {
             &self.pending,
         ) {
             next = next.min(since + t);
+        }
+        if let Some((at, _)) = self.retry_due.values().min() {
+            next = next.min(*at);
         }
         next
     }
@@ -395,6 +417,46 @@ impl<C: Clock> Loop<'_, C> {
         left
     }
 
+    /// After a run: the `retry = -1` resources it ran that failed are
+    /// tried again after their pause (doubled per failure in a row with
+    /// `backoff = "exponential"`, at least a second, at most the interval);
+    /// those it ran that did not fail are no longer due.
+    fn schedule_retries(&mut self, trigger: &Trigger, report: &RunReport) {
+        let ran: Option<BTreeSet<String>> = match trigger {
+            Trigger::Retry(ids) => Some(ids.clone()),
+            Trigger::Paths(paths) => Some(
+                paths
+                    .iter()
+                    .filter_map(|p| self.last.managed.get(p).cloned())
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let mut earlier = std::mem::take(&mut self.retry_due);
+        if let Some(ran) = &ran {
+            earlier.retain(|id, _| !ran.contains(id) || report.retry.contains_key(id));
+            self.retry_due = earlier
+                .iter()
+                .filter(|(id, _)| !ran.contains(*id))
+                .map(|(id, due)| (id.clone(), *due))
+                .collect();
+        }
+        let now = self.clock.now();
+        for (id, (delay, exponential)) in &report.retry {
+            let failures = earlier.get(id).map_or(1, |(_, n)| n.saturating_add(1));
+            let factor = if *exponential {
+                1u32.checked_shl(failures.saturating_sub(1).min(20))
+                    .unwrap_or(u32::MAX)
+            } else {
+                1
+            };
+            let pause = delay
+                .saturating_mul(factor)
+                .clamp(Duration::from_secs(1), self.options.interval);
+            self.retry_due.insert(id.clone(), (now + pause, failures));
+        }
+    }
+
     /// One run: holds end first if someone applied by hand meanwhile.
     fn run(&mut self, source: &mut dyn EventSource, runner: &mut dyn Runner, trigger: Trigger) {
         if self.serial.is_some() && runner.serial() != self.serial && !self.held.is_empty() {
@@ -417,6 +479,7 @@ impl<C: Clock> Loop<'_, C> {
         self.next_full = self.clock.now() + self.options.interval;
         match runner.run(&trigger, &self.held) {
             Ok(report) => {
+                self.schedule_retries(&trigger, &report);
                 self.stopped = report.stop;
                 self.serial = Some(report.serial);
                 self.settled_since = report.settled.then(|| self.clock.now());
@@ -522,6 +585,7 @@ mod tests {
         notes: Vec<Note>,
         serial: u64,
         unsettled_runs: u64,
+        failing: BTreeMap<String, (Duration, bool)>,
     }
 
     impl Runner for Fake {
@@ -541,6 +605,7 @@ mod tests {
                 state_dir: PathBuf::from("/cfg/.state"),
                 serial: self.serial,
                 stop: false,
+                retry: self.failing.clone(),
             })
         }
 
@@ -629,6 +694,24 @@ mod tests {
         let (_, at) = run_script(endless, &mut runner, &options);
         assert_eq!(runner.runs.len(), 2);
         assert_eq!(at, ms(2000), "1 s (10 x 100 ms) after the first event");
+    }
+
+    #[test]
+    fn a_failing_retry_forever_resource_is_tried_again_after_its_pause_doubling() {
+        let mut runner = Fake {
+            failing: [("exec.up".to_string(), (Duration::from_secs(2), true))].into(),
+            ..Fake::default()
+        };
+        let options = Options {
+            max_runs: Some(4),
+            ..opts()
+        };
+        let (_, at) = run_script(Vec::new(), &mut runner, &options);
+        let triggers: Vec<&Trigger> = runner.runs.iter().map(|(t, _)| t).collect();
+        let retry = Trigger::Retry(["exec.up".to_string()].into());
+        assert_eq!(triggers, [&Trigger::Start, &retry, &retry, &retry]);
+        // Pauses of 2, 4 and 8 s.
+        assert_eq!(at, Duration::from_secs(14));
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl CliRunner<'_> {
                     .filter_map(|p| self.managed.get(p).cloned())
                     .collect(),
             ),
+            Trigger::Retry(ids) => Some(ids.iter().cloned().collect()),
             _ => None,
         };
         let mut options = ctx.plan_options(None, self.profile, false, self.jobs);
@@ -137,6 +138,7 @@ impl CliRunner<'_> {
             store: &ctx.store,
             guard: &guard,
         };
+        let mut retry = BTreeMap::new();
         let (state, changed, settled, stop) = if prepared.plan.is_empty() {
             let state = converge::record_unchanged(target, state, &prepared)?;
             (state, 0, true, false)
@@ -171,6 +173,13 @@ impl CliRunner<'_> {
                 .iter()
                 .zip(&executed.outcome.statuses)
                 .all(|(c, s)| !s.is_failure() || held.contains(&c.id));
+            // `retry = -1`: the watch tries it again after its pause.
+            for (c, s) in plan.changes.iter().zip(&executed.outcome.statuses) {
+                if c.retry.forever && matches!(s, stead_lib::engine::Status::Failed(_)) {
+                    let pause = Duration::from_millis(c.retry.delay_ms);
+                    retry.insert(c.id.clone(), (pause, c.retry.exponential));
+                }
+            }
             (executed.state, changed, settled, control.stop_requested())
         };
         guard.release()?;
@@ -202,6 +211,7 @@ impl CliRunner<'_> {
             state_dir: ctx.layout.state_dir().to_path_buf(),
             serial: state.lineage.serial,
             stop,
+            retry,
         })
     }
 }
@@ -310,6 +320,10 @@ fn describe(trigger: &Trigger, home: &Path) -> String {
         Trigger::Config => "config repo changed".into(),
         Trigger::Rescan => "events were lost: full run".into(),
         Trigger::Interval => "interval".into(),
+        Trigger::Retry(ids) => format!(
+            "retry: {}",
+            ids.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
         Trigger::Paths(paths) => {
             let shown: Vec<String> = paths
                 .iter()

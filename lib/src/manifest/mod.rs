@@ -293,6 +293,10 @@ pub struct Retry {
     pub delay_ms: u64,
     /// Double the pause after each retry.
     pub exponential: bool,
+    /// `retry = -1`: `stead watch` tries again after each pause, for ever
+    /// (an apply, which must end, makes no retry of it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forever: bool,
 }
 
 impl Retry {

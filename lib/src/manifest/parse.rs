@@ -717,11 +717,16 @@ impl Build<'_> {
 }
 
 fn retry(d: &RawDecl) -> Retry {
+    let forever = matches!(
+        d.fields.get("retry"),
+        Some(RawValue::Count(super::walker::RETRY_FOREVER))
+    );
     Retry {
         retries: match d.fields.get("retry") {
-            Some(RawValue::Count(n)) => *n,
+            Some(RawValue::Count(n)) if !forever => *n,
             _ => 0,
         },
+        forever,
         delay_ms: match d.fields.get("delay") {
             Some(RawValue::Duration(t)) => u64::try_from(t.as_millis()).unwrap_or(u64::MAX),
             _ => 0,

@@ -95,6 +95,9 @@ pub(super) fn list_or_none(set: &BTreeSet<String>) -> String {
 /// of 10 000 unknown references took minutes and most of a gigabyte.
 const LISTED_NAMES: usize = 20;
 
+/// How `retry = -1` (for ever) is kept until [`super::Retry`] is built.
+pub(super) const RETRY_FOREVER: u32 = u32::MAX;
+
 /// The first [`LISTED_NAMES`] of `total` names, then how many more.
 pub(super) fn names_or_none<'n>(names: impl Iterator<Item = &'n String>, total: usize) -> String {
     if total == 0 {
@@ -375,6 +378,7 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// `retry`: 0 to 1000, or -1 for ever ([`RETRY_FOREVER`]).
     fn retry(&mut self, d: &mut RawDecl, v: &Spanned<DeValue>) {
         match v.get_ref() {
             DeValue::Integer(i) => match i.as_str().parse::<i64>() {
@@ -382,18 +386,16 @@ impl<'a> Walker<'a> {
                     d.fields
                         .insert("retry".to_string(), RawValue::Count(n as u32));
                 }
-                Ok(-1) => self.problems.push(
-                    Problem::at(
-                        self.at(v.span()),
-                        "`retry = -1` (retry forever) is refused: an apply must end",
-                    )
-                    .label("forever")
-                    .help("give a number of retries from 0 to 1000, e.g. retry = 3"),
-                ),
+                // Forever: `stead watch` tries again after each `delay`; an
+                // apply, which must end, does not retry it.
+                Ok(-1) if i.radix() == 10 => {
+                    d.fields
+                        .insert("retry".to_string(), RawValue::Count(RETRY_FOREVER));
+                }
                 _ => self.problems.push(
                     Problem::at(
                         self.at(v.span()),
-                        "`retry` must be a whole number from 0 to 1000",
+                        "`retry` must be a whole number from 0 to 1000, or -1 (for ever, in stead watch)",
                     )
                     .label("bad retry count"),
                 ),
