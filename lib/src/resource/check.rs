@@ -22,7 +22,7 @@ use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
 
 use super::exec::{self, RunAs};
 use super::kind::{
-    ApplyEnv, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, custom_data, custom_op,
+    ApplyEnv, Key, KeyType, KindSchema, Planned, ResourceKind, custom_data, custom_op,
     unexpected_op, unexpected_spec,
 };
 use super::{Action, Applied, Op, PlanContext, ResourceError};
@@ -103,13 +103,6 @@ impl KindSchema for Check {
             Key::optional("timeout", KeyType::Duration),
         ];
         KEYS
-    }
-
-    fn ownership(&self) -> Ownership {
-        Ownership {
-            owns_path: false,
-            adopt_when_right: false,
-        }
     }
 
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {

@@ -20,7 +20,7 @@ use crate::manifest::{Kind, OtherSpec, Problem, Spec, SpecInput};
 use crate::secret::{Charset, Scope, SecretError, SecretSpec};
 
 use super::kind::{
-    ApplyEnv, Key, KeyType, KindSchema, Ownership, Planned, ResourceKind, custom_data, custom_op,
+    ApplyEnv, Key, KeyType, KindSchema, Planned, ResourceKind, custom_data, custom_op,
     unexpected_op, unexpected_spec,
 };
 use super::{Action, Applied, Op, PlanContext, ResourceError};
@@ -72,13 +72,6 @@ impl KindSchema for Secret {
             Key::optional("recipients", KeyType::StrList),
         ];
         KEYS
-    }
-
-    fn ownership(&self) -> Ownership {
-        Ownership {
-            owns_path: false,
-            adopt_when_right: false,
-        }
     }
 
     fn build(&self, input: &mut SpecInput) -> Option<Spec> {
