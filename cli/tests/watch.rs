@@ -280,3 +280,64 @@ fn retry_forever_is_tried_again_by_the_watch_after_its_delay_and_once_by_apply()
     let (code, _) = w.finish();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn past_the_watch_limit_the_rest_is_polled_and_still_repaired() {
+    let r = Repo::new(
+        "[file.a]\npath = \"~/d1/a\"\ncontent = \"a\\n\"\n\n\
+         [file.b]\npath = \"~/d2/b\"\ncontent = \"b\\n\"\n",
+    );
+    r.ok(&["init"]);
+    let state_dir = r.sb.state_dir();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+        .env("HOME", r.home())
+        .env("NO_COLOR", "1")
+        // One inotify watch only (the config repo): the home's directories
+        // are polled.
+        .env("STEAD_TEST_MAX_WATCHES", "1")
+        .env_remove("STEAD_HOME")
+        .env_remove("STEAD_STATE_DIR")
+        .arg("--home")
+        .arg(r.home())
+        .arg("--config")
+        .arg(r.config.path())
+        .args([
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+            "--json",
+            "watch",
+            "--max-runs",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        }
+    });
+    let mut w = Watch {
+        child,
+        lines,
+        seen: Vec::new(),
+    };
+    w.expect("run");
+    let warning = w.expect("warning");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("watch limit is reached"),
+        "{warning}"
+    );
+    save_like_an_editor(&r.path("d2/b"), "edited\n");
+    let run = w.expect("run");
+    assert_eq!(run["trigger"], "changed: ~/d2/b", "{run}");
+    assert_eq!(std::fs::read_to_string(r.path("d2/b")).unwrap(), "b\n");
+    let (code, _) = w.finish();
+    assert_eq!(code, 0);
+}

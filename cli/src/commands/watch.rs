@@ -346,6 +346,9 @@ struct Inotify {
     events: mpsc::Receiver<notify::Result<notify::Event>>,
     watched: BTreeMap<PathBuf, bool>,
     warned: bool,
+    /// `STEAD_TEST_MAX_WATCHES`: the kernel's watch limit, stood in for
+    /// by tests (lowering the real one would touch every process).
+    test_limit: Option<usize>,
 }
 
 impl Inotify {
@@ -359,7 +362,11 @@ impl Inotify {
             move |e| {
                 let _ = poll_tx.send(e);
             },
-            notify::Config::default().with_poll_interval(Duration::from_secs(2)),
+            // By content: a file rewritten within the second of its last
+            // write keeps its mtime to the second, and would be missed.
+            notify::Config::default()
+                .with_poll_interval(Duration::from_secs(2))
+                .with_compare_contents(true),
         )?;
         Ok(Inotify {
             watcher,
@@ -367,6 +374,9 @@ impl Inotify {
             events,
             watched: BTreeMap::new(),
             warned: false,
+            test_limit: std::env::var("STEAD_TEST_MAX_WATCHES")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     }
 }
@@ -401,7 +411,14 @@ impl EventSource for Inotify {
             } else {
                 RecursiveMode::NonRecursive
             };
-            match self.watcher.watch(dir, mode) {
+            let inotify_watches = self.watched.values().filter(|p| !**p).count();
+            let result = match self.test_limit {
+                Some(limit) if inotify_watches >= limit => {
+                    Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
+                }
+                _ => self.watcher.watch(dir, mode),
+            };
+            match result {
                 Ok(()) => {
                     self.watched.insert(dir.clone(), false);
                 }
