@@ -341,3 +341,23 @@ fn past_the_watch_limit_the_rest_is_polled_and_still_repaired() {
     let (code, _) = w.finish();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_declared_path_in_conflict_is_watched_and_written_once_it_is_cleared() {
+    let r = Repo::new("[file.x]\npath = \"~/x\"\ncontent = \"declared\\n\"\n");
+    r.ok(&["init"]);
+    std::fs::write(r.path("x"), "the user's own\n").unwrap();
+    let mut w = Watch::start(&r, &["--max-runs", "2"]);
+    let first = w.expect("run");
+    assert_eq!(first["settled"], false, "a conflict: {first}");
+    assert_eq!(
+        std::fs::read_to_string(r.path("x")).unwrap(),
+        "the user's own\n"
+    );
+    std::fs::remove_file(r.path("x")).unwrap();
+    let run = w.expect("run");
+    assert_eq!(run["trigger"], "changed: ~/x", "{run}");
+    assert_eq!(std::fs::read_to_string(r.path("x")).unwrap(), "declared\n");
+    let (code, _) = w.finish();
+    assert_eq!(code, 0);
+}

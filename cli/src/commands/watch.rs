@@ -79,6 +79,7 @@ pub fn run(ctx: &Context, args: &WatchArgs) -> Result<ExitCode> {
         secrets: stead_lib::secret::Secrets::open(&ctx.layout, false)?,
         watching: 0,
         managed: BTreeMap::new(),
+        declared: BTreeMap::new(),
     };
     let end = watch::watch(&mut source, &watch::SystemClock, &mut runner, &options);
     let (word, code) = match end {
@@ -106,6 +107,8 @@ struct CliRunner<'a> {
     watching: usize,
     /// Managed paths (as on disk) and their resources, after the last run.
     managed: BTreeMap<PathBuf, String>,
+    /// Declared paths and their resources, from the last whole plan.
+    declared: BTreeMap<PathBuf, String>,
 }
 
 impl CliRunner<'_> {
@@ -193,15 +196,26 @@ impl CliRunner<'_> {
                 (path, (kind, state.checksums.get(key).cloned()))
             })
             .collect();
-        self.managed = state
-            .resources
-            .iter()
-            .flat_map(|(id, r)| {
+        // Declared paths too (from a plan of the whole manifest), so a
+        // path stead does not own yet (a conflict) is watched as well.
+        if only.is_none() {
+            let plan = &prepared.plan;
+            self.declared = plan.changes[..plan.removals_from]
+                .iter()
+                .flat_map(|c| {
+                    c.keys
+                        .iter()
+                        .map(move |k| (stead_lib::manifest::expand_key(home, k), c.id.clone()))
+                })
+                .collect();
+        }
+        self.managed = self.declared.clone();
+        self.managed
+            .extend(state.resources.iter().flat_map(|(id, r)| {
                 r.keys
                     .iter()
                     .map(move |k| (stead_lib::manifest::expand_key(home, k), id.clone()))
-            })
-            .collect();
+            }));
         Ok(RunReport {
             planned,
             changed,
