@@ -167,6 +167,17 @@ fn choices_up_front_preseeded_dismissed_and_rejected() {
     let (code, _, err) = r.run(&["choose", "db/nothing", "x"]);
     assert_eq!(code, 1);
     assert!(err.contains("no check has reported db/nothing"), "{err}");
+    // Up front too, even where the manifest declares no check.
+    let (code, _, err) = r.run(&["apply", "--yes", "--choose", "db/nothing=x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no check has reported db/nothing"), "{err}");
+    let plain = Repo::new("[noop.n]\n");
+    let (code, _, err) = plain.run(&["apply", "--yes", "--choose", "db/x=y"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no check has reported db/x"), "{err}");
+    let (code, _, err) = plain.run(&["apply", "--yes", "--choose", "db-x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not an item address"), "{err}");
     // A malformed answers file names its place.
     r.write_source("bad.toml", "\"db/behind\" = \"migrate\"\n\"db/tidy\" = 3\n");
     let bad = r.config.path().join("bad.toml");

@@ -184,7 +184,11 @@ pub fn settle(plan: &mut Plan, state: &State, options: &SettleOptions) -> Result
         .filter(|(_, c)| c.kind == CHECK)
         .filter_map(|(i, c)| check_op(&c.op).map(|op| (i, op)))
         .collect();
-    if checks.is_empty() && state.checks.is_empty() && state.migration.is_none() {
+    if checks.is_empty()
+        && state.checks.is_empty()
+        && state.migration.is_none()
+        && options.choices.is_empty()
+    {
         return Ok(());
     }
     let mut out = CheckPlan {

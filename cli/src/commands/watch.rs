@@ -141,52 +141,90 @@ impl CliRunner<'_> {
             store: &ctx.store,
             guard: &guard,
         };
-        let mut retry = BTreeMap::new();
-        let (state, changed, settled, stop) = if prepared.plan.is_empty() {
-            let state = converge::record_unchanged(target, state, &prepared)?;
-            (state, 0, true, false)
+        let ran = if prepared.plan.is_empty() {
+            Ran {
+                state: converge::record_unchanged(target, state, &prepared)?,
+                changed: 0,
+                settled: true,
+                stop: false,
+                retry: BTreeMap::new(),
+            }
         } else {
-            let control = RunControl::new();
-            let reaper = super::apply::start_reaper(ctx, &control);
-            let executed = {
-                let _current = crate::CurrentRun::set(control.cancel_handle(), None);
-                converge::execute(
-                    target,
-                    state,
-                    &prepared,
-                    self.jobs,
-                    &control,
-                    &converge::Silent,
-                )
-            };
-            control.clear_reaper();
-            if let Some(mut r) = reaper {
-                let _ = r.wait();
-            }
-            let executed = executed?;
-            let plan = &prepared.plan;
-            let changed = executed
-                .outcome
-                .statuses
-                .iter()
-                .filter(|s| s.did_something())
-                .count();
-            let settled = plan
-                .changes
-                .iter()
-                .zip(&executed.outcome.statuses)
-                .all(|(c, s)| !s.is_failure() || held.contains(&c.id));
-            // `retry = -1`: the watch tries it again after its pause.
-            for (c, s) in plan.changes.iter().zip(&executed.outcome.statuses) {
-                if c.retry.forever && matches!(s, stead_lib::engine::Status::Failed(_)) {
-                    let pause = Duration::from_millis(c.retry.delay_ms);
-                    retry.insert(c.id.clone(), (pause, c.retry.exponential));
-                }
-            }
-            (executed.state, changed, settled, control.stop_requested())
+            self.execute(target, state, &prepared, held)?
         };
         guard.release()?;
-        let home = ctx.layout.home();
+        self.remember(&ran.state, &prepared.plan, only.is_none());
+        Ok(RunReport {
+            planned,
+            changed: ran.changed,
+            settled: ran.settled,
+            managed: self.managed.clone(),
+            config_dir: prepared.plan.config_dir.clone(),
+            state_dir: ctx.layout.state_dir().to_path_buf(),
+            serial: ran.state.lineage.serial,
+            stop: ran.stop,
+            retry: ran.retry,
+        })
+    }
+
+    /// Executes a plan that changes something, as `apply` does, under a
+    /// run control the signal handler reaches.
+    fn execute(
+        &self,
+        target: Target,
+        state: stead_lib::state::State,
+        prepared: &converge::Prepared,
+        held: &BTreeSet<String>,
+    ) -> Result<Ran> {
+        let control = RunControl::new();
+        let reaper = super::apply::start_reaper(self.ctx, &control);
+        let executed = {
+            let _current = crate::CurrentRun::set(control.cancel_handle(), None);
+            converge::execute(
+                target,
+                state,
+                prepared,
+                self.jobs,
+                &control,
+                &converge::Silent,
+            )
+        };
+        control.clear_reaper();
+        if let Some(mut r) = reaper {
+            let _ = r.wait();
+        }
+        let executed = executed?;
+        let outcomes = || prepared.plan.changes.iter().zip(&executed.outcome.statuses);
+        let changed = outcomes().filter(|(_, s)| s.did_something()).count();
+        let settled = outcomes().all(|(c, s)| !s.is_failure() || held.contains(&c.id));
+        // `retry = -1`: the watch tries it again after its pause.
+        let retry = outcomes()
+            .filter(|(c, s)| c.retry.forever && matches!(s, stead_lib::engine::Status::Failed(_)))
+            .map(|(c, _)| {
+                let pause = Duration::from_millis(c.retry.delay_ms);
+                (c.id.clone(), (pause, c.retry.exponential))
+            })
+            .collect();
+        Ok(Ran {
+            changed,
+            settled,
+            stop: control.stop_requested(),
+            retry,
+            state: executed.state,
+        })
+    }
+
+    /// What the watch needs of a run's record: each managed path's kind and
+    /// checksum (its own writes), and the paths it watches with their
+    /// resources (declared ones from a whole plan, so a path stead does not
+    /// own yet, a conflict, is watched as well).
+    fn remember(
+        &mut self,
+        state: &stead_lib::state::State,
+        plan: &stead_lib::plan::Plan,
+        whole: bool,
+    ) {
+        let home = self.ctx.layout.home();
         self.recorded = state
             .resources
             .values()
@@ -196,10 +234,7 @@ impl CliRunner<'_> {
                 (path, (kind, state.checksums.get(key).cloned()))
             })
             .collect();
-        // Declared paths too (from a plan of the whole manifest), so a
-        // path stead does not own yet (a conflict) is watched as well.
-        if only.is_none() {
-            let plan = &prepared.plan;
+        if whole {
             self.declared = plan.changes[..plan.removals_from]
                 .iter()
                 .flat_map(|c| {
@@ -216,18 +251,16 @@ impl CliRunner<'_> {
                     .iter()
                     .map(move |k| (stead_lib::manifest::expand_key(home, k), id.clone()))
             }));
-        Ok(RunReport {
-            planned,
-            changed,
-            settled,
-            managed: self.managed.clone(),
-            config_dir: prepared.plan.config_dir.clone(),
-            state_dir: ctx.layout.state_dir().to_path_buf(),
-            serial: state.lineage.serial,
-            stop,
-            retry,
-        })
     }
+}
+
+/// What executing a plan left.
+struct Ran {
+    state: stead_lib::state::State,
+    changed: usize,
+    settled: bool,
+    stop: bool,
+    retry: BTreeMap<String, (Duration, bool)>,
 }
 
 /// Marks the changes of held resources as conflicts: someone else keeps
