@@ -38,7 +38,8 @@ pub struct FsError {
 }
 
 impl FsError {
-    pub(crate) fn new(action: &'static str, path: &Path, source: io::Error) -> Self {
+    /// The error of `action` on `path`.
+    pub fn new(action: &'static str, path: &Path, source: io::Error) -> Self {
         FsError {
             action,
             path: path.to_path_buf(),

@@ -12,7 +12,8 @@ use chrono::{Duration, Utc};
 use stead_lib::lock::{LockHolder, LockInfo, LockType};
 use stead_lib::sync::SyncError;
 use stead_lib::sync::backend::{
-    Acquired, Backend, ConfigSource, Published, RecordStore, Released, SourceStatus, Update,
+    Acquired, Backend, ConfigSource, Published, RecordStore, Released, RemoteLocker, SourceStatus,
+    Update,
 };
 use stead_lib::sync::git::Git;
 use stead_lib::sync::git_backend::GitBackend;
@@ -29,6 +30,10 @@ trait Harness {
     fn write_file(&self, backend: &Self::B, path: &str, content: &str);
     /// A config file of a clone's tree.
     fn read_file(&self, backend: &Self::B, path: &str) -> Option<String>;
+    /// Whether the remote lock is bound to a lease that its holder keeps
+    /// alive (etcd): it is never broken for its age, and ends within
+    /// [`LEASE_TTL`] + 1 s of its holder going away.
+    const LEASED: bool = false;
 }
 
 // ----- the git harness -----
@@ -134,6 +139,72 @@ impl Harness for MemoryHarness {
     }
 }
 
+// ----- the etcd harness -----
+
+/// A real one-member etcd on loopback, and a git remote for the tree's
+/// files: each clone is a git clone with `.stead/etcd.toml` naming the
+/// cluster. Without etcd installed (and outside CI) the harness uses the
+/// memory backend's semantics by panicking with a clear message instead:
+/// `.ci/run` installs etcd-server.
+struct EtcdHarness {
+    etcd: stead_testkit::etcd::Etcd,
+    git: GitHarness,
+}
+
+impl Harness for EtcdHarness {
+    type B = stead_lib::sync::etcd::EtcdBackend;
+    const LEASED: bool = true;
+
+    fn new() -> Self {
+        assert!(
+            stead_testkit::etcd::available(),
+            "the etcd backend's conformance tests need etcd: apt-get install etcd-server"
+        );
+        let git = GitHarness::new();
+        let mut seed = git.dir.path().join("seed");
+        std::fs::create_dir_all(&seed).unwrap();
+        // The bare remote needs a first commit for clones to have a branch.
+        let g = Git::init_repo_with_env(&seed, git.env()).unwrap();
+        std::fs::write(seed.join("README"), "config\n").unwrap();
+        g.add(&["README"]).unwrap();
+        g.commit("seed").unwrap();
+        g.run(&["push", "-q", &git.remote().display().to_string(), "HEAD"])
+            .unwrap();
+        seed.pop();
+        EtcdHarness {
+            etcd: stead_testkit::etcd::Etcd::start(1),
+            git,
+        }
+    }
+
+    fn clone_remote(&mut self) -> Self::B {
+        let clone = self.git.clone_remote();
+        let root = clone.git().root().to_path_buf();
+        let config =
+            stead_lib::sync::etcd::EtcdConfig::new(&self.etcd.endpoints(), Some("/conformance/"))
+                .unwrap();
+        config.write(&root).unwrap();
+        let backend = stead_lib::sync::etcd::EtcdBackend::new(
+            &root,
+            Some(clone.git().clone()),
+            config,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        // A git clone starts with the remote fetched; so does this one.
+        backend.refresh().unwrap();
+        backend
+    }
+
+    fn write_file(&self, backend: &Self::B, path: &str, content: &str) {
+        std::fs::write(backend.root().join(path), content).unwrap();
+    }
+
+    fn read_file(&self, backend: &Self::B, path: &str) -> Option<String> {
+        std::fs::read_to_string(backend.root().join(path)).ok()
+    }
+}
+
 // ----- helpers -----
 
 fn record(serial: u64, tag: &str) -> SharedRecord {
@@ -179,6 +250,24 @@ fn remote_record<H: Harness>(h: &mut H) -> Option<SharedRecord> {
 }
 
 const TTL: u64 = 600;
+/// The TTL of the leased-lock tests (etcd's least).
+const LEASE_TTL: u64 = 2;
+
+/// Tries `acquire` until it takes the lock, for at most the lease's TTL
+/// and one second: a leased lock whose holder went away must be free by then.
+fn taken_within_lease(locker: &dyn RemoteLocker, info: &LockInfo) -> Acquired {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(LEASE_TTL + 1);
+    loop {
+        match locker.acquire(info, LEASE_TTL).unwrap() {
+            Acquired::Held(holder) => assert!(
+                std::time::Instant::now() < deadline,
+                "the lock of a holder that went away is still held after the TTL + 1 s: {holder:?}"
+            ),
+            taken => return taken,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
 
 // ----- the suite -----
 
@@ -309,6 +398,9 @@ fn second_acquirer_sees_the_holder<H: Harness>() {
 }
 
 fn expired_lock_can_be_broken<H: Harness>() {
+    if H::LEASED {
+        return leased_lock_ends_with_its_holder_not_its_age::<H>();
+    }
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
     let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
@@ -337,7 +429,37 @@ fn force_unlock_removes_any_lock<H: Harness>() {
     assert!(lb.force_unlock().unwrap().is_none());
 }
 
+/// A leased lock: an old one whose holder is alive is not broken; once the
+/// holder stops keeping it alive (its locker gone, as when its process
+/// dies), it is free within the TTL + 1 s.
+fn leased_lock_ends_with_its_holder_not_its_age<H: Harness>() {
+    let mut h = H::new();
+    let (a, b) = (h.clone_remote(), h.clone_remote());
+    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let old = lock_info("a", 3600);
+    assert!(matches!(
+        la.acquire(&old, LEASE_TTL).unwrap(),
+        Acquired::Taken(_)
+    ));
+    // Past the TTL by its age, but alive: held.
+    std::thread::sleep(std::time::Duration::from_secs(LEASE_TTL + 1));
+    match lb.acquire(&lock_info("b", 0), LEASE_TTL).unwrap() {
+        Acquired::Held(holder) => assert_eq!(holder.info, Some(old)),
+        other => panic!("a live leased lock must not be broken for its age: {other:?}"),
+    }
+    drop(la);
+    let info_b = lock_info("b", 0);
+    assert!(matches!(
+        taken_within_lease(lb.as_ref(), &info_b),
+        Acquired::Taken(_)
+    ));
+    assert_eq!(lb.inspect().unwrap().and_then(|h| h.info), Some(info_b));
+}
+
 fn releasing_a_broken_lock_leaves_the_new_holder<H: Harness>() {
+    if H::LEASED {
+        return releasing_an_ended_lease_leaves_the_new_holder::<H>();
+    }
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
     let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
@@ -350,6 +472,24 @@ fn releasing_a_broken_lock_leaves_the_new_holder<H: Harness>() {
         Acquired::Broke { .. }
     ));
     assert_eq!(la.release(&held_a).unwrap(), Released::Lost);
+    assert_eq!(lb.inspect().unwrap().and_then(|h| h.info), Some(info_b));
+}
+
+fn releasing_an_ended_lease_leaves_the_new_holder<H: Harness>() {
+    let mut h = H::new();
+    let (a, b) = (h.clone_remote(), h.clone_remote());
+    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let Acquired::Taken(held_a) = la.acquire(&lock_info("a", 0), LEASE_TTL).unwrap() else {
+        panic!("free lock");
+    };
+    drop(la);
+    let info_b = lock_info("b", 0);
+    assert!(matches!(
+        taken_within_lease(lb.as_ref(), &info_b),
+        Acquired::Taken(_)
+    ));
+    let again = a.locker().unwrap();
+    assert_eq!(again.release(&held_a).unwrap(), Released::Lost);
     assert_eq!(lb.inspect().unwrap().and_then(|h| h.info), Some(info_b));
 }
 
@@ -415,7 +555,7 @@ fn source_status_tells_committed_from_uncommitted<H: Harness>() {
 
 macro_rules! backends {
     ($($backend:ident: $harness:ty;)*) => {
-        $(mod $backend {
+        $(#[allow(unused_imports)] mod $backend {
             use super::*;
             #[test] fn reads_absent_then_present() { super::reads_absent_then_present::<$harness>() }
             #[test] fn publish_then_read_back() { super::publish_then_read_back::<$harness>() }
@@ -437,4 +577,5 @@ macro_rules! backends {
 backends! {
     git: GitHarness;
     memory: MemoryHarness;
+    etcd: EtcdHarness;
 }

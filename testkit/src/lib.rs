@@ -10,11 +10,13 @@
 //! failed setup/IO step, [`EXIT_LOCKED`] the lock could not be taken.
 //!
 //! [`apt`], [`dnf`] and [`pacman`] are the throw-away roots the package
-//! tests (and the package benchmark) install real packages into.
+//! tests (and the package benchmark) install real packages into; [`etcd`]
+//! is a real etcd cluster on loopback for the etcd backend's tests.
 
 pub mod apt;
 mod child;
 pub mod dnf;
+pub mod etcd;
 pub mod pacman;
 
 pub use child::Stamp;

@@ -13,8 +13,12 @@
 //!   program), [`repo`] (the record's copies in a clone) and
 //!   [`remote_lock`] (the lock ref).
 //! - [`memory`]: an in-memory implementation, for tests.
+//! - `etcd` (cargo feature `etcd`, on by default): the record and the lock
+//!   in an etcd cluster, named by the tree's `.stead/etcd.toml`.
 
 pub mod backend;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod git;
 pub mod git_backend;
 pub mod hybrid;
@@ -38,7 +42,7 @@ pub use git::DEFAULT_NETWORK_TIMEOUT;
 /// A repo without a remote opens too; [`Backend::require_remote`] says
 /// whether it can sync.
 pub fn open(dir: &Path) -> Result<Box<dyn Backend>, SyncError> {
-    Ok(Box::new(git_backend::GitBackend::open(dir)?))
+    open_with(dir, &Options::default())
 }
 
 /// How a backend talks to its remote.
@@ -74,6 +78,17 @@ impl Options {
 
 /// [`open`] with `options` (network timeout, trace).
 pub fn open_with(dir: &Path, options: &Options) -> Result<Box<dyn Backend>, SyncError> {
+    #[cfg(feature = "etcd")]
+    if let Some(backend) = etcd::open(dir, options)? {
+        return Ok(Box::new(backend));
+    }
+    #[cfg(not(feature = "etcd"))]
+    if dir.join(".stead/etcd.toml").exists() {
+        return Err(SyncError::EtcdConfig {
+            path: dir.join(".stead/etcd.toml"),
+            problem: "this stead was built without the etcd feature".to_string(),
+        });
+    }
     Ok(Box::new(git_backend::GitBackend::open_with(dir, options)?))
 }
 
@@ -312,6 +327,30 @@ pub enum SyncError {
         holder: Box<backend::RemoteHolder>,
         /// The configured timeout, seconds.
         timeout: u64,
+    },
+    /// An etcd call failed for another reason than the connection.
+    #[error(
+        "etcd {remote} refused the request: {reason}\nNothing was changed by stead; check the cluster's health ('etcdctl endpoint health') and run the command again."
+    )]
+    Etcd {
+        /// The endpoints.
+        remote: String,
+        /// etcd's reason.
+        reason: String,
+    },
+    /// `.stead/etcd.toml` cannot be used.
+    #[error("{}: {problem}\nFix the file (see docs/etcd.md), or run 'stead init --etcd URL --path DIR' again.", .path.display())]
+    EtcdConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The record's keys on etcd cannot be used (or would be too large).
+    #[error("{reason}")]
+    EtcdRecord {
+        /// What is wrong, naming the key.
+        reason: String,
     },
     /// The remote record moved since this machine last synced.
     #[error(

@@ -1,0 +1,250 @@
+//! A real etcd for the tests: one or three members started on loopback in a
+//! temp dir, waited on until every member answers its health endpoint, and
+//! stopped (by their own pids, waited on) when dropped.
+//!
+//! Members run with `--logger=zap`: Debian's etcd 3.4.23 panics under load
+//! with its default logger (etcd #14402). Ports are found free by binding
+//! port 0 first; a port taken between that and etcd's bind makes the start
+//! fail and it is tried again with new ports.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running etcd cluster of loopback members.
+#[derive(Debug)]
+pub struct Etcd {
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client_port: u16,
+    child: Option<Child>,
+}
+
+/// Whether the `etcd` program is on this machine. Tests that need it call
+/// [`Etcd::require`]: under CI a missing etcd is a failure, elsewhere the
+/// test says why it does nothing.
+pub fn available() -> bool {
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Etcd {
+    /// `None` (with a message) when etcd is not installed and this is not
+    /// CI; panics under CI (`.ci/run` installs `etcd-server`).
+    pub fn require(members: usize) -> Option<Etcd> {
+        if !available() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "etcd is not installed: apt-get install etcd-server"
+            );
+            eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
+            return None;
+        }
+        Some(Etcd::start(members))
+    }
+
+    /// Starts `count` members (1 or 3) and waits until all are healthy.
+    pub fn start(count: usize) -> Etcd {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Etcd::try_start(count) {
+                Ok(etcd) => return etcd,
+                Err(why) => last = why,
+            }
+        }
+        panic!("etcd did not start: {last}");
+    }
+
+    fn try_start(count: usize) -> Result<Etcd, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
+        let cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("n{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let mut etcd = Etcd {
+            members: Vec::new(),
+            dir,
+        };
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("n{i}");
+            let log = std::fs::File::create(etcd.dir.path().join(format!("{name}.log")))
+                .map_err(|e| e.to_string())?;
+            let child = Command::new("etcd")
+                .arg("--name")
+                .arg(&name)
+                .arg("--data-dir")
+                .arg(etcd.dir.path().join(&name))
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+                ))
+                .arg(format!("--initial-cluster={}", cluster.join(",")))
+                .args([
+                    "--initial-cluster-token=stead-test",
+                    "--initial-cluster-state=new",
+                    "--heartbeat-interval=50",
+                    "--election-timeout=500",
+                    "--logger=zap",
+                    "--log-outputs=stderr",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start etcd: {e}"))?;
+            etcd.members.push(Member {
+                name,
+                client_port: *client,
+                child: Some(child),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..etcd.members.len() {
+            while !etcd.healthy(i) {
+                if Instant::now() > deadline || etcd.exited(i) {
+                    return Err(format!(
+                        "member {} not healthy: {}",
+                        etcd.members[i].name,
+                        etcd.log(i)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(etcd)
+    }
+
+    /// The client URLs of the members that are running, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client URLs of every member, stopped or not, comma-separated.
+    pub fn all_endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The temp dir the members keep their data and logs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Member `i`'s log (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        let path: PathBuf = self
+            .dir
+            .path()
+            .join(format!("{}.log", self.members[i].name));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Whether member `i` answers `/health` with `"health":"true"`.
+    pub fn healthy(&self, i: usize) -> bool {
+        http_get(self.members[i].client_port, "/health")
+            .is_some_and(|body| body.contains("\"health\":\"true\""))
+    }
+
+    fn exited(&mut self, i: usize) -> bool {
+        match self.members[i].child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    /// The index of the member that is the leader now (`None`: no leader
+    /// answered), read from each member's `/v3/maintenance/status`.
+    pub fn leader(&self) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
+            let body = http_post(m.client_port, "/v3/maintenance/status", "{}")?;
+            let field = |name: &str| -> Option<String> {
+                let at = body.find(&format!("\"{name}\":\""))? + name.len() + 4;
+                let end = body[at..].find('"')? + at;
+                Some(body[at..end].to_string())
+            };
+            if let (Some(leader), Some(me)) = (field("leader"), field("member_id"))
+                && leader == me
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Kills member `i` with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn http_request(port: u16, request: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+}
+
+fn http_post(port: u16, path: &str, body: &str) -> Option<String> {
+    http_request(
+        port,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
