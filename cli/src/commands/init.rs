@@ -31,8 +31,18 @@ pub struct InitArgs {
 
     /// Clone this config repo (or adopt the clone at --path) and join the
     /// lineage its .stead/state.json records, or start one
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "etcd")]
     pub repo: Option<String>,
+
+    /// Keep the shared record and the lock on this etcd cluster (client
+    /// URLs, comma-separated) instead of in the repo; --path names the
+    /// config dir (usually a git clone), which stays where it is
+    #[arg(long, value_name = "URL[,URL...]", requires = "path")]
+    pub etcd: Option<String>,
+
+    /// With --etcd: the key prefix the lineage lives under (default /stead/v1/)
+    #[arg(long, value_name = "PREFIX", requires = "etcd")]
+    pub prefix: Option<String>,
 }
 
 /// What a local `init` did (`status` in `--json`).
@@ -50,6 +60,9 @@ enum InitStatus {
 pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
     if let Some(url) = &args.repo {
         return run_repo(ctx, args, url);
+    }
+    if let Some(endpoints) = &args.etcd {
+        return run_etcd(ctx, args, endpoints);
     }
     // An empty directory (--path, --config, else the current one on a
     // machine not initialised yet) gets a starter stead.toml, and becomes
@@ -276,18 +289,59 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         },
     };
     backend.require_remote()?;
-    let session = repo::session(ctx, backend.as_ref());
+    join_backend(ctx, args, backend.as_ref(), cloned, found.as_deref(), url)
+}
+
+/// `init --etcd URLS --path DIR`: name the cluster in the config dir's
+/// `.stead/etcd.toml`, then join the lineage recorded there (or start one)
+/// as `init --repo` does; the next sync publishes this machine's entry.
+fn run_etcd(ctx: &Context, args: &InitArgs, endpoints: &str) -> Result<ExitCode> {
+    let Some(path) = &args.path else {
+        anyhow::bail!("--etcd needs --path: the config dir (usually a clone of your config repo)");
+    };
+    let dest = std::path::absolute(path).context("cannot read the current directory")?;
+    if !dest.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory\nNothing was changed. Clone your config repo there first \
+             (git clone URL {}), or pass the config dir with --path.",
+            dest.display(),
+            dest.display()
+        );
+    }
+    let config = stead_lib::sync::etcd::EtcdConfig::new(endpoints, args.prefix.as_deref())?;
+    let root = stead_lib::sync::git::Git::open(&dest)
+        .map(|g| g.root().to_path_buf())
+        .unwrap_or(dest);
+    config.write(&root)?;
+    let backend = stead_lib::sync::open_with(&root, &ctx.sync_options())?;
+    let name = format!("etcd:{}{}", config.endpoints.join(","), config.prefix);
+    join_backend(ctx, args, backend.as_ref(), false, None, &name)
+}
+
+/// Joins the lineage the backend's record holds (or starts one) and reports.
+fn join_backend(
+    ctx: &Context,
+    args: &InitArgs,
+    backend: &dyn stead_lib::sync::Backend,
+    cloned: bool,
+    found: Option<&str>,
+    url: &str,
+) -> Result<ExitCode> {
+    let session = repo::session(ctx, backend);
     if !cloned {
         // An existing clone joins what the remote has now, not what it last saw.
         session.prepare(&mut repo::note(ctx))?;
         if session.refresh(false, &mut repo::note(ctx))? {
             let records = backend.records()?;
             if let Some(files) = session.update_tree(&records, "stead init")? {
-                let rerun = format!(
-                    "stead init --repo {url} --path {}",
-                    backend.root().display()
-                );
-                return repo::report_tree_conflicts(ctx, backend.as_ref(), &files, &rerun);
+                let rerun = match &args.etcd {
+                    Some(e) => format!("stead init --etcd {e} --path {}", backend.root().display()),
+                    None => format!(
+                        "stead init --repo {url} --path {}",
+                        backend.root().display()
+                    ),
+                };
+                return repo::report_tree_conflicts(ctx, backend, &files, &rerun);
             }
         }
     }
@@ -312,7 +366,7 @@ fn run_repo(ctx: &Context, args: &InitArgs, url: &str) -> Result<ExitCode> {
         &repo::stead_exe()?,
     )?;
     guard.release()?;
-    report_repo(ctx, &joined, cloned, found.as_deref(), &root, url);
+    report_repo(ctx, &joined, cloned, found, &root, url);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -354,7 +408,12 @@ fn report_repo(
             state.machine.id
         );
     }
-    if cloned {
+    if let Some(cluster) = url.strip_prefix("etcd:") {
+        outln!(
+            "{} Using the config dir {root}; the shared record and the lock are on etcd {cluster}",
+            p.green("✓")
+        );
+    } else if cloned {
         outln!("{} Cloned {url} into {root}", p.green("✓"));
     } else if let Some(why) = found {
         outln!("{} Using the existing clone {root} ({why})", p.green("✓"));
