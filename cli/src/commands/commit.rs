@@ -95,7 +95,11 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ctx.store.commit(&guard, &mut state, "commit")?;
     }
 
-    let record = shared::fold(working.as_ref(), &state, &session.record_key()?);
+    let mut record = shared::fold(working.as_ref(), &state, &session.record_key()?);
+    // A commit with news carries the drift count left after the accepted files.
+    session.carry_drift(&mut record, &state, &|state| {
+        Some(super::drift::drifted(ctx, state).len() as u64)
+    })?;
     session.write_if_changed(&record)?;
     let sources: Vec<String> = accepted
         .iter()
