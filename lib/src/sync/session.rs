@@ -364,7 +364,10 @@ impl<'a> Session<'a> {
         let key = self.record_key()?;
         let mut record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
         shared::mark_seen(&mut record, &state.machine.id, now);
-        self.carry_drift(&mut record, &state, drift_of)?;
+        let committed = self.backend.records()?.local;
+        shared::carry_drift(&mut record, committed.as_ref(), &state.machine.id, || {
+            drift_of(&state)
+        });
         self.write_if_changed(&record)?;
         let lineage = self.lineage_paths()?;
         let committed = self.backend.commit(
@@ -441,24 +444,6 @@ impl<'a> Session<'a> {
     /// histories would find news in every sync once it outgrows the cap.
     pub fn kept_history<'s>(&self, state: &'s State) -> Vec<&'s str> {
         kept_history(self.store, state)
-    }
-
-    /// Puts this machine's drift count (`drift_of` the local `state`) into
-    /// `record` when `record` has news over the committed copy; see
-    /// [`shared::carry_drift`]. Returns whether it did.
-    pub fn carry_drift(
-        &self,
-        record: &mut SharedRecord,
-        state: &State,
-        drift_of: &dyn Fn(&State) -> Option<u64>,
-    ) -> Result<bool, SyncError> {
-        let committed = self.backend.records()?.local;
-        Ok(shared::carry_drift(
-            record,
-            committed.as_ref(),
-            &state.machine.id,
-            || drift_of(state),
-        ))
     }
 
     /// Replaces the working copy when it differs.
