@@ -74,6 +74,10 @@ pub enum Command {
     #[command(subcommand)]
     State(crate::commands::state::StateCommand),
 
+    /// See the lineage's machines together (stead fleet status)
+    #[command(subcommand)]
+    Fleet(crate::commands::fleet::FleetCommand),
+
     /// Check the environment (git, config repo, state, lock, journal, remote,
     /// merge driver, permissions, free space) and say how to fix what is wrong
     Doctor(commands::doctor::DoctorArgs),

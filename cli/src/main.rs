@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit(args) => commands::commit::run(&ctx, &args),
         Command::Sync(args) => commands::sync::run(&ctx, &args),
         Command::State(cmd) => commands::state::run(&ctx, &cmd),
+        Command::Fleet(cmd) => commands::fleet::run(&ctx, &cmd),
         Command::Secret(cmd) => commands::secret::run(&ctx, &cmd),
         Command::Check(args) => commands::check::run(&ctx, &args),
         Command::Watch(args) => commands::watch::run(&ctx, &args),

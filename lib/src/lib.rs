@@ -32,6 +32,8 @@
 //! - [`sync`]: many machines: the shared record in the config repo, its
 //!   3-way merge and conflicts, the backend traits (git, memory), the sync
 //!   session and the hybrid lock.
+//! - [`fleet`]: the fleet view: every machine of the lineage from one read
+//!   of the shared record (profile, times, drift count, lock, offline).
 //! - [`doctor`]: checks of the environment (git, repo, state, lock, journal,
 //!   remote, merge driver, permissions, space), each ok/warn/fail with a fix.
 
@@ -45,6 +47,7 @@ pub mod command;
 pub mod converge;
 pub mod doctor;
 pub mod engine;
+pub mod fleet;
 pub mod fsutil;
 pub mod graph;
 pub mod journal;

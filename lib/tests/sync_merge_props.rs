@@ -26,6 +26,7 @@ fn machine_record(profile: u8, secs: i64, files: &[(u8, u8)]) -> MachineRecord {
             .iter()
             .map(|(f, c)| (format!("~/f{f}"), format!("blake3:{c}")))
             .collect(),
+        drift: Some(files.len() as u64),
     }
 }
 

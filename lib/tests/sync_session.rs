@@ -60,7 +60,7 @@ fn a_first_sync_publishes_and_a_later_one_takes_the_remote_record() {
         .unwrap();
     assert!(matches!(merged, Merged::Settled { .. }), "{merged:?}");
     assert_eq!(steps, vec![Step::TreeUpdated]);
-    let finished = session.finish(chrono::Utc::now()).unwrap();
+    let finished = session.finish(chrono::Utc::now(), &|_| Some(0)).unwrap();
     assert!(matches!(finished.pushed, Ok(true)), "{:?}", finished.pushed);
     assert_eq!(remote.head(), finished.committed);
 
@@ -145,4 +145,39 @@ fn an_update_in_progress_stops_a_sync_before_anything_changes() {
     );
     b.abort_update();
     session.begin(Path::new("/opt/stead"), &mut |_| {}).unwrap();
+}
+
+#[test]
+fn a_sync_publishes_its_drift_count_only_with_other_news() {
+    let remote = MemoryRemote::new();
+    let clone = remote.clone_at(Path::new("/memory/a"));
+    let (m, state) = machine("machine-a");
+    let session = Session::new(&clone, &m.store);
+    let sync = |at: chrono::DateTime<Utc>, drift: u64| {
+        let state = m.store.load_current().unwrap();
+        session.begin(Path::new("/opt/stead"), &mut |_| {}).unwrap();
+        let (records, comparison) = session.compare_for_merge(&state, &[]).unwrap();
+        session
+            .merge(&m.guard, state, &records, &comparison, &mut |_| {})
+            .unwrap();
+        session.finish(at, &move |_| Some(drift)).unwrap()
+    };
+    let drift_on_remote = || {
+        let other = remote.clone_at(Path::new("/memory/reader"));
+        other.read_working().unwrap().unwrap().machines[&state.machine.id].drift
+    };
+    let now = Utc::now();
+    // The first sync is news: its count goes with it.
+    let first = sync(now, 2);
+    assert!(matches!(first.pushed, Ok(true)), "{:?}", first.pushed);
+    assert_eq!(drift_on_remote(), Some(2));
+    // A count that changed alone is not published...
+    let second = sync(now + chrono::TimeDelta::minutes(5), 5);
+    assert_eq!(second.committed, None);
+    assert!(matches!(second.pushed, Ok(false)), "{:?}", second.pushed);
+    assert_eq!(drift_on_remote(), Some(2));
+    // ...until the machine publishes anyway (here the hourly heartbeat).
+    let beat = sync(now + chrono::TimeDelta::minutes(90), 5);
+    assert!(matches!(beat.pushed, Ok(true)), "{:?}", beat.pushed);
+    assert_eq!(drift_on_remote(), Some(5));
 }

@@ -95,7 +95,14 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ctx.store.commit(&guard, &mut state, "commit")?;
     }
 
-    let record = shared::fold(working.as_ref(), &state, &session.record_key()?);
+    let mut record = shared::fold(working.as_ref(), &state, &session.record_key()?);
+    // A record with news carries the drift count left after the accepted
+    // files. News is judged against the working copy read above (the
+    // committed one, unless a killed run left it uncommitted): the repo may
+    // have no remote, so the backend's copies are not asked for.
+    shared::carry_drift(&mut record, working.as_ref(), &state.machine.id, || {
+        Some(super::drift::drifted(ctx, &state).len() as u64)
+    });
     session.write_if_changed(&record)?;
     let sources: Vec<String> = accepted
         .iter()

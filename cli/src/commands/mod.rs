@@ -9,6 +9,7 @@ pub mod completion;
 pub mod doctor;
 pub mod drift;
 pub mod edit;
+pub mod fleet;
 pub mod graph;
 pub mod init;
 pub mod merge_driver;

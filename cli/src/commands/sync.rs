@@ -80,8 +80,11 @@ pub fn run(ctx: &Context, args: &SyncArgs) -> Result<ExitCode> {
 
     let (code, apply_error) = apply_merged(ctx, &guard, state, args);
 
-    // Whatever apply recorded (even when it failed) goes into the record too.
-    let finished = session.finish(ctx.now())?;
+    // Whatever apply recorded (even when it failed) goes into the record too,
+    // with the drift count left after it when the record has news.
+    let finished = session.finish(ctx.now(), &|state| {
+        Some(super::drift::drifted(ctx, state).len() as u64)
+    })?;
     let record = finished.record;
     if let Some(e) = apply_error {
         guard.release()?;

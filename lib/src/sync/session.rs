@@ -351,12 +351,23 @@ impl<'a> Session<'a> {
     /// committed and published. The record is shared even when applying
     /// failed: it is true either way, and the other machines need it.
     /// A machine that has nothing else to publish still says it is there,
-    /// once an hour ([`shared::mark_seen`], at `now`).
-    pub fn finish(&self, now: DateTime<Utc>) -> Result<Finished, SyncError> {
+    /// once an hour ([`shared::mark_seen`], at `now`). When the record has
+    /// news, this machine's entry carries its drift count as `drift_of` says
+    /// for the state now (the caller's drift check, run only then:
+    /// [`shared::carry_drift`]).
+    pub fn finish(
+        &self,
+        now: DateTime<Utc>,
+        drift_of: &dyn Fn(&State) -> Option<u64>,
+    ) -> Result<Finished, SyncError> {
         let state = self.store.load_current()?;
         let key = self.record_key()?;
         let mut record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
         shared::mark_seen(&mut record, &state.machine.id, now);
+        let committed = self.backend.records()?.local;
+        shared::carry_drift(&mut record, committed.as_ref(), &state.machine.id, || {
+            drift_of(&state)
+        });
         self.write_if_changed(&record)?;
         let lineage = self.lineage_paths()?;
         let committed = self.backend.commit(

@@ -26,8 +26,12 @@ use crate::state::{DriftStatus, HistoryEntry, State};
 /// Where the shared record lives, relative to the config repo's root.
 pub const SHARED_RECORD_PATH: &str = ".stead/state.json";
 
-/// The shared record's schema version this build reads and writes.
-pub const SHARED_VERSION: u32 = 1;
+/// The shared record's schema version this build writes. Version 2 added a
+/// machine's `drift` count; a version 1 record reads as it is (no machine
+/// carries a drift count) and is held as version 2 in memory, so reading one
+/// is no news. A stead that knows only version 1 refuses a version 2 record
+/// with "upgrade stead" ([`SharedError::Newer`]) rather than calling it corrupt.
+pub const SHARED_VERSION: u32 = 2;
 
 /// The shared record of a config repo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +92,11 @@ pub struct MachineRecord {
     /// `path -> keyed-blake3:<hex>` of what stead wrote there (see
     /// [`publish_checksum`]); records of stead 0.1 hold `blake3:<hex>`.
     pub checksums: BTreeMap<String, String>,
+    /// How many of its managed paths did not match what stead recorded
+    /// when it last published ([`carry_drift`]); a count only, never a path.
+    /// `None`: not known (a version 1 record, or not published since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<u64>,
 }
 
 /// Why a shared record cannot be used. Nothing is written when one is returned.
@@ -138,7 +147,11 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<SharedRecord, SharedError> {
             supported: SHARED_VERSION,
         });
     }
-    serde_json::from_slice(bytes).map_err(corrupt)
+    let mut record: SharedRecord = serde_json::from_slice(bytes).map_err(corrupt)?;
+    // A version 1 record is a version 2 record without drift counts: held as
+    // the current version, so that an older copy is not news by its number.
+    record.version = SHARED_VERSION;
+    Ok(record)
 }
 
 /// The bytes stored in the repo: pretty JSON and a final newline, so that
@@ -246,6 +259,8 @@ pub fn machine_record(state: &State, key: &RecordKey) -> MachineRecord {
         config_path: state.config_path.clone(),
         last_apply: state.last_apply,
         last_sync: state.last_sync,
+        // The local state holds no drift count: see [`carry_drift`].
+        drift: None,
         // A sensitive file's checksum stays on its machine, even keyed.
         checksums: state
             .checksums
@@ -274,7 +289,9 @@ pub fn fold(shared: Option<&SharedRecord>, local: &State, key: &RecordKey) -> Sh
     // forever.
     // A published time never goes back: a heartbeat ([`mark_seen`]) may be
     // newer than the local state's.
+    // The drift count is the published one: only [`carry_drift`] changes it.
     if let Some(prev) = out.machines.get(me) {
+        entry.drift = prev.drift;
         let mut same = entry.clone();
         same.last_sync = prev.last_sync;
         entry.last_sync = if same == *prev {
@@ -314,14 +331,16 @@ pub fn moved_since(copy: Option<&SharedRecord>, base: Option<&SharedRecord>) -> 
     }
 }
 
-/// Equal in everything but when machines last pushed, up to a heartbeat:
-/// a machine's time moved by [`SEEN_REFRESH_MINUTES`] or more is news (it
-/// is how the others learn it is still there).
+/// Equal in everything but when machines last pushed, up to a heartbeat
+/// (a machine's time moved by [`SEEN_REFRESH_MINUTES`] or more is news: it
+/// is how the others learn it is still there), and their drift counts (a
+/// count travels only with other news, [`carry_drift`]).
 pub fn same_content(a: &SharedRecord, b: &SharedRecord) -> bool {
     let strip = |r: &SharedRecord| {
         let mut r = r.clone();
         for m in r.machines.values_mut() {
             m.last_sync = None;
+            m.drift = None;
         }
         r.stead_version = String::new();
         r
@@ -356,6 +375,34 @@ pub fn mark_seen(record: &mut SharedRecord, me: &str, now: DateTime<Utc>) -> boo
         entry.last_sync = Some(now);
     }
     stale
+}
+
+/// Sets `me`'s drift count in `record` (what this machine is about to
+/// commit) to `drift`, but only when `record` is news over `committed` (the
+/// copy last committed, which the commit replaces): a drift count that
+/// changed alone is not news, or machines whose files drift would commit
+/// and push for it on every sync. When the machine publishes for another
+/// reason (its own news, a merge, the hourly heartbeat), the count goes
+/// with it. Returns whether it set the count.
+///
+/// `drift` is asked only when the count is to be set (it reads every
+/// managed path).
+pub fn carry_drift(
+    record: &mut SharedRecord,
+    committed: Option<&SharedRecord>,
+    me: &str,
+    drift: impl FnOnce() -> Option<u64>,
+) -> bool {
+    if committed == Some(&*record) {
+        return false;
+    }
+    match record.machines.get_mut(me) {
+        Some(entry) => {
+            entry.drift = drift();
+            true
+        }
+        None => false,
+    }
 }
 
 /// The union of two histories by entry id, ordered by time (then serial,
@@ -579,6 +626,7 @@ fn merge_machine(
         last_apply: field(base, l, r, strategy, true, |m| &m.last_apply),
         last_sync: field(base, l, r, strategy, true, |m| &m.last_sync),
         checksums,
+        drift: field(base, l, r, strategy, false, |m| &m.drift),
     }
 }
 
@@ -1448,6 +1496,120 @@ mod tests {
         assert_eq!(d[0].local, serde_json::json!(5));
     }
 
+    #[test]
+    fn a_version_1_record_reads_without_drift_merges_and_is_written_as_version_2() {
+        let bytes = include_bytes!("../../tests/fixtures/shared-record-v1.json");
+        let old = parse(bytes, "the fixture").unwrap();
+        assert_eq!(old.version, SHARED_VERSION, "held as the current version");
+        assert_eq!(old.machine_count(), 2);
+        assert!(old.machines.values().all(|m| m.drift.is_none()));
+        // Reading it again, or writing it back and reading that, is no news.
+        assert!(same_content(&old, &parse(&to_bytes(&old), "x").unwrap()));
+        // A machine of it folds its state in: no clash, its count not invented.
+        let me = "e7a3f1d9-6b4c-4d2e-8f0a-5c9b1e3d7a62";
+        let mut d = state(me, &old.lineage.id, old.lineage.serial);
+        d.history = old.history.clone();
+        d.active_profile = Some("work".into());
+        d.config_path = Some("/home/sam/dotfiles".into());
+        let c = compare(&d, Some(&old), Some(&old), Some(&old), &[], &KEY);
+        assert!(c.undecided().next().is_none(), "{:?}", c.conflicts);
+        assert_eq!(c.local.machines[me].drift, None);
+        // Merged with a version 2 copy that carries a count: kept.
+        let mut newer = old.clone();
+        newer.lineage.serial += 1;
+        newer
+            .machines
+            .get_mut("1c9e4b7a-3d2f-4a8b-9e6c-0f5d7a2b8c41")
+            .unwrap()
+            .drift = Some(2);
+        let m = merge(Some(&old), &old, &newer, Some(me), Strategy::Merge);
+        assert_eq!(
+            m.machines["1c9e4b7a-3d2f-4a8b-9e6c-0f5d7a2b8c41"].drift,
+            Some(2)
+        );
+        let text = String::from_utf8(to_bytes(&m)).unwrap();
+        assert!(text.starts_with("{\n  \"version\": 2,"), "{text}");
+        assert!(text.contains("\"drift\": 2"), "{text}");
+        // No count, no key: a record without counts reads the same in both versions.
+        assert!(!String::from_utf8(to_bytes(&old)).unwrap().contains("drift"));
+    }
+
+    #[test]
+    fn a_record_newer_than_version_2_asks_for_an_upgrade() {
+        let mut r = SharedRecord::new("lineage-x");
+        r.version = SHARED_VERSION + 1;
+        let err = parse(&to_bytes(&r), "origin/main:.stead/state.json").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the shared record origin/main:.stead/state.json has version 3, \
+             but this stead understands up to version 2; upgrade stead"
+        );
+    }
+
+    #[test]
+    fn a_drift_count_travels_only_with_other_news() {
+        let a = state("a", "lineage-x", 3);
+        let committed = fold(None, &a, &KEY);
+        // Folding never changes the count: only carry_drift does.
+        let mut with = committed.clone();
+        with.machines.get_mut("a").unwrap().drift = Some(4);
+        assert_eq!(fold(Some(&with), &a, &KEY).machines["a"].drift, Some(4));
+        // Nothing else new: the count is not set, and not even asked.
+        let mut record = fold(Some(&committed), &a, &KEY);
+        let asked = std::cell::Cell::new(false);
+        let set = carry_drift(&mut record, Some(&committed), "a", || {
+            asked.set(true);
+            Some(1)
+        });
+        assert!(!set && !asked.get());
+        assert_eq!(record, committed);
+        // A count that differs alone is no news between copies either.
+        assert!(same_content(&with, &committed));
+        assert!(
+            diff(&with, &committed)
+                .iter()
+                .any(|d| d.field == "machines.a.drift")
+        );
+        // With other news it goes along.
+        let mut a2 = a.clone();
+        a2.active_profile = Some("work".into());
+        let mut record = fold(Some(&committed), &a2, &KEY);
+        assert!(carry_drift(&mut record, Some(&committed), "a", || Some(1)));
+        assert_eq!(record.machines["a"].drift, Some(1));
+        // So does the hourly heartbeat.
+        let mut record = fold(Some(&committed), &a, &KEY);
+        assert!(mark_seen(&mut record, "a", Utc::now()));
+        assert!(carry_drift(&mut record, Some(&committed), "a", || Some(0)));
+        assert_eq!(record.machines["a"].drift, Some(0));
+        // Nothing committed yet: a first record is news.
+        let mut first = fold(None, &a, &KEY);
+        assert!(carry_drift(&mut first, None, "a", || Some(2)));
+        assert_eq!(first.machines["a"].drift, Some(2));
+        // Only this machine's entry: another's is never set.
+        assert!(!carry_drift(&mut first, None, "zz", || Some(9)));
+        assert!(!first.machines.contains_key("zz"));
+    }
+
+    #[test]
+    fn a_drift_count_merges_like_its_machines_other_fields() {
+        let a = state("a", "lineage-x", 5);
+        let b = state("b", "lineage-x", 5);
+        let base = fold(Some(&fold(None, &a, &KEY)), &b, &KEY);
+        let mut l = base.clone();
+        l.machines.get_mut("a").unwrap().drift = Some(1);
+        let mut r = base.clone();
+        r.machines.get_mut("b").unwrap().drift = Some(3);
+        let m = merge(Some(&base), &l, &r, Some("a"), Strategy::Merge);
+        assert_eq!(m.machines["a"].drift, Some(1), "a one-sided change is kept");
+        assert_eq!(m.machines["b"].drift, Some(3));
+        // This machine's own entry under --use-local / --use-remote is that side's.
+        r.machines.get_mut("a").unwrap().drift = Some(7);
+        let m = merge(Some(&base), &l, &r, Some("a"), Strategy::UseLocal);
+        assert_eq!(m.machines["a"].drift, Some(1));
+        let m = merge(Some(&base), &l, &r, Some("a"), Strategy::UseRemote);
+        assert_eq!(m.machines["a"].drift, Some(7));
+    }
+
     fn sample_machine(id: &str) -> MachineRecord {
         MachineRecord {
             hostname: format!("host-{id}"),
@@ -1459,6 +1621,7 @@ mod tests {
             last_apply: None,
             last_sync: None,
             checksums: BTreeMap::new(),
+            drift: None,
         }
     }
 
