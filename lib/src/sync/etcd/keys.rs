@@ -281,6 +281,7 @@ mod tests {
             last_apply: None,
             last_sync: None,
             checksums: BTreeMap::new(),
+            drift: None,
         }
     }
 
