@@ -455,9 +455,7 @@ impl EtcdBackend {
             }
         };
         if !resp.succeeded() {
-            return Err(self.rejected(
-                "a key this machine writes changed on etcd since the last read, or this process no longer holds the lock",
-            ));
+            return Err(self.rejected(&self.why_refused()));
         }
         let kvs = resp
             .op_responses()
@@ -490,6 +488,20 @@ impl EtcdBackend {
         copies.remote = now;
         self.save(copies)?;
         Ok(Revision::new(token))
+    }
+
+    /// Why a publish's compares failed: the lock this process held is
+    /// gone, or a key it writes moved.
+    fn why_refused(&self) -> String {
+        if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
+            let now = self.cluster.get(&self.lock_key()).ok().flatten();
+            if now.map(|(_, create, _)| create) != Some(fence.create_revision) {
+                return "this process no longer holds the lock: its lease ended (was it stopped \
+                        or cut off for longer than the lock's timeout?), and nothing was written"
+                    .to_string();
+            }
+        }
+        "a key this machine writes changed on etcd since the last read".to_string()
     }
 
     fn rejected(&self, reason: &str) -> SyncError {
@@ -542,8 +554,11 @@ impl RecordStore for EtcdBackend {
 
     fn publish(&self, expected: Option<&Revision>) -> Result<Published, SyncError> {
         let mut copies = self.load()?;
+        // The record first: its transaction is the fenced one, so a process
+        // that lost its lock pushes no config either.
+        let published = self.publish_record(&mut copies, expected)?;
         let pushed_tree = self.push_tree()?;
-        match self.publish_record(&mut copies, expected)? {
+        match published {
             Some(rev) => Ok(Published::Pushed(rev)),
             None if pushed_tree => Ok(Published::Pushed(Revision::new(
                 copies.remote.token.unwrap_or_default(),

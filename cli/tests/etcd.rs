@@ -1,0 +1,470 @@
+//! Many machines on etcd, end to end: a real etcd started by the test on
+//! loopback (`stead_testkit::etcd`, one member or three), a bare git remote
+//! for the config files, and machines with their own temp HOMEs whose
+//! clones name the cluster with `stead init --etcd`.
+//!
+//! Without etcd installed these tests say so and pass outside CI; under CI
+//! (`.ci/run` installs etcd-server) a missing etcd fails them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::remote::{Machine, Remote};
+use common::{Sandbox, git_env};
+use serde_json::Value;
+use stead_lib::sync::backend::{ConfigSource, RecordStore};
+use stead_testkit::etcd::Etcd;
+
+const MANIFEST: &str = r#"
+[settings]
+default_profile = "personal"
+
+[profile.personal.vars]
+who = "home"
+
+[profile.laptop.vars]
+who = "laptop"
+
+[profile.work.vars]
+who = "work"
+
+[file.bashrc]
+path = "~/.bashrc"
+source = "bashrc"
+"#;
+
+/// A manifest whose exec waits for `<dir>/release` (after touching
+/// `<dir>/started`), to hold a run while the test looks at its lock.
+fn waiting_manifest(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"{MANIFEST}
+[exec.wait]
+command = "touch '{d}/started'; i=0; while [ ! -e '{d}/release' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+creates = "~/.never"
+"#
+    )
+}
+
+struct World {
+    etcd: Etcd,
+    remote: Remote,
+}
+
+impl World {
+    fn new(members: usize, manifest: &str) -> Option<World> {
+        let etcd = Etcd::require(members)?;
+        let remote = Remote::seeded(
+            "main",
+            &[("stead.toml", manifest), ("bashrc", "# shared bashrc\n")],
+        );
+        Some(World { etcd, remote })
+    }
+
+    /// A machine with a clone of the config repo at `<home>/dots`, joined
+    /// to the lineage on etcd with `endpoints`.
+    fn join_with(&self, endpoints: &str) -> Machine {
+        let m = Machine { sb: Sandbox::new() };
+        let clone = m.clone_dir();
+        self.remote.git(
+            self.remote.dir.path(),
+            &["clone", "-q", self.remote.url(), clone.to_str().unwrap()],
+        );
+        let out = m.ok(&[
+            "init",
+            "--etcd",
+            endpoints,
+            "--path",
+            clone.to_str().unwrap(),
+        ]);
+        assert!(
+            out.contains("the shared record and the lock are on etcd"),
+            "{out}"
+        );
+        m
+    }
+
+    fn join(&self) -> Machine {
+        self.join_with(&self.etcd.endpoints())
+    }
+
+    /// A fresh copy of the record's store, as a hand edit would use.
+    fn copy(&self) -> (tempfile::TempDir, stead_lib::sync::etcd::EtcdBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stead_lib::sync::etcd::EtcdConfig::new(&self.etcd.endpoints(), None).unwrap();
+        config.write(dir.path()).unwrap();
+        let backend = stead_lib::sync::etcd::EtcdBackend::new(
+            dir.path(),
+            None,
+            config,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        backend.refresh().unwrap();
+        (dir, backend)
+    }
+
+    /// Edits the record on etcd, as someone with etcdctl would.
+    fn edit_record(&self, edit: impl FnOnce(&mut stead_lib::sync::shared::SharedRecord)) {
+        let (_dir, backend) = self.copy();
+        let mut record = backend.records().unwrap().remote.unwrap();
+        edit(&mut record);
+        backend.write_working(&record).unwrap();
+        backend.commit(&[], "by hand").unwrap();
+        let expected = backend.remote_revision().unwrap();
+        backend.publish(expected.as_ref()).unwrap();
+    }
+
+    /// The shared record as etcd holds it now, read through a fresh copy.
+    fn record(&self) -> Value {
+        let (_dir, backend) = self.copy();
+        serde_json::to_value(backend.records().unwrap().remote).unwrap()
+    }
+}
+
+fn history_ids(record: &Value) -> Vec<String> {
+    record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn local_history_ids(m: &Machine) -> Vec<String> {
+    m.state()["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn(m: &Machine, args: &[&str]) -> Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+        .env("HOME", m.sb.home())
+        .env("NO_COLOR", "1")
+        .envs(git_env())
+        .arg("--home")
+        .arg(m.sb.home())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn hybrid(m: &Machine, timeout: u64) {
+    m.sb.write_lock_config(&format!(
+        r#"{{"lock_type": "hybrid", "timeout": {timeout}, "retry": {{"attempts": 0}}}}"#
+    ));
+}
+
+#[test]
+fn machines_join_sync_and_share_their_history_on_etcd() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let a = w.join();
+    a.ok(&["sync"]);
+    let b = w.join();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    assert_eq!(
+        std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap(),
+        "# shared bashrc\n"
+    );
+
+    let record = w.record();
+    let members: BTreeSet<String> = record["lineage"]["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(members, BTreeSet::from([a.id(), b.id()]));
+    assert_eq!(a.state()["lineage"]["id"], b.state()["lineage"]["id"]);
+    // History: the union of both machines', each entry once.
+    let remote = history_ids(&record);
+    let unique: BTreeSet<&String> = remote.iter().collect();
+    assert_eq!(unique.len(), remote.len(), "no entry doubled: {remote:?}");
+    for id in local_history_ids(&a).iter().chain(&local_history_ids(&b)) {
+        assert!(remote.contains(id), "entry {id} lost: {remote:?}");
+    }
+    // The record is not in git: the config repo holds only the config.
+    let tree = w
+        .remote
+        .git(&w.remote.remote, &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!tree.contains(".stead/state.json"), "{tree}");
+    assert!(!tree.contains(".stead/etcd/"), "{tree}");
+
+    // The fleet view reads the same store.
+    let fleet = a.json(&["fleet", "status"]);
+    let listed: BTreeSet<String> = fleet["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, BTreeSet::from([a.id(), b.id()]));
+}
+
+#[test]
+fn a_removed_machine_is_refused_and_its_history_is_kept() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let a = w.join();
+    a.ok(&["sync"]);
+    let b = w.join();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    let old_b = b.id();
+    let b_history = local_history_ids(&b);
+
+    a.ok(&["state", "remove-machine", &old_b[..8]]);
+    a.ok(&["sync"]);
+    let record = w.record();
+    assert_eq!(record["lineage"]["machines"], serde_json::json!([a.id()]));
+    assert!(record["machines"].get(&old_b).is_none());
+    assert_eq!(record["retired"], serde_json::json!([old_b.clone()]));
+    let remote = history_ids(&record);
+    for id in &b_history {
+        assert!(
+            remote.contains(id),
+            "history of the removed machine is kept"
+        );
+    }
+
+    let before = std::fs::read(b.sb.state_file()).unwrap();
+    let (code, _, err) = b.run(&["sync"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("was removed from the lineage by another machine"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), before);
+}
+
+#[test]
+fn profile_and_path_changed_elsewhere_are_conflicts_that_stop_sync() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let a = w.join();
+    a.ok(&["sync"]);
+    let a_id = a.id();
+    w.edit_record(|r| {
+        let m = r.machines.get_mut(&a_id).unwrap();
+        m.active_profile = Some("work".into());
+        m.config_path = Some("/elsewhere".into());
+    });
+    // This machine changed its profile too: the merge cannot decide.
+    let out = a.ok(&["init", "--profile", "laptop"]);
+    assert!(out.contains("profile: personal → laptop"), "{out}");
+    let (code, out, _) = a.run(&["state", "check-conflicts"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("🟡 Profile mismatch: local 'laptop' vs remote 'work'"),
+        "{out}"
+    );
+    assert!(out.contains("vs remote '/elsewhere'"), "{out}");
+    let before = w.record();
+    let state_before = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, out, err) = a.run(&["sync"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("Nothing was merged, applied or pushed."),
+        "{out}"
+    );
+    assert_eq!(w.record(), before, "nothing was published");
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), state_before);
+
+    // Resolved by keeping this machine's values, the next sync publishes them.
+    a.ok(&["state", "resolve", "--merge"]);
+    a.ok(&["sync"]);
+    let record = w.record();
+    assert_eq!(record["machines"][&a_id]["active_profile"], "laptop");
+    assert_ne!(record["machines"][&a_id]["config_path"], "/elsewhere");
+}
+
+#[test]
+fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let signals = tempfile::tempdir().unwrap();
+    let a = w.join();
+    a.ok(&["sync"]);
+    let b = w.join();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    // The held run's manifest waits in an exec.
+    std::fs::write(
+        a.clone_dir().join("stead.toml"),
+        waiting_manifest(signals.path()),
+    )
+    .unwrap();
+    hybrid(&a, 2);
+    hybrid(&b, 2);
+    let mut holder = spawn(&a, &["apply", "--yes"]);
+    let started = signals.path().join("started");
+    wait_until("a's apply holds the lock and runs its exec", || {
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "a's apply ended early"
+        );
+        started.exists()
+    });
+
+    let (code, out, err) = b.run(&["apply", "--yes"]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    let host = a.state()["machine"]["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&host) && err.contains(&holder.id().to_string()),
+        "{err}"
+    );
+    let info = b.ok(&["state", "lock-info"]);
+    assert!(info.contains(&holder.id().to_string()), "{info}");
+
+    // SIGKILL: nothing is released; the lease ends the lock within TTL + 1 s.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    std::fs::write(signals.path().join("release"), "").unwrap();
+    let killed = Instant::now();
+    loop {
+        let (code, out, err) = b.run(&["apply", "--yes"]);
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, 3, "{out}\n{err}");
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "the dead holder's lock outlived its lease: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(killed.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_holder_stopped_past_its_lease_writes_nothing_when_it_resumes() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let signals = tempfile::tempdir().unwrap();
+    let a = w.join();
+    a.ok(&["sync"]);
+    let b = w.join();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    // A's config (committed and pushed) now waits in an exec during its sync's apply.
+    let clone = a.clone_dir();
+    std::fs::write(clone.join("stead.toml"), waiting_manifest(signals.path())).unwrap();
+    w.remote.git(&clone, &["commit", "-q", "-am", "wait"]);
+    hybrid(&a, 2);
+    hybrid(&b, 2);
+    let before = w.record();
+
+    let mut stopped = spawn(&a, &["sync"]);
+    let started = signals.path().join("started");
+    wait_until("a's sync holds the lock and runs its exec", || {
+        assert!(
+            stopped.try_wait().unwrap().is_none(),
+            "a's sync ended early"
+        );
+        started.exists()
+    });
+    let pid = nix::unistd::Pid::from_raw(stopped.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Past its TTL, its lease ends; b takes the lock and syncs (a repair
+    // of a hand edit gives it something to write).
+    std::fs::write(b.sb.home().join(".bashrc"), "edited\n").unwrap();
+    let paused = Instant::now();
+    loop {
+        let (code, out, err) = b.run(&["sync"]);
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, 3, "{out}\n{err}");
+        assert!(paused.elapsed() < Duration::from_secs(4), "{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after_b = w.record();
+    assert_ne!(before, after_b, "b's sync wrote");
+
+    std::fs::write(signals.path().join("release"), "").unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = stopped.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a wrote after losing its lease: {err}"
+    );
+    assert!(err.contains("no longer holds the lock"), "{err}");
+    assert_eq!(w.record(), after_b, "a wrote nothing to etcd");
+}
+
+#[test]
+fn syncs_of_three_machines_survive_the_leader_killed_and_lose_no_history() {
+    let Some(mut w) = World::new(3, MANIFEST) else {
+        return;
+    };
+    let endpoints = w.etcd.all_endpoints();
+    let machines: Vec<Machine> = (0..3).map(|_| w.join_with(&endpoints)).collect();
+    for m in &machines {
+        m.ok(&["sync"]);
+    }
+    for m in &machines {
+        std::fs::write(m.sb.home().join(".bashrc"), "edited\n").unwrap();
+    }
+    let children: Vec<Child> = machines.iter().map(|m| spawn(m, &["sync"])).collect();
+    let leader = w.etcd.leader().expect("a leader");
+    w.etcd.kill(leader);
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Succeeded, or failed cleanly: a message, never a panic.
+        assert!(!err.contains("panicked"), "{err}");
+        if !out.status.success() {
+            assert!(!err.trim().is_empty(), "a failed sync says why");
+        }
+    }
+    // Every machine syncs again on the two members left.
+    for m in &machines {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, out, err) = m.run(&["sync"]);
+            if code == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{out}\n{err}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let record = w.record();
+    let remote = history_ids(&record);
+    let unique: BTreeSet<&String> = remote.iter().collect();
+    assert_eq!(unique.len(), remote.len(), "no entry doubled");
+    for m in &machines {
+        for id in local_history_ids(m) {
+            assert!(remote.contains(&id), "entry {id} lost");
+        }
+    }
+    assert_eq!(record["lineage"]["machines"].as_array().unwrap().len(), 3);
+}
