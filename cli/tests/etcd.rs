@@ -341,6 +341,12 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
     );
     let info = b.ok(&["state", "lock-info"]);
     assert!(info.contains(&holder.id().to_string()), "{info}");
+    assert!(info.contains("Lease: "), "{info}");
+    let json = b.json(&["state", "lock-info"]);
+    let left = json["remote_lock"]["lease_ttl_left"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a lease: {json}"));
+    assert!(left <= 2, "{json}");
 
     // SIGKILL: nothing is released; the lease ends the lock within TTL + 1 s.
     holder.kill().unwrap();
@@ -360,6 +366,42 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(killed.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn unlock_force_removes_a_live_holders_lock() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let signals = tempfile::tempdir().unwrap();
+    let a = w.join();
+    a.ok(&["sync"]);
+    let b = w.join();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    std::fs::write(
+        a.clone_dir().join("stead.toml"),
+        waiting_manifest(signals.path()),
+    )
+    .unwrap();
+    hybrid(&a, 60);
+    hybrid(&b, 60);
+    let mut holder = spawn(&a, &["apply", "--yes"]);
+    wait_until("a's apply holds the lock", || {
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "a's apply ended early"
+        );
+        signals.path().join("started").exists()
+    });
+    assert_eq!(b.run(&["apply", "--yes"]).0, 3);
+    let out = b.ok(&["state", "unlock", "--force"]);
+    assert!(out.contains(&holder.id().to_string()), "{out}");
+    let info = b.ok(&["state", "lock-info"]);
+    assert!(info.contains("not locked"), "{info}");
+    b.ok(&["apply", "--yes"]);
+    std::fs::write(signals.path().join("release"), "").unwrap();
+    let _ = holder.wait();
 }
 
 #[test]

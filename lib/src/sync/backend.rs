@@ -236,6 +236,14 @@ pub trait RemoteLocker: Send {
 
     /// Removes whatever lock there is (`stead state unlock --force`).
     fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError>;
+
+    /// For a lock bound to a lease its holder keeps alive (etcd): the
+    /// seconds the lease has left. `None`: the lock has no lease (it may be
+    /// broken for its age, [`RemoteHolder::breakable`]).
+    fn lease_left(&self, holder: &RemoteHolder) -> Option<u64> {
+        let _ = holder;
+        None
+    }
 }
 
 /// What [`ConfigSource::update`] did.

@@ -117,6 +117,8 @@ enum RemoteView {
         remote: String,
         place: String,
         holder: Box<RemoteHolder>,
+        /// Seconds left on the lease it is bound to (etcd); `None`: no lease.
+        lease_left: Option<u64>,
     },
 }
 
@@ -134,6 +136,7 @@ fn remote_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
         Ok(Some(holder)) => RemoteView::Held {
             remote,
             place,
+            lease_left: locker.lease_left(&holder),
             holder: Box::new(holder),
         },
         Err(e) => RemoteView::Unreachable {
@@ -156,9 +159,11 @@ impl RemoteView {
                 remote,
                 place,
                 holder,
+                lease_left,
             } => json!({
                 "status": "held", "remote": remote, "ref": place,
                 "commit": holder.revision, "holder": holder.info,
+                "lease_ttl_left": lease_left,
                 "raw_content": if holder.info.is_none() { Some(&holder.raw) } else { None },
             }),
         }
@@ -183,9 +188,17 @@ impl RemoteView {
                 remote,
                 place,
                 holder,
+                lease_left,
             } => {
                 outln!("Remote lock ({remote} {place}): locked\n");
                 match &holder.info {
+                    Some(info) if lease_left.is_some() => {
+                        print_holder(info);
+                        outln!(
+                            "Lease: {} s left (kept alive while its holder runs; it ends with its holder, never for its age)",
+                            lease_left.unwrap_or(0)
+                        );
+                    }
                     Some(info) => {
                         print_holder(info);
                         if holder

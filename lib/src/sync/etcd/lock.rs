@@ -304,6 +304,10 @@ impl RemoteLocker for EtcdLocker {
         Ok(if ours { Released::Done } else { Released::Lost })
     }
 
+    fn lease_left(&self, holder: &RemoteHolder) -> Option<u64> {
+        ttl_left(&self.cluster, holder).map(|t| t.max(0) as u64)
+    }
+
     fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError> {
         let Some(holder) = self.read()? else {
             return Ok(None);
