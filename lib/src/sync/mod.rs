@@ -17,7 +17,6 @@
 //!   in an etcd cluster, named by the tree's `.stead/etcd.toml`.
 
 pub mod backend;
-#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod git;
 pub mod git_backend;

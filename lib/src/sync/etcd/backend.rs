@@ -1,0 +1,747 @@
+//! The etcd backend proper: the record store and config source over a
+//! cluster and a config dir (see the module above for the layout).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::client::{self, Cluster};
+use super::{keys, lock};
+use crate::fsutil;
+use crate::sync::SyncError;
+use crate::sync::backend::{
+    Backend, ConfigSource, Published, RecordStore, Records, RemoteLocker, Revision, SourceStatus,
+    StoppedUpdate, Update,
+};
+use crate::sync::git::{Git, MergeOutcome, PathStatus, PushOutcome};
+use crate::sync::shared::{self, SharedRecord, Strategy};
+
+/// Where the tree names its cluster.
+pub const CONFIG_FILE: &str = ".stead/etcd.toml";
+/// Where this machine keeps its copies of the record (git-ignored).
+pub const CACHE_DIR: &str = ".stead/etcd";
+/// The prefix when `.stead/etcd.toml` names none.
+pub const DEFAULT_PREFIX: &str = "/stead/v1/";
+
+const COPIES: &str = "copies.json";
+const WORKING: &str = "working.json";
+const FENCE: &str = "held-lock.json";
+
+/// `.stead/etcd.toml`: the cluster and where under it the lineage lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://host:2379`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// The key prefix the lineage lives under (ends in `/`).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.to_string()
+}
+
+impl EtcdConfig {
+    /// A config for `endpoints` (comma-separated) and `prefix`.
+    pub fn new(endpoints: &str, prefix: Option<&str>) -> Result<EtcdConfig, SyncError> {
+        let endpoints: Vec<String> = endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut prefix = prefix.unwrap_or(DEFAULT_PREFIX).to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let config = EtcdConfig { endpoints, prefix };
+        config.check(Path::new(CONFIG_FILE))?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), SyncError> {
+        let bad = |problem: String| SyncError::EtcdConfig {
+            path: path.to_path_buf(),
+            problem,
+        };
+        if self.endpoints.is_empty() {
+            return Err(bad(
+                "no endpoints: give at least one URL, e.g. http://127.0.0.1:2379".into(),
+            ));
+        }
+        if let Some(e) = self
+            .endpoints
+            .iter()
+            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+        {
+            return Err(bad(format!(
+                "endpoint '{e}' is not an http:// or https:// URL"
+            )));
+        }
+        if !self.prefix.starts_with('/') || self.prefix.contains("//") {
+            return Err(bad(format!(
+                "prefix '{}' must start with '/' and hold no empty part",
+                self.prefix
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads `<root>/.stead/etcd.toml` (`None`: there is none).
+    pub fn read(root: &Path) -> Result<Option<EtcdConfig>, SyncError> {
+        let path = root.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(SyncError::EtcdConfig {
+                    path,
+                    problem: e.to_string(),
+                });
+            }
+        };
+        let mut config: EtcdConfig = toml::from_str(&text).map_err(|e| SyncError::EtcdConfig {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        if !config.prefix.ends_with('/') {
+            config.prefix.push('/');
+        }
+        config.check(&path)?;
+        Ok(Some(config))
+    }
+
+    /// Writes it to `<root>/.stead/etcd.toml` (and the git-ignored cache dir).
+    pub fn write(&self, root: &Path) -> Result<(), SyncError> {
+        let text = toml::to_string(self).map_err(|e| SyncError::EtcdConfig {
+            path: root.join(CONFIG_FILE),
+            problem: e.to_string(),
+        })?;
+        let path = root.join(CONFIG_FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fsutil::FsError::new("cannot create directory", dir, e))?;
+        }
+        fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+        Ok(())
+    }
+}
+
+/// A copy of the record and the token it was taken at.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Copy {
+    token: String,
+    record: SharedRecord,
+}
+
+/// The remote as last read: its record, token and every key's value and
+/// mod revision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RemoteCopy {
+    token: Option<String>,
+    record: Option<SharedRecord>,
+    keys: BTreeMap<String, (String, i64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Copies {
+    local: Option<Copy>,
+    base: Option<Copy>,
+    remote: RemoteCopy,
+}
+
+/// The etcd backend over a config tree.
+#[derive(Debug)]
+pub struct EtcdBackend {
+    root: PathBuf,
+    git: Option<Git>,
+    config: EtcdConfig,
+    cluster: Cluster,
+}
+
+impl EtcdBackend {
+    /// The backend of the tree at `root`, with the cluster `config` names;
+    /// `git` is the tree's clone when it is one.
+    pub fn new(
+        root: &Path,
+        git: Option<Git>,
+        config: EtcdConfig,
+        timeout: Duration,
+    ) -> Result<EtcdBackend, SyncError> {
+        let cluster = Cluster::new(&config.endpoints, timeout)?;
+        let backend = EtcdBackend {
+            root: root.to_path_buf(),
+            git,
+            config,
+            cluster,
+        };
+        backend.ensure_cache()?;
+        Ok(backend)
+    }
+
+    /// The cluster's endpoints and the prefix, for messages.
+    pub fn describe(&self) -> String {
+        format!("etcd {}{}", self.cluster.name(), self.config.prefix)
+    }
+
+    /// The connection (for the fleet view and tests).
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.root.join(CACHE_DIR)
+    }
+
+    fn ensure_cache(&self) -> Result<(), SyncError> {
+        let dir = self.cache();
+        let ignore = dir.join(".gitignore");
+        if !ignore.exists() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| fsutil::FsError::new("cannot create directory", &dir, e))?;
+            fsutil::atomic_write(
+                &ignore,
+                b"# this machine's copies of the record\n*\n",
+                0o644,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Copies, SyncError> {
+        let path = self.cache().join(COPIES);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                shared::SharedError::Corrupt {
+                    what: path.display().to_string(),
+                    problem: format!(
+                        "{e}; move it aside and run 'stead sync' to read the record again"
+                    ),
+                }
+                .into()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Copies::default()),
+            Err(e) => Err(fsutil::FsError::new("cannot read", &path, e).into()),
+        }
+    }
+
+    fn save(&self, copies: &Copies) -> Result<(), SyncError> {
+        let bytes = serde_json::to_vec(copies).unwrap_or_default();
+        fsutil::atomic_write(&self.cache().join(COPIES), &bytes, 0o644)?;
+        Ok(())
+    }
+
+    /// Reads the lineage's keys into a remote copy.
+    fn read_remote(&self) -> Result<RemoteCopy, SyncError> {
+        let range = self.cluster.range(&self.config.prefix)?;
+        self.remote_from(range.kvs)
+    }
+
+    fn remote_from(
+        &self,
+        kvs: Vec<(String, Vec<u8>, i64, i64, i64)>,
+    ) -> Result<RemoteCopy, SyncError> {
+        let prefix = &self.config.prefix;
+        let mut keys = BTreeMap::new();
+        let mut hasher = blake3::Hasher::new();
+        for (key, value, rev, _, _) in kvs {
+            let Some(rel) = key.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            if rel.starts_with(keys::LOCKS) {
+                continue;
+            }
+            hasher.update(rel.as_bytes());
+            hasher.update(&rev.to_le_bytes());
+            keys.insert(
+                rel.to_string(),
+                (String::from_utf8_lossy(&value).into_owned(), rev),
+            );
+        }
+        let bytes: BTreeMap<String, Vec<u8>> = keys
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        let record = keys::from_keys(prefix, &bytes).map_err(|e| SyncError::EtcdRecord {
+            reason: e.to_string(),
+        })?;
+        let token = record
+            .as_ref()
+            .map(|_| format!("e{}", &hasher.finalize().to_hex()[..20]));
+        Ok(RemoteCopy {
+            token,
+            record,
+            keys,
+        })
+    }
+
+    fn local_copy(record: SharedRecord) -> Copy {
+        let hash = blake3::hash(&shared::to_bytes(&record));
+        Copy {
+            token: format!("l{}", &hash.to_hex()[..20]),
+            record,
+        }
+    }
+
+    fn upstream(&self) -> Result<Option<crate::sync::git::Upstream>, SyncError> {
+        match &self.git {
+            Some(git) => Ok(git.upstream()?),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the tree's upstream has commits HEAD lacks.
+    fn tree_has_news(&self) -> Result<bool, SyncError> {
+        let (Some(git), Some(up)) = (&self.git, self.upstream()?) else {
+            return Ok(false);
+        };
+        if !git.rev_exists(&up.tracking_ref)? {
+            return Ok(false);
+        }
+        let theirs = git.run(&["rev-parse", &up.tracking_ref])?;
+        Ok(match git.head()? {
+            Some(head) => !git.is_ancestor(&theirs, &head)?,
+            None => true,
+        })
+    }
+
+    /// Pushes the tree when HEAD has commits its upstream lacks.
+    fn push_tree(&self) -> Result<bool, SyncError> {
+        let (Some(git), Some(up)) = (&self.git, self.upstream()?) else {
+            return Ok(false);
+        };
+        let Some(head) = git.head()? else {
+            return Ok(false);
+        };
+        if git.rev_exists(&up.tracking_ref)? {
+            let theirs = git.run(&["rev-parse", &up.tracking_ref])?;
+            if git.is_ancestor(&head, &theirs)? {
+                return Ok(false);
+            }
+        }
+        match git.push(&up)? {
+            PushOutcome::Pushed => Ok(true),
+            PushOutcome::Rejected(reason) => Err(SyncError::PublishRejected {
+                reason,
+                root: self.root.clone(),
+            }),
+        }
+    }
+
+    /// The transaction that writes `writes` and raises the serial, fenced
+    /// on our lock when this process holds one; it reads the lineage back.
+    fn publish_txn(&self, writes: &[keys::Write], serial: Option<Vec<u8>>) -> Txn {
+        let prefix = &self.config.prefix;
+        let mut compares: Vec<Compare> = writes
+            .iter()
+            .map(|w| {
+                let key = format!("{prefix}{}", w.key);
+                if w.expect == 0 {
+                    Compare::create_revision(key, CompareOp::Equal, 0)
+                } else {
+                    Compare::mod_revision(key, CompareOp::Equal, w.expect)
+                }
+            })
+            .collect();
+        if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
+            compares.push(Compare::create_revision(
+                self.lock_key(),
+                CompareOp::Equal,
+                fence.create_revision,
+            ));
+        }
+        let mut ops: Vec<TxnOp> = writes
+            .iter()
+            .map(|w| {
+                let key = format!("{prefix}{}", w.key);
+                match &w.value {
+                    Some(v) => TxnOp::put(key, v.clone(), None),
+                    None => TxnOp::delete(key, None),
+                }
+            })
+            .collect();
+        if let Some(value) = serial {
+            let key = format!("{prefix}{}", keys::SERIAL);
+            // Only ever upwards: serials are zero-padded, so bytes compare
+            // as numbers. A lower or equal serial there is left as it is.
+            let raise = Txn::new()
+                .when([Compare::value(key.clone(), CompareOp::Less, value.clone())])
+                .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+            let create = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, value, None)])
+                .or_else([TxnOp::txn(raise)]);
+            ops.push(TxnOp::txn(create));
+        }
+        ops.push(TxnOp::get(
+            prefix.as_bytes(),
+            Some(GetOptions::new().with_prefix()),
+        ));
+        Txn::new().when(compares).and_then(ops)
+    }
+
+    /// The lineage lock's key.
+    pub fn lock_key(&self) -> String {
+        format!("{}{}lineage", self.config.prefix, keys::LOCKS)
+    }
+
+    fn publish_record(
+        &self,
+        copies: &mut Copies,
+        expected: Option<&Revision>,
+    ) -> Result<Option<Revision>, SyncError> {
+        let Some(local) = copies.local.clone() else {
+            return Ok(None);
+        };
+        if copies.remote.token.as_deref() != expected.map(Revision::as_str) {
+            return Err(self.rejected("stale info: the record was read again since"));
+        }
+        let remote_keys: BTreeMap<String, (Vec<u8>, i64)> = copies
+            .remote
+            .keys
+            .iter()
+            .map(|(k, (v, r))| (k.clone(), (v.clone().into_bytes(), *r)))
+            .collect();
+        let base = copies.base.as_ref().map(|b| &b.record);
+        let writes =
+            keys::writes(base, &local.record, &remote_keys).map_err(|e| SyncError::EtcdRecord {
+                reason: e.to_string(),
+            })?;
+        let serial = keys::serial_raise(&local.record, &remote_keys);
+        if writes.is_empty() && serial.is_none() {
+            return Ok(None);
+        }
+        let txn = self.publish_txn(&writes, serial);
+        let resp = match self.cluster.txn_once(txn) {
+            Ok(resp) => resp,
+            Err(client::TxnFailure::NotSent(e)) => return Err(e),
+            Err(client::TxnFailure::Unknown(e)) => {
+                // The write may have landed: read again and see.
+                let now = self.read_remote().map_err(|_| e)?;
+                let landed = writes
+                    .iter()
+                    .all(|w| now.keys.get(&w.key).map(|(v, _)| v.as_bytes()) == w.value.as_deref());
+                if !landed {
+                    copies.remote = now;
+                    self.save(copies)?;
+                    return Err(self
+                        .rejected("the connection failed during the write, and it did not land"));
+                }
+                return Ok(Some(self.published(copies, local, now)?));
+            }
+        };
+        if !resp.succeeded() {
+            return Err(self.rejected(&self.why_refused()));
+        }
+        let kvs = resp
+            .op_responses()
+            .into_iter()
+            .rev()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(get) => {
+                    Some(get.kvs().iter().map(client::kv_tuple).collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        let now = self.remote_from(kvs)?;
+        Ok(Some(self.published(copies, local, now)?))
+    }
+
+    fn published(
+        &self,
+        copies: &mut Copies,
+        local: Copy,
+        now: RemoteCopy,
+    ) -> Result<Revision, SyncError> {
+        let token = now.token.clone().unwrap_or_default();
+        copies.base = Some(Copy {
+            token: token.clone(),
+            record: local.record,
+        });
+        // The remote as read back may hold others' news: the next sync
+        // takes it in; until then it is what the remote is.
+        copies.remote = now;
+        self.save(copies)?;
+        Ok(Revision::new(token))
+    }
+
+    /// Why a publish's compares failed: the lock this process held is
+    /// gone, or a key it writes moved.
+    fn why_refused(&self) -> String {
+        if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
+            let now = self.cluster.get(&self.lock_key()).ok().flatten();
+            if now.map(|(_, create, _)| create) != Some(fence.create_revision) {
+                return "this process no longer holds the lock: its lease ended (was it stopped \
+                        or cut off for longer than the lock's timeout?), and nothing was written"
+                    .to_string();
+            }
+        }
+        "a key this machine writes changed on etcd since the last read".to_string()
+    }
+
+    fn rejected(&self, reason: &str) -> SyncError {
+        SyncError::PublishRejected {
+            reason: reason.to_string(),
+            root: self.root.clone(),
+        }
+    }
+}
+
+impl RecordStore for EtcdBackend {
+    fn records(&self) -> Result<Records, SyncError> {
+        let copies = self.load()?;
+        Ok(Records {
+            local_rev: copies.local.as_ref().map(|c| Revision::new(&c.token)),
+            base_rev: copies.base.as_ref().map(|c| Revision::new(&c.token)),
+            remote_rev: copies.remote.token.as_ref().map(Revision::new),
+            local: copies.local.map(|c| c.record),
+            base: copies.base.map(|c| c.record),
+            remote: copies.remote.record,
+        })
+    }
+
+    fn read_working(&self) -> Result<Option<SharedRecord>, SyncError> {
+        let path = self.cache().join(WORKING);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(shared::parse(&bytes, &path.display().to_string())?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fsutil::FsError::new("cannot read", &path, e).into()),
+        }
+    }
+
+    fn write_working(&self, record: &SharedRecord) -> Result<(), SyncError> {
+        fsutil::atomic_write(
+            &self.cache().join(WORKING),
+            &shared::to_bytes(record),
+            0o644,
+        )?;
+        Ok(())
+    }
+
+    fn remote_revision(&self) -> Result<Option<Revision>, SyncError> {
+        Ok(self.load()?.remote.token.map(Revision::new))
+    }
+
+    fn remote_has_news(&self, records: &Records) -> Result<bool, SyncError> {
+        let record_news = records.remote_rev.is_some() && records.remote_rev != records.base_rev;
+        Ok(record_news || self.tree_has_news()?)
+    }
+
+    fn publish(&self, expected: Option<&Revision>) -> Result<Published, SyncError> {
+        let mut copies = self.load()?;
+        // The record first: its transaction is the fenced one, so a process
+        // that lost its lock pushes no config either.
+        let published = self.publish_record(&mut copies, expected)?;
+        let pushed_tree = self.push_tree()?;
+        match published {
+            Some(rev) => Ok(Published::Pushed(rev)),
+            None if pushed_tree => Ok(Published::Pushed(Revision::new(
+                copies.remote.token.unwrap_or_default(),
+            ))),
+            None => Ok(Published::NothingNew),
+        }
+    }
+}
+
+impl ConfigSource for EtcdBackend {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn remote_branch(&self) -> String {
+        self.describe()
+    }
+
+    fn refresh(&self) -> Result<(), SyncError> {
+        if let (Some(git), Some(up)) = (&self.git, self.upstream()?) {
+            git.fetch(&up.remote)?;
+        }
+        let mut copies = self.load()?;
+        copies.remote = self.read_remote()?;
+        // A machine with no copy yet starts from the remote, as a clone does.
+        if copies.local.is_none()
+            && let Some(record) = copies.remote.record.clone()
+        {
+            let token = copies.remote.token.clone().unwrap_or_default();
+            self.write_working(&record)?;
+            copies.base = Some(Copy {
+                token,
+                record: record.clone(),
+            });
+            copies.local = Some(Self::local_copy(record));
+        }
+        self.save(&copies)
+    }
+
+    fn update(&self, message: &str) -> Result<Update, SyncError> {
+        if let (Some(git), Some(up)) = (&self.git, self.upstream()?)
+            && self.tree_has_news()?
+        {
+            let theirs = git.run(&["rev-parse", &up.tracking_ref])?;
+            let in_the_way = git.uncommitted_in_the_way(&theirs)?;
+            if !in_the_way.is_empty() {
+                return Err(SyncError::UncommittedInTheWay {
+                    root: self.root.clone(),
+                    files: in_the_way,
+                });
+            }
+            if let MergeOutcome::Conflicts(files) = git.merge(&up.tracking_ref, message)? {
+                return Ok(Update::Conflicts(files));
+            }
+        }
+        let mut copies = self.load()?;
+        let (Some(remote), Some(token)) = (&copies.remote.record, &copies.remote.token) else {
+            return Ok(Update::Clean);
+        };
+        if copies.base.as_ref().map(|b| &b.token) == Some(token) {
+            return Ok(Update::Clean);
+        }
+        let merged = match &copies.local {
+            None => remote.clone(),
+            Some(local) => {
+                let base = copies.base.as_ref().map(|b| &b.record);
+                if base.is_some() && local.record.lineage.id != remote.lineage.id {
+                    local.record.clone()
+                } else {
+                    shared::merge(base, &local.record, remote, None, Strategy::Merge)
+                }
+            }
+        };
+        copies.base = Some(Copy {
+            token: token.clone(),
+            record: remote.clone(),
+        });
+        self.write_working(&merged)?;
+        copies.local = Some(Self::local_copy(merged));
+        self.save(&copies)?;
+        Ok(Update::Clean)
+    }
+
+    fn update_in_progress(&self) -> Result<bool, SyncError> {
+        match &self.git {
+            Some(git) => Ok(git.rev_exists("MERGE_HEAD")?),
+            None => Ok(false),
+        }
+    }
+
+    fn conflicted_files(&self) -> Result<Option<Vec<String>>, SyncError> {
+        match &self.git {
+            Some(git) => Ok(Some(git.unmerged_paths()?)),
+            None => Ok(None),
+        }
+    }
+
+    fn record_is_clean(&self) -> Result<bool, SyncError> {
+        let working = self.read_working()?;
+        let local = self.load()?.local.map(|c| c.record);
+        Ok(working.is_none() || working == local)
+    }
+
+    fn source_status(&self, path: &str) -> Result<SourceStatus, SyncError> {
+        let mut at = self.root.clone();
+        for part in Path::new(path).components() {
+            at.push(part);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Ok(SourceStatus::Symlink);
+            }
+        }
+        let Some(git) = &self.git else {
+            // No history to compare with: a file that is there may hold
+            // work nobody committed anywhere.
+            return Ok(if at.exists() {
+                SourceStatus::Untracked
+            } else {
+                SourceStatus::Committed
+            });
+        };
+        Ok(match git.path_status(path)? {
+            PathStatus::Unchanged => SourceStatus::Committed,
+            PathStatus::Changed => SourceStatus::Modified,
+            PathStatus::Untracked => SourceStatus::Untracked,
+        })
+    }
+
+    fn commit(&self, extra: &[&str], message: &str) -> Result<Option<Revision>, SyncError> {
+        let mut copies = self.load()?;
+        let mut committed = None;
+        if let Some(working) = self.read_working()?
+            && copies.local.as_ref().map(|c| &c.record) != Some(&working)
+        {
+            let copy = Self::local_copy(working);
+            committed = Some(Revision::new(&copy.token));
+            copies.local = Some(copy);
+            self.save(&copies)?;
+        }
+        if let Some(git) = &self.git
+            && !extra.is_empty()
+        {
+            git.add(extra)?;
+            if let Some(commit) = git.commit(message)? {
+                committed = Some(Revision::new(commit));
+            }
+        }
+        Ok(committed)
+    }
+
+    fn install_merge_driver(&self, _stead_exe: &Path) -> Result<bool, SyncError> {
+        // The record is not in the tree: git never merges it.
+        Ok(false)
+    }
+
+    fn stopped_update(&self) -> StoppedUpdate {
+        StoppedUpdate {
+            heading: "Git merge stopped on conflicts in other files of the config repo:"
+                .to_string(),
+            finish: "edit the files, then: git add <files> && git commit".to_string(),
+            undo: "git merge --abort".to_string(),
+        }
+    }
+
+    fn updated_message(&self) -> String {
+        format!("The record on {} was read.", self.describe())
+    }
+}
+
+impl Backend for EtcdBackend {
+    fn locker(&self) -> Option<Box<dyn RemoteLocker>> {
+        Some(Box::new(lock::EtcdLocker::new(
+            self.cluster.clone(),
+            self.lock_key(),
+            self.cache().join(FENCE),
+        )))
+    }
+
+    fn require_remote(&self) -> Result<(), SyncError> {
+        Ok(())
+    }
+}
+
+/// Opens the tree at `dir` on etcd when `.stead/etcd.toml` is there
+/// (`None`: it is not, another backend serves it). The tree's root is the
+/// clone's when `dir` is in one.
+pub fn open(dir: &Path, options: &crate::sync::Options) -> Result<Option<EtcdBackend>, SyncError> {
+    let git = Git::open(dir).ok().map(|g| options.apply(g));
+    let root = git
+        .as_ref()
+        .map(|g| g.root().to_path_buf())
+        .unwrap_or_else(|| dir.to_path_buf());
+    let Some(config) = EtcdConfig::read(&root)? else {
+        return Ok(None);
+    };
+    Ok(Some(EtcdBackend::new(
+        &root,
+        git,
+        config,
+        options.network_timeout,
+    )?))
+}
