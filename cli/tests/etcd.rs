@@ -510,3 +510,56 @@ fn syncs_of_three_machines_survive_the_leader_killed_and_lose_no_history() {
     }
     assert_eq!(record["lineage"]["machines"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn fleet_watch_syncs_when_another_machine_pushes_a_config_change() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let a = w.join();
+    a.ok(&["sync"]);
+    let b = w.join();
+    b.ok(&["sync"]);
+    let mut watcher = spawn(
+        &b,
+        &["fleet", "watch", "--max-runs", "2", "--interval", "600"],
+    );
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("fleet watch: run ") && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(first.contains("run 1 (start): synced"), "{first}");
+
+    // Machine a changes the shared bashrc and syncs: it pushes the config.
+    let clone = a.clone_dir();
+    std::fs::write(clone.join("bashrc"), "# changed on a\n").unwrap();
+    w.remote
+        .git(&clone, &["commit", "-q", "-am", "bashrc from a"]);
+    a.ok(&["sync"]);
+    let head = w.remote.git(&clone, &["rev-parse", "HEAD"]);
+
+    let second = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(
+        second.contains(&format!(
+            "run 2 (config changed to {}): synced",
+            &head[..12]
+        )),
+        "{second}"
+    );
+    let status = watcher.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap(),
+        "# changed on a\n"
+    );
+}

@@ -390,3 +390,15 @@ fn the_table_for_people() {
     let lineage = a.state()["lineage"]["id"].as_str().unwrap().to_string();
     insta::assert_snapshot!("fleet_status", out.replace(&lineage, "<lineage>"));
 }
+
+#[test]
+fn fleet_watch_on_a_git_lineage_says_it_needs_etcd_and_changes_nothing() {
+    let w = world();
+    let (a, _b) = two_synced(&w);
+    let before = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, _, err) = a.run(&["fleet", "watch", "--max-runs", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("'stead fleet watch' waits on etcd"), "{err}");
+    assert!(err.contains("stead init --etcd URL --path"), "{err}");
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), before);
+}

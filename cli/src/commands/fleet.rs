@@ -12,6 +12,7 @@ use stead_lib::fleet::{self, FleetMachine, FleetStatus, LockSeen, Source};
 use stead_lib::lock::ago;
 use stead_lib::machine;
 use stead_lib::state::{Loaded, State};
+use stead_lib::sync::etcd::watch::{ConfigWatch, Waited};
 use stead_lib::sync::session::Note;
 use stead_lib::sync::shared::{OFFLINE_AFTER_HOURS, SHARED_RECORD_PATH};
 
@@ -24,12 +25,86 @@ pub enum FleetCommand {
     /// Every machine of the lineage: profile, last apply, last sync, drift
     /// count, the lineage lock, and offline after 24 hours unseen
     Status,
+    /// Sync, then sync again as soon as another machine pushes a config
+    /// change (an etcd watch on the lineage's config commit), and at least
+    /// every --interval seconds; needs the etcd backend (docs/etcd.md)
+    Watch {
+        /// A sync at least this often even when nothing changed, seconds
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        interval: u64,
+        /// Stop after N syncs (exit 0)
+        #[arg(long, value_name = "N")]
+        max_runs: Option<u64>,
+    },
 }
 
 /// Runs one `stead fleet` subcommand.
 pub fn run(ctx: &Context, command: &FleetCommand) -> Result<ExitCode> {
     match command {
         FleetCommand::Status => status(ctx),
+        FleetCommand::Watch { interval, max_runs } => watch(ctx, *interval, *max_runs),
+    }
+}
+
+/// `stead fleet watch`: a sync per config change pushed by any machine of
+/// the lineage (and per interval), each taking and releasing the lock as
+/// `stead sync` does, so other commands run between them. A sync that fails
+/// is reported and the watch goes on.
+fn watch(ctx: &Context, interval: u64, max_runs: Option<u64>) -> Result<ExitCode> {
+    let state: Option<State> = match ctx.store.load() {
+        Ok(Some(Loaded::Current(s) | Loaded::Normalised { state: s, .. })) => Some(*s),
+        _ => None,
+    };
+    let dir = ctx.config_dir(state.as_ref())?;
+    let Some(backend) = stead_lib::sync::etcd::open(&dir, &ctx.sync_options())? else {
+        anyhow::bail!(
+            "the config repo {} keeps its shared record in git, and 'stead fleet watch' waits on etcd\n\
+             Nothing was changed. Use 'stead watch' to converge on local changes, run 'stead sync' from a timer, \
+             or move the lineage to etcd ('stead init --etcd URL --path {}', docs/etcd.md).",
+            dir.display(),
+            dir.display()
+        );
+    };
+    let mut waiter = ConfigWatch::new(backend.cluster().clone(), backend.prefix())?;
+    drop(backend);
+    let mut trigger = "start".to_string();
+    let mut runs = 0u64;
+    loop {
+        runs += 1;
+        let args = super::sync::SyncArgs {
+            no_apply: false,
+            jobs: None,
+        };
+        let outcome = match super::sync::run(ctx, &args) {
+            Ok(code) if code == ExitCode::SUCCESS => "synced".to_string(),
+            Ok(_) => "the sync stopped (see above)".to_string(),
+            Err(e) => {
+                ctx.warn(&format!("{e:#}"));
+                "the sync failed (see above)".to_string()
+            }
+        };
+        if ctx.json {
+            print_json(&json!({
+                "event": "run", "run": runs, "trigger": trigger,
+                "config_commit": waiter.last().commit, "outcome": outcome,
+            }));
+        } else {
+            outln!("fleet watch: run {runs} ({trigger}): {outcome}");
+        }
+        if max_runs.is_some_and(|n| runs >= n) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        trigger = match waiter.wait(std::time::Duration::from_secs(interval.max(1)))? {
+            Waited::Changed { commit, relisted } => {
+                let short: String = commit.chars().take(12).collect();
+                if relisted {
+                    format!("config changed to {short}, read again after a compaction")
+                } else {
+                    format!("config changed to {short}")
+                }
+            }
+            Waited::Quiet => "interval".to_string(),
+        };
     }
 }
 

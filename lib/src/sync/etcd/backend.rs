@@ -257,7 +257,7 @@ impl EtcdBackend {
             let Some(rel) = key.strip_prefix(prefix.as_str()) else {
                 continue;
             };
-            if rel.starts_with(keys::LOCKS) {
+            if rel.starts_with(keys::LOCKS) || rel == keys::CONFIG_REV {
                 continue;
             }
             hasher.update(rel.as_bytes());
@@ -329,7 +329,12 @@ impl EtcdBackend {
             }
         }
         match git.push(&up)? {
-            PushOutcome::Pushed => Ok(true),
+            PushOutcome::Pushed => {
+                // Only a wake-up for `fleet watch`: the sync it starts
+                // fetches and merges the tree itself.
+                super::watch::publish_config_rev(&self.cluster, &self.config.prefix, &head)?;
+                Ok(true)
+            }
             PushOutcome::Rejected(reason) => Err(SyncError::PublishRejected {
                 reason,
                 root: self.root.clone(),

@@ -13,6 +13,9 @@
 //! | `P/history/<mid>/<entry-id>` | one [`HistoryEntry`] | that machine, create-only |
 //! | `P/retired/<mid>` | empty | a lineage-wide removal |
 //!
+//! Beside the record: `P/locks/lineage` (the lock, bound to a lease) and
+//! `P/config/rev` (the config commit last pushed, for `stead fleet watch`).
+//!
 //! Machines write their own keys, so syncs of different machines never
 //! compare on the same key: no compare-and-set retries between them. The
 //! serial is the one key everyone writes; its write is a nested
@@ -35,6 +38,9 @@ pub const SERIAL: &str = "serial";
 pub const META: &str = "meta";
 /// Where the locks live below the prefix (not part of the record).
 pub const LOCKS: &str = "locks/";
+/// The config commit a machine last pushed (not part of the record): what
+/// `stead fleet watch` waits on.
+pub const CONFIG_REV: &str = "config/rev";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,6 +22,8 @@ mod backend;
 pub mod client;
 #[cfg(feature = "etcd")]
 pub mod lock;
+#[cfg(feature = "etcd")]
+pub mod watch;
 
 #[cfg(feature = "etcd")]
 pub use backend::*;
