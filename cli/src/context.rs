@@ -104,6 +104,8 @@ pub struct Context {
     pub verbose: bool,
     /// How long a git call that talks to the remote may take.
     pub network_timeout: std::time::Duration,
+    /// This machine's etcd user and password (STEAD_ETCD_USER, ...).
+    pub etcd_credentials: Option<stead_lib::sync::etcd::Credentials>,
     pub out: Paint,
     pub err: Paint,
 }
@@ -137,6 +139,7 @@ impl Context {
             json: global.json,
             verbose: global.verbose,
             network_timeout: std::time::Duration::from_secs(global.network_timeout),
+            etcd_credentials: etcd_credentials()?,
             out: Paint,
             err: Paint,
         })
@@ -153,6 +156,7 @@ impl Context {
         stead_lib::sync::Options {
             network_timeout: self.network_timeout,
             trace,
+            etcd_credentials: self.etcd_credentials.clone(),
         }
     }
 
@@ -679,4 +683,36 @@ fn broken_holder(previous: &stead_lib::sync::backend::RemoteHolder) -> String {
             )
         })
         .unwrap_or_default()
+}
+
+/// The etcd user and password from the environment: `STEAD_ETCD_USER`, with
+/// `STEAD_ETCD_PASSWORD` or `STEAD_ETCD_PASSWORD_FILE` (a file holding the
+/// password; a final newline is dropped). Per machine, never in the repo.
+fn etcd_credentials() -> Result<Option<stead_lib::sync::etcd::Credentials>> {
+    let Some(user) = std::env::var_os("STEAD_ETCD_USER").filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let user = user.to_string_lossy().into_owned();
+    let password = match (
+        std::env::var("STEAD_ETCD_PASSWORD"),
+        std::env::var_os("STEAD_ETCD_PASSWORD_FILE"),
+    ) {
+        (Ok(p), _) => p,
+        (Err(_), Some(file)) => {
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "cannot read STEAD_ETCD_PASSWORD_FILE {}",
+                    PathBuf::from(&file).display()
+                )
+            })?;
+            text.strip_suffix('\n').unwrap_or(&text).to_string()
+        }
+        (Err(_), None) => anyhow::bail!(
+            "STEAD_ETCD_USER is set but no password: set STEAD_ETCD_PASSWORD or STEAD_ETCD_PASSWORD_FILE"
+        ),
+    };
+    Ok(Some(stead_lib::sync::etcd::Credentials {
+        user,
+        password: zeroize::Zeroizing::new(password),
+    }))
 }

@@ -563,3 +563,101 @@ fn fleet_watch_syncs_when_another_machine_pushes_a_config_change() {
         "# changed on a\n"
     );
 }
+
+/// Turns on the cluster's authentication: a `root` user, and `user` with
+/// read and write on the default prefix only.
+fn enable_auth(etcd: &Etcd, user: &str, password: &str) {
+    let endpoints: Vec<String> = etcd.endpoints().split(',').map(str::to_string).collect();
+    let cluster =
+        stead_lib::sync::etcd::client::Cluster::new(&endpoints, Duration::from_secs(5)).unwrap();
+    let mut c = cluster.client().unwrap();
+    cluster.block_on(async {
+        c.user_add("root", "root-pw", None).await.unwrap();
+        c.user_grant_role("root", "root").await.unwrap();
+        c.role_add("stead").await.unwrap();
+        let perm = etcd_client::Permission::read_write("/stead/v1/").with_prefix();
+        c.role_grant_permission("stead", perm).await.unwrap();
+        c.user_add(user, password, None).await.unwrap();
+        c.user_grant_role(user, "stead").await.unwrap();
+        c.auth_enable().await.unwrap();
+    });
+}
+
+#[test]
+fn with_authentication_on_a_machine_syncs_as_its_etcd_user_and_is_refused_without() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    enable_auth(&w.etcd, "laptop", "s3cret-pw");
+    let m = Machine { sb: Sandbox::new() };
+    let clone = m.clone_dir();
+    w.remote.git(
+        w.remote.dir.path(),
+        &["clone", "-q", w.remote.url(), clone.to_str().unwrap()],
+    );
+    let endpoints = w.etcd.endpoints();
+    let init = [
+        "init",
+        "--etcd",
+        &endpoints,
+        "--path",
+        clone.to_str().unwrap(),
+    ];
+
+    // Without credentials: refused, and nothing joined.
+    let (code, out, err) = m.run(&init);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("STEAD_ETCD_USER"), "{err}");
+    assert!(!m.sb.state_file().exists(), "no state was written");
+
+    // A wrong password: refused too.
+    let out = m
+        .cmd(&init)
+        .env("STEAD_ETCD_USER", "laptop")
+        .env("STEAD_ETCD_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(
+        !err.contains("Cannot reach"),
+        "a refused password is no outage: {err}"
+    );
+
+    // The right one, from a file.
+    let pw = m.sb.home().join("etcd-password");
+    std::fs::write(&pw, "s3cret-pw\n").unwrap();
+    for args in [&init[..], &["sync"][..]] {
+        let out = m
+            .cmd(args)
+            .env("STEAD_ETCD_USER", "laptop")
+            .env("STEAD_ETCD_PASSWORD_FILE", &pw)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("s3cret-pw"), "the password is never printed");
+    }
+    assert_eq!(
+        std::fs::read_to_string(m.sb.home().join(".bashrc")).unwrap(),
+        "# shared bashrc\n"
+    );
+    let tree = std::fs::read_to_string(clone.join(".stead/etcd.toml")).unwrap();
+    assert!(
+        !tree.contains("s3cret") && !tree.contains("laptop"),
+        "{tree}"
+    );
+}

@@ -329,9 +329,11 @@ fn join_backend(
 ) -> Result<ExitCode> {
     let session = repo::session(ctx, backend);
     if !cloned {
-        // An existing clone joins what the remote has now, not what it last saw.
+        // An existing clone joins what the remote has now, not what it last
+        // saw. On etcd the cluster must answer: joining offline would start
+        // a second lineage under a prefix that has one.
         session.prepare(&mut repo::note(ctx))?;
-        if session.refresh(false, &mut repo::note(ctx))? {
+        if session.refresh(args.etcd.is_some(), &mut repo::note(ctx))? {
             let records = backend.records()?;
             if let Some(files) = session.update_tree(&records, "stead init")? {
                 let rerun = match &args.etcd {

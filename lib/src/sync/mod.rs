@@ -53,6 +53,8 @@ pub struct Options {
     pub network_timeout: Duration,
     /// Told every git command before it runs (`--verbose`).
     pub trace: Option<git::Trace>,
+    /// The etcd user and password of this machine (the etcd backend).
+    pub etcd_credentials: Option<etcd::Credentials>,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
         Options {
             network_timeout: DEFAULT_NETWORK_TIMEOUT,
             trace: None,
+            etcd_credentials: None,
         }
     }
 }

@@ -172,7 +172,18 @@ impl EtcdBackend {
         config: EtcdConfig,
         timeout: Duration,
     ) -> Result<EtcdBackend, SyncError> {
-        let cluster = Cluster::new(&config.endpoints, timeout)?;
+        EtcdBackend::new_with(root, git, config, timeout, None)
+    }
+
+    /// [`EtcdBackend::new`], authenticating as `credentials` when given.
+    pub fn new_with(
+        root: &Path,
+        git: Option<Git>,
+        config: EtcdConfig,
+        timeout: Duration,
+        credentials: Option<super::Credentials>,
+    ) -> Result<EtcdBackend, SyncError> {
+        let cluster = Cluster::new_with(&config.endpoints, timeout, credentials)?;
         let backend = EtcdBackend {
             root: root.to_path_buf(),
             git,
@@ -743,10 +754,11 @@ pub fn open(dir: &Path, options: &crate::sync::Options) -> Result<Option<EtcdBac
     let Some(config) = EtcdConfig::read(&root)? else {
         return Ok(None);
     };
-    Ok(Some(EtcdBackend::new(
+    Ok(Some(EtcdBackend::new_with(
         &root,
         git,
         config,
         options.network_timeout,
+        options.etcd_credentials.clone(),
     )?))
 }

@@ -25,6 +25,7 @@ struct Inner {
     runtime: tokio::runtime::Runtime,
     endpoints: Vec<String>,
     timeout: Duration,
+    credentials: Option<super::Credentials>,
     /// The endpoint in use and its client (`None`: not connected yet).
     current: Mutex<(usize, Option<Client>)>,
 }
@@ -51,6 +52,15 @@ impl Cluster {
     /// A handle on the cluster at `endpoints` (nothing is dialled until the
     /// first call); calls time out after `timeout`.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Cluster, SyncError> {
+        Cluster::new_with(endpoints, timeout, None)
+    }
+
+    /// [`Cluster::new`], authenticating as `credentials` when given.
+    pub fn new_with(
+        endpoints: &[String],
+        timeout: Duration,
+        credentials: Option<super::Credentials>,
+    ) -> Result<Cluster, SyncError> {
         if endpoints.is_empty() {
             return Err(unreachable("(none)", "no etcd endpoint is configured"));
         }
@@ -65,6 +75,7 @@ impl Cluster {
                 runtime,
                 endpoints: endpoints.to_vec(),
                 timeout,
+                credentials,
                 current: Mutex::new((0, None)),
             }),
         })
@@ -96,12 +107,23 @@ impl Cluster {
             return Ok(client.clone());
         }
         let endpoint = self.inner.endpoints[current.0].clone();
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(self.inner.timeout)
             .with_timeout(self.inner.timeout);
+        if let Some(c) = &self.inner.credentials {
+            options = options.with_user(c.user.clone(), c.password.to_string());
+        }
         let client = self
             .block_on(Client::connect([endpoint.as_str()], Some(options)))
-            .map_err(|e| unreachable(&endpoint, &e.to_string()))?;
+            .map_err(|e| {
+                // A refused password is an answer, not an unreachable cluster:
+                // it must not send a command down its offline path.
+                if is_connection(&e) {
+                    unreachable(&endpoint, &e.to_string())
+                } else {
+                    call_failed(&endpoint, &e)
+                }
+            })?;
         current.1 = Some(client.clone());
         Ok(client)
     }
@@ -123,11 +145,12 @@ impl Cluster {
         for _ in 0..self.inner.endpoints.len() {
             let client = match self.client() {
                 Ok(c) => c,
-                Err(e) => {
+                Err(e @ SyncError::Unreachable { .. }) => {
                     last = e.to_string();
                     self.rotate();
                     continue;
                 }
+                Err(e) => return Err(e),
             };
             match call(self, client) {
                 Ok(v) => return Ok(v),
@@ -233,6 +256,18 @@ fn call_failed(remote: &str, e: &etcd_client::Error) -> SyncError {
     let reason = if text.contains("request is too large") {
         format!(
             "{text} (etcd refuses requests over its --max-request-bytes, 1.5 MiB by default; nothing was written)"
+        )
+    } else if [
+        "authentication failed",
+        "user name is empty",
+        "permission denied",
+        "invalid auth token",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+    {
+        format!(
+            "{text} (this machine's etcd user is given by STEAD_ETCD_USER, with STEAD_ETCD_PASSWORD or STEAD_ETCD_PASSWORD_FILE; docs/etcd.md, \"Access control\")"
         )
     } else {
         text

@@ -27,3 +27,24 @@ pub mod watch;
 
 #[cfg(feature = "etcd")]
 pub use backend::*;
+
+/// A user name and password for etcd's authentication (`etcdctl user add`),
+/// given per machine (`STEAD_ETCD_USER`, `STEAD_ETCD_PASSWORD` or
+/// `STEAD_ETCD_PASSWORD_FILE`), never written to the config repo. The
+/// password is wiped from memory when dropped and never shown by `Debug`.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The etcd user.
+    pub user: String,
+    /// Its password.
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
