@@ -661,3 +661,42 @@ fn with_authentication_on_a_machine_syncs_as_its_etcd_user_and_is_refused_withou
         "{tree}"
     );
 }
+
+#[test]
+fn a_corrupt_cache_or_a_stopped_cluster_is_said_plainly_and_changes_nothing() {
+    let Some(mut w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let a = w.join();
+    a.ok(&["sync"]);
+    let state_before = std::fs::read(a.sb.state_file()).unwrap();
+
+    // This machine's copies damaged: named, with what to do.
+    let cache = a.clone_dir().join(".stead/etcd");
+    std::fs::write(cache.join("copies.json"), "{ torn").unwrap();
+    let (code, _, err) = a.run(&["sync"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("copies.json are corrupt"), "{err}");
+    assert!(
+        err.contains(&format!("move the directory {} aside", cache.display())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), state_before);
+    // Moved aside as told: the next sync reads the record again.
+    std::fs::rename(&cache, a.sb.home().join("etcd-cache-aside")).unwrap();
+    a.ok(&["sync"]);
+    let state_before = std::fs::read(a.sb.state_file()).unwrap();
+
+    // The cluster stopped: sync says so and changes nothing.
+    w.etcd.kill(0);
+    std::fs::write(a.sb.home().join(".bashrc"), "edited\n").unwrap();
+    let (code, _, err) = a.run(&["sync"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(err.contains("Nothing was changed"), "{err}");
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), state_before);
+    assert_eq!(
+        std::fs::read_to_string(a.sb.home().join(".bashrc")).unwrap(),
+        "edited\n"
+    );
+}

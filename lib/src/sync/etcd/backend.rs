@@ -230,19 +230,39 @@ impl EtcdBackend {
 
     fn load(&self) -> Result<Copies, SyncError> {
         let path = self.cache().join(COPIES);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                shared::SharedError::Corrupt {
-                    what: path.display().to_string(),
-                    problem: format!(
-                        "{e}; move it aside and run 'stead sync' to read the record again"
-                    ),
-                }
-                .into()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Copies::default()),
-            Err(e) => Err(fsutil::FsError::new("cannot read", &path, e).into()),
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Copies::default()),
+            Err(e) => return Err(fsutil::FsError::new("cannot read", &path, e).into()),
+        };
+        let corrupt = |problem: String| SyncError::EtcdRecord {
+            reason: format!(
+                "this machine's copies of the shared record in {} are corrupt: {problem}\n\
+                 Nothing was changed. They are only a cache (the record is on etcd): move the directory {} \
+                 aside and run the command again; this machine's entry is rebuilt from its state.",
+                path.display(),
+                self.cache().display()
+            ),
+        };
+        let mut copies: Copies =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        // Copies kept by an older stead hold an older schema: held as the
+        // current one, as `shared::parse` holds a record it reads.
+        let records = [
+            copies.local.as_mut().map(|c| &mut c.record),
+            copies.base.as_mut().map(|c| &mut c.record),
+            copies.remote.record.as_mut(),
+        ];
+        for record in records.into_iter().flatten() {
+            if record.version > shared::SHARED_VERSION {
+                return Err(corrupt(format!(
+                    "written by a newer stead (record version {}); upgrade stead",
+                    record.version
+                )));
+            }
+            record.version = shared::SHARED_VERSION;
         }
+        Ok(copies)
     }
 
     fn save(&self, copies: &Copies) -> Result<(), SyncError> {

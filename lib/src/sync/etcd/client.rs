@@ -119,7 +119,7 @@ impl Cluster {
                 // A refused password is an answer, not an unreachable cluster:
                 // it must not send a command down its offline path.
                 if is_connection(&e) {
-                    unreachable(&endpoint, &e.to_string())
+                    unreachable(&endpoint, &short_reason(&e))
                 } else {
                     call_failed(&endpoint, &e)
                 }
@@ -155,7 +155,7 @@ impl Cluster {
             match call(self, client) {
                 Ok(v) => return Ok(v),
                 Err(e) if is_connection(&e) => {
-                    last = e.to_string();
+                    last = short_reason(&e);
                     self.rotate();
                 }
                 Err(e) => return Err(call_failed(&self.name(), &e)),
@@ -196,7 +196,7 @@ impl Cluster {
                 self.rotate();
                 Err(TxnFailure::Unknown(unreachable(
                     &self.name(),
-                    &e.to_string(),
+                    &short_reason(&e),
                 )))
             }
             Err(e) => Err(TxnFailure::NotSent(call_failed(&self.name(), &e))),
@@ -241,6 +241,23 @@ fn is_connection(e: &etcd_client::Error) -> bool {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
         ),
         _ => false,
+    }
+}
+
+/// A connection failure in a few words (tonic's own text nests the whole
+/// transport error).
+fn short_reason(e: &etcd_client::Error) -> String {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if lower.contains("connection refused") {
+        "connection refused (is etcd running there?)".to_string()
+    } else if lower.contains("deadline") || lower.contains("timed out") || lower.contains("timeout")
+    {
+        "no answer in time".to_string()
+    } else if lower.contains("dns") || lower.contains("failed to lookup") {
+        "the host name does not resolve".to_string()
+    } else {
+        text.chars().take(200).collect()
     }
 }
 
