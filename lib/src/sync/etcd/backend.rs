@@ -441,6 +441,20 @@ impl EtcdBackend {
         if copies.remote.token.as_deref() != expected.map(Revision::as_str) {
             return Err(self.rejected("stale info: the record was read again since"));
         }
+        if let Some(remote) = &copies.remote.record
+            && remote.lineage.id != local.record.lineage.id
+        {
+            return Err(SyncError::EtcdRecord {
+                reason: format!(
+                    "this machine's record belongs to lineage {}, but {} holds lineage {}\n\
+                     Nothing was written. Join that lineage ('stead init --etcd URL --path DIR' again), \
+                     or give this lineage its own prefix (--prefix).",
+                    local.record.lineage.id,
+                    self.describe(),
+                    remote.lineage.id
+                ),
+            });
+        }
         let remote_keys: BTreeMap<String, (Vec<u8>, i64)> = copies
             .remote
             .keys
@@ -500,12 +514,19 @@ impl EtcdBackend {
         now: RemoteCopy,
     ) -> Result<Revision, SyncError> {
         let token = now.token.clone().unwrap_or_default();
+        // The remote as read back may hold others' news besides ours: then
+        // the base (what we published) must not carry the remote's token, or
+        // the next sync would find no news to merge and a hybrid lock would
+        // find the remote moved past a base that sync never catches up.
+        let same = now.record.as_ref() == Some(&local.record);
         copies.base = Some(Copy {
-            token: token.clone(),
+            token: if same {
+                token.clone()
+            } else {
+                local.token.clone()
+            },
             record: local.record,
         });
-        // The remote as read back may hold others' news: the next sync
-        // takes it in; until then it is what the remote is.
         copies.remote = now;
         self.save(copies)?;
         Ok(Revision::new(token))
