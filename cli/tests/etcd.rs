@@ -687,8 +687,23 @@ fn a_corrupt_cache_or_a_stopped_cluster_is_said_plainly_and_changes_nothing() {
     a.ok(&["sync"]);
     let state_before = std::fs::read(a.sb.state_file()).unwrap();
 
+    // doctor sees the cluster and the record, and asks for no merge driver.
+    let doctor = a.json(&["doctor"]);
+    let checks = doctor["checks"].as_array().unwrap();
+    let named = |n: &str| checks.iter().find(|c| c["name"] == n).cloned();
+    let etcd = named("etcd").expect("an etcd check");
+    assert_eq!(etcd["level"], "ok", "{etcd}");
+    assert!(
+        etcd["message"].as_str().unwrap().contains("1 machine(s)"),
+        "{etcd}"
+    );
+    assert!(named("merge-driver").is_none(), "{doctor}");
+
     // The cluster stopped: sync says so and changes nothing.
     w.etcd.kill(0);
+    let (code, out, _) = a.run(&["doctor"]);
+    assert_eq!(code, 0, "offline is a warning: {out}");
+    assert!(out.contains("warn  etcd"), "{out}");
     std::fs::write(a.sb.home().join(".bashrc"), "edited\n").unwrap();
     let (code, _, err) = a.run(&["sync"]);
     assert_eq!(code, 1, "{err}");

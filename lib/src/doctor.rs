@@ -332,7 +332,59 @@ fn check_config_repo(inputs: &Inputs, state: Option<&State>) -> Vec<Check> {
             "Check the repository with 'git status'.",
         ),
     };
-    vec![repo, check_remote(&git), check_merge_driver(&git)]
+    let mut checks = vec![repo, check_remote(&git)];
+    match check_etcd(&dir, inputs.sync) {
+        // The record is on etcd: git never merges it, no driver is needed.
+        Some(etcd) => checks.push(etcd),
+        None => checks.push(check_merge_driver(&git)),
+    }
+    checks
+}
+
+/// The etcd cluster the config dir names (`None`: it names none): reachable
+/// within the network timeout, and holding a record or not yet.
+fn check_etcd(dir: &Path, options: &crate::sync::Options) -> Option<Check> {
+    if !dir.join(crate::sync::etcd::CONFIG_FILE).exists() {
+        return None;
+    }
+    #[cfg(feature = "etcd")]
+    {
+        let fix = "Check that etcd runs at the endpoints of .stead/etcd.toml ('etcdctl endpoint health'), \
+                   and this machine's STEAD_ETCD_USER and password if the cluster has authentication.";
+        let backend = match crate::sync::etcd::open(dir, options) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => return Some(Check::fail("etcd", e.to_string(), fix)),
+        };
+        Some(match backend.peek() {
+            Ok(record) => Check::ok(
+                "etcd",
+                match record {
+                    Some(r) => format!(
+                        "{} is reachable: lineage {}, {} machine(s)",
+                        backend.describe(),
+                        r.lineage.id,
+                        r.machine_count()
+                    ),
+                    None => format!("{} is reachable, no record yet", backend.describe()),
+                },
+            ),
+            // Offline is a state stead works in: a warning, as for git.
+            Err(e @ crate::sync::SyncError::Unreachable { .. }) => {
+                Check::warn("etcd", e.to_string(), fix)
+            }
+            Err(e) => Check::fail("etcd", e.to_string(), fix),
+        })
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = options;
+        Some(Check::fail(
+            "etcd",
+            "the config dir keeps its record on etcd, and this stead was built without the etcd feature",
+            "Install a stead built with its default features.",
+        ))
+    }
 }
 
 fn check_remote(git: &Git) -> Check {

@@ -271,6 +271,11 @@ impl EtcdBackend {
         Ok(())
     }
 
+    /// The record on etcd now, read and kept nowhere (`stead doctor`).
+    pub fn peek(&self) -> Result<Option<SharedRecord>, SyncError> {
+        Ok(self.read_remote()?.record)
+    }
+
     /// Reads the lineage's keys into a remote copy.
     fn read_remote(&self) -> Result<RemoteCopy, SyncError> {
         let range = self.cluster.range(&self.config.prefix)?;
