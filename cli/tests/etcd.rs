@@ -92,6 +92,16 @@ impl World {
         self.join_with(&self.etcd.endpoints())
     }
 
+    /// Two machines joined and synced, a last so that both saw everything.
+    fn two_synced(&self) -> (Machine, Machine) {
+        let a = self.join();
+        a.ok(&["sync"]);
+        let b = self.join();
+        b.ok(&["sync"]);
+        a.ok(&["sync"]);
+        (a, b)
+    }
+
     /// A fresh copy of the record's store, as a hand edit would use.
     fn copy(&self) -> (tempfile::TempDir, stead_lib::sync::etcd::EtcdBackend) {
         let dir = tempfile::tempdir().unwrap();
@@ -172,6 +182,23 @@ fn hybrid(m: &Machine, timeout: u64) {
     ));
 }
 
+/// Both machines on the hybrid lock (lease TTL `ttl`), and an apply of
+/// `a` started that holds it while its exec waits for `<signals>/release`.
+fn hold_apply(a: &Machine, b: &Machine, signals: &Path, ttl: u64) -> Child {
+    std::fs::write(a.clone_dir().join("stead.toml"), waiting_manifest(signals)).unwrap();
+    hybrid(a, ttl);
+    hybrid(b, ttl);
+    let mut holder = spawn(a, &["apply", "--yes"]);
+    wait_until("a's apply holds the lock and runs its exec", || {
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "a's apply ended early"
+        );
+        signals.join("started").exists()
+    });
+    holder
+}
+
 #[test]
 fn machines_join_sync_and_share_their_history_on_etcd() {
     let Some(w) = World::new(1, MANIFEST) else {
@@ -226,11 +253,7 @@ fn a_removed_machine_is_refused_and_its_history_is_kept() {
     let Some(w) = World::new(1, MANIFEST) else {
         return;
     };
-    let a = w.join();
-    a.ok(&["sync"]);
-    let b = w.join();
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
+    let (a, b) = w.two_synced();
     let old_b = b.id();
     let b_history = local_history_ids(&b);
 
@@ -306,28 +329,8 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
         return;
     };
     let signals = tempfile::tempdir().unwrap();
-    let a = w.join();
-    a.ok(&["sync"]);
-    let b = w.join();
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
-    // The held run's manifest waits in an exec.
-    std::fs::write(
-        a.clone_dir().join("stead.toml"),
-        waiting_manifest(signals.path()),
-    )
-    .unwrap();
-    hybrid(&a, 2);
-    hybrid(&b, 2);
-    let mut holder = spawn(&a, &["apply", "--yes"]);
-    let started = signals.path().join("started");
-    wait_until("a's apply holds the lock and runs its exec", || {
-        assert!(
-            holder.try_wait().unwrap().is_none(),
-            "a's apply ended early"
-        );
-        started.exists()
-    });
+    let (a, b) = w.two_synced();
+    let mut holder = hold_apply(&a, &b, signals.path(), 2);
 
     let (code, out, err) = b.run(&["apply", "--yes"]);
     assert_eq!(code, 3, "{out}\n{err}");
@@ -374,26 +377,8 @@ fn unlock_force_removes_a_live_holders_lock() {
         return;
     };
     let signals = tempfile::tempdir().unwrap();
-    let a = w.join();
-    a.ok(&["sync"]);
-    let b = w.join();
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
-    std::fs::write(
-        a.clone_dir().join("stead.toml"),
-        waiting_manifest(signals.path()),
-    )
-    .unwrap();
-    hybrid(&a, 60);
-    hybrid(&b, 60);
-    let mut holder = spawn(&a, &["apply", "--yes"]);
-    wait_until("a's apply holds the lock", || {
-        assert!(
-            holder.try_wait().unwrap().is_none(),
-            "a's apply ended early"
-        );
-        signals.path().join("started").exists()
-    });
+    let (a, b) = w.two_synced();
+    let mut holder = hold_apply(&a, &b, signals.path(), 60);
     assert_eq!(b.run(&["apply", "--yes"]).0, 3);
     let out = b.ok(&["state", "unlock", "--force"]);
     assert!(out.contains(&holder.id().to_string()), "{out}");
@@ -410,11 +395,7 @@ fn a_holder_stopped_past_its_lease_writes_nothing_when_it_resumes() {
         return;
     };
     let signals = tempfile::tempdir().unwrap();
-    let a = w.join();
-    a.ok(&["sync"]);
-    let b = w.join();
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
+    let (a, b) = w.two_synced();
     // A's config (committed and pushed) now waits in an exec during its sync's apply.
     let clone = a.clone_dir();
     std::fs::write(clone.join("stead.toml"), waiting_manifest(signals.path())).unwrap();
