@@ -18,6 +18,7 @@
 //! Beside the baseline, each `files-N`/`tree-N` row is printed beside its
 //! floors ([`floors`]) and, with `--peers`, beside other tools ([`peers`]).
 
+pub mod fleet;
 pub mod floors;
 pub mod packages;
 pub mod peers;

@@ -17,6 +17,7 @@ usage: stead-bench [OPTIONS]
        stead-bench rss -- CMD [ARGS...]
        stead-bench packages [--declared N,N] [--install K] [--repeat N] [--stead PATH] [--tmp DIR]
        stead-bench watch [--files N] [--edits N] [--idle SECS] [--debounce MS] [--stead PATH] [--tmp DIR]
+       stead-bench etcd [--machines N] [--syncs K] [--records R] [--repeat N] [--stead PATH] [--tmp DIR]
 
 Measures the stead binary (files-N, tree-N and noop-N) beside plain-Rust baselines
 run in the same process, and prints a Markdown table of medians and ratios.
@@ -49,7 +50,15 @@ what the packages ship) beside the upgrades alone and the files alone.
 'watch' measures stead watch over N managed files (default 10000): the time
 from an editor-style save of one file to the watch's run that repaired it
 (median of --edits, default 9), beside 'stead apply --yes' repairing the
-same kind of edit, and the watch's CPU use over an idle window (default 10 s).";
+same kind of edit, and the watch's CPU use over an idle window (default 10 s).
+
+'etcd' measures a fleet on a real one-member etcd on loopback (issue 20): N
+machines (default 200), one thread each, doing K syncs (default 3) at once
+through stead's etcd backend (wall time, syncs/s, CAS retries (any fails
+the run), etcd's own counters per sync) beside the same syncs on the whole
+record in one key (compare-and-set on its revision, retried), and 'stead
+fleet status --json' over R machine records (default 1000; median of
+--repeat, default 3) beside one range read of the prefix parsed into a record.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -89,6 +98,9 @@ fn real_main(args: &[String]) -> stead_bench::Result<()> {
     }
     if args.first().map(String::as_str) == Some("packages") {
         return packages_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("etcd") {
+        return etcd_main(&args[1..]);
     }
     let exe = std::env::current_exe()?;
     let mut opts = Options::full();
@@ -269,5 +281,37 @@ fn packages_main(args: &[String]) -> stead_bench::Result<()> {
     }
     let env = bench_env(stead, tmp)?;
     print!("{}", stead_bench::packages::run(&env, &opts)?);
+    Ok(())
+}
+
+/// `stead-bench etcd ...`.
+fn etcd_main(args: &[String]) -> stead_bench::Result<()> {
+    let mut opts = stead_bench::fleet::FleetOptions {
+        machines: 200,
+        syncs: 3,
+        records: 1000,
+        repeat: 3,
+    };
+    let mut stead: Option<PathBuf> = None;
+    let mut tmp = std::env::temp_dir();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--machines" => opts.machines = value()?.parse::<usize>()?.max(1),
+            "--syncs" => opts.syncs = value()?.parse::<usize>()?.max(1),
+            "--records" => opts.records = value()?.parse::<usize>()?.max(1),
+            "--repeat" => opts.repeat = value()?.parse::<usize>()?.max(1),
+            "--stead" => stead = Some(PathBuf::from(value()?)),
+            "--tmp" => tmp = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
+        }
+    }
+    let env = bench_env(stead, tmp)?;
+    print!("{}", stead_bench::fleet::run(&env, &opts)?);
     Ok(())
 }
