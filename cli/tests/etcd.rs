@@ -278,6 +278,14 @@ fn a_removed_machine_is_refused_and_its_history_is_kept() {
         err.contains("was removed from the lineage by another machine"),
         "{err}"
     );
+    assert!(
+        err.contains(&format!(
+            "run 'stead init --etcd {} --prefix /stead/v1/ --path {}'",
+            w.etcd.endpoints(),
+            b.clone_dir().display()
+        )),
+        "{err}"
+    );
     assert_eq!(std::fs::read(b.sb.state_file()).unwrap(), before);
 }
 

@@ -314,7 +314,7 @@ fn run_etcd(ctx: &Context, args: &InitArgs, endpoints: &str) -> Result<ExitCode>
         .unwrap_or(dest);
     config.write(&root)?;
     let backend = stead_lib::sync::open_with(&root, &ctx.sync_options())?;
-    let name = format!("etcd:{}{}", config.endpoints.join(","), config.prefix);
+    let name = stead_lib::sync::etcd_repo_url(&config.endpoints, &config.prefix);
     join_backend(ctx, args, backend.as_ref(), false, None, &name)
 }
 
@@ -411,6 +411,7 @@ fn report_repo(
         );
     }
     if let Some(cluster) = url.strip_prefix("etcd:") {
+        let cluster = cluster.replace("?prefix=", " ");
         outln!(
             "{} Using the config dir {root}; the shared record and the lock are on etcd {cluster}",
             p.green("✓")

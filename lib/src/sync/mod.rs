@@ -44,6 +44,29 @@ pub fn open(dir: &Path) -> Result<Box<dyn Backend>, SyncError> {
     open_with(dir, &Options::default())
 }
 
+/// The `repo_url` an etcd lineage records in the state: `etcd:` and the
+/// endpoints, then `?prefix=` and the prefix.
+pub fn etcd_repo_url(endpoints: &[String], prefix: &str) -> String {
+    format!("etcd:{}?prefix={prefix}", endpoints.join(","))
+}
+
+/// The `init` that joins the lineage a state's `repo_url` names again.
+fn rejoin_command(repo_url: Option<&str>, root: &Path) -> String {
+    let root = root.display();
+    match repo_url.and_then(|u| u.strip_prefix("etcd:")) {
+        Some(etcd) => match etcd.split_once("?prefix=") {
+            Some((endpoints, prefix)) => {
+                format!("stead init --etcd {endpoints} --prefix {prefix} --path {root}")
+            }
+            None => format!("stead init --etcd {etcd} --path {root}"),
+        },
+        None => format!(
+            "stead init --repo {} --path {root}",
+            repo_url.unwrap_or("URL")
+        ),
+    }
+}
+
 /// How a backend talks to its remote.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -238,9 +261,8 @@ pub enum SyncError {
     /// This machine was removed from the lineage.
     #[error(
         "this machine ({hostname}, {id}) was removed from the lineage by another machine ('stead state remove-machine')\n\
-         Nothing was changed. To use it again, run 'stead init --repo {} --path {}': it rejoins under a new machine id.",
-        .repo_url.as_deref().unwrap_or("URL"),
-        .root.display()
+         Nothing was changed. To use it again, run '{}': it rejoins under a new machine id.",
+        rejoin_command(.repo_url.as_deref(), .root)
     )]
     Retired {
         /// This machine's hostname.
