@@ -108,9 +108,9 @@ pub fn open_with(dir: &Path, options: &Options) -> Result<Box<dyn Backend>, Sync
         return Ok(Box::new(backend));
     }
     #[cfg(not(feature = "etcd"))]
-    if dir.join(".stead/etcd.toml").exists() {
+    if dir.join(etcd::CONFIG_FILE).exists() {
         return Err(SyncError::EtcdConfig {
-            path: dir.join(".stead/etcd.toml"),
+            path: dir.join(etcd::CONFIG_FILE),
             problem: "this stead was built without the etcd feature".to_string(),
         });
     }

@@ -19,8 +19,7 @@ use crate::sync::backend::{
 use crate::sync::git::{Git, MergeOutcome, PathStatus, PushOutcome};
 use crate::sync::shared::{self, SharedRecord, Strategy};
 
-/// Where the tree names its cluster.
-pub const CONFIG_FILE: &str = ".stead/etcd.toml";
+use super::CONFIG_FILE;
 /// Where this machine keeps its copies of the record (git-ignored).
 pub const CACHE_DIR: &str = ".stead/etcd";
 /// The prefix when `.stead/etcd.toml` names none.

@@ -16,6 +16,10 @@
 
 pub mod keys;
 
+/// Where the config tree names its cluster (the backend is picked when it
+/// is there).
+pub const CONFIG_FILE: &str = ".stead/etcd.toml";
+
 #[cfg(feature = "etcd")]
 mod backend;
 #[cfg(feature = "etcd")]
