@@ -104,8 +104,8 @@ pub struct Context {
     pub verbose: bool,
     /// How long a git call that talks to the remote may take.
     pub network_timeout: std::time::Duration,
-    /// This machine's etcd user and password (STEAD_ETCD_USER, ...).
-    pub etcd_credentials: Option<stead_lib::sync::etcd::Credentials>,
+    /// How this machine authenticates to etcd (STEAD_ETCD_USER, STEAD_ETCD_CA, ...).
+    pub etcd_access: stead_lib::sync::etcd::Access,
     pub out: Paint,
     pub err: Paint,
 }
@@ -139,7 +139,10 @@ impl Context {
             json: global.json,
             verbose: global.verbose,
             network_timeout: std::time::Duration::from_secs(global.network_timeout),
-            etcd_credentials: etcd_credentials()?,
+            etcd_access: stead_lib::sync::etcd::Access {
+                credentials: etcd_credentials()?,
+                tls: etcd_tls(),
+            },
             out: Paint,
             err: Paint,
         })
@@ -156,7 +159,7 @@ impl Context {
         stead_lib::sync::Options {
             network_timeout: self.network_timeout,
             trace,
-            etcd_credentials: self.etcd_credentials.clone(),
+            etcd_access: self.etcd_access.clone(),
         }
     }
 
@@ -715,4 +718,20 @@ fn etcd_credentials() -> Result<Option<stead_lib::sync::etcd::Credentials>> {
         user,
         password: zeroize::Zeroizing::new(password),
     }))
+}
+
+/// The etcd TLS files from the environment (`None`: none named):
+/// `STEAD_ETCD_CA`, `STEAD_ETCD_CERT`, `STEAD_ETCD_KEY`.
+fn etcd_tls() -> Option<stead_lib::sync::etcd::TlsFiles> {
+    let path = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let files = stead_lib::sync::etcd::TlsFiles {
+        ca: path("STEAD_ETCD_CA"),
+        cert: path("STEAD_ETCD_CERT"),
+        key: path("STEAD_ETCD_KEY"),
+    };
+    (files.ca.is_some() || files.cert.is_some() || files.key.is_some()).then_some(files)
 }

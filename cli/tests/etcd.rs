@@ -704,3 +704,73 @@ fn a_corrupt_cache_or_a_stopped_cluster_is_said_plainly_and_changes_nothing() {
         "edited\n"
     );
 }
+
+#[test]
+fn over_tls_a_machine_with_a_client_certificate_syncs_and_one_without_is_refused() {
+    let Some(etcd) = Etcd::require_tls() else {
+        return;
+    };
+    let certs = etcd.certs().unwrap().clone();
+    let remote = Remote::seeded(
+        "main",
+        &[("stead.toml", MANIFEST), ("bashrc", "# shared bashrc\n")],
+    );
+    let m = Machine { sb: Sandbox::new() };
+    let clone = m.clone_dir();
+    remote.git(
+        remote.dir.path(),
+        &["clone", "-q", remote.url(), clone.to_str().unwrap()],
+    );
+    let endpoints = etcd.endpoints();
+    assert!(endpoints.starts_with("https://"), "{endpoints}");
+    let init = [
+        "init",
+        "--etcd",
+        &endpoints,
+        "--path",
+        clone.to_str().unwrap(),
+    ];
+
+    // The CA alone: the cluster asks for a client certificate and refuses.
+    let out = m
+        .cmd(&init)
+        .env("STEAD_ETCD_CA", &certs.ca)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("STEAD_ETCD_CERT"), "{err}");
+    assert!(!m.sb.state_file().exists(), "nothing joined");
+
+    // A certificate without its key: said before any connection.
+    let out = m
+        .cmd(&init)
+        .env("STEAD_ETCD_CA", &certs.ca)
+        .env("STEAD_ETCD_CERT", &certs.client_cert)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("set both STEAD_ETCD_CERT and STEAD_ETCD_KEY"),
+        "{err}"
+    );
+
+    for args in [&init[..], &["sync"][..]] {
+        let out = m
+            .cmd(args)
+            .env("STEAD_ETCD_CA", &certs.ca)
+            .env("STEAD_ETCD_CERT", &certs.client_cert)
+            .env("STEAD_ETCD_KEY", &certs.client_key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(m.sb.home().join(".bashrc")).unwrap(),
+        "# shared bashrc\n"
+    );
+}

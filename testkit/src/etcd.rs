@@ -18,13 +18,30 @@ use std::time::{Duration, Instant};
 pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    tls: Option<Certs>,
 }
 
 #[derive(Debug)]
 struct Member {
     name: String,
     client_port: u16,
+    /// Plain-HTTP `/health` and `/metrics` (the client port may be https).
+    metrics_port: u16,
     child: Option<Child>,
+}
+
+/// The PEM files of a TLS cluster, made by `openssl` for the test: a CA,
+/// the server's certificate for 127.0.0.1, and a client certificate.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The client certificate the cluster accepts.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
 }
 
 /// Whether the `etcd` program is on this machine. Tests that need it call
@@ -39,26 +56,51 @@ pub fn available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether etcd is here; outside CI a missing one is said and skipped.
+fn present() -> bool {
+    if available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "etcd is not installed: apt-get install etcd-server"
+    );
+    eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
+    false
+}
+
 impl Etcd {
     /// `None` (with a message) when etcd is not installed and this is not
     /// CI; panics under CI (`.ci/run` installs `etcd-server`).
     pub fn require(members: usize) -> Option<Etcd> {
-        if !available() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "etcd is not installed: apt-get install etcd-server"
-            );
-            eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
-            return None;
-        }
-        Some(Etcd::start(members))
+        present().then(|| Etcd::start(members))
+    }
+
+    /// [`Etcd::require`] for [`Etcd::start_tls`] (it needs `openssl` too).
+    pub fn require_tls() -> Option<Etcd> {
+        present().then(Etcd::start_tls)
     }
 
     /// Starts `count` members (1 or 3) and waits until all are healthy.
     pub fn start(count: usize) -> Etcd {
+        Etcd::start_with(count, false)
+    }
+
+    /// One member serving clients over TLS only, asking each client for a
+    /// certificate signed by the test CA ([`Etcd::certs`]).
+    pub fn start_tls() -> Etcd {
+        Etcd::start_with(1, true)
+    }
+
+    /// The TLS files, for a cluster started with [`Etcd::start_tls`].
+    pub fn certs(&self) -> Option<&Certs> {
+        self.tls.as_ref()
+    }
+
+    fn start_with(count: usize, tls: bool) -> Etcd {
         let mut last = String::new();
         for _ in 0..5 {
-            match Etcd::try_start(count) {
+            match Etcd::try_start(count, tls) {
                 Ok(etcd) => return etcd,
                 Err(why) => last = why,
             }
@@ -66,8 +108,14 @@ impl Etcd {
         panic!("etcd did not start: {last}");
     }
 
-    fn try_start(count: usize) -> Result<Etcd, String> {
+    fn try_start(count: usize, tls: bool) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let certs = if tls {
+            Some(make_certs(dir.path())?)
+        } else {
+            None
+        };
+        let scheme = if tls { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
         let cluster: Vec<String> = ports
             .iter()
@@ -77,9 +125,18 @@ impl Etcd {
         let mut etcd = Etcd {
             members: Vec::new(),
             dir,
+            tls: certs,
         };
         for (i, (client, peer)) in ports.iter().enumerate() {
             let name = format!("n{i}");
+            let metrics = free_port();
+            let mut tls_args = Vec::new();
+            if let Some(c) = &etcd.tls {
+                tls_args.push(format!("--cert-file={}", c.server_cert.display()));
+                tls_args.push(format!("--key-file={}", c.server_key.display()));
+                tls_args.push(format!("--trusted-ca-file={}", c.ca.display()));
+                tls_args.push("--client-cert-auth".to_string());
+            }
             let log = std::fs::File::create(etcd.dir.path().join(format!("{name}.log")))
                 .map_err(|e| e.to_string())?;
             let child = Command::new("etcd")
@@ -87,8 +144,14 @@ impl Etcd {
                 .arg(&name)
                 .arg("--data-dir")
                 .arg(etcd.dir.path().join(&name))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!(
+                    "--listen-client-urls={scheme}://127.0.0.1:{client}"
+                ))
+                .arg(format!(
+                    "--advertise-client-urls={scheme}://127.0.0.1:{client}"
+                ))
+                .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"))
+                .args(&tls_args)
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
                 .arg(format!(
                     "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
@@ -110,6 +173,7 @@ impl Etcd {
             etcd.members.push(Member {
                 name,
                 client_port: *client,
+                metrics_port: metrics,
                 child: Some(child),
             });
         }
@@ -129,12 +193,16 @@ impl Etcd {
         Ok(etcd)
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The client URLs of the members that are running, comma-separated.
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -143,7 +211,7 @@ impl Etcd {
     pub fn all_endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -166,7 +234,7 @@ impl Etcd {
 
     /// Whether member `i` answers `/health` with `"health":"true"`.
     pub fn healthy(&self, i: usize) -> bool {
-        http_get(self.members[i].client_port, "/health")
+        http_get(self.members[i].metrics_port, "/health")
             .is_some_and(|body| body.contains("\"health\":\"true\""))
     }
 
@@ -214,6 +282,82 @@ impl Drop for Etcd {
             self.kill(i);
         }
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, by
+/// the `openssl` program, in `dir`.
+fn make_certs(dir: &Path) -> Result<Certs, String> {
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca_args = vec!["req", "-x509", "-days", "2", "-subj", "/CN=stead-test-ca"];
+    ca_args.extend(ec);
+    ca_args.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca_args)?;
+    for (name, usage) in [
+        ("server", "serverAuth,clientAuth"),
+        ("client", "clientAuth"),
+    ] {
+        let subject = format!("/CN=stead-test-{name}");
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let mut args = vec!["req", "-subj", subject.as_str()];
+        args.extend(ec);
+        args.extend(["-keyout", key.as_str(), "-out", csr.as_str()]);
+        openssl(&args)?;
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ])?;
+    }
+    Ok(Certs {
+        ca: dir.join("ca.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    })
 }
 
 fn free_port() -> u16 {

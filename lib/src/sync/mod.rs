@@ -76,8 +76,8 @@ pub struct Options {
     pub network_timeout: Duration,
     /// Told every git command before it runs (`--verbose`).
     pub trace: Option<git::Trace>,
-    /// The etcd user and password of this machine (the etcd backend).
-    pub etcd_credentials: Option<etcd::Credentials>,
+    /// How this machine authenticates to etcd (the etcd backend).
+    pub etcd_access: etcd::Access,
 }
 
 impl Default for Options {
@@ -85,7 +85,7 @@ impl Default for Options {
         Options {
             network_timeout: DEFAULT_NETWORK_TIMEOUT,
             trace: None,
-            etcd_credentials: None,
+            etcd_access: etcd::Access::default(),
         }
     }
 }

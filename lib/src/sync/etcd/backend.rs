@@ -171,18 +171,18 @@ impl EtcdBackend {
         config: EtcdConfig,
         timeout: Duration,
     ) -> Result<EtcdBackend, SyncError> {
-        EtcdBackend::new_with(root, git, config, timeout, None)
+        EtcdBackend::new_with(root, git, config, timeout, super::Access::default())
     }
 
-    /// [`EtcdBackend::new`], authenticating as `credentials` when given.
+    /// [`EtcdBackend::new`], authenticating with `access`.
     pub fn new_with(
         root: &Path,
         git: Option<Git>,
         config: EtcdConfig,
         timeout: Duration,
-        credentials: Option<super::Credentials>,
+        access: super::Access,
     ) -> Result<EtcdBackend, SyncError> {
-        let cluster = Cluster::new_with(&config.endpoints, timeout, credentials)?;
+        let cluster = Cluster::new_with(&config.endpoints, timeout, access)?;
         let backend = EtcdBackend {
             root: root.to_path_buf(),
             git,
@@ -804,6 +804,6 @@ pub fn open(dir: &Path, options: &crate::sync::Options) -> Result<Option<EtcdBac
         git,
         config,
         options.network_timeout,
-        options.etcd_credentials.clone(),
+        options.etcd_access.clone(),
     )?))
 }

@@ -25,7 +25,7 @@ struct Inner {
     runtime: tokio::runtime::Runtime,
     endpoints: Vec<String>,
     timeout: Duration,
-    credentials: Option<super::Credentials>,
+    access: super::Access,
     /// The endpoint in use and its client (`None`: not connected yet).
     current: Mutex<(usize, Option<Client>)>,
 }
@@ -52,14 +52,14 @@ impl Cluster {
     /// A handle on the cluster at `endpoints` (nothing is dialled until the
     /// first call); calls time out after `timeout`.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Cluster, SyncError> {
-        Cluster::new_with(endpoints, timeout, None)
+        Cluster::new_with(endpoints, timeout, super::Access::default())
     }
 
-    /// [`Cluster::new`], authenticating as `credentials` when given.
+    /// [`Cluster::new`], authenticating with `access`.
     pub fn new_with(
         endpoints: &[String],
         timeout: Duration,
-        credentials: Option<super::Credentials>,
+        access: super::Access,
     ) -> Result<Cluster, SyncError> {
         if endpoints.is_empty() {
             return Err(unreachable("(none)", "no etcd endpoint is configured"));
@@ -75,7 +75,7 @@ impl Cluster {
                 runtime,
                 endpoints: endpoints.to_vec(),
                 timeout,
-                credentials,
+                access,
                 current: Mutex::new((0, None)),
             }),
         })
@@ -110,8 +110,11 @@ impl Cluster {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.inner.timeout)
             .with_timeout(self.inner.timeout);
-        if let Some(c) = &self.inner.credentials {
+        if let Some(c) = &self.inner.access.credentials {
             options = options.with_user(c.user.clone(), c.password.to_string());
+        }
+        if let Some(files) = &self.inner.access.tls {
+            options = options.with_tls(tls_options(files)?);
         }
         let client = self
             .block_on(Client::connect([endpoint.as_str()], Some(options)))
@@ -204,6 +207,35 @@ impl Cluster {
     }
 }
 
+/// The TLS settings from the files named (read now, so that a missing or
+/// unreadable file is said before any connection is tried).
+fn tls_options(files: &super::TlsFiles) -> Result<etcd_client::TlsOptions, SyncError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| crate::fsutil::FsError::new("cannot read", path, e))
+    };
+    let mut tls = etcd_client::TlsOptions::new();
+    if let Some(ca) = &files.ca {
+        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    }
+    match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(SyncError::EtcdConfig {
+                path: files
+                    .cert
+                    .clone()
+                    .or_else(|| files.key.clone())
+                    .unwrap_or_default(),
+                problem: "a client certificate needs its key and a key its certificate: set both STEAD_ETCD_CERT and STEAD_ETCD_KEY".to_string(),
+            });
+        }
+    }
+    Ok(tls)
+}
+
 /// How a transaction failed.
 #[derive(Debug)]
 pub enum TxnFailure {
@@ -273,6 +305,23 @@ fn call_failed(remote: &str, e: &etcd_client::Error) -> SyncError {
     let reason = if text.contains("request is too large") {
         format!(
             "{text} (etcd refuses requests over its --max-request-bytes, 1.5 MiB by default; nothing was written)"
+        )
+    } else if remote.contains("https://")
+        && [
+            "transport error",
+            "certificate",
+            "handshake",
+            "tls",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|t| text.to_lowercase().contains(t))
+    {
+        format!(
+            "the TLS connection failed or was closed by the cluster ({}); over https:// this machine gives the cluster's CA \
+             and, when the cluster asks for one, its client certificate and key: STEAD_ETCD_CA, STEAD_ETCD_CERT, STEAD_ETCD_KEY \
+             (docs/etcd.md, \"Access control\")",
+            text.chars().take(160).collect::<String>()
         )
     } else if [
         "authentication failed",

@@ -52,3 +52,26 @@ impl std::fmt::Debug for Credentials {
             .finish()
     }
 }
+
+/// TLS for https:// endpoints: the CA that signed the cluster's
+/// certificate, and this machine's client certificate and key when the
+/// cluster asks for one (`--client-cert-auth`). Paths on this machine
+/// (`STEAD_ETCD_CA`, `STEAD_ETCD_CERT`, `STEAD_ETCD_KEY`), never in the repo.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM).
+    pub ca: Option<std::path::PathBuf>,
+    /// This machine's client certificate (PEM).
+    pub cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// How this machine authenticates to etcd.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// User and password (`None`: none).
+    pub credentials: Option<Credentials>,
+    /// TLS files (`None`: plain http:// endpoints).
+    pub tls: Option<TlsFiles>,
+}
