@@ -4,33 +4,11 @@
 //! dir is left behind. Needs etcd: skipped with a message when it is not
 //! installed, a failure under CI (as `Etcd::require` does).
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-/// `target/<profile>/stead`, built first if it is missing.
-fn stead_binary() -> PathBuf {
-    // The test runs as target/<profile>/deps/etcd-<hash>.
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf();
-    let stead = profile_dir.join("stead");
-    if !stead.is_file() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "stead"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build -p stead");
-        assert!(status.success(), "cargo build -p stead failed");
-    }
-    assert!(stead.is_file(), "no stead binary at {}", stead.display());
-    stead
-}
+use common::stead_binary;
 
 #[test]
 fn etcd_case_small_end_to_end() {

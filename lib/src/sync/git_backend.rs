@@ -11,7 +11,7 @@ use super::backend::{
     Acquired, Backend, ConfigSource, HeldRemote, Published, RecordStore, Records, Released,
     RemoteHolder, RemoteLocker, Revision, SourceStatus, StoppedUpdate, Update,
 };
-use super::git::{Git, GitError, LeaseOutcome, MergeOutcome, PathStatus, PushOutcome, Upstream};
+use super::git::{Git, GitError, LeaseOutcome, PushOutcome, Upstream};
 use super::shared::{SHARED_RECORD_PATH, SharedRecord};
 use super::{remote_lock, repo};
 use crate::lock::LockInfo;
@@ -154,10 +154,7 @@ impl GitBackend {
 
     /// The commit the tracking ref names (`None`: not fetched yet).
     fn tracking_commit(&self, up: &Upstream) -> Result<Option<String>, SyncError> {
-        if !self.git.rev_exists(&up.tracking_ref)? {
-            return Ok(None);
-        }
-        Ok(Some(self.git.run(&["rev-parse", &up.tracking_ref])?))
+        repo::tracking_commit(&self.git, up)
     }
 }
 
@@ -246,25 +243,8 @@ impl ConfigSource for GitBackend {
         Ok(self.git.fetch(&self.up()?.remote)?)
     }
 
-    /// Uncommitted changes to files the merge would write are refused
-    /// first, by name: git's own refusal names neither the cause nor the way
-    /// out.
     fn update(&self, message: &str) -> Result<Update, SyncError> {
-        let up = self.up()?;
-        let Some(theirs) = self.tracking_commit(up)? else {
-            return Ok(Update::Clean);
-        };
-        let in_the_way = self.git.uncommitted_in_the_way(&theirs)?;
-        if !in_the_way.is_empty() {
-            return Err(SyncError::UncommittedInTheWay {
-                root: self.git.root().to_path_buf(),
-                files: in_the_way,
-            });
-        }
-        match self.git.merge(&up.tracking_ref, message)? {
-            MergeOutcome::Conflicts(files) => Ok(Update::Conflicts(files)),
-            _ => Ok(Update::Clean),
-        }
+        repo::merge_upstream(&self.git, self.up()?, message)
     }
 
     fn update_in_progress(&self) -> Result<bool, SyncError> {
@@ -279,21 +259,8 @@ impl ConfigSource for GitBackend {
         Ok(self.git.is_clean(&[SHARED_RECORD_PATH])?)
     }
 
-    /// A link on the way is checked first: git does not look through it,
-    /// and writing the path would replace it.
     fn source_status(&self, path: &str) -> Result<SourceStatus, SyncError> {
-        let mut at = self.git.root().to_path_buf();
-        for part in Path::new(path).components() {
-            at.push(part);
-            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Ok(SourceStatus::Symlink);
-            }
-        }
-        Ok(match self.git.path_status(path)? {
-            PathStatus::Unchanged => SourceStatus::Committed,
-            PathStatus::Changed => SourceStatus::Modified,
-            PathStatus::Untracked => SourceStatus::Untracked,
-        })
+        repo::source_status(&self.git, path)
     }
 
     /// Stages the record (and `.gitattributes`, which routes it to the
@@ -313,12 +280,7 @@ impl ConfigSource for GitBackend {
     }
 
     fn stopped_update(&self) -> StoppedUpdate {
-        StoppedUpdate {
-            heading: "Git merge stopped on conflicts in other files of the config repo:"
-                .to_string(),
-            finish: "edit the files, then: git add <files> && git commit".to_string(),
-            undo: "git merge --abort".to_string(),
-        }
+        repo::stopped_merge()
     }
 
     fn updated_message(&self) -> String {

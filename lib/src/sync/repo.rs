@@ -1,6 +1,8 @@
-//! The shared record inside a config repo: reading its copies at HEAD, at
-//! the remote and at their merge base, writing the working copy, and
-//! installing the merge driver that keeps git from text-merging it.
+//! A config repo that is a git clone: the shared record's copies in it (at
+//! HEAD, at the remote and at their merge base), the working copy, the
+//! merge driver that keeps git from text-merging the record, and the tree
+//! operations every backend over a clone shares (the tracking commit, the
+//! merge of the upstream, how a file stands against the last commit).
 
 use std::path::Path;
 
@@ -16,7 +18,10 @@ pub const MERGE_DRIVER: &str = "stead";
 /// The `.gitattributes` line that routes the record to the driver.
 pub const ATTRIBUTES_LINE: &str = ".stead/state.json merge=stead";
 
+use super::SyncError as Error;
 pub use super::backend::Records;
+use super::backend::{SourceStatus, StoppedUpdate, Update};
+use super::git::{MergeOutcome, PathStatus};
 
 /// Whether the remote branch has commits HEAD does not.
 pub fn remote_has_news(git: &Git, records: &Records) -> Result<bool, SyncError> {
@@ -181,6 +186,66 @@ pub fn install_merge_driver(git: &Git, stead_exe: &Path) -> Result<bool, SyncErr
 /// `s` in single quotes for the shell git runs drivers with.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The commit `up`'s tracking ref names (`None`: not fetched yet).
+pub fn tracking_commit(git: &Git, up: &Upstream) -> Result<Option<String>, Error> {
+    if !git.rev_exists(&up.tracking_ref)? {
+        return Ok(None);
+    }
+    Ok(Some(git.run(&["rev-parse", &up.tracking_ref])?))
+}
+
+/// Merges what the last fetch brought from `up` into the tree. Uncommitted
+/// changes to files the merge would write are refused first, by name:
+/// git's own refusal names neither the cause nor the way out.
+pub fn merge_upstream(git: &Git, up: &Upstream, message: &str) -> Result<Update, Error> {
+    let Some(theirs) = tracking_commit(git, up)? else {
+        return Ok(Update::Clean);
+    };
+    let in_the_way = git.uncommitted_in_the_way(&theirs)?;
+    if !in_the_way.is_empty() {
+        return Err(Error::UncommittedInTheWay {
+            root: git.root().to_path_buf(),
+            files: in_the_way,
+        });
+    }
+    match git.merge(&up.tracking_ref, message)? {
+        MergeOutcome::Conflicts(files) => Ok(Update::Conflicts(files)),
+        _ => Ok(Update::Clean),
+    }
+}
+
+/// Whether a symbolic link lies on the way from `root` to `path` (or is
+/// `path`): git does not look through it, and writing the path would
+/// replace it.
+pub fn link_on_the_way(root: &Path, path: &str) -> bool {
+    let mut at = root.to_path_buf();
+    Path::new(path).components().any(|part| {
+        at.push(part);
+        std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+    })
+}
+
+/// How `path` stands against the tree's last commit ([`SourceStatus`]).
+pub fn source_status(git: &Git, path: &str) -> Result<SourceStatus, Error> {
+    if link_on_the_way(git.root(), path) {
+        return Ok(SourceStatus::Symlink);
+    }
+    Ok(match git.path_status(path)? {
+        PathStatus::Unchanged => SourceStatus::Committed,
+        PathStatus::Changed => SourceStatus::Modified,
+        PathStatus::Untracked => SourceStatus::Untracked,
+    })
+}
+
+/// What to tell the user about a git merge of the tree stopped on conflicts.
+pub fn stopped_merge() -> StoppedUpdate {
+    StoppedUpdate {
+        heading: "Git merge stopped on conflicts in other files of the config repo:".to_string(),
+        finish: "edit the files, then: git add <files> && git commit".to_string(),
+        undo: "git merge --abort".to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use crate::sync::backend::{
     Backend, ConfigSource, Published, RecordStore, Records, RemoteLocker, Revision, SourceStatus,
     StoppedUpdate, Update,
 };
-use crate::sync::git::{Git, MergeOutcome, PathStatus, PushOutcome};
+use crate::sync::git::{Git, PushOutcome};
+use crate::sync::repo;
 use crate::sync::shared::{self, SharedRecord, Strategy};
 
 use super::CONFIG_FILE;
@@ -339,10 +340,9 @@ impl EtcdBackend {
         let (Some(git), Some(up)) = (&self.git, self.upstream()?) else {
             return Ok(false);
         };
-        if !git.rev_exists(&up.tracking_ref)? {
+        let Some(theirs) = repo::tracking_commit(git, &up)? else {
             return Ok(false);
-        }
-        let theirs = git.run(&["rev-parse", &up.tracking_ref])?;
+        };
         Ok(match git.head()? {
             Some(head) => !git.is_ancestor(&theirs, &head)?,
             None => true,
@@ -357,11 +357,10 @@ impl EtcdBackend {
         let Some(head) = git.head()? else {
             return Ok(false);
         };
-        if git.rev_exists(&up.tracking_ref)? {
-            let theirs = git.run(&["rev-parse", &up.tracking_ref])?;
-            if git.is_ancestor(&head, &theirs)? {
-                return Ok(false);
-            }
+        if let Some(theirs) = repo::tracking_commit(git, &up)?
+            && git.is_ancestor(&head, &theirs)?
+        {
+            return Ok(false);
         }
         match git.push(&up)? {
             PushOutcome::Pushed => {
@@ -647,18 +646,9 @@ impl ConfigSource for EtcdBackend {
     fn update(&self, message: &str) -> Result<Update, SyncError> {
         if let (Some(git), Some(up)) = (&self.git, self.upstream()?)
             && self.tree_has_news()?
+            && let Update::Conflicts(files) = repo::merge_upstream(git, &up, message)?
         {
-            let theirs = git.run(&["rev-parse", &up.tracking_ref])?;
-            let in_the_way = git.uncommitted_in_the_way(&theirs)?;
-            if !in_the_way.is_empty() {
-                return Err(SyncError::UncommittedInTheWay {
-                    root: self.root.clone(),
-                    files: in_the_way,
-                });
-            }
-            if let MergeOutcome::Conflicts(files) = git.merge(&up.tracking_ref, message)? {
-                return Ok(Update::Conflicts(files));
-            }
+            return Ok(Update::Conflicts(files));
         }
         let mut copies = self.load()?;
         let (Some(remote), Some(token)) = (&copies.remote.record, &copies.remote.token) else {
@@ -709,27 +699,14 @@ impl ConfigSource for EtcdBackend {
     }
 
     fn source_status(&self, path: &str) -> Result<SourceStatus, SyncError> {
-        let mut at = self.root.clone();
-        for part in Path::new(path).components() {
-            at.push(part);
-            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Ok(SourceStatus::Symlink);
-            }
-        }
-        let Some(git) = &self.git else {
+        match &self.git {
+            Some(git) => repo::source_status(git, path),
             // No history to compare with: a file that is there may hold
             // work nobody committed anywhere.
-            return Ok(if at.exists() {
-                SourceStatus::Untracked
-            } else {
-                SourceStatus::Committed
-            });
-        };
-        Ok(match git.path_status(path)? {
-            PathStatus::Unchanged => SourceStatus::Committed,
-            PathStatus::Changed => SourceStatus::Modified,
-            PathStatus::Untracked => SourceStatus::Untracked,
-        })
+            None if repo::link_on_the_way(&self.root, path) => Ok(SourceStatus::Symlink),
+            None if self.root.join(path).exists() => Ok(SourceStatus::Untracked),
+            None => Ok(SourceStatus::Committed),
+        }
     }
 
     fn commit(&self, extra: &[&str], message: &str) -> Result<Option<Revision>, SyncError> {
@@ -760,12 +737,7 @@ impl ConfigSource for EtcdBackend {
     }
 
     fn stopped_update(&self) -> StoppedUpdate {
-        StoppedUpdate {
-            heading: "Git merge stopped on conflicts in other files of the config repo:"
-                .to_string(),
-            finish: "edit the files, then: git add <files> && git commit".to_string(),
-            undo: "git merge --abort".to_string(),
-        }
+        repo::stopped_merge()
     }
 
     fn updated_message(&self) -> String {

@@ -169,6 +169,52 @@ impl EtcdLocker {
         Ok(Err(holder))
     }
 
+    /// Puts our lock on `lease`: in place of none, or of a holder proven
+    /// dead on this machine. A lock released between our compare and our
+    /// read is simply tried for again, a few times at most.
+    fn take(&self, info: &LockInfo, lease: i64) -> Result<Acquired, SyncError> {
+        let mut expect = 0;
+        let mut breaking: Option<(RemoteHolder, BreakReason)> = None;
+        for _ in 0..8 {
+            match self.put_lock(info, lease, expect)? {
+                Ok(lock) => {
+                    return Ok(match breaking {
+                        Some((previous, why)) => Acquired::Broke {
+                            lock,
+                            previous,
+                            why,
+                        },
+                        None => Acquired::Taken(lock),
+                    });
+                }
+                Err(None) => {
+                    expect = 0;
+                    breaking = None;
+                }
+                // Someone else took it while we broke the dead one's.
+                Err(Some(holder)) if breaking.is_some() => return Ok(Acquired::Held(holder)),
+                Err(Some(holder)) => {
+                    let proof = holder
+                        .info
+                        .as_ref()
+                        .and_then(|i| crate::lock::proven_dead_here(i, info));
+                    let Some(proof) = proof else {
+                        return Ok(Acquired::Held(holder));
+                    };
+                    expect = parse_revision(&holder.revision).map_or(0, |(c, _)| c);
+                    breaking = Some((holder, BreakReason::DeadHere(proof)));
+                }
+            }
+        }
+        Err(SyncError::Etcd {
+            remote: self.cluster.name(),
+            reason: format!(
+                "the lock {} changed hands on every try; nothing was taken. Run the command again.",
+                self.key
+            ),
+        })
+    }
+
     fn took(&self, revision: &Revision, lease: i64) -> HeldRemote {
         let create = parse_revision(revision).map(|(c, _)| c).unwrap_or(0);
         let fence = Fence {
@@ -247,47 +293,12 @@ impl RemoteLocker for EtcdLocker {
 
     fn acquire(&self, info: &LockInfo, ttl_secs: u64) -> Result<Acquired, SyncError> {
         let lease = self.grant(ttl_secs)?;
-        let outcome = match self.put_lock(info, lease, 0) {
-            Ok(Ok(held)) => Acquired::Taken(held),
-            Ok(Err(Some(holder))) => {
-                match holder
-                    .info
-                    .as_ref()
-                    .and_then(|i| crate::lock::proven_dead_here(i, info))
-                {
-                    Some(proof) => {
-                        let create = parse_revision(&holder.revision).map_or(0, |(c, _)| c);
-                        match self.put_lock(info, lease, create)? {
-                            Ok(held) => Acquired::Broke {
-                                lock: held,
-                                previous: holder,
-                                why: BreakReason::DeadHere(proof),
-                            },
-                            Err(Some(other)) => Acquired::Held(other),
-                            Err(None) => Acquired::Held(holder),
-                        }
-                    }
-                    None => Acquired::Held(holder),
-                }
-            }
-            // Released between the compare and the read: the caller asks again.
-            Ok(Err(None)) => {
-                self.revoke(lease);
-                return self.acquire(info, ttl_secs);
-            }
-            Err(e) => {
-                self.revoke(lease);
-                return Err(e);
-            }
-        };
+        let outcome = self.take(info, lease);
         match &outcome {
-            Acquired::Taken(held) | Acquired::Broke { lock: held, .. } => {
-                self.keep_alive(lease, ttl_secs)?;
-                let _ = held;
-            }
-            Acquired::Held(_) => self.revoke(lease),
+            Ok(Acquired::Taken(_) | Acquired::Broke { .. }) => self.keep_alive(lease, ttl_secs)?,
+            _ => self.revoke(lease),
         }
-        Ok(outcome)
+        outcome
     }
 
     fn inspect(&self) -> Result<Option<RemoteHolder>, SyncError> {
