@@ -286,6 +286,20 @@ pub enum SyncError {
         /// The repo's root.
         root: PathBuf,
     },
+    /// A publish made under the remote lock found the lock gone: its lease
+    /// ended while this process could not renew it. Nothing was written.
+    #[error(
+        "this process no longer holds the lock {place}: its lease ended while the process could not renew it \
+         (was it stopped, suspended or cut off for longer than the lock's timeout?), so another process may have taken it\n\
+         Nothing was written to the shared record; this machine's record stays committed in {}. Run 'stead sync' again.",
+        .root.display()
+    )]
+    LockLost {
+        /// The lock's key.
+        place: String,
+        /// The config tree.
+        root: PathBuf,
+    },
     /// `--path` is a clone of another URL.
     #[error(
         "{} is a clone of {found}, not of {url}\nNothing was changed. Pass another --path, or fix the remote with 'git -C {} remote set-url {remote} {url}'.",

@@ -493,7 +493,7 @@ impl EtcdBackend {
             }
         };
         if !resp.succeeded() {
-            return Err(self.rejected(&self.why_refused()));
+            return Err(self.refused());
         }
         let kvs = resp
             .op_responses()
@@ -537,16 +537,17 @@ impl EtcdBackend {
 
     /// Why a publish's compares failed: the lock this process held is
     /// gone, or a key it writes moved.
-    fn why_refused(&self) -> String {
+    fn refused(&self) -> SyncError {
         if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
             let now = self.cluster.get(&self.lock_key()).ok().flatten();
             if now.map(|(_, create, _)| create) != Some(fence.create_revision) {
-                return "this process no longer holds the lock: its lease ended (was it stopped \
-                        or cut off for longer than the lock's timeout?), and nothing was written"
-                    .to_string();
+                return SyncError::LockLost {
+                    place: self.lock_key(),
+                    root: self.root.clone(),
+                };
             }
         }
-        "a key this machine writes changed on etcd since the last read".to_string()
+        self.rejected("a key this machine writes changed on etcd since the last read")
     }
 
     fn rejected(&self, reason: &str) -> SyncError {
