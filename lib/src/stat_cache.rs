@@ -19,7 +19,6 @@
 //! it (a plan writes nothing); it never holds content, only checksums that
 //! `state.json` already holds.
 
-use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -74,32 +73,148 @@ impl Stamp {
     }
 }
 
-/// What was verified of one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Its stamp when it was read.
-    pub stamp: Stamp,
-    /// `blake3:<hex>` of the content read (the declared one).
-    pub checksum: String,
-    /// When it was verified (taken before the read), ns since the epoch.
-    pub verified_ns: i128,
+/// A content checksum as the cache holds it: blake3's digest in its 32
+/// bytes (100 000 entries would otherwise hold 100 000 71-byte strings),
+/// any other text as it is. Only the exact lowercase form `blake3:<64 hex>`
+/// is packed, so two checksums are equal here exactly when their texts are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sum {
+    Blake3([u8; 32]),
+    Other(Box<str>),
 }
 
-impl Entry {
-    /// Whether a file stamped `now` still holds `checksum`, by this entry.
-    pub fn vouches(&self, now: &Stamp, checksum: &str) -> bool {
-        self.stamp == *now
-            && self.checksum == checksum
-            && self.stamp.mtime_ns + RACY_NS <= self.verified_ns
-            && self.stamp.ctime_ns + RACY_NS <= self.verified_ns
+impl Sum {
+    fn of(text: &str) -> Sum {
+        match text.strip_prefix("blake3:").and_then(lowercase_hex_32) {
+            Some(digest) => Sum::Blake3(digest),
+            None => Sum::Other(text.into()),
+        }
+    }
+
+    fn is(&self, text: &str) -> bool {
+        match self {
+            Sum::Blake3(digest) => {
+                text.strip_prefix("blake3:").and_then(lowercase_hex_32) == Some(*digest)
+            }
+            Sum::Other(own) => **own == *text,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Sum::Blake3(digest) => format!("blake3:{}", blake3::Hash::from_bytes(*digest).to_hex()),
+            Sum::Other(own) => own.to_string(),
+        }
     }
 }
 
-/// Entries by path as stored in state (`~/x`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The 32 bytes that `hex` (64 lowercase hex digits, nothing else) spells.
+fn lowercase_hex_32(hex: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// What was verified of one file, packed: times in `i64` ns (years 1678 to
+/// 2262; a file stamped outside them is not cached, only read every run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    dev: u64,
+    mode: u32,
+    uid: u32,
+    verified_ns: i64,
+    checksum: Sum,
+}
+
+/// [`Entry`] as `stat_cache.json` holds it.
+#[derive(Serialize, Deserialize)]
+struct EntryText {
+    stamp: Stamp,
+    checksum: String,
+    verified_ns: i128,
+}
+
+impl Entry {
+    /// What was verified of a file stamped `stamp` holding `checksum`
+    /// (`blake3:<hex>`), verified at `verified_ns`; `None` when a time is
+    /// outside what the cache holds (the file is then not cached).
+    pub fn new(stamp: Stamp, checksum: &str, verified_ns: i128) -> Option<Entry> {
+        Some(Entry {
+            size: stamp.size,
+            mtime_ns: i64::try_from(stamp.mtime_ns).ok()?,
+            ctime_ns: i64::try_from(stamp.ctime_ns).ok()?,
+            ino: stamp.ino,
+            dev: stamp.dev,
+            mode: stamp.mode,
+            uid: stamp.uid,
+            verified_ns: i64::try_from(verified_ns).ok()?,
+            checksum: Sum::of(checksum),
+        })
+    }
+
+    /// Its stamp when it was read.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            size: self.size,
+            mtime_ns: i128::from(self.mtime_ns),
+            ctime_ns: i128::from(self.ctime_ns),
+            ino: self.ino,
+            dev: self.dev,
+            mode: self.mode,
+            uid: self.uid,
+        }
+    }
+
+    /// `blake3:<hex>` of the content read (the declared one).
+    pub fn checksum(&self) -> String {
+        self.checksum.text()
+    }
+
+    /// When it was verified (taken before the read), ns since the epoch.
+    pub fn verified_ns(&self) -> i128 {
+        i128::from(self.verified_ns)
+    }
+
+    /// Whether a file stamped `now` still holds `checksum`, by this entry.
+    pub fn vouches(&self, now: &Stamp, checksum: &str) -> bool {
+        let stamp = self.stamp();
+        stamp == *now
+            && self.checksum.is(checksum)
+            && stamp.mtime_ns + RACY_NS <= self.verified_ns()
+            && stamp.ctime_ns + RACY_NS <= self.verified_ns()
+    }
+
+    fn text(&self) -> EntryText {
+        EntryText {
+            stamp: self.stamp(),
+            checksum: self.checksum(),
+            verified_ns: self.verified_ns(),
+        }
+    }
+}
+
+/// Entries by path as stored in state (`~/x`), sorted by path: a sorted
+/// vector, not a `BTreeMap`, whose half-filled nodes of 11 entries cost
+/// twice the entries themselves at 100 000 files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatCache {
     format: u32,
-    entries: BTreeMap<String, Entry>,
+    entries: Vec<(Box<str>, Entry)>,
 }
 
 impl StatCache {
@@ -107,7 +222,7 @@ impl StatCache {
     pub fn empty() -> StatCache {
         StatCache {
             format: FORMAT,
-            entries: BTreeMap::new(),
+            entries: Vec::new(),
         }
     }
 
@@ -121,11 +236,29 @@ impl StatCache {
             .unwrap_or_else(StatCache::empty)
     }
 
-    /// A cache of `entries`.
+    /// A cache of `entries` (the last one wins for a path given twice).
     pub fn of(entries: impl IntoIterator<Item = (String, Entry)>) -> StatCache {
+        let entries = entries
+            .into_iter()
+            .map(|(k, e)| (k.into_boxed_str(), e))
+            .collect();
+        StatCache::sorted(FORMAT, entries)
+    }
+
+    fn sorted(format: u32, mut entries: Vec<(Box<str>, Entry)>) -> StatCache {
+        // Stable, so among equal paths the last given stays last; keep it.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut deduped: Vec<(Box<str>, Entry)> = Vec::with_capacity(entries.len());
+        for (key, entry) in entries {
+            match deduped.last_mut() {
+                Some(last) if last.0 == key => last.1 = entry,
+                _ => deduped.push((key, entry)),
+            }
+        }
+        deduped.shrink_to_fit();
         StatCache {
-            format: FORMAT,
-            entries: entries.into_iter().collect(),
+            format,
+            entries: deduped,
         }
     }
 
@@ -137,14 +270,15 @@ impl StatCache {
 
     /// The entry for `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+        self.get_key_value(key).map(|(_, e)| e)
     }
 
     /// The entry for `key` with the cache's own copy of the key.
     pub fn get_key_value(&self, key: &str) -> Option<(&str, &Entry)> {
         self.entries
-            .get_key_value(key)
-            .map(|(k, e)| (k.as_str(), e))
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| (&*self.entries[i].0, &self.entries[i].1))
     }
 
     /// How many files it vouches for.
@@ -155,6 +289,64 @@ impl StatCache {
     /// True when it has no entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl Serialize for StatCache {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Entries<'a>(&'a [(Box<str>, Entry)]);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.iter().map(|(k, e)| (k, e.text())))
+            }
+        }
+        let mut out = serializer.serialize_struct("StatCache", 2)?;
+        out.serialize_field("format", &self.format)?;
+        out.serialize_field("entries", &Entries(&self.entries))?;
+        out.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for StatCache {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StatCache, D::Error> {
+        /// The entries straight into a vector: no map built on the way.
+        struct Entries(Vec<(Box<str>, Entry)>);
+        impl<'de> Deserialize<'de> for Entries {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+                struct Visit;
+                impl<'de> serde::de::Visitor<'de> for Visit {
+                    type Value = Entries;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a map of paths to entries")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Entries, A::Error> {
+                        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                        while let Some((key, text)) = map.next_entry::<String, EntryText>()? {
+                            // An entry this build cannot hold is left out:
+                            // that file is read, as an uncached one is.
+                            if let Some(entry) =
+                                Entry::new(text.stamp, &text.checksum, text.verified_ns)
+                            {
+                                out.push((key.into_boxed_str(), entry));
+                            }
+                        }
+                        Ok(Entries(out))
+                    }
+                }
+                d.deserialize_map(Visit)
+            }
+        }
+        #[derive(Deserialize)]
+        struct Text {
+            format: u32,
+            entries: Entries,
+        }
+        let text = Text::deserialize(deserializer)?;
+        Ok(StatCache::sorted(text.format, text.entries.0))
     }
 }
 
@@ -183,11 +375,7 @@ mod tests {
     }
 
     fn entry(verified_s: i128) -> Entry {
-        Entry {
-            stamp: stamp(),
-            checksum: "blake3:a".into(),
-            verified_ns: verified_s * 1_000_000_000,
-        }
+        Entry::new(stamp(), "blake3:a", verified_s * 1_000_000_000).unwrap()
     }
 
     #[test]
@@ -216,9 +404,12 @@ mod tests {
         }
         // Verified less than the window after its last change: racy.
         assert!(!entry(11).vouches(&stamp(), "blake3:a"));
-        let mut late_ctime = entry(12);
-        late_ctime.stamp.ctime_ns += 1;
-        assert!(!late_ctime.vouches(&late_ctime.stamp.clone(), "blake3:a"));
+        let late = Stamp {
+            ctime_ns: stamp().ctime_ns + 1,
+            ..stamp()
+        };
+        let late_ctime = Entry::new(late, "blake3:a", 12 * 1_000_000_000).unwrap();
+        assert!(!late_ctime.vouches(&late, "blake3:a"));
     }
 
     #[test]
@@ -236,5 +427,79 @@ mod tests {
         let cache = StatCache::of([("~/a".to_string(), entry(12))]);
         cache.save(dir.path()).unwrap();
         assert_eq!(StatCache::load(dir.path()), cache);
+    }
+
+    /// Two entries as `stat_cache.json` held them before entries were
+    /// packed (written by the release binary of c3d567c).
+    const OLD_FILE: &str = r#"{"format":1,"entries":{"~/d0/f0":{"stamp":{"size":89,"mtime_ns":1796411887313562158,"ctime_ns":1796411888369562118,"ino":10012141,"dev":65024,"mode":33188,"uid":0},"checksum":"blake3:20e9d9f319ce491f148ed0cba46b40bee99a480aab632f7ff244809415b83e8d","verified_ns":1796411898360436762},"~/d0/f1":{"stamp":{"size":89,"mtime_ns":1796411887313562158,"ctime_ns":1796411888369562118,"ino":10012144,"dev":65024,"mode":33188,"uid":0},"checksum":"blake3:42c79915453b6c7c9fe9d7110ac3d817f43b9e745ae39c2600a0fcbb1d5b9a31","verified_ns":1796411898360486395}}}"#;
+
+    #[test]
+    fn a_file_written_before_packing_loads_and_saves_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STAT_CACHE_FILE), OLD_FILE).unwrap();
+        let cache = StatCache::load(dir.path());
+        assert_eq!(cache.len(), 2);
+        let (key, e) = cache.get_key_value("~/d0/f0").unwrap();
+        assert_eq!(key, "~/d0/f0");
+        assert_eq!(e.stamp().size, 89);
+        assert!(e.checksum().starts_with("blake3:20e9d9f3"));
+        cache.save(dir.path()).unwrap();
+        let saved = std::fs::read_to_string(dir.path().join(STAT_CACHE_FILE)).unwrap();
+        assert_eq!(saved, OLD_FILE);
+    }
+
+    #[test]
+    fn a_packed_checksum_equals_exactly_the_same_text() {
+        let hex = "20e9d9f319ce491f148ed0cba46b40bee99a480aab632f7ff244809415b83e8d";
+        let sum = format!("blake3:{hex}");
+        let e = Entry::new(stamp(), &sum, 12 * 1_000_000_000).unwrap();
+        assert!(matches!(e.checksum, Sum::Blake3(_)), "packed");
+        assert_eq!(e.checksum(), sum);
+        assert!(e.vouches(&stamp(), &sum));
+        // The same digest spelled otherwise is another text: not vouched for.
+        assert!(!e.vouches(&stamp(), &format!("blake3:{}", hex.to_uppercase())));
+        assert!(!e.vouches(&stamp(), &format!("blake3:{}", &hex[..63])));
+        assert!(!e.vouches(&stamp(), &format!("sha256:{hex}")));
+        let upper = format!("blake3:{}", hex.to_uppercase());
+        let other = Entry::new(stamp(), &upper, 12 * 1_000_000_000).unwrap();
+        assert!(matches!(other.checksum, Sum::Other(_)), "kept as text");
+        assert!(other.vouches(&stamp(), &upper));
+        assert!(!other.vouches(&stamp(), &sum));
+    }
+
+    #[test]
+    fn a_time_beyond_i64_ns_is_not_cached_and_a_file_holding_one_loads_without_it() {
+        let far = Stamp {
+            mtime_ns: i128::from(i64::MAX) + 1,
+            ..stamp()
+        };
+        assert!(Entry::new(far, "blake3:a", 12 * 1_000_000_000).is_none());
+        // Beyond i64 (about year 2262), within i128: the old format held it.
+        let text = OLD_FILE.replacen(
+            "\"mtime_ns\":1796411887313562158",
+            "\"mtime_ns\":99999999999999999999999",
+            1,
+        );
+        assert_ne!(text, OLD_FILE);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STAT_CACHE_FILE), text).unwrap();
+        let cache = StatCache::load(dir.path());
+        assert_eq!(cache.len(), 1, "the other entry still loads");
+        assert!(cache.get("~/d0/f0").is_none());
+        assert!(cache.get("~/d0/f1").is_some());
+    }
+
+    #[test]
+    fn entries_are_found_by_path_and_the_last_of_a_path_given_twice_wins() {
+        let cache = StatCache::of([
+            ("~/b".to_string(), entry(12)),
+            ("~/a".to_string(), entry(12)),
+            ("~/b".to_string(), entry(13)),
+        ]);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get("~/b"), Some(&entry(13)));
+        assert_eq!(cache.get("~/a"), Some(&entry(12)));
+        assert!(cache.get("~/c").is_none());
+        assert!(cache.get("~/").is_none());
     }
 }

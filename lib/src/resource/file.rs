@@ -660,15 +660,11 @@ fn verified(
     };
     let stamp = crate::stat_cache::Stamp::of(before);
     let still = fs::symlink_metadata(path).is_ok_and(|m| crate::stat_cache::Stamp::of(&m) == stamp);
-    if still && ctx.recorded.get(shown).is_some_and(|r| r == sum) {
-        stats.keep(
-            shown,
-            crate::stat_cache::Entry {
-                stamp,
-                checksum: sum.to_string(),
-                verified_ns: at,
-            },
-        );
+    if still
+        && ctx.recorded.get(shown).is_some_and(|r| r == sum)
+        && let Some(entry) = crate::stat_cache::Entry::new(stamp, sum, at)
+    {
+        stats.keep(shown, entry);
     }
 }
 
