@@ -120,13 +120,14 @@ pub fn check(mut parsed: Parsed) -> Result<(Manifest, Graph), ManifestError> {
             None
         }
     };
+    let text = std::sync::Arc::clone(&parsed.text);
     let manifest = parsed.finish()?;
     match graph {
         Some(graph) => Ok((manifest, graph)),
         // A cycle always names a loaded resource, so `finish` failed above.
         None => Err(ManifestError {
             path: manifest.path,
-            text: manifest.text,
+            text,
             problems: vec![Problem {
                 message: "dependency cycle".into(),
                 span: None,

@@ -361,8 +361,6 @@ pub struct Manifest {
     pub vars: BTreeMap<String, String>,
     /// Resources of the active profile, in declaration order.
     pub resources: Vec<Resource>,
-    /// The manifest text (for spans of later errors).
-    pub text: std::sync::Arc<String>,
     /// Paths that `purge` never removes, nor any directory holding them:
     /// the config repo (set at load) and whatever the caller adds (the CLI
     /// adds the state dir, which holds the record and the backups).
@@ -382,6 +380,10 @@ pub struct Parsed {
     pub manifest: Manifest,
     /// Problems found, in no particular order.
     pub problems: Vec<Problem>,
+    /// The manifest text, for the problems' spans. Only a manifest with
+    /// problems needs it: the manifest itself does not keep it (at 100 000
+    /// resources it is 15 MB that a plan would hold for nothing).
+    pub text: std::sync::Arc<String>,
 }
 
 impl Parsed {
@@ -390,6 +392,7 @@ impl Parsed {
         let Parsed {
             manifest,
             mut problems,
+            text,
         } = self;
         if problems.is_empty() {
             return Ok(manifest);
@@ -397,7 +400,7 @@ impl Parsed {
         problems.sort_by_key(|p| p.span.as_ref().map_or(0, |s| s.start));
         Err(ManifestError {
             path: manifest.path,
-            text: manifest.text,
+            text,
             problems,
         })
     }

@@ -218,13 +218,13 @@ fn resolve(
         profiles: scope.known_profiles.clone(),
         vars,
         resources,
-        text: Arc::clone(text),
         protected: vec![config_dir.to_path_buf()],
         followed_links: resolver.into_followed(),
     };
     Parsed {
         manifest,
         problems: std::mem::take(&mut w.problems),
+        text: Arc::clone(text),
     }
 }
 
