@@ -47,13 +47,15 @@ impl EdgeKind {
     }
 }
 
-/// `from` must finish before `to` starts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// `from` must finish before `to` starts. Both are node indices (see
+/// [`Graph::ids`] and [`Graph::ends`]): a graph of 100 000 resources held
+/// two copies of an id per edge otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edge {
-    /// The dependency.
-    pub from: String,
-    /// The dependent.
-    pub to: String,
+    /// The dependency's node.
+    pub from: usize,
+    /// The dependent's node.
+    pub to: usize,
     /// Why.
     pub kind: EdgeKind,
 }
@@ -78,8 +80,9 @@ pub struct Graph {
     pub dependents: Vec<Vec<usize>>,
     /// A topological order (dependencies first), stable by manifest order.
     pub order: Vec<usize>,
-    /// Node index by id (for [`Graph::index_of`]).
-    index: HashMap<String, usize>,
+    /// The nodes sorted by id (for [`Graph::index_of`]): a map from id
+    /// to node would hold one more copy of every id.
+    by_id: Vec<usize>,
 }
 
 /// Loads `<config_dir>/stead.toml` and builds its graph: every problem,
@@ -142,7 +145,8 @@ impl Graph {
     /// Builds the graph of `manifest`, or the cycle that prevents it.
     pub fn build(manifest: &Manifest) -> Result<Graph, Cycle> {
         let ids: Vec<String> = manifest.resources.iter().map(|r| r.id.clone()).collect();
-        let (edges, pairs) = collect_edges(manifest, &ids);
+        let edges = collect_edges(manifest, &ids);
+        let pairs: Vec<(usize, usize)> = edges.iter().map(|e| (e.from, e.to)).collect();
         let n = ids.len();
         let mut dependencies = vec![Vec::new(); n];
         let mut dependents = vec![Vec::new(); n];
@@ -158,18 +162,15 @@ impl Graph {
         if order.len() != n {
             return Err(name_cycle(&pairs, &ids));
         }
-        let index = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i))
-            .collect();
+        let mut by_id: Vec<usize> = (0..n).collect();
+        by_id.sort_by(|&a, &b| ids[a].cmp(&ids[b]));
         Ok(Graph {
             ids,
             edges,
             dependencies,
             dependents,
             order,
-            index,
+            by_id,
         })
     }
 
@@ -191,7 +192,15 @@ impl Graph {
 
     /// The node index of an id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.index.get(id).copied()
+        self.by_id
+            .binary_search_by(|&i| self.ids[i].as_str().cmp(id))
+            .ok()
+            .map(|at| self.by_id[at])
+    }
+
+    /// The ids of an edge's dependency and dependent.
+    pub fn ends(&self, edge: &Edge) -> (&str, &str) {
+        (&self.ids[edge.from], &self.ids[edge.to])
     }
 
     /// Graphviz text; autoedges dashed and labelled.
@@ -201,6 +210,7 @@ impl Graph {
             out.push_str(&format!("  \"{id}\";\n"));
         }
         for e in &self.edges {
+            let (from, to) = self.ends(e);
             let style = match e.kind {
                 EdgeKind::ParentDir | EdgeKind::SymlinkTarget => ", style=dashed",
                 EdgeKind::Notify => ", color=blue",
@@ -208,8 +218,8 @@ impl Graph {
             };
             out.push_str(&format!(
                 "  \"{}\" -> \"{}\" [label=\"{}\"{style}];\n",
-                e.from,
-                e.to,
+                from,
+                to,
                 serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
@@ -221,16 +231,14 @@ impl Graph {
     }
 }
 
-/// Every edge, deduplicated per (from, to, kind), with the node indices of
-/// each (kept so they are not looked up again).
-fn collect_edges(manifest: &Manifest, ids: &[String]) -> (Vec<Edge>, Vec<(usize, usize)>) {
+/// Every edge, deduplicated per (from, to, kind).
+fn collect_edges(manifest: &Manifest, ids: &[String]) -> Vec<Edge> {
     let index: HashMap<&str, usize> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let mut edges: Vec<Edge> = Vec::new();
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
     // (from, to, kind) already in `edges`: deduplication in O(1), not a scan.
     let mut seen: HashSet<(usize, usize, EdgeKind)> = HashSet::default();
     let mut add = |from: &str, to: &str, kind: EdgeKind| {
@@ -240,10 +248,9 @@ fn collect_edges(manifest: &Manifest, ids: &[String]) -> (Vec<Edge>, Vec<(usize,
         if let (Some(&f), Some(&t)) = (index.get(from), index.get(to))
             && seen.insert((f, t, kind))
         {
-            pairs.push((f, t));
             edges.push(Edge {
-                from: from.to_string(),
-                to: to.to_string(),
+                from: f,
+                to: t,
                 kind,
             });
         }
@@ -264,7 +271,7 @@ fn collect_edges(manifest: &Manifest, ids: &[String]) -> (Vec<Edge>, Vec<(usize,
         }
         auto.of(r, &mut add);
     }
-    (edges, pairs)
+    edges
 }
 
 /// Edges stead adds by itself, asked of each kind through the registry.
@@ -400,7 +407,10 @@ mod tests {
     fn edges_of(g: &Graph) -> Vec<(&str, &str, EdgeKind)> {
         g.edges
             .iter()
-            .map(|e| (e.from.as_str(), e.to.as_str(), e.kind))
+            .map(|e| {
+                let (from, to) = g.ends(e);
+                (from, to, e.kind)
+            })
             .collect()
     }
 
@@ -417,8 +427,11 @@ mod tests {
         assert!(pos.iter().all(|&p| p != usize::MAX), "order misses nodes");
         assert_eq!(g.order.len(), g.ids.len());
         for e in &g.edges {
-            let (f, t) = (g.index_of(&e.from).unwrap(), g.index_of(&e.to).unwrap());
-            assert!(pos[f] < pos[t], "{} must come before {}", e.from, e.to);
+            let (from, to) = g.ends(e);
+            // Through the ids, so that index_of is checked too.
+            let (f, t) = (g.index_of(from).unwrap(), g.index_of(to).unwrap());
+            assert_eq!((f, t), (e.from, e.to));
+            assert!(pos[f] < pos[t], "{from} must come before {to}");
         }
     }
 
@@ -702,6 +715,19 @@ mod tests {
         );
         assert_eq!(dot.matches("dashed").count(), 2, "{dot}");
         assert!(dot.ends_with("}\n"));
+    }
+
+    #[test]
+    fn every_id_finds_its_own_node_and_an_unknown_id_none() {
+        let fx = Fixture::new();
+        // Declared out of id order, so the sorted lookup is not the identity.
+        let g = build(&fx, "[noop.m]\n[noop.b]\n[noop.z]\n[noop.a]\n[noop.bb]\n");
+        for (i, id) in g.ids.iter().enumerate() {
+            assert_eq!(g.index_of(id), Some(i), "{id}");
+        }
+        for unknown in ["noop.c", "", "noop", "noop.zz", "noop.b "] {
+            assert_eq!(g.index_of(unknown), None, "{unknown:?}");
+        }
     }
 
     #[test]

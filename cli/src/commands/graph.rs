@@ -45,7 +45,10 @@ pub fn run(ctx: &Context, args: &GraphArgs) -> Result<ExitCode> {
             let edges: Vec<_> = graph
                 .edges
                 .iter()
-                .map(|e| json!({"from": e.from, "to": e.to, "kind": e.kind, "auto": e.kind.is_auto()}))
+                .map(|e| {
+                    let (from, to) = graph.ends(e);
+                    json!({"from": from, "to": to, "kind": e.kind, "auto": e.kind.is_auto()})
+                })
                 .collect();
             print_json(&json!({"profile": manifest.profile, "nodes": nodes, "edges": edges}));
         }
