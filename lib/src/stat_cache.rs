@@ -264,8 +264,11 @@ impl StatCache {
 
     /// Writes it into `state_dir` (atomically, 0600).
     pub fn save(&self, state_dir: &Path) -> Result<(), FsError> {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        fsutil::atomic_write(&state_dir.join(STAT_CACHE_FILE), &bytes, 0o600)
+        // Straight to the file: at 100 000 files the text is 26 MB.
+        let path = state_dir.join(STAT_CACHE_FILE);
+        fsutil::atomic_write_with(&path, 0o600, &mut |_| {}, &mut |out| {
+            serde_json::to_writer(out, self).map_err(std::io::Error::from)
+        })
     }
 
     /// The entry for `key`, if any.

@@ -232,6 +232,38 @@ fn commit_refuses_when_the_serial_moved() {
 }
 
 #[test]
+fn a_commit_whose_write_fails_leaves_the_callers_state_and_the_file_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, guard) = store(&dir, 2);
+    let mut s = State::new(MachineInfo::current("m"));
+    for op in ["init", "apply", "apply"] {
+        store.commit(&guard, &mut s, op).unwrap();
+    }
+    let before = s.clone();
+    let on_disk = std::fs::read(store.path()).unwrap();
+    let path = store.path();
+    // The rename onto the record fails: a directory took its place after
+    // the temp file was written (the history was already pruned, the
+    // serial raised and an entry added to the caller's record by then).
+    let err = store
+        .commit_observed(&guard, &mut s, "apply", &mut |stage| {
+            if stage == stead_lib::fsutil::WriteStage::TempSynced {
+                std::fs::rename(&path, path.with_extension("aside")).unwrap();
+                std::fs::create_dir(&path).unwrap();
+                std::fs::write(path.join("in-the-way"), b"x").unwrap();
+            }
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot rename"), "{err}");
+    assert_eq!(s, before, "the caller's record is as it was");
+    assert_eq!(
+        std::fs::read(path.with_extension("aside")).unwrap(),
+        on_disk,
+        "the file is as it was"
+    );
+}
+
+#[test]
 fn commit_never_overwrites_a_corrupt_file() {
     let dir = tempfile::tempdir().unwrap();
     let (store, guard) = store(&dir, 50);
