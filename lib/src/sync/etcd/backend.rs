@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 use serde::{Deserialize, Serialize};
 
 use super::client::{self, Cluster};
@@ -139,12 +141,16 @@ struct Copy {
 }
 
 /// The remote as last read: its record, token and every key's value and
-/// mod revision.
+/// mod revision, and the store's revision they were read at.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RemoteCopy {
     token: Option<String>,
     record: Option<SharedRecord>,
     keys: BTreeMap<String, (String, i64)>,
+    /// `None`: not known (copies kept by a stead before delta reads): the
+    /// next read is a full one.
+    #[serde(default)]
+    revision: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -276,47 +282,140 @@ impl EtcdBackend {
         Ok(self.read_remote()?.record)
     }
 
-    /// Reads the lineage's keys into a remote copy.
+    /// Reads the lineage's keys whole into a remote copy.
     fn read_remote(&self) -> Result<RemoteCopy, SyncError> {
         let range = self.cluster.range(&self.config.prefix)?;
-        self.remote_from(range.kvs)
+        self.remote_from(range.kvs, range.revision)
+    }
+
+    /// The remote as it is now, reading only the keys modified since
+    /// `cached` was read (with a count of the record's keys, for the
+    /// deletions such a read cannot show); whole when that cannot be trusted.
+    fn read_remote_since(&self, cached: &RemoteCopy) -> Result<RemoteCopy, SyncError> {
+        let Some(rev) = cached.revision else {
+            return self.read_remote();
+        };
+        let resp = match self
+            .cluster
+            .read_txn(Txn::new().and_then(self.delta_ops(rev)))
+        {
+            Ok(resp) => resp,
+            // Unreachable is an answer for the caller; anything else the
+            // cluster says, a full read (always right) may not meet.
+            Err(e @ SyncError::Unreachable { .. }) => return Err(e),
+            Err(_) => return self.read_remote(),
+        };
+        match self.merge_read(cached, &resp, &[])? {
+            Some(now) => Ok(now),
+            None => self.read_remote(),
+        }
+    }
+
+    /// The reads that bring a copy taken at `rev` up to date: the keys
+    /// modified since, then the count of the record's keys in each of
+    /// [`keys::record_ranges`]. In one transaction they see one revision.
+    fn delta_ops(&self, rev: i64) -> Vec<TxnOp> {
+        let prefix = &self.config.prefix;
+        let since = GetOptions::new()
+            .with_prefix()
+            .with_min_mod_revision(rev + 1);
+        let mut ops = vec![TxnOp::get(prefix.as_bytes(), Some(since))];
+        for (begin, end) in keys::record_ranges(prefix) {
+            let count = GetOptions::new().with_range(end).with_count_only();
+            ops.push(TxnOp::get(begin, Some(count)));
+        }
+        ops
+    }
+
+    /// `cached` with the answer to [`Self::delta_ops`] (the last gets of
+    /// `resp`) merged in, less the keys the same transaction `deleted`.
+    /// `None` when the result is not etcd's keys: someone deleted keys
+    /// (their count differs), or the store's revision went back (a restored
+    /// cluster); a full read must follow.
+    fn merge_read(
+        &self,
+        cached: &RemoteCopy,
+        resp: &TxnResponse,
+        deleted: &[String],
+    ) -> Result<Option<RemoteCopy>, SyncError> {
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let gets: Vec<GetResponse> = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(get) => Some(get),
+                _ => None,
+            })
+            .collect();
+        let (Some(at), Some((delta, counts))) = (
+            cached.revision,
+            gets.len()
+                .checked_sub(4)
+                .and_then(|skip| gets[skip..].split_first()),
+        ) else {
+            return Ok(None);
+        };
+        if revision < at {
+            return Ok(None);
+        }
+        let prefix = self.config.prefix.as_str();
+        let changed = delta.kvs().iter().filter_map(|kv| {
+            let rel = String::from_utf8_lossy(kv.key())
+                .strip_prefix(prefix)?
+                .to_string();
+            let value = String::from_utf8_lossy(kv.value()).into_owned();
+            Some((rel, value, kv.mod_revision()))
+        });
+        let mut keys = cached.keys.clone();
+        keys::merge_delta(&mut keys, changed, deleted);
+        let count: i64 = counts.iter().map(GetResponse::count).sum();
+        if i64::try_from(keys.len()) != Ok(count) {
+            return Ok(None);
+        }
+        self.remote_of(keys, revision).map(Some)
     }
 
     fn remote_from(
         &self,
         kvs: Vec<(String, Vec<u8>, i64, i64, i64)>,
+        revision: i64,
     ) -> Result<RemoteCopy, SyncError> {
         let prefix = &self.config.prefix;
         let mut keys = BTreeMap::new();
-        let mut hasher = blake3::Hasher::new();
         for (key, value, rev, _, _) in kvs {
             let Some(rel) = key.strip_prefix(prefix.as_str()) else {
                 continue;
             };
-            if rel.starts_with(keys::LOCKS) || rel == keys::CONFIG_REV {
-                continue;
+            if keys::in_record(rel) {
+                keys.insert(
+                    rel.to_string(),
+                    (String::from_utf8_lossy(&value).into_owned(), rev),
+                );
             }
-            hasher.update(rel.as_bytes());
-            hasher.update(&rev.to_le_bytes());
-            keys.insert(
-                rel.to_string(),
-                (String::from_utf8_lossy(&value).into_owned(), rev),
-            );
         }
+        self.remote_of(keys, revision)
+    }
+
+    /// The remote copy of `keys` read at `revision` (`0`: unknown).
+    fn remote_of(
+        &self,
+        keys: BTreeMap<String, (String, i64)>,
+        revision: i64,
+    ) -> Result<RemoteCopy, SyncError> {
         let bytes: BTreeMap<String, Vec<u8>> = keys
             .iter()
             .map(|(k, (v, _))| (k.clone(), v.clone().into_bytes()))
             .collect();
-        let record = keys::from_keys(prefix, &bytes).map_err(|e| SyncError::EtcdRecord {
-            reason: e.to_string(),
-        })?;
-        let token = record
-            .as_ref()
-            .map(|_| format!("e{}", &hasher.finalize().to_hex()[..20]));
+        let record =
+            keys::from_keys(&self.config.prefix, &bytes).map_err(|e| SyncError::EtcdRecord {
+                reason: e.to_string(),
+            })?;
+        let token = record.as_ref().map(|_| keys::token(&keys));
         Ok(RemoteCopy {
             token,
             record,
             keys,
+            revision: (revision > 0).then_some(revision),
         })
     }
 
@@ -377,8 +476,15 @@ impl EtcdBackend {
     }
 
     /// The transaction that writes `writes` and raises the serial, fenced
-    /// on our lock when this process holds one; it reads the lineage back.
-    fn publish_txn(&self, writes: &[keys::Write], serial: Option<Vec<u8>>) -> Txn {
+    /// on our lock when this process holds one; it reads the lineage back:
+    /// only the keys modified since `since` (and the counts) when the copy
+    /// it writes on knows its revision, whole otherwise.
+    fn publish_txn(
+        &self,
+        writes: &[keys::Write],
+        serial: Option<Vec<u8>>,
+        since: Option<i64>,
+    ) -> Txn {
         let prefix = &self.config.prefix;
         let mut compares: Vec<Compare> = writes
             .iter()
@@ -421,10 +527,14 @@ impl EtcdBackend {
                 .or_else([TxnOp::txn(raise)]);
             ops.push(TxnOp::txn(create));
         }
-        ops.push(TxnOp::get(
-            prefix.as_bytes(),
-            Some(GetOptions::new().with_prefix()),
-        ));
+        // Ops run in order: the read-back sees the writes above.
+        match since {
+            Some(rev) => ops.extend(self.delta_ops(rev)),
+            None => ops.push(TxnOp::get(
+                prefix.as_bytes(),
+                Some(GetOptions::new().with_prefix()),
+            )),
+        }
         Txn::new().when(compares).and_then(ops)
     }
 
@@ -473,13 +583,13 @@ impl EtcdBackend {
         if writes.is_empty() && serial.is_none() {
             return Ok(None);
         }
-        let txn = self.publish_txn(&writes, serial);
+        let txn = self.publish_txn(&writes, serial, copies.remote.revision);
         let resp = match self.cluster.txn_once(txn) {
             Ok(resp) => resp,
             Err(client::TxnFailure::NotSent(e)) => return Err(e),
             Err(client::TxnFailure::Unknown(e)) => {
                 // The write may have landed: read again and see.
-                let now = self.read_remote().map_err(|_| e)?;
+                let now = self.read_remote_since(&copies.remote).map_err(|_| e)?;
                 let landed = writes
                     .iter()
                     .all(|w| now.keys.get(&w.key).map(|(v, _)| v.as_bytes()) == w.value.as_deref());
@@ -495,6 +605,29 @@ impl EtcdBackend {
         if !resp.succeeded() {
             return Err(self.refused());
         }
+        let now = self.read_back(&copies.remote, &resp, &writes)?;
+        Ok(Some(self.published(copies, local, now)?))
+    }
+
+    /// The remote after a publish that succeeded, from its read-back.
+    fn read_back(
+        &self,
+        cached: &RemoteCopy,
+        resp: &TxnResponse,
+        writes: &[keys::Write],
+    ) -> Result<RemoteCopy, SyncError> {
+        if cached.revision.is_some() {
+            let deleted: Vec<String> = writes
+                .iter()
+                .filter(|w| w.value.is_none())
+                .map(|w| w.key.clone())
+                .collect();
+            return match self.merge_read(cached, resp, &deleted)? {
+                Some(now) => Ok(now),
+                None => self.read_remote(),
+            };
+        }
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let kvs = resp
             .op_responses()
             .into_iter()
@@ -506,8 +639,7 @@ impl EtcdBackend {
                 _ => None,
             })
             .unwrap_or_default();
-        let now = self.remote_from(kvs)?;
-        Ok(Some(self.published(copies, local, now)?))
+        self.remote_from(kvs, revision)
     }
 
     fn published(
@@ -628,7 +760,7 @@ impl ConfigSource for EtcdBackend {
             git.fetch(&up.remote)?;
         }
         let mut copies = self.load()?;
-        copies.remote = self.read_remote()?;
+        copies.remote = self.read_remote_since(&copies.remote)?;
         // A machine with no copy yet starts from the remote, as a clone does.
         if copies.local.is_none()
             && let Some(record) = copies.remote.record.clone()
