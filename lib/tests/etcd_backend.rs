@@ -233,6 +233,28 @@ fn a_machine_removed_elsewhere_is_seen_through_a_full_read() {
     assert!(read.kvs > full.kvs, "the delta, then the whole: {read:?}");
 }
 
+#[test]
+fn copies_another_process_wrote_meanwhile_are_read_again() {
+    let Some(etcd) = Etcd::require(1) else {
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = copy(&etcd, dirs[0].path());
+    publish_machine(&a, "a").unwrap();
+    let before = a.remote_revision().unwrap();
+    // A second backend on the same tree (another command of this machine)
+    // reads b's news and writes the copies.
+    let b = copy(&etcd, dirs[1].path());
+    publish_machine(&b, "b").unwrap();
+    let config = EtcdConfig::new(&etcd.endpoints(), Some("/backend-test/")).unwrap();
+    let other = EtcdBackend::new(dirs[0].path(), None, config, Duration::from_secs(5)).unwrap();
+    other.refresh().unwrap();
+    let now = a.records().unwrap();
+    assert_ne!(now.remote_rev, before);
+    assert_eq!(now.remote_rev, other.remote_revision().unwrap());
+    assert!(now.remote.unwrap().machines.contains_key("b"));
+}
+
 /// copies.json as the stead before delta reads wrote it (no revision):
 /// two machines, a and b, published by a.
 const OLD_COPIES: &str = include_str!("fixtures/etcd-copies-without-revision.json");

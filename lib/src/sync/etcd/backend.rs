@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use etcd_client::{
@@ -167,6 +168,37 @@ pub struct EtcdBackend {
     git: Option<Git>,
     config: EtcdConfig,
     cluster: Cluster,
+    /// The copies as this backend last read or wrote them, with the file's
+    /// stamp then: parsed once per command, read again only when another
+    /// process replaced the file since.
+    copies: Mutex<Option<(Option<Stamp>, Copies)>>,
+}
+
+/// What tells one copies.json from another without reading it: every
+/// write replaces the file (a new inode), and its size and time come along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    /// The file's stamp (`None`: there is no file).
+    fn of(path: &Path) -> Result<Option<Stamp>, SyncError> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(Stamp {
+                ino: m.ino(),
+                len: m.len(),
+                mtime: m.mtime(),
+                mtime_nsec: m.mtime_nsec(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fsutil::FsError::new("cannot read", path, e).into()),
+        }
+    }
 }
 
 impl EtcdBackend {
@@ -195,6 +227,7 @@ impl EtcdBackend {
             git,
             config,
             cluster,
+            copies: Mutex::new(None),
         };
         backend.ensure_cache()?;
         Ok(backend)
@@ -234,12 +267,30 @@ impl EtcdBackend {
         Ok(())
     }
 
+    /// The copies, parsed from disk only when the file is not the one this
+    /// backend last read or wrote (another process may sync this tree
+    /// between or during commands, e.g. while this one waits for a lock).
     fn load(&self) -> Result<Copies, SyncError> {
         let path = self.cache().join(COPIES);
-        let bytes = match std::fs::read(&path) {
+        let stamp = Stamp::of(&path)?;
+        let mut cached = lock_cache(&self.copies);
+        if let Some((at, copies)) = cached.as_ref()
+            && *at == stamp
+        {
+            return Ok(copies.clone());
+        }
+        // Stamped before the read: a file replaced meanwhile is read again
+        // next time.
+        let copies = self.read_copies(&path)?;
+        *cached = Some((stamp, copies.clone()));
+        Ok(copies)
+    }
+
+    fn read_copies(&self, path: &Path) -> Result<Copies, SyncError> {
+        let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Copies::default()),
-            Err(e) => return Err(fsutil::FsError::new("cannot read", &path, e).into()),
+            Err(e) => return Err(fsutil::FsError::new("cannot read", path, e).into()),
         };
         let corrupt = |problem: String| SyncError::EtcdRecord {
             reason: format!(
@@ -272,8 +323,13 @@ impl EtcdBackend {
     }
 
     fn save(&self, copies: &Copies) -> Result<(), SyncError> {
+        let path = self.cache().join(COPIES);
         let bytes = serde_json::to_vec(copies).unwrap_or_default();
-        fsutil::atomic_write(&self.cache().join(COPIES), &bytes, 0o644)?;
+        let mut cached = lock_cache(&self.copies);
+        // Forgotten first: if the write fails, the next load reads the disk.
+        *cached = None;
+        fsutil::atomic_write(&path, &bytes, 0o644)?;
+        *cached = Some((Stamp::of(&path)?, copies.clone()));
         Ok(())
     }
 
@@ -911,4 +967,10 @@ pub fn open(dir: &Path, options: &crate::sync::Options) -> Result<Option<EtcdBac
         options.network_timeout,
         options.etcd_access.clone(),
     )?))
+}
+
+fn lock_cache<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The cache is whole after every assignment: a panic elsewhere leaves
+    // nothing half-written in it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
