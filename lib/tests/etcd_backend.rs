@@ -255,6 +255,41 @@ fn copies_another_process_wrote_meanwhile_are_read_again() {
     assert!(now.remote.unwrap().machines.contains_key("b"));
 }
 
+#[test]
+fn a_copy_gone_wrong_is_read_whole_after_the_refusal_it_causes() {
+    let Some(etcd) = Etcd::require(1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = copy(&etcd, dir.path());
+    publish_machine(&a, "a").unwrap();
+    // The copy holds a wrong revision for a's key, as a copy read from a
+    // cluster since replaced by one holding the same keys would: the
+    // key's count is right, so no delta read mends it.
+    let path = dir.path().join(".stead/etcd/copies.json");
+    let mut copies: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    copies["remote"]["keys"]["machines/a"][1] = serde_json::json!(1);
+    std::fs::write(&path, serde_json::to_vec(&copies).unwrap()).unwrap();
+    a.refresh().unwrap();
+    let rename = |host: &str| {
+        let mut r = a.read_working().unwrap().unwrap();
+        r.machines.get_mut("a").unwrap().hostname = host.to_string();
+        a.write_working(&r).unwrap();
+        a.commit(&[], "test").unwrap();
+        let expected = a.remote_revision().unwrap();
+        a.publish(expected.as_ref())
+    };
+    let err = rename("a2").unwrap_err();
+    assert!(matches!(err, SyncError::PublishRejected { .. }), "{err}");
+    // Sync again: the read is whole, and the publish lands.
+    a.refresh().unwrap();
+    a.update("test").unwrap();
+    assert!(matches!(rename("a2").unwrap(), Published::Pushed(_)));
+    let (whole, _) = fresh_copy(&etcd);
+    assert_eq!(whole.remote.unwrap().machines["a"].hostname, "a2");
+}
+
 /// copies.json as the stead before delta reads wrote it (no revision):
 /// two machines, a and b, published by a.
 const OLD_COPIES: &str = include_str!("fixtures/etcd-copies-without-revision.json");

@@ -142,16 +142,30 @@ struct Copy {
 }
 
 /// The remote as last read: its record, token and every key's value and
-/// mod revision, and the store's revision they were read at.
+/// mod revision, and where and when they were read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RemoteCopy {
     token: Option<String>,
     record: Option<SharedRecord>,
     keys: BTreeMap<String, (String, i64)>,
-    /// `None`: not known (copies kept by a stead before delta reads): the
-    /// next read is a full one.
+    /// `None`: not known (copies kept by a stead before delta reads, or a
+    /// publish refused on them): the next read is a whole one.
     #[serde(default)]
-    revision: Option<i64>,
+    read_at: Option<ReadAt>,
+}
+
+/// Where and when a remote copy was read: reading only the keys modified
+/// since is right against the same cluster and prefix only (another
+/// cluster, even one holding the same keys, numbers its revisions its own
+/// way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ReadAt {
+    /// The store's revision at the read.
+    revision: i64,
+    /// The id of the cluster that answered.
+    cluster: u64,
+    /// The prefix read.
+    prefix: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -341,14 +355,34 @@ impl EtcdBackend {
     /// Reads the lineage's keys whole into a remote copy.
     fn read_remote(&self) -> Result<RemoteCopy, SyncError> {
         let range = self.cluster.range(&self.config.prefix)?;
-        self.remote_from(range.kvs, range.revision)
+        let at = self.read_at(range.revision, range.cluster);
+        self.remote_from(range.kvs, at)
+    }
+
+    /// Where and when a read answered (`None`: the cluster did not say).
+    fn read_at(&self, revision: i64, cluster: u64) -> Option<ReadAt> {
+        (revision > 0).then(|| ReadAt {
+            revision,
+            cluster,
+            prefix: self.config.prefix.clone(),
+        })
+    }
+
+    /// The revision a delta read of `cached` starts after (`None`: it was
+    /// read under another prefix or at no known revision: read it whole).
+    fn since(&self, cached: &RemoteCopy) -> Option<i64> {
+        cached
+            .read_at
+            .as_ref()
+            .filter(|at| at.prefix == self.config.prefix)
+            .map(|at| at.revision)
     }
 
     /// The remote as it is now, reading only the keys modified since
     /// `cached` was read (with a count of the record's keys, for the
     /// deletions such a read cannot show); whole when that cannot be trusted.
     fn read_remote_since(&self, cached: &RemoteCopy) -> Result<RemoteCopy, SyncError> {
-        let Some(rev) = cached.revision else {
+        let Some(rev) = self.since(cached) else {
             return self.read_remote();
         };
         let resp = match self
@@ -386,15 +420,17 @@ impl EtcdBackend {
     /// `cached` with the answer to [`Self::delta_ops`] (the last gets of
     /// `resp`) merged in, less the keys the same transaction `deleted`.
     /// `None` when the result is not etcd's keys: someone deleted keys
-    /// (their count differs), or the store's revision went back (a restored
-    /// cluster); a full read must follow.
+    /// (their count differs), another cluster answered, or the store's
+    /// revision went back (a restored cluster); a full read must follow.
     fn merge_read(
         &self,
         cached: &RemoteCopy,
         resp: &TxnResponse,
         deleted: &[String],
     ) -> Result<Option<RemoteCopy>, SyncError> {
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let now = resp
+            .header()
+            .and_then(|h| self.read_at(h.revision(), h.cluster_id()));
         let gets: Vec<GetResponse> = resp
             .op_responses()
             .into_iter()
@@ -403,15 +439,19 @@ impl EtcdBackend {
                 _ => None,
             })
             .collect();
-        let (Some(at), Some((delta, counts))) = (
-            cached.revision,
+        let (Some(before), Some(now), Some((delta, counts))) = (
+            cached.read_at.as_ref(),
+            now,
             gets.len()
                 .checked_sub(4)
                 .and_then(|skip| gets[skip..].split_first()),
         ) else {
             return Ok(None);
         };
-        if revision < at {
+        if now.cluster != before.cluster
+            || now.prefix != before.prefix
+            || now.revision < before.revision
+        {
             return Ok(None);
         }
         let prefix = self.config.prefix.as_str();
@@ -428,13 +468,13 @@ impl EtcdBackend {
         if i64::try_from(keys.len()) != Ok(count) {
             return Ok(None);
         }
-        self.remote_of(keys, revision).map(Some)
+        self.remote_of(keys, Some(now)).map(Some)
     }
 
     fn remote_from(
         &self,
         kvs: Vec<(String, Vec<u8>, i64, i64, i64)>,
-        revision: i64,
+        at: Option<ReadAt>,
     ) -> Result<RemoteCopy, SyncError> {
         let prefix = &self.config.prefix;
         let mut keys = BTreeMap::new();
@@ -449,14 +489,14 @@ impl EtcdBackend {
                 );
             }
         }
-        self.remote_of(keys, revision)
+        self.remote_of(keys, at)
     }
 
-    /// The remote copy of `keys` read at `revision` (`0`: unknown).
+    /// The remote copy of `keys` as read `at`.
     fn remote_of(
         &self,
         keys: BTreeMap<String, (String, i64)>,
-        revision: i64,
+        at: Option<ReadAt>,
     ) -> Result<RemoteCopy, SyncError> {
         let bytes: BTreeMap<String, Vec<u8>> = keys
             .iter()
@@ -471,7 +511,7 @@ impl EtcdBackend {
             token,
             record,
             keys,
-            revision: (revision > 0).then_some(revision),
+            read_at: at,
         })
     }
 
@@ -639,7 +679,8 @@ impl EtcdBackend {
         if writes.is_empty() && serial.is_none() {
             return Ok(None);
         }
-        let txn = self.publish_txn(&writes, serial, copies.remote.revision);
+        let since = self.since(&copies.remote);
+        let txn = self.publish_txn(&writes, serial, since);
         let resp = match self.cluster.txn_once(txn) {
             Ok(resp) => resp,
             Err(client::TxnFailure::NotSent(e)) => return Err(e),
@@ -659,6 +700,13 @@ impl EtcdBackend {
             }
         };
         if !resp.succeeded() {
+            // A key moved since the copy was read, or the copy is wrong (read
+            // from a cluster that was since replaced by one holding the same
+            // keys): the next read is whole, so that the sync run again
+            // cannot be refused for a wrong copy. The refusal is what to
+            // say; a copy that fails to save is only read by delta again.
+            copies.remote.read_at = None;
+            let _ = self.save(copies);
             return Err(self.refused());
         }
         let now = self.read_back(&copies.remote, &resp, &writes)?;
@@ -672,7 +720,7 @@ impl EtcdBackend {
         resp: &TxnResponse,
         writes: &[keys::Write],
     ) -> Result<RemoteCopy, SyncError> {
-        if cached.revision.is_some() {
+        if self.since(cached).is_some() {
             let deleted: Vec<String> = writes
                 .iter()
                 .filter(|w| w.value.is_none())
@@ -683,7 +731,9 @@ impl EtcdBackend {
                 None => self.read_remote(),
             };
         }
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let at = resp
+            .header()
+            .and_then(|h| self.read_at(h.revision(), h.cluster_id()));
         let kvs = resp
             .op_responses()
             .into_iter()
@@ -695,7 +745,7 @@ impl EtcdBackend {
                 _ => None,
             })
             .unwrap_or_default();
-        self.remote_from(kvs, revision)
+        self.remote_from(kvs, at)
     }
 
     fn published(

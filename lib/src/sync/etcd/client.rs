@@ -65,6 +65,8 @@ pub struct Range {
     pub kvs: Vec<(String, Vec<u8>, i64, i64, i64)>,
     /// The store's revision when it was read.
     pub revision: i64,
+    /// The id of the cluster that answered (`0`: not said).
+    pub cluster: u64,
 }
 
 impl Cluster {
@@ -220,9 +222,14 @@ impl Cluster {
             let mut resp = cluster
                 .block_on(client.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix())))?;
             let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            let id = resp.header().map(|h| h.cluster_id()).unwrap_or(0);
             cluster.tally(resp.kvs());
             let kvs = resp.take_kvs().iter().map(kv_tuple).collect();
-            Ok(Range { kvs, revision })
+            Ok(Range {
+                kvs,
+                revision,
+                cluster: id,
+            })
         })
     }
 
