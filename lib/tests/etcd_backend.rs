@@ -1,11 +1,14 @@
 //! The etcd backend against a real etcd on loopback, beyond the shared
 //! conformance suite: what only a per-key store can get wrong.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use stead_lib::sync::SyncError;
-use stead_lib::sync::backend::{ConfigSource, Published, RecordStore};
+use stead_lib::sync::backend::{ConfigSource, Published, RecordStore, Records};
+use stead_lib::sync::etcd::client::Received;
+use stead_lib::sync::etcd::keys::token;
 use stead_lib::sync::etcd::{EtcdBackend, EtcdConfig};
 use stead_lib::sync::shared::{MachineRecord, SharedRecord};
 use stead_testkit::etcd::Etcd;
@@ -139,4 +142,188 @@ fn a_machine_record_over_the_size_limit_is_refused_naming_it_and_writes_nothing(
     let c = copy(&etcd, fresh.path());
     let remote = c.records().unwrap().remote.unwrap();
     assert!(remote.machines["a"].checksums.is_empty(), "nothing written");
+}
+
+/// What `b`'s reads brought back while `f` ran.
+fn reads_during(b: &EtcdBackend, f: impl FnOnce()) -> Received {
+    let before = b.cluster().received();
+    f();
+    let after = b.cluster().received();
+    Received {
+        kvs: after.kvs - before.kvs,
+        bytes: after.bytes - before.bytes,
+    }
+}
+
+/// A fresh copy of the record on etcd (one full read) and what it read.
+fn fresh_copy(etcd: &Etcd) -> (Records, Received) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = copy(etcd, dir.path());
+    (c.records().unwrap(), c.cluster().received())
+}
+
+#[test]
+fn a_refresh_reads_only_the_keys_changed_since_the_last_read() {
+    let Some(etcd) = Etcd::require(1) else {
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = copy(&etcd, dirs[0].path());
+    for i in 0..10 {
+        publish_machine(&a, &format!("m{i}")).unwrap();
+    }
+    let b = copy(&etcd, dirs[1].path());
+    publish_machine(&b, "b").unwrap();
+    let read = reads_during(&a, || a.refresh().unwrap());
+    let (whole, full) = fresh_copy(&etcd);
+    // b's member and machine keys (and the serial, if it moved): not the
+    // twenty-odd keys of the lineage.
+    assert!(
+        (1..=3).contains(&read.kvs),
+        "{read:?}, a full read is {full:?}"
+    );
+    assert!(
+        read.bytes * 4 < full.bytes,
+        "{read:?}, a full read is {full:?}"
+    );
+    // The copy is the one a full read makes, token and all.
+    let records = a.records().unwrap();
+    assert_eq!(records.remote, whole.remote);
+    assert!(records.remote.unwrap().machines.contains_key("b"));
+    assert_eq!(records.remote_rev, whole.remote_rev);
+    // A publish's read-back is a delta read too: a's own keys come back.
+    let read = reads_during(&a, || {
+        publish_machine(&a, "m10").unwrap();
+    });
+    assert!((1..=3).contains(&read.kvs), "{read:?}");
+    let (whole, _) = fresh_copy(&etcd);
+    assert_eq!(a.records().unwrap().remote_rev, whole.remote_rev);
+}
+
+#[test]
+fn a_machine_removed_elsewhere_is_seen_through_a_full_read() {
+    let Some(etcd) = Etcd::require(1) else {
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = copy(&etcd, dirs[0].path());
+    publish_machine(&a, "a").unwrap();
+    publish_machine(&a, "b").unwrap();
+    // Another machine removes b: its keys are deleted, which no read of
+    // modified keys shows.
+    let c = copy(&etcd, dirs[1].path());
+    let mut r = c.read_working().unwrap().unwrap();
+    r.retire("b");
+    c.write_working(&r).unwrap();
+    c.commit(&[], "test").unwrap();
+    let expected = c.remote_revision().unwrap();
+    assert!(matches!(
+        c.publish(expected.as_ref()).unwrap(),
+        Published::Pushed(_)
+    ));
+    let read = reads_during(&a, || a.refresh().unwrap());
+    let (whole, full) = fresh_copy(&etcd);
+    let records = a.records().unwrap();
+    let remote = records.remote.clone().unwrap();
+    assert!(!remote.machines.contains_key("b"), "{remote:?}");
+    assert!(!remote.lineage.machines.contains(&"b".to_string()));
+    assert!(remote.retired.contains(&"b".to_string()));
+    assert_eq!(records.remote, whole.remote);
+    assert_eq!(records.remote_rev, whole.remote_rev);
+    assert!(read.kvs > full.kvs, "the delta, then the whole: {read:?}");
+}
+
+#[test]
+fn copies_another_process_wrote_meanwhile_are_read_again() {
+    let Some(etcd) = Etcd::require(1) else {
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = copy(&etcd, dirs[0].path());
+    publish_machine(&a, "a").unwrap();
+    let before = a.remote_revision().unwrap();
+    // A second backend on the same tree (another command of this machine)
+    // reads b's news and writes the copies.
+    let b = copy(&etcd, dirs[1].path());
+    publish_machine(&b, "b").unwrap();
+    let config = EtcdConfig::new(&etcd.endpoints(), Some("/backend-test/")).unwrap();
+    let other = EtcdBackend::new(dirs[0].path(), None, config, Duration::from_secs(5)).unwrap();
+    other.refresh().unwrap();
+    let now = a.records().unwrap();
+    assert_ne!(now.remote_rev, before);
+    assert_eq!(now.remote_rev, other.remote_revision().unwrap());
+    assert!(now.remote.unwrap().machines.contains_key("b"));
+}
+
+#[test]
+fn a_copy_gone_wrong_is_read_whole_after_the_refusal_it_causes() {
+    let Some(etcd) = Etcd::require(1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = copy(&etcd, dir.path());
+    publish_machine(&a, "a").unwrap();
+    // The copy holds a wrong revision for a's key, as a copy read from a
+    // cluster since replaced by one holding the same keys would: the
+    // key's count is right, so no delta read mends it.
+    let path = dir.path().join(".stead/etcd/copies.json");
+    let mut copies: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    copies["remote"]["keys"]["machines/a"][1] = serde_json::json!(1);
+    std::fs::write(&path, serde_json::to_vec(&copies).unwrap()).unwrap();
+    a.refresh().unwrap();
+    let rename = |host: &str| {
+        let mut r = a.read_working().unwrap().unwrap();
+        r.machines.get_mut("a").unwrap().hostname = host.to_string();
+        a.write_working(&r).unwrap();
+        a.commit(&[], "test").unwrap();
+        let expected = a.remote_revision().unwrap();
+        a.publish(expected.as_ref())
+    };
+    let err = rename("a2").unwrap_err();
+    assert!(matches!(err, SyncError::PublishRejected { .. }), "{err}");
+    // Sync again: the read is whole, and the publish lands.
+    a.refresh().unwrap();
+    a.update("test").unwrap();
+    assert!(matches!(rename("a2").unwrap(), Published::Pushed(_)));
+    let (whole, _) = fresh_copy(&etcd);
+    assert_eq!(whole.remote.unwrap().machines["a"].hostname, "a2");
+}
+
+/// copies.json as the stead before delta reads wrote it (no revision):
+/// two machines, a and b, published by a.
+const OLD_COPIES: &str = include_str!("fixtures/etcd-copies-without-revision.json");
+
+#[test]
+fn copies_kept_without_a_revision_load_and_the_next_read_is_whole() {
+    let Some(etcd) = Etcd::require(1) else {
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = copy(&etcd, dirs[0].path());
+    publish_machine(&a, "a").unwrap();
+    publish_machine(&a, "c").unwrap();
+    let dir = dirs[1].path();
+    let config = EtcdConfig::new(&etcd.endpoints(), Some("/backend-test/")).unwrap();
+    config.write(dir).unwrap();
+    let b = EtcdBackend::new(dir, None, config, Duration::from_secs(5)).unwrap();
+    std::fs::write(dir.join(".stead/etcd/copies.json"), OLD_COPIES).unwrap();
+    // It loads, holding the token the old stead computed.
+    let old: serde_json::Value = serde_json::from_str(OLD_COPIES).unwrap();
+    let old_token = old["remote"]["token"].as_str().unwrap();
+    let records = b.records().unwrap();
+    assert_eq!(records.remote_rev.unwrap().as_str(), old_token);
+    assert!(records.remote.unwrap().machines.contains_key("b"));
+    // The token is the same function of the keys as before.
+    let keys: BTreeMap<String, (String, i64)> =
+        serde_json::from_value(old["remote"]["keys"].clone()).unwrap();
+    assert_eq!(token(&keys), old_token);
+    // No revision: the next read is whole, and the copy is etcd's.
+    let read = reads_during(&b, || b.refresh().unwrap());
+    let (whole, full) = fresh_copy(&etcd);
+    assert_eq!(read.kvs, full.kvs, "{read:?}");
+    let records = b.records().unwrap();
+    assert_eq!(records.remote, whole.remote);
+    assert!(!records.remote.unwrap().machines.contains_key("b"));
+    assert_eq!(records.remote_rev, whole.remote_rev);
 }

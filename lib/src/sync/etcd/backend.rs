@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 use serde::{Deserialize, Serialize};
 
 use super::client::{self, Cluster};
@@ -139,12 +142,30 @@ struct Copy {
 }
 
 /// The remote as last read: its record, token and every key's value and
-/// mod revision.
+/// mod revision, and where and when they were read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RemoteCopy {
     token: Option<String>,
     record: Option<SharedRecord>,
     keys: BTreeMap<String, (String, i64)>,
+    /// `None`: not known (copies kept by a stead before delta reads, or a
+    /// publish refused on them): the next read is a whole one.
+    #[serde(default)]
+    read_at: Option<ReadAt>,
+}
+
+/// Where and when a remote copy was read: reading only the keys modified
+/// since is right against the same cluster and prefix only (another
+/// cluster, even one holding the same keys, numbers its revisions its own
+/// way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ReadAt {
+    /// The store's revision at the read.
+    revision: i64,
+    /// The id of the cluster that answered.
+    cluster: u64,
+    /// The prefix read.
+    prefix: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -161,6 +182,37 @@ pub struct EtcdBackend {
     git: Option<Git>,
     config: EtcdConfig,
     cluster: Cluster,
+    /// The copies as this backend last read or wrote them, with the file's
+    /// stamp then: parsed once per command, read again only when another
+    /// process replaced the file since.
+    copies: Mutex<Option<(Option<Stamp>, Copies)>>,
+}
+
+/// What tells one copies.json from another without reading it: every
+/// write replaces the file (a new inode), and its size and time come along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    /// The file's stamp (`None`: there is no file).
+    fn of(path: &Path) -> Result<Option<Stamp>, SyncError> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(Stamp {
+                ino: m.ino(),
+                len: m.len(),
+                mtime: m.mtime(),
+                mtime_nsec: m.mtime_nsec(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fsutil::FsError::new("cannot read", path, e).into()),
+        }
+    }
 }
 
 impl EtcdBackend {
@@ -189,6 +241,7 @@ impl EtcdBackend {
             git,
             config,
             cluster,
+            copies: Mutex::new(None),
         };
         backend.ensure_cache()?;
         Ok(backend)
@@ -228,12 +281,30 @@ impl EtcdBackend {
         Ok(())
     }
 
+    /// The copies, parsed from disk only when the file is not the one this
+    /// backend last read or wrote (another process may sync this tree
+    /// between or during commands, e.g. while this one waits for a lock).
     fn load(&self) -> Result<Copies, SyncError> {
         let path = self.cache().join(COPIES);
-        let bytes = match std::fs::read(&path) {
+        let stamp = Stamp::of(&path)?;
+        let mut cached = lock_cache(&self.copies);
+        if let Some((at, copies)) = cached.as_ref()
+            && *at == stamp
+        {
+            return Ok(copies.clone());
+        }
+        // Stamped before the read: a file replaced meanwhile is read again
+        // next time.
+        let copies = self.read_copies(&path)?;
+        *cached = Some((stamp, copies.clone()));
+        Ok(copies)
+    }
+
+    fn read_copies(&self, path: &Path) -> Result<Copies, SyncError> {
+        let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Copies::default()),
-            Err(e) => return Err(fsutil::FsError::new("cannot read", &path, e).into()),
+            Err(e) => return Err(fsutil::FsError::new("cannot read", path, e).into()),
         };
         let corrupt = |problem: String| SyncError::EtcdRecord {
             reason: format!(
@@ -266,8 +337,13 @@ impl EtcdBackend {
     }
 
     fn save(&self, copies: &Copies) -> Result<(), SyncError> {
+        let path = self.cache().join(COPIES);
         let bytes = serde_json::to_vec(copies).unwrap_or_default();
-        fsutil::atomic_write(&self.cache().join(COPIES), &bytes, 0o644)?;
+        let mut cached = lock_cache(&self.copies);
+        // Forgotten first: if the write fails, the next load reads the disk.
+        *cached = None;
+        fsutil::atomic_write(&path, &bytes, 0o644)?;
+        *cached = Some((Stamp::of(&path)?, copies.clone()));
         Ok(())
     }
 
@@ -276,47 +352,166 @@ impl EtcdBackend {
         Ok(self.read_remote()?.record)
     }
 
-    /// Reads the lineage's keys into a remote copy.
+    /// Reads the lineage's keys whole into a remote copy.
     fn read_remote(&self) -> Result<RemoteCopy, SyncError> {
         let range = self.cluster.range(&self.config.prefix)?;
-        self.remote_from(range.kvs)
+        let at = self.read_at(range.revision, range.cluster);
+        self.remote_from(range.kvs, at)
+    }
+
+    /// Where and when a read answered (`None`: the cluster did not say).
+    fn read_at(&self, revision: i64, cluster: u64) -> Option<ReadAt> {
+        (revision > 0).then(|| ReadAt {
+            revision,
+            cluster,
+            prefix: self.config.prefix.clone(),
+        })
+    }
+
+    /// The revision a delta read of `cached` starts after (`None`: it was
+    /// read under another prefix or at no known revision: read it whole).
+    fn since(&self, cached: &RemoteCopy) -> Option<i64> {
+        cached
+            .read_at
+            .as_ref()
+            .filter(|at| at.prefix == self.config.prefix)
+            .map(|at| at.revision)
+    }
+
+    /// The remote as it is now, reading only the keys modified since
+    /// `cached` was read (with a count of the record's keys, for the
+    /// deletions such a read cannot show); whole when that cannot be trusted.
+    fn read_remote_since(&self, cached: &RemoteCopy) -> Result<RemoteCopy, SyncError> {
+        let Some(rev) = self.since(cached) else {
+            return self.read_remote();
+        };
+        let resp = match self
+            .cluster
+            .read_txn(Txn::new().and_then(self.delta_ops(rev)))
+        {
+            Ok(resp) => resp,
+            // Unreachable is an answer for the caller; anything else the
+            // cluster says, a full read (always right) may not meet.
+            Err(e @ SyncError::Unreachable { .. }) => return Err(e),
+            Err(_) => return self.read_remote(),
+        };
+        match self.merge_read(cached, &resp, &[])? {
+            Some(now) => Ok(now),
+            None => self.read_remote(),
+        }
+    }
+
+    /// The reads that bring a copy taken at `rev` up to date: the keys
+    /// modified since, then the count of the record's keys in each of
+    /// [`keys::record_ranges`]. In one transaction they see one revision.
+    fn delta_ops(&self, rev: i64) -> Vec<TxnOp> {
+        let prefix = &self.config.prefix;
+        let since = GetOptions::new()
+            .with_prefix()
+            .with_min_mod_revision(rev + 1);
+        let mut ops = vec![TxnOp::get(prefix.as_bytes(), Some(since))];
+        for (begin, end) in keys::record_ranges(prefix) {
+            let count = GetOptions::new().with_range(end).with_count_only();
+            ops.push(TxnOp::get(begin, Some(count)));
+        }
+        ops
+    }
+
+    /// `cached` with the answer to [`Self::delta_ops`] (the last gets of
+    /// `resp`) merged in, less the keys the same transaction `deleted`.
+    /// `None` when the result is not etcd's keys: someone deleted keys
+    /// (their count differs), another cluster answered, or the store's
+    /// revision went back (a restored cluster); a full read must follow.
+    fn merge_read(
+        &self,
+        cached: &RemoteCopy,
+        resp: &TxnResponse,
+        deleted: &[String],
+    ) -> Result<Option<RemoteCopy>, SyncError> {
+        let now = resp
+            .header()
+            .and_then(|h| self.read_at(h.revision(), h.cluster_id()));
+        let gets: Vec<GetResponse> = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(get) => Some(get),
+                _ => None,
+            })
+            .collect();
+        let (Some(before), Some(now), Some((delta, counts))) = (
+            cached.read_at.as_ref(),
+            now,
+            gets.len()
+                .checked_sub(4)
+                .and_then(|skip| gets[skip..].split_first()),
+        ) else {
+            return Ok(None);
+        };
+        if now.cluster != before.cluster
+            || now.prefix != before.prefix
+            || now.revision < before.revision
+        {
+            return Ok(None);
+        }
+        let prefix = self.config.prefix.as_str();
+        let changed = delta.kvs().iter().filter_map(|kv| {
+            let rel = String::from_utf8_lossy(kv.key())
+                .strip_prefix(prefix)?
+                .to_string();
+            let value = String::from_utf8_lossy(kv.value()).into_owned();
+            Some((rel, value, kv.mod_revision()))
+        });
+        let mut keys = cached.keys.clone();
+        keys::merge_delta(&mut keys, changed, deleted);
+        let count: i64 = counts.iter().map(GetResponse::count).sum();
+        if i64::try_from(keys.len()) != Ok(count) {
+            return Ok(None);
+        }
+        self.remote_of(keys, Some(now)).map(Some)
     }
 
     fn remote_from(
         &self,
         kvs: Vec<(String, Vec<u8>, i64, i64, i64)>,
+        at: Option<ReadAt>,
     ) -> Result<RemoteCopy, SyncError> {
         let prefix = &self.config.prefix;
         let mut keys = BTreeMap::new();
-        let mut hasher = blake3::Hasher::new();
         for (key, value, rev, _, _) in kvs {
             let Some(rel) = key.strip_prefix(prefix.as_str()) else {
                 continue;
             };
-            if rel.starts_with(keys::LOCKS) || rel == keys::CONFIG_REV {
-                continue;
+            if keys::in_record(rel) {
+                keys.insert(
+                    rel.to_string(),
+                    (String::from_utf8_lossy(&value).into_owned(), rev),
+                );
             }
-            hasher.update(rel.as_bytes());
-            hasher.update(&rev.to_le_bytes());
-            keys.insert(
-                rel.to_string(),
-                (String::from_utf8_lossy(&value).into_owned(), rev),
-            );
         }
+        self.remote_of(keys, at)
+    }
+
+    /// The remote copy of `keys` as read `at`.
+    fn remote_of(
+        &self,
+        keys: BTreeMap<String, (String, i64)>,
+        at: Option<ReadAt>,
+    ) -> Result<RemoteCopy, SyncError> {
         let bytes: BTreeMap<String, Vec<u8>> = keys
             .iter()
             .map(|(k, (v, _))| (k.clone(), v.clone().into_bytes()))
             .collect();
-        let record = keys::from_keys(prefix, &bytes).map_err(|e| SyncError::EtcdRecord {
-            reason: e.to_string(),
-        })?;
-        let token = record
-            .as_ref()
-            .map(|_| format!("e{}", &hasher.finalize().to_hex()[..20]));
+        let record =
+            keys::from_keys(&self.config.prefix, &bytes).map_err(|e| SyncError::EtcdRecord {
+                reason: e.to_string(),
+            })?;
+        let token = record.as_ref().map(|_| keys::token(&keys));
         Ok(RemoteCopy {
             token,
             record,
             keys,
+            read_at: at,
         })
     }
 
@@ -377,8 +572,15 @@ impl EtcdBackend {
     }
 
     /// The transaction that writes `writes` and raises the serial, fenced
-    /// on our lock when this process holds one; it reads the lineage back.
-    fn publish_txn(&self, writes: &[keys::Write], serial: Option<Vec<u8>>) -> Txn {
+    /// on our lock when this process holds one; it reads the lineage back:
+    /// only the keys modified since `since` (and the counts) when the copy
+    /// it writes on knows its revision, whole otherwise.
+    fn publish_txn(
+        &self,
+        writes: &[keys::Write],
+        serial: Option<Vec<u8>>,
+        since: Option<i64>,
+    ) -> Txn {
         let prefix = &self.config.prefix;
         let mut compares: Vec<Compare> = writes
             .iter()
@@ -421,10 +623,14 @@ impl EtcdBackend {
                 .or_else([TxnOp::txn(raise)]);
             ops.push(TxnOp::txn(create));
         }
-        ops.push(TxnOp::get(
-            prefix.as_bytes(),
-            Some(GetOptions::new().with_prefix()),
-        ));
+        // Ops run in order: the read-back sees the writes above.
+        match since {
+            Some(rev) => ops.extend(self.delta_ops(rev)),
+            None => ops.push(TxnOp::get(
+                prefix.as_bytes(),
+                Some(GetOptions::new().with_prefix()),
+            )),
+        }
         Txn::new().when(compares).and_then(ops)
     }
 
@@ -473,13 +679,14 @@ impl EtcdBackend {
         if writes.is_empty() && serial.is_none() {
             return Ok(None);
         }
-        let txn = self.publish_txn(&writes, serial);
+        let since = self.since(&copies.remote);
+        let txn = self.publish_txn(&writes, serial, since);
         let resp = match self.cluster.txn_once(txn) {
             Ok(resp) => resp,
             Err(client::TxnFailure::NotSent(e)) => return Err(e),
             Err(client::TxnFailure::Unknown(e)) => {
                 // The write may have landed: read again and see.
-                let now = self.read_remote().map_err(|_| e)?;
+                let now = self.read_remote_since(&copies.remote).map_err(|_| e)?;
                 let landed = writes
                     .iter()
                     .all(|w| now.keys.get(&w.key).map(|(v, _)| v.as_bytes()) == w.value.as_deref());
@@ -493,8 +700,40 @@ impl EtcdBackend {
             }
         };
         if !resp.succeeded() {
+            // A key moved since the copy was read, or the copy is wrong (read
+            // from a cluster that was since replaced by one holding the same
+            // keys): the next read is whole, so that the sync run again
+            // cannot be refused for a wrong copy. The refusal is what to
+            // say; a copy that fails to save is only read by delta again.
+            copies.remote.read_at = None;
+            let _ = self.save(copies);
             return Err(self.refused());
         }
+        let now = self.read_back(&copies.remote, &resp, &writes)?;
+        Ok(Some(self.published(copies, local, now)?))
+    }
+
+    /// The remote after a publish that succeeded, from its read-back.
+    fn read_back(
+        &self,
+        cached: &RemoteCopy,
+        resp: &TxnResponse,
+        writes: &[keys::Write],
+    ) -> Result<RemoteCopy, SyncError> {
+        if self.since(cached).is_some() {
+            let deleted: Vec<String> = writes
+                .iter()
+                .filter(|w| w.value.is_none())
+                .map(|w| w.key.clone())
+                .collect();
+            return match self.merge_read(cached, resp, &deleted)? {
+                Some(now) => Ok(now),
+                None => self.read_remote(),
+            };
+        }
+        let at = resp
+            .header()
+            .and_then(|h| self.read_at(h.revision(), h.cluster_id()));
         let kvs = resp
             .op_responses()
             .into_iter()
@@ -506,8 +745,7 @@ impl EtcdBackend {
                 _ => None,
             })
             .unwrap_or_default();
-        let now = self.remote_from(kvs)?;
-        Ok(Some(self.published(copies, local, now)?))
+        self.remote_from(kvs, at)
     }
 
     fn published(
@@ -628,7 +866,7 @@ impl ConfigSource for EtcdBackend {
             git.fetch(&up.remote)?;
         }
         let mut copies = self.load()?;
-        copies.remote = self.read_remote()?;
+        copies.remote = self.read_remote_since(&copies.remote)?;
         // A machine with no copy yet starts from the remote, as a clone does.
         if copies.local.is_none()
             && let Some(record) = copies.remote.record.clone()
@@ -779,4 +1017,10 @@ pub fn open(dir: &Path, options: &crate::sync::Options) -> Result<Option<EtcdBac
         options.network_timeout,
         options.etcd_access.clone(),
     )?))
+}
+
+fn lock_cache<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The cache is whole after every assignment: a panic elsewhere leaves
+    // nothing half-written in it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

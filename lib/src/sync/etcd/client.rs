@@ -8,10 +8,11 @@
 //! applied, so its caller re-reads before it decides (see the backend's
 //! publish).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn, TxnResponse};
+use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn, TxnOpResponse, TxnResponse};
 
 use crate::sync::SyncError;
 
@@ -28,6 +29,24 @@ struct Inner {
     access: super::Access,
     /// The endpoint in use and its client (`None`: not connected yet).
     current: Mutex<(usize, Option<Client>)>,
+    /// Keys and bytes (key and value) the record's reads brought back.
+    received: Tally,
+}
+
+#[derive(Default)]
+struct Tally {
+    kvs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What this handle's reads of keys brought back so far (ranges and the
+/// gets in transactions): how much a sync reads, for tests and the bench.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Keys.
+    pub kvs: u64,
+    /// Their keys' and values' bytes.
+    pub bytes: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -46,6 +65,8 @@ pub struct Range {
     pub kvs: Vec<(String, Vec<u8>, i64, i64, i64)>,
     /// The store's revision when it was read.
     pub revision: i64,
+    /// The id of the cluster that answered (`0`: not said).
+    pub cluster: u64,
 }
 
 impl Cluster {
@@ -77,6 +98,7 @@ impl Cluster {
                 timeout,
                 access,
                 current: Mutex::new((0, None)),
+                received: Tally::default(),
             }),
         })
     }
@@ -84,6 +106,33 @@ impl Cluster {
     /// The endpoints, comma-separated, for messages.
     pub fn name(&self) -> String {
         self.inner.endpoints.join(",")
+    }
+
+    /// What the reads through this handle (and its clones) brought back.
+    pub fn received(&self) -> Received {
+        Received {
+            kvs: self.inner.received.kvs.load(Ordering::Relaxed),
+            bytes: self.inner.received.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn tally<'a>(&self, kvs: impl IntoIterator<Item = &'a KeyValue>) {
+        for kv in kvs {
+            let bytes = (kv.key().len() + kv.value().len()) as u64;
+            self.inner.received.kvs.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .received
+                .bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn tally_txn(&self, resp: &TxnResponse) {
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                self.tally(get.kvs());
+            }
+        }
     }
 
     /// Runs `f` on the runtime.
@@ -173,8 +222,14 @@ impl Cluster {
             let mut resp = cluster
                 .block_on(client.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix())))?;
             let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            let id = resp.header().map(|h| h.cluster_id()).unwrap_or(0);
+            cluster.tally(resp.kvs());
             let kvs = resp.take_kvs().iter().map(kv_tuple).collect();
-            Ok(Range { kvs, revision })
+            Ok(Range {
+                kvs,
+                revision,
+                cluster: id,
+            })
         })
     }
 
@@ -189,12 +244,24 @@ impl Cluster {
         })
     }
 
+    /// A transaction of reads only (safe to repeat, so tried on every
+    /// endpoint in turn): its gets all see one revision.
+    pub fn read_txn(&self, txn: Txn) -> Result<TxnResponse, SyncError> {
+        let resp =
+            self.retrying(|cluster, mut client| cluster.block_on(client.txn(txn.clone())))?;
+        self.tally_txn(&resp);
+        Ok(resp)
+    }
+
     /// A transaction, sent once: on a connection failure the endpoint moves
     /// on and the error says the outcome is unknown.
     pub fn txn_once(&self, txn: Txn) -> Result<TxnResponse, TxnFailure> {
         let mut client = self.client().map_err(TxnFailure::NotSent)?;
         match self.block_on(client.txn(txn)) {
-            Ok(resp) => Ok(resp),
+            Ok(resp) => {
+                self.tally_txn(&resp);
+                Ok(resp)
+            }
             Err(e) if is_connection(&e) => {
                 self.rotate();
                 Err(TxnFailure::Unknown(unreachable(

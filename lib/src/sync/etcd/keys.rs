@@ -271,6 +271,74 @@ pub fn serial_raise(
     }
 }
 
+/// Whether a key below the prefix is one of the record's (the lock and
+/// the config commit live beside the record, and their writes must not
+/// read as news).
+pub fn in_record(rel: &str) -> bool {
+    !(rel.starts_with(LOCKS) || rel == CONFIG_REV)
+}
+
+/// The key ranges `[begin, end)` below `prefix` that hold exactly the keys
+/// [`in_record`] keeps: everything under the prefix but `config/rev` and
+/// `locks/`. A delta read (keys modified since a revision) shows no deleted
+/// key, so a reader counts these ranges in the same transaction and
+/// compares with the keys it holds; the lock and the config commit, written
+/// often, must not make the counts differ. `config/rev` sorts before
+/// `locks/` (a test holds this), so the gaps are two.
+pub fn record_ranges(prefix: &str) -> [(Vec<u8>, Vec<u8>); 3] {
+    let key = |rel: &str| format!("{prefix}{rel}").into_bytes();
+    let mut after_config_rev = key(CONFIG_REV);
+    after_config_rev.push(0);
+    [
+        (key(""), key(CONFIG_REV)),
+        (after_config_rev, key(LOCKS)),
+        (range_end(&key(LOCKS)), range_end(prefix.as_bytes())),
+    ]
+}
+
+/// The first key after every key starting with `prefix` (etcd's prefix
+/// range end; `\0` when there is none: every key).
+pub fn range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Merges into `keys` (as read at some revision) the keys modified since
+/// (`changed`: key below the prefix, value, mod revision) and the keys a
+/// transaction of ours `deleted`. Keys not in the record are left out, as a
+/// full read leaves them out.
+pub fn merge_delta<V>(
+    keys: &mut BTreeMap<String, (V, i64)>,
+    changed: impl IntoIterator<Item = (String, V, i64)>,
+    deleted: &[String],
+) {
+    for key in deleted {
+        keys.remove(key);
+    }
+    for (key, value, rev) in changed {
+        if in_record(&key) {
+            keys.insert(key, (value, rev));
+        }
+    }
+}
+
+/// The remote's token: a hash of the record's keys and their mod
+/// revisions, so any write to the record changes it and nothing else does.
+pub fn token<V>(keys: &BTreeMap<String, (V, i64)>) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (key, (_, rev)) in keys {
+        hasher.update(key.as_bytes());
+        hasher.update(&rev.to_le_bytes());
+    }
+    format!("e{}", &hasher.finalize().to_hex()[..20])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,5 +464,92 @@ mod tests {
         let err = writes(None, &local, &BTreeMap::new()).unwrap_err();
         assert!(matches!(err, KeysError::TooLarge { .. }));
         assert!(err.to_string().contains("524288 bytes"), "{err}");
+    }
+
+    fn in_ranges(ranges: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> bool {
+        ranges
+            .iter()
+            .any(|(b, e)| key >= b.as_slice() && key < e.as_slice())
+    }
+
+    #[test]
+    fn the_count_ranges_hold_the_record_keys_and_nothing_else() {
+        let prefix = "/stead/v1/";
+        let ranges = record_ranges(prefix);
+        let mut rels: Vec<String> = to_keys(&record()).into_keys().collect();
+        rels.extend(
+            [
+                "config/rev",
+                "config/other",
+                "locks/lineage",
+                "locks/",
+                "lock",
+                "locks0",
+                "zzz",
+                "",
+            ]
+            .map(str::to_string),
+        );
+        for rel in &rels {
+            let key = format!("{prefix}{rel}");
+            assert_eq!(in_ranges(&ranges, key.as_bytes()), in_record(rel), "{key}");
+        }
+        assert!(!in_record(CONFIG_REV) && !in_record("locks/lineage"));
+        assert!(
+            CONFIG_REV < LOCKS,
+            "the ranges assume config/rev sorts first"
+        );
+        // Nothing outside the prefix.
+        for outside in [
+            "/stead/v10",
+            "/stead/v1",
+            "/stead/v10/meta",
+            "/stead/v2/meta",
+        ] {
+            assert!(!in_ranges(&ranges, outside.as_bytes()), "{outside}");
+        }
+        assert_eq!(range_end(b"/p/"), b"/p0".to_vec());
+        assert_eq!(range_end(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(range_end(&[0xff]), vec![0]);
+    }
+
+    #[test]
+    fn a_delta_merged_into_keys_read_earlier_is_the_full_read_with_its_token() {
+        let before = record();
+        let earlier = remote_of(&before, 5);
+        let mut after = before.clone();
+        after.machines.get_mut("a").unwrap().hostname = "a2".to_string();
+        after.machines.insert("d".to_string(), machine("hd"));
+        after.retire("b");
+        // The full read at the later revision: b's keys gone, a's and d's new.
+        let changed = ["machines/a", "machines/d", "members/d", "retired/b"];
+        let full: BTreeMap<String, (Vec<u8>, i64)> = to_keys(&after)
+            .into_iter()
+            .map(|(k, v)| {
+                let rev = if changed.contains(&k.as_str()) { 9 } else { 5 };
+                (k, (v, rev))
+            })
+            .collect();
+        let mut merged = earlier.clone();
+        let delta = full
+            .iter()
+            .filter(|(_, (_, rev))| *rev > 5)
+            .map(|(k, (v, rev))| (k.clone(), v.clone(), *rev))
+            .chain([("locks/lineage".to_string(), b"x".to_vec(), 9)]);
+        let deleted: Vec<String> = earlier
+            .keys()
+            .filter(|k| !full.contains_key(*k))
+            .cloned()
+            .collect();
+        assert!(!deleted.is_empty(), "the retirement deletes keys");
+        merge_delta(&mut merged, delta.clone(), &deleted);
+        assert_eq!(merged, full, "the lock's key is no record key");
+        assert_eq!(token(&merged), token(&full));
+        assert_ne!(token(&earlier), token(&full));
+        // Deletions unseen (another machine's): the keys differ, and so
+        // does their count, which is what sends a reader to a full read.
+        let mut unseen = earlier.clone();
+        merge_delta(&mut unseen, delta, &[]);
+        assert_ne!(unseen.len(), full.len());
     }
 }
