@@ -58,8 +58,8 @@ fn members(record: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// How many times each of `wanted` is in `history`, checked to be once;
-/// and no entry of `history` twice.
+/// Checks that each of `wanted` is in `history` exactly once, and that no
+/// entry of `history` is there twice.
 fn each_once(backend: &str, place: &str, history: &[String], wanted: &BTreeSet<String>) {
     let unique: BTreeSet<&String> = history.iter().collect();
     assert_eq!(
@@ -181,7 +181,8 @@ fn history_union_loses_nothing(f: &Fleet) {
 }
 
 /// 3. A removes B: the record drops B and keeps its history; B's next sync
-///    is refused, names the `init` that rejoins, and changes nothing.
+///    is refused, names the `init` that rejoins, and changes nothing; that
+///    `init` rejoins it under a new id.
 fn remove_machine(f: &Fleet) {
     let backend = f.name();
     let (a, b) = f.two_synced();
@@ -226,6 +227,25 @@ fn remove_machine(f: &Fleet) {
         "{backend}: the removed machine's state is untouched"
     );
     assert_eq!(f.record(), record, "{backend}: it published nothing");
+
+    // Rejoining as told gives it a new id; the old one stays retired.
+    let rejoin = f.rejoin_command(&b);
+    let args: Vec<&str> = rejoin.split(' ').skip(1).collect();
+    let out = b.ok(&args);
+    assert!(
+        out.contains(&format!("old id {old_b} was removed")),
+        "{backend}: {out}"
+    );
+    assert_ne!(b.id(), old_b, "{backend}");
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    let record = f.record();
+    assert_eq!(
+        members(&record),
+        BTreeSet::from([a.id(), b.id()]),
+        "{backend}"
+    );
+    assert_eq!(record["retired"], serde_json::json!([old_b]), "{backend}");
 }
 
 /// 4. With the hybrid lock, while A's apply holds it, `lock-info` on B
@@ -333,8 +353,9 @@ fn unlock_force(f: &Fleet) {
 }
 
 /// 6. A's profile and path changed elsewhere while A changed its profile:
-///    `check-conflicts` reports both, `sync` stops with exit 1 and
-///    publishes nothing, until `state resolve --merge`.
+///    `check-conflicts` reports both (exit 4), `sync` stops with exit 1 and
+///    publishes nothing, until `state resolve --merge`; the next sync
+///    publishes A's values.
 fn conflicts(f: &Fleet) {
     let backend = f.name();
     let a = f.join();
@@ -362,6 +383,39 @@ fn conflicts(f: &Fleet) {
         "{backend}: {out}"
     );
 
+    let (code, out, _) = a.run(&["--json", "state", "check-conflicts"]);
+    assert_eq!(code, 4, "{backend}: {out}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let conflicts = json["conflicts"].as_array().unwrap();
+    let kind = |k: &str| {
+        conflicts
+            .iter()
+            .find(|c| c["kind"] == k)
+            .unwrap_or_else(|| panic!("{backend}: no {k}: {out}"))
+    };
+    assert_eq!(conflicts.len(), 3, "{backend}: {out}");
+    assert_eq!(kind("serial_divergence")["automatic"], true, "{backend}");
+    for (k, remote) in [
+        ("path_mismatch", "/elsewhere"),
+        ("profile_mismatch", "work"),
+    ] {
+        assert_eq!(kind(k)["automatic"], false, "{backend}: {out}");
+        assert_eq!(kind(k)["remote"], remote, "{backend}: {out}");
+    }
+    // --- where the backends differ: who changed the entry ---
+    for k in ["path_mismatch", "profile_mismatch"] {
+        match f {
+            // The commit that changed the record, from git's history.
+            Fleet::Git(_) => assert!(
+                kind(k)["changed_by"]
+                    .as_str()
+                    .is_some_and(|by| by.starts_with("stead test <test@stead.invalid> in commit ")),
+                "{out}"
+            ),
+            // etcd keeps no author of a change.
+            Fleet::Etcd(_) => assert!(kind(k).get("changed_by").is_none(), "{out}"),
+        }
+    }
     let record_before = f.record();
     let state_before = std::fs::read(a.sb.state_file()).unwrap();
     let (code, out, err) = a.run(&["sync"]);
@@ -386,9 +440,10 @@ fn conflicts(f: &Fleet) {
     // Resolved by keeping this machine's values, the next sync publishes them.
     a.ok(&["state", "resolve", "--merge"]);
     let (code, out, err) = a.run(&["state", "check-conflicts"]);
+    assert_eq!(code, 0, "{backend}: {out}\n{err}");
     assert!(
-        !out.contains("Profile mismatch") && !out.contains("Config path mismatch"),
-        "{backend}: {code}\n{out}\n{err}"
+        out.starts_with("✓ No conflicts: local serial 4, remote serial 2 ("),
+        "{backend}: {out}"
     );
     a.ok(&["sync"]);
     let record = f.record();
