@@ -4,9 +4,11 @@
 //!
 //! Each scenario is a function of a [`Fleet`] (`common::fleet`); `both!`
 //! makes two tests of it, `<scenario>::git` and `<scenario>::etcd`, so a
-//! failure names its backend. Where the backends truly differ (the git
-//! lock is a ref broken by age, the etcd lock a key that ends with its
-//! lease), the difference is one marked `match`.
+//! failure names its backend. Where the backends truly differ, the common
+//! part is asserted by the same code and the difference in one marked
+//! `match`: in lock-info (the git lock is a ref broken by age, no lease; the
+//! etcd lock a key that ends with its lease, `lease_ttl_left`) and in
+//! conflicts (git names the commit that changed an entry, etcd no author).
 //!
 //! Without etcd installed the etcd tests say so and pass outside CI, as in
 //! `etcd.rs`; under CI a missing etcd fails them.

@@ -3,7 +3,7 @@
 //! a bare remote) and etcd (the record on a cluster started by the test, the
 //! config repo still on a bare remote).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,14 +72,6 @@ impl Fleet {
         match self {
             Fleet::Git(_) => "git",
             Fleet::Etcd(_) => "etcd",
-        }
-    }
-
-    /// The config repo's bare remote.
-    pub fn config_remote(&self) -> &Remote {
-        match self {
-            Fleet::Git(remote) => remote,
-            Fleet::Etcd(w) => &w.remote,
         }
     }
 
@@ -212,10 +204,6 @@ impl Holder {
         let status = wait_bounded(&mut child, Duration::from_secs(30));
         let code = status.and_then(|s| s.code()).unwrap_or(-1);
         (code, self.stderr())
-    }
-
-    pub fn signals(&self) -> &Path {
-        self.signals.path()
     }
 }
 
