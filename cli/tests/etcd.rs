@@ -10,13 +10,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::remote::{Machine, Remote};
-use common::{Sandbox, git_env};
+use common::etcd::EtcdWorld as World;
+use common::remote::{Machine, Remote, hybrid, ids, spawn};
+use common::{Sandbox, wait_until};
 use serde_json::Value;
-use stead_lib::sync::backend::{ConfigSource, RecordStore};
 use stead_testkit::etcd::Etcd;
 
 const MANIFEST: &str = r#"
@@ -40,146 +40,15 @@ source = "bashrc"
 /// A manifest whose exec waits for `<dir>/release` (after touching
 /// `<dir>/started`), to hold a run while the test looks at its lock.
 fn waiting_manifest(dir: &Path) -> String {
-    let d = dir.display();
-    format!(
-        r#"{MANIFEST}
-[exec.wait]
-command = "touch '{d}/started'; i=0; while [ ! -e '{d}/release' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
-creates = "~/.never"
-"#
-    )
-}
-
-struct World {
-    etcd: Etcd,
-    remote: Remote,
-}
-
-impl World {
-    fn new(members: usize, manifest: &str) -> Option<World> {
-        let etcd = Etcd::require(members)?;
-        let remote = Remote::seeded(
-            "main",
-            &[("stead.toml", manifest), ("bashrc", "# shared bashrc\n")],
-        );
-        Some(World { etcd, remote })
-    }
-
-    /// A machine with a clone of the config repo at `<home>/dots`, joined
-    /// to the lineage on etcd with `endpoints`.
-    fn join_with(&self, endpoints: &str) -> Machine {
-        let m = Machine { sb: Sandbox::new() };
-        let clone = m.clone_dir();
-        self.remote.git(
-            self.remote.dir.path(),
-            &["clone", "-q", self.remote.url(), clone.to_str().unwrap()],
-        );
-        let out = m.ok(&[
-            "init",
-            "--etcd",
-            endpoints,
-            "--path",
-            clone.to_str().unwrap(),
-        ]);
-        assert!(
-            out.contains("the shared record and the lock are on etcd"),
-            "{out}"
-        );
-        m
-    }
-
-    fn join(&self) -> Machine {
-        self.join_with(&self.etcd.endpoints())
-    }
-
-    /// Two machines joined and synced, a last so that both saw everything.
-    fn two_synced(&self) -> (Machine, Machine) {
-        let a = self.join();
-        a.ok(&["sync"]);
-        let b = self.join();
-        b.ok(&["sync"]);
-        a.ok(&["sync"]);
-        (a, b)
-    }
-
-    /// A fresh copy of the record's store, as a hand edit would use.
-    fn copy(&self) -> (tempfile::TempDir, stead_lib::sync::etcd::EtcdBackend) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = stead_lib::sync::etcd::EtcdConfig::new(&self.etcd.endpoints(), None).unwrap();
-        config.write(dir.path()).unwrap();
-        let backend = stead_lib::sync::etcd::EtcdBackend::new(
-            dir.path(),
-            None,
-            config,
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        backend.refresh().unwrap();
-        (dir, backend)
-    }
-
-    /// Edits the record on etcd, as someone with etcdctl would.
-    fn edit_record(&self, edit: impl FnOnce(&mut stead_lib::sync::shared::SharedRecord)) {
-        let (_dir, backend) = self.copy();
-        let mut record = backend.records().unwrap().remote.unwrap();
-        edit(&mut record);
-        backend.write_working(&record).unwrap();
-        backend.commit(&[], "by hand").unwrap();
-        let expected = backend.remote_revision().unwrap();
-        backend.publish(expected.as_ref()).unwrap();
-    }
-
-    /// The shared record as etcd holds it now, read through a fresh copy.
-    fn record(&self) -> Value {
-        let (_dir, backend) = self.copy();
-        serde_json::to_value(backend.records().unwrap().remote).unwrap()
-    }
+    common::waiting_manifest(MANIFEST, dir)
 }
 
 fn history_ids(record: &Value) -> Vec<String> {
-    record["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect()
+    ids(&record["history"])
 }
 
 fn local_history_ids(m: &Machine) -> Vec<String> {
-    m.state()["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn spawn(m: &Machine, args: &[&str]) -> Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
-        .env("HOME", m.sb.home())
-        .env("NO_COLOR", "1")
-        .envs(git_env())
-        .arg("--home")
-        .arg(m.sb.home())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn hybrid(m: &Machine, timeout: u64) {
-    m.sb.write_lock_config(&format!(
-        r#"{{"lock_type": "hybrid", "timeout": {timeout}, "retry": {{"attempts": 0}}}}"#
-    ));
+    ids(&m.state()["history"])
 }
 
 /// Both machines on the hybrid lock (lease TTL `ttl`), and an apply of

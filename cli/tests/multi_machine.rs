@@ -12,7 +12,7 @@ use std::process::Stdio;
 
 use common::Sandbox;
 use common::git_env;
-use common::remote::{Machine, Remote as World};
+use common::remote::{Machine, Remote as World, hybrid, ids};
 use serde_json::Value;
 
 const MANIFEST: &str = r#"
@@ -89,15 +89,6 @@ impl Machine {
         std::fs::write(self.sb.home().join(".bashrc"), "edited by hand\n").unwrap();
         self.ok(&["apply", "--yes"]);
     }
-}
-
-fn ids(history: &Value) -> Vec<String> {
-    history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// `in commit 6fb1e62 (2026-12-03)` (who changed an entry) made stable.
@@ -631,8 +622,7 @@ fn unreachable_remote_sync_fails_clearly_and_keeps_the_record() {
 /// A manifest whose exec waits (at most a minute, so a failing test cannot
 /// hang) until `<dir>/release` exists, after touching `<dir>/started`.
 fn waiting_manifest(dir: &Path) -> String {
-    let d = dir.display();
-    format!(
+    common::waiting_manifest(
         r#"
 [profile.personal.vars]
 who = "home"
@@ -640,18 +630,9 @@ who = "home"
 [file.bashrc]
 path = "~/.bashrc"
 source = "bashrc"
-
-[exec.wait]
-command = "touch '{d}/started'; i=0; while [ ! -e '{d}/release' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
-creates = "~/.never"
-"#
+"#,
+        dir,
     )
-}
-
-fn hybrid(m: &Machine, timeout: u64) {
-    m.sb.write_lock_config(&format!(
-        r#"{{"lock_type": "hybrid", "timeout": {timeout}, "retry": {{"attempts": 0}}}}"#
-    ));
 }
 
 /// Starts `apply` on `m` and waits until its exec runs (it then holds both

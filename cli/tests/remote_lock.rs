@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::Sandbox;
-use common::git_env;
 use common::remote::Remote;
+use common::{git_env, wait_until};
 
 const MANIFEST: &str = r#"
 [settings]
@@ -279,8 +279,7 @@ fn the_timeout_is_configurable_with_a_flag() {
 /// A manifest whose exec waits (at most a minute, so a failing test cannot
 /// hang) until `<dir>/release` exists, after touching `<dir>/started`.
 fn waiting_manifest(dir: &Path) -> String {
-    let d = dir.display();
-    format!(
+    common::waiting_manifest(
         r#"
 [profile.personal.vars]
 who = "home"
@@ -288,21 +287,9 @@ who = "home"
 [file.bashrc]
 path = "~/.bashrc"
 source = "bashrc"
-
-[exec.wait]
-command = "touch '{d}/started'; i=0; while [ ! -e '{d}/release' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
-creates = "~/.never"
-"#
+"#,
+        dir,
     )
-}
-
-/// Waits (bounded) until `cond` holds.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod fleet;
 pub mod packages;
 pub mod remote;
 
@@ -12,6 +14,7 @@ pub use stead_testkit::apt;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 
@@ -223,4 +226,27 @@ pub fn edit_hidden_by_touch_d(path: &Path, content: &str) {
         (now.size(), now.mtime(), now.mtime_nsec()),
         (before.size(), before.mtime(), before.mtime_nsec())
     );
+}
+
+/// Waits (at most 30 s) until `cond` holds, polling every 20 ms.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `base` with an exec that touches `<dir>/started`, then waits (at most a
+/// minute, so a failing test cannot hang) until `<dir>/release` exists: it
+/// holds a run, and its locks, while the test looks at them.
+pub fn waiting_manifest(base: &str, dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"{base}
+[exec.wait]
+command = "touch '{d}/started'; i=0; while [ ! -e '{d}/release' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+creates = "~/.never"
+"#
+    )
 }

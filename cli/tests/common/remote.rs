@@ -4,6 +4,7 @@
 //! user's git config by [`super::git_env`].
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 
 use serde_json::Value;
 
@@ -193,5 +194,47 @@ impl Machine {
     /// Its local state record.
     pub fn state(&self) -> Value {
         self.sb.state_json()
+    }
+}
+
+/// The ids of a history (`record["history"]` or a state's), in order.
+pub fn ids(history: &Value) -> Vec<String> {
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Puts `m` on the hybrid lock (the lineage's lock and its own) with
+/// `timeout` seconds (on etcd: the lease's TTL), and no retry.
+pub fn hybrid(m: &Machine, timeout: u64) {
+    m.sb.write_lock_config(&format!(
+        r#"{{"lock_type": "hybrid", "timeout": {timeout}, "retry": {{"attempts": 0}}}}"#
+    ));
+}
+
+/// Starts `stead --home <its home> ARGS` on `m` in the background, stdout
+/// and stderr piped.
+pub fn spawn(m: &Machine, args: &[&str]) -> Child {
+    m.spawn_with(args, Stdio::piped(), Stdio::piped())
+}
+
+impl Machine {
+    /// Starts `stead --home <its home> ARGS` in the background with git
+    /// isolated, stdout and stderr as given.
+    pub fn spawn_with(&self, args: &[&str], stdout: Stdio, stderr: Stdio) -> Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("stead"))
+            .env("HOME", self.sb.home())
+            .env("NO_COLOR", "1")
+            .envs(git_env())
+            .arg("--home")
+            .arg(self.sb.home())
+            .args(args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
     }
 }
