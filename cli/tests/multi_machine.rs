@@ -11,31 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::Sandbox;
+// The same config as the scenarios run on both backends (fleet_backends.rs).
+use common::fleet::MANIFEST;
 use common::git_env;
 use common::remote::{Machine, Remote as World, hybrid, ids};
 use serde_json::Value;
-
-const MANIFEST: &str = r#"
-[settings]
-default_profile = "personal"
-
-[profile.personal.vars]
-who = "home"
-
-[profile.work.vars]
-who = "office"
-
-[profile.laptop.vars]
-who = "lap"
-
-[file.bashrc]
-path = "~/.bashrc"
-source = "bashrc"
-
-[file.greeting]
-path = "~/.greeting"
-template = "greeting.j2"
-"#;
 
 /// A bare remote whose default branch is `branch`, seeded with the config.
 impl World {
