@@ -520,6 +520,188 @@ fn with_authentication_on_a_machine_syncs_as_its_etcd_user_and_is_refused_withou
     );
 }
 
+/// A client of the test cluster, as root once authentication is on.
+fn etcd_client(
+    etcd: &Etcd,
+    root: bool,
+) -> (stead_lib::sync::etcd::client::Cluster, etcd_client::Client) {
+    let endpoints: Vec<String> = etcd.endpoints().split(',').map(str::to_string).collect();
+    let credentials = root.then(|| stead_lib::sync::etcd::Credentials {
+        user: "root".to_string(),
+        password: zeroize::Zeroizing::new("root-pw".to_string()),
+    });
+    let access = stead_lib::sync::etcd::Access {
+        credentials,
+        tls: None,
+    };
+    let cluster = stead_lib::sync::etcd::client::Cluster::new_with(
+        &endpoints,
+        Duration::from_secs(5),
+        access,
+    )
+    .unwrap();
+    let client = cluster.client().unwrap();
+    (cluster, client)
+}
+
+/// The role docs/etcd.md ("Access control") gives machine `m`, granted to
+/// a user of the same name, exactly as the doc's `etcdctl` lines say.
+fn grant_machine_role(etcd: &Etcd, m: &str) {
+    use etcd_client::Permission;
+    let (cluster, mut c) = etcd_client(etcd, true);
+    let role = format!("stead-{m}");
+    cluster.block_on(async {
+        c.role_add(role.as_str()).await.unwrap();
+        for perm in [
+            Permission::read("/stead/v1/").with_prefix(),
+            Permission::read_write(format!("/stead/v1/machines/{m}")).with_prefix(),
+            Permission::read_write(format!("/stead/v1/history/{m}/")).with_prefix(),
+            Permission::read_write(format!("/stead/v1/members/{m}")).with_prefix(),
+            Permission::read_write("/stead/v1/serial"),
+            Permission::read_write("/stead/v1/locks/lineage"),
+            Permission::read_write("/stead/v1/config/rev"),
+        ] {
+            c.role_grant_permission(role.as_str(), perm).await.unwrap();
+        }
+        c.user_add(role.as_str(), "machine-pw", None).await.unwrap();
+        c.user_grant_role(role.as_str(), role.as_str())
+            .await
+            .unwrap();
+    });
+}
+
+/// `stead ARGS` on `m` as etcd user `user`: exit code, stdout, stderr.
+fn run_as(m: &Machine, user: &str, password: &str, args: &[&str]) -> (i32, String, String) {
+    let out = m
+        .cmd(args)
+        .env("STEAD_ETCD_USER", user)
+        .env("STEAD_ETCD_PASSWORD", password)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn with_the_documented_per_machine_roles_machines_sync_and_cannot_touch_each_others_keys() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    // An admin for the joins (the first writes `meta`), as the doc says.
+    {
+        let (cluster, mut c) = etcd_client(&w.etcd, false);
+        cluster.block_on(async {
+            c.user_add("root", "root-pw", None).await.unwrap();
+            c.user_grant_role("root", "root").await.unwrap();
+            c.role_add("stead-admin").await.unwrap();
+            let all = etcd_client::Permission::read_write("/stead/v1/").with_prefix();
+            c.role_grant_permission("stead-admin", all).await.unwrap();
+            c.user_add("admin", "admin-pw", None).await.unwrap();
+            c.user_grant_role("admin", "stead-admin").await.unwrap();
+            c.auth_enable().await.unwrap();
+        });
+    }
+    let join = |m: &Machine| {
+        let clone = m.clone_dir();
+        w.remote.git(
+            w.remote.dir.path(),
+            &["clone", "-q", w.remote.url(), clone.to_str().unwrap()],
+        );
+        let endpoints = w.etcd.endpoints();
+        let init = [
+            "init",
+            "--etcd",
+            &endpoints,
+            "--path",
+            clone.to_str().unwrap(),
+        ];
+        let (code, out, err) = run_as(m, "admin", "admin-pw", &init);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    let a = Machine { sb: Sandbox::new() };
+    join(&a);
+    grant_machine_role(&w.etcd, &a.id());
+    let a_user = format!("stead-{}", a.id());
+    // The lineage's first publish creates `meta`: its own user may not.
+    let (code, out, err) = run_as(&a, &a_user, "machine-pw", &["sync"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains("STEAD_ETCD_USER"), "{err}");
+    let (code, out, err) = run_as(&a, "admin", "admin-pw", &["sync"]);
+    assert_eq!(code, 0, "the first sync, as the admin: {out}{err}");
+    let (code, out, err) = run_as(&a, &a_user, "machine-pw", &["sync"]);
+    assert_eq!(code, 0, "then a syncs as its own user: {out}{err}");
+
+    let b = Machine { sb: Sandbox::new() };
+    join(&b);
+    grant_machine_role(&w.etcd, &b.id());
+    let b_user = format!("stead-{}", b.id());
+    for (m, user) in [(&b, &b_user), (&a, &a_user), (&b, &b_user)] {
+        let (code, out, err) = run_as(m, user, "machine-pw", &["sync"]);
+        assert_eq!(code, 0, "{user} syncs: {out}{err}");
+    }
+    let both = BTreeSet::from([a.id(), b.id()]);
+    for m in [&a, &b] {
+        let members: BTreeSet<String> = m.state()["lineage"]["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(members, both, "each machine sees the other");
+    }
+    assert_eq!(
+        std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap(),
+        "# shared bashrc\n"
+    );
+
+    // A lineage-wide write is the admin's: b's own user cannot retire a,
+    // and nothing of it lands.
+    let record_keys = || {
+        let (cluster, _) = etcd_client(&w.etcd, true);
+        let range = cluster.range("/stead/v1/").unwrap();
+        range
+            .kvs
+            .into_iter()
+            .filter(|(k, ..)| !k.contains("/locks/") && !k.ends_with("/config/rev"))
+            .map(|(k, v, rev, ..)| (k, v, rev))
+            .collect::<Vec<_>>()
+    };
+    let before = record_keys();
+    assert!(
+        before
+            .iter()
+            .any(|(k, ..)| k.ends_with(&format!("machines/{}", a.id()))),
+        "{before:?}"
+    );
+    // The removal is committed locally; publishing it is the admin's.
+    let (code, out, err) = run_as(
+        &b,
+        &b_user,
+        "machine-pw",
+        &["state", "remove-machine", &a.id()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_as(&b, &b_user, "machine-pw", &["sync"]);
+    assert_eq!(code, 1, "b's user published a's removal: {out}{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert_eq!(
+        record_keys(),
+        before,
+        "nothing of the removal landed: {err}"
+    );
+    let (code, out, err) = run_as(&a, &a_user, "machine-pw", &["sync"]);
+    assert_eq!(code, 0, "a, still a member, syncs on: {out}{err}");
+    let (code, out, err) = run_as(&b, "admin", "admin-pw", &["sync"]);
+    assert_eq!(code, 0, "the admin publishes it: {out}{err}");
+    let (code, _, err) = run_as(&a, &a_user, "machine-pw", &["sync"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("removed from the lineage"), "{err}");
+}
+
 #[test]
 fn a_corrupt_cache_or_a_stopped_cluster_is_said_plainly_and_changes_nothing() {
     let Some(mut w) = World::new(1, MANIFEST) else {
