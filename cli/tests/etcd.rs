@@ -688,6 +688,11 @@ fn with_the_documented_per_machine_roles_machines_sync_and_cannot_touch_each_oth
     let (code, out, err) = run_as(&b, &b_user, "machine-pw", &["sync"]);
     assert_eq!(code, 1, "b's user published a's removal: {out}{err}");
     assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        err.contains("publishing a 'state remove-machine' need a role over the whole prefix"),
+        "says what to do: {err}"
+    );
+    assert!(!err.contains("cluster's health"), "no outage: {err}");
     assert_eq!(
         record_keys(),
         before,

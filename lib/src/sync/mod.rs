@@ -376,6 +376,17 @@ pub enum SyncError {
         /// etcd's reason.
         reason: String,
     },
+    /// The cluster refused this machine's etcd user a key the command
+    /// reads or writes (its role does not cover it).
+    #[error(
+        "etcd {remote} refused the request: {reason}\nNothing was written. A machine's own role covers its own keys; the lineage's first publish (it creates meta) and publishing a 'state remove-machine' need a role over the whole prefix: run the command again as such a user (STEAD_ETCD_USER with STEAD_ETCD_PASSWORD or STEAD_ETCD_PASSWORD_FILE; docs/etcd.md, \"Access control\")."
+    )]
+    EtcdDenied {
+        /// The endpoints.
+        remote: String,
+        /// etcd's reason.
+        reason: String,
+    },
     /// `.stead/etcd.toml` cannot be used.
     #[error("{}: {problem}\nFix the file (see docs/etcd.md), or run 'stead init --etcd URL --path DIR' again.", .path.display())]
     EtcdConfig {

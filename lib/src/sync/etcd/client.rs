@@ -390,10 +390,14 @@ fn call_failed(remote: &str, e: &etcd_client::Error) -> SyncError {
              (docs/etcd.md, \"Access control\")",
             text.chars().take(160).collect::<String>()
         )
+    } else if text.contains("permission denied") {
+        return SyncError::EtcdDenied {
+            remote: remote.to_string(),
+            reason: text,
+        };
     } else if [
         "authentication failed",
         "user name is empty",
-        "permission denied",
         "invalid auth token",
     ]
     .iter()
