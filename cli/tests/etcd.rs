@@ -708,6 +708,75 @@ fn with_the_documented_per_machine_roles_machines_sync_and_cannot_touch_each_oth
 }
 
 #[test]
+fn init_lineage_starts_under_the_id_given_and_refuses_another_lineage() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let cloned = || {
+        let m = Machine { sb: Sandbox::new() };
+        let clone = m.clone_dir();
+        w.remote.git(
+            w.remote.dir.path(),
+            &["clone", "-q", w.remote.url(), clone.to_str().unwrap()],
+        );
+        m
+    };
+    let endpoints = w.etcd.endpoints();
+    let init = |m: &Machine, lineage: &str| {
+        let clone = m.clone_dir();
+        m.run(&[
+            "init",
+            "--etcd",
+            &endpoints,
+            "--path",
+            clone.to_str().unwrap(),
+            "--lineage",
+            lineage,
+        ])
+    };
+
+    // An empty prefix: the lineage starts under the id given.
+    let a = cloned();
+    let (code, out, err) = init(&a, "lineage-moved-from-git");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(a.state()["lineage"]["id"], "lineage-moved-from-git");
+    a.ok(&["sync"]);
+    assert_eq!(w.record()["lineage"]["id"], "lineage-moved-from-git");
+
+    // Another id: refused, and nothing of b's state or the record written.
+    let b = cloned();
+    let record = w.record();
+    let (code, out, err) = init(&b, "lineage-other");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("holds lineage lineage-moved-from-git, not lineage-other"),
+        "{err}"
+    );
+    assert!(err.contains("without --lineage"), "{err}");
+    assert!(!b.sb.state_file().exists(), "b has no state");
+    assert_eq!(w.record(), record, "the record is as it was");
+
+    // The id the prefix holds: joined.
+    let (code, out, err) = init(&b, "lineage-moved-from-git");
+    assert_eq!(code, 0, "{out}{err}");
+    b.ok(&["sync"]);
+    assert_eq!(b.state()["lineage"]["id"], "lineage-moved-from-git");
+    let members = w.record()["lineage"]["machines"].as_array().unwrap().len();
+    assert_eq!(members, 2);
+
+    // Without a shared store it means nothing, and a malformed id is refused.
+    let c = Machine { sb: Sandbox::new() };
+    let (code, _, err) = c.run(&["init", "--lineage", "lineage-x"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--lineage needs --etcd or --repo"), "{err}");
+    assert!(!c.sb.state_file().exists());
+    let (code, _, err) = init(&c, "two words");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no spaces"), "{err}");
+    assert!(!c.sb.state_file().exists());
+}
+
+#[test]
 fn a_corrupt_cache_or_a_stopped_cluster_is_said_plainly_and_changes_nothing() {
     let Some(mut w) = World::new(1, MANIFEST) else {
         return;

@@ -126,6 +126,39 @@ fn first_machine_starts_the_lineage_and_sync_pushes_it_on_main_master_and_trunk(
 }
 
 #[test]
+fn init_repo_lineage_joins_only_the_lineage_named() {
+    let w = World::new("main");
+    let a = w.machine("personal");
+    a.ok(&["sync"]);
+    let lineage = a.state()["lineage"]["id"].as_str().unwrap().to_string();
+    let b = Machine { sb: Sandbox::new() };
+    let clone = b.clone_dir();
+    let init = |id: &str| {
+        b.run(&[
+            "init",
+            "--repo",
+            w.url(),
+            "--path",
+            clone.to_str().unwrap(),
+            "--lineage",
+            id,
+        ])
+    };
+    let (code, out, err) = init("lineage-not-this-one");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "holds lineage {lineage}, not lineage-not-this-one"
+        )),
+        "{err}"
+    );
+    assert!(!b.sb.state_file().exists(), "b has no state");
+    let (code, out, err) = init(&lineage);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(b.state()["lineage"]["id"], Value::from(lineage));
+}
+
+#[test]
 fn a_second_machine_joins_and_both_see_it_after_a_sync() {
     let w = World::new("main");
     let a = w.machine("personal");

@@ -43,6 +43,26 @@ pub struct InitArgs {
     /// With --etcd: the key prefix the lineage lives under (default /stead/v1/)
     #[arg(long, value_name = "PREFIX", requires = "etcd")]
     pub prefix: Option<String>,
+
+    /// With --etcd or --repo: join this lineage, refusing another one found
+    /// there, or start it under this id when there is none (a lineage moved
+    /// from another store keeps its id: `stead state version` shows it)
+    #[arg(long, value_name = "ID", value_parser = lineage_id)]
+    pub lineage: Option<String>,
+}
+
+/// A lineage id as given to `--lineage`: printable, without spaces, at
+/// most 128 characters (stead's own are `lineage-<uuid>`).
+fn lineage_id(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 128 {
+        return Err("a lineage id has 1 to 128 characters".to_string());
+    }
+    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "a lineage id holds no spaces or control characters (found {c:?})"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// What a local `init` did (`status` in `--json`).
@@ -58,6 +78,11 @@ enum InitStatus {
 }
 
 pub fn run(ctx: &Context, args: &InitArgs) -> Result<ExitCode> {
+    if args.lineage.is_some() && args.repo.is_none() && args.etcd.is_none() {
+        anyhow::bail!(
+            "--lineage needs --etcd or --repo: it names the shared lineage to join or start\nNothing was changed."
+        );
+    }
     if let Some(url) = &args.repo {
         return run_repo(ctx, args, url);
     }
@@ -364,6 +389,7 @@ fn join_backend(
             profile: args.profile.clone(),
             root: root.clone(),
             url: url.to_string(),
+            lineage: args.lineage.clone(),
         },
         &repo::stead_exe()?,
     )?;

@@ -387,6 +387,19 @@ pub enum SyncError {
         /// etcd's reason.
         reason: String,
     },
+    /// `init --lineage ID` found another lineage, or this machine's state
+    /// belongs to another one.
+    #[error(
+        "{place} holds lineage {found}, not {asked}\nNothing was joined or started: this machine's state and the shared record are as they were. Join {found} (run the command again without --lineage), or start {asked} under another prefix (--prefix) or in another repo."
+    )]
+    WrongLineage {
+        /// What holds the other lineage (the remote, or this machine's state).
+        place: String,
+        /// The lineage there.
+        found: String,
+        /// The lineage asked for.
+        asked: String,
+    },
     /// `.stead/etcd.toml` cannot be used.
     #[error("{}: {problem}\nFix the file (see docs/etcd.md), or run 'stead init --etcd URL --path DIR' again.", .path.display())]
     EtcdConfig {

@@ -88,6 +88,9 @@ pub struct JoinRequest {
     pub root: String,
     /// The repo's URL.
     pub url: String,
+    /// The lineage to join or start (`init --lineage`; `None`: whichever
+    /// the record holds, or a new one).
+    pub lineage: Option<String>,
 }
 
 /// How this machine stands in the lineage after [`Session::join`].
@@ -517,6 +520,10 @@ impl Session<'_> {
     ) -> Result<Joined, SyncError> {
         let shared_rec = self.backend.read_working()?;
         let remote_rec = self.backend.records()?.remote;
+        // Before anything is written (a retired id is replaced below).
+        if let Some(asked) = &request.lineage {
+            self.check_lineage(asked, shared_rec.as_ref(), request.existing.as_ref())?;
+        }
         let mut machine_id = request.machine_id.clone();
         let mut retired_id = None;
         if [&shared_rec, &remote_rec]
@@ -527,10 +534,15 @@ impl Session<'_> {
             let fresh = machine::replace_id(layout)?;
             retired_id = Some(std::mem::replace(&mut machine_id, fresh));
         }
-        let mut state = request
-            .existing
-            .clone()
-            .unwrap_or_else(|| State::new(MachineInfo::current(&machine_id)));
+        let mut state = request.existing.clone().unwrap_or_else(|| {
+            let mut fresh = State::new(MachineInfo::current(&machine_id));
+            // A lineage started under the id asked for (one moved from
+            // another store keeps its id).
+            if let Some(asked) = &request.lineage {
+                fresh.lineage.id = asked.clone();
+            }
+            fresh
+        });
         if retired_id.is_some() {
             state.machine = MachineInfo::current(&machine_id);
         }
@@ -555,6 +567,33 @@ impl Session<'_> {
             record,
             commit,
             retired_id,
+        })
+    }
+
+    /// Refuses `init --lineage asked` when the record holds another
+    /// lineage, or when no record does and this machine's state belongs to
+    /// another (it would start that one instead).
+    fn check_lineage(
+        &self,
+        asked: &str,
+        shared_rec: Option<&SharedRecord>,
+        existing: Option<&State>,
+    ) -> Result<(), SyncError> {
+        let (place, found) = match (shared_rec, existing) {
+            (Some(rec), _) => (self.backend.remote_branch(), &rec.lineage.id),
+            (None, Some(state)) => (
+                format!("this machine's state ({})", self.store.path().display()),
+                &state.lineage.id,
+            ),
+            (None, None) => return Ok(()),
+        };
+        if found == asked {
+            return Ok(());
+        }
+        Err(SyncError::WrongLineage {
+            place,
+            found: found.clone(),
+            asked: asked.to_string(),
         })
     }
 
