@@ -447,12 +447,8 @@ fn with_authentication_on_a_machine_syncs_as_its_etcd_user_and_is_refused_withou
         return;
     };
     enable_auth(&w.etcd, "laptop", "s3cret-pw");
-    let m = Machine { sb: Sandbox::new() };
+    let m = w.remote.cloned_machine();
     let clone = m.clone_dir();
-    w.remote.git(
-        w.remote.dir.path(),
-        &["clone", "-q", w.remote.url(), clone.to_str().unwrap()],
-    );
     let endpoints = w.etcd.endpoints();
     let init = [
         "init",
@@ -606,10 +602,6 @@ fn with_the_documented_per_machine_roles_machines_sync_and_cannot_touch_each_oth
     }
     let join = |m: &Machine| {
         let clone = m.clone_dir();
-        w.remote.git(
-            w.remote.dir.path(),
-            &["clone", "-q", w.remote.url(), clone.to_str().unwrap()],
-        );
         let endpoints = w.etcd.endpoints();
         let init = [
             "init",
@@ -621,7 +613,7 @@ fn with_the_documented_per_machine_roles_machines_sync_and_cannot_touch_each_oth
         let (code, out, err) = run_as(m, "admin", "admin-pw", &init);
         assert_eq!(code, 0, "{out}{err}");
     };
-    let a = Machine { sb: Sandbox::new() };
+    let a = w.remote.cloned_machine();
     join(&a);
     grant_machine_role(&w.etcd, &a.id());
     let a_user = format!("stead-{}", a.id());
@@ -635,7 +627,7 @@ fn with_the_documented_per_machine_roles_machines_sync_and_cannot_touch_each_oth
     let (code, out, err) = run_as(&a, &a_user, "machine-pw", &["sync"]);
     assert_eq!(code, 0, "then a syncs as its own user: {out}{err}");
 
-    let b = Machine { sb: Sandbox::new() };
+    let b = w.remote.cloned_machine();
     join(&b);
     grant_machine_role(&w.etcd, &b.id());
     let b_user = format!("stead-{}", b.id());
@@ -712,15 +704,6 @@ fn init_lineage_starts_under_the_id_given_and_refuses_another_lineage() {
     let Some(w) = World::new(1, MANIFEST) else {
         return;
     };
-    let cloned = || {
-        let m = Machine { sb: Sandbox::new() };
-        let clone = m.clone_dir();
-        w.remote.git(
-            w.remote.dir.path(),
-            &["clone", "-q", w.remote.url(), clone.to_str().unwrap()],
-        );
-        m
-    };
     let endpoints = w.etcd.endpoints();
     let init = |m: &Machine, lineage: &str| {
         let clone = m.clone_dir();
@@ -736,7 +719,7 @@ fn init_lineage_starts_under_the_id_given_and_refuses_another_lineage() {
     };
 
     // An empty prefix: the lineage starts under the id given.
-    let a = cloned();
+    let a = w.remote.cloned_machine();
     let (code, out, err) = init(&a, "lineage-moved-from-git");
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(a.state()["lineage"]["id"], "lineage-moved-from-git");
@@ -744,7 +727,7 @@ fn init_lineage_starts_under_the_id_given_and_refuses_another_lineage() {
     assert_eq!(w.record()["lineage"]["id"], "lineage-moved-from-git");
 
     // Another id: refused, and nothing of b's state or the record written.
-    let b = cloned();
+    let b = w.remote.cloned_machine();
     let record = w.record();
     let (code, out, err) = init(&b, "lineage-other");
     assert_eq!(code, 1, "{out}{err}");
@@ -840,12 +823,8 @@ fn over_tls_a_machine_with_a_client_certificate_syncs_and_one_without_is_refused
         "main",
         &[("stead.toml", MANIFEST), ("bashrc", "# shared bashrc\n")],
     );
-    let m = Machine { sb: Sandbox::new() };
+    let m = remote.cloned_machine();
     let clone = m.clone_dir();
-    remote.git(
-        remote.dir.path(),
-        &["clone", "-q", remote.url(), clone.to_str().unwrap()],
-    );
     let endpoints = etcd.endpoints();
     assert!(endpoints.starts_with("https://"), "{endpoints}");
     let init = [

@@ -9,7 +9,6 @@ use serde_json::Value;
 use stead_lib::sync::backend::{ConfigSource, RecordStore};
 use stead_testkit::etcd::Etcd;
 
-use super::Sandbox;
 use super::remote::{Machine, Remote};
 
 /// The cluster and the config repo's bare remote.
@@ -39,12 +38,8 @@ impl EtcdWorld {
     /// A machine with a clone of the config repo at `<home>/dots`, joined
     /// to the lineage on etcd with `endpoints`.
     pub fn join_with(&self, endpoints: &str) -> Machine {
-        let m = Machine { sb: Sandbox::new() };
+        let m = self.remote.cloned_machine();
         let clone = m.clone_dir();
-        self.remote.git(
-            self.remote.dir.path(),
-            &["clone", "-q", self.remote.url(), clone.to_str().unwrap()],
-        );
         let out = m.ok(&[
             "init",
             "--etcd",

@@ -111,6 +111,18 @@ impl Remote {
         self.git(&dir, &["push", "-q"]);
     }
 
+    /// A new machine with a clone of the config repo at `<home>/dots`, not
+    /// joined to anything yet.
+    pub fn cloned_machine(&self) -> Machine {
+        let m = Machine { sb: Sandbox::new() };
+        let clone = m.clone_dir();
+        self.git(
+            self.dir.path(),
+            &["clone", "-q", self.url(), clone.to_str().unwrap()],
+        );
+        m
+    }
+
     /// A new machine joined with `init --repo` (clone at `<home>/dots`),
     /// with `--profile` when given.
     pub fn join(&self, profile: Option<&str>) -> Machine {
