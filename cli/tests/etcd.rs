@@ -73,11 +73,7 @@ fn machines_join_sync_and_share_their_history_on_etcd() {
     let Some(w) = World::new(1, MANIFEST) else {
         return;
     };
-    let a = w.join();
-    a.ok(&["sync"]);
-    let b = w.join();
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
+    let (a, b) = w.two_synced();
     assert_eq!(
         std::fs::read_to_string(b.sb.home().join(".bashrc")).unwrap(),
         "# shared bashrc\n"

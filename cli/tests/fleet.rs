@@ -106,12 +106,7 @@ fn row<'a>(v: &'a Value, id: &str) -> &'a Value {
 
 /// Two machines joined and synced in turn (a, b, a).
 fn two_synced(w: &Remote) -> (Machine, Machine) {
-    let a = join_as(w, ID_A, "personal");
-    a.ok(&["sync"]);
-    let b = join_as(w, ID_B, "work");
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
-    (a, b)
+    common::remote::two_synced(|| join_as(w, ID_A, "personal"), || join_as(w, ID_B, "work"))
 }
 
 /// Puts a lock (its JSON) on the remote's `refs/stead/lock`, as a machine

@@ -205,12 +205,7 @@ fn a_second_machine_joins_and_both_see_it_after_a_sync() {
 /// A laptop (`personal`) and a desktop (`work`) that joined and synced,
 /// both up to date with the remote.
 fn two_synced(w: &World) -> (Machine, Machine) {
-    let a = w.machine("personal");
-    a.ok(&["sync"]);
-    let b = w.machine("work");
-    b.ok(&["sync"]);
-    a.ok(&["sync"]);
-    (a, b)
+    common::remote::two_synced(|| w.machine("personal"), || w.machine("work"))
 }
 
 /// Two machines that wrote offline and committed, neither synced since:

@@ -13,10 +13,16 @@ use stead_lib::sync::etcd::{EtcdBackend, EtcdConfig};
 use stead_lib::sync::shared::{MachineRecord, SharedRecord};
 use stead_testkit::etcd::Etcd;
 
-fn copy(etcd: &Etcd, dir: &Path) -> EtcdBackend {
+/// A backend on the test prefix over `dir`, not read yet.
+fn backend(etcd: &Etcd, dir: &Path) -> EtcdBackend {
     let config = EtcdConfig::new(&etcd.endpoints(), Some("/backend-test/")).unwrap();
     config.write(dir).unwrap();
-    let b = EtcdBackend::new(dir, None, config, Duration::from_secs(5)).unwrap();
+    EtcdBackend::new(dir, None, config, Duration::from_secs(5)).unwrap()
+}
+
+/// [`backend`], refreshed: a machine's copy of the record.
+fn copy(etcd: &Etcd, dir: &Path) -> EtcdBackend {
+    let b = backend(etcd, dir);
     b.refresh().unwrap();
     b
 }
@@ -246,9 +252,7 @@ fn copies_another_process_wrote_meanwhile_are_read_again() {
     // reads b's news and writes the copies.
     let b = copy(&etcd, dirs[1].path());
     publish_machine(&b, "b").unwrap();
-    let config = EtcdConfig::new(&etcd.endpoints(), Some("/backend-test/")).unwrap();
-    let other = EtcdBackend::new(dirs[0].path(), None, config, Duration::from_secs(5)).unwrap();
-    other.refresh().unwrap();
+    let other = copy(&etcd, dirs[0].path());
     let now = a.records().unwrap();
     assert_ne!(now.remote_rev, before);
     assert_eq!(now.remote_rev, other.remote_revision().unwrap());
@@ -304,9 +308,7 @@ fn copies_kept_without_a_revision_load_and_the_next_read_is_whole() {
     publish_machine(&a, "a").unwrap();
     publish_machine(&a, "c").unwrap();
     let dir = dirs[1].path();
-    let config = EtcdConfig::new(&etcd.endpoints(), Some("/backend-test/")).unwrap();
-    config.write(dir).unwrap();
-    let b = EtcdBackend::new(dir, None, config, Duration::from_secs(5)).unwrap();
+    let b = backend(&etcd, dir);
     std::fs::write(dir.join(".stead/etcd/copies.json"), OLD_COPIES).unwrap();
     // It loads, holding the token the old stead computed.
     let old: serde_json::Value = serde_json::from_str(OLD_COPIES).unwrap();

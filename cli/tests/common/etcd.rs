@@ -60,12 +60,7 @@ impl EtcdWorld {
 
     /// Two machines joined and synced, a last so that both saw everything.
     pub fn two_synced(&self) -> (Machine, Machine) {
-        let a = self.join();
-        a.ok(&["sync"]);
-        let b = self.join();
-        b.ok(&["sync"]);
-        a.ok(&["sync"]);
-        (a, b)
+        super::remote::two_synced(|| self.join(), || self.join())
     }
 
     /// A fresh copy of the record's store, as a hand edit would use.

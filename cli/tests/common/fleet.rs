@@ -87,12 +87,7 @@ impl Fleet {
 
     /// Two machines joined and synced, `a` last so that both saw everything.
     pub fn two_synced(&self) -> (Machine, Machine) {
-        let a = self.join();
-        a.ok(&["sync"]);
-        let b = self.join();
-        b.ok(&["sync"]);
-        a.ok(&["sync"]);
-        (a, b)
+        super::remote::two_synced(|| self.join(), || self.join())
     }
 
     /// The shared record as the store holds it now.

@@ -143,6 +143,20 @@ impl Remote {
     }
 }
 
+/// Two machines made by `first` and `second`, each synced once after it
+/// joins, then `first` again, so that both saw everything.
+pub fn two_synced(
+    first: impl FnOnce() -> Machine,
+    second: impl FnOnce() -> Machine,
+) -> (Machine, Machine) {
+    let a = first();
+    a.ok(&["sync"]);
+    let b = second();
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    (a, b)
+}
+
 /// One machine: its sandbox (HOME, state dir) and its clone at `<home>/dots`.
 pub struct Machine {
     pub sb: Sandbox,
