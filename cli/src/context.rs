@@ -38,7 +38,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "STEAD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// History entries to keep in the state record
+    /// History entries to keep in the state record (and this machine's own
+    /// newest N in the shared record)
     #[arg(
         long,
         global = true,

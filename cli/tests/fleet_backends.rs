@@ -1,6 +1,7 @@
 //! The many-machine scenarios, written once and run on both sync backends
 //! with the same expectations (issue 20): join, history union with nothing
-//! lost, remove-machine, lock-info, unlock --force, conflicts.
+//! lost, remove-machine, lock-info, unlock --force, conflicts, and history
+//! retention.
 //!
 //! Each scenario is a function of a [`Fleet`] (`common::fleet`); `both!`
 //! makes two tests of it, `<scenario>::git` and `<scenario>::etcd`, so a
@@ -48,6 +49,7 @@ both!(
     lock_info,
     unlock_force,
     conflicts,
+    history_retention,
 );
 
 /// The machine ids of a record's (or a state's) lineage.
@@ -461,5 +463,85 @@ fn conflicts(f: &Fleet) {
         std::fs::read_to_string(a.sb.home().join(".greeting")).unwrap(),
         "hello from lap\n",
         "{backend}: the laptop profile applied"
+    );
+}
+
+/// The ids of machine `m`'s entries in a record's (or a state's) history.
+fn entries_of(history: &Value, m: &Machine) -> Vec<String> {
+    history
+        .as_array()
+        .unwrap_or_else(|| panic!("no history: {history}"))
+        .iter()
+        .filter(|e| e["machine_id"] == m.id().as_str())
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// 7. Retention: a sync with `--history-limit 3` keeps A's newest three
+///    entries in the record and prunes the rest for good: B, whose state
+///    still holds them, syncs and brings none back; A's later sync with
+///    the default limit does not either; B's own entries all stay. On etcd
+///    A's pruned entries' keys are deleted.
+fn history_retention(f: &Fleet) {
+    let backend = f.name();
+    let (a, b) = f.two_synced();
+    for i in 0..5 {
+        std::fs::write(a.sb.home().join(".bashrc"), format!("edit {i}\n")).unwrap();
+        a.ok(&["apply", "--yes"]);
+    }
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    let a_before = entries_of(&f.record()["history"], &a);
+    assert!(a_before.len() >= 6, "{backend}: {a_before:?}");
+    let b_own = entries_of(&b.state()["history"], &b);
+    assert!(
+        a_before
+            .iter()
+            .all(|id| ids(&b.state()["history"]).contains(id)),
+        "{backend}: B holds all of A's entries before A prunes"
+    );
+
+    a.ok(&["--history-limit", "3", "sync"]);
+    let record = f.record();
+    let kept = entries_of(&record["history"], &a);
+    assert_eq!(kept.len(), 3, "{backend}: {kept:?}");
+    // The newest three of what A had (entries are ordered by time, and
+    // A's clock went forward), and the floor is the oldest kept one's serial.
+    let newest: Vec<String> = a_before[a_before.len() - 3..].to_vec();
+    assert_eq!(kept, newest, "{backend}");
+    let floor = record["machines"][a.id()]["history_from_serial"].clone();
+    let oldest_kept = record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == kept[0].as_str())
+        .unwrap()["serial"]
+        .clone();
+    assert_eq!(floor, oldest_kept, "{backend}");
+    assert_eq!(record["version"], 3, "{backend}: a floor is version 3");
+    let pruned: Vec<&String> = a_before.iter().filter(|id| !kept.contains(id)).collect();
+    if let Fleet::Etcd(w) = f {
+        let keys = w.etcd.count_keys(&format!("/stead/v1/history/{}/", a.id()));
+        assert_eq!(keys, Some(3), "{backend}: A's pruned keys are deleted");
+    }
+
+    b.ok(&["sync"]);
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    for (place, history) in [
+        ("the record", f.record()["history"].clone()),
+        ("A's state", a.state()["history"].clone()),
+        ("B's state", b.state()["history"].clone()),
+    ] {
+        let now = ids(&history);
+        for id in &pruned {
+            assert!(!now.contains(id), "{backend}: {id} came back into {place}");
+        }
+    }
+    assert_eq!(entries_of(&f.record()["history"], &a), kept, "{backend}");
+    let b_now = entries_of(&f.record()["history"], &b);
+    assert!(
+        b_own.iter().all(|id| b_now.contains(id)),
+        "{backend}: B lost an entry of its own: {b_own:?} against {b_now:?}"
     );
 }

@@ -344,7 +344,7 @@ fn merging_shared_records_at_the_largest_serial_does_not_wrap_or_panic() {
         let mut s = State::new(MachineInfo::current(id));
         s.lineage.id = "lineage-x".to_string();
         s.lineage.serial = u64::MAX;
-        shared::to_bytes(&shared::fold(None, &s, &RecordKey::from_bytes([7; 32])))
+        shared::to_bytes(&shared::fold(None, &s, &RecordKey::from_bytes([7; 32]), 50))
     };
     let (base, ours, theirs) = (
         sb.home().join("base"),

@@ -1111,7 +1111,7 @@ fn a_corrupt_or_newer_shared_record_is_refused_with_where_and_changes_nothing() 
     let (code, _, err) = a.run(&["state", "check-conflicts"]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("has version 9, but this stead understands up to version 2"),
+        err.contains("has version 9, but this stead understands up to version 3"),
         "{err}"
     );
 }

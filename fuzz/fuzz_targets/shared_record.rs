@@ -1,5 +1,8 @@
 //! The shared record: any bytes as `.stead/state.json` from a remote,
-//! parsed, written back, and merged, diffed and compared with itself.
+//! parsed, written back, and merged, diffed and compared with itself; one
+//! of its machines prunes its history to one entry, and the pruned record
+//! still keeps all of the original (what left was below the floor) and
+//! reads back the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,4 +22,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = shared::moved_since(Some(&record), None);
     let _ = record.keeps_all_of(&record);
+    if let Some(me) = &me {
+        let mut pruned = record.clone();
+        shared::retain_own_history(&mut pruned, me, 1);
+        assert!(pruned.keeps_all_of(&record));
+        let back = shared::parse(&shared::to_bytes(&pruned), "pruned").expect("a pruned record parses");
+        assert_eq!(pruned, back);
+    }
 });

@@ -238,6 +238,7 @@ mod tests {
             last_sync: sync.and_then(hours_ago),
             checksums: BTreeMap::from([("~/.pin".into(), "keyed-blake3:00".into())]),
             drift: None,
+            history_from_serial: None,
         }
     }
 

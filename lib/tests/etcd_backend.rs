@@ -39,6 +39,7 @@ fn machine(host: &str) -> MachineRecord {
         last_sync: None,
         checksums: Default::default(),
         drift: None,
+        history_from_serial: None,
     }
 }
 

@@ -1,14 +1,17 @@
 //! Property tests of the shared record's merge: for random pairs of records
 //! descended from a common base, the merge is commutative in content (same
 //! machines, same history), never loses or doubles a history entry, and its
-//! serial is above both sides.
+//! serial is above both sides; with history retention, an entry leaves only
+//! below its own machine's floor, and never comes back.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use stead_lib::state::HistoryEntry;
-use stead_lib::sync::shared::{MachineRecord, SharedRecord, Strategy as MergeStrategy, merge};
+use stead_lib::sync::shared::{
+    MachineRecord, SharedRecord, Strategy as MergeStrategy, below_floor, merge, retain_own_history,
+};
 
 const MACHINES: [&str; 5] = ["m0", "m1", "m2", "m3", "m4"];
 
@@ -27,6 +30,7 @@ fn machine_record(profile: u8, secs: i64, files: &[(u8, u8)]) -> MachineRecord {
             .map(|(f, c)| (format!("~/f{f}"), format!("blake3:{c}")))
             .collect(),
         drift: Some(files.len() as u64),
+        history_from_serial: None,
     }
 }
 
@@ -198,5 +202,42 @@ proptest! {
         sorted.sort_by(|x, y| (x.timestamp, x.serial, &x.id).cmp(&(y.timestamp, y.serial, &y.id)));
         prop_assert_eq!(&m.history, &sorted);
         prop_assert_eq!(&m.machines, &l.machines);
+    }
+
+    #[test]
+    fn a_pruned_entry_never_comes_back_and_no_kept_one_is_lost(
+        base in base_record(),
+        dl in descent("l"),
+        dr in descent("r"),
+        strategy in strategy(),
+        pruner in 0..MACHINES.len(),
+        keep in 1usize..4,
+    ) {
+        let l = descend(&base, &dl);
+        let mut r = descend(&base, &dr);
+        // One machine prunes its own entries on the right-hand side.
+        retain_own_history(&mut r, MACHINES[pruner], keep);
+        for m in [
+            merge(Some(&base), &l, &r, None, strategy),
+            merge(Some(&base), &r, &l, None, strategy),
+        ] {
+            prop_assert_eq!(
+                m.machines.get(MACHINES[pruner]).and_then(|x| x.history_from_serial),
+                r.machines.get(MACHINES[pruner]).and_then(|x| x.history_from_serial)
+            );
+            let ids: BTreeSet<_> = history_ids(&m).into_iter().collect();
+            for side in [&base, &l, &r] {
+                for e in &side.history {
+                    let kept = ids.contains(&e.id);
+                    prop_assert_eq!(kept, !below_floor(e, &m.machines), "entry {}", e.id);
+                }
+            }
+            // Merging the result with either side again changes no history.
+            for side in [&l, &r] {
+                let again = merge(Some(&base), &m, side, None, MergeStrategy::Merge);
+                prop_assert_eq!(history_ids(&again), history_ids(&m));
+            }
+            prop_assert_eq!(m.version, if m.machines.values().any(|x| x.history_from_serial.is_some()) { 3 } else { 2 });
+        }
     }
 }

@@ -267,6 +267,31 @@ impl Etcd {
         None
     }
 
+    /// How many keys start with `prefix`, asked of the first running member
+    /// through its JSON gateway (`None`: no answer; plain clusters only).
+    pub fn count_keys(&self, prefix: &str) -> Option<u64> {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut end = prefix.as_bytes().to_vec();
+        // The range end of a prefix: its last byte plus one (prefixes here
+        // end in '/', never in 0xff).
+        *end.last_mut()? += 1;
+        let body = format!(
+            r#"{{"key":"{}","range_end":"{}","count_only":true}}"#,
+            b64(prefix.as_bytes()),
+            b64(&end)
+        );
+        let port = self.members.iter().find(|m| m.child.is_some())?.client_port;
+        let reply = http_post(port, "/v3/kv/range", &body)?;
+        let json: serde_json::Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1)?).ok()?;
+        // proto3 JSON leaves a zero count out, and writes an int64 as a string.
+        match &json["count"] {
+            serde_json::Value::Null => json.get("header").map(|_| 0),
+            serde_json::Value::String(n) => n.parse().ok(),
+            other => other.as_u64(),
+        }
+    }
+
     /// Kills member `i` with SIGKILL and waits for it to exit.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {

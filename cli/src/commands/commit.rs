@@ -95,7 +95,12 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
         ctx.store.commit(&guard, &mut state, "commit")?;
     }
 
-    let mut record = shared::fold(working.as_ref(), &state, &session.record_key()?);
+    let mut record = shared::fold(
+        working.as_ref(),
+        &state,
+        &session.record_key()?,
+        session.history_keep(),
+    );
     // A record with news carries the drift count left after the accepted
     // files. News is judged against the working copy read above (the
     // committed one, unless a killed run left it uncommitted): the repo may

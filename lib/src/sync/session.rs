@@ -151,6 +151,15 @@ impl<'a> Session<'a> {
         self.backend
     }
 
+    /// How many of its own history entries this machine keeps in the shared
+    /// record: the store's history limit, so that every entry the local
+    /// state holds is one the shared record keeps too (the newest N of all
+    /// machines are among each machine's newest N), and a fold never brings
+    /// back what the floor pruned.
+    pub fn history_keep(&self) -> usize {
+        self.store.history_limit()
+    }
+
     /// This machine's key for the checksums it publishes (made on first use).
     pub fn record_key(&self) -> Result<RecordKey, SyncError> {
         Ok(machine::load_or_create_record_key(self.store.layout())?)
@@ -232,6 +241,7 @@ impl<'a> Session<'a> {
             records.base.as_ref(),
             drift,
             &self.record_key_read_only()?,
+            self.history_keep(),
         );
         // Who changed this machine's entry elsewhere: best effort, a backend
         // that cannot tell (or fails to) leaves it out of the message.
@@ -365,7 +375,12 @@ impl<'a> Session<'a> {
     ) -> Result<Finished, SyncError> {
         let state = self.store.load_current()?;
         let key = self.record_key()?;
-        let mut record = shared::fold(self.backend.read_working()?.as_ref(), &state, &key);
+        let mut record = shared::fold(
+            self.backend.read_working()?.as_ref(),
+            &state,
+            &key,
+            self.history_keep(),
+        );
         shared::mark_seen(&mut record, &state.machine.id, now);
         let committed = self.backend.records()?.local;
         shared::carry_drift(&mut record, committed.as_ref(), &state.machine.id, || {
@@ -437,7 +452,7 @@ impl<'a> Session<'a> {
         } else {
             state
         };
-        let record = shared::fold(Some(target), &state, &key);
+        let record = shared::fold(Some(target), &state, &key, self.history_keep());
         self.write_if_changed(&record)?;
         Ok((state, record))
     }
@@ -548,7 +563,12 @@ impl Session<'_> {
         }
         let (status, state) =
             self.join_state(guard, state, &machine_id, shared_rec.as_ref(), &request)?;
-        let record = shared::fold(shared_rec.as_ref(), &state, &self.record_key()?);
+        let record = shared::fold(
+            shared_rec.as_ref(),
+            &state,
+            &self.record_key()?,
+            self.history_keep(),
+        );
         self.write_if_changed(&record)?;
         self.backend.install_merge_driver(stead_exe)?;
         let message = match status {

@@ -26,24 +26,35 @@ use crate::state::{DriftStatus, HistoryEntry, State};
 /// Where the shared record lives, relative to the config repo's root.
 pub const SHARED_RECORD_PATH: &str = ".stead/state.json";
 
-/// The shared record's schema version this build writes. Version 2 added a
-/// machine's `drift` count; a version 1 record reads as it is (no machine
-/// carries a drift count) and is held as version 2 in memory, so reading one
-/// is no news. A stead that knows only version 1 refuses a version 2 record
-/// with "upgrade stead" ([`SharedError::Newer`]) rather than calling it corrupt.
-pub const SHARED_VERSION: u32 = 2;
+/// The newest schema version of the shared record this build reads and
+/// writes. Version 2 added a machine's `drift` count, version 3 its history
+/// floor (`history_from_serial`, [`retain_own_history`]). A record is written at
+/// the lowest version that holds what it carries ([`SharedRecord::settle_version`]):
+/// version 2 until some machine prunes its history, so a fleet whose older
+/// members know only version 2 keeps syncing until then. A version 1 record
+/// reads as it is (no machine carries a drift count) and is held as version
+/// 2, so reading one is no news. A stead that knows only an older version
+/// refuses a newer record with "upgrade stead" ([`SharedError::Newer`])
+/// rather than calling it corrupt.
+pub const SHARED_VERSION: u32 = 3;
+
+/// The version a record without history floors is written at.
+const VERSION_WITHOUT_FLOORS: u32 = 2;
 
 /// The shared record of a config repo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedRecord {
-    /// Always [`SHARED_VERSION`] in memory.
+    /// The lowest version that holds what the record carries (2, or 3 when
+    /// a machine has a history floor), set by [`SharedRecord::settle_version`].
     pub version: u32,
     /// The stead version that wrote it.
     pub stead_version: String,
     /// Which history this is and where in it.
     pub lineage: SharedLineage,
-    /// Every machine's operations, oldest first; never pruned by a merge.
+    /// Every machine's operations, oldest first. An entry leaves only by
+    /// its own machine's retention (below that machine's `history_from_serial`);
+    /// a merge never drops one otherwise.
     pub history: Vec<HistoryEntry>,
     /// One record per machine id, each written only by that machine.
     pub machines: BTreeMap<String, MachineRecord>,
@@ -97,6 +108,15 @@ pub struct MachineRecord {
     /// `None`: not known (a version 1 record, or not published since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<u64>,
+    /// This machine's history floor (version 3): its own history entries
+    /// with a lower serial were pruned by its retention, and every copy
+    /// drops them too, so that a merge with an older copy cannot bring them
+    /// back. A serial, not a time: a machine's own entries take rising
+    /// serials from its own state whatever its clock says, so a clock set
+    /// back cannot put a new entry below the floor. Only ever raised.
+    /// `None`: nothing pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from_serial: Option<u64>,
 }
 
 /// Why a shared record cannot be used. Nothing is written when one is returned.
@@ -148,9 +168,12 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<SharedRecord, SharedError> {
         });
     }
     let mut record: SharedRecord = serde_json::from_slice(bytes).map_err(corrupt)?;
-    // A version 1 record is a version 2 record without drift counts: held as
-    // the current version, so that an older copy is not news by its number.
-    record.version = SHARED_VERSION;
+    // A version 1 record is a version 2 record without drift counts: held at
+    // the version its content needs, so that an older copy is not news by
+    // its number. Entries below a floor (left by a stead that did not know
+    // floors) are dropped as every merge would.
+    record.drop_pruned_history();
+    record.settle_version();
     Ok(record)
 }
 
@@ -167,7 +190,7 @@ impl SharedRecord {
     /// An empty record of lineage `id` (serial 0).
     pub fn new(lineage_id: &str) -> Self {
         SharedRecord {
-            version: SHARED_VERSION,
+            version: VERSION_WITHOUT_FLOORS,
             stead_version: crate::STEAD_VERSION.to_string(),
             lineage: SharedLineage {
                 id: lineage_id.to_string(),
@@ -191,14 +214,41 @@ impl SharedRecord {
         self.retired.iter().any(|r| r == id)
     }
 
-    /// The ids of history entries in `others` that this copy lacks.
+    /// The ids of history entries in `others` that this copy lacks (an
+    /// entry below its machine's floor here was pruned, not lost).
     pub fn missing_history<'a>(&self, others: &[&'a SharedRecord]) -> BTreeSet<&'a str> {
         let kept: HashSet<&str> = self.history.iter().map(|e| e.id.as_str()).collect();
         others
             .iter()
-            .flat_map(|o| o.history.iter().map(|e| e.id.as_str()))
-            .filter(|id| !kept.contains(id))
+            .flat_map(|o| o.history.iter())
+            .filter(|e| !kept.contains(e.id.as_str()) && !below_floor(e, &self.machines))
+            .map(|e| e.id.as_str())
             .collect()
+    }
+
+    /// Sets `version` to the lowest that holds what the record carries.
+    pub fn settle_version(&mut self) {
+        let floors = self
+            .machines
+            .values()
+            .any(|m| m.history_from_serial.is_some());
+        self.version = if floors {
+            SHARED_VERSION
+        } else {
+            VERSION_WITHOUT_FLOORS
+        };
+    }
+
+    /// Drops the history entries below their machine's floor.
+    pub fn drop_pruned_history(&mut self) {
+        if self
+            .machines
+            .values()
+            .any(|m| m.history_from_serial.is_some())
+        {
+            let machines = &self.machines;
+            self.history.retain(|e| !below_floor(e, machines));
+        }
     }
 
     /// Whether this copy is `older` carried forward: the same lineage, a
@@ -222,7 +272,47 @@ impl SharedRecord {
         }
         self.machines.remove(id);
         self.lineage.machines.retain(|m| m != id);
+        self.settle_version();
     }
+}
+
+/// Whether `entry` was pruned by its machine's retention: below the floor
+/// that machine's record in `machines` carries.
+pub fn below_floor(entry: &HistoryEntry, machines: &BTreeMap<String, MachineRecord>) -> bool {
+    machines
+        .get(&entry.machine_id)
+        .and_then(|m| m.history_from_serial)
+        .is_some_and(|floor| entry.serial < floor)
+}
+
+/// Keeps at most `keep` (at least 1) of machine `me`'s own history
+/// entries in `record`, the newest by serial: raises `me`'s floor to the
+/// oldest kept entry's serial and drops what falls below it. Only `me`
+/// prunes `me`'s entries, and the floor travels in `me`'s own record, so
+/// every copy drops the same entries and no merge brings them back.
+/// Returns whether the floor moved.
+pub fn retain_own_history(record: &mut SharedRecord, me: &str, keep: usize) -> bool {
+    let mut own: Vec<u64> = record
+        .history
+        .iter()
+        .filter(|e| e.machine_id == me)
+        .map(|e| e.serial)
+        .collect();
+    own.sort_unstable();
+    let keep = keep.max(1);
+    let Some(oldest_kept) = own.len().checked_sub(keep).map(|i| own[i]) else {
+        return false;
+    };
+    let Some(entry) = record.machines.get_mut(me) else {
+        return false;
+    };
+    if entry.history_from_serial.is_some_and(|f| f >= oldest_kept) {
+        return false;
+    }
+    entry.history_from_serial = Some(oldest_kept);
+    record.drop_pruned_history();
+    record.settle_version();
+    true
 }
 
 /// The prefix of a published (keyed) checksum.
@@ -259,8 +349,10 @@ pub fn machine_record(state: &State, key: &RecordKey) -> MachineRecord {
         config_path: state.config_path.clone(),
         last_apply: state.last_apply,
         last_sync: state.last_sync,
-        // The local state holds no drift count: see [`carry_drift`].
+        // The local state holds no drift count: see [`carry_drift`]; nor
+        // a floor: [`fold`] keeps the published one.
         drift: None,
+        history_from_serial: None,
         // A sensitive file's checksum stays on its machine, even keyed.
         checksums: state
             .checksums
@@ -278,7 +370,15 @@ pub fn machine_record(state: &State, key: &RecordKey) -> MachineRecord {
 ///
 /// Retired ids stay retired for good (callers refuse to fold a retired
 /// machine; it rejoins under a new id). Checksums are published under `key`.
-pub fn fold(shared: Option<&SharedRecord>, local: &State, key: &RecordKey) -> SharedRecord {
+/// The machine keeps at most `keep` of its own history entries
+/// ([`retain_own_history`]); other machines' entries below their floors
+/// are dropped.
+pub fn fold(
+    shared: Option<&SharedRecord>,
+    local: &State,
+    key: &RecordKey,
+    keep: usize,
+) -> SharedRecord {
     let mut out = shared
         .cloned()
         .unwrap_or_else(|| SharedRecord::new(&local.lineage.id));
@@ -292,6 +392,7 @@ pub fn fold(shared: Option<&SharedRecord>, local: &State, key: &RecordKey) -> Sh
     // The drift count is the published one: only [`carry_drift`] changes it.
     if let Some(prev) = out.machines.get(me) {
         entry.drift = prev.drift;
+        entry.history_from_serial = prev.history_from_serial;
         let mut same = entry.clone();
         same.last_sync = prev.last_sync;
         entry.last_sync = if same == *prev {
@@ -316,7 +417,9 @@ pub fn fold(shared: Option<&SharedRecord>, local: &State, key: &RecordKey) -> Sh
         out.lineage.parent_serial = Some(out.lineage.serial).filter(|s| *s > 0);
         out.lineage.serial = local.lineage.serial;
     }
-    out.version = SHARED_VERSION;
+    out.drop_pruned_history();
+    retain_own_history(&mut out, me, keep);
+    out.settle_version();
     out.stead_version = crate::STEAD_VERSION.to_string();
     out
 }
@@ -497,7 +600,7 @@ pub fn merge(
         .cloned()
         .collect();
     let top = local.lineage.serial.max(remote.lineage.serial);
-    SharedRecord {
+    let mut merged = SharedRecord {
         version: SHARED_VERSION,
         stead_version: crate::STEAD_VERSION.to_string(),
         lineage: SharedLineage {
@@ -514,7 +617,10 @@ pub fn merge(
         history: union_history(&local.history, &remote.history),
         machines,
         retired: retired.into_iter().collect(),
-    }
+    };
+    merged.drop_pruned_history();
+    merged.settle_version();
+    merged
 }
 
 /// A value of this machine's own entry that a resolution would have taken
@@ -627,6 +733,9 @@ fn merge_machine(
         last_sync: field(base, l, r, strategy, true, |m| &m.last_sync),
         checksums,
         drift: field(base, l, r, strategy, false, |m| &m.drift),
+        // Only ever raised, by the machine itself: the higher one is its
+        // latest, whatever the strategy.
+        history_from_serial: l.history_from_serial.max(r.history_from_serial),
     }
 }
 
@@ -648,6 +757,7 @@ pub fn adopt(local: &State, shared: &SharedRecord, key: &RecordKey) -> State {
         out.lineage.machines.sort();
     }
     out.history = union_history(&local.history, &shared.history);
+    out.history.retain(|e| !below_floor(e, &shared.machines));
     if let Some(mine) = shared.machines.get(&local.machine.id) {
         out.active_profile = mine.active_profile.clone();
         out.config_path = mine.config_path.clone();
@@ -883,7 +993,7 @@ impl Comparison {
 /// Compares this machine (its local state over the record at HEAD) with
 /// the remote's record against their common base. `drift` lists managed
 /// paths that changed on disk (`(path, status)`); `key` publishes this
-/// machine's checksums.
+/// machine's checksums and `keep` is its history retention, as for [`fold`].
 pub fn compare(
     state: &State,
     head: Option<&SharedRecord>,
@@ -891,8 +1001,9 @@ pub fn compare(
     base: Option<&SharedRecord>,
     drift: &[(String, DriftStatus)],
     key: &RecordKey,
+    keep: usize,
 ) -> Comparison {
-    let local = fold(head, state, key);
+    let local = fold(head, state, key, keep);
     let local_moved = moved_since(Some(&local), base);
     let remote_moved = moved_since(remote, base);
     // Equal copies need nothing; a remote without a record takes ours.
@@ -1115,6 +1226,8 @@ mod tests {
     use crate::machine::MachineInfo;
 
     const KEY: RecordKey = RecordKey::from_bytes([7; 32]);
+    /// Retention that keeps every entry.
+    const ALL: usize = usize::MAX;
 
     fn entry(id: &str, machine: &str, serial: u64, secs: i64) -> HistoryEntry {
         HistoryEntry {
@@ -1144,7 +1257,7 @@ mod tests {
         shared.lineage.serial = 2;
         shared.lineage.machines = vec!["b".into()];
         shared.history = vec![entry("h1", "a", 1, 1), entry("h2", "b", 2, 2)];
-        let out = fold(Some(&shared), &a, &KEY);
+        let out = fold(Some(&shared), &a, &KEY, ALL);
         assert_eq!(out.lineage.serial, 3);
         assert_eq!(out.lineage.parent_serial, Some(2));
         assert_eq!(out.lineage.machines, vec!["a", "b"]);
@@ -1155,7 +1268,7 @@ mod tests {
             Some("personal")
         );
         // Folding again changes nothing.
-        assert_eq!(fold(Some(&out), &a, &KEY), out);
+        assert_eq!(fold(Some(&out), &a, &KEY, ALL), out);
     }
 
     #[test]
@@ -1163,7 +1276,7 @@ mod tests {
         let pin = format!("blake3:{}", blake3::hash(b"4821\n").to_hex());
         let mut a = state("a", "lineage-x", 3);
         a.checksums.insert("~/.pin".into(), pin.clone());
-        let out = fold(None, &a, &KEY);
+        let out = fold(None, &a, &KEY, ALL);
         let published = &out.machines["a"].checksums["~/.pin"];
         assert!(published.starts_with(KEYED_PREFIX), "{published}");
         let text = String::from_utf8(to_bytes(&out)).unwrap();
@@ -1204,7 +1317,7 @@ mod tests {
         // The old plain value stands for the local one.
         assert_eq!(adopt(&a, &old, &KEY).checksums["~/.pin"], plain);
         // Folding publishes it keyed: this machine's own news, no clash.
-        let c = compare(&a, Some(&old), Some(&old), Some(&old), &[], &KEY);
+        let c = compare(&a, Some(&old), Some(&old), Some(&old), &[], &KEY, ALL);
         assert_eq!(c.direction, Direction::LocalAhead);
         assert!(c.conflicts.is_empty(), "{:?}", c.conflicts);
         assert!(c.local.machines[me].checksums["~/.pin"].starts_with(KEYED_PREFIX));
@@ -1215,35 +1328,35 @@ mod tests {
     #[test]
     fn a_sync_time_alone_is_not_news() {
         let mut a = state("a", "lineage-x", 3);
-        let first = fold(None, &a, &KEY);
+        let first = fold(None, &a, &KEY, ALL);
         a.last_sync = Some(Utc::now());
-        let again = fold(Some(&first), &a, &KEY);
+        let again = fold(Some(&first), &a, &KEY, ALL);
         assert_eq!(again, first);
         a.active_profile = Some("work".into());
-        let changed = fold(Some(&first), &a, &KEY);
+        let changed = fold(Some(&first), &a, &KEY, ALL);
         assert_eq!(changed.machines["a"].last_sync, a.last_sync);
     }
 
     #[test]
     fn compare_finds_each_direction() {
         let a = state("a", "lineage-x", 5);
-        let base = fold(None, &a, &KEY);
-        let up = compare(&a, Some(&base), Some(&base), Some(&base), &[], &KEY);
+        let base = fold(None, &a, &KEY, ALL);
+        let up = compare(&a, Some(&base), Some(&base), Some(&base), &[], &KEY, ALL);
         assert_eq!(up.direction, Direction::UpToDate);
         assert!(up.conflicts.is_empty());
 
         let mut a2 = a.clone();
         a2.lineage.serial = 6;
         a2.history.push(entry("h6", "a", 6, 6));
-        let ahead = compare(&a2, Some(&base), Some(&base), Some(&base), &[], &KEY);
+        let ahead = compare(&a2, Some(&base), Some(&base), Some(&base), &[], &KEY, ALL);
         assert_eq!(ahead.direction, Direction::LocalAhead);
 
         let b = state("b", "lineage-x", 6);
-        let remote = fold(Some(&base), &b, &KEY);
-        let behind = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY);
+        let remote = fold(Some(&base), &b, &KEY, ALL);
+        let behind = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY, ALL);
         assert_eq!(behind.direction, Direction::RemoteAhead);
 
-        let both = compare(&a2, Some(&base), Some(&remote), Some(&base), &[], &KEY);
+        let both = compare(&a2, Some(&base), Some(&remote), Some(&base), &[], &KEY, ALL);
         assert_eq!(both.direction, Direction::Diverged);
         assert_eq!(
             both.conflicts[0].message(),
@@ -1255,13 +1368,13 @@ mod tests {
     #[test]
     fn a_remote_edit_of_this_machine_is_a_mismatch() {
         let a = state("a", "lineage-x", 5);
-        let base = fold(None, &a, &KEY);
+        let base = fold(None, &a, &KEY, ALL);
         let mut remote = base.clone();
         remote.lineage.serial = 6;
         let theirs = remote.machines.get_mut("a").unwrap();
         theirs.active_profile = Some("work".into());
         theirs.config_path = Some("/elsewhere".into());
-        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY);
+        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY, ALL);
         let kinds: Vec<_> = c
             .conflicts
             .iter()
@@ -1322,7 +1435,7 @@ mod tests {
         // Changed here too: no longer decidable.
         let mut a2 = a.clone();
         a2.active_profile = Some("laptop".into());
-        let c = compare(&a2, Some(&base), Some(&remote), Some(&base), &[], &KEY);
+        let c = compare(&a2, Some(&base), Some(&remote), Some(&base), &[], &KEY, ALL);
         let mismatches: Vec<_> = c
             .conflicts
             .iter()
@@ -1336,14 +1449,15 @@ mod tests {
     fn two_new_lineages_merge_into_the_remote_one_but_a_replaced_one_does_not() {
         let a = state("a", "lineage-a", 1);
         let b = state("b", "lineage-b", 1);
-        let remote = fold(None, &b, &KEY);
+        let remote = fold(None, &b, &KEY, ALL);
         let c = compare(
             &a,
-            Some(&fold(None, &a, &KEY)),
+            Some(&fold(None, &a, &KEY, ALL)),
             Some(&remote),
             None,
             &[],
             &KEY,
+            ALL,
         );
         assert_eq!(c.direction, Direction::Diverged);
         let lineage = &c.conflicts[0];
@@ -1353,8 +1467,8 @@ mod tests {
         assert_eq!(m.lineage.id, "lineage-b");
         assert_eq!(m.lineage.machines, vec!["a", "b"]);
 
-        let base = fold(None, &a, &KEY);
-        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY);
+        let base = fold(None, &a, &KEY, ALL);
+        let c = compare(&a, Some(&base), Some(&remote), Some(&base), &[], &KEY, ALL);
         assert!(!c.conflicts[0].automatic);
     }
 
@@ -1363,9 +1477,10 @@ mod tests {
         let mut a = state("a", "lineage-x", 3);
         a.history = vec![entry("h1", "a", 1, 1), entry("h2", "a", 2, 2)];
         let old = fold(
-            Some(&fold(None, &state("b", "lineage-x", 3), &KEY)),
+            Some(&fold(None, &state("b", "lineage-x", 3), &KEY, ALL)),
             &a,
             &KEY,
+            ALL,
         );
         let mut new = old.clone();
         new.lineage.serial += 1;
@@ -1394,6 +1509,7 @@ mod tests {
             None,
             &[("~/.bashrc".into(), DriftStatus::Modified)],
             &KEY,
+            ALL,
         );
         assert_eq!(c.conflicts[0].severity, Severity::Low);
         assert_eq!(c.conflicts[0].message(), "File '.bashrc' has been modified");
@@ -1403,14 +1519,17 @@ mod tests {
     fn merge_unions_and_goes_past_both_serials() {
         let a = state("a", "lineage-x", 5);
         let b = state("b", "lineage-x", 5);
-        let base = fold(Some(&fold(None, &a, &KEY)), &b, &KEY);
+        let base = fold(Some(&fold(None, &a, &KEY, ALL)), &b, &KEY, ALL);
         let mut a2 = a.clone();
         a2.lineage.serial = 7;
         a2.history.push(entry("ha", "a", 7, 10));
         let mut b2 = b.clone();
         b2.lineage.serial = 6;
         b2.history.push(entry("hb", "b", 6, 9));
-        let (l, r) = (fold(Some(&base), &a2, &KEY), fold(Some(&base), &b2, &KEY));
+        let (l, r) = (
+            fold(Some(&base), &a2, &KEY, ALL),
+            fold(Some(&base), &b2, &KEY, ALL),
+        );
         let m = merge(Some(&base), &l, &r, Some("a"), Strategy::Merge);
         assert_eq!(m.lineage.serial, 8);
         assert_eq!(m.lineage.parent_serial, Some(7));
@@ -1422,7 +1541,7 @@ mod tests {
     #[test]
     fn clashes_go_by_strategy() {
         let a = state("a", "lineage-x", 5);
-        let base = fold(None, &a, &KEY);
+        let base = fold(None, &a, &KEY, ALL);
         let mut l = base.clone();
         let mut r = base.clone();
         let t1 = DateTime::from_timestamp(1_800_000_000, 0);
@@ -1459,13 +1578,147 @@ mod tests {
     fn retired_machines_stay_retired() {
         let a = state("a", "lineage-x", 5);
         let b = state("b", "lineage-x", 5);
-        let base = fold(Some(&fold(None, &a, &KEY)), &b, &KEY);
+        let base = fold(Some(&fold(None, &a, &KEY, ALL)), &b, &KEY, ALL);
         let mut l = base.clone();
         l.retire("b");
         let m = merge(Some(&base), &l, &base, Some("a"), Strategy::Merge);
         assert!(!m.machines.contains_key("b"));
         assert_eq!(m.lineage.machines, vec!["a"]);
         assert_eq!(m.retired, vec!["b"]);
+    }
+
+    fn ids(history: &[HistoryEntry]) -> Vec<&str> {
+        history.iter().map(|e| e.id.as_str()).collect()
+    }
+
+    /// Machine `a` with entries a1..a5 and `b` with b1..b2, interleaved.
+    fn two_machines_history() -> (State, SharedRecord) {
+        let mut a = state("a", "lineage-x", 7);
+        a.history = (1..=5)
+            .map(|i| entry(&format!("a{i}"), "a", i, 10 * i as i64))
+            .collect();
+        let mut shared = fold(None, &state("b", "lineage-x", 2), &KEY, ALL);
+        shared.history = vec![entry("b1", "b", 1, 5), entry("b2", "b", 2, 25)];
+        (a, shared)
+    }
+
+    #[test]
+    fn a_fold_keeps_the_machines_newest_entries_and_raises_its_floor() {
+        let (a, shared) = two_machines_history();
+        let out = fold(Some(&shared), &a, &KEY, 2);
+        // a keeps a4 and a5; b's entries are b's to prune, so both stay.
+        assert_eq!(ids(&out.history), ["b1", "b2", "a4", "a5"]);
+        assert_eq!(out.machines["a"].history_from_serial, Some(4));
+        assert_eq!(
+            out.machines.get("b").and_then(|m| m.history_from_serial),
+            None
+        );
+        assert_eq!(out.version, 3, "a floor needs version 3");
+        // The local state still holds a1..a5: folding it again brings none
+        // back, and is no news.
+        let again = fold(Some(&out), &a, &KEY, 2);
+        assert_eq!(again, out);
+        // A larger retention later does not lower the floor.
+        let later = fold(Some(&out), &a, &KEY, ALL);
+        assert_eq!(
+            later.machines["a"].history_from_serial,
+            out.machines["a"].history_from_serial
+        );
+        assert_eq!(ids(&later.history), ["b1", "b2", "a4", "a5"]);
+        // An entry made after the clock was set back is older by time than
+        // every kept one, but newer by serial: it stays, and the oldest by
+        // serial goes.
+        let mut late = a.clone();
+        let mut back = entry("a6", "a", 6, 1);
+        back.timestamp = a.history[0].timestamp - chrono::TimeDelta::days(365);
+        late.history.insert(0, back);
+        let out = fold(Some(&out), &late, &KEY, 2);
+        assert_eq!(ids(&out.history), ["a6", "b1", "b2", "a5"]);
+        assert_eq!(out.machines["a"].history_from_serial, Some(5));
+    }
+
+    #[test]
+    fn a_merge_with_an_older_copy_brings_no_pruned_entry_back() {
+        let (a, shared) = two_machines_history();
+        let old = fold(Some(&shared), &a, &KEY, ALL);
+        assert_eq!(old.version, 2, "no floor, version 2");
+        let pruned = fold(Some(&old), &a, &KEY, 2);
+        // b's copy is the old one, plus an entry of its own.
+        let mut b_copy = old.clone();
+        b_copy.history.push(entry("b3", "b", 8, 60));
+        for (l, r) in [(&b_copy, &pruned), (&pruned, &b_copy)] {
+            for strategy in [Strategy::Merge, Strategy::UseLocal, Strategy::UseRemote] {
+                let m = merge(Some(&old), l, r, Some("b"), strategy);
+                assert_eq!(
+                    ids(&m.history),
+                    ["b1", "b2", "a4", "a5", "b3"],
+                    "{strategy:?}"
+                );
+                assert_eq!(
+                    m.machines["a"].history_from_serial,
+                    pruned.machines["a"].history_from_serial
+                );
+                assert_eq!(m.version, 3);
+            }
+        }
+        // b adopting the pruned record drops a's old entries from its state
+        // too, and keeps its own.
+        let mut b = state("b", "lineage-x", 8);
+        b.history = b_copy.history.clone();
+        let adopted = adopt(&b, &pruned, &KEY);
+        assert_eq!(ids(&adopted.history), ["b1", "b2", "a4", "a5", "b3"]);
+        // Pruned entries are not lost ones: the pruned copy keeps all of the old.
+        assert!(pruned.missing_history(&[&old]).is_empty());
+        assert!(pruned.keeps_all_of(&old));
+        // But an entry missing above the floor still is.
+        let mut lost = pruned.clone();
+        lost.history.retain(|e| e.id != "a5");
+        assert_eq!(lost.missing_history(&[&old]), BTreeSet::from(["a5"]));
+    }
+
+    #[test]
+    fn a_record_with_a_floor_is_written_as_version_3_and_reads_back() {
+        let (a, shared) = two_machines_history();
+        let pruned = fold(Some(&shared), &a, &KEY, 2);
+        let text = String::from_utf8(to_bytes(&pruned)).unwrap();
+        assert!(text.starts_with("{\n  \"version\": 3,"), "{text}");
+        assert!(text.contains("\"history_from_serial\""), "{text}");
+        assert_eq!(parse(text.as_bytes(), "x").unwrap(), pruned);
+        // A stead that did not know floors put a pruned entry back (its
+        // union): reading drops it again.
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["history"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, serde_json::to_value(&a.history[0]).unwrap());
+        let read = parse(&serde_json::to_vec(&v).unwrap(), "x").unwrap();
+        assert_eq!(read, pruned);
+        // A machine retired with its floor: nothing else needs version 3.
+        let mut r = pruned.clone();
+        r.retire("a");
+        assert_eq!(r.version, 2);
+    }
+
+    #[test]
+    fn a_version_2_record_of_the_previous_build_loads_writes_back_and_prunes() {
+        // Written by 42a0b7a's stead: two machines, two entries each.
+        let bytes = include_bytes!("../../tests/fixtures/shared-record-v2.json");
+        let old = parse(bytes, "the fixture").unwrap();
+        assert_eq!(old.version, 2);
+        assert_eq!(to_bytes(&old), bytes, "written back byte for byte");
+        let me = "05692f4d-2296-4f7f-8f43-85fafce18ebb";
+        let other = "8c84aaab-c225-4f90-815d-2b069d3ff1f4";
+        let mut d = state(me, &old.lineage.id, old.lineage.serial);
+        d.history = old.history.clone();
+        let pruned = fold(Some(&old), &d, &KEY, 1);
+        assert_eq!(pruned.version, 3);
+        let own =
+            |r: &SharedRecord, m: &str| r.history.iter().filter(|e| e.machine_id == m).count();
+        assert_eq!((own(&pruned, me), own(&pruned, other)), (1, 2));
+        // The other machine, still on the version 2 copy, merges: nothing
+        // pruned comes back, nothing of its own is lost.
+        let m = merge(Some(&old), &old, &pruned, Some(other), Strategy::Merge);
+        assert_eq!((own(&m, me), own(&m, other)), (1, 2));
     }
 
     #[test]
@@ -1486,7 +1739,7 @@ mod tests {
     #[test]
     fn diff_names_fields() {
         let a = state("a", "lineage-x", 5);
-        let l = fold(None, &a, &KEY);
+        let l = fold(None, &a, &KEY, ALL);
         let mut r = l.clone();
         r.lineage.serial = 9;
         r.history.push(entry("hr", "b", 9, 1));
@@ -1500,7 +1753,7 @@ mod tests {
     fn a_version_1_record_reads_without_drift_merges_and_is_written_as_version_2() {
         let bytes = include_bytes!("../../tests/fixtures/shared-record-v1.json");
         let old = parse(bytes, "the fixture").unwrap();
-        assert_eq!(old.version, SHARED_VERSION, "held as the current version");
+        assert_eq!(old.version, 2, "held as version 2: it carries no floor");
         assert_eq!(old.machine_count(), 2);
         assert!(old.machines.values().all(|m| m.drift.is_none()));
         // Reading it again, or writing it back and reading that, is no news.
@@ -1511,7 +1764,7 @@ mod tests {
         d.history = old.history.clone();
         d.active_profile = Some("work".into());
         d.config_path = Some("/home/sam/dotfiles".into());
-        let c = compare(&d, Some(&old), Some(&old), Some(&old), &[], &KEY);
+        let c = compare(&d, Some(&old), Some(&old), Some(&old), &[], &KEY, ALL);
         assert!(c.undecided().next().is_none(), "{:?}", c.conflicts);
         assert_eq!(c.local.machines[me].drift, None);
         // Merged with a version 2 copy that carries a count: kept.
@@ -1535,27 +1788,30 @@ mod tests {
     }
 
     #[test]
-    fn a_record_newer_than_version_2_asks_for_an_upgrade() {
+    fn a_record_newer_than_version_3_asks_for_an_upgrade() {
         let mut r = SharedRecord::new("lineage-x");
         r.version = SHARED_VERSION + 1;
         let err = parse(&to_bytes(&r), "origin/main:.stead/state.json").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the shared record origin/main:.stead/state.json has version 3, \
-             but this stead understands up to version 2; upgrade stead"
+            "the shared record origin/main:.stead/state.json has version 4, \
+             but this stead understands up to version 3; upgrade stead"
         );
     }
 
     #[test]
     fn a_drift_count_travels_only_with_other_news() {
         let a = state("a", "lineage-x", 3);
-        let committed = fold(None, &a, &KEY);
+        let committed = fold(None, &a, &KEY, ALL);
         // Folding never changes the count: only carry_drift does.
         let mut with = committed.clone();
         with.machines.get_mut("a").unwrap().drift = Some(4);
-        assert_eq!(fold(Some(&with), &a, &KEY).machines["a"].drift, Some(4));
+        assert_eq!(
+            fold(Some(&with), &a, &KEY, ALL).machines["a"].drift,
+            Some(4)
+        );
         // Nothing else new: the count is not set, and not even asked.
-        let mut record = fold(Some(&committed), &a, &KEY);
+        let mut record = fold(Some(&committed), &a, &KEY, ALL);
         let asked = std::cell::Cell::new(false);
         let set = carry_drift(&mut record, Some(&committed), "a", || {
             asked.set(true);
@@ -1573,16 +1829,16 @@ mod tests {
         // With other news it goes along.
         let mut a2 = a.clone();
         a2.active_profile = Some("work".into());
-        let mut record = fold(Some(&committed), &a2, &KEY);
+        let mut record = fold(Some(&committed), &a2, &KEY, ALL);
         assert!(carry_drift(&mut record, Some(&committed), "a", || Some(1)));
         assert_eq!(record.machines["a"].drift, Some(1));
         // So does the hourly heartbeat.
-        let mut record = fold(Some(&committed), &a, &KEY);
+        let mut record = fold(Some(&committed), &a, &KEY, ALL);
         assert!(mark_seen(&mut record, "a", Utc::now()));
         assert!(carry_drift(&mut record, Some(&committed), "a", || Some(0)));
         assert_eq!(record.machines["a"].drift, Some(0));
         // Nothing committed yet: a first record is news.
-        let mut first = fold(None, &a, &KEY);
+        let mut first = fold(None, &a, &KEY, ALL);
         assert!(carry_drift(&mut first, None, "a", || Some(2)));
         assert_eq!(first.machines["a"].drift, Some(2));
         // Only this machine's entry: another's is never set.
@@ -1594,7 +1850,7 @@ mod tests {
     fn a_drift_count_merges_like_its_machines_other_fields() {
         let a = state("a", "lineage-x", 5);
         let b = state("b", "lineage-x", 5);
-        let base = fold(Some(&fold(None, &a, &KEY)), &b, &KEY);
+        let base = fold(Some(&fold(None, &a, &KEY, ALL)), &b, &KEY, ALL);
         let mut l = base.clone();
         l.machines.get_mut("a").unwrap().drift = Some(1);
         let mut r = base.clone();
@@ -1622,6 +1878,7 @@ mod tests {
             last_sync: None,
             checksums: BTreeMap::new(),
             drift: None,
+            history_from_serial: None,
         }
     }
 
@@ -1654,12 +1911,12 @@ mod tests {
     #[test]
     fn folding_never_moves_a_published_time_back() {
         let mut a = state("a", "lineage-x", 5);
-        let mut r = fold(None, &a, &KEY);
+        let mut r = fold(None, &a, &KEY, ALL);
         let beat = Utc::now() + chrono::TimeDelta::hours(2);
         mark_seen(&mut r, "a", beat);
         // Something else of a's changed, with an older local time.
         a.active_profile = Some("work".into());
-        let out = fold(Some(&r), &a, &KEY);
+        let out = fold(Some(&r), &a, &KEY, ALL);
         assert_eq!(out.machines["a"].last_sync, Some(beat));
     }
 

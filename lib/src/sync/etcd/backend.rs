@@ -317,8 +317,8 @@ impl EtcdBackend {
         };
         let mut copies: Copies =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        // Copies kept by an older stead hold an older schema: held as the
-        // current one, as `shared::parse` holds a record it reads.
+        // Copies kept by an older stead hold an older schema: held at the
+        // version their content needs, as `shared::parse` holds a record.
         let records = [
             copies.local.as_mut().map(|c| &mut c.record),
             copies.base.as_mut().map(|c| &mut c.record),
@@ -331,7 +331,7 @@ impl EtcdBackend {
                     record.version
                 )));
             }
-            record.version = shared::SHARED_VERSION;
+            record.settle_version();
         }
         Ok(copies)
     }

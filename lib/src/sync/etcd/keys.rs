@@ -6,11 +6,11 @@
 //!
 //! | key | value | written by |
 //! |---|---|---|
-//! | `P/meta` | `{"version", "id"}` | the machine that starts the lineage, once |
+//! | `P/meta` | `{"version", "id"}` | the machine that starts the lineage; its version by compare-and-set |
 //! | `P/serial` | `<serial:020>:<parent>` | anyone, only upwards (a nested compare) |
 //! | `P/members/<mid>` | empty | that machine (joining) or a lineage-wide removal |
 //! | `P/machines/<mid>` | its [`MachineRecord`] | that machine |
-//! | `P/history/<mid>/<entry-id>` | one [`HistoryEntry`] | that machine, create-only |
+//! | `P/history/<mid>/<entry-id>` | one [`HistoryEntry`] | that machine, create-only; deleted by it below its floor |
 //! | `P/retired/<mid>` | empty | a lineage-wide removal |
 //!
 //! Beside the record: `P/locks/lineage` (the lock, bound to a lease) and
@@ -88,7 +88,7 @@ pub enum KeysError {
 pub fn to_keys(record: &SharedRecord) -> BTreeMap<String, Vec<u8>> {
     let mut keys = BTreeMap::new();
     let meta = Meta {
-        version: SHARED_VERSION,
+        version: record.version,
         id: record.lineage.id.clone(),
     };
     keys.insert(META.to_string(), json(&meta));
@@ -174,6 +174,10 @@ pub fn from_keys(
         }
     }
     record.history = shared::union_history(&record.history, &[]);
+    // A key below its machine's floor is one a publish has not deleted yet
+    // (or one an older stead put back): pruned all the same.
+    record.drop_pruned_history();
+    record.settle_version();
     Ok(Some(record))
 }
 
@@ -211,8 +215,10 @@ pub struct Write {
 /// read as `remote` (keys with their values and mod revisions): a key
 /// `local` changed or added since `base` is put, one it dropped is deleted,
 /// unless the remote already holds `local`'s value. Keys the remote gained
-/// from others are left alone, and history is never deleted. The serial is
-/// not among them: see [`serial_raise`].
+/// from others are left alone, and a history entry is deleted only when
+/// `local` pruned it (it lies below its machine's floor in `local`: in the
+/// same transaction as the floor, when the machine raises its own). The
+/// serial is not among them: see [`serial_raise`].
 pub fn writes(
     base: Option<&SharedRecord>,
     local: &SharedRecord,
@@ -241,8 +247,20 @@ pub fn writes(
             expect: expect(key),
         });
     }
+    let pruned: std::collections::BTreeSet<String> = base
+        .map(|b| {
+            b.history
+                .iter()
+                .filter(|e| shared::below_floor(e, &local.machines))
+                .map(|e| format!("history/{}/{}", e.machine_id, e.id))
+                .collect()
+        })
+        .unwrap_or_default();
     for key in before.keys() {
-        if after.contains_key(key) || key.starts_with("history/") || !remote.contains_key(key) {
+        if after.contains_key(key)
+            || (key.starts_with("history/") && !pruned.contains(key))
+            || !remote.contains_key(key)
+        {
             continue;
         }
         out.push(Write {
@@ -356,6 +374,7 @@ mod tests {
             last_sync: None,
             checksums: BTreeMap::new(),
             drift: None,
+            history_from_serial: None,
         }
     }
 
@@ -432,6 +451,50 @@ mod tests {
         );
         local.lineage.serial = 7;
         assert_eq!(serial_raise(&local, &remote), None);
+    }
+
+    #[test]
+    fn a_machine_that_prunes_deletes_its_pruned_keys_with_its_floor() {
+        let mut base = record();
+        base.history = (1..=4).map(|i| entry(&format!("e{i}"), "a", i)).collect();
+        base.history = shared::union_history(&base.history, &[entry("f1", "b", 1)]);
+        let mut local = base.clone();
+        assert!(shared::retain_own_history(&mut local, "a", 2));
+        let remote = remote_of(&base, 4);
+        let w = writes(Some(&base), &local, &remote).unwrap();
+        let put: Vec<&str> = w
+            .iter()
+            .filter(|w| w.value.is_some())
+            .map(|w| w.key.as_str())
+            .collect();
+        let deleted: Vec<&str> = w
+            .iter()
+            .filter(|w| w.value.is_none())
+            .map(|w| w.key.as_str())
+            .collect();
+        // The floor, the meta at version 3, and the two pruned entries go in
+        // one publish; b's entry is b's.
+        assert_eq!(put, ["machines/a", "meta"]);
+        assert_eq!(deleted, ["history/a/e1", "history/a/e2"]);
+        assert!(w.iter().all(|w| w.expect == 4), "{w:?}");
+        let meta: serde_json::Value = serde_json::from_slice(&to_keys(&local)[META]).unwrap();
+        assert_eq!(meta["version"], 3);
+        // Read back, with the deleted keys still there (a publish not made
+        // yet, or an older stead that put them back): pruned all the same.
+        let mut keys = to_keys(&local);
+        keys.extend(
+            to_keys(&base)
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("history/")),
+        );
+        assert_eq!(from_keys("/p/", &keys).unwrap(), Some(local.clone()));
+        // Another machine whose base still had them deletes nothing of a's.
+        let mut other = local.clone();
+        other.machines.get_mut("b").unwrap().hostname = "b2".to_string();
+        let after = remote_of(&local, 9);
+        let w = writes(Some(&base), &other, &after).unwrap();
+        let keys: Vec<&str> = w.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["machines/b"], "{w:?}");
     }
 
     #[test]
