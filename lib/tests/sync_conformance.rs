@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Duration, Utc};
 use stead_lib::lock::{LockHolder, LockInfo, LockType};
+use stead_lib::state::HistoryEntry;
 use stead_lib::sync::SyncError;
 use stead_lib::sync::backend::{
     Acquired, Backend, ConfigSource, Published, RecordStore, Released, RemoteLocker, SourceStatus,
@@ -18,7 +19,7 @@ use stead_lib::sync::backend::{
 use stead_lib::sync::git::Git;
 use stead_lib::sync::git_backend::GitBackend;
 use stead_lib::sync::memory::{MemoryBackend, MemoryRemote};
-use stead_lib::sync::shared::SharedRecord;
+use stead_lib::sync::shared::{self, MachineRecord, SharedRecord};
 
 /// A remote and a way to make clones of it.
 trait Harness {
@@ -333,6 +334,60 @@ fn stale_expected_revision_is_refused_and_writes_nothing<H: Harness>() {
     assert_eq!(remote_record(&mut h), Some(second));
 }
 
+/// A record of machine `a` with `n` history entries, serials 1..=n.
+fn record_with_history(n: u64) -> SharedRecord {
+    let mut r = record(n, "a");
+    r.machines.insert(
+        "a".to_string(),
+        MachineRecord {
+            hostname: "host-a".to_string(),
+            os: "linux".to_string(),
+            arch: "x86_64".to_string(),
+            user: "tester".to_string(),
+            active_profile: None,
+            config_path: None,
+            last_apply: None,
+            last_sync: None,
+            checksums: Default::default(),
+            drift: None,
+            history_from_serial: None,
+        },
+    );
+    r.history = (1..=n)
+        .map(|i| HistoryEntry {
+            id: format!("entry-{i}"),
+            operation: "apply".to_string(),
+            timestamp: Utc::now() - Duration::seconds(100 - i as i64),
+            machine_id: "a".to_string(),
+            user: "tester".to_string(),
+            serial: i,
+        })
+        .collect();
+    r
+}
+
+/// A machine that prunes its history publishes the pruned record, and a
+/// new clone reads exactly that record, at version 3, with none of the
+/// pruned entries.
+fn pruned_history_reads_back_pruned<H: Harness>() {
+    let mut h = H::new();
+    let a = h.clone_remote();
+    let full = record_with_history(5);
+    publish(&a, &full).unwrap();
+    let mut pruned = full.clone();
+    assert!(shared::retain_own_history(&mut pruned, "a", 2));
+    pruned.lineage.serial += 1;
+    assert!(matches!(
+        publish(&a, &pruned).unwrap(),
+        Published::Pushed(_)
+    ));
+    let back = remote_record(&mut h).unwrap();
+    assert_eq!(back, pruned);
+    assert_eq!(back.version, 3);
+    let ids: Vec<&str> = back.history.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["entry-4", "entry-5"]);
+}
+
 fn two_writers_race_exactly_one_wins<H: Harness>() {
     let mut h = H::new();
     let seed = h.clone_remote();
@@ -561,6 +616,7 @@ macro_rules! backends {
             #[test] fn publish_then_read_back() { super::publish_then_read_back::<$harness>() }
             #[test] fn stale_expected_revision_is_refused_and_writes_nothing() { super::stale_expected_revision_is_refused_and_writes_nothing::<$harness>() }
             #[test] fn two_writers_race_exactly_one_wins() { super::two_writers_race_exactly_one_wins::<$harness>() }
+            #[test] fn pruned_history_reads_back_pruned() { super::pruned_history_reads_back_pruned::<$harness>() }
             #[test] fn lock_acquire_inspect_release() { super::lock_acquire_inspect_release::<$harness>() }
             #[test] fn second_acquirer_sees_the_holder() { super::second_acquirer_sees_the_holder::<$harness>() }
             #[test] fn expired_lock_can_be_broken() { super::expired_lock_can_be_broken::<$harness>() }
