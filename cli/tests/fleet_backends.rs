@@ -481,7 +481,8 @@ fn entries_of(history: &Value, m: &Machine) -> Vec<String> {
 ///    entries in the record and prunes the rest for good: B, whose state
 ///    still holds them, syncs and brings none back; A's later sync with
 ///    the default limit does not either; B's own entries all stay. On etcd
-///    A's pruned entries' keys are deleted.
+///    A's pruned entries' keys are deleted. Then both keep three over
+///    rounds of apply and sync, and no sync is refused.
 fn history_retention(f: &Fleet) {
     let backend = f.name();
     let (a, b) = f.two_synced();
@@ -544,4 +545,22 @@ fn history_retention(f: &Fleet) {
         b_own.iter().all(|id| b_now.contains(id)),
         "{backend}: B lost an entry of its own: {b_own:?} against {b_now:?}"
     );
+
+    // Steady state: both keep three, each sync adds entries and prunes as
+    // many, and no sync is refused for the other's pruning.
+    for round in 0..3 {
+        for (m, file) in [(&a, ".bashrc"), (&b, ".greeting")] {
+            std::fs::write(m.sb.home().join(file), format!("round {round}\n")).unwrap();
+            m.ok(&["apply", "--yes"]);
+            m.ok(&["--history-limit", "3", "sync"]);
+        }
+    }
+    let record = f.record();
+    for m in [&a, &b] {
+        assert_eq!(entries_of(&record["history"], m).len(), 3, "{backend}");
+        if let Fleet::Etcd(w) = f {
+            let keys = w.etcd.count_keys(&format!("/stead/v1/history/{}/", m.id()));
+            assert_eq!(keys, Some(3), "{backend}: {}'s history keys", m.id());
+        }
+    }
 }

@@ -247,15 +247,7 @@ pub fn writes(
             expect: expect(key),
         });
     }
-    let pruned: std::collections::BTreeSet<String> = base
-        .map(|b| {
-            b.history
-                .iter()
-                .filter(|e| shared::below_floor(e, &local.machines))
-                .map(|e| format!("history/{}/{}", e.machine_id, e.id))
-                .collect()
-        })
-        .unwrap_or_default();
+    let pruned = pruned_here(base, local, remote);
     for key in before.keys() {
         if after.contains_key(key)
             || (key.starts_with("history/") && !pruned.contains(key))
@@ -270,6 +262,42 @@ pub fn writes(
         });
     }
     Ok(out)
+}
+
+/// The history keys this publish deletes: entries of `base` below their
+/// machine's floor in `local`, where that floor is higher than the one the
+/// remote holds, so that the publish raising a floor (the machine's own:
+/// only it raises it) deletes what it pruned in the same transaction: one
+/// writer per key. A machine that merely read someone's floor leaves their
+/// keys alone: a view read with that floor no longer holds them anyway,
+/// and a view that somehow still showed one would make its publish compare
+/// a deleted key and fail.
+fn pruned_here(
+    base: Option<&SharedRecord>,
+    local: &SharedRecord,
+    remote: &BTreeMap<String, (Vec<u8>, i64)>,
+) -> std::collections::BTreeSet<String> {
+    let remote_floor = |machine: &str| {
+        remote
+            .get(&format!("machines/{machine}"))
+            .and_then(|(value, _)| serde_json::from_slice::<MachineRecord>(value).ok())
+            .and_then(|m| m.history_from_serial)
+    };
+    let raised = |machine: &str| {
+        let here = local
+            .machines
+            .get(machine)
+            .and_then(|m| m.history_from_serial);
+        here.is_some() && here > remote_floor(machine)
+    };
+    base.map(|b| {
+        b.history
+            .iter()
+            .filter(|e| shared::below_floor(e, &local.machines) && raised(&e.machine_id))
+            .map(|e| format!("history/{}/{}", e.machine_id, e.id))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The serial value `local` wants, when it is above what the remote holds
@@ -488,13 +516,19 @@ mod tests {
                 .filter(|(k, _)| k.starts_with("history/")),
         );
         assert_eq!(from_keys("/p/", &keys).unwrap(), Some(local.clone()));
-        // Another machine whose base still had them deletes nothing of a's.
+        // Another machine whose base still had them deletes nothing of a's:
+        // neither after a's publish, nor with a view that still shows one
+        // of the deleted keys beside a's new floor.
         let mut other = local.clone();
         other.machines.get_mut("b").unwrap().hostname = "b2".to_string();
         let after = remote_of(&local, 9);
-        let w = writes(Some(&base), &other, &after).unwrap();
-        let keys: Vec<&str> = w.iter().map(|w| w.key.as_str()).collect();
-        assert_eq!(keys, ["machines/b"], "{w:?}");
+        let mut stale = after.clone();
+        stale.insert("history/a/e1".to_string(), remote["history/a/e1"].clone());
+        for view in [&after, &stale] {
+            let w = writes(Some(&base), &other, view).unwrap();
+            let keys: Vec<&str> = w.iter().map(|w| w.key.as_str()).collect();
+            assert_eq!(keys, ["machines/b"], "{w:?}");
+        }
     }
 
     #[test]
