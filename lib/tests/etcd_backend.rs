@@ -33,13 +33,7 @@ fn machine(host: &str) -> MachineRecord {
         os: "linux".to_string(),
         arch: "x86_64".to_string(),
         user: "u".to_string(),
-        active_profile: None,
-        config_path: None,
-        last_apply: None,
-        last_sync: None,
-        checksums: Default::default(),
-        drift: None,
-        history_from_serial: None,
+        ..Default::default()
     }
 }
 

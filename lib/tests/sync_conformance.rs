@@ -341,16 +341,7 @@ fn record_with_history(n: u64) -> SharedRecord {
         "a".to_string(),
         MachineRecord {
             hostname: "host-a".to_string(),
-            os: "linux".to_string(),
-            arch: "x86_64".to_string(),
-            user: "tester".to_string(),
-            active_profile: None,
-            config_path: None,
-            last_apply: None,
-            last_sync: None,
-            checksums: Default::default(),
-            drift: None,
-            history_from_serial: None,
+            ..Default::default()
         },
     );
     r.history = (1..=n)

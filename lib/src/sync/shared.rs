@@ -78,8 +78,8 @@ pub struct SharedLineage {
     pub machines: Vec<String>,
 }
 
-/// What one machine shares about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What one machine shares about itself (`Default`: every field empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineRecord {
     /// Its hostname.
