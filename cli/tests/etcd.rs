@@ -349,7 +349,21 @@ fn syncs_of_three_machines_survive_the_leader_killed_and_lose_no_history() {
             if code == 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "{out}\n{err}");
+            if Instant::now() >= deadline {
+                // Say what the cluster was doing: which members answer
+                // /health, and the end of each one's log.
+                let members: Vec<String> = (0..3)
+                    .map(|i| {
+                        format!(
+                            "member {i} (leader killed: {}) healthy: {}\n{}",
+                            i == leader,
+                            w.etcd.healthy(i),
+                            w.etcd.log(i)
+                        )
+                    })
+                    .collect();
+                panic!("{out}\n{err}\n{}", members.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
