@@ -272,10 +272,7 @@ impl Etcd {
     pub fn count_keys(&self, prefix: &str) -> Option<u64> {
         use base64::Engine as _;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-        let mut end = prefix.as_bytes().to_vec();
-        // The range end of a prefix: its last byte plus one (prefixes here
-        // end in '/', never in 0xff).
-        *end.last_mut()? += 1;
+        let end = stead_lib::sync::etcd::keys::range_end(prefix.as_bytes());
         let body = format!(
             r#"{{"key":"{}","range_end":"{}","count_only":true}}"#,
             b64(prefix.as_bytes()),

@@ -226,13 +226,16 @@ impl SharedRecord {
             .collect()
     }
 
+    /// Whether some machine pruned its history (has a floor).
+    fn has_floors(&self) -> bool {
+        self.machines
+            .values()
+            .any(|m| m.history_from_serial.is_some())
+    }
+
     /// Sets `version` to the lowest that holds what the record carries.
     pub fn settle_version(&mut self) {
-        let floors = self
-            .machines
-            .values()
-            .any(|m| m.history_from_serial.is_some());
-        self.version = if floors {
+        self.version = if self.has_floors() {
             SHARED_VERSION
         } else {
             VERSION_WITHOUT_FLOORS
@@ -241,11 +244,7 @@ impl SharedRecord {
 
     /// Drops the history entries below their machine's floor.
     pub fn drop_pruned_history(&mut self) {
-        if self
-            .machines
-            .values()
-            .any(|m| m.history_from_serial.is_some())
-        {
+        if self.has_floors() {
             let machines = &self.machines;
             self.history.retain(|e| !below_floor(e, machines));
         }

@@ -277,27 +277,37 @@ fn pruned_here(
     local: &SharedRecord,
     remote: &BTreeMap<String, (Vec<u8>, i64)>,
 ) -> std::collections::BTreeSet<String> {
+    /// Only the floor of a machine record: its checksums (megabytes for
+    /// a machine of many files) are skipped, not built.
+    #[derive(Deserialize)]
+    struct Floor {
+        history_from_serial: Option<u64>,
+    }
     let remote_floor = |machine: &str| {
         remote
             .get(&format!("machines/{machine}"))
-            .and_then(|(value, _)| serde_json::from_slice::<MachineRecord>(value).ok())
-            .and_then(|m| m.history_from_serial)
+            .and_then(|(value, _)| serde_json::from_slice::<Floor>(value).ok())
+            .and_then(|f| f.history_from_serial)
     };
-    let raised = |machine: &str| {
-        let here = local
-            .machines
-            .get(machine)
-            .and_then(|m| m.history_from_serial);
-        here.is_some() && here > remote_floor(machine)
+    // Each machine's remote record read once, not once per pruned entry.
+    let raised: std::collections::BTreeSet<&str> = local
+        .machines
+        .iter()
+        .filter(|(id, m)| {
+            m.history_from_serial.is_some() && m.history_from_serial > remote_floor(id)
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let (Some(base), false) = (base, raised.is_empty()) else {
+        return Default::default();
     };
-    base.map(|b| {
-        b.history
-            .iter()
-            .filter(|e| shared::below_floor(e, &local.machines) && raised(&e.machine_id))
-            .map(|e| format!("history/{}/{}", e.machine_id, e.id))
-            .collect()
-    })
-    .unwrap_or_default()
+    base.history
+        .iter()
+        .filter(|e| {
+            raised.contains(e.machine_id.as_str()) && shared::below_floor(e, &local.machines)
+        })
+        .map(|e| format!("history/{}/{}", e.machine_id, e.id))
+        .collect()
 }
 
 /// The serial value `local` wants, when it is above what the remote holds
