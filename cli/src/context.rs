@@ -15,7 +15,7 @@ use stead_lib::manifest::Manifest;
 use stead_lib::state::{Loaded, MigrationReport, State, StateError, StateStore};
 use stead_lib::sync::backend::BreakReason;
 use stead_lib::sync::hybrid::{self, HybridEvent, RemoteRequest};
-use stead_lib::sync::{Backend, RemoteLocker};
+use stead_lib::sync::{Backend, LockScope, RemoteLocker};
 
 /// The lock a command holds: the local one, and with `hybrid` the remote one.
 pub use stead_lib::sync::hybrid::Held;
@@ -317,14 +317,23 @@ impl Context {
     /// locks removed and waits. With `lock_type = hybrid` the remote lock is
     /// taken too, and the remote record must not have moved since this
     /// machine last synced.
+    /// The remote lock is this machine's own where the backend has one per
+    /// machine (etcd), so other machines' runs do not wait for it.
     pub fn lock(&self, operation: &str, state_serial: Option<u64>) -> Result<Held> {
-        self.lock_scoped(operation, state_serial, true)
+        self.lock_scoped(operation, state_serial, true, false)
+    }
+
+    /// [`Context::lock`] for a write that touches other machines' parts of
+    /// the shared record (remove-machine): the remote lock is the
+    /// lineage's, which waits for every machine's.
+    pub fn lock_lineage_wide(&self, operation: &str) -> Result<Held> {
+        self.lock_scoped(operation, None, true, true)
     }
 
     /// [`Context::lock`] for the commands that bring the remote's news in
     /// (sync, resolve): no check that the remote record stood still.
     pub fn lock_for_sync(&self, operation: &str) -> Result<Held> {
-        self.lock_scoped(operation, None, false)
+        self.lock_scoped(operation, None, false, false)
     }
 
     /// Only the local lock, whatever the configured type (init, which may
@@ -341,6 +350,7 @@ impl Context {
         operation: &str,
         state_serial: Option<u64>,
         check_advance: bool,
+        lineage_wide: bool,
     ) -> Result<Held> {
         let config = self.lock_config()?;
         let local = self.lock_local_guard(&config, operation, state_serial)?;
@@ -351,6 +361,7 @@ impl Context {
         };
         let request = RemoteRequest {
             check_advance,
+            lineage_wide,
             warn: warn_unreleased,
         };
         let held =
@@ -359,7 +370,7 @@ impl Context {
             })?;
         if config.lock_type == LockType::Hybrid {
             self.verbose_note(if held.holds_remote() {
-                "Lock: took the remote lock (refs/stead/lock) too"
+                "Lock: took the remote lock too"
             } else {
                 "Lock: holding the local lock only"
             });
@@ -484,9 +495,10 @@ impl Context {
         Some(backend)
     }
 
-    /// The remote lock of the config repo (`None`: no repo with a remote).
+    /// The config repo's lineage-wide remote lock, which sees every lock
+    /// of the lineage (`None`: no repo with a remote).
     pub fn locker(&self) -> Option<Box<dyn RemoteLocker>> {
-        self.repo_for_lock()?.locker()
+        self.repo_for_lock()?.locker(&LockScope::Lineage)
     }
 
     /// Loads the state record, migrating a version 1 file (with a backup)

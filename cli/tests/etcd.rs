@@ -204,8 +204,12 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
     let signals = tempfile::tempdir().unwrap();
     let (a, b) = w.two_synced();
     let mut holder = hold_apply(&a, &b, signals.path(), 2);
+    let a_id = a.id();
+    let remove_a = ["state", "remove-machine", a_id.as_str()];
 
-    let (code, out, err) = b.run(&["apply", "--yes"]);
+    // A's apply holds A's own lock: B's lineage-wide write waits for it,
+    // naming A; B's own apply does not (the fleet is not serialized).
+    let (code, out, err) = b.run(&remove_a);
     assert_eq!(code, 3, "{out}\n{err}");
     let host = a.state()["machine"]["hostname"]
         .as_str()
@@ -215,6 +219,8 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
         err.contains(&host) && err.contains(&holder.id().to_string()),
         "{err}"
     );
+    assert!(err.contains(&format!("locks/machines/{a_id}")), "{err}");
+    b.ok(&["apply", "--yes"]);
     let info = b.ok(&["state", "lock-info"]);
     assert!(info.contains(&holder.id().to_string()), "{info}");
     assert!(info.contains("Lease: "), "{info}");
@@ -223,6 +229,8 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
         .as_u64()
         .unwrap_or_else(|| panic!("a lease: {json}"));
     assert!(left <= 2, "{json}");
+    assert_eq!(json["remote_lock"]["scope"], "machine", "{json}");
+    assert_eq!(json["remote_lock"]["held"].as_array().unwrap().len(), 1);
 
     // SIGKILL: nothing is released; the lease ends the lock within TTL + 1 s.
     holder.kill().unwrap();
@@ -230,7 +238,7 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
     std::fs::write(signals.path().join("release"), "").unwrap();
     let killed = Instant::now();
     loop {
-        let (code, out, err) = b.run(&["apply", "--yes"]);
+        let (code, out, err) = b.run(&remove_a);
         if code == 0 {
             break;
         }
@@ -242,6 +250,69 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(killed.elapsed() < Duration::from_secs(3));
+    b.ok(&["sync"]);
+    let record = w.record();
+    assert_eq!(record["retired"], serde_json::json!([a_id]), "b removed a");
+}
+
+#[test]
+fn two_machines_apply_at_once_and_a_lineage_wide_write_waits_for_both() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let (signals_a, signals_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // C joins first: a join publishes, and A and B must have seen it.
+    let c = w.join();
+    let (a, b) = w.two_synced();
+    hybrid(&c, 60);
+    let mut holder_a = hold_apply(&a, &b, signals_a.path(), 60);
+    // B's apply starts and holds its own lock while A's holds A's.
+    std::fs::write(
+        b.clone_dir().join("stead.toml"),
+        waiting_manifest(signals_b.path()),
+    )
+    .unwrap();
+    let mut holder_b = spawn(&b, &["apply", "--yes"]);
+    wait_until("b's apply runs beside a's", || {
+        assert!(
+            holder_b.try_wait().unwrap().is_none(),
+            "b's apply ended early"
+        );
+        signals_b.path().join("started").exists()
+    });
+    let json = c.json(&["state", "lock-info"]);
+    let held: BTreeSet<String> = json["remote_lock"]["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["holder"]["machine"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(held, BTreeSet::from([a.id(), b.id()]), "{json}");
+    let status = c.json(&["fleet", "status"]);
+    let locked: BTreeSet<String> = status["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| !m["lock"].is_null())
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(locked, BTreeSet::from([a.id(), b.id()]), "{status}");
+    assert!(status["lock"].is_null(), "no lineage-wide lock: {status}");
+
+    // C's lineage-wide write waits while either holds its lock.
+    let remove_b = ["state", "remove-machine", &b.id()].map(String::from);
+    let remove_b: Vec<&str> = remove_b.iter().map(String::as_str).collect();
+    let (code, out, err) = c.run(&remove_b);
+    assert_eq!(code, 3, "{out}\n{err}");
+    std::fs::write(signals_a.path().join("release"), "").unwrap();
+    assert!(holder_a.wait().unwrap().success());
+    let (code, out, err) = c.run(&remove_b);
+    assert_eq!(code, 3, "b still holds its lock: {out}\n{err}");
+    assert!(err.contains(&holder_b.id().to_string()), "{err}");
+    std::fs::write(signals_b.path().join("release"), "").unwrap();
+    assert!(holder_b.wait().unwrap().success());
+    c.ok(&["sync"]);
+    c.ok(&remove_b);
 }
 
 #[test]
@@ -252,12 +323,14 @@ fn unlock_force_removes_a_live_holders_lock() {
     let signals = tempfile::tempdir().unwrap();
     let (a, b) = w.two_synced();
     let mut holder = hold_apply(&a, &b, signals.path(), 60);
-    assert_eq!(b.run(&["apply", "--yes"]).0, 3);
+    let remove_a = ["state", "remove-machine", &a.id()].map(String::from);
+    let remove_a: Vec<&str> = remove_a.iter().map(String::as_str).collect();
+    assert_eq!(b.run(&remove_a).0, 3);
     let out = b.ok(&["state", "unlock", "--force"]);
     assert!(out.contains(&holder.id().to_string()), "{out}");
     let info = b.ok(&["state", "lock-info"]);
     assert!(info.contains("not locked"), "{info}");
-    b.ok(&["apply", "--yes"]);
+    b.ok(&remove_a);
     std::fs::write(signals.path().join("release"), "").unwrap();
     let _ = holder.wait();
 }
@@ -288,19 +361,19 @@ fn a_holder_stopped_past_its_lease_writes_nothing_when_it_resumes() {
     });
     let pid = nix::unistd::Pid::from_raw(stopped.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    // Past its TTL, its lease ends; b takes the lock and syncs (a repair
-    // of a hand edit gives it something to write).
-    std::fs::write(b.sb.home().join(".bashrc"), "edited\n").unwrap();
+    // Past its TTL, its lease ends and its lock with it (B's sync would not
+    // wait for A's lock: it is A's own). B then syncs (a repair of a hand
+    // edit gives it something to write).
     let paused = Instant::now();
-    loop {
-        let (code, out, err) = b.run(&["sync"]);
-        if code == 0 {
-            break;
-        }
-        assert_eq!(code, 3, "{out}\n{err}");
-        assert!(paused.elapsed() < Duration::from_secs(4), "{err}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("a's lock ends with its lease", || {
+        assert!(
+            paused.elapsed() < Duration::from_secs(4),
+            "a's lock outlived its lease"
+        );
+        b.json(&["state", "lock-info"])["remote_lock"]["status"] == "unlocked"
+    });
+    std::fs::write(b.sb.home().join(".bashrc"), "edited\n").unwrap();
+    b.ok(&["sync"]);
     let after_b = w.record();
     assert_ne!(before, after_b, "b's sync wrote");
 
@@ -564,6 +637,7 @@ fn grant_machine_role(etcd: &Etcd, m: &str) {
             Permission::read_write(format!("/stead/v1/history/{m}/")).with_prefix(),
             Permission::read_write(format!("/stead/v1/members/{m}")).with_prefix(),
             Permission::read_write("/stead/v1/serial"),
+            Permission::read_write(format!("/stead/v1/locks/machines/{m}")),
             Permission::read_write("/stead/v1/locks/lineage"),
             Permission::read_write("/stead/v1/config/rev"),
         ] {
@@ -641,6 +715,10 @@ fn with_the_documented_per_machine_roles_machines_sync_and_cannot_touch_each_oth
     join(&b);
     grant_machine_role(&w.etcd, &b.id());
     let b_user = format!("stead-{}", b.id());
+    // From here on each takes its own lock on etcd (and b's removal the
+    // lineage's), as its own user.
+    hybrid(&a, 60);
+    hybrid(&b, 60);
     for (m, user) in [(&b, &b_user), (&a, &a_user), (&b, &b_user)] {
         let (code, out, err) = run_as(m, user, "machine-pw", &["sync"]);
         assert_eq!(code, 0, "{user} syncs: {out}{err}");

@@ -7,9 +7,11 @@
 //! makes two tests of it, `<scenario>::git` and `<scenario>::etcd`, so a
 //! failure names its backend. Where the backends truly differ, the common
 //! part is asserted by the same code and the difference in one marked
-//! `match`: in lock-info (the git lock is a ref broken by age, no lease; the
-//! etcd lock a key that ends with its lease, `lease_ttl_left`) and in
-//! conflicts (git names the commit that changed an entry, etcd no author).
+//! `match`: in lock-info (the git lock is one ref for the lineage, broken by
+//! age, no lease, so another machine's apply waits for it; the etcd lock is
+//! a machine's own key that ends with its lease, `lease_ttl_left`, so only
+//! lineage-wide writes wait for it) and in conflicts (git names the commit
+//! that changed an entry, etcd no author).
 //!
 //! Without etcd installed the etcd tests say so and pass outside CI, as in
 //! `etcd.rs`; under CI a missing etcd fails them.
@@ -253,7 +255,8 @@ fn remove_machine(f: &Fleet) {
 }
 
 /// 4. With the hybrid lock, while A's apply holds it, `lock-info` on B
-///    names A (machine, PID, operation); once A's apply ends, no holder.
+///    names A (machine, PID, operation) and B's lineage-wide write is
+///    refused; once A's apply ends, no holder.
 fn lock_info(f: &Fleet) {
     let backend = f.name();
     let (a, b) = f.two_synced();
@@ -300,10 +303,22 @@ fn lock_info(f: &Fleet) {
             assert!(text.contains("Lease: "), "{text}");
         }
     }
-    // B is refused meanwhile.
-    let (code, out, err) = b.run(&["apply", "--yes"]);
+    // A lineage-wide write on B (removing a machine) is refused meanwhile,
+    // naming A's apply.
+    let (code, out, err) = b.run(&["state", "remove-machine", &a.id()]);
     assert_eq!(code, 3, "{backend}: {out}\n{err}");
     assert!(err.contains(&holder.pid().to_string()), "{backend}: {err}");
+    // --- where the backends differ: whether B's own apply waits ---
+    let (code, out, err) = b.run(&["apply", "--yes"]);
+    match f {
+        // One lock for the lineage: B waits for A.
+        Fleet::Git(_) => {
+            assert_eq!(code, 3, "{out}\n{err}");
+            assert!(err.contains(&holder.pid().to_string()), "{err}");
+        }
+        // A lock per machine: a fleet is not serialized.
+        Fleet::Etcd(_) => assert_eq!(code, 0, "{out}\n{err}"),
+    }
 
     let (code, err) = holder.release();
     assert_eq!(code, 0, "{backend}: a's apply: {err}");
@@ -325,7 +340,9 @@ fn unlock_force(f: &Fleet) {
     f.hybrid(&a, 60);
     f.hybrid(&b, 60);
     let holder = f.hold_with_apply(&a);
-    assert_eq!(b.run(&["apply", "--yes"]).0, 3, "{backend}: held");
+    let a_id = a.id();
+    let lineage_wide = ["state", "remove-machine", a_id.as_str()];
+    assert_eq!(b.run(&lineage_wide).0, 3, "{backend}: held");
 
     let out = b.ok(&["state", "unlock", "--force"]);
     assert!(

@@ -1,7 +1,9 @@
 //! The fleet view (`stead fleet status`): every machine of a lineage as one
 //! read of the shared record shows it, one row each (profile, last apply,
-//! last sync, drift count, whether it holds the lineage lock, offline after
-//! [`crate::sync::shared::OFFLINE_AFTER_HOURS`] unseen), plus who holds the lineage lock.
+//! last sync, drift count, whether it holds a remote lock (the lineage's,
+//! or on etcd its own), offline after
+//! [`crate::sync::shared::OFFLINE_AFTER_HOURS`] unseen), plus who holds the
+//! lineage-wide lock.
 //!
 //! Pure over what the caller read: the record (and which copy it is), the
 //! remote lock as inspected, the time and this machine's id. Reading them
@@ -11,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::sync::SyncError;
-use crate::sync::backend::{RecordStore, RemoteHolder};
+use crate::sync::backend::{LockScope, RecordStore, RemoteHolder};
 use crate::sync::shared::{SharedRecord, offline_machines};
 
 /// Which copy of the shared record the view was built from.
@@ -39,20 +41,25 @@ pub fn read_record(
     Ok(records.local.map(|local| (local, Source::Local)))
 }
 
-/// What is known of the lineage lock (the backend's remote lock).
+/// What is known of the remote locks: the lineage's, and on a backend
+/// with a lock per machine (etcd) the machines'.
 #[derive(Debug, Clone, Copy)]
 pub enum LockSeen<'a> {
-    /// It could not be read (no remote, or the remote was unreachable).
+    /// They could not be read (no remote, or the remote was unreachable).
     Unknown,
-    /// Nobody holds it.
+    /// Nobody holds one.
     Free,
-    /// Someone holds it.
-    Held(&'a RemoteHolder),
+    /// These are held (never empty).
+    Held(&'a [RemoteHolder]),
 }
 
-impl<'a> From<Option<&'a RemoteHolder>> for LockSeen<'a> {
-    fn from(holder: Option<&'a RemoteHolder>) -> Self {
-        holder.map_or(LockSeen::Free, LockSeen::Held)
+impl<'a> From<&'a [RemoteHolder]> for LockSeen<'a> {
+    fn from(holders: &'a [RemoteHolder]) -> Self {
+        if holders.is_empty() {
+            LockSeen::Free
+        } else {
+            LockSeen::Held(holders)
+        }
     }
 }
 
@@ -85,7 +92,8 @@ impl LineageLock {
     }
 }
 
-/// The lineage lock as a machine's row shows it: that machine holds it.
+/// A remote lock as a machine's row shows it: that machine holds it (its
+/// own lock, or the lineage's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HeldLock {
     /// What it holds it for.
@@ -122,7 +130,7 @@ pub struct FleetMachine {
     /// How many of its managed paths had drifted when it last published
     /// (`None`: its record carries no count).
     pub drift: Option<u64>,
-    /// The lineage lock, when this machine holds it.
+    /// A remote lock this machine holds: its own, or the lineage's.
     pub lock: Option<HeldLock>,
     /// Unseen for [`crate::sync::shared::OFFLINE_AFTER_HOURS`] or more, or never seen (this
     /// machine never is: it is running the view).
@@ -161,9 +169,9 @@ pub fn status(
         .into_iter()
         .map(|m| m.id)
         .collect();
-    let holder = match lock {
-        LockSeen::Held(h) => Some(h),
-        _ => None,
+    let holders = match lock {
+        LockSeen::Held(h) => h,
+        _ => &[],
     };
     let machines = record
         .machines
@@ -171,9 +179,10 @@ pub fn status(
         .filter(|(id, _)| !record.is_retired(id))
         .map(|(id, m)| {
             let this_machine = id == me;
-            let held = holder
-                .and_then(|h| h.info.as_ref())
-                .filter(|info| &info.machine.id == id)
+            let held = holders
+                .iter()
+                .filter_map(|h| h.info.as_ref())
+                .find(|info| &info.machine.id == id)
                 .map(|info| HeldLock {
                     operation: info.operation.clone(),
                     acquired_at: info.created_at,
@@ -203,7 +212,10 @@ pub fn status(
         source,
         machines,
         lock_known: !matches!(lock, LockSeen::Unknown),
-        lock: holder.map(|h| LineageLock::from_holder(h, now)),
+        lock: holders
+            .iter()
+            .find(|h| h.scope == LockScope::Lineage)
+            .map(|h| LineageLock::from_holder(h, now)),
     }
 }
 
@@ -342,7 +354,7 @@ mod tests {
         let v = status(
             &record(),
             Source::Remote,
-            LockSeen::Held(&holder),
+            LockSeen::Held(std::slice::from_ref(&holder)),
             now(),
             "a",
         );
@@ -369,7 +381,7 @@ mod tests {
         let v = status(
             &record(),
             Source::Remote,
-            Some(&stranger).into(),
+            std::slice::from_ref(&stranger).into(),
             now(),
             "a",
         );
@@ -381,7 +393,7 @@ mod tests {
         let v = status(
             &record(),
             Source::Remote,
-            LockSeen::Held(&garbled),
+            LockSeen::Held(std::slice::from_ref(&garbled)),
             now(),
             "a",
         );
@@ -389,6 +401,26 @@ mod tests {
         assert_eq!(lineage.machine_id, None);
         assert_eq!(lineage.age_seconds, None);
         assert!(v.machines.iter().all(|m| m.lock.is_none()));
+    }
+
+    #[test]
+    fn machine_locks_mark_their_rows_and_only_the_lineage_lock_is_the_lineages() {
+        let mut b = lock_by("b", "sync", 2);
+        b.scope = LockScope::Machine("b".into());
+        let mut c = lock_by("c", "apply", 5);
+        c.scope = LockScope::Machine("c".into());
+        let both = [b, c];
+        let v = status(&record(), Source::Remote, both[..].into(), now(), "a");
+        let held: Vec<(&str, &str)> = v
+            .machines
+            .iter()
+            .filter_map(|m| Some((m.id.as_str(), m.lock.as_ref()?.operation.as_str())))
+            .collect();
+        assert_eq!(held, [("b", "sync"), ("c", "apply")]);
+        assert!(v.lock_known);
+        assert!(v.lock.is_none(), "no lineage-wide lock is held");
+        let none: [RemoteHolder; 0] = [];
+        assert!(matches!(LockSeen::from(&none[..]), LockSeen::Free));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use stead_lib::lock::{LockHolder, LockInfo, LockType};
 use stead_lib::state::HistoryEntry;
 use stead_lib::sync::SyncError;
 use stead_lib::sync::backend::{
-    Acquired, Backend, ConfigSource, Published, RecordStore, Released, RemoteLocker, SourceStatus,
-    Update,
+    Acquired, Backend, ConfigSource, LockScope, Published, RecordStore, Released, RemoteLocker,
+    SourceStatus, Update,
 };
 use stead_lib::sync::git::Git;
 use stead_lib::sync::git_backend::GitBackend;
@@ -35,6 +35,10 @@ trait Harness {
     /// alive (etcd): it is never broken for its age, and ends within
     /// [`LEASE_TTL`] + 1 s of its holder going away.
     const LEASED: bool = false;
+    /// Whether each machine has a lock of its own (etcd), so that two
+    /// machines' own writes do not wait for each other; otherwise one lock
+    /// serves the whole lineage (git).
+    const PER_MACHINE_LOCKS: bool = false;
 }
 
 // ----- the git harness -----
@@ -155,6 +159,7 @@ struct EtcdHarness {
 impl Harness for EtcdHarness {
     type B = stead_lib::sync::etcd::EtcdBackend;
     const LEASED: bool = true;
+    const PER_MACHINE_LOCKS: bool = true;
 
     fn new() -> Self {
         assert!(
@@ -413,7 +418,9 @@ fn two_writers_race_exactly_one_wins<H: Harness>() {
 fn lock_acquire_inspect_release<H: Harness>() {
     let mut h = H::new();
     let a = h.clone_remote();
-    let locker = a.locker().expect("a clone of a remote has a remote lock");
+    let locker = a
+        .locker(&LockScope::Lineage)
+        .expect("a clone of a remote has a remote lock");
     assert!(locker.inspect().unwrap().is_none());
     let info = lock_info("a", 0);
     let Acquired::Taken(held) = locker.acquire(&info, TTL).unwrap() else {
@@ -430,7 +437,10 @@ fn lock_acquire_inspect_release<H: Harness>() {
 fn second_acquirer_sees_the_holder<H: Harness>() {
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
-    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let (la, lb) = (
+        a.locker(&LockScope::Lineage).unwrap(),
+        b.locker(&LockScope::Lineage).unwrap(),
+    );
     let info_a = lock_info("a", 0);
     assert!(matches!(
         la.acquire(&info_a, TTL).unwrap(),
@@ -449,7 +459,10 @@ fn expired_lock_can_be_broken<H: Harness>() {
     }
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
-    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let (la, lb) = (
+        a.locker(&LockScope::Lineage).unwrap(),
+        b.locker(&LockScope::Lineage).unwrap(),
+    );
     let old = lock_info("a", 3600);
     assert!(matches!(la.acquire(&old, 60).unwrap(), Acquired::Taken(_)));
     let info_b = lock_info("b", 0);
@@ -463,16 +476,20 @@ fn expired_lock_can_be_broken<H: Harness>() {
 fn force_unlock_removes_any_lock<H: Harness>() {
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
-    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let (la, lb) = (
+        a.locker(&LockScope::Lineage).unwrap(),
+        b.locker(&LockScope::Lineage).unwrap(),
+    );
     let info_a = lock_info("a", 0);
     assert!(matches!(
         la.acquire(&info_a, TTL).unwrap(),
         Acquired::Taken(_)
     ));
-    let removed = lb.force_unlock().unwrap().expect("there was a lock");
-    assert_eq!(removed.info, Some(info_a));
+    let removed = lb.force_unlock().unwrap();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0].info, Some(info_a));
     assert!(la.inspect().unwrap().is_none());
-    assert!(lb.force_unlock().unwrap().is_none());
+    assert!(lb.force_unlock().unwrap().is_empty());
 }
 
 /// A leased lock: an old one whose holder is alive is not broken; once the
@@ -481,7 +498,10 @@ fn force_unlock_removes_any_lock<H: Harness>() {
 fn leased_lock_ends_with_its_holder_not_its_age<H: Harness>() {
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
-    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let (la, lb) = (
+        a.locker(&LockScope::Lineage).unwrap(),
+        b.locker(&LockScope::Lineage).unwrap(),
+    );
     let old = lock_info("a", 3600);
     assert!(matches!(
         la.acquire(&old, LEASE_TTL).unwrap(),
@@ -502,13 +522,97 @@ fn leased_lock_ends_with_its_holder_not_its_age<H: Harness>() {
     assert_eq!(lb.inspect().unwrap().and_then(|h| h.info), Some(info_b));
 }
 
+fn machine(tag: &str) -> LockScope {
+    LockScope::Machine(format!("machine-{tag}"))
+}
+
+/// A lineage-wide write waits for a machine's own lock, and a machine's
+/// own write waits for the lineage's lock, on every backend.
+fn lineage_and_machine_locks_keep_each_other_out<H: Harness>() {
+    let mut h = H::new();
+    let (a, b) = (h.clone_remote(), h.clone_remote());
+    let la = a.locker(&machine("a")).unwrap();
+    let lb = b.locker(&LockScope::Lineage).unwrap();
+    let info_a = lock_info("a", 0);
+    let Acquired::Taken(held_a) = la.acquire(&info_a, TTL).unwrap() else {
+        panic!("a free lock is taken");
+    };
+    match lb.acquire(&lock_info("b", 0), TTL).unwrap() {
+        Acquired::Held(holder) => assert_eq!(holder.info, Some(info_a.clone())),
+        other => panic!("the lineage's lock was taken beside a machine's: {other:?}"),
+    }
+    assert_eq!(lb.inspect().unwrap().and_then(|h| h.info), Some(info_a));
+    assert_eq!(la.release(&held_a).unwrap(), Released::Done);
+
+    let info_b = lock_info("b", 0);
+    let Acquired::Taken(held_b) = lb.acquire(&info_b, TTL).unwrap() else {
+        panic!("the lineage's lock is free once the machine's is released");
+    };
+    match la.acquire(&lock_info("a", 0), TTL).unwrap() {
+        Acquired::Held(holder) => assert_eq!(holder.info, Some(info_b.clone())),
+        other => panic!("a machine's lock was taken beside the lineage's: {other:?}"),
+    }
+    assert_eq!(la.inspect().unwrap().and_then(|h| h.info), Some(info_b));
+    assert_eq!(lb.release(&held_b).unwrap(), Released::Done);
+    assert!(la.inspect().unwrap().is_none());
+}
+
+/// Two machines' own locks are apart where each machine has one (etcd),
+/// and are one lock where the lineage has one (git). Either way `holders`
+/// lists what is held, and a lineage-wide `force_unlock` removes all of it.
+fn machine_locks_and_their_holders<H: Harness>() {
+    let mut h = H::new();
+    let (a, b, c) = (h.clone_remote(), h.clone_remote(), h.clone_remote());
+    let (la, lb) = (
+        a.locker(&machine("a")).unwrap(),
+        b.locker(&machine("b")).unwrap(),
+    );
+    let (info_a, info_b) = (lock_info("a", 0), lock_info("b", 0));
+    assert!(matches!(
+        la.acquire(&info_a, TTL).unwrap(),
+        Acquired::Taken(_)
+    ));
+    let second = lb.acquire(&info_b, TTL).unwrap();
+    let lineage = c.locker(&LockScope::Lineage).unwrap();
+    let held: Vec<(LockScope, Option<LockInfo>)> = lineage
+        .holders()
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.scope, h.info))
+        .collect();
+    if H::PER_MACHINE_LOCKS {
+        assert!(matches!(second, Acquired::Taken(_)), "{second:?}");
+        assert_eq!(
+            held,
+            [
+                (machine("a"), Some(info_a.clone())),
+                (machine("b"), Some(info_b))
+            ]
+        );
+    } else {
+        match second {
+            Acquired::Held(holder) => assert_eq!(holder.info, Some(info_a.clone())),
+            other => panic!("one lock for the lineage: {other:?}"),
+        }
+        assert_eq!(held, [(LockScope::Lineage, Some(info_a.clone()))]);
+    }
+    // Each machine's locker sees its own holder first.
+    assert_eq!(la.inspect().unwrap().and_then(|h| h.info), Some(info_a));
+    let removed = lineage.force_unlock().unwrap();
+    assert_eq!(removed.len(), held.len(), "{removed:?}");
+    assert!(lineage.holders().unwrap().is_empty());
+}
+
 fn releasing_a_broken_lock_leaves_the_new_holder<H: Harness>() {
     if H::LEASED {
         return releasing_an_ended_lease_leaves_the_new_holder::<H>();
     }
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
-    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let (la, lb) = (
+        a.locker(&LockScope::Lineage).unwrap(),
+        b.locker(&LockScope::Lineage).unwrap(),
+    );
     let Acquired::Taken(held_a) = la.acquire(&lock_info("a", 3600), 60).unwrap() else {
         panic!("free lock");
     };
@@ -524,7 +628,10 @@ fn releasing_a_broken_lock_leaves_the_new_holder<H: Harness>() {
 fn releasing_an_ended_lease_leaves_the_new_holder<H: Harness>() {
     let mut h = H::new();
     let (a, b) = (h.clone_remote(), h.clone_remote());
-    let (la, lb) = (a.locker().unwrap(), b.locker().unwrap());
+    let (la, lb) = (
+        a.locker(&LockScope::Lineage).unwrap(),
+        b.locker(&LockScope::Lineage).unwrap(),
+    );
     let Acquired::Taken(held_a) = la.acquire(&lock_info("a", 0), LEASE_TTL).unwrap() else {
         panic!("free lock");
     };
@@ -534,7 +641,7 @@ fn releasing_an_ended_lease_leaves_the_new_holder<H: Harness>() {
         taken_within_lease(lb.as_ref(), &info_b),
         Acquired::Taken(_)
     ));
-    let again = a.locker().unwrap();
+    let again = a.locker(&LockScope::Lineage).unwrap();
     assert_eq!(again.release(&held_a).unwrap(), Released::Lost);
     assert_eq!(lb.inspect().unwrap().and_then(|h| h.info), Some(info_b));
 }
@@ -612,6 +719,8 @@ macro_rules! backends {
             #[test] fn second_acquirer_sees_the_holder() { super::second_acquirer_sees_the_holder::<$harness>() }
             #[test] fn expired_lock_can_be_broken() { super::expired_lock_can_be_broken::<$harness>() }
             #[test] fn force_unlock_removes_any_lock() { super::force_unlock_removes_any_lock::<$harness>() }
+            #[test] fn lineage_and_machine_locks_keep_each_other_out() { super::lineage_and_machine_locks_keep_each_other_out::<$harness>() }
+            #[test] fn machine_locks_and_their_holders() { super::machine_locks_and_their_holders::<$harness>() }
             #[test] fn releasing_a_broken_lock_leaves_the_new_holder() { super::releasing_a_broken_lock_leaves_the_new_holder::<$harness>() }
             #[test] fn update_brings_the_remote_in_cleanly() { super::update_brings_the_remote_in_cleanly::<$harness>() }
             #[test] fn update_stops_on_conflicting_files() { super::update_stops_on_conflicting_files::<$harness>() }

@@ -12,6 +12,7 @@ use stead_lib::fleet::{self, FleetMachine, FleetStatus, LockSeen, Source};
 use stead_lib::lock::ago;
 use stead_lib::machine;
 use stead_lib::state::{Loaded, State};
+use stead_lib::sync::LockScope;
 use stead_lib::sync::etcd::watch::{ConfigWatch, Waited};
 use stead_lib::sync::session::Note;
 use stead_lib::sync::shared::{OFFLINE_AFTER_HOURS, SHARED_RECORD_PATH};
@@ -23,7 +24,7 @@ use crate::output::{clean, outln, print_json};
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Every machine of the lineage: profile, last apply, last sync, drift
-    /// count, the lineage lock, and offline after 24 hours unseen
+    /// count, the remote locks held, and offline after 24 hours unseen
     Status,
     /// Sync, then sync again as soon as another machine pushes a config
     /// change (an etcd watch on the lineage's config commit), and at least
@@ -139,17 +140,20 @@ fn status(ctx: &Context) -> Result<ExitCode> {
             backend.remote_branch()
         ));
     }
-    // The lineage lock, read only from a remote that was reached.
+    // The remote locks (the lineage's, and on etcd each machine's), read
+    // only from a remote that was reached.
     let lock_read = if reached {
-        backend.locker().map(|locker| locker.inspect())
+        backend
+            .locker(&LockScope::Lineage)
+            .map(|locker| locker.holders())
     } else {
         None
     };
     if let Some(Err(e)) = &lock_read {
-        ctx.warn(&format!("cannot read the lineage lock: {e}"));
+        ctx.warn(&format!("cannot read the remote locks: {e}"));
     }
     let lock = match &lock_read {
-        Some(Ok(holder)) => LockSeen::from(holder.as_ref()),
+        Some(Ok(holders)) => LockSeen::from(holders.as_slice()),
         _ => LockSeen::Unknown,
     };
     let me = machine::read_id(&ctx.layout.machine_id_file())

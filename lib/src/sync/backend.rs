@@ -106,6 +106,20 @@ pub trait RecordStore {
     }
 }
 
+/// Which remote lock a command takes. A machine's own writes (apply, sync,
+/// commit) take its machine's lock, so machines do not wait for each other;
+/// a write that touches other machines' parts (remove-machine) takes the
+/// lineage's, which waits for every machine lock and keeps all of them out.
+/// A backend with one lock for the whole lineage (git) takes that one for
+/// either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockScope {
+    /// The lock of the machine with this id.
+    Machine(String),
+    /// The lineage-wide lock.
+    Lineage,
+}
+
 /// Someone's remote lock, as read.
 #[derive(Debug, Clone)]
 pub struct RemoteHolder {
@@ -115,6 +129,11 @@ pub struct RemoteHolder {
     pub info: Option<LockInfo>,
     /// The raw content, for the unreadable case.
     pub raw: String,
+    /// Which lock it is: [`LockScope::Lineage`] for a backend's only lock.
+    pub scope: LockScope,
+    /// Where on the remote it lives, when that is not the locker's own
+    /// place (a machine's lock seen by a lineage-wide locker).
+    pub place: Option<String>,
 }
 
 impl RemoteHolder {
@@ -124,6 +143,8 @@ impl RemoteHolder {
             revision,
             info: serde_json::from_slice(bytes).ok(),
             raw: String::from_utf8_lossy(bytes).into_owned(),
+            scope: LockScope::Lineage,
+            place: None,
         }
     }
 
@@ -228,14 +249,24 @@ pub trait RemoteLocker: Send {
     /// one a dead process of this machine left ([`RemoteHolder::breakable`]).
     fn acquire(&self, info: &LockInfo, ttl_secs: u64) -> Result<Acquired, SyncError>;
 
-    /// Who holds the lock (`None`: nobody).
+    /// Who holds the lock, or one that keeps it from being taken (`None`:
+    /// nobody). A lineage-wide locker names the lineage's holder first,
+    /// then a machine's.
     fn inspect(&self) -> Result<Option<RemoteHolder>, SyncError>;
+
+    /// Every lock held in the lineage, the lineage-wide one first (a
+    /// backend with one lock: that one).
+    fn holders(&self) -> Result<Vec<RemoteHolder>, SyncError> {
+        Ok(self.inspect()?.into_iter().collect())
+    }
 
     /// Releases our lock, never someone else's.
     fn release(&self, lock: &HeldRemote) -> Result<Released, SyncError>;
 
-    /// Removes whatever lock there is (`stead state unlock --force`).
-    fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError>;
+    /// Removes every lock that keeps this one from being taken, and this
+    /// one (`stead state unlock --force`); lineage-wide, that is every lock
+    /// of the lineage. Returns the holders removed.
+    fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError>;
 
     /// For a lock bound to a lease its holder keeps alive (etcd): the
     /// seconds the lease has left. `None`: the lock has no lease (it may be
@@ -339,8 +370,8 @@ pub trait ConfigSource {
 /// A whole backend: its record store, its config source and, when it has a
 /// remote, its remote lock.
 pub trait Backend: RecordStore + ConfigSource {
-    /// The remote lock (`None`: no remote to lock).
-    fn locker(&self) -> Option<Box<dyn RemoteLocker>>;
+    /// The remote lock for `scope` (`None`: no remote to lock).
+    fn locker(&self, scope: &LockScope) -> Option<Box<dyn RemoteLocker>>;
 
     /// Fails unless there is a remote to sync with.
     fn require_remote(&self) -> Result<(), SyncError>;

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use super::SyncError;
 use super::backend::{
-    Acquired, Backend, ConfigSource, HeldRemote, Published, RecordStore, Records, Released,
-    RemoteHolder, RemoteLocker, Revision, SourceStatus, StoppedUpdate, Update,
+    Acquired, Backend, ConfigSource, HeldRemote, LockScope, Published, RecordStore, Records,
+    Released, RemoteHolder, RemoteLocker, Revision, SourceStatus, StoppedUpdate, Update,
 };
 use super::git::{Git, GitError, LeaseOutcome, PushOutcome, Upstream};
 use super::shared::{SHARED_RECORD_PATH, SharedRecord};
@@ -289,7 +289,9 @@ impl ConfigSource for GitBackend {
 }
 
 impl Backend for GitBackend {
-    fn locker(&self) -> Option<Box<dyn RemoteLocker>> {
+    /// One lock for the whole lineage (a ref), whatever the scope: pushes
+    /// to one branch are taken in turn anyway.
+    fn locker(&self, _scope: &LockScope) -> Option<Box<dyn RemoteLocker>> {
         let up = self.upstream().ok()??;
         Some(Box::new(GitLocker {
             git: self.git.clone(),
@@ -348,8 +350,10 @@ impl RemoteLocker for GitLocker {
         })
     }
 
-    fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError> {
-        Ok(remote_lock::force_remove(&self.git, &self.remote)?)
+    fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
+        Ok(remote_lock::force_remove(&self.git, &self.remote)?
+            .into_iter()
+            .collect())
     }
 }
 

@@ -5,7 +5,9 @@
 //! [`crate::lock::release_all_held`] gives back both.
 
 use super::SyncError;
-use super::backend::{Acquired, Backend, BreakReason, HeldRemote, RemoteHolder, RemoteLocker};
+use super::backend::{
+    Acquired, Backend, BreakReason, HeldRemote, LockScope, RemoteHolder, RemoteLocker,
+};
 use super::shared;
 use crate::lock::{self, CleanupId, LockConfig, LockGuard, LockType};
 
@@ -115,6 +117,9 @@ pub struct RemoteRequest {
     /// Fail when the remote's record moved since this machine last synced
     /// (every command but the ones that bring the remote's news in).
     pub check_advance: bool,
+    /// Take the lineage-wide lock (a write that touches other machines'
+    /// parts), not this machine's own.
+    pub lineage_wide: bool,
     /// Called with a warning when the remote lock cannot be released later.
     pub warn: fn(&str),
 }
@@ -135,7 +140,12 @@ pub fn acquire_remote(
     let Some(info) = local.info().cloned() else {
         return Ok(Held::local_only(local));
     };
-    let Some((backend, locker)) = backend.and_then(|b| Some((b, b.locker()?))) else {
+    let scope = if request.lineage_wide {
+        LockScope::Lineage
+    } else {
+        LockScope::Machine(info.machine.id.clone())
+    };
+    let Some((backend, locker)) = backend.and_then(|b| Some((b, b.locker(&scope)?))) else {
         on_event(HybridEvent::NoRemote);
         return Ok(Held::local_only(local));
     };
@@ -152,7 +162,10 @@ pub fn acquire_remote(
             local.release()?;
             return Err(SyncError::RemoteLocked {
                 remote: locker.remote().to_string(),
-                place: locker.place().to_string(),
+                place: holder
+                    .place
+                    .clone()
+                    .unwrap_or_else(|| locker.place().to_string()),
                 holder: Box::new(holder),
                 timeout: config.timeout,
             });

@@ -17,8 +17,8 @@ use chrono::Utc;
 
 use super::SyncError;
 use super::backend::{
-    Acquired, Backend, ConfigSource, HeldRemote, Published, RecordStore, Records, Released,
-    RemoteHolder, RemoteLocker, Revision, SourceStatus, StoppedUpdate, Update,
+    Acquired, Backend, ConfigSource, HeldRemote, LockScope, Published, RecordStore, Records,
+    Released, RemoteHolder, RemoteLocker, Revision, SourceStatus, StoppedUpdate, Update,
 };
 use super::shared::{self, SharedRecord, Strategy};
 use crate::lock::LockInfo;
@@ -411,7 +411,8 @@ impl ConfigSource for MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
-    fn locker(&self) -> Option<Box<dyn RemoteLocker>> {
+    /// One lock for the whole lineage, as with git, whatever the scope.
+    fn locker(&self, _scope: &LockScope) -> Option<Box<dyn RemoteLocker>> {
         Some(Box::new(MemoryLocker {
             server: self.server.clone(),
         }))
@@ -491,11 +492,11 @@ impl RemoteLocker for MemoryLocker {
         Ok(Released::Done)
     }
 
-    fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError> {
+    fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
         let mut server = lock(&self.server);
         server.reach("memory")?;
         let holder = Self::holder(&server);
         server.lock = None;
-        Ok(holder)
+        Ok(holder.into_iter().collect())
     }
 }

@@ -34,7 +34,9 @@ use std::time::Duration;
 use crate::fsutil::FsError;
 use crate::lock::{LockInfo, ago};
 
-pub use backend::{Backend, ConfigSource, RecordStore, RemoteLocker, Revision, SourceStatus};
+pub use backend::{
+    Backend, ConfigSource, LockScope, RecordStore, RemoteLocker, Revision, SourceStatus,
+};
 pub use git::DEFAULT_NETWORK_TIMEOUT;
 
 /// Opens the config repo at `dir` with the backend that serves it (git).

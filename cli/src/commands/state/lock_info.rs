@@ -1,5 +1,6 @@
 //! `stead state lock-info`: who holds the state lock (and with `hybrid`,
-//! the remote lock), with the proof when it is stale.
+//! the remote locks: the lineage's, and on etcd each machine's), with the
+//! proof when it is stale.
 
 use crate::context::Context;
 use crate::output::outln;
@@ -9,7 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 use std::process::ExitCode;
 use stead_lib::lock::{self, LockConfig, LockInfo, LockStatus, LockType, ago};
-use stead_lib::sync::backend::RemoteHolder;
+use stead_lib::sync::backend::{LockScope, RemoteHolder};
 
 /// `stead state lock-info`.
 pub fn run(ctx: &Context) -> Result<ExitCode> {
@@ -110,16 +111,35 @@ enum RemoteView {
         place: String,
         reason: String,
     },
-    /// Nobody holds it.
+    /// Nobody holds a lock.
     Free { remote: String, place: String },
-    /// Someone holds it.
-    Held {
-        remote: String,
-        place: String,
-        holder: Box<RemoteHolder>,
-        /// Seconds left on the lease it is bound to (etcd); `None`: no lease.
-        lease_left: Option<u64>,
-    },
+    /// Locks are held: the lineage's first, then (etcd) the machines'.
+    Held { remote: String, held: Vec<HeldSeen> },
+}
+
+/// One held remote lock.
+struct HeldSeen {
+    /// Where it lives (a ref, a key).
+    place: String,
+    holder: RemoteHolder,
+    /// Seconds left on the lease it is bound to (etcd); `None`: no lease.
+    lease_left: Option<u64>,
+}
+
+impl HeldSeen {
+    fn to_json(&self) -> serde_json::Value {
+        let holder = &self.holder;
+        json!({
+            "ref": self.place,
+            "scope": match &holder.scope {
+                LockScope::Lineage => "lineage",
+                LockScope::Machine(_) => "machine",
+            },
+            "commit": holder.revision, "holder": holder.info,
+            "lease_ttl_left": self.lease_left,
+            "raw_content": if holder.info.is_none() { Some(&holder.raw) } else { None },
+        })
+    }
 }
 
 fn remote_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
@@ -131,13 +151,18 @@ fn remote_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
     };
     let remote = locker.remote().to_string();
     let place = locker.place().to_string();
-    Some(match locker.inspect() {
-        Ok(None) => RemoteView::Free { remote, place },
-        Ok(Some(holder)) => RemoteView::Held {
+    Some(match locker.holders() {
+        Ok(holders) if holders.is_empty() => RemoteView::Free { remote, place },
+        Ok(holders) => RemoteView::Held {
             remote,
-            place,
-            lease_left: locker.lease_left(&holder),
-            holder: Box::new(holder),
+            held: holders
+                .into_iter()
+                .map(|holder| HeldSeen {
+                    place: holder.place.clone().unwrap_or_else(|| place.clone()),
+                    lease_left: locker.lease_left(&holder),
+                    holder,
+                })
+                .collect(),
         },
         Err(e) => RemoteView::Unreachable {
             remote,
@@ -148,24 +173,24 @@ fn remote_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
 }
 
 impl RemoteView {
+    /// The first held lock's fields at the top (the one lock of git), and
+    /// every held lock under `held`.
     fn to_json(&self) -> serde_json::Value {
         match self {
             RemoteView::NoRemote => json!({"status": "no_remote"}),
             RemoteView::Unreachable { remote, reason, .. } => {
                 json!({"status": "unreachable", "remote": remote, "reason": reason})
             }
-            RemoteView::Free { remote, .. } => json!({"status": "unlocked", "remote": remote}),
-            RemoteView::Held {
-                remote,
-                place,
-                holder,
-                lease_left,
-            } => json!({
-                "status": "held", "remote": remote, "ref": place,
-                "commit": holder.revision, "holder": holder.info,
-                "lease_ttl_left": lease_left,
-                "raw_content": if holder.info.is_none() { Some(&holder.raw) } else { None },
-            }),
+            RemoteView::Free { remote, .. } => {
+                json!({"status": "unlocked", "remote": remote, "held": []})
+            }
+            RemoteView::Held { remote, held } => {
+                let mut doc = held.first().map_or(json!({}), HeldSeen::to_json);
+                doc["status"] = json!("held");
+                doc["remote"] = json!(remote);
+                doc["held"] = held.iter().map(HeldSeen::to_json).collect();
+                doc
+            }
         }
     }
 
@@ -184,45 +209,56 @@ impl RemoteView {
             RemoteView::Free { remote, place } => {
                 outln!("Remote lock ({remote} {place}): not locked")
             }
-            RemoteView::Held {
-                remote,
-                place,
-                holder,
-                lease_left,
-            } => {
-                outln!("Remote lock ({remote} {place}): locked\n");
-                match &holder.info {
-                    Some(info) if lease_left.is_some() => {
-                        print_holder(info);
-                        outln!(
-                            "Lease: {} s left (kept alive while its holder runs; it ends with its holder, never for its age)",
-                            lease_left.unwrap_or(0)
-                        );
+            RemoteView::Held { remote, held } => {
+                for (i, seen) in held.iter().enumerate() {
+                    if i > 0 {
+                        outln!();
                     }
-                    Some(info) => {
-                        print_holder(info);
-                        if holder
-                            .age(Utc::now())
-                            .is_some_and(|a| a.num_seconds() >= timeout as i64)
-                        {
-                            outln!(
-                                "\n{} it is older than the timeout ({timeout} s): the next machine that needs the lock breaks it.",
-                                ctx.out.yellow("Expired:")
-                            );
-                        } else if holder.age(ctx.now()).is_some_and(|a| {
-                            a.num_hours() >= stead_lib::sync::shared::OFFLINE_AFTER_HOURS
-                        }) {
-                            outln!(
-                                "\n{} its machine has not been seen for {} hours: the next machine that needs the lock breaks it.",
-                                ctx.out.yellow("Offline:"),
-                                stead_lib::sync::shared::OFFLINE_AFTER_HOURS
-                            );
-                        }
-                    }
-                    None => outln!("  unreadable content: {:?}", holder.raw),
+                    print_remote_holder(ctx, remote, seen, timeout);
                 }
             }
         }
+    }
+}
+
+/// One held remote lock: where, who, and its lease or its age.
+fn print_remote_holder(ctx: &Context, remote: &str, seen: &HeldSeen, timeout: u64) {
+    let HeldSeen {
+        place,
+        holder,
+        lease_left,
+    } = seen;
+    outln!("Remote lock ({remote} {place}): locked\n");
+    match &holder.info {
+        Some(info) if lease_left.is_some() => {
+            print_holder(info);
+            outln!(
+                "Lease: {} s left (kept alive while its holder runs; it ends with its holder, never for its age)",
+                lease_left.unwrap_or(0)
+            );
+        }
+        Some(info) => {
+            print_holder(info);
+            if holder
+                .age(Utc::now())
+                .is_some_and(|a| a.num_seconds() >= timeout as i64)
+            {
+                outln!(
+                    "\n{} it is older than the timeout ({timeout} s): the next machine that needs the lock breaks it.",
+                    ctx.out.yellow("Expired:")
+                );
+            } else if holder
+                .age(ctx.now())
+                .is_some_and(|a| a.num_hours() >= stead_lib::sync::shared::OFFLINE_AFTER_HOURS)
+            {
+                outln!(
+                    "\n{} its machine has not been seen for {} hours: the next machine that needs the lock breaks it.",
+                    ctx.out.yellow("Offline:"),
+                    stead_lib::sync::shared::OFFLINE_AFTER_HOURS
+                );
+            }
+        }
+        None => outln!("  unreadable content: {:?}", holder.raw),
     }
 }
 

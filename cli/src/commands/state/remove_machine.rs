@@ -21,7 +21,7 @@ pub struct RemoveMachineArgs {
 
 pub fn run(ctx: &Context, args: &RemoveMachineArgs) -> Result<ExitCode> {
     let who = args.machine.as_str();
-    let guard = ctx.lock("remove-machine", None)?;
+    let guard = ctx.lock_lineage_wide("remove-machine")?;
     let state = repo::load_state(ctx, &guard)?;
     let backend = repo::open(ctx, &state)?;
     let session = repo::session(ctx, backend.as_ref());

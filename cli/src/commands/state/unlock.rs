@@ -1,5 +1,5 @@
 //! `stead state unlock --force`: remove the state lock (and with `hybrid`,
-//! the remote lock) and say what was removed.
+//! the remote locks) and say what was removed.
 
 use crate::context::Context;
 use crate::output::outln;
@@ -83,7 +83,8 @@ pub fn run(ctx: &Context, args: &UnlockArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// With `lock_type = hybrid`, `unlock --force` removes the remote lock too.
+/// With `lock_type = hybrid`, `unlock --force` removes the remote locks
+/// too: the lineage's, and on etcd every machine's.
 fn unlock_remote(ctx: &Context) -> Result<()> {
     let config = ctx.lock_config().unwrap_or_default();
     if config.lock_type != LockType::Hybrid {
@@ -92,30 +93,35 @@ fn unlock_remote(ctx: &Context) -> Result<()> {
     let Some(locker) = ctx.locker() else {
         return Ok(());
     };
-    match locker.force_unlock() {
-        Ok(Some(holder)) => {
-            let who = holder
-                .info
-                .map(|i| {
-                    format!(
-                        " held by PID {} ({} on {}, acquired {})",
-                        i.machine.pid,
-                        i.operation,
-                        i.machine.hostname,
-                        ago(i.created_at, Utc::now())
-                    )
-                })
-                .unwrap_or_default();
-            if !ctx.json {
-                outln!(
-                    "{} Removed the remote lock on '{}'{who}",
-                    ctx.out.green("✓"),
-                    locker.remote()
-                );
-            }
+    let removed = match locker.force_unlock() {
+        Ok(removed) => removed,
+        Err(e) => {
+            ctx.warn(&format!("could not remove the remote lock: {e}"));
+            return Ok(());
         }
-        Ok(None) => {}
-        Err(e) => ctx.warn(&format!("could not remove the remote lock: {e}")),
+    };
+    if ctx.json {
+        return Ok(());
+    }
+    for holder in removed {
+        let who = holder
+            .info
+            .map(|i| {
+                format!(
+                    " held by PID {} ({} on {}, acquired {})",
+                    i.machine.pid,
+                    i.operation,
+                    i.machine.hostname,
+                    ago(i.created_at, Utc::now())
+                )
+            })
+            .unwrap_or_default();
+        let place = holder.place.map(|p| format!(" ({p})")).unwrap_or_default();
+        outln!(
+            "{} Removed the remote lock on '{}'{place}{who}",
+            ctx.out.green("✓"),
+            locker.remote()
+        );
     }
     Ok(())
 }

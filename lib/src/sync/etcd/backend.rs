@@ -16,8 +16,8 @@ use super::{keys, lock};
 use crate::fsutil;
 use crate::sync::SyncError;
 use crate::sync::backend::{
-    Backend, ConfigSource, Published, RecordStore, Records, RemoteLocker, Revision, SourceStatus,
-    StoppedUpdate, Update,
+    Backend, ConfigSource, LockScope, Published, RecordStore, Records, RemoteLocker, Revision,
+    SourceStatus, StoppedUpdate, Update,
 };
 use crate::sync::git::{Git, PushOutcome};
 use crate::sync::repo;
@@ -595,7 +595,7 @@ impl EtcdBackend {
             .collect();
         if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
             compares.push(Compare::create_revision(
-                self.lock_key(),
+                self.fenced_key(&fence),
                 CompareOp::Equal,
                 fence.create_revision,
             ));
@@ -634,9 +634,14 @@ impl EtcdBackend {
         Txn::new().when(compares).and_then(ops)
     }
 
-    /// The lineage lock's key.
-    pub fn lock_key(&self) -> String {
-        format!("{}{}lineage", self.config.prefix, keys::LOCKS)
+    /// The key of the lock a fence note names (the lineage's in a note
+    /// that names none).
+    fn fenced_key(&self, fence: &lock::Fence) -> String {
+        if fence.key.is_empty() {
+            lock::lineage_key(&self.config.prefix)
+        } else {
+            fence.key.clone()
+        }
     }
 
     fn publish_record(
@@ -777,10 +782,11 @@ impl EtcdBackend {
     /// gone, or a key it writes moved.
     fn refused(&self) -> SyncError {
         if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
-            let now = self.cluster.get(&self.lock_key()).ok().flatten();
+            let place = self.fenced_key(&fence);
+            let now = self.cluster.get(&place).ok().flatten();
             if now.map(|(_, create, _)| create) != Some(fence.create_revision) {
                 return SyncError::LockLost {
-                    place: self.lock_key(),
+                    place,
                     root: self.root.clone(),
                 };
             }
@@ -985,10 +991,11 @@ impl ConfigSource for EtcdBackend {
 }
 
 impl Backend for EtcdBackend {
-    fn locker(&self) -> Option<Box<dyn RemoteLocker>> {
+    fn locker(&self, scope: &LockScope) -> Option<Box<dyn RemoteLocker>> {
         Some(Box::new(lock::EtcdLocker::new(
             self.cluster.clone(),
-            self.lock_key(),
+            &self.config.prefix,
+            scope.clone(),
             self.cache().join(FENCE),
         )))
     }

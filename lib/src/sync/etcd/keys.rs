@@ -13,8 +13,10 @@
 //! | `P/history/<mid>/<entry-id>` | one [`HistoryEntry`] | that machine, create-only; deleted by it below its floor |
 //! | `P/retired/<mid>` | empty | a lineage-wide removal |
 //!
-//! Beside the record: `P/locks/lineage` (the lock, bound to a lease) and
-//! `P/config/rev` (the config commit last pushed, for `stead fleet watch`).
+//! Beside the record: the locks, each bound to a lease (`P/locks/lineage`
+//! for lineage-wide writes, `P/locks/machines/<mid>` for each machine's
+//! own), and `P/config/rev` (the config commit last pushed, for
+//! `stead fleet watch`).
 //!
 //! Machines write their own keys, so syncs of different machines never
 //! compare on the same key: no compare-and-set retries between them. The
@@ -38,6 +40,10 @@ pub const SERIAL: &str = "serial";
 pub const META: &str = "meta";
 /// Where the locks live below the prefix (not part of the record).
 pub const LOCKS: &str = "locks/";
+/// The lineage-wide lock below the prefix.
+pub const LINEAGE_LOCK: &str = "locks/lineage";
+/// Where each machine's own lock lives below the prefix (`<this><mid>`).
+pub const MACHINE_LOCKS: &str = "locks/machines/";
 /// The config commit a machine last pushed (not part of the record): what
 /// `stead fleet watch` waits on.
 pub const CONFIG_REV: &str = "config/rev";

@@ -1,29 +1,39 @@
-//! The lineage's lock on etcd, bound to a lease: taken by a transaction that
-//! creates the lock key only if it is absent, kept alive from the runtime's
-//! worker while held, and gone with its lease when the holder dies. Nobody
-//! breaks it by its age: a live holder keeps it, a dead one loses it after
-//! the lease's TTL. The one exception is a holder proven dead on the taking
-//! machine itself ([`crate::lock::proven_dead_here`]).
+//! The locks of a lineage on etcd, each bound to a lease: one per machine
+//! (`P/locks/machines/<mid>`), taken for that machine's own writes, and
+//! one for the lineage (`P/locks/lineage`), taken for writes that touch
+//! other machines' parts. A machine's lock is put only while the lineage's
+//! is absent, and the lineage's only while no machine's is held, each in
+//! one transaction; so machines never wait for each other, and a
+//! lineage-wide write waits for all of them.
 //!
-//! While a process holds it, the publishes of that process are fenced on
-//! it: the lock's create revision is noted in the config tree's etcd dir
-//! (with the pid), and a publish compares it in the same transaction, so a
-//! holder that lost its lease (stopped past its TTL) writes nothing.
+//! A lock is taken by a transaction that creates its key only if it is
+//! absent, kept alive from the runtime's worker while held, and gone with
+//! its lease when the holder dies. Nobody breaks it by its age: a live
+//! holder keeps it, a dead one loses it after the lease's TTL. The one
+//! exception is a holder proven dead on the taking machine itself
+//! ([`crate::lock::proven_dead_here`]).
+//!
+//! While a process holds one, the publishes of that process are fenced on
+//! it: the lock's key and create revision are noted in the config tree's
+//! etcd dir (with the pid), and a publish compares them in the same
+//! transaction, so a holder that lost its lease (stopped past its TTL)
+//! writes nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::client::{Cluster, kv_tuple};
+use super::keys;
 use crate::fsutil;
 use crate::lock::LockInfo;
 use crate::sync::SyncError;
 use crate::sync::backend::{
-    Acquired, BreakReason, HeldRemote, Released, RemoteHolder, RemoteLocker, Revision,
+    Acquired, BreakReason, HeldRemote, LockScope, Released, RemoteHolder, RemoteLocker, Revision,
 };
 
 /// The least TTL etcd grants (a TTL of 1 is raised to 2).
@@ -38,6 +48,10 @@ pub struct Fence {
     pub create_revision: i64,
     /// Its lease.
     pub lease: i64,
+    /// The lock's key (empty in a note written before machines had locks
+    /// of their own: the lineage's).
+    #[serde(default)]
+    pub key: String,
 }
 
 impl Fence {
@@ -50,22 +64,69 @@ impl Fence {
     }
 }
 
+/// The lineage lock's key under `prefix`.
+pub fn lineage_key(prefix: &str) -> String {
+    format!("{prefix}{}", keys::LINEAGE_LOCK)
+}
+
+/// Machine `id`'s lock key under `prefix`.
+pub fn machine_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}{}{id}", keys::MACHINE_LOCKS)
+}
+
 /// The remote half of a `hybrid` lock on etcd.
 pub struct EtcdLocker {
     cluster: Cluster,
+    prefix: String,
+    scope: LockScope,
     key: String,
     fence_file: PathBuf,
     keepers: Arc<Mutex<BTreeMap<i64, tokio::task::JoinHandle<()>>>>,
 }
 
 impl EtcdLocker {
-    /// The lock at `key`, noting a held lock's fence in `fence_file`.
-    pub fn new(cluster: Cluster, key: String, fence_file: PathBuf) -> Self {
+    /// The lock of `scope` in the lineage under `prefix`, noting a held
+    /// lock's fence in `fence_file`.
+    pub fn new(cluster: Cluster, prefix: &str, scope: LockScope, fence_file: PathBuf) -> Self {
+        let key = match &scope {
+            LockScope::Machine(id) => machine_key(prefix, id),
+            LockScope::Lineage => lineage_key(prefix),
+        };
         EtcdLocker {
             cluster,
+            prefix: prefix.to_string(),
+            scope,
             key,
             fence_file,
             keepers: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// The compare that the locks which keep ours out are all absent, and
+    /// the read that finds one of them when they are not.
+    fn others_absent(&self) -> (Compare, TxnOp) {
+        match &self.scope {
+            LockScope::Machine(_) => {
+                let lineage = lineage_key(&self.prefix);
+                (
+                    Compare::create_revision(lineage.as_bytes(), CompareOp::Equal, 0),
+                    TxnOp::get(lineage.as_bytes(), None),
+                )
+            }
+            LockScope::Lineage => {
+                // A compare over a range holds for every key in it, and for
+                // an empty range compares a key never created: so this one
+                // holds exactly when no machine's lock exists.
+                let machines = format!("{}{}", self.prefix, keys::MACHINE_LOCKS);
+                (
+                    Compare::create_revision(machines.as_bytes(), CompareOp::Equal, 0)
+                        .with_prefix(),
+                    TxnOp::get(
+                        machines.as_bytes(),
+                        Some(GetOptions::new().with_prefix().with_limit(1)),
+                    ),
+                )
+            }
         }
     }
 
@@ -106,15 +167,43 @@ impl EtcdLocker {
         Ok(())
     }
 
-    fn holder(kv: (String, Vec<u8>, i64, i64, i64)) -> RemoteHolder {
-        let (_, value, _, create, lease) = kv;
-        RemoteHolder::from_bytes(Revision::new(format!("{create}/{lease}")), &value)
+    fn holder(&self, kv: (String, Vec<u8>, i64, i64, i64)) -> RemoteHolder {
+        let (key, value, _, create, lease) = kv;
+        let mut holder =
+            RemoteHolder::from_bytes(Revision::new(format!("{create}/{lease}")), &value);
+        let machines = format!("{}{}", self.prefix, keys::MACHINE_LOCKS);
+        if let Some(id) = key.strip_prefix(&machines) {
+            holder.scope = LockScope::Machine(id.to_string());
+        }
+        holder.place = Some(key);
+        holder
     }
 
+    /// Every lock of the lineage, in one read: the lineage's first, then
+    /// the machines' in key order.
+    fn read_all(&self) -> Result<Vec<RemoteHolder>, SyncError> {
+        let range = self
+            .cluster
+            .range(&format!("{}{}", self.prefix, keys::LOCKS))?;
+        let mut holders: Vec<RemoteHolder> =
+            range.kvs.into_iter().map(|kv| self.holder(kv)).collect();
+        holders.sort_by_key(|h| h.scope != LockScope::Lineage);
+        Ok(holders)
+    }
+
+    /// Our own lock's holder, else one that keeps ours out.
     fn read(&self) -> Result<Option<RemoteHolder>, SyncError> {
-        Ok(self.cluster.get(&self.key)?.map(|(value, create, lease)| {
-            Self::holder((self.key.clone(), value, 0, create, lease))
-        }))
+        let all = self.read_all()?;
+        let own = all
+            .iter()
+            .position(|h| h.place.as_deref() == Some(self.key.as_str()));
+        Ok(match (own, &self.scope) {
+            (Some(i), _) => Some(all[i].clone()),
+            (None, LockScope::Lineage) => all.into_iter().next(),
+            (None, LockScope::Machine(_)) => {
+                all.into_iter().find(|h| h.scope == LockScope::Lineage)
+            }
+        })
     }
 
     /// Puts our lock in place of the absent one (`expect_create` 0) or of
@@ -136,14 +225,14 @@ impl EtcdLocker {
             value,
             Some(PutOptions::new().with_lease(lease)),
         ));
+        let (others_absent, read_others) = self.others_absent();
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.key.as_bytes(),
-                CompareOp::Equal,
-                expect_create,
-            )])
+            .when([
+                Compare::create_revision(self.key.as_bytes(), CompareOp::Equal, expect_create),
+                others_absent,
+            ])
             .and_then(ops)
-            .or_else([TxnOp::get(self.key.as_bytes(), None)]);
+            .or_else([TxnOp::get(self.key.as_bytes(), None), read_others]);
         let resp = match self.cluster.txn_once(txn) {
             Ok(resp) => resp,
             Err(failure) => {
@@ -162,21 +251,23 @@ impl EtcdLocker {
             let revision = Revision::new(format!("{create}/{lease}"));
             return Ok(Ok(self.took(&revision, lease)));
         }
+        // Ours first: a holder of our own key, else one that keeps us out.
         let holder = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Self::holder(kv_tuple(kv))),
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| self.holder(kv_tuple(kv))),
             _ => None,
         });
         Ok(Err(holder))
     }
 
     /// Puts our lock on `lease`: in place of none, or of a holder proven
-    /// dead on this machine. A lock released between our compare and our
-    /// read is simply tried for again, a few times at most.
+    /// dead on this machine (of our key, or of one that keeps ours out). A
+    /// lock released between our compare and our read is simply tried for
+    /// again, a few times at most.
     fn take(&self, info: &LockInfo, lease: i64) -> Result<Acquired, SyncError> {
         let mut expect = 0;
         let mut breaking: Option<(RemoteHolder, BreakReason)> = None;
         for _ in 0..8 {
-            match self.put_lock(info, lease, expect)? {
+            let holder = match self.put_lock(info, lease, expect)? {
                 Ok(lock) => {
                     return Ok(match breaking {
                         Some((previous, why)) => Acquired::Broke {
@@ -189,22 +280,25 @@ impl EtcdLocker {
                 }
                 Err(None) => {
                     expect = 0;
-                    breaking = None;
+                    continue;
                 }
-                // Someone else took it while we broke the dead one's.
-                Err(Some(holder)) if breaking.is_some() => return Ok(Acquired::Held(holder)),
-                Err(Some(holder)) => {
-                    let proof = holder
-                        .info
-                        .as_ref()
-                        .and_then(|i| crate::lock::proven_dead_here(i, info));
-                    let Some(proof) = proof else {
-                        return Ok(Acquired::Held(holder));
-                    };
-                    expect = parse_revision(&holder.revision).map_or(0, |(c, _)| c);
-                    breaking = Some((holder, BreakReason::DeadHere(proof)));
-                }
+                Err(Some(holder)) => holder,
+            };
+            let proof = holder
+                .info
+                .as_ref()
+                .and_then(|i| crate::lock::proven_dead_here(i, info));
+            let (Some(proof), Some((create, _))) = (proof, parse_revision(&holder.revision)) else {
+                return Ok(Acquired::Held(holder));
+            };
+            let place = holder.place.clone().unwrap_or_default();
+            if place == self.key {
+                expect = create;
+            } else {
+                self.delete_if(&place, create)?;
+                expect = 0;
             }
+            breaking = Some((holder, BreakReason::DeadHere(proof)));
         }
         Err(SyncError::Etcd {
             remote: self.cluster.name(),
@@ -221,6 +315,7 @@ impl EtcdLocker {
             pid: std::process::id(),
             create_revision: create,
             lease,
+            key: self.key.clone(),
         };
         // Without the note the publishes of this process are not fenced,
         // but still compare every key they write.
@@ -244,14 +339,15 @@ impl EtcdLocker {
         }
     }
 
-    fn delete_if(&self, create: i64) -> Result<bool, SyncError> {
+    /// Deletes the lock at `key` if it is still the one created at `create`.
+    fn delete_if(&self, key: &str, create: i64) -> Result<bool, SyncError> {
         let txn = Txn::new()
             .when([Compare::create_revision(
-                self.key.as_bytes(),
+                key.as_bytes(),
                 CompareOp::Equal,
                 create,
             )])
-            .and_then([TxnOp::delete(self.key.as_bytes(), None)]);
+            .and_then([TxnOp::delete(key.as_bytes(), None)]);
         Ok(self
             .cluster
             .txn_once(txn)
@@ -309,7 +405,7 @@ impl RemoteLocker for EtcdLocker {
         let Some((create, lease)) = parse_revision(&held.revision) else {
             return Ok(Released::Lost);
         };
-        let ours = self.delete_if(create)?;
+        let ours = self.delete_if(&self.key, create)?;
         self.forget_fence(&held.revision);
         self.revoke(lease);
         Ok(if ours { Released::Done } else { Released::Lost })
@@ -319,17 +415,36 @@ impl RemoteLocker for EtcdLocker {
         ttl_left(&self.cluster, holder).map(|t| t.max(0) as u64)
     }
 
-    fn force_unlock(&self) -> Result<Option<RemoteHolder>, SyncError> {
-        let Some(holder) = self.read()? else {
-            return Ok(None);
-        };
-        if let Some((create, lease)) = parse_revision(&holder.revision) {
-            self.delete_if(create)?;
-            if lease != 0 {
-                self.revoke(lease);
+    fn holders(&self) -> Result<Vec<RemoteHolder>, SyncError> {
+        self.read_all()
+    }
+
+    fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
+        let mut removed = Vec::new();
+        for holder in self.read_all()? {
+            let keeps_us_out = match &self.scope {
+                LockScope::Lineage => true,
+                LockScope::Machine(_) => {
+                    holder.scope == LockScope::Lineage
+                        || holder.place.as_deref() == Some(self.key.as_str())
+                }
+            };
+            let (Some(place), Some((create, lease))) =
+                (holder.place.clone(), parse_revision(&holder.revision))
+            else {
+                continue;
+            };
+            if !keeps_us_out {
+                continue;
+            }
+            if self.delete_if(&place, create)? {
+                if lease != 0 {
+                    self.revoke(lease);
+                }
+                removed.push(holder);
             }
         }
-        Ok(Some(holder))
+        Ok(removed)
     }
 }
 
@@ -357,4 +472,30 @@ pub fn ttl_left(cluster: &Cluster, holder: &RemoteHolder) -> Option<i64> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_noted_before_machines_had_locks_reads_as_the_lineages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held-lock.json");
+        let old = format!(
+            r#"{{"pid":{},"create_revision":7,"lease":9}}"#,
+            std::process::id()
+        );
+        std::fs::write(&path, old).unwrap();
+        let fence = Fence::read(&path).unwrap();
+        assert_eq!((fence.create_revision, fence.lease), (7, 9));
+        assert_eq!(fence.key, "", "no key: the lineage's lock");
+    }
+
+    #[test]
+    fn lock_keys_sit_beside_the_record() {
+        assert_eq!(lineage_key("/p/"), "/p/locks/lineage");
+        assert_eq!(machine_key("/p/", "m1"), "/p/locks/machines/m1");
+        assert!(!keys::in_record("locks/machines/m1"));
+    }
 }

@@ -1,4 +1,4 @@
-//! The etcd backend: the shared record and the lineage lock in an etcd
+//! The etcd backend: the shared record and the locks in an etcd
 //! cluster, the config tree a directory beside them (usually a git clone,
 //! whose files still move by git).
 //!
