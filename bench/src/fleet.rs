@@ -9,6 +9,10 @@
 //!   counters (`/metrics`, read before and after) per sync. A refused
 //!   publish is a compare-and-set retry; stead writes only per-machine keys,
 //!   so any retry fails the benchmark.
+//! * The same syncs, each under its machine's own lock (`hybrid`: take,
+//!   publish fenced on it, release), on a lineage of its own: its wall time
+//!   beside the unlocked one. No machine's lock is another's, so a sync
+//!   that could not take its own at once fails the benchmark.
 //! * The baseline, the same N × K syncs on the design stead avoids (and what
 //!   a git remote amounts to): the whole record in one key, read, changed
 //!   and written back with `If(mod_revision == seen)`, retried on failure.
@@ -25,9 +29,12 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use stead_lib::lock::{LockHolder, LockInfo, LockType};
 use stead_lib::state::HistoryEntry;
 use stead_lib::sync::SyncError;
-use stead_lib::sync::backend::{ConfigSource, Published, RecordStore};
+use stead_lib::sync::backend::{
+    Acquired, Backend, ConfigSource, HeldRemote, LockScope, Published, RecordStore, RemoteLocker,
+};
 use stead_lib::sync::etcd::client::Cluster;
 use stead_lib::sync::etcd::{EtcdBackend, EtcdConfig, keys};
 use stead_lib::sync::shared::{self, MachineRecord, SharedRecord};
@@ -50,6 +57,8 @@ pub struct FleetOptions {
 
 /// Where the concurrent syncs' lineage lives.
 const SYNC_PREFIX: &str = "/bench/sync/";
+/// Where the lineage of the syncs under each machine's own lock lives.
+const LOCKED_PREFIX: &str = "/bench/sync-locked/";
 /// The baseline's one key.
 const ONE_KEY: &str = "/bench/one-key/record";
 /// Where the `fleet status` lineage lives.
@@ -357,9 +366,12 @@ fn check_complete(record: &SharedRecord, opts: &FleetOptions, what: &str) -> Res
     Ok(())
 }
 
-/// N machines × K syncs through stead's etcd backend.
-fn stead_syncs(etcd: &Etcd, tmp: &Path, opts: &FleetOptions) -> Result<Phase> {
-    let config = EtcdConfig::new(&etcd.endpoints(), Some(SYNC_PREFIX))?;
+/// N machines × K syncs through stead's etcd backend; with `locked`, each
+/// sync under its machine's own lock (`hybrid`), which no other machine's
+/// sync may keep it from: one that would have to wait fails the run.
+fn stead_syncs(etcd: &Etcd, tmp: &Path, opts: &FleetOptions, locked: bool) -> Result<Phase> {
+    let prefix = if locked { LOCKED_PREFIX } else { SYNC_PREFIX };
+    let config = EtcdConfig::new(&etcd.endpoints(), Some(prefix))?;
     seed(tmp, &config, &seed_record("lineage-stead-bench-sync")?)?;
     let phase = concurrently(
         port_of(&etcd.endpoints())?,
@@ -369,13 +381,20 @@ fn stead_syncs(etcd: &Etcd, tmp: &Path, opts: &FleetOptions) -> Result<Phase> {
             let backend = EtcdBackend::new(dir.path(), None, config.clone(), TIMEOUT)?;
             // Joining: the first read, as a clone's (not timed).
             backend.refresh()?;
-            Ok((dir, backend))
+            let locker = locked
+                .then(|| backend.locker(&LockScope::Machine(machine_id(i))))
+                .flatten();
+            Ok((dir, backend, locker))
         },
-        |i, (_dir, b)| {
+        |i, (_dir, b, locker)| {
             let id = machine_id(i);
             let (mut retries, mut times) = (0, Vec::new());
             for k in 0..opts.syncs {
                 let start = Instant::now();
+                let held = match &locker {
+                    Some(locker) => Some(take_own_lock(locker.as_ref(), &id)?),
+                    None => None,
+                };
                 loop {
                     b.refresh()?;
                     b.update("stead-bench: sync")?;
@@ -389,14 +408,43 @@ fn stead_syncs(etcd: &Etcd, tmp: &Path, opts: &FleetOptions) -> Result<Phase> {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                if let (Some(locker), Some(held)) = (&locker, held) {
+                    locker.release(&held)?;
+                }
                 times.push(start.elapsed());
             }
             Ok((retries, times))
         },
     )?;
     let cluster = Cluster::new(&config.endpoints, TIMEOUT)?;
-    check_complete(&read_lineage(&cluster, SYNC_PREFIX)?, opts, "stead")?;
+    check_complete(&read_lineage(&cluster, prefix)?, opts, "stead")?;
     Ok(phase)
+}
+
+/// Takes machine `id`'s own lock; another holder is an error, for no
+/// other machine's sync may hold it.
+fn take_own_lock(locker: &dyn RemoteLocker, id: &str) -> Result<HeldRemote> {
+    let info = LockInfo {
+        id: format!("bench-lock-{id}"),
+        lock_type: LockType::Hybrid,
+        operation: "sync".to_string(),
+        machine: LockHolder {
+            id: id.to_string(),
+            hostname: id.to_string(),
+            pid: std::process::id(),
+            user: "bench".to_string(),
+        },
+        created_at: chrono::Utc::now(),
+        expected_duration_seconds: 60,
+        reason: None,
+        state_serial: None,
+        boot_id: None,
+        pid_start_time: None,
+    };
+    match locker.acquire(&info, 60)? {
+        Acquired::Taken(held) => Ok(held),
+        other => Err(format!("machine {id} could not take its own lock: {other:?}").into()),
+    }
 }
 
 /// The same syncs on one key holding the whole record, compare-and-set on
@@ -573,12 +621,20 @@ pub fn run(env: &Env, opts: &FleetOptions) -> Result<String> {
     let tmp = tempfile::Builder::new()
         .prefix("stead-bench-etcd-")
         .tempdir_in(&env.tmp_root)?;
-    let stead = stead_syncs(&etcd, tmp.path(), opts)?;
+    let stead = stead_syncs(&etcd, tmp.path(), opts, false)?;
     if stead.retries > 0 {
         return Err(format!(
             "{} of stead's publishes were refused (compare-and-set retries on per-machine keys); \
              there must be none",
             stead.retries
+        )
+        .into());
+    }
+    let locked = stead_syncs(&etcd, tmp.path(), opts, true)?;
+    if locked.retries > 0 {
+        return Err(format!(
+            "{} of stead's publishes under the machines' own locks were refused; there must be none",
+            locked.retries
         )
         .into());
     }
@@ -598,6 +654,11 @@ pub fn run(env: &Env, opts: &FleetOptions) -> Result<String> {
         secs(stead.wall),
         secs(base.wall),
         ratio(stead.wall, base.wall)
+    ));
+    t.push_str(&format!(
+        "| the same, each sync under its machine's own lock (`hybrid`; no machine waited for another's): wall | {} | | {:.2}× of stead without locks |\n",
+        secs(locked.wall),
+        ratio(locked.wall, stead.wall)
     ));
     t.push_str(&format!(
         "| syncs/s | {:.1} | {:.1} | |\n",

@@ -55,7 +55,9 @@ same kind of edit, and the watch's CPU use over an idle window (default 10 s).
 'etcd' measures a fleet on a real one-member etcd on loopback (issue 20): N
 machines (default 200), one thread each, doing K syncs (default 3) at once
 through stead's etcd backend (wall time, syncs/s, CAS retries (any fails
-the run), etcd's own counters per sync) beside the same syncs on the whole
+the run), etcd's own counters per sync), the same syncs each under its
+machine's own lock (hybrid; a machine kept waiting by another fails the
+run), beside the same syncs on the whole
 record in one key (compare-and-set on its revision, retried), and 'stead
 fleet status --json' over R machine records (default 1000; median of
 --repeat, default 3) beside one range read of the prefix parsed into a record.";

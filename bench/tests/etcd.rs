@@ -41,6 +41,10 @@ fn etcd_case_small_end_to_end() {
     );
     assert!(table.contains("| compare-and-set retries | 0 |"), "{table}");
     assert!(
+        table.contains("| the same, each sync under its machine's own lock"),
+        "{table}"
+    );
+    assert!(
         table.contains("`stead fleet status --json` over 20 machine records"),
         "{table}"
     );
