@@ -316,6 +316,41 @@ fn two_machines_apply_at_once_and_a_lineage_wide_write_waits_for_both() {
 }
 
 #[test]
+fn under_its_own_lock_a_machine_is_stopped_by_news_for_it_not_by_other_machines_syncs() {
+    let Some(w) = World::new(1, MANIFEST) else {
+        return;
+    };
+    let (a, b) = w.two_synced();
+    hybrid(&a, 60);
+    hybrid(&b, 60);
+    // B publishes news of its own (a repaired hand edit: a history entry).
+    let before = w.record()["lineage"]["serial"].clone();
+    std::fs::write(b.sb.home().join(".bashrc"), "edited\n").unwrap();
+    b.ok(&["sync"]);
+    assert_ne!(w.record()["lineage"]["serial"], before, "b published");
+    // Not news for A: its apply goes on (on git it would be stopped).
+    a.ok(&["apply", "--yes"]);
+
+    // A's own entry changed elsewhere: A's apply stops, changing nothing,
+    // until A syncs.
+    let a_id = a.id();
+    w.edit_record_json(|r| r["machines"][&a_id]["config_path"] = "/elsewhere".into());
+    let state = std::fs::read(a.sb.state_file()).unwrap();
+    let (code, out, err) = a.run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("has changed since this machine last synced"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(a.sb.state_file()).unwrap(), state);
+    let info = a.json(&["state", "lock-info"]);
+    assert_eq!(
+        info["remote_lock"]["status"], "unlocked",
+        "released: {info}"
+    );
+}
+
+#[test]
 fn unlock_force_removes_a_live_holders_lock() {
     let Some(w) = World::new(1, MANIFEST) else {
         return;

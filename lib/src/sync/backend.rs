@@ -268,6 +268,12 @@ pub trait RemoteLocker: Send {
     /// of the lineage. Returns the holders removed.
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError>;
 
+    /// Whether this is one machine's own lock that other machines do not
+    /// wait for (etcd); `false` for a lock the whole lineage shares.
+    fn per_machine(&self) -> bool {
+        false
+    }
+
     /// For a lock bound to a lease its holder keeps alive (etcd): the
     /// seconds the lease has left. `None`: the lock has no lease (it may be
     /// broken for its age, [`RemoteHolder::breakable`]).

@@ -115,7 +115,9 @@ pub enum HybridEvent {
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteRequest {
     /// Fail when the remote's record moved since this machine last synced
-    /// (every command but the ones that bring the remote's news in).
+    /// (every command but the ones that bring the remote's news in). Under
+    /// a machine's own lock (etcd) only news for this machine counts:
+    /// other machines' syncs do not stop its commands.
     pub check_advance: bool,
     /// Take the lineage-wide lock (a write that touches other machines'
     /// parts), not this machine's own.
@@ -186,12 +188,13 @@ pub fn acquire_remote(
         Ok(Acquired::Taken(lock)) => lock,
     };
     let remote_name = locker.remote().to_string();
+    let only_mine = locker.per_machine().then_some(info.machine.id.as_str());
     let held = Held {
         local,
         remote: Some(RemoteHeld::new(locker, taken, request.warn)),
     };
     if request.check_advance
-        && let Err(e) = remote_stood_still(backend, &remote_name)
+        && let Err(e) = remote_stood_still(backend, &remote_name, only_mine)
     {
         held.release()?;
         return Err(e);
@@ -200,14 +203,23 @@ pub fn acquire_remote(
 }
 
 /// Fails when the remote's record moved since the common base (another
-/// machine published since this one last synced).
-fn remote_stood_still(backend: &dyn Backend, remote: &str) -> Result<(), SyncError> {
+/// machine published since this one last synced); with `only_mine`, only
+/// when it moved for that machine ([`shared::moved_for`]).
+fn remote_stood_still(
+    backend: &dyn Backend,
+    remote: &str,
+    only_mine: Option<&str>,
+) -> Result<(), SyncError> {
     backend.refresh()?;
     let records = backend.records()?;
     let Some(copy) = &records.remote else {
         return Ok(());
     };
-    if shared::moved_since(Some(copy), records.base.as_ref()) {
+    let moved = match only_mine {
+        Some(me) => shared::moved_for(Some(copy), records.base.as_ref(), me),
+        None => shared::moved_since(Some(copy), records.base.as_ref()),
+    };
+    if moved {
         return Err(SyncError::RemoteAdvanced {
             remote: remote.to_string(),
             remote_serial: copy.lineage.serial,

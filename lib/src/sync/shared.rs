@@ -433,6 +433,27 @@ pub fn moved_since(copy: Option<&SharedRecord>, base: Option<&SharedRecord>) -> 
     }
 }
 
+/// Whether `copy` has news for machine `me`'s own writes since `base`: the
+/// lineage, `me`'s entry (beyond its times of push and its drift count, as
+/// [`same_content`]), its membership or its retirement changed. Other
+/// machines' entries and history are not news for it.
+pub fn moved_for(copy: Option<&SharedRecord>, base: Option<&SharedRecord>, me: &str) -> bool {
+    let mine = |r: &SharedRecord| {
+        let entry = r.machines.get(me).map(|m| MachineRecord {
+            last_sync: None,
+            drift: None,
+            ..m.clone()
+        });
+        let member = r.lineage.machines.iter().any(|id| id == me);
+        (r.lineage.id.clone(), entry, member, r.is_retired(me))
+    };
+    match (copy, base) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(c), Some(b)) => mine(c) != mine(b),
+    }
+}
+
 /// Equal in everything but when machines last pushed, up to a heartbeat
 /// (a machine's time moved by [`SEEN_REFRESH_MINUTES`] or more is news: it
 /// is how the others learn it is still there), and their drift counts (a
@@ -1879,6 +1900,48 @@ mod tests {
             drift: None,
             history_from_serial: None,
         }
+    }
+
+    #[test]
+    fn only_a_machines_own_parts_are_news_for_its_own_writes() {
+        let mut base = SharedRecord::new("lineage-x");
+        for id in ["a", "b"] {
+            base.machines.insert(id.into(), sample_machine(id));
+            base.lineage.machines.push(id.into());
+        }
+        assert!(!moved_for(Some(&base), Some(&base), "a"));
+        assert!(moved_for(Some(&base), None, "a"), "no base: news");
+        assert!(!moved_for(None, Some(&base), "a"), "no copy: none");
+
+        // Another machine's sync: its entry, its history, the serial.
+        let mut other = base.clone();
+        other.lineage.serial += 1;
+        other.history.push(entry("hb", "b", 9, 9));
+        other.machines.get_mut("b").unwrap().active_profile = Some("work".into());
+        assert!(moved_since(Some(&other), Some(&base)));
+        assert!(!moved_for(Some(&other), Some(&base), "a"));
+
+        // A's own times of push and drift count are not news either.
+        let mut seen = base.clone();
+        let a = seen.machines.get_mut("a").unwrap();
+        a.last_sync = Some(Utc::now());
+        a.drift = Some(3);
+        assert!(!moved_for(Some(&seen), Some(&base), "a"));
+
+        // A's profile changed elsewhere, A retired, A's membership gone, or
+        // another lineage: news for A.
+        let mut profile = base.clone();
+        profile.machines.get_mut("a").unwrap().active_profile = Some("work".into());
+        assert!(moved_for(Some(&profile), Some(&base), "a"));
+        let mut retired = base.clone();
+        retired.retire("a");
+        assert!(moved_for(Some(&retired), Some(&base), "a"));
+        let mut left = base.clone();
+        left.lineage.machines.retain(|id| id != "a");
+        assert!(moved_for(Some(&left), Some(&base), "a"));
+        let mut elsewhere = base.clone();
+        elsewhere.lineage.id = "lineage-y".into();
+        assert!(moved_for(Some(&elsewhere), Some(&base), "a"));
     }
 
     #[test]

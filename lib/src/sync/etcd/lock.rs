@@ -419,6 +419,10 @@ impl RemoteLocker for EtcdLocker {
         self.read_all()
     }
 
+    fn per_machine(&self) -> bool {
+        matches!(self.scope, LockScope::Machine(_))
+    }
+
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
         let mut removed = Vec::new();
         for holder in self.read_all()? {
