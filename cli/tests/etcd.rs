@@ -220,6 +220,10 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
         "{err}"
     );
     assert!(err.contains(&format!("locks/machines/{a_id}")), "{err}");
+    assert!(
+        err.contains("never broken for its age"),
+        "a lease, not an age: {err}"
+    );
     b.ok(&["apply", "--yes"]);
     let info = b.ok(&["state", "lock-info"]);
     assert!(info.contains(&holder.id().to_string()), "{info}");

@@ -268,6 +268,12 @@ pub trait RemoteLocker: Send {
     /// of the lineage. Returns the holders removed.
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError>;
 
+    /// Whether a lock here is bound to a lease its holder keeps alive
+    /// (etcd): it ends with its holder and is never broken for its age.
+    fn leased(&self) -> bool {
+        false
+    }
+
     /// Whether this is one machine's own lock that other machines do not
     /// wait for (etcd); `false` for a lock the whole lineage shares.
     fn per_machine(&self) -> bool {

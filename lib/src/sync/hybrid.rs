@@ -170,6 +170,7 @@ pub fn acquire_remote(
                     .unwrap_or_else(|| locker.place().to_string()),
                 holder: Box::new(holder),
                 timeout: config.timeout,
+                leased: locker.leased(),
             });
         }
         Ok(Acquired::Broke {

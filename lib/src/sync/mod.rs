@@ -357,7 +357,7 @@ pub enum SyncError {
     #[error(transparent)]
     Machine(#[from] crate::machine::MachineError),
     /// Another machine holds the remote lock.
-    #[error("{}", remote_locked_message(.remote, .place, .holder, *.timeout))]
+    #[error("{}", remote_locked_message(.remote, .place, .holder, *.timeout, *.leased))]
     RemoteLocked {
         /// The remote's name.
         remote: String,
@@ -367,6 +367,9 @@ pub enum SyncError {
         holder: Box<backend::RemoteHolder>,
         /// The configured timeout, seconds.
         timeout: u64,
+        /// Whether the lock is bound to a lease its holder keeps alive
+        /// (etcd): never broken for its age.
+        leased: bool,
     },
     /// An etcd call failed for another reason than the connection.
     #[error(
@@ -520,6 +523,7 @@ fn remote_locked_message(
     place: &str,
     holder: &backend::RemoteHolder,
     timeout: u64,
+    leased: bool,
 ) -> String {
     let Some(info) = &holder.info else {
         return format!(
@@ -542,13 +546,25 @@ fn remote_locked_message(
          User: {}\n\
          PID: {}\n\
          Acquired: {}\n\n\
-         A remote lock cannot be proven live across machines: once it is older than the \
-         timeout ({timeout} s) another machine may break it. Wait for that operation to \
-         finish and try again, or run 'stead state unlock --force' if that machine is \
-         not running stead.",
+         {}",
         machine.hostname,
         machine.user,
         machine.pid,
         ago(*created_at, chrono::Utc::now()),
+        if leased {
+            format!(
+                "The lock ends with its holder: it is bound to a lease the holder keeps alive, \
+                 which ends within the timeout ({timeout} s) of the holder stopping; it is never \
+                 broken for its age. Wait for that operation to finish and try again, or run \
+                 'stead state unlock --force' if that machine's stead is stuck."
+            )
+        } else {
+            format!(
+                "A remote lock cannot be proven live across machines: once it is older than the \
+                 timeout ({timeout} s) another machine may break it. Wait for that operation to \
+                 finish and try again, or run 'stead state unlock --force' if that machine is \
+                 not running stead."
+            )
+        }
     )
 }

@@ -419,6 +419,10 @@ impl RemoteLocker for EtcdLocker {
         self.read_all()
     }
 
+    fn leased(&self) -> bool {
+        true
+    }
+
     fn per_machine(&self) -> bool {
         matches!(self.scope, LockScope::Machine(_))
     }
