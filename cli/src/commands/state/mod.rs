@@ -28,10 +28,10 @@ pub enum StateCommand {
     /// Show the operation history, newest first
     History(history::HistoryArgs),
 
-    /// Show who holds the state lock (and with lock_type hybrid, the remote lock), if anyone
+    /// Show who holds the state lock (and with lock_type hybrid, the remote locks), if anyone
     LockInfo,
 
-    /// Remove the state lock (only with --force); with lock_type hybrid, the remote lock too
+    /// Remove the state lock (only with --force); with lock_type hybrid, the remote locks too
     Unlock(unlock::UnlockArgs),
 
     /// Compare managed files with the recorded checksums
