@@ -260,7 +260,7 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
 }
 
 #[test]
-fn two_machines_apply_at_once_and_a_lineage_wide_write_waits_for_both() {
+fn two_machines_apply_at_once_a_lineage_wide_write_waits_for_both_and_one_lock_can_be_removed() {
     let Some(w) = World::new(1, MANIFEST) else {
         return;
     };
@@ -308,6 +308,22 @@ fn two_machines_apply_at_once_and_a_lineage_wide_write_waits_for_both() {
     let remove_b: Vec<&str> = remove_b.iter().map(String::as_str).collect();
     let (code, out, err) = c.run(&remove_b);
     assert_eq!(code, 3, "{out}\n{err}");
+    // `unlock --force --machine` removes A's lock only (named by an id
+    // prefix); B's stays, and C's removal still waits for it.
+    let a_id = a.id();
+    let out = c.ok(&["state", "unlock", "--force", "--machine", &a_id[..8]]);
+    assert!(out.contains(&format!("PID {}", holder_a.id())), "{out}");
+    assert!(!out.contains(&format!("PID {}", holder_b.id())), "{out}");
+    let json = c.json(&["state", "lock-info"]);
+    let left: Vec<&str> = json["remote_lock"]["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["holder"]["machine"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [b.id()], "{json}");
+    let out = c.ok(&["state", "unlock", "--force", "--machine", &a_id]);
+    assert!(out.contains("No remote lock is held by"), "{out}");
     std::fs::write(signals_a.path().join("release"), "").unwrap();
     assert!(holder_a.wait().unwrap().success());
     let (code, out, err) = c.run(&remove_b);

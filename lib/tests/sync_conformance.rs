@@ -603,6 +603,41 @@ fn machine_locks_and_their_holders<H: Harness>() {
     assert!(lineage.holders().unwrap().is_empty());
 }
 
+/// `force_remove` removes the lock as it was read, and nothing once that
+/// lock is gone or was taken again since.
+fn force_remove_removes_only_the_lock_it_read<H: Harness>() {
+    let mut h = H::new();
+    let (a, b) = (h.clone_remote(), h.clone_remote());
+    let (la, lb) = (
+        a.locker(&machine("a")).unwrap(),
+        b.locker(&LockScope::Lineage).unwrap(),
+    );
+    let Acquired::Taken(first) = la.acquire(&lock_info("a", 0), TTL).unwrap() else {
+        panic!("a free lock is taken");
+    };
+    let seen = lb.holders().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // Released and taken again: what was read is no longer there.
+    assert_eq!(la.release(&first).unwrap(), Released::Done);
+    let again = lock_info("a2", 0);
+    assert!(matches!(
+        la.acquire(&again, TTL).unwrap(),
+        Acquired::Taken(_)
+    ));
+    assert!(
+        !lb.force_remove(&seen[0]).unwrap(),
+        "a stale read removes nothing"
+    );
+    assert_eq!(la.inspect().unwrap().and_then(|h| h.info), Some(again));
+    let now = lb.holders().unwrap();
+    assert!(lb.force_remove(&now[0]).unwrap());
+    assert!(lb.holders().unwrap().is_empty());
+    assert!(
+        !lb.force_remove(&now[0]).unwrap(),
+        "gone: nothing to remove"
+    );
+}
+
 fn releasing_a_broken_lock_leaves_the_new_holder<H: Harness>() {
     if H::LEASED {
         return releasing_an_ended_lease_leaves_the_new_holder::<H>();
@@ -721,6 +756,7 @@ macro_rules! backends {
             #[test] fn force_unlock_removes_any_lock() { super::force_unlock_removes_any_lock::<$harness>() }
             #[test] fn lineage_and_machine_locks_keep_each_other_out() { super::lineage_and_machine_locks_keep_each_other_out::<$harness>() }
             #[test] fn machine_locks_and_their_holders() { super::machine_locks_and_their_holders::<$harness>() }
+            #[test] fn force_remove_removes_only_the_lock_it_read() { super::force_remove_removes_only_the_lock_it_read::<$harness>() }
             #[test] fn releasing_a_broken_lock_leaves_the_new_holder() { super::releasing_a_broken_lock_leaves_the_new_holder::<$harness>() }
             #[test] fn update_brings_the_remote_in_cleanly() { super::update_brings_the_remote_in_cleanly::<$harness>() }
             #[test] fn update_stops_on_conflicting_files() { super::update_stops_on_conflicting_files::<$harness>() }

@@ -268,6 +268,11 @@ pub trait RemoteLocker: Send {
     /// of the lineage. Returns the holders removed.
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError>;
 
+    /// Removes the lock `holder` as [`RemoteLocker::holders`] read it, if
+    /// it is still that one (`stead state unlock --force --machine`);
+    /// `false`: it was already gone or replaced, and nothing was removed.
+    fn force_remove(&self, holder: &RemoteHolder) -> Result<bool, SyncError>;
+
     /// Whether a lock here is bound to a lease its holder keeps alive
     /// (etcd): it ends with its holder and is never broken for its age.
     fn leased(&self) -> bool {

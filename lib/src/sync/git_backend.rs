@@ -350,6 +350,14 @@ impl RemoteLocker for GitLocker {
         })
     }
 
+    fn force_remove(&self, holder: &RemoteHolder) -> Result<bool, SyncError> {
+        Ok(self.git.remote_ref_delete(
+            &self.remote,
+            remote_lock::LOCK_REF,
+            holder.revision.as_str(),
+        )? == LeaseOutcome::Done)
+    }
+
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
         Ok(remote_lock::force_remove(&self.git, &self.remote)?
             .into_iter()

@@ -492,6 +492,16 @@ impl RemoteLocker for MemoryLocker {
         Ok(Released::Done)
     }
 
+    fn force_remove(&self, holder: &RemoteHolder) -> Result<bool, SyncError> {
+        let mut server = lock(&self.server);
+        server.reach("memory")?;
+        if server.lock.as_ref().map(|(r, _)| r) != Some(&holder.revision) {
+            return Ok(false);
+        }
+        server.lock = None;
+        Ok(true)
+    }
+
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
         let mut server = lock(&self.server);
         server.reach("memory")?;

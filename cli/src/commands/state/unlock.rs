@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde_json::json;
 use std::process::ExitCode;
 use stead_lib::lock::{self, LockStatus, LockType, ago};
+use stead_lib::sync::backend::RemoteHolder;
 
 /// `stead state unlock [--force]`.
 #[derive(Debug, clap::Args)]
@@ -16,9 +17,17 @@ pub struct UnlockArgs {
     /// Remove it even though a process may still be working
     #[arg(long)]
     pub force: bool,
+    /// With lock_type hybrid: remove only the remote lock that MACHINE
+    /// holds (its id, an id prefix of 8 or more characters, or its
+    /// hostname); this machine's own state lock is left as it is
+    #[arg(long, value_name = "MACHINE", requires = "force")]
+    pub machine: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: &UnlockArgs) -> Result<ExitCode> {
+    if let Some(who) = &args.machine {
+        return unlock_machine(ctx, who);
+    }
     let force = args.force;
     if force {
         unlock_remote(ctx)?;
@@ -103,25 +112,82 @@ fn unlock_remote(ctx: &Context) -> Result<()> {
     if ctx.json {
         return Ok(());
     }
-    for holder in removed {
-        let who = holder
-            .info
-            .map(|i| {
-                format!(
-                    " held by PID {} ({} on {}, acquired {})",
-                    i.machine.pid,
-                    i.operation,
-                    i.machine.hostname,
-                    ago(i.created_at, Utc::now())
-                )
-            })
-            .unwrap_or_default();
-        let place = holder.place.map(|p| format!(" ({p})")).unwrap_or_default();
-        outln!(
-            "{} Removed the remote lock on '{}'{place}{who}",
-            ctx.out.green("✓"),
-            locker.remote()
-        );
+    for holder in &removed {
+        print_removed(ctx, locker.remote(), holder);
     }
     Ok(())
+}
+
+/// `unlock --force --machine MACHINE`: only the remote lock MACHINE holds.
+fn unlock_machine(ctx: &Context, who: &str) -> Result<ExitCode> {
+    let config = ctx.lock_config().unwrap_or_default();
+    if config.lock_type != LockType::Hybrid {
+        anyhow::bail!(
+            "--machine removes a remote lock, and this machine's lock_type is '{}': it takes none\n\
+             Run 'stead state unlock --force' to remove this machine's own state lock.",
+            config.lock_type.as_str()
+        );
+    }
+    let Some(locker) = ctx.locker() else {
+        anyhow::bail!(
+            "the config repo has no remote, so there is no remote lock to remove\n\
+             Run 'stead state lock-info' to see the locks there are."
+        );
+    };
+    let mut removed = Vec::new();
+    for holder in locker.holders()? {
+        if held_by(&holder, who) && locker.force_remove(&holder)? {
+            removed.push(holder);
+        }
+    }
+    if ctx.json {
+        let locks: Vec<_> = removed
+            .iter()
+            .map(|h| json!({"ref": h.place, "holder": h.info}))
+            .collect();
+        print_json(&json!({ "removed": !removed.is_empty(), "remote_locks_removed": locks }));
+    } else if removed.is_empty() {
+        outln!("No remote lock is held by '{}'", crate::output::clean(who));
+    } else {
+        for holder in &removed {
+            print_removed(ctx, locker.remote(), holder);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `holder` is machine `who`'s: its id, an id prefix of 8 or more
+/// characters, or its hostname (as `state remove-machine` names machines).
+fn held_by(holder: &RemoteHolder, who: &str) -> bool {
+    holder.info.as_ref().is_some_and(|i| {
+        i.machine.id == who
+            || i.machine.hostname == who
+            || (who.len() >= 8 && i.machine.id.starts_with(who))
+    })
+}
+
+/// One line for a removed remote lock: where, and whose it was.
+fn print_removed(ctx: &Context, remote: &str, holder: &RemoteHolder) {
+    let who = holder
+        .info
+        .as_ref()
+        .map(|i| {
+            format!(
+                " held by PID {} ({} on {}, acquired {})",
+                i.machine.pid,
+                i.operation,
+                i.machine.hostname,
+                ago(i.created_at, Utc::now())
+            )
+        })
+        .unwrap_or_default();
+    let place = holder
+        .place
+        .as_ref()
+        .map(|p| format!(" ({p})"))
+        .unwrap_or_default();
+    outln!(
+        "{} Removed the remote lock on '{remote}'{place}{who}",
+        ctx.out.green("✓")
+    );
 }

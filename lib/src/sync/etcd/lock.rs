@@ -427,6 +427,19 @@ impl RemoteLocker for EtcdLocker {
         matches!(self.scope, LockScope::Machine(_))
     }
 
+    fn force_remove(&self, holder: &RemoteHolder) -> Result<bool, SyncError> {
+        let (Some(place), Some((create, lease))) =
+            (holder.place.as_deref(), parse_revision(&holder.revision))
+        else {
+            return Ok(false);
+        };
+        let removed = self.delete_if(place, create)?;
+        if removed && lease != 0 {
+            self.revoke(lease);
+        }
+        Ok(removed)
+    }
+
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
         let mut removed = Vec::new();
         for holder in self.read_all()? {
@@ -437,18 +450,7 @@ impl RemoteLocker for EtcdLocker {
                         || holder.place.as_deref() == Some(self.key.as_str())
                 }
             };
-            let (Some(place), Some((create, lease))) =
-                (holder.place.clone(), parse_revision(&holder.revision))
-            else {
-                continue;
-            };
-            if !keeps_us_out {
-                continue;
-            }
-            if self.delete_if(&place, create)? {
-                if lease != 0 {
-                    self.revoke(lease);
-                }
+            if keeps_us_out && self.force_remove(&holder)? {
                 removed.push(holder);
             }
         }
