@@ -317,8 +317,10 @@ impl Context {
     /// locks removed and waits. With `lock_type = hybrid` the remote lock is
     /// taken too, and the remote record must not have moved since this
     /// machine last synced.
+    ///
     /// The remote lock is this machine's own where the backend has one per
-    /// machine (etcd), so other machines' runs do not wait for it.
+    /// machine (etcd), so other machines' runs do not wait for it, and only
+    /// news for this machine counts as the record having moved.
     pub fn lock(&self, operation: &str, state_serial: Option<u64>) -> Result<Held> {
         self.lock_scoped(operation, state_serial, true, false)
     }
