@@ -224,6 +224,10 @@ fn a_held_lock_refuses_another_machine_and_ends_with_its_holders_lease() {
         err.contains("never broken for its age"),
         "a lease, not an age: {err}"
     );
+    assert!(
+        err.contains(&format!("unlock --force --machine {}", &a_id[..8])),
+        "names the one lock to remove: {err}"
+    );
     b.ok(&["apply", "--yes"]);
     let info = b.ok(&["state", "lock-info"]);
     assert!(info.contains(&holder.id().to_string()), "{info}");

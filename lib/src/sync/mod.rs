@@ -556,7 +556,8 @@ fn remote_locked_message(
                 "The lock ends with its holder: it is bound to a lease the holder keeps alive, \
                  which ends within the timeout ({timeout} s) of the holder stopping; it is never \
                  broken for its age. Wait for that operation to finish and try again, or run \
-                 'stead state unlock --force' if that machine's stead is stuck."
+                 'stead state unlock --force --machine {short_id}' if that machine's stead is \
+                 stuck (it removes that machine's lock only)."
             )
         } else {
             format!(

@@ -72,3 +72,10 @@ pub fn run(ctx: &Context, command: &StateCommand) -> Result<ExitCode> {
         StateCommand::Migrate(args) => migrate::run(ctx, args),
     }
 }
+
+/// Whether `who`, as the user typed it, names the machine with this id and
+/// hostname: the whole id, an id prefix of 8 or more characters, or the
+/// hostname (`remove-machine`, `unlock --machine`).
+pub(crate) fn names_machine(who: &str, id: &str, hostname: &str) -> bool {
+    id == who || hostname == who || (who.len() >= 8 && id.starts_with(who))
+}

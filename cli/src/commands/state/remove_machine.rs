@@ -35,9 +35,7 @@ pub fn run(ctx: &Context, args: &RemoveMachineArgs) -> Result<ExitCode> {
     let matches: Vec<(String, String)> = record
         .machines
         .iter()
-        .filter(|(id, m)| {
-            *id == who || m.hostname == who || (who.len() >= 8 && id.starts_with(who))
-        })
+        .filter(|(id, m)| super::names_machine(who, id, &m.hostname))
         .map(|(id, m)| (id.clone(), m.hostname.clone()))
         .collect();
     let (id, hostname) = match matches.as_slice() {

@@ -156,14 +156,12 @@ fn unlock_machine(ctx: &Context, who: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether `holder` is machine `who`'s: its id, an id prefix of 8 or more
-/// characters, or its hostname (as `state remove-machine` names machines).
+/// Whether `holder` is machine `who`'s, named as `remove-machine` names it.
 fn held_by(holder: &RemoteHolder, who: &str) -> bool {
-    holder.info.as_ref().is_some_and(|i| {
-        i.machine.id == who
-            || i.machine.hostname == who
-            || (who.len() >= 8 && i.machine.id.starts_with(who))
-    })
+    holder
+        .info
+        .as_ref()
+        .is_some_and(|i| super::names_machine(who, &i.machine.id, &i.machine.hostname))
 }
 
 /// One line for a removed remote lock: where, and whose it was.

@@ -191,18 +191,26 @@ impl EtcdLocker {
         Ok(holders)
     }
 
+    /// Whether `holder` is our own lock's.
+    fn is_own(&self, holder: &RemoteHolder) -> bool {
+        holder.place.as_deref() == Some(self.key.as_str())
+    }
+
+    /// Whether `holder` keeps ours from being taken: ours, the lineage's,
+    /// and for the lineage's lock every machine's too.
+    fn keeps_out(&self, holder: &RemoteHolder) -> bool {
+        self.scope == LockScope::Lineage
+            || holder.scope == LockScope::Lineage
+            || self.is_own(holder)
+    }
+
     /// Our own lock's holder, else one that keeps ours out.
     fn read(&self) -> Result<Option<RemoteHolder>, SyncError> {
         let all = self.read_all()?;
-        let own = all
-            .iter()
-            .position(|h| h.place.as_deref() == Some(self.key.as_str()));
-        Ok(match (own, &self.scope) {
-            (Some(i), _) => Some(all[i].clone()),
-            (None, LockScope::Lineage) => all.into_iter().next(),
-            (None, LockScope::Machine(_)) => {
-                all.into_iter().find(|h| h.scope == LockScope::Lineage)
-            }
+        let own = all.iter().position(|h| self.is_own(h));
+        Ok(match own {
+            Some(i) => Some(all[i].clone()),
+            None => all.into_iter().find(|h| self.keeps_out(h)),
         })
     }
 
@@ -291,11 +299,10 @@ impl EtcdLocker {
             let (Some(proof), Some((create, _))) = (proof, parse_revision(&holder.revision)) else {
                 return Ok(Acquired::Held(holder));
             };
-            let place = holder.place.clone().unwrap_or_default();
-            if place == self.key {
+            if self.is_own(&holder) {
                 expect = create;
             } else {
-                self.delete_if(&place, create)?;
+                self.delete_if(holder.place.as_deref().unwrap_or_default(), create)?;
                 expect = 0;
             }
             breaking = Some((holder, BreakReason::DeadHere(proof)));
@@ -443,14 +450,7 @@ impl RemoteLocker for EtcdLocker {
     fn force_unlock(&self) -> Result<Vec<RemoteHolder>, SyncError> {
         let mut removed = Vec::new();
         for holder in self.read_all()? {
-            let keeps_us_out = match &self.scope {
-                LockScope::Lineage => true,
-                LockScope::Machine(_) => {
-                    holder.scope == LockScope::Lineage
-                        || holder.place.as_deref() == Some(self.key.as_str())
-                }
-            };
-            if keeps_us_out && self.force_remove(&holder)? {
+            if self.keeps_out(&holder) && self.force_remove(&holder)? {
                 removed.push(holder);
             }
         }
