@@ -750,14 +750,42 @@ pub fn noop_prepare(env: &Env, set: &NoopSet) -> Result<Workspace> {
     Ok(ws)
 }
 
+/// What `stead -v apply` says on stderr when the converged seal held and
+/// nothing was loaded or planned (cli/src/commands/plan.rs, `print_sealed`).
+pub const SEALED_NOTE: &str = "without planning";
+
 /// One timed repeat of `noop-N`: `stead apply --yes` vs. [`baseline_noop`].
+/// The case times loading, planning and applying, so each repeat starts
+/// without the converged seal an earlier one left (once the manifest is
+/// older than the seal's racy window, a no-op seals and the next one skips
+/// all three), and a repeat whose apply still found a seal is an error,
+/// not a sample.
 pub fn noop_repeat(env: &Env, set: &NoopSet, ws: &Workspace) -> Result<Sample> {
     let (baseline, ordered) = baseline_noop(&ws.config())?;
     if ordered != set.n {
         return Err(format!("the baseline ordered {ordered} of {} noops", set.n).into());
     }
-    let stead = env.stead_expect(ws, &["apply", "--yes"], 0)?;
+    remove_seal(ws)?;
+    let stead = env.stead_expect(ws, &["--verbose", "apply", "--yes"], 0)?;
+    if stead.stderr.contains(SEALED_NOTE) {
+        return Err(format!(
+            "noop-{}: the apply found the converged seal and planned nothing:\n{}",
+            set.n, stead.stderr
+        )
+        .into());
+    }
     Ok(Sample::plain(stead, baseline))
+}
+
+/// Removes the converged seal of `ws` (none is fine).
+pub fn remove_seal(ws: &Workspace) -> Result<()> {
+    let path = ws.state().join(stead_lib::seal::SEAL_FILE);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove {}: {e}", path.display()).into())
+        }
+        _ => Ok(()),
+    }
 }
 
 // ----------------------------------------------------------------- report

@@ -252,3 +252,54 @@ fn quick_mode_end_to_end() {
     // Every temp dir was removed.
     assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+/// `stead ARGS` in `ws` as the bench runs it, at `STEAD_NOW` = `now`.
+fn stead_at(ws: &Workspace, now: chrono::DateTime<chrono::Utc>, args: &[&str]) -> String {
+    let out = std::process::Command::new(stead_binary())
+        .arg("--home")
+        .arg(ws.home())
+        .arg("--state-dir")
+        .arg(ws.state())
+        .arg("--config")
+        .arg(ws.config())
+        .arg("--no-color")
+        .args(args)
+        .env("HOME", ws.env_home())
+        .env("STEAD_NOW", now.to_rfc3339())
+        .env_remove("STEAD_CONFIG")
+        .env_remove("STEAD_HOME")
+        .env_remove("STEAD_STATE_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stead {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_noop_repeat_plans_even_when_a_seal_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env(&tmp);
+    let set = NoopSet { n: 30, seed: 3 };
+    let ws = stead_bench::noop_prepare(&env, &set).unwrap();
+    // A minute on, everything the no-op rests on has settled: it seals,
+    // and the next apply finds the seal and plans nothing, as an earlier
+    // repeat's seal would make a later repeat do.
+    let later = chrono::Utc::now() + chrono::Duration::minutes(1);
+    stead_at(&ws, later, &["apply", "--yes"]);
+    assert!(
+        ws.state().join(stead_lib::seal::SEAL_FILE).is_file(),
+        "the no-op left no seal"
+    );
+    let sealed = stead_at(&ws, later, &["--verbose", "apply", "--yes"]);
+    assert!(
+        sealed.contains(stead_bench::SEALED_NOTE),
+        "a sealed apply says so with --verbose: {sealed}"
+    );
+    // The timed repeat still loads and plans.
+    let sample = stead_bench::noop_repeat(&env, &set, &ws).unwrap();
+    assert!(
+        !sample.stead.stderr.contains(stead_bench::SEALED_NOTE),
+        "{}",
+        sample.stead.stderr
+    );
+}
