@@ -141,7 +141,7 @@ impl Env {
 
     /// The command [`Env::stead`] runs (for a case that adds to its
     /// environment).
-    pub(crate) fn stead_command(&self, ws: &Workspace, args: &[&str]) -> Command {
+    pub fn stead_command(&self, ws: &Workspace, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.wrapper);
         cmd.arg("rss")
             .arg("--")
@@ -182,7 +182,7 @@ impl Env {
 
 /// Runs `cmd` (the `rss` wrapper around a child) and reads the wrapper's
 /// line: exit code, wall time and peak RSS of the child.
-pub(crate) fn measure(mut cmd: Command) -> Result<Measured> {
+pub fn measure(mut cmd: Command) -> Result<Measured> {
     let out = cmd.stdin(Stdio::null()).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

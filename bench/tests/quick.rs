@@ -253,26 +253,19 @@ fn quick_mode_end_to_end() {
     assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
-/// `stead ARGS` in `ws` as the bench runs it, at `STEAD_NOW` = `now`.
-fn stead_at(ws: &Workspace, now: chrono::DateTime<chrono::Utc>, args: &[&str]) -> String {
-    let out = std::process::Command::new(stead_binary())
-        .arg("--home")
-        .arg(ws.home())
-        .arg("--state-dir")
-        .arg(ws.state())
-        .arg("--config")
-        .arg(ws.config())
-        .arg("--no-color")
-        .args(args)
-        .env("HOME", ws.env_home())
-        .env("STEAD_NOW", now.to_rfc3339())
-        .env_remove("STEAD_CONFIG")
-        .env_remove("STEAD_HOME")
-        .env_remove("STEAD_STATE_DIR")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "stead {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// `stead ARGS` in `ws` as the bench runs it, at `STEAD_NOW` = `now`: its
+/// stderr.
+fn stead_at(
+    env: &Env,
+    ws: &Workspace,
+    now: chrono::DateTime<chrono::Utc>,
+    args: &[&str],
+) -> String {
+    let mut cmd = env.stead_command(ws, args);
+    cmd.env("STEAD_NOW", now.to_rfc3339());
+    let run = stead_bench::measure(cmd).unwrap();
+    assert_eq!(run.exit, 0, "stead {args:?}: {}", run.stderr);
+    run.stderr
 }
 
 #[test]
@@ -285,12 +278,12 @@ fn every_noop_repeat_plans_even_when_a_seal_holds() {
     // and the next apply finds the seal and plans nothing, as an earlier
     // repeat's seal would make a later repeat do.
     let later = chrono::Utc::now() + chrono::Duration::minutes(1);
-    stead_at(&ws, later, &["apply", "--yes"]);
+    stead_at(&env, &ws, later, &["apply", "--yes"]);
     assert!(
         ws.state().join(stead_lib::seal::SEAL_FILE).is_file(),
         "the no-op left no seal"
     );
-    let sealed = stead_at(&ws, later, &["--verbose", "apply", "--yes"]);
+    let sealed = stead_at(&env, &ws, later, &["--verbose", "apply", "--yes"]);
     assert!(
         sealed.contains(stead_bench::SEALED_NOTE),
         "a sealed apply says so with --verbose: {sealed}"
