@@ -13,8 +13,8 @@ mod output;
 /// jemalloc, not the system's malloc: a run that plans 100 000 files holds
 /// about a sixth less memory at its peak and spends a fifth to almost half
 /// less CPU (many small strings, no header per allocation; freed pages go
-/// back within 100 ms, see `.cargo/config.toml`). Figures: docs/performance.md, "The
-/// allocator".
+/// back within 100 ms, see `.cargo/config.toml`). Figures:
+/// docs/performance.md, "The allocator".
 #[cfg(unix)]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
