@@ -371,6 +371,21 @@ fn unlock_force(f: &Fleet) {
         info["remote_lock"]["status"], "unlocked",
         "{backend}: {info}"
     );
+
+    // `--machine` names whose lock goes, and says where it was, on either
+    // backend (the ref on git, A's own key on etcd).
+    let holder = f.hold_with_apply(&a);
+    let out = b.json(&["state", "unlock", "--force", "--machine", &a_id]);
+    assert_eq!(out["removed"], true, "{backend}: {out}");
+    let gone = &out["remote_locks_removed"][0];
+    assert_eq!(gone["holder"]["machine"]["id"], a_id, "{backend}: {out}");
+    let place = gone["ref"].as_str().unwrap_or_default();
+    match f {
+        Fleet::Git(_) => assert_eq!(place, "refs/stead/lock", "{out}"),
+        Fleet::Etcd(_) => assert!(place.ends_with(&format!("/locks/machines/{a_id}")), "{out}"),
+    }
+    let (code, err) = holder.release();
+    assert_eq!(code, 0, "{backend}: a's apply: {err}");
 }
 
 /// 6. A's profile and path changed elsewhere while A changed its profile:

@@ -245,6 +245,15 @@ pub trait RemoteLocker: Send {
     /// Where on the remote the lock lives (e.g. a ref), for messages.
     fn place(&self) -> &str;
 
+    /// Where `holder`'s lock lives: its own place when it has one (a
+    /// machine's lock seen by a lineage-wide locker), else this locker's.
+    fn place_of(&self, holder: &RemoteHolder) -> String {
+        holder
+            .place
+            .clone()
+            .unwrap_or_else(|| self.place().to_string())
+    }
+
     /// Takes the lock for `info`, breaking one at least `ttl_secs` old or
     /// one a dead process of this machine left ([`RemoteHolder::breakable`]).
     fn acquire(&self, info: &LockInfo, ttl_secs: u64) -> Result<Acquired, SyncError>;

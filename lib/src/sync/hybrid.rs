@@ -164,10 +164,7 @@ pub fn acquire_remote(
             local.release()?;
             return Err(SyncError::RemoteLocked {
                 remote: locker.remote().to_string(),
-                place: holder
-                    .place
-                    .clone()
-                    .unwrap_or_else(|| locker.place().to_string()),
+                place: locker.place_of(&holder),
                 holder: Box::new(holder),
                 timeout: config.timeout,
                 leased: locker.leased(),

@@ -158,7 +158,7 @@ fn remote_view(ctx: &Context, config: &LockConfig) -> Option<RemoteView> {
             held: holders
                 .into_iter()
                 .map(|holder| HeldSeen {
-                    place: holder.place.clone().unwrap_or_else(|| place.clone()),
+                    place: locker.place_of(&holder),
                     lease_left: locker.lease_left(&holder),
                     holder,
                 })

@@ -143,7 +143,7 @@ fn unlock_machine(ctx: &Context, who: &str) -> Result<ExitCode> {
     if ctx.json {
         let locks: Vec<_> = removed
             .iter()
-            .map(|h| json!({"ref": h.place, "holder": h.info}))
+            .map(|h| json!({"ref": locker.place_of(h), "holder": h.info}))
             .collect();
         print_json(&json!({ "removed": !removed.is_empty(), "remote_locks_removed": locks }));
     } else if removed.is_empty() {

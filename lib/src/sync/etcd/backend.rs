@@ -595,7 +595,7 @@ impl EtcdBackend {
             .collect();
         if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
             compares.push(Compare::create_revision(
-                self.fenced_key(&fence),
+                fence.lock_key(&self.config.prefix),
                 CompareOp::Equal,
                 fence.create_revision,
             ));
@@ -632,16 +632,6 @@ impl EtcdBackend {
             )),
         }
         Txn::new().when(compares).and_then(ops)
-    }
-
-    /// The key of the lock a fence note names (the lineage's in a note
-    /// that names none).
-    fn fenced_key(&self, fence: &lock::Fence) -> String {
-        if fence.key.is_empty() {
-            lock::lineage_key(&self.config.prefix)
-        } else {
-            fence.key.clone()
-        }
     }
 
     fn publish_record(
@@ -782,7 +772,7 @@ impl EtcdBackend {
     /// gone, or a key it writes moved.
     fn refused(&self) -> SyncError {
         if let Some(fence) = lock::Fence::read(&self.cache().join(FENCE)) {
-            let place = self.fenced_key(&fence);
+            let place = fence.lock_key(&self.config.prefix);
             let now = self.cluster.get(&place).ok().flatten();
             if now.map(|(_, create, _)| create) != Some(fence.create_revision) {
                 return SyncError::LockLost {

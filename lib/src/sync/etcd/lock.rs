@@ -55,6 +55,17 @@ pub struct Fence {
 }
 
 impl Fence {
+    /// The key of the lock it fences on, under `prefix`: the one it names,
+    /// or the lineage's in a note that names none (written before machines
+    /// had locks of their own).
+    pub fn lock_key(&self, prefix: &str) -> String {
+        if self.key.is_empty() {
+            lineage_key(prefix)
+        } else {
+            self.key.clone()
+        }
+    }
+
     /// The fence of this process at `path` (`None`: none, or another
     /// process's left behind).
     pub fn read(path: &std::path::Path) -> Option<Fence> {
@@ -69,9 +80,14 @@ pub fn lineage_key(prefix: &str) -> String {
     format!("{prefix}{}", keys::LINEAGE_LOCK)
 }
 
+/// Where the machines' lock keys live under `prefix` (each `<this><id>`).
+fn machine_keys(prefix: &str) -> String {
+    format!("{prefix}{}", keys::MACHINE_LOCKS)
+}
+
 /// Machine `id`'s lock key under `prefix`.
 pub fn machine_key(prefix: &str, id: &str) -> String {
-    format!("{prefix}{}{id}", keys::MACHINE_LOCKS)
+    format!("{}{id}", machine_keys(prefix))
 }
 
 /// The remote half of a `hybrid` lock on etcd.
@@ -117,7 +133,7 @@ impl EtcdLocker {
                 // A compare over a range holds for every key in it, and for
                 // an empty range compares a key never created: so this one
                 // holds exactly when no machine's lock exists.
-                let machines = format!("{}{}", self.prefix, keys::MACHINE_LOCKS);
+                let machines = machine_keys(&self.prefix);
                 (
                     Compare::create_revision(machines.as_bytes(), CompareOp::Equal, 0)
                         .with_prefix(),
@@ -171,7 +187,7 @@ impl EtcdLocker {
         let (key, value, _, create, lease) = kv;
         let mut holder =
             RemoteHolder::from_bytes(Revision::new(format!("{create}/{lease}")), &value);
-        let machines = format!("{}{}", self.prefix, keys::MACHINE_LOCKS);
+        let machines = machine_keys(&self.prefix);
         if let Some(id) = key.strip_prefix(&machines) {
             holder.scope = LockScope::Machine(id.to_string());
         }
@@ -499,7 +515,10 @@ mod tests {
         std::fs::write(&path, old).unwrap();
         let fence = Fence::read(&path).unwrap();
         assert_eq!((fence.create_revision, fence.lease), (7, 9));
-        assert_eq!(fence.key, "", "no key: the lineage's lock");
+        assert_eq!(fence.lock_key("/p/"), "/p/locks/lineage");
+        let mut machines = fence;
+        machines.key = machine_key("/p/", "m1");
+        assert_eq!(machines.lock_key("/p/"), "/p/locks/machines/m1");
     }
 
     #[test]
