@@ -186,6 +186,9 @@ fn resolve(
         })
         .map(|d| d.id.clone())
         .collect();
+    // Each declaration is dropped once its resources are built: its keys
+    // and values are not held beside every resource at the end.
+    let decls = std::mem::take(&mut top.decls);
     let build = Build {
         secret_recipients: &top.secret_recipients,
         scope: &scope,
@@ -196,11 +199,11 @@ fn resolve(
         config_dir,
         home,
     };
-    let mut resources = Vec::with_capacity(top.decls.len());
+    let mut resources = Vec::with_capacity(decls.len());
     // Which resources an expansion made (not the declaration itself).
-    let mut expanded = Vec::with_capacity(top.decls.len());
-    for d in &top.decls {
-        if let Some(r) = build.resource(w, d) {
+    let mut expanded = Vec::with_capacity(decls.len());
+    for d in decls {
+        if let Some(r) = build.resource(w, &d) {
             let kind = w.kinds.get(r.kind());
             for one in kind.expand(r, &mut w.problems) {
                 expanded.push(one.id != d.id);
