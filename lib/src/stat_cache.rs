@@ -238,28 +238,30 @@ impl StatCache {
 
     /// A cache of `entries` (the last one wins for a path given twice).
     pub fn of(entries: impl IntoIterator<Item = (String, Entry)>) -> StatCache {
-        let entries = entries
-            .into_iter()
-            .map(|(k, e)| (k.into_boxed_str(), e))
-            .collect();
-        StatCache::sorted(FORMAT, entries)
+        let entries = entries.into_iter();
+        // Sized by the iterator's upper bound (the plan's filter over what
+        // it kept has one): grown by doubling, the vector held up to twice
+        // its entries, and copied them at each step.
+        let mut packed = Vec::with_capacity(entries.size_hint().1.unwrap_or(0));
+        packed.extend(entries.map(|(k, e)| (k.into_boxed_str(), e)));
+        StatCache::sorted(FORMAT, packed)
     }
 
     fn sorted(format: u32, mut entries: Vec<(Box<str>, Entry)>) -> StatCache {
         // Stable, so among equal paths the last given stays last; keep it.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut deduped: Vec<(Box<str>, Entry)> = Vec::with_capacity(entries.len());
-        for (key, entry) in entries {
-            match deduped.last_mut() {
-                Some(last) if last.0 == key => last.1 = entry,
-                _ => deduped.push((key, entry)),
+        // In place: a second vector was a second copy of every entry at the
+        // run's peak (10 MB at 100 000 files). `dedup_by` drops the later of
+        // two equal keys, so the later's entry is swapped into the one kept.
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
-        deduped.shrink_to_fit();
-        StatCache {
-            format,
-            entries: deduped,
-        }
+            same
+        });
+        entries.shrink_to_fit();
+        StatCache { format, entries }
     }
 
     /// Writes it into `state_dir` (atomically, 0600).
@@ -504,5 +506,31 @@ mod tests {
         assert_eq!(cache.get("~/a"), Some(&entry(12)));
         assert!(cache.get("~/c").is_none());
         assert!(cache.get("~/").is_none());
+        // Three of one path, apart and together: the last still wins.
+        let cache = StatCache::of([
+            ("~/b".to_string(), entry(12)),
+            ("~/c".to_string(), entry(20)),
+            ("~/b".to_string(), entry(13)),
+            ("~/a".to_string(), entry(12)),
+            ("~/b".to_string(), entry(14)),
+            ("~/c".to_string(), entry(21)),
+        ]);
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get("~/b"), Some(&entry(14)));
+        assert_eq!(cache.get("~/c"), Some(&entry(21)));
+        assert_eq!(cache.get("~/a"), Some(&entry(12)));
+        // A loaded file that holds a path twice keeps the later, as before.
+        let text = serde_json::to_string(&cache).unwrap().replacen(
+            "{\"~/a\"",
+            &format!(
+                "{{\"~/c\":{},\"~/a\"",
+                serde_json::to_string(&entry(99).text()).unwrap()
+            ),
+            1,
+        );
+        assert_eq!(text.matches("\"~/c\"").count(), 2, "{text}");
+        let loaded: StatCache = serde_json::from_str(&text).unwrap();
+        assert_eq!(loaded.len(), 3);
+        assert_eq!(loaded.get("~/c"), Some(&entry(21)), "{text}");
     }
 }
