@@ -518,12 +518,15 @@ pub fn seal_draft(
     start_ns: i128,
 ) -> Option<crate::seal::Draft> {
     use crate::seal::SealPath;
-    let mut paths = vec![
+    // Sized for a path per resource: grown by doubling, the list held up
+    // to twice that.
+    let mut paths = Vec::with_capacity(4 + manifest.resources.len());
+    paths.extend([
         SealPath::content(&layout.state_file()),
         SealPath::content(&journal_path(layout)),
         SealPath::content(&std::env::current_exe().ok()?),
         SealPath::content(&manifest.path),
-    ];
+    ]);
     let mut seen: HashSet<&Path> = HashSet::new();
     for resource in &manifest.resources {
         let kind = crate::resource::registry::get(resource.spec.kind());

@@ -405,8 +405,10 @@ pub struct Draft {
     serial: u64,
     start_ns: i128,
     paths: Vec<SealPath>,
-    /// What each [`Rule::Node`] path was before the plan (by index).
-    before: Vec<Option<Found>>,
+    /// What each [`Rule::Node`] path found was before the plan, by its
+    /// index in `paths`, ascending. Only the nodes: an entry for every path
+    /// was 8 MB of nothing at 100 000 files, held through the whole run.
+    before: Vec<(usize, Found)>,
 }
 
 impl Draft {
@@ -418,10 +420,9 @@ impl Draft {
         paths.retain(|p| unique.insert(p.clone()));
         let before = paths
             .iter()
-            .map(|p| match p.rule {
-                Rule::Node => Found::at(&p.path),
-                Rule::Content => None,
-            })
+            .enumerate()
+            .filter(|(_, p)| p.rule == Rule::Node)
+            .filter_map(|(i, p)| Some((i, Found::at(&p.path)?)))
             .collect();
         Draft {
             key,
@@ -440,7 +441,9 @@ impl Draft {
     pub fn seal(&self, layout: &Layout, unchanged: usize) -> Result<bool, FsError> {
         let mut groups: Vec<Group> = Vec::new();
         let mut group_of: std::collections::HashMap<&Path, usize> = Default::default();
-        for (p, before) in self.paths.iter().zip(&self.before) {
+        let mut nodes = self.before.iter().peekable();
+        for (i, p) in self.paths.iter().enumerate() {
+            let before = nodes.next_if(|(at, _)| *at == i).map(|(_, found)| found);
             let Some(found) = Found::at(&p.path) else {
                 return remove(layout).map(|()| false);
             };
