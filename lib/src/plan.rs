@@ -466,6 +466,12 @@ fn plan_removals(
         .iter()
         .filter(|(id, _)| !declared.contains(id.as_str()))
         .collect();
+    drop(declared);
+    // Usually nothing is gone: then no set of every claimed path is built
+    // (5 MB at 100 000 files, at the moment the plan holds the most).
+    if gone.is_empty() {
+        return;
+    }
     gone.sort_by_key(|(id, rec)| {
         let depth = rec.keys.first().map_or(0, |k| k.matches('/').count());
         (std::cmp::Reverse(depth), (*id).clone())
