@@ -313,11 +313,8 @@ pub fn make_scoped(
     secrets: &crate::secret::Secrets,
     only: Option<&HashSet<String>>,
 ) -> Result<Plan, PlanError> {
-    let stat_use = cache.map(|(cache, now_ns)| resource::StatUse {
-        cache,
-        now_ns,
-        next: std::sync::Mutex::new(Vec::new()),
-    });
+    let stat_use = cache
+        .map(|(cache, now_ns)| resource::StatUse::new(cache, now_ns, manifest.resources.len()));
     let facts = Facts::current(&manifest.home);
     // Ownership is by path, so renaming a resource keeps what it manages.
     // A key recorded through a symlinked ancestor (before paths were
@@ -421,33 +418,37 @@ pub fn make_scoped(
 
 /// The stat cache after this plan, when it differs from `cache`, and how
 /// many of its entries `cache` held already (trusted or found again).
+///
+/// The new entries' vector becomes the next cache's: the kept ones are
+/// added to it, not both copied into a third. A path both kept and found
+/// anew (two resources of one path) keeps what was found anew.
 fn next_stat_cache(
     cache: &crate::stat_cache::StatCache,
-    kept: Vec<resource::Kept>,
+    kept: resource::Kept,
 ) -> (Option<crate::stat_cache::StatCache>, usize) {
-    let trusted = kept
-        .iter()
-        .filter(|k| matches!(k, resource::Kept::Same(_)))
-        .count();
-    if trusted == kept.len() {
+    let resource::Kept { mut same, mut new } = kept;
+    let trusted = same.len();
+    if new.is_empty() {
         // Nothing new: unchanged exactly when every key of the cache was kept.
-        let mut keys: Vec<&str> = kept
-            .iter()
-            .filter_map(|k| match k {
-                resource::Kept::Same(key) => Some(*key),
-                resource::Kept::New(_) => None,
-            })
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.len() == cache.len() {
+        same.sort_unstable();
+        same.dedup();
+        if same.len() == cache.len() {
             return (None, trusted);
         }
     }
-    let next = crate::stat_cache::StatCache::of(kept.into_iter().filter_map(|k| match k {
-        resource::Kept::Same(key) => cache.get(key).map(|e| (key.to_string(), e.clone())),
-        resource::Kept::New(new) => Some(*new),
-    }));
+    // Stable: of a path found anew twice, the later stays later, and wins.
+    new.sort_by(|a, b| a.0.cmp(&b.0));
+    let fresh = new.len();
+    new.reserve(same.len());
+    for key in same {
+        let found_anew = new[..fresh]
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .is_ok();
+        if !found_anew && let Some(entry) = cache.get(key) {
+            new.push((Box::from(key), entry.clone()));
+        }
+    }
+    let next = crate::stat_cache::StatCache::of_packed(new);
     ((next != *cache).then_some(next), trusted)
 }
 
@@ -979,6 +980,68 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
 mod tests {
     use super::*;
     use crate::resource::tests::{Fixture, change};
+    use crate::stat_cache::{Entry, Stamp, StatCache};
+
+    fn entry(verified_s: i128) -> Entry {
+        let stamp = Stamp {
+            size: 3,
+            mtime_ns: 10 * 1_000_000_000,
+            ctime_ns: 10 * 1_000_000_000,
+            ino: 7,
+            dev: 1,
+            mode: 0o100644,
+            uid: 0,
+        };
+        Entry::new(stamp, "blake3:a", verified_s * 1_000_000_000).unwrap()
+    }
+
+    fn kept<'a>(same: &[&'a str], new: &[(&str, i128)]) -> resource::Kept<'a> {
+        resource::Kept {
+            same: same.to_vec(),
+            new: new.iter().map(|&(k, v)| (Box::from(k), entry(v))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_cache_whose_every_entry_was_kept_is_not_written_again() {
+        let cache = StatCache::of([("~/a".into(), entry(20)), ("~/b".into(), entry(20))]);
+        let keys: Vec<&str> = ["~/b", "~/a", "~/b"].to_vec();
+        let (next, trusted) = next_stat_cache(&cache, kept(&keys, &[]));
+        assert_eq!(next, None);
+        assert_eq!(trusted, 3);
+        // One key not kept: the next cache is the rest.
+        let (next, trusted) = next_stat_cache(&cache, kept(&["~/b"], &[]));
+        assert_eq!(next, Some(StatCache::of([("~/b".into(), entry(20))])));
+        assert_eq!(trusted, 1);
+    }
+
+    #[test]
+    fn the_next_cache_holds_the_kept_and_the_new_and_the_new_win() {
+        let cache = StatCache::of([
+            ("~/a".into(), entry(20)),
+            ("~/b".into(), entry(20)),
+            ("~/c".into(), entry(20)),
+        ]);
+        // ~/c kept and found anew: the new entry wins. ~/d found anew
+        // twice: the later wins. ~/b is not kept: it is gone.
+        let (next, trusted) = next_stat_cache(
+            &cache,
+            kept(&["~/c", "~/a"], &[("~/d", 30), ("~/c", 31), ("~/d", 32)]),
+        );
+        let expected = StatCache::of([
+            ("~/a".into(), entry(20)),
+            ("~/c".into(), entry(31)),
+            ("~/d".into(), entry(32)),
+        ]);
+        assert_eq!(next, Some(expected));
+        assert_eq!(trusted, 2);
+        // Everything read anew into an empty cache.
+        let empty = StatCache::empty();
+        let (next, trusted) = next_stat_cache(&empty, kept(&[], &[("~/b", 5), ("~/a", 6)]));
+        let expected = StatCache::of([("~/a".into(), entry(6)), ("~/b".into(), entry(5))]);
+        assert_eq!(next, Some(expected));
+        assert_eq!(trusted, 0);
+    }
 
     #[test]
     fn waits_for_follows_dependencies_through_every_step() {

@@ -247,6 +247,12 @@ impl StatCache {
         StatCache::sorted(FORMAT, packed)
     }
 
+    /// A cache of `entries` already in its own form (the last one wins
+    /// for a path given twice), in the same vector.
+    pub fn of_packed(entries: Vec<(Box<str>, Entry)>) -> StatCache {
+        StatCache::sorted(FORMAT, entries)
+    }
+
     fn sorted(format: u32, mut entries: Vec<(Box<str>, Entry)>) -> StatCache {
         // Stable, so among equal paths the last given stays last; keep it.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
