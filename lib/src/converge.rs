@@ -775,7 +775,10 @@ fn restore_sensitive(
             _ => None,
         });
         let same = |content: &&Vec<u8>| {
-            change.checksum.as_deref() == Some(&secrets.content_checksum(content))
+            change
+                .checksum
+                .as_ref()
+                .is_some_and(|sum| sum.is(&secrets.content_checksum(content)))
         };
         let (Some(content), crate::resource::Op::WriteFile { content: slot, .. }) =
             (planned.filter(same), &mut change.op)

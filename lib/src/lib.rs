@@ -43,6 +43,7 @@ pub mod add;
 pub mod backup;
 pub mod batch;
 pub mod check;
+pub mod checksum;
 pub mod command;
 pub mod converge;
 pub mod doctor;

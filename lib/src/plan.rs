@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::Checksum;
 use crate::graph::Graph;
 use crate::manifest::{Kind, Manifest};
 use crate::outcome::{Outcome, Status};
@@ -916,7 +917,12 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                     Status::Done(applied) => applied.checksum.as_ref(),
                     _ => None,
                 };
-                if let Some(sum) = change.checksum.as_ref().or(written) {
+                if let Some(sum) = change
+                    .checksum
+                    .as_ref()
+                    .map(Checksum::text)
+                    .or(written.cloned())
+                {
                     for k in &change.keys {
                         state.checksums.insert(k.clone(), sum.clone());
                     }
@@ -966,8 +972,11 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                 if (owned || adopt)
                     && let Some(sum) = &change.checksum
                 {
+                    // Usually recorded already: not copied in again.
                     for k in &change.keys {
-                        state.checksums.insert(k.clone(), sum.clone());
+                        if state.checksums.get(k).is_none_or(|old| !sum.is(old)) {
+                            state.checksums.insert(k.clone(), sum.text());
+                        }
                     }
                 }
             }

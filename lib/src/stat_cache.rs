@@ -25,6 +25,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::Checksum;
 use crate::fsutil::{self, FsError};
 
 /// The cache's file in the state dir.
@@ -73,59 +74,6 @@ impl Stamp {
     }
 }
 
-/// A content checksum as the cache holds it: blake3's digest in its 32
-/// bytes (100 000 entries would otherwise hold 100 000 71-byte strings),
-/// any other text as it is. Only the exact lowercase form `blake3:<64 hex>`
-/// is packed, so two checksums are equal here exactly when their texts are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Sum {
-    Blake3([u8; 32]),
-    Other(Box<str>),
-}
-
-impl Sum {
-    fn of(text: &str) -> Sum {
-        match text.strip_prefix("blake3:").and_then(lowercase_hex_32) {
-            Some(digest) => Sum::Blake3(digest),
-            None => Sum::Other(text.into()),
-        }
-    }
-
-    fn is(&self, text: &str) -> bool {
-        match self {
-            Sum::Blake3(digest) => {
-                text.strip_prefix("blake3:").and_then(lowercase_hex_32) == Some(*digest)
-            }
-            Sum::Other(own) => **own == *text,
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            Sum::Blake3(digest) => format!("blake3:{}", blake3::Hash::from_bytes(*digest).to_hex()),
-            Sum::Other(own) => own.to_string(),
-        }
-    }
-}
-
-/// The 32 bytes that `hex` (64 lowercase hex digits, nothing else) spells.
-fn lowercase_hex_32(hex: &str) -> Option<[u8; 32]> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
-}
-
 /// What was verified of one file, packed: times in `i64` ns (years 1678 to
 /// 2262; a file stamped outside them is not cached, only read every run).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +86,7 @@ pub struct Entry {
     mode: u32,
     uid: u32,
     verified_ns: i64,
-    checksum: Sum,
+    checksum: Checksum,
 }
 
 /// [`Entry`] as `stat_cache.json` holds it.
@@ -163,7 +111,7 @@ impl Entry {
             mode: stamp.mode,
             uid: stamp.uid,
             verified_ns: i64::try_from(verified_ns).ok()?,
-            checksum: Sum::of(checksum),
+            checksum: Checksum::of(checksum),
         })
     }
 
@@ -464,7 +412,7 @@ mod tests {
         let hex = "20e9d9f319ce491f148ed0cba46b40bee99a480aab632f7ff244809415b83e8d";
         let sum = format!("blake3:{hex}");
         let e = Entry::new(stamp(), &sum, 12 * 1_000_000_000).unwrap();
-        assert!(matches!(e.checksum, Sum::Blake3(_)), "packed");
+        assert!(matches!(e.checksum, Checksum::Blake3(_)), "packed");
         assert_eq!(e.checksum(), sum);
         assert!(e.vouches(&stamp(), &sum));
         // The same digest spelled otherwise is another text: not vouched for.
@@ -473,7 +421,7 @@ mod tests {
         assert!(!e.vouches(&stamp(), &format!("sha256:{hex}")));
         let upper = format!("blake3:{}", hex.to_uppercase());
         let other = Entry::new(stamp(), &upper, 12 * 1_000_000_000).unwrap();
-        assert!(matches!(other.checksum, Sum::Other(_)), "kept as text");
+        assert!(matches!(other.checksum, Checksum::Other(_)), "kept as text");
         assert!(other.vouches(&stamp(), &upper));
         assert!(!other.vouches(&stamp(), &sum));
     }

@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::checksum::Checksum;
 use crate::fsutil::FsError;
 use zeroize::Zeroizing;
 
@@ -148,7 +149,7 @@ impl ResourceKind for File {
 
     /// A file with `ensure = "absent"` plans no checksum: once it is gone,
     /// stead no longer owns the path.
-    fn releases(&self, planned_checksum: Option<&String>) -> bool {
+    fn releases(&self, planned_checksum: Option<&crate::checksum::Checksum>) -> bool {
         planned_checksum.is_none()
     }
 
@@ -434,7 +435,7 @@ pub(super) fn plan(f: &FileSpec, ctx: &PlanContext, owned: bool) -> Result<Plann
     let checksum = desired.as_deref().map(&hash);
     let planned = plan_content(f, desired, checksum.as_deref(), ctx, owned, &hash)?;
     Ok(Planned {
-        checksum,
+        checksum: checksum.map(Checksum::from),
         ..planned
     })
 }
@@ -500,7 +501,7 @@ fn plan_secret(
         .reason
         .replace("content differs", "secret content changed");
     Ok(Planned {
-        checksum: Some(sum),
+        checksum: Some(Checksum::from(sum)),
         reason,
         op,
         ..planned
@@ -1063,8 +1064,8 @@ mod tests {
         assert_eq!(c.action, Action::Create);
         assert_eq!(c.keys, ["~/a"]);
         assert_eq!(
-            c.checksum.as_deref(),
-            Some(checksum(b"one\ntwo\nthree\n").as_str())
+            c.checksum.as_ref().map(Checksum::text),
+            Some(checksum(b"one\ntwo\nthree\n"))
         );
         assert!(!fx.home.join("a").exists(), "planning must not write");
         fx.execute(&plan);

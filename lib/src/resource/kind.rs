@@ -27,7 +27,7 @@ pub struct Planned {
     /// A unified diff, when file content changes.
     pub diff: Option<String>,
     /// `blake3:<hex>` of the declared content (kinds that own a file).
-    pub checksum: Option<String>,
+    pub checksum: Option<crate::checksum::Checksum>,
     /// What apply does.
     pub op: Op,
 }
@@ -133,7 +133,7 @@ pub trait ResourceKind: KindSchema {
 
     /// Whether recorded ownership ends although the change did nothing
     /// (a file with `ensure = "absent"` that is already gone).
-    fn releases(&self, _planned_checksum: Option<&String>) -> bool {
+    fn releases(&self, _planned_checksum: Option<&crate::checksum::Checksum>) -> bool {
         false
     }
 

@@ -275,8 +275,9 @@ pub struct Change {
     pub reason: String,
     /// A unified diff of file content, when it changes.
     pub diff: Option<String>,
-    /// `blake3:<hex>` of the declared file content (files only).
-    pub checksum: Option<String>,
+    /// `blake3:<hex>` of the declared file content (files only), packed
+    /// ([`crate::checksum`]); the same text in JSON.
+    pub checksum: Option<crate::checksum::Checksum>,
     /// What apply does.
     pub op: Op,
     /// Retries after a failure (`retry`, `delay`, `backoff`).

@@ -116,10 +116,10 @@ impl ResourceKind for Symlink {
 /// link is stead's.
 fn with_link_checksum(mut planned: Planned, s: &SymlinkSpec) -> Planned {
     planned.checksum = match planned.action {
-        Action::Create | Action::Update => Some(super::link_checksum(&s.target)),
+        Action::Create | Action::Update => Some(super::link_checksum(&s.target).into()),
         Action::Unchanged => fs::read_link(&s.path)
             .ok()
-            .map(|t| super::link_checksum(&t)),
+            .map(|t| super::link_checksum(&t).into()),
         _ => None,
     };
     planned
