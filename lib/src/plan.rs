@@ -989,20 +989,8 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
 mod tests {
     use super::*;
     use crate::resource::tests::{Fixture, change};
-    use crate::stat_cache::{Entry, Stamp, StatCache};
-
-    fn entry(verified_s: i128) -> Entry {
-        let stamp = Stamp {
-            size: 3,
-            mtime_ns: 10 * 1_000_000_000,
-            ctime_ns: 10 * 1_000_000_000,
-            ino: 7,
-            dev: 1,
-            mode: 0o100644,
-            uid: 0,
-        };
-        Entry::new(stamp, "blake3:a", verified_s * 1_000_000_000).unwrap()
-    }
+    use crate::stat_cache::StatCache;
+    use crate::stat_cache::tests::entry;
 
     fn kept<'a>(same: &[&'a str], new: &[(&str, i128)]) -> resource::Kept<'a> {
         resource::Kept {

@@ -318,7 +318,7 @@ pub fn now_ns() -> i128 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn stamp() -> Stamp {
@@ -333,7 +333,8 @@ mod tests {
         }
     }
 
-    fn entry(verified_s: i128) -> Entry {
+    /// An entry of a fixed stamp and checksum, verified at `verified_s`.
+    pub(crate) fn entry(verified_s: i128) -> Entry {
         Entry::new(stamp(), "blake3:a", verified_s * 1_000_000_000).unwrap()
     }
 
