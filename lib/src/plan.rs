@@ -921,7 +921,7 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                     .checksum
                     .as_ref()
                     .map(Checksum::text)
-                    .or(written.cloned())
+                    .or_else(|| written.cloned())
                 {
                     for k in &change.keys {
                         state.checksums.insert(k.clone(), sum.clone());
