@@ -658,7 +658,7 @@ fn step_change(migration_id: &str, step: &MigrationStep, home: &Path) -> Change 
             user: step.user.clone(),
         })),
         retry: Default::default(),
-        notify: Vec::new(),
+        notify: Default::default(),
         sensitive: false,
     }
 }

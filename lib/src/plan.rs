@@ -3,6 +3,7 @@
 //! applied later (refused if the state serial moved underneath it). After
 //! apply, [`record`] writes the outcome into the state record.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -237,7 +238,7 @@ fn left_alone(id: &str, rec: &ResourceRecord, reason: &str) -> Change {
         checksum: None,
         op: resource::Op::None,
         retry: Default::default(),
-        notify: Vec::new(),
+        notify: Default::default(),
         sensitive: false,
     }
 }
@@ -321,18 +322,20 @@ pub fn make_scoped(
     // A key recorded through a symlinked ancestor (before paths were
     // resolved at load) still owns the real path it reaches.
     let mut resolver = Resolver::new();
-    let mut owned: HashSet<String> = state
-        .resources
-        .values()
-        .flat_map(|r| r.keys.iter())
-        .flat_map(|k| [k.clone(), real_key(manifest, &mut resolver, k)])
-        .collect();
+    let mut owned: HashSet<Cow<str>> = HashSet::new();
+    for key in state.resources.values().flat_map(|r| r.keys.iter()) {
+        let real = real_key(manifest, &mut resolver, key);
+        if real != *key {
+            owned.insert(Cow::Owned(real));
+        }
+        owned.insert(Cow::Borrowed(key));
+    }
     // Names (`apt:git`) never look like a stored path (`~/x`, `/x`).
     owned.extend(
         state
             .resources
             .values()
-            .flat_map(|r| r.names.iter().cloned()),
+            .flat_map(|r| r.names.iter().map(|n| Cow::Borrowed(n.as_str()))),
     );
     // Usually every key is real already: then the record's own map serves,
     // instead of a copy of every path and checksum.
@@ -501,7 +504,7 @@ fn plan_removals(
                 checksum: None,
                 op: resource::Op::None,
                 retry: Default::default(),
-                notify: Vec::new(),
+                notify: Default::default(),
                 sensitive: false,
             });
             continue;
@@ -588,7 +591,7 @@ fn dependencies(graph: &Graph, changes: &[Change], removals_from: usize) -> Vec<
                 .map(|g| {
                     graph.dependencies[g]
                         .iter()
-                        .filter_map(|&d| position[d])
+                        .filter_map(|&d| position[d as usize])
                         .collect()
                 })
                 .unwrap_or_default()
@@ -1081,7 +1084,7 @@ mod tests {
                         retries,
                         ..Default::default()
                     },
-                    notify: Vec::new(),
+                    notify: Default::default(),
                     sensitive: false,
                 }
             })

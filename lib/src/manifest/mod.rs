@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use thin_vec::ThinVec;
 
 pub use diag::{LineIndex, ManifestError, Problem, ProblemReport, SHOWN_PROBLEMS};
 pub use input::SpecInput;
@@ -270,13 +271,17 @@ pub struct Resource {
     /// What it declares.
     pub spec: Spec,
     /// Ids it runs after (explicit `after`, and `before` of others).
-    pub after: Vec<String>,
+    ///
+    /// These four lists are [`ThinVec`]s: most resources leave them all
+    /// empty, and four `Vec`s were 96 bytes of each resource for nothing
+    /// (10 MB at 100 000 resources, held through the whole plan).
+    pub after: ThinVec<String>,
     /// Ids it must run before.
-    pub before: Vec<String>,
+    pub before: ThinVec<String>,
     /// Ids refreshed when it changes.
-    pub notify: Vec<String>,
+    pub notify: ThinVec<String>,
     /// Ids it references with `${kind.name}`.
-    pub references: Vec<String>,
+    pub references: ThinVec<String>,
     /// How often to try again after a failure.
     pub retry: Retry,
     /// Where it is declared.

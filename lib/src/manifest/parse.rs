@@ -631,10 +631,10 @@ impl Build<'_> {
         Some(Resource {
             id: d.id.clone(),
             spec,
-            after,
-            before,
-            notify,
-            references,
+            after: after.into(),
+            before: before.into(),
+            notify: notify.into(),
+            references: references.into(),
             retry: retry(d),
             span: d.span.clone(),
         })

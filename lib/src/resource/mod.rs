@@ -102,7 +102,9 @@ pub struct PlanContext<'a, 's> {
     pub facts: &'a Facts,
     /// Paths stead owns, as stored in state (`~/x`), and the names it owns
     /// outside the filesystem (`apt:git`, [`crate::state::ResourceRecord::names`]).
-    pub owned: &'a HashSet<String>,
+    /// Borrowed from the state record where it can be: a copy of every key
+    /// was one more string per managed path.
+    pub owned: &'a HashSet<std::borrow::Cow<'a, str>>,
     /// Checksums of what stead wrote, by path as stored in state: an owned
     /// file that no longer matches was changed by hand, and is backed up
     /// before it is overwritten.
@@ -283,9 +285,10 @@ pub struct Change {
     /// Retries after a failure (`retry`, `delay`, `backoff`).
     #[serde(default)]
     pub retry: crate::manifest::Retry,
-    /// Ids refreshed when this change does something.
+    /// Ids refreshed when this change does something (a [`ThinVec`]:
+    /// empty in almost every change, and a `Vec` was 16 bytes more of each).
     #[serde(default)]
-    pub notify: Vec<String>,
+    pub notify: thin_vec::ThinVec<String>,
     /// Its content is never shown or saved (`sensitive = true`): its diff
     /// says so instead, and [`Plan::redacted`](crate::plan::Plan::redacted)
     /// drops the content it would write.
@@ -446,7 +449,7 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
     let kind = registry::get(resource.kind());
     // A kind that owns names (no path) is stead's own when an interrupted
     // run finished it; its own plan says what it owns.
-    let owned = keys.iter().any(|k| ctx.owned.contains(k))
+    let owned = keys.iter().any(|k| ctx.owned.contains(k.as_str()))
         || (keys.is_empty() && kind.ownership().owns_path && ctx.recovered.contains(&resource.id));
     let planned = match resource
         .spec
@@ -540,7 +543,7 @@ pub fn plan_removal(
         checksum: None,
         op: planned.op,
         retry: Default::default(),
-        notify: Vec::new(),
+        notify: Default::default(),
         sensitive: false,
     })
 }

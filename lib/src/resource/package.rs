@@ -163,9 +163,9 @@ impl KindSchema for Package {
                     data: Arc::new(member),
                 }),
                 after: resource.after.clone(),
-                before: Vec::new(),
+                before: Default::default(),
                 notify: resource.notify.clone(),
-                references: Vec::new(),
+                references: Default::default(),
                 retry: resource.retry,
                 span: resource.span.clone(),
             });
@@ -174,7 +174,7 @@ impl KindSchema for Package {
         out.push(Resource {
             spec: Spec::Noop,
             after: members,
-            notify: Vec::new(),
+            notify: Default::default(),
             ..resource
         });
         out
@@ -394,7 +394,7 @@ impl ResourceKind for Package {
             Ensure::Latest => candidate(ctx, manager, &p.name)?,
             _ => None,
         };
-        let recorded = ctx.owned.contains(&owned_name(manager, &p.name));
+        let recorded = ctx.owned.contains(owned_name(manager, &p.name).as_str());
         let mut planned = decide(p, manager, found, candidate, recorded || owned)?;
         if owned
             && !recorded

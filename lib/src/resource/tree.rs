@@ -369,9 +369,9 @@ fn members(tree: Resource, t: &TreeSpec, entries: &[SourceEntry]) -> Vec<Resourc
         id: format!("{}/{}", tree.id, rel.display()),
         spec,
         after: tree.after.clone(),
-        before: Vec::new(),
+        before: Default::default(),
         notify: tree.notify.clone(),
-        references: Vec::new(),
+        references: Default::default(),
         retry: tree.retry,
         span: tree.span.clone(),
     };
@@ -497,7 +497,7 @@ fn find_strays(t: &TreeSpec, ctx: &PlanContext) -> Result<Vec<PathBuf>, Resource
         .collect();
     let kept = |p: &Path| {
         members.contains(p)
-            || ctx.owned.contains(&ctx.manifest.display_path(p))
+            || ctx.owned.contains(ctx.manifest.display_path(p).as_str())
             || ctx.manifest.protected.iter().any(|k| k.starts_with(p))
             || ctx.markers.iter().any(|k| k.starts_with(p))
     };
