@@ -860,8 +860,17 @@ pub fn record_unchanged(
     prepared: &Prepared,
 ) -> Result<State, ConvergeError> {
     let plan = &prepared.plan;
-    let mut updated = state.clone();
+    // What could change, kept to compare: the small fields as they are,
+    // the two large maps as a digest (a copy of them was the run's peak).
+    let before = (
+        state.ownership_digest(),
+        state.checks.clone(),
+        state.migration.clone(),
+        state.active_profile.clone(),
+        state.config_path.clone(),
+    );
     let serial = state.lineage.serial.saturating_add(1);
+    let mut updated = state;
     plan::record(
         &mut updated,
         plan,
@@ -876,19 +885,17 @@ pub fn record_unchanged(
         prepared.boot_id.as_deref(),
     );
     note_profile_and_config(&mut updated, prepared);
-    let changed = updated.resources != state.resources
-        || updated.checks != state.checks
-        || updated.migration != state.migration
-        || updated.checksums != state.checksums
-        || updated.active_profile != state.active_profile
-        || updated.config_path != state.config_path;
-    let result = if changed {
+    let (digest, checks, migration, active_profile, config_path) = before;
+    let changed = updated.ownership_digest() != digest
+        || updated.checks != checks
+        || updated.migration != migration
+        || updated.active_profile != active_profile
+        || updated.config_path != config_path;
+    if changed {
         updated.last_apply = Some(Utc::now());
         target.store.commit(target.guard, &mut updated, "apply")?;
-        updated
-    } else {
-        state
-    };
+    }
+    let result = updated;
     save_stat_cache(target.layout, plan);
     if let Some(draft) = prepared.seal.as_ref().filter(|_| !changed) {
         // Only a cache: a seal that cannot be written costs the next run
