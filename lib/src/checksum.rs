@@ -42,6 +42,20 @@ impl Checksum {
     pub fn text(&self) -> String {
         self.to_string()
     }
+
+    /// Its text when it is not `blake3:<hex>` (a keyed checksum, say).
+    pub fn other_text(&self) -> Option<&str> {
+        match self {
+            Checksum::Blake3(_) => None,
+            Checksum::Other(text) => Some(text),
+        }
+    }
+}
+
+impl From<&str> for Checksum {
+    fn from(text: &str) -> Checksum {
+        Checksum::of(text)
+    }
 }
 
 impl From<String> for Checksum {
@@ -72,6 +86,12 @@ impl fmt::Debug for Checksum {
 
 impl PartialEq<str> for Checksum {
     fn eq(&self, other: &str) -> bool {
+        self.is(other)
+    }
+}
+
+impl PartialEq<&str> for Checksum {
+    fn eq(&self, other: &&str) -> bool {
         self.is(other)
     }
 }

@@ -339,7 +339,7 @@ pub fn make_scoped(
     );
     // Usually every key is real already: then the record's own map serves,
     // instead of a copy of every path and checksum.
-    let extra: Vec<(String, &String)> = state
+    let extra: Vec<(String, &Checksum)> = state
         .checksums
         .iter()
         .map(|(k, sum)| (real_key(manifest, &mut resolver, k), sum))
@@ -851,7 +851,7 @@ pub fn adopt_recovered(state: &mut State, plan: &Plan, ids: &HashSet<String>, se
                     kind: c.kind.as_str().to_string(),
                     keys: c.keys.clone(),
                     serial,
-                    names: Vec::new(),
+                    names: Default::default(),
                 },
             );
         }
@@ -910,7 +910,7 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                         kind: change.kind.as_str().to_string(),
                         keys: change.keys.clone(),
                         serial,
-                        names: names.unwrap_or_default(),
+                        names: names.unwrap_or_default().into(),
                     },
                 );
                 // A secret-bearing file made with a secret this run
@@ -922,9 +922,8 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                 };
                 if let Some(sum) = change
                     .checksum
-                    .as_ref()
-                    .map(Checksum::text)
-                    .or_else(|| written.cloned())
+                    .clone()
+                    .or_else(|| written.map(|w| Checksum::of(w)))
                 {
                     for k in &change.keys {
                         state.checksums.insert(k.clone(), sum.clone());
@@ -948,7 +947,7 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                             kind: change.kind.as_str().to_string(),
                             keys: Vec::new(),
                             serial,
-                            names,
+                            names: names.into(),
                         },
                     );
                     continue;
@@ -968,7 +967,7 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                             kind: change.kind.as_str().to_string(),
                             keys: change.keys.clone(),
                             serial,
-                            names: Vec::new(),
+                            names: Default::default(),
                         },
                     );
                 }
@@ -977,8 +976,8 @@ pub fn record(state: &mut State, plan: &Plan, outcome: &Outcome, serial: u64) {
                 {
                     // Usually recorded already: not copied in again.
                     for k in &change.keys {
-                        if state.checksums.get(k).is_none_or(|old| !sum.is(old)) {
-                            state.checksums.insert(k.clone(), sum.text());
+                        if state.checksums.get(k) != Some(sum) {
+                            state.checksums.insert(k.clone(), sum.clone());
                         }
                     }
                 }

@@ -51,7 +51,11 @@ pub fn drift(
             let d = crate::resource::drift(
                 &rec.kind,
                 &path,
-                state.checksums.get(key),
+                state
+                    .checksums
+                    .get(key)
+                    .map(crate::checksum::Checksum::text)
+                    .as_ref(),
                 declared.get(id.as_str()).copied(),
                 secrets,
             );

@@ -76,7 +76,7 @@ fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value 
                 kind,
                 keys,
                 serial,
-                names,
+                names: names.into(),
             }),
         0..4,
     );
@@ -100,7 +100,18 @@ fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value 
         text(),
         lineage,
         proptest::collection::vec(history_entry(), 0..8),
-        proptest::collection::btree_map(text(), text(), 0..5),
+        // Checksums in stead's own form (kept packed) and any other text.
+        proptest::collection::btree_map(
+            text(),
+            prop_oneof![
+                text(),
+                any::<[u8; 32]>().prop_map(|digest| {
+                    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("blake3:{hex}")
+                }),
+            ],
+            0..5,
+        ),
         resources,
         sync,
     )
@@ -125,7 +136,10 @@ fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value 
                 stead_version,
                 lineage,
                 history,
-                checksums: checksums.into_iter().collect::<BTreeMap<_, _>>(),
+                checksums: checksums
+                    .into_iter()
+                    .map(|(key, sum): (String, String)| (key, sum.into()))
+                    .collect::<BTreeMap<_, _>>(),
                 resources,
                 sync,
                 checks: BTreeMap::new(),

@@ -90,7 +90,9 @@ pub fn run(ctx: &Context, args: &CommitArgs) -> Result<ExitCode> {
     let accepted = copy_back(plan)?;
     if !accepted.is_empty() {
         for a in &accepted {
-            state.checksums.insert(a.key.clone(), a.checksum.clone());
+            state
+                .checksums
+                .insert(a.key.clone(), a.checksum.as_str().into());
         }
         ctx.store.commit(&guard, &mut state, "commit")?;
     }
@@ -314,7 +316,11 @@ fn plan_accept(
         let bytes =
             std::fs::read(&target).with_context(|| format!("cannot read {}", target.display()))?;
         let sum = checksum(&bytes);
-        if state.checksums.get(&key) == Some(&sum) {
+        if state
+            .checksums
+            .get(&key)
+            .is_some_and(|recorded| recorded.is(&sum))
+        {
             anyhow::bail!("{key} has not drifted: it is what stead wrote. Nothing was committed.");
         }
         let repo_path = source

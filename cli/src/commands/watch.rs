@@ -231,7 +231,7 @@ impl CliRunner<'_> {
             .flat_map(|r| r.keys.iter().map(move |k| (r.kind.clone(), k)))
             .map(|(kind, key)| {
                 let path = stead_lib::manifest::expand_key(home, key);
-                (path, (kind, state.checksums.get(key).cloned()))
+                (path, (kind, state.checksums.get(key).map(|sum| sum.text())))
             })
             .collect();
         if whole {

@@ -608,7 +608,11 @@ fn plan_secret_unknown(
     let edited = !meta.is_file()
         || !owned
         || read_whole(path, &meta)
-            .map(|b| ctx.recorded.get(&shown) != Some(&hash(&Zeroizing::new(b))))
+            .map(|b| {
+                ctx.recorded
+                    .get(&shown)
+                    .is_none_or(|r| !r.is(&hash(&Zeroizing::new(b))))
+            })
             .unwrap_or(true);
     Ok(Planned::new(
         Action::Update,
@@ -1075,7 +1079,7 @@ mod tests {
         assert!(fx.owns("file.a"));
         assert_eq!(
             fx.state.checksums.get("~/a"),
-            Some(&checksum(b"one\ntwo\nthree\n"))
+            Some(&checksum(b"one\ntwo\nthree\n").into())
         );
         let again = fx.plan(A);
         assert_eq!(change(&again, "file.a").action, Action::Unchanged);

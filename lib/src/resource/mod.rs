@@ -108,7 +108,7 @@ pub struct PlanContext<'a, 's> {
     /// Checksums of what stead wrote, by path as stored in state: an owned
     /// file that no longer matches was changed by hand, and is backed up
     /// before it is overwritten.
-    pub recorded: &'a std::collections::BTreeMap<String, String>,
+    pub recorded: &'a std::collections::BTreeMap<String, crate::checksum::Checksum>,
     /// Replace what stead does not own (after a backup).
     pub force: bool,
     /// Paths resources keep their state in ([`kind::ResourceKind::marker_paths`],
@@ -518,7 +518,7 @@ pub fn plan_removal(
     id: &str,
     record: &crate::state::ResourceRecord,
     home: &Path,
-    checksums: &BTreeMap<String, String>,
+    checksums: &BTreeMap<String, crate::checksum::Checksum>,
     force: bool,
 ) -> Result<Change, ResourceError> {
     let imp = registry::find(&record.kind).unwrap_or(&noop::Noop);
@@ -526,9 +526,10 @@ pub fn plan_removal(
     let planned = match keys.first() {
         Some(key) => {
             let path = crate::manifest::expand_key(home, key);
-            let recorded = checksums.get(key);
-            let planned = imp.plan_removal(&path, recorded)?;
-            guard_outside_home(planned, &path, home, recorded, force)
+            // As text for the kinds (a removal is rare: the copy is cheap).
+            let recorded = checksums.get(key).map(crate::checksum::Checksum::text);
+            let planned = imp.plan_removal(&path, recorded.as_ref())?;
+            guard_outside_home(planned, &path, home, recorded.as_ref(), force)
         }
         None if !record.names.is_empty() => imp.plan_removal_of_names(&record.names)?,
         None => Planned::new(Action::Remove, "no longer declared", Op::None),

@@ -172,7 +172,10 @@ pub(super) fn read(raw: &[u8]) -> Option<(State, Vec<String>)> {
         stead_version,
         lineage: f.lineage,
         history,
-        checksums,
+        checksums: checksums
+            .into_iter()
+            .map(|(key, sum)| (key, crate::checksum::Checksum::from(sum)))
+            .collect(),
         resources,
         sync,
         checks: Default::default(),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::Checksum;
 use crate::machine::MachineInfo;
 
 /// The schema version this build reads and writes.
@@ -40,9 +41,11 @@ pub struct State {
     pub lineage: Lineage,
     /// Operations, oldest first, capped (the newest are kept).
     pub history: Vec<HistoryEntry>,
-    /// `path -> "blake3:<hex>"` of what stead wrote.
+    /// `path -> "blake3:<hex>"` of what stead wrote, each packed
+    /// ([`Checksum`]: the same text in the file; 64 bytes less per file
+    /// than the text, in a record held through every run).
     #[serde(deserialize_with = "packed_map")]
-    pub checksums: BTreeMap<String, String>,
+    pub checksums: BTreeMap<String, Checksum>,
     /// What stead owns, by resource id (`kind.name`).
     #[serde(deserialize_with = "packed_map")]
     pub resources: BTreeMap<String, ResourceRecord>,
@@ -162,9 +165,11 @@ pub struct ResourceRecord {
     pub serial: u64,
     /// What it owns outside the filesystem, by name (a package stead
     /// installed: `apt:git`), so a removal knows what to remove once the
-    /// declaration is gone. Absent in records of kinds that own paths.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub names: Vec<String>,
+    /// declaration is gone. Absent in records of kinds that own paths,
+    /// so a [`ThinVec`](thin_vec::ThinVec): one pointer, not three, in
+    /// each of them.
+    #[serde(default, skip_serializing_if = "thin_vec::ThinVec::is_empty")]
+    pub names: thin_vec::ThinVec<String>,
 }
 
 /// The common base of the last sync.
@@ -242,7 +247,7 @@ impl State {
             part(id.as_bytes());
             part(kind.as_bytes());
             part(&serial.to_le_bytes());
-            for list in [keys, names] {
+            for list in [&keys[..], &names[..]] {
                 part(&(list.len() as u64).to_le_bytes());
                 for item in list {
                     part(item.as_bytes());
@@ -252,7 +257,11 @@ impl State {
         part(&(self.checksums.len() as u64).to_le_bytes());
         for (key, sum) in &self.checksums {
             part(key.as_bytes());
-            part(sum.as_bytes());
+            // Packed or not, told apart: equal exactly when the texts are.
+            match sum {
+                Checksum::Blake3(digest) => part(&[&[0u8][..], digest].concat()),
+                Checksum::Other(text) => part(&[&[1u8][..], text.as_bytes()].concat()),
+            }
         }
         *h.finalize().as_bytes()
     }

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::Checksum;
 use crate::machine::RecordKey;
 use crate::state::{DriftStatus, HistoryEntry, State};
 
@@ -356,8 +357,11 @@ pub fn machine_record(state: &State, key: &RecordKey) -> MachineRecord {
         checksums: state
             .checksums
             .iter()
-            .filter(|(_, sum)| !crate::secret::is_secret_checksum(sum))
-            .map(|(path, sum)| (path.clone(), publish_checksum(key, path, sum)))
+            .filter(|(_, sum)| {
+                !sum.other_text()
+                    .is_some_and(crate::secret::is_secret_checksum)
+            })
+            .map(|(path, sum)| (path.clone(), publish_checksum(key, path, &sum.text())))
             .collect(),
     }
 }
@@ -786,10 +790,13 @@ pub fn adopt(local: &State, shared: &SharedRecord, key: &RecordKey) -> State {
             .iter()
             .map(|(path, published)| {
                 let sum = match local.checksums.get(path) {
-                    Some(l) if l == published || publish_checksum(key, path, l) == *published => {
+                    Some(l)
+                        if l == published
+                            || publish_checksum(key, path, &l.text()) == *published =>
+                    {
                         l.clone()
                     }
-                    _ => published.clone(),
+                    _ => Checksum::of(published),
                 };
                 (path.clone(), sum)
             })
@@ -800,7 +807,10 @@ pub fn adopt(local: &State, shared: &SharedRecord, key: &RecordKey) -> State {
             local
                 .checksums
                 .iter()
-                .filter(|(_, sum)| crate::secret::is_secret_checksum(sum))
+                .filter(|(_, sum)| {
+                    sum.other_text()
+                        .is_some_and(crate::secret::is_secret_checksum)
+                })
                 .map(|(p, s)| (p.clone(), s.clone())),
         );
         out.last_apply = mine.last_apply.max(local.last_apply);
@@ -1295,7 +1305,7 @@ mod tests {
     fn checksums_are_published_keyed_and_read_back_as_the_local_ones() {
         let pin = format!("blake3:{}", blake3::hash(b"4821\n").to_hex());
         let mut a = state("a", "lineage-x", 3);
-        a.checksums.insert("~/.pin".into(), pin.clone());
+        a.checksums.insert("~/.pin".into(), pin.clone().into());
         let out = fold(None, &a, &KEY, ALL);
         let published = &out.machines["a"].checksums["~/.pin"];
         assert!(published.starts_with(KEYED_PREFIX), "{published}");
@@ -1333,7 +1343,7 @@ mod tests {
         assert!(plain.starts_with("blake3:"), "{plain}");
         let mut a = state(me, &old.lineage.id, old.lineage.serial);
         a.history = old.history.clone();
-        a.checksums.insert("~/.pin".into(), plain.clone());
+        a.checksums.insert("~/.pin".into(), plain.clone().into());
         // The old plain value stands for the local one.
         assert_eq!(adopt(&a, &old, &KEY).checksums["~/.pin"], plain);
         // Folding publishes it keyed: this machine's own news, no clash.

@@ -68,9 +68,10 @@ fn run() -> Result<(), Failure> {
         let mut state = store.load_current().map_err(Failure::usage)?;
         // Something that changes with every write, so each record differs.
         state.active_profile = Some(format!("profile-{n}"));
-        state
-            .checksums
-            .insert(format!("/home/file-{}", n % 16), format!("blake3:{n:064x}"));
+        state.checksums.insert(
+            format!("/home/file-{}", n % 16),
+            format!("blake3:{n:064x}").into(),
+        );
         let crash_here = if n == count { crash_at } else { None };
         store
             .commit_observed(&guard, &mut state, "apply", &mut |stage| {
