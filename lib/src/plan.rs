@@ -441,7 +441,7 @@ fn next_stat_cache(
         }
     }
     // Stable: of a path found anew twice, the later stays later, and wins.
-    new.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::stat_cache::sort_by_key_in_place(&mut new);
     let fresh = new.len();
     new.reserve(same.len());
     for key in same {
@@ -572,11 +572,15 @@ pub fn transactions(plan: &Plan) -> Vec<Vec<usize>> {
 /// For each change, the indices of the changes it waits for (removals wait
 /// for none: they run last).
 fn dependencies(graph: &Graph, changes: &[Change], removals_from: usize) -> Vec<Vec<usize>> {
-    // Index into `changes` of each graph node's declared change, by node.
-    let mut position: Vec<Option<usize>> = vec![None; graph.ids.len()];
+    // Index into `changes` of each graph node's declared change, by node
+    // (`NONE`: it has none).
+    const NONE: usize = usize::MAX;
+    let mut position: Vec<usize> = vec![NONE; graph.ids.len()];
     for (i, c) in changes.iter().take(removals_from).enumerate() {
-        if let Some(g) = graph.index_of(&c.id) {
-            position[g].get_or_insert(i);
+        if let Some(g) = graph.index_of(&c.id)
+            && position[g] == NONE
+        {
+            position[g] = i;
         }
     }
     changes
@@ -586,15 +590,18 @@ fn dependencies(graph: &Graph, changes: &[Change], removals_from: usize) -> Vec<
             if i >= removals_from {
                 return Vec::new();
             }
-            graph
-                .index_of(&c.id)
-                .map(|g| {
-                    graph.dependencies[g]
-                        .iter()
-                        .filter_map(|&d| position[d as usize])
-                        .collect()
-                })
-                .unwrap_or_default()
+            let Some(g) = graph.index_of(&c.id) else {
+                return Vec::new();
+            };
+            // Sized up front: collected, a list of one grew room for four.
+            let mut waits = Vec::with_capacity(graph.dependencies[g].len());
+            waits.extend(
+                graph.dependencies[g]
+                    .iter()
+                    .map(|&d| position[d as usize])
+                    .filter(|&p| p != NONE),
+            );
+            waits
         })
         .collect()
 }

@@ -165,6 +165,32 @@ pub struct StatCache {
     entries: Vec<(Box<str>, Entry)>,
 }
 
+/// Sorts `entries` by key, equal keys in the order given, without the
+/// scratch buffer of a stable sort (up to 8 MB at 100 000 entries, at the
+/// peak of a run that reads every file): a permutation of their indices is
+/// sorted, then applied in place, cycle by cycle.
+pub(crate) fn sort_by_key_in_place(entries: &mut [(Box<str>, Entry)]) {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by(|&a, &b| entries[a].0.cmp(&entries[b].0).then(a.cmp(&b)));
+    // Position k takes the entry at order[k]; a placed position is marked.
+    const PLACED: usize = usize::MAX;
+    for start in 0..order.len() {
+        if order[start] == PLACED {
+            continue;
+        }
+        let mut at = start;
+        loop {
+            let from = order[at];
+            order[at] = PLACED;
+            if from == start {
+                break;
+            }
+            entries.swap(at, from);
+            at = from;
+        }
+    }
+}
+
 impl StatCache {
     /// An empty cache (trusts nothing).
     pub fn empty() -> StatCache {
@@ -203,7 +229,7 @@ impl StatCache {
 
     fn sorted(format: u32, mut entries: Vec<(Box<str>, Entry)>) -> StatCache {
         // Stable, so among equal paths the last given stays last; keep it.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        sort_by_key_in_place(&mut entries);
         // In place: a second vector was a second copy of every entry at the
         // run's peak (10 MB at 100 000 files). `dedup_by` drops the later of
         // two equal keys, so the later's entry is swapped into the one kept.
@@ -336,6 +362,25 @@ pub(crate) mod tests {
     /// An entry of a fixed stamp and checksum, verified at `verified_s`.
     pub(crate) fn entry(verified_s: i128) -> Entry {
         Entry::new(stamp(), "blake3:a", verified_s * 1_000_000_000).unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_in_place_sort_orders_as_a_stable_sort_does(
+            keys in proptest::collection::vec(0u8..12, 0..200)
+        ) {
+            // Equal keys told apart by when they were verified: their order.
+            let given: Vec<(Box<str>, Entry)> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (Box::from(format!("~/{k}")), entry(i as i128)))
+                .collect();
+            let mut stable = given.clone();
+            stable.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut in_place = given;
+            sort_by_key_in_place(&mut in_place);
+            proptest::prop_assert_eq!(in_place, stable);
+        }
     }
 
     #[test]
