@@ -43,12 +43,10 @@ impl Checksum {
         self.to_string()
     }
 
-    /// Its text when it is not `blake3:<hex>` (a keyed checksum, say).
-    pub fn other_text(&self) -> Option<&str> {
-        match self {
-            Checksum::Blake3(_) => None,
-            Checksum::Other(text) => Some(text),
-        }
+    /// Whether it is a sensitive file's keyed checksum
+    /// ([`crate::secret::is_secret_checksum`]; never the packed form).
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Checksum::Other(text) if crate::secret::is_secret_checksum(text))
     }
 }
 

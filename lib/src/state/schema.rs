@@ -229,13 +229,16 @@ impl State {
     /// after, instead of holding a copy of both maps (36 MB at 100 000
     /// files) to compare.
     pub fn ownership_digest(&self) -> [u8; 32] {
+        // Each piece length-prefixed, so no two records encode alike; an
+        // entry's pieces gathered first and hashed at once (a million small
+        // updates of the hasher took twice as long at 100 000 files).
+        fn part(buf: &mut Vec<u8>, bytes: &[u8]) {
+            buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            buf.extend_from_slice(bytes);
+        }
         let mut h = blake3::Hasher::new();
-        // Each piece length-prefixed: no two records encode alike.
-        let mut part = |bytes: &[u8]| {
-            h.update(&(bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        part(&(self.resources.len() as u64).to_le_bytes());
+        let mut buf = Vec::new();
+        part(&mut buf, &(self.resources.len() as u64).to_le_bytes());
         for (id, record) in &self.resources {
             // Destructured: a field added to the record must be added here.
             let ResourceRecord {
@@ -244,25 +247,37 @@ impl State {
                 serial,
                 names,
             } = record;
-            part(id.as_bytes());
-            part(kind.as_bytes());
-            part(&serial.to_le_bytes());
+            part(&mut buf, id.as_bytes());
+            part(&mut buf, kind.as_bytes());
+            part(&mut buf, &serial.to_le_bytes());
             for list in [&keys[..], &names[..]] {
-                part(&(list.len() as u64).to_le_bytes());
+                part(&mut buf, &(list.len() as u64).to_le_bytes());
                 for item in list {
-                    part(item.as_bytes());
+                    part(&mut buf, item.as_bytes());
                 }
             }
+            h.update(&buf);
+            buf.clear();
         }
-        part(&(self.checksums.len() as u64).to_le_bytes());
+        part(&mut buf, &(self.checksums.len() as u64).to_le_bytes());
         for (key, sum) in &self.checksums {
-            part(key.as_bytes());
+            part(&mut buf, key.as_bytes());
             // Packed or not, told apart: equal exactly when the texts are.
             match sum {
-                Checksum::Blake3(digest) => part(&[&[0u8][..], digest].concat()),
-                Checksum::Other(text) => part(&[&[1u8][..], text.as_bytes()].concat()),
+                Checksum::Blake3(digest) => {
+                    part(&mut buf, &[0]);
+                    part(&mut buf, digest);
+                }
+                Checksum::Other(text) => {
+                    part(&mut buf, &[1]);
+                    part(&mut buf, text.as_bytes());
+                }
             }
+            h.update(&buf);
+            buf.clear();
         }
+        // The checksums' count, when there were none to hash it with.
+        h.update(&buf);
         *h.finalize().as_bytes()
     }
 }
@@ -292,7 +307,7 @@ mod tests {
         other.lineage.serial = 9;
         other.history.clear();
         assert_eq!(other.ownership_digest(), digest, "only ownership counts");
-        let changes: [&dyn Fn(&mut State); 8] = [
+        let changes: [&dyn Fn(&mut State); 9] = [
             &|s| s.resources.get_mut("file.a").unwrap().kind = "line".into(),
             &|s| s.resources.get_mut("file.a").unwrap().keys[0] = "~/b".into(),
             &|s| s.resources.get_mut("file.a").unwrap().serial = 2,
@@ -308,6 +323,7 @@ mod tests {
                 s.resources.insert("file.b".into(), r);
             },
             &|s| *s.checksums.get_mut("~/a").unwrap() = "blake3:01".into(),
+            &|s| s.checksums.clear(),
             &|s| {
                 s.checksums.insert("~/b".into(), "blake3:00".into());
             },

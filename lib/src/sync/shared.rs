@@ -357,10 +357,7 @@ pub fn machine_record(state: &State, key: &RecordKey) -> MachineRecord {
         checksums: state
             .checksums
             .iter()
-            .filter(|(_, sum)| {
-                !sum.other_text()
-                    .is_some_and(crate::secret::is_secret_checksum)
-            })
+            .filter(|(_, sum)| !sum.is_secret())
             .map(|(path, sum)| (path.clone(), publish_checksum(key, path, &sum.text())))
             .collect(),
     }
@@ -807,10 +804,7 @@ pub fn adopt(local: &State, shared: &SharedRecord, key: &RecordKey) -> State {
             local
                 .checksums
                 .iter()
-                .filter(|(_, sum)| {
-                    sum.other_text()
-                        .is_some_and(crate::secret::is_secret_checksum)
-                })
+                .filter(|(_, sum)| sum.is_secret())
                 .map(|(p, s)| (p.clone(), s.clone())),
         );
         out.last_apply = mine.last_apply.max(local.last_apply);
@@ -1299,6 +1293,24 @@ mod tests {
         );
         // Folding again changes nothing.
         assert_eq!(fold(Some(&out), &a, &KEY, ALL), out);
+    }
+
+    #[test]
+    fn a_sensitive_files_checksum_is_never_published_and_stays_local() {
+        let secret = format!("{}{}", crate::secret::CONTENT_PREFIX, "ab".repeat(32));
+        let mut a = state("a", "lineage-x", 3);
+        a.checksums
+            .insert("~/.token".into(), secret.as_str().into());
+        a.checksums
+            .insert("~/.rc".into(), format!("blake3:{}", "cd".repeat(32)).into());
+        let out = fold(None, &a, &KEY, ALL);
+        let published = &out.machines["a"].checksums;
+        assert!(published.contains_key("~/.rc"), "{published:?}");
+        assert!(!published.contains_key("~/.token"), "{published:?}");
+        let text = String::from_utf8(to_bytes(&out)).unwrap();
+        assert!(!text.contains(&"ab".repeat(32)), "{text}");
+        // Adopting the record keeps it, though the record cannot show it.
+        assert_eq!(adopt(&a, &out, &KEY).checksums["~/.token"], secret);
     }
 
     #[test]
