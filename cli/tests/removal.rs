@@ -242,6 +242,19 @@ fn a_fifo_in_a_purged_dir_is_noted_not_opened() {
 const DEAD: u32 = 99_999_999;
 const HEX: &str = "0123456789abcdef0123456789abcdef";
 
+/// Appends to the journal what a run killed after it started leaves: its
+/// `run-start` record and no `run-end`.
+fn journal_a_killed_run(r: &Repo) {
+    let journal = r.sb.state_dir().join("journal.jsonl");
+    let mut text = fs::read_to_string(&journal).unwrap_or_default();
+    text.push_str(concat!(
+        r#"{"op_id":"killed:0","run_id":"killed","resource":"run","#,
+        r#""action":"run-start","state":"started","at":"2026-12-06T00:00:00Z"}"#,
+        "\n"
+    ));
+    fs::write(&journal, text).unwrap();
+}
+
 #[test]
 fn temps_of_killed_runs_are_removed_by_the_next_run_and_nothing_else() {
     let r = Repo::new(&file_manifest("~/dir/f", "v1\\n"));
@@ -271,6 +284,8 @@ fn temps_of_killed_runs_are_removed_by_the_next_run_and_nothing_else() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, "partial").unwrap();
     }
+    // What the killed run that left them journaled before it wrote.
+    journal_a_killed_run(&r);
     r.write_manifest(&file_manifest("~/dir/f", "v2\\n"));
     let out = r.ok(&["apply", "--yes"]);
     for p in &stale {
@@ -297,4 +312,51 @@ fn temps_are_removed_even_when_nothing_else_changes() {
     assert!(out.contains("No changes"), "{out}");
     assert!(out.contains("Removed a temp file"), "{out}");
     assert!(!temp.exists());
+}
+
+/// Only a run writes in the backups' run folders, and only after its start
+/// is in the journal: they are swept when the journal shows a run that did
+/// not end, or no run at all, and not by every run (that walk would grow
+/// with every backup the machine ever made). The backups dir itself is
+/// swept by every run.
+#[test]
+fn backup_run_folders_are_swept_when_the_journal_shows_no_ended_run() {
+    let r = Repo::new(&file_manifest("~/f", "mine\\n"));
+    r.ok(&["apply", "--yes"]);
+    fs::write(r.path("f"), "edited by hand\n").unwrap();
+    r.ok(&["apply", "--yes"]);
+    let copies = backups_named(&r, "f");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let state_dir = r.sb.state_dir();
+    let deep = copies[0]
+        .parent()
+        .unwrap()
+        .join(format!(".f.tmp-{DEAD}-stead-{HEX}"));
+    let top = state_dir
+        .join("backups")
+        .join(format!(".state_v1_x.json.tmp-{DEAD}-stead-{HEX}"));
+    let apply = || {
+        // A seal would skip the sweep along with the plan.
+        let _ = fs::remove_file(state_dir.join("converged.seal"));
+        r.ok(&["apply", "--yes"])
+    };
+    fs::write(&deep, "half a backup").unwrap();
+    fs::write(&top, "half a state backup").unwrap();
+
+    // The journal's last run ended: no run can have been cut short in there.
+    apply();
+    assert!(!top.exists(), "the backups dir was not swept");
+    assert!(deep.exists(), "a run folder was walked after a clean run");
+
+    // A run that started and never ended, as a SIGKILL leaves it.
+    journal_a_killed_run(&r);
+    let out = apply();
+    assert!(!deep.exists(), "not swept after an interrupted run:\n{out}");
+    assert!(out.contains("Removed a temp file"), "{out}");
+
+    // No journal at all (deleted, or moved aside as corrupt): proves nothing.
+    fs::write(&deep, "half a backup").unwrap();
+    fs::remove_file(state_dir.join("journal.jsonl")).unwrap();
+    apply();
+    assert!(!deep.exists(), "not swept without a journal");
 }

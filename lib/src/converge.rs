@@ -193,6 +193,9 @@ pub struct JournalView {
     pub pending_refreshes: HashSet<String>,
     /// Bytes of a torn last line a crash left (ignored).
     pub torn_tail: Option<usize>,
+    /// The journal's last run ended ([`journal::last_run_ended`]): no killed
+    /// run's backup temps can be in the backups' run folders.
+    pub last_run_ended: bool,
 }
 
 /// Reads the journal (a torn last line is ignored; a corrupt middle is moved
@@ -243,6 +246,7 @@ fn journal_view_with(
             rerun: rerun.iter().cloned().collect(),
         },
         torn_tail: loaded.torn_tail.map(|t| t.len()),
+        last_run_ended: journal::last_run_ended(&loaded.records),
     })
 }
 
@@ -569,19 +573,29 @@ fn seal_ancestors<'m>(
 /// creation and its rename), telling `reporter` about each, and returns
 /// them. Only names stead makes whose writer is gone count
 /// ([`fsutil::stale_temp_target`]): next to every path the state or the
-/// plan names (temps of that name only), in the state dir, below the
-/// backups dir, and below the config repo (where a killed `stead commit`
-/// leaves one that `git add -A` would commit).
+/// plan names (temps of that name only), in the state dir, in the backups
+/// dir, below the backups' run folders when a run may have been cut short
+/// there, and below the config repo (where a killed `stead commit` leaves
+/// one that `git add -A` would commit).
+///
+/// The run folders ([`crate::backup::run_folder`]) are walked only when the
+/// journal does not show that its last run ended: only a run writes in
+/// them, each after journaling its start durably, and every run that
+/// finds an interrupted one comes here before it writes or compacts the
+/// journal. So a temp in a run folder means the journal shows the run that
+/// left it, or shows nothing at all. Walking them every run would cost a
+/// planning run more with every backup the machine ever made.
 ///
 /// Call it under the lock, before executing: no writer of this machine's
 /// paths can be running then.
 pub fn recover_temps(
     layout: &Layout,
     state: &State,
-    plan: &Plan,
+    prepared: &Prepared,
     reporter: &dyn Reporter,
 ) -> Vec<PathBuf> {
     use std::collections::{BTreeMap, HashMap};
+    let plan = &prepared.plan;
     let mut next_to: BTreeMap<PathBuf, HashSet<String>> = BTreeMap::new();
     // Keys are grouped by their text before the last `/` (cheap), and each
     // group's directory expanded once: expanding only rewrites a leading
@@ -623,7 +637,11 @@ pub fn recover_temps(
         removed.extend(fsutil::remove_stale_temps(dir, Some(&names)));
     }
     removed.extend(fsutil::remove_stale_temps(layout.state_dir(), None));
-    removed.extend(fsutil::remove_stale_temps_below(&layout.backups_dir()));
+    removed.extend(if prepared.view.last_run_ended {
+        fsutil::remove_stale_temps(&layout.backups_dir(), None)
+    } else {
+        fsutil::remove_stale_temps_below(&layout.backups_dir())
+    });
     // A config repo that holds the home would mean walking the whole home:
     // its managed paths were swept above.
     if !plan.home.starts_with(&plan.config_dir) {

@@ -216,22 +216,41 @@ fn pid_alive(pid: i32) -> bool {
 /// a temp is removed as the entry it is (a file, a link, or a temp
 /// directory of a backup). Call only under the state lock.
 pub fn remove_stale_temps(dir: &Path, only_for: Option<&[&str]>) -> Vec<PathBuf> {
+    sweep_dir(dir, only_for, None)
+}
+
+/// One pass over `dir`'s entries: removes the stale temps (as
+/// [`remove_stale_temps`]) and, when `subdirs` is given, collects the other
+/// directories in it (not links, not `.git`).
+fn sweep_dir(
+    dir: &Path,
+    only_for: Option<&[&str]>,
+    mut subdirs: Option<&mut Vec<PathBuf>>,
+) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
+        let is_dir = || entry.file_type().is_ok_and(|t| t.is_dir());
         let Some(target) = name.to_str().and_then(stale_temp_target) else {
+            if let Some(subdirs) = subdirs.as_deref_mut()
+                && name != ".git"
+                && is_dir()
+            {
+                subdirs.push(entry.path());
+            }
             continue;
         };
         if only_for.is_some_and(|names| !names.contains(&target)) {
             continue;
         }
         let path = entry.path();
-        let gone = match entry.file_type() {
-            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-            _ => fs::remove_file(&path),
+        let gone = if is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
         };
         if gone.is_ok() {
             removed.push(path);
@@ -251,15 +270,7 @@ pub fn remove_stale_temps_below(root: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        removed.extend(remove_stale_temps(&dir, None));
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != ".git" {
-                stack.push(entry.path());
-            }
-        }
+        removed.extend(sweep_dir(&dir, None, Some(&mut stack)));
     }
     removed
 }

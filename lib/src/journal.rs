@@ -580,6 +580,17 @@ pub fn interrupted_run(records: &[Record]) -> Option<(String, DateTime<Utc>)> {
     (!ended).then(|| (start.run_id.clone(), start.at))
 }
 
+/// True when the journal's last run started and ended: no run since it can
+/// have left anything half-done (a run journals its start, durably, before
+/// it writes anything). False for a journal with no run in it (missing, new,
+/// or compacted to one-shot records), which proves nothing.
+pub fn last_run_ended(records: &[Record]) -> bool {
+    records
+        .iter()
+        .any(|r| r.resource == "run" && r.action == JournalAction::RunStart)
+        && interrupted_run(records).is_none()
+}
+
 /// Keys of one-shot steps that succeeded in any run.
 pub fn succeeded_keys(records: &[Record]) -> HashSet<String> {
     records

@@ -300,12 +300,7 @@ pub(crate) fn converge(
         ));
     }
     // Under the lock: temps of killed runs go before anything is written.
-    converge::recover_temps(
-        &ctx.layout,
-        &state,
-        &prepared.plan,
-        &RecoveryReporter { ctx },
-    );
+    converge::recover_temps(&ctx.layout, &state, &prepared, &RecoveryReporter { ctx });
     let plan = &prepared.plan;
     let agreed = args
         .agreed

@@ -133,7 +133,7 @@ impl CliRunner<'_> {
         let mut options = ctx.plan_options(None, self.profile, false, self.jobs);
         options.only = only.as_ref();
         let mut prepared = converge::prepare(&ctx.layout, &state, &options, &converge::Silent)?;
-        converge::recover_temps(&ctx.layout, &state, &prepared.plan, &converge::Silent);
+        converge::recover_temps(&ctx.layout, &state, &prepared, &converge::Silent);
         hold(&mut prepared.plan, held);
         let planned = prepared.plan.changes.len();
         let target = Target {
