@@ -216,6 +216,7 @@ impl Context {
             seal: None,
             checks: self.check_options(&[]),
             only: None,
+            drift: None,
         }
     }
 

@@ -98,6 +98,95 @@ fn an_edit_in_the_same_second_hidden_by_touch_d_is_planned_and_repaired() {
     assert!(!repo.sb.state_dir().join("converged.seal").exists());
 }
 
+const ONLY_DRIFTED: &str = "planned only the";
+
+/// The lines of an apply that describe its plan (not where backups went).
+fn plan_lines(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.starts_with("~ ") || l.starts_with("Plan:"))
+        .collect()
+}
+
+#[test]
+fn a_file_edited_on_a_sealed_machine_is_planned_alone_and_shown_as_a_full_plan_shows_it() {
+    let edited = sealed();
+    fs::write(edited.path("a"), "edited by hand\n").unwrap();
+    let (code, out, err) = apply(&edited, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(ONLY_DRIFTED), "{err}");
+    assert!(!err.contains(SKIPPED), "{err}");
+    assert_eq!(fs::read_to_string(edited.path("a")).unwrap(), "aaa\n");
+
+    // The same edit with no seal: the whole manifest is planned.
+    let full = sealed();
+    fs::remove_file(full.sb.state_dir().join("converged.seal")).unwrap();
+    fs::write(full.path("a"), "edited by hand\n").unwrap();
+    let (code, full_out, err) = apply(&full, None, &[]);
+    assert_eq!(code, 0, "{full_out}{err}");
+    assert!(!err.contains(ONLY_DRIFTED), "{err}");
+    assert_eq!(plan_lines(&out), plan_lines(&full_out));
+    assert_eq!(
+        plan_lines(&out),
+        [
+            "~ file.a  ~/a  (changed by hand since stead wrote it; backed up first)",
+            "Plan: 0 to create, 1 to update, 0 to remove, 1 unchanged.",
+        ]
+    );
+    // What was repaired is recorded: a full plan finds nothing to do.
+    let config = edited.config.path().to_str().unwrap().to_string();
+    let plan = edited
+        .sb
+        .stead(&["--config", &config, "plan"])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("No changes"), "{plan}");
+}
+
+#[test]
+fn plan_on_a_sealed_machine_with_an_edited_file_plans_it_alone() {
+    let repo = sealed();
+    fs::write(repo.path("b"), "edited\n").unwrap();
+    let config = repo.config.path().to_str().unwrap().to_string();
+    let out = repo
+        .sb
+        .stead(&["--config", &config, "-v", "plan"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains(ONLY_DRIFTED), "{stderr}");
+    assert!(
+        stdout.contains("Plan: 0 to create, 1 to update, 0 to remove, 1 unchanged."),
+        "{stdout}"
+    );
+}
+
+/// What waits for a drifted resource is planned with it: a file's repair
+/// still notifies the exec that reloads it.
+#[test]
+fn a_drifted_file_still_notifies_what_waits_for_it() {
+    let manifest = "[file.conf]\npath = \"~/app.conf\"\ncontent = \"v1\\n\"\nnotify = [\"exec.reload\"]\n\n[exec.reload]\ncommand = \"echo reload >> reloads\"\ncwd = \"~\"\nrefresh_only = true\n";
+    let repo = Repo::new(manifest);
+    let (code, out, err) = apply(&repo, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = apply(&repo, Some(&later()), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(repo.sb.state_dir().join("converged.seal").exists());
+    let reloads = repo.path("reloads");
+    assert_eq!(fs::read_to_string(&reloads).unwrap(), "reload\n");
+
+    fs::write(repo.path("app.conf"), "edited\n").unwrap();
+    let (code, out, err) = apply(&repo, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(ONLY_DRIFTED), "{err}");
+    assert_eq!(fs::read_to_string(repo.path("app.conf")).unwrap(), "v1\n");
+    assert_eq!(fs::read_to_string(&reloads).unwrap(), "reload\nreload\n");
+}
+
 #[test]
 fn a_new_declaration_is_planned_and_applied() {
     let repo = sealed();
@@ -106,6 +195,8 @@ fn a_new_declaration_is_planned_and_applied() {
     ));
     let (code, out, err) = apply(&repo, None, &[]);
     assert_eq!(code, 0, "{out}{err}");
+    // stead.toml changed: every plan rests on it, so all is planned.
+    assert!(!err.contains(ONLY_DRIFTED), "{err}");
     assert!(out.contains("+ file.c"), "{out}");
     assert_eq!(fs::read_to_string(repo.path("c")).unwrap(), "ccc\n");
 }

@@ -304,6 +304,10 @@ pub struct PrepareOptions<'a> {
     /// re-plan of what changed; `None`: the whole manifest). Such a plan
     /// removes nothing and leaves checks as they are.
     pub only: Option<&'a HashSet<String>>,
+    /// What a converged seal that no longer holds still vouches for
+    /// ([`crate::seal::Check::Drifted`]): plan only its resources and what
+    /// waits for them, as `only` does, and count the rest unchanged.
+    pub drift: Option<&'a crate::seal::Drift>,
 }
 
 /// What the checks of a plan need from the front end.
@@ -398,6 +402,7 @@ fn prepare_with(
     if let Some(run) = &view.interrupted {
         reporter.recovering(run);
     }
+    let scope = options.only.or(options.drift.map(|d| &d.resources));
     // Before anything is read: a seal trusts only what had settled by then.
     let start_ns = options
         .check
@@ -427,22 +432,23 @@ fn prepare_with(
                 .filter(|_| {
                     !options.check.verify
                         && options.rerun.is_empty()
-                        && options.only.is_none()
+                        && scope.is_none()
                         && state.repo_url.is_none()
                 })
                 .and_then(|request| {
                     seal_draft(layout, request, &manifest, state.lineage.serial, start_ns)
                 });
             // --verify trusts nothing but still records what it read, so
-            // the next run can trust it.
-            let cache = if options.check.verify {
+            // the next run can trust it. What a drifted seal leaves to plan
+            // changed since: the cache cannot vouch for it.
+            let cache = if options.check.verify || options.drift.is_some() {
                 StatCache::empty()
             } else {
                 StatCache::load(layout.state_dir())
             };
             let now = options.check.now_ns;
-            let only = options.only.map(|ids| graph.with_dependents(ids));
-            let plan = plan::make_scoped(
+            let only = scope.map(|ids| graph.with_dependents(ids));
+            let mut plan = plan::make_scoped(
                 &manifest,
                 &graph,
                 state,
@@ -453,10 +459,13 @@ fn prepare_with(
                 &secrets,
                 only.as_ref(),
             )?;
+            if let Some(drift) = options.drift {
+                plan.vouched = drift.sealed.saturating_sub(plan.changes.len());
+            }
             (plan, manifest.profile.clone(), draft)
         }
     };
-    if matches!(options.source, PlanSource::Manifest { .. }) && options.only.is_none() {
+    if matches!(options.source, PlanSource::Manifest { .. }) && scope.is_none() {
         let user = crate::machine::current_user();
         crate::migration::settle(
             &mut plan,
@@ -510,7 +519,9 @@ pub fn seal_key(layout: &Layout, request: &crate::seal::Request) -> crate::seal:
 
 /// A seal in the making for a plan of `manifest` ([`crate::seal`]): the
 /// state record, the journal, the running binary and `stead.toml`; each
-/// resource's own paths ([`crate::resource::kind::ResourceKind::seal_paths`]);
+/// resource's own paths ([`crate::resource::kind::ResourceKind::seal_paths`],
+/// named as that resource's, so that a run that finds only those changed
+/// plans only it: [`crate::seal::Check::Drifted`]);
 /// every directory above a managed path; every link the load followed and
 /// the directories above it. `None` when a resource cannot be vouched for
 /// by the stat of its paths.
@@ -532,9 +543,10 @@ pub fn seal_draft(
         SealPath::content(&manifest.path),
     ]);
     let mut seen: HashSet<&Path> = HashSet::new();
-    for resource in &manifest.resources {
+    for (number, resource) in (0u32..).zip(&manifest.resources) {
         let kind = crate::resource::registry::get(resource.spec.kind());
-        paths.extend(kind.seal_paths(&resource.spec)?);
+        let own = kind.seal_paths(&resource.spec)?;
+        paths.extend(own.into_iter().map(|p| p.owned_by(number)));
         if let Some(managed) = resource.spec.path() {
             seal_ancestors(managed.ancestors().skip(1), &mut seen, &mut paths);
         }
@@ -551,6 +563,7 @@ pub fn seal_draft(
         serial,
         start_ns,
         paths,
+        manifest.resources.iter().map(|r| r.id.as_str()),
     ))
 }
 

@@ -55,6 +55,11 @@ pub struct Plan {
     /// How many files were trusted by their `lstat` without being read.
     #[serde(skip)]
     pub stat_trusted: usize,
+    /// Declared resources not in this plan because the converged seal found
+    /// every path they rest on as sealed ([`crate::seal::Check::Drifted`]):
+    /// unchanged, and counted so.
+    #[serde(skip)]
+    pub vouched: usize,
     /// What the checks reported, the choices, and the migration this plan
     /// runs ([`crate::migration::settle`]).
     #[serde(
@@ -199,6 +204,7 @@ impl Plan {
                 Action::Unchanged => c.unchanged += 1,
             }
         }
+        c.unchanged += self.vouched;
         c
     }
 
@@ -416,6 +422,7 @@ pub fn make_scoped(
         seen,
         stat_next,
         stat_trusted,
+        vouched: 0,
         checks: Default::default(),
     })
 }

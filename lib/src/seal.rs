@@ -35,8 +35,15 @@
 //!
 //! Besides the paths, a seal holds a key: what the run was asked (home,
 //! state dir, `--config`, `--profile`) and the machine facts templates and
-//! profiles see (hostname, user, distribution, kernel). A seal whose key or
-//! any path differs holds nothing, and the run plans in full as always. It
+//! profiles see (hostname, user, distribution, kernel). A seal whose key
+//! differs, or whose paths that every plan rests on (the record, the
+//! journal, the binary, `stead.toml`, a directory above a managed path, a
+//! followed link) differ, holds nothing, and the run plans in full as
+//! always. Each of a resource's own paths names that resource (a path two
+//! resources rest on names neither): when only such paths differ, the
+//! manifest, the record and every other path are as they were when the
+//! whole plan was empty, so the run plans only those resources and what
+//! waits for them, and counts the rest unchanged ([`Check::Drifted`]). It
 //! is only a cache: a missing, unreadable, corrupt or foreign file is no
 //! seal, and a run that writes anything removes it first.
 
@@ -58,8 +65,9 @@ pub const SEAL_FILE: &str = "converged.seal";
 /// What a seal file starts with.
 const MAGIC: &[u8] = b"stead converged seal\n";
 
-/// The format this build reads and writes (another is no seal).
-pub const FORMAT: u32 = 2;
+/// The format this build reads and writes (another is no seal). 3: each
+/// path names the resource whose plan rests on it, if only one does.
+pub const FORMAT: u32 = 3;
 
 /// The file type bits of a mode.
 const TYPE_MASK: u32 = 0o170000;
@@ -88,6 +96,10 @@ pub struct SealPath {
     pub path: PathBuf,
     /// How it must be found again.
     pub rule: Rule,
+    /// The resource whose plan alone rests on it, by its number in the ids
+    /// given to [`Draft::begin`]; `None` for a path every plan rests on
+    /// (the record, the manifest, a directory above managed paths).
+    pub owner: Option<u32>,
 }
 
 impl SealPath {
@@ -96,6 +108,7 @@ impl SealPath {
         SealPath {
             path: path.to_path_buf(),
             rule: Rule::Content,
+            owner: None,
         }
     }
 
@@ -104,6 +117,15 @@ impl SealPath {
         SealPath {
             path: path.to_path_buf(),
             rule: Rule::Node,
+            owner: None,
+        }
+    }
+
+    /// The same path, as resource `owner`'s own.
+    pub fn owned_by(self, owner: u32) -> SealPath {
+        SealPath {
+            owner: Some(owner),
+            ..self
         }
     }
 }
@@ -242,6 +264,9 @@ struct Named {
     name: Vec<u8>,
     rule: Rule,
     found: Found,
+    /// The resource whose plan alone rests on it ([`SealPath::owner`]), by
+    /// its number in [`Stored::owners`].
+    owner: Option<u32>,
 }
 
 impl Group {
@@ -251,31 +276,52 @@ impl Group {
 
     /// Whether every name in `range` is found again by its rule.
     fn holds(&self, range: std::ops::Range<usize>) -> bool {
+        let mut changed = Vec::new();
+        !self.changed(range, &|_| true, &mut changed)
+    }
+
+    /// Adds to `changed` the names in `range` (by index) not found again by
+    /// their rule, until one that `stop` says ends the check; returns
+    /// whether one did.
+    fn changed(
+        &self,
+        range: std::ops::Range<usize>,
+        stop: &dyn Fn(&Named) -> bool,
+        changed: &mut Vec<usize>,
+    ) -> bool {
         use nix::fcntl::{AtFlags, OFlag};
         // Links on the way are followed, as an `lstat` of the whole path
         // follows them: the sealed stat of each name decides, and the
         // directories and links above a managed path are sealed names too.
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let dir = match nix::fcntl::open(self.dir(), flags, nix::sys::stat::Mode::empty()) {
-            Ok(fd) => fd,
+            Ok(fd) => Some(fd),
             // No directory: only names sealed as missing can still be.
-            Err(nix::errno::Errno::ENOENT) => {
-                return self.names[range].iter().all(|n| n.found == Found::Missing);
-            }
-            Err(_) => return false,
+            Err(nix::errno::Errno::ENOENT) => None,
+            Err(_) => return true,
         };
-        self.names[range].iter().all(|n| {
-            let now = match nix::sys::stat::fstatat(
-                &dir,
-                OsStr::from_bytes(&n.name),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) {
-                Ok(st) => Found::of_stat(&st),
-                Err(nix::errno::Errno::ENOENT) => Found::Missing,
-                Err(_) => return false,
+        for i in range {
+            let n = &self.names[i];
+            let now = match &dir {
+                None => Found::Missing,
+                Some(dir) => match nix::sys::stat::fstatat(
+                    dir,
+                    OsStr::from_bytes(&n.name),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                ) {
+                    Ok(st) => Found::of_stat(&st),
+                    Err(nix::errno::Errno::ENOENT) => Found::Missing,
+                    Err(_) => return true,
+                },
             };
-            now.same(&n.found, n.rule)
-        })
+            if !now.same(&n.found, n.rule) {
+                changed.push(i);
+                if stop(n) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -287,6 +333,19 @@ struct Stored {
     serial: u64,
     unchanged: u64,
     groups: Vec<Group>,
+    /// The ids of the resources that own paths ([`Named::owner`]), one
+    /// after the other; [`Stored::owner_ends`] says where each ends. (One
+    /// string each would be an allocation per resource on every check.)
+    owner_bytes: Vec<u8>,
+    owner_ends: Vec<u32>,
+}
+
+/// What [`Stored::scan`] found: the names not found again, as (group,
+/// name) indices, and whether the scan stopped at one.
+#[derive(Debug, Default)]
+struct Scan {
+    changed: Vec<(usize, usize)>,
+    stopped: bool,
 }
 
 impl Stored {
@@ -294,40 +353,91 @@ impl Stored {
         self.groups.iter().map(|g| g.names.len()).sum()
     }
 
-    /// Whether every path is found again, on `jobs` threads for many.
+    /// Owner `i`'s id.
+    fn owner(&self, i: u32) -> Option<&str> {
+        let i = i as usize;
+        let end = *self.owner_ends.get(i)? as usize;
+        let start = i.checked_sub(1).map_or(0, |p| self.owner_ends[p] as usize);
+        std::str::from_utf8(self.owner_bytes.get(start..end)?).ok()
+    }
+
+    /// Whether every path is found again.
     fn all_hold(&self, jobs: usize) -> bool {
+        let scan = self.scan(jobs, &|_| true);
+        scan.changed.is_empty() && !scan.stopped
+    }
+
+    /// Checks every path on `jobs` threads (for many), until a changed one
+    /// that `stop` says ends the check.
+    fn scan(&self, jobs: usize, stop: &(dyn Fn(&Named) -> bool + Sync)) -> Scan {
         const PIECE: usize = 256;
-        let tasks: Vec<(&Group, std::ops::Range<usize>)> = self
+        let tasks: Vec<(usize, std::ops::Range<usize>)> = self
             .groups
             .iter()
-            .flat_map(|g| {
+            .enumerate()
+            .flat_map(|(gi, g)| {
                 (0..g.names.len())
                     .step_by(PIECE)
-                    .map(move |at| (g, at..(at + PIECE).min(g.names.len())))
+                    .map(move |at| (gi, at..(at + PIECE).min(g.names.len())))
             })
             .collect();
+        let check = |(gi, range): &(usize, std::ops::Range<usize>), scan: &mut Scan| {
+            let mut names = Vec::new();
+            scan.stopped |= self.groups[*gi].changed(range.clone(), stop, &mut names);
+            scan.changed.extend(names.into_iter().map(|ni| (*gi, ni)));
+        };
         if self.paths() < PARALLEL_FROM || jobs <= 1 {
-            return tasks.into_iter().all(|(g, r)| g.holds(r));
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        let work = || {
-            use std::sync::atomic::Ordering::Relaxed;
-            while !failed.load(Relaxed) {
-                let Some((g, r)) = tasks.get(next.fetch_add(1, Relaxed)) else {
+            let mut scan = Scan::default();
+            for task in &tasks {
+                check(task, &mut scan);
+                if scan.stopped {
                     break;
-                };
-                if !g.holds(r.clone()) {
-                    failed.store(true, Relaxed);
                 }
             }
+            return scan;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let work = || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut scan = Scan::default();
+            while !stopped.load(Relaxed) {
+                let Some(task) = tasks.get(next.fetch_add(1, Relaxed)) else {
+                    break;
+                };
+                check(task, &mut scan);
+                if scan.stopped {
+                    stopped.store(true, Relaxed);
+                }
+            }
+            scan
         };
         std::thread::scope(|s| {
-            for _ in 0..jobs.min(tasks.len()) {
-                s.spawn(work);
+            let threads: Vec<_> = (0..jobs.min(tasks.len())).map(|_| s.spawn(work)).collect();
+            let mut all = Scan::default();
+            for t in threads {
+                // A thread that panicked found nothing it can vouch for.
+                let part = t.join().unwrap_or(Scan {
+                    changed: Vec::new(),
+                    stopped: true,
+                });
+                all.stopped |= part.stopped;
+                all.changed.extend(part.changed);
             }
-        });
-        !failed.into_inner()
+            all
+        })
+    }
+
+    /// The resources that own the changed names, or `None` when one is not
+    /// a single resource's own (a change there can touch any plan).
+    fn owners_of(&self, changed: &[(usize, usize)]) -> Option<HashSet<String>> {
+        changed
+            .iter()
+            .map(|&(gi, ni)| {
+                let owner = self.groups[gi].names[ni].owner?;
+                self.owner(owner).map(str::to_string)
+            })
+            .collect()
     }
 }
 
@@ -340,6 +450,30 @@ pub struct Hit {
     pub unchanged: usize,
     /// Paths found as sealed.
     pub paths: usize,
+}
+
+/// What a seal whose paths did not all hold still vouches for: every path
+/// but those of a few resources was found as sealed, so those resources
+/// (and what waits for them) are all a run must plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The resources that own a changed path.
+    pub resources: HashSet<String>,
+    /// Resources the sealed plan found unchanged (every declared one).
+    pub sealed: usize,
+    /// Paths not found as sealed.
+    pub changed_paths: usize,
+}
+
+/// What a check of a seal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Every path as sealed: nothing to plan.
+    Holds(Hit),
+    /// Only paths a single resource each rests on changed.
+    Drifted(Drift),
+    /// Another key, or a path every plan rests on changed: plan in full.
+    Broken,
 }
 
 /// A seal read from the state dir (not yet checked).
@@ -390,11 +524,39 @@ impl Seal {
         if self.0.key != *key {
             return None;
         }
-        self.0.all_hold(jobs).then_some(Hit {
+        self.0.all_hold(jobs).then(|| self.hit())
+    }
+
+    /// [`Seal::holds`], and when it does not: whether only paths that one
+    /// resource each rests on changed ([`Check::Drifted`]). Call it under
+    /// the lock, as `holds`.
+    pub fn check(&self, key: &Key, jobs: usize) -> Check {
+        if self.0.key != *key {
+            return Check::Broken;
+        }
+        let scan = self.0.scan(jobs, &|n| n.owner.is_none());
+        if scan.stopped {
+            return Check::Broken;
+        }
+        if scan.changed.is_empty() {
+            return Check::Holds(self.hit());
+        }
+        match self.0.owners_of(&scan.changed) {
+            Some(resources) => Check::Drifted(Drift {
+                resources,
+                sealed: self.hit().unchanged,
+                changed_paths: scan.changed.len(),
+            }),
+            None => Check::Broken,
+        }
+    }
+
+    fn hit(&self) -> Hit {
+        Hit {
             serial: self.0.serial,
             unchanged: usize::try_from(self.0.unchanged).unwrap_or(usize::MAX),
             paths: self.0.paths(),
-        })
+        }
     }
 }
 
@@ -409,6 +571,9 @@ pub struct Draft {
     /// index in `paths`, ascending. Only the nodes: an entry for every path
     /// was 8 MB of nothing at 100 000 files, held through the whole run.
     before: Vec<(usize, Found)>,
+    /// The owners' ids, packed as [`Stored::owner_bytes`].
+    owner_bytes: Vec<u8>,
+    owner_ends: Vec<u32>,
 }
 
 /// A draft's paths, each once, in the order given, packed by directory as
@@ -433,6 +598,7 @@ struct PackedPath {
     /// previous one ends).
     name_end: usize,
     rule: Rule,
+    owner: Option<u32>,
 }
 
 impl PackedPaths {
@@ -440,7 +606,7 @@ impl PackedPaths {
         self.entries.len()
     }
 
-    /// Path `i`'s directory, name and rule.
+    /// Path `i`'s directory, name and rule (its owner is `entries[i].owner`).
     fn get(&self, i: usize) -> (&Path, &OsStr, Rule) {
         let entry = self.entries[i];
         let start = i.checked_sub(1).map_or(0, |p| self.entries[p].name_end);
@@ -466,17 +632,31 @@ impl PackedPaths {
 
 impl Draft {
     /// Starts a seal of `paths` for a plan about to be made at `start_ns`
-    /// on the state at `serial`, by a run of `key`. Reads the
-    /// [`Rule::Node`] paths now, before the plan.
-    pub fn begin(key: Key, serial: u64, start_ns: i128, paths: Vec<SealPath>) -> Draft {
-        let mut unique: HashSet<(&Path, Rule)> = HashSet::with_capacity(paths.len());
+    /// on the state at `serial`, by a run of `key`; `owners` are the ids
+    /// the paths' [`SealPath::owner`] numbers name. Reads the
+    /// [`Rule::Node`] paths now, before the plan. A path given twice keeps
+    /// an owner only if both name the same one.
+    pub fn begin<'i>(
+        key: Key,
+        serial: u64,
+        start_ns: i128,
+        paths: Vec<SealPath>,
+        owners: impl IntoIterator<Item = &'i str>,
+    ) -> Draft {
+        let mut unique: std::collections::HashMap<(&Path, Rule), usize> =
+            std::collections::HashMap::with_capacity(paths.len());
         let mut dir_of: std::collections::HashMap<&Path, u32> = Default::default();
         let mut packed = PackedPaths::default();
         let mut before = Vec::new();
         for p in &paths {
-            if !unique.insert((&p.path, p.rule)) {
+            if let Some(&at) = unique.get(&(p.path.as_path(), p.rule)) {
+                let entry = &mut packed.entries[at];
+                if entry.owner != p.owner {
+                    entry.owner = None;
+                }
                 continue;
             }
+            unique.insert((&p.path, p.rule), packed.entries.len());
             let (dir, name) = split(&p.path);
             let number = *dir_of.entry(dir).or_insert_with(|| {
                 packed.dirs.push(Box::from(dir.as_os_str().as_bytes()));
@@ -494,16 +674,25 @@ impl Draft {
                 dir: number,
                 name_end: packed.names.len(),
                 rule: p.rule,
+                owner: p.owner,
             });
         }
         packed.names.shrink_to_fit();
         packed.entries.shrink_to_fit();
+        let (mut owner_bytes, mut owner_ends) = (Vec::new(), Vec::new());
+        for id in owners {
+            owner_bytes.extend_from_slice(id.as_bytes());
+            // Ids of a manifest that fits in memory fit in 4 GB.
+            owner_ends.push(u32::try_from(owner_bytes.len()).unwrap_or(u32::MAX));
+        }
         Draft {
             key,
             serial,
             start_ns,
             paths: packed,
             before,
+            owner_bytes,
+            owner_ends,
         }
     }
 
@@ -549,6 +738,7 @@ impl Draft {
                     name: name.as_bytes().to_vec(),
                     rule,
                     found,
+                    owner: self.paths.entries[i].owner,
                 });
         }
         let stored = Stored {
@@ -557,6 +747,8 @@ impl Draft {
             serial: self.serial,
             unchanged: unchanged as u64,
             groups,
+            owner_bytes: self.owner_bytes.clone(),
+            owner_ends: self.owner_ends.clone(),
         };
         let payload = postcard::to_stdvec(&stored).unwrap_or_default();
         let mut bytes = Vec::with_capacity(MAGIC.len() + payload.len() + 32);
@@ -575,6 +767,7 @@ impl Draft {
             .map(|i| SealPath {
                 path: self.paths.path_into(i, &mut buf).to_path_buf(),
                 rule: self.paths.get(i).2,
+                owner: self.paths.entries[i].owner,
             })
             .collect()
     }
@@ -605,6 +798,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_path_keeps_its_owner_only_when_every_mention_names_the_same_one() {
+        let given = [
+            SealPath::content(Path::new("/h/a")).owned_by(0),
+            SealPath::content(Path::new("/h/a")).owned_by(0),
+            SealPath::content(Path::new("/h/b")).owned_by(0),
+            SealPath::content(Path::new("/h/b")).owned_by(1),
+            SealPath::node(Path::new("/h/d")).owned_by(1),
+            SealPath::node(Path::new("/h/d")),
+            SealPath::node(Path::new("/h/e")),
+            SealPath::node(Path::new("/h/e")).owned_by(1),
+            // The same path by another rule is another entry.
+            SealPath::node(Path::new("/h/a")).owned_by(1),
+        ];
+        let draft = Draft::begin([0; 32], 1, 0, given.to_vec(), ["file.x", "dir.y"]);
+        let owners: Vec<Option<u32>> = draft.paths().iter().map(|p| p.owner).collect();
+        assert_eq!(owners, [Some(0), None, None, None, Some(1)]);
+        let stored = Stored {
+            format: FORMAT,
+            key: [0; 32],
+            serial: 1,
+            unchanged: 2,
+            groups: Vec::new(),
+            owner_bytes: draft.owner_bytes.clone(),
+            owner_ends: draft.owner_ends.clone(),
+        };
+        assert_eq!(stored.owner(0), Some("file.x"));
+        assert_eq!(stored.owner(1), Some("dir.y"));
+        assert_eq!(stored.owner(2), None);
+    }
+
+    #[test]
     fn a_draft_keeps_each_path_once_in_order_packed_by_directory() {
         let given = [
             SealPath::content(Path::new("/h/d/a")),
@@ -615,7 +839,7 @@ mod tests {
             SealPath::node(Path::new("/")),
             SealPath::content(Path::new("/h/e/a")),
         ];
-        let draft = Draft::begin([0; 32], 1, 0, given.to_vec());
+        let draft = Draft::begin([0; 32], 1, 0, given.to_vec(), []);
         let expected: Vec<SealPath> = [0, 1, 2, 4, 5, 6]
             .iter()
             .map(|&i| given[i].clone())

@@ -67,6 +67,7 @@ impl Machine {
                 seal: None,
                 checks: Default::default(),
                 only: None,
+                drift: None,
             },
             reporter,
         )

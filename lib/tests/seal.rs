@@ -118,6 +118,7 @@ impl Machine {
                 seal: Some(request),
                 checks: Default::default(),
                 only: None,
+                drift: None,
             },
             &Silent,
         )
@@ -160,6 +161,21 @@ impl Machine {
 
     fn holds_for(&self, request: &Request) -> Option<seal::Hit> {
         Seal::read(&self.layout)?.holds(&converge::seal_key(&self.layout, request), 4)
+    }
+
+    /// What the seal vouches for when it does not hold: the ids of the
+    /// resources left to plan, or `None` for a plan in full.
+    fn drifted(&self) -> Option<Vec<String>> {
+        let seal = Seal::read(&self.layout)?;
+        match seal.check(&converge::seal_key(&self.layout, &self.request()), 4) {
+            seal::Check::Drifted(d) => {
+                let mut ids: Vec<String> = d.resources.into_iter().collect();
+                ids.sort();
+                Some(ids)
+            }
+            seal::Check::Holds(_) => panic!("the seal still holds"),
+            seal::Check::Broken => None,
+        }
     }
 }
 
@@ -221,58 +237,84 @@ fn an_edit_in_the_same_second_with_its_mtime_set_back_breaks_the_seal() {
     assert_eq!(fs::read_to_string(&a).unwrap(), "aaa\n");
 }
 
-/// Each change to something a plan rests on, made to a fresh sealed machine.
+/// Each change to something a plan rests on, made to a fresh sealed machine,
+/// and what the broken seal still vouches for: a change to a path only one
+/// resource rests on leaves only that resource to plan (`Some`); a change
+/// to one that every plan or several resources rest on leaves a plan in
+/// full (`None`).
 #[test]
 fn anything_a_plan_rests_on_breaks_the_seal() {
     type Change = fn(&Machine);
-    let changes: &[(&str, Change)] = &[
-        ("managed file removed", |m| {
+    let changes: &[(&str, Option<&[&str]>, Change)] = &[
+        ("managed file removed", Some(&["file.a"]), |m| {
             fs::remove_file(m.home().join("d/a")).unwrap()
         }),
-        ("managed file's mode", |m| {
+        ("managed file's mode", Some(&["file.b"]), |m| {
             fs::set_permissions(m.home().join("d/sub/b"), fs::Permissions::from_mode(0o644))
                 .unwrap()
         }),
-        ("source edited", |m| {
+        ("source edited", Some(&["file.b"]), |m| {
             fs::write(m.config.join("b.src"), "BBB\n").unwrap()
         }),
-        ("absent file created", |m| {
+        ("absent file created", Some(&["file.gone"]), |m| {
             fs::write(m.home().join("gone"), "x").unwrap()
         }),
-        ("link replaced", |m| {
+        ("link replaced", Some(&["symlink.l"]), |m| {
             fs::remove_file(m.home().join("l")).unwrap();
             std::os::unix::fs::symlink(m.home().join("d/sub/b"), m.home().join("l")).unwrap();
         }),
-        ("declared directory's mode", |m| {
+        (
+            "two managed files edited",
+            Some(&["file.a", "file.b"]),
+            |m| {
+                fs::write(m.home().join("d/a"), "A\n").unwrap();
+                fs::write(m.home().join("d/sub/b"), "B\n").unwrap();
+            },
+        ),
+        // Also the directory above ~/d/a: not dir.d's alone.
+        ("declared directory's mode", None, |m| {
             fs::set_permissions(m.home().join("d"), fs::Permissions::from_mode(0o700)).unwrap()
         }),
-        ("directory above a file swapped for a link", |m| {
+        (
+            "a managed file edited and a directory above one swapped",
+            None,
+            |m| {
+                fs::write(m.home().join("d/a"), "A\n").unwrap();
+                let sub = m.home().join("d/sub");
+                let moved = m.root.path().join("moved-sub");
+                fs::rename(&sub, &moved).unwrap();
+                std::os::unix::fs::symlink(&moved, &sub).unwrap();
+            },
+        ),
+        ("directory above a file swapped for a link", None, |m| {
             let sub = m.home().join("d/sub");
             let moved = m.root.path().join("moved-sub");
             fs::rename(&sub, &moved).unwrap();
             std::os::unix::fs::symlink(&moved, &sub).unwrap();
         }),
-        ("stead.toml rewritten with the same text", |m| {
+        ("stead.toml rewritten with the same text", None, |m| {
             let text = fs::read(m.config.join("stead.toml")).unwrap();
             fs::write(m.config.join("stead.toml"), text).unwrap();
         }),
-        ("state record replaced by a copy", |m| {
+        ("state record replaced by a copy", None, |m| {
             let state = m.layout.state_file();
             let copy = state.with_extension("copy");
             fs::copy(&state, &copy).unwrap();
             fs::rename(&copy, &state).unwrap();
         }),
-        ("journal appended", |m| {
+        ("journal appended", None, |m| {
             use std::io::Write;
             let journal = m.layout.state_dir().join("journal.jsonl");
             let mut f = fs::OpenOptions::new().append(true).open(journal).unwrap();
             f.write_all(b"\n").unwrap();
         }),
     ];
-    for (what, change) in changes {
+    for (what, left_to_plan, change) in changes {
         let m = Machine::sealed(FILES);
         change(&m);
         assert!(m.holds().is_none(), "the seal still held after: {what}");
+        let expected = left_to_plan.map(|ids| ids.iter().map(|s| s.to_string()).collect());
+        assert_eq!(m.drifted(), expected, "after: {what}");
     }
 }
 

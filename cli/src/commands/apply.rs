@@ -89,6 +89,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         agreed: None,
         verify: args.verify,
         choose: &choose,
+        drift: None,
     };
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
@@ -142,22 +143,28 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         .as_ref()
         .and_then(|s| s.serial_if_state_unchanged(&ctx.layout));
     let guard = ctx.lock("apply", serial)?;
-    if let Some(hit) = seal.and_then(|s| {
-        s.holds(
+    let check = seal.map(|s| {
+        s.check(
             &converge::seal_key(&ctx.layout, &seal_request(ctx, &request)),
             request.jobs,
         )
-    }) {
-        // Under the lock, as a planned run would: a seal write killed by a
-        // crash left its temp here (the rest of a killed run's temps break
-        // the seal through the journal).
-        for path in stead_lib::fsutil::remove_stale_temps(ctx.layout.state_dir(), None) {
-            RecoveryReporter { ctx }.removed_temp(&path);
+    });
+    let drift = match check {
+        Some(seal::Check::Holds(hit)) => {
+            // Under the lock, as a planned run would: a seal write killed by
+            // a crash left its temp here (the rest of a killed run's temps
+            // break the seal through the journal).
+            for path in stead_lib::fsutil::remove_stale_temps(ctx.layout.state_dir(), None) {
+                RecoveryReporter { ctx }.removed_temp(&path);
+            }
+            super::plan::print_sealed(ctx, &hit);
+            guard.release()?;
+            return Ok(ExitCode::SUCCESS);
         }
-        super::plan::print_sealed(ctx, &hit);
-        guard.release()?;
-        return Ok(ExitCode::SUCCESS);
-    }
+        Some(seal::Check::Drifted(drift)) => Some(drift),
+        Some(seal::Check::Broken) | None => None,
+    };
+    request.drift = drift.as_ref();
     let state = match ctx.load_state_locked(&guard)? {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
@@ -212,6 +219,8 @@ pub(crate) struct Converge<'a> {
     pub verify: bool,
     /// Choices for check items (`--choose`, and what a prompt asked).
     pub choose: &'a [stead_lib::migration::Answer],
+    /// What the converged seal still vouches for: plan only the rest.
+    pub drift: Option<&'a seal::Drift>,
 }
 
 /// The library's prepare options for a saved plan or the config repo.
@@ -234,6 +243,7 @@ fn prepare_options<'a>(ctx: &'a Context, request: &Converge<'a>) -> PrepareOptio
             .then(|| seal_request(ctx, request)),
         checks: ctx.check_options(request.choose),
         only: None,
+        drift: request.drift,
     }
 }
 
@@ -293,6 +303,9 @@ pub(crate) fn converge(
         )?;
     }
     note_torn_tail(ctx, &prepared);
+    if let Some(drift) = args.drift {
+        super::plan::note_drift(ctx, drift, &prepared.plan);
+    }
     if prepared.plan.stat_trusted > 0 {
         ctx.verbose_note(&format!(
             "Trusted {} unchanged file(s) by their stat without reading them ('stead apply --verify' reads every file).",

@@ -44,17 +44,22 @@ use stead_lib::converge::DEFAULT_JOBS;
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     // A machine unchanged since an apply found it converged: nothing to
     // plan (a saved plan and --json need the plan itself).
+    let mut drift = None;
     if args.out.is_none() && !ctx.json {
         let request = seal::Request {
             config: ctx.config.as_deref(),
             profile: args.profile.as_deref(),
         };
         let jobs = args.jobs.unwrap_or(DEFAULT_JOBS).max(1);
-        if let Some(hit) = seal::Seal::read(&ctx.layout)
-            .and_then(|s| s.holds(&converge::seal_key(&ctx.layout, &request), jobs))
+        match seal::Seal::read(&ctx.layout)
+            .map(|s| s.check(&converge::seal_key(&ctx.layout, &request), jobs))
         {
-            print_sealed(ctx, &hit);
-            return Ok(ExitCode::SUCCESS);
+            Some(seal::Check::Holds(hit)) => {
+                print_sealed(ctx, &hit);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(seal::Check::Drifted(d)) => drift = Some(d),
+            Some(seal::Check::Broken) | None => {}
         }
     }
     let state = ctx.current_state()?;
@@ -65,18 +70,18 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
         stead_lib::fsutil::ensure_private_dir(ctx.layout.state_dir())?;
         stead_lib::secret::Secrets::open(&ctx.layout, true)?;
     }
-    let prepared = converge::prepare_read_only(
-        &ctx.layout,
-        &state,
-        &ctx.plan_options(
-            None,
-            args.profile.as_deref(),
-            args.force,
-            args.jobs.unwrap_or(DEFAULT_JOBS),
-        ),
-        &converge::Silent,
-    )?;
+    let mut options = ctx.plan_options(
+        None,
+        args.profile.as_deref(),
+        args.force,
+        args.jobs.unwrap_or(DEFAULT_JOBS),
+    );
+    options.drift = drift.as_ref();
+    let prepared = converge::prepare_read_only(&ctx.layout, &state, &options, &converge::Silent)?;
     note_torn_tail(ctx, &prepared);
+    if let Some(drift) = &drift {
+        note_drift(ctx, drift, &prepared.plan);
+    }
     let plan = prepared.plan;
     if let Some(out) = &args.out {
         // A sensitive file's content is not saved; apply makes it again.
@@ -116,6 +121,17 @@ pub fn print_sealed(ctx: &Context, hit: &seal::Hit) {
         "Plan: 0 to create, 0 to update, 0 to remove, {} unchanged.",
         hit.unchanged
     );
+}
+
+/// With -v, what a converged seal that no longer held still vouched for.
+pub fn note_drift(ctx: &Context, drift: &seal::Drift, plan: &Plan) {
+    ctx.verbose_note(&format!(
+        "{} path(s) changed since an apply found the machine as declared: planned only the {} resource(s) they belong to and what waits for them ({} in all); the other {} were found as they were by their stat ('stead apply --verify' plans and reads every file).",
+        drift.changed_paths,
+        drift.resources.len(),
+        plan.changes.len(),
+        plan.vouched
+    ));
 }
 
 /// With -v, a torn journal line a crash left is mentioned (it is ignored).

@@ -183,6 +183,7 @@ fn apply_merged(
             agreed: None,
             verify: false,
             choose: &[],
+            drift: None,
         },
     ) {
         Ok((code, _)) => (code, None),
