@@ -9,13 +9,20 @@
 //!    [`safe_path::Dir::write_temp`]), none flushed;
 //! 2. **data barrier**: every temp's data is durable ([`Barrier`]), and the
 //!    batch's `started` journal record too (the caller's `started`);
-//! 3. every temp is renamed over its target;
-//! 4. **name barrier**: every rename (the directory entries) is durable;
-//! 5. only then does the caller queue the outcome record and report.
+//! 3. every target that must be kept first is backed up, durably
+//!    ([`crate::backup::backup`]: copied, flushed, renamed into the run's
+//!    backup folder, its directory flushed); a member whose backup fails is
+//!    not renamed;
+//! 4. every temp is renamed over its target;
+//! 5. **name barrier**: every rename (the directory entries) is durable;
+//! 6. only then does the caller queue the outcome record and report.
 //!
 //! So a crash (a kill or a power cut) at any point leaves each target either
 //! old or whole and new, never torn or empty: a rename is only made after the
-//! barrier that covers its data. Nothing reported done is lost: the outcome
+//! barrier that covers its data, and after the durable backup of what it
+//! replaces, so a replaced original is never lost either. Backups are made
+//! after the `started` record: a crash before it leaves no backup of a
+//! change the journal never saw begin. Nothing reported done is lost: the outcome
 //! is queued only after the barrier that covers the renames. A temp left by
 //! a crash is named like every stead temp and removed by the next run.
 //!
@@ -70,6 +77,13 @@ pub enum Stage {
         /// How.
         barrier: Barrier,
     },
+    /// What was at `path` is backed up, durably (before its rename).
+    BackedUp {
+        /// The batch.
+        batch: String,
+        /// The target.
+        path: PathBuf,
+    },
     /// `path` now holds the new content (the rename is not yet durable).
     Renamed {
         /// The batch.
@@ -102,6 +116,9 @@ pub struct Member<'a> {
     pub content: &'a [u8],
     /// Its permission bits.
     pub mode: u32,
+    /// Back up what is at `path` (if anything) into this run folder
+    /// ([`crate::backup::run_folder`]) before replacing it.
+    pub backup: Option<&'a Path>,
 }
 
 /// The directory a member's parent path names, opened once for the batch.
@@ -156,7 +173,18 @@ pub fn write(
         batch: batch.to_string(),
         barrier,
     });
-    let renamed = commit_temps(batch, members, temps, &parents, &parent_of, threads, stage);
+    let (temps, mut backups) = back_up_targets(batch, members, temps, threads, stage);
+    let mut kept: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
+    for (i, temp, backed_up) in temps {
+        match backed_up {
+            Ok(()) => kept.push((i, temp)),
+            Err(e) => {
+                discard(&parents[parent_of[i]], temp);
+                results[i] = Err(e);
+            }
+        }
+    }
+    let renamed = commit_temps(batch, members, kept, &parents, &parent_of, threads, stage);
     let mut done: Vec<usize> = Vec::with_capacity(renamed.len());
     for (i, outcome) in renamed {
         match outcome {
@@ -172,6 +200,7 @@ pub fn write(
         results[i] = match &names {
             Ok(()) => Ok(Applied {
                 checksum: Some(checksum(members[i].content)),
+                backup: backups[i].take(),
                 ..Applied::default()
             }),
             Err(e) => Err(format!("written, but it could not be made durable: {e}")),
@@ -259,6 +288,64 @@ fn data_barrier(
                 .collect()
         }
     }
+}
+
+/// A temp, and whether the target it replaces is kept (backed up, or
+/// nothing to back up).
+type Backed = (usize, Temp, Result<(), String>);
+
+/// Step 3 of this module's doc: backs up each member's target that asks
+/// for it, on up to `threads` threads. Returns the temps with each backup's
+/// result, and where each member's backup went.
+fn back_up_targets(
+    batch: &str,
+    members: &[Member],
+    temps: Vec<(usize, Temp)>,
+    threads: usize,
+    stage: &(dyn Fn(Stage) + Sync),
+) -> (Vec<Backed>, Vec<Option<PathBuf>>) {
+    let mut backups: Vec<Option<PathBuf>> = vec![None; members.len()];
+    let wanted: Vec<usize> = temps
+        .iter()
+        .map(|(i, _)| *i)
+        .filter(|&i| members[i].backup.is_some())
+        .collect();
+    if wanted.is_empty() {
+        let temps = temps.into_iter().map(|(i, t)| (i, t, Ok(()))).collect();
+        return (temps, backups);
+    }
+    let made = parallel_map(&wanted, threads, |&i| {
+        let m = &members[i];
+        let Some(run) = m.backup else { return Ok(None) };
+        // Nothing there (removed since the plan): nothing to keep.
+        if std::fs::symlink_metadata(m.path).is_err() {
+            return Ok(None);
+        }
+        let to = crate::backup::backup(m.path, run)
+            .map_err(|e| format!("not written: the original could not be backed up ({e})"))?;
+        stage(Stage::BackedUp {
+            batch: batch.to_string(),
+            path: m.path.to_path_buf(),
+        });
+        Ok(Some(to))
+    });
+    let mut failed: HashMap<usize, String> = HashMap::new();
+    for (i, result) in wanted.into_iter().zip(made) {
+        match result {
+            Ok(to) => backups[i] = to,
+            Err(e) => {
+                failed.insert(i, e);
+            }
+        }
+    }
+    let temps = temps
+        .into_iter()
+        .map(|(i, t)| {
+            let kept = failed.remove(&i).map_or(Ok(()), Err);
+            (i, t, kept)
+        })
+        .collect();
+    (temps, backups)
 }
 
 fn commit_temps(
@@ -408,10 +495,82 @@ mod tests {
                 path: p,
                 content: b"new\n",
                 mode: 0o640,
+                backup: None,
             })
             .collect();
         let results = write("t:1", &members, 4, &|_| {}, started);
         (root, results)
+    }
+
+    /// Two files replaced with a backup first, one whose backup cannot be
+    /// made, one without: each backup is durable before its rename, and a
+    /// target whose backup failed keeps its content and leaves no temp.
+    #[test]
+    fn a_target_is_renamed_only_after_its_backup_and_kept_when_that_fails() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("d")).unwrap();
+        let path = |name: &str| base.join("d").join(name);
+        for name in ["kept", "lost", "plain"] {
+            std::fs::write(path(name), format!("old {name}\n")).unwrap();
+        }
+        let run = base.join("backups/run");
+        // A file where the run folder's parent should be: no backup there.
+        std::fs::write(base.join("not-a-dir"), "x").unwrap();
+        let bad_run = base.join("not-a-dir/run");
+        let (kept, lost, plain) = (path("kept"), path("lost"), path("plain"));
+        let members = [
+            Member {
+                path: &kept,
+                content: b"new\n",
+                mode: 0o644,
+                backup: Some(&run),
+            },
+            Member {
+                path: &lost,
+                content: b"new\n",
+                mode: 0o644,
+                backup: Some(&bad_run),
+            },
+            Member {
+                path: &plain,
+                content: b"new\n",
+                mode: 0o644,
+                backup: None,
+            },
+        ];
+        let seen = Mutex::new(Vec::new());
+        let results = write(
+            "t:1",
+            &members,
+            2,
+            &|s| seen.lock().unwrap().push(s),
+            &mut || Ok(()),
+        );
+        let backup = results[0].as_ref().unwrap().backup.clone().unwrap();
+        assert!(backup.starts_with(&run), "{backup:?}");
+        assert_eq!(std::fs::read_to_string(&backup).unwrap(), "old kept\n");
+        assert!(
+            results[1].as_ref().unwrap_err().contains("backed up"),
+            "{results:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&lost).unwrap(), "old lost\n");
+        assert_eq!(results[2].as_ref().unwrap().backup, None);
+        for p in [&kept, &plain] {
+            assert_eq!(std::fs::read_to_string(p).unwrap(), "new\n");
+        }
+        assert!(leftovers(&base.join("d")).is_empty());
+        let seen = seen.into_inner().unwrap();
+        let at = |want: &dyn Fn(&Stage) -> bool| seen.iter().position(want).unwrap();
+        let data = at(&|s| matches!(s, Stage::DataBarrier { .. }));
+        let backed = at(&|s| matches!(s, Stage::BackedUp { path, .. } if *path == kept));
+        let renamed = at(&|s| matches!(s, Stage::Renamed { path, .. } if *path == kept));
+        assert!(data < backed && backed < renamed, "{seen:?}");
+        assert!(
+            !seen
+                .iter()
+                .any(|s| matches!(s, Stage::Renamed { path, .. } if *path == lost))
+        );
     }
 
     #[test]

@@ -277,10 +277,11 @@ impl<'s> PendingBatch<'s> {
     }
 }
 
-/// A change that can join a batch: a plain file write (no backup first, no
-/// retries, no refresh to set).
+/// A change that can join a batch: a plain file write (backed up first in
+/// the clear or not at all: an encrypted backup is made alone), no
+/// retries, no refresh to set.
 fn batchable(c: &resource::Change) -> bool {
-    matches!(c.op, Op::WriteFile { backup: false, .. })
+    matches!(c.op, Op::WriteFile { backup, encrypt_backup, .. } if !(backup && encrypt_backup))
         && c.retry.retries == 0
         && c.notify.is_empty()
 }
@@ -744,11 +745,13 @@ fn run_batch(
                 path,
                 content,
                 mode,
+                backup,
                 ..
             } => Some(batch::Member {
                 path,
                 content,
                 mode: *mode,
+                backup: backup.then_some(worker.options.backups.as_path()),
             }),
             _ => None,
         })
@@ -1362,6 +1365,63 @@ mod tests {
             );
         }
         members.len()
+    }
+
+    /// Files edited by hand since stead wrote them are repaired in one
+    /// batch: each original backed up, durably, after the batch's data
+    /// barrier and before its own rename.
+    #[test]
+    fn repairs_that_keep_the_originals_share_one_batch_and_back_up_before_renaming() {
+        let mut fx = Fixture::new();
+        let text: String = (0..6)
+            .map(|i| {
+                format!(
+                    "[file.f{i}]\npath = \"~/d{}/f{i}\"\ncontent = \"file {i}\\n\"\n\n",
+                    i % 2
+                )
+            })
+            .collect();
+        fx.converge(&text);
+        let target = |i: usize| fx.home.join(format!("d{}/f{i}", i % 2));
+        for i in 0..6 {
+            std::fs::write(target(i), format!("edited {i}\n")).unwrap();
+        }
+        let plan = fx.plan(&text);
+        assert!(
+            plan.changes
+                .iter()
+                .all(|c| matches!(c.op, Op::WriteFile { backup: true, .. })),
+            "{:?}",
+            plan.changes
+        );
+        let seen = Mutex::new(Vec::new());
+        let outcome = execute(&plan, &EngineOptions::new(4, fx.backups.clone()), &|e| {
+            if let Event::Durability(stage) = e {
+                seen.lock().unwrap().push(stage);
+            }
+        });
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        let seen = seen.into_inner().unwrap();
+        let data: Vec<usize> = (0..seen.len())
+            .filter(|&k| matches!(seen[k], Stage::DataBarrier { .. }))
+            .collect();
+        assert_eq!(data.len(), 1, "one batch: {seen:?}");
+        for i in 0..6 {
+            let path = target(i);
+            let at = |want: &dyn Fn(&Stage) -> bool| seen.iter().position(want).unwrap();
+            let backed = at(&|s| matches!(s, Stage::BackedUp { path: p, .. } if *p == path));
+            let renamed = at(&|s| matches!(s, Stage::Renamed { path: p, .. } if *p == path));
+            assert!(data[0] < backed && backed < renamed, "{seen:?}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("file {i}\n")
+            );
+            let copy = crate::resource::tests::backup_of(&plan, &outcome, &format!("file.f{i}"));
+            assert_eq!(
+                std::fs::read_to_string(copy).unwrap(),
+                format!("edited {i}\n")
+            );
+        }
     }
 
     #[test]
