@@ -340,6 +340,35 @@ struct Stored {
     owner_ends: Vec<u32>,
 }
 
+/// A [`Stored`] as written, borrowing what the draft holds (the same
+/// encoding: serde writes a slice as it writes a vector).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    format: u32,
+    key: Key,
+    serial: u64,
+    unchanged: u64,
+    groups: Vec<GroupRef<'a>>,
+    owner_bytes: &'a [u8],
+    owner_ends: &'a [u32],
+}
+
+/// A [`Group`] as written.
+#[derive(Serialize)]
+struct GroupRef<'a> {
+    dir: &'a [u8],
+    names: Vec<NamedRef<'a>>,
+}
+
+/// A [`Named`] as written.
+#[derive(Serialize)]
+struct NamedRef<'a> {
+    name: &'a [u8],
+    rule: Rule,
+    found: Found,
+    owner: Option<u32>,
+}
+
 /// What [`Stored::scan`] found: the names not found again, as (group,
 /// name) indices, and whether the scan stopped at one.
 #[derive(Debug, Default)]
@@ -574,6 +603,8 @@ pub struct Draft {
     /// The owners' ids, packed as [`Stored::owner_bytes`].
     owner_bytes: Vec<u8>,
     owner_ends: Vec<u32>,
+    /// Its names passed 4 GB: it seals nothing.
+    too_large: bool,
 }
 
 /// A draft's paths, each once, in the order given, packed by directory as
@@ -591,14 +622,26 @@ struct PackedPaths {
     entries: Vec<PackedPath>,
 }
 
+/// 16 bytes: a path of a 100 000-file manifest is held from before the
+/// plan to the end of the run.
 #[derive(Debug, Clone, Copy)]
 struct PackedPath {
     dir: u32,
     /// Where its name ends in [`PackedPaths::names`] (it starts where the
-    /// previous one ends).
-    name_end: usize,
+    /// previous one ends). A draft past 4 GB of names seals nothing.
+    name_end: u32,
+    /// [`SealPath::owner`], [`NO_OWNER`] for none.
+    owner: u32,
     rule: Rule,
-    owner: Option<u32>,
+}
+
+/// [`PackedPath::owner`] of a path no single resource owns.
+const NO_OWNER: u32 = u32::MAX;
+
+impl PackedPath {
+    fn owner(&self) -> Option<u32> {
+        (self.owner != NO_OWNER).then_some(self.owner)
+    }
 }
 
 impl PackedPaths {
@@ -609,11 +652,18 @@ impl PackedPaths {
     /// Path `i`'s directory, name and rule (its owner is `entries[i].owner`).
     fn get(&self, i: usize) -> (&Path, &OsStr, Rule) {
         let entry = self.entries[i];
-        let start = i.checked_sub(1).map_or(0, |p| self.entries[p].name_end);
+        let start = i
+            .checked_sub(1)
+            .map_or(0, |p| self.entries[p].name_end as usize);
         let dir = &self.dirs[entry.dir as usize];
         (
             Path::new(OsStr::from_bytes(dir)),
-            OsStr::from_bytes(&self.names[start..entry.name_end]),
+            // (Empty past 4 GB, where the draft seals nothing.)
+            OsStr::from_bytes(
+                self.names
+                    .get(start..entry.name_end as usize)
+                    .unwrap_or_default(),
+            ),
             entry.rule,
         )
     }
@@ -648,11 +698,12 @@ impl Draft {
         let mut dir_of: std::collections::HashMap<&Path, u32> = Default::default();
         let mut packed = PackedPaths::default();
         let mut before = Vec::new();
+        let mut too_large = false;
         for p in &paths {
             if let Some(&at) = unique.get(&(p.path.as_path(), p.rule)) {
                 let entry = &mut packed.entries[at];
-                if entry.owner != p.owner {
-                    entry.owner = None;
+                if entry.owner() != p.owner {
+                    entry.owner = NO_OWNER;
                 }
                 continue;
             }
@@ -672,9 +723,12 @@ impl Draft {
             }
             packed.entries.push(PackedPath {
                 dir: number,
-                name_end: packed.names.len(),
+                name_end: u32::try_from(packed.names.len()).unwrap_or_else(|_| {
+                    too_large = true;
+                    0
+                }),
                 rule: p.rule,
-                owner: p.owner,
+                owner: p.owner.unwrap_or(NO_OWNER),
             });
         }
         packed.names.shrink_to_fit();
@@ -682,9 +736,12 @@ impl Draft {
         let (mut owner_bytes, mut owner_ends) = (Vec::new(), Vec::new());
         for id in owners {
             owner_bytes.extend_from_slice(id.as_bytes());
-            // Ids of a manifest that fits in memory fit in 4 GB.
+            // Past 4 GB an id reads as none (`Stored::owner`).
             owner_ends.push(u32::try_from(owner_bytes.len()).unwrap_or(u32::MAX));
         }
+        // Held through the plan: without the slack of their growth.
+        owner_bytes.shrink_to_fit();
+        owner_ends.shrink_to_fit();
         Draft {
             key,
             serial,
@@ -693,6 +750,7 @@ impl Draft {
             before,
             owner_bytes,
             owner_ends,
+            too_large,
         }
     }
 
@@ -702,14 +760,18 @@ impl Draft {
     /// (`Ok(false)`, and an older seal is removed). Call it under the lock,
     /// after the run recorded nothing.
     pub fn seal(&self, layout: &Layout, unchanged: usize) -> Result<bool, FsError> {
+        if self.too_large {
+            return remove(layout).map(|()| false);
+        }
         // A group per directory, in the order they first appear, as the
-        // paths were packed.
-        let mut groups: Vec<Group> = self
+        // paths were packed; borrowing the draft's bytes, written as a
+        // [`Stored`] is read.
+        let mut groups: Vec<GroupRef> = self
             .paths
             .dirs
             .iter()
-            .map(|dir| Group {
-                dir: dir.to_vec(),
+            .map(|dir| GroupRef {
+                dir,
                 names: Vec::new(),
             })
             .collect();
@@ -734,27 +796,31 @@ impl Draft {
             }
             groups[self.paths.entries[i].dir as usize]
                 .names
-                .push(Named {
-                    name: name.as_bytes().to_vec(),
+                .push(NamedRef {
+                    name: name.as_bytes(),
                     rule,
                     found,
-                    owner: self.paths.entries[i].owner,
+                    owner: self.paths.entries[i].owner(),
                 });
         }
-        let stored = Stored {
+        let stored = StoredRef {
             format: FORMAT,
             key: self.key,
             serial: self.serial,
             unchanged: unchanged as u64,
             groups,
-            owner_bytes: self.owner_bytes.clone(),
-            owner_ends: self.owner_ends.clone(),
+            owner_bytes: &self.owner_bytes,
+            owner_ends: &self.owner_ends,
         };
-        let payload = postcard::to_stdvec(&stored).unwrap_or_default();
-        let mut bytes = Vec::with_capacity(MAGIC.len() + payload.len() + 32);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&payload);
-        bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
+        // The payload is made in place after the magic line: at 100 000
+        // files a copy of it was 6 MB more at the run's peak.
+        let mut bytes = MAGIC.to_vec();
+        bytes = match postcard::to_extend(&stored, bytes) {
+            Ok(b) => b,
+            Err(_) => return remove(layout).map(|()| false),
+        };
+        let sum = blake3::hash(&bytes[MAGIC.len()..]);
+        bytes.extend_from_slice(sum.as_bytes());
         fsutil::atomic_write(&layout.state_dir().join(SEAL_FILE), &bytes, 0o600)?;
         Ok(true)
     }
@@ -767,7 +833,7 @@ impl Draft {
             .map(|i| SealPath {
                 path: self.paths.path_into(i, &mut buf).to_path_buf(),
                 rule: self.paths.get(i).2,
-                owner: self.paths.entries[i].owner,
+                owner: self.paths.entries[i].owner(),
             })
             .collect()
     }
