@@ -949,6 +949,11 @@ mod tests {
             HashSet::from(["once:exec.m".to_string()])
         );
         assert!(interrupted_run(&records[..5]).is_none());
+        // Only a journal whose last run ended proves nothing was cut short.
+        assert!(last_run_ended(&records[..5]));
+        assert!(!last_run_ended(&records));
+        assert!(!last_run_ended(&records[1..4]), "no run in it");
+        assert!(!last_run_ended(&[]));
     }
 
     #[test]
