@@ -173,11 +173,15 @@ pub fn write(
         batch: batch.to_string(),
         barrier,
     });
-    let (temps, mut backups) = back_up_targets(batch, members, temps, threads, stage);
+    let backed_up = back_up_targets(batch, members, &temps, threads, stage);
+    let mut backups: Vec<Option<PathBuf>> = vec![None; members.len()];
     let mut kept: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
-    for (i, temp, backed_up) in temps {
+    for ((i, temp), backed_up) in temps.into_iter().zip(backed_up) {
         match backed_up {
-            Ok(()) => kept.push((i, temp)),
+            Ok(to) => {
+                backups[i] = to;
+                kept.push((i, temp));
+            }
             Err(e) => {
                 discard(&parents[parent_of[i]], temp);
                 results[i] = Err(e);
@@ -290,32 +294,23 @@ fn data_barrier(
     }
 }
 
-/// A temp, and whether the target it replaces is kept (backed up, or
-/// nothing to back up).
-type Backed = (usize, Temp, Result<(), String>);
-
-/// Step 3 of this module's doc: backs up each member's target that asks
-/// for it, on up to `threads` threads. Returns the temps with each backup's
-/// result, and where each member's backup went.
+/// Step 3 of this module's doc: backs up the target of each temp whose
+/// member asks for it, on up to `threads` threads. Returns, for each temp
+/// in order, where its target's backup went (`None`: none asked for, or
+/// nothing there), or why it could not be made.
 fn back_up_targets(
     batch: &str,
     members: &[Member],
-    temps: Vec<(usize, Temp)>,
+    temps: &[(usize, Temp)],
     threads: usize,
     stage: &(dyn Fn(Stage) + Sync),
-) -> (Vec<Backed>, Vec<Option<PathBuf>>) {
-    let mut backups: Vec<Option<PathBuf>> = vec![None; members.len()];
-    let wanted: Vec<usize> = temps
-        .iter()
-        .map(|(i, _)| *i)
-        .filter(|&i| members[i].backup.is_some())
-        .collect();
-    if wanted.is_empty() {
-        let temps = temps.into_iter().map(|(i, t)| (i, t, Ok(()))).collect();
-        return (temps, backups);
+) -> Vec<Result<Option<PathBuf>, String>> {
+    // Most batches keep nothing: no threads for them.
+    if temps.iter().all(|(i, _)| members[*i].backup.is_none()) {
+        return temps.iter().map(|_| Ok(None)).collect();
     }
-    let made = parallel_map(&wanted, threads, |&i| {
-        let m = &members[i];
+    parallel_map(temps, threads, |(i, _)| {
+        let m = &members[*i];
         let Some(run) = m.backup else { return Ok(None) };
         // Nothing there (removed since the plan): nothing to keep.
         if std::fs::symlink_metadata(m.path).is_err() {
@@ -328,24 +323,7 @@ fn back_up_targets(
             path: m.path.to_path_buf(),
         });
         Ok(Some(to))
-    });
-    let mut failed: HashMap<usize, String> = HashMap::new();
-    for (i, result) in wanted.into_iter().zip(made) {
-        match result {
-            Ok(to) => backups[i] = to,
-            Err(e) => {
-                failed.insert(i, e);
-            }
-        }
-    }
-    let temps = temps
-        .into_iter()
-        .map(|(i, t)| {
-            let kept = failed.remove(&i).map_or(Ok(()), Err);
-            (i, t, kept)
-        })
-        .collect();
-    (temps, backups)
+    })
 }
 
 fn commit_temps(
