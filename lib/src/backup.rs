@@ -8,7 +8,10 @@
 //! A copy is made at a temp name ([`fsutil::temp_path`]), fsync'd, and only
 //! then renamed to its final name, so a backup that fails half-way (a full
 //! disk) is removed, never left as a truncated file that looks complete; a
-//! SIGKILL leaves a temp that recovery recognises and removes. Special files
+//! SIGKILL leaves a temp that recovery recognises and removes. A batch of
+//! file writes ([`crate::batch`]) backs up what it replaces the same way but
+//! all together: every copy made first ([`stage`]), one barrier for their
+//! data, the renames, one barrier for their names. Special files
 //! (FIFO, socket, device) are never opened or copied: opening a FIFO blocks,
 //! and reading a device is not a backup. A small note file
 //! (`NAME.stead-note`) says what was there instead.
@@ -85,6 +88,150 @@ fn settle(
             remove_empty_chain(run, dir);
             Err(e)
         }
+    }
+}
+
+/// A regular file's backup copied to a temp name in its run folder, neither
+/// flushed nor in place: a batch ([`crate::batch`]) makes many durable with
+/// one barrier for their data and one for their names, then calls
+/// [`Pending::commit`] between them.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The copy, at its temp name.
+    temp: PathBuf,
+    /// Its name in `dir` (the final name is the first free one of
+    /// [`free_name`], chosen at the rename).
+    name: OsString,
+    /// The directory both are in.
+    dir: PathBuf,
+    /// The directories made for it, parents first.
+    made: Vec<PathBuf>,
+    /// The copy, held open for a per-file flush (`None`: the barrier is a
+    /// `syncfs`, which needs no file open).
+    file: Option<File>,
+}
+
+/// What [`stage`] did with one path.
+#[derive(Debug)]
+pub(crate) enum Staged {
+    /// A regular file, copied but not yet durable nor in place.
+    Pending(Pending),
+    /// Anything else, backed up whole and durably by [`backup`] (rare:
+    /// a link, a directory, a special file replaced by a file).
+    Done(PathBuf),
+}
+
+/// The directories below the backups dir that a batch has made private
+/// already: each is created and narrowed once per batch, not per copy.
+pub(crate) type Chains = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
+
+/// The first half of [`backup`] for a batch: a regular file at `path` is
+/// copied to a temp name in the run folder `run`, not flushed; anything
+/// else is backed up whole, durably, as [`backup`] does. `keep_open`: hold
+/// the copy open for [`Pending::sync`]. On failure nothing that looks like
+/// a backup is left, but the directories made for it stay until
+/// [`remove_empty_chain`] (other copies of the batch may be entering them).
+pub(crate) fn stage(
+    path: &Path,
+    run: &Path,
+    chains: &Chains,
+    keep_open: bool,
+) -> Result<Staged, FsError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    let root = run.parent().unwrap_or(run);
+    if !meta.is_file() || root.starts_with(path) {
+        return backup(path, run).map(Staged::Done);
+    }
+    let dir = folder_for(path, run);
+    let made = private_chain_once(root, &dir, chains)?;
+    let name = path
+        .file_name()
+        .map(OsString::from)
+        .unwrap_or_else(|| OsString::from("root"));
+    let temp = fsutil::temp_path(&dir, &name.to_string_lossy());
+    match copy_regular(path, &meta, &temp) {
+        Ok(file) => Ok(Staged::Pending(Pending {
+            temp,
+            name,
+            dir,
+            made,
+            file: keep_open.then_some(file),
+        })),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// The directory of the run folder `run` that a backup of `path` goes in
+/// (its path kept below the folder).
+pub(crate) fn folder_for(path: &Path, run: &Path) -> PathBuf {
+    let wanted = run.join(path.strip_prefix("/").unwrap_or(path));
+    fsutil::normalize_lexically(wanted.parent().unwrap_or(run))
+}
+
+/// [`make_private_chain`] for a batch: below the deepest directory of
+/// `dir`'s chain that this batch made private already, so that copies into
+/// sibling folders each create and narrow only their own new levels.
+fn private_chain_once(root: &Path, dir: &Path, chains: &Chains) -> Result<Vec<PathBuf>, FsError> {
+    let known = chains.lock().ok().and_then(|known| {
+        dir.ancestors()
+            .take_while(|a| a.starts_with(root))
+            .find(|a| known.contains(*a))
+            .map(Path::to_path_buf)
+    });
+    let made = match &known {
+        Some(from) if from == dir => return Ok(Vec::new()),
+        Some(from) => narrow_chain(from, dir)?,
+        None => make_private_chain(root, dir)?,
+    };
+    if let Ok(mut known_now) = chains.lock() {
+        let from = known.as_deref().unwrap_or(root);
+        for a in dir.ancestors().take_while(|a| a.starts_with(from)) {
+            known_now.insert(a.to_path_buf());
+        }
+    }
+    Ok(made)
+}
+
+impl Pending {
+    /// Makes the copy's data durable (the per-file barrier).
+    pub(crate) fn sync(&self) -> Result<(), FsError> {
+        match &self.file {
+            Some(file) => file.sync_all(),
+            None => File::open(&self.temp).and_then(|f| f.sync_all()),
+        }
+        .map_err(|e| FsError::new("cannot fsync", &self.temp, e))
+    }
+
+    /// Renames the copy to its final name (durable only after a barrier
+    /// over [`Pending::names`]) and returns it; on failure the temp is
+    /// removed.
+    pub(crate) fn commit(self) -> Result<PathBuf, FsError> {
+        drop(self.file);
+        let dest = free_name(&self.dir, &self.name, false);
+        match fs::rename(&self.temp, &dest) {
+            Ok(()) => Ok(dest),
+            Err(e) => {
+                let _ = fs::remove_file(&self.temp);
+                Err(FsError::new("cannot rename into", &dest, e))
+            }
+        }
+    }
+
+    /// Removes the copy (a barrier failed); its directories stay until
+    /// [`remove_empty_chain`].
+    pub(crate) fn discard(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.temp);
+    }
+
+    /// The directories whose entries must be flushed for the copy's name
+    /// to survive a power loss: its own, and the parent of each directory
+    /// made for it ([`sync_new`]).
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.dir.as_path()).chain(self.made.iter().filter_map(|d| d.parent()))
     }
 }
 
@@ -211,8 +358,17 @@ fn make_private_chain(root: &Path, dir: &Path) -> Result<Vec<PathBuf>, FsError> 
         made.push(root.to_path_buf());
     }
     fsutil::ensure_private_dir(root)?;
-    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
-    let mut at = root.to_path_buf();
+    made.extend(narrow_chain(root, dir)?);
+    Ok(made)
+}
+
+/// Below the private directory `from`, creates every directory down to
+/// `dir` with mode 0700 and narrows any that exists to 0700. Returns the
+/// directories it created, parents first.
+fn narrow_chain(from: &Path, dir: &Path) -> Result<Vec<PathBuf>, FsError> {
+    let mut made = Vec::new();
+    let rel = dir.strip_prefix(from).unwrap_or(Path::new(""));
+    let mut at = from.to_path_buf();
     for part in rel.components() {
         at.push(part);
         match fs::DirBuilder::new().mode(0o700).create(&at) {
@@ -260,7 +416,7 @@ fn sync_new(dir: &Path, made: &[PathBuf]) -> Result<(), FsError> {
 /// After a failed backup: removes the directories made for it that stayed
 /// empty, from `dir` up to the run folder (best effort; `remove_dir` never
 /// removes a directory that holds something).
-fn remove_empty_chain(run: &Path, dir: &Path) {
+pub(crate) fn remove_empty_chain(run: &Path, dir: &Path) {
     let mut at = Some(dir);
     while let Some(d) = at {
         if !d.starts_with(run) || fs::remove_dir(d).is_err() {
@@ -312,10 +468,18 @@ fn note_path(to: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Copies a regular file's bytes and mode, and fsyncs the copy. The source is
-/// opened without following a link and without blocking, and checked to
-/// still be a regular file: what was planned may have been swapped.
+/// Copies a regular file's bytes and mode, and fsyncs the copy.
 fn copy_file(from: &Path, meta: &fs::Metadata, to: &Path) -> Result<(), FsError> {
+    copy_regular(from, meta, to)?
+        .sync_all()
+        .map_err(|e| FsError::new("cannot fsync", to, e))
+}
+
+/// Copies a regular file's bytes and mode into a new file at `to`, not
+/// flushed, and returns it. The source is opened without following a link
+/// and without blocking, and checked to still be a regular file: what was
+/// planned may have been swapped.
+fn copy_regular(from: &Path, meta: &fs::Metadata, to: &Path) -> Result<File, FsError> {
     let mut src = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
@@ -343,8 +507,7 @@ fn copy_file(from: &Path, meta: &fs::Metadata, to: &Path) -> Result<(), FsError>
         meta.permissions().mode() & 0o7777,
     ))
     .map_err(|e| FsError::new("cannot set permissions on", to, e))?;
-    dst.sync_all()
-        .map_err(|e| FsError::new("cannot fsync", to, e))
+    Ok(dst)
 }
 
 /// Copies a directory tree (links as links, special files as notes), every
@@ -396,6 +559,29 @@ mod tests {
             assert_eq!(mode(dir), 0o700);
         }
         sync_new(&other, std::slice::from_ref(&other)).unwrap();
+    }
+
+    #[test]
+    fn a_batch_makes_each_level_of_its_chains_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("backups");
+        let run = root.join("20261206_000000.000");
+        let chains = Chains::default();
+        let a = run.join("home/a");
+        assert_eq!(
+            private_chain_once(&root, &a, &chains).unwrap(),
+            [root.clone(), run.clone(), run.join("home"), a.clone()]
+        );
+        assert!(private_chain_once(&root, &a, &chains).unwrap().is_empty());
+        // A sibling: only its own level is new, made private like the rest.
+        let b = run.join("home/b/c");
+        assert_eq!(
+            private_chain_once(&root, &b, &chains).unwrap(),
+            [run.join("home/b"), b.clone()]
+        );
+        for dir in [&root, &run, &a, &b] {
+            assert_eq!(mode(dir), 0o700);
+        }
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //!    [`safe_path::Dir::write_temp`]), none flushed;
 //! 2. **data barrier**: every temp's data is durable ([`Barrier`]), and the
 //!    batch's `started` journal record too (the caller's `started`);
-//! 3. every target that must be kept first is backed up, durably
-//!    ([`crate::backup::backup`]: copied, flushed, renamed into the run's
-//!    backup folder, its directory flushed); a member whose backup fails is
-//!    not renamed;
+//! 3. every target that must be kept first is backed up, durably, all
+//!    together: each is copied into the run's backup folder at a temp name,
+//!    a barrier makes the copies' data durable, each is renamed to its name
+//!    there, and a barrier makes those names (and the directories made for
+//!    them) durable ([`crate::backup::stage`]; anything but a regular file
+//!    is backed up alone by [`crate::backup::backup`]); a member whose
+//!    backup fails is not renamed;
 //! 4. every temp is renamed over its target;
 //! 5. **name barrier**: every rename (the directory entries) is durable;
 //! 6. only then does the caller queue the outcome record and report.
@@ -35,11 +38,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::backup::{self, Pending, Staged};
 use crate::resource::{Applied, checksum};
 use crate::safe_path::{self, Dir, Temp};
 
-/// At least this many files: one `syncfs` per filesystem is the barrier;
-/// fewer: one fsync per temp file and per directory.
+/// At least this many files (each backup of a target counts as one more):
+/// one `syncfs` per filesystem is the barrier; fewer: one fsync per temp
+/// file, per backup copy and per directory.
 pub const SYNCFS_MIN_FILES: usize = 128;
 
 /// At most this many files in one batch (bounds what one barrier waits for).
@@ -138,7 +143,8 @@ pub fn write(
     // Chosen once for the whole batch: the temps of a `syncfs` batch are
     // closed as soon as written, so it cannot switch to fsyncs after some
     // members failed.
-    let barrier = if members.len() >= SYNCFS_MIN_FILES {
+    let backups = members.iter().filter(|m| m.backup.is_some()).count();
+    let barrier = if members.len() + backups >= SYNCFS_MIN_FILES {
         Barrier::Syncfs
     } else {
         Barrier::Fsync
@@ -173,7 +179,7 @@ pub fn write(
         batch: batch.to_string(),
         barrier,
     });
-    let backed_up = back_up_targets(batch, members, &temps, threads, stage);
+    let backed_up = back_up_targets(batch, members, &temps, (barrier, threads), stage);
     let mut backups: Vec<Option<PathBuf>> = vec![None; members.len()];
     let mut kept: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
     for ((i, temp), backed_up) in temps.into_iter().zip(backed_up) {
@@ -295,35 +301,159 @@ fn data_barrier(
 }
 
 /// Step 3 of this module's doc: backs up the target of each temp whose
-/// member asks for it, on up to `threads` threads. Returns, for each temp
-/// in order, where its target's backup went (`None`: none asked for, or
-/// nothing there), or why it could not be made.
+/// member asks for it, on up to `threads` threads, all made durable
+/// together ([`durable_backups`]). Returns, for each temp in order, where
+/// its target's backup went (`None`: none asked for, or nothing there), or
+/// why it could not be made.
 fn back_up_targets(
     batch: &str,
     members: &[Member],
     temps: &[(usize, Temp)],
-    threads: usize,
+    (barrier, threads): (Barrier, usize),
     stage: &(dyn Fn(Stage) + Sync),
 ) -> Vec<Result<Option<PathBuf>, String>> {
     // Most batches keep nothing: no threads for them.
     if temps.iter().all(|(i, _)| members[*i].backup.is_none()) {
         return temps.iter().map(|_| Ok(None)).collect();
     }
-    parallel_map(temps, threads, |(i, _)| {
+    let chains = backup::Chains::default();
+    let staged = parallel_map(temps, threads, |(i, _)| {
         let m = &members[*i];
         let Some(run) = m.backup else { return Ok(None) };
         // Nothing there (removed since the plan): nothing to keep.
         if std::fs::symlink_metadata(m.path).is_err() {
             return Ok(None);
         }
-        let to = crate::backup::backup(m.path, run)
-            .map_err(|e| format!("not written: the original could not be backed up ({e})"))?;
-        stage(Stage::BackedUp {
-            batch: batch.to_string(),
-            path: m.path.to_path_buf(),
+        backup::stage(m.path, run, &chains, barrier == Barrier::Fsync)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    });
+    let mut out: Vec<Result<Option<PathBuf>, String>> = Vec::with_capacity(staged.len());
+    let mut pending: Vec<(usize, Pending)> = Vec::new();
+    for (k, staged) in staged.into_iter().enumerate() {
+        out.push(match staged {
+            Ok(Some(Staged::Pending(p))) => {
+                pending.push((k, p));
+                Ok(None)
+            }
+            Ok(Some(Staged::Done(to))) => Ok(Some(to)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         });
-        Ok(Some(to))
-    })
+    }
+    let runs: Vec<&Path> = temps
+        .iter()
+        .filter_map(|(i, _)| members[*i].backup)
+        .collect();
+    for (k, made) in durable_backups(pending, &runs, (barrier, threads)) {
+        out[k] = made.map(Some);
+    }
+    for ((i, _), made) in temps.iter().zip(&mut out) {
+        let m = &members[*i];
+        match made {
+            Ok(Some(_)) => stage(Stage::BackedUp {
+                batch: batch.to_string(),
+                path: m.path.to_path_buf(),
+            }),
+            Ok(None) => {}
+            Err(e) => {
+                *e = format!("not written: the original could not be backed up ({e})");
+                if let Some(run) = m.backup {
+                    backup::remove_empty_chain(run, &backup::folder_for(m.path, run));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Makes the `pending` backup copies durable in place, with one barrier for
+/// their data, their renames, then one barrier for their names; `runs` are
+/// the run folders they are in (a `syncfs` of each covers them). Returns
+/// each copy's final path, or why it is not durable (its copy removed).
+fn durable_backups(
+    pending: Vec<(usize, Pending)>,
+    runs: &[&Path],
+    (barrier, threads): (Barrier, usize),
+) -> Vec<(usize, Result<PathBuf, String>)> {
+    if pending.is_empty() {
+        return Vec::new();
+    }
+    let data = match barrier {
+        Barrier::Syncfs => sync_folders(runs),
+        Barrier::Fsync => parallel_map(&pending, threads, |(_, p)| {
+            p.sync().map_err(|e| e.to_string())
+        })
+        .into_iter()
+        .collect(),
+    };
+    if let Err(e) = data {
+        return pending
+            .into_iter()
+            .map(|(k, p)| {
+                p.discard();
+                (k, Err(e.clone()))
+            })
+            .collect();
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (_, p) in &pending {
+        dirs.extend(p.names().map(Path::to_path_buf));
+    }
+    dirs.sort_unstable();
+    dirs.dedup();
+    let cells: Vec<(usize, Mutex<Option<Pending>>)> = pending
+        .into_iter()
+        .map(|(k, p)| (k, Mutex::new(Some(p))))
+        .collect();
+    let renamed = parallel_map(&cells, threads, |(_, cell)| {
+        let p = cell
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take())
+            .ok_or_else(|| "internal error: a backup was committed twice".to_string())?;
+        p.commit().map_err(|e| e.to_string())
+    });
+    let names = match barrier {
+        Barrier::Syncfs => sync_folders(runs),
+        Barrier::Fsync => parallel_map(&dirs, threads, |d| {
+            crate::fsutil::fsync_dir(d).map_err(|e| e.to_string())
+        })
+        .into_iter()
+        .collect(),
+    };
+    cells
+        .into_iter()
+        .map(|(k, _)| k)
+        .zip(renamed)
+        .map(|(k, made)| {
+            let made = made.and_then(|to| match &names {
+                Ok(()) => Ok(to),
+                Err(e) => Err(format!("copied, but it could not be made durable: {e}")),
+            });
+            (k, made)
+        })
+        .collect()
+}
+
+/// `syncfs` once on the filesystem of each of `folders` (a backup run
+/// folder is new each run: nothing is mounted below it).
+fn sync_folders(folders: &[&Path]) -> Result<(), String> {
+    let mut synced: Vec<u64> = Vec::new();
+    for folder in folders {
+        let dir = std::fs::File::open(folder)
+            .map_err(|e| format!("cannot open {}: {e}", folder.display()))?;
+        let device = std::os::unix::fs::MetadataExt::dev(
+            &dir.metadata()
+                .map_err(|e| format!("cannot read {}: {e}", folder.display()))?,
+        );
+        if !synced.contains(&device) {
+            nix::unistd::syncfs(&dir)
+                .map_err(|e| format!("cannot sync the filesystem of {}: {e}", folder.display()))?;
+            synced.push(device);
+        }
+    }
+    Ok(())
 }
 
 fn commit_temps(
@@ -549,6 +679,95 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s, Stage::Renamed { path, .. } if *path == lost))
         );
+    }
+
+    /// Every stead temp below `dir`, at any depth.
+    fn leftovers_below(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_name().to_string_lossy().contains(".tmp-") {
+                    found.push(e.path());
+                }
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        found
+    }
+
+    /// Backups count toward the barrier's choice and share its barriers:
+    /// 70 replaced files with a backup each (140 files to flush) take the
+    /// `syncfs` barrier; each file, in its own directory, keeps its old
+    /// content in the run folder, durable before its rename; a link that
+    /// stood where a file goes is kept as a link; no temp is left.
+    #[test]
+    fn backups_share_the_batch_barriers_and_leave_no_temp() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().canonicalize().unwrap();
+        let n = 70;
+        let paths: Vec<PathBuf> = (0..n).map(|i| base.join(format!("d{i}/f"))).collect();
+        for (i, p) in paths.iter().enumerate() {
+            std::fs::create_dir(p.parent().unwrap()).unwrap();
+            std::fs::write(p, format!("old {i}\n")).unwrap();
+        }
+        let linked = base.join("d0/linked");
+        std::os::unix::fs::symlink("f", &linked).unwrap();
+        let run = base.join("backups/run");
+        let members: Vec<Member> = paths
+            .iter()
+            .chain([&linked])
+            .map(|p| Member {
+                path: p,
+                content: b"new\n",
+                mode: 0o600,
+                backup: Some(&run),
+            })
+            .collect();
+        assert!(members.len() < SYNCFS_MIN_FILES);
+        let seen = Mutex::new(Vec::new());
+        let results = write(
+            "t:1",
+            &members,
+            4,
+            &|s| seen.lock().unwrap().push(s),
+            &mut || Ok(()),
+        );
+        for (i, p) in paths.iter().enumerate() {
+            let backup = results[i].as_ref().unwrap().backup.clone().unwrap();
+            assert_eq!(backup, run.join(p.strip_prefix("/").unwrap()));
+            assert_eq!(
+                std::fs::read_to_string(&backup).unwrap(),
+                format!("old {i}\n")
+            );
+            assert_eq!(std::fs::read_to_string(p).unwrap(), "new\n");
+        }
+        let link_backup = results[n].as_ref().unwrap().backup.clone().unwrap();
+        assert_eq!(std::fs::read_link(&link_backup).unwrap(), Path::new("f"));
+        assert!(std::fs::symlink_metadata(&linked).unwrap().is_file());
+        assert!(
+            leftovers_below(&base).is_empty(),
+            "{:?}",
+            leftovers_below(&base)
+        );
+        let seen = seen.into_inner().unwrap();
+        let at = |want: &dyn Fn(&Stage) -> bool| seen.iter().position(want).unwrap();
+        let data = at(&|s| {
+            matches!(
+                s,
+                Stage::DataBarrier {
+                    barrier: Barrier::Syncfs,
+                    ..
+                }
+            )
+        });
+        for p in paths.iter().chain([&linked]) {
+            let backed = at(&|s| matches!(s, Stage::BackedUp { path, .. } if path == p));
+            let renamed = at(&|s| matches!(s, Stage::Renamed { path, .. } if path == p));
+            assert!(data < backed && backed < renamed, "{p:?}: {seen:?}");
+        }
     }
 
     #[test]

@@ -131,10 +131,11 @@ pub fn open_dir(path: &Path, create: bool) -> Result<Option<Dir>, PathError> {
         match c {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(name) => {
-                let next = if create {
-                    Some(dir.mkdir(name, None)?.0)
-                } else {
-                    dir.subdir(name)?
+                // Opened first: most directories exist, and a `mkdirat`
+                // that finds one is a wasted call.
+                let next = match dir.subdir(name)? {
+                    None if create => Some(dir.mkdir(name, None)?.0),
+                    next => next,
                 };
                 match next {
                     Some(d) => dir = d,
