@@ -14,7 +14,7 @@ cd "$fuzz"
 seconds=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(manifest state_record lock_file lock_config journal shared_record saved_plan tree_source seal package_output secret_files check_report choose_answers etcd_keys stat_cache)
+[ ${#targets[@]} -gt 0 ] || targets=(manifest state_record lock_file lock_config journal shared_record saved_plan tree_source seal compiled_manifest package_output secret_files check_report choose_answers etcd_keys stat_cache)
 
 cargo fuzz build -s none
 work=$(mktemp -d)

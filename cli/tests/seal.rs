@@ -100,6 +100,9 @@ fn an_edit_in_the_same_second_hidden_by_touch_d_is_planned_and_repaired() {
 
 const ONLY_DRIFTED: &str = "planned only the";
 
+/// What -v says when a drift was planned from the compiled manifest.
+const COMPILED: &str = "The manifest was the compiled form that apply kept";
+
 /// The lines of an apply that describe its plan (not where backups went).
 fn plan_lines(out: &str) -> Vec<&str> {
     out.lines()
@@ -183,8 +186,90 @@ fn a_drifted_file_still_notifies_what_waits_for_it() {
     let (code, out, err) = apply(&repo, None, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains(ONLY_DRIFTED), "{err}");
+    assert!(err.contains(COMPILED), "{err}");
     assert_eq!(fs::read_to_string(repo.path("app.conf")).unwrap(), "v1\n");
     assert_eq!(fs::read_to_string(&reloads).unwrap(), "reload\nreload\n");
+}
+
+/// A drift is planned from the compiled manifest the sealing run kept, and
+/// plans and applies exactly what a parse of `stead.toml` would: the same
+/// output when the compiled form is there, altered (a flipped byte) or
+/// gone, where the run parses `stead.toml` instead.
+#[test]
+fn a_drift_planned_from_the_compiled_manifest_applies_what_a_parse_would() {
+    let mut outputs = Vec::new();
+    for damage in ["none", "flipped", "removed"] {
+        let repo = sealed();
+        let compiled = repo.sb.state_dir().join("converged.manifest");
+        match damage {
+            "flipped" => {
+                let mut bytes = fs::read(&compiled).unwrap();
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x20;
+                fs::write(&compiled, bytes).unwrap();
+            }
+            "removed" => fs::remove_file(&compiled).unwrap(),
+            _ => assert!(compiled.is_file()),
+        }
+        fs::write(repo.path("b"), "edited\n").unwrap();
+        let (code, out, err) = apply(&repo, None, &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(err.contains(ONLY_DRIFTED), "{damage}: {err}");
+        assert_eq!(err.contains(COMPILED), damage == "none", "{damage}: {err}");
+        assert_eq!(fs::read_to_string(repo.path("b")).unwrap(), "bbb\n");
+        assert_eq!(fs::read_to_string(repo.path("a")).unwrap(), "aaa\n");
+        // Each repo's temp dir and each run's stamp are in the backup's path.
+        let out: Vec<&str> = out
+            .lines()
+            .map(|l| match l.find("backed up the original to ") {
+                Some(at) => &l[..at],
+                None => l,
+            })
+            .collect();
+        outputs.push(out.join("\n"));
+    }
+    assert!(outputs[0].contains("~ file.b"), "{}", outputs[0]);
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+}
+
+/// A sensitive file's inline content is never copied out of the manifest:
+/// no compiled form is kept, and nothing in the state dir holds it.
+#[test]
+fn a_manifest_with_a_sensitive_file_keeps_no_compiled_form() {
+    let manifest = format!(
+        "{MANIFEST}\n[file.pin]\npath = \"~/pin\"\ncontent = \"pin=8231-5577\\n\"\nsensitive = true\n"
+    );
+    let repo = Repo::new(&manifest);
+    let (code, out, err) = apply(&repo, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = apply(&repo, Some(&later()), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let state = repo.sb.state_dir();
+    assert!(state.join("converged.seal").exists());
+    assert!(!state.join("converged.manifest").exists());
+    let mut stack = vec![state.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                let bytes = fs::read(entry.path()).unwrap();
+                assert!(
+                    !bytes.windows(9).any(|w| w == b"8231-5577"),
+                    "{}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    // A drift of another file is still planned alone, from stead.toml.
+    fs::write(repo.path("a"), "edited\n").unwrap();
+    let (code, out, err) = apply(&repo, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(ONLY_DRIFTED), "{err}");
+    assert!(!err.contains(COMPILED), "{err}");
+    assert_eq!(fs::read_to_string(repo.path("a")).unwrap(), "aaa\n");
 }
 
 #[test]

@@ -33,7 +33,7 @@ use crate::graph::Graph;
 use crate::journal::{self, JournalAction, JournalError, JournalWriter, OpState};
 use crate::layout::Layout;
 use crate::lock::LockGuard;
-use crate::manifest::{LoadError, LoadOptions, Manifest};
+use crate::manifest::{LoadError, LoadOptions, Manifest, compiled};
 use crate::outcome::Outcome;
 use crate::plan::{self, Plan, PlanError};
 use crate::run::RunControl;
@@ -360,6 +360,9 @@ pub struct Prepared {
     /// The boot the plan was made in (recorded with the migration steps
     /// that run).
     pub boot_id: Option<String>,
+    /// The manifest was the compiled form a drifted seal named, not
+    /// `stead.toml` parsed again.
+    pub from_compiled: bool,
 }
 
 /// Reads the journal (telling `reporter` about an interrupted run), then
@@ -408,6 +411,7 @@ fn prepare_with(
         .check
         .now_ns
         .unwrap_or_else(crate::stat_cache::now_ns);
+    let mut from_compiled = false;
     let (mut plan, profile, draft) = match &options.source {
         PlanSource::Saved(file) => {
             let mut plan = load_saved(file, state)?;
@@ -421,7 +425,15 @@ fn prepare_with(
             profile,
             force,
         } => {
-            let (manifest, graph) = load_manifest(layout, *config, Some(state), *profile)?;
+            let compiled = options
+                .drift
+                .and_then(|d| d.compiled.as_ref())
+                .and_then(|digest| load_compiled(layout, digest));
+            from_compiled = compiled.is_some();
+            let (manifest, graph) = match compiled {
+                Some(loaded) => loaded,
+                None => load_manifest(layout, *config, Some(state), *profile)?,
+            };
             // Lineage secrets live in the config repo.
             secrets = secrets.with_config(&manifest.config_dir);
             // A shared record is read for the retired-machine check on every
@@ -437,6 +449,18 @@ fn prepare_with(
                 })
                 .and_then(|request| {
                     seal_draft(layout, request, &manifest, state.lineage.serial, start_ns)
+                })
+                .map(|draft| {
+                    // Only a cache: a compiled form that cannot be written
+                    // costs a later repair its parse, nothing else.
+                    let compiled = if read_only {
+                        None
+                    } else {
+                        compiled::refresh(layout.state_dir(), &manifest)
+                            .ok()
+                            .flatten()
+                    };
+                    draft.with_compiled(compiled)
                 });
             // --verify trusts nothing but still records what it read, so
             // the next run can trust it. What a drifted seal leaves to plan
@@ -490,7 +514,16 @@ fn prepare_with(
         seal,
         secrets,
         boot_id: options.checks.boot_id.clone(),
+        from_compiled,
     })
+}
+
+/// The compiled manifest a drifted seal names, with its graph, if it is
+/// there and whole ([`compiled::read`]).
+fn load_compiled(layout: &Layout, digest: &compiled::Digest) -> Option<(Manifest, Graph)> {
+    let manifest = compiled::read(layout.state_dir(), digest)?;
+    let graph = Graph::build(&manifest).ok()?;
+    Some((manifest, graph))
 }
 
 /// The key a converged seal is made for and checked against

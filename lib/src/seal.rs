@@ -66,8 +66,9 @@ pub const SEAL_FILE: &str = "converged.seal";
 const MAGIC: &[u8] = b"stead converged seal\n";
 
 /// The format this build reads and writes (another is no seal). 3: each
-/// path names the resource whose plan rests on it, if only one does.
-pub const FORMAT: u32 = 3;
+/// path names the resource whose plan rests on it, if only one does. 4:
+/// the digest of the compiled manifest the sealing run loaded, if any.
+pub const FORMAT: u32 = 4;
 
 /// The file type bits of a mode.
 const TYPE_MASK: u32 = 0o170000;
@@ -338,6 +339,9 @@ struct Stored {
     /// string each would be an allocation per resource on every check.)
     owner_bytes: Vec<u8>,
     owner_ends: Vec<u32>,
+    /// The digest of the compiled form of the manifest the sealing run
+    /// loaded ([`crate::manifest::compiled`]), if it made one.
+    compiled: Option<[u8; 32]>,
 }
 
 /// A [`Stored`] as written, borrowing what the draft holds (the same
@@ -351,6 +355,7 @@ struct StoredRef<'a> {
     groups: Vec<GroupRef<'a>>,
     owner_bytes: &'a [u8],
     owner_ends: &'a [u32],
+    compiled: Option<[u8; 32]>,
 }
 
 /// A [`Group`] as written.
@@ -492,6 +497,10 @@ pub struct Drift {
     pub sealed: usize,
     /// Paths not found as sealed.
     pub changed_paths: usize,
+    /// The digest of the compiled manifest the seal was made with: the run
+    /// may read it instead of parsing `stead.toml`
+    /// ([`crate::manifest::compiled`]).
+    pub compiled: Option<[u8; 32]>,
 }
 
 /// What a check of a seal found.
@@ -575,6 +584,7 @@ impl Seal {
                 resources,
                 sealed: self.hit().unchanged,
                 changed_paths: scan.changed.len(),
+                compiled: self.0.compiled,
             }),
             None => Check::Broken,
         }
@@ -605,6 +615,8 @@ pub struct Draft {
     owner_ends: Vec<u32>,
     /// Its names passed 4 GB: it seals nothing.
     too_large: bool,
+    /// [`Stored::compiled`].
+    compiled: Option<[u8; 32]>,
 }
 
 /// A draft's paths, each once, in the order given, packed by directory as
@@ -751,7 +763,14 @@ impl Draft {
             owner_bytes,
             owner_ends,
             too_large,
+            compiled: None,
         }
+    }
+
+    /// The draft, naming the compiled form of the manifest its plan was
+    /// made from ([`crate::manifest::compiled::refresh`]).
+    pub fn with_compiled(self, compiled: Option<[u8; 32]>) -> Draft {
+        Draft { compiled, ..self }
     }
 
     /// Seals the unchanged plan of `unchanged` resources the draft was begun
@@ -811,6 +830,7 @@ impl Draft {
             groups,
             owner_bytes: &self.owner_bytes,
             owner_ends: &self.owner_ends,
+            compiled: self.compiled,
         };
         // The payload is made in place after the magic line: at 100 000
         // files a copy of it was 6 MB more at the run's peak.
@@ -888,6 +908,7 @@ mod tests {
             groups: Vec::new(),
             owner_bytes: draft.owner_bytes.clone(),
             owner_ends: draft.owner_ends.clone(),
+            compiled: None,
         };
         assert_eq!(stored.owner(0), Some("file.x"));
         assert_eq!(stored.owner(1), Some("dir.y"));

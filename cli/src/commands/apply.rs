@@ -304,7 +304,7 @@ pub(crate) fn converge(
     }
     note_torn_tail(ctx, &prepared);
     if let Some(drift) = args.drift {
-        super::plan::note_drift(ctx, drift, &prepared.plan);
+        super::plan::note_drift(ctx, drift, &prepared);
     }
     if prepared.plan.stat_trusted > 0 {
         ctx.verbose_note(&format!(

@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<ExitCode> {
     let prepared = converge::prepare_read_only(&ctx.layout, &state, &options, &converge::Silent)?;
     note_torn_tail(ctx, &prepared);
     if let Some(drift) = &drift {
-        note_drift(ctx, drift, &prepared.plan);
+        note_drift(ctx, drift, &prepared);
     }
     let plan = prepared.plan;
     if let Some(out) = &args.out {
@@ -124,13 +124,19 @@ pub fn print_sealed(ctx: &Context, hit: &seal::Hit) {
 }
 
 /// With -v, what a converged seal that no longer held still vouched for.
-pub fn note_drift(ctx: &Context, drift: &seal::Drift, plan: &Plan) {
+pub fn note_drift(ctx: &Context, drift: &seal::Drift, prepared: &converge::Prepared) {
+    let plan = &prepared.plan;
     ctx.verbose_note(&format!(
-        "{} path(s) changed since an apply found the machine as declared: planned only the {} resource(s) they belong to and what waits for them ({} in all); the other {} were found as they were by their stat ('stead apply --verify' plans and reads every file).",
+        "{} path(s) changed since an apply found the machine as declared: planned only the {} resource(s) they belong to and what waits for them ({} in all); the other {} were found as they were by their stat ('stead apply --verify' plans and reads every file).{}",
         drift.changed_paths,
         drift.resources.len(),
         plan.changes.len(),
-        plan.vouched
+        plan.vouched,
+        if prepared.from_compiled {
+            " The manifest was the compiled form that apply kept, not stead.toml parsed again."
+        } else {
+            ""
+        }
     ));
 }
 

@@ -5,6 +5,7 @@
 //! with serde) so that all problems are collected in one pass and each keeps
 //! its line and column.
 
+pub mod compiled;
 mod diag;
 mod input;
 mod parse;
@@ -89,7 +90,7 @@ impl serde::Serialize for Kind {
 }
 
 /// Where a file's content comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileContent {
     /// A file in the config repo (absolute path after resolution).
     Source(PathBuf),
@@ -104,7 +105,7 @@ pub enum FileContent {
 }
 
 /// A file resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileSpec {
     /// The target path (absolute).
     pub path: PathBuf,
@@ -118,7 +119,7 @@ pub struct FileSpec {
 }
 
 /// A directory resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirSpec {
     /// The directory (absolute).
     pub path: PathBuf,
@@ -129,7 +130,7 @@ pub struct DirSpec {
 }
 
 /// A symlink resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SymlinkSpec {
     /// The link (absolute).
     pub path: PathBuf,
@@ -140,7 +141,7 @@ pub struct SymlinkSpec {
 pub use crate::command::Command;
 
 /// An exec resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecSpec {
     /// What to run.
     pub command: Command,
