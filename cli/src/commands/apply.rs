@@ -405,7 +405,13 @@ fn execute(
     let plan = &prepared.plan;
     let progress = Progress::new(ctx, plan);
     let control = RunControl::new();
-    let reaper = start_reaper(ctx, &control);
+    // A plan that runs no program has no process group to reap: starting
+    // the reaper (and waiting for it to end) was a few ms of a small repair.
+    let reaper = if plan.may_run_commands() {
+        start_reaper(ctx, &control)
+    } else {
+        None
+    };
     let executed = {
         let _current = crate::CurrentRun::set(control.cancel_handle(), progress.bar.clone());
         converge::execute(target, state, prepared, jobs, &control, &progress)
