@@ -314,6 +314,36 @@ fn temps_are_removed_even_when_nothing_else_changes() {
     assert!(!temp.exists());
 }
 
+/// The directories of many managed files are swept on several threads:
+/// every killed run's temp, in each of 40 directories, is removed and
+/// reported, and nothing else.
+#[test]
+fn temps_next_to_files_in_many_directories_are_all_removed() {
+    let manifest: String = (0..40)
+        .map(|i| format!("[file.f{i}]\npath = \"~/d{i}/f\"\ncontent = \"v{i}\\n\"\n\n"))
+        .collect();
+    let r = Repo::new(&manifest);
+    r.ok(&["apply", "--yes"]);
+    let stale: Vec<_> = (0..40)
+        .map(|i| r.path(&format!("d{i}/.f.tmp-{DEAD}-stead-{HEX}")))
+        .collect();
+    let kept: Vec<_> = (0..40)
+        .map(|i| r.path(&format!("d{i}/.g.tmp-{DEAD}-stead-{HEX}")))
+        .collect();
+    for p in stale.iter().chain(&kept) {
+        fs::write(p, "partial").unwrap();
+    }
+    journal_a_killed_run(&r);
+    let out = r.ok(&["apply", "--yes"]);
+    for p in &stale {
+        assert!(!p.exists(), "{} left behind\n{out}", p.display());
+        assert!(out.contains(&p.display().to_string()), "{out}");
+    }
+    for p in &kept {
+        assert!(p.exists(), "{} removed", p.display());
+    }
+}
+
 /// Only a run writes in the backups' run folders, and only after its start
 /// is in the journal: they are swept when the journal shows a run that did
 /// not end, or no run at all, and not by every run (that walk would grow
