@@ -10,8 +10,8 @@
 //! disk) is removed, never left as a truncated file that looks complete; a
 //! SIGKILL leaves a temp that recovery recognises and removes. A batch of
 //! file writes ([`crate::batch`]) backs up what it replaces the same way but
-//! all together: every copy made first ([`stage`]), one barrier for their
-//! data, the renames, one barrier for their names. Special files
+//! all together: every copy made first ([`stage`]), the batch's own data
+//! barrier for their data, the renames, one barrier for their names. Special files
 //! (FIFO, socket, device) are never opened or copied: opening a FIFO blocks,
 //! and reading a device is not a backup. A small note file
 //! (`NAME.stead-note`) says what was there instead.
@@ -116,9 +116,9 @@ pub(crate) struct Pending {
 pub(crate) enum Staged {
     /// A regular file, copied but not yet durable nor in place.
     Pending(Pending),
-    /// Anything else, backed up whole and durably by [`backup`] (rare:
-    /// a link, a directory, a special file replaced by a file).
-    Done(PathBuf),
+    /// Anything else (rare: a link, a directory, a special file replaced by
+    /// a file), left for the caller to back up whole with [`backup`].
+    Alone,
 }
 
 /// The directories below the backups dir that a batch has made private
@@ -127,7 +127,7 @@ pub(crate) type Chains = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
 
 /// The first half of [`backup`] for a batch: a regular file at `path` is
 /// copied to a temp name in the run folder `run`, not flushed; anything
-/// else is backed up whole, durably, as [`backup`] does. `keep_open`: hold
+/// else is left to [`backup`] ([`Staged::Alone`]). `keep_open`: hold
 /// the copy open for [`Pending::sync`]. On failure nothing that looks like
 /// a backup is left, but the directories made for it stay until
 /// [`remove_empty_chain`] (other copies of the batch may be entering them).
@@ -140,7 +140,7 @@ pub(crate) fn stage(
     let meta = fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
     let root = run.parent().unwrap_or(run);
     if !meta.is_file() || root.starts_with(path) {
-        return backup(path, run).map(Staged::Done);
+        return Ok(Staged::Alone);
     }
     let dir = folder_for(path, run);
     let made = private_chain_once(root, &dir, chains)?;

@@ -6,16 +6,17 @@
 //! files at once, with one barrier where a single write has a flush:
 //!
 //! 1. every temp file is written next to its target (`O_EXCL`, final mode,
-//!    [`safe_path::Dir::write_temp`]), none flushed;
-//! 2. **data barrier**: every temp's data is durable ([`Barrier`]), and the
-//!    batch's `started` journal record too (the caller's `started`);
-//! 3. every target that must be kept first is backed up, durably, all
-//!    together: each is copied into the run's backup folder at a temp name,
-//!    a barrier makes the copies' data durable, each is renamed to its name
-//!    there, and a barrier makes those names (and the directories made for
-//!    them) durable ([`crate::backup::stage`]; anything but a regular file
-//!    is backed up alone by [`crate::backup::backup`]); a member whose
-//!    backup fails is not renamed;
+//!    [`safe_path::Dir::write_temp`]), none flushed; and each target that
+//!    must be kept first, if it is a regular file, is copied to a temp name
+//!    in the run's backup folder ([`crate::backup::stage`]), not flushed;
+//! 2. **data barrier**: every temp's and copy's data is durable
+//!    ([`Barrier`]), and the batch's `started` journal record too (the
+//!    caller's `started`);
+//! 3. the backups are named: each copy renamed to its name in the run
+//!    folder, then a barrier makes those names (and the directories made
+//!    for them) durable; anything but a regular file is backed up alone
+//!    ([`crate::backup::backup`]); a member whose backup fails is not
+//!    renamed;
 //! 4. every temp is renamed over its target;
 //! 5. **name barrier**: every rename (the directory entries) is durable;
 //! 6. only then does the caller queue the outcome record and report.
@@ -23,9 +24,10 @@
 //! So a crash (a kill or a power cut) at any point leaves each target either
 //! old or whole and new, never torn or empty: a rename is only made after the
 //! barrier that covers its data, and after the durable backup of what it
-//! replaces, so a replaced original is never lost either. Backups are made
-//! after the `started` record: a crash before it leaves no backup of a
-//! change the journal never saw begin. Nothing reported done is lost: the outcome
+//! replaces, so a replaced original is never lost either. Backups are named
+//! only after the `started` record: a crash before it leaves no backup of a
+//! change the journal never saw begin (only temps, which recovery removes:
+//! the run's start is in the journal). Nothing reported done is lost: the outcome
 //! is queued only after the barrier that covers the renames. A temp left by
 //! a crash is named like every stead temp and removed by the next run.
 //!
@@ -165,12 +167,47 @@ pub fn write(
     if temps.is_empty() {
         return results;
     }
-    let data = data_barrier(barrier, &temps, &parents, &parent_of, threads)
-        .map_err(|e| format!("not written: {e}"))
-        .and_then(|()| started().map_err(|e| format!("not started: {e}")));
+    // Step 3's copies are made now, so that one barrier covers them and
+    // the temps; none is named before the batch's `started` record.
+    let copied = copy_backups(members, &temps, (barrier, threads));
+    let mut copies: Vec<Copy> = Vec::with_capacity(temps.len());
+    let mut ready: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
+    for ((i, temp), copy) in temps.into_iter().zip(copied) {
+        match copy {
+            Ok(copy) => {
+                copies.push(copy);
+                ready.push((i, temp));
+            }
+            Err(e) => {
+                discard(&parents[parent_of[i]], temp);
+                results[i] = Err(backup_failed(&members[i], &e));
+            }
+        }
+    }
+    let temps = ready;
+    if temps.is_empty() {
+        return results;
+    }
+    let runs: Vec<&Path> = temps
+        .iter()
+        .filter_map(|(i, _)| members[*i].backup)
+        .collect();
+    let data = data_barrier(
+        barrier,
+        (&temps, &copies, &runs),
+        &parents,
+        &parent_of,
+        threads,
+    )
+    .map_err(|e| format!("not written: {e}"))
+    .and_then(|()| started().map_err(|e| format!("not started: {e}")));
     if let Err(e) = data {
-        for (i, temp) in temps {
+        for ((i, temp), copy) in temps.into_iter().zip(copies) {
             discard(&parents[parent_of[i]], temp);
+            if let Copy::Pending(p) = copy {
+                p.discard();
+                remove_backup_dirs(&members[i]);
+            }
             results[i] = Err(e.clone());
         }
         return results;
@@ -179,7 +216,7 @@ pub fn write(
         batch: batch.to_string(),
         barrier,
     });
-    let backed_up = back_up_targets(batch, members, &temps, (barrier, threads), stage);
+    let backed_up = place_backups(batch, members, &temps, copies, (barrier, threads), stage);
     let mut backups: Vec<Option<PathBuf>> = vec![None; members.len()];
     let mut kept: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
     for ((i, temp), backed_up) in temps.into_iter().zip(backed_up) {
@@ -285,67 +322,136 @@ fn stage_temps(
 
 fn data_barrier(
     barrier: Barrier,
-    temps: &[(usize, Temp)],
+    (temps, copies, runs): (&[(usize, Temp)], &[Copy], &[&Path]),
     parents: &[Parent],
     parent_of: &[usize],
     threads: usize,
 ) -> Result<(), String> {
     match barrier {
-        Barrier::Syncfs => sync_filesystems(temps.iter().map(|(i, _)| *i), parents, parent_of),
+        Barrier::Syncfs => {
+            let mut synced = Vec::new();
+            sync_filesystems(
+                temps.iter().map(|(i, _)| *i),
+                parents,
+                parent_of,
+                &mut synced,
+            )?;
+            if copies.iter().any(|c| matches!(c, Copy::Pending(_))) {
+                sync_folders(runs, &mut synced)?;
+            }
+            Ok(())
+        }
         Barrier::Fsync => {
             parallel_map(temps, threads, |(_, t)| t.sync().map_err(|e| e.to_string()))
                 .into_iter()
-                .collect()
+                .collect::<Result<(), String>>()?;
+            parallel_map(copies, threads, |copy| match copy {
+                Copy::Pending(p) => p.sync().map_err(|e| e.to_string()),
+                Copy::None | Copy::Alone => Ok(()),
+            })
+            .into_iter()
+            .collect()
         }
     }
 }
 
-/// Step 3 of this module's doc: backs up the target of each temp whose
-/// member asks for it, on up to `threads` threads, all made durable
-/// together ([`durable_backups`]). Returns, for each temp in order, where
-/// its target's backup went (`None`: none asked for, or nothing there), or
-/// why it could not be made.
-fn back_up_targets(
-    batch: &str,
+/// What a member's backup is once the temps are written.
+enum Copy {
+    /// None asked for, or nothing there to keep.
+    None,
+    /// A regular file copied to a temp name in its run folder, to be named
+    /// after the batch's `started` record ([`place_backups`]).
+    Pending(Pending),
+    /// Anything else, backed up alone after the `started` record.
+    Alone,
+}
+
+/// The first part of step 3 of this module's doc, made before the data
+/// barrier so that it covers them too: for each temp whose member asks for
+/// a backup, its target copied to a temp name in the run folder, on up to
+/// `threads` threads. Nothing here is a backup yet (a crash leaves temps,
+/// which recovery removes).
+fn copy_backups(
     members: &[Member],
     temps: &[(usize, Temp)],
     (barrier, threads): (Barrier, usize),
-    stage: &(dyn Fn(Stage) + Sync),
-) -> Vec<Result<Option<PathBuf>, String>> {
+) -> Vec<Result<Copy, String>> {
     // Most batches keep nothing: no threads for them.
     if temps.iter().all(|(i, _)| members[*i].backup.is_none()) {
-        return temps.iter().map(|_| Ok(None)).collect();
+        return temps.iter().map(|_| Ok(Copy::None)).collect();
     }
     let chains = backup::Chains::default();
-    let staged = parallel_map(temps, threads, |(i, _)| {
+    parallel_map(temps, threads, |(i, _)| {
         let m = &members[*i];
-        let Some(run) = m.backup else { return Ok(None) };
+        let Some(run) = m.backup else {
+            return Ok(Copy::None);
+        };
         // Nothing there (removed since the plan): nothing to keep.
         if std::fs::symlink_metadata(m.path).is_err() {
-            return Ok(None);
+            return Ok(Copy::None);
         }
-        backup::stage(m.path, run, &chains, barrier == Barrier::Fsync)
-            .map(Some)
-            .map_err(|e| e.to_string())
-    });
-    let mut out: Vec<Result<Option<PathBuf>, String>> = Vec::with_capacity(staged.len());
+        match backup::stage(m.path, run, &chains, barrier == Barrier::Fsync) {
+            Ok(Staged::Pending(p)) => Ok(Copy::Pending(p)),
+            Ok(Staged::Alone) => Ok(Copy::Alone),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+/// A member's result when its backup could not be made (the directories
+/// made for it are removed as [`remove_backup_dirs`] does).
+fn backup_failed(member: &Member, why: &str) -> String {
+    remove_backup_dirs(member);
+    format!("not written: the original could not be backed up ({why})")
+}
+
+/// Removes the directories made for `member`'s backup that stayed empty
+/// (best effort).
+fn remove_backup_dirs(member: &Member) {
+    if let Some(run) = member.backup {
+        backup::remove_empty_chain(run, &backup::folder_for(member.path, run));
+    }
+}
+
+/// The rest of step 3, after the `started` record: each copy renamed to
+/// its name, one barrier for those names ([`commit_backups`]), and anything
+/// but a regular file backed up alone, durably. Returns, for each temp in
+/// order, where its target's backup went (`None`: none asked for, or
+/// nothing there), or why it could not be made.
+fn place_backups(
+    batch: &str,
+    members: &[Member],
+    temps: &[(usize, Temp)],
+    copies: Vec<Copy>,
+    (barrier, threads): (Barrier, usize),
+    stage: &(dyn Fn(Stage) + Sync),
+) -> Vec<Result<Option<PathBuf>, String>> {
+    let mut out: Vec<Result<Option<PathBuf>, String>> = Vec::with_capacity(copies.len());
     let mut pending: Vec<(usize, Pending)> = Vec::new();
-    for (k, staged) in staged.into_iter().enumerate() {
-        out.push(match staged {
-            Ok(Some(Staged::Pending(p))) => {
-                pending.push((k, p));
-                Ok(None)
-            }
-            Ok(Some(Staged::Done(to))) => Ok(Some(to)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        });
+    let mut alone: Vec<(usize, usize)> = Vec::new();
+    for (k, ((i, _), copy)) in temps.iter().zip(copies).enumerate() {
+        match copy {
+            Copy::Pending(p) => pending.push((k, p)),
+            Copy::Alone => alone.push((k, *i)),
+            Copy::None => {}
+        }
+        out.push(Ok(None));
+    }
+    let made = parallel_map(&alone, threads, |&(_, i)| {
+        let m = &members[i];
+        let run = m
+            .backup
+            .ok_or_else(|| "internal error: no run folder".to_string())?;
+        backup::backup(m.path, run).map_err(|e| e.to_string())
+    });
+    for (&(k, _), made) in alone.iter().zip(made) {
+        out[k] = made.map(Some);
     }
     let runs: Vec<&Path> = temps
         .iter()
         .filter_map(|(i, _)| members[*i].backup)
         .collect();
-    for (k, made) in durable_backups(pending, &runs, (barrier, threads)) {
+    for (k, made) in commit_backups(pending, &runs, (barrier, threads)) {
         out[k] = made.map(Some);
     }
     for ((i, _), made) in temps.iter().zip(&mut out) {
@@ -356,22 +462,17 @@ fn back_up_targets(
                 path: m.path.to_path_buf(),
             }),
             Ok(None) => {}
-            Err(e) => {
-                *e = format!("not written: the original could not be backed up ({e})");
-                if let Some(run) = m.backup {
-                    backup::remove_empty_chain(run, &backup::folder_for(m.path, run));
-                }
-            }
+            Err(e) => *e = backup_failed(m, e),
         }
     }
     out
 }
 
-/// Makes the `pending` backup copies durable in place, with one barrier for
-/// their data, their renames, then one barrier for their names; `runs` are
-/// the run folders they are in (a `syncfs` of each covers them). Returns
-/// each copy's final path, or why it is not durable (its copy removed).
-fn durable_backups(
+/// Names the `pending` backup copies (their data made durable by the
+/// batch's data barrier), then one barrier for those names; `runs` are the
+/// run folders they are in (a `syncfs` of each covers them). Returns each
+/// copy's final path, or why it is not durable.
+fn commit_backups(
     pending: Vec<(usize, Pending)>,
     runs: &[&Path],
     (barrier, threads): (Barrier, usize),
@@ -379,53 +480,25 @@ fn durable_backups(
     if pending.is_empty() {
         return Vec::new();
     }
-    let data = match barrier {
-        Barrier::Syncfs => sync_folders(runs),
-        Barrier::Fsync => parallel_map(&pending, threads, |(_, p)| {
-            p.sync().map_err(|e| e.to_string())
-        })
-        .into_iter()
-        .collect(),
-    };
-    if let Err(e) = data {
-        return pending
-            .into_iter()
-            .map(|(k, p)| {
-                p.discard();
-                (k, Err(e.clone()))
-            })
-            .collect();
-    }
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (_, p) in &pending {
         dirs.extend(p.names().map(Path::to_path_buf));
     }
     dirs.sort_unstable();
     dirs.dedup();
-    let cells: Vec<(usize, Mutex<Option<Pending>>)> = pending
-        .into_iter()
-        .map(|(k, p)| (k, Mutex::new(Some(p))))
-        .collect();
-    let renamed = parallel_map(&cells, threads, |(_, cell)| {
-        let p = cell
-            .lock()
-            .ok()
-            .and_then(|mut p| p.take())
-            .ok_or_else(|| "internal error: a backup was committed twice".to_string())?;
+    let renamed = parallel_consume(pending, threads, |_, p| {
         p.commit().map_err(|e| e.to_string())
     });
     let names = match barrier {
-        Barrier::Syncfs => sync_folders(runs),
+        Barrier::Syncfs => sync_folders(runs, &mut Vec::new()),
         Barrier::Fsync => parallel_map(&dirs, threads, |d| {
             crate::fsutil::fsync_dir(d).map_err(|e| e.to_string())
         })
         .into_iter()
         .collect(),
     };
-    cells
+    renamed
         .into_iter()
-        .map(|(k, _)| k)
-        .zip(renamed)
         .map(|(k, made)| {
             let made = made.and_then(|to| match &names {
                 Ok(()) => Ok(to),
@@ -436,10 +509,10 @@ fn durable_backups(
         .collect()
 }
 
-/// `syncfs` once on the filesystem of each of `folders` (a backup run
-/// folder is new each run: nothing is mounted below it).
-fn sync_folders(folders: &[&Path]) -> Result<(), String> {
-    let mut synced: Vec<u64> = Vec::new();
+/// `syncfs` once on the filesystem of each of `folders` not in `synced`
+/// (a backup run folder is new each run: nothing is mounted below it),
+/// adding each one synced.
+fn sync_folders(folders: &[&Path], synced: &mut Vec<u64>) -> Result<(), String> {
     for folder in folders {
         let dir = std::fs::File::open(folder)
             .map_err(|e| format!("cannot open {}: {e}", folder.display()))?;
@@ -465,25 +538,15 @@ fn commit_temps(
     threads: usize,
     stage: &(dyn Fn(Stage) + Sync),
 ) -> Vec<(usize, Result<(), String>)> {
-    let cells: Vec<(usize, Mutex<Option<Temp>>)> = temps
-        .into_iter()
-        .map(|(i, t)| (i, Mutex::new(Some(t))))
-        .collect();
-    let out = parallel_map(&cells, threads, |(i, cell)| {
-        let temp = cell
-            .lock()
-            .ok()
-            .and_then(|mut t| t.take())
-            .ok_or_else(|| "internal error: a temp file was committed twice".to_string())?;
-        let dir = parents[parent_of[*i]].as_ref().map_err(Clone::clone)?;
+    parallel_consume(temps, threads, |i, temp| {
+        let dir = parents[parent_of[i]].as_ref().map_err(Clone::clone)?;
         dir.commit_temp(temp).map_err(|e| e.to_string())?;
         stage(Stage::Renamed {
             batch: batch.to_string(),
-            path: members[*i].path.to_path_buf(),
+            path: members[i].path.to_path_buf(),
         });
         Ok(())
-    });
-    cells.into_iter().map(|(i, _)| i).zip(out).collect()
+    })
 }
 
 fn name_barrier(
@@ -493,7 +556,9 @@ fn name_barrier(
     parent_of: &[usize],
 ) -> Result<(), String> {
     match barrier {
-        Barrier::Syncfs => sync_filesystems(done.iter().copied(), parents, parent_of),
+        Barrier::Syncfs => {
+            sync_filesystems(done.iter().copied(), parents, parent_of, &mut Vec::new())
+        }
         Barrier::Fsync => {
             let mut dirs: Vec<usize> = done.iter().map(|&i| parent_of[i]).collect();
             dirs.sort_unstable();
@@ -507,16 +572,17 @@ fn name_barrier(
     }
 }
 
-/// `syncfs` once on each filesystem holding one of `members`' directories.
+/// `syncfs` once on each filesystem holding one of `members`' directories
+/// and not in `synced`, adding each one synced.
 fn sync_filesystems(
     members: impl Iterator<Item = usize>,
     parents: &[Parent],
     parent_of: &[usize],
+    synced: &mut Vec<u64>,
 ) -> Result<(), String> {
     let mut dirs: Vec<usize> = members.map(|i| parent_of[i]).collect();
     dirs.sort_unstable();
     dirs.dedup();
-    let mut synced: Vec<u64> = Vec::new();
     for d in dirs {
         let dir = parents[d].as_ref().map_err(Clone::clone)?;
         let device = dir.device().map_err(|e| e.to_string())?;
@@ -532,6 +598,28 @@ fn discard(parent: &Parent, temp: Temp) {
     if let Ok(dir) = parent {
         dir.discard_temp(temp);
     }
+}
+
+/// [`parallel_map`] of `f` over owned items, each given to `f` once with
+/// its number; results in order, each with the item's number.
+fn parallel_consume<T: Send, O: Send>(
+    items: Vec<(usize, T)>,
+    threads: usize,
+    f: impl Fn(usize, T) -> Result<O, String> + Sync,
+) -> Vec<(usize, Result<O, String>)> {
+    let cells: Vec<(usize, Mutex<Option<T>>)> = items
+        .into_iter()
+        .map(|(n, item)| (n, Mutex::new(Some(item))))
+        .collect();
+    let out = parallel_map(&cells, threads, |(n, cell)| {
+        let item = cell
+            .lock()
+            .ok()
+            .and_then(|mut item| item.take())
+            .ok_or_else(|| "internal error: an item was taken twice".to_string())?;
+        f(*n, item)
+    });
+    cells.into_iter().map(|(n, _)| n).zip(out).collect()
 }
 
 /// `f` over `items` on up to `threads` scoped threads, results in order. A
@@ -681,6 +769,18 @@ mod tests {
         );
     }
 
+    /// Members writing "new" over `paths`, each backed up into `run`.
+    fn backed_up<'a>(paths: impl Iterator<Item = &'a PathBuf>, run: &'a Path) -> Vec<Member<'a>> {
+        paths
+            .map(|p| Member {
+                path: p,
+                content: b"new\n",
+                mode: 0o600,
+                backup: Some(run),
+            })
+            .collect()
+    }
+
     /// Every stead temp below `dir`, at any depth.
     fn leftovers_below(dir: &Path) -> Vec<PathBuf> {
         let mut found = Vec::new();
@@ -716,16 +816,7 @@ mod tests {
         let linked = base.join("d0/linked");
         std::os::unix::fs::symlink("f", &linked).unwrap();
         let run = base.join("backups/run");
-        let members: Vec<Member> = paths
-            .iter()
-            .chain([&linked])
-            .map(|p| Member {
-                path: p,
-                content: b"new\n",
-                mode: 0o600,
-                backup: Some(&run),
-            })
-            .collect();
+        let members = backed_up(paths.iter().chain([&linked]), &run);
         assert!(members.len() < SYNCFS_MIN_FILES);
         let seen = Mutex::new(Vec::new());
         let results = write(
@@ -767,6 +858,69 @@ mod tests {
             let backed = at(&|s| matches!(s, Stage::BackedUp { path, .. } if path == p));
             let renamed = at(&|s| matches!(s, Stage::Renamed { path, .. } if path == p));
             assert!(data < backed && backed < renamed, "{p:?}: {seen:?}");
+        }
+    }
+
+    /// Regular files found below `dir`, at any depth.
+    fn files_below(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    found.push(e.path());
+                }
+            }
+        }
+        found
+    }
+
+    /// The backups' copies are made before the data barrier (which covers
+    /// them) but named only after the `started` record: at the barrier the
+    /// run folder holds only temps, one per backup; when `started` fails,
+    /// no backup is left at all, nor a temp, nor a directory made for one,
+    /// and every target keeps its content. With both barriers.
+    #[test]
+    fn backups_are_named_only_after_the_started_record() {
+        for n in [3, 70] {
+            let root = tempfile::tempdir().unwrap();
+            let base = root.path().canonicalize().unwrap();
+            let paths: Vec<PathBuf> = (0..n).map(|i| base.join(format!("d{i}/f"))).collect();
+            for p in &paths {
+                std::fs::create_dir(p.parent().unwrap()).unwrap();
+                std::fs::write(p, "old\n").unwrap();
+            }
+            let run = base.join("backups/run");
+            let members = backed_up(paths.iter(), &run);
+            let at_barrier = Mutex::new(Vec::new());
+            let mut calls = 0;
+            let results = write("t:1", &members, 4, &|_| {}, &mut || {
+                calls += 1;
+                at_barrier.lock().unwrap().extend(files_below(&run));
+                Err("disk full".into())
+            });
+            assert_eq!(calls, 1);
+            let seen = at_barrier.into_inner().unwrap();
+            assert_eq!(seen.len(), n, "{seen:?}");
+            assert!(
+                seen.iter().all(|f| f.to_string_lossy().contains(".tmp-")),
+                "{seen:?}"
+            );
+            for (p, r) in paths.iter().zip(&results) {
+                assert!(r.as_ref().unwrap_err().contains("not started"), "{r:?}");
+                assert_eq!(std::fs::read_to_string(p).unwrap(), "old\n");
+            }
+            assert!(files_below(&base.join("backups")).is_empty());
+            assert!(
+                !run.exists(),
+                "the run folder made for the backups is removed"
+            );
+            assert!(leftovers_below(&base).is_empty());
         }
     }
 
