@@ -125,19 +125,19 @@ pub(crate) enum Staged {
 /// already: each is created and narrowed once per batch, not per copy.
 pub(crate) type Chains = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
 
-/// The first half of [`backup`] for a batch: a regular file at `path` is
-/// copied to a temp name in the run folder `run`, not flushed; anything
+/// The first half of [`backup`] for a batch: a regular file at `path`
+/// (whose `lstat` is `meta`) is copied to a temp name in the run folder `run`, not flushed; anything
 /// else is left to [`backup`] ([`Staged::Alone`]). `keep_open`: hold
 /// the copy open for [`Pending::sync`]. On failure nothing that looks like
 /// a backup is left, but the directories made for it stay until
 /// [`remove_empty_chain`] (other copies of the batch may be entering them).
 pub(crate) fn stage(
     path: &Path,
+    meta: &fs::Metadata,
     run: &Path,
     chains: &Chains,
     keep_open: bool,
 ) -> Result<Staged, FsError> {
-    let meta = fs::symlink_metadata(path).map_err(|e| FsError::new("cannot read", path, e))?;
     let root = run.parent().unwrap_or(run);
     if !meta.is_file() || root.starts_with(path) {
         return Ok(Staged::Alone);
@@ -149,7 +149,7 @@ pub(crate) fn stage(
         .map(OsString::from)
         .unwrap_or_else(|| OsString::from("root"));
     let temp = fsutil::temp_path(&dir, &name.to_string_lossy());
-    match copy_regular(path, &meta, &temp) {
+    match copy_regular(path, meta, &temp) {
         Ok(file) => Ok(Staged::Pending(Pending {
             temp,
             name,

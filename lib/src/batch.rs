@@ -188,10 +188,13 @@ pub fn write(
     if temps.is_empty() {
         return results;
     }
-    let runs: Vec<&Path> = temps
+    // Each run folder once (every member of a run names the same one).
+    let mut runs: Vec<&Path> = temps
         .iter()
         .filter_map(|(i, _)| members[*i].backup)
         .collect();
+    runs.sort_unstable();
+    runs.dedup();
     let data = data_barrier(
         barrier,
         (&temps, &copies, &runs),
@@ -216,7 +219,13 @@ pub fn write(
         batch: batch.to_string(),
         barrier,
     });
-    let backed_up = place_backups(batch, members, &temps, copies, (barrier, threads), stage);
+    let backed_up = place_backups(
+        batch,
+        members,
+        (&temps, copies, &runs),
+        (barrier, threads),
+        stage,
+    );
     let mut backups: Vec<Option<PathBuf>> = vec![None; members.len()];
     let mut kept: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
     for ((i, temp), backed_up) in temps.into_iter().zip(backed_up) {
@@ -387,10 +396,10 @@ fn copy_backups(
             return Ok(Copy::None);
         };
         // Nothing there (removed since the plan): nothing to keep.
-        if std::fs::symlink_metadata(m.path).is_err() {
+        let Ok(meta) = std::fs::symlink_metadata(m.path) else {
             return Ok(Copy::None);
-        }
-        match backup::stage(m.path, run, &chains, barrier == Barrier::Fsync) {
+        };
+        match backup::stage(m.path, &meta, run, &chains, barrier == Barrier::Fsync) {
             Ok(Staged::Pending(p)) => Ok(Copy::Pending(p)),
             Ok(Staged::Alone) => Ok(Copy::Alone),
             Err(e) => Err(e.to_string()),
@@ -421,8 +430,7 @@ fn remove_backup_dirs(member: &Member) {
 fn place_backups(
     batch: &str,
     members: &[Member],
-    temps: &[(usize, Temp)],
-    copies: Vec<Copy>,
+    (temps, copies, runs): (&[(usize, Temp)], Vec<Copy>, &[&Path]),
     (barrier, threads): (Barrier, usize),
     stage: &(dyn Fn(Stage) + Sync),
 ) -> Vec<Result<Option<PathBuf>, String>> {
@@ -447,11 +455,7 @@ fn place_backups(
     for (&(k, _), made) in alone.iter().zip(made) {
         out[k] = made.map(Some);
     }
-    let runs: Vec<&Path> = temps
-        .iter()
-        .filter_map(|(i, _)| members[*i].backup)
-        .collect();
-    for (k, made) in commit_backups(pending, &runs, (barrier, threads)) {
+    for (k, made) in commit_backups(pending, runs, (barrier, threads)) {
         out[k] = made.map(Some);
     }
     for ((i, _), made) in temps.iter().zip(&mut out) {
@@ -480,12 +484,16 @@ fn commit_backups(
     if pending.is_empty() {
         return Vec::new();
     }
+    // What an fsync barrier flushes, gathered before the copies are
+    // consumed: each copy's directory and the parents of those made.
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for (_, p) in &pending {
-        dirs.extend(p.names().map(Path::to_path_buf));
+    if barrier == Barrier::Fsync {
+        for (_, p) in &pending {
+            dirs.extend(p.names().map(Path::to_path_buf));
+        }
+        dirs.sort_unstable();
+        dirs.dedup();
     }
-    dirs.sort_unstable();
-    dirs.dedup();
     let renamed = parallel_consume(pending, threads, |_, p| {
         p.commit().map_err(|e| e.to_string())
     });
@@ -625,7 +633,7 @@ fn parallel_consume<T: Send, O: Send>(
 /// `f` over `items` on up to `threads` scoped threads, results in order. A
 /// thread that panicked gives an error for each of its items, so no item is
 /// ever left without a result.
-fn parallel_map<T: Sync, O: Send>(
+pub(crate) fn parallel_map<T: Sync, O: Send>(
     items: &[T],
     threads: usize,
     f: impl Fn(&T) -> Result<O, String> + Sync,
@@ -783,19 +791,9 @@ mod tests {
 
     /// Every stead temp below `dir`, at any depth.
     fn leftovers_below(dir: &Path) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                if e.file_name().to_string_lossy().contains(".tmp-") {
-                    found.push(e.path());
-                }
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                }
-            }
-        }
-        found
+        let mut all = files_below(dir);
+        all.retain(|f| f.to_string_lossy().contains(".tmp-"));
+        all
     }
 
     /// Backups count toward the barrier's choice and share its barriers:

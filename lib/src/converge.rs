@@ -629,26 +629,13 @@ fn sweep_next_to(
         .map_or(1, usize::from)
         .clamp(1, 8)
         .min(dirs.len().div_ceil(16).max(1));
-    let sweep = |part: &[(&PathBuf, Vec<&str>)]| -> Vec<PathBuf> {
-        part.iter()
-            .flat_map(|(dir, names)| fsutil::remove_stale_temps(dir, Some(names)))
-            .collect()
-    };
-    if threads == 1 {
-        return sweep(&dirs);
-    }
-    let chunk = dirs.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = dirs
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || sweep(part)))
-            .collect();
-        handles
-            .into_iter()
-            // A thread that panicked only loses the report of its part.
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+    crate::batch::parallel_map(&dirs, threads, |(dir, names)| {
+        Ok(fsutil::remove_stale_temps(dir, Some(names)))
     })
+    .into_iter()
+    // A thread that panicked only loses the report of its part.
+    .flat_map(Result::unwrap_or_default)
+    .collect()
 }
 
 /// Removes the temp files that killed runs left (a SIGKILL between a temp's

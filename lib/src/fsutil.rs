@@ -292,6 +292,15 @@ pub fn fsync_dir(dir: &Path) -> Result<(), FsError> {
         .map_err(|e| FsError::new("cannot fsync directory", dir, e))
 }
 
+/// Removes the file at `path`; nothing there is fine.
+pub fn remove_if_present(path: &Path) -> Result<(), FsError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FsError::new("cannot remove", path, e)),
+    }
+}
+
 /// Creates `dir` (and parents) if missing and makes it mode 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
     fs::create_dir_all(dir).map_err(|e| FsError::new("cannot create directory", dir, e))?;

@@ -871,12 +871,7 @@ fn split(path: &Path) -> (&Path, &OsStr) {
 /// Removes the seal (nothing to remove is fine): the run is about to
 /// change something, or could not seal what it found.
 pub fn remove(layout: &Layout) -> Result<(), FsError> {
-    let path = layout.state_dir().join(SEAL_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(FsError::new("cannot remove", &path, e)),
-    }
+    fsutil::remove_if_present(&layout.state_dir().join(SEAL_FILE))
 }
 
 #[cfg(test)]

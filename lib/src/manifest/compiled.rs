@@ -277,12 +277,7 @@ fn manifest_of(stored: Stored) -> Manifest {
 
 /// Removes the compiled form (nothing to remove is fine).
 pub fn remove(state_dir: &Path) -> Result<(), FsError> {
-    let path = state_dir.join(COMPILED_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(FsError::new("cannot remove", &path, e)),
-    }
+    fsutil::remove_if_present(&state_dir.join(COMPILED_FILE))
 }
 
 #[cfg(test)]
