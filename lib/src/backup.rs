@@ -10,8 +10,11 @@
 //! disk) is removed, never left as a truncated file that looks complete; a
 //! SIGKILL leaves a temp that recovery recognises and removes. A batch of
 //! file writes ([`crate::batch`]) backs up what it replaces the same way but
-//! all together: every copy made first ([`stage`]), the batch's own data
-//! barrier for their data, the renames, one barrier for their names. Special files
+//! all together: every backup made first ([`stage`]), the batch's own data
+//! barrier for their data, the renames, one barrier for their names; there a
+//! regular file with no other name is kept by a second name (a hard link)
+//! instead of a copy, which the batch's rename then leaves its only one
+//! ([`link_regular`]). Special files
 //! (FIFO, socket, device) are never opened or copied: opening a FIFO blocks,
 //! and reading a device is not a backup. A small note file
 //! (`NAME.stead-note`) says what was there instead.
@@ -91,13 +94,13 @@ fn settle(
     }
 }
 
-/// A regular file's backup copied to a temp name in its run folder, neither
-/// flushed nor in place: a batch ([`crate::batch`]) makes many durable with
+/// A regular file's backup linked or copied to a temp name in its run
+/// folder, neither flushed nor in place: a batch ([`crate::batch`]) makes many durable with
 /// one barrier for their data and one for their names, then calls
 /// [`Pending::commit`] between them.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    /// The copy, at its temp name.
+    /// The backup, at its temp name.
     temp: PathBuf,
     /// Its name in `dir` (the final name is the first free one of
     /// [`free_name`], chosen at the rename).
@@ -106,7 +109,7 @@ pub(crate) struct Pending {
     dir: PathBuf,
     /// The directories made for it, parents first.
     made: Vec<PathBuf>,
-    /// The copy, held open for a per-file flush (`None`: the barrier is a
+    /// The backup, held open for a per-file flush (`None`: the barrier is a
     /// `syncfs`, which needs no file open).
     file: Option<File>,
 }
@@ -114,7 +117,7 @@ pub(crate) struct Pending {
 /// What [`stage`] did with one path.
 #[derive(Debug)]
 pub(crate) enum Staged {
-    /// A regular file, copied but not yet durable nor in place.
+    /// A regular file, linked or copied but not yet durable nor in place.
     Pending(Pending),
     /// Anything else (rare: a link, a directory, a special file replaced by
     /// a file), left for the caller to back up whole with [`backup`].
@@ -126,7 +129,8 @@ pub(crate) enum Staged {
 pub(crate) type Chains = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
 
 /// The first half of [`backup`] for a batch: a regular file at `path`
-/// (whose `lstat` is `meta`) is copied to a temp name in the run folder `run`, not flushed; anything
+/// (whose `lstat` is `meta`) is linked ([`link_regular`]) or else copied to
+/// a temp name in the run folder `run`, not flushed; anything
 /// else is left to [`backup`] ([`Staged::Alone`]). `keep_open`: hold
 /// the copy open for [`Pending::sync`]. On failure nothing that looks like
 /// a backup is left, but the directories made for it stay until
@@ -149,19 +153,64 @@ pub(crate) fn stage(
         .map(OsString::from)
         .unwrap_or_else(|| OsString::from("root"));
     let temp = fsutil::temp_path(&dir, &name.to_string_lossy());
-    match copy_regular(path, meta, &temp) {
+    let kept = match link_regular(path, meta, &temp, keep_open) {
+        Some(file) => Ok(file),
+        None => copy_regular(path, meta, &temp).map(|file| keep_open.then_some(file)),
+    };
+    match kept {
         Ok(file) => Ok(Staged::Pending(Pending {
             temp,
             name,
             dir,
             made,
-            file: keep_open.then_some(file),
+            file,
         })),
         Err(e) => {
             let _ = fs::remove_file(&temp);
             Err(e)
         }
     }
+}
+
+/// A batch's backup of the regular file at `from` (whose `lstat` is
+/// `meta`) as a second name of the same file at `to`: the rename that
+/// replaces `from` next leaves `to` the only name of what was there, so
+/// nothing is copied, and the replaced file is not freed (on ext4 with
+/// `discard`, freeing is most of a rename's cost). Only for a file with no
+/// other name, so that no other name can change the backup once it is
+/// the only one left; and only for the file `meta` describes (a swap since
+/// is copied instead). Returns the file held open for a per-file flush
+/// when `keep_open`; `None` when it was not linked (another name, another
+/// filesystem, a link refused), leaving nothing at `to`: the caller copies
+/// instead.
+fn link_regular(
+    from: &Path,
+    meta: &fs::Metadata,
+    to: &Path,
+    keep_open: bool,
+) -> Option<Option<File>> {
+    if meta.nlink() != 1 || fs::hard_link(from, to).is_err() {
+        return None;
+    }
+    let same_file = |now: &fs::Metadata| {
+        now.is_file() && now.dev() == meta.dev() && now.ino() == meta.ino() && now.nlink() == 2
+    };
+    let linked = fs::symlink_metadata(to)
+        .ok()
+        .filter(same_file)
+        .and_then(|_| match keep_open {
+            false => Some(None),
+            true => OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(to)
+                .ok()
+                .map(Some),
+        });
+    if linked.is_none() {
+        let _ = fs::remove_file(to);
+    }
+    linked
 }
 
 /// The directory of the run folder `run` that a backup of `path` goes in
@@ -196,7 +245,7 @@ fn private_chain_once(root: &Path, dir: &Path, chains: &Chains) -> Result<Vec<Pa
 }
 
 impl Pending {
-    /// Makes the copy's data durable (the per-file barrier).
+    /// Makes the backup's data durable (the per-file barrier).
     pub(crate) fn sync(&self) -> Result<(), FsError> {
         match &self.file {
             Some(file) => file.sync_all(),
@@ -205,7 +254,7 @@ impl Pending {
         .map_err(|e| FsError::new("cannot fsync", &self.temp, e))
     }
 
-    /// Renames the copy to its final name (durable only after a barrier
+    /// Renames the backup to its final name (durable only after a barrier
     /// over [`Pending::names`]) and returns it; on failure the temp is
     /// removed.
     pub(crate) fn commit(self) -> Result<PathBuf, FsError> {
@@ -220,14 +269,14 @@ impl Pending {
         }
     }
 
-    /// Removes the copy (a barrier failed); its directories stay until
+    /// Removes the backup's temp (a barrier failed); its directories stay until
     /// [`remove_empty_chain`].
     pub(crate) fn discard(self) {
         drop(self.file);
         let _ = fs::remove_file(&self.temp);
     }
 
-    /// The directories whose entries must be flushed for the copy's name
+    /// The directories whose entries must be flushed for the backup's name
     /// to survive a power loss: its own, and the parent of each directory
     /// made for it ([`sync_new`]).
     pub(crate) fn names(&self) -> impl Iterator<Item = &Path> {
@@ -602,6 +651,61 @@ mod tests {
             assert_eq!(mode(p), 0o700, "{}", p.display());
             dir = p.parent();
         }
+    }
+
+    /// What `stage` keeps of the regular file at `path`, committed.
+    fn staged(path: &Path, meta: &fs::Metadata, run: &Path, keep_open: bool) -> PathBuf {
+        match stage(path, meta, run, &Chains::default(), keep_open).unwrap() {
+            Staged::Pending(p) => {
+                p.sync().unwrap();
+                p.commit().unwrap()
+            }
+            Staged::Alone => panic!("{path:?} was not staged"),
+        }
+    }
+
+    #[test]
+    fn a_staged_file_is_linked_only_when_it_is_the_file_that_was_planned() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("home/f");
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
+        let run = run_folder(&d.path().join("backups"));
+        for keep_open in [false, true] {
+            fs::write(&src, "planned").unwrap();
+            let planned = fs::symlink_metadata(&src).unwrap();
+            let linked = staged(&src, &planned, &run, keep_open);
+            assert_eq!(fs::symlink_metadata(&linked).unwrap().ino(), planned.ino());
+            // Swapped since the plan looked: the file there now is copied.
+            fs::remove_file(&src).unwrap();
+            fs::write(&src, "swapped in").unwrap();
+            let copied = staged(&src, &planned, &run, keep_open);
+            let meta = fs::symlink_metadata(&copied).unwrap();
+            assert_ne!(meta.ino(), fs::symlink_metadata(&src).unwrap().ino());
+            assert_eq!(fs::read_to_string(&copied).unwrap(), "swapped in");
+            assert_eq!(fs::symlink_metadata(&src).unwrap().nlink(), 1);
+            fs::remove_file(&src).unwrap();
+        }
+    }
+
+    /// A file on another filesystem than the backups cannot be linked
+    /// there: it is copied. Needs a tmpfs at /dev/shm (a Linux default);
+    /// fails, not skips, without one, so that the fallback stays tested.
+    #[test]
+    fn a_file_on_another_filesystem_is_copied() {
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let src = other.path().join("f");
+        fs::write(&src, "elsewhere").unwrap();
+        let meta = fs::symlink_metadata(&src).unwrap();
+        assert_ne!(
+            meta.dev(),
+            fs::symlink_metadata(d.path()).unwrap().dev(),
+            "/dev/shm is not another filesystem here"
+        );
+        let run = run_folder(&d.path().join("backups"));
+        let copy = staged(&src, &meta, &run, false);
+        assert_eq!(fs::read_to_string(&copy).unwrap(), "elsewhere");
+        assert_eq!(fs::symlink_metadata(&src).unwrap().nlink(), 1);
     }
 
     #[test]

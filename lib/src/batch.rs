@@ -7,12 +7,13 @@
 //!
 //! 1. every temp file is written next to its target (`O_EXCL`, final mode,
 //!    [`safe_path::Dir::write_temp`]), none flushed; and each target that
-//!    must be kept first, if it is a regular file, is copied to a temp name
-//!    in the run's backup folder ([`crate::backup::stage`]), not flushed;
-//! 2. **data barrier**: every temp's and copy's data is durable
+//!    must be kept first, if it is a regular file, is linked (or, when it
+//!    cannot be, copied) to a temp name in the run's backup folder
+//!    ([`crate::backup::stage`]), not flushed;
+//! 2. **data barrier**: every temp's and backup's data is durable
 //!    ([`Barrier`]), and the batch's `started` journal record too (the
 //!    caller's `started`);
-//! 3. the backups are named: each copy renamed to its name in the run
+//! 3. the backups are named: each renamed to its name in the run
 //!    folder, then a barrier makes those names (and the directories made
 //!    for them) durable; anything but a regular file is backed up alone
 //!    ([`crate::backup::backup`]); a member whose backup fails is not
@@ -46,7 +47,7 @@ use crate::safe_path::{self, Dir, Temp};
 
 /// At least this many files (each backup of a target counts as one more):
 /// one `syncfs` per filesystem is the barrier; fewer: one fsync per temp
-/// file, per backup copy and per directory.
+/// file, per backup and per directory.
 pub const SYNCFS_MIN_FILES: usize = 128;
 
 /// At most this many files in one batch (bounds what one barrier waits for).
@@ -167,15 +168,15 @@ pub fn write(
     if temps.is_empty() {
         return results;
     }
-    // Step 3's copies are made now, so that one barrier covers them and
+    // Step 3's backups are staged now, so that one barrier covers them and
     // the temps; none is named before the batch's `started` record.
-    let copied = copy_backups(members, &temps, (barrier, threads));
-    let mut copies: Vec<Copy> = Vec::with_capacity(temps.len());
+    let staged = stage_backups(members, &temps, (barrier, threads));
+    let mut backups: Vec<Backup> = Vec::with_capacity(temps.len());
     let mut ready: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
-    for ((i, temp), copy) in temps.into_iter().zip(copied) {
-        match copy {
-            Ok(copy) => {
-                copies.push(copy);
+    for ((i, temp), backup) in temps.into_iter().zip(staged) {
+        match backup {
+            Ok(backup) => {
+                backups.push(backup);
                 ready.push((i, temp));
             }
             Err(e) => {
@@ -197,7 +198,7 @@ pub fn write(
     runs.dedup();
     let data = data_barrier(
         barrier,
-        (&temps, &copies, &runs),
+        (&temps, &backups, &runs),
         &parents,
         &parent_of,
         threads,
@@ -205,9 +206,9 @@ pub fn write(
     .map_err(|e| format!("not written: {e}"))
     .and_then(|()| started().map_err(|e| format!("not started: {e}")));
     if let Err(e) = data {
-        for ((i, temp), copy) in temps.into_iter().zip(copies) {
+        for ((i, temp), backup) in temps.into_iter().zip(backups) {
             discard(&parents[parent_of[i]], temp);
-            if let Copy::Pending(p) = copy {
+            if let Backup::Pending(p) = backup {
                 p.discard();
                 remove_backup_dirs(&members[i]);
             }
@@ -222,7 +223,7 @@ pub fn write(
     let backed_up = place_backups(
         batch,
         members,
-        (&temps, copies, &runs),
+        (&temps, backups, &runs),
         (barrier, threads),
         stage,
     );
@@ -331,7 +332,7 @@ fn stage_temps(
 
 fn data_barrier(
     barrier: Barrier,
-    (temps, copies, runs): (&[(usize, Temp)], &[Copy], &[&Path]),
+    (temps, backups, runs): (&[(usize, Temp)], &[Backup], &[&Path]),
     parents: &[Parent],
     parent_of: &[usize],
     threads: usize,
@@ -345,7 +346,7 @@ fn data_barrier(
                 parent_of,
                 &mut synced,
             )?;
-            if copies.iter().any(|c| matches!(c, Copy::Pending(_))) {
+            if backups.iter().any(|b| matches!(b, Backup::Pending(_))) {
                 sync_folders(runs, &mut synced)?;
             }
             Ok(())
@@ -354,9 +355,9 @@ fn data_barrier(
             parallel_map(temps, threads, |(_, t)| t.sync().map_err(|e| e.to_string()))
                 .into_iter()
                 .collect::<Result<(), String>>()?;
-            parallel_map(copies, threads, |copy| match copy {
-                Copy::Pending(p) => p.sync().map_err(|e| e.to_string()),
-                Copy::None | Copy::Alone => Ok(()),
+            parallel_map(backups, threads, |backup| match backup {
+                Backup::Pending(p) => p.sync().map_err(|e| e.to_string()),
+                Backup::None | Backup::Alone => Ok(()),
             })
             .into_iter()
             .collect()
@@ -365,10 +366,10 @@ fn data_barrier(
 }
 
 /// What a member's backup is once the temps are written.
-enum Copy {
+enum Backup {
     /// None asked for, or nothing there to keep.
     None,
-    /// A regular file copied to a temp name in its run folder, to be named
+    /// A regular file linked or copied to a temp name in its run folder, to be named
     /// after the batch's `started` record ([`place_backups`]).
     Pending(Pending),
     /// Anything else, backed up alone after the `started` record.
@@ -377,31 +378,32 @@ enum Copy {
 
 /// The first part of step 3 of this module's doc, made before the data
 /// barrier so that it covers them too: for each temp whose member asks for
-/// a backup, its target copied to a temp name in the run folder, on up to
+/// a backup, its target linked or copied to a temp name in the run folder
+/// ([`backup::stage`]), on up to
 /// `threads` threads. Nothing here is a backup yet (a crash leaves temps,
 /// which recovery removes).
-fn copy_backups(
+fn stage_backups(
     members: &[Member],
     temps: &[(usize, Temp)],
     (barrier, threads): (Barrier, usize),
-) -> Vec<Result<Copy, String>> {
+) -> Vec<Result<Backup, String>> {
     // Most batches keep nothing: no threads for them.
     if temps.iter().all(|(i, _)| members[*i].backup.is_none()) {
-        return temps.iter().map(|_| Ok(Copy::None)).collect();
+        return temps.iter().map(|_| Ok(Backup::None)).collect();
     }
     let chains = backup::Chains::default();
     parallel_map(temps, threads, |(i, _)| {
         let m = &members[*i];
         let Some(run) = m.backup else {
-            return Ok(Copy::None);
+            return Ok(Backup::None);
         };
         // Nothing there (removed since the plan): nothing to keep.
         let Ok(meta) = std::fs::symlink_metadata(m.path) else {
-            return Ok(Copy::None);
+            return Ok(Backup::None);
         };
         match backup::stage(m.path, &meta, run, &chains, barrier == Barrier::Fsync) {
-            Ok(Staged::Pending(p)) => Ok(Copy::Pending(p)),
-            Ok(Staged::Alone) => Ok(Copy::Alone),
+            Ok(Staged::Pending(p)) => Ok(Backup::Pending(p)),
+            Ok(Staged::Alone) => Ok(Backup::Alone),
             Err(e) => Err(e.to_string()),
         }
     })
@@ -422,7 +424,7 @@ fn remove_backup_dirs(member: &Member) {
     }
 }
 
-/// The rest of step 3, after the `started` record: each copy renamed to
+/// The rest of step 3, after the `started` record: each staged backup renamed to
 /// its name, one barrier for those names ([`commit_backups`]), and anything
 /// but a regular file backed up alone, durably. Returns, for each temp in
 /// order, where its target's backup went (`None`: none asked for, or
@@ -430,18 +432,18 @@ fn remove_backup_dirs(member: &Member) {
 fn place_backups(
     batch: &str,
     members: &[Member],
-    (temps, copies, runs): (&[(usize, Temp)], Vec<Copy>, &[&Path]),
+    (temps, backups, runs): (&[(usize, Temp)], Vec<Backup>, &[&Path]),
     (barrier, threads): (Barrier, usize),
     stage: &(dyn Fn(Stage) + Sync),
 ) -> Vec<Result<Option<PathBuf>, String>> {
-    let mut out: Vec<Result<Option<PathBuf>, String>> = Vec::with_capacity(copies.len());
+    let mut out: Vec<Result<Option<PathBuf>, String>> = Vec::with_capacity(backups.len());
     let mut pending: Vec<(usize, Pending)> = Vec::new();
     let mut alone: Vec<(usize, usize)> = Vec::new();
-    for (k, ((i, _), copy)) in temps.iter().zip(copies).enumerate() {
-        match copy {
-            Copy::Pending(p) => pending.push((k, p)),
-            Copy::Alone => alone.push((k, *i)),
-            Copy::None => {}
+    for (k, ((i, _), backup)) in temps.iter().zip(backups).enumerate() {
+        match backup {
+            Backup::Pending(p) => pending.push((k, p)),
+            Backup::Alone => alone.push((k, *i)),
+            Backup::None => {}
         }
         out.push(Ok(None));
     }
@@ -472,10 +474,10 @@ fn place_backups(
     out
 }
 
-/// Names the `pending` backup copies (their data made durable by the
+/// Names the `pending` staged backups (their data made durable by the
 /// batch's data barrier), then one barrier for those names; `runs` are the
 /// run folders they are in (a `syncfs` of each covers them). Returns each
-/// copy's final path, or why it is not durable.
+/// backup's final path, or why it is not durable.
 fn commit_backups(
     pending: Vec<(usize, Pending)>,
     runs: &[&Path],
@@ -484,8 +486,8 @@ fn commit_backups(
     if pending.is_empty() {
         return Vec::new();
     }
-    // What an fsync barrier flushes, gathered before the copies are
-    // consumed: each copy's directory and the parents of those made.
+    // What an fsync barrier flushes, gathered before the backups are
+    // consumed: each one's directory and the parents of those made.
     let mut dirs: Vec<PathBuf> = Vec::new();
     if barrier == Barrier::Fsync {
         for (_, p) in &pending {
@@ -510,7 +512,7 @@ fn commit_backups(
         .map(|(k, made)| {
             let made = made.and_then(|to| match &names {
                 Ok(()) => Ok(to),
-                Err(e) => Err(format!("copied, but it could not be made durable: {e}")),
+                Err(e) => Err(format!("kept, but it could not be made durable: {e}")),
             });
             (k, made)
         })
@@ -670,6 +672,7 @@ pub(crate) fn parallel_map<T: Sync, O: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn leftovers(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)
@@ -878,7 +881,7 @@ mod tests {
         found
     }
 
-    /// The backups' copies are made before the data barrier (which covers
+    /// The backups are staged before the data barrier (which covers
     /// them) but named only after the `started` record: at the barrier the
     /// run folder holds only temps, one per backup; when `started` fails,
     /// no backup is left at all, nor a temp, nor a directory made for one,
@@ -912,12 +915,68 @@ mod tests {
             for (p, r) in paths.iter().zip(&results) {
                 assert!(r.as_ref().unwrap_err().contains("not started"), "{r:?}");
                 assert_eq!(std::fs::read_to_string(p).unwrap(), "old\n");
+                assert_eq!(
+                    std::fs::symlink_metadata(p).unwrap().nlink(),
+                    1,
+                    "no second name of {p:?} is left"
+                );
             }
             assert!(files_below(&base.join("backups")).is_empty());
             assert!(
                 !run.exists(),
                 "the run folder made for the backups is removed"
             );
+            assert!(leftovers_below(&base).is_empty());
+        }
+    }
+
+    /// A replaced file that has no other name is kept as itself: its
+    /// backup is a second name made before the rename, so after it the
+    /// backup is the replaced file (same inode, content and mode) and its
+    /// only name. A file with another name is copied instead: writing
+    /// through that name afterwards does not change the backup. With both
+    /// barriers.
+    #[test]
+    fn a_backup_is_the_replaced_file_unless_it_has_another_name() {
+        use std::os::unix::fs::PermissionsExt;
+        for n in [3, 70] {
+            let root = tempfile::tempdir().unwrap();
+            let base = root.path().canonicalize().unwrap();
+            let paths: Vec<PathBuf> = (0..n).map(|i| base.join(format!("d{i}/f"))).collect();
+            for (i, p) in paths.iter().enumerate() {
+                std::fs::create_dir(p.parent().unwrap()).unwrap();
+                std::fs::write(p, format!("old {i}\n")).unwrap();
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o640)).unwrap();
+            }
+            let other_name = base.join("elsewhere");
+            std::fs::hard_link(&paths[0], &other_name).unwrap();
+            let inodes: Vec<u64> = paths
+                .iter()
+                .map(|p| std::fs::symlink_metadata(p).unwrap().ino())
+                .collect();
+            let run = base.join("backups/run");
+            let members = backed_up(paths.iter(), &run);
+            let results = write("t:1", &members, 4, &|_| {}, &mut || Ok(()));
+            for (i, p) in paths.iter().enumerate() {
+                let backup = results[i].as_ref().unwrap().backup.clone().unwrap();
+                let meta = std::fs::symlink_metadata(&backup).unwrap();
+                assert_eq!(
+                    std::fs::read_to_string(&backup).unwrap(),
+                    format!("old {i}\n")
+                );
+                assert_eq!(meta.mode() & 0o7777, 0o640, "{backup:?}");
+                assert_eq!(std::fs::read_to_string(p).unwrap(), "new\n");
+                if i == 0 {
+                    assert_ne!(meta.ino(), inodes[0], "a file with another name is copied");
+                    assert_eq!(meta.nlink(), 1);
+                } else {
+                    assert_eq!(meta.ino(), inodes[i], "{backup:?} is the replaced file");
+                    assert_eq!(meta.nlink(), 1, "{backup:?} is its only name");
+                }
+            }
+            std::fs::write(&other_name, "changed through the other name\n").unwrap();
+            let first = results[0].as_ref().unwrap().backup.clone().unwrap();
+            assert_eq!(std::fs::read_to_string(first).unwrap(), "old 0\n");
             assert!(leftovers_below(&base).is_empty());
         }
     }
