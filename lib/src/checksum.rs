@@ -102,32 +102,67 @@ impl PartialEq<String> for Checksum {
 
 impl Serialize for Checksum {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self {
+            // Spelled on the stack: a record holds one per managed file.
+            Checksum::Blake3(digest) => {
+                let mut text = [0u8; 71];
+                text[..7].copy_from_slice(b"blake3:");
+                text[7..].copy_from_slice(blake3::Hash::from_bytes(*digest).to_hex().as_bytes());
+                match std::str::from_utf8(&text) {
+                    Ok(text) => serializer.serialize_str(text),
+                    Err(_) => serializer.collect_str(self),
+                }
+            }
+            Checksum::Other(own) => serializer.serialize_str(own),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Checksum {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Checksum, D::Error> {
-        String::deserialize(deserializer).map(Checksum::from)
+        /// Reads the text where the reader holds it: the packed form needs
+        /// no string of its own.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Checksum;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a checksum string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Checksum, E> {
+                Ok(Checksum::of(text))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Checksum, E> {
+                Ok(Checksum::from(text))
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 
 /// The 32 bytes that `hex` (64 lowercase hex digits, nothing else) spells.
+/// By table and without a branch per digit: a record is read with one of
+/// these per managed file.
 fn lowercase_hex_32(hex: &str) -> Option<[u8; 32]> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+    /// Each byte's value as a lowercase hex digit, or `NOT_HEX`.
+    const NOT_HEX: u8 = 0x10;
+    const DIGITS: [u8; 256] = {
+        let mut table = [NOT_HEX; 256];
+        let mut i = 0;
+        while i < 16 {
+            table[b"0123456789abcdef"[i] as usize] = i as u8;
+            i += 1;
+        }
+        table
     };
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
+    let bytes: &[u8; 64] = hex.as_bytes().try_into().ok()?;
     let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    let mut seen = 0u8;
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (high, low) = (DIGITS[pair[0] as usize], DIGITS[pair[1] as usize]);
+        seen |= high | low;
+        *byte = high << 4 | low;
     }
-    Some(out)
+    (seen & NOT_HEX == 0).then_some(out)
 }
 
 #[cfg(test)]
@@ -156,6 +191,31 @@ mod tests {
         }
         assert!(matches!(Checksum::of(SUM), Checksum::Blake3(_)), "packed");
         assert!(matches!(Checksum::of("blake3:abc"), Checksum::Other(_)));
+    }
+
+    /// Every byte at the first and the last digit's place: packed exactly
+    /// when it is a lowercase hex digit, to the value `from_str_radix` reads.
+    #[test]
+    fn only_lowercase_hex_digits_are_packed() {
+        let hex = &SUM["blake3:".len()..];
+        for at in [0, 63] {
+            for byte in 0..=255u8 {
+                let mut text = hex.as_bytes().to_vec();
+                text[at] = byte;
+                let Ok(text) = String::from_utf8(text) else {
+                    continue;
+                };
+                let digit = matches!(byte, b'0'..=b'9' | b'a'..=b'f');
+                let got = lowercase_hex_32(&text);
+                assert_eq!(got.is_some(), digit, "{byte:#x} at {at}");
+                if let Some(bytes) = got {
+                    let pair = &text[at / 2 * 2..at / 2 * 2 + 2];
+                    assert_eq!(Some(bytes[at / 2]), u8::from_str_radix(pair, 16).ok());
+                }
+            }
+        }
+        assert_eq!(lowercase_hex_32(&hex[1..]), None, "63 digits");
+        assert_eq!(lowercase_hex_32(&format!("{hex}0")), None, "65 digits");
     }
 
     #[test]

@@ -383,7 +383,11 @@ pub fn make_scoped(
     // A key recorded through a symlinked ancestor (before paths were
     // resolved at load) still owns the real path it reaches.
     let mut real_keys = RealKeys::new(manifest);
-    let mut owned: HashSet<Cow<str>> = HashSet::new();
+    let keys = state
+        .resources
+        .values()
+        .map(|r| r.keys.len() + r.names.len());
+    let mut owned: HashSet<Cow<str>> = HashSet::with_capacity(keys.sum());
     for key in state.resources.values().flat_map(|r| r.keys.iter()) {
         if let Some(real) = real_keys.other(key) {
             owned.insert(Cow::Owned(real));

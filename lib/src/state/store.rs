@@ -347,6 +347,14 @@ fn parse(raw: &[u8], path: &Path, layout: &Layout) -> Result<Loaded, StateError>
             "the file is empty (a write was cut short, or it was truncated)".to_string(),
         ));
     }
+    // What stead wrote is read in one pass; anything else (another version,
+    // the spec's spelling, a broken file) goes the long way below, which
+    // reads the version first to say what it is.
+    if let Ok(state) = serde_json::from_slice::<State>(raw)
+        && matches!(state.version, 2 | 3)
+    {
+        return Ok(Loaded::Current(Box::new(state)));
+    }
     // Only `version` is read here (other fields are skipped without being
     // built), so the record is fully parsed once, by the typed read below.
     #[derive(serde::Deserialize)]
