@@ -95,9 +95,9 @@ fn settle(
 }
 
 /// A regular file's backup linked or copied to a temp name in its run
-/// folder, neither flushed nor in place: a batch ([`crate::batch`]) makes many durable with
-/// one barrier for their data and one for their names, then calls
-/// [`Pending::commit`] between them.
+/// folder, neither flushed nor in place: a batch ([`crate::batch`]) makes
+/// many durable with one barrier for their data and one for their names,
+/// then calls [`Pending::commit`] between them.
 #[derive(Debug)]
 pub(crate) struct Pending {
     /// The backup, at its temp name.
@@ -130,9 +130,9 @@ pub(crate) type Chains = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
 
 /// The first half of [`backup`] for a batch: a regular file at `path`
 /// (whose `lstat` is `meta`) is linked ([`link_regular`]) or else copied to
-/// a temp name in the run folder `run`, not flushed; anything
-/// else is left to [`backup`] ([`Staged::Alone`]). `keep_open`: hold
-/// the copy open for [`Pending::sync`]. On failure nothing that looks like
+/// a temp name in the run folder `run`, not flushed; anything else is left
+/// to [`backup`] ([`Staged::Alone`]). `keep_open`: hold the backup open for
+/// [`Pending::sync`]. On failure nothing that looks like
 /// a backup is left, but the directories made for it stay until
 /// [`remove_empty_chain`] (other copies of the batch may be entering them).
 pub(crate) fn stage(
