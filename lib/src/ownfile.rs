@@ -66,10 +66,17 @@ pub fn open(path: &Path) -> io::Result<File> {
 
 /// `fs::read` that refuses (instead of hanging on) a FIFO or other special file.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    read_with_metadata(path).map(|(bytes, _)| bytes)
+}
+
+/// [`read`], with the file's metadata as it was before it was read (a
+/// change made while it was read shows in a later `stat`, never in this).
+pub fn read_with_metadata(path: &Path) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
     let mut file = open(path)?;
-    let mut out = Vec::new();
+    let metadata = file.metadata()?;
+    let mut out = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     file.read_to_end(&mut out)?;
-    Ok(out)
+    Ok((out, metadata))
 }
 
 #[cfg(test)]
