@@ -217,6 +217,7 @@ impl Context {
             checks: self.check_options(&[]),
             only: None,
             drift: None,
+            compiled: None,
         }
     }
 

@@ -68,6 +68,7 @@ impl Machine {
                 checks: Default::default(),
                 only: None,
                 drift: None,
+                compiled: None,
             },
             reporter,
         )

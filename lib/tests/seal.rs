@@ -119,6 +119,7 @@ impl Machine {
                 checks: Default::default(),
                 only: None,
                 drift: None,
+                compiled: None,
             },
             &Silent,
         )
@@ -467,4 +468,78 @@ fn a_marker_reached_through_a_link_is_sealed_by_the_link_itself() {
     fs::remove_file(m.home().join("via")).unwrap();
     std::os::unix::fs::symlink(&second, m.home().join("via")).unwrap();
     assert!(m.holds().is_none());
+}
+
+/// A drift's compiled manifest read on a thread of its own, started before
+/// the state record is loaded (as `stead apply` does), gives the plan that
+/// a read inside `prepare` gives. The read is used once (a second prepare
+/// reads the file itself), and never for another digest than its own.
+#[test]
+fn a_compiled_manifest_read_beside_the_state_load_plans_what_prepare_reads() {
+    let m = Machine::sealed(FILES);
+    fs::write(m.home().join("d/a"), "edited\n").unwrap();
+    let seal = Seal::read(&m.layout).unwrap();
+    let seal::Check::Drifted(drift) = seal.check(&converge::seal_key(&m.layout, &m.request()), 4)
+    else {
+        panic!("an edit of one file's content drifts the seal");
+    };
+    assert!(
+        drift.compiled.is_some(),
+        "the sealing run kept a compiled form"
+    );
+    let guard = lock::acquire(
+        &m.layout,
+        &LockConfig::default(),
+        &LockRequest::new("apply", "test-machine"),
+        &mut |_| {},
+    )
+    .unwrap();
+    let read = converge::CompiledRead::start(&m.layout, &drift).unwrap();
+    let state = StateStore::new(m.layout.clone()).load_current().unwrap();
+    let mut elsewhere = drift.clone();
+    elsewhere.compiled = Some([7; 32]);
+    let prepare = |drift: &seal::Drift, compiled: Option<&converge::CompiledRead>| {
+        converge::prepare(
+            &m.layout,
+            &state,
+            &PrepareOptions {
+                source: PlanSource::Manifest {
+                    config: Some(&m.config),
+                    profile: None,
+                    force: false,
+                },
+                jobs: 2,
+                rerun: &[],
+                check: FileCheck::default(),
+                seal: Some(m.request()),
+                checks: Default::default(),
+                only: None,
+                drift: Some(drift),
+                compiled,
+            },
+            &Silent,
+        )
+        .unwrap()
+    };
+    let other_digest = prepare(&elsewhere, Some(&read));
+    let early = prepare(&drift, Some(&read));
+    let again = prepare(&drift, Some(&read));
+    let inside = prepare(&drift, None);
+    assert!(
+        !other_digest.from_compiled,
+        "no compiled form has that digest"
+    );
+    for (name, p) in [("early", &early), ("again", &again), ("inside", &inside)] {
+        assert!(p.from_compiled, "{name}");
+    }
+    let ids: Vec<&str> = early.plan.changes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["file.a", "symlink.l"],
+        "the drifted file and what waits for it"
+    );
+    assert_eq!(early.plan.changes, inside.plan.changes);
+    assert_eq!(again.plan.changes, inside.plan.changes);
+    assert_eq!(other_digest.plan.changes, inside.plan.changes);
+    guard.release().unwrap();
 }

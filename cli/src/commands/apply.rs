@@ -90,6 +90,7 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         verify: args.verify,
         choose: &choose,
         drift: None,
+        compiled: None,
     };
     if args.dry_run {
         // A dry run takes no lock and writes nothing.
@@ -165,6 +166,11 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         Some(seal::Check::Broken) | None => None,
     };
     request.drift = drift.as_ref();
+    // A repair reads the compiled manifest while it loads the state record.
+    let compiled = drift
+        .as_ref()
+        .and_then(|d| converge::CompiledRead::start(&ctx.layout, d));
+    request.compiled = compiled.as_ref();
     let state = match ctx.load_state_locked(&guard)? {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
@@ -221,6 +227,8 @@ pub(crate) struct Converge<'a> {
     pub choose: &'a [stead_lib::migration::Answer],
     /// What the converged seal still vouches for: plan only the rest.
     pub drift: Option<&'a seal::Drift>,
+    /// The drift's compiled manifest, being read while the state loads.
+    pub compiled: Option<&'a converge::CompiledRead>,
 }
 
 /// The library's prepare options for a saved plan or the config repo.
@@ -244,6 +252,7 @@ fn prepare_options<'a>(ctx: &'a Context, request: &Converge<'a>) -> PrepareOptio
         checks: ctx.check_options(request.choose),
         only: None,
         drift: request.drift,
+        compiled: request.compiled,
     }
 }
 

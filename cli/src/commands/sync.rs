@@ -184,6 +184,7 @@ fn apply_merged(
             verify: false,
             choose: &[],
             drift: None,
+            compiled: None,
         },
     ) {
         Ok((code, _)) => (code, None),
