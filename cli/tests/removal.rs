@@ -390,3 +390,36 @@ fn backup_run_folders_are_swept_when_the_journal_shows_no_ended_run() {
     apply();
     assert!(!deep.exists(), "not swept without a journal");
 }
+
+/// Temps next to recorded paths are swept while the run plans, and those
+/// next to paths only the plan names after it: a killed run's temp next to
+/// a file declared for the first time, and next to a recorded file whose
+/// declared path moved, are removed and reported once each, as is the one
+/// next to the recorded path.
+#[test]
+fn temps_next_to_paths_only_the_plan_names_are_removed_too() {
+    let r = Repo::new(&file_manifest("~/a/f", "v1\\n"));
+    r.ok(&["apply", "--yes"]);
+    let stale = [
+        r.path(&format!("a/.f.tmp-{DEAD}-stead-{HEX}")),
+        r.path(&format!("b/.g.tmp-{DEAD}-stead-{HEX}")),
+        r.path(&format!("c/.f.tmp-{DEAD}-stead-{HEX}")),
+    ];
+    for p in &stale {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, "partial").unwrap();
+    }
+    journal_a_killed_run(&r);
+    r.write_manifest(&format!(
+        "{}\n[file.g]\npath = \"~/b/g\"\ncontent = \"g\\n\"\n",
+        file_manifest("~/c/f", "v1\\n")
+    ));
+    let out = r.ok(&["apply", "--yes"]);
+    for p in &stale {
+        assert!(!p.exists(), "{} left behind\n{out}", p.display());
+        let shown = p.display().to_string();
+        assert_eq!(out.matches(&shown).count(), 1, "{shown}:\n{out}");
+    }
+    assert_eq!(fs::read_to_string(r.path("c/f")).unwrap(), "v1\n");
+    assert_eq!(fs::read_to_string(r.path("b/g")).unwrap(), "g\n");
+}

@@ -714,47 +714,87 @@ pub fn recover_temps(
     prepared: &Prepared,
     reporter: &dyn Reporter,
 ) -> Vec<PathBuf> {
-    use std::borrow::Cow;
-    use std::collections::{BTreeMap, HashMap};
+    recover_temps_after(
+        layout,
+        state,
+        prepared,
+        sweep_recorded(layout, state),
+        reporter,
+    )
+}
+
+/// What [`sweep_recorded`] removed, and for which home.
+#[derive(Debug)]
+pub struct RecordedSweep {
+    home: PathBuf,
+    removed: Vec<PathBuf>,
+}
+
+/// The first part of [`recover_temps`], the costly one: the temps next to
+/// every path `state` records (reading a hundred directories at 10 000
+/// files). Nothing it removes is anything a plan reads, so it may run
+/// beside [`prepare`] under the same lock ([`prepare_sweeping`]); the rest
+/// is [`recover_temps_after`]'s.
+pub fn sweep_recorded(layout: &Layout, state: &State) -> RecordedSweep {
+    let keys = state.resources.values().flat_map(|r| r.keys.iter());
+    RecordedSweep {
+        home: layout.home().to_path_buf(),
+        removed: sweep_keys(layout.home(), keys),
+    }
+}
+
+/// [`prepare`], with [`sweep_recorded`] on a thread of its own meanwhile:
+/// a repair of a few drifted files spends about as long planning them as
+/// reading every managed directory for temps
+/// (docs/performance.md, "A 1% drift repair, fourth pass").
+pub fn prepare_sweeping(
+    layout: &Layout,
+    state: &State,
+    options: &PrepareOptions,
+    reporter: &dyn Reporter,
+) -> Result<(Prepared, RecordedSweep), ConvergeError> {
+    let (prepared, swept) = std::thread::scope(|scope| {
+        let sweep = scope.spawn(|| sweep_recorded(layout, state));
+        let prepared = prepare(layout, state, options, reporter);
+        (prepared, sweep.join())
+    });
+    let prepared = prepared?;
+    // A sweep that panicked is done again here, where a panic is the
+    // caller's to see.
+    let swept = swept.unwrap_or_else(|_| sweep_recorded(layout, state));
+    Ok((prepared, swept))
+}
+
+/// [`recover_temps`] after its sweep next to the recorded paths was done
+/// ([`sweep_recorded`] of the same `state`): next to the paths only the
+/// plan names, then the state dir, the backups and the config repo.
+pub fn recover_temps_after(
+    layout: &Layout,
+    state: &State,
+    prepared: &Prepared,
+    swept: RecordedSweep,
+    reporter: &dyn Reporter,
+) -> Vec<PathBuf> {
     let plan = &prepared.plan;
-    // The names are borrowed from the keys: at 10 000 files a copy of each
-    // was 10 000 strings made and dropped on every run.
-    let mut next_to: BTreeMap<PathBuf, Vec<Cow<str>>> = BTreeMap::new();
-    // Keys are grouped by their text before the last `/` (cheap), and each
-    // group's directory expanded once: expanding only rewrites a leading
-    // `~`, so keys with the same text there are in the same directory.
-    let mut by_prefix: HashMap<&str, Vec<&str>> = HashMap::new();
-    let keys = state
-        .resources
-        .values()
-        .flat_map(|r| r.keys.iter())
-        .chain(plan.changes.iter().flat_map(|c| c.keys.iter()));
-    for key in keys {
-        match key.rsplit_once('/') {
-            Some((prefix, name)) if !matches!(name, "" | "." | "..") => {
-                by_prefix.entry(prefix).or_default().push(name);
-            }
-            _ => {
-                let path = crate::manifest::expand_key(&plan.home, key);
-                if let (Some(dir), Some(name)) =
-                    (path.parent(), path.file_name().and_then(|n| n.to_str()))
-                {
-                    next_to
-                        .entry(dir.to_path_buf())
-                        .or_default()
-                        .push(Cow::Owned(name.to_string()));
-                }
-            }
-        }
+    let mut removed = swept.removed;
+    if swept.home == plan.home {
+        // A change of a recorded resource with the keys it has on record
+        // was swept with the record.
+        let unswept = plan
+            .changes
+            .iter()
+            .filter(|c| state.resources.get(&c.id).is_none_or(|r| r.keys != c.keys))
+            .flat_map(|c| c.keys.iter());
+        removed.extend(sweep_keys(&plan.home, unswept));
+    } else {
+        // A saved plan made for another home: its keys expand there.
+        let keys = state
+            .resources
+            .values()
+            .flat_map(|r| r.keys.iter())
+            .chain(plan.changes.iter().flat_map(|c| c.keys.iter()));
+        removed.extend(sweep_keys(&plan.home, keys));
     }
-    for (prefix, names) in by_prefix {
-        let sample = crate::manifest::expand_key(&plan.home, &format!("{prefix}/{}", names[0]));
-        if let Some(dir) = sample.parent() {
-            let list = next_to.entry(dir.to_path_buf()).or_default();
-            list.extend(names.into_iter().map(Cow::Borrowed));
-        }
-    }
-    let mut removed = sweep_next_to(&next_to);
     removed.extend(fsutil::remove_stale_temps(layout.state_dir(), None));
     removed.extend(if prepared.view.last_run_ended {
         fsutil::remove_stale_temps(&layout.backups_dir(), None)
@@ -770,6 +810,49 @@ pub fn recover_temps(
         reporter.removed_temp(path);
     }
     removed
+}
+
+/// Removes the stale temps of each of `keys` (expanded in `home`) in its
+/// directory, each directory read once.
+fn sweep_keys<'k>(home: &Path, keys: impl Iterator<Item = &'k String>) -> Vec<PathBuf> {
+    use std::borrow::Cow;
+    use std::collections::{BTreeMap, HashMap};
+    // The names are borrowed from the keys: at 10 000 files a copy of each
+    // was 10 000 strings made and dropped on every run.
+    let mut next_to: BTreeMap<PathBuf, Vec<Cow<str>>> = BTreeMap::new();
+    // Keys are grouped by their text before the last `/` (cheap), and each
+    // group's directory expanded once: expanding only rewrites a leading
+    // `~`, so keys with the same text there are in the same directory.
+    let mut by_prefix: HashMap<&str, Vec<&str>> = HashMap::new();
+    for key in keys {
+        match key.rsplit_once('/') {
+            Some((prefix, name)) if !matches!(name, "" | "." | "..") => {
+                by_prefix.entry(prefix).or_default().push(name);
+            }
+            _ => {
+                let path = crate::manifest::expand_key(home, key);
+                if let (Some(dir), Some(name)) =
+                    (path.parent(), path.file_name().and_then(|n| n.to_str()))
+                {
+                    next_to
+                        .entry(dir.to_path_buf())
+                        .or_default()
+                        .push(Cow::Owned(name.to_string()));
+                }
+            }
+        }
+    }
+    for (prefix, names) in by_prefix {
+        let sample = crate::manifest::expand_key(home, &format!("{prefix}/{}", names[0]));
+        if let Some(dir) = sample.parent() {
+            let list = next_to.entry(dir.to_path_buf()).or_default();
+            list.extend(names.into_iter().map(Cow::Borrowed));
+        }
+    }
+    if next_to.is_empty() {
+        return Vec::new();
+    }
+    sweep_next_to(&next_to)
 }
 
 /// The config repo: `config` (`--config`), else the one recorded in `state`.

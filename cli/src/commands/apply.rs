@@ -285,7 +285,8 @@ pub(crate) fn converge(
     state: State,
     args: &Converge,
 ) -> Result<(ExitCode, State)> {
-    let mut prepared = converge::prepare(
+    // The temps next to recorded paths are swept while the run plans.
+    let (mut prepared, swept) = converge::prepare_sweeping(
         &ctx.layout,
         &state,
         &prepare_options(ctx, args),
@@ -322,7 +323,13 @@ pub(crate) fn converge(
         ));
     }
     // Under the lock: temps of killed runs go before anything is written.
-    converge::recover_temps(&ctx.layout, &state, &prepared, &RecoveryReporter { ctx });
+    converge::recover_temps_after(
+        &ctx.layout,
+        &state,
+        &prepared,
+        swept,
+        &RecoveryReporter { ctx },
+    );
     let plan = &prepared.plan;
     let agreed = args
         .agreed
