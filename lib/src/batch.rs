@@ -287,12 +287,47 @@ fn open_parents(members: &[Member], threads: usize) -> (Vec<Parent>, Vec<usize>)
             })
         })
         .collect();
-    let parents = parallel_map(&paths, threads, |p| {
-        safe_path::open_dir(p, true)
-            .map_err(|e| e.to_string())
-            .and_then(|d| d.ok_or_else(|| format!("cannot open the directory {}", p.display())))
+    // Directories that share their own parent (the folders of a home) are
+    // each opened from it, itself walked from `/` once: not every level
+    // again for each of them.
+    let mut above_index: HashMap<&Path, usize> = HashMap::new();
+    let mut aboves: Vec<&Path> = Vec::new();
+    let above_of: Vec<Option<(usize, &std::ffi::OsStr)>> = paths
+        .iter()
+        .map(|p| {
+            let (above, name) = (p.parent()?, p.file_name()?);
+            let k = *above_index.entry(above).or_insert_with(|| {
+                aboves.push(above);
+                aboves.len() - 1
+            });
+            Some((k, name))
+        })
+        .collect();
+    let opened = parallel_map(&aboves, threads, |a| {
+        open_required(a, |a| safe_path::open_dir(a, true))
+    });
+    let indices: Vec<usize> = (0..paths.len()).collect();
+    let parents = parallel_map(&indices, threads, |&k| {
+        let p = paths[k];
+        match above_of[k] {
+            Some((a, name)) => {
+                let above = opened[a].as_ref().map_err(Clone::clone)?;
+                open_required(p, |_| above.open_below(name, true))
+            }
+            None => open_required(p, |p| safe_path::open_dir(p, true)),
+        }
     });
     (parents, parent_of)
+}
+
+/// `open` of the directory `path`, where none there is an error.
+fn open_required(
+    path: &Path,
+    open: impl FnOnce(&Path) -> Result<Option<safe_path::Dir>, safe_path::PathError>,
+) -> Result<safe_path::Dir, String> {
+    open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|d| d.ok_or_else(|| format!("cannot open the directory {}", path.display())))
 }
 
 fn stage_temps(
@@ -1006,6 +1041,56 @@ mod tests {
             );
             assert!(leftovers(&base.join("ok")).is_empty());
         }
+    }
+
+    /// Members in sibling directories are opened from their shared
+    /// parent: a missing directory (and a missing parent) is made, and a
+    /// link above a member's directory is refused as one in its place is,
+    /// with nothing written through it.
+    #[test]
+    fn sibling_directories_are_opened_from_their_parent_and_never_through_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("home/d0")).unwrap();
+        std::fs::create_dir_all(base.join("elsewhere/d2")).unwrap();
+        std::os::unix::fs::symlink(base.join("elsewhere"), base.join("linked")).unwrap();
+        let paths: Vec<PathBuf> = [
+            "home/d0/f",
+            "home/d1/f",
+            "home/d1/g",
+            "linked/d2/f",
+            "new/d3/f",
+        ]
+        .iter()
+        .map(|p| base.join(p))
+        .collect();
+        let members: Vec<Member> = paths
+            .iter()
+            .map(|p| Member {
+                path: p,
+                content: b"new\n",
+                mode: 0o600,
+                backup: None,
+            })
+            .collect();
+        let results = write("t:1", &members, 4, &|_| {}, &mut || Ok(()));
+        for i in [0, 1, 2, 4] {
+            assert!(
+                results[i].is_ok(),
+                "{}: {:?}",
+                paths[i].display(),
+                results[i]
+            );
+            assert_eq!(std::fs::read(&paths[i]).unwrap(), b"new\n");
+        }
+        let refused = results[3].as_ref().unwrap_err();
+        assert!(refused.contains("linked"), "{refused}");
+        assert_eq!(
+            std::fs::read_dir(base.join("elsewhere/d2"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

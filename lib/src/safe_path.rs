@@ -130,18 +130,10 @@ pub fn open_dir(path: &Path, create: bool) -> Result<Option<Dir>, PathError> {
     for c in path.components() {
         match c {
             Component::RootDir | Component::CurDir => {}
-            Component::Normal(name) => {
-                // Opened first: most directories exist, and a `mkdirat`
-                // that finds one is a wasted call.
-                let next = match dir.subdir(name)? {
-                    None if create => Some(dir.mkdir(name, None)?.0),
-                    next => next,
-                };
-                match next {
-                    Some(d) => dir = d,
-                    None => return Ok(None),
-                }
-            }
+            Component::Normal(name) => match dir.open_below(name, create)? {
+                Some(d) => dir = d,
+                None => return Ok(None),
+            },
             Component::ParentDir | Component::Prefix(_) => {
                 return Err(FsError::new(
                     "cannot open",
@@ -217,6 +209,18 @@ impl Dir {
                 found: self.stat(name)?.map_or(EntryType::Special, |(t, _)| t),
             }),
             Err(e) => Err(FsError::new("cannot open", &self.child(name), errno_io(e)).into()),
+        }
+    }
+
+    /// The directory `name` inside this one, as [`open_dir`] opens each
+    /// level: never through a link, made (mode 0755 less the umask) when
+    /// missing and `create`, else `None`.
+    pub fn open_below(&self, name: &OsStr, create: bool) -> Result<Option<Dir>, PathError> {
+        // Opened first: most directories exist, and a `mkdirat` that finds
+        // one is a wasted call.
+        match self.subdir(name)? {
+            None if create => Ok(Some(self.mkdir(name, None)?.0)),
+            next => Ok(next),
         }
     }
 
