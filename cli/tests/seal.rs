@@ -345,3 +345,24 @@ fn a_sealed_run_still_removes_a_killed_seal_writes_temp() {
     assert!(!temp.exists());
     assert!(out.contains("Removed a temp file"), "{out}");
 }
+
+/// A drift repair sweeps for killed writers' temps while it plans: one
+/// next to a managed file the drift does not touch (the seal does not
+/// look at what a directory holds, so it still drifts) is removed and
+/// reported, and the drifted file is repaired.
+#[test]
+fn a_drift_repair_removes_a_killed_writers_temp_next_to_another_managed_file() {
+    let repo = sealed();
+    // No process has this PID: its writer is gone.
+    let temp = repo.path(".a.tmp-99999999-stead-0123456789abcdef0123456789abcdef");
+    fs::write(&temp, "partial").unwrap();
+    fs::write(repo.path("b"), "edited\n").unwrap();
+    let (code, out, err) = apply(&repo, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(ONLY_DRIFTED), "{err}");
+    assert!(!temp.exists(), "{out}{err}");
+    let shown = temp.display().to_string();
+    assert_eq!(format!("{out}{err}").matches(&shown).count(), 1, "{out}{err}");
+    assert_eq!(fs::read_to_string(repo.path("b")).unwrap(), "bbb\n");
+    assert_eq!(fs::read_to_string(repo.path("a")).unwrap(), "aaa\n");
+}
