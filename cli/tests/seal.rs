@@ -362,7 +362,11 @@ fn a_drift_repair_removes_a_killed_writers_temp_next_to_another_managed_file() {
     assert!(err.contains(ONLY_DRIFTED), "{err}");
     assert!(!temp.exists(), "{out}{err}");
     let shown = temp.display().to_string();
-    assert_eq!(format!("{out}{err}").matches(&shown).count(), 1, "{out}{err}");
+    assert_eq!(
+        format!("{out}{err}").matches(&shown).count(),
+        1,
+        "{out}{err}"
+    );
     assert_eq!(fs::read_to_string(repo.path("b")).unwrap(), "bbb\n");
     assert_eq!(fs::read_to_string(repo.path("a")).unwrap(), "aaa\n");
 }

@@ -726,9 +726,10 @@ pub struct RecordedSweep {
 
 /// The first part of [`recover_temps`], the costly one: the temps next to
 /// every path `state` records (reading a hundred directories at 10 000
-/// files). Nothing it removes is anything a plan reads, so it may run
-/// beside [`prepare`] under the same lock ([`prepare_sweeping`]); the rest
-/// is [`recover_temps_after`]'s.
+/// files). A drift's plan reads nothing it removes (only a directory
+/// without `purge`, which never lists what it holds, is ever sealed), so
+/// it may run beside that plan under the same lock ([`prepare_sweeping`]);
+/// the rest is [`recover_temps_after`]'s.
 pub fn sweep_recorded(layout: &Layout, state: &State) -> RecordedSweep {
     let keys = state.resources.values().flat_map(|r| r.keys.iter());
     RecordedSweep {

@@ -285,7 +285,7 @@ pub(crate) fn converge(
     state: State,
     args: &Converge,
 ) -> Result<(ExitCode, State)> {
-    // The temps next to recorded paths are swept while the run plans.
+    // The temps next to recorded paths are swept (beside a drift's plan).
     let (mut prepared, swept) = converge::prepare_sweeping(
         &ctx.layout,
         &state,
