@@ -717,6 +717,19 @@ mod tests {
             .collect()
     }
 
+    /// A member writing "new\n" with `mode` at each of `paths`, no backup.
+    fn new_content_at(paths: &[PathBuf], mode: u32) -> Vec<Member<'_>> {
+        paths
+            .iter()
+            .map(|p| Member {
+                path: p,
+                content: b"new\n",
+                mode,
+                backup: None,
+            })
+            .collect()
+    }
+
     /// `n` files in `ok/`, one below a planted link, one where a directory
     /// stands; `started` as given.
     fn run(
@@ -731,15 +744,7 @@ mod tests {
         let mut paths: Vec<PathBuf> = (0..n).map(|i| base.join(format!("ok/f{i}"))).collect();
         paths.push(base.join("link/x"));
         paths.push(base.join("ok/blocked"));
-        let members: Vec<Member> = paths
-            .iter()
-            .map(|p| Member {
-                path: p,
-                content: b"new\n",
-                mode: 0o640,
-                backup: None,
-            })
-            .collect();
+        let members = new_content_at(&paths, 0o640);
         let results = write("t:1", &members, 4, &|_| {}, started);
         (root, results)
     }
@@ -1064,15 +1069,7 @@ mod tests {
         .iter()
         .map(|p| base.join(p))
         .collect();
-        let members: Vec<Member> = paths
-            .iter()
-            .map(|p| Member {
-                path: p,
-                content: b"new\n",
-                mode: 0o600,
-                backup: None,
-            })
-            .collect();
+        let members = new_content_at(&paths, 0o600);
         let results = write("t:1", &members, 4, &|_| {}, &mut || Ok(()));
         for i in [0, 1, 2, 4] {
             assert!(
