@@ -60,8 +60,9 @@ struct Seen {
 }
 
 /// What tells one version of a file from another: a rename over it makes
-/// another inode, and any write moves its change time (which no user can
-/// set back) and usually its size.
+/// another inode, and a write in place moves its change time (which no
+/// user can set back; by the kernel's clock tick, a few ms) and usually
+/// its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileId {
     dev: u64,
