@@ -74,7 +74,7 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
 pub fn read_with_metadata(path: &Path) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
     let mut file = open(path)?;
     let metadata = file.metadata()?;
-    let mut out = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    let mut out = Vec::new();
     file.read_to_end(&mut out)?;
     Ok((out, metadata))
 }

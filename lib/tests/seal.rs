@@ -472,8 +472,9 @@ fn a_marker_reached_through_a_link_is_sealed_by_the_link_itself() {
 
 /// A drift's compiled manifest read on a thread of its own, started before
 /// the state record is loaded (as `stead apply` does), gives the plan that
-/// a read inside `prepare` gives. The read is used once (a second prepare
-/// reads the file itself), and never for another digest than its own.
+/// a read inside `prepare` gives. The read is used once (with the file
+/// gone, a second prepare with it parses `stead.toml`), and never for
+/// another digest than its own.
 #[test]
 fn a_compiled_manifest_read_beside_the_state_load_plans_what_prepare_reads() {
     let m = Machine::sealed(FILES);
@@ -523,15 +524,19 @@ fn a_compiled_manifest_read_beside_the_state_load_plans_what_prepare_reads() {
     };
     let other_digest = prepare(&elsewhere, Some(&read));
     let early = prepare(&drift, Some(&read));
-    let again = prepare(&drift, Some(&read));
     let inside = prepare(&drift, None);
+    fs::remove_file(m.layout.state_dir().join("converged.manifest")).unwrap();
+    let again = prepare(&drift, Some(&read));
     assert!(
         !other_digest.from_compiled,
         "no compiled form has that digest"
     );
-    for (name, p) in [("early", &early), ("again", &again), ("inside", &inside)] {
-        assert!(p.from_compiled, "{name}");
-    }
+    assert!(early.from_compiled, "the read's result");
+    assert!(inside.from_compiled, "the file, read in prepare");
+    assert!(
+        !again.from_compiled,
+        "the read was used up, the file is gone"
+    );
     let ids: Vec<&str> = early.plan.changes.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(
         ids,

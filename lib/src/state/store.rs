@@ -706,13 +706,7 @@ mod tests {
     fn a_commit_at_the_largest_serial_is_exhausted_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), None);
-        let guard = crate::lock::acquire(
-            &layout,
-            &crate::lock::LockConfig::default(),
-            &crate::lock::LockRequest::new("test", "m"),
-            &mut |_| {},
-        )
-        .unwrap();
+        let guard = guard_for(&layout);
         let store = StateStore::new(layout);
         let mut state = State::new(crate::machine::MachineInfo {
             id: "m".into(),
