@@ -283,6 +283,10 @@ struct RealKeys<'m, 'k> {
     resolver: Resolver,
     /// Per prefix seen: whether its keys are their own real keys.
     own: std::collections::HashMap<&'k str, bool, foldhash::fast::RandomState>,
+    /// The last prefix found to be its own: keys come in the record's
+    /// order, so a directory's keys come one after the other, and a
+    /// comparison with the previous one spares the lookup.
+    last_own: Option<&'k str>,
 }
 
 impl<'m, 'k> RealKeys<'m, 'k> {
@@ -291,6 +295,7 @@ impl<'m, 'k> RealKeys<'m, 'k> {
             manifest,
             resolver: Resolver::new(),
             own: Default::default(),
+            last_own: None,
         }
     }
 
@@ -300,18 +305,46 @@ impl<'m, 'k> RealKeys<'m, 'k> {
             .rsplit_once('/')
             .filter(|(_, name)| !matches!(*name, "" | "." | ".."));
         if let Some((prefix, _)) = plain
-            && let Some(&own) = self.own.get(prefix)
-            && own
+            && (self.last_own == Some(prefix) || self.own.get(prefix) == Some(&true))
         {
+            self.last_own = Some(prefix);
             return None;
         }
         let real = real_key(self.manifest, &mut self.resolver, key);
         let own = real == key;
         if let Some((prefix, _)) = plain {
-            self.own.entry(prefix).or_insert(own);
+            let own = *self.own.entry(prefix).or_insert(own);
+            self.last_own = own.then_some(prefix);
         }
         (!own).then_some(real)
     }
+}
+
+/// Every key and name `state`'s resources own ([`resource::Owned`]'s set).
+/// Ownership is by path, so renaming a resource keeps what it manages; a
+/// key recorded through a symlinked ancestor (before paths were resolved
+/// at load) still owns the real path it reaches.
+fn all_owned<'k>(manifest: &Manifest, state: &'k State) -> HashSet<Cow<'k, str>> {
+    let mut real_keys = RealKeys::new(manifest);
+    let keys = state
+        .resources
+        .values()
+        .map(|r| r.keys.len() + r.names.len());
+    let mut owned: HashSet<Cow<str>> = HashSet::with_capacity(keys.sum());
+    for key in state.resources.values().flat_map(|r| r.keys.iter()) {
+        if let Some(real) = real_keys.other(key) {
+            owned.insert(Cow::Owned(real));
+        }
+        owned.insert(Cow::Borrowed(key));
+    }
+    // Names (`apt:git`) never look like a stored path (`~/x`, `/x`).
+    owned.extend(
+        state
+            .resources
+            .values()
+            .flat_map(|r| r.names.iter().map(|n| Cow::Borrowed(n.as_str()))),
+    );
+    owned
 }
 
 /// Why a plan could not be made.
@@ -379,28 +412,8 @@ pub fn make_scoped(
     let stat_use = cache
         .map(|(cache, now_ns)| resource::StatUse::new(cache, now_ns, manifest.resources.len()));
     let facts = Facts::current(&manifest.home);
-    // Ownership is by path, so renaming a resource keeps what it manages.
-    // A key recorded through a symlinked ancestor (before paths were
-    // resolved at load) still owns the real path it reaches.
+    let owned = resource::Owned::new(&state.resources, || all_owned(manifest, state));
     let mut real_keys = RealKeys::new(manifest);
-    let keys = state
-        .resources
-        .values()
-        .map(|r| r.keys.len() + r.names.len());
-    let mut owned: HashSet<Cow<str>> = HashSet::with_capacity(keys.sum());
-    for key in state.resources.values().flat_map(|r| r.keys.iter()) {
-        if let Some(real) = real_keys.other(key) {
-            owned.insert(Cow::Owned(real));
-        }
-        owned.insert(Cow::Borrowed(key));
-    }
-    // Names (`apt:git`) never look like a stored path (`~/x`, `/x`).
-    owned.extend(
-        state
-            .resources
-            .values()
-            .flat_map(|r| r.names.iter().map(|n| Cow::Borrowed(n.as_str()))),
-    );
     // Usually every key is real already: then the record's own map serves,
     // instead of a copy of every path and checksum.
     let extra: Vec<(String, &Checksum)> = state

@@ -94,7 +94,7 @@ pub fn drift_diff(manifest: &Manifest, finding: &Finding) -> Option<String> {
     };
     let content: &FileContent = file.content.as_ref()?;
     let facts = Facts::current(&manifest.home);
-    let (owned, recorded) = (HashSet::new(), BTreeMap::new());
+    let (owned, recorded) = (crate::resource::Owned::nothing(), BTreeMap::new());
     let ctx = PlanContext {
         manifest,
         facts: &facts,

@@ -394,7 +394,7 @@ impl ResourceKind for Package {
             Ensure::Latest => candidate(ctx, manager, &p.name)?,
             _ => None,
         };
-        let recorded = ctx.owned.contains(owned_name(manager, &p.name).as_str());
+        let recorded = ctx.owned.contains(None, &owned_name(manager, &p.name));
         let mut planned = decide(p, manager, found, candidate, recorded || owned)?;
         if owned
             && !recorded

@@ -497,19 +497,19 @@ fn find_strays(t: &TreeSpec, ctx: &PlanContext) -> Result<Vec<PathBuf>, Resource
         .collect();
     let kept = |p: &Path| {
         members.contains(p)
-            || ctx.owned.contains(ctx.manifest.display_path(p).as_str())
+            || ctx.owned.contains(None, &ctx.manifest.display_path(p))
             || ctx.manifest.protected.iter().any(|k| k.starts_with(p))
             || ctx.markers.iter().any(|k| k.starts_with(p))
     };
-    let holds_kept = |dir: &Path| {
-        members.iter().any(|m| m.starts_with(dir))
-            || ctx.markers.iter().any(|k| k.starts_with(dir))
-            || ctx.manifest.protected.iter().any(|k| k.starts_with(dir))
-            || ctx
-                .owned
-                .iter()
-                .any(|k| crate::manifest::expand_key(&ctx.manifest.real_home, k).starts_with(dir))
-    };
+    let holds_kept =
+        |dir: &Path| {
+            members.iter().any(|m| m.starts_with(dir))
+                || ctx.markers.iter().any(|k| k.starts_with(dir))
+                || ctx.manifest.protected.iter().any(|k| k.starts_with(dir))
+                || ctx.owned.all().iter().any(|k| {
+                    crate::manifest::expand_key(&ctx.manifest.real_home, k).starts_with(dir)
+                })
+        };
     let mut out = Vec::new();
     let mut dirs = vec![t.root.clone()];
     while let Some(dir) = dirs.pop() {
