@@ -10,11 +10,14 @@
 //! disk) is removed, never left as a truncated file that looks complete; a
 //! SIGKILL leaves a temp that recovery recognises and removes. A batch of
 //! file writes ([`crate::batch`]) backs up what it replaces the same way but
-//! all together: every backup made first ([`stage`]), the batch's own data
-//! barrier for their data, the renames, one barrier for their names; there a
-//! regular file with no other name is kept by a second name (a hard link)
-//! instead of a copy, which the batch's rename then leaves its only one
-//! ([`link_regular`]). Special files
+//! all together: every backup made first ([`stage`]), then the batch's own
+//! data barrier for them. There a regular file with no other name is kept
+//! by a second name (a hard link) instead of a copy, which the batch's
+//! rename then leaves its only one ([`link_regular`]); a link is made at
+//! its final name at once (nothing is copied, so nothing can be torn), and
+//! the data barrier makes that name durable too. A copy is made at a temp
+//! name and renamed after the data barrier, and one more barrier makes
+//! those names durable. Special files
 //! (FIFO, socket, device) are never opened or copied: opening a FIFO blocks,
 //! and reading a device is not a backup. A small note file
 //! (`NAME.stead-note`) says what was there instead.
@@ -94,15 +97,18 @@ fn settle(
     }
 }
 
-/// A regular file's backup linked or copied to a temp name in its run
-/// folder, neither flushed nor in place: a batch ([`crate::batch`]) makes
-/// many durable with one barrier for their data and one for their names,
-/// then calls [`Pending::commit`] between them.
+/// A regular file's backup in its run folder, not yet durable: linked at
+/// its final name, or copied to a temp name. A batch ([`crate::batch`])
+/// makes many durable with its data barrier (a link's name with them), then
+/// calls [`Pending::commit`], which names a copy, and one more barrier
+/// makes the copies' names durable.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    /// The backup, at its temp name.
-    temp: PathBuf,
-    /// Its name in `dir` (the final name is the first free one of
+    /// The backup: at its final name when `named`, else at a temp name.
+    at: PathBuf,
+    /// `at` is its final name (a link).
+    named: bool,
+    /// Its name in `dir` (a copy's final name is the first free one of
     /// [`free_name`], chosen at the rename).
     name: OsString,
     /// The directory both are in.
@@ -129,12 +135,14 @@ pub(crate) enum Staged {
 pub(crate) type Chains = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
 
 /// The first half of [`backup`] for a batch: a regular file at `path`
-/// (whose `lstat` is `meta`) is linked ([`link_regular`]) or else copied to
-/// a temp name in the run folder `run`, not flushed; anything else is left
-/// to [`backup`] ([`Staged::Alone`]). `keep_open`: hold the backup open for
-/// [`Pending::sync`]. On failure nothing that looks like
-/// a backup is left, but the directories made for it stay until
-/// [`remove_empty_chain`] (other copies of the batch may be entering them).
+/// (whose `lstat` is `meta`) is linked at its final name in the run folder
+/// `run` ([`link_regular`]) or else copied to a temp name there, not
+/// flushed; anything else is left to [`backup`] ([`Staged::Alone`]).
+/// `keep_open`: hold the backup open for [`Pending::sync`]. Call it only
+/// once the batch's `started` record is durable: a link is a backup as
+/// soon as it is made. On failure nothing that looks like a backup is
+/// left, but the directories made for it stay until [`remove_empty_chain`]
+/// (other copies of the batch may be entering them).
 pub(crate) fn stage(
     path: &Path,
     meta: &fs::Metadata,
@@ -152,18 +160,26 @@ pub(crate) fn stage(
         .file_name()
         .map(OsString::from)
         .unwrap_or_else(|| OsString::from("root"));
-    let temp = fsutil::temp_path(&dir, &name.to_string_lossy());
-    let kept = match link_regular(path, meta, &temp, keep_open) {
-        Some(file) => Ok(file),
-        None => copy_regular(path, meta, &temp).map(|file| keep_open.then_some(file)),
-    };
-    match kept {
-        Ok(file) => Ok(Staged::Pending(Pending {
-            temp,
+    let dest = free_name(&dir, &name, false);
+    if let Some(file) = link_regular(path, meta, &dest, keep_open) {
+        return Ok(Staged::Pending(Pending {
+            at: dest,
+            named: true,
             name,
             dir,
             made,
             file,
+        }));
+    }
+    let temp = fsutil::temp_path(&dir, &name.to_string_lossy());
+    match copy_regular(path, meta, &temp) {
+        Ok(file) => Ok(Staged::Pending(Pending {
+            at: temp,
+            named: false,
+            name,
+            dir,
+            made,
+            file: keep_open.then_some(file),
         })),
         Err(e) => {
             let _ = fs::remove_file(&temp);
@@ -249,31 +265,40 @@ impl Pending {
     pub(crate) fn sync(&self) -> Result<(), FsError> {
         match &self.file {
             Some(file) => file.sync_all(),
-            None => File::open(&self.temp).and_then(|f| f.sync_all()),
+            None => File::open(&self.at).and_then(|f| f.sync_all()),
         }
-        .map_err(|e| FsError::new("cannot fsync", &self.temp, e))
+        .map_err(|e| FsError::new("cannot fsync", &self.at, e))
     }
 
-    /// Renames the backup to its final name (durable only after a barrier
-    /// over [`Pending::names`]) and returns it; on failure the temp is
-    /// removed.
+    /// Whether the backup is at its final name already (a link), made
+    /// durable by the barrier that covers its data.
+    pub(crate) fn is_named(&self) -> bool {
+        self.named
+    }
+
+    /// The backup at its final name: a copy renamed to it (durable only
+    /// after a barrier over [`Pending::names`]; on failure the temp is
+    /// removed), a link where it is.
     pub(crate) fn commit(self) -> Result<PathBuf, FsError> {
         drop(self.file);
+        if self.named {
+            return Ok(self.at);
+        }
         let dest = free_name(&self.dir, &self.name, false);
-        match fs::rename(&self.temp, &dest) {
+        match fs::rename(&self.at, &dest) {
             Ok(()) => Ok(dest),
             Err(e) => {
-                let _ = fs::remove_file(&self.temp);
+                let _ = fs::remove_file(&self.at);
                 Err(FsError::new("cannot rename into", &dest, e))
             }
         }
     }
 
-    /// Removes the backup's temp (a barrier failed); its directories stay until
-    /// [`remove_empty_chain`].
+    /// Removes the backup, a link or a temp (a barrier failed: the target
+    /// is not replaced); its directories stay until [`remove_empty_chain`].
     pub(crate) fn discard(self) {
         drop(self.file);
-        let _ = fs::remove_file(&self.temp);
+        let _ = fs::remove_file(&self.at);
     }
 
     /// The directories whose entries must be flushed for the backup's name

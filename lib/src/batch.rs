@@ -6,21 +6,23 @@
 //! files at once, with one barrier where a single write has a flush:
 //!
 //! 1. every temp file is written next to its target (`O_EXCL`, final mode,
-//!    [`safe_path::Dir::write_temp`]), none flushed; and each target that
-//!    must be kept first, if it is a regular file, is linked (or, when it
-//!    cannot be, copied) to a temp name in the run's backup folder
-//!    ([`crate::backup::stage`]), not flushed;
-//! 2. **data barrier**: every temp's and backup's data is durable
-//!    ([`Barrier`]), and the batch's `started` journal record too (the
-//!    caller's `started`);
-//! 3. the backups are named: each renamed to its name in the run
-//!    folder, then a barrier makes those names (and the directories made
-//!    for them) durable; anything but a regular file is backed up alone
+//!    [`safe_path::Dir::write_temp`]), none flushed;
+//! 2. the batch's `started` journal record is durable (the caller's
+//!    `started`); then each target that must be kept first, if it is a
+//!    regular file, is linked at its name in the run's backup folder (or,
+//!    when it cannot be, copied to a temp name there), not flushed
+//!    ([`crate::backup::stage`]);
+//! 3. **data barrier**: every temp's and backup's data is durable
+//!    ([`Barrier`]), and the linked backups' names (and the directories
+//!    made for them);
+//! 4. the copied backups are named: each renamed to its name in the run
+//!    folder, then a barrier makes those names durable (none when every
+//!    backup is a link); anything but a regular file is backed up alone
 //!    ([`crate::backup::backup`]); a member whose backup fails is not
 //!    renamed;
-//! 4. every temp is renamed over its target;
-//! 5. **name barrier**: every rename (the directory entries) is durable;
-//! 6. only then does the caller queue the outcome record and report.
+//! 5. every temp is renamed over its target;
+//! 6. **name barrier**: every rename (the directory entries) is durable;
+//! 7. only then does the caller queue the outcome record and report.
 //!
 //! So a crash (a kill or a power cut) at any point leaves each target either
 //! old or whole and new, never torn or empty: a rename is only made after the
@@ -28,7 +30,11 @@
 //! replaces, so a replaced original is never lost either. Backups are named
 //! only after the `started` record: a crash before it leaves no backup of a
 //! change the journal never saw begin (only temps, which recovery removes:
-//! the run's start is in the journal). Nothing reported done is lost: the outcome
+//! the run's start is in the journal). A crash after it may leave a linked
+//! backup of a target that was never replaced: a second name of the
+//! untouched file, as a crash between steps 4 and 5 leaves one, and the
+//! journal shows the batch begun but not ended, so the next run reads its
+//! files again. Nothing reported done is lost: the outcome
 //! is queued only after the barrier that covers the renames. A temp left by
 //! a crash is named like every stead temp and removed by the next run.
 //!
@@ -133,8 +139,9 @@ pub struct Member<'a> {
 type Parent = Result<Dir, String>;
 
 /// Writes `members` through the stages of this module's doc, on up to
-/// `threads` threads. `started` is called once the data is durable and
-/// before any rename; when it fails nothing is renamed. Returns each
+/// `threads` threads. `started` is called once the temps are written,
+/// before any backup is made and before the data barrier; when it fails
+/// nothing is backed up or renamed. Returns each
 /// member's result, in order. `stage` sees each stage as it is passed.
 pub fn write(
     batch: &str,
@@ -168,8 +175,16 @@ pub fn write(
     if temps.is_empty() {
         return results;
     }
-    // Step 3's backups are staged now, so that one barrier covers them and
-    // the temps; none is named before the batch's `started` record.
+    // Step 2: a backup linked at its name is one as soon as it is made, so
+    // the journal says the batch began first.
+    if let Err(e) = started() {
+        for (i, temp) in temps {
+            discard(&parents[parent_of[i]], temp);
+            results[i] = Err(format!("not started: {e}"));
+        }
+        return results;
+    }
+    // Staged now, so that one barrier covers them and the temps.
     let staged = stage_backups(members, &temps, (barrier, threads));
     let mut backups: Vec<Backup> = Vec::with_capacity(temps.len());
     let mut ready: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
@@ -203,8 +218,7 @@ pub fn write(
         &parent_of,
         threads,
     )
-    .map_err(|e| format!("not written: {e}"))
-    .and_then(|()| started().map_err(|e| format!("not started: {e}")));
+    .map_err(|e| format!("not written: {e}"));
     if let Err(e) = data {
         for ((i, temp), backup) in temps.into_iter().zip(backups) {
             discard(&parents[parent_of[i]], temp);
@@ -395,9 +409,30 @@ fn data_barrier(
                 Backup::None | Backup::Alone => Ok(()),
             })
             .into_iter()
-            .collect()
+            .collect::<Result<(), String>>()?;
+            let named = backups.iter().filter_map(|b| match b {
+                Backup::Pending(p) if p.is_named() => Some(p),
+                _ => None,
+            });
+            sync_names(named, threads)
         }
     }
+}
+
+/// Flushes the directories that hold the names of `backups` (and the
+/// parents of those made for them): each once, on up to `threads` threads.
+fn sync_names<'p>(
+    backups: impl Iterator<Item = &'p Pending>,
+    threads: usize,
+) -> Result<(), String> {
+    let mut dirs: Vec<&Path> = backups.flat_map(Pending::names).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    parallel_map(&dirs, threads, |d| {
+        crate::fsutil::fsync_dir(d).map_err(|e| e.to_string())
+    })
+    .into_iter()
+    .collect()
 }
 
 /// What a member's backup is once the temps are written.
@@ -411,12 +446,11 @@ enum Backup {
     Alone,
 }
 
-/// The first part of step 3 of this module's doc, made before the data
+/// The second part of step 2 of this module's doc, made before the data
 /// barrier so that it covers them too: for each temp whose member asks for
-/// a backup, its target linked or copied to a temp name in the run folder
-/// ([`backup::stage`]), on up to
-/// `threads` threads. Nothing here is a backup yet (a crash leaves temps,
-/// which recovery removes).
+/// a backup, its target linked at its name or copied to a temp name in the
+/// run folder ([`backup::stage`]), on up to `threads` threads. Only after
+/// the batch's `started` record: a link is a backup as soon as it is made.
 fn stage_backups(
     members: &[Member],
     temps: &[(usize, Temp)],
@@ -459,9 +493,10 @@ fn remove_backup_dirs(member: &Member) {
     }
 }
 
-/// The rest of step 3, after the `started` record: each staged backup renamed to
-/// its name, one barrier for those names ([`commit_backups`]), and anything
-/// but a regular file backed up alone, durably. Returns, for each temp in
+/// Step 4, after the data barrier: each copied backup renamed to its name,
+/// one barrier for those names ([`commit_backups`]; a linked one is in
+/// place already), and anything but a regular file backed up alone,
+/// durably. Returns, for each temp in
 /// order, where its target's backup went (`None`: none asked for, or
 /// nothing there), or why it could not be made.
 fn place_backups(
@@ -509,29 +544,35 @@ fn place_backups(
     out
 }
 
-/// Names the `pending` staged backups (their data made durable by the
-/// batch's data barrier), then one barrier for those names; `runs` are the
-/// run folders they are in (a `syncfs` of each covers them). Returns each
-/// backup's final path, or why it is not durable.
+/// Names the `pending` staged backups that are copies (their data made
+/// durable by the batch's data barrier), then one barrier for those names;
+/// `runs` are the run folders they are in (a `syncfs` of each covers them).
+/// A linked backup is at its name already, made durable by the data
+/// barrier. Returns each backup's final path, or why it is not durable.
 fn commit_backups(
     pending: Vec<(usize, Pending)>,
     runs: &[&Path],
     (barrier, threads): (Barrier, usize),
 ) -> Vec<(usize, Result<PathBuf, String>)> {
-    if pending.is_empty() {
-        return Vec::new();
+    let (named, copies): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, p)| p.is_named());
+    let mut out: Vec<(usize, Result<PathBuf, String>)> = named
+        .into_iter()
+        .map(|(k, p)| (k, p.commit().map_err(|e| e.to_string())))
+        .collect();
+    if copies.is_empty() {
+        return out;
     }
     // What an fsync barrier flushes, gathered before the backups are
     // consumed: each one's directory and the parents of those made.
     let mut dirs: Vec<PathBuf> = Vec::new();
     if barrier == Barrier::Fsync {
-        for (_, p) in &pending {
+        for (_, p) in &copies {
             dirs.extend(p.names().map(Path::to_path_buf));
         }
         dirs.sort_unstable();
         dirs.dedup();
     }
-    let renamed = parallel_consume(pending, threads, |_, p| {
+    let renamed = parallel_consume(copies, threads, |_, p| {
         p.commit().map_err(|e| e.to_string())
     });
     let names = match barrier {
@@ -542,16 +583,14 @@ fn commit_backups(
         .into_iter()
         .collect(),
     };
-    renamed
-        .into_iter()
-        .map(|(k, made)| {
-            let made = made.and_then(|to| match &names {
-                Ok(()) => Ok(to),
-                Err(e) => Err(format!("kept, but it could not be made durable: {e}")),
-            });
-            (k, made)
-        })
-        .collect()
+    out.extend(renamed.into_iter().map(|(k, made)| {
+        let made = made.and_then(|to| match &names {
+            Ok(()) => Ok(to),
+            Err(e) => Err(format!("kept, but it could not be made durable: {e}")),
+        });
+        (k, made)
+    }));
+    out
 }
 
 /// `syncfs` once on the filesystem of each of `folders` not in `synced`
@@ -921,14 +960,16 @@ mod tests {
         found
     }
 
-    /// The backups are staged before the data barrier (which covers
-    /// them) but named only after the `started` record: at the barrier the
-    /// run folder holds only temps, one per backup; when `started` fails,
-    /// no backup is left at all, nor a temp, nor a directory made for one,
-    /// and every target keeps its content. With both barriers.
+    /// No backup is made before the `started` record: when `started` is
+    /// called the run folder holds nothing, and when it fails no backup is
+    /// left at all, nor a temp, nor a directory made for one, and every
+    /// target keeps its content. Once it is recorded, each backup is linked
+    /// at its name before the data barrier (which makes that name durable):
+    /// at the barrier the run folder holds every backup by its name, and no
+    /// temp. With both barriers.
     #[test]
-    fn backups_are_named_only_after_the_started_record() {
-        for n in [3, 70] {
+    fn backups_are_made_only_after_the_started_record() {
+        for (n, recorded) in [(3, false), (70, false), (3, true), (70, true)] {
             let root = tempfile::tempdir().unwrap();
             let base = root.path().canonicalize().unwrap();
             let paths: Vec<PathBuf> = (0..n).map(|i| base.join(format!("d{i}/f"))).collect();
@@ -938,20 +979,40 @@ mod tests {
             }
             let run = base.join("backups/run");
             let members = backed_up(paths.iter(), &run);
-            let at_barrier = Mutex::new(Vec::new());
+            let (at_started, at_barrier) = (Mutex::new(None), Mutex::new(None));
             let mut calls = 0;
-            let results = write("t:1", &members, 4, &|_| {}, &mut || {
+            let stage = |s: Stage| {
+                if matches!(s, Stage::DataBarrier { .. }) {
+                    *at_barrier.lock().unwrap() = Some(files_below(&run));
+                }
+            };
+            let results = write("t:1", &members, 4, &stage, &mut || {
                 calls += 1;
-                at_barrier.lock().unwrap().extend(files_below(&run));
-                Err("disk full".into())
+                *at_started.lock().unwrap() = Some(files_below(&run));
+                if recorded {
+                    Ok(())
+                } else {
+                    Err("disk full".into())
+                }
             });
             assert_eq!(calls, 1);
-            let seen = at_barrier.into_inner().unwrap();
-            assert_eq!(seen.len(), n, "{seen:?}");
-            assert!(
-                seen.iter().all(|f| f.to_string_lossy().contains(".tmp-")),
-                "{seen:?}"
-            );
+            assert_eq!(at_started.into_inner().unwrap(), Some(Vec::new()));
+            assert!(leftovers_below(&base).is_empty());
+            if recorded {
+                let mut named: Vec<PathBuf> = paths
+                    .iter()
+                    .map(|p| run.join(p.strip_prefix("/").unwrap()))
+                    .collect();
+                for (r, backup) in results.iter().zip(&named) {
+                    assert_eq!(r.as_ref().unwrap().backup.as_ref(), Some(backup));
+                }
+                let mut seen = at_barrier.into_inner().unwrap().unwrap();
+                seen.sort();
+                named.sort();
+                assert_eq!(seen, named);
+                continue;
+            }
+            assert_eq!(at_barrier.into_inner().unwrap(), None);
             for (p, r) in paths.iter().zip(&results) {
                 assert!(r.as_ref().unwrap_err().contains("not started"), "{r:?}");
                 assert_eq!(std::fs::read_to_string(p).unwrap(), "old\n");
@@ -962,11 +1023,7 @@ mod tests {
                 );
             }
             assert!(files_below(&base.join("backups")).is_empty());
-            assert!(
-                !run.exists(),
-                "the run folder made for the backups is removed"
-            );
-            assert!(leftovers_below(&base).is_empty());
+            assert!(!run.exists(), "no run folder is made");
         }
     }
 
