@@ -548,3 +548,84 @@ fn a_compiled_manifest_read_beside_the_state_load_plans_what_prepare_reads() {
     assert_eq!(other_digest.plan.changes, inside.plan.changes);
     guard.release().unwrap();
 }
+
+/// A check calls its `on_change` once, from whichever of its threads finds
+/// a changed path first (here six directories of a hundred files, one
+/// edited in each), and never while the seal holds. The reads
+/// `EarlyReads` begins then give what a load of the record gives, once,
+/// and the compiled manifest `prepare` plans the drift from.
+#[test]
+fn a_change_found_by_the_check_begins_the_reads_a_plan_needs_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let manifest: String = (0..600)
+        .map(|i| {
+            format!(
+                "[file.f{i}]\npath = \"~/d{}/f{i}\"\ncontent = \"{i}\\n\"\n",
+                i / 100
+            )
+        })
+        .collect();
+    let m = Machine::sealed(&manifest);
+    let seal = Seal::read(&m.layout).unwrap();
+    let key = converge::seal_key(&m.layout, &m.request());
+    let calls = AtomicUsize::new(0);
+    let count = || {
+        calls.fetch_add(1, SeqCst);
+    };
+    assert!(matches!(
+        seal.check_noting(&key, 4, &count),
+        seal::Check::Holds(_)
+    ));
+    assert_eq!(calls.load(SeqCst), 0, "nothing changed");
+    for d in 0..6 {
+        fs::write(m.home().join(format!("d{d}/f{}", d * 100 + 7)), "edited\n").unwrap();
+    }
+    let guard = lock::acquire(
+        &m.layout,
+        &LockConfig::default(),
+        &LockRequest::new("apply", "test-machine"),
+        &mut |_| {},
+    )
+    .unwrap();
+    let store = StateStore::new(m.layout.clone());
+    let early = converge::EarlyReads::default();
+    let check = seal.check_noting(&key, 4, &|| {
+        count();
+        early.start(&m.layout, &store, seal.compiled());
+    });
+    let seal::Check::Drifted(drift) = check else {
+        panic!("six edited files drift the seal");
+    };
+    assert_eq!(drift.resources.len(), 6);
+    assert_eq!(calls.load(SeqCst), 1, "one call for six changes");
+    let read = early.state().expect("the state read began");
+    let Some(Ok(Some(Loaded::Current(state)))) = read.take() else {
+        panic!("the read found the record");
+    };
+    assert_eq!(*state, store.load_current().unwrap());
+    assert!(read.take().is_none(), "what it read is taken once");
+    let prepared = converge::prepare(
+        &m.layout,
+        &state,
+        &PrepareOptions {
+            source: PlanSource::Manifest {
+                config: Some(&m.config),
+                profile: None,
+                force: false,
+            },
+            jobs: 2,
+            rerun: &[],
+            check: FileCheck::default(),
+            seal: Some(m.request()),
+            checks: Default::default(),
+            only: None,
+            drift: Some(&drift),
+            compiled: early.compiled(),
+        },
+        &Silent,
+    )
+    .unwrap();
+    assert!(prepared.from_compiled);
+    assert_eq!(prepared.plan.changes.len(), 6, "the six edited files");
+    guard.release().unwrap();
+}
