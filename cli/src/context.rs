@@ -527,21 +527,7 @@ impl Context {
     /// Loads the state record while holding the lock, migrating a version 1
     /// file (with a backup). `None` when there is no record yet.
     pub fn load_state_locked(&self, guard: &LockGuard) -> Result<Option<State>> {
-        self.load_state_read(guard, None)
-    }
-
-    /// [`Context::load_state_locked`], taking what `read` read when it
-    /// read anything (a read begun early, `converge::EarlyReads`).
-    pub fn load_state_read(
-        &self,
-        guard: &LockGuard,
-        read: Option<&stead_lib::converge::StateRead>,
-    ) -> Result<Option<State>> {
-        let loaded = match read.and_then(stead_lib::converge::StateRead::take) {
-            Some(loaded) => loaded?,
-            None => self.store.load()?,
-        };
-        match loaded {
+        match self.store.load()? {
             Some(Loaded::Current(state)) => Ok(Some(*state)),
             Some(Loaded::Normalised { state, notes, raw }) => {
                 // The next write replaces the file in stead's form: what was

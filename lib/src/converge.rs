@@ -535,11 +535,11 @@ fn load_compiled(state_dir: &Path, digest: &compiled::Digest) -> Option<Compiled
 }
 
 /// A drifted seal's compiled manifest and its graph, read on a thread of
-/// its own from the moment a drift is found ([`EarlyReads`]): a repair
-/// needs both it and the state record, neither read needs the other, and
-/// each takes about as long (docs/performance.md, "A 1% drift repair,
-/// fourth pass"). Given to [`prepare`] as [`PrepareOptions::compiled`];
-/// dropped unused, the read ends on its own (it only reads).
+/// its own from the moment the drift is known: a repair needs both it and
+/// the state record, neither read needs the other, and each takes about
+/// as long (docs/performance.md, "A 1% drift repair, fourth pass"). Given
+/// to [`prepare`] as [`PrepareOptions::compiled`]; dropped unused, the
+/// read ends on its own (it only reads).
 #[derive(Debug)]
 pub struct CompiledRead {
     digest: compiled::Digest,
@@ -554,10 +554,7 @@ impl CompiledRead {
     /// names none, or no thread could be started ([`prepare`] then reads
     /// it itself).
     pub fn start(layout: &Layout, drift: &crate::seal::Drift) -> Option<CompiledRead> {
-        Self::start_digest(layout, drift.compiled?)
-    }
-
-    fn start_digest(layout: &Layout, digest: compiled::Digest) -> Option<CompiledRead> {
+        let digest = drift.compiled?;
         let state_dir = layout.state_dir().to_path_buf();
         let reading = std::thread::Builder::new()
             .name("compiled-read".to_string())
@@ -577,67 +574,6 @@ impl CompiledRead {
         }
         let reading = self.reading.lock().ok()?.take()?;
         reading.join().ok().flatten()
-    }
-}
-
-/// The state record, read on a thread of its own ([`EarlyReads`]).
-#[derive(Debug)]
-pub struct StateRead(std::sync::Mutex<Option<std::thread::JoinHandle<LoadedState>>>);
-
-/// What [`StateStore::load`] says.
-type LoadedState = Result<Option<crate::state::Loaded>, StateError>;
-
-impl StateRead {
-    fn start(store: &StateStore) -> Option<StateRead> {
-        let store = store.clone();
-        let reading = std::thread::Builder::new()
-            .name("state-read".to_string())
-            .spawn(move || store.load())
-            .ok()?;
-        Some(StateRead(std::sync::Mutex::new(Some(reading))))
-    }
-
-    /// What [`StateStore::load`] found, once (`None` after that, or when
-    /// its thread panicked: the caller loads the record itself).
-    pub fn take(&self) -> Option<LoadedState> {
-        let reading = self.0.lock().ok()?.take()?;
-        reading.join().ok()
-    }
-}
-
-/// What a run that must plan reads before it can, begun while the seal
-/// check is still running: as soon as it finds a changed path
-/// ([`crate::seal::Seal::check_noting`]) the state record and the compiled
-/// manifest the seal names are read on threads of their own, beside the
-/// rest of the check, which no longer waits for them to begin
-/// (docs/performance.md, "A 1% drift repair, fifth pass"). Call
-/// [`EarlyReads::start`] under the lock; each read only reads, and ends on
-/// its own when what it read is not used.
-#[derive(Debug, Default)]
-pub struct EarlyReads(std::sync::OnceLock<(Option<StateRead>, Option<CompiledRead>)>);
-
-impl EarlyReads {
-    /// Starts reading the state record of `store`, and the compiled
-    /// manifest of digest `compiled` in `layout`'s state dir; once (a later
-    /// call does nothing). A read whose thread cannot start is left to its
-    /// caller.
-    pub fn start(&self, layout: &Layout, store: &StateStore, compiled: Option<compiled::Digest>) {
-        self.0.get_or_init(|| {
-            (
-                StateRead::start(store),
-                compiled.and_then(|digest| CompiledRead::start_digest(layout, digest)),
-            )
-        });
-    }
-
-    /// The state record's read, if one was started.
-    pub fn state(&self) -> Option<&StateRead> {
-        self.0.get()?.0.as_ref()
-    }
-
-    /// The compiled manifest's read, if one was started.
-    pub fn compiled(&self) -> Option<&CompiledRead> {
-        self.0.get()?.1.as_ref()
     }
 }
 

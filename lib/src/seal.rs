@@ -397,19 +397,13 @@ impl Stored {
 
     /// Whether every path is found again.
     fn all_hold(&self, jobs: usize) -> bool {
-        let scan = self.scan(jobs, &|_| true, &|| {});
+        let scan = self.scan(jobs, &|_| true);
         scan.changed.is_empty() && !scan.stopped
     }
 
     /// Checks every path on `jobs` threads (for many), until a changed one
-    /// that `stop` says ends the check; calls `on_change` once, as soon as
-    /// a piece of the check finds changed paths none of which ends it.
-    fn scan(
-        &self,
-        jobs: usize,
-        stop: &(dyn Fn(&Named) -> bool + Sync),
-        on_change: &(dyn Fn() + Sync),
-    ) -> Scan {
+    /// that `stop` says ends the check.
+    fn scan(&self, jobs: usize, stop: &(dyn Fn(&Named) -> bool + Sync)) -> Scan {
         const PIECE: usize = 256;
         let tasks: Vec<(usize, std::ops::Range<usize>)> = self
             .groups
@@ -421,14 +415,9 @@ impl Stored {
                     .map(move |at| (gi, at..(at + PIECE).min(g.names.len())))
             })
             .collect();
-        let noted = std::sync::Once::new();
         let check = |(gi, range): &(usize, std::ops::Range<usize>), scan: &mut Scan| {
             let mut names = Vec::new();
-            let stopped = self.groups[*gi].changed(range.clone(), stop, &mut names);
-            if !stopped && !names.is_empty() {
-                noted.call_once(on_change);
-            }
-            scan.stopped |= stopped;
+            scan.stopped |= self.groups[*gi].changed(range.clone(), stop, &mut names);
             scan.changed.extend(names.into_iter().map(|ni| (*gi, ni)));
         };
         if self.paths() < PARALLEL_FROM || jobs <= 1 {
@@ -566,12 +555,6 @@ impl Seal {
         self.0.key
     }
 
-    /// The digest of the compiled manifest the sealing run loaded, if it
-    /// made one ([`Drift::compiled`]).
-    pub fn compiled(&self) -> Option<[u8; 32]> {
-        self.0.compiled
-    }
-
     /// Whether the seal still holds for a run of `key`: the same key, and
     /// every path found again by its rule (`jobs` threads `lstat` them).
     /// Call it under the lock: a run that holds it then may skip planning.
@@ -586,19 +569,10 @@ impl Seal {
     /// resource each rests on changed ([`Check::Drifted`]). Call it under
     /// the lock, as `holds`.
     pub fn check(&self, key: &Key, jobs: usize) -> Check {
-        self.check_noting(key, jobs, &|| {})
-    }
-
-    /// [`Seal::check`], calling `on_change` once, from the thread that
-    /// finds it, as soon as a path one resource rests on is found changed
-    /// (the check then ends in [`Check::Drifted`], or in [`Check::Broken`]
-    /// when a path no single resource owns changed too): a run that must
-    /// plan starts its reads then, beside the rest of the check.
-    pub fn check_noting(&self, key: &Key, jobs: usize, on_change: &(dyn Fn() + Sync)) -> Check {
         if self.0.key != *key {
             return Check::Broken;
         }
-        let scan = self.0.scan(jobs, &|n| n.owner.is_none(), on_change);
+        let scan = self.0.scan(jobs, &|n| n.owner.is_none());
         if scan.stopped {
             return Check::Broken;
         }

@@ -144,14 +144,10 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         .as_ref()
         .and_then(|s| s.serial_if_state_unchanged(&ctx.layout));
     let guard = ctx.lock("apply", serial)?;
-    // A changed path means a plan: what it reads first is read from then
-    // on, beside the rest of the check.
-    let early = converge::EarlyReads::default();
     let check = seal.map(|s| {
-        s.check_noting(
+        s.check(
             &converge::seal_key(&ctx.layout, &seal_request(ctx, &request)),
             request.jobs,
-            &|| early.start(&ctx.layout, &ctx.store, s.compiled()),
         )
     });
     let drift = match check {
@@ -170,13 +166,12 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         Some(seal::Check::Broken) | None => None,
     };
     request.drift = drift.as_ref();
-    // A repair reads the compiled manifest while it loads the state record
-    // (both begun already when the check found the drift).
-    if let Some(d) = &drift {
-        early.start(&ctx.layout, &ctx.store, d.compiled);
-    }
-    request.compiled = drift.as_ref().and(early.compiled());
-    let state = match ctx.load_state_read(&guard, early.state())? {
+    // A repair reads the compiled manifest while it loads the state record.
+    let compiled = drift
+        .as_ref()
+        .and_then(|d| converge::CompiledRead::start(&ctx.layout, d));
+    request.compiled = compiled.as_ref();
+    let state = match ctx.load_state_locked(&guard)? {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
     };
