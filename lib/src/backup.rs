@@ -120,67 +120,83 @@ pub(crate) struct Pending {
     file: Option<File>,
 }
 
-/// What [`stage`] did with one path.
+/// The folder of the run folder a batch's backup of one regular file
+/// goes in ([`folder`]), made and private.
 #[derive(Debug)]
-pub(crate) enum Staged {
-    /// A regular file, linked or copied but not yet durable nor in place.
-    Pending(Pending),
-    /// Anything else (rare: a link, a directory, a special file replaced by
-    /// a file), left for the caller to back up whole with [`backup`].
-    Alone,
+pub(crate) struct Folder {
+    dir: PathBuf,
+    /// The directories made for it, parents first.
+    made: Vec<PathBuf>,
 }
 
 /// The directories below the backups dir that a batch has made private
 /// already: each is created and narrowed once per batch, not per copy.
 pub(crate) type Chains = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
 
-/// The first half of [`backup`] for a batch: a regular file at `path`
-/// (whose `lstat` is `meta`) is linked at its final name in the run folder
-/// `run` ([`link_regular`]) or else copied to a temp name there, not
-/// flushed; anything else is left to [`backup`] ([`Staged::Alone`]).
-/// `keep_open`: hold the backup open for [`Pending::sync`]. Call it only
-/// once the batch's `started` record is durable: a link is a backup as
-/// soon as it is made. On failure nothing that looks like a backup is
-/// left, but the directories made for it stay until [`remove_empty_chain`]
-/// (other copies of the batch may be entering them).
-pub(crate) fn stage(
+/// The folder a batch's backup of the regular file at `path` (whose
+/// `lstat` is `meta`) goes in, in the run folder `run`: made, private,
+/// once per batch (`chains`). `None` for anything but a regular file (rare:
+/// a link, a directory, a special file replaced by a file) and for what
+/// holds the backups dir: the caller backs those up whole with [`backup`].
+/// A batch makes its folders one after the other, not on threads: folders
+/// made side by side in one directory wait for each other's lock on it
+/// (the kernel's), and threads spun on that lock for a fifth of a 1% drift
+/// repair's CPU (docs/performance.md, "A 1% drift repair, fifth pass").
+/// On failure the directories made stay until [`remove_empty_chain`].
+pub(crate) fn folder(
     path: &Path,
     meta: &fs::Metadata,
     run: &Path,
     chains: &Chains,
-    keep_open: bool,
-) -> Result<Staged, FsError> {
+) -> Result<Option<Folder>, FsError> {
     let root = run.parent().unwrap_or(run);
     if !meta.is_file() || root.starts_with(path) {
-        return Ok(Staged::Alone);
+        return Ok(None);
     }
     let dir = folder_for(path, run);
     let made = private_chain_once(root, &dir, chains)?;
+    Ok(Some(Folder { dir, made }))
+}
+
+/// The rest of [`backup`] for a batch: the regular file at `path` (whose
+/// `lstat` is `meta`) linked at its final name in `folder`
+/// ([`link_regular`]) or else copied to a temp name there, not flushed.
+/// `keep_open`: hold the backup open for [`Pending::sync`]. Call it only
+/// once the batch's `started` record is durable: a link is a backup as
+/// soon as it is made. On failure nothing that looks like a backup is
+/// left.
+pub(crate) fn stage(
+    path: &Path,
+    meta: &fs::Metadata,
+    folder: &Folder,
+    keep_open: bool,
+) -> Result<Pending, FsError> {
+    let Folder { dir, made } = folder;
     let name = path
         .file_name()
         .map(OsString::from)
         .unwrap_or_else(|| OsString::from("root"));
-    let dest = free_name(&dir, &name, false);
+    let dest = free_name(dir, &name, false);
     if let Some(file) = link_regular(path, meta, &dest, keep_open) {
-        return Ok(Staged::Pending(Pending {
+        return Ok(Pending {
             at: dest,
             named: true,
             name,
-            dir,
-            made,
+            dir: dir.clone(),
+            made: made.clone(),
             file,
-        }));
+        });
     }
-    let temp = fsutil::temp_path(&dir, &name.to_string_lossy());
+    let temp = fsutil::temp_path(dir, &name.to_string_lossy());
     match copy_regular(path, meta, &temp) {
-        Ok(file) => Ok(Staged::Pending(Pending {
+        Ok(file) => Ok(Pending {
             at: temp,
             named: false,
             name,
-            dir,
-            made,
+            dir: dir.clone(),
+            made: made.clone(),
             file: keep_open.then_some(file),
-        })),
+        }),
         Err(e) => {
             let _ = fs::remove_file(&temp);
             Err(e)
@@ -680,13 +696,12 @@ mod tests {
 
     /// What `stage` keeps of the regular file at `path`, committed.
     fn staged(path: &Path, meta: &fs::Metadata, run: &Path, keep_open: bool) -> PathBuf {
-        match stage(path, meta, run, &Chains::default(), keep_open).unwrap() {
-            Staged::Pending(p) => {
-                p.sync().unwrap();
-                p.commit().unwrap()
-            }
-            Staged::Alone => panic!("{path:?} was not staged"),
-        }
+        let folder = folder(path, meta, run, &Chains::default())
+            .unwrap()
+            .unwrap_or_else(|| panic!("{path:?} has no folder"));
+        let p = stage(path, meta, &folder, keep_open).unwrap();
+        p.sync().unwrap();
+        p.commit().unwrap()
     }
 
     #[test]

@@ -47,7 +47,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::backup::{self, Pending, Staged};
+use crate::backup::{self, Pending};
 use crate::resource::{Applied, checksum};
 use crate::safe_path::{self, Dir, Temp};
 
@@ -449,7 +449,8 @@ enum Backup {
 /// The second part of step 2 of this module's doc, made before the data
 /// barrier so that it covers them too: for each temp whose member asks for
 /// a backup, its target linked at its name or copied to a temp name in the
-/// run folder ([`backup::stage`]), on up to `threads` threads. Only after
+/// run folder ([`backup::stage`]), on up to `threads` threads, into folders
+/// made one after the other first ([`backup::folder`] says why). Only after
 /// the batch's `started` record: a link is a backup as soon as it is made.
 fn stage_backups(
     members: &[Member],
@@ -461,21 +462,47 @@ fn stage_backups(
         return temps.iter().map(|_| Ok(Backup::None)).collect();
     }
     let chains = backup::Chains::default();
-    parallel_map(temps, threads, |(i, _)| {
-        let m = &members[*i];
-        let Some(run) = m.backup else {
-            return Ok(Backup::None);
-        };
-        // Nothing there (removed since the plan): nothing to keep.
-        let Ok(meta) = std::fs::symlink_metadata(m.path) else {
-            return Ok(Backup::None);
-        };
-        match backup::stage(m.path, &meta, run, &chains, barrier == Barrier::Fsync) {
-            Ok(Staged::Pending(p)) => Ok(Backup::Pending(p)),
-            Ok(Staged::Alone) => Ok(Backup::Alone),
-            Err(e) => Err(e.to_string()),
+    let kept: Vec<KeptAs> = temps
+        .iter()
+        .map(|(i, _)| {
+            let m = &members[*i];
+            let Some(run) = m.backup else {
+                return KeptAs::Nothing;
+            };
+            // Nothing there (removed since the plan): nothing to keep.
+            let Ok(meta) = std::fs::symlink_metadata(m.path) else {
+                return KeptAs::Nothing;
+            };
+            match backup::folder(m.path, &meta, run, &chains) {
+                Ok(Some(folder)) => KeptAs::Staged(m.path, Box::new((meta, folder))),
+                Ok(None) => KeptAs::Alone,
+                Err(e) => KeptAs::Failed(e.to_string()),
+            }
+        })
+        .collect();
+    parallel_map(&kept, threads, |kept| match kept {
+        KeptAs::Nothing => Ok(Backup::None),
+        KeptAs::Alone => Ok(Backup::Alone),
+        KeptAs::Failed(e) => Err(e.clone()),
+        KeptAs::Staged(path, found) => {
+            let (meta, folder) = &**found;
+            backup::stage(path, meta, folder, barrier == Barrier::Fsync)
+                .map(Backup::Pending)
+                .map_err(|e| e.to_string())
         }
     })
+}
+
+/// How a member's target will be kept, decided before any is staged.
+enum KeptAs<'m> {
+    /// No backup asked for, or nothing there.
+    Nothing,
+    /// Anything but a regular file: backed up alone.
+    Alone,
+    /// Its folder could not be made.
+    Failed(String),
+    /// A regular file (its `lstat`), staged into its folder.
+    Staged(&'m Path, Box<(std::fs::Metadata, backup::Folder)>),
 }
 
 /// A member's result when its backup could not be made (the directories
