@@ -32,7 +32,7 @@
 //! change the journal never saw begin (only temps, which recovery removes:
 //! the run's start is in the journal). A crash after it may leave a linked
 //! backup of a target that was never replaced: a second name of the
-//! untouched file, as a crash between steps 4 and 5 leaves one, and the
+//! untouched file, as any crash before step 5 may leave one, and the
 //! journal shows the batch begun but not ended, so the next run reads its
 //! files again. Nothing reported done is lost: the outcome
 //! is queued only after the barrier that covers the renames. A temp left by
@@ -428,8 +428,13 @@ fn sync_names<'p>(
     let mut dirs: Vec<&Path> = backups.flat_map(Pending::names).collect();
     dirs.sort_unstable();
     dirs.dedup();
-    parallel_map(&dirs, threads, |d| {
-        crate::fsutil::fsync_dir(d).map_err(|e| e.to_string())
+    fsync_each(&dirs, threads)
+}
+
+/// Flushes each of `dirs` (its entries), on up to `threads` threads.
+fn fsync_each<D: AsRef<Path> + Sync>(dirs: &[D], threads: usize) -> Result<(), String> {
+    parallel_map(dirs, threads, |d| {
+        crate::fsutil::fsync_dir(d.as_ref()).map_err(|e| e.to_string())
     })
     .into_iter()
     .collect()
@@ -604,11 +609,7 @@ fn commit_backups(
     });
     let names = match barrier {
         Barrier::Syncfs => sync_folders(runs, &mut Vec::new()),
-        Barrier::Fsync => parallel_map(&dirs, threads, |d| {
-            crate::fsutil::fsync_dir(d).map_err(|e| e.to_string())
-        })
-        .into_iter()
-        .collect(),
+        Barrier::Fsync => fsync_each(&dirs, threads),
     };
     out.extend(renamed.into_iter().map(|(k, made)| {
         let made = made.and_then(|to| match &names {
