@@ -425,10 +425,16 @@ fn sync_names<'p>(
     backups: impl Iterator<Item = &'p Pending>,
     threads: usize,
 ) -> Result<(), String> {
+    fsync_each(&name_dirs(backups), threads)
+}
+
+/// The directories whose entries hold the names of `backups`
+/// ([`Pending::names`]), each once.
+fn name_dirs<'p>(backups: impl Iterator<Item = &'p Pending>) -> Vec<&'p Path> {
     let mut dirs: Vec<&Path> = backups.flat_map(Pending::names).collect();
     dirs.sort_unstable();
     dirs.dedup();
-    fsync_each(&dirs, threads)
+    dirs
 }
 
 /// Flushes each of `dirs` (its entries), on up to `threads` threads.
@@ -596,14 +602,13 @@ fn commit_backups(
     }
     // What an fsync barrier flushes, gathered before the backups are
     // consumed: each one's directory and the parents of those made.
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if barrier == Barrier::Fsync {
-        for (_, p) in &copies {
-            dirs.extend(p.names().map(Path::to_path_buf));
-        }
-        dirs.sort_unstable();
-        dirs.dedup();
-    }
+    let dirs: Vec<PathBuf> = match barrier {
+        Barrier::Fsync => name_dirs(copies.iter().map(|(_, p)| p))
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect(),
+        Barrier::Syncfs => Vec::new(),
+    };
     let renamed = parallel_consume(copies, threads, |_, p| {
         p.commit().map_err(|e| e.to_string())
     });
