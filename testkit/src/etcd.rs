@@ -245,9 +245,25 @@ impl Etcd {
         }
     }
 
-    /// The index of the member that is the leader now (`None`: no leader
-    /// answered), read from each member's `/v3/maintenance/status`.
+    /// The index of the member that leads, read from each member's
+    /// `/v3/maintenance/status`; while an election is under way (a loaded
+    /// machine misses heartbeats) none does, so the members are asked again
+    /// until one answers that it leads, for at most 10 s (`None`: none did).
     pub fn leader(&self) -> Option<usize> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self.leader_now() {
+                return Some(i);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The member that says it leads now, if one does.
+    fn leader_now(&self) -> Option<usize> {
         for (i, m) in self.members.iter().enumerate() {
             if m.child.is_none() {
                 continue;
