@@ -620,10 +620,17 @@ pub fn files_repeat(env: &Env, set: &FileSet) -> Result<FilesRepeat> {
         baseline: b_check,
         floors: check_floors,
     };
+    // Each repair starts with nothing dirty, as each cold writer does: not
+    // the drift's edits (a user's edits are written back within 30 s by
+    // the kernel), nor the no-fsync floor's rewrites, which a `syncfs`
+    // barrier would otherwise flush on stead's time.
+    settle(&env.tmp_root)?;
     let b_repair = floors::repair(&p_base, env.threads, true)?;
     set.verify(&bhome)?;
+    settle(&env.tmp_root)?;
     let n_repair = floors::repair(&p_nofsync, env.threads, false)?;
     set.verify(&nhome)?;
+    settle(&env.tmp_root)?;
     let s_repair = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
     set.verify(&ws.home())?;
     env.stead_expect(&ws, &["state", "check-drift"], 0)?;
