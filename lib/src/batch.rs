@@ -1111,6 +1111,74 @@ mod tests {
         }
     }
 
+    /// A temp is created with its mode narrowed by the umask, or, in a
+    /// directory with a default ACL, by that ACL whatever the umask (here
+    /// `u::r-x,g::r-x,o::---`: 0644 is created 0440). Each file still ends
+    /// with exactly its declared mode, with either barrier: a mode the
+    /// umask would leave whole must be set all the same.
+    #[test]
+    fn each_file_ends_with_exactly_its_declared_mode_under_a_default_acl() {
+        // system.posix_acl_default: version 2, then (tag, perm, id) entries.
+        let entry = |tag: u16, perm: u16| {
+            [
+                &tag.to_le_bytes()[..],
+                &perm.to_le_bytes(),
+                &u32::MAX.to_le_bytes(),
+            ]
+            .concat()
+        };
+        let acl = [
+            2u32.to_le_bytes().to_vec(),
+            entry(0x01, 5),
+            entry(0x04, 5),
+            entry(0x20, 0),
+        ]
+        .concat();
+        let modes = [0o644, 0o600, 0o755, 0o666, 0o4755];
+        for n in [modes.len(), SYNCFS_MIN_FILES + 10] {
+            let root = tempfile::tempdir().unwrap();
+            let base = root.path().canonicalize().unwrap();
+            let dir = base.join("d");
+            std::fs::create_dir(&dir).unwrap();
+            match xattr::set(&dir, "system.posix_acl_default", &acl) {
+                Ok(()) => {}
+                // A temp dir mounted without ACLs cannot show this case.
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    eprintln!("skipped: {} has no POSIX ACLs ({e})", base.display());
+                    return;
+                }
+                Err(e) => panic!("setting a default ACL on {}: {e}", dir.display()),
+            }
+            let probe = dir.join("probe");
+            std::fs::write(&probe, "").unwrap();
+            let probed = std::fs::metadata(&probe).unwrap().permissions();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&probed) & 0o777,
+                0o440,
+                "the default ACL narrows what is created in the directory"
+            );
+            let paths: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("f{i}"))).collect();
+            let members: Vec<Member> = paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Member {
+                    path: p,
+                    content: b"new\n",
+                    mode: modes[i % modes.len()],
+                    backup: None,
+                })
+                .collect();
+            let results = write("t:1", &members, 2, &|_| {}, &mut || Ok(()));
+            for (i, (r, p)) in results.iter().zip(&paths).enumerate() {
+                r.as_ref().unwrap();
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(p).unwrap().permissions(),
+                );
+                assert_eq!(mode & 0o7777, modes[i % modes.len()], "{}", p.display());
+            }
+        }
+    }
+
     #[test]
     fn a_file_that_cannot_be_written_fails_alone_and_leaves_no_temp() {
         for n in [3, SYNCFS_MIN_FILES + 10] {
