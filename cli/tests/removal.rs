@@ -242,19 +242,6 @@ fn a_fifo_in_a_purged_dir_is_noted_not_opened() {
 const DEAD: u32 = 99_999_999;
 const HEX: &str = "0123456789abcdef0123456789abcdef";
 
-/// Appends to the journal what a run killed after it started leaves: its
-/// `run-start` record and no `run-end`.
-fn journal_a_killed_run(r: &Repo) {
-    let journal = r.sb.state_dir().join("journal.jsonl");
-    let mut text = fs::read_to_string(&journal).unwrap_or_default();
-    text.push_str(concat!(
-        r#"{"op_id":"killed:0","run_id":"killed","resource":"run","#,
-        r#""action":"run-start","state":"started","at":"2026-12-06T00:00:00Z"}"#,
-        "\n"
-    ));
-    fs::write(&journal, text).unwrap();
-}
-
 #[test]
 fn temps_of_killed_runs_are_removed_by_the_next_run_and_nothing_else() {
     let r = Repo::new(&file_manifest("~/dir/f", "v1\\n"));
@@ -285,7 +272,7 @@ fn temps_of_killed_runs_are_removed_by_the_next_run_and_nothing_else() {
         fs::write(p, "partial").unwrap();
     }
     // What the killed run that left them journaled before it wrote.
-    journal_a_killed_run(&r);
+    r.journal_a_killed_run();
     r.write_manifest(&file_manifest("~/dir/f", "v2\\n"));
     let out = r.ok(&["apply", "--yes"]);
     for p in &stale {
@@ -333,7 +320,7 @@ fn temps_next_to_files_in_many_directories_are_all_removed() {
     for p in stale.iter().chain(&kept) {
         fs::write(p, "partial").unwrap();
     }
-    journal_a_killed_run(&r);
+    r.journal_a_killed_run();
     let out = r.ok(&["apply", "--yes"]);
     for p in &stale {
         assert!(!p.exists(), "{} left behind\n{out}", p.display());
@@ -379,7 +366,7 @@ fn backup_run_folders_are_swept_when_the_journal_shows_no_ended_run() {
     assert!(deep.exists(), "a run folder was walked after a clean run");
 
     // A run that started and never ended, as a SIGKILL leaves it.
-    journal_a_killed_run(&r);
+    r.journal_a_killed_run();
     let out = apply();
     assert!(!deep.exists(), "not swept after an interrupted run:\n{out}");
     assert!(out.contains("Removed a temp file"), "{out}");
@@ -409,7 +396,7 @@ fn temps_next_to_paths_only_the_plan_names_are_removed_too() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, "partial").unwrap();
     }
-    journal_a_killed_run(&r);
+    r.journal_a_killed_run();
     r.write_manifest(&format!(
         "{}\n[file.g]\npath = \"~/b/g\"\ncontent = \"g\\n\"\n",
         file_manifest("~/c/f", "v1\\n")

@@ -346,20 +346,45 @@ fn a_sealed_run_still_removes_a_killed_seal_writes_temp() {
     assert!(out.contains("Removed a temp file"), "{out}");
 }
 
-/// A drift repair sweeps for killed writers' temps while it plans: one
-/// next to a managed file the drift does not touch (the seal does not
-/// look at what a directory holds, so it still drifts) is removed and
-/// reported, and the drifted file is repaired.
+/// A repair of what drifted on a sealed machine does not read every
+/// managed directory for killed writers' temps: none can be there that the
+/// apply which sealed did not look for, unless the journal or the manifest
+/// changed since (which breaks the seal). One planted there anyway stays
+/// through the repair, and the next full plan (`--verify`) removes it.
 #[test]
-fn a_drift_repair_removes_a_killed_writers_temp_next_to_another_managed_file() {
+fn a_drift_repair_leaves_the_managed_directories_to_the_next_full_plan() {
     let repo = sealed();
     // No process has this PID: its writer is gone.
     let temp = repo.path(".a.tmp-99999999-stead-0123456789abcdef0123456789abcdef");
-    fs::write(&temp, "partial").unwrap();
+    fs::write(&temp, "planted: no run since the seal left it").unwrap();
     fs::write(repo.path("b"), "edited\n").unwrap();
     let (code, out, err) = apply(&repo, None, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains(ONLY_DRIFTED), "{err}");
+    assert_eq!(fs::read_to_string(repo.path("b")).unwrap(), "bbb\n");
+    assert!(temp.exists(), "a drift repair read the managed directories");
+    let out = repo.ok(&["apply", "--yes", "--verify"]);
+    assert!(!temp.exists(), "{out}");
+    assert!(out.contains("Removed a temp file"), "{out}");
+}
+
+/// A run killed on a sealed machine leaves its temps next to the files it
+/// wrote, and its start in the journal, which the seal names: the next run
+/// plans everything, not only what drifted, and removes the temp (next to
+/// a managed file the drift does not touch) once, reporting it; the drifted
+/// file is repaired.
+#[test]
+fn a_killed_runs_temp_on_a_sealed_machine_is_removed_by_a_full_plan() {
+    let repo = sealed();
+    // No process has this PID: its writer is gone.
+    let temp = repo.path(".a.tmp-99999999-stead-0123456789abcdef0123456789abcdef");
+    fs::write(&temp, "partial").unwrap();
+    repo.journal_a_killed_run();
+    fs::write(repo.path("b"), "edited\n").unwrap();
+    let (code, out, err) = apply(&repo, None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains(ONLY_DRIFTED), "{err}");
+    assert!(!err.contains(SKIPPED), "{err}");
     assert!(!temp.exists(), "{out}{err}");
     let shown = temp.display().to_string();
     assert_eq!(

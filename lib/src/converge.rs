@@ -366,6 +366,9 @@ pub struct Prepared {
     /// The manifest was the compiled form a drifted seal named, not
     /// `stead.toml` parsed again.
     pub from_compiled: bool,
+    /// The plan is a drifted seal's (`PrepareOptions::drift`): the journal,
+    /// the manifest and the record are as the apply that sealed left them.
+    pub from_seal: bool,
 }
 
 /// Reads the journal (telling `reporter` about an interrupted run), then
@@ -523,6 +526,7 @@ fn prepare_with(
         secrets,
         boot_id: options.checks.boot_id.clone(),
         from_compiled,
+        from_seal: options.drift.is_some() && matches!(options.source, PlanSource::Manifest { .. }),
     })
 }
 
@@ -683,22 +687,29 @@ fn sweep_dirs(dirs: &[(PathBuf, Vec<&str>)]) -> Vec<PathBuf> {
     .collect()
 }
 
-/// Removes the temp files that killed runs left (a SIGKILL between a temp's
-/// creation and its rename), telling `reporter` about each, and returns
-/// them. Only names stead makes whose writer is gone count
-/// ([`fsutil::stale_temp_target`]): next to every path the state or the
-/// plan names (temps of that name only), in the state dir, in the backups
-/// dir, below the backups' run folders when a run may have been cut short
-/// there, and below the config repo (where a killed `stead commit` leaves
-/// one that `git add -A` would commit).
+/// Removes the temp files that killed writers left (a SIGKILL between a
+/// temp's creation and its rename), telling `reporter` about each, and
+/// returns them. Only names stead makes whose writer is gone count
+/// ([`fsutil::stale_temp_target`]): in the state dir and the backups dir;
+/// below the config repo (where a killed `stead commit` or `stead add`
+/// leaves one that `git add -A` would commit); next to every path the state
+/// or the plan names (temps of that name only), but for a drifted seal's
+/// plan; and below the backups' run folders when a run may have been cut
+/// short.
 ///
-/// The run folders ([`crate::backup::run_folder`]) are walked only when the
-/// journal does not show that its last run ended: only a run writes in
-/// them, each after journaling its start durably, and every run that
-/// finds an interrupted one comes here before it writes or compacts the
-/// journal. So a temp in a run folder means the journal shows the run that
-/// left it, or shows nothing at all. Walking them every run would cost a
-/// planning run more with every backup the machine ever made.
+/// Only a run writes in the run folders, each after journaling its start
+/// durably, and every run that finds an interrupted one comes here before
+/// it writes or compacts the journal: so a temp in a run folder means the
+/// journal shows the run that left it, or shows nothing at all, and they
+/// are walked only then (they grow with every backup the machine ever
+/// made). Next to managed paths a run, or `stead add` replacing a path by a
+/// link, writes; neither can have since an apply sealed the machine
+/// converged (after looking there) without changing the journal or the
+/// manifest, which breaks the seal: a drifted seal's plan (a repair of what
+/// a user changed) does not read every managed directory, which took about
+/// as long as planning a small repair (docs/performance.md). A config repo
+/// that holds the home is not walked (that would walk the whole home), so
+/// with one the managed paths are read by every run.
 ///
 /// Call it under the lock, before executing: no writer of this machine's
 /// paths can be running then.
@@ -708,77 +719,34 @@ pub fn recover_temps(
     prepared: &Prepared,
     reporter: &dyn Reporter,
 ) -> Vec<PathBuf> {
-    recover_temps_after(
-        layout,
-        state,
-        prepared,
-        sweep_recorded(layout, state),
-        reporter,
-    )
-}
-
-/// What [`sweep_recorded`] removed, and for which home.
-#[derive(Debug)]
-pub struct RecordedSweep {
-    home: PathBuf,
-    removed: Vec<PathBuf>,
-}
-
-/// The first part of [`recover_temps`], the costly one: the temps next to
-/// every path `state` records (reading a hundred directories at 10 000
-/// files). A drift's plan reads nothing it removes (only a directory
-/// without `purge`, which never lists what it holds, is ever sealed), so
-/// it may run beside that plan under the same lock ([`prepare_sweeping`]);
-/// the rest is [`recover_temps_after`]'s.
-pub fn sweep_recorded(layout: &Layout, state: &State) -> RecordedSweep {
-    let keys = state.resources.values().flat_map(|r| r.keys.iter());
-    RecordedSweep {
-        home: layout.home().to_path_buf(),
-        removed: sweep_keys(layout.home(), keys),
-    }
-}
-
-/// [`prepare`], then [`sweep_recorded`]; for a drift repair, the sweep on
-/// a thread of its own meanwhile: a repair of a few drifted files spends
-/// about as long planning them as reading every managed directory for
-/// temps (docs/performance.md, "A 1% drift repair, fourth pass").
-pub fn prepare_sweeping(
-    layout: &Layout,
-    state: &State,
-    options: &PrepareOptions,
-    reporter: &dyn Reporter,
-) -> Result<(Prepared, RecordedSweep), ConvergeError> {
-    // Beside a full plan, whose own peak is the run's at 100 000 files,
-    // the sweep's lists of names would add to that peak: it goes after.
-    if options.drift.is_none() {
-        let prepared = prepare(layout, state, options, reporter)?;
-        return Ok((prepared, sweep_recorded(layout, state)));
-    }
-    let (prepared, swept) = std::thread::scope(|scope| {
-        let sweep = scope.spawn(|| sweep_recorded(layout, state));
-        let prepared = prepare(layout, state, options, reporter);
-        (prepared, sweep.join())
-    });
-    let prepared = prepared?;
-    // A sweep that panicked is done again here, where a panic is the
-    // caller's to see.
-    let swept = swept.unwrap_or_else(|_| sweep_recorded(layout, state));
-    Ok((prepared, swept))
-}
-
-/// [`recover_temps`] after its sweep next to the recorded paths was done
-/// ([`sweep_recorded`] of the same `state`): next to the paths only the
-/// plan names, then the state dir, the backups and the config repo.
-pub fn recover_temps_after(
-    layout: &Layout,
-    state: &State,
-    prepared: &Prepared,
-    swept: RecordedSweep,
-    reporter: &dyn Reporter,
-) -> Vec<PathBuf> {
     let plan = &prepared.plan;
-    let mut removed = swept.removed;
-    if swept.home == plan.home {
+    let repo_holds_home = plan.home.starts_with(&plan.config_dir);
+    let mut removed = Vec::new();
+    if !prepared.from_seal || repo_holds_home {
+        removed.extend(sweep_managed(layout, state, plan));
+    }
+    removed.extend(fsutil::remove_stale_temps(layout.state_dir(), None));
+    removed.extend(if prepared.view.last_run_ended {
+        fsutil::remove_stale_temps(&layout.backups_dir(), None)
+    } else {
+        fsutil::remove_stale_temps_below(&layout.backups_dir())
+    });
+    if !repo_holds_home {
+        removed.extend(fsutil::remove_stale_temps_below(&plan.config_dir));
+    }
+    for path in &removed {
+        reporter.removed_temp(path);
+    }
+    removed
+}
+
+/// The temps next to every path `state` records (in this layout's home)
+/// and every path `plan` names (in the plan's home, which a saved plan
+/// made for another home may not share), each directory read once.
+fn sweep_managed(layout: &Layout, state: &State, plan: &Plan) -> Vec<PathBuf> {
+    let recorded = || state.resources.values().flat_map(|r| r.keys.iter());
+    let mut removed = sweep_keys(layout.home(), recorded());
+    if plan.home == layout.home() {
         // A change of a recorded resource with the keys it has on record
         // was swept with the record.
         let unswept = plan
@@ -788,27 +756,8 @@ pub fn recover_temps_after(
             .flat_map(|c| c.keys.iter());
         removed.extend(sweep_keys(&plan.home, unswept));
     } else {
-        // A saved plan made for another home: its keys expand there.
-        let keys = state
-            .resources
-            .values()
-            .flat_map(|r| r.keys.iter())
-            .chain(plan.changes.iter().flat_map(|c| c.keys.iter()));
-        removed.extend(sweep_keys(&plan.home, keys));
-    }
-    removed.extend(fsutil::remove_stale_temps(layout.state_dir(), None));
-    removed.extend(if prepared.view.last_run_ended {
-        fsutil::remove_stale_temps(&layout.backups_dir(), None)
-    } else {
-        fsutil::remove_stale_temps_below(&layout.backups_dir())
-    });
-    // A config repo that holds the home would mean walking the whole home:
-    // its managed paths were swept above.
-    if !plan.home.starts_with(&plan.config_dir) {
-        removed.extend(fsutil::remove_stale_temps_below(&plan.config_dir));
-    }
-    for path in &removed {
-        reporter.removed_temp(path);
+        let planned = plan.changes.iter().flat_map(|c| c.keys.iter());
+        removed.extend(sweep_keys(&plan.home, recorded().chain(planned)));
     }
     removed
 }

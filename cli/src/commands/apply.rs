@@ -285,8 +285,7 @@ pub(crate) fn converge(
     state: State,
     args: &Converge,
 ) -> Result<(ExitCode, State)> {
-    // The temps next to recorded paths are swept (beside a drift's plan).
-    let (mut prepared, swept) = converge::prepare_sweeping(
+    let mut prepared = converge::prepare(
         &ctx.layout,
         &state,
         &prepare_options(ctx, args),
@@ -323,13 +322,7 @@ pub(crate) fn converge(
         ));
     }
     // Under the lock: temps of killed runs go before anything is written.
-    converge::recover_temps_after(
-        &ctx.layout,
-        &state,
-        &prepared,
-        swept,
-        &RecoveryReporter { ctx },
-    );
+    converge::recover_temps(&ctx.layout, &state, &prepared, &RecoveryReporter { ctx });
     let plan = &prepared.plan;
     let agreed = args
         .agreed

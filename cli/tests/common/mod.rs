@@ -135,6 +135,19 @@ impl Repo {
         self.home().join(rel)
     }
 
+    /// Appends to the journal what a run killed after it started leaves:
+    /// its `run-start` record and no `run-end`.
+    pub fn journal_a_killed_run(&self) {
+        let journal = self.sb.state_dir().join("journal.jsonl");
+        let mut text = fs::read_to_string(&journal).unwrap_or_default();
+        text.push_str(concat!(
+            r#"{"op_id":"killed:0","run_id":"killed","resource":"run","#,
+            r#""action":"run-start","state":"started","at":"2026-12-06T00:00:00Z"}"#,
+            "\n"
+        ));
+        fs::write(&journal, text).unwrap();
+    }
+
     /// `stead --config <config> ARGS` -> (code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let config = self.config.path().to_str().unwrap().to_string();
