@@ -47,6 +47,9 @@ printf '[file.a]\npath = "~/d/a"\ncontent = "a\\n"\n\n[symlink.l]\npath = "~/l"\
 STEAD_NOW=$(date -u -d '+10 seconds' +%Y-%m-%dT%H:%M:%SZ) \
   "$stead" --home "$sealed/home" --config "$sealed/config" apply --yes >/dev/null
 seed seal "$sealed/home/.stead/converged.seal" small
+# ... and its body alone, which the target puts back between the magic
+# line and a checksum that holds.
+tail -c +22 "$corpus/seal/seed-small" | head -c -32 >"$corpus/seal/seed-body"
 rm -rf "$sealed"
 
 # The previous version's files (cli/tests/fixtures/v0.1.0).

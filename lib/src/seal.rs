@@ -67,8 +67,9 @@ const MAGIC: &[u8] = b"stead converged seal\n";
 
 /// The format this build reads and writes (another is no seal). 3: each
 /// path names the resource whose plan rests on it, if only one does. 4:
-/// the digest of the compiled manifest the sealing run loaded, if any.
-pub const FORMAT: u32 = 4;
+/// the digest of the compiled manifest the sealing run loaded, if any. 5:
+/// fixed-width records after the head, read where they lie (see `Head`).
+pub const FORMAT: u32 = 5;
 
 /// The file type bits of a mode.
 const TYPE_MASK: u32 = 0o170000;
@@ -249,65 +250,317 @@ pub struct Request<'a> {
 /// [`crate::converge::seal_key`]); a seal holds only for its own key.
 pub type Key = [u8; 32];
 
-/// The sealed paths of one directory as stored: the directory, then each
-/// name in it (a path with no parent, `/`, is the directory `/` named `.`).
-/// A check opens the directory once and `fstatat`s each name in it, so the
-/// kernel walks the directory's path once, not once per file.
+/// The head of a seal as stored: what the run was, its directories and
+/// owners, and how long each of the three regions that follow it is.
+///
+/// After the head come, raw, the records (one [`RECORD`]-byte record per
+/// sealed name, each directory's names one after the other), the names
+/// (one after the other; each record says where its own ends) and the
+/// owners' ids (one after the other; [`Head::owner_ends`] says where each
+/// ends). Fixed-width records are read where they lie: decoding a
+/// postcard record per name took about 1 ms of a 10 000-file no-op run
+/// (docs/performance.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    format: u32,
+    key: Key,
+    serial: u64,
+    unchanged: u64,
+    /// The sealed directories in record order: a path with no parent, `/`,
+    /// is the directory `/` named `.`. A check opens each directory once
+    /// and `fstatat`s its names, so the kernel walks the directory's path
+    /// once, not once per file.
+    groups: Vec<Group>,
+    /// Where each owner's id ends in the owners region. (One string each
+    /// would be an allocation per resource on every check.)
+    owner_ends: Vec<u32>,
+    /// The digest of the compiled form of the manifest the sealing run
+    /// loaded ([`crate::manifest::compiled`]), if it made one.
+    compiled: Option<[u8; 32]>,
+    records_len: u64,
+    names_len: u64,
+    owners_len: u64,
+}
+
+/// One sealed directory: its path, and where its records end (they start
+/// where the previous group's end).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Group {
     dir: Vec<u8>,
-    names: Vec<Named>,
-}
-
-/// One sealed name in a [`Group`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Named {
-    name: Vec<u8>,
-    rule: Rule,
-    found: Found,
-    /// The resource whose plan alone rests on it ([`SealPath::owner`]), by
-    /// its number in [`Stored::owners`].
-    owner: Option<u32>,
+    end: u32,
 }
 
 impl Group {
     fn dir(&self) -> &Path {
         Path::new(OsStr::from_bytes(&self.dir))
     }
+}
 
-    /// Whether every name in `range` is found again by its rule.
-    fn holds(&self, range: std::ops::Range<usize>) -> bool {
-        let mut changed = Vec::new();
-        !self.changed(range, &|_| true, &mut changed)
+/// A [`Head`] as written, borrowing what the draft holds (the same
+/// encoding: serde writes a slice as it writes a vector).
+#[derive(Serialize)]
+struct HeadRef<'a> {
+    format: u32,
+    key: Key,
+    serial: u64,
+    unchanged: u64,
+    groups: Vec<GroupRef<'a>>,
+    owner_ends: &'a [u32],
+    compiled: Option<[u8; 32]>,
+    records_len: u64,
+    names_len: u64,
+    owners_len: u64,
+}
+
+/// A [`Group`] as written.
+#[derive(Serialize)]
+struct GroupRef<'a> {
+    dir: &'a [u8],
+    end: u32,
+}
+
+/// The bytes of one sealed name's record, little-endian: where its name
+/// ends (u32), its owner (u32, [`NO_OWNER`] for none), its rule (u8, 0
+/// content, 1 node), whether something was found (u8), two zero bytes,
+/// then what was found: mode, uid, gid (u32 each), inode, device, size
+/// (u64 each), mtime and ctime (i64 nanoseconds since the epoch each: a
+/// time outside 1677–2262 is not sealed).
+const RECORD: usize = 64;
+
+/// One sealed name, read from its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Named<'a> {
+    name: &'a [u8],
+    rule: Rule,
+    found: Found,
+    /// The resource whose plan alone rests on it ([`SealPath::owner`]), by
+    /// its number among the owners.
+    owner: Option<u32>,
+}
+
+/// `rec[at..at + N]`, if it is there.
+fn field<const N: usize>(rec: &[u8], at: usize) -> Option<[u8; N]> {
+    rec.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+/// One name's record; `None` for a time an i64 of nanoseconds cannot hold.
+fn record_of(name_end: u32, owner: Option<u32>, rule: Rule, found: &Found) -> Option<[u8; RECORD]> {
+    let mut rec = [0u8; RECORD];
+    rec[0..4].copy_from_slice(&name_end.to_le_bytes());
+    rec[4..8].copy_from_slice(&owner.unwrap_or(NO_OWNER).to_le_bytes());
+    rec[8] = match rule {
+        Rule::Content => 0,
+        Rule::Node => 1,
+    };
+    if let Found::Present {
+        mode,
+        uid,
+        gid,
+        ino,
+        dev,
+        size,
+        mtime_ns,
+        ctime_ns,
+    } = *found
+    {
+        rec[9] = 1;
+        rec[12..16].copy_from_slice(&mode.to_le_bytes());
+        rec[16..20].copy_from_slice(&uid.to_le_bytes());
+        rec[20..24].copy_from_slice(&gid.to_le_bytes());
+        rec[24..32].copy_from_slice(&ino.to_le_bytes());
+        rec[32..40].copy_from_slice(&dev.to_le_bytes());
+        rec[40..48].copy_from_slice(&size.to_le_bytes());
+        rec[48..56].copy_from_slice(&i64::try_from(mtime_ns).ok()?.to_le_bytes());
+        rec[56..64].copy_from_slice(&i64::try_from(ctime_ns).ok()?.to_le_bytes());
+    }
+    Some(rec)
+}
+
+/// A record's name end, owner, rule and what was found; `None` when a
+/// byte that names a choice names none.
+fn read_record(rec: &[u8]) -> Option<(u32, Option<u32>, Rule, Found)> {
+    let name_end = u32::from_le_bytes(field(rec, 0)?);
+    let owner = u32::from_le_bytes(field(rec, 4)?);
+    let rule = match rec.get(8)? {
+        0 => Rule::Content,
+        1 => Rule::Node,
+        _ => return None,
+    };
+    let found = match rec.get(9)? {
+        0 => Found::Missing,
+        1 => Found::Present {
+            mode: u32::from_le_bytes(field(rec, 12)?),
+            uid: u32::from_le_bytes(field(rec, 16)?),
+            gid: u32::from_le_bytes(field(rec, 20)?),
+            ino: u64::from_le_bytes(field(rec, 24)?),
+            dev: u64::from_le_bytes(field(rec, 32)?),
+            size: u64::from_le_bytes(field(rec, 40)?),
+            mtime_ns: i64::from_le_bytes(field(rec, 48)?).into(),
+            ctime_ns: i64::from_le_bytes(field(rec, 56)?).into(),
+        },
+        _ => return None,
+    };
+    Some((name_end, (owner != NO_OWNER).then_some(owner), rule, found))
+}
+
+/// Whether `ends` never go down and the last is `last` (none: `last` is 0).
+fn ends_in_order(ends: impl IntoIterator<Item = usize>, last: usize) -> bool {
+    let mut prev = 0;
+    ends.into_iter()
+        .all(|end| std::mem::replace(&mut prev, end) <= end)
+        && prev == last
+}
+
+/// A seal as read: its head, and the file's bytes the regions lie in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    head: Head,
+    bytes: Vec<u8>,
+    records: std::ops::Range<usize>,
+    names: std::ops::Range<usize>,
+    owners: std::ops::Range<usize>,
+}
+
+/// What [`Stored::scan`] found: the names not found again, by their
+/// record's number, and whether the scan stopped at one.
+#[derive(Debug, Default)]
+struct Scan {
+    changed: Vec<usize>,
+    stopped: bool,
+}
+
+impl Stored {
+    /// The seal in `payload` (the file past its magic line, checksum off),
+    /// whole and consistent: every record readable, the names' ends in
+    /// order within the names, the groups' ends in order ending at the
+    /// last record, every owner named.
+    fn parse(bytes: Vec<u8>, payload: std::ops::Range<usize>) -> Option<Stored> {
+        let body = bytes.get(payload.clone())?;
+        let (format, _) = postcard::take_from_bytes::<u32>(body).ok()?;
+        if format != FORMAT {
+            return None;
+        }
+        let (head, rest) = postcard::take_from_bytes::<Head>(body).ok()?;
+        let len = |n: u64| usize::try_from(n).ok();
+        let records_start = payload.end - rest.len();
+        let names_start = records_start.checked_add(len(head.records_len)?)?;
+        let owners_start = names_start.checked_add(len(head.names_len)?)?;
+        if owners_start.checked_add(len(head.owners_len)?)? != payload.end {
+            return None;
+        }
+        let stored = Stored {
+            records: records_start..names_start,
+            names: names_start..owners_start,
+            owners: owners_start..payload.end,
+            head,
+            bytes,
+        };
+        stored.consistent().then_some(stored)
     }
 
-    /// Adds to `changed` the names in `range` (by index) not found again by
-    /// their rule, until one that `stop` says ends the check; returns
-    /// whether one did.
+    fn consistent(&self) -> bool {
+        if !self.records.len().is_multiple_of(RECORD) {
+            return false;
+        }
+        let n = self.paths();
+        let owners = self.head.owner_ends.len();
+        let mut name_ends = Vec::with_capacity(n);
+        for i in 0..n {
+            match read_record(self.record(i)) {
+                Some((end, owner, _, _)) if owner.is_none_or(|o| (o as usize) < owners) => {
+                    name_ends.push(end as usize)
+                }
+                _ => return false,
+            }
+        }
+        let owners_end = self.head.owner_ends.last().map_or(0, |&e| e as usize);
+        // Every record in a group, so every one is checked.
+        ends_in_order(self.head.groups.iter().map(|g| g.end as usize), n)
+            && ends_in_order(name_ends, self.names.len())
+            && ends_in_order(self.head.owner_ends.iter().map(|&e| e as usize), owners_end)
+            && owners_end <= self.owners.len()
+    }
+
+    fn paths(&self) -> usize {
+        self.records.len() / RECORD
+    }
+
+    /// Record `i`'s bytes (empty past the last).
+    fn record(&self, i: usize) -> &[u8] {
+        let at = self.records.start + i * RECORD;
+        self.bytes.get(at..at + RECORD).unwrap_or_default()
+    }
+
+    /// Name `i`, read from its record (`None` only for a record
+    /// [`Stored::parse`] would have refused).
+    fn named(&self, i: usize) -> Option<Named<'_>> {
+        let (end, owner, rule, found) = read_record(self.record(i))?;
+        let start = match i.checked_sub(1) {
+            Some(prev) => read_record(self.record(prev))?.0,
+            None => 0,
+        };
+        let names = self.bytes.get(self.names.clone())?;
+        Some(Named {
+            name: names.get(start as usize..end as usize)?,
+            rule,
+            found,
+            owner,
+        })
+    }
+
+    /// The records of group `gi`.
+    fn group_records(&self, gi: usize) -> std::ops::Range<usize> {
+        let start = gi
+            .checked_sub(1)
+            .and_then(|p| self.head.groups.get(p))
+            .map_or(0, |g| g.end as usize);
+        let end = self.head.groups.get(gi).map_or(start, |g| g.end as usize);
+        start..end
+    }
+
+    /// Owner `i`'s id.
+    fn owner(&self, i: u32) -> Option<&str> {
+        let ends = &self.head.owner_ends;
+        let i = i as usize;
+        let end = *ends.get(i)? as usize;
+        let start = i.checked_sub(1).map_or(0, |p| ends[p] as usize);
+        let owners = self.bytes.get(self.owners.clone())?;
+        std::str::from_utf8(owners.get(start..end)?).ok()
+    }
+
+    /// Adds to `changed` the names in `range` (by record number, all in
+    /// group `gi`) not found again by their rule, until one that `stop`
+    /// says ends the check; returns whether one did.
     fn changed(
         &self,
+        gi: usize,
         range: std::ops::Range<usize>,
         stop: &dyn Fn(&Named) -> bool,
         changed: &mut Vec<usize>,
     ) -> bool {
         use nix::fcntl::{AtFlags, OFlag};
+        let Some(group) = self.head.groups.get(gi) else {
+            return true;
+        };
         // Links on the way are followed, as an `lstat` of the whole path
         // follows them: the sealed stat of each name decides, and the
         // directories and links above a managed path are sealed names too.
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let dir = match nix::fcntl::open(self.dir(), flags, nix::sys::stat::Mode::empty()) {
+        let dir = match nix::fcntl::open(group.dir(), flags, nix::sys::stat::Mode::empty()) {
             Ok(fd) => Some(fd),
             // No directory: only names sealed as missing can still be.
             Err(nix::errno::Errno::ENOENT) => None,
             Err(_) => return true,
         };
         for i in range {
-            let n = &self.names[i];
+            let Some(n) = self.named(i) else {
+                return true;
+            };
             let now = match &dir {
                 None => Found::Missing,
                 Some(dir) => match nix::sys::stat::fstatat(
                     dir,
-                    OsStr::from_bytes(&n.name),
+                    OsStr::from_bytes(n.name),
                     AtFlags::AT_SYMLINK_NOFOLLOW,
                 ) {
                     Ok(st) => Found::of_stat(&st),
@@ -317,82 +570,12 @@ impl Group {
             };
             if !now.same(&n.found, n.rule) {
                 changed.push(i);
-                if stop(n) {
+                if stop(&n) {
                     return true;
                 }
             }
         }
         false
-    }
-}
-
-/// A seal as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Stored {
-    format: u32,
-    key: Key,
-    serial: u64,
-    unchanged: u64,
-    groups: Vec<Group>,
-    /// The ids of the resources that own paths ([`Named::owner`]), one
-    /// after the other; [`Stored::owner_ends`] says where each ends. (One
-    /// string each would be an allocation per resource on every check.)
-    owner_bytes: Vec<u8>,
-    owner_ends: Vec<u32>,
-    /// The digest of the compiled form of the manifest the sealing run
-    /// loaded ([`crate::manifest::compiled`]), if it made one.
-    compiled: Option<[u8; 32]>,
-}
-
-/// A [`Stored`] as written, borrowing what the draft holds (the same
-/// encoding: serde writes a slice as it writes a vector).
-#[derive(Serialize)]
-struct StoredRef<'a> {
-    format: u32,
-    key: Key,
-    serial: u64,
-    unchanged: u64,
-    groups: Vec<GroupRef<'a>>,
-    owner_bytes: &'a [u8],
-    owner_ends: &'a [u32],
-    compiled: Option<[u8; 32]>,
-}
-
-/// A [`Group`] as written.
-#[derive(Serialize)]
-struct GroupRef<'a> {
-    dir: &'a [u8],
-    names: Vec<NamedRef<'a>>,
-}
-
-/// A [`Named`] as written.
-#[derive(Serialize)]
-struct NamedRef<'a> {
-    name: &'a [u8],
-    rule: Rule,
-    found: Found,
-    owner: Option<u32>,
-}
-
-/// What [`Stored::scan`] found: the names not found again, as (group,
-/// name) indices, and whether the scan stopped at one.
-#[derive(Debug, Default)]
-struct Scan {
-    changed: Vec<(usize, usize)>,
-    stopped: bool,
-}
-
-impl Stored {
-    fn paths(&self) -> usize {
-        self.groups.iter().map(|g| g.names.len()).sum()
-    }
-
-    /// Owner `i`'s id.
-    fn owner(&self, i: u32) -> Option<&str> {
-        let i = i as usize;
-        let end = *self.owner_ends.get(i)? as usize;
-        let start = i.checked_sub(1).map_or(0, |p| self.owner_ends[p] as usize);
-        std::str::from_utf8(self.owner_bytes.get(start..end)?).ok()
     }
 
     /// Whether every path is found again.
@@ -405,20 +588,16 @@ impl Stored {
     /// that `stop` says ends the check.
     fn scan(&self, jobs: usize, stop: &(dyn Fn(&Named) -> bool + Sync)) -> Scan {
         const PIECE: usize = 256;
-        let tasks: Vec<(usize, std::ops::Range<usize>)> = self
-            .groups
-            .iter()
-            .enumerate()
-            .flat_map(|(gi, g)| {
-                (0..g.names.len())
+        let tasks: Vec<(usize, std::ops::Range<usize>)> = (0..self.head.groups.len())
+            .flat_map(|gi| {
+                let all = self.group_records(gi);
+                all.clone()
                     .step_by(PIECE)
-                    .map(move |at| (gi, at..(at + PIECE).min(g.names.len())))
+                    .map(move |at| (gi, at..(at + PIECE).min(all.end)))
             })
             .collect();
         let check = |(gi, range): &(usize, std::ops::Range<usize>), scan: &mut Scan| {
-            let mut names = Vec::new();
-            scan.stopped |= self.groups[*gi].changed(range.clone(), stop, &mut names);
-            scan.changed.extend(names.into_iter().map(|ni| (*gi, ni)));
+            scan.stopped |= self.changed(*gi, range.clone(), stop, &mut scan.changed);
         };
         if self.paths() < PARALLEL_FROM || jobs <= 1 {
             let mut scan = Scan::default();
@@ -464,11 +643,11 @@ impl Stored {
 
     /// The resources that own the changed names, or `None` when one is not
     /// a single resource's own (a change there can touch any plan).
-    fn owners_of(&self, changed: &[(usize, usize)]) -> Option<HashSet<String>> {
+    fn owners_of(&self, changed: &[usize]) -> Option<HashSet<String>> {
         changed
             .iter()
-            .map(|&(gi, ni)| {
-                let owner = self.groups[gi].names[ni].owner?;
+            .map(|&i| {
+                let owner = self.named(i)?.owner?;
                 self.owner(owner).map(str::to_string)
             })
             .collect()
@@ -527,8 +706,8 @@ impl Seal {
         if blake3::hash(payload).as_bytes() != sum {
             return None;
         }
-        let stored: Stored = postcard::from_bytes(payload).ok()?;
-        (stored.format == FORMAT).then_some(Seal(stored))
+        let payload = MAGIC.len()..MAGIC.len() + payload.len();
+        Stored::parse(bytes, payload).map(Seal)
     }
 
     /// The state serial the seal was made at, if the state record is still
@@ -536,30 +715,31 @@ impl Seal {
     pub fn serial_if_state_unchanged(&self, layout: &Layout) -> Option<u64> {
         let state = layout.state_file();
         let (dir, name) = split(&state);
-        let held = self
-            .0
+        let stored = &self.0;
+        let held = stored
+            .head
             .groups
             .iter()
-            .find(|g| g.dir() == dir)
-            .is_some_and(|g| {
-                g.names
-                    .iter()
-                    .position(|n| n.name == name.as_bytes())
-                    .is_some_and(|at| g.holds(at..at + 1))
+            .position(|g| g.dir() == dir)
+            .is_some_and(|gi| {
+                stored
+                    .group_records(gi)
+                    .find(|&i| stored.named(i).is_some_and(|n| n.name == name.as_bytes()))
+                    .is_some_and(|at| !stored.changed(gi, at..at + 1, &|_| true, &mut Vec::new()))
             });
-        held.then_some(self.0.serial)
+        held.then_some(stored.head.serial)
     }
 
     /// The key it was made for.
     pub fn key(&self) -> Key {
-        self.0.key
+        self.0.head.key
     }
 
     /// Whether the seal still holds for a run of `key`: the same key, and
     /// every path found again by its rule (`jobs` threads `lstat` them).
     /// Call it under the lock: a run that holds it then may skip planning.
     pub fn holds(&self, key: &Key, jobs: usize) -> Option<Hit> {
-        if self.0.key != *key {
+        if self.0.head.key != *key {
             return None;
         }
         self.0.all_hold(jobs).then(|| self.hit())
@@ -569,7 +749,7 @@ impl Seal {
     /// resource each rests on changed ([`Check::Drifted`]). Call it under
     /// the lock, as `holds`.
     pub fn check(&self, key: &Key, jobs: usize) -> Check {
-        if self.0.key != *key {
+        if self.0.head.key != *key {
             return Check::Broken;
         }
         let scan = self.0.scan(jobs, &|n| n.owner.is_none());
@@ -584,7 +764,7 @@ impl Seal {
                 resources,
                 sealed: self.hit().unchanged,
                 changed_paths: scan.changed.len(),
-                compiled: self.0.compiled,
+                compiled: self.0.head.compiled,
             }),
             None => Check::Broken,
         }
@@ -592,8 +772,8 @@ impl Seal {
 
     fn hit(&self) -> Hit {
         Hit {
-            serial: self.0.serial,
-            unchanged: usize::try_from(self.0.unchanged).unwrap_or(usize::MAX),
+            serial: self.0.head.serial,
+            unchanged: usize::try_from(self.0.head.unchanged).unwrap_or(usize::MAX),
             paths: self.0.paths(),
         }
     }
@@ -610,12 +790,12 @@ pub struct Draft {
     /// index in `paths`, ascending. Only the nodes: an entry for every path
     /// was 8 MB of nothing at 100 000 files, held through the whole run.
     before: Vec<(usize, Found)>,
-    /// The owners' ids, packed as [`Stored::owner_bytes`].
+    /// The owners' ids, packed as a seal stores them ([`Head::owner_ends`]).
     owner_bytes: Vec<u8>,
     owner_ends: Vec<u32>,
     /// Its names passed 4 GB: it seals nothing.
     too_large: bool,
-    /// [`Stored::compiled`].
+    /// [`Head::compiled`].
     compiled: Option<[u8; 32]>,
 }
 
@@ -783,25 +963,66 @@ impl Draft {
             return remove(layout).map(|()| false);
         }
         // A group per directory, in the order they first appear, as the
-        // paths were packed; borrowing the draft's bytes, written as a
-        // [`Stored`] is read.
-        let mut groups: Vec<GroupRef> = self
-            .paths
-            .dirs
-            .iter()
-            .map(|dir| GroupRef {
-                dir,
-                names: Vec::new(),
-            })
-            .collect();
-        let mut nodes = self.before.iter().peekable();
+        // paths were packed: the paths' numbers in group order.
+        let dirs = &self.paths.dirs;
+        let mut ends = vec![0u32; dirs.len()];
+        for entry in &self.paths.entries {
+            ends[entry.dir as usize] += 1;
+        }
+        let mut next = Vec::with_capacity(dirs.len());
+        let mut total = 0u32;
+        for end in &mut ends {
+            next.push(total);
+            total += *end;
+            *end = total;
+        }
+        let mut order = vec![0u32; self.paths.len()];
+        for (i, entry) in self.paths.entries.iter().enumerate() {
+            let slot = &mut next[entry.dir as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+        let head = HeadRef {
+            format: FORMAT,
+            key: self.key,
+            serial: self.serial,
+            unchanged: unchanged as u64,
+            groups: dirs
+                .iter()
+                .zip(&ends)
+                .map(|(dir, &end)| GroupRef { dir, end })
+                .collect(),
+            owner_ends: &self.owner_ends,
+            compiled: self.compiled,
+            records_len: (order.len() * RECORD) as u64,
+            names_len: self.paths.names.len() as u64,
+            owners_len: self.owner_bytes.len() as u64,
+        };
+        // The payload is made in place after the magic line: at 100 000
+        // files a copy of it was 6 MB more at the run's peak.
+        let mut bytes = match postcard::to_extend(&head, MAGIC.to_vec()) {
+            Ok(b) => b,
+            Err(_) => return remove(layout).map(|()| false),
+        };
+        let records_at = bytes.len();
+        let names_at = records_at + order.len() * RECORD;
+        bytes.resize(names_at + self.paths.names.len(), 0);
+        bytes.extend_from_slice(&self.owner_bytes);
+        let (records, names) = bytes[records_at..].split_at_mut(names_at - records_at);
+        let names = &mut names[..self.paths.names.len()];
+        let mut name_end = 0usize;
         let mut buf = PathBuf::new();
-        for i in 0..self.paths.len() {
-            let before = nodes.next_if(|(at, _)| *at == i).map(|(_, found)| found);
+        for (k, &i) in order.iter().enumerate() {
+            let i = i as usize;
             let Some(found) = Found::at(self.paths.path_into(i, &mut buf)) else {
                 return remove(layout).map(|()| false);
             };
             let (_, name, rule) = self.paths.get(i);
+            let before = self
+                .before
+                .binary_search_by_key(&i, |(at, _)| *at)
+                .ok()
+                .map(|at| &self.before[at].1);
             let settled = match (rule, before) {
                 (Rule::Content, _) => found.settled_before(self.start_ns),
                 (Rule::Node, Some(before)) if found.is_link() => {
@@ -813,32 +1034,17 @@ impl Draft {
             if !settled {
                 return remove(layout).map(|()| false);
             }
-            groups[self.paths.entries[i].dir as usize]
-                .names
-                .push(NamedRef {
-                    name: name.as_bytes(),
-                    rule,
-                    found,
-                    owner: self.paths.entries[i].owner(),
-                });
+            let name = name.as_bytes();
+            let start = name_end;
+            name_end += name.len();
+            names[start..name_end].copy_from_slice(name);
+            let owner = self.paths.entries[i].owner();
+            // Within 4 GB of names: a draft past it is `too_large`.
+            let Some(rec) = record_of(name_end as u32, owner, rule, &found) else {
+                return remove(layout).map(|()| false);
+            };
+            records[k * RECORD..(k + 1) * RECORD].copy_from_slice(&rec);
         }
-        let stored = StoredRef {
-            format: FORMAT,
-            key: self.key,
-            serial: self.serial,
-            unchanged: unchanged as u64,
-            groups,
-            owner_bytes: &self.owner_bytes,
-            owner_ends: &self.owner_ends,
-            compiled: self.compiled,
-        };
-        // The payload is made in place after the magic line: at 100 000
-        // files a copy of it was 6 MB more at the run's peak.
-        let mut bytes = MAGIC.to_vec();
-        bytes = match postcard::to_extend(&stored, bytes) {
-            Ok(b) => b,
-            Err(_) => return remove(layout).map(|()| false),
-        };
         let sum = blake3::hash(&bytes[MAGIC.len()..]);
         bytes.extend_from_slice(sum.as_bytes());
         fsutil::atomic_write(&layout.state_dir().join(SEAL_FILE), &bytes, 0o600)?;
@@ -895,16 +1101,16 @@ mod tests {
         let draft = Draft::begin([0; 32], 1, 0, given.to_vec(), ["file.x", "dir.y"]);
         let owners: Vec<Option<u32>> = draft.paths().iter().map(|p| p.owner).collect();
         assert_eq!(owners, [Some(0), None, None, None, Some(1)]);
-        let stored = Stored {
-            format: FORMAT,
-            key: [0; 32],
-            serial: 1,
-            unchanged: 2,
-            groups: Vec::new(),
-            owner_bytes: draft.owner_bytes.clone(),
-            owner_ends: draft.owner_ends.clone(),
-            compiled: None,
-        };
+        let (_dir, layout) = sealed_dir();
+        let draft = Draft::begin(
+            [0; 32],
+            1,
+            i128::MAX / 2,
+            vec![SealPath::content(&layout.home().join("f")).owned_by(1)],
+            ["file.x", "dir.y"],
+        );
+        assert!(draft.seal(&layout, 2).unwrap());
+        let stored = Seal::read(&layout).unwrap().0;
         assert_eq!(stored.owner(0), Some("file.x"));
         assert_eq!(stored.owner(1), Some("dir.y"));
         assert_eq!(stored.owner(2), None);
@@ -930,5 +1136,143 @@ mod tests {
         // /h/d, /h, / and /h/e: each directory's bytes once.
         assert_eq!(draft.paths.dirs.len(), 4);
         assert_eq!(draft.paths.names, b"adba.a");
+    }
+
+    /// A home with files `f`, `g` and `d/h`, and a layout whose state dir
+    /// is inside it.
+    fn sealed_dir() -> (tempfile::TempDir, Layout) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().canonicalize().unwrap();
+        for (path, text) in [("f", "f\n"), ("g", "g\n"), ("d/h", "h\n")] {
+            std::fs::create_dir_all(home.join(path).parent().unwrap()).unwrap();
+            std::fs::write(home.join(path), text).unwrap();
+        }
+        let layout = Layout::new(&home, Some(home.join("state")));
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        (dir, layout)
+    }
+
+    /// Seals `f`, `d/h` (owned by `file.h`), `d` (a node) and `g` (owned by
+    /// `file.g`), mixing directories, as sealed long after they were
+    /// written.
+    fn seal_mixed(layout: &Layout) {
+        let home = layout.home();
+        let paths = vec![
+            SealPath::content(&home.join("f")),
+            SealPath::content(&home.join("d/h")).owned_by(0),
+            SealPath::node(&home.join("d")),
+            SealPath::content(&home.join("g")).owned_by(1),
+        ];
+        let draft = Draft::begin([7; 32], 3, i128::MAX / 2, paths, ["file.h", "file.g"]);
+        assert!(draft.seal(layout, 4).unwrap());
+    }
+
+    #[test]
+    fn a_seal_read_back_holds_and_names_the_owner_of_a_changed_path() {
+        let (_dir, layout) = sealed_dir();
+        seal_mixed(&layout);
+        let seal = Seal::read(&layout).unwrap();
+        assert_eq!(seal.key(), [7; 32]);
+        let hit = seal.holds(&[7; 32], 1).unwrap();
+        assert_eq!((hit.serial, hit.unchanged, hit.paths), (3, 4, 4));
+        assert!(seal.holds(&[8; 32], 1).is_none());
+
+        std::fs::write(layout.home().join("d/h"), "edited\n").unwrap();
+        match seal.check(&[7; 32], 1) {
+            Check::Drifted(drift) => {
+                assert_eq!(drift.resources, HashSet::from(["file.h".to_string()]));
+                assert_eq!(drift.changed_paths, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A path no single resource owns changed: plan everything.
+        std::fs::write(layout.home().join("f"), "edited\n").unwrap();
+        assert_eq!(seal.check(&[7; 32], 1), Check::Broken);
+    }
+
+    #[test]
+    fn a_seal_of_another_format_or_with_any_byte_of_its_payload_changed_is_no_seal() {
+        let (_dir, layout) = sealed_dir();
+        seal_mixed(&layout);
+        let path = layout.state_dir().join(SEAL_FILE);
+        let good = std::fs::read(&path).unwrap();
+        let payload = MAGIC.len()..good.len() - 32;
+        let resealed = |payload: &[u8]| {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(payload);
+            bytes.extend_from_slice(blake3::hash(payload).as_bytes());
+            bytes
+        };
+        // Format 4's seal, as an earlier stead wrote it: its head only.
+        let mut old = postcard::to_stdvec(&4u32).unwrap();
+        old.extend_from_slice(&good[payload.start + 1..payload.end]);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("format 4", resealed(&old)),
+            ("cut short", resealed(&good[payload.start..payload.end - 1])),
+            ("one byte more", {
+                let mut p = good[payload.clone()].to_vec();
+                p.push(0);
+                resealed(&p)
+            }),
+            ("checksum off", {
+                let mut b = good.clone();
+                b[payload.start + 3] ^= 1;
+                b
+            }),
+        ];
+        for (what, bytes) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(Seal::read(&layout).is_none(), "{what}");
+        }
+        // Every byte of the payload changed in turn, checksum made good:
+        // no panic, and whatever still reads as a seal is consistent.
+        for at in payload.clone() {
+            let mut p = good[payload.clone()].to_vec();
+            p[at - payload.start] ^= 0xff;
+            std::fs::write(&path, resealed(&p)).unwrap();
+            if let Some(seal) = Seal::read(&layout) {
+                let _ = seal.check(&seal.key(), 1);
+                let _ = seal.serial_if_state_unchanged(&layout);
+            }
+        }
+        std::fs::write(&path, &good).unwrap();
+        assert!(Seal::read(&layout).is_some());
+    }
+
+    #[test]
+    fn a_record_keeps_every_field_it_is_given() {
+        let found = Found::Present {
+            mode: 0o100644,
+            uid: u32::MAX,
+            gid: 7,
+            ino: u64::MAX,
+            dev: 1 << 40,
+            size: 12,
+            mtime_ns: -1_000_000_000_123,
+            ctime_ns: i128::from(i64::MAX),
+        };
+        for (owner, rule, found) in [
+            (Some(3), Rule::Node, found),
+            (None, Rule::Content, Found::Missing),
+        ] {
+            let rec = record_of(42, owner, rule, &found).unwrap();
+            assert_eq!(read_record(&rec), Some((42, owner, rule, found)));
+        }
+        // A time past 2262 in nanoseconds: no record, so no seal.
+        let far = Found::Present {
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            ino: 1,
+            dev: 1,
+            size: 0,
+            mtime_ns: i128::from(i64::MAX) + 1,
+            ctime_ns: 0,
+        };
+        assert_eq!(record_of(1, None, Rule::Content, &far), None);
+        let mut bad = record_of(1, None, Rule::Content, &Found::Missing).unwrap();
+        bad[8] = 2;
+        assert_eq!(read_record(&bad), None);
+        assert_eq!(read_record(&bad[..RECORD - 1]), None);
     }
 }
