@@ -464,11 +464,13 @@ impl Stored {
         }
         let n = self.paths();
         let owners = self.head.owner_ends.len();
-        let mut name_ends = Vec::with_capacity(n);
+        let mut names_end = 0;
         for i in 0..n {
             match read_record(self.record(i)) {
-                Some((end, owner, _, _)) if owner.is_none_or(|o| (o as usize) < owners) => {
-                    name_ends.push(end as usize)
+                Some((end, owner, _, _))
+                    if end as usize >= names_end && owner.is_none_or(|o| (o as usize) < owners) =>
+                {
+                    names_end = end as usize
                 }
                 _ => return false,
             }
@@ -476,7 +478,7 @@ impl Stored {
         let owners_end = self.head.owner_ends.last().map_or(0, |&e| e as usize);
         // Every record in a group, so every one is checked.
         ends_in_order(self.head.groups.iter().map(|g| g.end as usize), n)
-            && ends_in_order(name_ends, self.names.len())
+            && names_end == self.names.len()
             && ends_in_order(self.head.owner_ends.iter().map(|&e| e as usize), owners_end)
             && owners_end <= self.owners.len()
     }
@@ -487,8 +489,13 @@ impl Stored {
 
     /// Record `i`'s bytes (empty past the last).
     fn record(&self, i: usize) -> &[u8] {
-        let at = self.records.start + i * RECORD;
-        self.bytes.get(at..at + RECORD).unwrap_or_default()
+        let Some(at) = i.checked_mul(RECORD) else {
+            return &[];
+        };
+        let records = self.bytes.get(self.records.clone()).unwrap_or_default();
+        records
+            .get(at..at.saturating_add(RECORD))
+            .unwrap_or_default()
     }
 
     /// Name `i`, read from its record (`None` only for a record
@@ -496,7 +503,7 @@ impl Stored {
     fn named(&self, i: usize) -> Option<Named<'_>> {
         let (end, owner, rule, found) = read_record(self.record(i))?;
         let start = match i.checked_sub(1) {
-            Some(prev) => read_record(self.record(prev))?.0,
+            Some(prev) => u32::from_le_bytes(field(self.record(prev), 0)?),
             None => 0,
         };
         let names = self.bytes.get(self.names.clone())?;
