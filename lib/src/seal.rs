@@ -81,7 +81,7 @@ const LINK_TYPE: u32 = 0o120000;
 const PARALLEL_FROM: usize = 512;
 
 /// How a sealed path must be found again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
     /// Every stat field as sealed: the same content, link target, mode and
     /// owner (files, links, and the files stead reads).
@@ -133,7 +133,7 @@ impl SealPath {
 }
 
 /// What `lstat` found at a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
     /// Nothing is there.
     Missing,
@@ -260,7 +260,7 @@ pub type Key = [u8; 32];
 /// ends). Fixed-width records are read where they lie: decoding a
 /// postcard record per name took about 1 ms of a 10 000-file no-op run
 /// (docs/performance.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 struct Head {
     format: u32,
     key: Key,
@@ -284,7 +284,7 @@ struct Head {
 
 /// One sealed directory: its path, and where its records end (they start
 /// where the previous group's end).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 struct Group {
     dir: Vec<u8>,
     end: u32,
@@ -867,6 +867,30 @@ impl PackedPaths {
         )
     }
 
+    /// A group per directory, in the order they first appear: where each
+    /// group's paths end, and the paths' numbers in group order (each
+    /// directory's in the order given).
+    fn group_order(&self) -> (Vec<u32>, Vec<u32>) {
+        let mut ends = vec![0u32; self.dirs.len()];
+        for entry in &self.entries {
+            ends[entry.dir as usize] += 1;
+        }
+        let mut next = Vec::with_capacity(self.dirs.len());
+        let mut total = 0u32;
+        for end in &mut ends {
+            next.push(total);
+            total += *end;
+            *end = total;
+        }
+        let mut order = vec![0u32; self.len()];
+        for (i, entry) in self.entries.iter().enumerate() {
+            let slot = &mut next[entry.dir as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+        (ends, order)
+    }
+
     /// Path `i` whole, made in `buf` (the inverse of [`split`]).
     fn path_into<'b>(&self, i: usize, buf: &'b mut PathBuf) -> &'b Path {
         let (dir, name, _) = self.get(i);
@@ -969,26 +993,8 @@ impl Draft {
         if self.too_large {
             return remove(layout).map(|()| false);
         }
-        // A group per directory, in the order they first appear, as the
-        // paths were packed: the paths' numbers in group order.
         let dirs = &self.paths.dirs;
-        let mut ends = vec![0u32; dirs.len()];
-        for entry in &self.paths.entries {
-            ends[entry.dir as usize] += 1;
-        }
-        let mut next = Vec::with_capacity(dirs.len());
-        let mut total = 0u32;
-        for end in &mut ends {
-            next.push(total);
-            total += *end;
-            *end = total;
-        }
-        let mut order = vec![0u32; self.paths.len()];
-        for (i, entry) in self.paths.entries.iter().enumerate() {
-            let slot = &mut next[entry.dir as usize];
-            order[*slot as usize] = i as u32;
-            *slot += 1;
-        }
+        let (ends, order) = self.paths.group_order();
         let head = HeadRef {
             format: FORMAT,
             key: self.key,
@@ -1143,6 +1149,11 @@ mod tests {
         // /h/d, /h, / and /h/e: each directory's bytes once.
         assert_eq!(draft.paths.dirs.len(), 4);
         assert_eq!(draft.paths.names, b"adba.a");
+        // /h/d's three paths first, then /h's, /'s and /h/e's.
+        assert_eq!(
+            draft.paths.group_order(),
+            (vec![3, 4, 5, 6], vec![0, 2, 3, 1, 4, 5])
+        );
     }
 
     /// A home with files `f`, `g` and `d/h`, and a layout whose state dir
@@ -1198,12 +1209,14 @@ mod tests {
     }
 
     #[test]
-    fn a_seal_of_another_format_or_with_any_byte_of_its_payload_changed_is_no_seal() {
+    fn a_seal_of_another_format_or_cut_or_with_a_byte_changed_is_no_seal_or_one_that_does_not_hold()
+    {
         let (_dir, layout) = sealed_dir();
         seal_mixed(&layout);
         let path = layout.state_dir().join(SEAL_FILE);
         let good = std::fs::read(&path).unwrap();
         let payload = MAGIC.len()..good.len() - 32;
+        let records = Seal::read(&layout).unwrap().0.records;
         let resealed = |payload: &[u8]| {
             let mut bytes = MAGIC.to_vec();
             bytes.extend_from_slice(payload);
@@ -1232,14 +1245,23 @@ mod tests {
             assert!(Seal::read(&layout).is_none(), "{what}");
         }
         // Every byte of the payload changed in turn, checksum made good:
-        // no panic, and whatever still reads as a seal is consistent.
+        // never a panic; and a changed stat field of a path sealed by
+        // content (every field compared) leaves no seal that holds.
         for at in payload.clone() {
             let mut p = good[payload.clone()].to_vec();
             p[at - payload.start] ^= 0xff;
             std::fs::write(&path, resealed(&p)).unwrap();
-            if let Some(seal) = Seal::read(&layout) {
-                let _ = seal.check(&seal.key(), 1);
-                let _ = seal.serial_if_state_unchanged(&layout);
+            let Some(seal) = Seal::read(&layout) else {
+                continue;
+            };
+            let _ = seal.check(&seal.key(), 1);
+            let _ = seal.serial_if_state_unchanged(&layout);
+            if records.contains(&at) {
+                let rec = at - (at - records.start) % RECORD;
+                let (content, present) = (good[rec + 8] == 0, good[rec + 9] == 1);
+                if content && present && at - rec >= 12 {
+                    assert!(seal.holds(&seal.key(), 1).is_none(), "byte {at}");
+                }
             }
         }
         std::fs::write(&path, &good).unwrap();
