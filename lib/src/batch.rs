@@ -768,7 +768,7 @@ pub(crate) fn parallel_map<T: Sync, O: Send>(
             .flat_map(|(len, h)| {
                 h.join().unwrap_or_else(|_| {
                     (0..len)
-                        .map(|_| Err("internal error: a writer thread panicked".to_string()))
+                        .map(|_| Err("internal error: a worker thread panicked".to_string()))
                         .collect()
                 })
             })

@@ -670,6 +670,9 @@ pub struct Hit {
     pub unchanged: usize,
     /// Paths found as sealed.
     pub paths: usize,
+    /// The digest of the compiled manifest the seal was made with
+    /// ([`Drift::compiled`]).
+    pub compiled: Option<[u8; 32]>,
 }
 
 /// What a seal whose paths did not all hold still vouches for: every path
@@ -782,6 +785,7 @@ impl Seal {
             serial: self.0.head.serial,
             unchanged: usize::try_from(self.0.head.unchanged).unwrap_or(usize::MAX),
             paths: self.0.paths(),
+            compiled: self.0.head.compiled,
         }
     }
 }

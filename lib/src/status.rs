@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::layout::Layout;
 use crate::manifest::{FileContent, Manifest, Resource, Spec, expand_key};
 use crate::plan::Plan;
-use crate::resource::{Action, Facts, PlanContext};
-use crate::state::{DriftStatus, State};
+use crate::resource::{Action, Drift, Facts, PlanContext};
+use crate::seal::Check;
+use crate::stat_cache::{Stamp, StatCache};
+use crate::state::{DriftStatus, ResourceRecord, State};
 
 /// One managed path compared with the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,47 +32,207 @@ pub struct Finding {
     pub actual: Option<String>,
 }
 
+/// How a drift check may spare itself reading files.
+#[derive(Debug, Clone, Copy)]
+pub struct DriftCheck<'a> {
+    /// Vouches for a file whose stat is exactly the one recorded when its
+    /// content was last verified (racy-git rule, [`StatCache`]); `None`
+    /// reads every file (`check-drift --full`).
+    pub cache: Option<&'a StatCache>,
+    /// What a converged seal vouches for ([`crate::seal`]): a file of a
+    /// resource it vouches for is as it was when the whole plan was empty,
+    /// so it is neither stat'ed nor read.
+    pub sealed: Sealed<'a>,
+    /// Threads that stat and read.
+    pub jobs: usize,
+}
+
+/// What a converged seal vouches for, as a drift check sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Sealed<'a> {
+    /// No seal held (or none was asked): nothing is vouched for.
+    Nothing,
+    /// The seal held: every resource is as sealed.
+    Everything,
+    /// The seal held but for the paths of these resources.
+    AllBut(&'a HashSet<String>),
+}
+
+impl Sealed<'_> {
+    fn vouches(&self, resource: &str) -> bool {
+        match self {
+            Sealed::Nothing => false,
+            Sealed::Everything => true,
+            Sealed::AllBut(changed) => !changed.contains(resource),
+        }
+    }
+}
+
+/// What a drift check of this machine may trust, read from its state dir:
+/// a converged seal made for `key` and, when that does not hold, the stat
+/// cache. Owns what a [`DriftCheck`] borrows.
+#[derive(Debug)]
+pub struct Trusted {
+    seal: Option<crate::seal::Check>,
+    cache: Option<StatCache>,
+    jobs: usize,
+}
+
+impl Trusted {
+    /// What may be trusted (`full`: nothing, every file is read). The
+    /// seal is checked now, on `jobs` threads, as `stead plan` does: a
+    /// check reads, so it takes no lock.
+    pub fn read(layout: &Layout, key: &crate::seal::Key, full: bool, jobs: usize) -> Trusted {
+        if full {
+            return Trusted {
+                seal: None,
+                cache: None,
+                jobs,
+            };
+        }
+        let seal = crate::seal::Seal::read(layout).map(|s| s.check(key, jobs));
+        // A seal that held at all leaves only its changed resources to
+        // read, and those changed since the cache was made.
+        let cache = match seal {
+            Some(Check::Holds(_) | Check::Drifted(_)) => None,
+            Some(Check::Broken) | None => Some(StatCache::load(layout.state_dir())),
+        };
+        Trusted { seal, cache, jobs }
+    }
+
+    /// The compiled manifest a seal that held names: the one a load of
+    /// `stead.toml` would give now ([`crate::manifest::compiled`]).
+    pub fn compiled(&self) -> Option<[u8; 32]> {
+        match &self.seal {
+            Some(Check::Holds(hit)) => hit.compiled,
+            Some(Check::Drifted(drift)) => drift.compiled,
+            Some(Check::Broken) | None => None,
+        }
+    }
+
+    /// The check that trusts it.
+    pub fn check(&self) -> DriftCheck<'_> {
+        DriftCheck {
+            cache: self.cache.as_ref(),
+            sealed: match &self.seal {
+                Some(Check::Holds(_)) => Sealed::Everything,
+                Some(Check::Drifted(drift)) => Sealed::AllBut(&drift.resources),
+                Some(Check::Broken) | None => Sealed::Nothing,
+            },
+            jobs: self.jobs,
+        }
+    }
+}
+
+impl DriftCheck<'_> {
+    /// Reads every file, on `jobs` threads, trusting nothing.
+    pub fn full(jobs: usize) -> DriftCheck<'static> {
+        DriftCheck {
+            cache: None,
+            sealed: Sealed::Nothing,
+            jobs,
+        }
+    }
+}
+
+/// What a drift check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drifts {
+    /// Every recorded path compared, sorted by path.
+    pub findings: Vec<Finding>,
+    /// Files a seal or the stat cache vouched for, not read.
+    pub trusted: usize,
+}
+
 /// Every path `state` records, compared with the disk (and with the
 /// declared link targets and modes when `manifest` loaded), sorted by path.
 /// `secrets`: this machine's, for the keyed checksums of sensitive files.
+/// `check` says what may be trusted without reading ([`DriftCheck`]).
 pub fn drift(
     state: &State,
     manifest: Option<&Manifest>,
     home: &Path,
     secrets: &crate::secret::Secrets,
-) -> Vec<Finding> {
+    check: &DriftCheck,
+) -> Drifts {
+    let trusted = std::sync::atomic::AtomicUsize::new(0);
+    let count = |vouched: bool| {
+        if vouched {
+            trusted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        vouched
+    };
     // Declared resources by id (a map: `Manifest::get` scans, quadratic over the state).
     let declared: HashMap<&str, &Spec> = manifest
         .iter()
         .flat_map(|m| m.resources.iter().rev())
         .map(|r| (r.id.as_str(), &r.spec))
         .collect();
-    let mut findings = Vec::new();
-    for (id, rec) in &state.resources {
-        for key in &rec.keys {
-            let path = expand_key(home, key);
-            let d = crate::resource::drift(
-                &rec.kind,
-                &path,
-                state
-                    .checksums
-                    .get(key)
-                    .map(crate::checksum::Checksum::text)
-                    .as_ref(),
-                declared.get(id.as_str()).copied(),
-                secrets,
-            );
-            findings.push(Finding {
+    let items: Vec<(&String, &ResourceRecord, &String)> = state
+        .resources
+        .iter()
+        .flat_map(|(id, rec)| rec.keys.iter().map(move |key| (id, rec, key)))
+        .collect();
+    let found = crate::batch::parallel_map(&items, check.jobs, |&(id, rec, key)| {
+        let recorded = state
+            .checksums
+            .get(key)
+            .map(crate::checksum::Checksum::text);
+        let d = match recorded.as_ref() {
+            // As sealed: the file holds what stead recorded, its mode and
+            // type are as declared.
+            Some(sum) if rec.kind == "file" && count(check.sealed.vouches(id)) => Drift {
+                status: DriftStatus::Unchanged,
+                expected: Some(sum.clone()),
+                actual: Some(sum.clone()),
+            },
+            _ => {
+                let vouch = |meta: &std::fs::Metadata| {
+                    let entry = check.cache.and_then(|c| c.get(key));
+                    match (entry, recorded.as_ref()) {
+                        (Some(entry), Some(sum)) if rec.kind == "file" => {
+                            count(entry.vouches(&Stamp::of(meta), sum))
+                        }
+                        _ => false,
+                    }
+                };
+                crate::resource::drift(
+                    &rec.kind,
+                    &expand_key(home, key),
+                    recorded.as_ref(),
+                    &vouch,
+                    declared.get(id.as_str()).copied(),
+                    secrets,
+                )
+            }
+        };
+        Ok(Finding {
+            path: key.clone(),
+            resource: id.clone(),
+            status: d.status,
+            expected: d.expected,
+            actual: d.actual,
+        })
+    });
+    let mut findings: Vec<Finding> = found
+        .into_iter()
+        .zip(&items)
+        .map(|(found, &(id, _, key))| {
+            // A thread that panicked leaves its paths reported, not lost.
+            found.unwrap_or_else(|why| Finding {
                 path: key.clone(),
                 resource: id.clone(),
-                status: d.status,
-                expected: d.expected,
-                actual: d.actual,
-            });
-        }
-    }
+                status: DriftStatus::Modified,
+                expected: None,
+                actual: Some(why),
+            })
+        })
+        .collect();
     findings.sort_by(|a, b| a.path.cmp(&b.path));
-    findings
+    Drifts {
+        findings,
+        trusted: trusted.into_inner(),
+    }
 }
 
 /// Whether a resource's file contents may be shown (in a drift diff). This
@@ -306,7 +469,9 @@ mod tests {
             Some(&manifest),
             &fx.home,
             &crate::secret::Secrets::unavailable(),
-        );
+            &DriftCheck::full(4),
+        )
+        .findings;
         let drifted: Vec<_> = findings.iter().filter(|f| f.status.drifted()).collect();
         assert_eq!(drifted.len(), 1);
         assert_eq!(drifted[0].path, "~/a");
@@ -320,6 +485,101 @@ mod tests {
         // Unchanged files have no diff.
         let b = findings.iter().find(|f| f.path == "~/b").unwrap();
         assert_eq!(drift_diff(&manifest, b), None);
+    }
+
+    const TWO_FILES: &str = "[file.a]\npath = \"~/a\"\ncontent = \"one\\n\"\n\n\
+                             [file.b]\npath = \"~/b\"\ncontent = \"b\\n\"\n";
+
+    fn status_of(drifts: &Drifts, path: &str) -> DriftStatus {
+        drifts
+            .findings
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| f.status)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_file_a_seal_vouches_for_is_taken_as_recorded_and_full_reads_it() {
+        let mut fx = Fixture::new();
+        fx.apply(TWO_FILES);
+        // Changed behind the seal's back (a seal that held would not be
+        // believed here; this shows what it spares).
+        std::fs::write(fx.home.join("a"), "changed\n").unwrap();
+        let manifest = fx.manifest(TWO_FILES);
+        let secrets = crate::secret::Secrets::unavailable();
+        let run = |check: &DriftCheck| drift(&fx.state, Some(&manifest), &fx.home, &secrets, check);
+        let everything = DriftCheck {
+            sealed: Sealed::Everything,
+            ..DriftCheck::full(2)
+        };
+        let found = run(&everything);
+        assert_eq!(status_of(&found, "~/a"), DriftStatus::Unchanged);
+        assert_eq!(found.trusted, 2);
+        let changed: HashSet<String> = ["file.a".to_string()].into();
+        let all_but_a = DriftCheck {
+            sealed: Sealed::AllBut(&changed),
+            ..DriftCheck::full(2)
+        };
+        let found = run(&all_but_a);
+        assert_eq!(status_of(&found, "~/a"), DriftStatus::Modified);
+        assert_eq!(status_of(&found, "~/b"), DriftStatus::Unchanged);
+        assert_eq!(found.trusted, 1);
+        let found = run(&DriftCheck::full(2));
+        assert_eq!(status_of(&found, "~/a"), DriftStatus::Modified);
+        assert_eq!(found.trusted, 0);
+        // A vouched-for file is not even stat'ed: the seal's own check of
+        // its path stands for that (here it went behind the seal's back,
+        // and only the full check sees it).
+        std::fs::remove_file(fx.home.join("b")).unwrap();
+        let found = run(&all_but_a);
+        assert_eq!(status_of(&found, "~/b"), DriftStatus::Unchanged);
+        let found = run(&DriftCheck::full(2));
+        assert_eq!(status_of(&found, "~/b"), DriftStatus::Missing);
+    }
+
+    #[test]
+    fn a_file_the_stat_cache_vouches_for_is_not_read_unless_its_stamp_or_the_racy_rule_says_so() {
+        use crate::stat_cache::Entry;
+        let mut fx = Fixture::new();
+        fx.apply(TWO_FILES);
+        let path = fx.home.join("a");
+        std::fs::write(&path, "changed\n").unwrap();
+        let recorded = fx.state.checksums["~/a"].text();
+        let stamp = Stamp::of(&std::fs::symlink_metadata(&path).unwrap());
+        let settled = stamp.mtime_ns.max(stamp.ctime_ns) + crate::stat_cache::RACY_NS;
+        let cache_of = |stamp: Stamp, verified_ns: i128| {
+            StatCache::of([(
+                "~/a".to_string(),
+                Entry::new(stamp, &recorded, verified_ns).unwrap(),
+            )])
+        };
+        let manifest = fx.manifest(TWO_FILES);
+        let secrets = crate::secret::Secrets::unavailable();
+        let run = |cache: &StatCache| {
+            let check = DriftCheck {
+                cache: Some(cache),
+                ..DriftCheck::full(2)
+            };
+            drift(&fx.state, Some(&manifest), &fx.home, &secrets, &check)
+        };
+        // The entry says this very stamp held the recorded content: it is
+        // believed, so the file is not read.
+        let found = run(&cache_of(stamp, settled));
+        assert_eq!(status_of(&found, "~/a"), DriftStatus::Unchanged);
+        assert_eq!(found.trusted, 1);
+        // Verified within the racy window of its last change: read.
+        let found = run(&cache_of(stamp, settled - 1));
+        assert_eq!(status_of(&found, "~/a"), DriftStatus::Modified);
+        assert_eq!(found.trusted, 0);
+        // Another stamp (one field off): read.
+        let other = Stamp {
+            size: stamp.size + 1,
+            ..stamp
+        };
+        let found = run(&cache_of(other, settled));
+        assert_eq!(status_of(&found, "~/a"), DriftStatus::Modified);
+        assert_eq!(found.trusted, 0);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! `stead state check-drift`: compare managed files with the checksums
 //! recorded when stead wrote them (and symlink targets and modes, when the
 //! manifest can be read); with `--diff`, show how each drifted file differs
-//! from its declared content.
+//! from its declared content. A file that a converged seal or the stat
+//! cache vouches for is not read (`--full` reads every file).
 
 use crate::output::outln;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::json;
+use stead_lib::converge;
 use stead_lib::manifest::Manifest;
+use stead_lib::seal;
 use stead_lib::state::DriftStatus;
 use stead_lib::status::{self, Finding};
 
@@ -24,18 +27,26 @@ pub struct CheckDriftArgs {
     /// Show a unified diff of each drifted file: declared content vs what is on disk
     #[arg(long)]
     pub diff: bool,
+
+    /// Read every managed file, trusting neither the converged seal nor the stat cache
+    #[arg(long)]
+    pub full: bool,
 }
 
 pub fn run(ctx: &Context, args: &CheckDriftArgs) -> Result<ExitCode> {
     let all = args.all;
+    let trusted = trusted(ctx, None, args.full);
     let state = ctx.load_state()?;
-    let manifest = manifest(ctx, &state);
-    let findings = status::drift(
+    let manifest = sealed_manifest(ctx, &trusted).or_else(|| manifest(ctx, &state));
+    let found = status::drift(
         &state,
         manifest.as_ref(),
         ctx.layout.home(),
         &ctx.secrets_read_only()?,
+        &trusted.check(),
     );
+    note_trusted(ctx, found.trusted);
+    let findings = found.findings;
     let drifted = findings.iter().filter(|f| f.status.drifted()).count();
     let diff = |f: &Finding| {
         args.diff
@@ -71,20 +82,59 @@ pub(crate) fn manifest(ctx: &Context, state: &stead_lib::state::State) -> Option
     ctx.load_manifest(Some(state), None).ok().map(|(m, _)| m)
 }
 
+/// What a drift check with `--profile profile` (`None`: the recorded one)
+/// may trust here; nothing with `full`.
+pub(crate) fn trusted(ctx: &Context, profile: Option<&str>, full: bool) -> status::Trusted {
+    let request = seal::Request {
+        config: ctx.config.as_deref(),
+        profile,
+    };
+    status::Trusted::read(
+        &ctx.layout,
+        &converge::seal_key(&ctx.layout, &request),
+        full,
+        converge::DEFAULT_JOBS,
+    )
+}
+
+/// With -v, how many files were trusted without being read.
+pub(crate) fn note_trusted(ctx: &Context, trusted: usize) {
+    if trusted > 0 {
+        ctx.verbose_note(&format!(
+            "Trusted {trusted} unchanged file(s) by the converged seal or their stat without reading them ('--full' reads every file)."
+        ));
+    }
+}
+
+/// The manifest a seal that held vouches for, read from its compiled form
+/// instead of parsing `stead.toml`.
+pub(crate) fn sealed_manifest(ctx: &Context, trusted: &status::Trusted) -> Option<Manifest> {
+    let digest = trusted.compiled()?;
+    stead_lib::manifest::compiled::read(ctx.layout.state_dir(), &digest)
+}
+
 /// Managed paths that changed since stead wrote them: `(path, status)`.
 pub(crate) fn drifted(
     ctx: &Context,
     state: &stead_lib::state::State,
 ) -> Vec<(String, DriftStatus)> {
-    let manifest = manifest(ctx, state);
+    let trusted = trusted(ctx, None, false);
+    let manifest = sealed_manifest(ctx, &trusted).or_else(|| manifest(ctx, state));
     let secrets = ctx
         .secrets_read_only()
         .unwrap_or_else(|_| stead_lib::secret::Secrets::unavailable());
-    status::drift(state, manifest.as_ref(), ctx.layout.home(), &secrets)
-        .into_iter()
-        .filter(|f| f.status.drifted())
-        .map(|f| (f.path, f.status))
-        .collect()
+    status::drift(
+        state,
+        manifest.as_ref(),
+        ctx.layout.home(),
+        &secrets,
+        &trusted.check(),
+    )
+    .findings
+    .into_iter()
+    .filter(|f| f.status.drifted())
+    .map(|f| (f.path, f.status))
+    .collect()
 }
 
 /// Prints a diff indented under its file, `+`/`-` lines coloured.

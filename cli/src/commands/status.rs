@@ -37,12 +37,15 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
         .load_manifest(Some(&state), args.profile.as_deref())
         .ok()
         .map(|(m, _)| m);
+    let trusted = super::drift::trusted(ctx, args.profile.as_deref(), false);
     let findings = status::drift(
         &state,
         manifest.as_ref(),
         ctx.layout.home(),
         &prepared.secrets,
-    );
+        &trusted.check(),
+    )
+    .findings;
     let lines = status::lines(&prepared.plan, &findings);
     let diff = |path: &str| {
         let finding = findings.iter().find(|f| f.path == path)?;

@@ -286,7 +286,8 @@ impl Runner for CliRunner<'_> {
         let Some((kind, sum)) = self.recorded.get(path) else {
             return false;
         };
-        let drift = stead_lib::resource::drift(kind, path, sum.as_ref(), None, &self.secrets);
+        let drift =
+            stead_lib::resource::drift(kind, path, sum.as_ref(), &|_| false, None, &self.secrets);
         drift.status == stead_lib::state::DriftStatus::Unchanged
     }
 

@@ -132,6 +132,7 @@ impl ResourceKind for Dir {
         _path: &Path,
         meta: &fs::Metadata,
         _recorded: Option<&String>,
+        _vouched: bool,
         _declared: Option<&Spec>,
         _secrets: &crate::secret::Secrets,
     ) -> Drift {

@@ -141,10 +141,11 @@ impl ResourceKind for File {
         path: &Path,
         meta: &fs::Metadata,
         recorded: Option<&String>,
+        vouched: bool,
         declared: Option<&Spec>,
         secrets: &Secrets,
     ) -> Drift {
-        drift(path, meta, recorded, declared, secrets)
+        drift(path, meta, recorded, vouched, declared, secrets)
     }
 
     /// A file with `ensure = "absent"` plans no checksum: once it is gone,
@@ -284,6 +285,7 @@ fn drift(
     path: &Path,
     meta: &fs::Metadata,
     recorded: Option<&String>,
+    vouched: bool,
     declared: Option<&Spec>,
     secrets: &Secrets,
 ) -> Drift {
@@ -297,16 +299,19 @@ fn drift(
     }
     // A secret-bearing file's checksum is keyed by the machine identity.
     let keyed = recorded.is_some_and(|r| crate::secret::is_secret_checksum(r));
-    let actual = read_whole(path, meta)
-        .map(|b| {
-            let b = zeroize::Zeroizing::new(b);
-            if keyed {
-                secrets.content_checksum(&b)
-            } else {
-                checksum(&b)
-            }
-        })
-        .ok();
+    let actual = match recorded.filter(|_| vouched) {
+        Some(known) => Some(known.clone()),
+        None => read_whole(path, meta)
+            .map(|b| {
+                let b = zeroize::Zeroizing::new(b);
+                if keyed {
+                    secrets.content_checksum(&b)
+                } else {
+                    checksum(&b)
+                }
+            })
+            .ok(),
+    };
     let actual_mode = mode_of(meta);
     let mode_drift = match declared {
         Some(Spec::File(f)) => f.mode.filter(|want| actual_mode != *want),

@@ -120,11 +120,15 @@ pub trait ResourceKind: KindSchema {
 
     /// Drift of a recorded path that exists (`meta`, not following links),
     /// against the checksum stead recorded and the declared spec, if any.
+    /// `vouched`: the stat cache or a converged seal vouches that the
+    /// path's content is still `recorded`, so a kind that would read it to
+    /// compare may take it as read.
     fn drift(
         &self,
         _path: &Path,
         _meta: &Metadata,
         _recorded: Option<&String>,
+        _vouched: bool,
         _declared: Option<&Spec>,
         _secrets: &crate::secret::Secrets,
     ) -> Drift {

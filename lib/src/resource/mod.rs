@@ -661,10 +661,13 @@ pub fn link_checksum(target: &Path) -> String {
 
 /// Drift of one path a resource of kind `kind` recorded: `missing` when
 /// nothing is there, else what the kind finds (see [`kind::ResourceKind::drift`]).
+/// `vouch` tells, from the path's stat, whether its content is known to be
+/// still `recorded` without reading it (the stat cache; never for `--full`).
 pub fn drift(
     kind: &str,
     path: &Path,
     recorded: Option<&String>,
+    vouch: &dyn Fn(&std::fs::Metadata) -> bool,
     declared: Option<&Spec>,
     secrets: &crate::secret::Secrets,
 ) -> Drift {
@@ -675,7 +678,7 @@ pub fn drift(
             actual: None,
         },
         Ok(meta) => match registry::find(kind) {
-            Some(k) => k.drift(path, &meta, recorded, declared, secrets),
+            Some(k) => k.drift(path, &meta, recorded, vouch(&meta), declared, secrets),
             None => Drift::UNCHANGED,
         },
     }

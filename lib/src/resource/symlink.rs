@@ -86,6 +86,7 @@ impl ResourceKind for Symlink {
         path: &Path,
         meta: &fs::Metadata,
         _recorded: Option<&String>,
+        _vouched: bool,
         declared: Option<&Spec>,
         _secrets: &crate::secret::Secrets,
     ) -> Drift {

@@ -1,0 +1,169 @@
+//! `stead state check-drift` end to end: a file that the converged seal or
+//! the stat cache vouches for is not read, and what the check reports is
+//! exactly what `--full` (which reads every file) reports, on a sealed
+//! machine, on one whose seal drifted, and on one with only a stat cache;
+//! an edit made in the same second and hidden by `touch -d` is still found.
+//! `STEAD_NOW` moves the verification time past the racy window instead of
+//! sleeping through it.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Repo, later};
+
+const MANIFEST: &str = "[file.a]\npath = \"~/a\"\ncontent = \"aaa\\n\"\n\n\
+                        [file.b]\npath = \"~/b\"\ncontent = \"bbb\\n\"\n";
+
+/// What -v says when files were trusted without being read.
+const TRUSTED: &str = "unchanged file(s) by the converged seal or their stat without reading them";
+
+fn apply(repo: &Repo, now: Option<&str>) {
+    let config = repo.config.path().to_str().unwrap().to_string();
+    let mut cmd = repo.sb.stead(&["--config", &config, "apply", "--yes"]);
+    if let Some(t) = now {
+        cmd.env("STEAD_NOW", t);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Applied, then found unchanged past the racy window: sealed, and every
+/// file in the stat cache.
+fn sealed(manifest: &str) -> Repo {
+    let repo = Repo::new(manifest);
+    apply(&repo, None);
+    apply(&repo, Some(&later()));
+    assert!(repo.sb.state_dir().join("converged.seal").exists());
+    assert!(repo.sb.state_dir().join("stat_cache.json").exists());
+    repo
+}
+
+/// How many files `check-drift -v` says it trusted (0: it says nothing).
+fn trusted(err: &str) -> usize {
+    err.lines()
+        .find(|l| l.contains(TRUSTED))
+        .and_then(|l| l.strip_prefix("Trusted ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `check-drift -v` with `extra`: exit code, stdout, files trusted.
+fn check(repo: &Repo, extra: &[&str]) -> (i32, String, usize) {
+    let mut args = vec!["-v"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["state", "check-drift"]);
+    let (code, out, err) = repo.run(&args);
+    (code, out, trusted(&err))
+}
+
+/// The trusting check and the full one report the same, in text and JSON
+/// (every path listed); returns the trusting check's exit code and the
+/// files it trusted.
+fn same_as_full(repo: &Repo) -> (i32, usize) {
+    let (code, out, trusted) = check(repo, &["--json"]);
+    let (full_code, full_out, full_trusted) = {
+        let (code, out, err) = repo.run(&["-v", "--json", "state", "check-drift", "--full"]);
+        (code, out, self::trusted(&err))
+    };
+    assert_eq!(full_trusted, 0, "--full trusts nothing");
+    assert_eq!((code, &out), (full_code, &full_out));
+    let all = |extra: &[&str]| {
+        let mut args = vec!["--json", "state", "check-drift", "--all"];
+        args.extend_from_slice(extra);
+        repo.run(&args)
+    };
+    assert_eq!(all(&[]), all(&["--full"]));
+    let text = |extra: &[&str]| {
+        let mut args = vec!["state", "check-drift", "--all", "--diff"];
+        args.extend_from_slice(extra);
+        repo.run(&args)
+    };
+    assert_eq!(text(&[]), text(&["--full"]));
+    (code, trusted)
+}
+
+#[test]
+fn on_a_sealed_machine_no_file_is_read_and_the_report_is_the_full_one() {
+    let repo = sealed(MANIFEST);
+    let (code, out, trusted) = check(&repo, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No drift"), "{out}");
+    assert_eq!(trusted, 2);
+    assert_eq!(same_as_full(&repo), (0, 2));
+}
+
+#[test]
+fn an_edit_hidden_by_touch_d_on_a_sealed_machine_is_found_and_only_it_is_read() {
+    let repo = sealed(MANIFEST);
+    common::edit_hidden_by_touch_d(&repo.path("a"), "zzz\n");
+    let (code, out, trusted) = check(&repo, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("Modified Files (1)") && out.contains("~/a"),
+        "{out}"
+    );
+    assert_eq!(trusted, 1, "~/b is vouched for by the seal");
+    assert_eq!(same_as_full(&repo), (4, 1));
+}
+
+#[test]
+fn without_a_seal_the_stat_cache_vouches_and_an_edit_hidden_by_touch_d_is_found() {
+    let repo = sealed(MANIFEST);
+    fs::remove_file(repo.sb.state_dir().join("converged.seal")).unwrap();
+    let (code, out, trusted) = check(&repo, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(trusted, 2);
+    common::edit_hidden_by_touch_d(&repo.path("b"), "zzz\n");
+    let (code, out, trusted) = check(&repo, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("Modified Files (1)") && out.contains("~/b"),
+        "{out}"
+    );
+    assert_eq!(trusted, 1, "~/a is vouched for by the stat cache");
+    assert_eq!(same_as_full(&repo), (4, 1));
+}
+
+#[test]
+fn every_kind_of_drift_is_reported_as_the_full_check_reports_it() {
+    let manifest = format!(
+        "{MANIFEST}\n\
+         [file.m]\npath = \"~/m\"\ncontent = \"mmm\\n\"\nmode = \"0644\"\n\n\
+         [file.gone]\npath = \"~/gone\"\ncontent = \"g\\n\"\n\n\
+         [file.swapped]\npath = \"~/swapped\"\ncontent = \"s\\n\"\n\n\
+         [dir.d]\npath = \"~/d\"\n\n\
+         [symlink.l]\npath = \"~/l\"\ntarget = \"~/a\"\n"
+    );
+    let repo = sealed(&manifest);
+    let (code, _, trusted) = check(&repo, &[]);
+    assert_eq!((code, trusted), (0, 5));
+    assert_eq!(same_as_full(&repo), (0, 5));
+    // Every kind of drift at once: the seal no longer holds for these
+    // resources, and the rest are still vouched for.
+    common::edit_hidden_by_touch_d(&repo.path("a"), "zzz\n");
+    fs::set_permissions(repo.path("m"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(repo.path("gone")).unwrap();
+    fs::remove_file(repo.path("swapped")).unwrap();
+    fs::create_dir(repo.path("swapped")).unwrap();
+    fs::remove_file(repo.path("l")).unwrap();
+    std::os::unix::fs::symlink(repo.path("b"), repo.path("l")).unwrap();
+    let (code, out, trusted) = check(&repo, &[]);
+    assert_eq!(code, 4, "{out}");
+    for title in [
+        "Modified Files (1)",
+        "Missing Files (1)",
+        "Replaced (1)",
+        "Mode Changes (1)",
+        "Retargeted Symlinks (1)",
+    ] {
+        assert!(out.contains(title), "{title}: {out}");
+    }
+    assert_eq!(trusted, 1, "only ~/b is left to the seal");
+    assert_eq!(same_as_full(&repo), (4, 1));
+    // And with no seal, by the stat cache.
+    fs::remove_file(repo.sb.state_dir().join("converged.seal")).unwrap();
+    let (code, _, trusted) = check(&repo, &[]);
+    assert_eq!((code, trusted), (4, 1));
+    assert_eq!(same_as_full(&repo), (4, 1));
+}
