@@ -3,6 +3,8 @@
 //! exactly what `--full` (which reads every file) reports, on a sealed
 //! machine, on one whose seal drifted, and on one with only a stat cache;
 //! an edit made in the same second and hidden by `touch -d` is still found.
+//! `stead status` trusts the seal as `stead plan` does, and shows what it
+//! shows without one.
 //! `STEAD_NOW` moves the verification time past the racy window instead of
 //! sleeping through it.
 
@@ -166,4 +168,44 @@ fn every_kind_of_drift_is_reported_as_the_full_check_reports_it() {
     let (code, _, trusted) = check(&repo, &[]);
     assert_eq!((code, trusted), (4, 1));
     assert_eq!(same_as_full(&repo), (4, 1));
+}
+
+/// `stead status` in text and JSON, with and without `--diff`.
+fn status_outputs(repo: &Repo) -> Vec<(i32, String, String)> {
+    [&[][..], &["--diff"], &["--json"], &["--json", "--diff"]]
+        .iter()
+        .map(|extra| {
+            let mut args = vec!["status"];
+            args.extend_from_slice(extra);
+            let (code, out, _) = repo.run(&args);
+            (code, out, extra.join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn status_on_a_sealed_machine_shows_what_it_shows_without_the_seal() {
+    let repo = sealed(MANIFEST);
+    let (code, out, _) = repo.run(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Clean"), "{out}");
+    let with_seal = status_outputs(&repo);
+    common::edit_hidden_by_touch_d(&repo.path("a"), "zzz\n");
+    let drifted_seal = status_outputs(&repo);
+    assert_eq!(drifted_seal[0].0, 4, "{:?}", drifted_seal[0]);
+    assert!(
+        drifted_seal[0].1.contains("~M ~/a  file.a"),
+        "{:?}",
+        drifted_seal[0]
+    );
+    // Without the seal: a full plan, the stat cache for the drift column.
+    fs::remove_file(repo.sb.state_dir().join("converged.seal")).unwrap();
+    assert_eq!(status_outputs(&repo), drifted_seal);
+    // Back to clean and sealed, then without the seal again.
+    apply(&repo, None);
+    apply(&repo, Some(&later()));
+    assert!(repo.sb.state_dir().join("converged.seal").exists());
+    assert_eq!(status_outputs(&repo), with_seal);
+    fs::remove_file(repo.sb.state_dir().join("converged.seal")).unwrap();
+    assert_eq!(status_outputs(&repo), with_seal);
 }

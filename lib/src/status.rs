@@ -100,6 +100,21 @@ impl Trusted {
         Trusted { seal, cache, jobs }
     }
 
+    /// Whether a converged seal holds: nothing changed since an apply
+    /// found the machine as declared.
+    pub fn holds(&self) -> bool {
+        matches!(self.seal, Some(Check::Holds(_)))
+    }
+
+    /// What a seal that drifted still vouches for (a plan may plan only
+    /// the rest: [`crate::converge::PrepareOptions::drift`]).
+    pub fn drifted(&self) -> Option<&crate::seal::Drift> {
+        match &self.seal {
+            Some(Check::Drifted(drift)) => Some(drift),
+            _ => None,
+        }
+    }
+
     /// The compiled manifest a seal that held names: the one a load of
     /// `stead.toml` would give now ([`crate::manifest::compiled`]).
     pub fn compiled(&self) -> Option<[u8; 32]> {

@@ -26,18 +26,23 @@ pub struct StatusArgs {
 }
 
 pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
-    let state = ctx.current_state()?;
-    let prepared = converge::prepare_read_only(
-        &ctx.layout,
-        &state,
-        &ctx.plan_options(None, args.profile.as_deref(), false, converge::DEFAULT_JOBS),
-        &converge::Silent,
-    )?;
-    let manifest = ctx
-        .load_manifest(Some(&state), args.profile.as_deref())
-        .ok()
-        .map(|(m, _)| m);
+    // A converged seal that still holds: an apply would change nothing
+    // and nothing drifted, as `stead plan` trusts it.
     let trusted = super::drift::trusted(ctx, args.profile.as_deref(), false);
+    let state = ctx.current_state()?;
+    if trusted.holds() {
+        print_clean(ctx);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut options =
+        ctx.plan_options(None, args.profile.as_deref(), false, converge::DEFAULT_JOBS);
+    options.drift = trusted.drifted();
+    let prepared = converge::prepare_read_only(&ctx.layout, &state, &options, &converge::Silent)?;
+    let manifest = super::drift::sealed_manifest(ctx, &trusted).or_else(|| {
+        ctx.load_manifest(Some(&state), args.profile.as_deref())
+            .ok()
+            .map(|(m, _)| m)
+    });
     let findings = status::drift(
         &state,
         manifest.as_ref(),
@@ -66,7 +71,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
             .collect();
         print_json(&json!({"clean": lines.is_empty(), "entries": entries}));
     } else if lines.is_empty() {
-        outln!("Clean: the machine matches the manifest and nothing drifted.");
+        print_clean(ctx);
     } else {
         let p = &ctx.out;
         for l in &lines {
@@ -93,4 +98,13 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
     } else {
         crate::exit::Exit::Found.into()
     })
+}
+
+/// What a clean machine prints.
+fn print_clean(ctx: &Context) {
+    if ctx.json {
+        print_json(&json!({"clean": true, "entries": []}));
+    } else {
+        outln!("Clean: the machine matches the manifest and nothing drifted.");
+    }
 }
