@@ -10,10 +10,10 @@
 //! disk) is removed, never left as a truncated file that looks complete; a
 //! SIGKILL leaves a temp that recovery recognises and removes. A batch of
 //! file writes ([`crate::batch`]) backs up what it replaces the same way but
-//! all together: every backup made first ([`stage`]), then the batch's own
+//! all together: every backup made first (`stage`), then the batch's own
 //! data barrier for them. There a regular file with no other name is kept
 //! by a second name (a hard link) instead of a copy, which the batch's
-//! rename then leaves its only one ([`link_regular`]); a link is made at
+//! rename then leaves its only one (`link_regular`); a link is made at
 //! its final name at once (nothing is copied, so nothing can be torn), and
 //! the data barrier makes that name durable too. A copy is made at a temp
 //! name and renamed after the data barrier, and one more barrier makes

@@ -11,14 +11,14 @@
 //!    `started`); then each target that must be kept first, if it is a
 //!    regular file, is linked at its name in the run's backup folder (or,
 //!    when it cannot be, copied to a temp name there), not flushed
-//!    ([`crate::backup::stage`]);
+//!    (`backup::stage`);
 //! 3. **data barrier**: every temp's and backup's data is durable
 //!    ([`Barrier`]), and the linked backups' names (and the directories
 //!    made for them);
 //! 4. the copied backups are named: each renamed to its name in the run
 //!    folder, then a barrier makes those names durable (none when every
 //!    backup is a link); anything but a regular file is backed up alone
-//!    ([`crate::backup::backup`]); a member whose backup fails is not
+//!    (`backup::backup`); a member whose backup fails is not
 //!    renamed;
 //! 5. every temp is renamed over its target;
 //! 6. **name barrier**: every rename (the directory entries) is durable;

@@ -626,7 +626,7 @@ fn unfinished_one_shots(records: &[Record]) -> std::collections::HashMap<&str, &
 }
 
 /// Keys of one-shot steps left unfinished by a crash (see
-/// [`unfinished_one_shots`]); not forgotten by compaction.
+/// `unfinished_one_shots`); not forgotten by compaction.
 pub fn unfinished_keys(records: &[Record]) -> HashSet<String> {
     unfinished_one_shots(records)
         .into_keys()

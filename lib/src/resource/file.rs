@@ -516,7 +516,7 @@ fn plan_secret(
 /// Files whose content holds the stdout of an exec that runs in this plan
 /// (`${exec.NAME.stdout}`): what they will hold is known only once it has
 /// run, so each is written after it, from the output it printed, and only
-/// if that changes it ([`write_secret`]).
+/// if that changes it (`write_secret`).
 pub fn defer_to_outputs(resources: &[&crate::manifest::Resource], changes: &mut [super::Change]) {
     let runs: std::collections::HashSet<String> = changes
         .iter()

@@ -226,7 +226,7 @@ impl std::fmt::Debug for SharedReads {
 
 /// The directories one plan found to be directories, so the check that no
 /// file stands where a resource's parent directory should be
-/// ([`ancestor_in_the_way`]) costs one `stat` per directory, not one per
+/// (`ancestor_in_the_way`) costs one `stat` per directory, not one per
 /// resource (files share few parents). Shared by the planning threads.
 #[derive(Debug, Default)]
 pub struct KnownDirs(std::sync::Mutex<HashSet<PathBuf>>);
@@ -339,7 +339,7 @@ pub struct Change {
     /// Retries after a failure (`retry`, `delay`, `backoff`).
     #[serde(default)]
     pub retry: crate::manifest::Retry,
-    /// Ids refreshed when this change does something (a [`ThinVec`]:
+    /// Ids refreshed when this change does something (a [`thin_vec::ThinVec`]:
     /// empty in almost every change, and a `Vec` was 16 bytes more of each).
     #[serde(default)]
     pub notify: thin_vec::ThinVec<String>,

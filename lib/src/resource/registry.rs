@@ -1,6 +1,6 @@
 //! The registry of resource kinds: the one list that maps a kind's name to
 //! its [`ResourceKind`]. Adding a kind is one file in `resource/` and one
-//! line in [`KINDS`].
+//! line in `KINDS`.
 
 use crate::manifest::Kind;
 use crate::manifest::schema::{KindSchema, KindTable};

@@ -119,7 +119,7 @@ pub fn open_with(dir: &Path, options: &Options) -> Result<Box<dyn Backend>, Sync
     Ok(Box::new(git_backend::GitBackend::open_with(dir, options)?))
 }
 
-/// [`open_or_clone`] with `options` (see [`open_with`]).
+/// [`git_backend::GitBackend::open_or_clone`] with `options` (see [`open_with`]).
 pub fn open_or_clone_with(
     dest: &Path,
     url: &str,

@@ -63,7 +63,7 @@ pub fn query(names: &[&str]) -> Result<HashMap<String, Found>, String> {
     Ok(found)
 }
 
-/// `rpm -q --qf` output in [`VERSION_FORMAT`]; other lines ("package X is
+/// `rpm -q --qf` output in `VERSION_FORMAT`; other lines ("package X is
 /// not installed") are not packages.
 pub fn parse_query(text: &str) -> HashMap<String, Found> {
     text.lines()
