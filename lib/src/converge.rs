@@ -369,6 +369,10 @@ pub struct Prepared {
     /// The plan is a drifted seal's (`PrepareOptions::drift`): the journal,
     /// the manifest and the record are as the apply that sealed left them.
     pub from_seal: bool,
+    /// The manifest the plan was made from, kept by [`prepare_read_only`]
+    /// (a front end that shows more than the plan needs it too), not by
+    /// [`prepare`].
+    pub manifest: Option<Manifest>,
 }
 
 /// Reads the journal (telling `reporter` about an interrupted run), then
@@ -418,13 +422,13 @@ fn prepare_with(
         .now_ns
         .unwrap_or_else(crate::stat_cache::now_ns);
     let mut from_compiled = false;
-    let (mut plan, profile, draft) = match &options.source {
+    let (mut plan, profile, draft, manifest) = match &options.source {
         PlanSource::Saved(file) => {
             let mut plan = load_saved(file, state)?;
             secrets = secrets.with_config(&plan.config_dir);
             restore_sensitive(layout, file, state, &mut plan)?;
             let profile = plan.profile.clone();
-            (plan, profile, None)
+            (plan, profile, None, None)
         }
         PlanSource::Manifest {
             config,
@@ -497,7 +501,10 @@ fn prepare_with(
             if let Some(drift) = options.drift {
                 plan.vouched = drift.sealed.saturating_sub(plan.changes.len());
             }
-            (plan, manifest.profile.clone(), draft)
+            let profile = manifest.profile.clone();
+            // An apply lets it go now, as before it kept nothing: at
+            // 100 000 resources it is tens of MB its run goes on without.
+            (plan, profile, draft, read_only.then_some(manifest))
         }
     };
     if matches!(options.source, PlanSource::Manifest { .. }) && scope.is_none() {
@@ -526,6 +533,7 @@ fn prepare_with(
         secrets,
         boot_id: options.checks.boot_id.clone(),
         from_compiled,
+        manifest,
         from_seal: options.drift.is_some() && matches!(options.source, PlanSource::Manifest { .. }),
     })
 }

@@ -37,12 +37,10 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
     let mut options =
         ctx.plan_options(None, args.profile.as_deref(), false, converge::DEFAULT_JOBS);
     options.drift = trusted.drifted();
-    let prepared = converge::prepare_read_only(&ctx.layout, &state, &options, &converge::Silent)?;
-    let manifest = super::drift::sealed_manifest(ctx, &trusted).or_else(|| {
-        ctx.load_manifest(Some(&state), args.profile.as_deref())
-            .ok()
-            .map(|(m, _)| m)
-    });
+    let mut prepared =
+        converge::prepare_read_only(&ctx.layout, &state, &options, &converge::Silent)?;
+    // The plan's own manifest (or the compiled form a drifted seal named).
+    let manifest = prepared.manifest.take();
     let findings = status::drift(
         &state,
         manifest.as_ref(),
