@@ -70,19 +70,27 @@ fn same_as_full(repo: &Repo) -> (i32, usize) {
     };
     assert_eq!(full_trusted, 0, "--full trusts nothing");
     assert_eq!((code, &out), (full_code, &full_out));
-    let all = |extra: &[&str]| {
-        let mut args = vec!["--json", "state", "check-drift", "--all"];
-        args.extend_from_slice(extra);
-        repo.run(&args)
-    };
-    assert_eq!(all(&[]), all(&["--full"]));
-    let text = |extra: &[&str]| {
-        let mut args = vec!["state", "check-drift", "--all", "--diff"];
-        args.extend_from_slice(extra);
-        repo.run(&args)
-    };
-    assert_eq!(text(&[]), text(&["--full"]));
+    for args in [
+        &["--json", "state", "check-drift", "--all"][..],
+        &["state", "check-drift", "--all", "--diff"],
+    ] {
+        let full = [args, &["--full"]].concat();
+        assert_eq!(repo.run(args), repo.run(&full), "{args:?}");
+    }
     (code, trusted)
+}
+
+/// After `path` was edited in a way its mtime hides: the check finds it
+/// alone modified and trusts the other file, as `--full` reports.
+fn only_modified(repo: &Repo, path: &str) {
+    let (code, out, trusted) = check(repo, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("Modified Files (1)") && out.contains(path),
+        "{out}"
+    );
+    assert_eq!(trusted, 1, "the other file is vouched for");
+    assert_eq!(same_as_full(repo), (4, 1));
 }
 
 #[test]
@@ -99,14 +107,7 @@ fn on_a_sealed_machine_no_file_is_read_and_the_report_is_the_full_one() {
 fn an_edit_hidden_by_touch_d_on_a_sealed_machine_is_found_and_only_it_is_read() {
     let repo = sealed(MANIFEST);
     common::edit_hidden_by_touch_d(&repo.path("a"), "zzz\n");
-    let (code, out, trusted) = check(&repo, &[]);
-    assert_eq!(code, 4, "{out}");
-    assert!(
-        out.contains("Modified Files (1)") && out.contains("~/a"),
-        "{out}"
-    );
-    assert_eq!(trusted, 1, "~/b is vouched for by the seal");
-    assert_eq!(same_as_full(&repo), (4, 1));
+    only_modified(&repo, "~/a");
 }
 
 #[test]
@@ -117,14 +118,7 @@ fn without_a_seal_the_stat_cache_vouches_and_an_edit_hidden_by_touch_d_is_found(
     assert_eq!(code, 0, "{out}");
     assert_eq!(trusted, 2);
     common::edit_hidden_by_touch_d(&repo.path("b"), "zzz\n");
-    let (code, out, trusted) = check(&repo, &[]);
-    assert_eq!(code, 4, "{out}");
-    assert!(
-        out.contains("Modified Files (1)") && out.contains("~/b"),
-        "{out}"
-    );
-    assert_eq!(trusted, 1, "~/a is vouched for by the stat cache");
-    assert_eq!(same_as_full(&repo), (4, 1));
+    only_modified(&repo, "~/b");
 }
 
 #[test]

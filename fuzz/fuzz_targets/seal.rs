@@ -6,10 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stead_lib::seal::{SEAL_FILE, Seal};
-
-/// What a seal file starts with (`lib/src/seal.rs`).
-const MAGIC: &[u8] = b"stead converged seal\n";
+use stead_lib::seal::{MAGIC, SEAL_FILE, Seal};
 
 fuzz_target!(|data: &[u8]| {
     let layout = stead_fuzz::scratch();

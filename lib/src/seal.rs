@@ -62,8 +62,9 @@ use crate::stat_cache::RACY_NS;
 /// The seal's file in the state dir.
 pub const SEAL_FILE: &str = "converged.seal";
 
-/// What a seal file starts with.
-const MAGIC: &[u8] = b"stead converged seal\n";
+/// What a seal file starts with (then its payload and the payload's
+/// BLAKE3 digest).
+pub const MAGIC: &[u8] = b"stead converged seal\n";
 
 /// The format this build reads and writes (another is no seal). 3: each
 /// path names the resource whose plan rests on it, if only one does. 4:

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::layout::Layout;
-use crate::manifest::{FileContent, Manifest, Resource, Spec, expand_key};
+use crate::manifest::{FileContent, Kind, Manifest, Resource, Spec, expand_key};
 use crate::plan::Plan;
 use crate::resource::{Action, Drift, Facts, PlanContext};
 use crate::seal::Check;
@@ -193,10 +193,12 @@ pub fn drift(
             .checksums
             .get(key)
             .map(crate::checksum::Checksum::text);
+        // Only a file's content is read to compare; nothing else is vouched for.
+        let is_file = rec.kind == Kind::File.as_str();
         let d = match recorded.as_ref() {
             // As sealed: the file holds what stead recorded, its mode and
             // type are as declared.
-            Some(sum) if rec.kind == "file" && count(check.sealed.vouches(id)) => Drift {
+            Some(sum) if is_file && count(check.sealed.vouches(id)) => Drift {
                 status: DriftStatus::Unchanged,
                 expected: Some(sum.clone()),
                 actual: Some(sum.clone()),
@@ -205,7 +207,7 @@ pub fn drift(
                 let vouch = |meta: &std::fs::Metadata| {
                     let entry = check.cache.and_then(|c| c.get(key));
                     match (entry, recorded.as_ref()) {
-                        (Some(entry), Some(sum)) if rec.kind == "file" => {
+                        (Some(entry), Some(sum)) if is_file => {
                             count(entry.vouches(&Stamp::of(meta), sum))
                         }
                         _ => false,
@@ -233,13 +235,16 @@ pub fn drift(
         .into_iter()
         .zip(&items)
         .map(|(found, &(id, _, key))| {
-            // A thread that panicked leaves its paths reported, not lost.
+            // A thread that panicked leaves its paths reported as not
+            // known to be unchanged, not lost.
             found.unwrap_or_else(|why| Finding {
                 path: key.clone(),
                 resource: id.clone(),
                 status: DriftStatus::Modified,
                 expected: None,
-                actual: Some(why),
+                actual: Some(format!(
+                    "not checked ({why}); run the check again, and report it if it repeats"
+                )),
             })
         })
         .collect();
