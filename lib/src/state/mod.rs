@@ -3,6 +3,7 @@
 
 pub mod checks;
 mod drift;
+mod entry_lines;
 mod error;
 mod foreign;
 mod migrate;

@@ -341,7 +341,7 @@ impl StateStore {
         // record this store has not seen.
         self.remember(None);
         fsutil::atomic_write_with(&self.path(), 0o600, observer, &mut |out| {
-            serde_json::to_writer_pretty(&mut *out, state).map_err(io::Error::from)?;
+            super::entry_lines::write(&mut *out, state).map_err(io::Error::from)?;
             out.write_all(b"\n")
         })?;
         if let Ok(meta) = std::fs::symlink_metadata(self.path()) {
