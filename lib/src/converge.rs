@@ -471,7 +471,7 @@ fn prepare_with(
                     let compiled = if read_only {
                         None
                     } else {
-                        compiled::refresh(layout.state_dir(), &manifest)
+                        compiled::refresh(layout.state_dir(), &manifest, &graph.packed_edges())
                             .ok()
                             .flatten()
                     };
@@ -541,8 +541,8 @@ fn prepare_with(
 /// The compiled manifest a drifted seal names, with its graph, if it is
 /// there and whole ([`compiled::read`]).
 fn load_compiled(state_dir: &Path, digest: &compiled::Digest) -> Option<Compiled> {
-    let manifest = compiled::read(state_dir, digest)?;
-    let graph = Graph::build(&manifest).ok()?;
+    let (manifest, edges) = compiled::read_with_edges(state_dir, digest)?;
+    let graph = Graph::from_packed(&manifest, edges)?;
     Some((manifest, graph))
 }
 

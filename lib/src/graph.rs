@@ -13,6 +13,7 @@ use std::path::Path;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::manifest::compiled::PackedEdge;
 use crate::manifest::{LoadError, LoadOptions, Manifest, ManifestError, Parsed, Problem};
 use crate::resource::registry;
 
@@ -44,6 +45,31 @@ impl EdgeKind {
     /// Whether stead added the edge by itself.
     pub fn is_auto(self) -> bool {
         matches!(self, EdgeKind::ParentDir | EdgeKind::SymlinkTarget)
+    }
+
+    /// Its number in a compiled manifest ([`PackedEdge`]): fixed, since
+    /// files keep it (another numbering needs another compiled format).
+    fn number(self) -> u8 {
+        match self {
+            EdgeKind::After => 0,
+            EdgeKind::Before => 1,
+            EdgeKind::Notify => 2,
+            EdgeKind::Reference => 3,
+            EdgeKind::ParentDir => 4,
+            EdgeKind::SymlinkTarget => 5,
+        }
+    }
+
+    fn of_number(number: u8) -> Option<EdgeKind> {
+        Some(match number {
+            0 => EdgeKind::After,
+            1 => EdgeKind::Before,
+            2 => EdgeKind::Notify,
+            3 => EdgeKind::Reference,
+            4 => EdgeKind::ParentDir,
+            5 => EdgeKind::SymlinkTarget,
+            _ => return None,
+        })
     }
 }
 
@@ -120,7 +146,7 @@ pub struct Cycle {
 }
 
 /// The DAG of a manifest's resources.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Graph {
     /// Resource ids, in manifest order (index = node).
     pub ids: Vec<Box<str>>,
@@ -196,12 +222,44 @@ pub fn check(mut parsed: Parsed) -> Result<(Manifest, Graph), ManifestError> {
 impl Graph {
     /// Builds the graph of `manifest`, or the cycle that prevents it.
     pub fn build(manifest: &Manifest) -> Result<Graph, Cycle> {
-        let ids: Vec<Box<str>> = manifest
-            .resources
-            .iter()
-            .map(|r| Box::from(r.id.as_str()))
-            .collect();
+        let ids = ids_of(manifest);
         let edges = collect_edges(manifest, &ids);
+        Graph::assemble(ids, edges)
+    }
+
+    /// The graph of `manifest` from the edges [`Graph::build`] found for
+    /// this same manifest before ([`Graph::packed_edges`]; its compiled
+    /// form keeps them, so that a repair does not look for them again:
+    /// about half of reading it). `None` when an edge names a node the
+    /// manifest does not have or an unknown kind, or the edges make a cycle.
+    pub fn from_packed(manifest: &Manifest, packed: Vec<PackedEdge>) -> Option<Graph> {
+        let ids = ids_of(manifest);
+        let n = ids.len();
+        let fits = |node: u32| (node as usize) < n;
+        let edges = packed
+            .into_iter()
+            .map(|(from, to, kind)| {
+                (fits(from) && fits(to) && from != to).then_some(())?;
+                Some(Edge {
+                    from,
+                    to,
+                    kind: EdgeKind::of_number(kind)?,
+                })
+            })
+            .collect::<Option<Vec<Edge>>>()?;
+        Graph::assemble(ids, edges).ok()
+    }
+
+    /// Its edges as a compiled manifest keeps them.
+    pub fn packed_edges(&self) -> Vec<PackedEdge> {
+        self.edges
+            .iter()
+            .map(|e| (e.from, e.to, e.kind.number()))
+            .collect()
+    }
+
+    /// The graph of nodes `ids` and `edges` (each between two of them).
+    fn assemble(ids: Vec<Box<str>>, edges: Vec<Edge>) -> Result<Graph, Cycle> {
         let n = ids.len();
         // One dependency per (from, to), whatever the edges' kinds, in the
         // order the edges were found.
@@ -291,6 +349,15 @@ impl Graph {
 }
 
 /// Every edge, deduplicated per (from, to, kind).
+/// Each resource's id, in manifest order (index = node).
+fn ids_of(manifest: &Manifest) -> Vec<Box<str>> {
+    manifest
+        .resources
+        .iter()
+        .map(|r| Box::from(r.id.as_str()))
+        .collect()
+}
+
 fn collect_edges(manifest: &Manifest, ids: &[Box<str>]) -> Vec<Edge> {
     let index: HashMap<&str, u32> = ids.iter().zip(0u32..).map(|(id, i)| (&**id, i)).collect();
     let mut edges: Vec<Edge> = Vec::new();
@@ -483,6 +550,30 @@ mod tests {
 
     fn build(fx: &Fixture, text: &str) -> Graph {
         Graph::build(&fx.manifest(text)).unwrap()
+    }
+
+    #[test]
+    fn a_graph_from_its_packed_edges_is_the_built_graph_and_edges_that_do_not_fit_are_none() {
+        let fx = Fixture::new();
+        let m = fx.manifest(
+            "[dir.d]\npath = \"~/d\"\n\n[file.a]\npath = \"~/d/a\"\ncontent = \"x\"\nnotify = [\"exec.e\"]\n\n\
+             [exec.e]\ncommand = \"true\"\nrefresh_only = true\n",
+        );
+        let built = Graph::build(&m).unwrap();
+        assert_eq!(built.edges.len(), 2, "{:?}", edges_of(&built));
+        assert_eq!(
+            Graph::from_packed(&m, built.packed_edges()),
+            Some(built.clone())
+        );
+        for bad in [
+            vec![(0, 3, 0)],
+            vec![(3, 0, 0)],
+            vec![(1, 1, 0)],
+            vec![(0, 1, 6)],
+            vec![(0, 1, 0), (1, 2, 0), (2, 0, 0)],
+        ] {
+            assert_eq!(Graph::from_packed(&m, bad.clone()), None, "{bad:?}");
+        }
     }
 
     /// Every edge's dependency comes before its dependent in `order`.

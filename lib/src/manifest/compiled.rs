@@ -17,8 +17,9 @@
 //! `sensitive` file: its inline content must not be copied out of the
 //! manifest. (Secret references hold names, never values.)
 //!
-//! Layout: a magic line, a postcard payload (the format and the manifest),
-//! and the payload's BLAKE3 digest, which is also the form's identity.
+//! Layout: a magic line, a postcard payload (the format, the manifest and
+//! its graph's edges), and the payload's BLAKE3 digest, which is also the
+//! form's identity.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -37,10 +38,17 @@ pub const COMPILED_FILE: &str = "converged.manifest";
 const MAGIC: &[u8] = b"stead compiled manifest\n";
 
 /// The format this build reads and writes (another is no compiled form).
-const FORMAT: u32 = 1;
+/// Format 2 (2026-12-06) adds the graph's edges; a format 1 file, as an
+/// earlier stead wrote it, is replaced by the next run that seals.
+const FORMAT: u32 = 2;
 
 /// A compiled form's identity: the BLAKE3 digest of its payload.
 pub type Digest = [u8; 32];
+
+/// An edge of the manifest's graph as kept: the dependency's node, the
+/// dependent's node, the edge kind's number ([`crate::graph`] makes them
+/// and turns them back into its edges; this module only keeps them).
+pub type PackedEdge = (u32, u32, u8);
 
 /// A manifest as stored, borrowed from the loaded one.
 #[derive(Serialize)]
@@ -57,6 +65,9 @@ struct StoredRef<'a> {
     resources: &'a [Resource],
     protected: &'a [PathBuf],
     followed_links: &'a [PathBuf],
+    /// The graph's edges, as the graph's build found them: a repair makes
+    /// the graph from them without looking for them again.
+    edges: &'a [PackedEdge],
 }
 
 /// A manifest as read back (the same encoding as [`StoredRef`]).
@@ -73,6 +84,7 @@ struct Stored {
     resources: Vec<StoredResource>,
     protected: Vec<PathBuf>,
     followed_links: Vec<PathBuf>,
+    edges: Vec<PackedEdge>,
 }
 
 /// A resource as stored: one of the plain-data specs.
@@ -160,7 +172,7 @@ fn compilable(manifest: &Manifest) -> bool {
     })
 }
 
-fn stored_ref(manifest: &Manifest) -> StoredRef<'_> {
+fn stored_ref<'a>(manifest: &'a Manifest, edges: &'a [PackedEdge]) -> StoredRef<'a> {
     StoredRef {
         format: FORMAT,
         path: &manifest.path,
@@ -173,18 +185,24 @@ fn stored_ref(manifest: &Manifest) -> StoredRef<'_> {
         resources: &manifest.resources,
         protected: &manifest.protected,
         followed_links: &manifest.followed_links,
+        edges,
     }
 }
 
-/// Makes sure `state_dir` holds the compiled form of `manifest` and returns
+/// Makes sure `state_dir` holds the compiled form of `manifest` (with its
+/// graph's `edges`) and returns
 /// its digest: the file is rewritten only when what is there is another
 /// manifest's (the payload is made twice then: once to hash it, once to
 /// write it, never held whole). `Ok(None)`: this manifest is not compiled
 /// (a kind with its own spec type, a sensitive file, a path that is not
 /// UTF-8), and an older compiled form is removed.
-pub fn refresh(state_dir: &Path, manifest: &Manifest) -> Result<Option<Digest>, FsError> {
+pub fn refresh(
+    state_dir: &Path,
+    manifest: &Manifest,
+    edges: &[PackedEdge],
+) -> Result<Option<Digest>, FsError> {
     let path = state_dir.join(COMPILED_FILE);
-    let stored = stored_ref(manifest);
+    let stored = stored_ref(manifest, edges);
     let digest = compilable(manifest)
         .then(|| {
             postcard::to_io(&stored, blake3::Hasher::new())
@@ -221,23 +239,34 @@ fn trailer(path: &Path) -> Option<Digest> {
 /// there and whole; anything else is `None` (and a file that is not the
 /// one asked for is left for the next sealing run to replace).
 pub fn read(state_dir: &Path, digest: &Digest) -> Option<Manifest> {
+    read_stored(state_dir, digest).map(|stored| manifest_of(stored).0)
+}
+
+/// [`read`], with the graph's edges kept with it (unchecked: the graph
+/// checks that they fit the manifest).
+pub fn read_with_edges(state_dir: &Path, digest: &Digest) -> Option<(Manifest, Vec<PackedEdge>)> {
+    read_stored(state_dir, digest).map(manifest_of)
+}
+
+fn read_stored(state_dir: &Path, digest: &Digest) -> Option<Stored> {
     let bytes = crate::ownfile::read(&state_dir.join(COMPILED_FILE)).ok()?;
     decode(&bytes, digest)
 }
 
-/// [`read`] of bytes already read.
-fn decode(bytes: &[u8], digest: &Digest) -> Option<Manifest> {
+/// [`read_stored`] of bytes already read.
+fn decode(bytes: &[u8], digest: &Digest) -> Option<Stored> {
     let body = bytes.strip_prefix(MAGIC)?;
     let (payload, sum) = body.split_at_checked(body.len().checked_sub(32)?)?;
     if sum != digest || blake3::hash(payload).as_bytes() != digest {
         return None;
     }
     let stored: Stored = postcard::from_bytes(payload).ok()?;
-    (stored.format == FORMAT).then(|| manifest_of(stored))
+    (stored.format == FORMAT).then_some(stored)
 }
 
-fn manifest_of(stored: Stored) -> Manifest {
-    Manifest {
+/// The stored manifest, and its graph's edges.
+fn manifest_of(stored: Stored) -> (Manifest, Vec<PackedEdge>) {
+    let manifest = Manifest {
         path: stored.path,
         config_dir: stored.config_dir,
         home: stored.home,
@@ -272,7 +301,8 @@ fn manifest_of(stored: Stored) -> Manifest {
             .collect(),
         protected: stored.protected,
         followed_links: stored.followed_links,
-    }
+    };
+    (manifest, stored.edges)
 }
 
 /// Removes the compiled form (nothing to remove is fine).
@@ -284,6 +314,12 @@ pub fn remove(state_dir: &Path) -> Result<(), FsError> {
 mod tests {
     use super::*;
     use crate::manifest::{LoadOptions, MANIFEST_FILE};
+
+    /// [`refresh`] with the edges of the manifest's own graph.
+    fn compile(dir: &Path, manifest: &Manifest) -> Result<Option<Digest>, FsError> {
+        let graph = crate::graph::Graph::build(manifest).unwrap();
+        refresh(dir, manifest, &graph.packed_edges())
+    }
 
     /// `text` loaded from a temp config repo (`REPO` in it is that repo),
     /// with a home of its own.
@@ -379,18 +415,26 @@ delay = "2s"
         let d = tempfile::tempdir().unwrap();
         let text = PLAIN;
         let loaded = load(d.path(), text);
-        let digest = refresh(d.path(), &loaded).unwrap().expect("compiled");
+        let digest = compile(d.path(), &loaded).unwrap().expect("compiled");
         let read_back = read(d.path(), &digest).expect("read back");
         same(&read_back, &loaded);
+        // With the edges kept with it: every kind of edge the manifest has,
+        // as a build finds them.
+        let (with_edges, edges) = read_with_edges(d.path(), &digest).expect("read back");
+        same(&with_edges, &loaded);
+        let built = crate::graph::Graph::build(&loaded).unwrap();
+        let kinds: BTreeSet<u8> = edges.iter().map(|e| e.2).collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        assert_eq!(edges, built.packed_edges());
         // Unchanged, it is not written again.
         let file = d.path().join(COMPILED_FILE);
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         let before = inode(&file);
-        assert_eq!(refresh(d.path(), &loaded).unwrap(), Some(digest));
+        assert_eq!(compile(d.path(), &loaded).unwrap(), Some(digest));
         assert_eq!(inode(&file), before);
         // Another manifest replaces it; the old digest reads nothing.
         let other = load(d.path(), &text.replace("hello", "bye"));
-        let next = refresh(d.path(), &other).unwrap().expect("compiled");
+        let next = compile(d.path(), &other).unwrap().expect("compiled");
         assert_ne!(next, digest);
         assert!(read(d.path(), &digest).is_none());
         same(&read(d.path(), &next).unwrap(), &other);
@@ -400,14 +444,14 @@ delay = "2s"
     fn a_sensitive_file_or_a_kind_of_its_own_is_never_compiled() {
         let d = tempfile::tempdir().unwrap();
         let plain = load(d.path(), "[file.a]\npath = \"~/a\"\ncontent = \"x\"\n");
-        assert!(refresh(d.path(), &plain).unwrap().is_some());
+        assert!(compile(d.path(), &plain).unwrap().is_some());
         for text in [
             "[file.a]\npath = \"~/a\"\ncontent = \"pin=1234\"\nsensitive = true\n",
             WITH_SECRET,
             "[line.a]\npath = \"~/a\"\nline = \"x\"\n",
         ] {
             let m = load(d.path(), text);
-            assert_eq!(refresh(d.path(), &m).unwrap(), None, "{text}");
+            assert_eq!(compile(d.path(), &m).unwrap(), None, "{text}");
             // The older form is gone with it.
             assert!(!d.path().join(COMPILED_FILE).exists(), "{text}");
         }
@@ -415,7 +459,7 @@ delay = "2s"
             d.path(),
             "[file.a]\npath = \"~/a\"\ncontent = \"pin=1234\"\nsensitive = true\n",
         );
-        let _ = refresh(d.path(), &secret);
+        let _ = compile(d.path(), &secret);
         for entry in std::fs::read_dir(d.path()).unwrap().flatten() {
             if entry.file_type().unwrap().is_file() {
                 let bytes = std::fs::read(entry.path()).unwrap();
@@ -428,7 +472,7 @@ delay = "2s"
     fn a_torn_altered_or_foreign_file_is_no_compiled_form() {
         let d = tempfile::tempdir().unwrap();
         let m = load(d.path(), "[file.a]\npath = \"~/a\"\ncontent = \"x\"\n");
-        let digest = refresh(d.path(), &m).unwrap().unwrap();
+        let digest = compile(d.path(), &m).unwrap().unwrap();
         let file = d.path().join(COMPILED_FILE);
         let good = std::fs::read(&file).unwrap();
         assert!(read(d.path(), &digest).is_some());
