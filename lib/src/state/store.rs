@@ -341,8 +341,14 @@ impl StateStore {
         // record this store has not seen.
         self.remember(None);
         fsutil::atomic_write_with(&self.path(), 0o600, observer, &mut |out| {
-            super::entry_lines::write(&mut *out, state).map_err(io::Error::from)?;
-            out.write_all(b"\n")
+            // A buffer of its own type in front of `out`: serde_json writes
+            // each of the record's ~400 000 tokens on its own, and through
+            // `dyn Write` each was a call that could not be inlined.
+            use io::Write as _;
+            let mut buffered = io::BufWriter::with_capacity(1 << 16, out);
+            super::entry_lines::write(&mut buffered, state).map_err(io::Error::from)?;
+            buffered.write_all(b"\n")?;
+            buffered.flush()
         })?;
         if let Ok(meta) = std::fs::symlink_metadata(self.path()) {
             self.remember(Some(Seen {
