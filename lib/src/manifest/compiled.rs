@@ -35,7 +35,7 @@ use crate::fsutil::{self, FsError};
 pub const COMPILED_FILE: &str = "converged.manifest";
 
 /// What the file starts with.
-const MAGIC: &[u8] = b"stead compiled manifest\n";
+pub const MAGIC: &[u8] = b"stead compiled manifest\n";
 
 /// The format this build reads and writes (another is no compiled form).
 /// Format 2 (2026-12-06) adds the graph's edges; a format 1 file, as an
