@@ -348,7 +348,6 @@ impl Graph {
     }
 }
 
-/// Every edge, deduplicated per (from, to, kind).
 /// Each resource's id, in manifest order (index = node).
 fn ids_of(manifest: &Manifest) -> Vec<Box<str>> {
     manifest
@@ -358,6 +357,7 @@ fn ids_of(manifest: &Manifest) -> Vec<Box<str>> {
         .collect()
 }
 
+/// Every edge, deduplicated per (from, to, kind).
 fn collect_edges(manifest: &Manifest, ids: &[Box<str>]) -> Vec<Edge> {
     let index: HashMap<&str, u32> = ids.iter().zip(0u32..).map(|(id, i)| (&**id, i)).collect();
     let mut edges: Vec<Edge> = Vec::new();
