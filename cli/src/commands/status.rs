@@ -27,13 +27,14 @@ pub struct StatusArgs {
 
 pub fn run(ctx: &Context, args: &StatusArgs) -> Result<ExitCode> {
     // A converged seal that still holds: an apply would change nothing
-    // and nothing drifted, as `stead plan` trusts it.
+    // and nothing drifted, as `stead plan` trusts it (before the record
+    // is read, as there: the seal has just found it as sealed).
     let trusted = super::drift::trusted(ctx, args.profile.as_deref(), false);
-    let state = ctx.current_state()?;
     if trusted.holds() {
         print_clean(ctx);
         return Ok(ExitCode::SUCCESS);
     }
+    let state = ctx.current_state()?;
     let mut options =
         ctx.plan_options(None, args.profile.as_deref(), false, converge::DEFAULT_JOBS);
     options.drift = trusted.drifted();
