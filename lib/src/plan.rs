@@ -453,12 +453,7 @@ pub fn make_scoped(
         recovered,
         secrets,
     };
-    let ordered: Vec<&crate::manifest::Resource> = graph
-        .order
-        .iter()
-        .map(|&i| &manifest.resources[i])
-        .filter(|r| only.is_none_or(|o| o.contains(&r.id)))
-        .collect();
+    let ordered = in_order(manifest, graph, only);
     let (mut changes, mut errors) = plan_declared(&ordered, &ctx, jobs);
     resource::file::defer_to_outputs(&ordered, &mut changes);
     let removals_from = changes.len();
@@ -497,6 +492,34 @@ pub fn make_scoped(
         vouched: 0,
         checks: Default::default(),
     })
+}
+
+/// The resources to plan, in the graph's order: every one, or those of
+/// `only`. A scope (a repair's hundred of ten thousand) is looked up by
+/// id and sorted by rank, not found by testing every resource against it.
+fn in_order<'m>(
+    manifest: &'m Manifest,
+    graph: &Graph,
+    only: Option<&HashSet<String>>,
+) -> Vec<&'m crate::manifest::Resource> {
+    let Some(only) = only else {
+        return graph
+            .order
+            .iter()
+            .map(|&i| &manifest.resources[i])
+            .collect();
+    };
+    let mut rank = vec![0; graph.order.len()];
+    for (at, &node) in graph.order.iter().enumerate() {
+        rank[node] = at;
+    }
+    let mut nodes: Vec<usize> = only.iter().filter_map(|id| graph.index_of(id)).collect();
+    nodes.sort_unstable_by_key(|&node| rank[node]);
+    nodes.dedup();
+    nodes
+        .iter()
+        .map(|&node| &manifest.resources[node])
+        .collect()
 }
 
 /// The stat cache after this plan, when it differs from `cache`, and how
@@ -1079,6 +1102,40 @@ mod tests {
     use crate::resource::tests::{Fixture, change};
     use crate::stat_cache::StatCache;
     use crate::stat_cache::tests::entry;
+
+    #[test]
+    fn a_scope_is_planned_in_the_graphs_order_as_the_whole_manifest_is() {
+        let fx = Fixture::new();
+        // Declared out of order: the graph puts each after what it waits for.
+        let text = "[noop.d]\nafter = [\"noop.c\"]\n[noop.c]\nafter = [\"noop.b\"]\n\
+                    [noop.b]\n[noop.a]\nbefore = [\"noop.d\"]\n[noop.e]\n";
+        let (manifest, graph) = crate::graph::parse(
+            &fx.text(text),
+            &fx.repo.join("stead.toml"),
+            &fx.repo,
+            &crate::manifest::LoadOptions {
+                home: fx.home.clone(),
+                profile: None,
+                kinds: &crate::resource::registry::REGISTRY,
+            },
+        )
+        .unwrap();
+        let ids = |resources: Vec<&crate::manifest::Resource>| -> Vec<String> {
+            resources.iter().map(|r| r.id.clone()).collect()
+        };
+        let all = ids(in_order(&manifest, &graph, None));
+        assert_eq!(all.len(), 5);
+        let scope: HashSet<String> = ["noop.d", "noop.b", "noop.e", "noop.gone"]
+            .map(String::from)
+            .into();
+        let filtered: Vec<String> = all
+            .iter()
+            .filter(|id| scope.contains(*id))
+            .cloned()
+            .collect();
+        assert_eq!(ids(in_order(&manifest, &graph, Some(&scope))), filtered);
+        assert!(in_order(&manifest, &graph, Some(&HashSet::new())).is_empty());
+    }
 
     #[test]
     fn only_a_plan_with_a_program_or_a_kind_of_its_own_may_run_commands() {
