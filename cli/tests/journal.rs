@@ -93,17 +93,64 @@ fn a_clean_apply_leaves_its_run_in_the_journal() {
     );
     assert_eq!(states_of("exec.e"), ["update:started", "update:succeeded"]);
 
-    // `stead state journal` shows it; a second clean run replaces it.
+    // `stead state journal` shows it.
     let out = r.ok(&["state", "journal"]);
     assert!(out.contains(&format!("Run {run_id} (ended)")), "{out}");
     assert!(
         out.contains("succeeded  write      batch of 1: file.a"),
         "{out}"
     );
+    // A second clean run (the file edited, so it writes) follows it in a
+    // journal this small, and `state journal` shows the second.
+    std::fs::write(r.path("a"), "edited\n").unwrap();
     r.ok(&["apply", "--yes"]);
-    let second = journal_lines(&r);
-    assert_ne!(second[0]["run_id"], run_id.as_str());
-    assert!(second.iter().all(|l| l["run_id"] == second[0]["run_id"]));
+    let both = journal_lines(&r);
+    let second_id = both.last().unwrap()["run_id"].as_str().unwrap().to_string();
+    assert_ne!(second_id, run_id);
+    assert_eq!(both.len(), lines.len() + 6, "{both:?}");
+    assert!(
+        both[..lines.len()]
+            .iter()
+            .all(|l| l["run_id"] == run_id.as_str())
+    );
+    let out = r.ok(&["state", "journal"]);
+    assert!(out.contains(&format!("Run {second_id} (ended)")), "{out}");
+    assert!(!out.contains(&run_id), "{out}");
+    // The next run still recovers nothing: the earlier run ended.
+    let out = r.ok(&["apply", "--yes"]);
+    assert!(!out.contains("interrupted"), "{out}");
+}
+
+#[test]
+fn a_clean_run_compacts_a_journal_of_64_kib_or_more_to_its_own_records() {
+    let r = Repo::new("[file.a]\npath = \"~/a\"\ncontent = \"a\\n\"\n");
+    r.ok(&["apply", "--yes"]);
+    // An earlier run that ended, with a long note: the journal passes 64 KiB.
+    let old = |action: &str, state: &str| {
+        serde_json::json!({
+            "op_id": "old:0", "run_id": "old", "resource": "run", "action": action,
+            "state": state, "at": "2026-01-01T00:00:00Z", "detail": "x".repeat(40 * 1024),
+        })
+        .to_string()
+    };
+    let padded = format!(
+        "{}\n{}\n{}",
+        old("run-start", "started"),
+        old("run-end", "succeeded"),
+        read(&journal_file(&r))
+    );
+    std::fs::write(journal_file(&r), &padded).unwrap();
+    assert!(padded.len() >= 64 * 1024);
+    std::fs::write(r.path("a"), "edited\n").unwrap();
+    r.ok(&["apply", "--yes"]);
+    let lines = journal_lines(&r);
+    let last = lines.last().unwrap()["run_id"].clone();
+    assert!(lines.iter().all(|l| l["run_id"] == last), "{lines:?}");
+    assert_eq!(
+        lines.len(),
+        4,
+        "run-start, batch started and succeeded, run-end"
+    );
 }
 
 #[test]

@@ -17,7 +17,8 @@
 //!    (atomic rename, fsync'd);
 //! 4. only then is `run-end` durable: a crash before it leaves the run
 //!    "interrupted" for the next one to recover;
-//! 5. the journal is compacted last.
+//! 5. the journal is compacted last (once it holds [`journal::COMPACT_FROM`]
+//!    bytes or more).
 //!
 //! The front end receives progress through a [`Reporter`] and cancels the
 //! run through the [`RunControl`]'s [`crate::run::CancelHandle`].
@@ -1157,7 +1158,7 @@ pub fn execute(
         .append_durable(run.record(&run_op, "run", JournalAction::RunEnd, end))?;
     let run_id = run.run_id().to_string();
     run.into_writer().close()?;
-    journal::compact(&path, &run_id)?;
+    journal::compact_if_large(&path, &run_id, journal::COMPACT_FROM)?;
     save_stat_cache(target.layout, &prepared.plan);
     Ok(Executed { outcome, state })
 }

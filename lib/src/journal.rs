@@ -665,6 +665,24 @@ pub fn pending_refreshes(records: &[Record]) -> HashSet<String> {
         .collect()
 }
 
+/// The journal size from which a clean run compacts it
+/// ([`compact_if_large`]): below it, the next run reads what a compaction
+/// would drop in a fraction of a millisecond, less than the rewrite costs
+/// (a read, a parse, a write, two fsyncs).
+pub const COMPACT_FROM: u64 = 64 * 1024;
+
+/// [`compact`] when the journal holds at least `from` bytes; else leaves
+/// it as it is. What compaction drops is only ever of runs that ended
+/// (their records are read again and found finished), so leaving it is
+/// safe; the journal still shrinks once it is worth a rewrite.
+pub fn compact_if_large(path: &Path, keep_run_id: &str, from: u64) -> Result<bool, JournalError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.len() < from => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        _ => compact(path, keep_run_id).map(|()| true),
+    }
+}
+
 /// Rewrites the journal atomically with only the records of `keep_run_id`,
 /// the succeeded records of one-shot steps, the `started` records of one-shot
 /// steps left unfinished, and the refreshes still pending (those must never
@@ -675,31 +693,12 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
-    // What the refreshes and one-shot steps are decided by: each record
-    // without its batch members, detail and output (the members of a run
-    // of 100 000 files were 7 MB, held to the end of the run).
-    let records: Vec<Record> = bytes
-        .split(|b| *b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<Record>(l).ok())
-        .map(|r| Record {
-            detail: None,
-            members: Vec::new(),
-            output: Vec::new(),
-            ..r
-        })
-        .collect();
-    let pending: HashSet<String> = open_refreshes(&records)
-        .into_iter()
-        .map(|r| r.op_id.clone())
-        .collect();
-    let unfinished: HashSet<String> = unfinished_one_shots(&records)
-        .into_values()
-        .map(str::to_string)
-        .collect();
-    drop(records);
-    // The kept lines are moved to the front of the journal's own bytes: a
-    // second buffer of them was a copy of the whole run's journal.
-    let mut kept = 0;
+    // Each line read once: its place, and the record without its batch
+    // members, detail and output (the members of a run of 100 000 files
+    // were 7 MB, held to the end of the run). A line that is no record is
+    // dropped.
+    let mut lines: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
     let mut start = 0;
     while start < bytes.len() {
         let end = bytes[start..]
@@ -708,35 +707,63 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
             .map_or(bytes.len(), |n| start + n);
         let line = start..end;
         start = end + 1;
-        let Ok(r) = serde_json::from_slice::<Record>(&bytes[line.clone()]) else {
-            continue;
-        };
-        let keep = r.run_id == keep_run_id
-            || (r.state == OpState::Succeeded && r.idemp_key.is_some())
-            || (r.action == JournalAction::Refresh
-                && r.state == OpState::Started
-                && pending.contains(&r.op_id))
-            || (r.action != JournalAction::Refresh
-                && r.state == OpState::Started
-                && r.idemp_key.is_some()
-                && unfinished.contains(&r.op_id));
-        if keep {
-            let len = line.len();
-            bytes.copy_within(line, kept);
-            kept += len;
-            // Where the line's own newline was, or past the end (the last
-            // line's, when the journal lacked it).
-            if kept < bytes.len() {
-                bytes[kept] = b'\n';
-            } else {
-                bytes.push(b'\n');
-            }
-            kept += 1;
+        if let Ok(r) = serde_json::from_slice::<Record>(&bytes[line.clone()]) {
+            lines.push(line);
+            records.push(Record {
+                detail: None,
+                members: Vec::new(),
+                output: Vec::new(),
+                ..r
+            });
         }
+    }
+    let keep = kept_records(&records, keep_run_id);
+    drop(records);
+    // The kept lines are moved to the front of the journal's own bytes: a
+    // second buffer of them was a copy of the whole run's journal.
+    let mut kept = 0;
+    for (line, _) in lines.into_iter().zip(keep).filter(|(_, keep)| *keep) {
+        let len = line.len();
+        bytes.copy_within(line, kept);
+        kept += len;
+        // Where the line's own newline was, or past the end (the last
+        // line's, when the journal lacked it).
+        if kept < bytes.len() {
+            bytes[kept] = b'\n';
+        } else {
+            bytes.push(b'\n');
+        }
+        kept += 1;
     }
     bytes.truncate(kept);
     fsutil::atomic_write(path, &bytes, 0o600)?;
     Ok(())
+}
+
+/// Which of `records` a compaction keeps, each in turn: those of
+/// `keep_run_id`, the succeeded records of one-shot steps, the `started`
+/// records of one-shot steps left unfinished, and the refreshes still
+/// pending.
+fn kept_records(records: &[Record], keep_run_id: &str) -> Vec<bool> {
+    let pending: HashSet<&str> = open_refreshes(records)
+        .into_iter()
+        .map(|r| r.op_id.as_str())
+        .collect();
+    let unfinished: HashSet<&str> = unfinished_one_shots(records).into_values().collect();
+    records
+        .iter()
+        .map(|r| {
+            r.run_id == keep_run_id
+                || (r.state == OpState::Succeeded && r.idemp_key.is_some())
+                || (r.action == JournalAction::Refresh
+                    && r.state == OpState::Started
+                    && pending.contains(r.op_id.as_str()))
+                || (r.action != JournalAction::Refresh
+                    && r.state == OpState::Started
+                    && r.idemp_key.is_some()
+                    && unfinished.contains(r.op_id.as_str()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1085,6 +1112,43 @@ mod tests {
             succeeded_keys(&loaded.records),
             HashSet::from(["k".to_string()])
         );
+    }
+
+    #[test]
+    fn a_journal_under_the_threshold_is_left_as_it_is_and_one_over_it_is_compacted() {
+        let (_d, path, backups) = setup();
+        let w = JournalWriter::open(&path, false).unwrap();
+        for r in [
+            rec("old", 0, "run", "run-start", OpState::Started),
+            rec("old", 0, "run", "run-end", OpState::Succeeded),
+            rec("new", 0, "run", "run-start", OpState::Started),
+            rec("new", 0, "run", "run-end", OpState::Succeeded),
+        ] {
+            w.append_durable(r).unwrap();
+        }
+        w.close().unwrap();
+        let before = fs::read(&path).unwrap();
+        let size = before.len() as u64;
+        assert!(!compact_if_large(&path, "new", size + 1).unwrap());
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            before,
+            "untouched below the threshold"
+        );
+        // The old run, ended, reads back as no interrupted run.
+        let view = load(&path, &backups).unwrap();
+        assert_eq!(view.records.len(), 4);
+        assert!(interrupted_run(&view.records).is_none());
+        assert!(compact_if_large(&path, "new", size).unwrap());
+        let runs: Vec<String> = load(&path, &backups)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(runs, ["new", "new"]);
+        fs::remove_file(&path).unwrap();
+        assert!(!compact_if_large(&path, "new", 0).unwrap(), "no journal");
     }
 
     #[test]

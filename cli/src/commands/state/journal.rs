@@ -8,9 +8,10 @@ use anyhow::Result;
 use serde_json::json;
 use std::process::ExitCode;
 
-/// `stead state journal`: the records of the last run in the journal (after
-/// a clean run, the journal is compacted to that run; after a crash it also
-/// holds the interrupted one, which is shown instead).
+/// `stead state journal`: the records of the last run in the journal (it
+/// may hold earlier runs: a clean run compacts it to its own only from
+/// 64 KiB on; after a crash it also holds the interrupted one, which is
+/// shown instead).
 pub fn run(ctx: &Context) -> Result<ExitCode> {
     use stead_lib::journal;
     let path = ctx.layout.state_dir().join(journal::JOURNAL_FILE);
