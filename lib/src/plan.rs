@@ -1109,17 +1109,8 @@ mod tests {
         // Declared out of order: the graph puts each after what it waits for.
         let text = "[noop.d]\nafter = [\"noop.c\"]\n[noop.c]\nafter = [\"noop.b\"]\n\
                     [noop.b]\n[noop.a]\nbefore = [\"noop.d\"]\n[noop.e]\n";
-        let (manifest, graph) = crate::graph::parse(
-            &fx.text(text),
-            &fx.repo.join("stead.toml"),
-            &fx.repo,
-            &crate::manifest::LoadOptions {
-                home: fx.home.clone(),
-                profile: None,
-                kinds: &crate::resource::registry::REGISTRY,
-            },
-        )
-        .unwrap();
+        let manifest = fx.manifest(text);
+        let graph = Graph::build(&manifest).unwrap();
         let ids = |resources: Vec<&crate::manifest::Resource>| -> Vec<String> {
             resources.iter().map(|r| r.id.clone()).collect()
         };
