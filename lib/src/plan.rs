@@ -509,16 +509,23 @@ fn in_order<'m>(
             .map(|&i| &manifest.resources[i])
             .collect();
     };
-    let mut rank = vec![0; graph.order.len()];
+    // A node the order leaves out (none does) is left out here too.
+    let mut rank = vec![None; graph.ids.len()];
     for (at, &node) in graph.order.iter().enumerate() {
-        rank[node] = at;
+        if let Some(slot) = rank.get_mut(node) {
+            *slot = Some(at);
+        }
     }
-    let mut nodes: Vec<usize> = only.iter().filter_map(|id| graph.index_of(id)).collect();
-    nodes.sort_unstable_by_key(|&node| rank[node]);
-    nodes.dedup();
-    nodes
+    let mut ranked: Vec<(usize, usize)> = only
         .iter()
-        .map(|&node| &manifest.resources[node])
+        .filter_map(|id| graph.index_of(id))
+        .filter_map(|node| Some((rank.get(node).copied().flatten()?, node)))
+        .collect();
+    ranked.sort_unstable();
+    ranked.dedup();
+    ranked
+        .iter()
+        .filter_map(|&(_, node)| manifest.resources.get(node))
         .collect()
 }
 
