@@ -211,11 +211,18 @@ fn journal_view_with(
     read_only: bool,
 ) -> Result<JournalView, JournalError> {
     let path = layout.state_dir().join(journal::JOURNAL_FILE);
-    let loaded = if read_only {
-        journal::load_read_only(&path)?
-    } else {
-        journal::load(&path, &layout.backups_dir())?
+    // Batch members matter only to an interrupted run's recovery: read
+    // without them, and again with them when the last run did not end.
+    let load = |members: bool| match (read_only, members) {
+        (true, false) => journal::load_read_only_without_members(&path),
+        (true, true) => journal::load_read_only(&path),
+        (false, false) => journal::load_without_members(&path, &layout.backups_dir()),
+        (false, true) => journal::load(&path, &layout.backups_dir()),
     };
+    let mut loaded = load(false)?;
+    if journal::interrupted_run(&loaded.records).is_some() {
+        loaded = load(true)?;
+    }
     let interrupted =
         journal::interrupted_run(&loaded.records).map(|(run_id, started)| InterruptedRun {
             in_flight: journal::in_flight(&loaded.records, &run_id)
