@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
         let mut pruned = record.clone();
         shared::retain_own_history(&mut pruned, me, 1);
         assert!(pruned.keeps_all_of(&record));
-        let back = shared::parse(&shared::to_bytes(&pruned), "pruned").expect("a pruned record parses");
+        let back =
+            shared::parse(&shared::to_bytes(&pruned), "pruned").expect("a pruned record parses");
         assert_eq!(pruned, back);
     }
 });

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!other, "another checksum text is not vouched for");
         let racy = stamp.mtime_ns + stead_lib::stat_cache::RACY_NS <= entry.verified_ns()
             && stamp.ctime_ns + stead_lib::stat_cache::RACY_NS <= entry.verified_ns();
-        assert_eq!(mine, racy, "its own stamp and checksum: only the racy rule decides");
+        assert_eq!(
+            mine, racy,
+            "its own stamp and checksum: only the racy rule decides"
+        );
     }
 });
 

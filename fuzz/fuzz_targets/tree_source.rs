@@ -13,7 +13,14 @@ fuzz_target!(|data: &[u8]| {
     let source = config_dir.join("t");
     if !source.exists() {
         std::fs::create_dir_all(source.join("sub/deep")).expect("scratch tree");
-        for f in ["a.txt", "a.bak", "sub/b.log", "sub/deep/c", ".hidden", "x.j2"] {
+        for f in [
+            "a.txt",
+            "a.bak",
+            "sub/b.log",
+            "sub/deep/c",
+            ".hidden",
+            "x.j2",
+        ] {
             std::fs::write(source.join(f), "x\n").expect("scratch file");
         }
     }
