@@ -128,6 +128,10 @@ impl std::fmt::Display for JournalAction {
 }
 
 /// One journal line.
+///
+/// A run's view reads it through a twin without the members
+/// (`WithoutMembers`, below): a field added here must be added there too,
+/// which its conversion into a `Record` enforces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Unique per operation: `<run_id>:<n>`.
