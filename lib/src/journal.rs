@@ -802,9 +802,9 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
         Err(e) => return Err(FsError::new("cannot read", path, e).into()),
     };
     // Each line read once: its place, and the record without its batch
-    // members, detail and output (the members of a run of 100 000 files
-    // were 7 MB, held to the end of the run). A line that is no record is
-    // dropped.
+    // members (checked, never built: a run of 100 000 files lists 200 000),
+    // detail and output. A line that is no record is dropped, as
+    // `load` refuses it.
     let mut lines: Vec<std::ops::Range<usize>> = Vec::new();
     let mut records: Vec<Record> = Vec::new();
     let mut start = 0;
@@ -815,13 +815,12 @@ pub fn compact(path: &Path, keep_run_id: &str) -> Result<(), JournalError> {
             .map_or(bytes.len(), |n| start + n);
         let line = start..end;
         start = end + 1;
-        if let Ok(r) = serde_json::from_slice::<Record>(&bytes[line.clone()]) {
+        if let Ok(r) = serde_json::from_slice::<WithoutMembers>(&bytes[line.clone()]) {
             lines.push(line);
             records.push(Record {
                 detail: None,
-                members: Vec::new(),
                 output: Vec::new(),
-                ..r
+                ..r.into()
             });
         }
     }

@@ -522,7 +522,6 @@ fn in_order<'m>(
         .filter_map(|node| Some((rank.get(node).copied().flatten()?, node)))
         .collect();
     ranked.sort_unstable();
-    ranked.dedup();
     ranked
         .iter()
         .filter_map(|&(_, node)| manifest.resources.get(node))

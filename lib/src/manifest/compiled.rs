@@ -192,9 +192,10 @@ fn stored_ref<'a>(manifest: &'a Manifest, edges: &'a [PackedEdge]) -> StoredRef<
 /// Makes sure `state_dir` holds the compiled form of `manifest` (with its
 /// graph's `edges`) and returns its digest: the file is rewritten only
 /// when what is there is another manifest's (the payload is made twice
-/// then: once to hash it, once to write it, never held whole). `Ok(None)`: this manifest is not compiled
-/// (a kind with its own spec type, a sensitive file, a path that is not
-/// UTF-8), and an older compiled form is removed.
+/// then: once to hash it, once to write it, never held whole).
+/// `Ok(None)`: this manifest is not compiled (a kind with its own spec
+/// type, a sensitive file, a path that is not UTF-8), and an older
+/// compiled form is removed.
 pub fn refresh(
     state_dir: &Path,
     manifest: &Manifest,
