@@ -95,10 +95,10 @@ const PRESIZE_BYTES: usize = 64 << 20;
 /// The resources, read into a vector reserved once for the count the
 /// payload gives: serde's own reservation stops at 1 MiB (a cautious
 /// default for untrusted counts), and growing past it copies the resources
-/// read so far into fresh memory twice at 10 000 files (about 0.5 ms of a
-/// repair's compiled read, docs/performance.md, "ninth pass"). The count is
-/// bounded all the same: a payload is stead's own (its digest is the
-/// seal's), but a fuzzer makes up its own.
+/// read so far into fresh memory (1 MiB of them at 10 000 files, about
+/// 0.4 ms of a repair's compiled read; docs/performance.md, "ninth pass").
+/// The count is bounded all the same: a payload is stead's own (its digest
+/// is the seal's), but a fuzzer makes up its own.
 fn presized<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<StoredResource>, D::Error> {
     struct Resources;
     impl<'de> serde::de::Visitor<'de> for Resources {
