@@ -443,15 +443,20 @@ fn prepare_with(
             profile,
             force,
         } => {
-            let compiled = options
-                .drift
-                .and_then(|d| d.compiled.as_ref())
-                .and_then(|digest| {
-                    options
-                        .compiled
-                        .and_then(|read| read.take(digest))
-                        .or_else(|| load_compiled(layout.state_dir(), digest))
-                });
+            // A run that changes something plans the drift and nothing else:
+            // it reads only that part. One that shows more than its plan
+            // (`plan`, `status`), or is asked for another scope, reads the
+            // whole.
+            let compiled = options.drift.and_then(|d| {
+                let digest = d.compiled.as_ref()?;
+                if read_only || options.only.is_some() {
+                    return load_compiled(layout.state_dir(), digest);
+                }
+                options
+                    .compiled
+                    .and_then(|read| read.take(digest, &d.resources))
+                    .or_else(|| load_scope(layout.state_dir(), digest, &d.resources))
+            });
             from_compiled = compiled.is_some();
             let (manifest, graph) = match compiled {
                 Some(loaded) => loaded,
@@ -479,7 +484,13 @@ fn prepare_with(
                     let compiled = if read_only {
                         None
                     } else {
-                        compiled::refresh(layout.state_dir(), &manifest, &graph.packed_edges())
+                        let markers = crate::resource::markers_of(&manifest.resources);
+                        let kept = compiled::Kept {
+                            edges: &graph.packed_edges(),
+                            order: &graph.order,
+                            markers: &markers,
+                        };
+                        compiled::refresh(layout.state_dir(), &manifest, kept)
                             .ok()
                             .flatten()
                     };
@@ -554,15 +565,33 @@ fn load_compiled(state_dir: &Path, digest: &compiled::Digest) -> Option<Compiled
     Some((manifest, graph))
 }
 
-/// A drifted seal's compiled manifest and its graph, read on a thread of
-/// its own from the moment the drift is known: a repair needs both it and
-/// the state record, neither read needs the other, and each takes about
-/// as long (docs/performance.md, "A 1% drift repair, fourth pass"). Given
-/// to [`prepare`] as [`PrepareOptions::compiled`]; dropped unused, the
+/// The part of that compiled manifest a repair of `drifted` plans, with its
+/// graph ([`compiled::read_scope`]). The part's resources come in the whole
+/// graph's order, which is then the part's own order too (it orders by
+/// place among ready nodes, and the part's edges are the whole's among its
+/// nodes): anything else is no part, and the run reads the manifest whole.
+fn load_scope(
+    state_dir: &Path,
+    digest: &compiled::Digest,
+    drifted: &HashSet<String>,
+) -> Option<Compiled> {
+    let (manifest, edges) = compiled::read_scope(state_dir, digest, drifted)?;
+    let graph = Graph::from_packed(&manifest, edges)?;
+    let in_place = graph.order.iter().enumerate().all(|(at, &node)| at == node);
+    in_place.then_some((manifest, graph))
+}
+
+/// The part of a drifted seal's compiled manifest that the drift plans
+/// ([`compiled::read_scope`]) and its graph, read on a thread of its own
+/// from the moment the drift is known: a repair needs both it and the
+/// state record, and neither read needs the other (docs/performance.md,
+/// "A 1% drift repair, fourth pass"). Given to [`prepare`] as
+/// [`PrepareOptions::compiled`] with the same drift; dropped unused, the
 /// read ends on its own (it only reads).
 #[derive(Debug)]
 pub struct CompiledRead {
     digest: compiled::Digest,
+    drifted: HashSet<String>,
     reading: std::sync::Mutex<Option<std::thread::JoinHandle<Option<Compiled>>>>,
 }
 
@@ -576,20 +605,23 @@ impl CompiledRead {
     pub fn start(layout: &Layout, drift: &crate::seal::Drift) -> Option<CompiledRead> {
         let digest = drift.compiled?;
         let state_dir = layout.state_dir().to_path_buf();
+        let drifted = drift.resources.clone();
         let reading = std::thread::Builder::new()
             .name("compiled-read".to_string())
-            .spawn(move || load_compiled(&state_dir, &digest))
+            .spawn(move || load_scope(&state_dir, &digest, &drifted))
             .ok()?;
         Some(CompiledRead {
             digest,
+            drifted: drift.resources.clone(),
             reading: std::sync::Mutex::new(Some(reading)),
         })
     }
 
-    /// What the read found, once (`None` after that, when it found nothing
-    /// whole, or when its thread panicked).
-    fn take(&self, digest: &compiled::Digest) -> Option<Compiled> {
-        if self.digest != *digest {
+    /// What the read found for the drift of `drifted` in the compiled form
+    /// `digest`, once (`None` after that, for another drift, when it found
+    /// nothing whole, or when its thread panicked).
+    fn take(&self, digest: &compiled::Digest, drifted: &HashSet<String>) -> Option<Compiled> {
+        if self.digest != *digest || self.drifted != *drifted {
             return None;
         }
         let reading = self.reading.lock().ok()?.take()?;

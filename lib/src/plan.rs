@@ -434,10 +434,14 @@ pub fn make_scoped(
         with_real = all;
         &with_real
     };
-    let markers: Vec<PathBuf> = manifest
-        .resources
-        .iter()
-        .flat_map(|r| registry::get(r.kind()).marker_paths(&r.spec))
+    // Every declared resource's markers, also those of a manifest read in
+    // part: a purge in the part must leave the others' markers alone.
+    let declared_markers: Vec<&Path> = match &manifest.partial {
+        Some(partial) => partial.markers.iter().map(PathBuf::as_path).collect(),
+        None => resource::markers_of(&manifest.resources),
+    };
+    let markers: Vec<PathBuf> = declared_markers
+        .into_iter()
         .map(|p| resolver.resolve(p).unwrap_or_else(|_| p.to_path_buf()))
         .collect();
     let ctx = PlanContext {
@@ -453,11 +457,14 @@ pub fn make_scoped(
         recovered,
         secrets,
     };
+    // A manifest read in part plans its part, and only it: what it does not
+    // hold is still declared, never a removal.
+    let scoped = only.is_some() || manifest.partial.is_some();
     let ordered = in_order(manifest, graph, only);
     let (mut changes, mut errors) = plan_declared(&ordered, &ctx, jobs);
     resource::file::defer_to_outputs(&ordered, &mut changes);
     let removals_from = changes.len();
-    if only.is_none() {
+    if !scoped {
         plan_removals(manifest, state, force, &mut changes, &mut errors);
     }
     if !errors.is_empty() {
@@ -467,7 +474,7 @@ pub fn make_scoped(
     wait_for_shippers(&ctx, &changes, removals_from, &mut depends_on);
     let seen = observe_targets(&changes, &manifest.real_home);
     let (stat_next, stat_trusted) = match stat_use {
-        Some(_) if only.is_some() => (None, 0),
+        Some(_) if scoped => (None, 0),
         Some(u) => {
             let cache = u.cache;
             let kept = u.next.into_inner().unwrap_or_default();
@@ -1175,6 +1182,7 @@ mod tests {
             resources: Vec::new(),
             protected: Vec::new(),
             followed_links: Vec::new(),
+            partial: None,
         };
         let outside = base.join("outside").display().to_string();
         let keys: Vec<String> = [

@@ -548,3 +548,121 @@ fn a_compiled_manifest_read_beside_the_state_load_plans_what_prepare_reads() {
     assert_eq!(other_digest.plan.changes, inside.plan.changes);
     guard.release().unwrap();
 }
+
+/// A repair plans from the part of the compiled manifest its drift needs
+/// (the drifted resources and what waits for them), and that plan is the
+/// one the whole manifest, parsed from `stead.toml`, gives for the same
+/// drift: in each drift below, with a directory whose files wait for it,
+/// ordering edges, a link to a drifted file, and an exec whose marker is
+/// in the directory (outside the part but when its marker is removed).
+#[test]
+fn a_repair_planned_from_its_part_of_the_compiled_manifest_is_the_whole_manifests_plan() {
+    const TEXT: &str = r#"
+[dir.d]
+path = "~/d"
+mode = "0755"
+
+[file.a]
+path = "~/d/a"
+content = "aaa\n"
+
+[file.b]
+path = "~/d/b"
+content = "bbb\n"
+mode = "0644"
+after = ["file.a"]
+
+[file.far]
+path = "~/far"
+content = "far\n"
+
+[exec.make]
+command = "mkdir -p \"$HOME/d\" && touch \"$HOME/d/built\""
+creates = "~/d/built"
+
+[symlink.l]
+path = "~/l"
+target = "~/d/a"
+
+[noop.n]
+after = ["file.b"]
+"#;
+    type Drift = fn(&Path);
+    let drifts: [(&str, Drift); 5] = [
+        ("a file's content", |home| {
+            fs::write(home.join("d/a"), "edited\n").unwrap()
+        }),
+        ("a file's mode", |home| {
+            fs::set_permissions(home.join("d/b"), fs::Permissions::from_mode(0o600)).unwrap()
+        }),
+        ("a file others wait for, and one alone", |home| {
+            fs::write(home.join("d/b"), "edited\n").unwrap();
+            fs::write(home.join("far"), "edited\n").unwrap();
+        }),
+        ("the exec's marker", |home| {
+            fs::remove_file(home.join("d/built")).unwrap()
+        }),
+        ("the link", |home| {
+            fs::remove_file(home.join("l")).unwrap();
+            std::os::unix::fs::symlink(home.join("far"), home.join("l")).unwrap();
+        }),
+    ];
+    for (what, drift) in drifts {
+        let m = Machine::sealed(TEXT);
+        drift(m.home());
+        let seal = Seal::read(&m.layout).unwrap();
+        let seal::Check::Drifted(found) =
+            seal.check(&converge::seal_key(&m.layout, &m.request()), 4)
+        else {
+            panic!("{what}: the seal drifts");
+        };
+        assert!(found.compiled.is_some(), "{what}");
+        let state = StateStore::new(m.layout.clone()).load_current().unwrap();
+        let prepare = |compiled: Option<&converge::CompiledRead>| {
+            converge::prepare(
+                &m.layout,
+                &state,
+                &PrepareOptions {
+                    source: PlanSource::Manifest {
+                        config: Some(&m.config),
+                        profile: None,
+                        force: false,
+                    },
+                    jobs: 2,
+                    rerun: &[],
+                    check: FileCheck::default(),
+                    seal: Some(m.request()),
+                    checks: Default::default(),
+                    only: None,
+                    drift: Some(&found),
+                    compiled,
+                },
+                &Silent,
+            )
+            .unwrap()
+        };
+        let read = converge::CompiledRead::start(&m.layout, &found).unwrap();
+        let on_its_thread = prepare(Some(&read));
+        let in_prepare = prepare(None);
+        fs::remove_file(m.layout.state_dir().join("converged.manifest")).unwrap();
+        let parsed = prepare(None);
+        assert!(
+            on_its_thread.from_compiled && in_prepare.from_compiled,
+            "{what}"
+        );
+        assert!(!parsed.from_compiled, "{what}");
+        assert!(!parsed.plan.is_empty(), "{what}: something to repair");
+        assert_eq!(on_its_thread.plan, parsed.plan, "{what}");
+        assert_eq!(in_prepare.plan, parsed.plan, "{what}");
+        let ids: Vec<&str> = parsed.plan.changes.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids.contains(&"exec.make"),
+            what == "the exec's marker",
+            "{what}: {ids:?}"
+        );
+        // And the repair it makes leaves the machine as declared.
+        assert!(m.apply(None), "{what}: the repair changes something");
+        assert!(!m.apply(Some(later())), "{what}: then nothing is left");
+        assert!(m.home().join("d/built").exists(), "{what}");
+    }
+}

@@ -17,18 +17,22 @@
 //! `sensitive` file: its inline content must not be copied out of the
 //! manifest. (Secret references hold names, never values.)
 //!
-//! Layout: a magic line, a postcard payload (the format, the manifest and
-//! its graph's edges), and the payload's BLAKE3 digest, which is also the
-//! form's identity.
+//! Layout: a magic line, a postcard payload, and the payload's BLAKE3
+//! digest, which is also the form's identity. The payload (format 3) holds
+//! the format, the manifest's fields but its resources, every resource's
+//! marker paths, the resources' ids, the graph's order and edges, and each
+//! resource as postcard bytes of its own: a repair reads the whole file
+//! (its digest is checked as always) but decodes only the resources of its
+//! scope ([`read_scope`]), not all of them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, Serializer};
 use thin_vec::ThinVec;
 
-use super::{DirSpec, ExecSpec, FileSpec, Manifest, Resource, Retry, Spec, SymlinkSpec};
+use super::{DirSpec, ExecSpec, FileSpec, Manifest, Partial, Resource, Retry, Spec, SymlinkSpec};
 use crate::fsutil::{self, FsError};
 
 /// The compiled manifest's file in the state dir.
@@ -38,9 +42,11 @@ pub const COMPILED_FILE: &str = "converged.manifest";
 pub const MAGIC: &[u8] = b"stead compiled manifest\n";
 
 /// The format this build reads and writes (another is no compiled form).
-/// Format 2 (2026-12-06) adds the graph's edges; a format 1 file, as an
-/// earlier stead wrote it, is replaced by the next run that seals.
-const FORMAT: u32 = 2;
+/// Format 2 (2026-12-06) adds the graph's edges; format 3 (2026-12-07) the
+/// graph's order, the marker paths and each resource's bytes on their own,
+/// so that a repair decodes only its scope. A file of an earlier format,
+/// as an earlier stead wrote it, is replaced by the next run that seals.
+const FORMAT: u32 = 3;
 
 /// A compiled form's identity: the BLAKE3 digest of its payload.
 pub type Digest = [u8; 32];
@@ -50,7 +56,7 @@ pub type Digest = [u8; 32];
 /// and turns them back into its edges; this module only keeps them).
 pub type PackedEdge = (u32, u32, u8);
 
-/// A manifest as stored, borrowed from the loaded one.
+/// A manifest as stored, borrowed from the loaded one and its graph.
 #[derive(Serialize)]
 struct StoredRef<'a> {
     format: u32,
@@ -61,19 +67,28 @@ struct StoredRef<'a> {
     profile: Option<&'a str>,
     profiles: &'a BTreeSet<String>,
     vars: &'a BTreeMap<String, String>,
-    #[serde(serialize_with = "resources")]
-    resources: &'a [Resource],
     protected: &'a [PathBuf],
     followed_links: &'a [PathBuf],
+    /// Every resource's marker paths: a scope's plan leaves them all alone.
+    markers: &'a [&'a Path],
+    /// The resources' ids, in manifest order (a node's index is its place).
+    #[serde(serialize_with = "ids")]
+    ids: &'a [Resource],
+    /// The graph's order (dependencies first), as nodes.
+    #[serde(serialize_with = "nodes")]
+    order: &'a [usize],
     /// The graph's edges, as the graph's build found them: a repair makes
     /// the graph from them without looking for them again.
     edges: &'a [PackedEdge],
+    /// Each resource as postcard bytes of its own, in manifest order.
+    #[serde(serialize_with = "resources")]
+    resources: &'a [Resource],
 }
 
-/// A manifest as read back (the same encoding as [`StoredRef`]).
+/// A manifest as read back (the same encoding as [`StoredRef`], after its
+/// format), its ids and resources borrowed from the payload.
 #[derive(Deserialize)]
-struct Stored {
-    format: u32,
+struct Stored<'a> {
     path: PathBuf,
     config_dir: PathBuf,
     home: PathBuf,
@@ -81,50 +96,29 @@ struct Stored {
     profile: Option<String>,
     profiles: BTreeSet<String>,
     vars: BTreeMap<String, String>,
-    #[serde(deserialize_with = "presized")]
-    resources: Vec<StoredResource>,
     protected: Vec<PathBuf>,
     followed_links: Vec<PathBuf>,
+    markers: Vec<PathBuf>,
+    #[serde(borrow)]
+    ids: Vec<&'a str>,
+    order: Vec<u32>,
     edges: Vec<PackedEdge>,
+    #[serde(borrow)]
+    resources: Vec<&'a [u8]>,
 }
 
-/// At most this much is reserved up front for the resources a compiled
-/// form says it holds (the rest, if it holds more, grows as usual).
-const PRESIZE_BYTES: usize = 64 << 20;
+fn ids<S: Serializer>(list: &&[Resource], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(|r| r.id.as_str()))
+}
 
-/// The resources, read into a vector reserved once for the count the
-/// payload gives: serde's own reservation stops at 1 MiB (a cautious
-/// default for untrusted counts), and growing past it copies the resources
-/// read so far into fresh memory (1 MiB of them at 10 000 files, about
-/// 0.4 ms of a repair's compiled read; docs/performance.md, "ninth pass").
-/// The count is bounded all the same: a payload is stead's own (its digest
-/// is the seal's), but a fuzzer makes up its own.
-fn presized<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<StoredResource>, D::Error> {
-    struct Resources;
-    impl<'de> serde::de::Visitor<'de> for Resources {
-        type Value = Vec<StoredResource>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a sequence of resources")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let most = PRESIZE_BYTES / std::mem::size_of::<StoredResource>().max(1);
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(most));
-            while let Some(resource) = seq.next_element()? {
-                out.push(resource);
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_seq(Resources)
+fn nodes<S: Serializer>(list: &&[usize], s: S) -> Result<S::Ok, S::Error> {
+    // Nodes are u32 wherever the graph packs them (its edges too).
+    s.collect_seq(list.iter().map(|&node| node as u32))
 }
 
 /// A resource as stored: one of the plain-data specs.
 #[derive(Serialize)]
 struct ResourceRef<'a> {
-    id: &'a str,
     spec: SpecRef<'a>,
     after: &'a [String],
     before: &'a [String],
@@ -140,7 +134,6 @@ type StoredRetry = (u32, u64, bool, bool);
 
 #[derive(Deserialize)]
 struct StoredResource {
-    id: String,
     spec: StoredSpec,
     after: ThinVec<String>,
     before: ThinVec<String>,
@@ -169,31 +162,43 @@ enum StoredSpec {
     Noop,
 }
 
-/// The resources one by one: a vector of borrowed forms would be an
-/// allocation the size of the manifest's own at 100 000 files.
+/// The resources one by one, each encoded on its own as it is written: a
+/// vector of borrowed forms, or of their bytes, would be an allocation the
+/// size of the manifest's own at 100 000 files.
 fn resources<S: Serializer>(list: &&[Resource], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(list.iter().map(|r| ResourceRef {
-        id: &r.id,
-        // Checked by `compilable` before anything is written.
-        spec: match &r.spec {
-            Spec::File(f) => SpecRef::File(f),
-            Spec::Dir(d) => SpecRef::Dir(d),
-            Spec::Symlink(l) => SpecRef::Symlink(l),
-            Spec::Exec(e) => SpecRef::Exec(e),
-            Spec::Noop | Spec::Other(_) => SpecRef::Noop,
-        },
-        after: &r.after,
-        before: &r.before,
-        notify: &r.notify,
-        references: &r.references,
-        retry: (
-            r.retry.retries,
-            r.retry.delay_ms,
-            r.retry.exponential,
-            r.retry.forever,
-        ),
-        span: (r.span.start, r.span.end),
-    }))
+    s.collect_seq(list.iter().map(Encoded))
+}
+
+/// A resource, serialized as the bytes of its own postcard encoding.
+struct Encoded<'a>(&'a Resource);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let stored = ResourceRef {
+            // Checked by `compilable` before anything is written.
+            spec: match &r.spec {
+                Spec::File(f) => SpecRef::File(f),
+                Spec::Dir(d) => SpecRef::Dir(d),
+                Spec::Symlink(l) => SpecRef::Symlink(l),
+                Spec::Exec(e) => SpecRef::Exec(e),
+                Spec::Noop | Spec::Other(_) => SpecRef::Noop,
+            },
+            after: &r.after,
+            before: &r.before,
+            notify: &r.notify,
+            references: &r.references,
+            retry: (
+                r.retry.retries,
+                r.retry.delay_ms,
+                r.retry.exponential,
+                r.retry.forever,
+            ),
+            span: (r.span.start, r.span.end),
+        };
+        let bytes = postcard::to_allocvec(&stored).map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
+    }
 }
 
 /// Whether `manifest` may be compiled: only plain-data kinds, and no
@@ -206,7 +211,7 @@ fn compilable(manifest: &Manifest) -> bool {
     })
 }
 
-fn stored_ref<'a>(manifest: &'a Manifest, edges: &'a [PackedEdge]) -> StoredRef<'a> {
+fn stored_ref<'a>(manifest: &'a Manifest, kept: &Kept<'a>) -> StoredRef<'a> {
     StoredRef {
         format: FORMAT,
         path: &manifest.path,
@@ -216,15 +221,31 @@ fn stored_ref<'a>(manifest: &'a Manifest, edges: &'a [PackedEdge]) -> StoredRef<
         profile: manifest.profile.as_deref(),
         profiles: &manifest.profiles,
         vars: &manifest.vars,
-        resources: &manifest.resources,
         protected: &manifest.protected,
         followed_links: &manifest.followed_links,
-        edges,
+        markers: kept.markers,
+        ids: &manifest.resources,
+        order: kept.order,
+        edges: kept.edges,
+        resources: &manifest.resources,
     }
 }
 
-/// Makes sure `state_dir` holds the compiled form of `manifest` (with its
-/// graph's `edges`) and returns its digest: the file is rewritten only
+/// What a compiled form keeps beside the manifest, made by those who know
+/// the graph and the kinds.
+#[derive(Debug, Clone, Copy)]
+pub struct Kept<'a> {
+    /// The graph's edges ([`crate::graph::Graph::packed_edges`]).
+    pub edges: &'a [PackedEdge],
+    /// The graph's order, as nodes (dependencies first).
+    pub order: &'a [usize],
+    /// Every resource's marker paths, in the resources' order.
+    pub markers: &'a [&'a Path],
+}
+
+/// Makes sure `state_dir` holds the compiled form of `manifest` (with what
+/// is `kept` of its graph and kinds) and returns its digest: the file is
+/// rewritten only
 /// when what is there is another manifest's (the payload is made twice
 /// then: once to hash it, once to write it, never held whole).
 /// `Ok(None)`: this manifest is not compiled (a kind with its own spec
@@ -233,17 +254,20 @@ fn stored_ref<'a>(manifest: &'a Manifest, edges: &'a [PackedEdge]) -> StoredRef<
 pub fn refresh(
     state_dir: &Path,
     manifest: &Manifest,
-    edges: &[PackedEdge],
+    kept: Kept,
 ) -> Result<Option<Digest>, FsError> {
     let path = state_dir.join(COMPILED_FILE);
-    let stored = stored_ref(manifest, edges);
-    let digest = compilable(manifest)
-        .then(|| {
-            postcard::to_io(&stored, blake3::Hasher::new())
-                .ok()
-                .map(|hasher| *hasher.finalize().as_bytes())
-        })
-        .flatten();
+    let stored = stored_ref(manifest, &kept);
+    // A manifest read in part is never the whole one to keep.
+    let digest = (compilable(manifest)
+        && manifest.partial.is_none()
+        && kept.order.len() == manifest.resources.len())
+    .then(|| {
+        postcard::to_io(&stored, blake3::Hasher::new())
+            .ok()
+            .map(|hasher| *hasher.finalize().as_bytes())
+    })
+    .flatten();
     let Some(digest) = digest else {
         return remove(state_dir).map(|()| None);
     };
@@ -273,34 +297,173 @@ fn trailer(path: &Path) -> Option<Digest> {
 /// there and whole; anything else is `None` (and a file that is not the
 /// one asked for is left for the next sealing run to replace).
 pub fn read(state_dir: &Path, digest: &Digest) -> Option<Manifest> {
-    read_stored(state_dir, digest).map(|stored| manifest_of(stored).0)
+    read_with_edges(state_dir, digest).map(|(manifest, _)| manifest)
 }
 
 /// [`read`], with the graph's edges kept with it (unchecked: the graph
 /// checks that they fit the manifest).
 pub fn read_with_edges(state_dir: &Path, digest: &Digest) -> Option<(Manifest, Vec<PackedEdge>)> {
-    read_stored(state_dir, digest).map(manifest_of)
-}
-
-fn read_stored(state_dir: &Path, digest: &Digest) -> Option<Stored> {
     let bytes = crate::ownfile::read(&state_dir.join(COMPILED_FILE)).ok()?;
-    decode(&bytes, digest)
+    let mut stored = decode(&bytes, digest)?;
+    if stored.resources.len() != stored.ids.len() {
+        return None;
+    }
+    // Reserved once: collected through `Option`, the vector would grow by
+    // doubling from nothing (copies into fresh memory, docs/performance.md,
+    // "ninth pass").
+    let mut resources = Vec::with_capacity(stored.ids.len());
+    for (id, bytes) in stored.ids.iter().zip(&stored.resources) {
+        resources.push(resource_of(id, bytes)?);
+    }
+    let edges = std::mem::take(&mut stored.edges);
+    Some((manifest_of(stored, resources, None), edges))
 }
 
-/// [`read_stored`] of bytes already read.
-fn decode(bytes: &[u8], digest: &Digest) -> Option<Stored> {
+/// The part of the compiled manifest in `state_dir` (whose digest is
+/// `digest`) that a repair of the resources `drifted` plans: those of them
+/// it declares and every resource that waits for one of them, transitively,
+/// in the graph's order, with the edges among them (renumbered to their
+/// places). The manifest is marked [`Partial`], with every resource's
+/// marker paths. `None` for anything [`read`] refuses, and for a stored
+/// order that is not a topological order of the stored edges.
+///
+/// The scope is closed under "waits for", so every path of edges between
+/// two of its resources stays inside it: the graph of the part orders them
+/// as the whole graph does.
+pub fn read_scope(
+    state_dir: &Path,
+    digest: &Digest,
+    drifted: &HashSet<String>,
+) -> Option<(Manifest, Vec<PackedEdge>)> {
+    let bytes = crate::ownfile::read(&state_dir.join(COMPILED_FILE)).ok()?;
+    let mut stored = decode(&bytes, digest)?;
+    let n = stored.ids.len();
+    if stored.resources.len() != n || stored.order.len() != n {
+        return None;
+    }
+    let rank = ranks(&stored.order)?;
+    let scope = scope_of(&stored, &rank, drifted)?;
+    let mut place = vec![u32::MAX; n];
+    for (at, &node) in scope.iter().enumerate() {
+        place[node as usize] = at as u32;
+    }
+    let edges = stored
+        .edges
+        .iter()
+        .filter_map(|&(from, to, kind)| {
+            let (from, to) = (place[from as usize], place[to as usize]);
+            (from != u32::MAX && to != u32::MAX).then_some((from, to, kind))
+        })
+        .collect();
+    let resources = scope
+        .iter()
+        .map(|&node| resource_of(stored.ids[node as usize], stored.resources[node as usize]))
+        .collect::<Option<Vec<Resource>>>()?;
+    let partial = Partial {
+        markers: std::mem::take(&mut stored.markers),
+        declared: n,
+    };
+    Some((manifest_of(stored, resources, Some(partial)), edges))
+}
+
+/// Each node's place in `order`, which must hold every node once.
+fn ranks(order: &[u32]) -> Option<Vec<u32>> {
+    let mut rank = vec![u32::MAX; order.len()];
+    for (at, &node) in order.iter().enumerate() {
+        let slot = rank.get_mut(node as usize)?;
+        if *slot != u32::MAX {
+            return None;
+        }
+        *slot = at as u32;
+    }
+    Some(rank)
+}
+
+/// The nodes of `drifted`'s ids and of everything that waits for them,
+/// sorted by `rank`; `None` when an edge leaves the stored nodes, or its
+/// dependency does not come first in the order.
+fn scope_of(stored: &Stored, rank: &[u32], drifted: &HashSet<String>) -> Option<Vec<u32>> {
+    let n = rank.len();
+    // Each node's dependents, as a range of one list.
+    let mut start = vec![0usize; n + 1];
+    for &(from, to, _) in &stored.edges {
+        let (f, t) = (from as usize, to as usize);
+        if f >= n || t >= n || rank[f] >= rank[t] {
+            return None;
+        }
+        start[f + 1] += 1;
+    }
+    for i in 0..n {
+        start[i + 1] += start[i];
+    }
+    let mut next = start.clone();
+    let mut dependents = vec![0u32; stored.edges.len()];
+    for &(from, to, _) in &stored.edges {
+        dependents[next[from as usize]] = to;
+        next[from as usize] += 1;
+    }
+    let mut in_scope = vec![false; n];
+    let mut stack: Vec<u32> = (0..n as u32)
+        .filter(|&node| drifted.contains(stored.ids[node as usize]))
+        .collect();
+    while let Some(node) = stack.pop() {
+        let node = node as usize;
+        if !std::mem::replace(&mut in_scope[node], true) {
+            stack.extend_from_slice(&dependents[start[node]..start[node + 1]]);
+        }
+    }
+    let mut scope: Vec<u32> = (0..n as u32)
+        .filter(|&node| in_scope[node as usize])
+        .collect();
+    scope.sort_unstable_by_key(|&node| rank[node as usize]);
+    Some(scope)
+}
+
+/// The payload of a compiled file's `bytes` whose digest is `digest`, in
+/// this build's format.
+fn decode<'a>(bytes: &'a [u8], digest: &Digest) -> Option<Stored<'a>> {
     let body = bytes.strip_prefix(MAGIC)?;
     let (payload, sum) = body.split_at_checked(body.len().checked_sub(32)?)?;
     if sum != digest || blake3::hash(payload).as_bytes() != digest {
         return None;
     }
-    let stored: Stored = postcard::from_bytes(payload).ok()?;
-    (stored.format == FORMAT).then_some(stored)
+    // The format first: another format's fields are not this one's.
+    let (format, rest) = postcard::take_from_bytes::<u32>(payload).ok()?;
+    if format != FORMAT {
+        return None;
+    }
+    postcard::from_bytes(rest).ok()
 }
 
-/// The stored manifest, and its graph's edges.
-fn manifest_of(stored: Stored) -> (Manifest, Vec<PackedEdge>) {
-    let manifest = Manifest {
+/// One stored resource, its `id` given back to it.
+fn resource_of(id: &str, bytes: &[u8]) -> Option<Resource> {
+    let r: StoredResource = postcard::from_bytes(bytes).ok()?;
+    Some(Resource {
+        id: id.to_string(),
+        spec: match r.spec {
+            StoredSpec::File(f) => Spec::File(f),
+            StoredSpec::Dir(d) => Spec::Dir(d),
+            StoredSpec::Symlink(l) => Spec::Symlink(l),
+            StoredSpec::Exec(e) => Spec::Exec(e),
+            StoredSpec::Noop => Spec::Noop,
+        },
+        after: r.after,
+        before: r.before,
+        notify: r.notify,
+        references: r.references,
+        retry: Retry {
+            retries: r.retry.0,
+            delay_ms: r.retry.1,
+            exponential: r.retry.2,
+            forever: r.retry.3,
+        },
+        span: r.span.0..r.span.1,
+    })
+}
+
+/// The stored manifest's fields around `resources`.
+fn manifest_of(stored: Stored, resources: Vec<Resource>, partial: Option<Partial>) -> Manifest {
+    Manifest {
         path: stored.path,
         config_dir: stored.config_dir,
         home: stored.home,
@@ -308,35 +471,11 @@ fn manifest_of(stored: Stored) -> (Manifest, Vec<PackedEdge>) {
         profile: stored.profile,
         profiles: stored.profiles,
         vars: stored.vars,
-        resources: stored
-            .resources
-            .into_iter()
-            .map(|r| Resource {
-                id: r.id,
-                spec: match r.spec {
-                    StoredSpec::File(f) => Spec::File(f),
-                    StoredSpec::Dir(d) => Spec::Dir(d),
-                    StoredSpec::Symlink(l) => Spec::Symlink(l),
-                    StoredSpec::Exec(e) => Spec::Exec(e),
-                    StoredSpec::Noop => Spec::Noop,
-                },
-                after: r.after,
-                before: r.before,
-                notify: r.notify,
-                references: r.references,
-                retry: Retry {
-                    retries: r.retry.0,
-                    delay_ms: r.retry.1,
-                    exponential: r.retry.2,
-                    forever: r.retry.3,
-                },
-                span: r.span.0..r.span.1,
-            })
-            .collect(),
+        resources,
         protected: stored.protected,
         followed_links: stored.followed_links,
-    };
-    (manifest, stored.edges)
+        partial,
+    }
 }
 
 /// Removes the compiled form (nothing to remove is fine).
@@ -349,10 +488,40 @@ mod tests {
     use super::*;
     use crate::manifest::{LoadOptions, MANIFEST_FILE};
 
-    /// [`refresh`] with the edges of the manifest's own graph.
+    /// [`refresh`] with the edges and order of the manifest's own graph,
+    /// and its execs' markers.
     fn compile(dir: &Path, manifest: &Manifest) -> Result<Option<Digest>, FsError> {
         let graph = crate::graph::Graph::build(manifest).unwrap();
-        refresh(dir, manifest, &graph.packed_edges())
+        compile_with(dir, manifest, &graph.packed_edges(), &graph.order)
+    }
+
+    fn compile_with(
+        dir: &Path,
+        manifest: &Manifest,
+        edges: &[PackedEdge],
+        order: &[usize],
+    ) -> Result<Option<Digest>, FsError> {
+        let markers = markers(manifest);
+        let markers: Vec<&Path> = markers.iter().map(PathBuf::as_path).collect();
+        let kept = Kept {
+            edges,
+            order,
+            markers: &markers,
+        };
+        refresh(dir, manifest, kept)
+    }
+
+    /// The `creates` of the manifest's execs (the only kind with markers
+    /// among those compiled).
+    fn markers(manifest: &Manifest) -> Vec<PathBuf> {
+        manifest
+            .resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::Exec(e) => e.creates.clone(),
+                _ => None,
+            })
+            .collect()
     }
 
     /// `text` loaded from a temp config repo (`REPO` in it is that repo),
@@ -439,8 +608,8 @@ delay = "2s"
             (&b.profile, &b.profiles, &b.vars)
         );
         assert_eq!(
-            (&a.protected, &a.followed_links),
-            (&b.protected, &b.followed_links)
+            (&a.protected, &a.followed_links, &a.partial),
+            (&b.protected, &b.followed_links, &b.partial)
         );
     }
 
@@ -476,20 +645,17 @@ delay = "2s"
 
     #[test]
     fn many_resources_are_read_into_a_vector_reserved_once_for_their_count() {
-        // Past serde's own reservation (1 MiB of resources), a vector grown
-        // by doubling ends with more room than it holds.
-        let cautious = (1 << 20) / std::mem::size_of::<StoredResource>();
-        let count = cautious * 3 + 7;
+        // A vector grown by doubling ends with more room than it holds.
+        let count = 3 * 1024 + 7;
         let text: String = (0..count)
             .map(|i| format!("[file.f{i}]\npath = \"~/f{i}\"\ncontent = \"{i}\"\n\n"))
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let manifest = load(dir.path(), &text);
         let digest = compile(dir.path(), &manifest).unwrap().unwrap();
-        let stored = read_stored(dir.path(), &digest).unwrap();
-        assert_eq!(stored.resources.len(), count);
-        assert_eq!(stored.resources.capacity(), count);
-        let (back, _) = manifest_of(stored);
+        let back = read(dir.path(), &digest).unwrap();
+        assert_eq!(back.resources.len(), count);
+        assert_eq!(back.resources.capacity(), count);
         same(&back, &manifest);
     }
 
@@ -519,6 +685,144 @@ delay = "2s"
                 assert!(!bytes.windows(8).any(|w| w == b"pin=1234"), "{entry:?}");
             }
         }
+    }
+
+    /// The ids the whole graph of `m` puts in the scope of `drifted`, in its
+    /// order.
+    fn whole_scope(m: &Manifest, drifted: &HashSet<String>) -> Vec<String> {
+        let graph = crate::graph::Graph::build(m).unwrap();
+        let scope = graph.with_dependents(drifted);
+        graph
+            .order
+            .iter()
+            .map(|&node| graph.ids[node].to_string())
+            .filter(|id| scope.contains(id))
+            .collect()
+    }
+
+    fn set(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|id| id.to_string()).collect()
+    }
+
+    #[test]
+    fn a_scope_is_what_drifted_and_what_waits_for_it_in_the_whole_graphs_order() {
+        let d = tempfile::tempdir().unwrap();
+        let whole = load(d.path(), PLAIN);
+        let digest = compile(d.path(), &whole).unwrap().unwrap();
+        let graph = crate::graph::Graph::build(&whole).unwrap();
+        let markers = markers(&whole);
+        assert_eq!(markers.len(), 1, "exec.make's marker");
+        for drifted in [
+            set(&["dir.conf"]),
+            set(&["file.inline"]),
+            set(&["exec.make", "file.source"]),
+            set(&["noop.done"]),
+            set(&["file.nowhere"]),
+            set(&[]),
+        ] {
+            let (part, edges) = read_scope(d.path(), &digest, &drifted).unwrap();
+            let ids: Vec<&str> = part.resources.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(ids, whole_scope(&whole, &drifted), "{drifted:?}");
+            for r in &part.resources {
+                let declared = whole.resources.iter().find(|w| w.id == r.id).unwrap();
+                assert_eq!(r, declared);
+            }
+            assert_eq!(
+                part.partial,
+                Some(Partial {
+                    markers: markers.clone(),
+                    declared: whole.resources.len(),
+                })
+            );
+            // The edges among the part, and only those, renumbered.
+            let node = |id: &str| graph.index_of(id).unwrap() as u32;
+            let expected: Vec<PackedEdge> = graph
+                .packed_edges()
+                .into_iter()
+                .filter_map(|(from, to, kind)| {
+                    let at = |n: u32| ids.iter().position(|id| node(id) == n);
+                    Some((at(from)? as u32, at(to)? as u32, kind))
+                })
+                .collect();
+            assert_eq!(edges, expected, "{drifted:?}");
+            same_fields(&part, &whole);
+        }
+        // `dir.conf` reaches almost everything; the leaf only itself.
+        let (all, _) = read_scope(d.path(), &digest, &set(&["dir.conf"])).unwrap();
+        assert!(all.resources.len() >= 5, "{:?}", all.resources.len());
+        let (leaf, _) = read_scope(d.path(), &digest, &set(&["noop.done"])).unwrap();
+        assert_eq!(leaf.resources.len(), 1);
+    }
+
+    /// Every field but the resources and `partial`.
+    fn same_fields(a: &Manifest, b: &Manifest) {
+        assert_eq!(
+            (&a.path, &a.config_dir, &a.home, &a.real_home),
+            (&b.path, &b.config_dir, &b.home, &b.real_home)
+        );
+        assert_eq!(
+            (&a.profile, &a.profiles, &a.vars),
+            (&b.profile, &b.profiles, &b.vars)
+        );
+        assert_eq!(
+            (&a.protected, &a.followed_links),
+            (&b.protected, &b.followed_links)
+        );
+    }
+
+    #[test]
+    fn an_order_that_is_not_the_graphs_is_no_scope_but_the_whole_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let m = load(d.path(), PLAIN);
+        let graph = crate::graph::Graph::build(&m).unwrap();
+        let edges = graph.packed_edges();
+        let reversed: Vec<usize> = graph.order.iter().rev().copied().collect();
+        let mut twice = graph.order.clone();
+        twice[1] = twice[0];
+        let mut past = graph.order.clone();
+        past[0] = m.resources.len();
+        for order in [reversed, twice, past] {
+            let digest = compile_with(d.path(), &m, &edges, &order).unwrap().unwrap();
+            assert!(
+                read_scope(d.path(), &digest, &set(&["dir.conf"])).is_none(),
+                "{order:?}"
+            );
+            same(&read(d.path(), &digest).unwrap(), &m);
+        }
+        // A manifest read in part is never kept as the whole.
+        let digest = compile(d.path(), &m).unwrap().unwrap();
+        let (part, _) = read_scope(d.path(), &digest, &set(&["noop.done"])).unwrap();
+        assert_eq!(compile_with(d.path(), &part, &[], &[0]).unwrap(), None);
+    }
+
+    /// A compiled form stead wrote before format 3 (format 2, by 2143d7e,
+    /// for a directory, a file in it and an exec with a marker), whole and
+    /// with its digest right: it is no compiled form now, and the next run
+    /// that seals replaces it.
+    #[test]
+    fn a_file_of_an_earlier_format_is_no_compiled_form_and_a_seal_replaces_it() {
+        let old = include_bytes!("../../tests/fixtures/compiled-manifest-format-2.bin");
+        let (body, sum) = old.split_at(old.len() - 32);
+        let digest: Digest = sum.try_into().unwrap();
+        assert_eq!(blake3::hash(&body[MAGIC.len()..]).as_bytes(), &digest);
+        assert_eq!(
+            postcard::take_from_bytes::<u32>(&body[MAGIC.len()..])
+                .unwrap()
+                .0,
+            2
+        );
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(COMPILED_FILE), old).unwrap();
+        assert!(read(d.path(), &digest).is_none());
+        assert!(read_with_edges(d.path(), &digest).is_none());
+        assert!(read_scope(d.path(), &digest, &set(&["file.a"])).is_none());
+        let m = load(
+            d.path(),
+            "[dir.conf]\npath = \"~/conf\"\n\n[file.a]\npath = \"~/conf/a\"\ncontent = \"hello\\n\"\n",
+        );
+        let now = compile(d.path(), &m).unwrap().unwrap();
+        assert_ne!(now, digest);
+        same(&read(d.path(), &now).unwrap(), &m);
     }
 
     #[test]

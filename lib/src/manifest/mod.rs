@@ -375,6 +375,22 @@ pub struct Manifest {
     /// that the load followed: the resources hold the real paths, so what
     /// they mean depends on these links too ([`crate::seal`]).
     pub followed_links: Vec<PathBuf>,
+    /// `Some` when only part of the manifest was read (a repair's scope,
+    /// [`compiled::read_scope`]): `resources` then holds that part alone,
+    /// in the graph's order, and a plan of it plans that part and nothing
+    /// else (no removals: what it does not hold is still declared).
+    pub partial: Option<Partial>,
+}
+
+/// What a manifest read in part keeps of the whole one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// Every declared resource's marker paths (where its kind keeps that
+    /// it ran: an exec's `creates`), as declared: a purge of any part must
+    /// still leave every resource's markers alone.
+    pub markers: Vec<PathBuf>,
+    /// How many resources the whole manifest declares.
+    pub declared: usize,
 }
 
 /// A manifest as parsed, with every problem found so far: what is left to

@@ -223,6 +223,7 @@ fn resolve(
         resources,
         protected: vec![config_dir.to_path_buf()],
         followed_links: resolver.into_followed(),
+        partial: None,
     };
     Parsed {
         manifest,

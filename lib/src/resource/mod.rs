@@ -492,6 +492,15 @@ pub enum ResourceError {
     Internal(String),
 }
 
+/// Every marker path `resources` declare
+/// ([`kind::ResourceKind::marker_paths`]), in their order.
+pub fn markers_of(resources: &[Resource]) -> Vec<&Path> {
+    resources
+        .iter()
+        .flat_map(|r| registry::get(r.kind()).marker_paths(&r.spec))
+        .collect()
+}
+
 /// Plans one declared resource.
 pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceError> {
     let keys: Vec<String> = resource
