@@ -99,28 +99,14 @@ impl Machine {
             None => State::new(MachineInfo::current("test-machine")),
             Some(_) => panic!("unexpected state form"),
         };
-        let request = self.request();
+        let check = FileCheck {
+            verify: false,
+            now_ns,
+        };
         let prepared = converge::prepare(
             &self.layout,
             &state,
-            &PrepareOptions {
-                source: PlanSource::Manifest {
-                    config: Some(&self.config),
-                    profile: None,
-                    force: false,
-                },
-                jobs: 2,
-                rerun: &[],
-                check: FileCheck {
-                    verify: false,
-                    now_ns,
-                },
-                seal: Some(request),
-                checks: Default::default(),
-                only: None,
-                drift: None,
-                compiled: None,
-            },
+            &self.options(check, None, None),
             &Silent,
         )
         .unwrap();
@@ -176,6 +162,52 @@ impl Machine {
             }
             seal::Check::Holds(_) => panic!("the seal still holds"),
             seal::Check::Broken => None,
+        }
+    }
+
+    /// What the seal, drifted, vouches for.
+    fn drift(&self) -> seal::Drift {
+        let seal = Seal::read(&self.layout).unwrap();
+        match seal.check(&converge::seal_key(&self.layout, &self.request()), 4) {
+            seal::Check::Drifted(drift) => drift,
+            other => panic!("the seal does not drift: {other:?}"),
+        }
+    }
+
+    /// `prepare` of the repair of `drift`, with the compiled manifest read
+    /// on a thread of its own when `compiled` is given.
+    fn prepare_repair(
+        &self,
+        state: &State,
+        drift: &seal::Drift,
+        compiled: Option<&converge::CompiledRead>,
+    ) -> converge::Prepared {
+        let options = self.options(FileCheck::default(), Some(drift), compiled);
+        converge::prepare(&self.layout, state, &options, &Silent).unwrap()
+    }
+
+    /// What an apply of this machine's manifest is asked, as `stead apply`
+    /// asks it (a seal requested).
+    fn options<'a>(
+        &'a self,
+        check: FileCheck,
+        drift: Option<&'a seal::Drift>,
+        compiled: Option<&'a converge::CompiledRead>,
+    ) -> PrepareOptions<'a> {
+        PrepareOptions {
+            source: PlanSource::Manifest {
+                config: Some(&self.config),
+                profile: None,
+                force: false,
+            },
+            jobs: 2,
+            rerun: &[],
+            check,
+            seal: Some(self.request()),
+            checks: Default::default(),
+            only: None,
+            drift,
+            compiled,
         }
     }
 }
@@ -479,11 +511,7 @@ fn a_marker_reached_through_a_link_is_sealed_by_the_link_itself() {
 fn a_compiled_manifest_read_beside_the_state_load_plans_what_prepare_reads() {
     let m = Machine::sealed(FILES);
     fs::write(m.home().join("d/a"), "edited\n").unwrap();
-    let seal = Seal::read(&m.layout).unwrap();
-    let seal::Check::Drifted(drift) = seal.check(&converge::seal_key(&m.layout, &m.request()), 4)
-    else {
-        panic!("an edit of one file's content drifts the seal");
-    };
+    let drift = m.drift();
     assert!(
         drift.compiled.is_some(),
         "the sealing run kept a compiled form"
@@ -500,27 +528,7 @@ fn a_compiled_manifest_read_beside_the_state_load_plans_what_prepare_reads() {
     let mut elsewhere = drift.clone();
     elsewhere.compiled = Some([7; 32]);
     let prepare = |drift: &seal::Drift, compiled: Option<&converge::CompiledRead>| {
-        converge::prepare(
-            &m.layout,
-            &state,
-            &PrepareOptions {
-                source: PlanSource::Manifest {
-                    config: Some(&m.config),
-                    profile: None,
-                    force: false,
-                },
-                jobs: 2,
-                rerun: &[],
-                check: FileCheck::default(),
-                seal: Some(m.request()),
-                checks: Default::default(),
-                only: None,
-                drift: Some(drift),
-                compiled,
-            },
-            &Silent,
-        )
-        .unwrap()
+        m.prepare_repair(&state, drift, compiled)
     };
     let other_digest = prepare(&elsewhere, Some(&read));
     let early = prepare(&drift, Some(&read));
@@ -610,37 +618,11 @@ after = ["file.b"]
     for (what, drift) in drifts {
         let m = Machine::sealed(TEXT);
         drift(m.home());
-        let seal = Seal::read(&m.layout).unwrap();
-        let seal::Check::Drifted(found) =
-            seal.check(&converge::seal_key(&m.layout, &m.request()), 4)
-        else {
-            panic!("{what}: the seal drifts");
-        };
+        let found = m.drift();
         assert!(found.compiled.is_some(), "{what}");
         let state = StateStore::new(m.layout.clone()).load_current().unwrap();
-        let prepare = |compiled: Option<&converge::CompiledRead>| {
-            converge::prepare(
-                &m.layout,
-                &state,
-                &PrepareOptions {
-                    source: PlanSource::Manifest {
-                        config: Some(&m.config),
-                        profile: None,
-                        force: false,
-                    },
-                    jobs: 2,
-                    rerun: &[],
-                    check: FileCheck::default(),
-                    seal: Some(m.request()),
-                    checks: Default::default(),
-                    only: None,
-                    drift: Some(&found),
-                    compiled,
-                },
-                &Silent,
-            )
-            .unwrap()
-        };
+        let prepare =
+            |compiled: Option<&converge::CompiledRead>| m.prepare_repair(&state, &found, compiled);
         let read = converge::CompiledRead::start(&m.layout, &found).unwrap();
         let on_its_thread = prepare(Some(&read));
         let in_prepare = prepare(None);

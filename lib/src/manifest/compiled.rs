@@ -599,18 +599,8 @@ delay = "2s"
 
     fn same(a: &Manifest, b: &Manifest) {
         assert_eq!(a.resources, b.resources);
-        assert_eq!(
-            (&a.path, &a.config_dir, &a.home, &a.real_home),
-            (&b.path, &b.config_dir, &b.home, &b.real_home)
-        );
-        assert_eq!(
-            (&a.profile, &a.profiles, &a.vars),
-            (&b.profile, &b.profiles, &b.vars)
-        );
-        assert_eq!(
-            (&a.protected, &a.followed_links, &a.partial),
-            (&b.protected, &b.followed_links, &b.partial)
-        );
+        assert_eq!(a.partial, b.partial);
+        same_fields(a, b);
     }
 
     #[test]
