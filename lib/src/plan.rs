@@ -393,10 +393,13 @@ pub fn make_cached(
     )
 }
 
-/// [`make_cached`] of only the declared resources in `only` (`None`: all),
-/// for watch mode's re-plan of what changed: nothing else is read, and no
-/// removal is planned (it plans no more than it was asked to). The stat
-/// cache it leaves is `None` (the next one is made by a whole plan).
+/// [`make_cached`] of only the declared resources in `only` (`None`: all
+/// the manifest holds), for watch mode's re-plan of what changed and a
+/// repair's plan of its part of the manifest ([`Manifest::partial`]).
+/// A plan so scoped reads nothing else and plans no removal (it plans no
+/// more than it was asked to), and the stat cache it leaves is `None` (the
+/// next one is made by a whole plan); a plan of the whole manifest plans
+/// removals and its stat cache as [`make_cached`] does.
 #[allow(clippy::too_many_arguments)]
 pub fn make_scoped(
     manifest: &Manifest,

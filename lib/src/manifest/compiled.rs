@@ -361,7 +361,6 @@ pub fn read_scope(
         .collect::<Option<Vec<Resource>>>()?;
     let partial = Partial {
         markers: std::mem::take(&mut stored.markers),
-        declared: n,
     };
     Some((manifest_of(stored, resources, Some(partial)), edges))
 }
@@ -721,7 +720,6 @@ delay = "2s"
                 part.partial,
                 Some(Partial {
                     markers: markers.clone(),
-                    declared: whole.resources.len(),
                 })
             );
             // The edges among the part, and only those, renumbered.

@@ -389,8 +389,6 @@ pub struct Partial {
     /// it ran: an exec's `creates`), as declared: a purge of any part must
     /// still leave every resource's markers alone.
     pub markers: Vec<PathBuf>,
-    /// How many resources the whole manifest declares.
-    pub declared: usize,
 }
 
 /// A manifest as parsed, with every problem found so far: what is left to
