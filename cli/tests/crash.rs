@@ -10,6 +10,12 @@
 //! The kill loop (`kill_loop`, `STEAD_KILL_LOOP=N`, 20 by default) kills
 //! applies that also remove and force-replace files, half of them once the
 //! writing began, and checks that the next apply leaves no temp file.
+//!
+//! The sealed repair loop (`sealed_repair_kill_loop`,
+//! `STEAD_REPAIR_KILL_LOOP=N`, 20 by default) kills repairs of files drifted
+//! on a sealed machine, which plan from the part of the compiled manifest
+//! the drift names, and checks that nothing else was touched and that the
+//! next apply finishes the repair.
 
 mod common;
 
@@ -214,6 +220,22 @@ fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
     );
 }
 
+/// Paths below `dir` whose name is a temp name of stead's.
+fn temps(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(".tmp-") {
+                out.push(e.path());
+            } else if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// The kill loop (issue 12, item 4): applies that rewrite, create, remove
 /// and force-replace files (with backups) are SIGKILLed at random moments,
 /// `STEAD_KILL_LOOP` times (20 by default, for CI time). After every kill no
@@ -250,22 +272,6 @@ mod kill_loop {
             "[file.u{v}]\npath = \"~/user/u{v}\"\ncontent = \"stead {v}\\n\"\n"
         ));
         m
-    }
-
-    /// Paths below `dir` whose name is a temp name of stead's.
-    fn temps(dir: &Path) -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().contains(".tmp-") {
-                    out.push(e.path());
-                } else if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                }
-            }
-        }
-        out
     }
 
     fn check_not_torn(home: &Path, versions: &[usize]) {
@@ -423,6 +429,290 @@ mod kill_loop {
         eprintln!(
             "{kills} kills, {mid_run} landed mid-run, {temps_found} temp file(s) found after a kill, \
              {temps_reported} removed and reported by the next apply (seed {seed})"
+        );
+    }
+}
+
+/// Sealed repairs killed at random points: on a sealed machine a few files
+/// are edited by hand, one is deleted and the file that notifies a reload
+/// is edited, and the apply that repairs them (planned from the seal's
+/// drift and the compiled manifest read in part, which -v confirms on
+/// every run killed after it began writing) is SIGKILLed, `STEAD_REPAIR_KILL_LOOP`
+/// times (20 by default, for CI time). After every kill no file is torn and
+/// no file that did not drift was touched; after the next apply every file
+/// is as declared, no temp file is left, every hand edit has a whole backup,
+/// the reload ran once or twice (at least once, as with any kill) and a
+/// plan finds nothing to do. Each round seals the machine again first.
+mod sealed_repair_kill_loop {
+    use super::*;
+
+    const FILES: usize = 300;
+    const DIRS: usize = 10;
+    /// What -v says of a repair planned from the seal's drift alone.
+    const ONLY_DRIFTED: &str = "planned only the";
+    /// What -v adds when that plan read the compiled manifest.
+    const COMPILED: &str = "The manifest was the compiled form that apply kept";
+
+    fn content(i: usize) -> String {
+        format!("file {i} as declared: a torn write would show here\n").repeat(40)
+    }
+
+    fn hand(i: usize, round: usize) -> String {
+        format!("file {i} edited by hand in round {round}\n").repeat(30)
+    }
+
+    fn path(home: &Path, i: usize) -> std::path::PathBuf {
+        home.join(format!("d{}/f{i}", i % DIRS))
+    }
+
+    fn manifest() -> String {
+        let mut m = String::new();
+        for i in 0..FILES {
+            let notify = if i == 1 {
+                "notify = [\"exec.reload\"]\n"
+            } else {
+                ""
+            };
+            m.push_str(&format!(
+                "[file.f{i}]\npath = \"~/d{}/f{i}\"\ncontent = \"{}\"\n{notify}\n",
+                i % DIRS,
+                content(i).replace('\n', "\\n")
+            ));
+        }
+        m.push_str(
+            "[exec.reload]\ncommand = \"echo reload >> reloads\"\ncwd = \"~\"\nrefresh_only = true\n",
+        );
+        m
+    }
+
+    /// Round `round`'s drift: the files edited by hand (always f1, which
+    /// notifies the reload) and the one deleted.
+    fn drift(round: usize) -> (Vec<usize>, usize) {
+        let mut edited: Vec<usize> = (0..FILES)
+            .filter(|i| (i + round).is_multiple_of(30))
+            .collect();
+        if !edited.contains(&1) {
+            edited.push(1);
+        }
+        let mut deleted = (round * 7 + 2) % FILES;
+        while edited.contains(&deleted) {
+            deleted = (deleted + 1) % FILES;
+        }
+        (edited, deleted)
+    }
+
+    fn make_drift(home: &Path, round: usize) {
+        let (edited, deleted) = drift(round);
+        for &i in &edited {
+            fs::write(path(home, i), hand(i, round)).unwrap();
+        }
+        fs::remove_file(path(home, deleted)).unwrap();
+    }
+
+    /// Each file holds what it may after a kill in round `round`: what was
+    /// declared, or (for what drifted) the hand edit, or nothing (the
+    /// deleted file); a file that did not drift holds what was declared.
+    fn check_not_torn(home: &Path, round: usize) {
+        let (edited, deleted) = drift(round);
+        for i in 0..FILES {
+            let p = path(home, i);
+            match fs::read_to_string(&p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && i == deleted => {}
+                Err(e) => panic!("round {round}: {}: {e}", p.display()),
+                Ok(text) => assert!(
+                    text == content(i) || (edited.contains(&i) && text == hand(i, round)),
+                    "round {round}: {} is torn or was touched: {text:?}",
+                    p.display()
+                ),
+            }
+        }
+    }
+
+    fn check_exact(home: &Path, round: usize) {
+        for i in 0..FILES {
+            assert_eq!(
+                fs::read_to_string(path(home, i)).ok(),
+                Some(content(i)),
+                "round {round}: f{i} is not as declared"
+            );
+        }
+    }
+
+    /// Every backup is a whole hand edit of its own file, and each of
+    /// round `round`'s edits has one.
+    fn check_backups(backups: &Path, round: usize) {
+        let (edited, _) = drift(round);
+        let mut found = std::collections::BTreeSet::new();
+        let mut stack = vec![backups.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                let i: usize = name
+                    .strip_prefix('f')
+                    .and_then(|rest| rest.split('.').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("round {round}: unexpected backup {name}"));
+                let text = fs::read_to_string(e.path()).unwrap();
+                assert!(
+                    (0..=round).any(|r| text == hand(i, r)),
+                    "round {round}: backup {} is not a whole hand edit: {text:?}",
+                    e.path().display()
+                );
+                if text == hand(i, round) {
+                    found.insert(i);
+                }
+            }
+        }
+        for i in edited {
+            assert!(
+                found.contains(&i),
+                "round {round}: no backup of the hand edit of f{i}"
+            );
+        }
+    }
+
+    fn reloads(home: &Path) -> usize {
+        fs::read_to_string(home.join("reloads"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    fn run_starts(journal: &Path) -> usize {
+        fs::read_to_string(journal)
+            .unwrap_or_default()
+            .matches("run-start")
+            .count()
+    }
+
+    /// A no-op with the clock past the racy window seals the machine.
+    fn seal(r: &Repo, round: usize) {
+        let config = r.config.path().to_str().unwrap().to_string();
+        let sealing =
+            r.sb.stead(&["--config", &config, "apply", "--yes"])
+                .env("STEAD_NOW", common::later())
+                .output()
+                .unwrap();
+        assert!(
+            sealing.status.success(),
+            "round {round}: the sealing no-op failed"
+        );
+        assert!(
+            r.sb.state_dir().join("converged.seal").exists(),
+            "round {round}: a no-op past the racy window left no seal"
+        );
+    }
+
+    #[test]
+    fn sealed_repairs_killed_at_random_points_lose_nothing_and_touch_nothing_else() {
+        let kills: usize = std::env::var("STEAD_REPAIR_KILL_LOOP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        let seed: u64 = std::env::var("STEAD_APPLY_CRASH_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0x5EA1_ED00);
+        let mut rng = Rng(seed | 1);
+        let r = Repo::new(&manifest());
+        let home = r.home().to_path_buf();
+        let journal = r.sb.state_dir().join("journal.jsonl");
+        let stderr_file = r.sb.state_dir().with_file_name("repair.stderr");
+        r.ok(&["apply", "--yes"]);
+        check_exact(&home, 0);
+        let mut reloaded = reloads(&home);
+        seal(&r, 0);
+
+        // Round 0, not killed: how long a repair takes, and that it is
+        // planned from the drift and the compiled manifest.
+        make_drift(&home, 0);
+        let started = Instant::now();
+        let (code, out, err) = r.run(&["-v", "apply", "--yes"]);
+        let full = started.elapsed().max(Duration::from_millis(20));
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            err.contains(ONLY_DRIFTED) && err.contains(COMPILED),
+            "{err}"
+        );
+        check_exact(&home, 0);
+        check_backups(&r.sb.state_dir().join("backups"), 0);
+        assert_eq!(reloads(&home), reloaded + 1, "round 0\n{out}");
+        reloaded = reloads(&home);
+
+        let (mut mid_run, mut scoped) = (0, 0);
+        let mut last_serial = serial(&r);
+        for round in 1..=kills {
+            seal(&r, round);
+            make_drift(&home, round);
+            let before = run_starts(&journal);
+            let stderr = fs::File::create(&stderr_file).unwrap();
+            let mut child = r.spawn(&["-v", "apply", "--yes"], Stdio::null(), stderr.into());
+            // Even kills land anywhere in the repair; odd ones once it began
+            // writing (its `run-start` is in the journal).
+            let began = round % 2 == 1;
+            let span = if began {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while run_starts(&journal) == before && child.try_wait().unwrap().is_none() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the repair never started writing"
+                    );
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                full.as_micros() as u64 / 2
+            } else {
+                full.as_micros() as u64 * 12 / 10
+            };
+            std::thread::sleep(Duration::from_micros(rng.next() % span.max(1)));
+            if child.try_wait().unwrap().is_none() {
+                mid_run += 1;
+            }
+            let _ = child.kill(); // SIGKILL
+            child.wait().unwrap();
+
+            let said = fs::read_to_string(&stderr_file).unwrap();
+            if said.contains(ONLY_DRIFTED) {
+                scoped += 1;
+            }
+            if began && run_starts(&journal) > before {
+                assert!(
+                    said.contains(ONLY_DRIFTED) && said.contains(COMPILED),
+                    "round {round}: the repair was not planned from the drift and the compiled manifest:\n{said}"
+                );
+            }
+            check_not_torn(&home, round);
+            let s = serial(&r);
+            assert!(
+                s >= last_serial,
+                "round {round}: serial {last_serial} -> {s}"
+            );
+
+            let out = r.ok(&["apply", "--yes"]);
+            // The state dir is below the home: its temps are looked for too.
+            let left = temps(&home);
+            assert!(
+                left.is_empty(),
+                "round {round}: temps left: {left:?}\n{out}"
+            );
+            check_exact(&home, round);
+            check_backups(&r.sb.state_dir().join("backups"), round);
+            let now = reloads(&home);
+            assert!(
+                (reloaded + 1..=reloaded + 2).contains(&now),
+                "round {round}: the reload ran {} times\n{out}",
+                now - reloaded
+            );
+            reloaded = now;
+            let plan = r.ok(&["plan"]);
+            assert!(plan.contains("No changes"), "round {round}: {plan}");
+            last_serial = serial(&r);
+        }
+        eprintln!(
+            "{kills} sealed repairs killed, {mid_run} mid-run, {scoped} planned from the drift (seed {seed})"
         );
     }
 }
