@@ -197,6 +197,9 @@ pub struct JournalView {
     /// The journal's last run ended ([`journal::last_run_ended`]): no killed
     /// run's backup temps can be in the backups' run folders.
     pub last_run_ended: bool,
+    /// What the view parsed, for the run's compaction of the journal
+    /// ([`journal::compact_if_large_after`]).
+    pub parsed: journal::Parsed,
 }
 
 /// Reads the journal (a torn last line is ignored; a corrupt middle is moved
@@ -253,8 +256,9 @@ fn journal_view_with(
             unfinished: journal::unfinished_keys(&loaded.records),
             rerun: rerun.iter().cloned().collect(),
         },
-        torn_tail: loaded.torn_tail.map(|t| t.len()),
+        torn_tail: loaded.torn_tail.as_ref().map(String::len),
         last_run_ended: journal::last_run_ended(&loaded.records),
+        parsed: journal::Parsed::new(loaded),
     })
 }
 
@@ -1197,7 +1201,7 @@ pub fn execute(
         .append_durable(run.record(&run_op, "run", JournalAction::RunEnd, end))?;
     let run_id = run.run_id().to_string();
     run.into_writer().close()?;
-    journal::compact_if_large(&path, &run_id, journal::COMPACT_FROM)?;
+    journal::compact_if_large_after(&path, &run_id, journal::COMPACT_FROM, &prepared.view.parsed)?;
     save_stat_cache(target.layout, &prepared.plan);
     Ok(Executed { outcome, state })
 }
