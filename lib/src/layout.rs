@@ -33,6 +33,13 @@ impl Layout {
         self.state_dir.join("state.json")
     }
 
+    /// `<state-dir>/state.json.prev`: the record before the last commit,
+    /// which the next commit overwrites in place and swaps in
+    /// ([`crate::spare`]).
+    pub fn state_spare(&self) -> PathBuf {
+        self.state_dir.join("state.json.prev")
+    }
+
     /// `<state-dir>/state.lock`: the lock file, flock'd by its holder.
     pub fn lock_file(&self) -> PathBuf {
         self.state_dir.join("state.lock")

@@ -65,6 +65,7 @@ pub mod run;
 pub mod safe_path;
 pub mod seal;
 pub mod secret;
+pub mod spare;
 pub mod stat_cache;
 pub mod state;
 pub mod status;

@@ -123,10 +123,12 @@ fn crash_between_temp_write_and_rename_keeps_the_old_record() {
     // The old record, byte for byte.
     assert_eq!(fs::read(&state_file).expect("read state.json"), before);
     assert_eq!(load(&sandbox).lineage.serial, 4);
-    // The writer really died with the whole new record written beside it.
-    assert_eq!(temps.len(), 1, "{temps:?}");
-    let raw = fs::read(sandbox.state_dir().join(&temps[0])).expect("read temp");
-    let unborn: State = serde_json::from_slice(&raw).expect("temp holds a full record");
+    // The writer really died with the whole new record written beside it:
+    // in the spare (the record before the last commit, overwritten in
+    // place and swapped in by the next), not in a temp file.
+    assert!(temps.is_empty(), "{temps:?}");
+    let raw = fs::read(sandbox.layout().state_spare()).expect("read the spare");
+    let unborn: State = serde_json::from_slice(&raw).expect("the spare holds a full record");
     assert_eq!(unborn.lineage.serial, 5);
 
     // It died holding the lock: stale, taken over, and the next write is 5.

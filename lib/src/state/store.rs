@@ -121,7 +121,7 @@ impl StateStore {
     /// Never writes: a corrupt, truncated or newer file is reported and left as is.
     pub fn load(&self) -> Result<Option<Loaded>, StateError> {
         let path = self.path();
-        let (raw, meta) = match crate::ownfile::read_with_metadata(&path) {
+        let (raw, meta) = match crate::spare::read_shared(&path) {
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.remember(None);
@@ -159,7 +159,7 @@ impl StateStore {
     /// record (the lock notes it; a full load is 10 ms at 10 000 files);
     /// `None` when there is none or it cannot be read as one.
     pub fn peek_serial(&self) -> Option<u64> {
-        probe_serial(&crate::ownfile::read(&self.path()).ok()?)
+        probe_serial(&crate::spare::read_shared(&self.path()).ok()?.0)
     }
 
     /// Reads a version 2 record, or says why there is none to use (missing,
@@ -305,7 +305,7 @@ impl StateStore {
         if let Some(serial) = self.serial_if_unchanged(expected) {
             return Ok(serial);
         }
-        match crate::ownfile::read(&self.path()) {
+        match crate::spare::read_shared(&self.path()).map(|(raw, _)| raw) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Ok(raw) => {
                 if let Some(serial) = probe_serial(&raw) {
@@ -340,7 +340,8 @@ impl StateStore {
         // Forgotten first: a write that fails after its rename leaves a
         // record this store has not seen.
         self.remember(None);
-        fsutil::atomic_write_with(&self.path(), 0o600, observer, &mut |out| {
+        let spare = self.layout.state_spare();
+        crate::spare::write(&self.path(), &spare, 0o600, observer, &mut |out| {
             // A buffer of its own type in front of `out`: serde_json writes
             // each of the record's ~400 000 tokens on its own, and through
             // `dyn Write` each was a call that could not be inlined.
