@@ -62,6 +62,12 @@ use crate::stat_cache::RACY_NS;
 /// The seal's file in the state dir.
 pub const SEAL_FILE: &str = "converged.seal";
 
+/// Where a removed seal goes, to be overwritten in place by the next seal
+/// ([`crate::spare`]): moving it aside is a rename, where removing it made
+/// the filesystem drop and free a file of 64 bytes per path (0.4–0.8 ms at
+/// 10 000 files, on the repair that removes it). Never read as a seal.
+pub const SEAL_SPARE: &str = "converged.seal.prev";
+
 /// What a seal file starts with (then its payload and the payload's
 /// BLAKE3 digest).
 pub const MAGIC: &[u8] = b"stead converged seal\n";
@@ -1065,7 +1071,14 @@ impl Draft {
         }
         let sum = blake3::hash(&bytes[MAGIC.len()..]);
         bytes.extend_from_slice(sum.as_bytes());
-        fsutil::atomic_write(&layout.state_dir().join(SEAL_FILE), &bytes, 0o600)?;
+        let dir = layout.state_dir();
+        crate::spare::write(
+            &dir.join(SEAL_FILE),
+            &dir.join(SEAL_SPARE),
+            0o600,
+            &mut |_| {},
+            &mut |out| out.write_all(&bytes),
+        )?;
         Ok(true)
     }
 
@@ -1093,9 +1106,17 @@ fn split(path: &Path) -> (&Path, &OsStr) {
 }
 
 /// Removes the seal (nothing to remove is fine): the run is about to
-/// change something, or could not seal what it found.
+/// change something, or could not seal what it found. It is moved aside
+/// to [`SEAL_SPARE`] for the next seal to be written into; when that
+/// cannot be done, it is removed.
 pub fn remove(layout: &Layout) -> Result<(), FsError> {
-    fsutil::remove_if_present(&layout.state_dir().join(SEAL_FILE))
+    let dir = layout.state_dir();
+    let seal = dir.join(SEAL_FILE);
+    match std::fs::rename(&seal, dir.join(SEAL_SPARE)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => fsutil::remove_if_present(&seal),
+    }
 }
 
 #[cfg(test)]
@@ -1173,6 +1194,37 @@ mod tests {
         let layout = Layout::new(&home, Some(home.join("state")));
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         (dir, layout)
+    }
+
+    #[test]
+    fn a_removed_seal_is_moved_aside_and_the_next_one_is_written_into_it() {
+        use std::os::unix::fs::MetadataExt;
+        let (_dir, layout) = sealed_dir();
+        let seal = layout.state_dir().join(SEAL_FILE);
+        let spare = layout.state_dir().join(SEAL_SPARE);
+        seal_mixed(&layout);
+        let first = std::fs::read(&seal).unwrap();
+        let ino = std::fs::metadata(&seal).unwrap().ino();
+        remove(&layout).unwrap();
+        assert!(!seal.exists());
+        assert!(
+            Seal::read(&layout).is_none(),
+            "a seal moved aside is no seal"
+        );
+        assert_eq!(std::fs::read(&spare).unwrap(), first);
+        remove(&layout).unwrap();
+        // The next seal goes into the file moved aside, and is whole.
+        seal_mixed(&layout);
+        assert!(Seal::read(&layout).is_some());
+        assert_eq!(std::fs::read(&seal).unwrap(), first);
+        assert_eq!(std::fs::metadata(&seal).unwrap().ino(), ino);
+        assert!(!spare.exists(), "the spare became the seal");
+        // A spare that is a directory is left; the seal is removed instead.
+        std::fs::create_dir(&spare).unwrap();
+        std::fs::write(spare.join("x"), "x").unwrap();
+        remove(&layout).unwrap();
+        assert!(!seal.exists());
+        assert!(spare.join("x").exists());
     }
 
     /// Seals `f`, `d/h` (owned by `file.h`), `d` (a node) and `g` (owned by

@@ -1,7 +1,10 @@
 //! Atomic writes of a large file that is rewritten whole by every commit
 //! (`state.json`) through a spare file beside it, swapped in with
 //! `renameat2(RENAME_EXCHANGE)`: the spare then holds the file it replaced,
-//! and the next write overwrites that in place.
+//! and the next write overwrites that in place. The converged seal is
+//! written the same way, into the seal a run moved aside
+//! ([`crate::seal::remove`]); its readers take no lock, since a seal read
+//! while it was overwritten fails its digest and is no seal.
 //!
 //! A temp file renamed over the target ([`crate::fsutil::atomic_write_with`])
 //! makes the filesystem allocate a new file's blocks and free the old
