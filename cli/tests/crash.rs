@@ -220,6 +220,30 @@ fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
     );
 }
 
+/// How many runs the journal at `journal` shows starting.
+fn run_starts(journal: &Path) -> usize {
+    fs::read_to_string(journal)
+        .unwrap_or_default()
+        .matches("run-start")
+        .count()
+}
+
+/// A no-op with the clock past the racy window seals what it found
+/// (`when` names the round in a failure).
+fn seal(r: &Repo, when: &str) {
+    let config = r.config.path().to_str().unwrap().to_string();
+    let sealing =
+        r.sb.stead(&["--config", &config, "apply", "--yes"])
+            .env("STEAD_NOW", common::later())
+            .output()
+            .unwrap();
+    assert!(sealing.status.success(), "{when}: the sealing no-op failed");
+    assert!(
+        r.sb.state_dir().join("converged.seal").exists(),
+        "{when}: a no-op past the racy window left no seal"
+    );
+}
+
 /// Paths below `dir` whose name is a temp name of stead's.
 fn temps(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -365,12 +389,7 @@ mod kill_loop {
             write_version(v);
             r.write_manifest(&manifest(v));
             let journal = r.sb.state_dir().join("journal.jsonl");
-            let starts = || {
-                fs::read_to_string(&journal)
-                    .unwrap_or_default()
-                    .matches("run-start")
-                    .count()
-            };
+            let starts = || run_starts(&journal);
             let before = starts();
             let mut child = r.spawn(&["apply", "--yes", "--force"], Stdio::null(), Stdio::null());
             // Even kills land anywhere in the run; odd ones once the changes
@@ -408,23 +427,9 @@ mod kill_loop {
             check_backups(&r.sb.state_dir().join("backups"), v);
             let plan = r.ok(&["plan"]);
             assert!(plan.contains("No changes"), "kill {v}: {plan}");
-            // A no-op with the clock past the racy window seals what it
-            // found: the next version's killed apply and its recovery start
-            // from a sealed machine, and must not be fooled by the seal.
-            let config = r.config.path().to_str().unwrap().to_string();
-            let sealing =
-                r.sb.stead(&["--config", &config, "apply", "--yes"])
-                    .env("STEAD_NOW", common::later())
-                    .output()
-                    .unwrap();
-            assert!(
-                sealing.status.success(),
-                "kill {v}: the sealing no-op failed"
-            );
-            assert!(
-                r.sb.state_dir().join("converged.seal").exists(),
-                "kill {v}: a no-op past the racy window left no seal"
-            );
+            // The next version's killed apply and its recovery start from a
+            // sealed machine, and must not be fooled by the seal.
+            seal(&r, &format!("kill {v}"));
         }
         eprintln!(
             "{kills} kills, {mid_run} landed mid-run, {temps_found} temp file(s) found after a kill, \
@@ -582,31 +587,6 @@ mod sealed_repair_kill_loop {
             .count()
     }
 
-    fn run_starts(journal: &Path) -> usize {
-        fs::read_to_string(journal)
-            .unwrap_or_default()
-            .matches("run-start")
-            .count()
-    }
-
-    /// A no-op with the clock past the racy window seals the machine.
-    fn seal(r: &Repo, round: usize) {
-        let config = r.config.path().to_str().unwrap().to_string();
-        let sealing =
-            r.sb.stead(&["--config", &config, "apply", "--yes"])
-                .env("STEAD_NOW", common::later())
-                .output()
-                .unwrap();
-        assert!(
-            sealing.status.success(),
-            "round {round}: the sealing no-op failed"
-        );
-        assert!(
-            r.sb.state_dir().join("converged.seal").exists(),
-            "round {round}: a no-op past the racy window left no seal"
-        );
-    }
-
     #[test]
     fn sealed_repairs_killed_at_random_points_lose_nothing_and_touch_nothing_else() {
         let kills: usize = std::env::var("STEAD_REPAIR_KILL_LOOP")
@@ -625,7 +605,7 @@ mod sealed_repair_kill_loop {
         r.ok(&["apply", "--yes"]);
         check_exact(&home, 0);
         let mut reloaded = reloads(&home);
-        seal(&r, 0);
+        seal(&r, "round 0");
 
         // Round 0, not killed: how long a repair takes, and that it is
         // planned from the drift and the compiled manifest.
@@ -646,7 +626,7 @@ mod sealed_repair_kill_loop {
         let (mut mid_run, mut scoped) = (0, 0);
         let mut last_serial = serial(&r);
         for round in 1..=kills {
-            seal(&r, round);
+            seal(&r, &format!("round {round}"));
             make_drift(&home, round);
             let before = run_starts(&journal);
             let stderr = fs::File::create(&stderr_file).unwrap();
