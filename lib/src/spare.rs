@@ -37,7 +37,9 @@
 //! opened the spare's inode while it was still the target either finished
 //! before the overwrite began (the writer's lock would otherwise fail) or
 //! waits for its lock until the new content is whole and is then the
-//! target.
+//! target. Where the filesystem has no `flock` (some network ones), a
+//! writer cannot take its lock and always goes the temp-file way, and
+//! readers read without one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -93,7 +95,16 @@ pub fn write(
 /// was before the read.
 pub fn read_shared(path: &Path) -> io::Result<(Vec<u8>, fs::Metadata)> {
     let mut file = crate::ownfile::open(path)?;
-    file.lock_shared()?;
+    loop {
+        match file.lock_shared() {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // No `flock` on this filesystem (some network ones): no writer
+            // can take its exclusive lock either, so none overwrites a file
+            // in place here (the temp-file way is taken).
+            Err(_) => break,
+        }
+    }
     let metadata = file.metadata()?;
     let mut out = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     file.read_to_end(&mut out)?;
