@@ -89,7 +89,7 @@ pub fn write(
     crate::fsutil::fsync_dir(dir)
 }
 
-/// Reads `path` whole under a shared `flock` (so that a [`write`] does
+/// Reads `path` whole under a shared `flock` (so that a [`write()`] does
 /// not overwrite it in place meanwhile), refusing a special file as
 /// [`crate::ownfile::read_with_metadata`] does, with its metadata as it
 /// was before the read.
