@@ -106,7 +106,9 @@ pub fn read_shared(path: &Path) -> io::Result<(Vec<u8>, fs::Metadata)> {
         }
     }
     let metadata = file.metadata()?;
-    let mut out = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    // Sized for the file up front, but never trusting a size no record has
+    // (a sparse or hostile file): past 64 MiB it grows as it is read.
+    let mut out = Vec::with_capacity(metadata.len().min(64 << 20) as usize);
     file.read_to_end(&mut out)?;
     Ok((out, metadata))
 }
