@@ -73,6 +73,14 @@ fn manifest(version: usize) -> String {
     m
 }
 
+/// The number in the environment variable `name`, else `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -130,14 +138,8 @@ fn check_exact(home: &Path, version: usize) {
 
 #[test]
 fn apply_killed_at_random_moments_loses_nothing_and_the_next_run_finishes() {
-    let iterations: usize = std::env::var("STEAD_APPLY_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let seed: u64 = std::env::var("STEAD_APPLY_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5EED_1234);
+    let iterations = env_number("STEAD_APPLY_CRASH_ITERATIONS", 30) as usize;
+    let seed = env_number("STEAD_APPLY_CRASH_SEED", 0x5EED_1234);
     let mut rng = Rng(seed | 1);
     let r = Repo::new(&manifest(0));
     let home = r.home().to_path_buf();
@@ -360,14 +362,8 @@ mod kill_loop {
 
     #[test]
     fn applies_killed_at_random_points_leave_no_torn_file_and_no_temp() {
-        let kills: usize = std::env::var("STEAD_KILL_LOOP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20);
-        let seed: u64 = std::env::var("STEAD_APPLY_CRASH_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0xC0FF_EE11);
+        let kills = env_number("STEAD_KILL_LOOP", 20) as usize;
+        let seed = env_number("STEAD_APPLY_CRASH_SEED", 0xC0FF_EE11);
         let mut rng = Rng(seed | 1);
         let r = Repo::new(&manifest(0));
         let home = r.home().to_path_buf();
@@ -589,14 +585,8 @@ mod sealed_repair_kill_loop {
 
     #[test]
     fn sealed_repairs_killed_at_random_points_lose_nothing_and_touch_nothing_else() {
-        let kills: usize = std::env::var("STEAD_REPAIR_KILL_LOOP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20);
-        let seed: u64 = std::env::var("STEAD_APPLY_CRASH_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0x5EA1_ED00);
+        let kills = env_number("STEAD_REPAIR_KILL_LOOP", 20) as usize;
+        let seed = env_number("STEAD_APPLY_CRASH_SEED", 0x5EA1_ED00);
         let mut rng = Rng(seed | 1);
         let r = Repo::new(&manifest());
         let home = r.home().to_path_buf();

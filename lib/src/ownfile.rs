@@ -53,10 +53,17 @@ pub fn open_with(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     if let Some(kind) = special_kind(file.metadata()?.file_type()) {
         return Err(not_regular(path, kind));
     }
-    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    clear_nonblock(&file)?;
     Ok(file)
+}
+
+/// Clears `O_NONBLOCK` on `file`, opened with it so that a FIFO could not
+/// block the open, before it is read or written.
+pub fn clear_nonblock(file: &File) -> io::Result<()> {
+    let flags = nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
 }
 
 /// Opens a regular file for reading (see [`open_with`]).

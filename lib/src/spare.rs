@@ -82,11 +82,7 @@ pub fn write(
         return Err(FsError::new("cannot rename into", path, e));
     }
     observer(WriteStage::Renamed);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    crate::fsutil::fsync_dir(dir)
+    crate::fsutil::fsync_dir(&crate::fsutil::parent_dir(path))
 }
 
 /// Reads `path` whole under a shared `flock` (so that a [`write()`] does
@@ -134,9 +130,7 @@ fn open_spare(spare: &Path, mode: u32) -> Option<File> {
     }
     // A reader still holds the target's previous file: leave it be.
     file.try_lock().ok()?;
-    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).ok()?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+    crate::ownfile::clear_nonblock(&file).ok()?;
     Some(file)
 }
 
