@@ -527,7 +527,24 @@ impl Context {
     /// Loads the state record while holding the lock, migrating a version 1
     /// file (with a backup). `None` when there is no record yet.
     pub fn load_state_locked(&self, guard: &LockGuard) -> Result<Option<State>> {
-        match self.store.load()? {
+        self.load_state_locked_with(guard, false)
+    }
+
+    /// [`Context::load_state_locked`], reading the record in part where it
+    /// can ([`stead_lib::state::StateStore::load_in_part`]): for a repair
+    /// of what drifted on a sealed machine, which asks for a few of its
+    /// entries.
+    pub fn load_state_in_part_locked(&self, guard: &LockGuard) -> Result<Option<State>> {
+        self.load_state_locked_with(guard, true)
+    }
+
+    fn load_state_locked_with(&self, guard: &LockGuard, in_part: bool) -> Result<Option<State>> {
+        let loaded = if in_part {
+            self.store.load_in_part()?
+        } else {
+            self.store.load()?
+        };
+        match loaded {
             Some(Loaded::Current(state)) => Ok(Some(*state)),
             Some(Loaded::Normalised { state, notes, raw }) => {
                 // The next write replaces the file in stead's form: what was

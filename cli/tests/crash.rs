@@ -437,8 +437,9 @@ mod kill_loop {
 /// Sealed repairs killed at random points: on a sealed machine a few files
 /// are edited by hand, one is deleted and the file that notifies a reload
 /// is edited, and the apply that repairs them (planned from the seal's
-/// drift and the compiled manifest read in part, which -v confirms on
-/// every run killed after it began writing) is SIGKILLed, `STEAD_REPAIR_KILL_LOOP`
+/// drift and the compiled manifest read in part, with the state record
+/// read in part too, which -v confirms on every run killed after it began
+/// writing) is SIGKILLed, `STEAD_REPAIR_KILL_LOOP`
 /// times (20 by default, for CI time). After every kill no file is torn and
 /// no file that did not drift was touched; after the next apply every file
 /// is as declared, no temp file is left, every hand edit has a whole backup,
@@ -453,6 +454,8 @@ mod sealed_repair_kill_loop {
     const ONLY_DRIFTED: &str = "planned only the";
     /// What -v adds when that plan read the compiled manifest.
     const COMPILED: &str = "The manifest was the compiled form that apply kept";
+    /// What -v says when the repair read the state record in part.
+    const IN_PART: &str = "The state record was read in part";
 
     fn content(i: usize) -> String {
         format!("file {i} as declared: a torn write would show here\n").repeat(40)
@@ -605,7 +608,7 @@ mod sealed_repair_kill_loop {
         let full = started.elapsed().max(Duration::from_millis(20));
         assert_eq!(code, 0, "{out}{err}");
         assert!(
-            err.contains(ONLY_DRIFTED) && err.contains(COMPILED),
+            err.contains(ONLY_DRIFTED) && err.contains(COMPILED) && err.contains(IN_PART),
             "{err}"
         );
         check_exact(&home, 0);
@@ -650,8 +653,10 @@ mod sealed_repair_kill_loop {
             }
             if began && run_starts(&journal) > before {
                 assert!(
-                    said.contains(ONLY_DRIFTED) && said.contains(COMPILED),
-                    "round {round}: the repair was not planned from the drift and the compiled manifest:\n{said}"
+                    said.contains(ONLY_DRIFTED)
+                        && said.contains(COMPILED)
+                        && said.contains(IN_PART),
+                    "round {round}: the repair was not planned from the drift, the compiled manifest and the record read in part:\n{said}"
                 );
             }
             check_not_torn(&home, round);

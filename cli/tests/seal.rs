@@ -395,3 +395,41 @@ fn a_killed_runs_temp_on_a_sealed_machine_is_removed_by_a_full_plan() {
     assert_eq!(fs::read_to_string(repo.path("b")).unwrap(), "bbb\n");
     assert_eq!(fs::read_to_string(repo.path("a")).unwrap(), "aaa\n");
 }
+
+/// A repair on a sealed machine reads the state record in part, and the
+/// record it commits holds what a repair that reads it whole commits (the
+/// same drift repaired with `--verify`, which plans in full): the same
+/// resources and checksums, the untouched entries and the repaired ones.
+#[test]
+fn a_repair_reads_the_record_in_part_and_commits_what_a_whole_read_commits() {
+    const READ_IN_PART: &str = "The state record was read in part";
+    let records = |repo: &Repo| -> (serde_json::Value, serde_json::Value) {
+        let text = fs::read_to_string(repo.sb.state_dir().join("state.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        (v["checksums"].clone(), v["resources"].clone())
+    };
+    let mut committed = Vec::new();
+    for verify in [false, true] {
+        let repo = sealed();
+        fs::write(repo.path("b"), "edited\n").unwrap();
+        let extra: &[&str] = if verify { &["--verify"] } else { &[] };
+        let config = repo.config.path().to_str().unwrap().to_string();
+        let mut args = vec!["--config", config.as_str(), "-v", "apply", "--yes"];
+        args.extend_from_slice(extra);
+        let out = repo.sb.stead(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(err.contains(READ_IN_PART), !verify, "{err}");
+        assert_eq!(err.contains(ONLY_DRIFTED), !verify, "{err}");
+        assert_eq!(fs::read_to_string(repo.path("b")).unwrap(), "bbb\n");
+        let (checksums, resources) = records(&repo);
+        assert_eq!(checksums.as_object().unwrap().len(), 2, "{checksums}");
+        assert_eq!(resources.as_object().unwrap().len(), 2, "{resources}");
+        committed.push((checksums, resources));
+        // Read whole by the next run, and nothing is left to do.
+        let (code, out, err) = apply(&repo, Some(&later()), &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("No changes"), "{out}");
+    }
+    assert_eq!(committed[0], committed[1]);
+}

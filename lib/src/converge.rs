@@ -796,7 +796,15 @@ pub fn recover_temps(
 /// and every path `plan` names (in the plan's home, which a saved plan
 /// made for another home may not share), each directory read once.
 fn sweep_managed(layout: &Layout, state: &State, plan: &Plan) -> Vec<PathBuf> {
-    let recorded = || state.resources.values().flat_map(|r| r.keys.iter());
+    // A record read in part: the keys of its entries still in the text too.
+    let unread: Vec<String> = state.unread_records().flat_map(|(_, r)| r.keys).collect();
+    let recorded = || {
+        state
+            .resources
+            .values()
+            .flat_map(|r| r.keys.iter())
+            .chain(&unread)
+    };
     let mut removed = sweep_keys(layout.home(), recorded());
     if plan.home == layout.home() {
         // A change of a recorded resource with the keys it has on record
@@ -804,7 +812,7 @@ fn sweep_managed(layout: &Layout, state: &State, plan: &Plan) -> Vec<PathBuf> {
         let unswept = plan
             .changes
             .iter()
-            .filter(|c| state.resources.get(&c.id).is_none_or(|r| r.keys != c.keys))
+            .filter(|c| state.record_of(&c.id).is_none_or(|r| r.keys != c.keys))
             .flat_map(|c| c.keys.iter());
         removed.extend(sweep_keys(&plan.home, unswept));
     } else {
@@ -1076,9 +1084,10 @@ pub struct Executed {
 /// recovered interrupted run's journal is compacted.
 pub fn record_unchanged(
     target: Target,
-    state: State,
+    mut state: State,
     prepared: &Prepared,
 ) -> Result<State, ConvergeError> {
+    take_planned(&target, &mut state, prepared)?;
     let plan = &prepared.plan;
     // What could change, kept to compare: the small fields as they are,
     // the two large maps as a digest (a copy of them was the run's peak).
@@ -1131,6 +1140,32 @@ pub fn record_unchanged(
     Ok(result)
 }
 
+/// Takes into the maps of a record read in part (a drift repair's,
+/// [`StateStore::load_in_part`]) every entry the run may change, before
+/// anything changes: each change's resource record and keys, and the
+/// records of what an interrupted run finished. Nothing for a record read
+/// whole.
+fn take_planned(
+    target: &Target,
+    state: &mut State,
+    prepared: &Prepared,
+) -> Result<(), ConvergeError> {
+    let plan = &prepared.plan;
+    let ids = plan.changes.iter().map(|c| c.id.as_str());
+    let recovered = prepared.view.recovered.iter().map(String::as_str);
+    let keys = plan
+        .changes
+        .iter()
+        .flat_map(|c| c.keys.iter().map(String::as_str));
+    state.take_entries(ids.chain(recovered), keys).map_err(|e| {
+        ConvergeError::State(StateError::Corrupt {
+            path: target.store.path(),
+            problem: format!("an entry does not read as one: {e}"),
+            backups: target.layout.backups_dir(),
+        })
+    })
+}
+
 /// Executes a prepared plan under the lock and records its outcome, in the
 /// crash-safe order of this module's doc. The caller made `prepared` under
 /// the same lock. `control` is this run's: its cancel handle stops it, its
@@ -1145,6 +1180,7 @@ pub fn execute(
 ) -> Result<Executed, ConvergeError> {
     // The outcome is committed after the machine changed: a record that
     // cannot be written after is refused before anything runs.
+    take_planned(&target, &mut state, prepared)?;
     target.store.check_writable(&state)?;
     // What is sealed as converged is about to change (the journal and the
     // state record would show it too; the seal goes first all the same).

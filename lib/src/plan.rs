@@ -325,6 +325,8 @@ impl<'m, 'k> RealKeys<'m, 'k> {
 /// key recorded through a symlinked ancestor (before paths were resolved
 /// at load) still owns the real path it reaches.
 fn all_owned<'k>(manifest: &Manifest, state: &'k State) -> HashSet<Cow<'k, str>> {
+    // A record read in part: its entries still in the text, parsed.
+    let unread: Vec<ResourceRecord> = state.unread_records().map(|(_, r)| r).collect();
     let mut real_keys = RealKeys::new(manifest);
     let keys = state
         .resources
@@ -336,6 +338,15 @@ fn all_owned<'k>(manifest: &Manifest, state: &'k State) -> HashSet<Cow<'k, str>>
             owned.insert(Cow::Owned(real));
         }
         owned.insert(Cow::Borrowed(key));
+    }
+    for record in &unread {
+        for key in &record.keys {
+            if let Some(real) = real_keys.other(key) {
+                owned.insert(Cow::Owned(real));
+            }
+            owned.insert(Cow::Owned(key.clone()));
+        }
+        owned.extend(record.names.iter().map(|n| Cow::Owned(n.clone())));
     }
     // Names (`apt:git`) never look like a stored path (`~/x`, `/x`).
     owned.extend(
@@ -415,28 +426,35 @@ pub fn make_scoped(
     let stat_use = cache
         .map(|(cache, now_ns)| resource::StatUse::new(cache, now_ns, manifest.resources.len()));
     let facts = Facts::current(&manifest.home);
-    let owned = resource::Owned::new(&state.resources, || all_owned(manifest, state));
+    let owned = resource::Owned::new(&state.resources, || all_owned(manifest, state))
+        .with_unread(&state.unread);
     let mut real_keys = RealKeys::new(manifest);
     // Usually every key is real already: then the record's own map serves,
-    // instead of a copy of every path and checksum.
-    let extra: Vec<(String, &Checksum)> = state
+    // instead of a copy of every path and checksum. (A record read in part
+    // names its keys still in the text; their values are read only here.)
+    let keys = state
         .checksums
-        .iter()
-        .filter_map(|(k, sum)| real_keys.other(k).map(|real| (real, sum)))
-        .filter(|(real, _)| !state.checksums.contains_key(real))
+        .keys()
+        .map(String::as_str)
+        .chain(state.unread_checksum_keys());
+    let extra: Vec<(String, Cow<Checksum>)> = keys
+        .filter_map(|k| real_keys.other(k).map(|real| (real, k)))
+        .filter(|(real, _)| state.checksum_of(real).is_none())
+        .filter_map(|(real, k)| Some((real, state.checksum_of(k)?)))
         .collect();
     let mut resolver = real_keys.resolver;
     let with_real;
-    let recorded = if extra.is_empty() {
+    let recorded_map = if extra.is_empty() {
         &state.checksums
     } else {
         let mut all = state.checksums.clone();
         for (real, sum) in extra {
-            all.entry(real).or_insert_with(|| sum.clone());
+            all.entry(real).or_insert_with(|| sum.into_owned());
         }
         with_real = all;
         &with_real
     };
+    let recorded = resource::Recorded::new(recorded_map, &state.unread);
     // Every declared resource's markers, also those of a manifest read in
     // part: a purge in the part must leave the others' markers alone.
     let declared_markers: Vec<&Path> = match &manifest.partial {
@@ -451,7 +469,7 @@ pub fn make_scoped(
         manifest,
         facts: &facts,
         owned: &owned,
-        recorded,
+        recorded: &recorded,
         force,
         markers: &markers,
         stat_cache: stat_use.as_ref(),
@@ -462,7 +480,9 @@ pub fn make_scoped(
     };
     // A manifest read in part plans its part, and only it: what it does not
     // hold is still declared, never a removal.
-    let scoped = only.is_some() || manifest.partial.is_some();
+    // So does a record read in part: it plans no removals of what it did
+    // not read (the drift repairs that read it so are scoped anyway).
+    let scoped = only.is_some() || manifest.partial.is_some() || state.unread.is_partial();
     let ordered = in_order(manifest, graph, only);
     let (mut changes, mut errors) = plan_declared(&ordered, &ctx, jobs);
     resource::file::defer_to_outputs(&ordered, &mut changes);

@@ -277,7 +277,10 @@ pub fn drift_diff(manifest: &Manifest, finding: &Finding) -> Option<String> {
     };
     let content: &FileContent = file.content.as_ref()?;
     let facts = Facts::current(&manifest.home);
-    let (owned, recorded) = (crate::resource::Owned::nothing(), BTreeMap::new());
+    let (owned, recorded) = (
+        crate::resource::Owned::nothing(),
+        crate::resource::Recorded::nothing(),
+    );
     let ctx = PlanContext {
         manifest,
         facts: &facts,

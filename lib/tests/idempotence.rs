@@ -203,7 +203,28 @@ impl Env {
         )
         .unwrap_or_else(|e| panic!("generated manifest does not load: {e}\n{text}"));
         let g = Graph::build(&m).unwrap();
-        plan::make(&m, &g, &self.state, false, 2).unwrap_or_else(|e| panic!("{e}"))
+        let plan = plan::make(&m, &g, &self.state, false, 2).unwrap_or_else(|e| panic!("{e}"));
+        self.check_read_in_part(&m, &g);
+        plan
+    }
+
+    /// A plan of every declared resource made from the record read in part
+    /// (as a drift repair reads it) is the one made from the record read
+    /// whole: lookups, what other records own, real keys.
+    fn check_read_in_part(&self, m: &Manifest, g: &Graph) {
+        let all: std::collections::HashSet<String> =
+            m.resources.iter().map(|r| r.id.clone()).collect();
+        let text = serde_json::to_string(&self.state).unwrap();
+        let part =
+            stead_lib::state::read_in_part(text).expect("a record stead wrote reads in part");
+        assert!(part.unread.is_partial());
+        let secrets = stead_lib::secret::Secrets::unavailable();
+        let none = std::collections::HashSet::new();
+        let scoped = |state: &State| {
+            plan::make_scoped(m, g, state, false, 2, None, &none, &secrets, Some(&all))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(scoped(&part), scoped(&self.state));
     }
 
     fn execute(&mut self, plan: &Plan) -> Outcome {

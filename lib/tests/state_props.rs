@@ -144,6 +144,7 @@ fn state_with_serial(serial: impl Strategy<Value = u64>) -> impl Strategy<Value 
                 sync,
                 checks: BTreeMap::new(),
                 migration: None,
+                unread: Default::default(),
             },
         )
 }

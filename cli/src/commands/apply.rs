@@ -171,10 +171,22 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Result<ExitCode> {
         .as_ref()
         .and_then(|d| converge::CompiledRead::start(&ctx.layout, d));
     request.compiled = compiled.as_ref();
-    let state = match ctx.load_state_locked(&guard)? {
+    // A repair asks for a few of the record's entries: it reads it in part.
+    let loaded = if drift.is_some() {
+        ctx.load_state_in_part_locked(&guard)?
+    } else {
+        ctx.load_state_locked(&guard)?
+    };
+    let state = match loaded {
         Some(s) => s,
         None => first_run_init(ctx, &guard, args)?,
     };
+    if state.unread.is_partial() {
+        let (checksums, resources) = state.entry_counts();
+        ctx.verbose_note(&format!(
+            "The state record was read in part: its {checksums} checksum(s) and {resources} resource record(s) stay unparsed until the repair asks for one."
+        ));
+    }
     super::repo::refuse_if_removed(ctx, &state)?;
     let (code, _) = converge(ctx, &guard, state, &request)?;
     guard.release()?;

@@ -646,7 +646,7 @@ fn trusted(shown: &str, meta: &fs::Metadata, sum: &str, ctx: &PlanContext) -> bo
     let Some((key, entry)) = stats.cache.get_key_value(shown) else {
         return false;
     };
-    let vouched = ctx.recorded.get(shown).is_some_and(|r| r == sum)
+    let vouched = ctx.recorded.get(shown).is_some_and(|r| *r == sum)
         && entry.vouches(&crate::stat_cache::Stamp::of(meta), sum);
     if vouched {
         stats.keep_same(key);
@@ -671,7 +671,7 @@ fn verified(
     let stamp = crate::stat_cache::Stamp::of(before);
     let still = fs::symlink_metadata(path).is_ok_and(|m| crate::stat_cache::Stamp::of(&m) == stamp);
     if still
-        && ctx.recorded.get(shown).is_some_and(|r| r == sum)
+        && ctx.recorded.get(shown).is_some_and(|r| *r == sum)
         && let Some(entry) = crate::stat_cache::Entry::new(stamp, sum, at)
     {
         stats.keep(shown, entry);

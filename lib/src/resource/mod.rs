@@ -106,7 +106,7 @@ pub struct PlanContext<'a, 's, 'o> {
     /// Checksums of what stead wrote, by path as stored in state: an owned
     /// file that no longer matches was changed by hand, and is backed up
     /// before it is overwritten.
-    pub recorded: &'a std::collections::BTreeMap<String, crate::checksum::Checksum>,
+    pub recorded: &'a Recorded<'a>,
     /// Replace what stead does not own (after a backup).
     pub force: bool,
     /// Paths resources keep their state in ([`kind::ResourceKind::marker_paths`],
@@ -140,6 +140,8 @@ pub struct PlanContext<'a, 's, 'o> {
 /// string per managed path.
 pub struct Owned<'a> {
     records: Option<&'a BTreeMap<String, crate::state::ResourceRecord>>,
+    /// The record's entries still in its text, for a record read in part.
+    unread: Option<&'a crate::state::Unread>,
     all: std::sync::OnceLock<HashSet<std::borrow::Cow<'a, str>>>,
     build: Box<AllOwned<'a>>,
 }
@@ -156,6 +158,7 @@ impl<'a> Owned<'a> {
     ) -> Owned<'a> {
         Owned {
             records: Some(records),
+            unread: None,
             all: std::sync::OnceLock::new(),
             build: Box::new(build),
         }
@@ -165,23 +168,75 @@ impl<'a> Owned<'a> {
     pub fn nothing() -> Owned<'a> {
         Owned {
             records: None,
+            unread: None,
             all: std::sync::OnceLock::new(),
             build: Box::new(HashSet::new),
         }
     }
 
+    /// Also what the entries of a record read in part still in its text
+    /// own (`build` must then hold their keys too).
+    pub fn with_unread(mut self, unread: &'a crate::state::Unread) -> Owned<'a> {
+        self.unread = unread.is_partial().then_some(unread);
+        self
+    }
+
     /// Whether `key` is owned. `asking`: the resource that asks, whose own
     /// record is read first.
     pub fn contains(&self, asking: Option<&str>, key: &str) -> bool {
-        let own = asking
-            .and_then(|id| self.records?.get(id))
-            .is_some_and(|r| r.keys.iter().chain(&r.names).any(|k| k == key));
+        let owns =
+            |r: &crate::state::ResourceRecord| r.keys.iter().chain(&r.names).any(|k| k == key);
+        let own = asking.is_some_and(|id| match self.records.and_then(|r| r.get(id)) {
+            Some(record) => owns(record),
+            None => self
+                .unread
+                .and_then(|u| u.resource(id)?.ok())
+                .is_some_and(|r| owns(&r)),
+        });
         own || self.all().contains(key)
     }
 
     /// Every key and name owned.
     pub fn all(&self) -> &HashSet<std::borrow::Cow<'a, str>> {
         self.all.get_or_init(&self.build)
+    }
+}
+
+/// Checksums of what stead wrote, by path as stored in state (`~/x`): a
+/// map, and for a record read in part the entries still in its text.
+pub struct Recorded<'a> {
+    map: &'a BTreeMap<String, crate::checksum::Checksum>,
+    unread: Option<&'a crate::state::Unread>,
+}
+
+impl<'a> Recorded<'a> {
+    /// The checksums of `map`, then those of `unread` (of a record read in
+    /// part; empty otherwise).
+    pub fn new(
+        map: &'a BTreeMap<String, crate::checksum::Checksum>,
+        unread: &'a crate::state::Unread,
+    ) -> Recorded<'a> {
+        Recorded {
+            map,
+            unread: unread.is_partial().then_some(unread),
+        }
+    }
+
+    /// No checksum recorded.
+    pub fn nothing() -> Recorded<'static> {
+        static NONE: BTreeMap<String, crate::checksum::Checksum> = BTreeMap::new();
+        Recorded {
+            map: &NONE,
+            unread: None,
+        }
+    }
+
+    /// The checksum recorded for `key`.
+    pub fn get(&self, key: &str) -> Option<std::borrow::Cow<'a, crate::checksum::Checksum>> {
+        match self.map.get(key) {
+            Some(sum) => Some(std::borrow::Cow::Borrowed(sum)),
+            None => self.unread?.checksum(key).map(std::borrow::Cow::Owned),
+        }
     }
 }
 

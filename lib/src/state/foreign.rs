@@ -180,6 +180,7 @@ pub(super) fn read(raw: &[u8]) -> Option<(State, Vec<String>)> {
         sync,
         checks: Default::default(),
         migration: None,
+        unread: Default::default(),
     };
     Some((state, notes))
 }

@@ -59,6 +59,13 @@ pub struct State {
     /// (version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<super::checks::Migration>,
+    /// For a record read in part ([`crate::state::StateStore::load_in_part`]):
+    /// the entries of `checksums` and `resources` still in the text they
+    /// were read from (look them up with [`State::checksum_of`] and
+    /// [`State::record_of`]). Empty for a record read whole; never written
+    /// as a field.
+    #[serde(skip)]
+    pub unread: super::unread::Unread,
 }
 
 /// Which history a record belongs to and its position in it.
@@ -215,6 +222,7 @@ impl State {
             sync: SyncInfo::default(),
             checks: BTreeMap::new(),
             migration: None,
+            unread: Default::default(),
         }
     }
 

@@ -120,6 +120,21 @@ impl StateStore {
     ///
     /// Never writes: a corrupt, truncated or newer file is reported and left as is.
     pub fn load(&self) -> Result<Option<Loaded>, StateError> {
+        self.load_with(false)
+    }
+
+    /// Reads the record as [`StateStore::load`] does, but in part where it
+    /// can ([`super::Unread`]): the small fields built, the entries of its
+    /// two large maps left in the text until asked for. For a run that asks
+    /// for a few entries of many (a drift repair on a sealed machine): look
+    /// entries up with [`State::checksum_of`] and [`State::record_of`], and
+    /// take the ones a run may change with [`State::take_entries`] before
+    /// changing them. A record it cannot read in part is read whole.
+    pub fn load_in_part(&self) -> Result<Option<Loaded>, StateError> {
+        self.load_with(true)
+    }
+
+    fn load_with(&self, in_part: bool) -> Result<Option<Loaded>, StateError> {
         let path = self.path();
         let (raw, meta) = match crate::spare::read_shared(&path) {
             Ok(read) => read,
@@ -129,7 +144,17 @@ impl StateStore {
             }
             Err(e) => return Err(FsError::new("cannot read", &path, e).into()),
         };
-        let loaded = parse(&raw, &path, &self.layout);
+        let loaded = if in_part {
+            match String::from_utf8(raw) {
+                Ok(text) => match super::in_part::read(text) {
+                    Ok(state) => Ok(Loaded::Current(Box::new(state))),
+                    Err(text) => parse(text.as_bytes(), &path, &self.layout),
+                },
+                Err(e) => parse(e.as_bytes(), &path, &self.layout),
+            }
+        } else {
+            parse(&raw, &path, &self.layout)
+        };
         self.remember(match &loaded {
             Ok(Loaded::Current(state)) => Some(Seen {
                 file: FileId::of(&meta),
@@ -346,6 +371,9 @@ impl StateStore {
             // each of the record's ~400 000 tokens on its own, and through
             // `dyn Write` each was a call that could not be inlined.
             use io::Write as _;
+            if state.unread.is_partial() {
+                return write_spliced(out, state);
+            }
             let mut buffered = io::BufWriter::with_capacity(1 << 16, out);
             super::entry_lines::write(&mut buffered, state).map_err(io::Error::from)?;
             buffered.write_all(b"\n")?;
@@ -359,6 +387,26 @@ impl StateStore {
         }
         Ok(())
     }
+}
+
+/// Writes a record read in part: the entries still in its text copied,
+/// the others serialized. Debug builds (the test suite) check that every
+/// such write reads back as the same record read whole.
+fn write_spliced(out: &mut dyn io::Write, state: &State) -> io::Result<()> {
+    let mut bytes = Vec::new();
+    super::in_part::write_spliced(&mut bytes, state)?;
+    bytes.push(b'\n');
+    #[cfg(debug_assertions)]
+    {
+        let whole = state.clone().into_whole().map_err(io::Error::from)?;
+        let back: State = serde_json::from_slice(&bytes)?;
+        if back != whole {
+            return Err(io::Error::other(
+                "the record written from its text differs from the record read whole",
+            ));
+        }
+    }
+    out.write_all(&bytes)
 }
 
 /// What a commit changes in a record, to put back when its write fails.
