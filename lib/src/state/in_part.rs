@@ -462,6 +462,7 @@ mod tests {
 
     use proptest::prelude::*;
 
+    use super::super::schema::tests::record;
     use super::*;
 
     fn machine() -> crate::machine::MachineInfo {
@@ -484,15 +485,6 @@ mod tests {
         let mut out = Vec::new();
         write_spliced(&mut out, state).unwrap();
         String::from_utf8(out).unwrap()
-    }
-
-    fn record(kind: &str, keys: &[&str], serial: u64, names: &[&str]) -> ResourceRecord {
-        ResourceRecord {
-            kind: kind.into(),
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            serial,
-            names: names.iter().map(|n| n.to_string()).collect(),
-        }
     }
 
     fn sample() -> State {

@@ -291,10 +291,17 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn record(kind: &str, keys: &[&str], serial: u64, names: &[&str]) -> ResourceRecord {
+    /// A resource record of `kind` owning `keys` and `names` (shared with
+    /// the read in part's tests).
+    pub(in crate::state) fn record(
+        kind: &str,
+        keys: &[&str],
+        serial: u64,
+        names: &[&str],
+    ) -> ResourceRecord {
         ResourceRecord {
             kind: kind.into(),
             keys: keys.iter().map(|k| k.to_string()).collect(),
