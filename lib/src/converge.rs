@@ -1160,7 +1160,9 @@ fn take_planned(
     state.take_entries(ids.chain(recovered), keys).map_err(|e| {
         ConvergeError::State(StateError::Corrupt {
             path: target.store.path(),
-            problem: format!("an entry does not read as one: {e}"),
+            problem: format!(
+                "{e}; 'stead apply --verify' reads the record whole and says what is wrong where"
+            ),
             backups: target.layout.backups_dir(),
         })
     })

@@ -49,6 +49,21 @@ use super::schema::{ResourceRecord, State};
 use super::unread::{Span, Unread, Which};
 use crate::checksum::Checksum;
 
+/// An entry of a record read in part that does not read as one, found
+/// when the run takes it.
+#[derive(Debug, thiserror::Error)]
+#[error("the entry \"{key}\" of \"{map}\" on line {line} does not read as one ({source})")]
+pub struct EntryError {
+    /// `checksums` or `resources`.
+    pub map: &'static str,
+    /// The entry's key (a path or a resource id).
+    pub key: String,
+    /// Its line in the record, from 1.
+    pub line: usize,
+    /// What is wrong with its value (line and column within the value).
+    pub source: serde_json::Error,
+}
+
 impl Unread {
     /// The resource record the text holds for `id` (not taken).
     pub(crate) fn resource(&self, id: &str) -> Option<Result<ResourceRecord, serde_json::Error>> {
@@ -102,14 +117,15 @@ impl State {
         &mut self,
         ids: impl IntoIterator<Item = &'k str>,
         keys: impl IntoIterator<Item = &'k str>,
-    ) -> Result<(), serde_json::Error> {
+    ) -> Result<(), EntryError> {
         if !self.unread.is_partial() {
             return Ok(());
         }
         let mut record_keys = Vec::new();
         for id in ids {
             let parse = |raw: &str| serde_json::from_str::<ResourceRecord>(raw);
-            if let Some(record) = self.unread.take(Which::Resources, id, parse)? {
+            let taken = self.unread.take(Which::Resources, id, parse);
+            if let Some(record) = taken.map_err(|e| entry_error("resources", id, e))? {
                 record_keys.extend(record.keys.iter().cloned());
                 self.resources.insert(id.to_string(), record);
             }
@@ -123,9 +139,10 @@ impl State {
         Ok(())
     }
 
-    fn take_checksum(&mut self, key: &str) -> Result<(), serde_json::Error> {
+    fn take_checksum(&mut self, key: &str) -> Result<(), EntryError> {
         let parse = |raw: &str| serde_json::from_str::<Checksum>(raw);
-        if let Some(sum) = self.unread.take(Which::Checksums, key, parse)? {
+        let taken = self.unread.take(Which::Checksums, key, parse);
+        if let Some(sum) = taken.map_err(|e| entry_error("checksums", key, e))? {
             self.checksums.insert(key.to_string(), sum);
         }
         Ok(())
@@ -142,7 +159,7 @@ impl State {
 
     /// The same record read whole: every entry still in the text taken
     /// into the maps.
-    pub fn into_whole(mut self) -> Result<State, serde_json::Error> {
+    pub fn into_whole(mut self) -> Result<State, EntryError> {
         let ids: Vec<String> = self
             .unread
             .keys(Which::Resources)
@@ -159,6 +176,19 @@ impl State {
         )?;
         self.unread = Unread::default();
         Ok(self)
+    }
+}
+
+fn entry_error(
+    map: &'static str,
+    key: &str,
+    (source, line): (serde_json::Error, usize),
+) -> EntryError {
+    EntryError {
+        map,
+        key: key.to_string(),
+        line,
+        source,
     }
 }
 
@@ -572,7 +602,22 @@ mod tests {
         assert!(part.record_of("file.c").is_none());
         assert_eq!(part.unread_records().count(), 2);
         part.take_entries(["file.a"], []).unwrap();
-        assert!(part.take_entries(["file.c"], []).is_err());
+        let err = part.take_entries(["file.c"], []).unwrap_err();
+        // Where it is in the record, not only where in its value.
+        let line = laid_out(&sample())
+            .lines()
+            .position(|l| l.contains("\"file.c\""))
+            .unwrap()
+            + 1;
+        assert_eq!(
+            (err.map, err.key.as_str(), err.line),
+            ("resources", "file.c", line)
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("\"file.c\" of \"resources\" on line {line}")),
+            "{message}"
+        );
         // Still there, not lost: taking it fails again, and so does the
         // whole record.
         assert!(part.take_entries(["file.c"], []).is_err());

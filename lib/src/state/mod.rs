@@ -15,7 +15,7 @@ mod v1;
 
 pub use drift::DriftStatus;
 pub use error::StateError;
-pub use in_part::read as read_in_part;
+pub use in_part::{EntryError, read as read_in_part};
 pub use migrate::MigrationReport;
 pub use schema::{
     CURRENT_VERSION, HistoryEntry, Lineage, MAX_OPERATION_CHARS, ResourceRecord, State, SyncInfo,

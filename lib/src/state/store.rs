@@ -398,7 +398,7 @@ fn write_spliced(out: &mut dyn io::Write, state: &State) -> io::Result<()> {
     bytes.push(b'\n');
     #[cfg(debug_assertions)]
     {
-        let whole = state.clone().into_whole().map_err(io::Error::from)?;
+        let whole = state.clone().into_whole().map_err(io::Error::other)?;
         let back: State = serde_json::from_slice(&bytes)?;
         if back != whole {
             return Err(io::Error::other(

@@ -129,13 +129,14 @@ impl Unread {
     }
 
     /// Takes `key` of `which` from the text, parsed by `parse`, if it is
-    /// there and not taken yet. An entry `parse` refuses stays in the text.
+    /// there and not taken yet. An entry `parse` refuses stays in the text;
+    /// the error comes with the line of the record the entry is on.
     pub(super) fn take<T, E>(
         &mut self,
         which: Which,
         key: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<Option<T>, E> {
+    ) -> Result<Option<T>, (E, usize)> {
         let Some(rest) = self.0.as_deref_mut() else {
             return Ok(None);
         };
@@ -149,7 +150,11 @@ impl Unread {
         else {
             return Ok(None);
         };
-        let value = parse(entries.spans[at].value_of(&rest.text))?;
+        let span = entries.spans[at];
+        let value = parse(span.value_of(&rest.text)).map_err(|e| {
+            let before = rest.text.get(..span.key as usize).unwrap_or_default();
+            (e, before.matches('\n').count() + 1)
+        })?;
         entries.taken[at] = true;
         entries.taken_count += 1;
         Ok(Some(value))
