@@ -6,8 +6,7 @@
 //! files at once, with one barrier where a single write has a flush:
 //!
 //! 1. every temp file is written next to its target (`O_EXCL`, final mode,
-//!    [`safe_path::Dir::write_temp`]), none flushed; meanwhile the folders
-//!    the backups of step 2 go in are made (empty folders are no backup);
+//!    [`safe_path::Dir::write_temp`]), none flushed;
 //! 2. the batch's `started` journal record is durable (the caller's
 //!    `started`); then each target that must be kept first, if it is a
 //!    regular file, is linked at its name in the run's backup folder (or,
@@ -160,36 +159,12 @@ pub fn write(
     } else {
         Barrier::Fsync
     };
-    // The backups' folders are made beside steps 1 and 2 (an empty folder
-    // is no backup): making them takes a 1% drift repair's batch as long as
-    // writing its temps (docs/performance.md, fourteenth pass).
-    let (parents, parent_of, staged, kept) = std::thread::scope(|scope| {
-        let wanted = members.iter().any(|m| m.backup.is_some());
-        let mut kept = Vec::new();
-        let folders = match (wanted, threads > 1) {
-            (true, true) => Some(scope.spawn(|| backup_folders(members))),
-            (true, false) => {
-                kept = backup_folders(members);
-                None
-            }
-            (false, _) => None,
-        };
-        let (parents, parent_of) = open_parents(members, threads);
-        let staged = stage_temps(
-            batch, members, barrier, &parents, &parent_of, threads, stage,
-        );
-        let kept = match folders.map(|f| f.join()) {
-            None => kept,
-            Some(Ok(kept)) => kept,
-            Some(Err(_)) => members
-                .iter()
-                .map(|_| KeptAs::Failed("internal error: a worker thread panicked".to_string()))
-                .collect(),
-        };
-        (parents, parent_of, staged, kept)
-    });
+    let (parents, parent_of) = open_parents(members, threads);
     let mut results: Vec<Result<Applied, String>> =
         vec![Err("internal error: not written".to_string()); members.len()];
+    let staged = stage_temps(
+        batch, members, barrier, &parents, &parent_of, threads, stage,
+    );
     let mut temps: Vec<(usize, Temp)> = Vec::with_capacity(staged.len());
     for (i, outcome) in staged {
         match outcome {
@@ -198,7 +173,6 @@ pub fn write(
         }
     }
     if temps.is_empty() {
-        remove_unused_folders(members, &kept, &[]);
         return results;
     }
     // Step 2: a backup linked at its name is one as soon as it is made, so
@@ -208,12 +182,10 @@ pub fn write(
             discard(&parents[parent_of[i]], temp);
             results[i] = Err(format!("not started: {e}"));
         }
-        remove_unused_folders(members, &kept, &[]);
         return results;
     }
     // Staged now, so that one barrier covers them and the temps.
-    let staged = stage_backups(&kept, &temps, (barrier, threads));
-    remove_unused_folders(members, &kept, &temps);
+    let staged = stage_backups(members, &temps, (barrier, threads));
     let mut backups: Vec<Backup> = Vec::with_capacity(temps.len());
     let mut ready: Vec<(usize, Temp)> = Vec::with_capacity(temps.len());
     for ((i, temp), backup) in temps.into_iter().zip(staged) {
@@ -485,16 +457,26 @@ enum Backup {
     Alone,
 }
 
-/// How each member's target will be kept, its backup's folder made: one
-/// after the other ([`backup::folder`] says why), while the temps are
-/// written. An empty folder is no backup, so this needs no `started`
-/// record; a crash may leave empty folders in the run folder, as it may
-/// between a folder and its link.
-fn backup_folders<'m>(members: &[Member<'m>]) -> Vec<KeptAs<'m>> {
+/// The second part of step 2 of this module's doc, made before the data
+/// barrier so that it covers them too: for each temp whose member asks for
+/// a backup, its target linked at its name or copied to a temp name in the
+/// run folder ([`backup::stage`]), on up to `threads` threads, into folders
+/// made one after the other first ([`backup::folder`] says why). Only after
+/// the batch's `started` record: a link is a backup as soon as it is made.
+fn stage_backups(
+    members: &[Member],
+    temps: &[(usize, Temp)],
+    (barrier, threads): (Barrier, usize),
+) -> Vec<Result<Backup, String>> {
+    // Most batches keep nothing: no threads for them.
+    if temps.iter().all(|(i, _)| members[*i].backup.is_none()) {
+        return temps.iter().map(|_| Ok(Backup::None)).collect();
+    }
     let chains = backup::Chains::default();
-    members
+    let kept: Vec<KeptAs> = temps
         .iter()
-        .map(|m| {
+        .map(|(i, _)| {
+            let m = &members[*i];
             let Some(run) = m.backup else {
                 return KeptAs::Nothing;
             };
@@ -508,44 +490,7 @@ fn backup_folders<'m>(members: &[Member<'m>]) -> Vec<KeptAs<'m>> {
                 Err(e) => KeptAs::Failed(e.to_string()),
             }
         })
-        .collect()
-}
-
-/// Removes the folders made for members that will not be backed up (their
-/// temp failed, or the batch stops before step 2): those no member of
-/// `temps` uses stay empty. Called once every backup of `temps` is staged,
-/// so that no folder another member links into is empty then.
-fn remove_unused_folders(members: &[Member], kept: &[KeptAs], temps: &[(usize, Temp)]) {
-    if kept.is_empty() {
-        return;
-    }
-    let mut used = vec![false; kept.len()];
-    for (i, _) in temps {
-        used[*i] = true;
-    }
-    for (i, kept) in kept.iter().enumerate() {
-        if !used[i] && matches!(kept, KeptAs::Staged(..) | KeptAs::Failed(_)) {
-            remove_backup_dirs(&members[i]);
-        }
-    }
-}
-
-/// The second part of step 2 of this module's doc, made before the data
-/// barrier so that it covers them too: for each temp whose member asks for
-/// a backup, its target linked at its name or copied to a temp name in the
-/// run folder ([`backup::stage`]), on up to `threads` threads, into the
-/// folders `kept` made for them ([`backup_folders`]). Only after the
-/// batch's `started` record: a link is a backup as soon as it is made.
-fn stage_backups(
-    kept: &[KeptAs],
-    temps: &[(usize, Temp)],
-    (barrier, threads): (Barrier, usize),
-) -> Vec<Result<Backup, String>> {
-    // Most batches keep nothing: no threads for them.
-    if kept.is_empty() {
-        return temps.iter().map(|_| Ok(Backup::None)).collect();
-    }
-    let kept: Vec<&KeptAs> = temps.iter().map(|(i, _)| &kept[*i]).collect();
+        .collect();
     parallel_map(&kept, threads, |kept| match kept {
         KeptAs::Nothing => Ok(Backup::None),
         KeptAs::Alone => Ok(Backup::Alone),
@@ -1112,38 +1057,6 @@ mod tests {
             }
             assert!(files_below(&base.join("backups")).is_empty());
             assert!(!run.exists(), "no run folder is made");
-        }
-    }
-
-    /// The backups' folders are made while the temps are written: a
-    /// member whose temp then fails (its directory is reached through a
-    /// link) leaves no folder in the run folder, and the others' backups are
-    /// made as usual. With the folders made on a thread and without.
-    #[test]
-    fn a_member_whose_temp_fails_leaves_no_backup_folder() {
-        for threads in [1, 4] {
-            let root = tempfile::tempdir().unwrap();
-            let base = root.path().canonicalize().unwrap();
-            for dir in ["home/d0", "elsewhere/d1"] {
-                std::fs::create_dir_all(base.join(dir)).unwrap();
-                std::fs::write(base.join(dir).join("f"), "old\n").unwrap();
-            }
-            std::os::unix::fs::symlink(base.join("elsewhere"), base.join("linked")).unwrap();
-            let paths = [base.join("home/d0/f"), base.join("linked/d1/f")];
-            let run = base.join("backups/run");
-            let members = backed_up(paths.iter(), &run);
-            let results = write("t:1", &members, threads, &|_| {}, &mut || Ok(()));
-            let kept = run.join(paths[0].strip_prefix("/").unwrap());
-            assert_eq!(results[0].as_ref().unwrap().backup.as_ref(), Some(&kept));
-            assert_eq!(std::fs::read_to_string(&kept).unwrap(), "old\n");
-            assert!(results[1].as_ref().unwrap_err().contains("linked"));
-            let unused = run.join(base.join("linked").strip_prefix("/").unwrap());
-            assert!(!unused.exists(), "{} is left", unused.display());
-            assert!(unused.parent().unwrap().is_dir(), "d0's chain stays");
-            assert_eq!(
-                std::fs::read_to_string(base.join("elsewhere/d1/f")).unwrap(),
-                "old\n"
-            );
         }
     }
 
