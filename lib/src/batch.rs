@@ -1060,6 +1060,37 @@ mod tests {
         }
     }
 
+    /// A member whose temp fails (its directory is reached through a
+    /// link) leaves no backup folder in the run folder, and the others'
+    /// backups are made as usual. With one thread and with four.
+    #[test]
+    fn a_member_whose_temp_fails_leaves_no_backup_folder() {
+        for threads in [1, 4] {
+            let root = tempfile::tempdir().unwrap();
+            let base = root.path().canonicalize().unwrap();
+            for dir in ["home/d0", "elsewhere/d1"] {
+                std::fs::create_dir_all(base.join(dir)).unwrap();
+                std::fs::write(base.join(dir).join("f"), "old\n").unwrap();
+            }
+            std::os::unix::fs::symlink(base.join("elsewhere"), base.join("linked")).unwrap();
+            let paths = [base.join("home/d0/f"), base.join("linked/d1/f")];
+            let run = base.join("backups/run");
+            let members = backed_up(paths.iter(), &run);
+            let results = write("t:1", &members, threads, &|_| {}, &mut || Ok(()));
+            let kept = run.join(paths[0].strip_prefix("/").unwrap());
+            assert_eq!(results[0].as_ref().unwrap().backup.as_ref(), Some(&kept));
+            assert_eq!(std::fs::read_to_string(&kept).unwrap(), "old\n");
+            assert!(results[1].as_ref().unwrap_err().contains("linked"));
+            let unused = run.join(base.join("linked").strip_prefix("/").unwrap());
+            assert!(!unused.exists(), "{} is left", unused.display());
+            assert!(unused.parent().unwrap().is_dir(), "d0's chain stays");
+            assert_eq!(
+                std::fs::read_to_string(base.join("elsewhere/d1/f")).unwrap(),
+                "old\n"
+            );
+        }
+    }
+
     /// A replaced file that has no other name is kept as itself: its
     /// backup is a second name made before the rename, so after it the
     /// backup is the replaced file (same inode, content and mode) and its
