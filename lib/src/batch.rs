@@ -1060,6 +1060,34 @@ mod tests {
         }
     }
 
+    /// Results come back in order whichever thread made them; a part
+    /// whose thread panicked gives an error for each of its items and none
+    /// other.
+    #[test]
+    fn parallel_map_keeps_the_order_and_an_error_for_each_item_of_a_panicked_part() {
+        let items: Vec<usize> = (0..10).collect();
+        for threads in [1, 2, 3, 16] {
+            let doubled = parallel_map(&items, threads, |&i| Ok(i * 2));
+            let doubled: Vec<usize> = doubled.into_iter().map(Result::unwrap).collect();
+            assert_eq!(doubled, (0..10).map(|i| i * 2).collect::<Vec<_>>());
+        }
+        // Two parts of five, each on a thread of its own.
+        for panics_at in [2, 7] {
+            let out = parallel_map(&items, 2, |&i| {
+                assert_ne!(i, panics_at, "a planned panic");
+                Ok(i)
+            });
+            assert_eq!(out.len(), 10);
+            for (i, r) in out.iter().enumerate() {
+                if (i < 5) == (panics_at < 5) {
+                    assert!(r.as_ref().unwrap_err().contains("panicked"), "{i}: {r:?}");
+                } else {
+                    assert_eq!(r.as_ref().ok(), Some(&i));
+                }
+            }
+        }
+    }
+
     /// A member whose temp fails (its directory is reached through a
     /// link) leaves no backup folder in the run folder, and the others'
     /// backups are made as usual. With one thread and with four.
