@@ -139,24 +139,29 @@ impl Seen {
 /// The content of `path` if it is still a regular file when opened: never
 /// through a link, never blocking on a FIFO that took its place.
 fn read_regular(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
         .ok()?;
-    if !file.metadata().ok()?.is_file() {
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
         return None;
     }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    Some(bytes)
+    let size = usize::try_from(meta.len()).ok()?;
+    crate::safe_path::read_all(&mut file, size).ok()
 }
 
-/// What was at each path the plan's changes act on.
-fn observe_targets(changes: &[Change], home: &Path) -> BTreeMap<String, Seen> {
-    changes
+/// Targets below this many are observed on the caller's thread: starting
+/// threads would cost more than it saves.
+const OBSERVE_ALONE_BELOW: usize = 16;
+
+/// What was at each path the plan's changes act on, read on up to `jobs`
+/// threads (each file is read and hashed: a repair's hundred files took a
+/// millisecond on one thread).
+fn observe_targets(changes: &[Change], home: &Path, jobs: usize) -> BTreeMap<String, Seen> {
+    let targets: Vec<(&String, bool)> = changes
         .iter()
         .filter(|c| {
             !matches!(c.action, Action::Unchanged | Action::Conflict)
@@ -166,13 +171,24 @@ fn observe_targets(changes: &[Change], home: &Path) -> BTreeMap<String, Seen> {
             let whole = registry::get(c.kind).ownership().owns_path;
             c.keys.iter().map(move |k| (k, whole))
         })
-        .map(|(k, whole)| {
-            let seen = match Seen::observe(&crate::manifest::expand_key(home, k)) {
-                Seen::File { .. } if !whole => Seen::File { checksum: None },
-                seen => seen,
-            };
-            (k.clone(), seen)
-        })
+        .collect();
+    let observe = |&(k, whole): &(&String, bool)| match Seen::observe(&crate::manifest::expand_key(
+        home, k,
+    )) {
+        Seen::File { .. } if !whole => Seen::File { checksum: None },
+        seen => seen,
+    };
+    let threads = if targets.len() < OBSERVE_ALONE_BELOW {
+        1
+    } else {
+        jobs
+    };
+    let seen = crate::batch::parallel_map(&targets, threads, |t| Ok(observe(t)));
+    targets
+        .iter()
+        .zip(seen)
+        // A part whose thread panicked is observed again here.
+        .map(|(t, seen)| (t.0.clone(), seen.unwrap_or_else(|_| observe(t))))
         .collect()
 }
 
@@ -495,7 +511,7 @@ pub fn make_scoped(
     }
     let mut depends_on = dependencies(graph, &changes, removals_from);
     wait_for_shippers(&ctx, &changes, removals_from, &mut depends_on);
-    let seen = observe_targets(&changes, &manifest.real_home);
+    let seen = observe_targets(&changes, &manifest.real_home, jobs);
     let (stat_next, stat_trusted) = match stat_use {
         Some(_) if scoped => (None, 0),
         Some(u) => {
@@ -1180,6 +1196,41 @@ mod tests {
         assert!(refresh.may_run_commands());
         let line = fx.plan("[line.l]\npath = \"@HOME@/rc\"\nline = \"x\"\ncreate = true\n");
         assert!(line.may_run_commands());
+    }
+
+    /// A plan with enough targets to observe them on threads sees each as
+    /// one observation of it alone sees it: absent, or a file with its
+    /// content's checksum (a `line` edit's file without one).
+    #[test]
+    fn targets_observed_on_threads_are_each_what_was_there() {
+        let fx = Fixture::new();
+        let mut text = String::new();
+        for i in 0..2 * OBSERVE_ALONE_BELOW {
+            text += &format!("[file.f{i}]\npath = \"@HOME@/f{i}\"\ncontent = \"new\"\n");
+            if i % 2 == 0 {
+                std::fs::write(fx.home.join(format!("f{i}")), format!("old {i}")).unwrap();
+            }
+        }
+        text += "[line.l]\npath = \"@HOME@/rc\"\nline = \"x\"\n";
+        std::fs::write(fx.home.join("rc"), "y\n").unwrap();
+        let plan = fx.plan_with(&text, true);
+        assert_eq!(
+            plan.seen.len(),
+            2 * OBSERVE_ALONE_BELOW + 1,
+            "{:?}",
+            plan.seen
+        );
+        for i in 0..2 * OBSERVE_ALONE_BELOW {
+            let want = if i % 2 == 0 {
+                Seen::File {
+                    checksum: Some(resource::checksum(format!("old {i}").as_bytes())),
+                }
+            } else {
+                Seen::Absent
+            };
+            assert_eq!(plan.seen[&format!("~/f{i}")], want, "f{i}");
+        }
+        assert_eq!(plan.seen["~/rc"], Seen::File { checksum: None });
     }
 
     /// Every key's real key is what `real_key` makes of it alone, whatever
