@@ -176,8 +176,7 @@ pub(crate) fn stage(
         .file_name()
         .map(OsString::from)
         .unwrap_or_else(|| OsString::from("root"));
-    let dest = free_name(dir, &name, false);
-    if let Some(file) = link_regular(path, meta, &dest, keep_open) {
+    if let Some((dest, file)) = link_regular(path, meta, dir, &name, keep_open) {
         return Ok(Pending {
             at: dest,
             named: true,
@@ -205,29 +204,37 @@ pub(crate) fn stage(
 }
 
 /// A batch's backup of the regular file at `from` (whose `lstat` is
-/// `meta`) as a second name of the same file at `to`: the rename that
+/// `meta`) as a second name of the same file, at the first name in `dir`
+/// [`free_name`] would give for `name` (found by the link itself, which
+/// refuses a name taken, not by a `stat` of each first): the rename that
 /// replaces `from` next leaves `to` the only name of what was there, so
 /// nothing is copied, and the replaced file is not freed (on ext4 with
 /// `discard`, freeing is most of a rename's cost). Only for a file with no
 /// other name, so that no other name can change the backup once it is
 /// the only one left; and only for the file `meta` describes (a swap since
-/// is copied instead). Returns the file held open for a per-file flush
-/// when `keep_open`; `None` when it was not linked (another name, another
-/// filesystem, a link refused), leaving nothing at `to`: the caller copies
-/// instead.
+/// is copied instead). Returns where the link is, and the file held open
+/// for a per-file flush when `keep_open`; `None` when it was not linked
+/// (another name, another filesystem, a link refused), leaving no link:
+/// the caller copies instead.
 fn link_regular(
     from: &Path,
     meta: &fs::Metadata,
-    to: &Path,
+    dir: &Path,
+    name: &OsString,
     keep_open: bool,
-) -> Option<Option<File>> {
-    if meta.nlink() != 1 || fs::hard_link(from, to).is_err() {
+) -> Option<(PathBuf, Option<File>)> {
+    if meta.nlink() != 1 {
         return None;
     }
+    let to = (0..)
+        .map(|n| numbered_name(dir, name, n, false))
+        .map(|to| (fs::hard_link(from, &to), to))
+        .find(|(made, _)| !matches!(made, Err(e) if e.kind() == io::ErrorKind::AlreadyExists))
+        .and_then(|(made, to)| made.ok().map(|()| to))?;
     let same_file = |now: &fs::Metadata| {
         now.is_file() && now.dev() == meta.dev() && now.ino() == meta.ino() && now.nlink() == 2
     };
-    let linked = fs::symlink_metadata(to)
+    let linked = fs::symlink_metadata(&to)
         .ok()
         .filter(same_file)
         .and_then(|_| match keep_open {
@@ -235,14 +242,17 @@ fn link_regular(
             true => OpenOptions::new()
                 .read(true)
                 .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-                .open(to)
+                .open(&to)
                 .ok()
                 .map(Some),
         });
-    if linked.is_none() {
-        let _ = fs::remove_file(to);
+    match linked {
+        Some(file) => Some((to, file)),
+        None => {
+            let _ = fs::remove_file(&to);
+            None
+        }
     }
-    linked
 }
 
 /// The directory of the run folder `run` that a backup of `path` goes in
@@ -423,20 +433,22 @@ fn note(path: &Path, meta: &fs::Metadata) -> String {
 /// backed up twice in one run keeps both copies), with the note suffix for
 /// a special file. Only this run writes in its folder, under the lock.
 fn free_name(dir: &Path, name: &OsString, special: bool) -> PathBuf {
-    let candidate = |n: usize| {
-        let mut s = name.clone();
-        if n > 0 {
-            s.push(format!(".{n}"));
-        }
-        if special {
-            s.push(NOTE_SUFFIX);
-        }
-        dir.join(s)
-    };
     (0..)
-        .map(candidate)
+        .map(|n| numbered_name(dir, name, n, special))
         .find(|p| fs::symlink_metadata(p).is_err())
-        .unwrap_or_else(|| candidate(0))
+        .unwrap_or_else(|| numbered_name(dir, name, 0, special))
+}
+
+/// The `n`th of [`free_name`]'s candidates: `NAME`, `NAME.1`, ...
+fn numbered_name(dir: &Path, name: &OsString, n: usize, special: bool) -> PathBuf {
+    let mut s = name.clone();
+    if n > 0 {
+        s.push(format!(".{n}"));
+    }
+    if special {
+        s.push(NOTE_SUFFIX);
+    }
+    dir.join(s)
 }
 
 /// Creates every directory from `root` down to `dir` with mode 0700, and
@@ -725,6 +737,31 @@ mod tests {
             assert_eq!(fs::symlink_metadata(&src).unwrap().nlink(), 1);
             fs::remove_file(&src).unwrap();
         }
+    }
+
+    /// A link takes the first name not taken (by anything, a dangling link
+    /// too), as a copy does, and leaves what took the others alone.
+    #[test]
+    fn a_staged_link_takes_the_first_free_name() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("home/f");
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
+        fs::write(&src, "planned").unwrap();
+        let run = run_folder(&d.path().join("backups"));
+        let meta = fs::symlink_metadata(&src).unwrap();
+        let folder = folder(&src, &meta, &run, &Chains::default())
+            .unwrap()
+            .unwrap();
+        fs::write(folder.dir.join("f"), "earlier").unwrap();
+        std::os::unix::fs::symlink("nowhere", folder.dir.join("f.1")).unwrap();
+        let linked = staged(&src, &meta, &run, false);
+        assert_eq!(linked, folder.dir.join("f.2"));
+        assert_eq!(fs::symlink_metadata(&linked).unwrap().ino(), meta.ino());
+        assert_eq!(fs::read_to_string(folder.dir.join("f")).unwrap(), "earlier");
+        assert_eq!(
+            fs::read_link(folder.dir.join("f.1")).unwrap(),
+            Path::new("nowhere")
+        );
     }
 
     /// A file on another filesystem than the backups cannot be linked
