@@ -685,8 +685,10 @@ impl Resolver {
         }
     }
 
-    /// The symlinks the resolutions so far followed (each once per
-    /// directory resolved), as the paths of the links themselves.
+    /// The symlinks the resolutions so far followed, as the paths of the
+    /// links themselves: each once, when reached through remembered
+    /// directories; a path with `..` in it, walked whole, notes the links
+    /// on its way again.
     pub fn into_followed(self) -> Vec<PathBuf> {
         self.followed
     }
