@@ -470,6 +470,77 @@ pub fn load_average() -> String {
 /// margin for the filesystem's timestamp granularity.
 pub const STAT_CACHE_SETTLE: Duration = Duration::from_millis(2_500);
 
+/// How long the bench lets pass after it deleted many files before it times
+/// anything again. ext4 without a journal (this machine's root filesystem)
+/// passes over every inode freed in the last 60 s when it allocates one,
+/// and over every one freed in the last 360 s whose inode table block is
+/// dirty, as it is while files are made beside it (`recently_deleted` in
+/// `fs/ext4/ialloc.c`), checking each one it passes: 100 `mkdir`s took
+/// 10–100 ms right after 30 000 files were deleted and 2 ms six minutes
+/// later. So whatever is timed within minutes of a large deletion pays for
+/// it, in proportion to the inodes it makes (docs/performance.md, "A 1%
+/// drift repair, sixteenth pass").
+pub const INODE_REUSE_DELAY: Duration = Duration::from_secs(361);
+
+/// A deletion of at least this many files makes the next case wait out
+/// [`INODE_REUSE_DELAY`] (a quick run's small cases do not wait).
+pub const MANY_DELETED: usize = 10_000;
+
+/// The temp dirs of a case's repeats, kept until the case ends so that no
+/// repeat is timed right after the deletion of the one before, and when the
+/// bench last deleted many files.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    dirs: Vec<tempfile::TempDir>,
+    files: usize,
+    many_deleted_at: Option<Instant>,
+}
+
+impl Leftovers {
+    /// Keeps `dir`, which holds about `files` files, until [`Self::delete`].
+    pub fn keep(&mut self, dir: tempfile::TempDir, files: usize) {
+        self.dirs.push(dir);
+        self.files += files;
+    }
+
+    /// Deletes every dir kept, then flushes the filesystem of `tmp_root`
+    /// (the next case starts with nothing dirty), and notes when if they
+    /// held many files.
+    pub fn delete(&mut self, tmp_root: &Path) -> Result<()> {
+        for dir in self.dirs.drain(..) {
+            dir.close()?;
+        }
+        settle(tmp_root)?;
+        let files = std::mem::take(&mut self.files);
+        self.deleted(files);
+        Ok(())
+    }
+
+    /// Notes that about `files` files were deleted just now, elsewhere
+    /// (the peers' own temp dirs).
+    pub fn deleted(&mut self, files: usize) {
+        if files >= MANY_DELETED {
+            self.many_deleted_at = Some(Instant::now());
+        }
+    }
+
+    /// Sleeps out what is left of [`INODE_REUSE_DELAY`] since the last
+    /// deletion of many files, saying so on stderr.
+    pub fn wait_out(&self) {
+        let Some(left) = self
+            .many_deleted_at
+            .and_then(|at| INODE_REUSE_DELAY.checked_sub(at.elapsed()))
+        else {
+            return;
+        };
+        eprintln!(
+            "waiting {:.0} s after the last case's deletion: a filesystem may pass over the inodes it freed",
+            left.as_secs_f64()
+        );
+        std::thread::sleep(left);
+    }
+}
+
 /// One timed operation of a repeat.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -546,7 +617,8 @@ fn read_floors(
 /// after the drift, and 0 again after the repair. The floors run beside
 /// each step and are checked too (the writers' files are right, the read
 /// floors see exactly the drifted files, the repairs leave the files right).
-pub fn files_repeat(env: &Env, set: &FileSet) -> Result<FilesRepeat> {
+/// Its temp dirs are left in `kept`, for the case to delete when it ends.
+pub fn files_repeat(env: &Env, set: &FileSet, kept: &mut Leftovers) -> Result<FilesRepeat> {
     use floor_names as f;
     let ws = Workspace::new(env, &format!("stead-bench-{}-", set.case()))?;
     set.write_manifest(&ws.config())?;
@@ -622,18 +694,23 @@ pub fn files_repeat(env: &Env, set: &FileSet) -> Result<FilesRepeat> {
     };
     // Each repair starts with nothing dirty, as each cold writer does: not
     // the drift's edits (a user's edits are written back within 30 s by
-    // the kernel), nor the no-fsync floor's rewrites, which a `syncfs`
-    // barrier would otherwise flush on stead's time.
+    // the kernel), nor another repair's rewrites, which a `syncfs` barrier
+    // would otherwise flush on its time. stead repairs first: the floors'
+    // renames free the 100 replaced files (stead keeps each as a backup),
+    // and inodes freed just before are passed over, one by one, by every
+    // inode the next repair makes ([`INODE_REUSE_DELAY`]).
+    settle(&env.tmp_root)?;
+    let s_repair = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
+    set.verify(&ws.home())?;
+    env.stead_expect(&ws, &["state", "check-drift"], 0)?;
     settle(&env.tmp_root)?;
     let b_repair = floors::repair(&p_base, env.threads, true)?;
     set.verify(&bhome)?;
     settle(&env.tmp_root)?;
     let n_repair = floors::repair(&p_nofsync, env.threads, false)?;
     set.verify(&nhome)?;
-    settle(&env.tmp_root)?;
-    let s_repair = env.stead_expect(&ws, &["apply", "--yes"], 0)?;
-    set.verify(&ws.home())?;
-    env.stead_expect(&ws, &["state", "check-drift"], 0)?;
+    kept.keep(ws.dir, set.n);
+    kept.keep(base, 2 * set.n);
     let repair = Sample {
         stead: s_repair,
         baseline: b_repair.total,
@@ -802,3 +879,31 @@ pub use report::{
     FILE_OPERATIONS, FloorTime, Options, Report, Row, journal_cost_repeat, load_line, raw, run,
     side_by_side, table,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_keeps_its_dirs_until_it_deletes_them_and_only_many_files_make_the_next_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut kept = Leftovers::default();
+        let mut paths = Vec::new();
+        for files in [MANY_DELETED / 2, MANY_DELETED / 2 - 1] {
+            let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+            fs::write(dir.path().join("f"), "x").unwrap();
+            paths.push(dir.path().to_path_buf());
+            kept.keep(dir, files);
+        }
+        assert!(paths.iter().all(|p| p.join("f").is_file()));
+        kept.delete(tmp.path()).unwrap();
+        assert!(paths.iter().all(|p| !p.exists()));
+        assert_eq!(kept.many_deleted_at, None, "fewer than MANY_DELETED files");
+
+        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+        kept.keep(dir, MANY_DELETED);
+        kept.delete(tmp.path()).unwrap();
+        assert!(kept.many_deleted_at.is_some());
+        assert_eq!(kept.files, 0, "a deletion starts the count again");
+    }
+}

@@ -285,11 +285,13 @@ pub fn verify_peer_home(set: &FileSet, home: &Path) -> Result<()> {
 
 /// One repeat of a peer on `set`: a cold apply on an empty home, then a
 /// warm no-op run; both must exit 0 and leave the files right.
+/// Its temp dirs are left in `kept`, for the case to delete when it ends.
 pub fn peer_repeat(
     env: &Env,
     tool: Tool,
     program: &Path,
     set: &FileSet,
+    kept: &mut crate::Leftovers,
 ) -> Result<(Measured, Measured)> {
     let dirs = PeerDirs::new(env, tool, set)?;
     let argv = prepare(tool, program, set, &dirs)?;
@@ -310,6 +312,7 @@ pub fn peer_repeat(
     verify_peer_home(set, &dirs.home()).map_err(|e| format!("{} cold: {e}", tool.name()))?;
     let warm = run()?;
     verify_peer_home(set, &dirs.home()).map_err(|e| format!("{} warm: {e}", tool.name()))?;
+    kept.keep(dirs.dir, set.n);
     Ok((cold, warm))
 }
 

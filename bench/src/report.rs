@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::peers::{self, PeerResult, Tool};
 use crate::{
-    Env, FileSet, Measured, NoopSet, Result, Sample, Workspace, files_repeat, floor_names,
-    load_average, noop_prepare, noop_repeat,
+    Env, FileSet, Leftovers, Measured, NoopSet, Result, Sample, Workspace, files_repeat,
+    floor_names, load_average, noop_prepare, noop_repeat,
 };
 
 /// What to run.
@@ -198,14 +198,18 @@ pub const FILE_OPERATIONS: [&str; 5] = [
 /// steady no-op (stat cache filled) within 2x the lstat floor, a 1% drift
 /// repair within 2x (stead's own steady no-op + the durable rewrite of the
 /// drifted files).
-fn files_rows(env: &Env, set: &FileSet, repeat: usize) -> Result<Vec<Row>> {
+///
+/// The repeats' temp dirs are deleted when the last one ends, not between
+/// them (`kept`; [`crate::INODE_REUSE_DELAY`] says why).
+fn files_rows(env: &Env, set: &FileSet, repeat: usize, kept: &mut Leftovers) -> Result<Vec<Row>> {
     use floor_names as f;
     let case = set.case();
     let mut reps = Vec::new();
     for r in 0..repeat {
         eprintln!("{case}: repeat {}/{repeat}", r + 1);
-        reps.push(files_repeat(env, set)?);
+        reps.push(files_repeat(env, set, kept)?);
     }
+    kept.delete(&env.tmp_root)?;
     let row = |op: usize, baseline: &'static str, pick: fn(&crate::FilesRepeat) -> &Sample| {
         Row::new(
             case.clone(),
@@ -269,12 +273,14 @@ fn peer_results(
     set: &FileSet,
     located: &[peers::Located],
     repeat: usize,
+    kept: &mut Leftovers,
 ) -> Result<Vec<PeerResult>> {
     let mut out = Vec::new();
     for l in located {
         let runs = match &l.program {
             None => None,
             Some(program) => {
+                kept.wait_out();
                 let mut runs = Vec::new();
                 for r in 0..repeat {
                     eprintln!(
@@ -283,8 +289,9 @@ fn peer_results(
                         l.tool.name(),
                         r + 1
                     );
-                    runs.push(peers::peer_repeat(env, l.tool, program, set)?);
+                    runs.push(peers::peer_repeat(env, l.tool, program, set, kept)?);
                 }
+                kept.delete(&env.tmp_root)?;
                 Some(runs)
             }
         };
@@ -323,6 +330,7 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
     let mut rows = Vec::new();
     let mut peer_rows = Vec::new();
     let mut load = vec![("start".to_string(), load_average())];
+    let mut kept = Leftovers::default();
     if let Some((nosync, n)) = &opts.journal_cost {
         let mut reps = Vec::new();
         for r in 0..repeat {
@@ -339,6 +347,7 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
         row.targets.push(("<= 1.25x".into(), ok));
         rows.push(row);
         load.push((format!("after journal-cost files-{n}"), load_average()));
+        kept.deleted(2 * n * repeat);
     }
     let located = opts
         .peers
@@ -347,9 +356,10 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
     let sets = opts.files.iter().map(|&n| FileSet { n, tree: false });
     let trees = opts.trees.iter().map(|&n| FileSet { n, tree: true });
     for set in sets.chain(trees) {
-        let mut case_rows = files_rows(env, &set, repeat)?;
+        kept.wait_out();
+        let mut case_rows = files_rows(env, &set, repeat, &mut kept)?;
         if let (Some(located), false) = (&located, set.tree) {
-            let results = peer_results(env, &set, located, repeat)?;
+            let results = peer_results(env, &set, located, repeat, &mut kept)?;
             peer_targets(&mut case_rows, &results);
             peer_rows.extend(results);
             load.push((format!("after {} and peers", set.case()), load_average()));
@@ -358,6 +368,7 @@ pub fn run(env: &Env, opts: &Options) -> Result<Report> {
         }
         rows.extend(case_rows);
     }
+    kept.wait_out();
     for &n in &opts.noops {
         let set = NoopSet {
             n,
