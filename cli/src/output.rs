@@ -39,15 +39,74 @@ pub fn write_stderr_raw(text: &str) {
     let _ = stream.write_all(text.as_bytes());
 }
 
-/// Writes to stdout; a closed pipe is ignored, other errors are reported once
-/// on stderr.
+thread_local! {
+    /// What [`outln!`] wrote on this thread while a [`hold`] lasts.
+    static HELD: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Holds what this thread writes to stdout until the guard is dropped, then
+/// writes it at once: a plan of 10 000 changes is one `write`, not 10 000
+/// (stdout is line-buffered). A hold inside another adds to the outer one.
+pub fn hold() -> Held {
+    let outer = HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        let outer = held.is_none();
+        held.get_or_insert_with(String::new);
+        outer
+    });
+    Held { outer }
+}
+
+/// The guard [`hold`] returns.
+#[must_use = "the output is written when the guard is dropped"]
+pub struct Held {
+    outer: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        if let Some(text) = HELD.with(|held| held.borrow_mut().take()) {
+            write_stdout_now(&text);
+        }
+    }
+}
+
+/// Writes to stdout (or adds to a [`hold`]); a closed pipe is ignored,
+/// other errors are reported once on stderr.
 pub fn write_stdout(args: std::fmt::Arguments) {
+    let text = args.to_string();
+    let text = clean(&text);
+    let held = HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(buffer) => {
+            buffer.push_str(&text);
+            true
+        }
+        None => false,
+    });
+    if !held {
+        write_stdout_now(&text);
+    }
+}
+
+/// [`write_stdout`] of text already [`clean`]ed, now.
+fn write_stdout_now(text: &str) {
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, Ordering};
     static REPORTED: AtomicBool = AtomicBool::new(false);
-    let text = args.to_string();
     let mut stream = anstream::AutoStream::new(std::io::stdout().lock(), choice(false));
-    if let Err(e) = stream.write_all(clean(&text).as_bytes())
+    // Stripped here, not by the stream: it writes each line apart, and
+    // stdout, line-buffered, would make each of those a `write`.
+    let written = match stream.current_choice() {
+        anstream::ColorChoice::Never => {
+            let plain = anstream::adapter::strip_str(text).to_string();
+            stream.into_inner().write_all(plain.as_bytes())
+        }
+        _ => stream.write_all(text.as_bytes()),
+    };
+    if let Err(e) = written
         && e.kind() != std::io::ErrorKind::BrokenPipe
         && !REPORTED.swap(true, Ordering::Relaxed)
     {
@@ -234,6 +293,24 @@ mod tests {
             "\\u{1b}[8mhidden\u{1b}[32m+"
         );
         assert!(matches!(clean("plain é"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_hold_keeps_cleaned_lines_until_its_outer_guard_drops() {
+        let held = || HELD.with(|h| h.borrow().clone());
+        assert_eq!(held(), None);
+        let outer = hold();
+        outln!("one \u{1b}[2J");
+        {
+            let _inner = hold();
+            outln!("two");
+        }
+        // The inner guard wrote nothing: the outer one still holds both.
+        assert_eq!(held().as_deref(), Some("one \\u{1b}[2J\ntwo\n"));
+        // Taken here so that the test prints nothing when `outer` drops.
+        HELD.with(|h| h.borrow_mut().take());
+        drop(outer);
+        assert_eq!(held(), None);
     }
 
     #[test]

@@ -223,6 +223,7 @@ fn octal_mode(op: &mut serde_json::Map<String, serde_json::Value>) {
 
 /// The reviewable plan: one line per change, diffs indented, then the counts.
 pub fn print_plan(p: &Paint, plan: &Plan) {
+    let _held = crate::output::hold();
     let mut shown = 0;
     // A transaction is one line, where its first member stands.
     let mut together: std::collections::HashMap<usize, Vec<usize>> = Default::default();
