@@ -31,15 +31,4 @@ for r in $(seq "$rounds"); do
     echo "$bin $(( (e - s) / 1000 )) $(awk '{print ($1 + $2) * 1000}' "$d/cpu")" >> "$d/out"
   done
 done
-python3 - "$d/out" <<'P'
-import collections, statistics, sys
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    b, wall, cpu = line.split()
-    runs[b].append((int(wall) / 1000, float(cpu)))
-for b, v in runs.items():
-    walls = sorted(w for w, _ in v)
-    print("%s: %d repairs, wall median %.1f ms, CPU median %.0f ms; walls %s" % (
-        b, len(v), statistics.median(walls), statistics.median(c for _, c in v),
-        " ".join("%.0f" % w for w in walls)))
-P
+python3 "$here/medians.py" "$d/out" "repairs"
