@@ -21,6 +21,10 @@ usage: stead-bench [OPTIONS]
 
 Measures the stead binary (files-N, tree-N and noop-N) beside plain-Rust baselines
 run in the same process, and prints a Markdown table of medians and ratios.
+A case keeps its repeats' temp dirs until it ends; after it deleted 10 000 files
+or more, the next case waits 361 s (on ext4 without a journal every inode made
+within minutes of a large deletion costs more: docs/performance.md). Leave as
+long after another bench run.
 
 options:
   --quick           small N, one repeat (a smoke test)
