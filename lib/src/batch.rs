@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::backup::{self, Pending};
+use crate::parallel;
 use crate::resource::{Applied, checksum};
 use crate::safe_path::{self, Dir, Temp};
 
@@ -317,11 +318,11 @@ fn open_parents(members: &[Member], threads: usize) -> (Vec<Parent>, Vec<usize>)
             Some((k, name))
         })
         .collect();
-    let opened = parallel_map(&aboves, threads, |a| {
+    let opened = parallel::map(&aboves, threads, |a| {
         open_required(a, |a| safe_path::open_dir(a, true))
     });
     let indices: Vec<usize> = (0..paths.len()).collect();
-    let parents = parallel_map(&indices, threads, |&k| {
+    let parents = parallel::map(&indices, threads, |&k| {
         let p = paths[k];
         match above_of[k] {
             Some((a, name)) => {
@@ -357,7 +358,7 @@ fn stage_temps(
     // A `syncfs` batch closes each temp once written: its barrier needs no
     // file open, and the open-file limit holds however large it is.
     let keep_open = barrier == Barrier::Fsync;
-    let out = parallel_map(&indices, threads, |&i| {
+    let out = parallel::map(&indices, threads, |&i| {
         let m = &members[i];
         let dir = parents[parent_of[i]].as_ref().map_err(Clone::clone)?;
         let name = m
@@ -401,10 +402,10 @@ fn data_barrier(
             Ok(())
         }
         Barrier::Fsync => {
-            parallel_map(temps, threads, |(_, t)| t.sync().map_err(|e| e.to_string()))
+            parallel::map(temps, threads, |(_, t)| t.sync().map_err(|e| e.to_string()))
                 .into_iter()
                 .collect::<Result<(), String>>()?;
-            parallel_map(backups, threads, |backup| match backup {
+            parallel::map(backups, threads, |backup| match backup {
                 Backup::Pending(p) => p.sync().map_err(|e| e.to_string()),
                 Backup::None | Backup::Alone => Ok(()),
             })
@@ -439,7 +440,7 @@ fn name_dirs<'p>(backups: impl Iterator<Item = &'p Pending>) -> Vec<&'p Path> {
 
 /// Flushes each of `dirs` (its entries), on up to `threads` threads.
 fn fsync_each<D: AsRef<Path> + Sync>(dirs: &[D], threads: usize) -> Result<(), String> {
-    parallel_map(dirs, threads, |d| {
+    parallel::map(dirs, threads, |d| {
         crate::fsutil::fsync_dir(d.as_ref()).map_err(|e| e.to_string())
     })
     .into_iter()
@@ -491,7 +492,7 @@ fn stage_backups(
             }
         })
         .collect();
-    parallel_map(&kept, threads, |kept| match kept {
+    parallel::map(&kept, threads, |kept| match kept {
         KeptAs::Nothing => Ok(Backup::None),
         KeptAs::Alone => Ok(Backup::Alone),
         KeptAs::Failed(e) => Err(e.clone()),
@@ -555,7 +556,7 @@ fn place_backups(
         }
         out.push(Ok(None));
     }
-    let made = parallel_map(&alone, threads, |&(_, i)| {
+    let made = parallel::map(&alone, threads, |&(_, i)| {
         let m = &members[i];
         let run = m
             .backup
@@ -717,7 +718,7 @@ fn discard(parent: &Parent, temp: Temp) {
     }
 }
 
-/// [`parallel_map`] of `f` over owned items, each given to `f` once with
+/// [`parallel::map`] of `f` over owned items, each given to `f` once with
 /// its number; results in order, each with the item's number.
 fn parallel_consume<T: Send, O: Send>(
     items: Vec<(usize, T)>,
@@ -728,7 +729,7 @@ fn parallel_consume<T: Send, O: Send>(
         .into_iter()
         .map(|(n, item)| (n, Mutex::new(Some(item))))
         .collect();
-    let out = parallel_map(&cells, threads, |(n, cell)| {
+    let out = parallel::map(&cells, threads, |(n, cell)| {
         let item = cell
             .lock()
             .ok()
@@ -737,43 +738,6 @@ fn parallel_consume<T: Send, O: Send>(
         f(*n, item)
     });
     cells.into_iter().map(|(n, _)| n).zip(out).collect()
-}
-
-/// `f` over `items` on up to `threads` scoped threads, results in order. A
-/// thread that panicked gives an error for each of its items, so no item is
-/// ever left without a result.
-pub(crate) fn parallel_map<T: Sync, O: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> Result<O, String> + Sync,
-) -> Vec<Result<O, String>> {
-    let threads = threads.clamp(1, items.len().max(1));
-    if threads == 1 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let f = &f;
-                (
-                    part.len(),
-                    scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()),
-                )
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|(len, h)| {
-                h.join().unwrap_or_else(|_| {
-                    (0..len)
-                        .map(|_| Err("internal error: a worker thread panicked".to_string()))
-                        .collect()
-                })
-            })
-            .collect()
-    })
 }
 
 #[cfg(test)]
@@ -1057,34 +1021,6 @@ mod tests {
             }
             assert!(files_below(&base.join("backups")).is_empty());
             assert!(!run.exists(), "no run folder is made");
-        }
-    }
-
-    /// Results come back in order whichever thread made them; a part
-    /// whose thread panicked gives an error for each of its items and none
-    /// other.
-    #[test]
-    fn parallel_map_keeps_the_order_and_an_error_for_each_item_of_a_panicked_part() {
-        let items: Vec<usize> = (0..10).collect();
-        for threads in [1, 2, 3, 16] {
-            let doubled = parallel_map(&items, threads, |&i| Ok(i * 2));
-            let doubled: Vec<usize> = doubled.into_iter().map(Result::unwrap).collect();
-            assert_eq!(doubled, (0..10).map(|i| i * 2).collect::<Vec<_>>());
-        }
-        // Two parts of five, each on a thread of its own.
-        for panics_at in [2, 7] {
-            let out = parallel_map(&items, 2, |&i| {
-                assert_ne!(i, panics_at, "a planned panic");
-                Ok(i)
-            });
-            assert_eq!(out.len(), 10);
-            for (i, r) in out.iter().enumerate() {
-                if (i < 5) == (panics_at < 5) {
-                    assert!(r.as_ref().unwrap_err().contains("panicked"), "{i}: {r:?}");
-                } else {
-                    assert_eq!(r.as_ref().ok(), Some(&i));
-                }
-            }
         }
     }
 

@@ -730,7 +730,7 @@ fn sweep_dirs(dirs: &[(PathBuf, Vec<&str>)]) -> Vec<PathBuf> {
         .map_or(1, usize::from)
         .clamp(1, 8)
         .min(dirs.len().div_ceil(16).max(1));
-    crate::batch::parallel_map(dirs, threads, |(dir, names)| {
+    crate::parallel::map(dirs, threads, |(dir, names)| {
         Ok(fsutil::remove_stale_temps(dir, Some(names)))
     })
     .into_iter()

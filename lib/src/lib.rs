@@ -59,6 +59,7 @@ pub mod manifest;
 pub mod migration;
 pub mod outcome;
 pub mod ownfile;
+pub(crate) mod parallel;
 pub mod plan;
 pub mod resource;
 pub mod run;

@@ -183,7 +183,7 @@ fn observe_targets(changes: &[Change], home: &Path, jobs: usize) -> BTreeMap<Str
     } else {
         jobs
     };
-    let seen = crate::batch::parallel_map(&targets, threads, |t| Ok(observe(t)));
+    let seen = crate::parallel::map(&targets, threads, |t| Ok(observe(t)));
     targets
         .iter()
         .zip(seen)

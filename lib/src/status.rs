@@ -188,7 +188,7 @@ pub fn drift(
         .iter()
         .flat_map(|(id, rec)| rec.keys.iter().map(move |key| (id, rec, key)))
         .collect();
-    let found = crate::batch::parallel_map(&items, check.jobs, |&(id, rec, key)| {
+    let found = crate::parallel::map(&items, check.jobs, |&(id, rec, key)| {
         let recorded = state
             .checksums
             .get(key)
