@@ -15,6 +15,7 @@ use super::diag::{ManifestError, Problem};
 use super::input::{Lookup, SpecInput};
 use super::pieces;
 use super::refs::{RefValue, Reference};
+use super::schema::KindTable;
 use super::walker::{RawDecl, RawValue, Str, Walker, list_or_none};
 use super::{Kind, LoadOptions, Manifest, Parsed, Resource, Retry};
 
@@ -33,6 +34,20 @@ struct Top {
     vars: BTreeMap<String, String>,
     profile_vars: BTreeMap<String, (Range<usize>, BTreeMap<String, String>)>,
     decls: Vec<RawDecl>,
+}
+
+impl Top {
+    /// Adds what `piece` declares, from a later piece of the same text (a
+    /// table other than a kind's is in one piece only: nothing is replaced).
+    fn take(&mut self, piece: Top) {
+        if piece.default_profile.is_some() {
+            self.default_profile = piece.default_profile;
+        }
+        self.secret_recipients.extend(piece.secret_recipients);
+        self.vars.extend(piece.vars);
+        self.profile_vars.extend(piece.profile_vars);
+        self.decls.extend(piece.decls);
+    }
 }
 
 /// Which declared resources exist, and which are in the active profile.
@@ -102,7 +117,8 @@ pub(super) fn parse_whole(
     Ok(resolve(w, top, text, path, config_dir, options))
 }
 
-/// The pieces `ranges` of `text` parsed and walked one at a time, or `None`
+/// The pieces `ranges` of `text` parsed and walked, on a few threads (each
+/// walks its share one piece at a time), or `None`
 /// when they may not mean what the whole text means (a piece does not
 /// parse alone, an id or another top-level table is in two pieces) or
 /// when anything is wrong: the caller then parses the whole text, which
@@ -114,35 +130,83 @@ pub(super) fn parse_pieces(
     config_dir: &Path,
     options: &LoadOptions,
 ) -> Option<Parsed> {
-    let mut w = Walker::new(text, options.kinds);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_PARSE_THREADS);
+    parse_pieces_on(text, ranges, path, config_dir, options, threads)
+}
+
+/// At most this many threads parse a manifest's pieces: each holds one
+/// piece's parse at a time, about 20 bytes per byte of text.
+const MAX_PARSE_THREADS: usize = 4;
+
+/// [`parse_pieces`] on up to `threads` threads.
+pub(super) fn parse_pieces_on(
+    text: &Arc<String>,
+    ranges: &[Range<usize>],
+    path: &Path,
+    config_dir: &Path,
+    options: &LoadOptions,
+    threads: usize,
+) -> Option<Parsed> {
+    let walked = crate::parallel::map(ranges, threads, |range| {
+        walk_piece(text, range, options.kinds).ok_or_else(String::new)
+    });
     let mut top = Top::default();
     let mut others: HashSet<String> = HashSet::default();
-    for range in ranges {
-        let (root, syntax) = DeTable::parse_recoverable(&text[range.clone()]);
-        if !syntax.is_empty() {
+    for piece in walked {
+        let piece = piece.ok()?;
+        if !piece.others.into_iter().all(|name| others.insert(name)) {
             return None;
         }
-        let root = root.into_inner();
-        for (key, _) in root.iter() {
-            let name = key.get_ref().as_ref();
-            if w.kinds.find(name).is_none() && !others.insert(name.to_string()) {
-                return None;
-            }
-        }
-        w.offset = range.start;
-        read_top(&mut w, &root, &mut top);
-        if !w.problems.is_empty() {
-            return None;
-        }
+        top.take(piece.top);
     }
-    w.offset = 0;
     let mut ids = HashSet::with_capacity_and_hasher(top.decls.len(), Default::default());
     if !top.decls.iter().all(|d| ids.insert(d.id.as_str())) {
         return None;
     }
     drop(ids);
-    let parsed = resolve(w, top, text, path, config_dir, options);
+    let parsed = resolve(
+        Walker::new(text, options.kinds),
+        top,
+        text,
+        path,
+        config_dir,
+        options,
+    );
     parsed.problems.is_empty().then_some(parsed)
+}
+
+/// One piece walked: what it declares, and the top-level tables in it that
+/// are not kinds (each may be in one piece only).
+struct Piece {
+    top: Top,
+    others: Vec<String>,
+}
+
+/// The piece `range` of `text` parsed and walked, or `None` when it does not
+/// parse alone or anything in it is wrong.
+fn walk_piece(text: &str, range: &Range<usize>, kinds: &'static dyn KindTable) -> Option<Piece> {
+    let (root, syntax) = DeTable::parse_recoverable(&text[range.clone()]);
+    if !syntax.is_empty() {
+        return None;
+    }
+    let root = root.into_inner();
+    let mut others = Vec::new();
+    for (key, _) in root.iter() {
+        let name = key.get_ref().as_ref();
+        if kinds.find(name).is_none() {
+            if others.iter().any(|o| o == name) {
+                return None;
+            }
+            others.push(name.to_string());
+        }
+    }
+    let mut w = Walker::new(text, kinds);
+    w.offset = range.start;
+    let mut top = Top::default();
+    read_top(&mut w, &root, &mut top);
+    w.problems.is_empty().then_some(Piece { top, others })
 }
 
 /// From the tables as written to the manifest: the profile, the paths, then

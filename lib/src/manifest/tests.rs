@@ -457,6 +457,19 @@ fn pieces_and_whole(text: &str) -> (Result<Parsed, ManifestError>, Result<Parsed
     };
     let pieces = parse::parse_in_pieces(&text, &path, repo.path(), &options, 1);
     let whole = parse::parse_whole(&text, &path, repo.path(), &options);
+    // Walked on several threads, the pieces are refused as they are on one.
+    if let Some(ranges) = pieces::split(&text, 1, options.kinds) {
+        let apart = parse::parse_pieces_on(&text, &ranges, &path, repo.path(), &options, 1);
+        for threads in [2, 3] {
+            let together =
+                parse::parse_pieces_on(&text, &ranges, &path, repo.path(), &options, threads);
+            assert_eq!(
+                together.as_ref().map(|p| &p.manifest.resources),
+                apart.as_ref().map(|p| &p.manifest.resources),
+                "{threads} threads: {text}"
+            );
+        }
+    }
     (pieces, whole)
 }
 
@@ -519,17 +532,23 @@ fn a_manifest_parsed_in_pieces_is_the_manifest_parsed_whole() {
     assert_eq!(ranges.len(), 6, "cut before each [kind.name]");
     let whole = parse::parse_whole(&text, &path, repo.path(), &options).unwrap();
     assert!(whole.problems.is_empty(), "{:?}", whole.problems);
-    let pieces = parse::parse_pieces(&text, &ranges, &path, repo.path(), &options)
-        .expect("these pieces parse alone");
-    assert!(pieces.problems.is_empty() && whole.problems.is_empty());
-    let (p, w) = (pieces.manifest, whole.manifest);
-    assert_eq!(p.resources, w.resources);
-    assert_eq!(
-        (&p.vars, &p.profile, &p.profiles),
-        (&w.vars, &w.profile, &w.profiles)
-    );
-    assert_eq!(p.resources.len(), 4);
-    assert_eq!(&text[p.resources[1].span.clone()], "a");
+    let w = whole.manifest;
+    // One thread walks the pieces in order; more walk shares of them at
+    // once, and their declarations are joined in the text's order.
+    for threads in [1, 2, 3, 6] {
+        let pieces = parse::parse_pieces_on(&text, &ranges, &path, repo.path(), &options, threads)
+            .expect("these pieces parse alone");
+        assert!(pieces.problems.is_empty(), "{:?}", pieces.problems);
+        let p = pieces.manifest;
+        assert_eq!(p.resources, w.resources, "{threads} threads");
+        assert_eq!(
+            (&p.vars, &p.profile, &p.profiles),
+            (&w.vars, &w.profile, &w.profiles),
+            "{threads} threads"
+        );
+        assert_eq!(p.resources.len(), 4);
+        assert_eq!(&text[p.resources[1].span.clone()], "a");
+    }
 }
 
 #[test]
