@@ -119,6 +119,49 @@ content = "a\n"
 }
 
 #[test]
+fn sibling_dirs_made_together_still_show_a_line_each_and_journal_one_transaction() {
+    let r = Repo::new(
+        r##"
+[dir.a]
+path = "~/a"
+
+[dir.b]
+path = "~/b"
+mode = "0700"
+
+[file.f]
+path = "~/a/f"
+content = "f\n"
+"##,
+    );
+    let out = r.ok(&["plan"]);
+    assert!(out.contains("+ dir.a  ~/a\n"), "{out}");
+    assert!(out.contains("+ dir.b  ~/b\n"), "{out}");
+    assert!(!out.contains("one transaction"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&r.ok(&["plan", "--json"])).unwrap();
+    assert_eq!(
+        json["transactions"],
+        serde_json::json!([["dir.a", "dir.b"]])
+    );
+    r.ok(&["apply", "--yes"]);
+    assert!(r.path("a").is_dir() && r.path("b").is_dir());
+    assert_eq!(mode_of(&r.path("b")), 0o700);
+    assert_eq!(read(&r.path("a/f")), "f\n");
+    // One started record names both directories.
+    let journal = read(&r.sb.state_dir().join("journal.jsonl"));
+    let started: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains("\"resource\":\"transaction\"") && l.contains("\"started\""))
+        .collect();
+    assert_eq!(started.len(), 1, "{journal}");
+    assert!(
+        started[0].contains("\"members\":[\"dir.a\",\"dir.b\"]"),
+        "{journal}"
+    );
+    assert!(r.ok(&["plan"]).contains("No changes"));
+}
+
+#[test]
 fn plan_output_shows_create_update_conflict_remove_and_counts() {
     let r = Repo::new(
         r##"

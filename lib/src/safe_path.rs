@@ -225,8 +225,24 @@ impl Dir {
     }
 
     /// Creates the directory `name` unless it exists, opens it (never through
-    /// a link) and sets `mode` when given. True when it was created.
+    /// a link) and sets `mode` when given; a new entry is durable (this
+    /// directory is synced). True when it was created.
     pub fn mkdir(&self, name: &OsStr, mode: Option<u32>) -> Result<(Dir, bool), PathError> {
+        let (dir, created) = self.mkdir_unsynced(name, mode)?;
+        if created {
+            self.sync()?;
+        }
+        Ok((dir, created))
+    }
+
+    /// [`Dir::mkdir`] without the sync: when it was created, the new entry
+    /// is durable only once the caller has synced this directory (one sync
+    /// for many entries).
+    pub fn mkdir_unsynced(
+        &self,
+        name: &OsStr,
+        mode: Option<u32>,
+    ) -> Result<(Dir, bool), PathError> {
         let created = match mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o755)) {
             Ok(()) => true,
             Err(Errno::EEXIST) => false,
@@ -249,9 +265,6 @@ impl Dir {
         };
         if let Some(m) = mode {
             dir.chmod_self(m)?;
-        }
-        if created {
-            self.sync()?;
         }
         Ok((dir, created))
     }

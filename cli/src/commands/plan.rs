@@ -225,10 +225,16 @@ fn octal_mode(op: &mut serde_json::Map<String, serde_json::Value>) {
 pub fn print_plan(p: &Paint, plan: &Plan) {
     let _held = crate::output::hold();
     let mut shown = 0;
-    // A transaction is one line, where its first member stands.
+    // A transaction of named things (packages) is one line, where its first
+    // member stands; one of paths (directories made together) keeps a line
+    // per path, as each path is what the plan is read for.
     let mut together: std::collections::HashMap<usize, Vec<usize>> = Default::default();
     let mut member = vec![false; plan.changes.len()];
-    for group in stead_lib::plan::transactions(plan) {
+    let named = |group: &Vec<usize>| group.iter().all(|&i| plan.changes[i].keys.is_empty());
+    for group in stead_lib::plan::transactions(plan)
+        .into_iter()
+        .filter(named)
+    {
         for &i in &group {
             member[i] = true;
         }

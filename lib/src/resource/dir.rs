@@ -117,6 +117,16 @@ impl ResourceKind for Dir {
         plan_removal(path)
     }
 
+    /// New directories that wait for the same changes are made together,
+    /// their parents synced once ([`create_together`]).
+    fn transaction(&self, op: &Op) -> Option<String> {
+        matches!(op, Op::CreateDir { .. }).then(|| "dir:create".to_string())
+    }
+
+    fn apply_together(&self, ops: &[&Op], env: &ApplyEnv) -> Vec<Result<Applied, ResourceError>> {
+        create_together(ops, env)
+    }
+
     fn apply(&self, op: &Op, env: &ApplyEnv) -> Result<Applied, ResourceError> {
         let backups = env.backups;
         match op {
@@ -298,6 +308,60 @@ pub(super) fn create(path: &Path, mode: Option<u32>) -> Result<Applied, Resource
     Ok(Applied::default())
 }
 
+/// At most this many parents of a transaction's new directories are held
+/// open until their one sync; past it, a parent is synced at once (the
+/// open-file limit may be as low as 1024).
+const HELD_PARENTS: usize = 256;
+
+/// The directory creations `ops` (each an [`Op::CreateDir`]; anything else
+/// is applied alone), made durable together: each directory is made, then
+/// each parent that gained one is synced once, and only then is any of
+/// them reported done. A hundred directories in one parent took a hundred
+/// syncs of it, one at a time, before any file in them could be written.
+fn create_together(ops: &[&Op], env: &ApplyEnv) -> Vec<Result<Applied, ResourceError>> {
+    let mut results: Vec<Result<Applied, ResourceError>> = Vec::with_capacity(ops.len());
+    // Each parent to sync, with the results that wait for it.
+    let mut unsynced: std::collections::HashMap<PathBuf, (safe_path::Dir, Vec<usize>)> =
+        Default::default();
+    for (n, op) in ops.iter().enumerate() {
+        let Op::CreateDir { path, mode } = op else {
+            results.push(Dir.apply(op, env));
+            continue;
+        };
+        let made = safe_path::open_parent_required(path, true)
+            .and_then(|(parent, name)| Ok((parent.mkdir_unsynced(&name, *mode)?.1, parent)));
+        match made {
+            Ok((false, _)) => results.push(Ok(Applied::default())),
+            Ok((true, parent)) => {
+                results.push(Ok(Applied::default()));
+                if let Some((_, waiting)) = unsynced.get_mut(parent.path()) {
+                    waiting.push(n);
+                } else if unsynced.len() < HELD_PARENTS {
+                    unsynced.insert(parent.path().to_path_buf(), (parent, vec![n]));
+                } else if let Err(e) = parent.sync() {
+                    results[n] = Err(e.into());
+                }
+            }
+            Err(e) => results.push(Err(e.into())),
+        }
+    }
+    for (parent, waiting) in unsynced.into_values() {
+        if let Err(e) = parent.sync() {
+            // Made, but not durable: not done (the journal keeps it in doubt
+            // and the next run looks again).
+            for n in waiting {
+                results[n] = Err(FsError::new(
+                    "made a directory, but cannot make it durable in",
+                    parent.path(),
+                    io::Error::other(e.to_string()),
+                )
+                .into());
+            }
+        }
+    }
+    results
+}
+
 /// Sets the mode and removes unmanaged entries, each backed up first: a purge
 /// never destroys what stead did not create without a copy. The dir is
 /// opened without following any link (a dir swapped for a link to elsewhere
@@ -395,6 +459,81 @@ mod tests {
         assert_eq!(mode(&fx.home.join("d")), 0o700);
         assert!(fx.owns("dir.d"));
         assert_eq!(fx.state.resources["dir.d"].keys, ["~/d"]);
+    }
+
+    #[test]
+    fn sibling_dirs_are_made_as_one_transaction_and_nested_ones_after_it() {
+        let mut fx = Fixture::new();
+        let text = "[dir.a]\npath = \"~/a\"\n[dir.b]\npath = \"~/b\"\nmode = \"0700\"\n\
+                    [dir.c]\npath = \"~/c/deep\"\n[dir.inner]\npath = \"~/a/inner\"\n";
+        let plan = fx.plan(text);
+        let at = |id: &str| plan.changes.iter().position(|c| c.id == id).unwrap();
+        // a, b and c wait for nothing; inner waits for a.
+        assert_eq!(
+            crate::plan::transactions(&plan),
+            vec![{
+                let mut g = vec![at("dir.a"), at("dir.b"), at("dir.c")];
+                g.sort_unstable();
+                g
+            }]
+        );
+        let (_, outcome) = fx.converge(text);
+        assert!(!outcome.has_failures(), "{:?}", outcome.statuses);
+        for d in ["a", "b", "c/deep", "a/inner"] {
+            assert!(fx.home.join(d).is_dir(), "{d}");
+        }
+        assert_eq!(mode(&fx.home.join("b")), 0o700);
+        assert!(
+            ["dir.a", "dir.b", "dir.c", "dir.inner"]
+                .iter()
+                .all(|id| fx.owns(id))
+        );
+    }
+
+    #[test]
+    fn dirs_made_together_report_each_one_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        let at = |rel: &str| root.path().join(rel);
+        std::fs::create_dir(at("there")).unwrap();
+        std::fs::write(at("file"), "in the way\n").unwrap();
+        let ops = [
+            Op::CreateDir {
+                path: at("new"),
+                mode: Some(0o750),
+            },
+            Op::CreateDir {
+                path: at("there"),
+                mode: None,
+            },
+            Op::CreateDir {
+                path: at("file"),
+                mode: None,
+            },
+            Op::CreateDir {
+                path: at("missing/parent/child"),
+                mode: None,
+            },
+        ];
+        let refs: Vec<&Op> = ops.iter().collect();
+        let backups = root.path().join("backups");
+        let control = crate::run::RunControl::default();
+        let secrets = crate::secret::Secrets::unavailable();
+        let env = ApplyEnv {
+            backups: &backups,
+            control: &control,
+            secrets: &secrets,
+        };
+        let results = Dir.apply_together(&refs, &env);
+        assert_eq!(results.len(), 4);
+        assert!(
+            results[0].is_ok() && results[1].is_ok() && results[3].is_ok(),
+            "{results:?}"
+        );
+        let refused = results[2].as_ref().unwrap_err().to_string();
+        assert!(refused.contains("file"), "{refused}");
+        assert_eq!(mode(&at("new")), 0o750);
+        assert!(at("there").is_dir() && at("missing/parent/child").is_dir());
+        assert_eq!(std::fs::read_to_string(at("file")).unwrap(), "in the way\n");
     }
 
     #[test]
