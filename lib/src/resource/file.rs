@@ -1312,6 +1312,39 @@ mod tests {
     }
 
     #[test]
+    fn every_file_under_a_file_in_the_way_conflicts_and_under_a_missing_dir_is_created() {
+        let fx = Fixture::new();
+        fs::write(fx.home.join("f"), "a file\n").unwrap();
+        let mut m = String::new();
+        for (id, path) in [
+            ("a", "~/f/a"),
+            ("b", "~/f/b"),
+            ("c", "~/f/c"),
+            ("d", "~/new/sub/d"),
+            ("e", "~/new/sub/e"),
+            ("g", "~/new/g"),
+        ] {
+            m.push_str(&format!(
+                "[file.{id}]\npath = \"{path}\"\ncontent = \"x\"\n"
+            ));
+        }
+        // Each looked at after another found the same ancestors missing.
+        let plan = fx.plan(&m);
+        for id in ["file.a", "file.b", "file.c"] {
+            let c = change(&plan, id);
+            assert_eq!(c.action, Action::Conflict, "{id}");
+            assert!(
+                c.reason.contains("~/f is not a directory"),
+                "{id}: {}",
+                c.reason
+            );
+        }
+        for id in ["file.d", "file.e", "file.g"] {
+            assert_eq!(change(&plan, id).action, Action::Create, "{id}");
+        }
+    }
+
+    #[test]
     fn a_directory_in_the_way_is_never_replaced_even_forced() {
         let mut fx = Fixture::new();
         fs::create_dir(fx.home.join("a")).unwrap();

@@ -279,22 +279,34 @@ impl std::fmt::Debug for SharedReads {
     }
 }
 
-/// The directories one plan found to be directories, so the check that no
-/// file stands where a resource's parent directory should be
-/// (`ancestor_in_the_way`) costs one `stat` per directory, not one per
-/// resource (files share few parents). Shared by the planning threads.
+/// The ancestors one plan looked at, so the check that no file stands where
+/// a resource's parent directory should be (`ancestor_in_the_way`) costs
+/// one `stat` per directory, not one per resource (files share few
+/// parents): each is a directory, or nothing (or under something that is
+/// not one), which the check passes over to the next ancestor. A cold
+/// apply's files are all in directories not yet made: each asked for its
+/// own before. Shared by the planning threads.
 #[derive(Debug, Default)]
-pub struct KnownDirs(std::sync::Mutex<HashSet<PathBuf>>);
+pub struct KnownDirs(std::sync::Mutex<std::collections::HashMap<PathBuf, Ancestor>>);
+
+/// What a plan found at an ancestor of a resource's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ancestor {
+    /// A directory: nothing stands in the way.
+    Dir,
+    /// Nothing: the next ancestor is looked at.
+    Absent,
+}
 
 impl KnownDirs {
-    fn contains(&self, dir: &Path) -> bool {
+    fn get(&self, dir: &Path) -> Option<Ancestor> {
         // A poisoned set only forgets: the check then asks the filesystem.
-        self.0.lock().is_ok_and(|set| set.contains(dir))
+        self.0.lock().ok().and_then(|set| set.get(dir).copied())
     }
 
-    fn insert(&self, dir: &Path) {
+    fn insert(&self, dir: &Path, found: Ancestor) {
         if let Ok(mut set) = self.0.lock() {
-            set.insert(dir.to_path_buf());
+            set.insert(dir.to_path_buf(), found);
         }
     }
 }
@@ -606,12 +618,14 @@ pub fn plan(resource: &Resource, ctx: &PlanContext) -> Result<Change, ResourceEr
 /// change already shows `!` for it.
 fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
     for ancestor in path.ancestors().skip(1) {
-        if ctx.known_dirs.contains(ancestor) {
-            return None;
+        match ctx.known_dirs.get(ancestor) {
+            Some(Ancestor::Dir) => return None,
+            Some(Ancestor::Absent) => continue,
+            None => {}
         }
         match std::fs::metadata(ancestor) {
             Ok(m) if m.is_dir() => {
-                ctx.known_dirs.insert(ancestor);
+                ctx.known_dirs.insert(ancestor, Ancestor::Dir);
                 return None;
             }
             Ok(_) => {
@@ -620,8 +634,12 @@ fn ancestor_in_the_way(path: &Path, ctx: &PlanContext) -> Option<Planned> {
                     ctx.manifest.display_path(ancestor)
                 )));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+            {
+                ctx.known_dirs.insert(ancestor, Ancestor::Absent);
+            }
             Err(_) => return None,
         }
     }
