@@ -118,7 +118,7 @@ impl ResourceKind for Dir {
     }
 
     /// New directories that wait for the same changes are made together,
-    /// their parents synced once ([`create_together`]).
+    /// their parents synced once (`create_together`).
     fn transaction(&self, op: &Op) -> Option<String> {
         matches!(op, Op::CreateDir { .. }).then(|| "dir:create".to_string())
     }
