@@ -150,12 +150,13 @@ pub(super) fn parse_pieces_on(
     threads: usize,
 ) -> Option<Parsed> {
     let walked = crate::parallel::map(ranges, threads, |range| {
-        walk_piece(text, range, options.kinds).ok_or_else(String::new)
+        Ok(walk_piece(text, range, options.kinds))
     });
     let mut top = Top::default();
     let mut others: HashSet<String> = HashSet::default();
     for piece in walked {
-        let piece = piece.ok()?;
+        // A piece that is wrong, or whose thread panicked: parse whole.
+        let piece = piece.ok().flatten()?;
         if !piece.others.into_iter().all(|name| others.insert(name)) {
             return None;
         }
@@ -192,16 +193,13 @@ fn walk_piece(text: &str, range: &Range<usize>, kinds: &'static dyn KindTable) -
         return None;
     }
     let root = root.into_inner();
-    let mut others = Vec::new();
-    for (key, _) in root.iter() {
-        let name = key.get_ref().as_ref();
-        if kinds.find(name).is_none() {
-            if others.iter().any(|o| o == name) {
-                return None;
-            }
-            others.push(name.to_string());
-        }
-    }
+    // Each once: a text that names a table twice does not parse.
+    let others = root
+        .iter()
+        .map(|(key, _)| key.get_ref().as_ref())
+        .filter(|name| kinds.find(name).is_none())
+        .map(str::to_string)
+        .collect();
     let mut w = Walker::new(text, kinds);
     w.offset = range.start;
     let mut top = Top::default();
